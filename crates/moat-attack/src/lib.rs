@@ -1,0 +1,1 @@
+//! Attacks on (secure) inference services: SEEK, membership inference, fingerprinting, extraction, and their metrics.

@@ -1,0 +1,1 @@
+//! Client library: plaintext and secure inference against a moat server, Fusion mix-and-check.

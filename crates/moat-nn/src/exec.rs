@@ -1,0 +1,389 @@
+//! The float and fixed-point executors over one [`Graph`].
+//!
+//! * [`FloatExecutor`] is the reference the model was trained as.
+//! * [`QuantizedGraph`] is the plaintext fixed-point execution: the weights quantised to f bits,
+//!   every value a ring element, and a truncation after each multiplication — exactly what the
+//!   secure protocol computes (its linear steps are exposed in [`QuantizedGraph::linear`] so the
+//!   two-party engine applies the same map to secret shares).
+//!
+//! Both take one sample in the graph's per-sample input shape.
+
+use rayon::prelude::*;
+
+use crate::error::{NnError, Result};
+use crate::fixed::FixedPoint;
+use crate::graph::{Graph, Op, ValueId};
+use crate::kernels::{self, Window};
+use crate::tensor::{argmax_f32, numel};
+
+fn check_input(graph: &Graph, len: usize) -> Result<()> {
+    let expected = numel(graph.input_shape());
+    if len != expected {
+        return Err(NnError::Shape(format!(
+            "model '{}' takes input of shape {:?} ({expected} values), got {len} values",
+            graph.name(),
+            graph.input_shape()
+        )));
+    }
+    Ok(())
+}
+
+fn window(graph: &Graph, input: ValueId, kernel: [usize; 2], stride: [usize; 2], padding: [usize; 4]) -> Window {
+    let s = graph.shape(input);
+    Window { in_hw: [s[1], s[2]], kernel, stride, padding }
+}
+
+/// Float (f32) execution of a graph.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FloatExecutor;
+
+impl FloatExecutor {
+    /// Every value of the graph for one sample (`values[0]` is the input).
+    pub fn run_all(graph: &Graph, input: &[f32]) -> Result<Vec<Vec<f32>>> {
+        check_input(graph, input.len())?;
+        let mut values: Vec<Vec<f32>> = Vec::with_capacity(graph.nodes().len() + 1);
+        values.push(input.to_vec());
+        for node in graph.nodes() {
+            let x = &values[node.inputs[0].0];
+            let shape = graph.shape(node.inputs[0]);
+            let y = match &node.op {
+                Op::Add => x.iter().zip(&values[node.inputs[1].0]).map(|(a, b)| a + b).collect(),
+                Op::AvgPool(p) => {
+                    let win = window(graph, node.inputs[0], p.kernel, p.stride, p.padding);
+                    let div = (p.kernel[0] * p.kernel[1]) as f32;
+                    kernels::sum_pool(x, shape[0], win).into_iter().map(|v| v / div).collect()
+                }
+                Op::BatchNorm(bn) => {
+                    let (scale, shift) = bn.scale_shift();
+                    let per = x.len() / bn.channels();
+                    x.iter().enumerate().map(|(i, v)| v * scale[i / per] + shift[i / per]).collect()
+                }
+                Op::Conv2d(c) => {
+                    let win = window(graph, node.inputs[0], c.kernel(), c.stride, c.padding);
+                    let mut y = kernels::conv2d(x, shape[0], c.weight.data(), c.out_channels(), win);
+                    let per = y.len() / c.out_channels();
+                    for (i, v) in y.iter_mut().enumerate() {
+                        *v += c.bias[i / per];
+                    }
+                    y
+                }
+                Op::Dense(d) => kernels::dense(x, d.weight.data(), d.bias.len())
+                    .into_iter()
+                    .zip(&d.bias)
+                    .map(|(v, b)| v + b)
+                    .collect(),
+                Op::Flatten | Op::Reshape(_) => x.clone(),
+                Op::GlobalAvgPool => {
+                    let hw = (shape[1] * shape[2]) as f32;
+                    kernels::channel_sums(x, shape[0]).into_iter().map(|v| v / hw).collect()
+                }
+                Op::MaxPool(p) => {
+                    let win = window(graph, node.inputs[0], p.kernel, p.stride, p.padding);
+                    kernels::max_pool(x, shape[0], win, |a, b| a > b)
+                }
+                Op::Relu => x.iter().map(|v| v.max(0.0)).collect(),
+                Op::Softmax => softmax(x),
+            };
+            values.push(y);
+        }
+        Ok(values)
+    }
+
+    /// The graph output for one sample.
+    pub fn run(graph: &Graph, input: &[f32]) -> Result<Vec<f32>> {
+        let mut values = Self::run_all(graph, input)?;
+        Ok(std::mem::take(&mut values[graph.output().0]))
+    }
+
+    /// The logits (the input of a softmax head, else the output) for one sample.
+    pub fn logits(graph: &Graph, input: &[f32]) -> Result<Vec<f32>> {
+        let mut values = Self::run_all(graph, input)?;
+        Ok(std::mem::take(&mut values[graph.logits().0]))
+    }
+
+    /// The predicted label for one sample.
+    pub fn predict(graph: &Graph, input: &[f32]) -> Result<usize> {
+        let logits = Self::logits(graph, input)?;
+        argmax_f32(&logits).ok_or_else(|| NnError::Graph("empty logits".into()))
+    }
+}
+
+/// Numerically stable softmax.
+pub fn softmax(x: &[f32]) -> Vec<f32> {
+    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let exps: Vec<f32> = x.iter().map(|v| (v - max).exp()).collect();
+    let sum: f32 = exps.iter().sum();
+    exps.into_iter().map(|e| e / sum).collect()
+}
+
+/// The quantised form of one node's parameters.
+#[derive(Clone, Debug, PartialEq)]
+pub enum QuantizedLayer {
+    /// A node without parameters (ReLU, max pool, add, reshape, softmax).
+    None,
+    /// Convolution: weights at scale 2^f, bias at scale 2^(2f).
+    Conv2d {
+        /// `[O, C, kh, kw]` ring weights.
+        weight: Vec<u64>,
+        /// Ring biases at scale 2^(2f).
+        bias: Vec<u64>,
+        /// Window geometry.
+        window: Window,
+        /// Input channels.
+        in_channels: usize,
+    },
+    /// Dense: weights at scale 2^f, bias at scale 2^(2f).
+    Dense {
+        /// `[out, in]` ring weights.
+        weight: Vec<u64>,
+        /// Ring biases at scale 2^(2f).
+        bias: Vec<u64>,
+    },
+    /// Per-channel affine map (an unfolded batch norm): scale at 2^f, shift at 2^(2f).
+    Affine {
+        /// Per-channel scale.
+        scale: Vec<u64>,
+        /// Per-channel shift.
+        shift: Vec<u64>,
+    },
+    /// Window sum times `round(2^f / (kh·kw))` (average pool).
+    AvgPool {
+        /// Window geometry.
+        window: Window,
+        /// Channels.
+        channels: usize,
+        /// `round(2^f / (kh·kw))`.
+        reciprocal: u64,
+    },
+    /// Spatial sum times `round(2^f / (H·W))` (global average pool).
+    GlobalAvgPool {
+        /// Channels.
+        channels: usize,
+        /// `round(2^f / (H·W))`.
+        reciprocal: u64,
+    },
+    /// Max pool: the windows, in comparison order.
+    MaxPool {
+        /// Window geometry.
+        window: Window,
+        /// Channels.
+        channels: usize,
+    },
+}
+
+/// A graph with batch norms folded and every parameter quantised: the fixed-point model.
+#[derive(Clone, Debug)]
+pub struct QuantizedGraph {
+    graph: Graph,
+    fixed: FixedPoint,
+    layers: Vec<QuantizedLayer>,
+}
+
+impl QuantizedGraph {
+    /// Folds batch norms into their linear layers and quantises every parameter.
+    pub fn new(graph: &Graph, fixed: FixedPoint) -> Result<Self> {
+        let graph = graph.fold_batch_norms()?.drop_identity_reshapes()?;
+        let f = fixed.frac_bits();
+        let q = |v: &[f32], bits: u32| v.iter().map(|&x| fixed.encode_at(x as f64, bits)).collect::<Vec<u64>>();
+        let reciprocal = |n: usize| fixed.encode(1.0 / n as f64);
+        let layers = graph
+            .nodes()
+            .iter()
+            .map(|node| {
+                let input = node.inputs[0];
+                let shape = graph.shape(input);
+                match &node.op {
+                    Op::Conv2d(c) => QuantizedLayer::Conv2d {
+                        weight: q(c.weight.data(), f),
+                        bias: q(&c.bias, 2 * f),
+                        window: window(&graph, input, c.kernel(), c.stride, c.padding),
+                        in_channels: c.in_channels(),
+                    },
+                    Op::Dense(d) => QuantizedLayer::Dense { weight: q(d.weight.data(), f), bias: q(&d.bias, 2 * f) },
+                    Op::BatchNorm(bn) => {
+                        let (scale, shift) = bn.scale_shift();
+                        QuantizedLayer::Affine { scale: q(&scale, f), shift: q(&shift, 2 * f) }
+                    }
+                    Op::AvgPool(p) => QuantizedLayer::AvgPool {
+                        window: window(&graph, input, p.kernel, p.stride, p.padding),
+                        channels: shape[0],
+                        reciprocal: reciprocal(p.kernel[0] * p.kernel[1]),
+                    },
+                    Op::GlobalAvgPool => {
+                        QuantizedLayer::GlobalAvgPool { channels: shape[0], reciprocal: reciprocal(shape[1] * shape[2]) }
+                    }
+                    Op::MaxPool(p) => QuantizedLayer::MaxPool {
+                        window: window(&graph, input, p.kernel, p.stride, p.padding),
+                        channels: shape[0],
+                    },
+                    Op::Add | Op::Flatten | Op::Reshape(_) | Op::Relu | Op::Softmax => QuantizedLayer::None,
+                }
+            })
+            .collect();
+        Ok(Self { graph, fixed, layers })
+    }
+
+    /// The folded graph the layers belong to (node `i` ↔ `layers()[i]`).
+    pub fn graph(&self) -> &Graph {
+        &self.graph
+    }
+
+    /// The fixed-point setting.
+    pub fn fixed(&self) -> FixedPoint {
+        self.fixed
+    }
+
+    /// The quantised layers, one per node of [`Self::graph`].
+    pub fn layers(&self) -> &[QuantizedLayer] {
+        &self.layers
+    }
+
+    /// Encodes a float sample at scale 2^f.
+    pub fn encode_input(&self, input: &[f32]) -> Result<Vec<u64>> {
+        check_input(&self.graph, input.len())?;
+        Ok(input.iter().map(|&x| self.fixed.encode(x as f64)).collect())
+    }
+
+    /// The linear map of node `index` applied to `input` (a value or an additive share of one),
+    /// *before* truncation, i.e. at scale 2^(2f). The bias or shift is added only when
+    /// `add_bias` is set — in the two-party engine, by exactly one party. `None` when the node
+    /// is not linear.
+    pub fn linear(&self, index: usize, input: &[u64], add_bias: bool) -> Option<Vec<u64>> {
+        let fp = self.fixed;
+        let mut y = match &self.layers[index] {
+            QuantizedLayer::Conv2d { weight, bias, window, in_channels } => {
+                let mut y = kernels::conv2d(input, *in_channels, weight, bias.len(), *window);
+                if add_bias {
+                    let per = y.len() / bias.len();
+                    y.iter_mut().enumerate().for_each(|(i, v)| *v = v.wrapping_add(bias[i / per]));
+                }
+                y
+            }
+            QuantizedLayer::Dense { weight, bias } => {
+                let mut y = kernels::dense(input, weight, bias.len());
+                if add_bias {
+                    y.iter_mut().zip(bias).for_each(|(v, b)| *v = v.wrapping_add(*b));
+                }
+                y
+            }
+            QuantizedLayer::Affine { scale, shift } => {
+                let per = input.len() / scale.len();
+                input
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| {
+                        let c = i / per;
+                        let y = v.wrapping_mul(scale[c]);
+                        if add_bias { y.wrapping_add(shift[c]) } else { y }
+                    })
+                    .collect()
+            }
+            QuantizedLayer::AvgPool { window, channels, reciprocal } => kernels::sum_pool(input, *channels, *window)
+                .into_iter()
+                .map(|v| v.wrapping_mul(*reciprocal))
+                .collect(),
+            QuantizedLayer::GlobalAvgPool { channels, reciprocal } => kernels::channel_sums(input, *channels)
+                .into_iter()
+                .map(|v| v.wrapping_mul(*reciprocal))
+                .collect(),
+            QuantizedLayer::MaxPool { .. } | QuantizedLayer::None => return None,
+        };
+        y.iter_mut().for_each(|v| *v = fp.reduce(*v));
+        Some(y)
+    }
+
+    /// Every value for one encoded sample (`values[0]` is the input).
+    pub fn run_all_encoded(&self, input: Vec<u64>) -> Result<Vec<Vec<u64>>> {
+        check_input(&self.graph, input.len())?;
+        let fp = self.fixed;
+        let mut values: Vec<Vec<u64>> = Vec::with_capacity(self.graph.nodes().len() + 1);
+        values.push(input);
+        for (index, node) in self.graph.nodes().iter().enumerate() {
+            let x = &values[node.inputs[0].0];
+            let y = if let Some(y) = self.linear(index, x, true) {
+                y.into_iter().map(|v| fp.truncate(v)).collect()
+            } else {
+                match (&node.op, &self.layers[index]) {
+                    (Op::Add, _) => x.iter().zip(&values[node.inputs[1].0]).map(|(a, b)| fp.add(*a, *b)).collect(),
+                    (Op::Relu, _) => x.iter().map(|&v| if fp.is_negative(v) { 0 } else { v }).collect(),
+                    (Op::MaxPool(_), QuantizedLayer::MaxPool { window, channels }) => {
+                        kernels::max_pool(x, *channels, *window, |a, b| fp.to_signed(a) > fp.to_signed(b))
+                    }
+                    (Op::Flatten | Op::Reshape(_) | Op::Softmax, _) => x.clone(),
+                    (op, _) => {
+                        return Err(NnError::node(&node.name, op.kind(), "no fixed-point semantics"));
+                    }
+                }
+            };
+            values.push(y);
+        }
+        Ok(values)
+    }
+
+    /// The ring logits for one float sample.
+    pub fn logits_encoded(&self, input: &[f32]) -> Result<Vec<u64>> {
+        let mut values = self.run_all_encoded(self.encode_input(input)?)?;
+        Ok(std::mem::take(&mut values[self.graph.logits().0]))
+    }
+
+    /// The decoded logits for one float sample.
+    pub fn logits(&self, input: &[f32]) -> Result<Vec<f32>> {
+        Ok(self.logits_encoded(input)?.into_iter().map(|v| self.fixed.decode(v) as f32).collect())
+    }
+
+    /// The predicted label (argmax of the signed ring logits) for one float sample.
+    pub fn predict(&self, input: &[f32]) -> Result<usize> {
+        let logits = self.logits_encoded(input)?;
+        argmax_ring(self.fixed, &logits).ok_or_else(|| NnError::Graph("empty logits".into()))
+    }
+}
+
+/// Argmax of ring values under their signed order (first index on ties).
+pub fn argmax_ring(fixed: FixedPoint, values: &[u64]) -> Option<usize> {
+    let mut best: Option<(usize, i64)> = None;
+    for (i, &v) in values.iter().enumerate() {
+        let s = fixed.to_signed(v);
+        match best {
+            Some((_, b)) if s <= b => {}
+            _ => best = Some((i, s)),
+        }
+    }
+    best.map(|(i, _)| i)
+}
+
+/// Runs `f` over samples in parallel and returns the results in order.
+pub fn par_map<T: Send, F>(samples: usize, f: F) -> Vec<T>
+where
+    F: Fn(usize) -> T + Sync + Send,
+{
+    (0..samples).into_par_iter().map(f).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::zoo::{Architecture, build};
+
+    #[test]
+    fn fixed_point_tracks_float_on_a_random_cnn() -> Result<()> {
+        let graph = build(&Architecture::LeNet5 { width: 1.0 }, &[1, 28, 28], 10, 7)?;
+        let q = QuantizedGraph::new(&graph, FixedPoint::default())?;
+        for s in 0..4 {
+            let input: Vec<f32> = (0..784).map(|i| (((i * 7 + s * 13) % 17) as f32) / 17.0).collect();
+            let float = FloatExecutor::logits(&graph, &input)?;
+            let fixed = q.logits(&input)?;
+            for (a, b) in float.iter().zip(&fixed) {
+                assert!((a - b).abs() < 0.05, "float {a} vs fixed {b}");
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn wrong_input_size_is_an_error() -> Result<()> {
+        let graph = build(&Architecture::Mlp { hidden: vec![8] }, &[4], 3, 1)?;
+        assert!(FloatExecutor::run(&graph, &[0.0; 5]).is_err());
+        assert!(QuantizedGraph::new(&graph, FixedPoint::default())?.predict(&[0.0; 3]).is_err());
+        Ok(())
+    }
+}

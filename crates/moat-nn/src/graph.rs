@@ -1,0 +1,649 @@
+//! The layer graph: moat's single model representation.
+//!
+//! A [`Graph`] is a DAG of [`Node`]s in topological order over *per-sample* shapes (no batch
+//! dimension: images are `[C, H, W]`, feature vectors `[N]`). Value `0` is the graph input; node
+//! `i` produces value `i + 1`, so a node can only read values produced before it and the order of
+//! `nodes` is always a valid execution order. Residual networks are graphs whose `Add` nodes read
+//! two earlier values.
+//!
+//! Every graph is shape-checked when it is built ([`Graph::new`]); errors name the node.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{NnError, Result};
+use crate::tensor::{Tensor, numel};
+
+/// Identifies a value (an edge) of the graph: `ValueId(0)` is the input, `ValueId(i + 1)` the
+/// output of node `i`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ValueId(pub usize);
+
+impl ValueId {
+    /// The graph input.
+    pub const INPUT: ValueId = ValueId(0);
+
+    /// The value produced by node `index`.
+    pub fn of_node(index: usize) -> Self {
+        ValueId(index + 1)
+    }
+
+    /// The node producing this value, `None` for the graph input.
+    pub fn node(self) -> Option<usize> {
+        self.0.checked_sub(1)
+    }
+}
+
+/// 2-D convolution (dilation 1, one group), NCHW / OIHW.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Conv2d {
+    /// Weights `[out_channels, in_channels, kh, kw]`.
+    pub weight: Tensor<f32>,
+    /// One bias per output channel.
+    pub bias: Vec<f32>,
+    /// Vertical and horizontal stride.
+    pub stride: [usize; 2],
+    /// Zero padding `[top, left, bottom, right]`.
+    pub padding: [usize; 4],
+}
+
+impl Conv2d {
+    /// Output channels.
+    pub fn out_channels(&self) -> usize {
+        self.weight.shape()[0]
+    }
+    /// Input channels.
+    pub fn in_channels(&self) -> usize {
+        self.weight.shape()[1]
+    }
+    /// Kernel `[kh, kw]`.
+    pub fn kernel(&self) -> [usize; 2] {
+        [self.weight.shape()[2], self.weight.shape()[3]]
+    }
+}
+
+/// Fully connected layer `y = W x + b` on a 1-D input.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Dense {
+    /// Weights `[out, in]`.
+    pub weight: Tensor<f32>,
+    /// One bias per output.
+    pub bias: Vec<f32>,
+}
+
+/// Inference-mode batch normalisation over axis 0 (channels) of the per-sample value.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BatchNorm {
+    /// Scale γ.
+    pub gamma: Vec<f32>,
+    /// Shift β.
+    pub beta: Vec<f32>,
+    /// Running mean.
+    pub mean: Vec<f32>,
+    /// Running variance.
+    pub var: Vec<f32>,
+    /// ε added to the variance.
+    pub eps: f32,
+}
+
+impl BatchNorm {
+    /// The equivalent per-channel affine map `y = s·x + t`.
+    pub fn scale_shift(&self) -> (Vec<f32>, Vec<f32>) {
+        let scale: Vec<f32> = self
+            .gamma
+            .iter()
+            .zip(&self.var)
+            .map(|(g, v)| g / (v + self.eps).sqrt())
+            .collect();
+        let shift = self
+            .beta
+            .iter()
+            .zip(&self.mean)
+            .zip(&scale)
+            .map(|((b, m), s)| b - m * s)
+            .collect();
+        (scale, shift)
+    }
+
+    /// Number of channels.
+    pub fn channels(&self) -> usize {
+        self.gamma.len()
+    }
+}
+
+/// Window of a max or average pool.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pool {
+    /// Window `[kh, kw]`.
+    pub kernel: [usize; 2],
+    /// Vertical and horizontal stride.
+    pub stride: [usize; 2],
+    /// Padding `[top, left, bottom, right]`. Max pooling ignores padded positions; average
+    /// pooling counts them as zeros (ONNX `count_include_pad = 1`), so the divisor is always
+    /// `kh·kw`.
+    pub padding: [usize; 4],
+}
+
+/// A graph operation. Shapes are per sample.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Op {
+    /// Element-wise sum of two values of the same shape (residual connection).
+    Add,
+    /// Average pooling over `[C, H, W]`.
+    AvgPool(Pool),
+    /// Batch normalisation (folded into the preceding linear layer by [`Graph::fold_batch_norms`]).
+    BatchNorm(BatchNorm),
+    /// 2-D convolution over `[C, H, W]`.
+    Conv2d(Conv2d),
+    /// Fully connected layer over `[N]`.
+    Dense(Dense),
+    /// Flattens the value to one dimension.
+    Flatten,
+    /// Mean over the spatial dimensions: `[C, H, W] → [C]`.
+    GlobalAvgPool,
+    /// Max pooling over `[C, H, W]`.
+    MaxPool(Pool),
+    /// `max(x, 0)`.
+    Relu,
+    /// Static reshape to the given per-sample shape.
+    Reshape(Vec<usize>),
+    /// Softmax over a 1-D value (a head: the logits are its input).
+    Softmax,
+}
+
+impl Op {
+    /// A short, stable name for tables and errors.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Op::Add => "Add",
+            Op::AvgPool(_) => "AvgPool",
+            Op::BatchNorm(_) => "BatchNorm",
+            Op::Conv2d(_) => "Conv2d",
+            Op::Dense(_) => "Dense",
+            Op::Flatten => "Flatten",
+            Op::GlobalAvgPool => "GlobalAvgPool",
+            Op::MaxPool(_) => "MaxPool",
+            Op::Relu => "Relu",
+            Op::Reshape(_) => "Reshape",
+            Op::Softmax => "Softmax",
+        }
+    }
+
+    /// Number of inputs the op reads.
+    pub fn arity(&self) -> usize {
+        match self {
+            Op::Add => 2,
+            _ => 1,
+        }
+    }
+
+    /// Trainable parameters (weights and biases; batch-norm counts γ and β).
+    pub fn parameter_count(&self) -> usize {
+        match self {
+            Op::Conv2d(c) => c.weight.len() + c.bias.len(),
+            Op::Dense(d) => d.weight.len() + d.bias.len(),
+            Op::BatchNorm(b) => 2 * b.channels(),
+            _ => 0,
+        }
+    }
+
+    /// True for ops that are linear in their (single) input up to a public bias: the ones the
+    /// secure protocol evaluates homomorphically.
+    pub fn is_linear(&self) -> bool {
+        matches!(
+            self,
+            Op::Conv2d(_) | Op::Dense(_) | Op::BatchNorm(_) | Op::AvgPool(_) | Op::GlobalAvgPool
+        )
+    }
+}
+
+/// One node: an op, the values it reads, and a name (unique within the graph).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Node {
+    /// Unique name (kept from ONNX on import).
+    pub name: String,
+    /// The operation.
+    pub op: Op,
+    /// The values read, in order.
+    pub inputs: Vec<ValueId>,
+}
+
+/// A shape-checked model graph. See the module documentation.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Graph {
+    name: String,
+    input_shape: Vec<usize>,
+    nodes: Vec<Node>,
+    output: ValueId,
+    shapes: Vec<Vec<usize>>,
+}
+
+impl Graph {
+    /// Builds and shape-checks a graph.
+    ///
+    /// `input_shape` is the per-sample input shape; `output` the value the model returns.
+    pub fn new(
+        name: impl Into<String>,
+        input_shape: Vec<usize>,
+        nodes: Vec<Node>,
+        output: ValueId,
+    ) -> Result<Self> {
+        if input_shape.is_empty() || input_shape.contains(&0) {
+            return Err(NnError::Graph(format!("input shape {input_shape:?} has no elements")));
+        }
+        let shapes = infer_shapes(&input_shape, &nodes)?;
+        if output.0 >= shapes.len() {
+            return Err(NnError::Graph(format!(
+                "output value {} does not exist ({} values)",
+                output.0,
+                shapes.len()
+            )));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for node in &nodes {
+            if !seen.insert(node.name.as_str()) {
+                return Err(NnError::node(&node.name, node.op.kind(), "duplicate node name"));
+            }
+        }
+        Ok(Self { name: name.into(), input_shape, nodes, output, shapes })
+    }
+
+    /// The model's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Per-sample input shape.
+    pub fn input_shape(&self) -> &[usize] {
+        &self.input_shape
+    }
+
+    /// Nodes in execution order.
+    pub fn nodes(&self) -> &[Node] {
+        &self.nodes
+    }
+
+    /// The value the model returns.
+    pub fn output(&self) -> ValueId {
+        self.output
+    }
+
+    /// Per-sample shape of a value.
+    pub fn shape(&self, value: ValueId) -> &[usize] {
+        &self.shapes[value.0]
+    }
+
+    /// Shape of the model output.
+    pub fn output_shape(&self) -> &[usize] {
+        self.shape(self.output)
+    }
+
+    /// The logits: the output, or the input of a trailing softmax head.
+    pub fn logits(&self) -> ValueId {
+        let mut value = self.output;
+        while let Some(index) = value.node() {
+            let node = &self.nodes[index];
+            if matches!(node.op, Op::Softmax) {
+                value = node.inputs[0];
+            } else {
+                break;
+            }
+        }
+        value
+    }
+
+    /// Number of classes (elements of the logits).
+    pub fn num_classes(&self) -> usize {
+        numel(self.shape(self.logits()))
+    }
+
+    /// Renames the model.
+    pub fn with_name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// For each value, how many nodes read it (the graph output counts as a reader).
+    pub fn reader_counts(&self) -> Vec<usize> {
+        let mut counts = vec![0; self.shapes.len()];
+        for node in &self.nodes {
+            for input in &node.inputs {
+                counts[input.0] += 1;
+            }
+        }
+        counts[self.output.0] += 1;
+        counts
+    }
+
+    /// Total trainable parameters.
+    pub fn parameter_count(&self) -> usize {
+        self.nodes.iter().map(|n| n.op.parameter_count()).sum()
+    }
+
+    /// Multiply-accumulates of one node for one sample.
+    pub fn node_macs(&self, index: usize) -> usize {
+        let node = &self.nodes[index];
+        let out = numel(self.shape(ValueId::of_node(index)));
+        match &node.op {
+            Op::Conv2d(c) => {
+                let [kh, kw] = c.kernel();
+                out * c.in_channels() * kh * kw
+            }
+            Op::Dense(d) => d.weight.len(),
+            Op::BatchNorm(_) => out,
+            _ => 0,
+        }
+    }
+
+    /// Comparisons-with-zero the secure protocol needs for a node (ReLUs, and the pairwise
+    /// comparisons of a max pool).
+    pub fn node_relus(&self, index: usize) -> usize {
+        let node = &self.nodes[index];
+        let out = numel(self.shape(ValueId::of_node(index)));
+        match &node.op {
+            Op::Relu => out,
+            Op::MaxPool(p) => out * (p.kernel[0] * p.kernel[1]).saturating_sub(1),
+            _ => 0,
+        }
+    }
+
+    /// Folds every batch norm whose input is a convolution or dense layer read by nothing else
+    /// into that layer's weights and bias. Batch norms that cannot be folded stay as ops.
+    pub fn fold_batch_norms(&self) -> Result<Graph> {
+        let readers = self.reader_counts();
+        let mut nodes: Vec<Option<Node>> = self.nodes.iter().cloned().map(Some).collect();
+        // Maps each old value to the value that replaces it.
+        let mut replace: Vec<ValueId> = (0..self.shapes.len()).map(ValueId).collect();
+        for index in 0..nodes.len() {
+            let Some(node) = nodes[index].clone() else { continue };
+            let Op::BatchNorm(bn) = &node.op else { continue };
+            let source = node.inputs[0];
+            let Some(prev) = source.node() else { continue };
+            if readers[source.0] != 1 {
+                continue;
+            }
+            let (scale, shift) = bn.scale_shift();
+            let Some(prev_node) = nodes[prev].as_mut() else { continue };
+            let folded = match &mut prev_node.op {
+                Op::Conv2d(conv) => {
+                    let per_out = conv.weight.len() / conv.out_channels().max(1);
+                    scale_rows(conv.weight.data_mut(), per_out, &mut conv.bias, &scale, &shift);
+                    true
+                }
+                Op::Dense(dense) => {
+                    let per_out = dense.weight.len() / dense.bias.len().max(1);
+                    scale_rows(dense.weight.data_mut(), per_out, &mut dense.bias, &scale, &shift);
+                    true
+                }
+                _ => false,
+            };
+            if folded {
+                nodes[index] = None;
+                replace[ValueId::of_node(index).0] = source;
+            }
+        }
+        self.rebuild(nodes, &replace)
+    }
+
+    /// Removes `Reshape`/`Flatten` nodes that do not change the shape.
+    pub fn drop_identity_reshapes(&self) -> Result<Graph> {
+        let mut replace: Vec<ValueId> = (0..self.shapes.len()).map(ValueId).collect();
+        let nodes = self
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, node)| {
+                let is_reshape = matches!(node.op, Op::Reshape(_) | Op::Flatten);
+                if is_reshape && self.shape(node.inputs[0]) == self.shape(ValueId::of_node(i)) {
+                    replace[ValueId::of_node(i).0] = node.inputs[0];
+                    None
+                } else {
+                    Some(node.clone())
+                }
+            })
+            .collect();
+        self.rebuild(nodes, &replace)
+    }
+
+    /// Rebuilds the graph from a node list with holes, renumbering values.
+    fn rebuild(&self, nodes: Vec<Option<Node>>, replace: &[ValueId]) -> Result<Graph> {
+        // Resolve chains of replacements (a removed node reading a removed node).
+        let resolve = |mut v: ValueId| {
+            while replace[v.0] != v {
+                v = replace[v.0];
+            }
+            v
+        };
+        let mut new_id = vec![None; self.shapes.len()];
+        new_id[0] = Some(ValueId::INPUT);
+        let mut kept = Vec::new();
+        for (index, node) in nodes.into_iter().enumerate() {
+            let Some(mut node) = node else { continue };
+            for input in &mut node.inputs {
+                *input = new_id[resolve(*input).0].ok_or_else(|| {
+                    NnError::Graph(format!("node '{}' reads a removed value", node.name))
+                })?;
+            }
+            new_id[ValueId::of_node(index).0] = Some(ValueId::of_node(kept.len()));
+            kept.push(node);
+        }
+        let output = new_id[resolve(self.output).0]
+            .ok_or_else(|| NnError::Graph("the graph output was removed".into()))?;
+        Graph::new(self.name.clone(), self.input_shape.clone(), kept, output)
+    }
+}
+
+/// `w[r, ..] *= scale[r]`, `b[r] = b[r]·scale[r] + shift[r]`.
+fn scale_rows(weights: &mut [f32], per_row: usize, bias: &mut [f32], scale: &[f32], shift: &[f32]) {
+    for (r, row) in weights.chunks_mut(per_row.max(1)).enumerate() {
+        for w in row {
+            *w *= scale[r];
+        }
+    }
+    for (r, b) in bias.iter_mut().enumerate() {
+        *b = *b * scale[r] + shift[r];
+    }
+}
+
+/// Output size of a pooled/convolved spatial axis, `None` when the window does not fit.
+fn window_out(size: usize, pad_lo: usize, pad_hi: usize, k: usize, stride: usize) -> Option<usize> {
+    let padded = size + pad_lo + pad_hi;
+    if stride == 0 || k == 0 || padded < k {
+        return None;
+    }
+    Some((padded - k) / stride + 1)
+}
+
+/// Shape inference: the shape of every value, or an error naming the first bad node.
+fn infer_shapes(input_shape: &[usize], nodes: &[Node]) -> Result<Vec<Vec<usize>>> {
+    let mut shapes: Vec<Vec<usize>> = vec![input_shape.to_vec()];
+    for (index, node) in nodes.iter().enumerate() {
+        let err = |msg: String| NnError::node(&node.name, node.op.kind(), msg);
+        if node.inputs.len() != node.op.arity() {
+            return Err(err(format!(
+                "takes {} input(s), got {}",
+                node.op.arity(),
+                node.inputs.len()
+            )));
+        }
+        for input in &node.inputs {
+            if input.0 > index {
+                return Err(err(format!(
+                    "reads value {} that is not produced before it",
+                    input.0
+                )));
+            }
+        }
+        let x = shapes[node.inputs[0].0].clone();
+        let shape = match &node.op {
+            Op::Add => {
+                let y = &shapes[node.inputs[1].0];
+                if &x != y {
+                    return Err(err(format!("adds shapes {x:?} and {y:?}")));
+                }
+                x
+            }
+            Op::Conv2d(conv) => {
+                let [o, i, kh, kw] = match conv.weight.shape() {
+                    &[o, i, kh, kw] => [o, i, kh, kw],
+                    other => return Err(err(format!("weight shape {other:?} is not 4-D"))),
+                };
+                if conv.bias.len() != o {
+                    return Err(err(format!("{} biases for {o} output channels", conv.bias.len())));
+                }
+                let [c, h, w] = chw(&x).ok_or_else(|| err(format!("input {x:?} is not [C,H,W]")))?;
+                if c != i {
+                    return Err(err(format!("input has {c} channels, weights expect {i}")));
+                }
+                let [pt, pl, pb, pr] = conv.padding;
+                let oh = window_out(h, pt, pb, kh, conv.stride[0]);
+                let ow = window_out(w, pl, pr, kw, conv.stride[1]);
+                match (oh, ow) {
+                    (Some(oh), Some(ow)) => vec![o, oh, ow],
+                    _ => return Err(err(format!("kernel {kh}x{kw} does not fit input {x:?}"))),
+                }
+            }
+            Op::Dense(dense) => {
+                let [out, inp] = match dense.weight.shape() {
+                    &[out, inp] => [out, inp],
+                    other => return Err(err(format!("weight shape {other:?} is not 2-D"))),
+                };
+                if dense.bias.len() != out {
+                    return Err(err(format!("{} biases for {out} outputs", dense.bias.len())));
+                }
+                if x.len() != 1 || x[0] != inp {
+                    return Err(err(format!("input {x:?} does not match weights [{out}, {inp}]")));
+                }
+                vec![out]
+            }
+            Op::BatchNorm(bn) => {
+                let c = bn.channels();
+                let lens = [bn.beta.len(), bn.mean.len(), bn.var.len()];
+                if lens.iter().any(|&l| l != c) {
+                    return Err(err("gamma, beta, mean and var differ in length".into()));
+                }
+                if x.first() != Some(&c) {
+                    return Err(err(format!("input {x:?} does not have {c} channels")));
+                }
+                x
+            }
+            Op::MaxPool(pool) | Op::AvgPool(pool) => {
+                let [c, h, w] = chw(&x).ok_or_else(|| err(format!("input {x:?} is not [C,H,W]")))?;
+                let [pt, pl, pb, pr] = pool.padding;
+                let oh = window_out(h, pt, pb, pool.kernel[0], pool.stride[0]);
+                let ow = window_out(w, pl, pr, pool.kernel[1], pool.stride[1]);
+                if pool.padding.iter().zip([pool.kernel[0], pool.kernel[1], pool.kernel[0], pool.kernel[1]]).any(|(p, k)| *p >= k) {
+                    return Err(err(format!("padding {:?} not smaller than kernel", pool.padding)));
+                }
+                match (oh, ow) {
+                    (Some(oh), Some(ow)) => vec![c, oh, ow],
+                    _ => return Err(err(format!("window {:?} does not fit input {x:?}", pool.kernel))),
+                }
+            }
+            Op::GlobalAvgPool => {
+                let [c, _, _] = chw(&x).ok_or_else(|| err(format!("input {x:?} is not [C,H,W]")))?;
+                vec![c]
+            }
+            Op::Flatten => vec![numel(&x)],
+            Op::Reshape(target) => {
+                if numel(target) != numel(&x) {
+                    return Err(err(format!("cannot reshape {x:?} to {target:?}")));
+                }
+                target.clone()
+            }
+            Op::Relu => x,
+            Op::Softmax => {
+                if x.len() != 1 {
+                    return Err(err(format!("softmax over {x:?}: moat supports 1-D logits")));
+                }
+                x
+            }
+        };
+        shapes.push(shape);
+    }
+    Ok(shapes)
+}
+
+fn chw(shape: &[usize]) -> Option<[usize; 3]> {
+    match shape {
+        &[c, h, w] => Some([c, h, w]),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conv(o: usize, i: usize, k: usize) -> Op {
+        Op::Conv2d(Conv2d {
+            weight: Tensor::new(vec![o, i, k, k], (0..o * i * k * k).map(|v| v as f32 * 0.01).collect())
+                .unwrap_or_else(|_| unreachable!()),
+            bias: vec![0.5; o],
+            stride: [1, 1],
+            padding: [0; 4],
+        })
+    }
+
+    fn node(name: &str, op: Op, inputs: &[usize]) -> Node {
+        Node { name: name.into(), op, inputs: inputs.iter().map(|&v| ValueId(v)).collect() }
+    }
+
+    #[test]
+    fn shapes_are_inferred() -> Result<()> {
+        let g = Graph::new(
+            "t",
+            vec![1, 6, 6],
+            vec![
+                node("c", conv(2, 1, 3), &[0]),
+                node("r", Op::Relu, &[1]),
+                node("p", Op::MaxPool(Pool { kernel: [2, 2], stride: [2, 2], padding: [0; 4] }), &[2]),
+                node("f", Op::Flatten, &[3]),
+            ],
+            ValueId(4),
+        )?;
+        assert_eq!(g.shape(ValueId(1)), &[2, 4, 4]);
+        assert_eq!(g.output_shape(), &[8]);
+        assert_eq!(g.node_macs(0), 2 * 4 * 4 * 9);
+        Ok(())
+    }
+
+    #[test]
+    fn errors_name_the_node() {
+        let e = Graph::new("t", vec![3, 6, 6], vec![node("conv_one", conv(2, 1, 3), &[0])], ValueId(1))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains("conv_one") && e.contains("channels"), "{e}");
+        let e = Graph::new("t", vec![2, 4, 4], vec![node("add", Op::Add, &[0, 1])], ValueId(1))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains("add"), "{e}");
+    }
+
+    #[test]
+    fn batch_norm_folds_into_conv() -> Result<()> {
+        let bn = BatchNorm {
+            gamma: vec![2.0, 0.5],
+            beta: vec![1.0, -1.0],
+            mean: vec![0.1, 0.2],
+            var: vec![4.0, 1.0],
+            eps: 0.0,
+        };
+        let g = Graph::new(
+            "t",
+            vec![1, 3, 3],
+            vec![node("c", conv(2, 1, 3), &[0]), node("bn", Op::BatchNorm(bn), &[1]), node("r", Op::Relu, &[2])],
+            ValueId(3),
+        )?;
+        let folded = g.fold_batch_norms()?;
+        assert_eq!(folded.nodes().len(), 2);
+        assert_eq!(folded.nodes()[1].inputs, vec![ValueId(1)]);
+        let Op::Conv2d(c) = &folded.nodes()[0].op else { panic!("conv expected") };
+        // channel 0: scale 2/2 = 1, shift 1 - 0.1 = 0.9; bias 0.5 → 1.4
+        assert!((c.bias[0] - 1.4).abs() < 1e-6);
+        // channel 1: scale 0.5, shift -1 - 0.1 = -1.1; bias 0.25 - 1.1 = -0.85
+        assert!((c.bias[1] + 0.85).abs() < 1e-6);
+        Ok(())
+    }
+}

@@ -1,0 +1,263 @@
+//! Loop kernels shared by the float executor, the fixed-point executor and the two-party
+//! engine (which runs the ring versions on secret shares: they are linear in the input).
+//!
+//! All kernels work on one sample in row-major `[C, H, W]` or `[N]` layout and are generic over
+//! [`Mac`], which is `f32` arithmetic or wrapping `u64` ring arithmetic (reduce mod 2^ℓ after).
+
+/// A number that can be multiply-accumulated: `f32`, or `u64` with wrapping (ring) semantics.
+pub trait Mac: Copy + Default + Send + Sync {
+    /// `self + a · b`.
+    fn mac(self, a: Self, b: Self) -> Self;
+    /// `self + a`.
+    fn plus(self, a: Self) -> Self;
+}
+
+impl Mac for f32 {
+    #[inline(always)]
+    fn mac(self, a: f32, b: f32) -> f32 {
+        self + a * b
+    }
+    #[inline(always)]
+    fn plus(self, a: f32) -> f32 {
+        self + a
+    }
+}
+
+impl Mac for u64 {
+    #[inline(always)]
+    fn mac(self, a: u64, b: u64) -> u64 {
+        self.wrapping_add(a.wrapping_mul(b))
+    }
+    #[inline(always)]
+    fn plus(self, a: u64) -> u64 {
+        self.wrapping_add(a)
+    }
+}
+
+/// Geometry of a 2-D window operation (convolution or pooling) on one `[C, H, W]` sample.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Window {
+    /// Input height and width.
+    pub in_hw: [usize; 2],
+    /// Kernel height and width.
+    pub kernel: [usize; 2],
+    /// Vertical and horizontal stride.
+    pub stride: [usize; 2],
+    /// Padding `[top, left, bottom, right]`.
+    pub padding: [usize; 4],
+}
+
+impl Window {
+    /// Output height and width (the caller has shape-checked the graph).
+    pub fn out_hw(&self) -> [usize; 2] {
+        let [h, w] = self.in_hw;
+        let [pt, pl, pb, pr] = self.padding;
+        [
+            (h + pt + pb - self.kernel[0]) / self.stride[0] + 1,
+            (w + pl + pr - self.kernel[1]) / self.stride[1] + 1,
+        ]
+    }
+}
+
+/// Convolution without bias: `out[o, y, x] = Σ_{c, i, j} w[o, c, i, j] · in[c, y·s + i − p, x·s + j − p]`
+/// with zero padding. `weight` is `[O, C, kh, kw]`; the result is `[O, oh, ow]`.
+pub fn conv2d<T: Mac>(input: &[T], channels: usize, weight: &[T], out_channels: usize, win: Window) -> Vec<T> {
+    let [h, w] = win.in_hw;
+    let [kh, kw] = win.kernel;
+    let [sh, sw] = win.stride;
+    let [pt, pl, _, _] = win.padding;
+    let [oh, ow] = win.out_hw();
+    let mut out = vec![T::default(); out_channels * oh * ow];
+    for (o, plane) in out.chunks_mut(oh * ow).enumerate() {
+        for c in 0..channels {
+            let chan = &input[c * h * w..(c + 1) * h * w];
+            for i in 0..kh {
+                for j in 0..kw {
+                    let wt = weight[((o * channels + c) * kh + i) * kw + j];
+                    for y in 0..oh {
+                        let iy = (y * sh + i) as isize - pt as isize;
+                        if iy < 0 || iy >= h as isize {
+                            continue;
+                        }
+                        let row = &chan[iy as usize * w..(iy as usize + 1) * w];
+                        let out_row = &mut plane[y * ow..(y + 1) * ow];
+                        // Columns x whose input column x·sw + j − pl lies inside the row.
+                        let x_hi = ((w + pl).saturating_sub(j)).div_ceil(sw).min(ow);
+                        let x_lo = pl.saturating_sub(j).div_ceil(sw);
+                        if x_lo >= x_hi {
+                            continue;
+                        }
+                        if sw == 1 {
+                            let base = x_lo + j - pl;
+                            let src = &row[base..base + (x_hi - x_lo)];
+                            for (acc, &v) in out_row[x_lo..x_hi].iter_mut().zip(src) {
+                                *acc = acc.mac(wt, v);
+                            }
+                        } else {
+                            for (x, acc) in out_row.iter_mut().enumerate().take(x_hi).skip(x_lo) {
+                                *acc = acc.mac(wt, row[x * sw + j - pl]);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Matrix–vector product `W x` with `W` of shape `[out, in]`.
+pub fn dense<T: Mac>(input: &[T], weight: &[T], outputs: usize) -> Vec<T> {
+    let n = input.len();
+    (0..outputs)
+        .map(|o| weight[o * n..(o + 1) * n].iter().zip(input).fold(T::default(), |acc, (&w, &x)| acc.mac(w, x)))
+        .collect()
+}
+
+/// Sum over each pooling window (padding counts as zero): `[C, oh, ow]`.
+pub fn sum_pool<T: Mac>(input: &[T], channels: usize, win: Window) -> Vec<T> {
+    reduce_pool(input, channels, win, T::default(), |acc, v| acc.plus(v))
+}
+
+/// Maximum over each pooling window under `greater` (padded positions are skipped).
+pub fn max_pool<T: Copy + Default>(input: &[T], channels: usize, win: Window, greater: impl Fn(T, T) -> bool) -> Vec<T> {
+    let [h, w] = win.in_hw;
+    let [kh, kw] = win.kernel;
+    let [sh, sw] = win.stride;
+    let [pt, pl, _, _] = win.padding;
+    let [oh, ow] = win.out_hw();
+    let mut out = Vec::with_capacity(channels * oh * ow);
+    for c in 0..channels {
+        for y in 0..oh {
+            for x in 0..ow {
+                let mut best: Option<T> = None;
+                for i in 0..kh {
+                    for j in 0..kw {
+                        let (iy, ix) = ((y * sh + i) as isize - pt as isize, (x * sw + j) as isize - pl as isize);
+                        if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
+                            continue;
+                        }
+                        let v = input[(c * h + iy as usize) * w + ix as usize];
+                        best = Some(match best {
+                            Some(b) if !greater(v, b) => b,
+                            _ => v,
+                        });
+                    }
+                }
+                out.push(best.unwrap_or_default());
+            }
+        }
+    }
+    out
+}
+
+/// The elements of each pooling window in a fixed order (row-major within the window), padded
+/// positions omitted: `windows[k]` lists the input indices of output `k`. The two-party engine
+/// uses this to run one comparison tree per window.
+pub fn pool_windows(channels: usize, win: Window) -> Vec<Vec<usize>> {
+    let [h, w] = win.in_hw;
+    let [kh, kw] = win.kernel;
+    let [sh, sw] = win.stride;
+    let [pt, pl, _, _] = win.padding;
+    let [oh, ow] = win.out_hw();
+    let mut windows = Vec::with_capacity(channels * oh * ow);
+    for c in 0..channels {
+        for y in 0..oh {
+            for x in 0..ow {
+                let mut members = Vec::with_capacity(kh * kw);
+                for i in 0..kh {
+                    for j in 0..kw {
+                        let (iy, ix) = ((y * sh + i) as isize - pt as isize, (x * sw + j) as isize - pl as isize);
+                        if iy >= 0 && ix >= 0 && iy < h as isize && ix < w as isize {
+                            members.push((c * h + iy as usize) * w + ix as usize);
+                        }
+                    }
+                }
+                windows.push(members);
+            }
+        }
+    }
+    windows
+}
+
+fn reduce_pool<T: Copy>(input: &[T], channels: usize, win: Window, zero: T, f: impl Fn(T, T) -> T) -> Vec<T> {
+    pool_windows(channels, win)
+        .into_iter()
+        .map(|members| members.into_iter().fold(zero, |acc, k| f(acc, input[k])))
+        .collect()
+}
+
+/// Per-channel sum over the spatial dimensions: `[C, H, W] → [C]`.
+pub fn channel_sums<T: Mac>(input: &[T], channels: usize) -> Vec<T> {
+    let per = input.len() / channels.max(1);
+    input.chunks(per.max(1)).map(|c| c.iter().fold(T::default(), |acc, &v| acc.plus(v))).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Direct definition of a convolution, for checking the optimised loop.
+    fn conv_reference(input: &[f32], c: usize, weight: &[f32], o: usize, win: Window) -> Vec<f32> {
+        let [h, w] = win.in_hw;
+        let [kh, kw] = win.kernel;
+        let [oh, ow] = win.out_hw();
+        let mut out = vec![0.0; o * oh * ow];
+        for oc in 0..o {
+            for y in 0..oh {
+                for x in 0..ow {
+                    let mut acc = 0.0;
+                    for ic in 0..c {
+                        for i in 0..kh {
+                            for j in 0..kw {
+                                let iy = (y * win.stride[0] + i) as isize - win.padding[0] as isize;
+                                let ix = (x * win.stride[1] + j) as isize - win.padding[1] as isize;
+                                if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w {
+                                    acc += weight[((oc * c + ic) * kh + i) * kw + j]
+                                        * input[(ic * h + iy as usize) * w + ix as usize];
+                                }
+                            }
+                        }
+                    }
+                    out[(oc * oh + y) * ow + x] = acc;
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn conv_matches_reference_for_strides_and_paddings() {
+        let (c, o, h, w) = (3, 4, 7, 6);
+        let input: Vec<f32> = (0..c * h * w).map(|v| ((v * 37 % 11) as f32) - 5.0).collect();
+        for (k, s, p) in [(3, 1, [1, 1, 1, 1]), (3, 2, [1, 1, 1, 1]), (1, 1, [0; 4]), (5, 2, [2, 1, 0, 2]), (2, 3, [0, 1, 1, 0])] {
+            let weight: Vec<f32> = (0..o * c * k * k).map(|v| ((v * 13 % 7) as f32) - 3.0).collect();
+            let win = Window { in_hw: [h, w], kernel: [k, k], stride: [s, s], padding: p };
+            assert_eq!(conv2d(&input, c, &weight, o, win), conv_reference(&input, c, &weight, o, win), "k{k} s{s} p{p:?}");
+        }
+    }
+
+    #[test]
+    fn pools_respect_padding() {
+        let input: Vec<f32> = (0..16).map(|v| v as f32).collect();
+        let win = Window { in_hw: [4, 4], kernel: [3, 3], stride: [2, 2], padding: [1, 1, 1, 1] };
+        assert_eq!(max_pool(&input, 1, win, |a, b| a > b), vec![5.0, 7.0, 13.0, 15.0]);
+        assert_eq!(sum_pool(&input, 1, win)[0], 0.0 + 1.0 + 4.0 + 5.0);
+    }
+
+    #[test]
+    fn ring_conv_is_linear_in_shares() {
+        let mask = (1u64 << 37) - 1;
+        let x: Vec<u64> = (0..2 * 5 * 5).map(|v| (v as u64 * 0x9E37_79B9) & mask).collect();
+        let share: Vec<u64> = (0..x.len()).map(|v| (v as u64).wrapping_mul(0xDEAD_BEEF_1234) & mask).collect();
+        let other: Vec<u64> = x.iter().zip(&share).map(|(a, b)| a.wrapping_sub(*b) & mask).collect();
+        let w: Vec<u64> = (0..3 * 2 * 9).map(|v| (v as u64 * 31) & mask).collect();
+        let win = Window { in_hw: [5, 5], kernel: [3, 3], stride: [1, 1], padding: [1; 4] };
+        let whole = conv2d(&x, 2, &w, 3, win);
+        let a = conv2d(&share, 2, &w, 3, win);
+        let b = conv2d(&other, 2, &w, 3, win);
+        for ((z, a), b) in whole.iter().zip(a).zip(b) {
+            assert_eq!(z & mask, a.wrapping_add(b) & mask);
+        }
+    }
+}

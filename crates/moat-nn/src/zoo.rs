@@ -1,0 +1,343 @@
+//! The model zoo: architectures moat trains, serves, attacks and benchmarks, built as layer
+//! graphs with seeded random (He-normal) weights.
+//!
+//! | name | architecture |
+//! |---|---|
+//! | `mlp:H1,H2,…` | fully connected, ReLU between layers |
+//! | `lenet5[:xW]` | LeNet-5 style CNN (conv5-pool-conv5-pool-fc120-fc84-fc), channels × W |
+//! | `resnet20`, `resnet32`, `resnet56[:xW]` | CIFAR ResNets (He et al. 2016, 3 stages of basic blocks, 16/32/64 channels × W) |
+//! | `resnet18[:xW]` | ResNet-18 with a 3×3 stem for 32×32 inputs (64–512 channels × W) |
+
+use std::fmt;
+use std::str::FromStr;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha20Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{NnError, Result};
+use crate::graph::{BatchNorm, Conv2d, Dense, Graph, Node, Op, Pool, ValueId};
+use crate::tensor::{Tensor, numel};
+
+/// A zoo architecture.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
+pub enum Architecture {
+    /// Multi-layer perceptron with the given hidden widths.
+    Mlp {
+        /// Hidden layer widths.
+        hidden: Vec<usize>,
+    },
+    /// LeNet-5 style CNN with a channel width multiplier.
+    LeNet5 {
+        /// Channel multiplier (1.0 = 6 and 16 channels).
+        width: f32,
+    },
+    /// CIFAR-style ResNet of depth 6n + 2 with basic blocks.
+    CifarResNet {
+        /// Depth: 20, 32, 44, 56, …
+        depth: usize,
+        /// Channel multiplier (1.0 = 16/32/64 channels).
+        width: f32,
+    },
+    /// ResNet-18 (basic blocks [2, 2, 2, 2]) with a 3×3 stem.
+    ResNet18 {
+        /// Channel multiplier (1.0 = 64/128/256/512 channels).
+        width: f32,
+    },
+}
+
+impl fmt::Display for Architecture {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let width = |w: f32| if w == 1.0 { String::new() } else { format!(":x{w}") };
+        match self {
+            Architecture::Mlp { hidden } => {
+                let h: Vec<String> = hidden.iter().map(|h| h.to_string()).collect();
+                write!(f, "mlp:{}", h.join(","))
+            }
+            Architecture::LeNet5 { width: w } => write!(f, "lenet5{}", width(*w)),
+            Architecture::CifarResNet { depth, width: w } => write!(f, "resnet{depth}{}", width(*w)),
+            Architecture::ResNet18 { width: w } => write!(f, "resnet18{}", width(*w)),
+        }
+    }
+}
+
+impl FromStr for Architecture {
+    type Err = NnError;
+
+    fn from_str(s: &str) -> Result<Self> {
+        let bad = || {
+            NnError::Graph(format!(
+                "unknown architecture '{s}' (expected mlp:H1,H2,…, lenet5[:xW], resnet20|32|44|56[:xW], resnet18[:xW])"
+            ))
+        };
+        let (name, arg) = match s.split_once(':') {
+            Some((n, a)) => (n, Some(a)),
+            None => (s, None),
+        };
+        let width = || -> Result<f32> {
+            match arg {
+                None => Ok(1.0),
+                Some(a) => {
+                    let w: f32 = a.strip_prefix('x').ok_or_else(bad)?.parse().map_err(|_| bad())?;
+                    if w > 0.0 && w <= 16.0 { Ok(w) } else { Err(bad()) }
+                }
+            }
+        };
+        match name {
+            "mlp" => {
+                let hidden = match arg {
+                    None | Some("") => vec![],
+                    Some(a) => a.split(',').map(|h| h.trim().parse::<usize>().map_err(|_| bad())).collect::<Result<_>>()?,
+                };
+                if hidden.contains(&0) {
+                    return Err(bad());
+                }
+                Ok(Architecture::Mlp { hidden })
+            }
+            "lenet5" => Ok(Architecture::LeNet5 { width: width()? }),
+            "resnet18" => Ok(Architecture::ResNet18 { width: width()? }),
+            _ => {
+                let depth: usize = name.strip_prefix("resnet").and_then(|d| d.parse().ok()).ok_or_else(bad)?;
+                if depth < 8 || (depth - 2) % 6 != 0 {
+                    return Err(bad());
+                }
+                Ok(Architecture::CifarResNet { depth, width: width()? })
+            }
+        }
+    }
+}
+
+impl From<Architecture> for String {
+    fn from(a: Architecture) -> String {
+        a.to_string()
+    }
+}
+
+impl TryFrom<String> for Architecture {
+    type Error = NnError;
+    fn try_from(s: String) -> Result<Self> {
+        s.parse()
+    }
+}
+
+/// Builds `arch` for inputs of `input_shape` and `classes` outputs, with He-normal weights drawn
+/// from `seed`.
+pub fn build(arch: &Architecture, input_shape: &[usize], classes: usize, seed: u64) -> Result<Graph> {
+    let mut b = GraphBuilder::new(input_shape, seed);
+    let x = ValueId::INPUT;
+    let scaled = |c: usize, w: f32| ((c as f32 * w).round() as usize).max(1);
+    let out = match arch {
+        Architecture::Mlp { hidden } => {
+            let mut x = b.flatten(x)?;
+            for (i, &h) in hidden.iter().enumerate() {
+                x = b.dense(&format!("fc{}", i + 1), x, h)?;
+                x = b.relu(x)?;
+            }
+            b.dense(&format!("fc{}", hidden.len() + 1), x, classes)?
+        }
+        Architecture::LeNet5 { width } => {
+            let spatial = b.shape(x)?.get(1).copied().unwrap_or(0);
+            // 28×28 inputs are padded to 32×32 as in the original LeNet-5.
+            let pad = if spatial == 28 { 2 } else { 0 };
+            let mut x = b.conv("conv1", x, scaled(6, *width), 5, 1, pad)?;
+            x = b.relu(x)?;
+            x = b.max_pool(x, 2, 2)?;
+            x = b.conv("conv2", x, scaled(16, *width), 5, 1, 0)?;
+            x = b.relu(x)?;
+            x = b.max_pool(x, 2, 2)?;
+            x = b.flatten(x)?;
+            x = b.dense("fc1", x, scaled(120, *width))?;
+            x = b.relu(x)?;
+            x = b.dense("fc2", x, scaled(84, *width))?;
+            x = b.relu(x)?;
+            b.dense("fc3", x, classes)?
+        }
+        Architecture::CifarResNet { depth, width } => {
+            let n = (depth - 2) / 6;
+            let mut x = b.conv_bn("conv1", x, scaled(16, *width), 3, 1, 1)?;
+            x = b.relu(x)?;
+            for (stage, &c) in [16, 32, 64].iter().enumerate() {
+                for block in 0..n {
+                    let stride = if stage > 0 && block == 0 { 2 } else { 1 };
+                    x = b.basic_block(&format!("layer{}.{}", stage + 1, block), x, scaled(c, *width), stride)?;
+                }
+            }
+            x = b.global_avg_pool(x)?;
+            b.dense("fc", x, classes)?
+        }
+        Architecture::ResNet18 { width } => {
+            let mut x = b.conv_bn("conv1", x, scaled(64, *width), 3, 1, 1)?;
+            x = b.relu(x)?;
+            for (stage, &c) in [64, 128, 256, 512].iter().enumerate() {
+                for block in 0..2 {
+                    let stride = if stage > 0 && block == 0 { 2 } else { 1 };
+                    x = b.basic_block(&format!("layer{}.{}", stage + 1, block), x, scaled(c, *width), stride)?;
+                }
+            }
+            x = b.global_avg_pool(x)?;
+            b.dense("fc", x, classes)?
+        }
+    };
+    b.finish(&arch.to_string(), out)
+}
+
+/// Incremental graph construction with seeded He-normal initialisation.
+pub struct GraphBuilder {
+    input_shape: Vec<usize>,
+    nodes: Vec<Node>,
+    rng: ChaCha20Rng,
+    anonymous: usize,
+}
+
+impl GraphBuilder {
+    /// A builder for inputs of `input_shape`.
+    pub fn new(input_shape: &[usize], seed: u64) -> Self {
+        Self { input_shape: input_shape.to_vec(), nodes: Vec::new(), rng: ChaCha20Rng::seed_from_u64(seed), anonymous: 0 }
+    }
+
+    /// Shape of a value built so far.
+    pub fn shape(&self, value: ValueId) -> Result<Vec<usize>> {
+        let g = Graph::new("partial", self.input_shape.clone(), self.nodes.clone(), value)?;
+        Ok(g.shape(value).to_vec())
+    }
+
+    /// Appends a node; fails (naming it) if its shapes do not fit.
+    pub fn push(&mut self, name: &str, op: Op, inputs: Vec<ValueId>) -> Result<ValueId> {
+        let name = if name.is_empty() {
+            self.anonymous += 1;
+            format!("{}_{}", op.kind().to_lowercase(), self.anonymous)
+        } else {
+            name.to_string()
+        };
+        self.nodes.push(Node { name, op, inputs });
+        let id = ValueId::of_node(self.nodes.len() - 1);
+        if let Err(e) = self.shape(id) {
+            self.nodes.pop();
+            return Err(e);
+        }
+        Ok(id)
+    }
+
+    fn normal(&mut self, std: f32) -> f32 {
+        // Box–Muller.
+        let u1: f32 = self.rng.random_range(f32::EPSILON..1.0);
+        let u2: f32 = self.rng.random();
+        std * (-2.0 * u1.ln()).sqrt() * (2.0 * std::f32::consts::PI * u2).cos()
+    }
+
+    fn he_normal(&mut self, count: usize, fan_in: usize) -> Vec<f32> {
+        let std = (2.0 / fan_in.max(1) as f32).sqrt();
+        (0..count).map(|_| self.normal(std)).collect()
+    }
+
+    /// Convolution `k×k` with `out` channels, stride and symmetric padding.
+    pub fn conv(&mut self, name: &str, x: ValueId, out: usize, k: usize, stride: usize, pad: usize) -> Result<ValueId> {
+        let c = self.shape(x)?.first().copied().unwrap_or(0);
+        let weight = Tensor::new(vec![out, c, k, k], self.he_normal(out * c * k * k, c * k * k))?;
+        let conv = Conv2d { weight, bias: vec![0.0; out], stride: [stride; 2], padding: [pad; 4] };
+        self.push(name, Op::Conv2d(conv), vec![x])
+    }
+
+    /// Batch norm with identity statistics (γ = 1, β = 0, μ = 0, σ² = 1).
+    pub fn batch_norm(&mut self, name: &str, x: ValueId) -> Result<ValueId> {
+        let c = self.shape(x)?.first().copied().unwrap_or(0);
+        let bn = BatchNorm { gamma: vec![1.0; c], beta: vec![0.0; c], mean: vec![0.0; c], var: vec![1.0; c], eps: 1e-5 };
+        self.push(name, Op::BatchNorm(bn), vec![x])
+    }
+
+    /// Convolution followed by batch norm (`name` and `name` + `.bn`).
+    pub fn conv_bn(&mut self, name: &str, x: ValueId, out: usize, k: usize, stride: usize, pad: usize) -> Result<ValueId> {
+        let y = self.conv(name, x, out, k, stride, pad)?;
+        self.batch_norm(&format!("{name}.bn"), y)
+    }
+
+    /// A basic residual block: conv-bn-relu-conv-bn, plus the input (through a 1×1 conv + bn
+    /// when the shape changes), then ReLU.
+    pub fn basic_block(&mut self, name: &str, x: ValueId, out: usize, stride: usize) -> Result<ValueId> {
+        let c = self.shape(x)?.first().copied().unwrap_or(0);
+        let mut y = self.conv_bn(&format!("{name}.conv1"), x, out, 3, stride, 1)?;
+        y = self.relu(y)?;
+        y = self.conv_bn(&format!("{name}.conv2"), y, out, 3, 1, 1)?;
+        let shortcut =
+            if stride != 1 || c != out { self.conv_bn(&format!("{name}.downsample"), x, out, 1, stride, 0)? } else { x };
+        let sum = self.push(&format!("{name}.add"), Op::Add, vec![y, shortcut])?;
+        self.relu(sum)
+    }
+
+    /// Fully connected layer to `out` units.
+    pub fn dense(&mut self, name: &str, x: ValueId, out: usize) -> Result<ValueId> {
+        let n = numel(&self.shape(x)?);
+        let weight = Tensor::new(vec![out, n], self.he_normal(out * n, n))?;
+        self.push(name, Op::Dense(Dense { weight, bias: vec![0.0; out] }), vec![x])
+    }
+
+    /// ReLU.
+    pub fn relu(&mut self, x: ValueId) -> Result<ValueId> {
+        self.push("", Op::Relu, vec![x])
+    }
+
+    /// Max pool `k×k` with the given stride.
+    pub fn max_pool(&mut self, x: ValueId, k: usize, stride: usize) -> Result<ValueId> {
+        self.push("", Op::MaxPool(Pool { kernel: [k; 2], stride: [stride; 2], padding: [0; 4] }), vec![x])
+    }
+
+    /// Global average pool.
+    pub fn global_avg_pool(&mut self, x: ValueId) -> Result<ValueId> {
+        self.push("", Op::GlobalAvgPool, vec![x])
+    }
+
+    /// Flatten (omitted when the value is already 1-D).
+    pub fn flatten(&mut self, x: ValueId) -> Result<ValueId> {
+        if self.shape(x)?.len() == 1 {
+            return Ok(x);
+        }
+        self.push("", Op::Flatten, vec![x])
+    }
+
+    /// The finished, shape-checked graph returning `output`.
+    pub fn finish(self, name: &str, output: ValueId) -> Result<Graph> {
+        Graph::new(name, self.input_shape, self.nodes, output)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn architectures_parse_and_print() -> Result<()> {
+        for s in ["mlp:128,64", "lenet5", "lenet5:x2", "resnet20", "resnet32:x0.5", "resnet18"] {
+            assert_eq!(s.parse::<Architecture>()?.to_string(), s);
+        }
+        for bad in ["resnet21", "lenet5:2", "mlp:0", "vgg16", "lenet5:x-1"] {
+            assert!(bad.parse::<Architecture>().is_err(), "{bad}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn zoo_models_have_published_sizes() -> Result<()> {
+        let r20 = build(&"resnet20".parse()?, &[3, 32, 32], 10, 0)?;
+        // ≈0.27 M parameters (He et al.), ≈41 M multiply-accumulates.
+        assert!((260_000..290_000).contains(&r20.parameter_count()), "{}", r20.parameter_count());
+        let macs: usize = (0..r20.nodes().len()).map(|i| r20.node_macs(i)).sum();
+        assert!((39_000_000..43_000_000).contains(&macs), "{macs}");
+        let r18 = build(&"resnet18".parse()?, &[3, 32, 32], 10, 0)?;
+        assert!((11_000_000..11_300_000).contains(&r18.parameter_count()), "{}", r18.parameter_count());
+        let lenet = build(&"lenet5".parse()?, &[1, 28, 28], 10, 0)?;
+        assert_eq!(lenet.output_shape(), &[10]);
+        assert_eq!(lenet.parameter_count(), 61_706);
+        Ok(())
+    }
+
+    #[test]
+    fn same_seed_same_weights() -> Result<()> {
+        let a = build(&"lenet5".parse()?, &[1, 28, 28], 10, 3)?;
+        let b = build(&"lenet5".parse()?, &[1, 28, 28], 10, 3)?;
+        let c = build(&"lenet5".parse()?, &[1, 28, 28], 10, 4)?;
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+        Ok(())
+    }
+}
