@@ -16,13 +16,18 @@
 //! # Ok::<(), moat_nn::NnError>(())
 //! ```
 
+pub mod card;
 pub mod data;
 pub mod error;
+pub mod eval;
 pub mod exec;
 pub mod fixed;
 pub mod graph;
 pub mod kernels;
+pub mod onnx;
 pub mod tensor;
+#[cfg(feature = "train")]
+pub mod train;
 pub mod zoo;
 
 pub use error::{NnError, Result};

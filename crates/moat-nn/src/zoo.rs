@@ -108,6 +108,13 @@ impl FromStr for Architecture {
     }
 }
 
+impl Architecture {
+    /// A file-name-safe form of the name: `mlp:128,64` → `mlp-128_64`, `lenet5:x2` → `lenet5-x2`.
+    pub fn slug(&self) -> String {
+        self.to_string().replace(':', "-").replace(',', "_")
+    }
+}
+
 impl From<Architecture> for String {
     fn from(a: Architecture) -> String {
         a.to_string()
@@ -310,6 +317,7 @@ mod tests {
         for s in ["mlp:128,64", "lenet5", "lenet5:x2", "resnet20", "resnet32:x0.5", "resnet18"] {
             assert_eq!(s.parse::<Architecture>()?.to_string(), s);
         }
+        assert_eq!("mlp:128,64".parse::<Architecture>()?.slug(), "mlp-128_64");
         for bad in ["resnet21", "lenet5:2", "mlp:0", "vgg16", "lenet5:x-1"] {
             assert!(bad.parse::<Architecture>().is_err(), "{bad}");
         }

@@ -1,1 +1,57 @@
-fn main() {}
+//! `moat` — private ML inference that survives the attacks that break it.
+//!
+//! The binary is a thin edge over the library crates: it parses arguments, sets up logging and
+//! turns library errors into one-line messages and a non-zero exit code.
+
+mod cmd;
+mod report;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Private machine-learning inference that survives the attacks that break it.
+#[derive(Parser, Debug)]
+#[command(name = "moat", version, about, long_about = None, propagate_version = true)]
+struct Cli {
+    /// Log filter (e.g. `info`, `moat=debug`); also read from RUST_LOG.
+    #[arg(long, global = true, env = "MOAT_LOG", default_value = "warn")]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// The main job on the embedded default: train, inspect, float vs fixed-point inference.
+    Demo(cmd::demo::Args),
+    /// Train a zoo architecture on a dataset; writes MODEL.onnx and MODEL.card.json.
+    Train(cmd::train::Args),
+    /// Layer table of an ONNX model: shapes, parameters, MACs, ReLUs, fixed-point error.
+    Inspect(cmd::inspect::Args),
+    /// Run a model on one input, in float or fixed point.
+    Infer(cmd::infer::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&cli.log))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let result = match cli.command {
+        Command::Demo(args) => cmd::demo::run(args),
+        Command::Train(args) => cmd::train::run(args),
+        Command::Inspect(args) => cmd::inspect::run(args),
+        Command::Infer(args) => cmd::infer::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            // One line: the error and its causes.
+            let chain: Vec<String> = error.chain().map(|e| e.to_string()).collect();
+            eprintln!("error: {}", chain.join(": "));
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -3,6 +3,44 @@
 //!
 //! Loaders read the standard on-disk formats from a directory path (MNIST/Fashion-MNIST idx,
 //! CIFAR-10 binary, UCI Adult CSV) and an embedded default needs no files at all.
+//!
+//! | name | module | sample shape | needs |
+//! |---|---|---|---|
+//! | `mnist`, `fashion-mnist` | [`mnist`] | `[1, 28, 28]` | idx files (raw or `.gz`) |
+//! | `cifar10` | [`cifar`] | `[3, 32, 32]` | binary batches (raw or `.gz`) |
+//! | `adult` | [`adult`] | `[108]` | `adult.data`, `adult.test` |
+//! | `digits` | [`digits`] | `[1, 8, 8]` | nothing (embedded) |
+//!
+//! [`load`] takes any of them by name; [`load_with_spec`] also says what input a model trained
+//! on the data expects ([`InputSpec`]: scaling, per-channel [`Normalization`], class names).
+//! [`split`] draws deterministic disjoint index pools (member / non-member / shadow).
+//!
+//! ```
+//! let tt = moat_nn::data::load("digits", None, 0)?;
+//! assert_eq!((tt.train.len(), tt.test.len()), (1437, 360));
+//! assert_eq!(tt.train.sample(0).len(), 64);
+//! # Ok::<(), moat_nn::NnError>(())
+//! ```
+
+pub mod adult;
+pub mod cifar;
+pub mod digits;
+pub mod idx;
+mod io;
+pub mod mnist;
+mod normalize;
+mod registry;
+pub mod split;
+#[cfg(test)]
+mod testutil;
+
+pub use adult::{AdultEncoder, load_adult, load_adult_with_encoder};
+pub use cifar::{CifarOptions, load_cifar10};
+pub use digits::{load_digits, load_digits_all};
+pub use mnist::{load_fashion_mnist, load_mnist};
+pub use normalize::{InputSpec, Normalization};
+pub use registry::{DATASETS, DatasetInfo, describe, info, load, load_with_spec};
+pub use split::{MembershipSizes, MembershipSplit, Pools, Sampling, shuffle_indices, train_val_split};
 
 use serde::{Deserialize, Serialize};
 

@@ -1,0 +1,48 @@
+//! Errors of the two-party engine, sorted by who is at fault.
+
+use crate::transport::TransportError;
+
+/// Result alias of the engine.
+pub type Result<T, E = MpcError> = std::result::Result<T, E>;
+
+/// An error of a two-party protocol.
+///
+/// `InvalidArgument` is a local API misuse (never caused by what the peer sent);
+/// `PeerMisbehaved` is a message of the right frame shape whose content breaks the protocol
+/// (e.g. an invalid curve point, a wrong element count); `Transport` covers the channel itself
+/// (disconnects, timeouts, malformed frames).
+#[derive(Debug, thiserror::Error, PartialEq)]
+#[non_exhaustive]
+pub enum MpcError {
+    /// A caller passed inconsistent inputs (lengths, ring settings, bit widths).
+    #[error("{context}: invalid argument: {detail}")]
+    InvalidArgument {
+        /// The function or protocol step that rejected the input.
+        context: &'static str,
+        /// What was wrong.
+        detail: String,
+    },
+    /// The peer sent a message that the protocol cannot accept.
+    #[error("{context}: peer misbehaved: {detail}")]
+    PeerMisbehaved {
+        /// The protocol step that received the message.
+        context: &'static str,
+        /// What was wrong with it.
+        detail: String,
+    },
+    /// The channel failed (disconnect, timeout, malformed or oversized frame).
+    #[error("transport: {0}")]
+    Transport(#[from] TransportError),
+}
+
+impl MpcError {
+    /// Shorthand for [`MpcError::InvalidArgument`].
+    pub fn invalid(context: &'static str, detail: impl Into<String>) -> Self {
+        Self::InvalidArgument { context, detail: detail.into() }
+    }
+
+    /// Shorthand for [`MpcError::PeerMisbehaved`].
+    pub fn peer(context: &'static str, detail: impl Into<String>) -> Self {
+        Self::PeerMisbehaved { context, detail: detail.into() }
+    }
+}

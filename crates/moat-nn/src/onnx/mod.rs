@@ -1,0 +1,102 @@
+//! ONNX import and export.
+//!
+//! moat reads and writes ONNX files itself: the protobuf messages are hand-written prost
+//! structs for the subset of `onnx.proto` it needs ([`proto`]), so no `protoc` and no ONNX
+//! runtime are involved.
+//!
+//! **Import** ([`import_onnx`], [`load_onnx`]) reads `ai.onnx` opsets 9–21. The model input is
+//! the first graph input that is not an initializer, of shape `[N, …]` with a symbolic or unit
+//! batch `N`; moat's graph works on one sample, so the batch dimension is dropped everywhere.
+//! Supported ops ([`SUPPORTED_OPS`]) and how they map:
+//!
+//! | ONNX | moat | conditions |
+//! |---|---|---|
+//! | `Conv` | `Conv2d` | 2-D, `group` = 1, `dilations` = 1; `auto_pad` resolved to explicit padding |
+//! | `Gemm` | `Dense` | `transA` = 0; `transB`, `alpha`, `beta` folded into the weights; `B`, `C` constant |
+//! | `MatMul` (+ `Add`) | `Dense` | constant `[K, M]` right operand; a following per-output constant `Add` becomes the bias |
+//! | `Add` | `Add` | two computed values of equal shape (residual) |
+//! | `Add` of a constant | bias / `BatchNorm` | per-channel constant: folded into the preceding Dense/Conv bias when nothing else reads it, else an exact `x + b` batch norm |
+//! | `BatchNormalization` | `BatchNorm` | inference mode |
+//! | `Relu`, `Clip(min = 0)` | `Relu` | `Clip` only without an upper bound |
+//! | `MaxPool`, `AveragePool` | `MaxPool`, `AvgPool` | 2-D, no dilation, `ceil_mode` only when it changes nothing, average pools with padding need `count_include_pad` = 1 |
+//! | `GlobalAveragePool` | `GlobalAvgPool` | |
+//! | `Flatten` | `Flatten` | `axis` = 1 |
+//! | `Reshape`, `Squeeze`, `Unsqueeze` | `Reshape` | constant shape; the batch axis stays first |
+//! | `Pad` | (folded) | constant zero padding of the spatial axes, directly before `Conv` or `AveragePool` |
+//! | `Softmax` | `Softmax` | per sample over a 1-D value |
+//! | `Identity`, `Dropout`, `Constant` | (aliases, constants) | `Dropout`'s mask unused |
+//!
+//! Anything else is [`NnError::UnsupportedOp`] naming the op, the node and the supported list;
+//! undecodable bytes are [`NnError::Onnx`]; shape errors name the node. Node names are kept
+//! (made unique; unnamed nodes become `OpType_index`). Nodes the output does not depend on are
+//! dropped.
+//!
+//! **Export** ([`export_onnx`], [`save_onnx`]) writes opset 13 / IR version 8 with input
+//! `"input"` of shape `[N, …]` and output `"output"`, weights as little-endian `raw_data`. The
+//! round trip `import_onnx(export_onnx(g))` computes bit-identical float outputs.
+//!
+//! ```
+//! use moat_nn::{onnx, zoo, FloatExecutor};
+//!
+//! let graph = zoo::build(&"lenet5".parse()?, &[1, 28, 28], 10, 7)?;
+//! let bytes = onnx::export_onnx(&graph)?;
+//! let back = onnx::import_onnx(&bytes)?;
+//! let x = vec![0.25f32; 784];
+//! assert_eq!(FloatExecutor::run(&graph, &x)?, FloatExecutor::run(&back, &x)?);
+//! # Ok::<(), moat_nn::NnError>(())
+//! ```
+
+mod constant;
+mod export;
+mod import;
+mod ops;
+pub mod proto;
+
+use std::path::Path;
+
+use prost::Message;
+
+use crate::error::{NnError, Result};
+use crate::graph::Graph;
+
+pub use export::{EXPORT_IR_VERSION, EXPORT_OPSET};
+pub use import::{MAX_OPSET, MIN_OPSET, SUPPORTED_OPS};
+
+/// Decodes ONNX protobuf bytes; errors carry prost's message.
+pub fn decode_model(bytes: &[u8]) -> Result<proto::ModelProto> {
+    proto::ModelProto::decode(bytes).map_err(|e| NnError::Onnx(format!("cannot decode the model protobuf: {e}")))
+}
+
+/// Imports a decoded model (see the module documentation).
+pub fn import_model(model: &proto::ModelProto) -> Result<Graph> {
+    import::import_model(model, "onnx")
+}
+
+/// Imports an ONNX model from its serialised bytes.
+pub fn import_onnx(bytes: &[u8]) -> Result<Graph> {
+    import_model(&decode_model(bytes)?)
+}
+
+/// Loads an ONNX file; the model is named after the graph, or the file stem when the graph has
+/// no name.
+pub fn load_onnx(path: &Path) -> Result<Graph> {
+    let bytes = std::fs::read(path).map_err(|e| NnError::io(path, e))?;
+    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("onnx");
+    import::import_model(&decode_model(&bytes)?, stem)
+}
+
+/// The ONNX model of a graph (opset 13, IR version 8; see the module documentation).
+pub fn export_model(graph: &Graph) -> Result<proto::ModelProto> {
+    export::export_model(graph)
+}
+
+/// Serialises a graph as ONNX bytes.
+pub fn export_onnx(graph: &Graph) -> Result<Vec<u8>> {
+    Ok(export_model(graph)?.encode_to_vec())
+}
+
+/// Writes a graph as an ONNX file.
+pub fn save_onnx(graph: &Graph, path: &Path) -> Result<()> {
+    let bytes = export_onnx(graph)?;
+    std::fs::write(path, bytes).map_err(|e| NnError::io(path, e))
+}

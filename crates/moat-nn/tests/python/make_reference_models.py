@@ -1,0 +1,156 @@
+#!/usr/bin/env python3
+"""Write small reference ONNX models built with the standard `onnx.helper` API.
+
+Usage: make_reference_models.py OUT_DIR
+
+These files come from the official ONNX tooling rather than from moat's exporter, so importing
+them tests moat against the format as other producers write it (opset-specific attribute vs
+input forms, typed vs raw tensor fields, auto_pad, Pad/Clip/Dropout/Squeeze idioms). Weights are
+drawn from a seeded numpy generator; every model is checked with onnx.checker. Prints the names
+of the files written, one per line.
+Requires: pip install onnx numpy
+"""
+
+import os
+import sys
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+RNG = np.random.default_rng(20240611)
+
+
+def weights(name, *shape, scale=0.5):
+    return numpy_helper.from_array((RNG.standard_normal(shape) * scale).astype(np.float32), name)
+
+
+def ints(name, values):
+    return numpy_helper.from_array(np.asarray(values, dtype=np.int64), name)
+
+
+def io(name, *per_sample):
+    return helper.make_tensor_value_info(name, TensorProto.FLOAT, ["N", *per_sample])
+
+
+def save(out_dir, file, graph, opset, ir_version):
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="moat-reference")
+    model.ir_version = ir_version
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, os.path.join(out_dir, file))
+    print(file)
+
+
+def cnn_opset9(out_dir):
+    """Pad + Conv + Clip(min=0) as in old PyTorch exports, Reshape by a Constant, Dropout, Gemm."""
+    conv_w = weights("conv.weight", 4, 1, 3, 3)
+    # Typed float_data instead of raw_data for this one.
+    conv_b = helper.make_tensor("conv.bias", TensorProto.FLOAT, [4], RNG.standard_normal(4).astype(np.float32).tolist())
+    fc_w = weights("fc.weight", 10, 64, scale=0.2)
+    fc_b = weights("fc.bias", 10)
+    nodes = [
+        helper.make_node("Pad", ["x"], ["padded"], name="pad", mode="constant", pads=[0, 0, 1, 1, 0, 0, 1, 1]),
+        helper.make_node("Conv", ["padded", "conv.weight", "conv.bias"], ["conv"], name="conv", kernel_shape=[3, 3]),
+        helper.make_node("Clip", ["conv"], ["relu"], name="relu6ish", min=0.0),
+        helper.make_node("MaxPool", ["relu"], ["pool"], name="pool", kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("Constant", [], ["shape"], name="shape", value=helper.make_tensor("s", TensorProto.INT64, [2], [0, -1])),
+        helper.make_node("Reshape", ["pool", "shape"], ["flat"], name="reshape"),
+        helper.make_node("Dropout", ["flat"], ["dropped"], name="dropout", ratio=0.25),
+        helper.make_node("Gemm", ["dropped", "fc.weight", "fc.bias"], ["logits"], name="fc", transB=1),
+        helper.make_node("Softmax", ["logits"], ["y"], name="softmax", axis=1),
+    ]
+    graph = helper.make_graph(nodes, "cnn_opset9", [io("x", 1, 8, 8)], [io("y", 10)], [conv_w, conv_b, fc_w, fc_b])
+    save(out_dir, "cnn_opset9.onnx", graph, 9, 4)
+
+
+def bn_matmul_opset17(out_dir):
+    """Conv + BatchNormalization, AveragePool with count_include_pad=1, GlobalAveragePool,
+    MatMul + Add heads."""
+    c = 8
+    inits = [
+        weights("conv.weight", c, 3, 3, 3),
+        numpy_helper.from_array(RNG.uniform(0.5, 1.5, c).astype(np.float32), "bn.scale"),
+        numpy_helper.from_array(RNG.uniform(-0.5, 0.5, c).astype(np.float32), "bn.bias"),
+        numpy_helper.from_array(RNG.uniform(-0.5, 0.5, c).astype(np.float32), "bn.mean"),
+        numpy_helper.from_array(RNG.uniform(0.5, 2.0, c).astype(np.float32), "bn.var"),
+        weights("fc1.weight", c, 16),
+        weights("fc1.bias", 16),
+        weights("fc2.weight", 16, 5),
+        weights("fc2.bias", 5),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["x", "conv.weight"], ["conv"], name="conv", pads=[1, 1, 1, 1]),
+        helper.make_node("BatchNormalization", ["conv", "bn.scale", "bn.bias", "bn.mean", "bn.var"], ["bn"], name="bn", epsilon=1e-3),
+        helper.make_node("Relu", ["bn"], ["relu"], name="relu"),
+        helper.make_node("AveragePool", ["relu"], ["avg"], name="avg", kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1], count_include_pad=1),
+        helper.make_node("GlobalAveragePool", ["avg"], ["gap"], name="gap"),
+        helper.make_node("Flatten", ["gap"], ["flat"], name="flatten", axis=1),
+        helper.make_node("MatMul", ["flat", "fc1.weight"], ["mm1"], name="fc1"),
+        helper.make_node("Add", ["mm1", "fc1.bias"], ["fc1"], name="fc1.add"),
+        helper.make_node("Relu", ["fc1"], ["h"]),  # unnamed
+        helper.make_node("MatMul", ["h", "fc2.weight"], ["mm2"], name="fc2"),
+        helper.make_node("Add", ["fc2.bias", "mm2"], ["y"], name="fc2.add"),
+    ]
+    graph = helper.make_graph(nodes, "bn_matmul_opset17", [io("x", 3, 6, 6)], [io("y", 5)], inits)
+    save(out_dir, "bn_matmul_opset17.onnx", graph, 17, 8)
+
+
+def gemm_opset13(out_dir):
+    """Gemm with alpha/beta/transB=0, Clip bounds as inputs, Unsqueeze/Squeeze by axes inputs."""
+    inits = [
+        weights("fc1.weight", 12, 7),
+        weights("fc1.bias", 7),
+        weights("fc2.weight", 3, 7),
+        weights("fc2.bias", 1, 3),
+        ints("axes", [2]),
+    ]
+    nodes = [
+        helper.make_node("Gemm", ["x", "fc1.weight", "fc1.bias"], ["fc1"], name="fc1", alpha=0.5, beta=2.0, transB=0),
+        helper.make_node("Constant", [], ["zero"], name="zero", value_float=0.0),
+        helper.make_node("Clip", ["fc1", "zero", ""], ["relu"], name="clip"),
+        helper.make_node("Unsqueeze", ["relu", "axes"], ["wide"], name="unsqueeze"),
+        helper.make_node("Squeeze", ["wide", "axes"], ["narrow"], name="squeeze"),
+        helper.make_node("Gemm", ["narrow", "fc2.weight", "fc2.bias"], ["logits"], name="fc2", transB=1),
+        helper.make_node("Softmax", ["logits"], ["y"], name="softmax"),
+    ]
+    graph = helper.make_graph(nodes, "gemm_opset13", [io("x", 12)], [io("y", 3)], inits)
+    save(out_dir, "gemm_opset13.onnx", graph, 13, 8)
+
+
+def conv_opset21(out_dir):
+    """auto_pad SAME_UPPER with stride 2, Pad with a pads input, AveragePool without own padding,
+    MaxPool with a harmless ceil_mode, Identity."""
+    inits = [
+        weights("conv.weight", 3, 2, 3, 3),
+        weights("conv.bias", 3),
+        ints("pads", [0, 0, 1, 1, 0, 0, 0, 0]),
+        weights("fc.weight", 5, 12),
+        weights("fc.bias", 5),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["x", "conv.weight", "conv.bias"], ["conv"], name="conv", kernel_shape=[3, 3], strides=[2, 2], auto_pad="SAME_UPPER"),
+        helper.make_node("Relu", ["conv"], ["relu"], name="relu"),
+        helper.make_node("Pad", ["relu", "pads"], ["padded"], name="pad", mode="constant"),
+        helper.make_node("AveragePool", ["padded"], ["avg"], name="avg", kernel_shape=[2, 2], strides=[1, 1]),
+        helper.make_node("MaxPool", ["avg"], ["pool"], name="pool", kernel_shape=[2, 2], strides=[2, 2], ceil_mode=1),
+        helper.make_node("Identity", ["pool"], ["same"], name="identity"),
+        helper.make_node("Flatten", ["same"], ["flat"], name="flatten"),
+        helper.make_node("Gemm", ["flat", "fc.weight", "fc.bias"], ["y"], name="fc", transB=1),
+    ]
+    graph = helper.make_graph(nodes, "conv_opset21", [io("x", 2, 8, 8)], [io("y", 5)], inits)
+    save(out_dir, "conv_opset21.onnx", graph, 21, 10)
+
+
+def main(argv):
+    if len(argv) != 2:
+        print(__doc__, file=sys.stderr)
+        return 2
+    out_dir = argv[1]
+    os.makedirs(out_dir, exist_ok=True)
+    for build in (cnn_opset9, bn_matmul_opset17, gemm_opset13, conv_opset21):
+        build(out_dir)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,126 @@
+//! `moat infer MODEL.onnx`: one prediction, in float or in fixed point.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use moat_nn::exec::softmax;
+use moat_nn::tensor::{argmax_f32, numel};
+use moat_nn::{FloatExecutor, Graph, QuantizedGraph};
+use serde::Serialize;
+
+use super::{DataArgs, FixedArgs, load_model};
+use crate::report::print_json;
+
+/// Arguments of `moat infer`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The ONNX model.
+    pub model: PathBuf,
+    /// Input file: a JSON array of numbers (nested arrays are flattened) or raw little-endian
+    /// f32 (`.f32`/`.bin`), already normalised as the model expects.
+    #[arg(long, conflicts_with = "index")]
+    pub input: Option<PathBuf>,
+    /// Use sample INDEX of the dataset's test split as input.
+    #[arg(long)]
+    pub index: Option<usize>,
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Run the fixed-point execution (what secure inference computes) instead of float.
+    #[arg(long)]
+    pub fixed: bool,
+    #[command(flatten)]
+    pub fixed_point: FixedArgs,
+    /// Seed for dataset splits.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// A prediction.
+#[derive(Debug, Serialize)]
+pub struct Prediction {
+    /// `float` or `fixed`.
+    pub execution: String,
+    /// Predicted class.
+    pub label: usize,
+    /// The logits.
+    pub logits: Vec<f32>,
+    /// Softmax of the logits.
+    pub probabilities: Vec<f32>,
+    /// The true label, when the input came from a dataset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub true_label: Option<usize>,
+}
+
+/// Reads an input file (JSON numbers or raw f32).
+pub fn read_input(path: &Path) -> anyhow::Result<Vec<f32>> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or_default();
+    if ext == "f32" || ext == "bin" {
+        if bytes.len() % 4 != 0 {
+            bail!("{}: {} bytes is not a whole number of f32 values", path.display(), bytes.len());
+        }
+        return Ok(bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect());
+    }
+    let value: serde_json::Value =
+        serde_json::from_slice(&bytes).with_context(|| format!("{}: not JSON (use .f32 for raw floats)", path.display()))?;
+    let mut out = Vec::new();
+    flatten_json(&value, &mut out).with_context(|| format!("{}: expected an array of numbers", path.display()))?;
+    Ok(out)
+}
+
+fn flatten_json(value: &serde_json::Value, out: &mut Vec<f32>) -> anyhow::Result<()> {
+    match value {
+        serde_json::Value::Number(n) => {
+            out.push(n.as_f64().context("number out of range")? as f32);
+            Ok(())
+        }
+        serde_json::Value::Array(items) => items.iter().try_for_each(|v| flatten_json(v, out)),
+        other => bail!("found {other} where a number or array was expected"),
+    }
+}
+
+/// Runs one prediction.
+pub fn predict(graph: &Graph, input: &[f32], fixed: Option<FixedArgs>) -> anyhow::Result<Prediction> {
+    let expected = numel(graph.input_shape());
+    if input.len() != expected {
+        bail!("model takes {expected} input values (shape {:?}), the input has {}", graph.input_shape(), input.len());
+    }
+    let (execution, logits) = match fixed {
+        Some(f) => ("fixed", QuantizedGraph::new(graph, f.fixed_point()?)?.logits(input)?),
+        None => ("float", FloatExecutor::logits(graph, input)?),
+    };
+    let label = argmax_f32(&logits).context("model has no outputs")?;
+    Ok(Prediction { execution: execution.into(), label, probabilities: softmax(&logits), logits, true_label: None })
+}
+
+/// `moat infer`.
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let graph = load_model(&args.model)?;
+    let (input, true_label) = match (&args.input, args.index) {
+        (Some(path), _) => (read_input(path)?, None),
+        (None, Some(index)) => {
+            let test = args.data.load(args.seed)?.test;
+            if index >= test.len() {
+                bail!("--index {index} out of range: the {} test split has {} samples", args.data.dataset, test.len());
+            }
+            (test.sample(index).to_vec(), Some(test.label(index)))
+        }
+        (None, None) => bail!("give an input: --input FILE or --index I (with --dataset)"),
+    };
+    let mut prediction = predict(&graph, &input, args.fixed.then_some(args.fixed_point))?;
+    prediction.true_label = true_label;
+    if args.json {
+        return print_json(&prediction);
+    }
+    println!("label {} ({} execution)", prediction.label, prediction.execution);
+    if let Some(t) = prediction.true_label {
+        println!("true label {t}");
+    }
+    for (i, (l, p)) in prediction.logits.iter().zip(&prediction.probabilities).enumerate() {
+        println!("  class {i:>3}  logit {l:>10.4}  p {p:.4}");
+    }
+    Ok(())
+}

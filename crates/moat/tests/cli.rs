@@ -1,0 +1,164 @@
+//! End-to-end tests of the `moat` binary: real processes, real files, real exit codes.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use moat_nn::onnx::proto::ModelProto;
+use prost::Message;
+
+type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+fn moat(args: &[&str]) -> std::io::Result<Output> {
+    Command::new(env!("CARGO_BIN_EXE_moat")).args(args).env_remove("MOAT_DATA_DIR").output()
+}
+
+fn scratch(name: &str) -> std::io::Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("moat-cli-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// The failure contract: non-zero exit, one `error:` line on stderr that mentions `needle`, no panic.
+fn assert_clean_failure(out: &Output, needle: &str) {
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success(), "expected failure, got success; stderr: {stderr}");
+    assert!(!stderr.contains("panicked"), "panicked: {stderr}");
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "expected one line, got: {stderr}");
+    assert!(lines[0].starts_with("error: "), "{stderr}");
+    assert!(stderr.contains(needle), "expected '{needle}' in: {stderr}");
+}
+
+/// Trains a tiny model on the embedded digits set and returns its path.
+fn trained_model(dir: &Path) -> Result<PathBuf, Box<dyn std::error::Error>> {
+    let model = dir.join("mlp.onnx");
+    let out = moat(&[
+        "train", "--arch", "mlp:32", "--dataset", "digits", "--epochs", "20", "--seed", "5", "--quiet", "--out",
+        model.to_str().ok_or("path")?,
+    ])?;
+    assert!(out.status.success(), "train failed: {}", text(&out.stderr));
+    Ok(model)
+}
+
+#[test]
+fn every_subcommand_has_help() -> TestResult {
+    for sub in [&["--help"][..], &["demo", "--help"], &["train", "--help"], &["inspect", "--help"], &["infer", "--help"]] {
+        let out = moat(sub)?;
+        assert!(out.status.success(), "{sub:?}");
+        assert!(text(&out.stdout).contains("Usage"), "{sub:?}");
+    }
+    Ok(())
+}
+
+#[test]
+fn demo_runs_on_the_embedded_default() -> TestResult {
+    let dir = scratch("demo")?;
+    let out = moat(&["demo", "--epochs", "10", "--seed", "3", "--json", "--out", dir.to_str().ok_or("path")?])?;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(summary["seed"], 3);
+    assert_eq!(summary["onnx_round_trip_exact"], true);
+    assert!(summary["test"]["float_accuracy"].as_f64().unwrap_or(0.0) > 0.9, "{summary}");
+    assert!(summary["test"]["label_agreement"].as_f64().unwrap_or(0.0) >= 0.99, "{summary}");
+    std::fs::remove_dir_all(dir).ok();
+    Ok(())
+}
+
+#[test]
+fn train_inspect_infer_work_together() -> TestResult {
+    let dir = scratch("tii")?;
+    let model = trained_model(&dir)?;
+    let card: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("mlp.card.json"))?)?;
+    assert_eq!(card["architecture"], "mlp:32");
+    assert_eq!(card["seed"], 5);
+    assert_eq!(card["input"]["dataset"], "digits");
+    assert!(card["test_accuracy"].as_f64().unwrap_or(0.0) > 0.8, "{card}");
+
+    let model_arg = model.to_str().ok_or("path")?;
+    let out = moat(&["inspect", model_arg, "--json", "--samples", "20"])?;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(report["parameters"], 64 * 32 + 32 + 32 * 10 + 10);
+    assert_eq!(report["relus"], 32);
+    assert_eq!(report["fixed_vs_float"]["samples"], 20);
+
+    let out = moat(&["inspect", model_arg, "--dataset", "digits"])?;
+    assert!(text(&out.stdout).contains("label agreement"), "{}", text(&out.stderr));
+
+    for fixed in [false, true] {
+        let mut args = vec!["infer", model_arg, "--dataset", "digits", "--index", "0", "--json"];
+        if fixed {
+            args.push("--fixed");
+        }
+        let out = moat(&args)?;
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let p: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        assert_eq!(p["logits"].as_array().map(Vec::len), Some(10));
+        assert!(p["label"].as_u64().is_some_and(|l| l < 10));
+    }
+
+    // A JSON input of the wrong size is a shape error.
+    let input = dir.join("x.json");
+    std::fs::write(&input, "[1, 2, 3]")?;
+    let out = moat(&["infer", model_arg, "--input", input.to_str().ok_or("path")?])?;
+    assert_clean_failure(&out, "64 input values");
+    std::fs::remove_dir_all(dir).ok();
+    Ok(())
+}
+
+#[test]
+fn bad_models_fail_cleanly() -> TestResult {
+    let dir = scratch("bad")?;
+    let model = trained_model(&dir)?;
+    let bytes = std::fs::read(&model)?;
+
+    let garbage = dir.join("garbage.onnx");
+    std::fs::write(&garbage, b"this is not a protobuf \xff\xff\xff\xff")?;
+    assert_clean_failure(&moat(&["inspect", garbage.to_str().ok_or("path")?])?, "onnx");
+
+    let truncated = dir.join("truncated.onnx");
+    std::fs::write(&truncated, &bytes[..bytes.len() / 2])?;
+    assert_clean_failure(&moat(&["inspect", truncated.to_str().ok_or("path")?])?, "onnx");
+
+    let missing = dir.join("missing.onnx");
+    assert_clean_failure(&moat(&["inspect", missing.to_str().ok_or("path")?])?, "missing.onnx");
+
+    // An operator moat does not implement: the error names the op and the node.
+    let mut proto = ModelProto::decode(bytes.as_slice())?;
+    let graph = proto.graph.as_mut().ok_or("graph")?;
+    let node = graph.node.iter_mut().find(|n| n.op_type == "Relu").ok_or("relu")?;
+    node.op_type = "LSTM".into();
+    let node_name = node.name.clone();
+    let unsupported = dir.join("lstm.onnx");
+    std::fs::write(&unsupported, proto.encode_to_vec())?;
+    let out = moat(&["inspect", unsupported.to_str().ok_or("path")?])?;
+    assert_clean_failure(&out, "LSTM");
+    assert!(text(&out.stderr).contains(&node_name), "{}", text(&out.stderr));
+
+    // A weight matrix of the wrong shape: the error names the node.
+    let mut proto = ModelProto::decode(bytes.as_slice())?;
+    let graph = proto.graph.as_mut().ok_or("graph")?;
+    let gemm = graph.node.iter().rfind(|n| n.op_type == "Gemm").ok_or("gemm")?.clone();
+    let weight_name = gemm.input.get(1).ok_or("gemm weight")?.clone();
+    let init = graph.initializer.iter_mut().find(|t| t.name == weight_name).ok_or("init")?;
+    init.dims = vec![init.dims[0] * 2, init.dims[1] / 2];
+    let mismatched = dir.join("mismatch.onnx");
+    std::fs::write(&mismatched, proto.encode_to_vec())?;
+    assert_clean_failure(&moat(&["inspect", mismatched.to_str().ok_or("path")?])?, &gemm.name);
+
+    std::fs::remove_dir_all(dir).ok();
+    Ok(())
+}
+
+#[test]
+fn bad_arguments_fail_cleanly() -> TestResult {
+    assert_clean_failure(&moat(&["train", "--arch", "vgg16", "--epochs", "1"])?, "vgg16");
+    assert_clean_failure(&moat(&["train", "--dataset", "mnist", "--epochs", "1"])?, "mnist");
+    assert_clean_failure(&moat(&["train", "--dataset", "imagenet"])?, "imagenet");
+    assert_clean_failure(&moat(&["train", "--ring-bits", "80"])?, "ring");
+    Ok(())
+}
