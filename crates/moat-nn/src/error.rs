@@ -31,9 +31,7 @@ pub enum NnError {
     #[error("onnx: {0}")]
     Onnx(String),
     /// An ONNX operator moat does not implement.
-    #[error(
-        "unsupported ONNX operator '{op_type}' at node '{node}' (supported: {supported})"
-    )]
+    #[error("unsupported ONNX operator '{op_type}' at node '{node}' (supported: {supported})")]
     UnsupportedOp {
         /// The ONNX op type.
         op_type: String,

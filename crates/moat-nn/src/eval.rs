@@ -55,11 +55,19 @@ pub struct FixedVsFloat {
     pub mean_logit_error: f64,
 }
 
+/// One sample's comparison.
+struct Row {
+    float_label: usize,
+    fixed_label: usize,
+    max_error: f64,
+    mean_error: f64,
+}
+
 /// Runs both executions over `data` and compares them.
 pub fn fixed_vs_float(graph: &Graph, quantized: &QuantizedGraph, data: &Dataset) -> Result<FixedVsFloat> {
     check_shape(graph, data)?;
     let fixed = quantized.fixed();
-    let rows: Vec<(usize, usize, f64, f64)> = par_map(data.len(), |i| -> Result<(usize, usize, f64, f64)> {
+    let rows: Vec<Row> = par_map(data.len(), |i| -> Result<Row> {
         let x = data.sample(i);
         let float_logits = FloatExecutor::logits(graph, x)?;
         let ring_logits = quantized.logits_encoded(x)?;
@@ -67,19 +75,19 @@ pub fn fixed_vs_float(graph: &Graph, quantized: &QuantizedGraph, data: &Dataset)
         let fixed_label = argmax_ring(fixed, &ring_logits).unwrap_or(0);
         let errors = float_logits.iter().zip(&ring_logits).map(|(a, b)| (*a as f64 - fixed.decode(*b)).abs());
         let (max, sum) = errors.fold((0.0f64, 0.0f64), |(m, s), e| (m.max(e), s + e));
-        Ok((float_label, fixed_label, max, sum / float_logits.len().max(1) as f64))
+        Ok(Row { float_label, fixed_label, max_error: max, mean_error: sum / float_logits.len().max(1) as f64 })
     })
     .into_iter()
     .collect::<Result<_>>()?;
     let n = data.len();
-    let count = |f: &dyn Fn(usize, &(usize, usize, f64, f64)) -> bool| rows.iter().enumerate().filter(|(i, r)| f(*i, r)).count();
+    let count = |f: &dyn Fn(usize, &Row) -> bool| rows.iter().enumerate().filter(|(i, r)| f(*i, r)).count();
     Ok(FixedVsFloat {
         samples: n,
-        float_accuracy: fraction(count(&|i, r| r.0 == data.label(i)), n),
-        fixed_accuracy: fraction(count(&|i, r| r.1 == data.label(i)), n),
-        label_agreement: fraction(count(&|_, r| r.0 == r.1), n),
-        max_logit_error: rows.iter().map(|r| r.2).fold(0.0, f64::max),
-        mean_logit_error: if n == 0 { 0.0 } else { rows.iter().map(|r| r.3).sum::<f64>() / n as f64 },
+        float_accuracy: fraction(count(&|i, r| r.float_label == data.label(i)), n),
+        fixed_accuracy: fraction(count(&|i, r| r.fixed_label == data.label(i)), n),
+        label_agreement: fraction(count(&|_, r| r.float_label == r.fixed_label), n),
+        max_logit_error: rows.iter().map(|r| r.max_error).fold(0.0, f64::max),
+        mean_logit_error: if n == 0 { 0.0 } else { rows.iter().map(|r| r.mean_error).sum::<f64>() / n as f64 },
     })
 }
 

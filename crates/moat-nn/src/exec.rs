@@ -209,9 +209,10 @@ impl QuantizedGraph {
                         channels: shape[0],
                         reciprocal: reciprocal(p.kernel[0] * p.kernel[1]),
                     },
-                    Op::GlobalAvgPool => {
-                        QuantizedLayer::GlobalAvgPool { channels: shape[0], reciprocal: reciprocal(shape[1] * shape[2]) }
-                    }
+                    Op::GlobalAvgPool => QuantizedLayer::GlobalAvgPool {
+                        channels: shape[0],
+                        reciprocal: reciprocal(shape[1] * shape[2]),
+                    },
                     Op::MaxPool(p) => QuantizedLayer::MaxPool {
                         window: window(&graph, input, p.kernel, p.stride, p.padding),
                         channels: shape[0],
@@ -278,14 +279,12 @@ impl QuantizedGraph {
                     })
                     .collect()
             }
-            QuantizedLayer::AvgPool { window, channels, reciprocal } => kernels::sum_pool(input, *channels, *window)
-                .into_iter()
-                .map(|v| v.wrapping_mul(*reciprocal))
-                .collect(),
-            QuantizedLayer::GlobalAvgPool { channels, reciprocal } => kernels::channel_sums(input, *channels)
-                .into_iter()
-                .map(|v| v.wrapping_mul(*reciprocal))
-                .collect(),
+            QuantizedLayer::AvgPool { window, channels, reciprocal } => {
+                kernels::sum_pool(input, *channels, *window).into_iter().map(|v| v.wrapping_mul(*reciprocal)).collect()
+            }
+            QuantizedLayer::GlobalAvgPool { channels, reciprocal } => {
+                kernels::channel_sums(input, *channels).into_iter().map(|v| v.wrapping_mul(*reciprocal)).collect()
+            }
             QuantizedLayer::MaxPool { .. } | QuantizedLayer::None => return None,
         };
         y.iter_mut().for_each(|v| *v = fp.reduce(*v));

@@ -88,19 +88,8 @@ pub struct BatchNorm {
 impl BatchNorm {
     /// The equivalent per-channel affine map `y = s·x + t`.
     pub fn scale_shift(&self) -> (Vec<f32>, Vec<f32>) {
-        let scale: Vec<f32> = self
-            .gamma
-            .iter()
-            .zip(&self.var)
-            .map(|(g, v)| g / (v + self.eps).sqrt())
-            .collect();
-        let shift = self
-            .beta
-            .iter()
-            .zip(&self.mean)
-            .zip(&scale)
-            .map(|((b, m), s)| b - m * s)
-            .collect();
+        let scale: Vec<f32> = self.gamma.iter().zip(&self.var).map(|(g, v)| g / (v + self.eps).sqrt()).collect();
+        let shift = self.beta.iter().zip(&self.mean).zip(&scale).map(|((b, m), s)| b - m * s).collect();
         (scale, shift)
     }
 
@@ -189,10 +178,7 @@ impl Op {
     /// True for ops that are linear in their (single) input up to a public bias: the ones the
     /// secure protocol evaluates homomorphically.
     pub fn is_linear(&self) -> bool {
-        matches!(
-            self,
-            Op::Conv2d(_) | Op::Dense(_) | Op::BatchNorm(_) | Op::AvgPool(_) | Op::GlobalAvgPool
-        )
+        matches!(self, Op::Conv2d(_) | Op::Dense(_) | Op::BatchNorm(_) | Op::AvgPool(_) | Op::GlobalAvgPool)
     }
 }
 
@@ -221,22 +207,13 @@ impl Graph {
     /// Builds and shape-checks a graph.
     ///
     /// `input_shape` is the per-sample input shape; `output` the value the model returns.
-    pub fn new(
-        name: impl Into<String>,
-        input_shape: Vec<usize>,
-        nodes: Vec<Node>,
-        output: ValueId,
-    ) -> Result<Self> {
+    pub fn new(name: impl Into<String>, input_shape: Vec<usize>, nodes: Vec<Node>, output: ValueId) -> Result<Self> {
         if input_shape.is_empty() || input_shape.contains(&0) {
             return Err(NnError::Graph(format!("input shape {input_shape:?} has no elements")));
         }
         let shapes = infer_shapes(&input_shape, &nodes)?;
         if output.0 >= shapes.len() {
-            return Err(NnError::Graph(format!(
-                "output value {} does not exist ({} values)",
-                output.0,
-                shapes.len()
-            )));
+            return Err(NnError::Graph(format!("output value {} does not exist ({} values)", output.0, shapes.len())));
         }
         let mut seen = std::collections::HashSet::new();
         for node in &nodes {
@@ -419,15 +396,14 @@ impl Graph {
         for (index, node) in nodes.into_iter().enumerate() {
             let Some(mut node) = node else { continue };
             for input in &mut node.inputs {
-                *input = new_id[resolve(*input).0].ok_or_else(|| {
-                    NnError::Graph(format!("node '{}' reads a removed value", node.name))
-                })?;
+                *input = new_id[resolve(*input).0]
+                    .ok_or_else(|| NnError::Graph(format!("node '{}' reads a removed value", node.name)))?;
             }
             new_id[ValueId::of_node(index).0] = Some(ValueId::of_node(kept.len()));
             kept.push(node);
         }
-        let output = new_id[resolve(self.output).0]
-            .ok_or_else(|| NnError::Graph("the graph output was removed".into()))?;
+        let output =
+            new_id[resolve(self.output).0].ok_or_else(|| NnError::Graph("the graph output was removed".into()))?;
         Graph::new(self.name.clone(), self.input_shape.clone(), kept, output)
     }
 }
@@ -459,18 +435,11 @@ fn infer_shapes(input_shape: &[usize], nodes: &[Node]) -> Result<Vec<Vec<usize>>
     for (index, node) in nodes.iter().enumerate() {
         let err = |msg: String| NnError::node(&node.name, node.op.kind(), msg);
         if node.inputs.len() != node.op.arity() {
-            return Err(err(format!(
-                "takes {} input(s), got {}",
-                node.op.arity(),
-                node.inputs.len()
-            )));
+            return Err(err(format!("takes {} input(s), got {}", node.op.arity(), node.inputs.len())));
         }
         for input in &node.inputs {
             if input.0 > index {
-                return Err(err(format!(
-                    "reads value {} that is not produced before it",
-                    input.0
-                )));
+                return Err(err(format!("reads value {} that is not produced before it", input.0)));
             }
         }
         let x = shapes[node.inputs[0].0].clone();
@@ -531,7 +500,12 @@ fn infer_shapes(input_shape: &[usize], nodes: &[Node]) -> Result<Vec<Vec<usize>>
                 let [pt, pl, pb, pr] = pool.padding;
                 let oh = window_out(h, pt, pb, pool.kernel[0], pool.stride[0]);
                 let ow = window_out(w, pl, pr, pool.kernel[1], pool.stride[1]);
-                if pool.padding.iter().zip([pool.kernel[0], pool.kernel[1], pool.kernel[0], pool.kernel[1]]).any(|(p, k)| *p >= k) {
+                if pool
+                    .padding
+                    .iter()
+                    .zip([pool.kernel[0], pool.kernel[1], pool.kernel[0], pool.kernel[1]])
+                    .any(|(p, k)| *p >= k)
+                {
                     return Err(err(format!("padding {:?} not smaller than kernel", pool.padding)));
                 }
                 match (oh, ow) {

@@ -52,10 +52,7 @@ impl Window {
     pub fn out_hw(&self) -> [usize; 2] {
         let [h, w] = self.in_hw;
         let [pt, pl, pb, pr] = self.padding;
-        [
-            (h + pt + pb - self.kernel[0]) / self.stride[0] + 1,
-            (w + pl + pr - self.kernel[1]) / self.stride[1] + 1,
-        ]
+        [(h + pt + pb - self.kernel[0]) / self.stride[0] + 1, (w + pl + pr - self.kernel[1]) / self.stride[1] + 1]
     }
 }
 
@@ -120,7 +117,12 @@ pub fn sum_pool<T: Mac>(input: &[T], channels: usize, win: Window) -> Vec<T> {
 }
 
 /// Maximum over each pooling window under `greater` (padded positions are skipped).
-pub fn max_pool<T: Copy + Default>(input: &[T], channels: usize, win: Window, greater: impl Fn(T, T) -> bool) -> Vec<T> {
+pub fn max_pool<T: Copy + Default>(
+    input: &[T],
+    channels: usize,
+    win: Window,
+    greater: impl Fn(T, T) -> bool,
+) -> Vec<T> {
     let [h, w] = win.in_hw;
     let [kh, kw] = win.kernel;
     let [sh, sw] = win.stride;
@@ -230,10 +232,16 @@ mod tests {
     fn conv_matches_reference_for_strides_and_paddings() {
         let (c, o, h, w) = (3, 4, 7, 6);
         let input: Vec<f32> = (0..c * h * w).map(|v| ((v * 37 % 11) as f32) - 5.0).collect();
-        for (k, s, p) in [(3, 1, [1, 1, 1, 1]), (3, 2, [1, 1, 1, 1]), (1, 1, [0; 4]), (5, 2, [2, 1, 0, 2]), (2, 3, [0, 1, 1, 0])] {
+        for (k, s, p) in
+            [(3, 1, [1, 1, 1, 1]), (3, 2, [1, 1, 1, 1]), (1, 1, [0; 4]), (5, 2, [2, 1, 0, 2]), (2, 3, [0, 1, 1, 0])]
+        {
             let weight: Vec<f32> = (0..o * c * k * k).map(|v| ((v * 13 % 7) as f32) - 3.0).collect();
             let win = Window { in_hw: [h, w], kernel: [k, k], stride: [s, s], padding: p };
-            assert_eq!(conv2d(&input, c, &weight, o, win), conv_reference(&input, c, &weight, o, win), "k{k} s{s} p{p:?}");
+            assert_eq!(
+                conv2d(&input, c, &weight, o, win),
+                conv_reference(&input, c, &weight, o, win),
+                "k{k} s{s} p{p:?}"
+            );
         }
     }
 

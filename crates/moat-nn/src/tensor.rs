@@ -87,7 +87,8 @@ pub fn argmax_f32(values: &[f32]) -> Option<usize> {
     let mut best: Option<(usize, f32)> = None;
     for (i, &v) in values.iter().enumerate() {
         match best {
-            Some((_, b)) if !(v > b) => {}
+            // NaN never wins, and ties keep the first index.
+            Some((_, b)) if v.partial_cmp(&b) != Some(std::cmp::Ordering::Greater) => {}
             _ => best = Some((i, v)),
         }
     }

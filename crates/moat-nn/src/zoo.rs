@@ -88,7 +88,9 @@ impl FromStr for Architecture {
             "mlp" => {
                 let hidden = match arg {
                     None | Some("") => vec![],
-                    Some(a) => a.split(',').map(|h| h.trim().parse::<usize>().map_err(|_| bad())).collect::<Result<_>>()?,
+                    Some(a) => {
+                        a.split(',').map(|h| h.trim().parse::<usize>().map_err(|_| bad())).collect::<Result<_>>()?
+                    }
                 };
                 if hidden.contains(&0) {
                     return Err(bad());
@@ -99,7 +101,7 @@ impl FromStr for Architecture {
             "resnet18" => Ok(Architecture::ResNet18 { width: width()? }),
             _ => {
                 let depth: usize = name.strip_prefix("resnet").and_then(|d| d.parse().ok()).ok_or_else(bad)?;
-                if depth < 8 || (depth - 2) % 6 != 0 {
+                if depth < 8 || !(depth - 2).is_multiple_of(6) {
                     return Err(bad());
                 }
                 Ok(Architecture::CifarResNet { depth, width: width()? })
@@ -200,7 +202,12 @@ pub struct GraphBuilder {
 impl GraphBuilder {
     /// A builder for inputs of `input_shape`.
     pub fn new(input_shape: &[usize], seed: u64) -> Self {
-        Self { input_shape: input_shape.to_vec(), nodes: Vec::new(), rng: ChaCha20Rng::seed_from_u64(seed), anonymous: 0 }
+        Self {
+            input_shape: input_shape.to_vec(),
+            nodes: Vec::new(),
+            rng: ChaCha20Rng::seed_from_u64(seed),
+            anonymous: 0,
+        }
     }
 
     /// Shape of a value built so far.
@@ -249,12 +256,21 @@ impl GraphBuilder {
     /// Batch norm with identity statistics (γ = 1, β = 0, μ = 0, σ² = 1).
     pub fn batch_norm(&mut self, name: &str, x: ValueId) -> Result<ValueId> {
         let c = self.shape(x)?.first().copied().unwrap_or(0);
-        let bn = BatchNorm { gamma: vec![1.0; c], beta: vec![0.0; c], mean: vec![0.0; c], var: vec![1.0; c], eps: 1e-5 };
+        let bn =
+            BatchNorm { gamma: vec![1.0; c], beta: vec![0.0; c], mean: vec![0.0; c], var: vec![1.0; c], eps: 1e-5 };
         self.push(name, Op::BatchNorm(bn), vec![x])
     }
 
     /// Convolution followed by batch norm (`name` and `name` + `.bn`).
-    pub fn conv_bn(&mut self, name: &str, x: ValueId, out: usize, k: usize, stride: usize, pad: usize) -> Result<ValueId> {
+    pub fn conv_bn(
+        &mut self,
+        name: &str,
+        x: ValueId,
+        out: usize,
+        k: usize,
+        stride: usize,
+        pad: usize,
+    ) -> Result<ValueId> {
         let y = self.conv(name, x, out, k, stride, pad)?;
         self.batch_norm(&format!("{name}.bn"), y)
     }
@@ -266,8 +282,11 @@ impl GraphBuilder {
         let mut y = self.conv_bn(&format!("{name}.conv1"), x, out, 3, stride, 1)?;
         y = self.relu(y)?;
         y = self.conv_bn(&format!("{name}.conv2"), y, out, 3, 1, 1)?;
-        let shortcut =
-            if stride != 1 || c != out { self.conv_bn(&format!("{name}.downsample"), x, out, 1, stride, 0)? } else { x };
+        let shortcut = if stride != 1 || c != out {
+            self.conv_bn(&format!("{name}.downsample"), x, out, 1, stride, 0)?
+        } else {
+            x
+        };
         let sum = self.push(&format!("{name}.add"), Op::Add, vec![y, shortcut])?;
         self.relu(sum)
     }

@@ -33,7 +33,11 @@ impl Table {
             let parts: Vec<String> = cells
                 .iter()
                 .enumerate()
-                .map(|(i, c)| if numeric(c) { format!("{c:>w$}", w = widths[i]) } else { format!("{c:<w$}", w = widths[i]) })
+                .map(
+                    |(i, c)| {
+                        if numeric(c) { format!("{c:>w$}", w = widths[i]) } else { format!("{c:<w$}", w = widths[i]) }
+                    },
+                )
                 .collect();
             parts.join("  ").trim_end().to_string()
         };

@@ -37,7 +37,17 @@ fn assert_clean_failure(out: &Output, needle: &str) {
 fn trained_model(dir: &Path) -> Result<PathBuf, Box<dyn std::error::Error>> {
     let model = dir.join("mlp.onnx");
     let out = moat(&[
-        "train", "--arch", "mlp:32", "--dataset", "digits", "--epochs", "20", "--seed", "5", "--quiet", "--out",
+        "train",
+        "--arch",
+        "mlp:32",
+        "--dataset",
+        "digits",
+        "--epochs",
+        "20",
+        "--seed",
+        "5",
+        "--quiet",
+        "--out",
         model.to_str().ok_or("path")?,
     ])?;
     assert!(out.status.success(), "train failed: {}", text(&out.stderr));
@@ -46,7 +56,9 @@ fn trained_model(dir: &Path) -> Result<PathBuf, Box<dyn std::error::Error>> {
 
 #[test]
 fn every_subcommand_has_help() -> TestResult {
-    for sub in [&["--help"][..], &["demo", "--help"], &["train", "--help"], &["inspect", "--help"], &["infer", "--help"]] {
+    for sub in
+        [&["--help"][..], &["demo", "--help"], &["train", "--help"], &["inspect", "--help"], &["infer", "--help"]]
+    {
         let out = moat(sub)?;
         assert!(out.status.success(), "{sub:?}");
         assert!(text(&out.stdout).contains("Usage"), "{sub:?}");

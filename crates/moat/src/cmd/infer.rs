@@ -64,8 +64,8 @@ pub fn read_input(path: &Path) -> anyhow::Result<Vec<f32>> {
         }
         return Ok(bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect());
     }
-    let value: serde_json::Value =
-        serde_json::from_slice(&bytes).with_context(|| format!("{}: not JSON (use .f32 for raw floats)", path.display()))?;
+    let value: serde_json::Value = serde_json::from_slice(&bytes)
+        .with_context(|| format!("{}: not JSON (use .f32 for raw floats)", path.display()))?;
     let mut out = Vec::new();
     flatten_json(&value, &mut out).with_context(|| format!("{}: expected an array of numbers", path.display()))?;
     Ok(out)

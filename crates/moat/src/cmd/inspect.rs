@@ -196,7 +196,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         None => random_samples(&graph, args.samples, args.seed)?,
     };
     let report = inspect(&graph, &samples, args.fixed, args.seed).context("inspecting model")?;
-    if args.json { print_json(&report) } else {
+    if args.json {
+        print_json(&report)
+    } else {
         print_inspection(&report);
         Ok(())
     }

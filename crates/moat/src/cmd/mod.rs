@@ -7,7 +7,6 @@ pub mod train;
 
 use std::path::{Path, PathBuf};
 
-
 use anyhow::Context;
 use moat_nn::data::{self, InputSpec, TrainTest};
 use moat_nn::{FixedPoint, Graph};

@@ -140,14 +140,21 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if let Some(name) = &args.optimizer {
         config.optimizer = match name.as_str() {
             "adam" => Optimizer::Adam { lr: config.optimizer.learning_rate(), weight_decay: 0.0 },
-            "sgd" => Optimizer::Sgd { lr: config.optimizer.learning_rate(), momentum: 0.9, weight_decay: 5e-4, nesterov: false },
+            "sgd" => Optimizer::Sgd {
+                lr: config.optimizer.learning_rate(),
+                momentum: 0.9,
+                weight_decay: 5e-4,
+                nesterov: false,
+            },
             other => anyhow::bail!("unknown optimizer '{other}' (adam or sgd)"),
         };
     }
     if let Some(lr) = args.lr {
         config.optimizer = match config.optimizer {
             Optimizer::Adam { weight_decay, .. } => Optimizer::Adam { lr, weight_decay },
-            Optimizer::Sgd { momentum, weight_decay, nesterov, .. } => Optimizer::Sgd { lr, momentum, weight_decay, nesterov },
+            Optimizer::Sgd { momentum, weight_decay, nesterov, .. } => {
+                Optimizer::Sgd { lr, momentum, weight_decay, nesterov }
+            }
         };
     }
     config.validate()?;
@@ -160,7 +167,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let out = args.out.clone().unwrap_or_else(|| PathBuf::from(format!("models/{}.onnx", trained.card.name)));
     let card_path = save(&trained, &out)?;
     if args.json {
-        return print_json(&Output { model: out.display().to_string(), card: &trained.card, training: &trained.report });
+        return print_json(&Output {
+            model: out.display().to_string(),
+            card: &trained.card,
+            training: &trained.report,
+        });
     }
     let c = &trained.card;
     println!(
