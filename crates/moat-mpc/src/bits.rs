@@ -137,7 +137,7 @@ impl BitVec {
 
     /// Appends one bit.
     pub fn push(&mut self, value: bool) {
-        if self.len % 64 == 0 {
+        if self.len.is_multiple_of(64) {
             self.words.push(0);
         }
         self.words[self.len / 64] |= (value as u64) << (self.len % 64);
@@ -210,6 +210,7 @@ impl FromIterator<bool> for BitVec {
 }
 
 #[cfg(test)]
+#[allow(clippy::needless_range_loop)] // index loops over several arrays read best in tests
 mod tests {
     use super::*;
     use proptest::prelude::*;

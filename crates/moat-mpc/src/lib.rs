@@ -72,6 +72,7 @@
 
 pub mod bits;
 pub mod convert;
+pub mod engine;
 pub mod error;
 pub mod ot;
 pub mod shares;

@@ -275,10 +275,8 @@ impl BShare {
 
     /// `⟨a⟩ ⊕ ⟨b⟩` (local).
     pub fn try_xor(&self, other: &BShare) -> Result<BShare> {
-        let bits = self
-            .bits
-            .xor(&other.bits)
-            .ok_or_else(|| Self::length_error("BShare::try_xor", self.len(), other.len()))?;
+        let bits =
+            self.bits.xor(&other.bits).ok_or_else(|| Self::length_error("BShare::try_xor", self.len(), other.len()))?;
         Ok(BShare { bits })
     }
 
@@ -313,6 +311,7 @@ pub fn msb_plane(fp: FixedPoint, values: &[u64]) -> BitVec {
 }
 
 #[cfg(test)]
+#[allow(clippy::needless_range_loop)] // index loops over several arrays read best in tests
 mod tests {
     use super::*;
     use proptest::prelude::*;

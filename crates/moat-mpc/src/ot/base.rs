@@ -99,7 +99,10 @@ impl OtSender for ChouOrlandiSender {
             let (_, b) = decompress(b_bytes, "chou-orlandi send: receiver's B")?;
             let k0_point = a * b;
             let index = self.counter + i as u64;
-            out.push([kdf(index, &a_compressed, b_bytes, &k0_point), kdf(index, &a_compressed, b_bytes, &(k0_point - a_a))]);
+            out.push([
+                kdf(index, &a_compressed, b_bytes, &k0_point),
+                kdf(index, &a_compressed, b_bytes, &(k0_point - a_a)),
+            ]);
         }
         self.counter += n as u64;
         sink(0, &out)

@@ -159,8 +159,8 @@ impl OtSender for IknpSender {
         let total_blocks = n.div_ceil(128);
         self.cols.resize(KAPPA * CHUNK_BLOCKS, 0);
         self.rows.resize(KAPPA * CHUNK_BLOCKS, 0);
-        let mut hashed = vec![[0u128; 2]; CHUNK_OTS];
-        let mut flipped = vec![0u128; CHUNK_OTS];
+        let mut hashed = vec![[0u128; 2]; n.min(CHUNK_OTS)];
+        let mut flipped = vec![0u128; n.min(CHUNK_OTS)];
         let mut block0 = 0;
         while block0 < total_blocks {
             let nb = CHUNK_BLOCKS.min(total_blocks - block0);
@@ -238,6 +238,7 @@ impl OtReceiver for IknpReceiver {
 }
 
 #[cfg(test)]
+#[allow(clippy::needless_range_loop)] // index loops over several arrays read best in tests
 mod tests {
     use std::time::Instant;
 
@@ -478,14 +479,41 @@ mod tests {
         Ok(())
     }
 
-    /// Prints random-OT throughput of the extension (both parties, one thread each).
+    #[test]
+    fn peer_dying_mid_extension_is_a_clean_error() -> Result<()> {
+        let n = 4 * CHUNK_OTS;
+        let (sender_result, ()) = run_pair(
+            Net::Tcp,
+            move |ch| {
+                let (mut s, _r) = setup_both(ch, Party::P0, &mut rng(1))?;
+                Ok(s.send_random(ch, n))
+            },
+            move |ch| {
+                let (_s, _r) = setup_both(ch, Party::P1, &mut rng(2))?;
+                // One frame of the four, then the process "dies" (the socket is dropped).
+                ch.send(&vec![0u8; 16 * CHUNK_OTS])?;
+                ch.flush()?;
+                Ok(())
+            },
+        )?;
+        assert_eq!(sender_result.err(), Some(MpcError::Transport(TransportError::PeerClosed)));
+        Ok(())
+    }
+
+    /// Prints the throughput of random OT and of the derived flavours the non-linear layers
+    /// use (both parties in one process, one thread each; timing is printed, not asserted).
     #[test]
     fn throughput() -> Result<()> {
         const N: usize = 1 << 22;
+        const M: usize = 1 << 20;
         let choices = BitVec::random(N, &mut rng(8));
-        let ((t_send, checksum), t_recv) = run_pair(
+        let digits: Vec<u8> = (0..M).map(|i| (i * 7 % 16) as u8).collect();
+        let table: Vec<u64> = (0..16 * M as u64).map(|t| t & 3).collect();
+        let deltas: Vec<u64> = (0..M as u64).collect();
+        let c1 = choices.clone();
+        let (times0, times1) = run_pair(
             Net::Memory,
-            |ch| {
+            move |ch| {
                 let (mut s, _r) = setup_both(ch, Party::P0, &mut rng(1))?;
                 let start = Instant::now();
                 let mut acc = 0u128;
@@ -493,23 +521,39 @@ mod tests {
                     acc ^= c.iter().fold(0, |a, p| a ^ p[0] ^ p[1]);
                     Ok(())
                 })?;
-                Ok((start.elapsed(), acc))
+                let t_rot = start.elapsed();
+                assert_ne!(acc, 0);
+                let start = Instant::now();
+                s.send_correlated(ch, &deltas, 37)?;
+                let t_cot = start.elapsed();
+                let start = Instant::now();
+                s.send_one_of_n(ch, &table, 4, 2)?;
+                Ok([t_rot, t_cot, start.elapsed()])
             },
             move |ch| {
                 let (_s, mut r) = setup_both(ch, Party::P1, &mut rng(2))?;
                 let start = Instant::now();
-                r.receive_random_chunks(ch, &choices, &mut |_, _| Ok(()))?;
-                Ok(start.elapsed())
+                r.receive_random_chunks(ch, &c1, &mut |_, _| Ok(()))?;
+                let t_rot = start.elapsed();
+                let start = Instant::now();
+                r.receive_correlated(ch, &c1.slice(0, M).unwrap_or_default(), 37)?;
+                let t_cot = start.elapsed();
+                let start = Instant::now();
+                let got = r.receive_one_of_n(ch, &digits, 4, 2)?;
+                assert!(got.iter().zip(&digits).all(|(&g, &d)| g == d as u64 & 3));
+                Ok([t_rot, t_cot, start.elapsed()])
             },
         )?;
-        assert_ne!(checksum, 0);
-        let rate = N as f64 / t_send.max(t_recv).as_secs_f64();
-        println!(
-            "IKNP random OT: {N} OTs, sender {:.1} ms, receiver {:.1} ms, {:.2} M OT/s (one core per party)",
-            t_send.as_secs_f64() * 1e3,
-            t_recv.as_secs_f64() * 1e3,
-            rate / 1e6
-        );
+        for (name, k, count) in [("random OT", 0, N), ("COT ℓ=37", 1, M), ("1-of-16 OT ℓ=2", 2, M)] {
+            let t = times0[k].max(times1[k]);
+            println!(
+                "IKNP {name}: {count} in {:.1} ms (sender {:.1}, receiver {:.1}): {:.2} M/s",
+                t.as_secs_f64() * 1e3,
+                times0[k].as_secs_f64() * 1e3,
+                times1[k].as_secs_f64() * 1e3,
+                count as f64 / t.as_secs_f64() / 1e6
+            );
+        }
         Ok(())
     }
 }

@@ -36,6 +36,7 @@ use crate::Block;
 use crate::bits::BitVec;
 use crate::error::{MpcError, Result};
 use crate::transport::Channel;
+use crate::transport::frame::RingPacker;
 
 /// Receives ROT outputs chunk by chunk: `(offset of the first OT, outputs)`.
 pub type SenderSink<'a> = dyn FnMut(usize, &[[Block; 2]]) -> Result<()> + 'a;
@@ -72,17 +73,17 @@ pub trait OtSender {
     fn send_correlated(&mut self, ch: &mut dyn Channel, deltas: &[u64], bits: u32) -> Result<Vec<u64>> {
         let mask = ring_mask(bits, "send_correlated")?;
         let mut x = Vec::with_capacity(deltas.len());
-        let mut corrections = Vec::with_capacity(deltas.len());
+        let mut corrections = RingPacker::new(bits, deltas.len())?;
         self.send_random_chunks(ch, deltas.len(), &mut |offset, chunk| {
             for (k, &d) in chunk.iter().zip(deltas.get(offset..).unwrap_or_default()) {
                 let (m0, m1) = (k[0] as u64 & mask, k[1] as u64 & mask);
                 x.push(m0);
-                corrections.push(m1.wrapping_sub(m0).wrapping_sub(d) & mask);
+                corrections.push(m1.wrapping_sub(m0).wrapping_sub(d));
             }
             Ok(())
         })?;
         if !deltas.is_empty() {
-            ch.send_ring(&corrections, bits)?;
+            ch.send(&corrections.finish())?;
             ch.flush()?;
         }
         Ok(x)
@@ -91,17 +92,17 @@ pub trait OtSender {
     /// Chosen-message OT of ℓ-bit messages: the receiver gets `messages[i][cᵢ]` and nothing
     /// about the other; the sender learns nothing. Sender → receiver: `2n·ℓ` bits.
     fn send_chosen(&mut self, ch: &mut dyn Channel, messages: &[[u64; 2]], bits: u32) -> Result<()> {
-        let mask = ring_mask(bits, "send_chosen")?;
-        let mut masked = Vec::with_capacity(2 * messages.len());
+        ring_mask(bits, "send_chosen")?;
+        let mut masked = RingPacker::new(bits, 2 * messages.len())?;
         self.send_random_chunks(ch, messages.len(), &mut |offset, chunk| {
             for (k, m) in chunk.iter().zip(messages.get(offset..).unwrap_or_default()) {
-                masked.push((m[0] ^ k[0] as u64) & mask);
-                masked.push((m[1] ^ k[1] as u64) & mask);
+                masked.push(m[0] ^ k[0] as u64);
+                masked.push(m[1] ^ k[1] as u64);
             }
             Ok(())
         })?;
         if !messages.is_empty() {
-            ch.send_ring(&masked, bits)?;
+            ch.send(&masked.finish())?;
             ch.flush()?;
         }
         Ok(())
@@ -118,8 +119,12 @@ pub trait OtSender {
 /// The receiver role of oblivious transfer.
 pub trait OtReceiver {
     /// Random OTs with choice bits `choices`, delivered to `sink` in chunks in order.
-    fn receive_random_chunks(&mut self, ch: &mut dyn Channel, choices: &BitVec, sink: &mut ReceiverSink<'_>)
-    -> Result<()>;
+    fn receive_random_chunks(
+        &mut self,
+        ch: &mut dyn Channel,
+        choices: &BitVec,
+        sink: &mut ReceiverSink<'_>,
+    ) -> Result<()>;
 
     /// Random OTs with choice bits `choices`: the receiver's `m_{cᵢ}ⁱ`.
     fn receive_random(&mut self, ch: &mut dyn Channel, choices: &BitVec) -> Result<Vec<Block>> {
@@ -168,11 +173,7 @@ pub trait OtReceiver {
             return Ok(Vec::new());
         }
         let masked = ch.recv_ring(2 * choices.len(), bits)?;
-        Ok(keys
-            .iter()
-            .enumerate()
-            .map(|(i, &k)| (masked[2 * i + choices.bit(i) as usize] ^ k as u64) & mask)
-            .collect())
+        Ok(keys.iter().enumerate().map(|(i, &k)| (masked[2 * i + choices.bit(i) as usize] ^ k as u64) & mask).collect())
     }
 
     /// The receiver side of [`OtSender::send_one_of_n`]: `choices[i] < 2^log_n` picks

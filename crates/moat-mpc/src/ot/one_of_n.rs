@@ -65,6 +65,30 @@ impl Shape {
         }
         v as u64 & self.mask
     }
+
+    /// XORs every slot of key `(j, b)`'s stream into the pad of its index.
+    #[inline]
+    fn add_slots(&self, stream: &[Block], j: usize, b: usize, pads: &mut [u64]) {
+        let half = self.n_msgs / 2;
+        if self.blocks == 1 {
+            // Common case (N·ℓ ≤ 256): all slots in one block, peeled off by shifts.
+            let mut v = stream[0];
+            for s in 0..half {
+                pads[with_bit(s, j, b)] ^= v as u64 & self.mask;
+                v >>= self.bits;
+            }
+        } else {
+            for s in 0..half {
+                pads[with_bit(s, j, b)] ^= self.slot(stream, s);
+            }
+        }
+    }
+}
+
+/// `s` with bit `b` inserted at position `j` (the index whose slot under key `(j, b)` is `s`).
+#[inline]
+fn with_bit(s: usize, j: usize, b: usize) -> usize {
+    ((s >> j) << (j + 1)) | (b << j) | (s & ((1 << j) - 1))
 }
 
 /// `x` with bit `j` removed (the slot of `x` under key `j`).
@@ -107,7 +131,7 @@ pub fn send<S: OtSender + ?Sized>(
     bits: u32,
 ) -> Result<()> {
     let shape = Shape::new(log_n, bits, "send_one_of_n")?;
-    if messages.len() % shape.n_msgs != 0 {
+    if !messages.len().is_multiple_of(shape.n_msgs) {
         return Err(MpcError::invalid(
             "send_one_of_n",
             format!("{} messages is not a multiple of N = {}", messages.len(), shape.n_msgs),
@@ -126,14 +150,19 @@ pub fn send<S: OtSender + ?Sized>(
         regroup.feed(chunk, |groups| {
             // Stream of (ot, j, b) at ((ot·k + j)·2 + b)·blocks.
             expand(&hash, groups.iter().flat_map(|pair| pair.iter().copied()), shape.blocks, &mut streams);
-            for (g, row) in messages[done * shape.n_msgs..].chunks(shape.n_msgs).take(groups.len() / shape.k).enumerate() {
-                for (x, &msg) in row.iter().enumerate() {
-                    let mut pad = 0u64;
-                    for j in 0..shape.k {
-                        let b = (x >> j) & 1;
+            let mut pads = [0u64; 1 << MAX_LOG_N];
+            for (g, row) in
+                messages[done * shape.n_msgs..].chunks(shape.n_msgs).take(groups.len() / shape.k).enumerate()
+            {
+                let pads = &mut pads[..shape.n_msgs];
+                pads.fill(0);
+                for j in 0..shape.k {
+                    for b in 0..2 {
                         let start = ((g * shape.k + j) * 2 + b) * shape.blocks;
-                        pad ^= shape.slot(&streams[start..start + shape.blocks], without_bit(x, j));
+                        shape.add_slots(&streams[start..start + shape.blocks], j, b, pads);
                     }
+                }
+                for (&msg, &pad) in row.iter().zip(pads.iter()) {
                     packer.push(msg ^ pad);
                 }
             }
@@ -183,10 +212,16 @@ pub fn receive<R: OtReceiver + ?Sized>(
         })
     })?;
     let masked = ch.recv_ring(n * shape.n_msgs, bits)?;
-    Ok(pads.iter().zip(choices).enumerate().map(|(i, (&pad, &c))| masked[i * shape.n_msgs + c as usize] ^ pad).collect())
+    Ok(pads
+        .iter()
+        .zip(choices)
+        .enumerate()
+        .map(|(i, (&pad, &c))| masked[i * shape.n_msgs + c as usize] ^ pad)
+        .collect())
 }
 
 #[cfg(test)]
+#[allow(clippy::needless_range_loop)] // index loops over several arrays read best in tests
 mod tests {
     use super::*;
 
@@ -204,6 +239,14 @@ mod tests {
                 }
             }
             assert_eq!(seen.len(), n * k);
+            for s in 0..n / 2 {
+                for j in 0..k {
+                    for b in 0..2 {
+                        let x = with_bit(s, j, b);
+                        assert_eq!((without_bit(x, j), (x >> j) & 1), (s, b));
+                    }
+                }
+            }
         }
     }
 
@@ -211,7 +254,8 @@ mod tests {
     fn slot_extraction_straddles_blocks() -> Result<()> {
         let shape = Shape::new(8, 37, "test")?;
         assert_eq!(shape.blocks, (128 * 37usize).div_ceil(128));
-        let stream: Vec<Block> = (0..shape.blocks as u128).map(|i| i.wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835)).collect();
+        let stream: Vec<Block> =
+            (0..shape.blocks as u128).map(|i| i.wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835)).collect();
         for s in 0..128 {
             let mut expect = 0u64;
             for b in 0..37 {

@@ -136,7 +136,9 @@ pub fn unpack_ring(bytes: &[u8], n: usize, bits: u32) -> Result<Vec<u64>, Transp
             .ok_or_else(|| TransportError::Malformed { detail: "packed ring data ends early".into() })?;
     }
     if acc != 0 || chunks.next().is_some() {
-        return Err(TransportError::Malformed { detail: format!("nonzero padding after {n} packed {bits}-bit elements") });
+        return Err(TransportError::Malformed {
+            detail: format!("nonzero padding after {n} packed {bits}-bit elements"),
+        });
     }
     Ok(out)
 }

@@ -176,6 +176,22 @@ pub trait Channel {
         self.stats_mut().set_phase(label)
     }
 
+    /// Sends `payload` and receives the peer's frame of the same step, when both parties send
+    /// at once (e.g. opening shares). One round-trip latency for the pair instead of two; safe
+    /// for payloads of any size (TCP writes from a second thread when the socket buffers could
+    /// fill up, where a plain `send` + `recv` on both sides could deadlock until the timeout).
+    fn exchange(&mut self, payload: &[u8]) -> Result<Vec<u8>, TransportError> {
+        self.send(payload)?;
+        self.recv()
+    }
+
+    /// [`Channel::exchange`] of `bits`-bit ring elements; the peer must send `values.len()`.
+    fn exchange_ring(&mut self, values: &[u64], bits: u32) -> Result<Vec<u64>, TransportError> {
+        let bytes = frame::pack_ring(values, bits)?;
+        let got = self.exchange(&bytes)?;
+        frame::unpack_ring(&got, values.len(), bits)
+    }
+
     /// Receives a frame that must be exactly `len` bytes.
     fn recv_exact(&mut self, len: usize) -> Result<Vec<u8>, TransportError> {
         let bytes = self.recv()?;
@@ -250,6 +266,9 @@ impl<C: Channel + ?Sized> Channel for &mut C {
     fn flush(&mut self) -> Result<(), TransportError> {
         (**self).flush()
     }
+    fn exchange(&mut self, payload: &[u8]) -> Result<Vec<u8>, TransportError> {
+        (**self).exchange(payload)
+    }
     fn stats(&self) -> &Stats {
         (**self).stats()
     }
@@ -267,6 +286,9 @@ impl<C: Channel + ?Sized> Channel for Box<C> {
     }
     fn flush(&mut self) -> Result<(), TransportError> {
         (**self).flush()
+    }
+    fn exchange(&mut self, payload: &[u8]) -> Result<Vec<u8>, TransportError> {
+        (**self).exchange(payload)
     }
     fn stats(&self) -> &Stats {
         (**self).stats()

@@ -45,13 +45,12 @@ pub struct Shaped<C> {
     model: NetworkModel,
     debt: Duration,
     last_was_recv: bool,
-    started: bool,
 }
 
 impl<C: Channel> Shaped<C> {
     /// Wraps `inner`.
     pub fn new(inner: C, model: NetworkModel) -> Self {
-        Self { inner, model, debt: Duration::ZERO, last_was_recv: false, started: false }
+        Self { inner, model, debt: Duration::ZERO, last_was_recv: false }
     }
 
     /// The wrapped channel.
@@ -70,7 +69,6 @@ impl<C: Channel> Shaped<C> {
 impl<C: Channel> Channel for Shaped<C> {
     fn send(&mut self, payload: &[u8]) -> Result<(), TransportError> {
         self.inner.send(payload)?;
-        self.started = true;
         self.last_was_recv = false;
         let bits = 8.0 * (payload.len() + HEADER_LEN) as f64;
         self.debt += Duration::from_secs_f64(bits / self.model.bandwidth_bits_per_sec);
@@ -84,10 +82,9 @@ impl<C: Channel> Channel for Shaped<C> {
         self.pay_debt();
         self.inner.flush()?;
         let out = self.inner.recv()?;
-        if !self.last_was_recv || !self.started {
+        if !self.last_was_recv {
             std::thread::sleep(self.model.latency);
         }
-        self.started = true;
         self.last_was_recv = true;
         Ok(out)
     }
@@ -95,6 +92,16 @@ impl<C: Channel> Channel for Shaped<C> {
     fn flush(&mut self) -> Result<(), TransportError> {
         self.pay_debt();
         self.inner.flush()
+    }
+
+    fn exchange(&mut self, payload: &[u8]) -> Result<Vec<u8>, TransportError> {
+        let bits = 8.0 * (payload.len() + HEADER_LEN) as f64;
+        self.debt += Duration::from_secs_f64(bits / self.model.bandwidth_bits_per_sec);
+        self.pay_debt();
+        let out = self.inner.exchange(payload)?;
+        std::thread::sleep(self.model.latency);
+        self.last_was_recv = true;
+        Ok(out)
     }
 
     fn stats(&self) -> &Stats {

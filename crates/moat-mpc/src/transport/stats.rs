@@ -4,9 +4,11 @@
 //! header, so the in-memory pair and TCP report the same numbers for the same protocol.
 //!
 //! **Rounds.** A party's `rounds` counts its outgoing *flights*: a round starts each time it
-//! sends after having received (or sends first). A protocol's round count is the sum of both
-//! parties' rounds; for the strictly alternating protocols of this crate it is the number of
-//! one-way latencies on the critical path (a flight of several frames costs one latency).
+//! sends after having received (or sends first); a flight of several frames costs one
+//! latency. The one-way latencies on a protocol's critical path lie between the maximum and
+//! the sum of the two parties' counts: the sum for strictly alternating protocols (all OT
+//! protocols of this crate), the maximum for symmetric exchanges where both send at once
+//! ([`super::Channel::exchange`]).
 //!
 //! **Phases.** Counters are attributed to the current phase label (`"main"` until set), e.g.
 //! `"base-ot"`, `"relu:layer3"`. A flight is counted in the phase that is current when it starts.
@@ -144,7 +146,7 @@ impl Stats {
     pub fn record_send(&mut self, wire_bytes: usize) {
         let new_round = self.last != Some(Direction::Sent);
         self.last = Some(Direction::Sent);
-        let phase = self.phases.entry(self.phase.clone()).or_default();
+        let phase = phase_entry(&mut self.phases, &self.phase);
         for c in [&mut self.total, phase] {
             c.bytes_sent += wire_bytes as u64;
             c.frames_sent += 1;
@@ -155,12 +157,17 @@ impl Stats {
     /// Records one frame of `wire_bytes` (header included) read.
     pub fn record_recv(&mut self, wire_bytes: usize) {
         self.last = Some(Direction::Received);
-        let phase = self.phases.entry(self.phase.clone()).or_default();
+        let phase = phase_entry(&mut self.phases, &self.phase);
         for c in [&mut self.total, phase] {
             c.bytes_received += wire_bytes as u64;
             c.frames_received += 1;
         }
     }
+}
+
+/// The counters of `label`, inserted on first use.
+fn phase_entry<'a>(phases: &'a mut BTreeMap<String, Counters>, label: &str) -> &'a mut Counters {
+    phases.entry(label.to_string()).or_default()
 }
 
 #[cfg(test)]

@@ -18,15 +18,74 @@ const BUFFER_BYTES: usize = 1 << 16;
 /// make us allocate the whole frame up front.
 const READ_STEP: usize = 1 << 20;
 
+/// Exchanges up to this size (both directions) fit in the socket buffers, so
+/// [`Channel::exchange`] can write then read; larger ones write from a second thread.
+const EXCHANGE_INLINE_BYTES: usize = 1 << 16;
+
 /// One end of a TCP connection carrying frames.
 #[derive(Debug)]
 pub struct TcpChannel {
-    reader: BufReader<TcpStream>,
+    reader: FrameReader,
     writer: BufWriter<TcpStream>,
     config: ChannelConfig,
     stats: Stats,
     broken: bool,
+}
+
+/// The read half: frames out of a buffered stream.
+#[derive(Debug)]
+struct FrameReader {
+    inner: BufReader<TcpStream>,
+    timeout: Duration,
+    max_frame_len: usize,
+    /// Part of a frame has been consumed (a timeout now leaves the stream out of step).
     mid_frame: bool,
+}
+
+impl FrameReader {
+    /// Reads exactly `buf.len()` bytes; `offset` bytes of a frame of `expected` bytes were
+    /// read before. EOF before the first byte of a frame is `PeerClosed`, later EOF says how
+    /// far the frame got.
+    fn read_full(&mut self, buf: &mut [u8], expected: usize, offset: usize) -> Result<(), TransportError> {
+        let mut filled = 0;
+        while filled < buf.len() {
+            match self.inner.read(&mut buf[filled..]) {
+                Ok(0) if offset + filled == 0 => return Err(TransportError::PeerClosed),
+                Ok(0) => return Err(TransportError::PeerDisconnectedMidFrame { received: offset + filled, expected }),
+                Ok(n) => {
+                    filled += n;
+                    self.mid_frame = true;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    let err = TransportError::from_io("reading frame", &e, self.timeout);
+                    return Err(match err {
+                        TransportError::PeerClosed if offset + filled > 0 => {
+                            TransportError::PeerDisconnectedMidFrame { received: offset + filled, expected }
+                        }
+                        other => other,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// One frame's payload (the caller has flushed its writes).
+    fn read_frame(&mut self) -> Result<Vec<u8>, TransportError> {
+        let mut header = [0u8; HEADER_LEN];
+        self.read_full(&mut header, HEADER_LEN, 0)?;
+        let len = frame::decode_header(header, self.max_frame_len)?;
+        let mut payload = Vec::with_capacity(len.min(READ_STEP));
+        while payload.len() < len {
+            let start = payload.len();
+            let step = (len - start).min(READ_STEP);
+            payload.resize(start + step, 0);
+            self.read_full(&mut payload[start..], HEADER_LEN + len, HEADER_LEN + start)?;
+        }
+        self.mid_frame = false;
+        Ok(payload)
+    }
 }
 
 impl TcpChannel {
@@ -40,12 +99,16 @@ impl TcpChannel {
         stream.set_write_timeout(timeout).map_err(io)?;
         let write_half = stream.try_clone().map_err(io)?;
         Ok(Self {
-            reader: BufReader::with_capacity(BUFFER_BYTES, stream),
+            reader: FrameReader {
+                inner: BufReader::with_capacity(BUFFER_BYTES, stream),
+                timeout: config.timeout,
+                max_frame_len: config.max_frame_len,
+                mid_frame: false,
+            },
             writer: BufWriter::with_capacity(BUFFER_BYTES, write_half),
             config,
             stats: Stats::new(),
             broken: false,
-            mid_frame: false,
         })
     }
 
@@ -82,6 +145,7 @@ impl TcpChannel {
     }
 
     /// Accepts one connection on `listener`, waiting at most [`ChannelConfig::connect_timeout`].
+    /// (The listener is switched to non-blocking mode while waiting, and back.)
     pub fn accept(listener: &TcpListener, config: ChannelConfig) -> Result<Self, TransportError> {
         let io = |e: io::Error| TransportError::from_io("accepting", &e, config.connect_timeout);
         listener.set_nonblocking(true).map_err(io)?;
@@ -107,7 +171,11 @@ impl TcpChannel {
 
     /// The peer's address.
     pub fn peer_addr(&self) -> Result<SocketAddr, TransportError> {
-        self.reader.get_ref().peer_addr().map_err(|e| TransportError::from_io("peer address", &e, self.config.timeout))
+        self.reader
+            .inner
+            .get_ref()
+            .peer_addr()
+            .map_err(|e| TransportError::from_io("peer address", &e, self.config.timeout))
     }
 
     /// The settings of this end.
@@ -115,48 +183,39 @@ impl TcpChannel {
         &self.config
     }
 
-    /// Reads exactly `buf.len()` bytes; `offset` bytes of a frame of `expected` bytes were
-    /// read before. EOF before the first byte of a frame is `PeerClosed`, later EOF says how
-    /// far the frame got.
-    fn read_full(&mut self, buf: &mut [u8], expected: usize, offset: usize) -> Result<(), TransportError> {
-        let mut filled = 0;
-        while filled < buf.len() {
-            match self.reader.read(&mut buf[filled..]) {
-                Ok(0) if offset + filled == 0 => return Err(TransportError::PeerClosed),
-                Ok(0) => return Err(TransportError::PeerDisconnectedMidFrame { received: offset + filled, expected }),
-                Ok(n) => {
-                    filled += n;
-                    self.mid_frame = true;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    let err = TransportError::from_io("reading frame", &e, self.config.timeout);
-                    return Err(match err {
-                        TransportError::PeerClosed if offset + filled > 0 => {
-                            TransportError::PeerDisconnectedMidFrame { received: offset + filled, expected }
-                        }
-                        other => other,
-                    });
-                }
-            }
-        }
-        Ok(())
-    }
-
     fn recv_frame(&mut self) -> Result<Vec<u8>, TransportError> {
         self.flush_writer()?;
-        let mut header = [0u8; HEADER_LEN];
-        self.read_full(&mut header, HEADER_LEN, 0)?;
-        let len = frame::decode_header(header, self.config.max_frame_len)?;
-        let mut payload = Vec::with_capacity(len.min(READ_STEP));
-        while payload.len() < len {
-            let start = payload.len();
-            let step = (len - start).min(READ_STEP);
-            payload.resize(start + step, 0);
-            self.read_full(&mut payload[start..], HEADER_LEN + len, HEADER_LEN + start)?;
-        }
-        self.mid_frame = false;
-        self.stats.record_recv(HEADER_LEN + len);
+        let payload = self.reader.read_frame()?;
+        self.stats.record_recv(HEADER_LEN + payload.len());
+        Ok(payload)
+    }
+
+    /// Writes a frame from a second thread while this one reads the peer's frame.
+    fn exchange_concurrently(&mut self, header: [u8; HEADER_LEN], payload: &[u8]) -> Result<Vec<u8>, TransportError> {
+        let timeout = self.config.timeout;
+        let writer = &mut self.writer;
+        let reader = &mut self.reader;
+        let (written, read) = std::thread::scope(|scope| {
+            let handle = scope.spawn(move || -> Result<(), TransportError> {
+                let map = |e: io::Error| TransportError::from_io("writing frame", &e, timeout);
+                writer.write_all(&header).map_err(map)?;
+                writer.write_all(payload).map_err(map)?;
+                writer.flush().map_err(map)
+            });
+            let read = reader.read_frame();
+            let written = handle.join().unwrap_or_else(|_| {
+                Err(TransportError::Io {
+                    context: "exchange",
+                    kind: io::ErrorKind::Other,
+                    message: "writer thread panicked".into(),
+                })
+            });
+            (written, read)
+        });
+        written?;
+        self.stats.record_send(HEADER_LEN + payload.len());
+        let payload = read?;
+        self.stats.record_recv(HEADER_LEN + payload.len());
         Ok(payload)
     }
 
@@ -171,7 +230,7 @@ impl TcpChannel {
         let out = f(self);
         if let Err(e) = &out {
             // Only a timeout between frames leaves the byte stream in step.
-            let clean = matches!(e, TransportError::Timeout { .. }) && !self.mid_frame;
+            let clean = matches!(e, TransportError::Timeout { .. }) && !self.reader.mid_frame;
             if !clean {
                 debug!(error = %e, "tcp channel broken");
                 self.broken = true;
@@ -200,6 +259,23 @@ impl Channel for TcpChannel {
 
     fn recv(&mut self) -> Result<Vec<u8>, TransportError> {
         self.guard(Self::recv_frame)
+    }
+
+    /// Large exchanges write from a scoped thread while reading, so two parties exchanging
+    /// megabytes at once cannot both block on full socket buffers.
+    fn exchange(&mut self, payload: &[u8]) -> Result<Vec<u8>, TransportError> {
+        if self.broken {
+            return Err(TransportError::Broken);
+        }
+        let header = frame::encode_header(payload.len(), self.config.max_frame_len)?;
+        if payload.len() + self.writer.buffer().len() <= EXCHANGE_INLINE_BYTES {
+            self.send(payload)?;
+            return self.recv();
+        }
+        self.guard(|ch| {
+            ch.flush_writer()?;
+            ch.exchange_concurrently(header, payload)
+        })
     }
 
     fn flush(&mut self) -> Result<(), TransportError> {
@@ -231,7 +307,8 @@ mod tests {
         config: ChannelConfig,
         f: impl FnOnce(TcpChannel) -> T + Send + 'static,
     ) -> Result<(TcpChannel, thread::JoinHandle<Result<T, TransportError>>), TransportError> {
-        let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| TransportError::from_io("bind", &e, config.timeout))?;
+        let listener =
+            TcpListener::bind("127.0.0.1:0").map_err(|e| TransportError::from_io("bind", &e, config.timeout))?;
         let addr = listener.local_addr().map_err(|e| TransportError::from_io("addr", &e, config.timeout))?;
         let handle = thread::spawn(move || TcpChannel::accept(&listener, config).map(f));
         Ok((TcpChannel::connect(addr, config)?, handle))
@@ -239,7 +316,8 @@ mod tests {
 
     /// A raw socket peer (to write broken frames) and a channel to test.
     fn raw_pair(config: ChannelConfig) -> Result<(TcpStream, TcpChannel), TransportError> {
-        let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| TransportError::from_io("bind", &e, config.timeout))?;
+        let listener =
+            TcpListener::bind("127.0.0.1:0").map_err(|e| TransportError::from_io("bind", &e, config.timeout))?;
         let addr = listener.local_addr().map_err(|e| TransportError::from_io("addr", &e, config.timeout))?;
         let raw = TcpStream::connect(addr).map_err(|e| TransportError::from_io("connect", &e, config.timeout))?;
         Ok((raw, TcpChannel::accept(&listener, config)?))
@@ -268,7 +346,16 @@ mod tests {
         let b_stats = peer.join().map_err(|_| TransportError::Broken)???;
         let ta = a.stats().total();
         // a: frames of 5 and 14 (3·37 bits) then 3 bytes; b: 100000 and 0.
-        assert_eq!(ta, Counters { bytes_sent: 9 + 18 + 7, bytes_received: 100_004 + 4, frames_sent: 3, frames_received: 2, rounds: 2 });
+        assert_eq!(
+            ta,
+            Counters {
+                bytes_sent: 9 + 18 + 7,
+                bytes_received: 100_004 + 4,
+                frames_sent: 3,
+                frames_received: 2,
+                rounds: 2
+            }
+        );
         let tb = b_stats.total();
         assert_eq!((tb.bytes_sent, tb.bytes_received, tb.rounds), (ta.bytes_received, ta.bytes_sent, 1));
         assert_eq!(b_stats.phase_counters("reply").bytes_sent, 100_008);
@@ -277,9 +364,31 @@ mod tests {
     }
 
     #[test]
+    fn large_simultaneous_exchange_does_not_deadlock() -> Result<(), TransportError> {
+        const N: usize = 2 << 20; // 2 Mi elements of 37 bits ≈ 9.7 MB each way
+        let mine: Vec<u64> = (0..N as u64).map(|i| i * 3).collect();
+        let (mut a, peer) = with_pair(cfg(10_000), |mut b| -> Result<Vec<u64>, TransportError> {
+            let theirs: Vec<u64> = (0..N as u64).map(|i| i * 5).collect();
+            let small = b.exchange(b"hi")?;
+            assert_eq!(small, b"yo");
+            b.exchange_ring(&theirs, 37)
+        })?;
+        assert_eq!(a.exchange(b"yo")?, b"hi");
+        let got = a.exchange_ring(&mine, 37)?;
+        let b_got = peer.join().map_err(|_| TransportError::Broken)???;
+        assert!(got.iter().enumerate().all(|(i, &v)| v == 5 * i as u64));
+        assert!(b_got.iter().enumerate().all(|(i, &v)| v == 3 * i as u64));
+        // Each side: two flights, one per exchange.
+        assert_eq!(a.stats().total().rounds, 2);
+        Ok(())
+    }
+
+    #[test]
     fn truncated_frame_is_a_mid_frame_disconnect() -> Result<(), TransportError> {
         let (mut raw, mut ch) = raw_pair(cfg(5_000))?;
-        raw.write_all(&100u32.to_le_bytes()).and_then(|_| raw.write_all(&[1; 40])).map_err(|e| TransportError::from_io("w", &e, Duration::ZERO))?;
+        raw.write_all(&100u32.to_le_bytes())
+            .and_then(|_| raw.write_all(&[1; 40]))
+            .map_err(|e| TransportError::from_io("w", &e, Duration::ZERO))?;
         drop(raw);
         assert_eq!(ch.recv(), Err(TransportError::PeerDisconnectedMidFrame { received: 44, expected: 104 }));
         assert_eq!(ch.recv(), Err(TransportError::Broken));
