@@ -35,7 +35,9 @@ fn python_ready() -> bool {
         Err(e) => format!("cannot run python3: {e}"),
     };
     if std::env::var("MOAT_SKIP_ORT").is_ok_and(|v| v == "1") {
-        eprintln!("NOTICE: skipping the onnxruntime cross-check (MOAT_SKIP_ORT=1): {why}");
+        // Written to the stderr handle directly so the harness does not capture it.
+        let notice = format!("NOTICE: skipping the onnxruntime cross-check (MOAT_SKIP_ORT=1): {why}\n");
+        let _ = std::io::Write::write_all(&mut std::io::stderr(), notice.as_bytes());
         return false;
     }
     panic!(
@@ -53,12 +55,7 @@ fn work_dir(test: &str) -> Result<PathBuf, std::io::Error> {
 fn run_python(args: &[&std::ffi::OsStr]) -> Result<String, Box<dyn std::error::Error>> {
     let out = Command::new("python3").args(args).output()?;
     if !out.status.success() {
-        return Err(format!(
-            "python3 {:?} failed: {}",
-            args,
-            String::from_utf8_lossy(&out.stderr)
-        )
-        .into());
+        return Err(format!("python3 {:?} failed: {}", args, String::from_utf8_lossy(&out.stderr)).into());
     }
     Ok(String::from_utf8(out.stdout)?)
 }

@@ -78,25 +78,32 @@ fn exported_model_declares_opset_13_and_batched_io() -> Result<()> {
     let g = model.graph.as_ref().ok_or_else(|| moat_nn::NnError::Onnx("no graph".into()))?;
     let dims = |v: &moat_nn::onnx::proto::ValueInfoProto| -> Vec<String> {
         match v.r#type.as_ref().and_then(|t| t.value.as_ref()) {
-            Some(TypeValue::TensorType(t)) => t
-                .shape
-                .iter()
-                .flat_map(|s| &s.dim)
-                .map(|d| format!("{:?}", d.value))
-                .collect(),
+            Some(TypeValue::TensorType(t)) => {
+                t.shape.iter().flat_map(|s| &s.dim).map(|d| format!("{:?}", d.value)).collect()
+            }
             None => vec![],
         }
     };
     assert_eq!(g.input[0].name, "input");
-    assert_eq!(dims(&g.input[0]), ["Some(DimParam(\"N\"))", "Some(DimValue(1))", "Some(DimValue(28))", "Some(DimValue(28))"]);
+    assert_eq!(
+        dims(&g.input[0]),
+        ["Some(DimParam(\"N\"))", "Some(DimValue(1))", "Some(DimValue(28))", "Some(DimValue(28))"]
+    );
     assert_eq!(g.output[0].name, "output");
     assert_eq!(dims(&g.output[0]).len(), 2);
     // Weights are raw little-endian f32.
-    let w = g.initializer.iter().find(|t| t.name == "conv1.weight").ok_or_else(|| moat_nn::NnError::Onnx("no conv1.weight".into()))?;
+    let w = g
+        .initializer
+        .iter()
+        .find(|t| t.name == "conv1.weight")
+        .ok_or_else(|| moat_nn::NnError::Onnx("no conv1.weight".into()))?;
     assert_eq!(w.dims, [6, 1, 5, 5]);
     assert_eq!(w.raw_data.as_ref().map(Vec::len), Some(6 * 25 * 4));
     let ops: Vec<&str> = g.node.iter().map(|n| n.op_type.as_str()).collect();
-    assert_eq!(ops, ["Conv", "Relu", "MaxPool", "Conv", "Relu", "MaxPool", "Flatten", "Gemm", "Relu", "Gemm", "Relu", "Gemm"]);
+    assert_eq!(
+        ops,
+        ["Conv", "Relu", "MaxPool", "Conv", "Relu", "MaxPool", "Flatten", "Gemm", "Relu", "Gemm", "Relu", "Gemm"]
+    );
     Ok(())
 }
 

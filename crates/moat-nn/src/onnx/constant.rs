@@ -96,8 +96,8 @@ pub(crate) fn decode_tensor(t: &TensorProto) -> Result<Const> {
         .map(|&d| usize::try_from(d).ok().filter(|&d| d <= LIMIT))
         .collect::<Option<Vec<usize>>>()
         .ok_or_else(|| NnError::Onnx(format!("tensor '{name}' has invalid dimensions {:?}", t.dims)))?;
-    let count = checked_numel(&dims)
-        .ok_or_else(|| NnError::Onnx(format!("tensor '{name}' of shape {dims:?} is too large")))?;
+    let count =
+        checked_numel(&dims).ok_or_else(|| NnError::Onnx(format!("tensor '{name}' of shape {dims:?} is too large")))?;
     let raw = t.raw_data.as_deref();
     let typed_len = |len: usize| -> Result<()> {
         if len != count {
@@ -195,20 +195,27 @@ mod tests {
         assert_eq!(decode_tensor(&doubles)?, Const::f32(vec![2], vec![0.5, -4.0]));
         let ints = int64_tensor("s", &[-1, 16, 5, 5]);
         assert_eq!(decode_tensor(&ints)?, Const::i64(vec![4], vec![-1, 16, 5, 5]));
-        let int32 = TensorProto { dims: vec![2], data_type: data_type::INT32, int32_data: vec![7, -3], ..Default::default() };
+        let int32 =
+            TensorProto { dims: vec![2], data_type: data_type::INT32, int32_data: vec![7, -3], ..Default::default() };
         assert_eq!(decode_tensor(&int32)?, Const::i64(vec![2], vec![7, -3]));
         Ok(())
     }
 
     #[test]
     fn bad_tensors_are_errors() {
-        let short = TensorProto { dims: vec![3], data_type: data_type::FLOAT, raw_data: Some(vec![0; 8]), ..Default::default() };
+        let short = TensorProto {
+            dims: vec![3],
+            data_type: data_type::FLOAT,
+            raw_data: Some(vec![0; 8]),
+            ..Default::default()
+        };
         assert!(decode_tensor(&short).is_err());
         let huge = TensorProto { dims: vec![1 << 40, 1 << 40], data_type: data_type::FLOAT, ..Default::default() };
         assert!(decode_tensor(&huge).is_err());
         let negative = TensorProto { dims: vec![-1], data_type: data_type::FLOAT, ..Default::default() };
         assert!(decode_tensor(&negative).is_err());
-        let external = TensorProto { dims: vec![1], data_type: data_type::FLOAT, data_location: 1, ..Default::default() };
+        let external =
+            TensorProto { dims: vec![1], data_type: data_type::FLOAT, data_location: 1, ..Default::default() };
         let e = decode_tensor(&external).err().map(|e| e.to_string()).unwrap_or_default();
         assert!(e.contains("external"), "{e}");
         let half = TensorProto { dims: vec![1], data_type: 10, int32_data: vec![0], ..Default::default() };

@@ -15,8 +15,8 @@ use std::collections::HashSet;
 
 use super::constant::{float_tensor, int64_tensor};
 use super::proto::{
-    AttributeProto, Dimension, DimensionValue, GraphProto, ModelProto, NodeProto, OperatorSetIdProto,
-    TensorShapeProto, TensorProto, TypeProto, TypeProtoTensor, TypeValue, ValueInfoProto, attribute_type, data_type,
+    AttributeProto, Dimension, DimensionValue, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto,
+    TensorShapeProto, TypeProto, TypeProtoTensor, TypeValue, ValueInfoProto, attribute_type, data_type,
 };
 use crate::error::Result;
 use crate::graph::{Graph, Op, Pool, ValueId};
@@ -46,7 +46,8 @@ fn attr_float(name: &str, v: f32) -> AttributeProto {
 /// A `FLOAT` tensor value description with a symbolic batch dimension `N`.
 fn batched_info(name: &str, shape: &[usize]) -> ValueInfoProto {
     let batch = Dimension { value: Some(DimensionValue::DimParam("N".into())), ..Default::default() };
-    let dims = shape.iter().map(|&d| Dimension { value: Some(DimensionValue::DimValue(d as i64)), ..Default::default() });
+    let dims =
+        shape.iter().map(|&d| Dimension { value: Some(DimensionValue::DimValue(d as i64)), ..Default::default() });
     ValueInfoProto {
         name: name.into(),
         r#type: Some(TypeProto {

@@ -413,7 +413,12 @@ impl<'m> Importer<'m> {
         }
         let probe_node = Node { name: name.clone(), op: op.clone(), inputs: vec![ValueId::INPUT; inputs.len()] };
         let probe = Graph::new("probe", first, vec![probe_node], ValueId(1))?;
-        self.shapes.push(probe.output_shape().to_vec());
+        let shape = probe.output_shape().to_vec();
+        // Every value has 1..=LIMIT elements, so later shape arithmetic cannot overflow.
+        if checked_numel(&shape).is_none_or(|n| n == 0) {
+            return Err(NnError::node(&name, op.kind(), format!("output of shape {shape:?} is empty or too large")));
+        }
+        self.shapes.push(shape);
         self.pending.push(0);
         self.nodes.push(Node { name, op, inputs });
         Ok(ValueId::of_node(self.nodes.len() - 1))

@@ -67,59 +67,54 @@ fn add_pads(a: [usize; 4], b: [usize; 4]) -> [usize; 4] {
     [a[0] + b[0], a[1] + b[1], a[2] + b[2], a[3] + b[3]]
 }
 
+/// `strides` attribute of a 2-D window op (default 1).
+fn strides(ctx: &Ctx<'_>) -> Result<[usize; 2]> {
+    match ctx.ints("strides") {
+        None => Ok([1, 1]),
+        Some(&[sh, sw]) => Ok([size(ctx, "stride", sh, 1)?, size(ctx, "stride", sw, 1)?]),
+        Some(other) => Err(ctx.err(format!("strides {other:?}: moat supports 2-D windows only"))),
+    }
+}
+
+/// Fails unless the `dilations` attribute is absent or all ones.
+fn no_dilation(ctx: &Ctx<'_>) -> Result<()> {
+    match ctx.ints("dilations") {
+        Some(d) if d.iter().any(|&v| v != 1) => Err(ctx.err(format!("dilations {d:?}: moat supports dilation 1 only"))),
+        _ => Ok(()),
+    }
+}
+
+/// Padding `[top, left, bottom, right]` of a 2-D window op from `pads` / `auto_pad`, for an
+/// input of spatial size `in_hw`.
+fn window_pads(ctx: &Ctx<'_>, in_hw: [usize; 2], kernel: [usize; 2], stride: [usize; 2]) -> Result<[usize; 4]> {
+    let auto_pad = ctx.string("auto_pad")?.unwrap_or_default();
+    match auto_pad.as_str() {
+        "" | "NOTSET" => match ctx.ints("pads") {
+            None => Ok([0; 4]),
+            Some(&[t, l, b, r]) => {
+                Ok([size(ctx, "pad", t, 0)?, size(ctx, "pad", l, 0)?, size(ctx, "pad", b, 0)?, size(ctx, "pad", r, 0)?])
+            }
+            Some(other) => Err(ctx.err(format!("pads {other:?}: moat supports 2-D windows only"))),
+        },
+        "VALID" => Ok([0; 4]),
+        "SAME_UPPER" | "SAME_LOWER" => {
+            // Output size ceil(in / stride); the extra padding goes at the end (UPPER) or at
+            // the beginning (LOWER).
+            let mut lo = [0; 2];
+            let mut hi = [0; 2];
+            for a in 0..2 {
+                let out = in_hw[a].div_ceil(stride[a]);
+                let total = ((out.max(1) - 1) * stride[a] + kernel[a]).saturating_sub(in_hw[a]);
+                let small = total / 2;
+                (lo[a], hi[a]) = if auto_pad == "SAME_UPPER" { (small, total - small) } else { (total - small, small) };
+            }
+            Ok([lo[0], lo[1], hi[0], hi[1]])
+        }
+        other => Err(ctx.err(format!("auto_pad '{other}' is not an ONNX padding mode"))),
+    }
+}
+
 impl<'m> Importer<'m> {
-    /// `strides` attribute of a 2-D window op (default 1).
-    fn strides(&self, ctx: &Ctx<'m>) -> Result<[usize; 2]> {
-        match ctx.ints("strides") {
-            None => Ok([1, 1]),
-            Some(&[sh, sw]) => Ok([size(ctx, "stride", sh, 1)?, size(ctx, "stride", sw, 1)?]),
-            Some(other) => Err(ctx.err(format!("strides {other:?}: moat supports 2-D windows only"))),
-        }
-    }
-
-    /// Fails unless the `dilations` attribute is absent or all ones.
-    fn no_dilation(&self, ctx: &Ctx<'m>) -> Result<()> {
-        match ctx.ints("dilations") {
-            Some(d) if d.iter().any(|&v| v != 1) => {
-                Err(ctx.err(format!("dilations {d:?}: moat supports dilation 1 only")))
-            }
-            _ => Ok(()),
-        }
-    }
-
-    /// Padding `[top, left, bottom, right]` of a 2-D window op from `pads` / `auto_pad`, for an
-    /// input of spatial size `in_hw`.
-    fn window_pads(&self, ctx: &Ctx<'m>, in_hw: [usize; 2], kernel: [usize; 2], stride: [usize; 2]) -> Result<[usize; 4]> {
-        let auto_pad = ctx.string("auto_pad")?.unwrap_or_default();
-        match auto_pad.as_str() {
-            "" | "NOTSET" => match ctx.ints("pads") {
-                None => Ok([0; 4]),
-                Some(&[t, l, b, r]) => Ok([
-                    size(ctx, "pad", t, 0)?,
-                    size(ctx, "pad", l, 0)?,
-                    size(ctx, "pad", b, 0)?,
-                    size(ctx, "pad", r, 0)?,
-                ]),
-                Some(other) => Err(ctx.err(format!("pads {other:?}: moat supports 2-D windows only"))),
-            },
-            "VALID" => Ok([0; 4]),
-            "SAME_UPPER" | "SAME_LOWER" => {
-                // Output size ceil(in / stride); the extra padding goes at the end (UPPER) or at
-                // the beginning (LOWER).
-                let mut lo = [0; 2];
-                let mut hi = [0; 2];
-                for a in 0..2 {
-                    let out = in_hw[a].div_ceil(stride[a]);
-                    let total = ((out.max(1) - 1) * stride[a] + kernel[a]).saturating_sub(in_hw[a]);
-                    let small = total / 2;
-                    (lo[a], hi[a]) = if auto_pad == "SAME_UPPER" { (small, total - small) } else { (total - small, small) };
-                }
-                Ok([lo[0], lo[1], hi[0], hi[1]])
-            }
-            other => Err(ctx.err(format!("auto_pad '{other}' is not an ONNX padding mode"))),
-        }
-    }
-
     /// `Add`: residual sum of two computed values, or a per-channel constant (a bias, folded into
     /// the preceding Dense/Conv when nothing else reads it).
     pub(super) fn add(&mut self, ctx: &Ctx<'m>) -> Result<()> {
@@ -201,15 +196,15 @@ impl<'m> Importer<'m> {
                 w.dims
             )));
         };
-        self.no_dilation(ctx)?;
+        no_dilation(ctx)?;
         if let Some(ks) = ctx.ints("kernel_shape")
             && ks != [kh as i64, kw as i64]
         {
             return Err(ctx.err(format!("kernel_shape {ks:?} disagrees with weights of shape {:?}", w.dims)));
         }
         let [_, h, wd] = chw(ctx, &shape)?;
-        let stride = self.strides(ctx)?;
-        let own = self.window_pads(ctx, [h + pre[0] + pre[2], wd + pre[1] + pre[3]], [kh, kw], stride)?;
+        let stride = strides(ctx)?;
+        let own = window_pads(ctx, [h + pre[0] + pre[2], wd + pre[1] + pre[3]], [kh, kw], stride)?;
         let bias = match b {
             Some(b) => {
                 let v = floats(ctx, &b, "bias")?;
@@ -242,11 +237,11 @@ impl<'m> Importer<'m> {
             Some(other) => return Err(ctx.err(format!("kernel_shape {other:?}: moat supports 2-D pooling only"))),
             None => return Err(ctx.err("has no kernel_shape")),
         };
-        self.no_dilation(ctx)?;
+        no_dilation(ctx)?;
         let [_, h, w] = chw(ctx, &shape)?;
-        let stride = self.strides(ctx)?;
+        let stride = strides(ctx)?;
         let in_hw = [h + pre[0] + pre[2], w + pre[1] + pre[3]];
-        let own = self.window_pads(ctx, in_hw, kernel, stride)?;
+        let own = window_pads(ctx, in_hw, kernel, stride)?;
         if !max && own != [0; 4] && ctx.int("count_include_pad")?.unwrap_or(0) == 0 {
             return Err(ctx.err(format!(
                 "count_include_pad = 0 with padding {own:?}: moat's average pool counts padded zeros \
@@ -256,7 +251,7 @@ impl<'m> Importer<'m> {
         if ctx.int("ceil_mode")?.unwrap_or(0) != 0 {
             for a in 0..2 {
                 let padded = in_hw[a] + own[a] + own[a + 2];
-                if padded >= kernel[a] && (padded - kernel[a]) % stride[a] != 0 {
+                if padded >= kernel[a] && !(padded - kernel[a]).is_multiple_of(stride[a]) {
                     return Err(ctx.err(
                         "ceil_mode = 1 changes the output size here; moat pools with floor rounding (ceil_mode = 0)",
                     ));
@@ -286,9 +281,9 @@ impl<'m> Importer<'m> {
     /// `Gemm`: `alpha · A · op(B) + beta · C` with `A` computed and `B`, `C` constant.
     pub(super) fn gemm(&mut self, ctx: &Ctx<'m>) -> Result<()> {
         if ctx.int("transA")?.unwrap_or(0) != 0 {
-            return Err(ctx.err(
-                "transA = 1 is not supported: the batch dimension of the input would not be the first axis",
-            ));
+            return Err(
+                ctx.err("transA = 1 is not supported: the batch dimension of the input would not be the first axis")
+            );
         }
         let trans_b = ctx.int("transB")?.unwrap_or(0) != 0;
         let alpha = ctx.float("alpha")?.unwrap_or(1.0);
@@ -356,8 +351,8 @@ impl<'m> Importer<'m> {
         let eps = ctx.float("epsilon")?.unwrap_or(1e-5);
         let (id, shape) = self.runtime(ctx, 0)?;
         let x = if self.shapes[id.0].first() == shape.first() { id } else { self.materialize(ctx, id, &shape)? };
-        let [gamma, beta, mean, var] = <[Vec<f32>; 4]>::try_from(params)
-            .map_err(|_| ctx.err("expects scale, B, mean and var"))?;
+        let [gamma, beta, mean, var] =
+            <[Vec<f32>; 4]>::try_from(params).map_err(|_| ctx.err("expects scale, B, mean and var"))?;
         let out = self.push(ctx, None, Op::BatchNorm(BatchNorm { gamma, beta, mean, var, eps }), vec![x])?;
         self.bind_output(ctx, 0, out, shape)
     }
@@ -441,7 +436,14 @@ impl<'m> Importer<'m> {
     /// `target`. When moat's layout of `id` already is `target` while ONNX's is not (after a
     /// `GlobalAveragePool`), no node is needed; otherwise a moat `Flatten`/`Reshape` node keeps
     /// the ONNX node.
-    fn reshape_to(&mut self, ctx: &Ctx<'m>, id: ValueId, shape: &[usize], target: Vec<usize>, flatten: bool) -> Result<()> {
+    fn reshape_to(
+        &mut self,
+        ctx: &Ctx<'m>,
+        id: ValueId,
+        shape: &[usize],
+        target: Vec<usize>,
+        flatten: bool,
+    ) -> Result<()> {
         let out = if self.shapes[id.0] == target && shape != target {
             id
         } else if flatten {
@@ -567,7 +569,9 @@ impl<'m> Importer<'m> {
             end[a] = pads[k + axes.len()];
         }
         if begin[..2].iter().chain(&end[..2]).any(|&p| p != 0) {
-            return Err(ctx.err(format!("pads {pads:?} pad the batch or channel axis; moat folds only spatial padding")));
+            return Err(
+                ctx.err(format!("pads {pads:?} pad the batch or channel axis; moat folds only spatial padding"))
+            );
         }
         if begin.iter().chain(&end).any(|&p| p < 0) {
             return Err(ctx.err(format!("negative pads {pads:?} (cropping) are not supported")));
@@ -604,7 +608,6 @@ impl<'m> Importer<'m> {
     }
 }
 
-
 /// The per-sample target of `Reshape(shape = spec)` applied to `[N] ++ shape`.
 ///
 /// `spec[0]` must keep the batch: `0` (copy), `-1` (inferred, which must come out as `N`) or `1`
@@ -637,7 +640,7 @@ fn reshape_target(ctx: &Ctx<'_>, shape: &[usize], spec: &[i64], allow_zero: bool
     }
     let known = checked_numel(&target).ok_or_else(|| bad("too large"))?;
     match inferred {
-        Some(k) if known > 0 && per_sample % known == 0 => target[k] = per_sample / known,
+        Some(k) if known > 0 && per_sample.is_multiple_of(known) => target[k] = per_sample / known,
         Some(_) => return Err(bad("the elements of a sample cannot be divided that way")),
         None if known != per_sample => {
             return Err(bad("it would move elements between samples (the batch dimension must stay first)"));
@@ -648,4 +651,55 @@ fn reshape_target(ctx: &Ctx<'_>, shape: &[usize], spec: &[i64], allow_zero: bool
         return Err(bad("would leave a scalar per sample; moat values have at least one dimension"));
     }
     Ok(target)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::proto::{AttributeProto, NodeProto, attribute_type};
+    use super::*;
+
+    fn ctx_with(attrs: Vec<AttributeProto>) -> NodeProto {
+        NodeProto { op_type: "Conv".into(), name: "n".into(), attribute: attrs, ..Default::default() }
+    }
+
+    fn auto_pad(mode: &str) -> AttributeProto {
+        AttributeProto {
+            name: "auto_pad".into(),
+            r#type: Some(attribute_type::STRING),
+            s: Some(mode.as_bytes().to_vec()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn same_padding_puts_the_odd_pad_at_the_right_end() -> Result<()> {
+        for (mode, want) in [("SAME_UPPER", [1, 0, 2, 1]), ("SAME_LOWER", [2, 1, 1, 0])] {
+            let node = ctx_with(vec![auto_pad(mode)]);
+            let ctx = Ctx { node: &node, index: 0, label: "n".into() };
+            // Height 5, kernel 4, stride 1: out 5, total 3. Width 6, kernel 3, stride 2: out 3, total 1.
+            assert_eq!(window_pads(&ctx, [5, 6], [4, 3], [1, 2])?, want, "{mode}");
+        }
+        let node = ctx_with(vec![auto_pad("VALID")]);
+        let ctx = Ctx { node: &node, index: 0, label: "n".into() };
+        assert_eq!(window_pads(&ctx, [5, 6], [4, 3], [1, 2])?, [0; 4]);
+        Ok(())
+    }
+
+    #[test]
+    fn per_channel_accepts_bias_shapes_only() {
+        let c = |dims: Vec<usize>, v: Vec<f32>| Const::f32(dims, v);
+        assert_eq!(per_channel(&c(vec![3], vec![1.0, 2.0, 3.0]), 2, 3), Ok(vec![1.0, 2.0, 3.0]));
+        assert_eq!(per_channel(&c(vec![3, 1, 1], vec![1.0, 2.0, 3.0]), 4, 3), Ok(vec![1.0, 2.0, 3.0]));
+        assert_eq!(per_channel(&c(vec![1, 3, 1, 1], vec![1.0, 2.0, 3.0]), 4, 3), Ok(vec![1.0, 2.0, 3.0]));
+        assert_eq!(per_channel(&c(vec![], vec![0.5]), 4, 2), Ok(vec![0.5, 0.5]));
+        // [3] on a 4-D value broadcasts over the width, not the channels.
+        assert!(per_channel(&c(vec![3], vec![1.0, 2.0, 3.0]), 4, 3).is_err());
+        assert!(per_channel(&c(vec![2, 3], vec![0.0; 6]), 2, 3).is_err());
+        assert!(per_channel(&Const::i64(vec![3], vec![1, 2, 3]), 2, 3).is_err());
+    }
+
+    #[test]
+    fn transpose_swaps_axes() {
+        assert_eq!(transpose(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], 2, 3), [1.0, 4.0, 2.0, 5.0, 3.0, 6.0]);
+    }
 }

@@ -3,9 +3,8 @@
 #![allow(dead_code)]
 
 use moat_nn::onnx::proto::{
-    AttributeProto, Dimension, DimensionValue, GraphProto, ModelProto, NodeProto, OperatorSetIdProto,
-    TensorProto, TensorShapeProto, TypeProto, TypeProtoTensor, TypeValue, ValueInfoProto, attribute_type,
-    data_type,
+    AttributeProto, Dimension, DimensionValue, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto,
+    TensorShapeProto, TypeProto, TypeProtoTensor, TypeValue, ValueInfoProto, attribute_type, data_type,
 };
 use moat_nn::{Graph, Node, Op, Result};
 use rand::{Rng, SeedableRng};
@@ -81,7 +80,12 @@ pub fn a_float(name: &str, v: f32) -> AttributeProto {
 
 /// A STRING attribute.
 pub fn a_str(name: &str, v: &str) -> AttributeProto {
-    AttributeProto { name: name.into(), r#type: Some(attribute_type::STRING), s: Some(v.as_bytes().to_vec()), ..Default::default() }
+    AttributeProto {
+        name: name.into(),
+        r#type: Some(attribute_type::STRING),
+        s: Some(v.as_bytes().to_vec()),
+        ..Default::default()
+    }
 }
 
 /// A TENSOR attribute.
