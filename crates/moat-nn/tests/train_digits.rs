@@ -108,6 +108,9 @@ fn same_seed_same_model_other_seed_other_model() -> Result<()> {
     assert_eq!(ra.epochs[0].train_loss, rb.epochs[0].train_loss);
     assert_ne!(a, c);
     assert_ne!(a, graph);
+    // Multi-threaded kernels are deterministic too, for a fixed thread count.
+    let two = TrainConfig { threads: Some(2), ..cfg };
+    assert_eq!(train::train(&graph, &data, &two)?.0, train::train(&graph, &data, &two)?.0);
     Ok(())
 }
 

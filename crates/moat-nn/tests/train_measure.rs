@@ -2,7 +2,8 @@
 //! directory holding `mnist/` and `cifar10/`); prints a notice and passes otherwise.
 //!
 //! * default (CI-sized): LeNet-5 on MNIST for 2 epochs, and one epoch of ResNet-20 on a
-//!   2,000-image CIFAR-10 slice to time it;
+//!   2,000-image CIFAR-10 slice to time it (`MOAT_CIFAR_SAMPLES`, `MOAT_CIFAR_EPOCHS` change
+//!   the slice and the epochs);
 //! * `MOAT_FULL=1`: LeNet-5 with its full preset ([`TrainConfig::default_for`]), which must
 //!   reach 98.5 % test accuracy.
 //!
@@ -24,6 +25,10 @@ fn data_dir() -> Option<PathBuf> {
             None
         }
     }
+}
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
 fn full() -> bool {
@@ -58,7 +63,10 @@ fn lenet5_on_mnist() -> Result<()> {
     let accuracy = train::evaluate(&trained, &tt.test)?;
     let wall = start.elapsed().as_secs_f64();
     print_report("lenet5/mnist", &report);
-    eprintln!("lenet5/mnist: {} epochs, test accuracy {accuracy:.4}, wall time {wall:.1} s (incl. evaluation)", config.epochs);
+    eprintln!(
+        "lenet5/mnist: {} epochs, test accuracy {accuracy:.4}, wall time {wall:.1} s (incl. evaluation)",
+        config.epochs
+    );
     let target = if full() { 0.985 } else { 0.97 };
     assert!(accuracy >= target, "test accuracy {accuracy} below {target}");
     Ok(())
@@ -68,22 +76,23 @@ fn lenet5_on_mnist() -> Result<()> {
 fn resnet20_on_a_cifar10_slice() -> Result<()> {
     let Some(dir) = data_dir() else { return Ok(()) };
     let tt = data::load("cifar10", Some(&dir), 0)?;
-    let slice = tt.train.take(2000);
+    let samples = env_usize("MOAT_CIFAR_SAMPLES", 2000);
+    let epochs = env_usize("MOAT_CIFAR_EPOCHS", 1);
+    let slice = tt.train.take(samples);
     let arch = "resnet20".parse()?;
     let graph = zoo::build(&arch, &slice.sample_shape, 10, 0)?;
-    let config = TrainConfig { epochs: 1, ..TrainConfig::default_for(&arch) };
+    let config = TrainConfig { epochs, ..TrainConfig::default_for(&arch) };
     let (trained, report) = train::train(&graph, &slice, &config)?;
-    print_report("resnet20/cifar10[..2000]", &report);
-    let per_epoch = report.epochs[0].seconds;
+    print_report("resnet20/cifar10", &report);
+    let per_epoch = report.epochs.iter().map(|e| e.seconds).sum::<f64>() / epochs as f64;
     let start = Instant::now();
     let test = tt.test.take(2000);
     let accuracy = train::evaluate(&trained, &test)?;
     let eval = start.elapsed().as_secs_f64();
     eprintln!(
-        "resnet20/cifar10: {per_epoch:.1} s per 2,000 training images → ≈{:.0} s per 50,000-image epoch; \
-         evaluation {:.1} s per 2,000 images; test accuracy after one slice epoch {accuracy:.4}",
-        per_epoch * 25.0,
-        eval
+        "resnet20/cifar10: {per_epoch:.1} s per {samples}-image epoch → ≈{:.0} s per 50,000-image epoch; \
+         evaluation {eval:.1} s per 2,000 test images; test accuracy after {epochs} epoch(s) {accuracy:.4}",
+        per_epoch * 50_000.0 / slice.len() as f64,
     );
     assert!(report.epochs[0].train_loss.is_finite());
     Ok(())

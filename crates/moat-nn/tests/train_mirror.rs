@@ -21,7 +21,13 @@ fn randomise_batch_norms(graph: &Graph, seed: u64) -> Result<Graph> {
             if let Op::BatchNorm(bn) = &mut node.op {
                 let c = bn.channels();
                 let mut draw = |lo: f32, hi: f32| (0..c).map(|_| rng.random_range(lo..hi)).collect::<Vec<f32>>();
-                *bn = BatchNorm { gamma: draw(0.5, 1.5), beta: draw(-0.5, 0.5), mean: draw(-0.3, 0.3), var: draw(0.5, 2.0), eps: 1e-3 };
+                *bn = BatchNorm {
+                    gamma: draw(0.5, 1.5),
+                    beta: draw(-0.5, 0.5),
+                    mean: draw(-0.3, 0.3),
+                    var: draw(0.5, 2.0),
+                    eps: 1e-3,
+                };
             }
             node
         })
@@ -83,14 +89,24 @@ fn mirror_forward_equals_float_executor_on_unusual_ops() -> Result<()> {
     let r1 = b.relu(c1)?;
     let avg = b.push("avg", Op::AvgPool(Pool { kernel: [3, 3], stride: [2, 2], padding: [1, 1, 1, 0] }), vec![r1])?;
     let max = b.push("max", Op::MaxPool(Pool { kernel: [2, 2], stride: [1, 1], padding: [0, 1, 1, 0] }), vec![avg])?;
-    let conv2 = Conv2d { weight: Tensor::new(vec![4, 4, 1, 1], weights(16))?, bias: weights(4), stride: [1, 1], padding: [0; 4] };
+    // Symmetric padding takes the backends' native padded pooling path.
+    let same = Pool { kernel: [3, 3], stride: [1, 1], padding: [1; 4] };
+    let max = b.push("max_same", Op::MaxPool(same), vec![max])?;
+    let max = b.push("avg_same", Op::AvgPool(same), vec![max])?;
+    let conv2 = Conv2d {
+        weight: Tensor::new(vec![4, 4, 1, 1], weights(16))?,
+        bias: weights(4),
+        stride: [1, 1],
+        padding: [0; 4],
+    };
     let c2 = b.push("pointwise", Op::Conv2d(conv2), vec![max])?;
     let sum = b.push("residual", Op::Add, vec![c2, max])?;
     let flat = b.flatten(sum)?;
     let len: usize = b.shape(flat)?[0];
     let back = b.push("unflatten", Op::Reshape(vec![4, len / 4, 1]), vec![flat])?;
     let gap = b.global_avg_pool(back)?;
-    let bn = BatchNorm { gamma: weights(4), beta: weights(4), mean: weights(4), var: vec![0.7, 1.1, 1.9, 0.4], eps: 1e-5 };
+    let bn =
+        BatchNorm { gamma: weights(4), beta: weights(4), mean: weights(4), var: vec![0.7, 1.1, 1.9, 0.4], eps: 1e-5 };
     let normed = b.push("bn_vec", Op::BatchNorm(bn), vec![gap])?;
     let logits = b.dense("fc", normed, 3)?;
     let out = b.push("softmax", Op::Softmax, vec![logits])?;

@@ -70,10 +70,7 @@ impl Value {
     /// A batch of `batch` samples of `shape`, row-major one after the other in `data`.
     pub(crate) fn from_samples(data: Vec<f32>, shape: &[usize], batch: usize, device: &Device) -> Result<Value> {
         if data.len() != batch * numel(shape) {
-            return Err(NnError::Train(format!(
-                "{} values for {batch} samples of shape {shape:?}",
-                data.len()
-            )));
+            return Err(NnError::Train(format!("{} values for {batch} samples of shape {shape:?}", data.len())));
         }
         Ok(match *shape {
             [n] => Value::R2(Tensor::from_data(TensorData::new(data, [batch, n]), device)),

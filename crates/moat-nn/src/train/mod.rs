@@ -16,18 +16,17 @@
 //! [`TrainConfig::seed`], which also drives augmentation: a run is reproducible given the seed
 //! and the thread count (burn's CPU kernels are deterministic for a fixed thread count).
 //!
-//! ```no_run
-//! use moat_nn::{train, zoo};
+//! ```
+//! use moat_nn::{data, train, zoo};
 //!
-//! # fn main() -> moat_nn::Result<()> {
-//! # let (train_set, test_set): (moat_nn::data::Dataset, moat_nn::data::Dataset) = todo!();
-//! let arch = "lenet5".parse()?;
-//! let graph = zoo::build(&arch, &[1, 28, 28], 10, 42)?;
-//! let (trained, report) = train::train(&graph, &train_set, &train::TrainConfig::default_for(&arch))?;
-//! println!("{} epochs in {:.0} s, test accuracy {:.4}", report.epochs.len(), report.seconds_total,
-//!     train::evaluate(&trained, &test_set)?);
-//! # Ok(())
-//! # }
+//! let digits = data::load("digits", None, 0)?;
+//! let arch = "mlp:64".parse()?;
+//! let graph = zoo::build(&arch, &digits.train.sample_shape, 10, 42)?;
+//! let config = train::TrainConfig { epochs: 10, batch_size: 32, ..train::TrainConfig::default_for(&arch) };
+//! let (trained, report) = train::train(&graph, &digits.train, &config)?;
+//! assert_eq!(report.epochs.len(), 10);
+//! assert!(train::evaluate(&trained, &digits.test)? > 0.9);
+//! # Ok::<(), moat_nn::NnError>(())
 //! ```
 
 mod batch;
@@ -95,9 +94,8 @@ impl Optimizer {
                 AdamConfig::new().with_epsilon(1e-8).with_weight_decay(decay(weight_decay)).init()
             }
             Optimizer::Sgd { momentum, weight_decay, nesterov, .. } => {
-                let momentum = (momentum > 0.0).then(|| {
-                    MomentumConfig::new().with_momentum(momentum).with_dampening(0.0).with_nesterov(nesterov)
-                });
+                let momentum = (momentum > 0.0)
+                    .then(|| MomentumConfig::new().with_momentum(momentum).with_dampening(0.0).with_nesterov(nesterov));
                 SgdConfig::new().with_momentum(momentum).with_weight_decay(decay(weight_decay)).init()
             }
         }
@@ -295,7 +293,7 @@ pub fn evaluate(graph: &Graph, data: &Dataset) -> Result<f32> {
 /// float rounding.
 pub fn predict_logits(graph: &Graph, features: &[f32]) -> Result<Vec<f32>> {
     let per = numel(graph.input_shape());
-    if per == 0 || features.len() % per != 0 {
+    if per == 0 || !features.len().is_multiple_of(per) {
         return Err(NnError::Shape(format!(
             "{} values are not a whole number of samples of shape {:?}",
             features.len(),
@@ -367,7 +365,12 @@ fn run(graph: &Graph, data: &Dataset, test: Option<&Dataset>, config: &TrainConf
     }
 }
 
-fn run_epochs(graph: &Graph, data: &Dataset, test: Option<&Dataset>, config: &TrainConfig) -> Result<(Graph, TrainReport)> {
+fn run_epochs(
+    graph: &Graph,
+    data: &Dataset,
+    test: Option<&Dataset>,
+    config: &TrainConfig,
+) -> Result<(Graph, TrainReport)> {
     let started = Instant::now();
     let device = Device::flex().autodiff();
     let Mirror { mut model, plan } = Mirror::from_graph(graph, &device)?;
