@@ -31,6 +31,8 @@ enum Command {
     Inspect(cmd::inspect::Args),
     /// Run a model on one input, in float or fixed point.
     Infer(cmd::infer::Args),
+    /// Benchmarks: two-party protocols between two processes on loopback.
+    Bench(cmd::bench::Args),
 }
 
 fn main() -> ExitCode {
@@ -38,12 +40,17 @@ fn main() -> ExitCode {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&cli.log))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
     let result = match cli.command {
         Command::Demo(args) => cmd::demo::run(args),
         Command::Train(args) => cmd::train::run(args),
         Command::Inspect(args) => cmd::inspect::run(args),
         Command::Infer(args) => cmd::infer::run(args),
+        Command::Bench(args) => cmd::bench::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

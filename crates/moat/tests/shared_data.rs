@@ -1,0 +1,93 @@
+//! Acceptance suites on the real datasets (`MOAT_DATA_DIR`, e.g. `../shared/data`). Without
+//! the variable they print a notice and pass; CI always sets it (`.ci/run`). Every test name
+//! starts with `shared_data_`, the filter `.ci/run` selects them by.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+fn data_dir() -> Option<PathBuf> {
+    match std::env::var_os("MOAT_DATA_DIR") {
+        Some(dir) => Some(PathBuf::from(dir)),
+        None => {
+            eprintln!("MOAT_DATA_DIR is not set: skipping the data-backed suite (CI sets it)");
+            None
+        }
+    }
+}
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn moat_json(args: &[&str], data: &Path) -> Result<serde_json::Value, Box<dyn std::error::Error>> {
+    let out = Command::new(env!("CARGO_BIN_EXE_moat")).args(args).env("MOAT_DATA_DIR", data).output()?;
+    if !out.status.success() {
+        return Err(format!("moat {args:?} failed: {}", String::from_utf8_lossy(&out.stderr)).into());
+    }
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
+
+fn number(value: &serde_json::Value, path: &[&str]) -> f64 {
+    path.iter().fold(value, |v, key| &v[*key]).as_f64().unwrap_or(f64::NAN)
+}
+
+/// Issue acceptance: LeNet-5 on MNIST reaches ≥ 98.5 % test accuracy, and fixed point
+/// (ℓ = 37, f = 12) agrees with float on ≥ 99.5 % of the test set.
+#[test]
+fn shared_data_lenet5_mnist_trains_to_target_and_fixed_point_agrees() -> TestResult {
+    let Some(data) = data_dir() else { return Ok(()) };
+    let dir = std::env::temp_dir().join(format!("moat-shared-lenet-{}", std::process::id()));
+    let model = dir.join("lenet5-mnist.onnx");
+    let model_arg = model.to_str().ok_or("path")?;
+    let started = std::time::Instant::now();
+    let trained = moat_json(
+        &["train", "--arch", "lenet5", "--dataset", "mnist", "--epochs", "4", "--seed", "1", "--json", "-o", model_arg],
+        &data,
+    )?;
+    let seconds = started.elapsed().as_secs_f64();
+    let accuracy = number(&trained, &["card", "test_accuracy"]);
+    eprintln!("lenet5/mnist: test accuracy {:.2} % in {seconds:.1} s", 100.0 * accuracy);
+    assert!(accuracy >= 0.985, "test accuracy {accuracy}");
+    assert_eq!(trained["card"]["members"]["count"], 60_000);
+
+    let report = moat_json(&["inspect", model_arg, "--dataset", "mnist", "--samples", "10000", "--json"], &data)?;
+    let agreement = number(&report, &["fixed_vs_float", "label_agreement"]);
+    eprintln!("lenet5/mnist: fixed vs float label agreement {:.3} % over 10,000", 100.0 * agreement);
+    assert_eq!(report["fixed_vs_float"]["samples"], 10_000);
+    assert!(agreement >= 0.995, "agreement {agreement}");
+    std::fs::remove_dir_all(dir).ok();
+    Ok(())
+}
+
+/// The committed zoo models still load, and reproduce their cards' accuracy and the fixed-point
+/// agreement on the real test sets.
+#[test]
+fn shared_data_committed_models_reproduce_their_cards() -> TestResult {
+    let Some(data) = data_dir() else { return Ok(()) };
+    for (name, dataset, samples) in [("lenet5-mnist", "mnist", "10000"), ("resnet20-cifar10", "cifar10", "2000")] {
+        let model = repo_root().join("models").join(format!("{name}.onnx"));
+        let card: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(model.with_extension("card.json"))?)?;
+        let report = moat_json(
+            &["inspect", model.to_str().ok_or("path")?, "--dataset", dataset, "--samples", samples, "--json"],
+            &data,
+        )?;
+        let comparison = &report["fixed_vs_float"];
+        let (float, agreement) = (number(comparison, &["float_accuracy"]), number(comparison, &["label_agreement"]));
+        eprintln!(
+            "{name}: float accuracy {:.2} %, fixed/float agreement {:.3} % on {samples}",
+            100.0 * float,
+            100.0 * agreement
+        );
+        assert!(agreement >= 0.995, "{name}: agreement {agreement}");
+        if samples == "10000" {
+            assert!((float - number(&card, &["test_accuracy"])).abs() < 1e-9, "{name}: card says {card}");
+        } else {
+            // A prefix of the test set: within a few points of the card's full-set figure.
+            assert!((float - number(&card, &["test_accuracy"])).abs() < 0.03, "{name}: {float} vs card {card}");
+        }
+    }
+    Ok(())
+}
