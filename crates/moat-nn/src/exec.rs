@@ -48,6 +48,7 @@ impl FloatExecutor {
             let shape = graph.shape(node.inputs[0]);
             let y = match &node.op {
                 Op::Add => x.iter().zip(&values[node.inputs[1].0]).map(|(a, b)| a + b).collect(),
+                Op::Concat => concat(node.inputs.iter().map(|v| values[v.0].as_slice())),
                 Op::AvgPool(p) => {
                     let win = window(graph, node.inputs[0], p.kernel, p.stride, p.padding);
                     let div = (p.kernel[0] * p.kernel[1]) as f32;
@@ -106,6 +107,11 @@ impl FloatExecutor {
         let logits = Self::logits(graph, input)?;
         argmax_f32(&logits).ok_or_else(|| NnError::Graph("empty logits".into()))
     }
+}
+
+/// Concatenation along axis 0 of row-major values: their elements one after the other.
+pub fn concat<'a, T: Copy + 'a>(parts: impl Iterator<Item = &'a [T]>) -> Vec<T> {
+    parts.flat_map(|p| p.iter().copied()).collect()
 }
 
 /// Numerically stable softmax.
@@ -217,7 +223,9 @@ impl QuantizedGraph {
                         window: window(&graph, input, p.kernel, p.stride, p.padding),
                         channels: shape[0],
                     },
-                    Op::Add | Op::Flatten | Op::Reshape(_) | Op::Relu | Op::Softmax => QuantizedLayer::None,
+                    Op::Add | Op::Concat | Op::Flatten | Op::Reshape(_) | Op::Relu | Op::Softmax => {
+                        QuantizedLayer::None
+                    }
                 }
             })
             .collect();
@@ -304,6 +312,7 @@ impl QuantizedGraph {
             } else {
                 match (&node.op, &self.layers[index]) {
                     (Op::Add, _) => x.iter().zip(&values[node.inputs[1].0]).map(|(a, b)| fp.add(*a, *b)).collect(),
+                    (Op::Concat, _) => concat(node.inputs.iter().map(|v| values[v.0].as_slice())),
                     (Op::Relu, _) => x.iter().map(|&v| if fp.is_negative(v) { 0 } else { v }).collect(),
                     (Op::MaxPool(_), QuantizedLayer::MaxPool { window, channels }) => {
                         kernels::max_pool(x, *channels, *window, |a, b| fp.to_signed(a) > fp.to_signed(b))
@@ -374,6 +383,30 @@ mod tests {
             for (a, b) in float.iter().zip(&fixed) {
                 assert!((a - b).abs() < 0.05, "float {a} vs fixed {b}");
             }
+        }
+        Ok(())
+    }
+
+    /// A SqueezeNet fire module on a small input: exercises Concat in both executions.
+    pub(crate) fn fire_net() -> Result<Graph> {
+        let mut b = crate::zoo::GraphBuilder::new(&[3, 8, 8], 5);
+        let x = b.conv("stem", ValueId::INPUT, 8, 3, 1, 1)?;
+        let x = b.relu(x)?;
+        let x = b.fire("fire", x, 4, 6)?;
+        let x = b.global_avg_pool(x)?;
+        let out = b.dense("fc", x, 5)?;
+        b.finish("fire-net", out)
+    }
+
+    #[test]
+    fn concat_runs_in_float_and_fixed_point() -> Result<()> {
+        let graph = fire_net()?;
+        assert_eq!(graph.shape(ValueId(9)), &[12, 8, 8]);
+        let q = QuantizedGraph::new(&graph, FixedPoint::default())?;
+        let input: Vec<f32> = (0..192).map(|i| ((i * 29 % 31) as f32) / 31.0 - 0.5).collect();
+        let float = FloatExecutor::logits(&graph, &input)?;
+        for (a, b) in float.iter().zip(q.logits(&input)?) {
+            assert!((a - b).abs() < 0.01, "float {a} vs fixed {b}");
         }
         Ok(())
     }

@@ -121,6 +121,8 @@ pub enum Op {
     AvgPool(Pool),
     /// Batch normalisation (folded into the preceding linear layer by [`Graph::fold_batch_norms`]).
     BatchNorm(BatchNorm),
+    /// Concatenation of two or more values along axis 0 (channels); the other axes must agree.
+    Concat,
     /// 2-D convolution over `[C, H, W]`.
     Conv2d(Conv2d),
     /// Fully connected layer over `[N]`.
@@ -146,6 +148,7 @@ impl Op {
             Op::Add => "Add",
             Op::AvgPool(_) => "AvgPool",
             Op::BatchNorm(_) => "BatchNorm",
+            Op::Concat => "Concat",
             Op::Conv2d(_) => "Conv2d",
             Op::Dense(_) => "Dense",
             Op::Flatten => "Flatten",
@@ -157,11 +160,12 @@ impl Op {
         }
     }
 
-    /// Number of inputs the op reads.
-    pub fn arity(&self) -> usize {
+    /// Whether the op accepts `n` inputs.
+    pub fn accepts_inputs(&self, n: usize) -> bool {
         match self {
-            Op::Add => 2,
-            _ => 1,
+            Op::Add => n == 2,
+            Op::Concat => n >= 2,
+            _ => n == 1,
         }
     }
 
@@ -432,10 +436,26 @@ fn window_out(size: usize, pad_lo: usize, pad_hi: usize, k: usize, stride: usize
 /// Shape inference: the shape of every value, or an error naming the first bad node.
 fn infer_shapes(input_shape: &[usize], nodes: &[Node]) -> Result<Vec<Vec<usize>>> {
     let mut shapes: Vec<Vec<usize>> = vec![input_shape.to_vec()];
-    for (index, node) in nodes.iter().enumerate() {
+    for node in nodes {
+        let shape = node_shape(&shapes, node)?;
+        shapes.push(shape);
+    }
+    Ok(shapes)
+}
+
+/// The output shape of `node` given the shapes of the values before it (`shapes[0]` is the
+/// input; the node's own output would be `shapes.len()`), or an error naming the node.
+pub(crate) fn node_shape(shapes: &[Vec<usize>], node: &Node) -> Result<Vec<usize>> {
+    let index = shapes.len() - 1;
+    {
         let err = |msg: String| NnError::node(&node.name, node.op.kind(), msg);
-        if node.inputs.len() != node.op.arity() {
-            return Err(err(format!("takes {} input(s), got {}", node.op.arity(), node.inputs.len())));
+        if !node.op.accepts_inputs(node.inputs.len()) {
+            let expected = match node.op {
+                Op::Add => "2 inputs",
+                Op::Concat => "at least 2 inputs",
+                _ => "1 input",
+            };
+            return Err(err(format!("takes {expected}, got {}", node.inputs.len())));
         }
         for input in &node.inputs {
             if input.0 > index {
@@ -450,6 +470,17 @@ fn infer_shapes(input_shape: &[usize], nodes: &[Node]) -> Result<Vec<Vec<usize>>
                     return Err(err(format!("adds shapes {x:?} and {y:?}")));
                 }
                 x
+            }
+            Op::Concat => {
+                let mut out = x.clone();
+                for input in &node.inputs[1..] {
+                    let y = &shapes[input.0];
+                    if y.len() != x.len() || y.is_empty() || y[1..] != x[1..] {
+                        return Err(err(format!("concatenates {x:?} and {y:?}: all axes but the first must agree")));
+                    }
+                    out[0] += y[0];
+                }
+                out
             }
             Op::Conv2d(conv) => {
                 let [o, i, kh, kw] = match conv.weight.shape() {
@@ -532,9 +563,8 @@ fn infer_shapes(input_shape: &[usize], nodes: &[Node]) -> Result<Vec<Vec<usize>>
                 x
             }
         };
-        shapes.push(shape);
+        Ok(shape)
     }
-    Ok(shapes)
 }
 
 fn chw(shape: &[usize]) -> Option<[usize; 3]> {
@@ -593,6 +623,24 @@ mod tests {
             .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(e.contains("add"), "{e}");
+    }
+
+    #[test]
+    fn concat_joins_channels_and_checks_the_rest() -> Result<()> {
+        let nodes =
+            vec![node("a", conv(2, 1, 1), &[0]), node("b", conv(3, 1, 1), &[0]), node("cat", Op::Concat, &[1, 2])];
+        let g = Graph::new("t", vec![1, 4, 4], nodes, ValueId(3))?;
+        assert_eq!(g.output_shape(), &[5, 4, 4]);
+        let nodes =
+            vec![node("a", conv(2, 1, 3), &[0]), node("b", conv(3, 1, 1), &[0]), node("cat", Op::Concat, &[1, 2])];
+        let e = Graph::new("t", vec![1, 4, 4], nodes, ValueId(3)).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(e.contains("cat") && e.contains("first"), "{e}");
+        let e = Graph::new("t", vec![1, 4, 4], vec![node("cat", Op::Concat, &[0])], ValueId(1))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains("at least 2"), "{e}");
+        Ok(())
     }
 
     #[test]

@@ -7,6 +7,8 @@
 //! | `lenet5[:xW]` | LeNet-5 style CNN (conv5-pool-conv5-pool-fc120-fc84-fc), channels × W |
 //! | `resnet20`, `resnet32`, `resnet56[:xW]` | CIFAR ResNets (He et al. 2016, 3 stages of basic blocks, 16/32/64 channels × W) |
 //! | `resnet18[:xW]` | ResNet-18 with a 3×3 stem for 32×32 inputs (64–512 channels × W) |
+//! | `resnet50` | ResNet-50 v1.5 for ImageNet (7×7 stem, bottlenecks [3, 4, 6, 3], 25.6 M parameters) |
+//! | `squeezenet` | SqueezeNet 1.1 for ImageNet (fire modules, 1.24 M parameters) |
 
 use std::fmt;
 use std::str::FromStr;
@@ -45,6 +47,10 @@ pub enum Architecture {
         /// Channel multiplier (1.0 = 64/128/256/512 channels).
         width: f32,
     },
+    /// ResNet-50 v1.5 (ImageNet stem, bottleneck blocks [3, 4, 6, 3], stride in the 3×3 conv).
+    ResNet50,
+    /// SqueezeNet 1.1.
+    SqueezeNet,
 }
 
 impl fmt::Display for Architecture {
@@ -58,6 +64,8 @@ impl fmt::Display for Architecture {
             Architecture::LeNet5 { width: w } => write!(f, "lenet5{}", width(*w)),
             Architecture::CifarResNet { depth, width: w } => write!(f, "resnet{depth}{}", width(*w)),
             Architecture::ResNet18 { width: w } => write!(f, "resnet18{}", width(*w)),
+            Architecture::ResNet50 => write!(f, "resnet50"),
+            Architecture::SqueezeNet => write!(f, "squeezenet"),
         }
     }
 }
@@ -68,7 +76,7 @@ impl FromStr for Architecture {
     fn from_str(s: &str) -> Result<Self> {
         let bad = || {
             NnError::Graph(format!(
-                "unknown architecture '{s}' (expected mlp:H1,H2,…, lenet5[:xW], resnet20|32|44|56[:xW], resnet18[:xW])"
+                "unknown architecture '{s}' (expected mlp:H1,H2,…, lenet5[:xW], resnet20|32|44|56[:xW], resnet18[:xW], resnet50, squeezenet)"
             ))
         };
         let (name, arg) = match s.split_once(':') {
@@ -99,9 +107,12 @@ impl FromStr for Architecture {
             }
             "lenet5" => Ok(Architecture::LeNet5 { width: width()? }),
             "resnet18" => Ok(Architecture::ResNet18 { width: width()? }),
+            "resnet50" if arg.is_none() => Ok(Architecture::ResNet50),
+            "squeezenet" if arg.is_none() => Ok(Architecture::SqueezeNet),
             _ => {
                 let depth: usize = name.strip_prefix("resnet").and_then(|d| d.parse().ok()).ok_or_else(bad)?;
-                if depth < 8 || !(depth - 2).is_multiple_of(6) {
+                // `resnet50` is the ImageNet bottleneck network, never a CIFAR depth.
+                if depth < 8 || depth == 50 || !(depth - 2).is_multiple_of(6) {
                     return Err(bad());
                 }
                 Ok(Architecture::CifarResNet { depth, width: width()? })
@@ -187,6 +198,41 @@ pub fn build(arch: &Architecture, input_shape: &[usize], classes: usize, seed: u
             x = b.global_avg_pool(x)?;
             b.dense("fc", x, classes)?
         }
+        Architecture::ResNet50 => {
+            let mut x = b.conv_bn("conv1", x, 64, 7, 2, 3)?;
+            x = b.relu(x)?;
+            x = b.push("maxpool", Op::MaxPool(Pool { kernel: [3; 2], stride: [2; 2], padding: [1; 4] }), vec![x])?;
+            for (stage, (&c, &blocks)) in [64, 128, 256, 512].iter().zip(&[3, 4, 6, 3]).enumerate() {
+                for block in 0..blocks {
+                    let stride = if stage > 0 && block == 0 { 2 } else { 1 };
+                    x = b.bottleneck(&format!("layer{}.{}", stage + 1, block), x, c, stride)?;
+                }
+            }
+            x = b.global_avg_pool(x)?;
+            b.dense("fc", x, classes)?
+        }
+        Architecture::SqueezeNet => {
+            let pool = |b: &mut GraphBuilder, x| {
+                b.push("", Op::MaxPool(Pool { kernel: [3; 2], stride: [2; 2], padding: [0; 4] }), vec![x])
+            };
+            let mut x = b.conv("features.0", x, 64, 3, 2, 0)?;
+            x = b.relu(x)?;
+            x = pool(&mut b, x)?;
+            for (i, &(squeeze, expand)) in [(16, 64), (16, 64)].iter().enumerate() {
+                x = b.fire(&format!("fire{}", i + 2), x, squeeze, expand)?;
+            }
+            x = pool(&mut b, x)?;
+            for (i, &(squeeze, expand)) in [(32, 128), (32, 128)].iter().enumerate() {
+                x = b.fire(&format!("fire{}", i + 4), x, squeeze, expand)?;
+            }
+            x = pool(&mut b, x)?;
+            for (i, &(squeeze, expand)) in [(48, 192), (48, 192), (64, 256), (64, 256)].iter().enumerate() {
+                x = b.fire(&format!("fire{}", i + 6), x, squeeze, expand)?;
+            }
+            x = b.conv("classifier.1", x, classes, 1, 1, 0)?;
+            x = b.relu(x)?;
+            b.global_avg_pool(x)?
+        }
     };
     b.finish(&arch.to_string(), out)
 }
@@ -195,6 +241,8 @@ pub fn build(arch: &Architecture, input_shape: &[usize], classes: usize, seed: u
 pub struct GraphBuilder {
     input_shape: Vec<usize>,
     nodes: Vec<Node>,
+    /// Shape of every value so far (`shapes[0]` is the input).
+    shapes: Vec<Vec<usize>>,
     rng: ChaCha20Rng,
     anonymous: usize,
 }
@@ -205,6 +253,7 @@ impl GraphBuilder {
         Self {
             input_shape: input_shape.to_vec(),
             nodes: Vec::new(),
+            shapes: vec![input_shape.to_vec()],
             rng: ChaCha20Rng::seed_from_u64(seed),
             anonymous: 0,
         }
@@ -212,8 +261,7 @@ impl GraphBuilder {
 
     /// Shape of a value built so far.
     pub fn shape(&self, value: ValueId) -> Result<Vec<usize>> {
-        let g = Graph::new("partial", self.input_shape.clone(), self.nodes.clone(), value)?;
-        Ok(g.shape(value).to_vec())
+        self.shapes.get(value.0).cloned().ok_or_else(|| NnError::Graph(format!("value {} is not built yet", value.0)))
     }
 
     /// Appends a node; fails (naming it) if its shapes do not fit.
@@ -224,13 +272,14 @@ impl GraphBuilder {
         } else {
             name.to_string()
         };
-        self.nodes.push(Node { name, op, inputs });
-        let id = ValueId::of_node(self.nodes.len() - 1);
-        if let Err(e) = self.shape(id) {
-            self.nodes.pop();
-            return Err(e);
+        let node = Node { name, op, inputs };
+        if let Some(bad) = node.inputs.iter().find(|v| v.0 >= self.shapes.len()) {
+            return Err(NnError::node(&node.name, node.op.kind(), format!("reads value {} not built yet", bad.0)));
         }
-        Ok(id)
+        let shape = crate::graph::node_shape(&self.shapes, &node)?;
+        self.shapes.push(shape);
+        self.nodes.push(node);
+        Ok(ValueId::of_node(self.nodes.len() - 1))
     }
 
     fn normal(&mut self, std: f32) -> f32 {
@@ -291,6 +340,37 @@ impl GraphBuilder {
         self.relu(sum)
     }
 
+    /// A bottleneck residual block (ResNet-50 v1.5): 1×1 reduce, 3×3 (with the stride), 1×1
+    /// expand ×4, each with batch norm, plus the (projected) input, then ReLU.
+    pub fn bottleneck(&mut self, name: &str, x: ValueId, width: usize, stride: usize) -> Result<ValueId> {
+        let c = self.shape(x)?.first().copied().unwrap_or(0);
+        let out = 4 * width;
+        let mut y = self.conv_bn(&format!("{name}.conv1"), x, width, 1, 1, 0)?;
+        y = self.relu(y)?;
+        y = self.conv_bn(&format!("{name}.conv2"), y, width, 3, stride, 1)?;
+        y = self.relu(y)?;
+        y = self.conv_bn(&format!("{name}.conv3"), y, out, 1, 1, 0)?;
+        let shortcut = if stride != 1 || c != out {
+            self.conv_bn(&format!("{name}.downsample"), x, out, 1, stride, 0)?
+        } else {
+            x
+        };
+        let sum = self.push(&format!("{name}.add"), Op::Add, vec![y, shortcut])?;
+        self.relu(sum)
+    }
+
+    /// A SqueezeNet fire module: 1×1 squeeze + ReLU, then 1×1 and 3×3 expands (+ ReLU each),
+    /// concatenated along channels.
+    pub fn fire(&mut self, name: &str, x: ValueId, squeeze: usize, expand: usize) -> Result<ValueId> {
+        let mut s = self.conv(&format!("{name}.squeeze"), x, squeeze, 1, 1, 0)?;
+        s = self.relu(s)?;
+        let mut e1 = self.conv(&format!("{name}.expand1x1"), s, expand, 1, 1, 0)?;
+        e1 = self.relu(e1)?;
+        let mut e3 = self.conv(&format!("{name}.expand3x3"), s, expand, 3, 1, 1)?;
+        e3 = self.relu(e3)?;
+        self.push(&format!("{name}.concat"), Op::Concat, vec![e1, e3])
+    }
+
     /// Fully connected layer to `out` units.
     pub fn dense(&mut self, name: &str, x: ValueId, out: usize) -> Result<ValueId> {
         let n = numel(&self.shape(x)?);
@@ -333,11 +413,13 @@ mod tests {
 
     #[test]
     fn architectures_parse_and_print() -> Result<()> {
-        for s in ["mlp:128,64", "lenet5", "lenet5:x2", "resnet20", "resnet32:x0.5", "resnet18"] {
+        for s in
+            ["mlp:128,64", "lenet5", "lenet5:x2", "resnet20", "resnet32:x0.5", "resnet18", "resnet50", "squeezenet"]
+        {
             assert_eq!(s.parse::<Architecture>()?.to_string(), s);
         }
         assert_eq!("mlp:128,64".parse::<Architecture>()?.slug(), "mlp-128_64");
-        for bad in ["resnet21", "lenet5:2", "mlp:0", "vgg16", "lenet5:x-1"] {
+        for bad in ["resnet21", "lenet5:2", "mlp:0", "vgg16", "lenet5:x-1", "resnet50:x2"] {
             assert!(bad.parse::<Architecture>().is_err(), "{bad}");
         }
         Ok(())
@@ -352,6 +434,17 @@ mod tests {
         assert!((39_000_000..43_000_000).contains(&macs), "{macs}");
         let r18 = build(&"resnet18".parse()?, &[3, 32, 32], 10, 0)?;
         assert!((11_000_000..11_300_000).contains(&r18.parameter_count()), "{}", r18.parameter_count());
+        // torchvision: resnet50 25,557,032 and squeezenet1_1 1,235,496 parameters (BN counts γ, β).
+        let r50 = build(&"resnet50".parse()?, &[3, 224, 224], 1000, 0)?;
+        // Our convolutions carry a (zero-initialised) bias, torchvision's do not.
+        let conv_biases: usize =
+            r50.nodes().iter().map(|n| if let Op::Conv2d(c) = &n.op { c.out_channels() } else { 0 }).sum();
+        assert_eq!(r50.parameter_count(), 25_557_032 + conv_biases);
+        let r50_macs: usize = (0..r50.nodes().len()).map(|i| r50.node_macs(i)).sum();
+        assert!((4_000_000_000..4_200_000_000).contains(&r50_macs), "{r50_macs}");
+        let squeeze = build(&"squeezenet".parse()?, &[3, 224, 224], 1000, 0)?;
+        assert_eq!(squeeze.parameter_count(), 1_235_496);
+        assert_eq!(squeeze.output_shape(), &[1000]);
         let lenet = build(&"lenet5".parse()?, &[1, 28, 28], 10, 0)?;
         assert_eq!(lenet.output_shape(), &[10]);
         assert_eq!(lenet.parameter_count(), 61_706);

@@ -144,6 +144,20 @@ impl SimulatedEngine {
                                 .ok_or_else(|| MpcError::invalid("infer", "residual value released early"))?;
                             (add(fp, x0, z0), add(fp, x1, z1))
                         }
+                        Op::Concat => {
+                            let mut parts = Vec::with_capacity(node.inputs.len());
+                            for input in &node.inputs {
+                                parts.push(
+                                    values[input.0].as_ref().ok_or_else(|| {
+                                        MpcError::invalid("infer", "concatenated value released early")
+                                    })?,
+                                );
+                            }
+                            (
+                                moat_nn::exec::concat(parts.iter().map(|p| p.0.as_slice())),
+                                moat_nn::exec::concat(parts.iter().map(|p| p.1.as_slice())),
+                            )
+                        }
                         Op::Flatten | Op::Reshape(_) | Op::Softmax => (x0.clone(), x1.clone()),
                         other => {
                             return Err(MpcError::invalid(
@@ -226,23 +240,33 @@ mod tests {
     fn honest_run_equals_the_fixed_point_executor() -> Result<()> {
         for (arch, shape) in [("lenet5", vec![1, 28, 28]), ("resnet20:x0.25", vec![3, 32, 32]), ("mlp:16,8", vec![12])]
         {
-            let q = model(arch, &shape);
-            let mut engine = SimulatedEngine::new(Arc::clone(&q), 1);
-            for s in 0..3 {
-                let x = input(moat_nn::tensor::numel(&shape), s);
-                let expected = q.logits_encoded(&x).map_err(|e| MpcError::invalid("test", e.to_string()))?;
-                assert_eq!(
-                    engine.infer(&x, Reveal::Logits, &mut Honest)?,
-                    Revealed::Logits(expected.clone()),
-                    "{arch}"
-                );
-                assert_eq!(
-                    engine.infer(&x, Reveal::Label, &mut Honest)?.label(q.fixed()),
-                    argmax_ring(q.fixed(), &expected)
-                );
-            }
-            assert_eq!(engine.queries(), 6);
+            honest_matches_fixed(arch, &shape, model(arch, &shape))?;
         }
+        // Concat, as in a SqueezeNet fire module.
+        let fire = || -> moat_nn::Result<QuantizedGraph> {
+            let mut b = zoo::GraphBuilder::new(&[3, 8, 8], 5);
+            let x = b.conv("stem", moat_nn::ValueId::INPUT, 8, 3, 1, 1)?;
+            let x = b.fire("fire", x, 4, 6)?;
+            let x = b.global_avg_pool(x)?;
+            let out = b.dense("fc", x, 5)?;
+            QuantizedGraph::new(&b.finish("fire", out)?, FixedPoint::default())
+        };
+        let q = fire().map_err(|e| MpcError::invalid("test", e.to_string()))?;
+        honest_matches_fixed("fire", &[3, 8, 8], Arc::new(q))
+    }
+
+    fn honest_matches_fixed(arch: &str, shape: &[usize], q: Arc<QuantizedGraph>) -> Result<()> {
+        let mut engine = SimulatedEngine::new(Arc::clone(&q), 1);
+        for s in 0..3 {
+            let x = input(moat_nn::tensor::numel(shape), s);
+            let expected = q.logits_encoded(&x).map_err(|e| MpcError::invalid("test", e.to_string()))?;
+            assert_eq!(engine.infer(&x, Reveal::Logits, &mut Honest)?, Revealed::Logits(expected.clone()), "{arch}");
+            assert_eq!(
+                engine.infer(&x, Reveal::Label, &mut Honest)?.label(q.fixed()),
+                argmax_ring(q.fixed(), &expected)
+            );
+        }
+        assert_eq!(engine.queries(), 6);
         Ok(())
     }
 

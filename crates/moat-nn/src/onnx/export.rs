@@ -123,6 +123,7 @@ pub(super) fn export_model(graph: &Graph) -> Result<ModelProto> {
         let name = node.name.as_str();
         match &node.op {
             Op::Add => w.node("Add", name, ins, out.clone(), vec![]),
+            Op::Concat => w.node("Concat", name, ins, out.clone(), vec![attr_int("axis", 1)]),
             Op::AvgPool(p) => {
                 let mut attrs = pool_attrs(p);
                 attrs.push(attr_int("count_include_pad", 1));

@@ -35,6 +35,7 @@ pub(crate) struct GraphModel {
 #[derive(Clone, Debug)]
 enum Step {
     Add,
+    Concat,
     AvgPool(Pool),
     BatchNorm(usize),
     Conv2d(usize),
@@ -172,6 +173,7 @@ impl Mirror {
             }
             let step = match &node.op {
                 Op::Add => Step::Add,
+                Op::Concat => Step::Concat,
                 Op::AvgPool(p) => Step::AvgPool(*p),
                 Op::MaxPool(p) => Step::MaxPool(*p),
                 Op::GlobalAvgPool => Step::GlobalAvgPool,
@@ -347,6 +349,34 @@ impl Plan {
                 (Value::R4(a), Value::R4(b)) => Value::R4(a + b),
                 _ => return Err(bad()),
             },
+            Step::Concat => {
+                // Per-sample axis 0 is the batched tensors' dimension 1.
+                let rest: Vec<Value> = args.collect();
+                match x {
+                    Value::R2(a) => Value::R2(Tensor::cat(
+                        std::iter::once(Ok(a))
+                            .chain(rest.into_iter().map(|v| match v {
+                                Value::R2(t) => Ok(t),
+                                _ => Err(bad()),
+                            }))
+                            .collect::<Result<Vec<_>>>()?,
+                        1,
+                    )),
+                    Value::R3(a) => Value::R3(Tensor::cat(
+                        std::iter::once(Ok(a))
+                            .chain(rest.into_iter().map(|v| match v {
+                                Value::R3(t) => Ok(t),
+                                _ => Err(bad()),
+                            }))
+                            .collect::<Result<Vec<_>>>()?,
+                        1,
+                    )),
+                    Value::R4(a) => Value::R4(Tensor::cat(
+                        std::iter::once(Ok(a)).chain(rest.into_iter().map(image)).collect::<Result<Vec<_>>>()?,
+                        1,
+                    )),
+                }
+            }
             Step::AvgPool(p) => Value::R4(avg_pool2d(
                 image(x)?,
                 AvgPoolOptions::new(p.kernel)

@@ -184,7 +184,10 @@ impl TrainConfig {
     pub fn default_for(arch: &Architecture) -> Self {
         match arch {
             Architecture::Mlp { .. } | Architecture::LeNet5 { .. } => Self::default(),
-            Architecture::CifarResNet { .. } | Architecture::ResNet18 { .. } => Self {
+            Architecture::CifarResNet { .. }
+            | Architecture::ResNet18 { .. }
+            | Architecture::ResNet50
+            | Architecture::SqueezeNet => Self {
                 epochs: 30,
                 batch_size: 128,
                 optimizer: Optimizer::Sgd { lr: 0.1, momentum: 0.9, weight_decay: 5e-4, nesterov: false },
