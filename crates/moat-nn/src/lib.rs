@@ -25,6 +25,7 @@ pub mod fixed;
 pub mod graph;
 pub mod kernels;
 pub mod onnx;
+pub mod skeleton;
 pub mod tensor;
 #[cfg(feature = "train")]
 pub mod train;
@@ -34,4 +35,5 @@ pub use error::{NnError, Result};
 pub use exec::{FloatExecutor, QuantizedGraph, QuantizedLayer};
 pub use fixed::FixedPoint;
 pub use graph::{BatchNorm, Conv2d, Dense, Graph, Node, Op, Pool, ValueId};
+pub use skeleton::Skeleton;
 pub use tensor::Tensor;

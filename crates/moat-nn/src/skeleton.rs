@@ -1,0 +1,209 @@
+//! The public architecture of a model: every node, shape and hyper-parameter, no weights.
+//!
+//! In secure inference the architecture is public (the client needs it to run its half of the
+//! protocol: layer geometry, pooling windows, where the ReLUs are) while the weights are the
+//! server's secret. A [`Skeleton`] is that public part, compact enough to send in a session
+//! handshake (a few KB even for ResNet-50), and [`Skeleton::instantiate`] rebuilds a graph of
+//! the same structure with all-zero weights, on which the client computes shapes and plans.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
+use crate::graph::{BatchNorm, Conv2d, Dense, Graph, Node, Op, Pool, ValueId};
+use crate::tensor::Tensor;
+
+/// One node of a [`Skeleton`]: like [`Op`] with weights replaced by their shapes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum SkeletonOp {
+    /// [`Op::Add`].
+    Add,
+    /// [`Op::AvgPool`].
+    AvgPool {
+        /// The window.
+        pool: Pool,
+    },
+    /// [`Op::BatchNorm`] over `channels`.
+    BatchNorm {
+        /// Channels.
+        channels: usize,
+    },
+    /// [`Op::Concat`].
+    Concat,
+    /// [`Op::Conv2d`] with weights of `weight_shape`.
+    Conv2d {
+        /// `[O, C, kh, kw]`.
+        weight_shape: [usize; 4],
+        /// Stride.
+        stride: [usize; 2],
+        /// Padding `[top, left, bottom, right]`.
+        padding: [usize; 4],
+    },
+    /// [`Op::Dense`] with weights `[out, in]`.
+    Dense {
+        /// `[out, in]`.
+        weight_shape: [usize; 2],
+    },
+    /// [`Op::Flatten`].
+    Flatten,
+    /// [`Op::GlobalAvgPool`].
+    GlobalAvgPool,
+    /// [`Op::MaxPool`].
+    MaxPool {
+        /// The window.
+        pool: Pool,
+    },
+    /// [`Op::Relu`].
+    Relu,
+    /// [`Op::Reshape`].
+    Reshape {
+        /// Target per-sample shape.
+        shape: Vec<usize>,
+    },
+    /// [`Op::Softmax`].
+    Softmax,
+}
+
+/// A node of a [`Skeleton`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SkeletonNode {
+    /// Node name.
+    pub name: String,
+    /// The op without weights.
+    #[serde(flatten)]
+    pub op: SkeletonOp,
+    /// Values read (indices as in [`ValueId`]).
+    pub inputs: Vec<usize>,
+}
+
+/// The public architecture of a [`Graph`]. See the module documentation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Skeleton {
+    /// Model name.
+    pub name: String,
+    /// Per-sample input shape.
+    pub input_shape: Vec<usize>,
+    /// Nodes in execution order.
+    pub nodes: Vec<SkeletonNode>,
+    /// The output value.
+    pub output: usize,
+}
+
+impl Graph {
+    /// The public architecture of this graph.
+    pub fn skeleton(&self) -> Skeleton {
+        let nodes = self
+            .nodes()
+            .iter()
+            .map(|node| {
+                let op = match &node.op {
+                    Op::Add => SkeletonOp::Add,
+                    Op::AvgPool(pool) => SkeletonOp::AvgPool { pool: *pool },
+                    Op::BatchNorm(bn) => SkeletonOp::BatchNorm { channels: bn.channels() },
+                    Op::Concat => SkeletonOp::Concat,
+                    Op::Conv2d(c) => {
+                        let [kh, kw] = c.kernel();
+                        SkeletonOp::Conv2d {
+                            weight_shape: [c.out_channels(), c.in_channels(), kh, kw],
+                            stride: c.stride,
+                            padding: c.padding,
+                        }
+                    }
+                    Op::Dense(d) => {
+                        SkeletonOp::Dense { weight_shape: [d.bias.len(), d.weight.len() / d.bias.len().max(1)] }
+                    }
+                    Op::Flatten => SkeletonOp::Flatten,
+                    Op::GlobalAvgPool => SkeletonOp::GlobalAvgPool,
+                    Op::MaxPool(pool) => SkeletonOp::MaxPool { pool: *pool },
+                    Op::Relu => SkeletonOp::Relu,
+                    Op::Reshape(shape) => SkeletonOp::Reshape { shape: shape.clone() },
+                    Op::Softmax => SkeletonOp::Softmax,
+                };
+                SkeletonNode { name: node.name.clone(), op, inputs: node.inputs.iter().map(|v| v.0).collect() }
+            })
+            .collect();
+        Skeleton {
+            name: self.name().to_string(),
+            input_shape: self.input_shape().to_vec(),
+            nodes,
+            output: self.output().0,
+        }
+    }
+}
+
+impl Skeleton {
+    /// A shape-checked graph of this architecture with all weights zero (batch norms are the
+    /// identity). Fails, naming the node, when the skeleton is inconsistent.
+    pub fn instantiate(&self) -> Result<Graph> {
+        let nodes = self
+            .nodes
+            .iter()
+            .map(|n| {
+                let op = match &n.op {
+                    SkeletonOp::Add => Op::Add,
+                    SkeletonOp::AvgPool { pool } => Op::AvgPool(*pool),
+                    SkeletonOp::BatchNorm { channels } => Op::BatchNorm(BatchNorm {
+                        gamma: vec![1.0; *channels],
+                        beta: vec![0.0; *channels],
+                        mean: vec![0.0; *channels],
+                        var: vec![1.0; *channels],
+                        eps: 0.0,
+                    }),
+                    SkeletonOp::Concat => Op::Concat,
+                    SkeletonOp::Conv2d { weight_shape, stride, padding } => Op::Conv2d(Conv2d {
+                        weight: Tensor::zeros(weight_shape.to_vec()),
+                        bias: vec![0.0; weight_shape[0]],
+                        stride: *stride,
+                        padding: *padding,
+                    }),
+                    SkeletonOp::Dense { weight_shape } => Op::Dense(Dense {
+                        weight: Tensor::zeros(weight_shape.to_vec()),
+                        bias: vec![0.0; weight_shape[0]],
+                    }),
+                    SkeletonOp::Flatten => Op::Flatten,
+                    SkeletonOp::GlobalAvgPool => Op::GlobalAvgPool,
+                    SkeletonOp::MaxPool { pool } => Op::MaxPool(*pool),
+                    SkeletonOp::Relu => Op::Relu,
+                    SkeletonOp::Reshape { shape } => Op::Reshape(shape.clone()),
+                    SkeletonOp::Softmax => Op::Softmax,
+                };
+                Node { name: n.name.clone(), op, inputs: n.inputs.iter().map(|&v| ValueId(v)).collect() }
+            })
+            .collect();
+        Graph::new(self.name.clone(), self.input_shape.clone(), nodes, ValueId(self.output))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::zoo::build;
+
+    #[test]
+    fn skeleton_keeps_the_structure_and_drops_the_weights() -> crate::Result<()> {
+        for (arch, shape) in [("resnet20", vec![3, 32, 32]), ("squeezenet", vec![3, 224, 224]), ("mlp:8", vec![5])] {
+            let graph = build(&arch.parse()?, &shape, 10, 1)?;
+            let skeleton = graph.skeleton();
+            let json = serde_json::to_string(&skeleton).map_err(|e| crate::NnError::Graph(e.to_string()))?;
+            assert!(json.len() < 64 * 1024, "{arch}: {} bytes", json.len());
+            let back: super::Skeleton =
+                serde_json::from_str(&json).map_err(|e| crate::NnError::Graph(e.to_string()))?;
+            assert_eq!(back, skeleton);
+            let zero = back.instantiate()?;
+            assert_eq!(zero.skeleton(), skeleton);
+            assert_eq!(zero.parameter_count(), graph.parameter_count());
+            for i in 0..=graph.nodes().len() {
+                assert_eq!(zero.shape(crate::ValueId(i)), graph.shape(crate::ValueId(i)));
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn inconsistent_skeleton_is_an_error() -> crate::Result<()> {
+        let mut skeleton = build(&"lenet5".parse()?, &[1, 28, 28], 10, 1)?.skeleton();
+        skeleton.input_shape = vec![3, 28, 28];
+        let e = skeleton.instantiate().err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(e.contains("conv1"), "{e}");
+        Ok(())
+    }
+}
