@@ -74,7 +74,9 @@ pub mod bits;
 pub mod convert;
 pub mod engine;
 pub mod error;
+pub mod he;
 pub mod ot;
+pub mod protocols;
 pub mod shares;
 pub mod transport;
 

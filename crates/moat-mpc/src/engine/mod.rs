@@ -27,9 +27,11 @@
 //! * the real backend: two processes over the transport (linear layers by BFV).
 
 pub mod hook;
+pub mod real;
 pub mod simulated;
 
 pub use hook::{ClientBehaviour, FnBehaviour, Honest, ShareSite, TamperPoint};
+pub use real::{ClientSession, ServerModel};
 pub use simulated::SimulatedEngine;
 
 use serde::{Deserialize, Serialize};

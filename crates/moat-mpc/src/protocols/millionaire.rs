@@ -1,0 +1,453 @@
+//! Millionaires' comparison (CrypTFlow2, Rathee et al. CCS 2020, §4.1), batched.
+//!
+//! **Computes** XOR shares of `1{x > y}` for `P0`'s private `x` and `P1`'s private `y`,
+//! both `m`-bit unsigned integers (*convention: strict "greater than", `P0`'s input on the
+//! left*). [`greater_than_split`] also returns shares of `1{x mod 2^s > y mod 2^s}` for a
+//! split point `s` at no extra cost (the truncation protocol needs both).
+//!
+//! **Learns:** each party only its uniformly random output share; `P0` (OT sender) learns
+//! nothing about `y` (it only sees IKNP messages), `P1` sees one entry per table, masked.
+//!
+//! **How.** Split `x` and `y` into chunks of `k` bits (`k` = [`super::Config::chunk_bits`]),
+//! least significant first (with a split `s`, the chunks of the low `s` bits and of the high
+//! `m − s` bits are cut separately).
+//!
+//! 1. *Leaves.* For chunk `j`, `P0` draws its shares `gt₀, eq₀` and builds the table over all
+//!    `v ∈ [0, 2^k)`: `(1{x_j > v} ⊕ gt₀, 1{x_j = v} ⊕ eq₀)`; `P1` gets the entry at
+//!    `v = y_j` by a 1-out-of-2^k OT made of `k` random OTs whose choice bits are the bits of
+//!    `y_j`. The pads come straight from the 128-bit random-OT outputs: entry `v`'s bit is
+//!    masked by bit `v` (resp. `2^k + v`) of key `(t, v_t)` for every bit `t`, so every key bit
+//!    masks exactly one entry and the entries other than `y_j` stay hidden (the Naor–Pinkas
+//!    argument of [`crate::ot::one_of_n`], without its PRG: `2^(k+1) ≤ 128` bits suffice).
+//! 2. *Tree.* Chunks combine pairwise, `(gt, eq) = (gt_hi ⊕ eq_hi∧gt_lo, eq_hi∧eq_lo)`
+//!    (the two terms of `gt` are exclusive, so XOR is OR), in `⌈log₂ C⌉` levels for `C` chunks,
+//!    with one correlated Beaver triple (two random OTs) per combination and one
+//!    exchange per level; `eq` is only computed where a later combination needs it.
+//!
+//! **Cost** for `n` comparisons of `m` bits with `C = ⌈m/k⌉` chunks (`C − 1` combinations),
+//! IKNP random OT = 16 bytes (plus frame headers; see [`super::cost`] for the exact count):
+//!
+//! | | bytes per comparison |
+//! |---|---|
+//! | leaves: `m` random OTs `P1 → P0` | `16·m` |
+//! | leaf tables `P0 → P1` | `C·2^(k+1) / 8` |
+//! | triples: `C − 1` × 2 random OTs, one each way | `32·(C − 1)` |
+//! | AND tree: 2–3 bits per combination, each way | `≤ 6·(C − 1) / 8` |
+//!
+//! For the DReLU of ℓ = 37 (`m = 36`), `k = 4`: 576 + 36 + 256 + 5 ≈ 873 bytes.
+//! **Rounds:** `P1` sends its OT messages, `P0` its tables, OT messages and first AND
+//! openings, then both exchange openings once per remaining tree level: `⌈log₂ C⌉` levels
+//! (4 for `C = 9`), i.e. 4 flights from `P0` and 5 from `P1`; constant in `n` up to
+//! [`super::Config::max_batch`] elements per pass.
+
+use super::planes::{self, BitWriter};
+use super::session::Session;
+use super::triples::{self, Gate};
+use crate::bits::BitVec;
+use crate::error::{MpcError, Result};
+use crate::shares::{BShare, Party};
+use crate::transport::Channel;
+
+/// XOR shares of `1{x > y}` where `P0` holds `x` and `P1` holds `y` (`input`, one per
+/// comparison, `bits`-bit unsigned: values are reduced mod 2^bits). `bits ≤ 64`.
+pub fn greater_than(s: &mut Session, ch: &mut dyn Channel, input: &[u64], bits: u32) -> Result<BShare> {
+    let (gt, _) = greater_than_split(s, ch, input, bits, 0)?;
+    Ok(gt)
+}
+
+/// [`greater_than`] plus shares of `1{x mod 2^low_bits > y mod 2^low_bits}` (the comparison
+/// of the low `low_bits` bits, which the full comparison computes on the way).
+pub fn greater_than_split(
+    s: &mut Session,
+    ch: &mut dyn Channel,
+    input: &[u64],
+    bits: u32,
+    low_bits: u32,
+) -> Result<(BShare, BShare)> {
+    let n = input.len();
+    let (gt, low) = compare_planes(s, ch, input, bits, low_bits)?;
+    Ok((BShare::new(planes::to_bitvec(gt, n)?), BShare::new(planes::to_bitvec(low, n)?)))
+}
+
+/// The comparison on planes, in passes of at most `max_batch` elements.
+pub(crate) fn compare_planes(
+    s: &mut Session,
+    ch: &mut dyn Channel,
+    input: &[u64],
+    bits: u32,
+    low_bits: u32,
+) -> Result<(Vec<u64>, Vec<u64>)> {
+    if bits > 64 || low_bits > bits {
+        return Err(MpcError::invalid(
+            "millionaire",
+            format!("need low_bits ≤ bits ≤ 64, got low_bits = {low_bits}, bits = {bits}"),
+        ));
+    }
+    let batch = s.config().max_batch;
+    if input.len() <= batch {
+        return compare_batch(s, ch, input, bits, low_bits);
+    }
+    let mut gt = BitWriter::with_capacity(input.len());
+    let mut low = BitWriter::with_capacity(input.len());
+    for part in input.chunks(batch) {
+        let (g, l) = compare_batch(s, ch, part, bits, low_bits)?;
+        append_plane(&mut gt, &g, part.len());
+        append_plane(&mut low, &l, part.len());
+    }
+    Ok((gt.finish(), low.finish()))
+}
+
+fn append_plane(w: &mut BitWriter, plane: &[u64], n: usize) {
+    for (k, &word) in plane.iter().enumerate() {
+        w.push(word, (n - 64 * k).min(64) as u32);
+    }
+}
+
+#[inline]
+fn mask(bits: u32) -> u64 {
+    if bits >= 64 { u64::MAX } else { (1u64 << bits) - 1 }
+}
+
+/// One combination of the tree: `out = combine(hi, lo)`, evaluated at `level`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Op {
+    hi: usize,
+    lo: usize,
+    out: usize,
+    level: usize,
+    need_eq: bool,
+}
+
+/// Chunks and combining tree of one comparison shape.
+#[derive(Clone, Debug)]
+struct Plan {
+    /// Chunk widths, least significant first (leaf `j` is node `j`).
+    widths: Vec<u32>,
+    offsets: Vec<u32>,
+    ops: Vec<Op>,
+    levels: usize,
+    root: Option<usize>,
+    low_root: Option<usize>,
+    nodes: usize,
+}
+
+impl Plan {
+    fn new(bits: u32, low_bits: u32, k: u32) -> Self {
+        let mut widths = Vec::new();
+        for mut remaining in [low_bits, bits - low_bits] {
+            while remaining > 0 {
+                let w = remaining.min(k);
+                widths.push(w);
+                remaining -= w;
+            }
+        }
+        let low_chunks = low_bits.div_ceil(k) as usize;
+        let offsets = widths.iter().scan(0, |acc, &w| Some(std::mem::replace(acc, *acc + w))).collect();
+        let mut nodes = widths.len();
+        let mut ops = Vec::new();
+        let (low_root, low_depth) = subtree(&mut ops, &mut nodes, (0..low_chunks).collect());
+        let (high_root, high_depth) = subtree(&mut ops, &mut nodes, (low_chunks..widths.len()).collect());
+        let root = match (high_root, low_root) {
+            (Some(hi), Some(lo)) => {
+                let out = nodes;
+                nodes += 1;
+                ops.push(Op { hi, lo, out, level: low_depth.max(high_depth), need_eq: false });
+                Some(out)
+            }
+            (hi, lo) => hi.or(lo),
+        };
+        let mut need = vec![false; nodes];
+        for op in ops.iter_mut().rev() {
+            op.need_eq = need[op.out];
+            need[op.hi] = true;
+            need[op.lo] |= op.need_eq;
+        }
+        let levels = ops.iter().map(|o| o.level + 1).max().unwrap_or(0);
+        Self { widths, offsets, ops, levels, root, low_root, nodes }
+    }
+}
+
+/// Pairs `list` (least significant first) level by level; returns the root and the depth.
+fn subtree(ops: &mut Vec<Op>, nodes: &mut usize, mut list: Vec<usize>) -> (Option<usize>, usize) {
+    let mut level = 0;
+    while list.len() > 1 {
+        let mut next = Vec::with_capacity(list.len().div_ceil(2));
+        for pair in list.chunks(2) {
+            if let [lo, hi] = *pair {
+                ops.push(Op { hi, lo, out: *nodes, level, need_eq: false });
+                next.push(*nodes);
+                *nodes += 1;
+            } else {
+                next.extend_from_slice(pair);
+            }
+        }
+        list = next;
+        level += 1;
+    }
+    (list.first().copied(), level)
+}
+
+/// Number of chunks, combinations and tree levels of a comparison (for cost predictions).
+pub(crate) fn shape(bits: u32, low_bits: u32, k: u32) -> (usize, usize, usize) {
+    let plan = Plan::new(bits, low_bits, k);
+    (plan.widths.len(), plan.ops.len(), plan.levels)
+}
+
+/// Planes each party opens per tree level (2 per combination, 3 where `eq` is needed).
+pub(crate) fn opened_planes_per_level(bits: u32, low_bits: u32, k: u32) -> Vec<usize> {
+    let plan = Plan::new(bits, low_bits, k);
+    let mut per_level = vec![0; plan.levels];
+    for op in &plan.ops {
+        per_level[op.level] += 2 + op.need_eq as usize;
+    }
+    per_level
+}
+
+/// Leaf table bits per comparison: `Σ_j 2^(w_j + 1)`.
+pub(crate) fn table_bits(bits: u32, low_bits: u32, k: u32) -> usize {
+    Plan::new(bits, low_bits, k).widths.iter().map(|&w| 2usize << w).sum()
+}
+
+/// Positions `p < 2^(w+1)` whose index `p mod 2^w` has bit `t` clear (taken from key 0).
+fn key_masks(w: u32) -> [u128; 6] {
+    let mut m = [0u128; 6];
+    for (t, mt) in m.iter_mut().enumerate().take(w as usize) {
+        for p in 0..(2u32 << w) {
+            if (p % (1 << w)) >> t & 1 == 0 {
+                *mt |= 1u128 << p;
+            }
+        }
+    }
+    m
+}
+
+#[inline]
+fn low_mask128(bits: u32) -> u128 {
+    if bits >= 128 { u128::MAX } else { (1u128 << bits) - 1 }
+}
+
+/// One plane per tree node (leaves first), filled as the tree is evaluated.
+type NodePlanes = Vec<Option<Vec<u64>>>;
+
+fn compare_batch(
+    s: &mut Session,
+    ch: &mut dyn Channel,
+    input: &[u64],
+    bits: u32,
+    low_bits: u32,
+) -> Result<(Vec<u64>, Vec<u64>)> {
+    let n = input.len();
+    let zeros = || vec![0u64; planes::words_for(n)];
+    if n == 0 || bits == 0 {
+        return Ok((zeros(), zeros()));
+    }
+    let plan = Plan::new(bits, low_bits, s.config().chunk_bits);
+    let party = s.party();
+    let chunks = plan.widths.len();
+    let triple_count = plan.ops.len() * n;
+    let table_len = n * plan.widths.iter().map(|&w| 2usize << w).sum::<usize>();
+    let (sender, receiver, rng) = s.parts();
+
+    // Leaf shares of every chunk, as planes.
+    let (mut gt, mut eq): (NodePlanes, NodePlanes) = (vec![None; plan.nodes], vec![None; plan.nodes]);
+    let (send_half, recv_half) = match party {
+        Party::P0 => {
+            for j in 0..chunks {
+                gt[j] = Some(BitVec::random(n, rng).words().to_vec());
+                eq[j] = Some(BitVec::random(n, rng).words().to_vec());
+            }
+            let table = leaf_tables(sender, ch, input, &plan, &gt, &eq)?;
+            let send_half = triples::sender_half(sender, ch, triple_count)?;
+            planes::send_long(ch, &planes::bytes_of_words(&table, table_len))?;
+            let recv_half = triples::receiver_half(receiver, ch, triple_count, rng)?;
+            (send_half, recv_half)
+        }
+        Party::P1 => {
+            let pads = leaf_pads(receiver, ch, input, &plan)?;
+            let recv_half = triples::receiver_half(receiver, ch, triple_count, rng)?;
+            let table = planes::words_from_bytes(&planes::recv_long(ch, table_len.div_ceil(8))?);
+            if !planes::padding_is_clear(&table, table_len) {
+                return Err(MpcError::peer("millionaire", "nonzero padding after the leaf tables"));
+            }
+            unmask_leaves(input, &plan, &table, pads, &mut gt, &mut eq);
+            let send_half = triples::sender_half(sender, ch, triple_count)?;
+            (send_half, recv_half)
+        }
+    };
+    let triples = triples::combine(&send_half, &recv_half, plan.ops.len(), n);
+    drop((send_half, recv_half));
+
+    for level in 0..plan.levels {
+        let ops: Vec<(usize, Op)> = plan.ops.iter().copied().enumerate().filter(|(_, o)| o.level == level).collect();
+        let mut gates = Vec::with_capacity(ops.len());
+        for &(o, op) in &ops {
+            let missing = || MpcError::invalid("millionaire", "combining tree out of order (bug)");
+            gates.push(Gate {
+                x: eq[op.hi].as_deref().ok_or_else(missing)?,
+                y: gt[op.lo].as_deref().ok_or_else(missing)?,
+                y2: if op.need_eq { Some(eq[op.lo].as_deref().ok_or_else(missing)?) } else { None },
+                triple: &triples[o],
+            });
+        }
+        let results = triples::and_gates(party, ch, &gates, n)?;
+        for (&(_, op), (z, z2)) in ops.iter().zip(results) {
+            let hi = gt[op.hi].as_deref().unwrap_or_default();
+            gt[op.out] = Some(planes::xor(hi, &z));
+            eq[op.out] = z2;
+        }
+    }
+    let take = |v: &mut NodePlanes, node: Option<usize>| node.and_then(|i| v[i].take()).unwrap_or_else(zeros);
+    let low = take(&mut gt, plan.low_root);
+    let full = match (plan.root, plan.low_root) {
+        (Some(r), Some(l)) if r == l => low.clone(),
+        _ => take(&mut gt, plan.root),
+    };
+    Ok((full, low))
+}
+
+/// `P0`: runs the leaf OTs as sender and returns the masked tables (packed bits).
+fn leaf_tables(
+    ot: &mut dyn crate::ot::OtSender,
+    ch: &mut dyn Channel,
+    input: &[u64],
+    plan: &Plan,
+    gt: &[Option<Vec<u64>>],
+    eq: &[Option<Vec<u64>>],
+) -> Result<Vec<u64>> {
+    let n = input.len();
+    let total_bits: usize = plan.widths.iter().map(|&w| n * (w as usize)).sum();
+    let masks: Vec<[u128; 6]> = (0..=super::session::MAX_CHUNK_BITS).map(key_masks).collect();
+    let mut table = BitWriter::with_capacity(n * plan.widths.iter().map(|&w| 2usize << w).sum::<usize>());
+    // Cursor over (chunk j, element i, bit t), chunk-major.
+    let (mut j, mut i, mut t) = (0usize, 0usize, 0u32);
+    let mut pad = 0u128;
+    ot.send_random_chunks(ch, total_bits, &mut |_, pairs| {
+        for p in pairs {
+            let w = plan.widths[j];
+            let m = masks[w as usize][t as usize];
+            pad ^= (p[0] & m) | (p[1] & !m);
+            t += 1;
+            if t == w {
+                let x = (input[i] >> plan.offsets[j]) & mask(w);
+                let half = 1u32 << w;
+                let all = low_mask128(half);
+                let gt_share = planes::bit_at(gt[j].as_deref().unwrap_or_default(), i) as u128;
+                let eq_share = planes::bit_at(eq[j].as_deref().unwrap_or_default(), i) as u128;
+                let gt_word = ((1u128 << x) - 1) ^ (all * gt_share);
+                let eq_word = (1u128 << x) ^ (all * eq_share);
+                let entry = ((gt_word | (eq_word << half)) ^ pad) & low_mask128(2 * half);
+                table.push_wide(entry, 2 * half);
+                pad = 0;
+                t = 0;
+                i += 1;
+                if i == n {
+                    i = 0;
+                    j += 1;
+                }
+            }
+        }
+        Ok(())
+    })?;
+    Ok(table.finish())
+}
+
+/// `P1`'s pads of its entries: `(gt pad plane, eq pad plane)` per chunk.
+type Pads = Vec<(Vec<u64>, Vec<u64>)>;
+
+/// `P1`: runs the leaf OTs as receiver with the bits of `y` as choices.
+fn leaf_pads(ot: &mut dyn crate::ot::OtReceiver, ch: &mut dyn Channel, input: &[u64], plan: &Plan) -> Result<Pads> {
+    let n = input.len();
+    let total_bits: usize = plan.widths.iter().map(|&w| n * (w as usize)).sum();
+    let mut choices = BitWriter::with_capacity(total_bits);
+    for (&w, &off) in plan.widths.iter().zip(&plan.offsets) {
+        for &y in input {
+            choices.push((y >> off) & mask(w), w);
+        }
+    }
+    let choices = planes::to_bitvec(choices.finish(), total_bits)?;
+    let mut writers: Vec<(BitWriter, BitWriter)> =
+        plan.widths.iter().map(|_| (BitWriter::with_capacity(n), BitWriter::with_capacity(n))).collect();
+    let (mut j, mut i, mut t) = (0usize, 0usize, 0u32);
+    let mut pad = 0u128;
+    ot.receive_random_chunks(ch, &choices, &mut |_, keys| {
+        for &k in keys {
+            let w = plan.widths[j];
+            pad ^= k;
+            t += 1;
+            if t == w {
+                let c = ((input[i] >> plan.offsets[j]) & mask(w)) as u32;
+                writers[j].0.push((pad >> c) as u64 & 1, 1);
+                writers[j].1.push((pad >> ((1 << w) + c)) as u64 & 1, 1);
+                pad = 0;
+                t = 0;
+                i += 1;
+                if i == n {
+                    i = 0;
+                    j += 1;
+                }
+            }
+        }
+        Ok(())
+    })?;
+    Ok(writers.into_iter().map(|(g, e)| (g.finish(), e.finish())).collect())
+}
+
+/// `P1`: its leaf shares = its pads ⊕ the table entries it chose.
+fn unmask_leaves(
+    input: &[u64],
+    plan: &Plan,
+    table: &[u64],
+    pads: Pads,
+    gt: &mut [Option<Vec<u64>>],
+    eq: &mut [Option<Vec<u64>>],
+) {
+    let n = input.len();
+    let mut pos = 0usize;
+    for (j, (mut g, mut e)) in pads.into_iter().enumerate() {
+        let (w, off) = (plan.widths[j], plan.offsets[j]);
+        let half = 1usize << w;
+        for (i, &y) in input.iter().enumerate() {
+            let c = ((y >> off) & mask(w)) as usize;
+            g[i / 64] ^= planes::bit_at(table, pos + c) << (i % 64);
+            e[i / 64] ^= planes::bit_at(table, pos + half + c) << (i % 64);
+            pos += 2 * half;
+        }
+        debug_assert_eq!(g.len(), planes::words_for(n));
+        gt[j] = Some(g);
+        eq[j] = Some(e);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plans_cover_the_bits_and_need_eq_only_where_used() {
+        let p = Plan::new(36, 0, 4);
+        assert_eq!(p.widths, vec![4; 9]);
+        assert_eq!(p.ops.len(), 8);
+        assert_eq!(p.levels, 4);
+        // The root's eq is never needed; the most significant leaf's is.
+        assert!(!p.ops.last().is_some_and(|o| o.need_eq));
+        let p = Plan::new(37, 12, 4);
+        assert_eq!(p.widths, vec![4, 4, 4, 4, 4, 4, 4, 4, 4, 1]);
+        assert_eq!(p.offsets[3], 12);
+        assert_eq!(p.ops.len(), 9);
+        // Low subtree (3 leaves) depth 2, high (7 leaves) depth 3, then the join.
+        assert_eq!(p.levels, 4);
+        assert!(p.low_root.is_some() && p.root != p.low_root);
+        let p = Plan::new(5, 5, 4);
+        assert_eq!((p.widths.clone(), p.root, p.low_root), (vec![4, 1], Some(2), Some(2)));
+        let p = Plan::new(1, 0, 6);
+        assert_eq!((p.ops.len(), p.levels, p.root), (0, 0, Some(0)));
+    }
+
+    #[test]
+    fn key_masks_select_bit_t_clear() {
+        let m = key_masks(2);
+        // positions 0..8, index p mod 4; bit 0 clear at 0, 2, 4, 6.
+        assert_eq!(m[0], 0b0101_0101);
+        assert_eq!(m[1], 0b0011_0011);
+    }
+}

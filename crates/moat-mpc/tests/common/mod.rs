@@ -1,0 +1,167 @@
+//! Shared helpers of the protocol tests: both parties in two threads, over the in-memory pair
+//! or TCP loopback, each with its own [`Session`].
+
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::net::TcpListener;
+use std::time::Duration;
+
+use moat_mpc::protocols::{Config, Session};
+use moat_mpc::transport::tcp::TcpChannel;
+use moat_mpc::transport::{Channel, ChannelConfig, Counters, TransportError, memory};
+use moat_mpc::{MpcError, Party, Result};
+use moat_nn::FixedPoint;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha20Rng;
+
+/// Which transport a two-party test runs over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Net {
+    Memory,
+    Tcp,
+}
+
+pub const NETS: [Net; 2] = [Net::Memory, Net::Tcp];
+
+fn channel_config() -> ChannelConfig {
+    ChannelConfig::default().with_timeout(Duration::from_secs(60)).with_connect_timeout(Duration::from_secs(10))
+}
+
+fn io(e: std::io::Error) -> MpcError {
+    MpcError::Transport(TransportError::from_io("test socket", &e, Duration::ZERO))
+}
+
+/// Runs `p0` here and `p1` in a thread over `net`; returns both results.
+pub fn run_pair<A, B>(
+    net: Net,
+    p0: impl FnOnce(&mut dyn Channel) -> Result<A>,
+    p1: impl FnOnce(&mut dyn Channel) -> Result<B> + Send + 'static,
+) -> Result<(A, B)>
+where
+    B: Send + 'static,
+{
+    let (mut c0, handle): (Box<dyn Channel>, _) = match net {
+        Net::Memory => {
+            let (a, mut b) = memory::pair(channel_config());
+            (Box::new(a), std::thread::spawn(move || p1(&mut b)))
+        }
+        Net::Tcp => {
+            let listener = TcpListener::bind("127.0.0.1:0").map_err(io)?;
+            let addr = listener.local_addr().map_err(io)?;
+            let handle = std::thread::spawn(move || {
+                let mut b = TcpChannel::accept(&listener, channel_config())?;
+                p1(&mut b)
+            });
+            (Box::new(TcpChannel::connect(addr, channel_config())?), handle)
+        }
+    };
+    let a = p0(&mut *c0);
+    drop(c0);
+    let b = handle.join().map_err(|_| MpcError::invalid("run_pair", "party 1 panicked"))?;
+    Ok((a?, b?))
+}
+
+/// What one party's run produced: its output and its traffic after the session setup.
+pub struct Run<T> {
+    pub out: T,
+    pub counters: Counters,
+}
+
+/// Sets up a session on each side (seeds `1000 + seed`, `2000 + seed`), synchronises (one
+/// empty exchange, so the first message of the protocol starts a flight on both sides), resets
+/// the counters, then runs `f0` as `P0` and `f1` as `P1`.
+pub fn run_protocol<A, B>(
+    net: Net,
+    fp: FixedPoint,
+    config: Config,
+    seed: u64,
+    f0: impl FnOnce(&mut Session, &mut dyn Channel) -> Result<A>,
+    f1: impl FnOnce(&mut Session, &mut dyn Channel) -> Result<B> + Send + 'static,
+) -> Result<(Run<A>, Run<B>)>
+where
+    B: Send + 'static,
+{
+    run_pair(
+        net,
+        move |ch| {
+            let mut s = Session::setup(ch, Party::P0, fp, 1000 + seed)?.with_config(config)?;
+            ch.exchange(&[])?;
+            ch.stats_mut().reset();
+            let out = f0(&mut s, ch)?;
+            Ok(Run { out, counters: ch.stats().total() })
+        },
+        move |ch| {
+            let mut s = Session::setup(ch, Party::P1, fp, 2000 + seed)?.with_config(config)?;
+            ch.exchange(&[])?;
+            ch.stats_mut().reset();
+            let out = f1(&mut s, ch)?;
+            Ok(Run { out, counters: ch.stats().total() })
+        },
+    )
+}
+
+/// A fixed-point setting (ℓ, f).
+pub fn ring(bits: u32, frac: u32) -> FixedPoint {
+    FixedPoint::new(bits, frac).unwrap_or_else(|e| panic!("ring ({bits}, {frac}): {e}"))
+}
+
+/// The rings the tests cover: the default, a small one, the full 64 bits, tiny ones.
+pub fn rings() -> Vec<FixedPoint> {
+    vec![ring(37, 12), ring(20, 8), ring(64, 16), ring(13, 5), ring(2, 0)]
+}
+
+/// `n` ring elements: the ring's edges first (0, ±1, ±2, 2^(ℓ−1) − 1, −2^(ℓ−1), values around
+/// multiples of 2^f), then uniform ones; exactly `n` values.
+pub fn values_with_edges(fp: FixedPoint, n: usize, seed: u64) -> Vec<u64> {
+    let half = 1u64 << (fp.ring_bits() - 1);
+    let unit = 1u64 << fp.frac_bits();
+    let mut v = vec![
+        0,
+        1,
+        fp.mask(),
+        2,
+        fp.mask() - 1,
+        half - 1,
+        half,
+        half + 1,
+        half - 2,
+        unit,
+        unit - 1,
+        unit + 1,
+        fp.neg(unit),
+        fp.neg(unit) - 1,
+        fp.neg(unit) + 1,
+        3 * unit,
+        fp.neg(5 * unit),
+        fp.neg(5 * unit) + 1,
+    ];
+    v.iter_mut().for_each(|x| *x = fp.reduce(*x));
+    let mut rng = ChaCha20Rng::seed_from_u64(seed);
+    while v.len() < n {
+        v.push(fp.reduce(rng.random::<u64>()));
+    }
+    v.truncate(n);
+    v
+}
+
+/// `n` values with |v| < 2^(ℓ−2) (the max-pool / argmax precondition), edges first.
+pub fn values_in_half_range(fp: FixedPoint, n: usize, seed: u64) -> Vec<u64> {
+    let limit = (1i64 << (fp.ring_bits() - 2)) - 1;
+    let mut v: Vec<u64> = [0, 1, -1, limit, -limit, limit - 1, -limit + 1].iter().map(|&x| fp.from_signed(x)).collect();
+    let mut rng = ChaCha20Rng::seed_from_u64(seed);
+    while v.len() < n {
+        v.push(fp.from_signed(rng.random_range(-limit..=limit)));
+    }
+    v.truncate(n);
+    v
+}
+
+/// Splits `values` into two random share vectors.
+pub fn share(fp: FixedPoint, values: &[u64], seed: u64) -> (moat_mpc::AShare, moat_mpc::AShare) {
+    moat_mpc::share(fp, values, &mut ChaCha20Rng::seed_from_u64(seed))
+}
+
+/// Asserts two counter sets agree on bytes, frames and flights.
+pub fn assert_counters(what: &str, got: Counters, want: Counters) {
+    assert_eq!(got, want, "{what}: measured {got:?}, predicted {want:?}");
+}
