@@ -31,7 +31,7 @@ pub mod real;
 pub mod simulated;
 
 pub use hook::{ClientBehaviour, FnBehaviour, Honest, ShareSite, TamperPoint};
-pub use real::{ClientSession, ServerModel};
+pub use real::{ClientSession, NodeTiming, ServerModel};
 pub use simulated::SimulatedEngine;
 
 use serde::{Deserialize, Serialize};

@@ -136,11 +136,26 @@ impl ServerModel {
             };
             let input = vec![0; moat_nn::tensor::numel(self.model.graph().input_shape())];
             let mut party = Party0 { he: &mut he, layers: &self.layers };
-            walk(&self.model, &mut session, ch, &mut party, AShare::from_wrapping(fixed, input), reveal, &mut Honest)?;
+            let input = AShare::from_wrapping(fixed, input);
+            walk(&self.model, &mut session, ch, &mut party, input, reveal, &mut Honest, None)?;
             queries += 1;
         }
         Ok(queries)
     }
+}
+
+/// Wall time of one node in the last inference (both parties advance in lock step, so the
+/// client's time of a node is the protocol's time for it).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NodeTiming {
+    /// Node index in the folded graph.
+    pub node: usize,
+    /// Node name (also the traffic phase `"{node}:{name}"`).
+    pub name: String,
+    /// Op kind.
+    pub op: String,
+    /// Seconds.
+    pub seconds: f64,
 }
 
 /// The client's side of a session.
@@ -150,6 +165,7 @@ pub struct ClientSession {
     he: HeClient,
     plans: Vec<Option<Plan>>,
     hello: Hello,
+    timings: Vec<NodeTiming>,
 }
 
 impl ClientSession {
@@ -180,12 +196,17 @@ impl ClientSession {
         let session = Session::setup(ch, Party::P1, fixed, seeds.next_u64())?;
         let mut he = HeClient::new(&params, seeds.next_u64())?;
         he.setup(ch)?;
-        Ok(Self { model, session, he, plans, hello })
+        Ok(Self { model, session, he, plans, hello, timings: Vec::new() })
     }
 
     /// The server's hello (architecture and parameters).
     pub fn hello(&self) -> &Hello {
         &self.hello
+    }
+
+    /// Per-node wall times of the last inference (the output step is node `"output"`).
+    pub fn timings(&self) -> &[NodeTiming] {
+        &self.timings
     }
 
     /// The public architecture as a zero-weight quantised graph.
@@ -227,15 +248,10 @@ impl ClientSession {
         }])?;
         let fixed = self.model.fixed();
         let mut party = Party1 { he: &mut self.he, plans: &self.plans };
-        let out = walk(
-            &self.model,
-            &mut self.session,
-            ch,
-            &mut party,
-            AShare::from_wrapping(fixed, input),
-            reveal,
-            behaviour,
-        )?;
+        self.timings.clear();
+        let input = AShare::from_wrapping(fixed, input);
+        let timings = Some(&mut self.timings);
+        let out = walk(&self.model, &mut self.session, ch, &mut party, input, reveal, behaviour, timings)?;
         out.ok_or_else(|| MpcError::invalid("infer", "the protocol revealed nothing to the client"))
     }
 
@@ -284,7 +300,8 @@ impl LinearParty for Party1<'_> {
 }
 
 /// Both parties' walk over the graph: the same steps in the same order. Returns what the
-/// client learns (`None` for the server).
+/// client learns (`None` for the server); records per-node wall times into `timings`.
+#[expect(clippy::too_many_arguments, reason = "one call site per party; a struct would only rename them")]
 fn walk(
     model: &QuantizedGraph,
     session: &mut Session,
@@ -293,6 +310,7 @@ fn walk(
     input: AShare,
     reveal: Reveal,
     behaviour: &mut dyn ClientBehaviour,
+    mut timings: Option<&mut Vec<NodeTiming>>,
 ) -> Result<Option<Revealed>> {
     let graph = model.graph();
     let fixed = model.fixed();
@@ -301,6 +319,7 @@ fn walk(
     let mut readers = graph.reader_counts();
     let missing = |name: &str| MpcError::invalid("walk", format!("an input of node '{name}' was released early"));
     for (index, node) in graph.nodes().iter().enumerate() {
+        let started = std::time::Instant::now();
         ch.set_phase(&format!("{index}:{}", node.name));
         let x = values[node.inputs[0].0].as_ref().ok_or_else(|| missing(&node.name))?;
         let site = LayerSite {
@@ -344,30 +363,40 @@ fn walk(
             }
         }
         values[ValueId::of_node(index).0] = Some(y);
+        if let Some(t) = timings.as_deref_mut() {
+            let seconds = started.elapsed().as_secs_f64();
+            t.push(NodeTiming { node: index, name: node.name.clone(), op: node.op.kind().to_string(), seconds });
+        }
     }
 
+    let started = std::time::Instant::now();
     ch.set_phase("output");
     let logits_value = graph.logits();
     let logits = values[logits_value.0].take().ok_or_else(|| missing("output"))?;
     let producer = logits_value.node().unwrap_or(0);
     let (name, op) = graph.nodes().get(producer).map(|n| (n.name.as_str(), n.op.kind())).unwrap_or(("input", "Input"));
     let site = ShareSite { point: TamperPoint::Logits, node: producer, name, op, shape: graph.shape(logits_value) };
-    match reveal {
-        Reveal::Label => Ok(label_layer(session, ch, &logits, &site, behaviour)?.map(Revealed::Label)),
+    let revealed = match reveal {
+        Reveal::Label => label_layer(session, ch, &logits, &site, behaviour)?.map(Revealed::Label),
         Reveal::Logits => {
             let logits = tamper_share(session, &logits, &site, behaviour);
             let bits = fixed.ring_bits();
             if session.party() == Party::P0 {
                 ch.send_ring(logits.values(), bits)?;
                 ch.flush()?;
-                Ok(None)
+                None
             } else {
                 let other = ch.recv_ring(logits.len(), bits)?;
                 let opened = logits.values().iter().zip(&other).map(|(a, b)| fixed.add(*a, *b)).collect();
-                Ok(Some(Revealed::Logits(opened)))
+                Some(Revealed::Logits(opened))
             }
         }
+    };
+    if let Some(t) = timings {
+        let seconds = started.elapsed().as_secs_f64();
+        t.push(NodeTiming { node: graph.nodes().len(), name: "output".into(), op: "Output".into(), seconds });
     }
+    Ok(revealed)
 }
 
 #[cfg(test)]

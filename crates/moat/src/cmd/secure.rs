@@ -1,0 +1,521 @@
+//! `moat secure server|client`: two-party secure inference between two processes over TCP.
+//!
+//! The server holds the model and never sees the input; the client holds the input and learns
+//! only the label (or the logits, if the server allows it and the client asks). See
+//! `moat_mpc::engine::real` for the protocol.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use moat_mpc::engine::{ClientSession, Honest, Reveal, Revealed, ServerModel};
+use moat_mpc::transport::tcp::TcpChannel;
+use moat_mpc::transport::{Channel, ChannelConfig};
+use moat_nn::QuantizedGraph;
+use serde::Serialize;
+
+use super::{DataArgs, FixedArgs, load_model};
+use crate::report::print_json;
+
+/// Arguments of `moat secure`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(subcommand)]
+    pub role: Role,
+}
+
+/// Which party to run.
+#[derive(clap::Subcommand, Debug)]
+pub enum Role {
+    /// The model owner: serves secure-inference sessions on a TCP port.
+    Server(ServerArgs),
+    /// The input owner: connects, runs private inferences, prints what it learned.
+    Client(ClientArgs),
+}
+
+/// Arguments of `moat secure server`.
+#[derive(clap::Args, Debug)]
+pub struct ServerArgs {
+    /// The ONNX model to serve.
+    pub model: PathBuf,
+    /// Address to listen on (port 0 picks a free one; the first line printed is the address).
+    #[arg(long, default_value = "127.0.0.1:7700")]
+    pub listen: String,
+    /// BFV ring degree: 4096 (default) or 8192.
+    #[arg(long, default_value_t = 4096)]
+    pub he_degree: usize,
+    /// Serve this many sessions, then exit (0: until killed).
+    #[arg(long, default_value_t = 0)]
+    pub sessions: u64,
+    /// Bound on every wait for the client, in milliseconds.
+    #[arg(long, default_value_t = 60_000)]
+    pub timeout_ms: u64,
+    /// Seed of the server's randomness (each session derives its own).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[command(flatten)]
+    pub fixed: FixedArgs,
+}
+
+/// Arguments of `moat secure client`.
+#[derive(clap::Args, Debug)]
+pub struct ClientArgs {
+    /// Server address.
+    #[arg(long, default_value = "127.0.0.1:7700")]
+    pub connect: String,
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Query the first COUNT samples of the test split (from --offset).
+    #[arg(long, default_value_t = 10)]
+    pub count: usize,
+    /// First test sample to query.
+    #[arg(long, default_value_t = 0)]
+    pub offset: usize,
+    /// Ask for the logits instead of the label only.
+    #[arg(long)]
+    pub logits: bool,
+    /// Verification only (a real client does not have the model): compare every answer with
+    /// the plaintext fixed-point executor of this model.
+    #[arg(long)]
+    pub compare_with: Option<PathBuf>,
+    /// Bound on every wait for the server, in milliseconds.
+    #[arg(long, default_value_t = 60_000)]
+    pub timeout_ms: u64,
+    /// Seed of the client's keys and randomness.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    #[command(flatten)]
+    pub fixed: FixedArgs,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `moat secure`.
+pub fn run(args: Args) -> anyhow::Result<()> {
+    match args.role {
+        Role::Server(a) => server(a),
+        Role::Client(a) => client(a),
+    }
+}
+
+fn channel_config(timeout_ms: u64) -> ChannelConfig {
+    ChannelConfig::default()
+        .with_timeout(Duration::from_millis(timeout_ms))
+        .with_connect_timeout(Duration::from_millis(timeout_ms))
+}
+
+fn server(args: ServerArgs) -> anyhow::Result<()> {
+    let graph = load_model(&args.model)?;
+    let quantized = Arc::new(QuantizedGraph::new(&graph, args.fixed.fixed_point()?)?);
+    let started = Instant::now();
+    let model = Arc::new(ServerModel::new(quantized, args.he_degree).context("preparing the model's HE layers")?);
+    tracing::info!(seconds = started.elapsed().as_secs_f64(), "model prepared");
+    let listener = TcpListener::bind(&args.listen).with_context(|| format!("binding {}", args.listen))?;
+    println!("listening on {}", listener.local_addr()?);
+    let config = channel_config(args.timeout_ms);
+    let mut handles = Vec::new();
+    let mut accepted = 0u64;
+    while args.sessions == 0 || accepted < args.sessions {
+        let (stream, peer) = listener.accept().context("accepting a session")?;
+        let session_seed = args.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(accepted);
+        accepted += 1;
+        let model = Arc::clone(&model);
+        // One thread per session: a slow or vanishing client never blocks the others.
+        handles.push(std::thread::spawn(move || {
+            let started = Instant::now();
+            let result = TcpChannel::from_stream(stream, config)
+                .map_err(moat_mpc::MpcError::from)
+                .and_then(|mut ch| model.serve(&mut ch, session_seed).map(|q| (q, ch.stats().total())));
+            match result {
+                Ok((queries, traffic)) => tracing::info!(
+                    %peer,
+                    queries,
+                    bytes = traffic.bytes_total(),
+                    seconds = started.elapsed().as_secs_f64(),
+                    "session done"
+                ),
+                Err(e) => tracing::warn!(%peer, error = %e, "session failed"),
+            }
+        }));
+        handles.retain(|h| !h.is_finished());
+    }
+    for handle in handles {
+        if handle.join().is_err() {
+            tracing::error!("a session thread panicked");
+        }
+    }
+    Ok(())
+}
+
+/// What a client run found.
+#[derive(Debug, Serialize)]
+pub struct ClientReport {
+    /// Server address.
+    pub server: String,
+    /// Dataset queried.
+    pub dataset: String,
+    /// Samples queried.
+    pub queries: usize,
+    /// Labels learned, in order.
+    pub labels: Vec<usize>,
+    /// Fraction equal to the true labels.
+    pub accuracy: f64,
+    /// Seconds for the session setup (OT base OTs, HE keys).
+    pub setup_seconds: f64,
+    /// Mean seconds per query.
+    pub seconds_per_query: f64,
+    /// Bytes both ways per query (client's view), setup excluded.
+    pub bytes_per_query: f64,
+    /// Bytes of the setup.
+    pub setup_bytes: u64,
+    /// With `--compare-with`: answers equal to the plaintext fixed-point executor's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agree_with_fixed_point: Option<usize>,
+    /// Client seed.
+    pub seed: u64,
+}
+
+fn client(args: ClientArgs) -> anyhow::Result<()> {
+    let test = args.data.load(args.seed)?.test;
+    if args.offset + args.count > test.len() {
+        bail!("--offset {} + --count {} exceeds the {} test samples", args.offset, args.count, test.len());
+    }
+    let reference = match &args.compare_with {
+        Some(path) => Some(QuantizedGraph::new(&load_model(path)?, args.fixed.fixed_point()?)?),
+        None => None,
+    };
+    let started = Instant::now();
+    let mut ch = TcpChannel::connect(&args.connect, channel_config(args.timeout_ms))
+        .with_context(|| format!("connecting to {}", args.connect))?;
+    let mut session = ClientSession::connect(&mut ch, args.seed).context("secure session setup")?;
+    let setup_seconds = started.elapsed().as_secs_f64();
+    let setup_bytes = ch.stats().total().bytes_total();
+    let fixed = session.architecture().fixed();
+    let reveal = if args.logits { Reveal::Logits } else { Reveal::Label };
+    let progress = crate::progress::bar(args.count as u64, "secure inference", args.json);
+    let (mut labels, mut correct, mut agree) = (Vec::new(), 0, 0);
+    let queries_started = Instant::now();
+    for i in args.offset..args.offset + args.count {
+        let answer = session.infer(&mut ch, test.sample(i), reveal, &mut Honest).with_context(|| format!("query {i}"))?;
+        let label = answer.label(fixed).context("empty answer")?;
+        correct += usize::from(label == test.label(i));
+        if let Some(q) = &reference {
+            let expected = q.logits_encoded(test.sample(i))?;
+            agree += usize::from(match &answer {
+                Revealed::Label(l) => Some(*l) == moat_nn::exec::argmax_ring(fixed, &expected),
+                Revealed::Logits(v) => *v == expected,
+            });
+        }
+        labels.push(label);
+        progress.inc(1);
+    }
+    progress.finish_and_clear();
+    let query_seconds = queries_started.elapsed().as_secs_f64();
+    let bytes = ch.stats().total().bytes_total() - setup_bytes;
+    session.close(&mut ch)?;
+    let n = args.count.max(1) as f64;
+    let report = ClientReport {
+        server: args.connect.clone(),
+        dataset: args.data.dataset.clone(),
+        queries: args.count,
+        labels,
+        accuracy: correct as f64 / n,
+        setup_seconds,
+        seconds_per_query: query_seconds / n,
+        bytes_per_query: bytes as f64 / n,
+        setup_bytes,
+        agree_with_fixed_point: reference.as_ref().map(|_| agree),
+        seed: args.seed,
+    };
+    if args.json {
+        return print_json(&report);
+    }
+    println!(
+        "{} private inferences on {}: accuracy {:.2} %, {:.3} s and {:.2} MiB per query (setup {:.2} s, {:.2} MiB)",
+        report.queries,
+        report.dataset,
+        100.0 * report.accuracy,
+        report.seconds_per_query,
+        report.bytes_per_query / (1024.0 * 1024.0),
+        report.setup_seconds,
+        report.setup_bytes as f64 / (1024.0 * 1024.0)
+    );
+    if let Some(agree) = report.agree_with_fixed_point {
+        println!("answers equal to the plaintext fixed-point executor: {agree}/{}", report.queries);
+    }
+    Ok(())
+}
+
+/// Arguments of `moat bench secure`.
+#[derive(clap::Args, Debug)]
+pub struct BenchArgs {
+    /// Network: lenet5-mnist, resnet20-cifar10, resnet32-cifar10, resnet18-cifar10,
+    /// resnet50-imagenet, squeezenet-imagenet (random weights unless a trained model is in
+    /// `models/`), or any ONNX file with --model.
+    #[arg(long, default_value = "lenet5-mnist")]
+    pub net: String,
+    /// Benchmark this ONNX model instead of a named network.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Private inferences to time (after one session setup).
+    #[arg(long, default_value_t = 1)]
+    pub queries: usize,
+    /// BFV ring degree: 4096 or 8192.
+    #[arg(long, default_value_t = 4096)]
+    pub he_degree: usize,
+    /// Bound on every wait, in milliseconds.
+    #[arg(long, default_value_t = 600_000)]
+    pub timeout_ms: u64,
+    /// Seed of the weights (for random networks), the inputs and both parties.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// A named benchmark network: architecture, input shape, classes, and the trained model file
+/// used when present.
+struct Net {
+    arch: &'static str,
+    input: &'static [usize],
+    classes: usize,
+    trained: Option<&'static str>,
+}
+
+fn net(name: &str) -> anyhow::Result<Net> {
+    let (arch, input, classes, trained): (_, &'static [usize], _, _) = match name {
+        "lenet5-mnist" => ("lenet5", &[1, 28, 28], 10, Some("models/lenet5-mnist.onnx")),
+        "resnet20-cifar10" => ("resnet20", &[3, 32, 32], 10, Some("models/resnet20-cifar10.onnx")),
+        "resnet32-cifar10" => ("resnet32", &[3, 32, 32], 10, None),
+        "resnet18-cifar10" => ("resnet18", &[3, 32, 32], 10, None),
+        "resnet50-imagenet" => ("resnet50", &[3, 224, 224], 1000, None),
+        "squeezenet-imagenet" => ("squeezenet", &[3, 224, 224], 1000, None),
+        other => bail!(
+            "unknown network '{other}' (lenet5-mnist, resnet20-cifar10, resnet32-cifar10, resnet18-cifar10, resnet50-imagenet, squeezenet-imagenet)"
+        ),
+    };
+    Ok(Net { arch, input, classes, trained })
+}
+
+/// Same-machine reference figures (both parties on loopback, 2 threads each, ℓ = 37, f = 12):
+/// `(system, seconds, MiB)`.
+fn references(name: &str) -> &'static [(&'static str, f64, f64)] {
+    match name {
+        "lenet5-mnist" => &[("Cheetah", 0.3, 7.0)],
+        "resnet50-imagenet" => {
+            &[("Cheetah", 111.0, 1815.0), ("Cheetah exact ReLU", 173.7, 2060.0), ("CrypTFlow2 SCI_HE", 388.0, 30208.0)]
+        }
+        "squeezenet-imagenet" => {
+            &[("Cheetah", 37.0, 426.0), ("Cheetah exact ReLU", 58.8, 482.0), ("CrypTFlow2 SCI_HE", 72.0, 6348.8)]
+        }
+        "resnet18-cifar10" => &[("target (issue 4)", 30.0, 1000.0 * 1000.0 * 1000.0 / (1024.0 * 1024.0))],
+        _ => &[],
+    }
+}
+
+/// One row of the per-layer table.
+#[derive(Debug, Serialize)]
+pub struct LayerCost {
+    /// Node (or `setup` / `output`).
+    pub layer: String,
+    /// Op kind.
+    pub op: String,
+    /// Wall seconds (mean over the queries).
+    pub seconds: f64,
+    /// Bytes client → server per query.
+    pub bytes_up: f64,
+    /// Bytes server → client per query.
+    pub bytes_down: f64,
+    /// Client's outgoing flights per query.
+    pub rounds: f64,
+}
+
+/// The benchmark result.
+#[derive(Debug, Serialize)]
+pub struct BenchReport {
+    /// Network name.
+    pub net: String,
+    /// Whether the weights are trained (a model file) or random.
+    pub weights: String,
+    /// Queries timed.
+    pub queries: usize,
+    /// BFV ring degree.
+    pub he_degree: usize,
+    /// ReLU is exact (no bits dropped) and truncation is faithful.
+    pub exact: bool,
+    /// Server model preparation (HE weight encoding), seconds, in the server process.
+    pub setup_seconds: f64,
+    /// Session setup bytes (OT base OTs, HE public key).
+    pub setup_bytes: u64,
+    /// Mean wall seconds per query.
+    pub seconds_per_query: f64,
+    /// Mean bytes (both directions) per query.
+    pub bytes_per_query: f64,
+    /// Per-layer costs.
+    pub layers: Vec<LayerCost>,
+    /// Reference systems: `(name, seconds, MiB, time ratio moat/ref, bytes ratio moat/ref)`.
+    pub references: Vec<(String, f64, f64, f64, f64)>,
+    /// Seed.
+    pub seed: u64,
+}
+
+/// `moat bench secure`: a server child process and this process as the client, on loopback.
+pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
+    let (graph, weights) = match &args.model {
+        Some(path) => (load_model(path)?, format!("trained ({})", path.display())),
+        None => {
+            let spec = net(&args.net)?;
+            match spec.trained.map(PathBuf::from).filter(|p| p.exists()) {
+                Some(path) => (load_model(&path)?, format!("trained ({})", path.display())),
+                None => (moat_nn::zoo::build(&spec.arch.parse()?, spec.input, spec.classes, args.seed)?, "random".into()),
+            }
+        }
+    };
+    let dir = std::env::temp_dir().join(format!("moat-bench-secure-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let model_path = dir.join("model.onnx");
+    moat_nn::onnx::save_onnx(&graph, &model_path)?;
+
+    let exe = std::env::current_exe().context("locating the moat binary")?;
+    let mut child = std::process::Command::new(exe)
+        .args(["secure", "server"])
+        .arg(&model_path)
+        .args(["--listen", "127.0.0.1:0", "--sessions", "1"])
+        .args(["--he-degree", &args.he_degree.to_string(), "--timeout-ms", &args.timeout_ms.to_string()])
+        .args(["--seed", &args.seed.to_string()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .context("starting the server process")?;
+    let result = bench_client(&args, &graph, &weights, &mut child);
+    if result.is_err() {
+        child.kill().ok();
+    }
+    let status = child.wait().context("waiting for the server process")?;
+    std::fs::remove_dir_all(&dir).ok();
+    let report = result?;
+    if !status.success() {
+        bail!("the server process failed: {status}");
+    }
+    if args.json {
+        return print_json(&report);
+    }
+    print_bench(&report);
+    Ok(())
+}
+
+fn bench_client(
+    args: &BenchArgs,
+    graph: &moat_nn::Graph,
+    weights: &str,
+    child: &mut std::process::Child,
+) -> anyhow::Result<BenchReport> {
+    use std::io::BufRead;
+    let stdout = child.stdout.take().context("server stdout")?;
+    let started = Instant::now();
+    let mut line = String::new();
+    std::io::BufReader::new(stdout).read_line(&mut line).context("reading the server's address")?;
+    let setup_seconds = started.elapsed().as_secs_f64();
+    let addr = line.trim().strip_prefix("listening on ").context("the server did not print its address")?.to_string();
+    let mut ch = TcpChannel::connect(&addr, channel_config(args.timeout_ms))?;
+    let mut session = ClientSession::connect(&mut ch, args.seed ^ 0x5EC)?;
+    let setup_bytes = ch.stats().total().bytes_total();
+    let before = ch.stats().snapshot();
+    let n = moat_nn::tensor::numel(graph.input_shape());
+    let mut rng = <rand_chacha::ChaCha20Rng as rand::SeedableRng>::seed_from_u64(args.seed);
+    let queries = args.queries.max(1);
+    let progress = crate::progress::bar(queries as u64, "private inference", args.json);
+    let mut per_node: Vec<(String, String, f64)> = Vec::new();
+    let timed = Instant::now();
+    for _ in 0..queries {
+        let x: Vec<f32> = (0..n).map(|_| rand::Rng::random_range(&mut rng, -1.0f32..1.0)).collect();
+        session.infer(&mut ch, &x, Reveal::Label, &mut Honest)?;
+        for (i, t) in session.timings().iter().enumerate() {
+            if i >= per_node.len() {
+                per_node.push((t.name.clone(), t.op.clone(), 0.0));
+            }
+            per_node[i].2 += t.seconds;
+        }
+        progress.inc(1);
+    }
+    progress.finish_and_clear();
+    let seconds = timed.elapsed().as_secs_f64();
+    let after = ch.stats().snapshot();
+    session.close(&mut ch)?;
+    let q = queries as f64;
+    let layers = per_node
+        .iter()
+        .enumerate()
+        .map(|(i, (name, op, secs))| {
+            let phase = if op == "Output" { "output".to_string() } else { format!("{i}:{name}") };
+            let now = after.phases.get(&phase).copied().unwrap_or_default();
+            let then = before.phases.get(&phase).copied().unwrap_or_default();
+            let c = now.since(&then);
+            LayerCost {
+                layer: name.clone(),
+                op: op.clone(),
+                seconds: secs / q,
+                bytes_up: c.bytes_sent as f64 / q,
+                bytes_down: c.bytes_received as f64 / q,
+                rounds: c.rounds as f64 / q,
+            }
+        })
+        .collect();
+    let total = after.total.since(&before.total);
+    let bytes_per_query = total.bytes_total() as f64 / q;
+    let seconds_per_query = seconds / q;
+    let mib = bytes_per_query / (1024.0 * 1024.0);
+    let references = references(&args.net)
+        .iter()
+        .map(|(name, s, m)| (name.to_string(), *s, *m, seconds_per_query / s, mib / m))
+        .collect();
+    Ok(BenchReport {
+        net: args.model.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| args.net.clone()),
+        weights: weights.to_string(),
+        queries,
+        he_degree: args.he_degree,
+        exact: true,
+        setup_seconds,
+        setup_bytes,
+        seconds_per_query,
+        bytes_per_query,
+        layers,
+        references,
+        seed: args.seed,
+    })
+}
+
+fn print_bench(r: &BenchReport) {
+    let mut table = crate::report::Table::new(&["layer", "op", "ms", "KiB up", "KiB down", "rounds"]);
+    for l in &r.layers {
+        table.row(vec![
+            l.layer.clone(),
+            l.op.clone(),
+            format!("{:.1}", 1e3 * l.seconds),
+            format!("{:.1}", l.bytes_up / 1024.0),
+            format!("{:.1}", l.bytes_down / 1024.0),
+            format!("{:.0}", l.rounds),
+        ]);
+    }
+    print!("{}", table.render());
+    println!(
+        "{} ({} weights, N = {}, exact ReLU and truncation): {:.3} s and {:.2} MiB per private inference over {} quer{} (model preparation {:.2} s, session setup {:.2} MiB; seed {})",
+        r.net,
+        r.weights,
+        r.he_degree,
+        r.seconds_per_query,
+        r.bytes_per_query / (1024.0 * 1024.0),
+        r.queries,
+        if r.queries == 1 { "y" } else { "ies" },
+        r.setup_seconds,
+        r.setup_bytes as f64 / (1024.0 * 1024.0),
+        r.seed
+    );
+    for (name, s, m, tr, br) in &r.references {
+        println!("  vs {name}: {s} s, {m:.0} MiB → moat/ref time {tr:.2}×, bytes {br:.2}×");
+    }
+}

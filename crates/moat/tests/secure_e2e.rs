@@ -1,0 +1,108 @@
+//! Two-party secure inference between two real `moat` processes on loopback.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+fn moat() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_moat"));
+    c.env_remove("MOAT_DATA_DIR");
+    c
+}
+
+/// Kills the server when the test ends, whatever happens.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.0.kill().ok();
+        self.0.wait().ok();
+    }
+}
+
+fn start_server(model: &Path, sessions: &str) -> Result<(Server, String), Box<dyn std::error::Error>> {
+    let mut child = moat()
+        .args(["secure", "server"])
+        .arg(model)
+        .args(["--listen", "127.0.0.1:0", "--sessions", sessions, "--timeout-ms", "20000"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let stdout = child.stdout.take().ok_or("stdout")?;
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line)?;
+    let addr = line.trim().strip_prefix("listening on ").ok_or("no address")?.to_string();
+    Ok((Server(child), addr))
+}
+
+fn train_digits_model(dir: &Path) -> Result<PathBuf, Box<dyn std::error::Error>> {
+    let model = dir.join("cnn.onnx");
+    let out = moat()
+        .args(["train", "--arch", "mlp:32,16", "--dataset", "digits", "--epochs", "15", "--seed", "2", "--quiet", "-o"])
+        .arg(&model)
+        .output()?;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    Ok(model)
+}
+
+#[test]
+fn secure_client_gets_the_fixed_point_labels_and_a_dead_client_does_not_stop_the_server() -> TestResult {
+    let dir = std::env::temp_dir().join(format!("moat-secure-e2e-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let model = train_digits_model(&dir)?;
+    let (_server, addr) = start_server(&model, "0")?;
+
+    // A client that reads the hello and vanishes: its session fails, the server goes on.
+    {
+        let mut stream = TcpStream::connect(&addr)?;
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        let mut header = [0u8; 4];
+        stream.read_exact(&mut header)?;
+        stream.write_all(&[0xff; 3])?;
+    }
+
+    for logits in [false, true] {
+        let mut client = moat();
+        client.args(["secure", "client", "--connect", &addr, "--dataset", "digits", "--count", "12", "--json"]);
+        client.arg("--compare-with").arg(&model);
+        if logits {
+            client.arg("--logits");
+        }
+        let out = client.output()?;
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        assert_eq!(report["queries"], 12);
+        assert_eq!(report["agree_with_fixed_point"], 12, "{report}");
+        assert!(report["accuracy"].as_f64().unwrap_or(0.0) > 0.7, "{report}");
+        assert!(report["bytes_per_query"].as_f64().unwrap_or(0.0) > 1000.0, "{report}");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+    Ok(())
+}
+
+#[test]
+fn a_client_without_a_server_fails_within_its_timeout() -> TestResult {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?.to_string();
+    // Accept the connection but never say hello.
+    let _hold = std::thread::spawn(move || {
+        if let Ok((stream, _)) = listener.accept() {
+            std::thread::sleep(Duration::from_secs(5));
+            drop(stream);
+        }
+    });
+    let started = std::time::Instant::now();
+    let out = moat()
+        .args(["secure", "client", "--connect", &addr, "--dataset", "digits", "--count", "1", "--timeout-ms", "500"])
+        .output()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.starts_with("error: ") && !stderr.contains("panicked"), "{stderr}");
+    assert!(stderr.contains("timed out") || stderr.contains("timeout"), "{stderr}");
+    assert!(started.elapsed() < Duration::from_secs(4), "took {:?}", started.elapsed());
+    Ok(())
+}
