@@ -1,10 +1,11 @@
 //! Cross-checks against onnxruntime (the reference ONNX implementation), through the Python
 //! scripts in `tests/python/`:
 //!
-//! * moat's exported zoo models pass `onnx.checker` and onnxruntime computes the same outputs
-//!   as moat's float executor;
-//! * reference models written by the standard `onnx.helper` API (opsets 9, 13, 17, 21) import
-//!   into moat and compute what onnxruntime computes — and still do after re-export.
+//! * moat's exported zoo models (including SqueezeNet's channel concatenations) pass
+//!   `onnx.checker` and onnxruntime computes the same outputs as moat's float executor;
+//! * reference models written by the standard `onnx.helper` API (opsets 9, 13, 17, 21, and two
+//!   that reproduce `torch.onnx.export` node patterns) import into moat and compute what
+//!   onnxruntime computes — and still do after re-export.
 //!
 //! Needs `python3` with onnxruntime, onnx and numpy (`pip install onnxruntime onnx numpy`); the
 //! tests fail without them unless `MOAT_SKIP_ORT=1` is set.
@@ -15,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use moat_nn::onnx;
-use moat_nn::{FloatExecutor, Graph, Op, zoo};
+use moat_nn::{FloatExecutor, Graph, Op, ValueId, zoo};
 use onnx_util::{inputs, max_abs_diff, randomize};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
@@ -97,7 +98,12 @@ fn exported_zoo_models_match_onnxruntime() -> TestResult {
         return Ok(());
     }
     let dir = work_dir("zoo")?;
-    for (arch, shape) in [("mlp:64,32", vec![1, 28, 28]), ("lenet5", vec![1, 28, 28]), ("resnet20", vec![3, 32, 32])] {
+    for (arch, shape) in [
+        ("mlp:64,32", vec![1, 28, 28]),
+        ("lenet5", vec![1, 28, 28]),
+        ("resnet20", vec![3, 32, 32]),
+        ("squeezenet", vec![3, 64, 64]),
+    ] {
         let graph = randomize(&zoo::build(&arch.parse()?, &shape, 10, 21)?, 4)?;
         let path = dir.join(format!("{}.onnx", arch.replace([':', ','], "_")));
         onnx::save_onnx(&graph, &path)?;
@@ -115,7 +121,7 @@ fn reference_models_import_and_match_onnxruntime() -> TestResult {
     let script = Path::new(SCRIPTS).join("make_reference_models.py");
     let listing = run_python(&[script.as_os_str(), dir.as_os_str()])?;
     let files: Vec<&str> = listing.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
-    assert_eq!(files.len(), 4, "{listing}");
+    assert_eq!(files.len(), 6, "{listing}");
     for file in files {
         let path = dir.join(file);
         let graph = onnx::load_onnx(&path)?;
@@ -149,6 +155,30 @@ fn reference_models_import_and_match_onnxruntime() -> TestResult {
                 assert_eq!(conv.padding, [0, 0, 1, 1], "SAME_UPPER puts the odd pad at the end");
                 let Op::AvgPool(pool) = &graph.nodes()[2].op else { unreachable!() };
                 assert_eq!(pool.padding, [1, 1, 0, 0], "Pad folded into the AveragePool");
+            }
+            "torch_fire_opset17.onnx" => {
+                // (x − mean) / std absorbed into the unpadded stem conv; the shape subgraph of
+                // `x.view(x.size(0), -1)` folded into one Reshape.
+                assert_eq!(
+                    kinds,
+                    [
+                        "Conv2d", "Relu", "Conv2d", "Relu", "Conv2d", "Relu", "Conv2d", "Relu", "Concat", "MaxPool",
+                        "Reshape", "Dense"
+                    ],
+                    "{file}"
+                );
+                assert_eq!(graph.nodes()[8].name, "/fire2/Concat");
+                assert_eq!(graph.shape(ValueId(9)), &[12, 7, 7]);
+                assert_eq!(graph.nodes()[10].op, Op::Reshape(vec![108]));
+            }
+            "torch_shape_opset9.onnx" => {
+                // x·2 and 1 − x stay before the padded conv; the identity Transpose is no node.
+                assert_eq!(
+                    kinds,
+                    ["BatchNorm", "BatchNorm", "Conv2d", "Relu", "Reshape", "Dense", "Dense", "Concat", "Softmax"],
+                    "{file}"
+                );
+                assert_eq!(graph.output_shape(), &[8]);
             }
             other => panic!("unexpected reference model {other}"),
         }

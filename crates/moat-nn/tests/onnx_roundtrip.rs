@@ -22,7 +22,14 @@ fn assert_round_trip(graph: &Graph) -> Result<Graph> {
 
 #[test]
 fn zoo_models_round_trip_exactly() -> Result<()> {
-    for (arch, shape) in [("mlp:64,32", vec![1, 28, 28]), ("lenet5", vec![1, 28, 28]), ("resnet20", vec![3, 32, 32])] {
+    for (arch, shape) in [
+        ("mlp:64,32", vec![1, 28, 28]),
+        ("lenet5", vec![1, 28, 28]),
+        ("resnet20", vec![3, 32, 32]),
+        // Fire modules: Concat along channels. 64×64 is the smallest comfortable input:
+        // 31 → 15 → 7 → 3 after the stem and the three max pools.
+        ("squeezenet", vec![3, 64, 64]),
+    ] {
         let graph = randomize(&zoo::build(&arch.parse()?, &shape, 10, 5)?, 9)?;
         let back = assert_round_trip(&graph)?;
         // Same graph: names, ops, weights, shapes (the exporter's GlobalAveragePool + Flatten

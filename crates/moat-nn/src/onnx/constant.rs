@@ -7,6 +7,24 @@ use crate::error::{NnError, Result};
 /// model, and small enough that shape arithmetic can never overflow.
 pub(crate) const LIMIT: usize = 1 << 28;
 
+/// One element of an integer constant computed from shapes: a known integer or the batch size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Dim {
+    /// The batch size `N` of the graph input, unknown until run time.
+    Batch,
+    /// A known integer.
+    Int(i64),
+}
+
+impl std::fmt::Display for Dim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Dim::Batch => f.write_str("N"),
+            Dim::Int(v) => write!(f, "{v}"),
+        }
+    }
+}
+
 /// The elements of a constant.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) enum ConstData {
@@ -14,6 +32,21 @@ pub(crate) enum ConstData {
     F32(Vec<f32>),
     /// Integer elements (`INT64`, `INT32`, `BOOL` as 0/1).
     I64(Vec<i64>),
+    /// Integer elements of which at least one is the batch size ([`Dim::Batch`]): what `Shape`
+    /// of a computed value yields. [`Const::new`] keeps this variant for data that holds a
+    /// batch element only.
+    Sym(Vec<Dim>),
+}
+
+impl ConstData {
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        match self {
+            ConstData::F32(v) => v.len(),
+            ConstData::I64(v) => v.len(),
+            ConstData::Sym(v) => v.len(),
+        }
+    }
 }
 
 /// A constant tensor known at import time.
@@ -26,6 +59,17 @@ pub(crate) struct Const {
 }
 
 impl Const {
+    /// A constant with `Sym` data normalised: integers without a batch element become `I64`.
+    pub fn new(dims: Vec<usize>, data: ConstData) -> Self {
+        let data = match data {
+            ConstData::Sym(v) if !v.contains(&Dim::Batch) => {
+                ConstData::I64(v.into_iter().map(|d| if let Dim::Int(i) = d { i } else { 0 }).collect())
+            }
+            other => other,
+        };
+        Self { dims, data }
+    }
+
     /// A float constant.
     pub fn f32(dims: Vec<usize>, data: Vec<f32>) -> Self {
         Self { dims, data: ConstData::F32(data) }
@@ -40,7 +84,9 @@ impl Const {
     pub fn floats(&self) -> std::result::Result<&[f32], String> {
         match &self.data {
             ConstData::F32(v) => Ok(v),
-            ConstData::I64(_) => Err(format!("an integer tensor of shape {:?} where floats are expected", self.dims)),
+            ConstData::I64(_) | ConstData::Sym(_) => {
+                Err(format!("an integer tensor of shape {:?} where floats are expected", self.dims))
+            }
         }
     }
 
@@ -48,6 +94,20 @@ impl Const {
     pub fn ints(&self) -> std::result::Result<&[i64], String> {
         match &self.data {
             ConstData::I64(v) => Ok(v),
+            ConstData::F32(_) => Err(format!("a float tensor of shape {:?} where integers are expected", self.dims)),
+            ConstData::Sym(v) => Err(format!(
+                "the integers {} depend on the batch size N, which moat does not know at import time",
+                show_dims(v)
+            )),
+        }
+    }
+
+    /// The integer elements, any of which may be the batch size, or a description of why
+    /// there are none.
+    pub fn dims_data(&self) -> std::result::Result<Vec<Dim>, String> {
+        match &self.data {
+            ConstData::I64(v) => Ok(v.iter().map(|&i| Dim::Int(i)).collect()),
+            ConstData::Sym(v) => Ok(v.clone()),
             ConstData::F32(_) => Err(format!("a float tensor of shape {:?} where integers are expected", self.dims)),
         }
     }
@@ -59,6 +119,12 @@ impl Const {
             other => Err(format!("{} elements where a scalar is expected", other.len())),
         }
     }
+}
+
+/// `[N, -1, 4]`-style text for integers that may hold the batch size.
+pub(crate) fn show_dims(dims: &[Dim]) -> String {
+    let items: Vec<String> = dims.iter().map(Dim::to_string).collect();
+    format!("[{}]", items.join(", "))
 }
 
 /// Product of `dims`, `None` on overflow or beyond [`LIMIT`].

@@ -6,6 +6,7 @@
 //! | `Dense` | `Gemm` (transB = 1) — a Dense input is already `[N, F]` |
 //! | `BatchNorm` | `BatchNormalization` |
 //! | `Relu`, `Add`, `Flatten` (axis 1) | same |
+//! | `Concat` | `Concat` (axis = 1, the channels) |
 //! | `MaxPool`, `AvgPool` | `MaxPool`, `AveragePool` (count_include_pad = 1) |
 //! | `GlobalAvgPool` | `GlobalAveragePool` + `Flatten`, so ONNX's `[N, C, 1, 1]` becomes moat's `[N, C]` |
 //! | `Reshape(s)` | `Reshape` by the constant `[-1] ++ s` (the batch is the inferred axis) |

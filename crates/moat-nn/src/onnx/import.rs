@@ -13,30 +13,41 @@ use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 
 use super::constant::{Const, LIMIT, checked_numel, decode_tensor};
+use super::fold::{Arith, FOLD_BUDGET, FOLD_LIMIT, Folded};
 use super::proto::{AttributeProto, DimensionValue, GraphProto, ModelProto, NodeProto, TypeValue, data_type};
 use crate::error::{NnError, Result};
-use crate::graph::{Graph, Node, Op, ValueId};
+use crate::graph::{Graph, Node, Op, ValueId, node_shape};
 
 /// The ONNX op types the importer understands (domain `ai.onnx`).
 pub const SUPPORTED_OPS: &[&str] = &[
     "Add",
     "AveragePool",
     "BatchNormalization",
+    "Cast",
     "Clip",
+    "Concat",
     "Constant",
+    "ConstantOfShape",
     "Conv",
+    "Div",
     "Dropout",
     "Flatten",
+    "Gather",
     "Gemm",
     "GlobalAveragePool",
     "Identity",
     "MatMul",
     "MaxPool",
+    "Mul",
     "Pad",
     "Relu",
     "Reshape",
+    "Shape",
+    "Slice",
     "Softmax",
     "Squeeze",
+    "Sub",
+    "Transpose",
     "Unsqueeze",
 ];
 
@@ -69,7 +80,7 @@ pub(super) enum Val {
     },
     /// An initializer, decoded on use (index into `GraphProto.initializer`).
     Init(usize),
-    /// A `Constant` node's value.
+    /// A `Constant` node's value, or a constant folded at import time.
     Const(Rc<Const>),
 }
 
@@ -186,6 +197,13 @@ pub(super) struct Importer<'m> {
     /// For each moat value, the ONNX reads not yet imported. A bias can be folded into a layer
     /// only when the `Add` is the last reader of the layer's output.
     pub pending: Vec<usize>,
+    /// For each moat value, how many live moat nodes read it.
+    moat_readers: Vec<usize>,
+    /// Indices of the `BatchNorm` nodes made from element-wise affine ops (`x − c`, `x / c`, …):
+    /// the ones a following Conv or Dense may absorb.
+    pub affine: HashSet<usize>,
+    /// Elements of all constants folded so far (limited by [`FOLD_BUDGET`]).
+    folded: usize,
     /// moat node names in use.
     names: HashSet<String>,
 }
@@ -212,6 +230,9 @@ impl<'m> Importer<'m> {
             values,
             consumers,
             pending: Vec::new(),
+            moat_readers: Vec::new(),
+            affine: HashSet::new(),
+            folded: 0,
             names: HashSet::new(),
         }
     }
@@ -271,6 +292,7 @@ impl<'m> Importer<'m> {
             .ok_or_else(|| bad(format!("has shape {}; moat needs concrete, positive per-sample sizes", show())))?;
         self.shapes.push(shape.clone());
         self.pending.push(0);
+        self.moat_readers.push(0);
         self.bind(name, Val::Run { id: ValueId::INPUT, shape: shape.clone() });
         Ok(shape)
     }
@@ -304,6 +326,40 @@ impl<'m> Importer<'m> {
         Ok((name, val))
     }
 
+    /// Whether `id` has no reader besides the ONNX node being imported (which has already
+    /// read it): no later ONNX reads and no moat node reading it. Only then may the node change
+    /// the layer that produces `id`.
+    pub fn sole_reader(&self, id: ValueId) -> bool {
+        self.pending.get(id.0) == Some(&0) && self.moat_readers.get(id.0) == Some(&0)
+    }
+
+    /// Records that a moat node no longer reads `id` (its reader was folded away).
+    pub fn unread(&mut self, id: ValueId) {
+        if let Some(r) = self.moat_readers.get_mut(id.0) {
+            *r = r.saturating_sub(1);
+        }
+    }
+
+    /// Whether input `i` of the node is a constant (an initializer or a folded value).
+    pub fn is_constant(&self, ctx: &Ctx<'m>, i: usize) -> Result<bool> {
+        Ok(matches!(self.get(ctx, i)?.1, Val::Init(_) | Val::Const(_)))
+    }
+
+    /// Binds output 0 to a folded constant, or fails naming the node.
+    pub fn bind_folded(&mut self, ctx: &Ctx<'m>, folded: Folded) -> Result<()> {
+        let c = folded.map_err(|m| ctx.err(m))?;
+        let n = c.data.len();
+        if n > FOLD_LIMIT || self.folded.saturating_add(n) > FOLD_BUDGET {
+            return Err(ctx.err(format!(
+                "folding would hold more than {FOLD_BUDGET} constant elements; moat folds small shape computations only"
+            )));
+        }
+        self.folded += n;
+        let out = ctx.output(0).ok_or_else(|| ctx.err("has no output"))?;
+        self.bind(out, Val::Const(Rc::new(c)));
+        Ok(())
+    }
+
     /// Records one ONNX read of a moat value.
     pub fn read(&mut self, id: ValueId) {
         if let Some(p) = self.pending.get_mut(id.0) {
@@ -323,7 +379,7 @@ impl<'m> Importer<'m> {
                 "reads the output of Pad node '{pad_node}'; moat folds Pad only into a directly following Conv or AveragePool"
             ))),
             Val::Init(_) | Val::Const(_) => Err(ctx.err(format!(
-                "input {i} ('{name}') is a constant; moat needs it computed from the graph input (constant folding is not supported)"
+                "input {i} ('{name}') is a constant; moat needs it computed from the graph input here"
             ))),
         }
     }
@@ -401,25 +457,25 @@ impl<'m> Importer<'m> {
         name
     }
 
-    /// Appends a moat node, shape-checking it through [`Graph::new`] so errors read like every
-    /// other graph error (naming the node).
+    /// Appends a moat node, shape-checking it like [`Graph::new`] does, so errors read like
+    /// every other graph error (naming the node).
     pub fn push(&mut self, ctx: &Ctx<'m>, suffix: Option<&str>, op: Op, inputs: Vec<ValueId>) -> Result<ValueId> {
         let name = self.node_name(ctx, suffix);
-        let first = self.shapes[inputs[0].0].clone();
-        if let Some(other) = inputs.get(1).map(|v| &self.shapes[v.0])
-            && other != &first
-        {
-            return Err(NnError::node(&name, op.kind(), format!("adds shapes {first:?} and {other:?}")));
-        }
-        let probe_node = Node { name: name.clone(), op: op.clone(), inputs: vec![ValueId::INPUT; inputs.len()] };
-        let probe = Graph::new("probe", first, vec![probe_node], ValueId(1))?;
-        let shape = probe.output_shape().to_vec();
+        let node = Node { name, op, inputs };
+        let shape = node_shape(&self.shapes, &node)?;
+        let Node { name, op, inputs } = node;
         // Every value has 1..=LIMIT elements, so later shape arithmetic cannot overflow.
         if checked_numel(&shape).is_none_or(|n| n == 0) {
             return Err(NnError::node(&name, op.kind(), format!("output of shape {shape:?} is empty or too large")));
         }
+        for input in &inputs {
+            if let Some(r) = self.moat_readers.get_mut(input.0) {
+                *r += 1;
+            }
+        }
         self.shapes.push(shape);
         self.pending.push(0);
+        self.moat_readers.push(0);
         self.nodes.push(Node { name, op, inputs });
         Ok(ValueId::of_node(self.nodes.len() - 1))
     }
@@ -441,24 +497,34 @@ impl<'m> Importer<'m> {
             return Err(ctx.unsupported(format!("{}.{}", node.domain, node.op_type)));
         }
         match node.op_type.as_str() {
-            "Add" => self.add(&ctx),
+            "Add" => self.arith(&ctx, Arith::Add),
             "AveragePool" => self.pool(&ctx, false),
             "BatchNormalization" => self.batch_norm(&ctx),
+            "Cast" => self.cast(&ctx),
             "Clip" => self.clip(&ctx),
+            "Concat" => self.concat(&ctx),
             "Constant" => self.constant_node(&ctx),
+            "ConstantOfShape" => self.constant_of_shape(&ctx),
             "Conv" => self.conv(&ctx),
+            "Div" => self.arith(&ctx, Arith::Div),
             "Dropout" => self.dropout(&ctx),
             "Flatten" => self.flatten(&ctx),
+            "Gather" => self.gather(&ctx),
             "Gemm" => self.gemm(&ctx),
             "GlobalAveragePool" => self.global_avg_pool(&ctx),
             "Identity" => self.alias(&ctx),
             "MatMul" => self.matmul(&ctx),
             "MaxPool" => self.pool(&ctx, true),
+            "Mul" => self.arith(&ctx, Arith::Mul),
             "Pad" => self.pad(&ctx),
             "Relu" => self.relu(&ctx),
             "Reshape" => self.reshape(&ctx),
+            "Shape" => self.shape(&ctx),
+            "Slice" => self.slice(&ctx),
             "Softmax" => self.softmax(&ctx),
             "Squeeze" => self.squeeze(&ctx),
+            "Sub" => self.arith(&ctx, Arith::Sub),
+            "Transpose" => self.transpose(&ctx),
             "Unsqueeze" => self.unsqueeze(&ctx),
             other => Err(ctx.unsupported(other.to_string())),
         }

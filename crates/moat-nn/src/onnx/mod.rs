@@ -15,16 +15,32 @@
 //! | `Gemm` | `Dense` | `transA` = 0; `transB`, `alpha`, `beta` folded into the weights; `B`, `C` constant |
 //! | `MatMul` (+ `Add`) | `Dense` | constant `[K, M]` right operand; a following per-output constant `Add` becomes the bias |
 //! | `Add` | `Add` | two computed values of equal shape (residual) |
-//! | `Add` of a constant | bias / `BatchNorm` | per-channel constant: folded into the preceding Dense/Conv bias when nothing else reads it, else an exact `x + b` batch norm |
+//! | `Add`, `Sub`, `Mul`, `Div` with a constant | `BatchNorm`, or folded | scalar or per-channel constant: the exact affine map `x·s + t` (`x / c` as `x·(1/c)`, exact for powers of two), also `c + x`, `c − x`, `c·x`; `c / x` is refused. Folded into a following Dense or unpadded Conv when nothing else reads it; `Add`/`Sub` right after a Dense/Conv read by nothing else becomes its bias |
+//! | `Concat` | `Concat` | computed values along the channel axis: ONNX axis 1 (−3 for `[N, C, H, W]`, −1 for `[N, F]`) |
 //! | `BatchNormalization` | `BatchNorm` | inference mode |
 //! | `Relu`, `Clip(min = 0)` | `Relu` | `Clip` only without an upper bound |
 //! | `MaxPool`, `AveragePool` | `MaxPool`, `AvgPool` | 2-D, no dilation, `ceil_mode` only when it changes nothing, average pools with padding need `count_include_pad` = 1 |
 //! | `GlobalAveragePool` | `GlobalAvgPool` | |
 //! | `Flatten` | `Flatten` | `axis` = 1 |
-//! | `Reshape`, `Squeeze`, `Unsqueeze` | `Reshape` | constant shape; the batch axis stays first |
+//! | `Reshape`, `Squeeze`, `Unsqueeze` | `Reshape` | constant (or folded) shape; the batch axis stays first |
+//! | `Transpose` | `Reshape`, or nothing | only when the batch axis stays first and the element order is unchanged (identity, moving size-1 axes) |
 //! | `Pad` | (folded) | constant zero padding of the spatial axes, directly before `Conv` or `AveragePool` |
 //! | `Softmax` | `Softmax` | per sample over a 1-D value |
+//! | `Cast` | (alias) | of a computed value: to `FLOAT` only |
 //! | `Identity`, `Dropout`, `Constant` | (aliases, constants) | `Dropout`'s mask unused |
+//! | `Shape`, `Gather`, `Slice`, `ConstantOfShape`, and the ops above on constants | (folded) | see below |
+//!
+//! **Constant folding.** Ops whose inputs are all constants are evaluated at import time:
+//! `Shape`, `Gather`, `Slice` (attribute and input forms), `Cast` (to `FLOAT`, `DOUBLE`,
+//! `INT64`, `INT32`, `BOOL`), `ConstantOfShape`, `Concat`, `Reshape`, `Squeeze`, `Unsqueeze`,
+//! `Transpose`, `Add`, `Sub`, `Mul`, `Div`, `Identity`. This is what turns PyTorch's
+//! `x.view(x.size(0), -1)` (`Shape → Gather → Unsqueeze → Concat → Reshape`) into one
+//! `Reshape`. `Shape` of a computed value is `[N, d1, …]`: the per-sample sizes are static in
+//! moat, the batch size `N` is kept as a symbol that data-movement ops carry along and
+//! arithmetic keeps only where it stays exactly `N` (`N·1`, `N + 0`); a reshape target may use
+//! it as its first entry. Anything else that computes with `N` (e.g. `ConstantOfShape` of a
+//! batched shape) is an error naming the node. Folded constants are limited in size (4 Mi
+//! elements each, 16 Mi per model).
 //!
 //! Anything else is [`NnError::UnsupportedOp`] naming the op, the node and the supported list;
 //! undecodable bytes are [`NnError::Onnx`]; shape errors name the node. Node names are kept
@@ -46,8 +62,11 @@
 //! # Ok::<(), moat_nn::NnError>(())
 //! ```
 
+mod affine;
+mod const_ops;
 mod constant;
 mod export;
+mod fold;
 mod import;
 mod ops;
 pub mod proto;

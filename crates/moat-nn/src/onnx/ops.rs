@@ -4,7 +4,8 @@
 
 use std::rc::Rc;
 
-use super::constant::{Const, LIMIT, checked_numel, decode_tensor};
+use super::constant::{Const, Dim, LIMIT, checked_numel, decode_tensor, show_dims};
+use super::fold;
 use super::import::{Ctx, Importer, Val, axis, batched, size};
 use crate::error::Result;
 use crate::graph::{BatchNorm, Conv2d, Dense, Op, Pool, ValueId};
@@ -41,7 +42,7 @@ fn transpose(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
 
 /// The elements of `c` broadcast to one value per channel of an ONNX value of rank `rank`
 /// (channel = axis 1), or a description of why `c` is not per-channel.
-fn per_channel(c: &Const, rank: usize, channels: usize) -> std::result::Result<Vec<f32>, String> {
+pub(super) fn per_channel(c: &Const, rank: usize, channels: usize) -> std::result::Result<Vec<f32>, String> {
     let values = c.floats()?;
     let bad = || format!("a constant of shape {:?} does not broadcast per channel over [N, {channels}, …]", c.dims);
     if c.dims.len() > rank {
@@ -115,70 +116,6 @@ fn window_pads(ctx: &Ctx<'_>, in_hw: [usize; 2], kernel: [usize; 2], stride: [us
 }
 
 impl<'m> Importer<'m> {
-    /// `Add`: residual sum of two computed values, or a per-channel constant (a bias, folded into
-    /// the preceding Dense/Conv when nothing else reads it).
-    pub(super) fn add(&mut self, ctx: &Ctx<'m>) -> Result<()> {
-        let is_const = |v: &Val| matches!(v, Val::Init(_) | Val::Const(_));
-        let a = is_const(&self.get(ctx, 0)?.1);
-        let b = is_const(&self.get(ctx, 1)?.1);
-        match (a, b) {
-            (false, false) => {
-                let (x, xs) = self.runtime(ctx, 0)?;
-                let (y, ys) = self.runtime(ctx, 1)?;
-                if xs != ys {
-                    return Err(ctx.err(format!(
-                        "adds values of shapes {} and {}; moat adds values of equal shapes (no broadcasting)",
-                        batched(&xs),
-                        batched(&ys)
-                    )));
-                }
-                let x = self.materialize(ctx, x, &xs)?;
-                let y = self.materialize(ctx, y, &ys)?;
-                let out = self.push(ctx, None, Op::Add, vec![x, y])?;
-                self.bind_output(ctx, 0, out, xs)
-            }
-            (false, true) => self.add_constant(ctx, 0, 1),
-            (true, false) => self.add_constant(ctx, 1, 0),
-            (true, true) => Err(ctx.err("adds two constants; constant folding is not supported")),
-        }
-    }
-
-    fn add_constant(&mut self, ctx: &Ctx<'m>, run: usize, konst: usize) -> Result<()> {
-        let c = self.constant(ctx, konst)?;
-        let (id, shape) = self.runtime(ctx, run)?;
-        let channels = shape.first().copied().unwrap_or(1);
-        let values = per_channel(&c, shape.len() + 1, channels)
-            .map_err(|m| ctx.err(format!("{m}; moat supports adding only per-channel (bias) constants")))?;
-        // Fold into the producing layer when this Add is its last reader.
-        if self.pending[id.0] == 0
-            && self.shapes[id.0] == shape
-            && let Some(index) = id.node()
-        {
-            let bias = match &mut self.nodes[index].op {
-                Op::Dense(d) => Some(&mut d.bias),
-                Op::Conv2d(c) => Some(&mut c.bias),
-                _ => None,
-            };
-            if let Some(bias) = bias {
-                for (b, v) in bias.iter_mut().zip(&values) {
-                    *b += v;
-                }
-                return self.bind_output(ctx, 0, id, shape);
-            }
-        }
-        // Otherwise an exact per-channel affine map: x·1/√(1+0) + (β − 0) = x + β.
-        let x = if self.shapes[id.0].first() == Some(&channels) { id } else { self.materialize(ctx, id, &shape)? };
-        let bn = BatchNorm {
-            gamma: vec![1.0; channels],
-            beta: values,
-            mean: vec![0.0; channels],
-            var: vec![1.0; channels],
-            eps: 0.0,
-        };
-        let out = self.push(ctx, None, Op::BatchNorm(bn), vec![x])?;
-        self.bind_output(ctx, 0, out, shape)
-    }
-
     /// `Conv`: 2-D, group 1, dilation 1; a preceding `Pad` is folded into its padding.
     pub(super) fn conv(&mut self, ctx: &Ctx<'m>) -> Result<()> {
         let w = self.constant(ctx, 1)?;
@@ -205,7 +142,7 @@ impl<'m> Importer<'m> {
         let [_, h, wd] = chw(ctx, &shape)?;
         let stride = strides(ctx)?;
         let own = window_pads(ctx, [h + pre[0] + pre[2], wd + pre[1] + pre[3]], [kh, kw], stride)?;
-        let bias = match b {
+        let mut bias = match b {
             Some(b) => {
                 let v = floats(ctx, &b, "bias")?;
                 if v.len() != o {
@@ -215,9 +152,16 @@ impl<'m> Importer<'m> {
             }
             None => vec![0.0; o],
         };
-        let weight = Tensor::new(vec![o, ci, kh, kw], floats(ctx, &w, "weights")?.to_vec())?;
+        let mut data = floats(ctx, &w, "weights")?.to_vec();
+        let padding = add_pads(pre, own);
+        let id = if padding == [0; 4] && self.shapes[id.0] == shape {
+            self.absorb_affines(id, &mut data, &mut bias)
+        } else {
+            id
+        };
+        let weight = Tensor::new(vec![o, ci, kh, kw], data)?;
         let x = self.materialize(ctx, id, &shape)?;
-        let conv = Conv2d { weight, bias, stride, padding: add_pads(pre, own) };
+        let conv = Conv2d { weight, bias, stride, padding };
         let out = self.push(ctx, None, Op::Conv2d(conv), vec![x])?;
         let out_shape = self.shapes[out.0].clone();
         self.bind_output(ctx, 0, out, out_shape)
@@ -309,6 +253,7 @@ impl<'m> Importer<'m> {
         if beta != 1.0 {
             bias.iter_mut().for_each(|v| *v *= beta);
         }
+        let id = if self.shapes[id.0] == shape { self.absorb_affines(id, &mut weight, &mut bias) } else { id };
         let weight = Tensor::new(vec![m, weight.len() / m.max(1)], weight)?;
         let x = self.materialize(ctx, id, &shape)?;
         let out = self.push(ctx, None, Op::Dense(Dense { weight, bias }), vec![x])?;
@@ -330,9 +275,12 @@ impl<'m> Importer<'m> {
         let &[k, m] = b.dims.as_slice() else {
             return Err(ctx.err(format!("B of shape {:?} is not a matrix", b.dims)));
         };
-        let weight = Tensor::new(vec![m, k], transpose(floats(ctx, &b, "B")?, k, m))?;
+        let mut weight = transpose(floats(ctx, &b, "B")?, k, m);
+        let mut bias = vec![0.0; m];
+        let id = if self.shapes[id.0] == shape { self.absorb_affines(id, &mut weight, &mut bias) } else { id };
+        let weight = Tensor::new(vec![m, k], weight)?;
         let x = self.materialize(ctx, id, &shape)?;
-        let out = self.push(ctx, None, Op::Dense(Dense { weight, bias: vec![0.0; m] }), vec![x])?;
+        let out = self.push(ctx, None, Op::Dense(Dense { weight, bias }), vec![x])?;
         let out_shape = self.shapes[out.0].clone();
         self.bind_output(ctx, 0, out, out_shape)
     }
@@ -454,12 +402,19 @@ impl<'m> Importer<'m> {
         self.bind_output(ctx, 0, out, target)
     }
 
-    /// `Reshape` by a constant shape whose first entry is the batch (`0`, `-1` or `1`).
+    /// `Reshape` by a constant shape whose first entry is the batch (`0`, `-1`, `1` or the
+    /// batch size `N` from a folded `Shape`); constants are reshaped at import time.
     pub(super) fn reshape(&mut self, ctx: &Ctx<'m>) -> Result<()> {
         let spec = self.constant(ctx, 1)?;
-        let spec = ints(ctx, &spec, "shape")?.to_vec();
-        let (id, shape) = self.runtime(ctx, 0)?;
         let allow_zero = ctx.int("allowzero")?.unwrap_or(0) != 0;
+        if self.is_constant(ctx, 0)? {
+            let data = self.constant(ctx, 0)?;
+            let dims = fold::reshape_dims(&data.dims, ints(ctx, &spec, "shape")?, allow_zero)
+                .map_err(|m| ctx.err(format!("Reshape of a constant of shape {:?}: {m}", data.dims)))?;
+            return self.bind_folded(ctx, fold::with_dims(&data, dims));
+        }
+        let spec = spec.dims_data().map_err(|m| ctx.err(format!("shape: {m}")))?;
+        let (id, shape) = self.runtime(ctx, 0)?;
         let target = reshape_target(ctx, &shape, &spec, allow_zero)?;
         self.reshape_to(ctx, id, &shape, target, false)
     }
@@ -467,6 +422,10 @@ impl<'m> Importer<'m> {
     /// `Squeeze` of size-1 per-sample axes (never the batch axis).
     pub(super) fn squeeze(&mut self, ctx: &Ctx<'m>) -> Result<()> {
         let axes = self.axes(ctx)?;
+        if self.is_constant(ctx, 0)? {
+            let c = self.constant(ctx, 0)?;
+            return self.bind_folded(ctx, fold::squeeze(&c, axes.as_deref()));
+        }
         let (id, shape) = self.runtime(ctx, 0)?;
         let rank = shape.len() + 1;
         let target: Vec<usize> = match axes {
@@ -491,6 +450,10 @@ impl<'m> Importer<'m> {
     /// `Unsqueeze`: inserts size-1 per-sample axes (never before the batch axis).
     pub(super) fn unsqueeze(&mut self, ctx: &Ctx<'m>) -> Result<()> {
         let axes = self.axes(ctx)?.ok_or_else(|| ctx.err("has no axes"))?;
+        if self.is_constant(ctx, 0)? {
+            let c = self.constant(ctx, 0)?;
+            return self.bind_folded(ctx, fold::unsqueeze(&c, &axes));
+        }
         let (id, shape) = self.runtime(ctx, 0)?;
         let rank = shape.len() + 1 + axes.len();
         let axes = axes.iter().map(|&a| axis(ctx, a, rank)).collect::<Result<Vec<_>>>()?;
@@ -510,7 +473,7 @@ impl<'m> Importer<'m> {
     }
 
     /// The axes of `Squeeze`/`Unsqueeze`: an attribute before opset 13, input 1 from 13.
-    fn axes(&self, ctx: &Ctx<'m>) -> Result<Option<Vec<i64>>> {
+    pub(super) fn axes(&self, ctx: &Ctx<'m>) -> Result<Option<Vec<i64>>> {
         if self.opset < 13 {
             Ok(ctx.ints("axes").map(<[i64]>::to_vec))
         } else {
@@ -606,30 +569,113 @@ impl<'m> Importer<'m> {
         let out = self.push(ctx, None, Op::Softmax, vec![x])?;
         self.bind_output(ctx, 0, out, shape)
     }
+
+    /// `Concat`: computed values along the channel axis (ONNX axis 1, per-sample axis 0), or
+    /// constants along any axis (folded).
+    pub(super) fn concat(&mut self, ctx: &Ctx<'m>) -> Result<()> {
+        let n = ctx.node.input.len();
+        let a = ctx.int("axis")?.ok_or_else(|| ctx.err("has no axis attribute"))?;
+        let mut constants = 0;
+        for i in 0..n {
+            constants += usize::from(self.is_constant(ctx, i)?);
+        }
+        if n == 0 {
+            return Err(ctx.err("has no inputs"));
+        }
+        if constants == n {
+            let parts = (0..n).map(|i| self.constant(ctx, i)).collect::<Result<Vec<_>>>()?;
+            let parts: Vec<&Const> = parts.iter().map(|p| p.as_ref()).collect();
+            return self.bind_folded(ctx, fold::concat(&parts, a));
+        }
+        if constants > 0 {
+            return Err(ctx.err(
+                "concatenates constants with computed values; moat concatenates computed values only (along channels)",
+            ));
+        }
+        let parts = (0..n).map(|i| self.runtime(ctx, i)).collect::<Result<Vec<_>>>()?;
+        let first = parts[0].1.clone();
+        let a = axis(ctx, a, first.len() + 1)?;
+        if a != 1 {
+            return Err(ctx.err(format!(
+                "concatenates along axis {a} of {}; moat concatenates computed values along the channel axis (axis 1) only",
+                batched(&first)
+            )));
+        }
+        let mut out_shape = first.clone();
+        for (_, s) in &parts[1..] {
+            if s.len() != first.len() || s.get(1..) != first.get(1..) {
+                return Err(ctx.err(format!(
+                    "concatenates {} and {}: all axes but the channel axis must agree",
+                    batched(&first),
+                    batched(s)
+                )));
+            }
+            out_shape[0] = out_shape[0].saturating_add(s[0]);
+        }
+        if n == 1 {
+            return self.bind_output(ctx, 0, parts[0].0, first);
+        }
+        let inputs = parts.iter().map(|(id, s)| self.materialize(ctx, *id, s)).collect::<Result<Vec<_>>>()?;
+        let out = self.push(ctx, None, Op::Concat, inputs)?;
+        self.bind_output(ctx, 0, out, out_shape)
+    }
+
+    /// `Transpose`: of a constant (folded), or of a computed value when it keeps the batch axis
+    /// first and the element order unchanged (only size-1 axes move), i.e. a reshape.
+    pub(super) fn transpose(&mut self, ctx: &Ctx<'m>) -> Result<()> {
+        let perm = ctx.ints("perm");
+        if self.is_constant(ctx, 0)? {
+            let c = self.constant(ctx, 0)?;
+            return self.bind_folded(ctx, fold::transpose(&c, perm));
+        }
+        let (id, shape) = self.runtime(ctx, 0)?;
+        let rank = shape.len() + 1;
+        let p = fold::permutation(perm, rank).map_err(|m| ctx.err(m))?;
+        // The batch axis counts as longer than 1: it must stay in place.
+        let len = |axis: usize| if axis == 0 { usize::MAX } else { shape[axis - 1] };
+        let moved: Vec<usize> = p.iter().copied().filter(|&axis| len(axis) != 1).collect();
+        if p[0] != 0 || !moved.is_sorted() {
+            return Err(ctx.err(format!(
+                "Transpose with perm {p:?} of {} moves elements; moat supports only transposes that keep \
+                 the batch axis first and the element order (e.g. the identity)",
+                batched(&shape)
+            )));
+        }
+        let target: Vec<usize> = p[1..].iter().map(|&axis| shape[axis - 1]).collect();
+        if target == shape {
+            return self.bind_output(ctx, 0, id, shape);
+        }
+        self.reshape_to(ctx, id, &shape, target, false)
+    }
 }
 
 /// The per-sample target of `Reshape(shape = spec)` applied to `[N] ++ shape`.
 ///
-/// `spec[0]` must keep the batch: `0` (copy), `-1` (inferred, which must come out as `N`) or `1`
-/// (a batch-1 model). The other entries follow ONNX: `0` copies the input dimension (unless
-/// `allowzero`), one `-1` is inferred.
-fn reshape_target(ctx: &Ctx<'_>, shape: &[usize], spec: &[i64], allow_zero: bool) -> Result<Vec<usize>> {
-    let bad = |why: &str| ctx.err(format!("Reshape of {} to {spec:?}: {why}", batched(shape)));
+/// `spec[0]` must keep the batch: `N` (the batch size from a folded `Shape`), `0` (copy), `-1`
+/// (inferred, which must come out as `N`) or `1` (a batch-1 model). The other entries follow
+/// ONNX: `0` copies the input dimension (unless `allowzero`), one `-1` is inferred.
+fn reshape_target(ctx: &Ctx<'_>, shape: &[usize], spec: &[Dim], allow_zero: bool) -> Result<Vec<usize>> {
+    let bad = |why: &str| ctx.err(format!("Reshape of {} to {}: {why}", batched(shape), show_dims(spec)));
     match spec.first() {
         None => return Err(bad("moat keeps a batch dimension, so the target needs at least one axis")),
-        Some(0) if !allow_zero => {}
-        Some(-1 | 1) => {}
-        Some(_) => return Err(bad("the first axis must stay the batch (0, -1 or 1)")),
+        Some(Dim::Batch) => {}
+        Some(Dim::Int(0)) if !allow_zero => {}
+        Some(Dim::Int(-1 | 1)) => {}
+        Some(_) => return Err(bad("the first axis must stay the batch (N, 0, -1 or 1)")),
     }
+    let first_inferred = spec[0] == Dim::Int(-1);
     let per_sample = numel(shape);
     let mut target = Vec::with_capacity(spec.len().saturating_sub(1));
     let mut inferred = None;
     for (i, &d) in spec.iter().enumerate().skip(1) {
+        let Dim::Int(d) = d else {
+            return Err(bad("the batch size N is used for a per-sample axis (it would move elements between samples)"));
+        };
         match d {
             0 if !allow_zero => {
                 target.push(*shape.get(i - 1).ok_or_else(|| bad("0 copies an axis the input does not have"))?)
             }
-            -1 if inferred.is_none() && spec[0] != -1 => {
+            -1 if inferred.is_none() && !first_inferred => {
                 inferred = Some(target.len());
                 target.push(1);
             }
