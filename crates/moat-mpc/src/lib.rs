@@ -49,6 +49,14 @@
 //! # Ok::<(), moat_mpc::MpcError>(())
 //! ```
 //!
+//! ## Non-linear protocols ([`protocols`])
+//!
+//! Millionaires' comparison, DReLU, MUX/select, B2A, exact ReLU, exact truncation, max pool
+//! and the label-only argmax, batched per layer in a constant number of rounds on a per-party
+//! [`protocols::Session`]; each module states what it computes, what each party learns and
+//! its cost, and [`protocols::cost`] predicts the exact traffic. `moat bench relu` runs them
+//! between two processes (≈ 876 bytes per exact ReLU at ℓ = 37).
+//!
 //! ## Measuring LAN and WAN
 //!
 //! [`transport::shaped::Shaped`] emulates a link in-process (documented fidelity). For real

@@ -72,9 +72,8 @@ fn products_decrypt_at_the_extremes_of_weights_and_shares() -> Result<()> {
     // Four terms (as for four channel chunks), every coefficient of every weight polynomial at
     // ±2^(f+4): the largest product noise the flooding check admits at these parameters.
     let shares = extreme_shares(s.fp, &mut s.rng);
-    let weights: Vec<Vec<i64>> = (0..shares.len())
-        .map(|k| (0..N).map(|i| if (i * 7 + k) % 3 == 0 { -big } else { big }).collect())
-        .collect();
+    let weights: Vec<Vec<i64>> =
+        (0..shares.len()).map(|k| (0..N).map(|i| if (i * 7 + k) % 3 == 0 { -big } else { big }).collect()).collect();
     let queries = shares
         .iter()
         .map(|m| QueryCiphertext::from_bytes(&s.params, &s.sk.encrypt(m, &mut s.rng)?))
@@ -88,7 +87,8 @@ fn products_decrypt_at_the_extremes_of_weights_and_shares() -> Result<()> {
     }
     let used: Vec<u32> = (0..N as u32).collect();
     // Masks 0 and 2^ℓ − 1 as well as random ones.
-    let masks: Vec<u64> = (0..N).map(|i| if i < 2 { [0, s.fp.mask()][i] } else { s.fp.reduce(s.rng.next_u64()) }).collect();
+    let masks: Vec<u64> =
+        (0..N).map(|i| if i < 2 { [0, s.fp.mask()][i] } else { s.fp.reduce(s.rng.next_u64()) }).collect();
     for terms in [1, shares.len()] {
         let pairs: Vec<_> = queries.iter().zip(&wpolys).take(terms).collect();
         let response = respond(&s.pk, &pairs, &used, &masks, &mut s.rng)?;

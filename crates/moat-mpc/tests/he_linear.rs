@@ -117,7 +117,11 @@ fn check_model(tcp: bool) -> Result<()> {
         tcp,
         |ch| {
             let mut server = HeServer::setup(&params, ch, 10)?;
-            cases.iter().zip(&layers).map(|((_, _, x0, _, _), layer)| server.linear(ch, layer, x0)).collect::<Result<Vec<_>>>()
+            cases
+                .iter()
+                .zip(&layers)
+                .map(|((_, _, x0, _, _), layer)| server.linear(ch, layer, x0))
+                .collect::<Result<Vec<_>>>()
         },
         move |ch| {
             let mut client = HeClient::new(&client_params, 20)?;
@@ -255,12 +259,13 @@ fn bench_cheetah_layers() -> Result<()> {
         window: Window { in_hw: [32, 32], kernel: [3, 3], stride: [1, 1], padding: [1; 4] },
     };
     let fc = LinearShape::Dense { inputs: 2048, outputs: 1000 };
-    for (name, shape, cheetah) in [("conv3x3 32x32x64->64", conv, "0.17 s, 3.6 MiB"), ("fc 2048->1000", fc, "0.15 s, 1.95 MiB")] {
+    for (name, shape, cheetah) in
+        [("conv3x3 32x32x64->64", conv, "0.17 s, 3.6 MiB"), ("fc 2048->1000", fc, "0.15 s, 1.95 MiB")]
+    {
         // He-normal-like weights at scale 2^12.
         let fan_in = shape.weight_len() / (shape.output_len() / if name.starts_with("conv") { 1024 } else { 1 });
         let std = (2.0 / fan_in as f64).sqrt();
-        let weights: Vec<u64> =
-            (0..shape.weight_len()).map(|_| fp.encode(rng.random_range(-1.7..1.7) * std)).collect();
+        let weights: Vec<u64> = (0..shape.weight_len()).map(|_| fp.encode(rng.random_range(-1.7..1.7) * std)).collect();
         let mut layer = ServerLayer::new(&params, shape, weights, vec![0; shape.output_len()])?;
         let x0: Vec<u64> = (0..shape.input_len()).map(|_| fp.reduce(rng.random())).collect();
         let x1: Vec<u64> = (0..shape.input_len()).map(|_| fp.reduce(rng.random())).collect();
@@ -334,14 +339,20 @@ fn plan_summary(layer: &ServerLayer) -> (usize, usize, usize) {
 fn bench_resnet18_linear_layers() -> Result<()> {
     let fp = FixedPoint::default();
     let params = HeParams::n4096(fp)?;
-    let graph = moat_nn::zoo::build(&moat_nn::zoo::Architecture::ResNet18 { width: 1.0 }, &[3, 32, 32], 10, 1)
-        .map_err(nn)?;
+    let graph =
+        moat_nn::zoo::build(&moat_nn::zoo::Architecture::ResNet18 { width: 1.0 }, &[3, 32, 32], 10, 1).map_err(nn)?;
     let q = QuantizedGraph::new(&graph, fp).map_err(nn)?;
     let start = Instant::now();
     let layers = (0..q.graph().nodes().len())
         .filter_map(|i| ServerLayer::from_quantized(&params, &q, i).transpose())
         .collect::<Result<Vec<_>>>()?;
-    println!("{} linear layers, plans + flooding checks in {:.2} s", layers.len(), start.elapsed().as_secs_f64());
+    let weight_polys: usize = layers.iter().map(|l| l.plan().weight_polys()).sum();
+    println!(
+        "{} linear layers, plans + flooding checks in {:.2} s; {weight_polys} weight polynomials ({:.0} MiB if prepared)",
+        layers.len(),
+        start.elapsed().as_secs_f64(),
+        (weight_polys * params.degree() * 8 * params.moduli().len()) as f64 / (1u64 << 20) as f64,
+    );
     let (mut up, mut down) = (0, 0);
     for layer in &layers {
         let (u, d) = predicted_bytes(&params, layer.plan());
@@ -380,5 +391,17 @@ fn bench_resnet18_linear_layers() -> Result<()> {
         mib(up as u64),
         mib(down as u64),
     );
+    Ok(())
+}
+
+#[test]
+fn layers_refuse_parameters_they_were_not_built_for() -> Result<()> {
+    let fp = FixedPoint::default();
+    let params = HeParams::n4096(fp)?;
+    let shape = LinearShape::Dense { inputs: 8, outputs: 2 };
+    let mut layer = ServerLayer::new(&params, shape, vec![1; 16], vec![0; 2])?;
+    assert!(layer.prepare(&HeParams::n8192(fp)?).is_err());
+    layer.prepare(&params)?;
+    assert_eq!(layer.prepared_bytes(), layer.plan().weight_polys() * 4096 * 8 * 2);
     Ok(())
 }

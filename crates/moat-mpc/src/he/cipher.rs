@@ -11,7 +11,9 @@
 //! them with fhe.rs.
 //!
 //! **Wire format.** Residues are bit-packed ([`crate::transport::frame::RingPacker`]) at
-//! `⌈log₂ qᵢ⌉` bits.
+//! `⌈log₂ qᵢ⌉` bits. Polynomials in NTT form travel in fhe-math's evaluation order, which
+//! depends on its NTT backend (moat builds it with `tfhe-ntt`): both parties must run the same
+//! build, as they do when both are moat.
 //!
 //! * public key (client → server, once): 32-byte seed of `a`, then `b = −a·s + e` (NTT form);
 //! * query ciphertext (client → server): 32-byte seed of `c₁`, then `c₀` (NTT form) —
@@ -164,9 +166,13 @@ impl SecretKey {
     pub fn generate<R: RngCore + CryptoRng>(params: &HeParams, rng: &mut R) -> Result<Self> {
         let coefficients = ternary(params.degree(), rng);
         let s_full = signed_poly(params, &coefficients, Representation::Ntt)?;
-        let mut s_response =
-            Poly::try_convert_from(coefficients.as_slice(), params.response_context(), false, Representation::PowerBasis)
-                .map_err(math("SecretKey"))?;
+        let mut s_response = Poly::try_convert_from(
+            coefficients.as_slice(),
+            params.response_context(),
+            false,
+            Representation::PowerBasis,
+        )
+        .map_err(math("SecretKey"))?;
         s_response.change_representation(Representation::Ntt);
         Ok(Self { params: params.clone(), coefficients, s_full, s_response })
     }
@@ -273,9 +279,10 @@ impl SecretKey {
         // Values are `round(c / 2^k) mod 2^width`; any value of `width` bits is valid.
         let expand = |values: Vec<u64>, k: u32| -> Vec<u64> { values.into_iter().map(|v| (v << k) % q0).collect() };
         let c1 = expand(unpack_ring(&bytes[..len1], n, w1).map_err(|e| MpcError::peer(CTX, e.to_string()))?, k1);
-        let c0 = expand(unpack_ring(&bytes[len1..], used.len(), w0).map_err(|e| MpcError::peer(CTX, e.to_string()))?, k0);
-        let c1 = Poly::try_convert_from(c1, p.response_context(), false, Representation::PowerBasis)
-            .map_err(math(CTX))?;
+        let c0 =
+            expand(unpack_ring(&bytes[len1..], used.len(), w0).map_err(|e| MpcError::peer(CTX, e.to_string()))?, k0);
+        let c1 =
+            Poly::try_convert_from(c1, p.response_context(), false, Representation::PowerBasis).map_err(math(CTX))?;
         let c1s = self.times_secret(c1);
         used.iter()
             .zip(c0)
@@ -422,7 +429,7 @@ pub fn respond<R: RngCore + CryptoRng>(
 fn flood_residues<R: RngCore>(params: &HeParams, rng: &mut R) -> Vec<Vec<u64>> {
     let bits = params.flood_bits() + 1;
     let limbs = bits.div_ceil(64) as usize;
-    let top_mask = if bits % 64 == 0 { u64::MAX } else { (1u64 << (bits % 64)) - 1 };
+    let top_mask = if bits.is_multiple_of(64) { u64::MAX } else { (1u64 << (bits % 64)) - 1 };
     let n = params.degree();
     let mut samples: Vec<u64> = (0..n * limbs).map(|_| rng.next_u64()).collect();
     for sample in samples.chunks_exact_mut(limbs) {

@@ -574,7 +574,9 @@ fn conv_layout(
     let ks = [kh.div_ceil(sh), kw.div_ceil(sw)];
     let u = sh * sw;
     let ct = channels * u;
-    let mut best: Option<((usize, usize, usize, usize, usize), ConvLayout)> = None;
+    // (bytes, products, Hb, Wb, Mw): the search's order.
+    type Key = (usize, usize, usize, usize, usize);
+    let mut best: Option<(Key, ConvLayout)> = None;
     for hb in ks[0]..=out_hw[0] + ks[0] - 1 {
         for wb in ks[1]..=out_hw[1] + ks[1] - 1 {
             let area = hb * wb;
@@ -653,7 +655,8 @@ fn conv_polys(l: &ConvLayout) -> (Vec<Vec<(u32, u32)>>, Vec<Group>) {
             }
         }
     }
-    let groups = l.channel_blocks().into_iter().map(|(first, count, chunk)| conv_group(l, first, count, chunk)).collect();
+    let groups =
+        l.channel_blocks().into_iter().map(|(first, count, chunk)| conv_group(l, first, count, chunk)).collect();
     (inputs, groups)
 }
 
@@ -728,7 +731,10 @@ fn dense_polys(l: &DenseLayout) -> (Vec<Vec<(u32, u32)>>, Vec<Group>) {
                 .collect();
             Group {
                 weights: tiles.iter().map(|&ib| WeightKey::Dense { ib, ob }).collect(),
-                outputs: vec![OutputPoly { terms: tiles.iter().enumerate().map(|(w, &ib)| (ib, w)).collect(), coefficients }],
+                outputs: vec![OutputPoly {
+                    terms: tiles.iter().enumerate().map(|(w, &ib)| (ib, w)).collect(),
+                    coefficients,
+                }],
             }
         })
         .collect();
@@ -803,7 +809,8 @@ mod tests {
     #[test]
     fn conv_blocks_split_channels_and_space() -> Result<()> {
         // 12×12 with 6 channels in N = 128: both channel chunks and spatial blocks are needed.
-        let shape = LinearShape::Conv2d { in_channels: 6, out_channels: 3, window: window([12, 12], [3, 3], [1, 1], [1; 4]) };
+        let shape =
+            LinearShape::Conv2d { in_channels: 6, out_channels: 3, window: window([12, 12], [3, 3], [1, 1], [1; 4]) };
         let plan = check(shape, 128, 5)?;
         let [cb, hb, wb, _] = plan.conv_block().ok_or_else(|| MpcError::invalid("test", "not a conv plan"))?;
         assert!(cb * hb * wb <= 128);
@@ -815,7 +822,8 @@ mod tests {
     fn small_images_batch_output_channels() -> Result<()> {
         // 4×4 images: a response per output channel would carry 16 values; batching Mw output
         // channels per polynomial (Mw·Cb·Hb·Wb ≤ N) cuts the responses.
-        let shape = LinearShape::Conv2d { in_channels: 8, out_channels: 8, window: window([4, 4], [3, 3], [1, 1], [1; 4]) };
+        let shape =
+            LinearShape::Conv2d { in_channels: 8, out_channels: 8, window: window([4, 4], [3, 3], [1, 1], [1; 4]) };
         let plan = check(shape, 256, 6)?;
         let [cb, hb, wb, mw] = plan.conv_block().ok_or_else(|| MpcError::invalid("test", "not a conv plan"))?;
         assert!(mw > 1 && mw * cb * hb * wb <= 256, "{:?}", plan.conv_block());
@@ -860,7 +868,8 @@ mod tests {
     #[test]
     fn plans_for_the_benchmark_layers_are_cheetah_like() -> Result<()> {
         // 3×3 conv 32×32×64 → 64, N = 4096: whole-image blocks of 3 channels.
-        let shape = LinearShape::Conv2d { in_channels: 64, out_channels: 64, window: window([32, 32], [3, 3], [1, 1], [1; 4]) };
+        let shape =
+            LinearShape::Conv2d { in_channels: 64, out_channels: 64, window: window([32, 32], [3, 3], [1, 1], [1; 4]) };
         let plan = Plan::new(shape, &costs(4096))?;
         assert_eq!(plan.conv_block(), Some([3, 34, 34, 1]));
         assert_eq!((plan.input_polys(), plan.output_polys()), (22, 64));
@@ -874,7 +883,8 @@ mod tests {
     fn degenerate_shapes_are_errors() {
         let c = costs(64);
         assert!(Plan::new(LinearShape::Dense { inputs: 0, outputs: 3 }, &c).is_err());
-        let big = LinearShape::Conv2d { in_channels: 1, out_channels: 1, window: window([20, 20], [9, 9], [1, 1], [0; 4]) };
+        let big =
+            LinearShape::Conv2d { in_channels: 1, out_channels: 1, window: window([20, 20], [9, 9], [1, 1], [0; 4]) };
         assert!(Plan::new(big, &c).is_err(), "a 9×9 kernel does not fit N = 64");
         assert!(Plan::new(LinearShape::Dense { inputs: 3, outputs: 3 }, &PlanCosts { degree: 100, ..c }).is_err());
         let shape = LinearShape::Dense { inputs: 3, outputs: 2 };

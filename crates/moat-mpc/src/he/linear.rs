@@ -58,12 +58,7 @@ impl HeParams {
 /// Predicted traffic of one layer: `(client → server, server → client)` payload bytes.
 pub fn predicted_bytes(params: &HeParams, plan: &Plan) -> (usize, usize) {
     let up = plan.input_polys() * params.query_bytes();
-    let down = plan
-        .groups()
-        .iter()
-        .flat_map(|g| &g.outputs)
-        .map(|o| params.response_bytes(o.coefficients.len()))
-        .sum();
+    let down = plan.groups().iter().flat_map(|g| &g.outputs).map(|o| params.response_bytes(o.coefficients.len())).sum();
     (up, down)
 }
 
@@ -73,7 +68,10 @@ pub fn shape_of(graph: &QuantizedGraph, index: usize) -> Result<Option<LinearSha
 }
 
 /// `(shape, weights, bias expanded to the output)` of a linear node.
-fn layer_of(graph: &QuantizedGraph, index: usize) -> Result<Option<(LinearShape, Vec<u64>, Vec<u64>)>> {
+type LayerParts = (LinearShape, Vec<u64>, Vec<u64>);
+
+/// The parts of node `index` when it is linear.
+fn layer_of(graph: &QuantizedGraph, index: usize) -> Result<Option<LayerParts>> {
     let layer = graph
         .layers()
         .get(index)
@@ -119,6 +117,8 @@ pub struct ServerLayer {
     bias: Vec<u64>,
     fixed: FixedPoint,
     flood_security: f64,
+    /// The ciphertext primes of the parameters the layer was built for.
+    moduli: Vec<u64>,
     /// Weight polynomials in NTT form, per group, when [`ServerLayer::prepare`]d.
     prepared: Option<Vec<Vec<WeightPoly>>>,
 }
@@ -173,16 +173,15 @@ impl ServerLayer {
             ));
         }
         let bias = bias.into_iter().map(|b| fixed.reduce(b)).collect();
-        Ok(Self { plan, weights, bias, fixed, flood_security, prepared: None })
+        let moduli = params.moduli().to_vec();
+        Ok(Self { plan, weights, bias, fixed, flood_security, moduli, prepared: None })
     }
 
     /// Encodes the weight polynomials once (in parallel) and keeps them, so later queries skip
     /// the encoding (one NTT per prime per weight polynomial, the bulk of the server's work
     /// for convolutions). Costs [`ServerLayer::prepared_bytes`] of memory.
     pub fn prepare(&mut self, params: &HeParams) -> Result<()> {
-        if self.plan.degree() != params.degree() {
-            return Err(MpcError::invalid("ServerLayer::prepare", "parameters of another degree"));
-        }
+        self.check_params(params)?;
         let prepared = self
             .plan
             .groups()
@@ -201,6 +200,16 @@ impl ServerLayer {
         })
     }
 
+    fn check_params(&self, params: &HeParams) -> Result<()> {
+        if params.moduli() != self.moduli.as_slice()
+            || params.fixed_point() != self.fixed
+            || params.degree() != self.plan.degree()
+        {
+            return Err(MpcError::invalid("ServerLayer", "used with parameters it was not built for"));
+        }
+        Ok(())
+    }
+
     fn prepared_moduli(&self) -> usize {
         self.prepared.as_ref().and_then(|p| p.iter().flatten().next()).map_or(0, |w| w.moduli())
     }
@@ -208,7 +217,10 @@ impl ServerLayer {
     /// Node `index` of `graph`, or `None` when the node is not linear.
     pub fn from_quantized(params: &HeParams, graph: &QuantizedGraph, index: usize) -> Result<Option<Self>> {
         if graph.fixed() != params.fixed_point() {
-            return Err(MpcError::invalid("ServerLayer::from_quantized", "model and HE parameters use different rings"));
+            return Err(MpcError::invalid(
+                "ServerLayer::from_quantized",
+                "model and HE parameters use different rings",
+            ));
         }
         layer_of(graph, index)?.map(|(shape, weights, bias)| Self::new(params, shape, weights, bias)).transpose()
     }
@@ -238,9 +250,14 @@ pub struct HeClient {
 }
 
 impl HeClient {
-    /// A client with a fresh key; `seed` drives all of its randomness.
+    /// A client with a fresh key; `seed` drives all of its randomness (reproducible runs; a
+    /// deployment seeds [`HeClient::with_rng`] with 256 bits of entropy instead).
     pub fn new(params: &HeParams, seed: u64) -> Result<Self> {
-        let mut rng = ChaCha20Rng::seed_from_u64(seed);
+        Self::with_rng(params, ChaCha20Rng::seed_from_u64(seed))
+    }
+
+    /// A client with a fresh key, drawing all of its randomness from `rng`.
+    pub fn with_rng(params: &HeParams, mut rng: ChaCha20Rng) -> Result<Self> {
         let key = SecretKey::generate(params, &mut rng)?;
         Ok(Self { key, rng })
     }
@@ -274,12 +291,12 @@ impl HeClient {
         let params = self.key.params();
         check_degree(params, plan)?;
         let polys = plan.encode_input(x1, params.fixed_point())?;
-        let seeds: Vec<u64> = polys.iter().map(|_| self.rng.next_u64()).collect();
+        let seeds: Vec<[u8; 32]> = polys.iter().map(|_| child_seed(&mut self.rng)).collect();
         let key = &self.key;
         let cts = polys
             .par_iter()
             .zip(seeds)
-            .map(|(m, seed)| key.encrypt(m, &mut ChaCha20Rng::seed_from_u64(seed)))
+            .map(|(m, seed)| key.encrypt(m, &mut ChaCha20Rng::from_seed(seed)))
             .collect::<Result<Vec<Vec<u8>>>>()?;
         channel.send(&cts.concat())?;
         channel.flush()?;
@@ -329,10 +346,17 @@ pub struct HeServer {
 }
 
 impl HeServer {
-    /// Session setup: receives the client's public key; `seed` drives the server's randomness.
+    /// Session setup: receives the client's public key; `seed` drives the server's randomness
+    /// (reproducible runs; a deployment uses [`HeServer::setup_with_rng`] with 256 bits of
+    /// entropy).
     pub fn setup(params: &HeParams, channel: &mut dyn Channel, seed: u64) -> Result<Self> {
+        Self::setup_with_rng(params, channel, ChaCha20Rng::seed_from_u64(seed))
+    }
+
+    /// Session setup drawing the server's randomness (masks, re-randomisation, flooding) from `rng`.
+    pub fn setup_with_rng(params: &HeParams, channel: &mut dyn Channel, rng: ChaCha20Rng) -> Result<Self> {
         let bytes = channel.recv()?;
-        Ok(Self { pk: PublicKey::from_bytes(params, &bytes)?, rng: ChaCha20Rng::seed_from_u64(seed) })
+        Ok(Self { pk: PublicKey::from_bytes(params, &bytes)?, rng })
     }
 
     /// The parameters.
@@ -353,7 +377,7 @@ impl HeServer {
     pub fn respond(&mut self, channel: &mut dyn Channel, layer: &ServerLayer) -> Result<Vec<u64>> {
         let params = self.pk.params().clone();
         let plan = &layer.plan;
-        check_degree(&params, plan)?;
+        layer.check_params(&params)?;
         let bytes = channel.recv()?;
         let ct_len = params.query_bytes();
         let expected = plan.input_polys() * ct_len;
@@ -364,7 +388,7 @@ impl HeServer {
             .par_chunks(ct_len)
             .map(|c| QueryCiphertext::from_bytes(&params, c))
             .collect::<Result<Vec<QueryCiphertext>>>()?;
-        let seeds: Vec<u64> = plan.groups().iter().map(|_| self.rng.next_u64()).collect();
+        let seeds: Vec<[u8; 32]> = plan.groups().iter().map(|_| child_seed(&mut self.rng)).collect();
         let fp = params.fixed_point();
         let pk = &self.pk;
         let results = plan
@@ -373,7 +397,7 @@ impl HeServer {
             .enumerate()
             .zip(seeds)
             .map(|((g, group), seed)| {
-                let mut rng = ChaCha20Rng::seed_from_u64(seed);
+                let mut rng = ChaCha20Rng::from_seed(seed);
                 let encoded;
                 let weights = match layer.prepared.as_ref().and_then(|p| p.get(g)) {
                     Some(w) => w,
@@ -409,6 +433,13 @@ impl HeServer {
         channel.flush()?;
         Ok(r)
     }
+}
+
+/// A 256-bit seed for the RNG of one parallel task, drawn in order from the party's RNG.
+fn child_seed(rng: &mut ChaCha20Rng) -> [u8; 32] {
+    let mut seed = [0u8; 32];
+    rng.fill_bytes(&mut seed);
+    seed
 }
 
 /// The weight polynomials of one group, NTT form.

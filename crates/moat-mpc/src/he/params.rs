@@ -22,7 +22,7 @@
 //! | set | N | log₂ q | security | flooding | response bits (c₁, c₀) |
 //! |---|---|---|---|---|---|
 //! | [`HeParams::n4096`] | 4096 | 109 (60 + 49) | 128 | 2^68 | 49, 40 (ℓ = 37) |
-//! | [`HeParams::n8192`] | 8192 | 180 (3 × 60) | 128 | 2^138 | 50, 39 (ℓ = 37) |
+//! | [`HeParams::n8192`] | 8192 | 180 (3 × 60) | 128 | 2^139 | 49, 40 (ℓ = 37) |
 
 use std::sync::Arc;
 
@@ -107,7 +107,8 @@ impl HeParams {
             .build_arc()
             .map_err(|e| MpcError::invalid(CTX, format!("fhe.rs rejects the set: {e}")))?;
         let full = bfv.context_at_level(0).map_err(|e| MpcError::invalid(CTX, e.to_string()))?.clone();
-        let response = bfv.context_at_level(bfv.max_level()).map_err(|e| MpcError::invalid(CTX, e.to_string()))?.clone();
+        let response =
+            bfv.context_at_level(bfv.max_level()).map_err(|e| MpcError::invalid(CTX, e.to_string()))?.clone();
         let q0 = moduli[0];
         if q0 <= t {
             return Err(MpcError::invalid(CTX, format!("first prime {q0} must exceed t = 2^{ring_bits}")));
@@ -118,7 +119,8 @@ impl HeParams {
         let mut delta = Vec::with_capacity(moduli.len());
         for &q in moduli {
             let m = Modulus::new(q).map_err(|e| MpcError::invalid(CTX, e.to_string()))?;
-            let t_inv = m.inv(m.reduce(t)).ok_or_else(|| MpcError::invalid(CTX, format!("t not invertible mod {q}")))?;
+            let t_inv =
+                m.inv(m.reduce(t)).ok_or_else(|| MpcError::invalid(CTX, format!("t not invertible mod {q}")))?;
             delta.push(m.neg(m.mul(m.reduce(q_mod_t), t_inv)));
         }
 
@@ -172,8 +174,9 @@ impl HeParams {
     }
 
     /// A stronger set: N = 8192, q ≈ 2^180 (three 60-bit primes), 128-bit security; flooding
-    /// 2^138 (≈ 100 bits of circuit privacy per coefficient), for ≈ 1.65× the query bytes per
-    /// value of [`HeParams::n4096`] and twice the work per ciphertext.
+    /// 2^139 (≥ 100 bits of circuit privacy per coefficient for product-noise bounds up to
+    /// 2^40), for ≈ 1.65× the query bytes per value of [`HeParams::n4096`] and about three
+    /// times the work per value.
     pub fn n8192(fixed: FixedPoint) -> Result<Self> {
         let moduli = generate_primes(8192, &[60, 60, 60])?;
         Self::new(8192, &moduli, fixed)
@@ -287,9 +290,8 @@ fn generate_primes(degree: usize, sizes: &[usize]) -> Result<Vec<u64>> {
     for &bits in sizes {
         let mut upper = 1u64 << bits;
         loop {
-            let p = fhe_math::zq::primes::generate_prime(bits, 2 * degree as u64, upper).ok_or_else(|| {
-                MpcError::invalid("HeParams", format!("no {bits}-bit prime ≡ 1 mod {}", 2 * degree))
-            })?;
+            let p = fhe_math::zq::primes::generate_prime(bits, 2 * degree as u64, upper)
+                .ok_or_else(|| MpcError::invalid("HeParams", format!("no {bits}-bit prime ≡ 1 mod {}", 2 * degree)))?;
             if out.contains(&p) {
                 upper = p;
             } else {
@@ -354,6 +356,7 @@ mod tests {
     #[test]
     fn stronger_set_validates() -> Result<()> {
         let p = HeParams::n8192(FixedPoint::default())?;
+        assert_eq!((p.flood_bits(), p.response_widths()), (139, (40, 49)));
         assert_eq!(p.degree(), 8192);
         assert!(p.flood_security(2f64.powi(30)) > 100.0);
         Ok(())

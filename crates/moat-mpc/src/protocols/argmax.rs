@@ -14,8 +14,8 @@
 //!
 //! **Precondition:** `|logit| < 2^(ℓ−2)` (differences stay in the signed range).
 //! **Cost** per sample: `K − 1` DReLUs and `2(K − 1)` MUX elements, plus ⌈log₂ K⌉ bits
-//! `P0 → P1`; 8.6 KB per sample for `K = 10` at ℓ = 37. **Rounds:** `⌈log₂ K⌉` levels of
-//! DReLU + MUX and the final opening: 21 flights from `P0` and 25 from `P1` for `K = 10`.
+//! `P0 → P1`; 8.26 KB per sample for `K = 10` at ℓ = 37. **Rounds:** `⌈log₂ K⌉` levels of
+//! DReLU + MUX and the final opening: 17 flights from `P0` and 21 from `P1` for `K = 10`.
 
 use super::drelu::drelu_plane;
 use super::mux::{check_ring, mux_values};

@@ -8,8 +8,8 @@
 //! `DReLU = 1 ⊕ MSB(x)`: `P0` holds `1 ⊕ MSB(x₀) ⊕ carry₀`, `P1` holds `MSB(x₁) ⊕ carry₁`.
 //!
 //! **Learns:** nothing beyond its uniformly random output share.
-//! **Cost:** one millionaires' comparison on `ℓ − 1` bits (873 bytes; 4 flights from `P0`,
-//! 5 from `P1` at ℓ = 37 with 4-bit chunks).
+//! **Cost:** one millionaires' comparison on `ℓ − 1` bits (835 bytes; 3 flights from `P0`,
+//! 4 from `P1` at ℓ = 37 with 6-bit chunks).
 
 use super::millionaire;
 use super::mux::check_ring;

@@ -15,8 +15,8 @@
 //! be wrong — as would any ring-based comparison of differences.
 //!
 //! **Learns:** nothing beyond its uniformly random output shares.
-//! **Cost:** `Σ_w (|w| − 1)` ReLUs (3 per 2×2 window: 2.74 KB per output at ℓ = 37), in
-//! `⌈log₂ K⌉` ReLU levels (2×2: 10 flights from `P0`, 13 from `P1`).
+//! **Cost:** `Σ_w (|w| − 1)` ReLUs (3 per 2×2 window: 2.63 KB per output at ℓ = 37), in
+//! `⌈log₂ K⌉` ReLU levels (2×2: 8 flights from `P0`, 11 from `P1`).
 
 use super::mux::check_ring;
 use super::relu::relu_values;

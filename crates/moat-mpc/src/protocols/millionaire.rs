@@ -34,10 +34,12 @@
 //! | triples: `C − 1` × 2 random OTs, one each way | `32·(C − 1)` |
 //! | AND tree: 2–3 bits per combination, each way | `≤ 6·(C − 1) / 8` |
 //!
-//! For the DReLU of ℓ = 37 (`m = 36`), `k = 4`: 576 + 36 + 256 + 5 ≈ 873 bytes.
+//! For the DReLU of ℓ = 37 (`m = 36`), `k = 6`: 576 + 96 + 160 + 3 ≈ 835 bytes (`k = 4`:
+//! 576 + 36 + 256 + 5 ≈ 873). Chunk widths are balanced (25 bits with `k = 6` are five
+//! chunks of 5), which keeps the tables small at the same number of OTs.
 //! **Rounds:** `P1` sends its OT messages, `P0` its tables, OT messages and first AND
 //! openings, then both exchange openings once per remaining tree level: `⌈log₂ C⌉` levels
-//! (4 for `C = 9`), i.e. 4 flights from `P0` and 5 from `P1`; constant in `n` up to
+//! (3 for `C = 6`), i.e. 3 flights from `P0` and 4 from `P1`; constant in `n` up to
 //! [`super::Config::max_batch`] elements per pass.
 
 use super::planes::{self, BitWriter};
@@ -133,12 +135,14 @@ struct Plan {
 
 impl Plan {
     fn new(bits: u32, low_bits: u32, k: u32) -> Self {
+        // Each part in ⌈bits/k⌉ chunks of balanced widths (at most k): the leaf OTs cost one
+        // random OT per bit whatever the split, but a table costs 2^(w+1) bits, so 25 bits in
+        // five chunks of 5 beat 6 + 6 + 6 + 6 + 1.
         let mut widths = Vec::new();
-        for mut remaining in [low_bits, bits - low_bits] {
-            while remaining > 0 {
-                let w = remaining.min(k);
-                widths.push(w);
-                remaining -= w;
+        for part in [low_bits, bits - low_bits] {
+            let chunks = part.div_ceil(k);
+            for c in 0..chunks {
+                widths.push(part / chunks + u32::from(c < part % chunks));
             }
         }
         let low_chunks = low_bits.div_ceil(k) as usize;
@@ -252,11 +256,14 @@ fn compare_batch(
     let (mut gt, mut eq): (NodePlanes, NodePlanes) = (vec![None; plan.nodes], vec![None; plan.nodes]);
     let (send_half, recv_half) = match party {
         Party::P0 => {
-            for j in 0..chunks {
-                gt[j] = Some(BitVec::random(n, rng).words().to_vec());
-                eq[j] = Some(BitVec::random(n, rng).words().to_vec());
+            let leaves: Pads = (0..chunks)
+                .map(|_| (BitVec::random(n, rng).words().to_vec(), BitVec::random(n, rng).words().to_vec()))
+                .collect();
+            let table = leaf_tables(sender, ch, input, &plan, &leaves)?;
+            for (j, (g, e)) in leaves.into_iter().enumerate() {
+                gt[j] = Some(g);
+                eq[j] = Some(e);
             }
-            let table = leaf_tables(sender, ch, input, &plan, &gt, &eq)?;
             let send_half = triples::sender_half(sender, ch, triple_count)?;
             planes::send_long(ch, &planes::bytes_of_words(&table, table_len))?;
             let recv_half = triples::receiver_half(receiver, ch, triple_count, rng)?;
@@ -277,11 +284,11 @@ fn compare_batch(
     let triples = triples::combine(&send_half, &recv_half, plan.ops.len(), n);
     drop((send_half, recv_half));
 
+    let missing = || MpcError::invalid("millionaire", "combining tree out of order (bug)");
     for level in 0..plan.levels {
         let ops: Vec<(usize, Op)> = plan.ops.iter().copied().enumerate().filter(|(_, o)| o.level == level).collect();
         let mut gates = Vec::with_capacity(ops.len());
         for &(o, op) in &ops {
-            let missing = || MpcError::invalid("millionaire", "combining tree out of order (bug)");
             gates.push(Gate {
                 x: eq[op.hi].as_deref().ok_or_else(missing)?,
                 y: gt[op.lo].as_deref().ok_or_else(missing)?,
@@ -291,7 +298,7 @@ fn compare_batch(
         }
         let results = triples::and_gates(party, ch, &gates, n)?;
         for (&(_, op), (z, z2)) in ops.iter().zip(results) {
-            let hi = gt[op.hi].as_deref().unwrap_or_default();
+            let hi = gt[op.hi].as_deref().ok_or_else(missing)?;
             gt[op.out] = Some(planes::xor(hi, &z));
             eq[op.out] = z2;
         }
@@ -305,14 +312,14 @@ fn compare_batch(
     Ok((full, low))
 }
 
-/// `P0`: runs the leaf OTs as sender and returns the masked tables (packed bits).
+/// `P0`: runs the leaf OTs as sender and returns the tables (packed bits) masking its leaf
+/// shares `shares[j] = (gt plane, eq plane)`.
 fn leaf_tables(
     ot: &mut dyn crate::ot::OtSender,
     ch: &mut dyn Channel,
     input: &[u64],
     plan: &Plan,
-    gt: &[Option<Vec<u64>>],
-    eq: &[Option<Vec<u64>>],
+    shares: &Pads,
 ) -> Result<Vec<u64>> {
     let n = input.len();
     let total_bits: usize = plan.widths.iter().map(|&w| n * (w as usize)).sum();
@@ -331,8 +338,8 @@ fn leaf_tables(
                 let x = (input[i] >> plan.offsets[j]) & mask(w);
                 let half = 1u32 << w;
                 let all = low_mask128(half);
-                let gt_share = planes::bit_at(gt[j].as_deref().unwrap_or_default(), i) as u128;
-                let eq_share = planes::bit_at(eq[j].as_deref().unwrap_or_default(), i) as u128;
+                let gt_share = planes::bit_at(&shares[j].0, i) as u128;
+                let eq_share = planes::bit_at(&shares[j].1, i) as u128;
                 let gt_word = ((1u128 << x) - 1) ^ (all * gt_share);
                 let eq_word = (1u128 << x) ^ (all * eq_share);
                 let entry = ((gt_word | (eq_word << half)) ^ pad) & low_mask128(2 * half);
@@ -351,7 +358,7 @@ fn leaf_tables(
     Ok(table.finish())
 }
 
-/// `P1`'s pads of its entries: `(gt pad plane, eq pad plane)` per chunk.
+/// A pair of planes per chunk: `(gt, eq)` — `P0`'s leaf shares, or `P1`'s pads.
 type Pads = Vec<(Vec<u64>, Vec<u64>)>;
 
 /// `P1`: runs the leaf OTs as receiver with the bits of `y` as choices.
@@ -431,14 +438,17 @@ mod tests {
         // The root's eq is never needed; the most significant leaf's is.
         assert!(!p.ops.last().is_some_and(|o| o.need_eq));
         let p = Plan::new(37, 12, 4);
-        assert_eq!(p.widths, vec![4, 4, 4, 4, 4, 4, 4, 4, 4, 1]);
+        assert_eq!(p.widths, vec![4, 4, 4, 4, 4, 4, 4, 3, 3, 3]);
         assert_eq!(p.offsets[3], 12);
         assert_eq!(p.ops.len(), 9);
+        let p = Plan::new(37, 12, 6);
+        assert_eq!(p.widths, vec![6, 6, 5, 5, 5, 5, 5]);
+        assert_eq!(p.offsets.last(), Some(&32));
         // Low subtree (3 leaves) depth 2, high (7 leaves) depth 3, then the join.
         assert_eq!(p.levels, 4);
         assert!(p.low_root.is_some() && p.root != p.low_root);
         let p = Plan::new(5, 5, 4);
-        assert_eq!((p.widths.clone(), p.root, p.low_root), (vec![4, 1], Some(2), Some(2)));
+        assert_eq!((p.widths.clone(), p.root, p.low_root), (vec![3, 2], Some(2), Some(2)));
         let p = Plan::new(1, 0, 6);
         assert_eq!((p.ops.len(), p.levels, p.root), (0, 0, Some(0)));
     }

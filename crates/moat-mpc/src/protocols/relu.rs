@@ -5,11 +5,11 @@
 //!
 //! **Learns:** nothing beyond its uniformly random output share.
 //!
-//! **Cost** per element at ℓ = 37, 4-bit chunks, IKNP: millionaires' on 36 bits (36 random OTs
-//! for the leaves, 8 correlated triples = 16 random OTs, 36 bytes of tables, ≈ 6 bytes of
-//! AND openings) + MUX (2 random OTs, 2 × 37 bits): 54 random OTs and 914 bytes in total
+//! **Cost** per element at ℓ = 37, 6-bit chunks, IKNP: millionaires' on 36 bits (36 random OTs
+//! for the leaves, 5 correlated triples = 10 random OTs, 96 bytes of tables, ≈ 3 bytes of AND
+//! openings) + MUX (2 random OTs, 2 × 37 bits): 48 random OTs and 876 bytes in total
 //! ([`super::cost::relu`] gives the exact count with frame headers).
-//! **Rounds:** 5 flights from `P0`, 7 from `P1` (comparison: OT flight, tables, 4 tree
+//! **Rounds:** 4 flights from `P0`, 6 from `P1` (comparison: OT flight, tables, 3 tree
 //! levels; MUX: 3 flights), independent of `n`.
 
 use super::drelu::drelu_plane;

@@ -30,9 +30,10 @@
 //! protocol is the only one offered.)
 //!
 //! **Learns:** nothing beyond its uniformly random output share.
-//! **Cost** per element at ℓ = 37, s = 12, 4-bit chunks, IKNP: the comparison (37 leaf random
-//! OTs, 9 triples, 40 bytes of tables) + B2A (2 random OTs, 37 + 12 bits): 961 bytes
-//! ([`super::cost::truncate`] is exact). **Rounds:** 5 flights from `P0`, 6 from `P1`.
+//! **Cost** per element at ℓ = 37, s = 12, 6-bit chunks, IKNP: the comparison (37 leaf random
+//! OTs; chunks 6 + 6 | 5 × 5, so 72 bytes of tables; 6 triples = 12 random OTs) + B2A (2 random
+//! OTs, 37 + 12 bits): 898 bytes ([`super::cost::truncate`] is exact).
+//! **Rounds:** 5 flights from `P0`, 6 from `P1`.
 
 use super::b2a::b2a_segments;
 use super::millionaire;
