@@ -1,1 +1,32 @@
-//! Client library: plaintext and secure inference against a moat server, Fusion mix-and-check.
+//! # moat-client — talking to a moat server
+//!
+//! Plaintext inference over the Open Inference Protocol v2 (HTTP/REST, JSON or Triton's binary
+//! tensor extension) against moat's server or any other OIP v2 server, including moat's
+//! model-less task requests with an accuracy/latency spec. Blocking (ureq): attack code and
+//! load generators call it from plain threads.
+//!
+//! ```no_run
+//! use moat_client::{HttpClient, InferRequest};
+//!
+//! let client = HttpClient::new("http://127.0.0.1:8000")?.with_api_key("k-123");
+//! let meta = client.model_metadata("mlp-64", None)?;
+//! let sample = vec![0.0f32; meta.sample_shape()?.iter().product()];
+//! let request = InferRequest::batch(&[sample], &meta.sample_shape()?)?;
+//! let answer = client.infer("mlp-64", None, &request)?;
+//! println!("label {:?}", answer.labels()?);
+//! // Model-less: let the server pick a model of the task meeting the spec.
+//! let answer = client.infer_task("digits", &request.with_spec(Some(90.0), Some(5.0)))?;
+//! println!("served by {}", answer.model_name);
+//! # Ok::<(), moat_client::ClientError>(())
+//! ```
+//!
+//! Secure (two-party) inference sessions and Fusion's mix-and-check will live beside this
+//! plaintext client.
+
+pub mod error;
+pub mod http;
+pub mod oip;
+
+pub use error::ClientError;
+pub use http::{HttpClient, ModelMetadata, TensorMetadata};
+pub use oip::{InferRequest, InferResponse, OutputTensor, RequestedOutput, TensorData};

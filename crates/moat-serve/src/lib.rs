@@ -1,1 +1,63 @@
-//! The model owner's service: model repository, per-query model selection, Open Inference Protocol v2 HTTP API, secure sessions, metrics.
+//! # moat-serve — the model owner's service
+//!
+//! A model repository laid out like Triton's, profiled at load (accuracy on a held-out set,
+//! latency on this machine), served over the **Open Inference Protocol v2** (KServe / Triton
+//! HTTP/REST, with Triton's binary-tensor, classification, model-repository and statistics
+//! extensions) and moat's **model-less task** extension: a request names a task and a spec
+//! (`min_accuracy`, `max_latency_ms`) and a selection policy picks a model of the zoo —
+//! deterministically, uniformly, or with the PSML defenses (exponential mechanism,
+//! permute-and-flip, noisy spec) that keep an attacker from steering every query to one victim.
+//!
+//! Operations: API keys with per-key sample budgets and rate limits (429), a JSON-lines audit
+//! log of every query, Prometheus `/metrics`, body-size limits, bounded queues and deadlines on
+//! every wait, graceful shutdown. Replicas are stateless apart from in-memory budgets (see
+//! `deploy/README.md`).
+//!
+//! ```text
+//! ServerConfig ──► ServerState::load ──► Repository (models, profiles)
+//!                                    ├─► TaskTable  (policy per task)
+//!                                    ├─► KeyStore, AuditLog, Metrics
+//!                                    └─► InferencePool (bounded blocking threads)
+//! http::app(state) : axum Router ──► server::serve (hyper, connection limits, drain)
+//! ```
+//!
+//! Modules: [`policy`] (selection math, pure), [`repository`] and [`profile`], [`tasks`],
+//! [`oip`] (wire format), [`keys`], [`audit`], [`metrics`], [`pool`], [`http`] (routes and
+//! the documented extension point for secure sessions), [`server`].
+//!
+//! ```no_run
+//! use moat_serve::{Server, ServerConfig};
+//!
+//! let config = ServerConfig::new("models".into(), "127.0.0.1:8000".parse()?);
+//! let server = Server::bind(&config)?;
+//! println!("listening on http://{}", server.local_addr());
+//! server.run()?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+pub mod audit;
+pub mod error;
+pub mod http;
+pub mod keys;
+pub mod metrics;
+pub mod oip;
+pub mod policy;
+pub mod pool;
+pub mod profile;
+pub mod repository;
+pub mod server;
+pub mod state;
+pub mod tasks;
+
+use std::sync::Arc;
+
+pub use error::{AppError, ServeError};
+pub use http::{app, app_with_extensions};
+pub use policy::{Candidate, Policy, PolicyKind, Spec};
+pub use repository::{LoadOptions, Repository};
+pub use server::Server;
+pub use state::{Limits, ServerConfig, ServerState};
+pub use tasks::{TaskDefaults, TaskTable};
+
+/// The state handlers share.
+pub type SharedState = Arc<ServerState>;

@@ -81,20 +81,48 @@ pub struct ServerModel {
     model: Arc<QuantizedGraph>,
     params: HeParams,
     layers: Vec<Option<ServerLayer>>,
+    prepared_bytes: usize,
 }
 
 impl ServerModel {
-    /// Prepares `model` with HE parameters of ring degree `he_degree` (4096 or 8192).
+    /// Default memory for pre-encoded weight polynomials: 4 GiB.
+    pub const DEFAULT_PREPARE_BUDGET: usize = 4 << 30;
+
+    /// Prepares `model` with HE parameters of ring degree `he_degree` (4096 or 8192),
+    /// pre-encoding weight polynomials (NTT form) layer by layer while they fit in
+    /// [`Self::DEFAULT_PREPARE_BUDGET`]; later layers encode their weights per query.
     pub fn new(model: Arc<QuantizedGraph>, he_degree: usize) -> Result<Self> {
+        Self::with_budget(model, he_degree, Self::DEFAULT_PREPARE_BUDGET)
+    }
+
+    /// [`Self::new`] with `budget` bytes for pre-encoded weights (0: encode every query).
+    pub fn with_budget(model: Arc<QuantizedGraph>, he_degree: usize, budget: usize) -> Result<Self> {
         let params = he_params(he_degree, model.fixed())?;
-        let layers = (0..model.graph().nodes().len())
-            .map(|i| -> Result<Option<ServerLayer>> {
-                let Some(mut layer) = ServerLayer::from_quantized(&params, &model, i)? else { return Ok(None) };
-                layer.prepare(&params)?;
-                Ok(Some(layer))
-            })
-            .collect::<Result<_>>()?;
-        Ok(Self { model, params, layers })
+        let mut used = 0usize;
+        let mut layers = Vec::with_capacity(model.graph().nodes().len());
+        for i in 0..model.graph().nodes().len() {
+            let Some(mut layer) = ServerLayer::from_quantized(&params, &model, i)? else {
+                layers.push(None);
+                continue;
+            };
+            if used < budget {
+                let mut prepared = layer.clone();
+                prepared.prepare(&params)?;
+                let bytes = prepared.prepared_bytes();
+                if used + bytes <= budget {
+                    used += bytes;
+                    layer = prepared;
+                }
+            }
+            layers.push(Some(layer));
+        }
+        tracing::debug!(prepared_bytes = used, "server model ready");
+        Ok(Self { model, params, layers, prepared_bytes: used })
+    }
+
+    /// Bytes held by pre-encoded weight polynomials.
+    pub fn prepared_bytes(&self) -> usize {
+        self.prepared_bytes
     }
 
     /// The quantised model.

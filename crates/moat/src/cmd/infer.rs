@@ -14,8 +14,9 @@ use crate::report::print_json;
 /// Arguments of `moat infer`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// The ONNX model.
-    pub model: PathBuf,
+    /// The ONNX model (not needed with --url).
+    #[arg(required_unless_present = "url")]
+    pub model: Option<PathBuf>,
     /// Input file: a JSON array of numbers (nested arrays are flattened) or raw little-endian
     /// f32 (`.f32`/`.bin`), already normalised as the model expects.
     #[arg(long, conflicts_with = "index")]
@@ -36,6 +37,18 @@ pub struct Args {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+    /// Ask the server at URL (Open Inference Protocol v2) instead of running locally.
+    #[arg(long, conflicts_with = "fixed")]
+    pub url: Option<String>,
+    /// Model or task to ask the server for (with --url).
+    #[arg(long = "model", requires = "url")]
+    pub remote_model: Option<String>,
+    /// API key for the server (with --url).
+    #[arg(long, requires = "url", env = "MOAT_API_KEY")]
+    pub api_key: Option<String>,
+    /// Request parameter KEY=VALUE (with --url), e.g. min_accuracy=90 or max_latency_ms=5.
+    #[arg(long = "param", requires = "url")]
+    pub params: Vec<String>,
 }
 
 /// A prediction.
@@ -52,6 +65,9 @@ pub struct Prediction {
     /// The true label, when the input came from a dataset.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub true_label: Option<usize>,
+    /// The model that answered (remote execution: a model, or a task that does not disclose it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub served_by: Option<String>,
 }
 
 /// Reads an input file (JSON numbers or raw f32).
@@ -93,13 +109,19 @@ pub fn predict(graph: &Graph, input: &[f32], fixed: Option<FixedArgs>) -> anyhow
         None => ("float", FloatExecutor::logits(graph, input)?),
     };
     let label = argmax_f32(&logits).context("model has no outputs")?;
-    Ok(Prediction { execution: execution.into(), label, probabilities: softmax(&logits), logits, true_label: None })
+    Ok(Prediction {
+        execution: execution.into(),
+        label,
+        probabilities: softmax(&logits),
+        logits,
+        true_label: None,
+        served_by: None,
+    })
 }
 
-/// `moat infer`.
-pub fn run(args: Args) -> anyhow::Result<()> {
-    let graph = load_model(&args.model)?;
-    let (input, true_label) = match (&args.input, args.index) {
+/// The input named by `--input` or `--index` (with its true label).
+fn read_sample(args: &Args) -> anyhow::Result<(Vec<f32>, Option<usize>)> {
+    Ok(match (&args.input, args.index) {
         (Some(path), _) => (read_input(path)?, None),
         (None, Some(index)) => {
             let test = args.data.load(args.seed)?.test;
@@ -109,13 +131,58 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             (test.sample(index).to_vec(), Some(test.label(index)))
         }
         (None, None) => bail!("give an input: --input FILE or --index I (with --dataset)"),
+    })
+}
+
+/// One prediction from a server: `--model` names a model or a task; `--param` sets request
+/// parameters such as a task's spec.
+fn predict_remote(args: &Args, url: &str, input: &[f32]) -> anyhow::Result<Prediction> {
+    let name = args.remote_model.as_deref().context("--url needs --model NAME (a model or task on the server)")?;
+    let mut client = moat_client::HttpClient::new(url)?;
+    if let Some(key) = &args.api_key {
+        client = client.with_api_key(key.clone());
+    }
+    let meta = client.model_metadata(name, None).with_context(|| format!("asking {url} about '{name}'"))?;
+    let shape = meta.sample_shape()?;
+    let mut request = moat_client::InferRequest::batch(&[input.to_vec()], &shape)?;
+    for (k, v) in super::bench_http::parse_params(&args.params)? {
+        request = request.with_parameter(k, v);
+    }
+    let response = client.infer(name, None, &request).with_context(|| format!("inference on '{name}' at {url}"))?;
+    let logits = response.logits()?.into_iter().next().context("the server returned no logits")?;
+    let label = argmax_f32(&logits).context("the server returned empty logits")?;
+    let served_by = match &response.model_version {
+        Some(v) => format!("{}/{v}", response.model_name),
+        None => response.model_name.clone(),
     };
-    let mut prediction = predict(&graph, &input, args.fixed.then_some(args.fixed_point))?;
+    Ok(Prediction {
+        execution: "remote".into(),
+        label,
+        probabilities: softmax(&logits),
+        logits,
+        true_label: None,
+        served_by: Some(served_by),
+    })
+}
+
+/// `moat infer`.
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let (input, true_label) = read_sample(&args)?;
+    let mut prediction = match &args.url {
+        Some(url) => predict_remote(&args, url, &input)?,
+        None => {
+            let path = args.model.as_deref().context("give a MODEL.onnx or --url")?;
+            predict(&load_model(path)?, &input, args.fixed.then_some(args.fixed_point))?
+        }
+    };
     prediction.true_label = true_label;
     if args.json {
         return print_json(&prediction);
     }
     println!("label {} ({} execution)", prediction.label, prediction.execution);
+    if let Some(model) = &prediction.served_by {
+        println!("served by {model}");
+    }
     if let Some(t) = prediction.true_label {
         println!("true label {t}");
     }

@@ -1,0 +1,372 @@
+//! The inference endpoints: explicit models (`/v2/models/{m}[/versions/{v}]/infer`) and tasks
+//! (`/v2/tasks/{t}/infer`, also `/v2/models/{t}/infer` when no model is named `t`).
+//!
+//! Order of checks, cheapest first: rate limit → body size → parse → shape/datatype → spec →
+//! budget (charged per sample) → model selection → bounded inference. Budget charged for a
+//! request the server then fails to serve (overload, timeout, internal error) is refunded.
+//! Every request, refused or served, leaves one audit line.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Extension;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use moat_nn::exec::softmax;
+use moat_nn::tensor::argmax_f32;
+use moat_nn::{FloatExecutor, NnError};
+use serde_json::{Map, json};
+
+use crate::SharedState;
+use crate::audit::AuditRecord;
+use crate::error::AppError;
+use crate::keys::Caller;
+use crate::oip::{
+    HEADER_LENGTH, OutputKind, OutputSpec, OutputTensor, RawRequest, TensorValues, classification, encode_response,
+    number_parameter,
+};
+use crate::policy::{Spec, feasible};
+use crate::pool::PoolError;
+use crate::repository::{LookupError, ModelVersion};
+use crate::tasks::ResolvedTask;
+
+/// What the URL names.
+#[derive(Clone, Debug)]
+enum Target {
+    Model { name: String, version: Option<String> },
+    Task(String),
+}
+
+/// What the audit log learns about a request as it proceeds.
+#[derive(Default)]
+struct Served {
+    model: Option<String>,
+    version: Option<String>,
+    batch: usize,
+}
+
+/// `POST /v2/models/{model}/infer`.
+pub(crate) async fn model_infer(
+    State(state): State<SharedState>,
+    Extension(caller): Extension<Caller>,
+    Path(model): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    infer(state, caller, Target::Model { name: model, version: None }, headers, body).await
+}
+
+/// `POST /v2/models/{model}/versions/{version}/infer`.
+pub(crate) async fn model_version_infer(
+    State(state): State<SharedState>,
+    Extension(caller): Extension<Caller>,
+    Path((model, version)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    infer(state, caller, Target::Model { name: model, version: Some(version) }, headers, body).await
+}
+
+/// `POST /v2/tasks/{task}/infer`.
+pub(crate) async fn task_infer(
+    State(state): State<SharedState>,
+    Extension(caller): Extension<Caller>,
+    Path(task): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    infer(state, caller, Target::Task(task), headers, body).await
+}
+
+async fn infer(state: SharedState, caller: Caller, target: Target, headers: HeaderMap, body: Body) -> Response {
+    let start = Instant::now();
+    let mut served = Served::default();
+    let response = match infer_inner(&state, &caller, &target, &headers, body, &mut served).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    };
+    if let Some(audit) = &state.audit {
+        let (route, name) = match &target {
+            Target::Model { name, .. } => ("model", name.clone()),
+            Target::Task(name) => ("task", name.clone()),
+        };
+        audit.record(&AuditRecord {
+            time_ms: AuditRecord::now_ms(),
+            key: Some(caller.name.clone()),
+            route,
+            target: name,
+            model: served.model,
+            version: served.version,
+            batch: served.batch,
+            status: response.status().as_u16(),
+            latency_ms: start.elapsed().as_secs_f64() * 1e3,
+        });
+    }
+    response
+}
+
+/// The model chosen for a request, and the task it was chosen for.
+enum Plan {
+    Model(Arc<ModelVersion>),
+    Task(ResolvedTask),
+}
+
+fn plan(state: &SharedState, target: &Target) -> Result<Plan, AppError> {
+    let task = |name: &str| {
+        state.tasks.resolve(name, &state.repository).ok_or_else(|| AppError::NotFound(format!("unknown task '{name}'")))
+    };
+    match target {
+        Target::Task(name) => Ok(Plan::Task(task(name)?)),
+        Target::Model { name, version } => match state.repository.get(name, version.as_deref()) {
+            Ok(model) => Ok(Plan::Model(model)),
+            Err(LookupError::UnknownModel(_)) if version.is_none() => {
+                match state.tasks.resolve(name, &state.repository) {
+                    Some(t) => Ok(Plan::Task(t)),
+                    None => Err(AppError::NotFound(format!("unknown model '{name}'"))),
+                }
+            }
+            Err(e) => Err(e.into()),
+        },
+    }
+}
+
+async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Bytes, AppError> {
+    let too_large = || AppError::PayloadTooLarge(format!("request body exceeds the limit of {limit} bytes"));
+    let declared =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    match axum::body::to_bytes(body, limit).await {
+        Ok(b) => Ok(b),
+        Err(e) => {
+            let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+            while let Some(s) = source {
+                if s.is::<http_body_util::LengthLimitError>() {
+                    return Err(too_large());
+                }
+                source = s.source();
+            }
+            Err(AppError::BadRequest(format!("could not read the request body: {e}")))
+        }
+    }
+}
+
+fn run_batch(model: &ModelVersion, values: &[f32], n: usize) -> Result<Vec<Vec<f32>>, NnError> {
+    let per = values.len() / n;
+    values.chunks_exact(per).map(|sample| FloatExecutor::logits(&model.graph, sample)).collect()
+}
+
+async fn infer_inner(
+    state: &SharedState,
+    caller: &Caller,
+    target: &Target,
+    headers: &HeaderMap,
+    body: Body,
+    served: &mut Served,
+) -> Result<Response, AppError> {
+    if let Some(keys) = &state.keys {
+        keys.check_rate(caller, Instant::now()).map_err(|r| {
+            state.metrics.rejections.inc(&["rate_limited"]);
+            AppError::from(r)
+        })?;
+    }
+    if let Some(enc) = headers.get(header::CONTENT_ENCODING)
+        && enc.as_bytes() != b"identity"
+    {
+        return Err(AppError::UnsupportedMedia(format!(
+            "Content-Encoding {} is not supported: send an uncompressed body",
+            String::from_utf8_lossy(enc.as_bytes())
+        )));
+    }
+    let bytes = read_body(body, headers, state.limits.max_body_bytes).await?;
+    let header_length = match headers.get(HEADER_LENGTH) {
+        None => None,
+        Some(v) => {
+            Some(v.to_str().map_err(|_| AppError::BadRequest("Inference-Header-Content-Length is not text".into()))?)
+        }
+    };
+    let raw = RawRequest::parse(&bytes, header_length)?;
+
+    let plan = plan(state, target)?;
+    let (sample_shape, classes, max_batch) = match &plan {
+        Plan::Model(m) => (m.sample_shape().to_vec(), m.classes(), m.max_batch_size),
+        Plan::Task(t) => {
+            let (shape, classes) =
+                t.signature().map_err(|message| AppError::Unavailable { message, retry_after: None })?;
+            let max_batch = t.members.iter().map(|m| m.max_batch_size).min().unwrap_or(1);
+            (shape, classes, max_batch)
+        }
+    };
+    let (n, values) = raw.decode_input(&sample_shape, max_batch)?;
+    served.batch = n;
+    let outputs = raw.outputs(classes)?;
+    let params = raw.request.parameters.as_ref();
+    let spec = match &plan {
+        Plan::Task(_) => Some(
+            Spec::new(number_parameter(params, "min_accuracy")?, number_parameter(params, "max_latency_ms")?)
+                .map_err(|e| AppError::BadRequest(e.to_string()))?,
+        ),
+        Plan::Model(_) => None,
+    };
+
+    if let Some(keys) = &state.keys {
+        keys.charge(caller, n as u64).map_err(|r| {
+            state.metrics.rejections.inc(&["budget_exhausted"]);
+            AppError::from(r)
+        })?;
+    }
+    let refund = || {
+        if let Some(keys) = &state.keys {
+            keys.refund(caller, n as u64);
+        }
+    };
+
+    // Choose the model.
+    let (model, task, spec_met) = match (&plan, spec) {
+        (Plan::Model(m), _) => (m.clone(), None, None),
+        (Plan::Task(t), Some(spec)) => {
+            let candidates = t.candidates();
+            let Some(i) = state.select(&t.settings.policy, &candidates, &spec) else {
+                refund();
+                return Err(AppError::Unavailable {
+                    message: format!("no model of task '{}' is ready", t.name),
+                    retry_after: None,
+                });
+            };
+            (t.members[i].clone(), Some(t), Some(feasible(&candidates[i], &spec)))
+        }
+        (Plan::Task(_), None) => return Err(AppError::internal("task request without a spec")),
+    };
+    served.model = Some(model.name.clone());
+    served.version = Some(model.version_string());
+    let version = model.version_string();
+
+    let job_model = model.clone();
+    let result = state.pool.run(move || run_batch(&job_model, &values, n)).await;
+    let labels_model = [model.name.as_str(), version.as_str()];
+    let (logits, times) = match result {
+        Ok((Ok(logits), times)) => (logits, times),
+        Ok((Err(e), _)) => {
+            refund();
+            model.stats.record_failure();
+            state.metrics.inference_requests.inc(&[&model.name, &version, "failure"]);
+            return Err(AppError::internal(format!("model {}/{version}: {e}", model.name)));
+        }
+        Err(e) => {
+            refund();
+            model.stats.record_failure();
+            state.metrics.inference_requests.inc(&[&model.name, &version, "failure"]);
+            return Err(match e {
+                PoolError::Saturated { .. } | PoolError::QueueTimeout(_) => {
+                    state.metrics.rejections.inc(&["saturated"]);
+                    AppError::Unavailable {
+                        message: e.to_string(),
+                        retry_after: Some(std::time::Duration::from_secs(1)),
+                    }
+                }
+                PoolError::Timeout(_) => {
+                    state.metrics.rejections.inc(&["timeout"]);
+                    AppError::Timeout(e.to_string())
+                }
+                PoolError::Failed(_) => AppError::internal(e),
+            });
+        }
+    };
+
+    model.stats.record_success(n, times.queue, times.compute);
+    let m = &state.metrics;
+    m.inference_requests.inc(&[&model.name, &version, "success"]);
+    m.inference_samples.add(&labels_model, n as f64);
+    m.inference_duration.observe_duration(&labels_model, times.compute);
+    m.queue_duration.observe_duration(&labels_model, times.queue);
+
+    // Name the serving model only when allowed; class names come from the task, not the model,
+    // so they cannot tell the members apart either.
+    let (model_name, model_version, parameters, class_names) = match task {
+        None => (model.name.clone(), Some(version.clone()), None, model.class_names().map(<[String]>::to_vec)),
+        Some(t) => {
+            let met = spec_met.unwrap_or(false);
+            m.task_requests.inc(&[&t.name]);
+            m.selections.inc(&[&t.name, &model.name]);
+            if met {
+                m.task_goodput.inc(&[&t.name]);
+            }
+            let mut p = Map::new();
+            p.insert("task".into(), json!(t.name));
+            let names = t.members.iter().find_map(|m| m.class_names()).map(<[String]>::to_vec);
+            if t.settings.disclose_model {
+                p.insert("spec_met".into(), json!(met));
+                (model.name.clone(), Some(version.clone()), Some(p), names)
+            } else {
+                (t.name.clone(), None, Some(p), names)
+            }
+        }
+    };
+    let tensors = build_outputs(&outputs, &logits, classes, class_names.as_deref());
+    let encoded = encode_response(
+        &model_name,
+        model_version.as_deref(),
+        raw.request.id.as_deref(),
+        parameters.as_ref(),
+        &tensors,
+    )?;
+    let mut response = (StatusCode::OK, encoded.body).into_response();
+    let h = response.headers_mut();
+    match encoded.header_length {
+        Some(len) => {
+            h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+            h.insert(HEADER_LENGTH, HeaderValue::from(len));
+        }
+        None => {
+            h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        }
+    }
+    Ok(response)
+}
+
+fn build_outputs(
+    specs: &[OutputSpec],
+    logits: &[Vec<f32>],
+    classes: usize,
+    labels: Option<&[String]>,
+) -> Vec<OutputTensor> {
+    let n = logits.len();
+    let mut probabilities: Option<Vec<Vec<f32>>> = None;
+    let mut out = Vec::with_capacity(specs.len());
+    for spec in specs {
+        let rows: &[Vec<f32>] = match spec.kind {
+            OutputKind::Logits | OutputKind::Label => logits,
+            OutputKind::Probabilities => {
+                probabilities.get_or_insert_with(|| logits.iter().map(|l| softmax(l)).collect())
+            }
+        };
+        let tensor = match (spec.kind, spec.classification) {
+            (OutputKind::Label, _) => OutputTensor {
+                name: spec.kind.name(),
+                datatype: "INT64",
+                shape: vec![n],
+                data: TensorValues::I64(rows.iter().map(|r| argmax_f32(r).map_or(-1, |i| i as i64)).collect()),
+                binary: spec.binary,
+            },
+            (_, Some(k)) => OutputTensor {
+                name: spec.kind.name(),
+                datatype: "BYTES",
+                shape: vec![n, k],
+                data: TensorValues::Bytes(classification(rows, k, labels)),
+                binary: spec.binary,
+            },
+            (_, None) => OutputTensor {
+                name: spec.kind.name(),
+                datatype: "FP32",
+                shape: vec![n, classes],
+                data: TensorValues::F32(rows.iter().flatten().copied().collect()),
+                binary: spec.binary,
+            },
+        };
+        out.push(tensor);
+    }
+    out
+}

@@ -1,0 +1,195 @@
+//! Health, server, model and task metadata endpoints.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use crate::SharedState;
+use crate::error::AppError;
+use crate::oip::io_metadata;
+use crate::repository::{LookupError, ModelVersion};
+use crate::tasks::ResolvedTask;
+
+/// Extensions reported in the server metadata.
+pub const EXTENSIONS: [&str; 5] =
+    ["binary_tensor_data", "classification", "model_repository", "statistics", "moat_tasks"];
+
+impl From<LookupError> for AppError {
+    fn from(e: LookupError) -> Self {
+        match e {
+            LookupError::UnknownModel(_) | LookupError::UnknownVersion { .. } => AppError::NotFound(e.to_string()),
+            LookupError::NotReady { .. } => AppError::BadRequest(e.to_string()),
+        }
+    }
+}
+
+/// `GET /v2/health/live`.
+pub(crate) async fn live() -> Json<Value> {
+    Json(json!({ "live": true }))
+}
+
+/// `GET /v2/health/ready`: 200 while serving, 503 while starting or draining.
+pub(crate) async fn ready(State(state): State<SharedState>) -> Response {
+    if state.is_ready() {
+        Json(json!({ "ready": true })).into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "ready": false, "error": "server is not ready" })))
+            .into_response()
+    }
+}
+
+/// `GET /v2`.
+pub(crate) async fn server_metadata(State(state): State<SharedState>) -> Json<Value> {
+    let seed = match state.fixed_seed() {
+        Some(s) => json!(s),
+        None => json!("os-entropy (not disclosed)"),
+    };
+    Json(json!({
+        "name": "moat",
+        "version": env!("CARGO_PKG_VERSION"),
+        "extensions": EXTENSIONS,
+        "parameters": {
+            "selection_seed": seed,
+            "tasks": state.tasks.names(&state.repository),
+        }
+    }))
+}
+
+/// The metadata of a loaded model version.
+pub(crate) fn model_json(model: &ModelVersion, versions: &[u64]) -> Value {
+    let (inputs, outputs) = io_metadata(model.sample_shape(), model.classes());
+    let input_spec = model.card.as_ref().map(|c| {
+        json!({
+            "dataset": c.input.dataset,
+            "class_names": c.input.class_names,
+            "raw_scale": c.input.raw_scale,
+            "normalization": c.input.normalization,
+        })
+    });
+    json!({
+        "name": model.name,
+        "versions": versions.iter().map(|v| v.to_string()).collect::<Vec<_>>(),
+        "platform": "moat_onnx",
+        "inputs": inputs,
+        "outputs": outputs,
+        "parameters": {
+            "version": model.version_string(),
+            "task": model.task(),
+            "max_batch_size": model.max_batch_size,
+            "profile": model.profile,
+            "input_spec": input_spec,
+        }
+    })
+}
+
+/// The metadata of a task, in the model-metadata format.
+pub(crate) fn task_json(task: &ResolvedTask) -> Result<Value, AppError> {
+    let (shape, classes) = task.signature().map_err(|message| AppError::Unavailable { message, retry_after: None })?;
+    let (inputs, outputs) = io_metadata(&shape, classes);
+    let policy = &task.settings.policy;
+    let mut parameters = json!({
+        "task": task.name,
+        "policy": policy.kind().as_str(),
+        "epsilon": policy.epsilon(),
+        "disclose_model": task.settings.disclose_model,
+        "ready_models": task.members.len(),
+        "spec_parameters": ["min_accuracy", "max_latency_ms"],
+    });
+    if task.settings.disclose_model {
+        parameters["models"] = json!(task.members.iter().map(|m| m.name.clone()).collect::<Vec<_>>());
+    }
+    Ok(
+        json!({ "name": task.name, "platform": "moat_task", "inputs": inputs, "outputs": outputs, "parameters": parameters }),
+    )
+}
+
+fn resolve_task(state: &SharedState, name: &str) -> Result<ResolvedTask, AppError> {
+    state.tasks.resolve(name, &state.repository).ok_or_else(|| AppError::NotFound(format!("unknown task '{name}'")))
+}
+
+fn metadata(state: &SharedState, name: &str, version: Option<&str>) -> Result<Value, AppError> {
+    match state.repository.get(name, version) {
+        Ok(model) => Ok(model_json(&model, &state.repository.versions(name)?)),
+        // A task is addressable as a model when no model has its name.
+        Err(LookupError::UnknownModel(_)) if version.is_none() => match state.tasks.resolve(name, &state.repository) {
+            Some(task) => task_json(&task),
+            None => Err(AppError::NotFound(format!("unknown model '{name}'"))),
+        },
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `GET /v2/models/{model}`.
+pub(crate) async fn model_metadata(
+    State(state): State<SharedState>,
+    Path(model): Path<String>,
+) -> Result<Json<Value>, AppError> {
+    metadata(&state, &model, None).map(Json)
+}
+
+/// `GET /v2/models/{model}/versions/{version}`.
+pub(crate) async fn model_version_metadata(
+    State(state): State<SharedState>,
+    Path((model, version)): Path<(String, String)>,
+) -> Result<Json<Value>, AppError> {
+    metadata(&state, &model, Some(&version)).map(Json)
+}
+
+fn readiness(state: &SharedState, name: &str, version: Option<&str>) -> Result<Response, AppError> {
+    match state.repository.get(name, version) {
+        Ok(_) => Ok(Json(json!({ "name": name, "ready": true })).into_response()),
+        Err(LookupError::UnknownModel(_)) if version.is_none() => {
+            let task = resolve_task(state, name).map_err(|_| AppError::NotFound(format!("unknown model '{name}'")))?;
+            if task.signature().is_ok() {
+                Ok(Json(json!({ "name": name, "ready": true })).into_response())
+            } else {
+                let error = format!("no model of task '{name}' is ready");
+                Ok((StatusCode::BAD_REQUEST, Json(json!({ "name": name, "ready": false, "error": error })))
+                    .into_response())
+            }
+        }
+        Err(e @ LookupError::NotReady { .. }) => {
+            Ok((StatusCode::BAD_REQUEST, Json(json!({ "name": name, "ready": false, "error": e.to_string() })))
+                .into_response())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `GET /v2/models/{model}/ready`: 200 ready, 400 not ready, 404 unknown.
+pub(crate) async fn model_ready(
+    State(state): State<SharedState>,
+    Path(model): Path<String>,
+) -> Result<Response, AppError> {
+    readiness(&state, &model, None)
+}
+
+/// `GET /v2/models/{model}/versions/{version}/ready`.
+pub(crate) async fn model_version_ready(
+    State(state): State<SharedState>,
+    Path((model, version)): Path<(String, String)>,
+) -> Result<Response, AppError> {
+    readiness(&state, &model, Some(&version))
+}
+
+/// `GET /v2/tasks`: every task with its policy and readiness.
+pub(crate) async fn list_tasks(State(state): State<SharedState>) -> Json<Value> {
+    let tasks: Vec<Value> = state
+        .tasks
+        .names(&state.repository)
+        .iter()
+        .filter_map(|name| state.tasks.resolve(name, &state.repository))
+        .map(|t| json!({ "name": t.name, "policy": t.settings.policy.kind().as_str(), "ready": t.signature().is_ok() }))
+        .collect();
+    Json(json!({ "tasks": tasks }))
+}
+
+/// `GET /v2/tasks/{task}`.
+pub(crate) async fn task_metadata(
+    State(state): State<SharedState>,
+    Path(task): Path<String>,
+) -> Result<Json<Value>, AppError> {
+    task_json(&resolve_task(&state, &task)?).map(Json)
+}

@@ -1,0 +1,157 @@
+//! The network server: binding, the connection loop with its bounds, graceful shutdown.
+//!
+//! Connections are served by hyper (HTTP/1.1, keep-alive) with a header-read deadline that also
+//! closes idle keep-alive connections, at most [`Limits::max_connections`] at once. On SIGTERM
+//! or Ctrl-C the server reports not-ready, stops accepting, lets in-flight requests finish and
+//! closes, waiting at most [`Limits::shutdown_grace`].
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+use crate::SharedState;
+use crate::error::ServeError;
+use crate::http::app;
+use crate::state::{Limits, ServerConfig, ServerState};
+
+/// A bound, loaded server, ready to run.
+#[derive(Debug)]
+pub struct Server {
+    runtime: tokio::runtime::Runtime,
+    listener: TcpListener,
+    state: SharedState,
+    local_addr: SocketAddr,
+}
+
+impl Server {
+    /// Loads the repository (profiling every model), then binds `config.listen`.
+    pub fn bind(config: &ServerConfig) -> Result<Self, ServeError> {
+        let state = Arc::new(ServerState::load(config)?);
+        Self::bind_state(state, config.listen, config.runtime_workers)
+    }
+
+    /// Binds an already built state.
+    pub fn bind_state(state: SharedState, listen: SocketAddr, runtime_workers: usize) -> Result<Self, ServeError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(runtime_workers.max(1))
+            .thread_name("moat-serve")
+            .enable_all()
+            .build()
+            .map_err(|e| ServeError::Server(format!("cannot start the async runtime: {e}")))?;
+        let listener = runtime
+            .block_on(TcpListener::bind(listen))
+            .map_err(|e| ServeError::Server(format!("cannot listen on {listen}: {e}")))?;
+        let local_addr = listener.local_addr().map_err(|e| ServeError::Server(e.to_string()))?;
+        Ok(Self { runtime, listener, state, local_addr })
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The shared state.
+    pub fn state(&self) -> &SharedState {
+        &self.state
+    }
+
+    /// Serves until SIGTERM or Ctrl-C.
+    pub fn run(self) -> Result<(), ServeError> {
+        self.run_until(shutdown_signal())
+    }
+
+    /// Serves until `shutdown` completes.
+    pub fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {
+        let Server { runtime, listener, state, .. } = self;
+        let result = runtime.block_on(serve(listener, state, shutdown));
+        // Inference jobs past their deadline may still be running: do not wait for them.
+        runtime.shutdown_timeout(Duration::from_secs(1));
+        result
+    }
+}
+
+/// Resolves on SIGTERM or Ctrl-C (or never, if the handlers cannot be installed).
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}
+
+/// Serves `state` on `listener` until `shutdown`, then drains.
+pub async fn serve(
+    listener: TcpListener,
+    state: SharedState,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
+    let router = app(state.clone());
+    let limits: Limits = state.limits.clone();
+    let connections = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let graceful = GracefulShutdown::new();
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder.timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout).keep_alive(true);
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            _ = &mut shutdown => break,
+            permit = connections.clone().acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
+        let (stream, peer) = tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // E.g. out of file descriptors: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+        let service = TowerToHyperService::new(router.clone());
+        let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+    state.set_ready(false);
+    drop(listener);
+    tracing::info!("shutting down: draining in-flight requests");
+    tokio::select! {
+        _ = graceful.shutdown() => tracing::info!("all connections closed"),
+        _ = tokio::time::sleep(limits.shutdown_grace) => tracing::warn!("grace period over: closing the remaining connections"),
+    }
+    Ok(())
+}
