@@ -4,6 +4,7 @@
 //! turns library errors into one-line messages and a non-zero exit code.
 
 mod cmd;
+mod progress;
 mod report;
 
 use std::process::ExitCode;
@@ -31,8 +32,14 @@ enum Command {
     Inspect(cmd::inspect::Args),
     /// Run a model on one input, in float or fixed point.
     Infer(cmd::infer::Args),
-    /// Benchmarks: two-party protocols between two processes on loopback.
-    Bench(cmd::bench::Args),
+    /// Two-party secure inference between two processes: `secure server` and `secure client`.
+    Secure(cmd::secure::Args),
+    /// Serve a model repository over the Open Inference Protocol v2 (HTTP), with task routing.
+    Serve(cmd::serve::Args),
+    /// HTTP load test of a server on this machine: throughput, latency percentiles, errors.
+    Loadtest(cmd::bench_http::Args),
+    /// Benchmarks between two processes on loopback: one protocol, or a whole network privately.
+    Bench(cmd::bench::BenchCommand),
 }
 
 fn main() -> ExitCode {
@@ -50,7 +57,10 @@ fn main() -> ExitCode {
         Command::Train(args) => cmd::train::run(args),
         Command::Inspect(args) => cmd::inspect::run(args),
         Command::Infer(args) => cmd::infer::run(args),
-        Command::Bench(args) => cmd::bench::run(args),
+        Command::Secure(args) => cmd::secure::run(args),
+        Command::Serve(args) => cmd::serve::run(args),
+        Command::Loadtest(args) => cmd::bench_http::run(args),
+        Command::Bench(args) => cmd::bench::dispatch(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -74,7 +74,7 @@ pub(crate) fn send(ot: &mut dyn OtSender, ch: &mut dyn Channel, segments: &[(&[u
         }
         Ok(())
     })?;
-    planes::send_long(ch, &planes::bytes_of_words(&corrections.finish(), corr_bits))?;
+    planes::send_words(ch, &corrections.finish(), corr_bits)?;
     ch.flush()?;
     Ok(xs)
 }
@@ -110,10 +110,7 @@ pub(crate) fn receive(
         Ok(())
     })?;
     let corr_bits: usize = segments.iter().map(|(c, b)| c.len() * *b as usize).sum();
-    let corrections = planes::words_from_bytes(&planes::recv_long(ch, corr_bits.div_ceil(8))?);
-    if !planes::padding_is_clear(&corrections, corr_bits) {
-        return Err(MpcError::peer("correlated OT", "nonzero padding after the corrections"));
-    }
+    let corrections = planes::recv_words(ch, corr_bits)?;
     let mut pos = 0;
     for ((c, bits), y) in segments.iter().zip(ys.iter_mut()) {
         let m = mask(*bits);

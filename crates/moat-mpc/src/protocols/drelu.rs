@@ -4,7 +4,7 @@
 //! **How.** With `x = x₀ + x₁ mod 2^ℓ` and `x'ᵢ = xᵢ mod 2^(ℓ−1)`:
 //! `MSB(x) = MSB(x₀) ⊕ MSB(x₁) ⊕ carry`, where `carry = 1{x'₀ + x'₁ ≥ 2^(ℓ−1)}
 //! = 1{x'₀ > 2^(ℓ−1) − 1 − x'₁}` is a millionaires' comparison on `ℓ − 1` bits between
-//! `P0`'s `x'₀` and `P1`'s `2^(ℓ−1) − 1 − x'₁` ([`super::millionaire`]). Then
+//! `P0`'s `x'₀` and `P1`'s `2^(ℓ−1) − 1 − x'₁` ([`super::millionaire`](mod@super::millionaire)). Then
 //! `DReLU = 1 ⊕ MSB(x)`: `P0` holds `1 ⊕ MSB(x₀) ⊕ carry₀`, `P1` holds `MSB(x₁) ⊕ carry₁`.
 //!
 //! **Learns:** nothing beyond its uniformly random output share.

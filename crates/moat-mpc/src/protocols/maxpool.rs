@@ -6,7 +6,7 @@
 //!
 //! **How.** A tournament, all windows of the layer at once: each level pairs the surviving
 //! candidates of every window and replaces each pair by `max(a, b) = b + ReLU(a − b)`
-//! ([`super::relu`], exact), an odd one out passing through; `⌈log₂ K⌉` levels for windows of
+//! ([`super::relu`](mod@super::relu), exact), an odd one out passing through; `⌈log₂ K⌉` levels for windows of
 //! up to `K` elements (2 for 2×2 pools), each one batched ReLU.
 //!
 //! **Precondition:** `|x| < 2^(ℓ−2)` for every input, so `a − b` does not leave the signed range

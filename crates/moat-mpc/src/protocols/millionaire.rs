@@ -265,17 +265,14 @@ fn compare_batch(
                 eq[j] = Some(e);
             }
             let send_half = triples::sender_half(sender, ch, triple_count)?;
-            planes::send_long(ch, &planes::bytes_of_words(&table, table_len))?;
+            planes::send_words(ch, &table, table_len)?;
             let recv_half = triples::receiver_half(receiver, ch, triple_count, rng)?;
             (send_half, recv_half)
         }
         Party::P1 => {
             let pads = leaf_pads(receiver, ch, input, &plan)?;
             let recv_half = triples::receiver_half(receiver, ch, triple_count, rng)?;
-            let table = planes::words_from_bytes(&planes::recv_long(ch, table_len.div_ceil(8))?);
-            if !planes::padding_is_clear(&table, table_len) {
-                return Err(MpcError::peer("millionaire", "nonzero padding after the leaf tables"));
-            }
+            let table = planes::recv_words(ch, table_len)?;
             unmask_leaves(input, &plan, &table, pads, &mut gt, &mut eq);
             let send_half = triples::sender_half(sender, ch, triple_count)?;
             (send_half, recv_half)

@@ -10,20 +10,20 @@
 //!
 //! | module | computes | bytes/element | flights P0 + P1 |
 //! |---|---|---|---|
-//! | [`millionaire`] | `1{x > y}`, `x` of `P0`, `y` of `P1`, as XOR shares | 835 (36 bits) | 3 + 4 |
-//! | [`drelu`] | `1{x ≥ 0}` of a shared `x` | 835 | 3 + 4 |
-//! | [`mux`] | `b·x` (and `select`) | 41.3 | 1 + 2 |
-//! | [`b2a`] | bit → Z_2^ℓ | 20.6 | 1 + 1 |
-//! | [`relu`] | `max(x, 0)`, exact | 876 | 4 + 6 |
-//! | [`truncate`] | `floor(x / 2^f)` signed, exact | 898 | 5 + 6 |
-//! | [`maxpool`] | window maxima (2×2 windows) | 2629 per output | 8 + 11 |
-//! | [`argmax`] | label of `K = 10` logits, to `P1` only | 8258 per sample | 17 + 21 |
+//! | [`millionaire`](mod@millionaire) | `1{x > y}`, `x` of `P0`, `y` of `P1`, as XOR shares | 835 (36 bits) | 3 + 4 |
+//! | [`drelu`](mod@drelu) | `1{x ≥ 0}` of a shared `x` | 835 | 3 + 4 |
+//! | [`mux`](mod@mux) | `b·x` (and `select`) | 41.3 | 1 + 2 |
+//! | [`b2a`](mod@b2a) | bit → Z_2^ℓ | 20.6 | 1 + 1 |
+//! | [`relu`](mod@relu) | `max(x, 0)`, exact | 876 | 4 + 6 |
+//! | [`truncate`](mod@truncate) | `floor(x / 2^f)` signed, exact | 898 | 5 + 6 |
+//! | [`maxpool`](mod@maxpool) | window maxima (2×2 windows) | 2629 per output | 8 + 11 |
+//! | [`argmax`](mod@argmax) | label of `K = 10` logits, to `P1` only | 8258 per sample | 17 + 21 |
 //!
 //! (ℓ = 37, f = 12, the default 6-bit chunks, IKNP, both directions, frame headers included;
 //! the flights do not depend on `n` up to [`Config::max_batch`]. With 4-bit chunks a ReLU
 //! costs 914 bytes and 5 + 7 flights. Measured on the 2-core development machine, two processes
-//! on loopback: 2^20 exact ReLUs in ≈ 3.3 s, i.e. ≈ 3.3 µs and 876 bytes each; `moat bench relu`
-//! reproduces this.)
+//! on loopback, with other jobs running: 2^20 exact ReLUs in 2.2–3 s, i.e. 2–3 µs and 876 bytes
+//! each; `moat bench relu` reproduces this.)
 //!
 //! [`cost`] predicts the exact traffic of each (frame headers included) and the tests check
 //! the prediction against the channels' counters. [`layer`] wraps the layers with the

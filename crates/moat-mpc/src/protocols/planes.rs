@@ -1,7 +1,7 @@
 //! Bit-sliced helpers: a *plane* is `n` bits packed in `⌈n/64⌉` words (bit `i` in word
 //! `i / 64`, position `i % 64`, padding bits zero), one bit per element of a batch, so a gate
 //! over a whole layer is a handful of word operations. Also a streaming bit writer and the
-//! framing of large messages.
+//! framing of large packed messages.
 
 use crate::bits::BitVec;
 use crate::error::{MpcError, Result};
@@ -167,30 +167,51 @@ impl BitWriter {
     }
 }
 
-/// Sends a long byte message as frames of at most [`MAX_FRAME_BYTES`] (one flight). An empty
-/// message is one empty frame.
-pub(crate) fn send_long(ch: &mut dyn Channel, bytes: &[u8]) -> Result<()> {
-    if bytes.is_empty() {
+/// Sends the first `bits` bits of `words` as `⌈bits/8⌉` little-endian bytes, in frames of at
+/// most [`MAX_FRAME_BYTES`] (one flight; no copy of the whole message is made).
+pub(crate) fn send_words(ch: &mut dyn Channel, words: &[u64], bits: usize) -> Result<()> {
+    let total = bits.div_ceil(8);
+    if total == 0 {
         ch.send(&[])?;
+        return Ok(());
     }
-    for chunk in bytes.chunks(MAX_FRAME_BYTES) {
-        ch.send(chunk)?;
+    let mut buf = Vec::with_capacity(MAX_FRAME_BYTES.min(total));
+    let mut sent = 0;
+    for chunk in words.chunks(MAX_FRAME_BYTES / 8) {
+        buf.clear();
+        for w in chunk {
+            buf.extend_from_slice(&w.to_le_bytes());
+        }
+        buf.truncate(total - sent);
+        if buf.is_empty() {
+            break;
+        }
+        ch.send(&buf)?;
+        sent += buf.len();
     }
     Ok(())
 }
 
-/// Receives a message of exactly `len` bytes sent by [`send_long`].
-pub(crate) fn recv_long(ch: &mut dyn Channel, len: usize) -> Result<Vec<u8>> {
-    if len == 0 {
+/// Receives what [`send_words`] sent for `bits` bits; the padding bits must be zero.
+pub(crate) fn recv_words(ch: &mut dyn Channel, bits: usize) -> Result<Vec<u64>> {
+    let total = bits.div_ceil(8);
+    if total == 0 {
         ch.recv_exact(0)?;
         return Ok(Vec::new());
     }
-    let mut out = Vec::with_capacity(len);
-    while out.len() < len {
-        let frame = ch.recv_exact(MAX_FRAME_BYTES.min(len - out.len()))?;
-        out.extend_from_slice(&frame);
+    let mut words = Vec::with_capacity(words_for(bits));
+    let mut got = 0;
+    while got < total {
+        let frame = ch.recv_exact(MAX_FRAME_BYTES.min(total - got))?;
+        got += frame.len();
+        words.extend(words_from_bytes(&frame));
     }
-    Ok(out)
+    if !padding_is_clear(&words, bits) {
+        return Err(MpcError::Transport(TransportError::Malformed {
+            detail: format!("nonzero padding after {bits} bits"),
+        }));
+    }
+    Ok(words)
 }
 
 /// Words from little-endian bytes (a partial last word is zero-extended).
@@ -203,13 +224,6 @@ pub(crate) fn words_from_bytes(bytes: &[u8]) -> Vec<u64> {
             u64::from_le_bytes(b)
         })
         .collect()
-}
-
-/// Little-endian bytes of the first `bits` bits of `words`.
-pub(crate) fn bytes_of_words(words: &[u64], bits: usize) -> Vec<u8> {
-    let mut out = Vec::with_capacity(bits.div_ceil(8) + 8);
-    append_bytes(&mut out, words, bits);
-    out
 }
 
 #[cfg(test)]
@@ -247,6 +261,26 @@ mod tests {
                 assert_eq!(plane.last().map(|l| l >> (len % 64)), Some(0));
             }
         }
+    }
+
+    #[test]
+    fn long_packed_messages_go_out_in_bounded_frames() -> Result<()> {
+        use crate::transport::memory;
+        let (mut a, mut b) = memory::pair(Default::default());
+        // 2.5 frames of words, and a bit count that ends inside the last word.
+        let words: Vec<u64> = (0..(5 * MAX_FRAME_BYTES / 16) as u64).map(|i| i.wrapping_mul(0x9E37_79B9)).collect();
+        let bits = 64 * words.len() - 3;
+        let mut sent = words.clone();
+        clear_padding(&mut sent, bits);
+        send_words(&mut a, &sent, bits)?;
+        assert_eq!(a.stats().total().frames_sent, 3);
+        assert_eq!(recv_words(&mut b, bits)?, sent);
+        // Nonzero padding is refused; so is a short message.
+        send_words(&mut a, &[u64::MAX], 60)?;
+        assert!(recv_words(&mut b, 60).is_err());
+        send_words(&mut a, &[1], 8)?;
+        assert!(recv_words(&mut b, 16).is_err());
+        Ok(())
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! ReLU: fresh arithmetic shares of `max(x, 0)` (signed) — exact, no dropped bits.
 //!
-//! **How.** `ReLU(x) = DReLU(x) · x`: the sign bit by [`super::drelu`], then the product by
-//! the multiplexer [`super::mux`] (two correlated OTs), which is exact in Z_2^ℓ.
+//! **How.** `ReLU(x) = DReLU(x) · x`: the sign bit by [`super::drelu`](mod@super::drelu), then the product by
+//! the multiplexer [`super::mux`](mod@super::mux) (two correlated OTs), which is exact in Z_2^ℓ.
 //!
 //! **Learns:** nothing beyond its uniformly random output share.
 //!

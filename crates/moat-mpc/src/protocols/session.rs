@@ -17,7 +17,7 @@ pub struct Config {
     /// 1-out-of-2^k OT built from `k` random OTs, so larger chunks mean fewer leaves (fewer
     /// AND gates in the combining tree, fewer rounds) but bigger tables (`2^(k+1)` bits per
     /// leaf). Default 6: at ℓ = 37 the fewest bytes and rounds (876 bytes and 4 + 6 flights
-    /// per ReLU against 914 and 5 + 7 with 4-bit chunks). See [`super::millionaire`].
+    /// per ReLU against 914 and 5 + 7 with 4-bit chunks). See [`super::millionaire`](mod@super::millionaire).
     pub chunk_bits: u32,
     /// Largest number of elements processed in one pass. Larger inputs run in consecutive
     /// passes of this size, each with the protocol's constant number of rounds; this bounds

@@ -1,8 +1,12 @@
 //! One module per subcommand, plus the argument groups they share.
 
+pub mod bench;
+pub mod bench_http;
 pub mod demo;
 pub mod infer;
 pub mod inspect;
+pub mod secure;
+pub mod serve;
 pub mod train;
 
 use std::path::{Path, PathBuf};

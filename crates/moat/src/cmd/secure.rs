@@ -199,7 +199,8 @@ fn client(args: ClientArgs) -> anyhow::Result<()> {
     let (mut labels, mut correct, mut agree) = (Vec::new(), 0, 0);
     let queries_started = Instant::now();
     for i in args.offset..args.offset + args.count {
-        let answer = session.infer(&mut ch, test.sample(i), reveal, &mut Honest).with_context(|| format!("query {i}"))?;
+        let answer =
+            session.infer(&mut ch, test.sample(i), reveal, &mut Honest).with_context(|| format!("query {i}"))?;
         let label = answer.label(fixed).context("empty answer")?;
         correct += usize::from(label == test.label(i));
         if let Some(q) = &reference {
@@ -371,7 +372,9 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
             let spec = net(&args.net)?;
             match spec.trained.map(PathBuf::from).filter(|p| p.exists()) {
                 Some(path) => (load_model(&path)?, format!("trained ({})", path.display())),
-                None => (moat_nn::zoo::build(&spec.arch.parse()?, spec.input, spec.classes, args.seed)?, "random".into()),
+                None => {
+                    (moat_nn::zoo::build(&spec.arch.parse()?, spec.input, spec.classes, args.seed)?, "random".into())
+                }
             }
         }
     };
