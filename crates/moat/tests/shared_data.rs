@@ -91,3 +91,54 @@ fn shared_data_committed_models_reproduce_their_cards() -> TestResult {
     }
     Ok(())
 }
+
+/// Issue acceptance (secure inference): the real two-party protocol between two processes gives
+/// the fixed-point executor's answers — hence the simulated backend's, which equals it bit for
+/// bit — on real test images.
+#[test]
+fn shared_data_secure_two_process_inference_matches_fixed_point() -> TestResult {
+    let Some(data) = data_dir() else { return Ok(()) };
+    for (name, dataset, count) in [("lenet5-mnist", "mnist", "200"), ("resnet20-cifar10", "cifar10", "40")] {
+        let model = repo_root().join("models").join(format!("{name}.onnx"));
+        let mut server = Command::new(env!("CARGO_BIN_EXE_moat"))
+            .args(["secure", "server"])
+            .arg(&model)
+            .args(["--listen", "127.0.0.1:0", "--sessions", "1", "--timeout-ms", "120000"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()?;
+        let mut line = String::new();
+        let stdout = server.stdout.take().ok_or("server stdout")?;
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)?;
+        let addr = line.trim().strip_prefix("listening on ").ok_or("no address")?.to_string();
+        let model_arg = model.to_str().ok_or("path")?;
+        let report = moat_json(
+            &[
+                "secure",
+                "client",
+                "--connect",
+                &addr,
+                "--dataset",
+                dataset,
+                "--count",
+                count,
+                "--compare-with",
+                model_arg,
+                "--json",
+            ],
+            &data,
+        );
+        let status = server.wait()?;
+        let report = report?;
+        assert!(status.success(), "{name}: server {status}");
+        let n: u64 = count.parse()?;
+        eprintln!(
+            "{name}: {n} private inferences, {:.3} s and {:.1} MiB each, accuracy {:.1} %, equal to fixed point: {}",
+            number(&report, &["seconds_per_query"]),
+            number(&report, &["bytes_per_query"]) / (1024.0 * 1024.0),
+            100.0 * number(&report, &["accuracy"]),
+            report["agree_with_fixed_point"]
+        );
+        assert_eq!(report["agree_with_fixed_point"], n, "{name}: {report}");
+    }
+    Ok(())
+}
