@@ -5,34 +5,9 @@
 
 mod onnx_util;
 
-use moat_nn::onnx::{self, proto::ModelProto, proto::NodeProto};
-use moat_nn::{Conv2d, FloatExecutor, Graph, Node, Op, Result, Tensor, ValueId};
+use moat_nn::onnx::proto::{ModelProto, NodeProto};
+use moat_nn::{Conv2d, Graph, Node, Op, Result, Tensor, ValueId};
 use onnx_util::*;
-use prost::Message;
-
-fn import(m: &ModelProto) -> Result<Graph> {
-    onnx::import_onnx(&m.encode_to_vec())
-}
-
-/// The error text of an import that must fail.
-fn error(m: &ModelProto) -> String {
-    match import(m) {
-        Ok(g) => panic!("import unexpectedly succeeded: {:?}", kinds(&g)),
-        Err(e) => e.to_string(),
-    }
-}
-
-fn kinds(g: &Graph) -> Vec<&'static str> {
-    g.nodes().iter().map(|n| n.op.kind()).collect()
-}
-
-fn run(g: &Graph, x: &[f32]) -> Result<Vec<f32>> {
-    FloatExecutor::run(g, x)
-}
-
-fn close(a: &[f32], b: &[f32]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| (x - y).abs() <= 1e-5 * (1.0 + y.abs()))
-}
 
 /// A one-convolution moat graph: the reference for imported convolutions.
 fn conv_ref(weight: &[f32], bias: &[f32], wshape: [usize; 4], input: &[usize], padding: [usize; 4]) -> Result<Graph> {

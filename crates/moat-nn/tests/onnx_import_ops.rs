@@ -4,36 +4,9 @@
 
 mod onnx_util;
 
-use moat_nn::onnx::{self, proto::ModelProto, proto::TensorProto};
-use moat_nn::{Conv2d, FloatExecutor, Graph, NnError, Node, Op, Pool, Result, Tensor, ValueId};
+use moat_nn::onnx::{self, proto::TensorProto};
+use moat_nn::{Conv2d, Graph, NnError, Node, Op, Pool, Result, Tensor, ValueId};
 use onnx_util::*;
-use prost::Message;
-
-fn import(m: &ModelProto) -> Result<Graph> {
-    onnx::import_onnx(&m.encode_to_vec())
-}
-
-/// The error text of an import that must fail.
-fn error(m: &ModelProto) -> String {
-    match import(m) {
-        Ok(g) => {
-            panic!("import unexpectedly succeeded: {:?}", g.nodes().iter().map(|n| n.op.kind()).collect::<Vec<_>>())
-        }
-        Err(e) => e.to_string(),
-    }
-}
-
-fn kinds(g: &Graph) -> Vec<&'static str> {
-    g.nodes().iter().map(|n| n.op.kind()).collect()
-}
-
-fn run(g: &Graph, x: &[f32]) -> Result<Vec<f32>> {
-    FloatExecutor::run(g, x)
-}
-
-fn close(a: &[f32], b: &[f32]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| (x - y).abs() <= 1e-5 * (1.0 + y.abs()))
-}
 
 /// y = x · B for x [k], B [k, m] row-major.
 fn vec_mat(x: &[f32], b: &[f32], m: usize) -> Vec<f32> {

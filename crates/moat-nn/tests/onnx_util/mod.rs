@@ -172,3 +172,31 @@ pub fn weights(n: usize, seed: u64) -> Vec<f32> {
     let mut rng = ChaCha20Rng::seed_from_u64(seed);
     (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect()
 }
+
+/// Imports a hand-built model through its encoded bytes, as a file would be read.
+pub fn import(m: &ModelProto) -> Result<Graph> {
+    moat_nn::onnx::import_onnx(&prost::Message::encode_to_vec(m))
+}
+
+/// The error text of an import that must fail.
+pub fn error(m: &ModelProto) -> String {
+    match import(m) {
+        Ok(g) => panic!("import unexpectedly succeeded: {:?}", kinds(&g)),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// The op kinds of a graph, in order.
+pub fn kinds(g: &Graph) -> Vec<&'static str> {
+    g.nodes().iter().map(|n| n.op.kind()).collect()
+}
+
+/// The float output of a graph.
+pub fn run(g: &Graph, x: &[f32]) -> Result<Vec<f32>> {
+    moat_nn::FloatExecutor::run(g, x)
+}
+
+/// Element-wise equality up to a relative 1e-5.
+pub fn close(a: &[f32], b: &[f32]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| (x - y).abs() <= 1e-5 * (1.0 + y.abs()))
+}
