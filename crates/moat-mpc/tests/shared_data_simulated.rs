@@ -20,7 +20,7 @@ fn shared_data_simulated_engine_matches_fixed_point_on_test_sets() -> TestResult
         eprintln!("MOAT_DATA_DIR is not set: skipping the data-backed suite (CI sets it)");
         return Ok(());
     };
-    for (name, dataset, samples) in [("lenet5-mnist", "mnist", 10_000), ("resnet20-cifar10", "cifar10", 2_000)] {
+    for (name, dataset, samples) in [("lenet5-mnist", "mnist", 10_000), ("resnet20-cifar10", "cifar10", 10_000)] {
         let graph = onnx::load_onnx(&model_path(name))?;
         let quantized = Arc::new(QuantizedGraph::new(&graph, FixedPoint::default())?);
         let test = data::load(dataset, Some(&dir), 0)?.test.take(samples);
