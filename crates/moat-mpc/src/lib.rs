@@ -86,10 +86,8 @@ pub mod he;
 pub mod ot;
 pub mod protocols;
 pub mod shares;
+pub mod testing;
 pub mod transport;
-
-#[cfg(test)]
-pub(crate) mod test_util;
 
 pub use bits::BitVec;
 pub use error::{MpcError, Result};

@@ -243,7 +243,7 @@ mod tests {
     use std::time::Instant;
 
     use super::*;
-    use crate::test_util::{Net, run_pair};
+    use crate::testing::{Net, run_pair};
     use crate::transport::TransportError;
 
     fn rng(seed: u64) -> ChaCha20Rng {

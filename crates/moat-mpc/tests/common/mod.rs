@@ -3,63 +3,13 @@
 
 #![allow(dead_code)] // each test binary uses a different subset
 
-use std::net::TcpListener;
-use std::time::Duration;
-
 use moat_mpc::protocols::{Config, Session};
-use moat_mpc::transport::tcp::TcpChannel;
-use moat_mpc::transport::{Channel, ChannelConfig, Counters, TransportError, memory};
-use moat_mpc::{MpcError, Party, Result};
+pub use moat_mpc::testing::{NETS, Net, run_pair};
+use moat_mpc::transport::{Channel, Counters};
+use moat_mpc::{Party, Result};
 use moat_nn::FixedPoint;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
-
-/// Which transport a two-party test runs over.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Net {
-    Memory,
-    Tcp,
-}
-
-pub const NETS: [Net; 2] = [Net::Memory, Net::Tcp];
-
-fn channel_config() -> ChannelConfig {
-    ChannelConfig::default().with_timeout(Duration::from_secs(60)).with_connect_timeout(Duration::from_secs(10))
-}
-
-fn io(e: std::io::Error) -> MpcError {
-    MpcError::Transport(TransportError::from_io("test socket", &e, Duration::ZERO))
-}
-
-/// Runs `p0` here and `p1` in a thread over `net`; returns both results.
-pub fn run_pair<A, B>(
-    net: Net,
-    p0: impl FnOnce(&mut dyn Channel) -> Result<A>,
-    p1: impl FnOnce(&mut dyn Channel) -> Result<B> + Send + 'static,
-) -> Result<(A, B)>
-where
-    B: Send + 'static,
-{
-    let (mut c0, handle): (Box<dyn Channel>, _) = match net {
-        Net::Memory => {
-            let (a, mut b) = memory::pair(channel_config());
-            (Box::new(a), std::thread::spawn(move || p1(&mut b)))
-        }
-        Net::Tcp => {
-            let listener = TcpListener::bind("127.0.0.1:0").map_err(io)?;
-            let addr = listener.local_addr().map_err(io)?;
-            let handle = std::thread::spawn(move || {
-                let mut b = TcpChannel::accept(&listener, channel_config())?;
-                p1(&mut b)
-            });
-            (Box::new(TcpChannel::connect(addr, channel_config())?), handle)
-        }
-    };
-    let a = p0(&mut *c0);
-    drop(c0);
-    let b = handle.join().map_err(|_| MpcError::invalid("run_pair", "party 1 panicked"))?;
-    Ok((a?, b?))
-}
 
 /// What one party's run produced: its output and its traffic after the session setup.
 pub struct Run<T> {

@@ -1,4 +1,6 @@
-//! Test support: run the two parties of a protocol in two threads.
+//! Test support: run the two parties of a protocol in two threads, over the in-memory pair or
+//! over TCP loopback. Used by this crate's unit and integration tests, and available to
+//! downstream crates that test their own two-party code (as mpz exports its test helpers).
 
 use std::net::TcpListener;
 use std::time::Duration;
@@ -8,11 +10,16 @@ use crate::transport::tcp::TcpChannel;
 use crate::transport::{Channel, ChannelConfig, TransportError, memory};
 
 /// Which transport a two-party test runs over.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Net {
+    /// [`memory::pair`] (two threads in one process).
     Memory,
+    /// [`TcpChannel`] over 127.0.0.1.
     Tcp,
 }
+
+/// Both transports, for tests that run over each.
+pub const NETS: [Net; 2] = [Net::Memory, Net::Tcp];
 
 fn config() -> ChannelConfig {
     ChannelConfig::default().with_timeout(Duration::from_secs(30)).with_connect_timeout(Duration::from_secs(10))
@@ -47,6 +54,8 @@ where
         }
     };
     let a = p0(&mut *c0);
+    // Closing our end first lets a party 1 still waiting see the peer close, not a timeout.
+    drop(c0);
     let b = handle.join().map_err(|_| MpcError::invalid("run_pair", "party 1 panicked"))?;
     Ok((a?, b?))
 }
