@@ -122,6 +122,9 @@ pub fn softmax(x: &[f32]) -> Vec<f32> {
     exps.into_iter().map(|e| e / sum).collect()
 }
 
+/// An input with at most one non-zero in this many elements takes the scatter kernels.
+const SPARSE_RATIO: usize = 16;
+
 /// The quantised form of one node's parameters.
 #[derive(Clone, Debug, PartialEq)]
 pub enum QuantizedLayer {
@@ -259,9 +262,24 @@ impl QuantizedGraph {
     /// is not linear.
     pub fn linear(&self, index: usize, input: &[u64], add_bias: bool) -> Option<Vec<u64>> {
         let fp = self.fixed;
+        // A mostly-zero input (as in a query whose activations were switched off) is
+        // scattered instead of convolved: same result, cost proportional to its non-zeros.
+        let sparse = || {
+            let nonzeros: Vec<(usize, u64)> =
+                input.iter().enumerate().filter(|(_, v)| **v != 0).map(|(i, v)| (i, *v)).collect();
+            (nonzeros.len() * SPARSE_RATIO <= input.len()).then_some(nonzeros)
+        };
         let mut y = match &self.layers[index] {
             QuantizedLayer::Conv2d { weight, bias, window, in_channels } => {
-                let mut y = kernels::conv2d(input, *in_channels, weight, bias.len(), *window);
+                let mut y = match sparse() {
+                    Some(nonzeros) => {
+                        let [oh, ow] = window.out_hw();
+                        let mut y = vec![0u64; bias.len() * oh * ow];
+                        kernels::conv2d_scatter(&nonzeros, *in_channels, weight, bias.len(), *window, &mut y);
+                        y
+                    }
+                    None => kernels::conv2d(input, *in_channels, weight, bias.len(), *window),
+                };
                 if add_bias {
                     let per = y.len() / bias.len();
                     y.iter_mut().enumerate().for_each(|(i, v)| *v = v.wrapping_add(bias[i / per]));
@@ -269,7 +287,14 @@ impl QuantizedGraph {
                 y
             }
             QuantizedLayer::Dense { weight, bias } => {
-                let mut y = kernels::dense(input, weight, bias.len());
+                let mut y = match sparse() {
+                    Some(nonzeros) => {
+                        let mut y = vec![0u64; bias.len()];
+                        kernels::dense_scatter(&nonzeros, weight, input.len(), &mut y);
+                        y
+                    }
+                    None => kernels::dense(input, weight, bias.len()),
+                };
                 if add_bias {
                     y.iter_mut().zip(bias).for_each(|(v, b)| *v = v.wrapping_add(*b));
                 }
@@ -407,6 +432,29 @@ mod tests {
         let float = FloatExecutor::logits(&graph, &input)?;
         for (a, b) in float.iter().zip(q.logits(&input)?) {
             assert!((a - b).abs() < 0.01, "float {a} vs fixed {b}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn sparse_inputs_take_the_scatter_path_with_the_same_result() -> Result<()> {
+        let graph = build(&Architecture::LeNet5 { width: 1.0 }, &[1, 28, 28], 10, 3)?;
+        let q = QuantizedGraph::new(&graph, FixedPoint::default())?;
+        let fp = q.fixed();
+        for (index, layer) in q.layers().iter().enumerate() {
+            let n = crate::tensor::numel(q.graph().shape(q.graph().nodes()[index].inputs[0]));
+            let mut x = vec![0u64; n];
+            x[n / 3] = fp.encode(1.25);
+            x[n - 1] = fp.encode(-0.5);
+            let dense = match layer {
+                QuantizedLayer::Conv2d { weight, window, in_channels, bias } => {
+                    kernels::conv2d(&x, *in_channels, weight, bias.len(), *window)
+                }
+                QuantizedLayer::Dense { weight, bias } => kernels::dense(&x, weight, bias.len()),
+                _ => continue,
+            };
+            let dense: Vec<u64> = dense.into_iter().map(|v| fp.reduce(v)).collect();
+            assert_eq!(q.linear(index, &x, false), Some(dense), "node {index}");
         }
         Ok(())
     }

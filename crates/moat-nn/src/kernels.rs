@@ -103,6 +103,56 @@ pub fn conv2d<T: Mac>(input: &[T], channels: usize, weight: &[T], out_channels: 
     out
 }
 
+/// Adds to `out` (a `[O, oh, ow]` convolution output) the contribution of the listed input
+/// elements `(index into [C, H, W], value)`: [`conv2d`] for an input that is zero elsewhere, in
+/// `O(nonzeros · O · kh · kw)` instead of `O(O · C · kh · kw · oh · ow)`.
+pub fn conv2d_scatter<T: Mac>(
+    nonzeros: &[(usize, T)],
+    channels: usize,
+    weight: &[T],
+    out_channels: usize,
+    win: Window,
+    out: &mut [T],
+) {
+    let [h, w] = win.in_hw;
+    let [kh, kw] = win.kernel;
+    let [sh, sw] = win.stride;
+    let [pt, pl, _, _] = win.padding;
+    let [oh, ow] = win.out_hw();
+    // Output coordinate `o` along one axis that reads input coordinate `i` through kernel tap `k`.
+    let tap = |i: usize, k: usize, pad: usize, stride: usize, n: usize| {
+        let pos = (i + pad).checked_sub(k)?;
+        (pos % stride == 0 && pos / stride < n).then_some(pos / stride)
+    };
+    for &(index, v) in nonzeros {
+        let c = index / (h * w);
+        let (iy, ix) = ((index / w) % h, index % w);
+        if c >= channels {
+            continue;
+        }
+        for i in 0..kh {
+            let Some(y) = tap(iy, i, pt, sh, oh) else { continue };
+            for j in 0..kw {
+                let Some(x) = tap(ix, j, pl, sw, ow) else { continue };
+                for o in 0..out_channels {
+                    let at = (o * oh + y) * ow + x;
+                    out[at] = out[at].mac(weight[((o * channels + c) * kh + i) * kw + j], v);
+                }
+            }
+        }
+    }
+}
+
+/// Adds to `out` the contribution of the listed inputs `(index, value)` to `W x` (`W` of
+/// shape `[out, in]` with `inputs` columns): [`dense`] for an input that is zero elsewhere.
+pub fn dense_scatter<T: Mac>(nonzeros: &[(usize, T)], weight: &[T], inputs: usize, out: &mut [T]) {
+    for &(k, v) in nonzeros {
+        for (o, acc) in out.iter_mut().enumerate() {
+            *acc = acc.mac(weight[o * inputs + k], v);
+        }
+    }
+}
+
 /// Matrix–vector product `W x` with `W` of shape `[out, in]`.
 pub fn dense<T: Mac>(input: &[T], weight: &[T], outputs: usize) -> Vec<T> {
     let n = input.len();
@@ -243,6 +293,27 @@ mod tests {
                 "k{k} s{s} p{p:?}"
             );
         }
+    }
+
+    #[test]
+    fn scatter_kernels_equal_the_dense_ones_on_sparse_inputs() {
+        let (c, o, h, w) = (3, 4, 7, 6);
+        let mut input = vec![0.0f32; c * h * w];
+        let nonzeros: Vec<(usize, f32)> = [(0, 1.5), (17, -2.0), (c * h * w - 1, 3.0), (50, 0.25)].to_vec();
+        for &(k, v) in &nonzeros {
+            input[k] = v;
+        }
+        for (k, s, p) in [(3, 1, [1, 1, 1, 1]), (3, 2, [1, 1, 1, 1]), (1, 1, [0; 4]), (5, 2, [2, 1, 0, 2])] {
+            let weight: Vec<f32> = (0..o * c * k * k).map(|v| ((v * 13 % 7) as f32) - 3.0).collect();
+            let win = Window { in_hw: [h, w], kernel: [k, k], stride: [s, s], padding: p };
+            let mut out = vec![0.0; o * win.out_hw()[0] * win.out_hw()[1]];
+            conv2d_scatter(&nonzeros, c, &weight, o, win, &mut out);
+            assert_eq!(out, conv2d(&input, c, &weight, o, win), "k{k} s{s} p{p:?}");
+        }
+        let weight: Vec<f32> = (0..5 * input.len()).map(|v| ((v * 7 % 5) as f32) - 2.0).collect();
+        let mut out = vec![0.0; 5];
+        dense_scatter(&nonzeros, &weight, input.len(), &mut out);
+        assert_eq!(out, dense(&input, &weight, 5));
     }
 
     #[test]
