@@ -31,8 +31,14 @@ pub enum MpcError {
         detail: String,
     },
     /// The channel failed (disconnect, timeout, malformed or oversized frame).
-    #[error("transport: {0}")]
+    #[error(transparent)]
     Transport(#[from] TransportError),
+    /// The session asked for more queries than it was granted.
+    #[error("query limit reached: the session was granted {queries} queries")]
+    Limit {
+        /// Queries answered before the limit.
+        queries: u64,
+    },
 }
 
 impl MpcError {

@@ -4,7 +4,10 @@
 
 mod common;
 
-use common::{NETS, Net, assert_counters, ring, rings, run_protocol, share, values_in_half_range, values_with_edges};
+use common::{
+    NETS, Net, assert_counters, ring, rings, run_protocol, share, values_in_half_range, values_nonnegative,
+    values_with_edges,
+};
 use moat_mpc::bits::BitVec;
 use moat_mpc::protocols::{self, Config, cost};
 use moat_mpc::{BShare, MpcError, Result, reconstruct, reconstruct_bits, share_bits};
@@ -254,6 +257,81 @@ fn truncation_is_exact_floor_at_the_edges() -> Result<()> {
     Ok(())
 }
 
+fn check_truncate_nonnegative(net: Net, fp: FixedPoint, shift: u32, n: usize, seed: u64) -> Result<()> {
+    let x = values_nonnegative(fp, n, seed);
+    let (x0, x1) = share(fp, &x, seed + 1);
+    let config = Config::default();
+    let (r0, r1) = run_protocol(
+        net,
+        fp,
+        config,
+        seed,
+        move |s, ch| protocols::truncate_nonnegative(s, ch, &x0, shift),
+        move |s, ch| protocols::truncate_nonnegative(s, ch, &x1, shift),
+    )?;
+    let y = reconstruct(&r0.out, &r1.out)?;
+    for (i, (&v, &got)) in x.iter().zip(&y).enumerate() {
+        assert_eq!(got, fp.truncate_by(v, shift), "ℓ={} shift={shift}: x[{i}] = {v:#x}", fp.ring_bits());
+    }
+    let want = cost::truncate_nonnegative(n, fp, shift, &config);
+    assert_counters("truncate_nonnegative P0", r0.counters, want.p0);
+    assert_counters("truncate_nonnegative P1", r1.counters, want.p1);
+    Ok(())
+}
+
+#[test]
+fn nonnegative_truncation_is_exact_floor_at_the_edges() -> Result<()> {
+    for fp in rings() {
+        let ell = fp.ring_bits();
+        let mut shifts = vec![fp.frac_bits(), 1, ell - 1];
+        shifts.dedup();
+        for shift in shifts.into_iter().filter(|&s| s > 0 && s < ell) {
+            for n in SIZES {
+                check_truncate_nonnegative(Net::Memory, fp, shift, n, 31 + n as u64)?;
+            }
+            check_truncate_nonnegative(Net::Tcp, fp, shift, 301, 5)?;
+        }
+    }
+    // Shift 0 is the identity and costs nothing; shift ℓ is refused.
+    let fp = ring(37, 12);
+    assert_eq!(cost::truncate_nonnegative(10, fp, 0, &Config::default()).bytes_total(), 0);
+    let x = values_nonnegative(fp, 40, 3);
+    let (x0, x1) = share(fp, &x, 4);
+    let (r0, r1) = run_protocol(
+        Net::Memory,
+        fp,
+        Config::default(),
+        0,
+        move |s, ch| {
+            let refused = protocols::truncate_nonnegative(s, ch, &x0, 37).is_err();
+            Ok((refused, protocols::truncate_nonnegative(s, ch, &x0, 0)?))
+        },
+        move |s, ch| protocols::truncate_nonnegative(s, ch, &x1, 0),
+    )?;
+    assert!(r0.out.0);
+    assert_eq!(reconstruct(&r0.out.1, &r1.out)?, x);
+    assert_eq!(r0.counters.bytes_sent + r1.counters.bytes_sent, 0);
+    Ok(())
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 12, ..Default::default() })]
+
+    /// Any ring (2 ≤ ℓ ≤ 64), any shift, random non-negative values with random shares.
+    #[test]
+    fn nonnegative_truncation_matches_the_plaintext_floor(
+        ell in 2u32..=64,
+        shift_seed in 0u32..64,
+        n in 1usize..300,
+        seed in 0u64..1 << 20,
+    ) {
+        let fp = ring(ell, (shift_seed % ell).min((ell - 2) / 2));
+        let shift = 1 + shift_seed % (ell - 1);
+        check_truncate_nonnegative(Net::Memory, fp, shift, n, seed)
+            .map_err(|e| proptest::test_runner::TestCaseError::fail(e.to_string()))?;
+    }
+}
+
 #[test]
 fn mux_select_and_b2a_are_exact() -> Result<()> {
     for fp in rings() {
@@ -469,6 +547,11 @@ fn documented_costs_hold() {
     check("b2a", cost::b2a(n, fp), n, 20.5..20.8, (1, 1));
     check("relu", cost::relu(n, fp, &c), n, 874.0..879.0, (4, 6));
     check("truncate", cost::truncate(n, fp, 12, &c), n, 896.0..901.0, (5, 6));
+    check("truncate_nonnegative", cost::truncate_nonnegative(n, fp, 12, &c), n, 293.0..297.0, (2, 3));
+    // The fused rescale pays a third of the signed truncation.
+    let ratio = cost::truncate_nonnegative(n, fp, 12, &c).bytes_total() as f64
+        / cost::truncate(n, fp, 12, &c).bytes_total() as f64;
+    assert!((0.3..0.35).contains(&ratio), "{ratio}");
     check("max_pool 2x2", cost::max_pool(&vec![4; n], fp, &c), n, 2625.0..2632.0, (8, 11));
     check("argmax K=10", cost::argmax(n, 10, fp, &c), n, 8250.0..8265.0, (17, 21));
     // Smaller leaves: smaller tables, but more triples and tree levels.
@@ -497,6 +580,11 @@ fn cost_table() {
         let show = |p: cost::Prediction| {
             format!("{:7.1} B, flights {} + {}", p.bytes_total() as f64 / n as f64, p.p0.rounds, p.p1.rounds)
         };
-        println!("k = {k}: relu {} | trunc {}", show(cost::relu(n, fp, &c)), show(cost::truncate(n, fp, 12, &c)));
+        println!(
+            "k = {k}: relu {} | trunc {} | trunc ≥ 0 {}",
+            show(cost::relu(n, fp, &c)),
+            show(cost::truncate(n, fp, 12, &c)),
+            show(cost::truncate_nonnegative(n, fp, 12, &c))
+        );
     }
 }

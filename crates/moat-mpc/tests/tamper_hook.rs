@@ -1,7 +1,8 @@
 //! The client's tamper hook in the *real* ReLU protocol behaves exactly as in the simulated
 //! backend: an offset `δ` added to the client's pre-activation share shifts the ReLU input that
 //! the protocol reconstructs by exactly `δ`, the behaviour sees the same sites, and the output
-//! is the plaintext ReLU of the shifted input (plus any post-activation offset).
+//! is the plaintext ReLU of the shifted input (truncated when the layer rescales, plus any
+//! post-activation offset).
 
 mod common;
 
@@ -9,16 +10,16 @@ use std::sync::{Arc, Mutex};
 
 use common::{NETS, Net, run_protocol, share};
 use moat_mpc::engine::simulated::Trace;
-use moat_mpc::engine::{FnBehaviour, Honest, Reveal, ShareSite, SimulatedEngine, TamperPoint};
-use moat_mpc::protocols::{Config, LayerSite, relu_layer};
+use moat_mpc::engine::{FnBehaviour, Honest, RescalePlan, Reveal, ShareSite, SimulatedEngine, TamperPoint};
+use moat_mpc::protocols::{Config, LayerSite, max_pool_layer, relu_layer};
 use moat_mpc::{AShare, MpcError, Result, reconstruct};
 use moat_nn::graph::ValueId;
 use moat_nn::{FixedPoint, QuantizedGraph, zoo};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 
-/// What a behaviour saw: `(point, node, name, op, shape)`.
-type Seen = (TamperPoint, usize, String, &'static str, Vec<usize>);
+/// What a behaviour saw: `(point, node, name, op, shape, frac_bits)`.
+type Seen = (TamperPoint, usize, String, &'static str, Vec<usize>, u32);
 
 fn model() -> Result<Arc<QuantizedGraph>> {
     let arch: zoo::Architecture = "lenet5".parse().map_err(|e| MpcError::invalid("test", format!("{e:?}")))?;
@@ -40,7 +41,7 @@ fn behaviour(
         if site.node == node
             && let Ok(mut s) = seen.lock()
         {
-            s.push((site.point, site.node, site.name.to_string(), site.op, site.shape.to_vec()));
+            s.push((site.point, site.node, site.name.to_string(), site.op, site.shape.to_vec(), site.frac_bits));
         }
         if site.node == node && site.point == TamperPoint::PreActivation {
             share[17] = share[17].wrapping_add(delta);
@@ -82,6 +83,12 @@ fn pre_activation_offset_matches_the_simulated_backend() -> Result<()> {
     let name = graph.nodes()[node].name.clone();
     let in_shape = graph.shape(graph.nodes()[node].inputs[0]).to_vec();
     let out_shape = graph.shape(ValueId::of_node(node)).to_vec();
+    // The scales of the fused walk: the first ReLU reads a conv whose truncation it performs.
+    let plan = RescalePlan::fused(graph);
+    let f = fp.frac_bits();
+    let (in_bits, out_bits) =
+        (plan.frac_bits(graph.nodes()[node].inputs[0], f), plan.frac_bits(ValueId::of_node(node), f));
+    assert_eq!((in_bits, out_bits), (2 * f, f));
     for net in NETS {
         let (x0, x1) = share(fp, &honest_pre, 40 + net as u64);
         let real_seen = Arc::new(Mutex::new(Vec::new()));
@@ -96,11 +103,25 @@ fn pre_activation_offset_matches_the_simulated_backend() -> Result<()> {
             Config::default(),
             3,
             move |s, ch| {
-                let site = LayerSite { node, name: &name0, input_shape: &in0, output_shape: &out0 };
+                let site = LayerSite {
+                    node,
+                    name: &name0,
+                    input_shape: &in0,
+                    output_shape: &out0,
+                    input_frac_bits: in_bits,
+                    output_frac_bits: out_bits,
+                };
                 relu_layer(s, ch, &x0, &site, &mut Honest)
             },
             move |s, ch| {
-                let site = LayerSite { node, name: &name1, input_shape: &in1, output_shape: &out1 };
+                let site = LayerSite {
+                    node,
+                    name: &name1,
+                    input_shape: &in1,
+                    output_shape: &out1,
+                    input_frac_bits: in_bits,
+                    output_frac_bits: out_bits,
+                };
                 let mut inner = behaviour(node, delta, eps, seen);
                 let mut recording = FnBehaviour(|site: &ShareSite<'_>, share: &mut [u64]| {
                     use moat_mpc::engine::ClientBehaviour;
@@ -120,9 +141,10 @@ fn pre_activation_offset_matches_the_simulated_backend() -> Result<()> {
         assert_eq!(real_pre, sim_pre, "{net:?}: the protocol's ReLU input is the simulated one");
         assert_eq!(fp.sub(real_pre[17], honest_pre[17]), delta);
         assert!(real_pre.iter().zip(&honest_pre).enumerate().all(|(i, (a, b))| i == 17 || a == b));
-        // Output: ReLU of the shifted input, plus ε where the post-activation share was moved.
+        // Output: ReLU of the shifted input, truncated to f, plus ε where the post-activation
+        // share was moved.
         let y = reconstruct(&r0.out, &r1.out)?;
-        let mut want: Vec<u64> = sim_pre.iter().map(|&v| if fp.is_negative(v) { 0 } else { v }).collect();
+        let mut want: Vec<u64> = sim_pre.iter().map(|&v| if fp.is_negative(v) { 0 } else { fp.truncate(v) }).collect();
         want[5] = fp.add(want[5], eps);
         assert_eq!(y, want, "{net:?}");
         // The behaviour saw the same sites, in the same order, in both backends.
@@ -146,18 +168,64 @@ fn honest_client_leaves_the_layer_unchanged_and_the_server_has_no_hook() -> Resu
         Config::default(),
         4,
         move |s, ch| {
-            let site = LayerSite { node: 0, name: "relu", input_shape: &site_shape, output_shape: &site_shape };
+            let site = LayerSite {
+                node: 0,
+                name: "relu",
+                input_shape: &site_shape,
+                output_shape: &site_shape,
+                input_frac_bits: 12,
+                output_frac_bits: 12,
+            };
             // The server's behaviour argument is ignored: only the client holds a hook.
             let mut would_tamper =
                 FnBehaviour(|_: &ShareSite<'_>, share: &mut [u64]| share[0] = share[0].wrapping_add(999));
             relu_layer(s, ch, &x0, &site, &mut would_tamper)
         },
         move |s, ch| {
-            let site = LayerSite { node: 0, name: "relu", input_shape: &site_shape, output_shape: &site_shape };
+            let site = LayerSite {
+                node: 0,
+                name: "relu",
+                input_shape: &site_shape,
+                output_shape: &site_shape,
+                input_frac_bits: 12,
+                output_frac_bits: 12,
+            };
             relu_layer(s, ch, &x1, &site, &mut Honest)
         },
     )?;
     let want: Vec<u64> = x.iter().map(|&v| if fp.is_negative(v) { 0 } else { v }).collect();
     assert_eq!(reconstruct(&r0.out, &r1.out)?, want);
+    Ok(())
+}
+
+#[test]
+fn layers_refuse_scales_they_cannot_produce() -> Result<()> {
+    let fp = FixedPoint::default();
+    let (x0, x1) = share(fp, &common::values_with_edges(fp, 8, 1), 2);
+    let shape = [8usize];
+    let site = |input_frac_bits, output_frac_bits| LayerSite {
+        node: 0,
+        name: "layer",
+        input_shape: &shape,
+        output_shape: &shape,
+        input_frac_bits,
+        output_frac_bits,
+    };
+    let (r0, r1) = run_protocol(
+        Net::Memory,
+        fp,
+        Config::default(),
+        6,
+        move |s, ch| {
+            let up = relu_layer(s, ch, &x0, &site(12, 24), &mut Honest).is_err();
+            let pool = max_pool_layer(s, ch, &x0, &[vec![0, 1]], &site(24, 12), &mut Honest).is_err();
+            Ok((up, pool, ch.stats().total().bytes_sent))
+        },
+        move |_s, _ch| Ok(x1),
+    )?;
+    let (up, pool, sent) = r0.out;
+    assert!(up && pool);
+    assert_eq!(sent, 0, "refused before any message");
+    drop(r1);
     Ok(())
 }

@@ -86,6 +86,25 @@ fn trunc_maxpool_argmax_are_exact_between_two_processes() -> TestResult {
 }
 
 #[test]
+fn nonnegative_trunc_is_exact_and_a_third_of_the_signed_one() -> TestResult {
+    let r = bench_json(&["trunc", "--nonnegative", "--n", "5000"])?;
+    check_report(&r, 5000);
+    // ≈ 295 bytes per element (plus frame headers at this size) and 2 + 3 flights.
+    let per = r["bytes_per_element"].as_f64().unwrap_or(0.0);
+    assert!((290.0..310.0).contains(&per), "{per}");
+    assert_eq!((r["rounds_p0"].as_u64(), r["rounds_p1"].as_u64()), (Some(2), Some(3)));
+    let signed = bench_json(&["trunc", "--n", "5000"])?["bytes_per_element"].as_f64().unwrap_or(0.0);
+    assert!(per < 0.35 * signed, "{per} vs {signed}");
+    check_report(
+        &bench_json(&["trunc", "--nonnegative", "--n", "777", "--ring-bits", "64", "--frac-bits", "20"])?,
+        777,
+    );
+    let out = moat(&["bench", "relu", "--nonnegative", "--n", "10"])?;
+    assert!(!out.status.success() && text(&out.stderr).contains("--nonnegative"), "{}", text(&out.stderr));
+    Ok(())
+}
+
+#[test]
 fn human_output_reports_both_parties() -> TestResult {
     let out = moat(&["bench", "relu", "--n", "1000", "--verify"])?;
     assert!(out.status.success(), "{}", text(&out.stderr));

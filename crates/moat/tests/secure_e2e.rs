@@ -85,6 +85,28 @@ fn secure_client_gets_the_fixed_point_labels_and_a_dead_client_does_not_stop_the
 }
 
 #[test]
+fn bench_secure_reports_the_fused_rescale_per_layer() -> TestResult {
+    let dir = std::env::temp_dir().join(format!("moat-secure-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let model = train_digits_model(&dir)?;
+    let out = moat().args(["bench", "secure", "--queries", "2", "--json", "--model"]).arg(&model).output()?;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    // mlp:32,16: three dense layers; the two hidden ones truncate after their ReLU.
+    assert_eq!((report["deferred_truncations"].as_u64(), report["linear_layers"].as_u64()), (Some(2), Some(3)));
+    let layers = report["layers"].as_array().ok_or("layers")?;
+    let truncated = |op: &str| layers.iter().filter(|l| l["op"] == op && l["truncated"] == true).count();
+    assert_eq!((truncated("Relu"), truncated("Dense")), (2, 1), "{report}");
+    // The per-layer bytes add up to the total.
+    let sum: f64 =
+        layers.iter().map(|l| l["bytes_up"].as_f64().unwrap_or(0.0) + l["bytes_down"].as_f64().unwrap_or(0.0)).sum();
+    let total = report["bytes_per_query"].as_f64().unwrap_or(0.0);
+    assert!((sum - total).abs() <= 0.01 * total, "{sum} vs {total}");
+    std::fs::remove_dir_all(&dir).ok();
+    Ok(())
+}
+
+#[test]
 fn a_client_without_a_server_fails_within_its_timeout() -> TestResult {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     let addr = listener.local_addr()?.to_string();

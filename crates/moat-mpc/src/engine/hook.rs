@@ -12,8 +12,9 @@ use serde::{Deserialize, Serialize};
 /// Where in the protocol the client holds a share it could alter.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum TamperPoint {
-    /// The client's share of the input of a ReLU or max pool (after the preceding linear layer
-    /// and its truncation), before the non-linear protocol consumes it.
+    /// The client's share of the input of a ReLU or max pool, before the non-linear protocol
+    /// consumes it. Its scale is [`ShareSite::frac_bits`]: `2f` behind a linear layer whose
+    /// truncation the walk defers past the ReLU ([`crate::engine::plan`]), `f` otherwise.
     PreActivation,
     /// The client's share of the output of a ReLU or max pool, before it enters the next layer.
     PostActivation,
@@ -35,6 +36,9 @@ pub struct ShareSite<'a> {
     pub op: &'static str,
     /// Per-sample shape of the shared value.
     pub shape: &'a [usize],
+    /// Fractional bits of the shared value (`f`, or `2f` for a pre-activation behind a
+    /// deferred truncation): an offset `δ` on the share moves the value by `δ / 2^frac_bits`.
+    pub frac_bits: u32,
 }
 
 /// What a client does at each tamper point. Shares are ring elements mod 2^ℓ; the engine

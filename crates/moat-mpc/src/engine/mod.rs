@@ -1,4 +1,4 @@
-//! The two-party inference engine: runs a [`QuantizedGraph`] between a server `P0` (holds the
+//! The two-party inference engine: runs a [`moat_nn::QuantizedGraph`] between a server `P0` (holds the
 //! weights) and a client `P1` (holds the input) and reveals to the client what it asked for.
 //!
 //! ## Protocol shape (what each party holds and learns)
@@ -8,8 +8,9 @@
 //!
 //! * **linear** (conv, dense, folded batch norm, average pools): the parties obtain shares of
 //!   `L(x) + b` — in the real backend by homomorphic encryption, the server masking its result
-//!   with fresh randomness — then shares of its truncation by f bits. Neither party learns
-//!   anything: each new share is uniformly random on its own.
+//!   with fresh randomness — then shares of its truncation by f bits, at once or after the
+//!   ReLU that reads it ([`plan`]). Neither party learns anything: each new share is uniformly
+//!   random on its own.
 //! * **ReLU / max pool**: comparison protocols on the shares give fresh shares of the result.
 //! * **add, reshape, flatten**: local.
 //! * **output**: with [`Reveal::Label`] the argmax runs inside the protocol and only the label
@@ -26,12 +27,16 @@
 //!   the real protocol: the attack oracle.
 //! * the real backend: two processes over the transport (linear layers by BFV).
 
+pub mod hardening;
 pub mod hook;
+pub mod plan;
 pub mod real;
 pub mod simulated;
 
+pub use hardening::Hardening;
 pub use hook::{ClientBehaviour, FnBehaviour, Honest, ShareSite, TamperPoint};
-pub use real::{ClientSession, NodeTiming, ServerModel};
+pub use plan::RescalePlan;
+pub use real::{ClientSession, NodeTiming, ServeOptions, ServerModel};
 pub use simulated::SimulatedEngine;
 
 use serde::{Deserialize, Serialize};

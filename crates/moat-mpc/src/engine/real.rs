@@ -10,10 +10,22 @@
 //! 2. **Setup**: IKNP base OTs in both directions ([`Session::setup`]), then the client's BFV
 //!    public key ([`HeClient::setup`]).
 //! 3. **Queries**, any number: the client sends a one-byte request (label or logits), then
-//!    both walk the graph node by node — linear layers by [`crate::he`] followed by exact
-//!    truncation, ReLU and max pool by [`crate::protocols`] with the client's tamper points,
-//!    additions, concatenations and reshapes locally — and end with the argmax revealed to the
-//!    client only, or with the server's logit share sent to the client.
+//!    both walk the graph node by node — linear layers by [`crate::he`], ReLU and max pool by
+//!    [`crate::protocols`] with the client's tamper points, additions, concatenations and
+//!    reshapes locally — and end with the argmax revealed to the client only, or with the
+//!    server's logit share sent to the client.
+//!
+//!    Rescaling follows [`RescalePlan::fused`], which both parties derive from the skeleton: a
+//!    linear layer read by a ReLU (directly, or through a residual `Add`) leaves its result at
+//!    `2f` fractional bits, the `Add` lifts its other operand by `2^f` locally, and the ReLU
+//!    truncates its non-negative output ([`crate::protocols::truncate_nonnegative`], a third
+//!    of the cost of a signed truncation); every other linear layer truncates at once
+//!    ([`crate::protocols::truncate()`]). Both are exact, so an honest run is bit for bit the
+//!    fixed-point executor's. The client's pre-activation share of such a ReLU is at `2f`
+//!    ([`ShareSite::frac_bits`]).
+//!
+//!    With [`ServeOptions::hardening`], the server adds fresh noise to its own share of every
+//!    ReLU / max-pool input and of the logits ([`Hardening`]) before the protocol uses them.
 //! 4. **End**: the client sends the end byte (or closes the channel).
 //!
 //! What each party learns is what [`crate::he::linear`] and [`crate::protocols`] state for
@@ -22,6 +34,7 @@
 //! plus `"setup"` and `"output"`, so per-layer bytes and rounds come from the channel's
 //! [`crate::transport::Stats`].
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use moat_nn::graph::{Op, ValueId};
@@ -32,7 +45,9 @@ use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 use serde::{Deserialize, Serialize};
 
+use super::hardening::Hardening;
 use super::hook::{ClientBehaviour, Honest, ShareSite, TamperPoint};
+use super::plan::RescalePlan;
 use super::{Reveal, Revealed};
 use crate::error::{MpcError, Result};
 use crate::he::encoding::Plan;
@@ -79,6 +94,7 @@ pub fn he_params(degree: usize, fixed: FixedPoint) -> Result<HeParams> {
 /// layer's weights encoded once (shared by all sessions).
 pub struct ServerModel {
     model: Arc<QuantizedGraph>,
+    layout: Layout,
     params: HeParams,
     layers: Vec<Option<ServerLayer>>,
     prepared_bytes: usize,
@@ -98,6 +114,7 @@ impl ServerModel {
     /// [`Self::new`] with `budget` bytes for pre-encoded weights (0: encode every query).
     pub fn with_budget(model: Arc<QuantizedGraph>, he_degree: usize, budget: usize) -> Result<Self> {
         let params = he_params(he_degree, model.fixed())?;
+        let layout = Layout::new(&model)?;
         let mut used = 0usize;
         let mut layers = Vec::with_capacity(model.graph().nodes().len());
         for i in 0..model.graph().nodes().len() {
@@ -117,7 +134,7 @@ impl ServerModel {
             layers.push(Some(layer));
         }
         tracing::debug!(prepared_bytes = used, "server model ready");
-        Ok(Self { model, params, layers, prepared_bytes: used })
+        Ok(Self { model, layout, params, layers, prepared_bytes: used })
     }
 
     /// Bytes held by pre-encoded weight polynomials.
@@ -133,6 +150,12 @@ impl ServerModel {
     /// Serves one client session on `ch` until the client ends it; returns the number of
     /// queries answered. `seed` drives the server's share and OT randomness.
     pub fn serve(&self, ch: &mut dyn Channel, seed: u64) -> Result<u64> {
+        self.serve_with(ch, seed, &ServeOptions::default())
+    }
+
+    /// [`Self::serve`] with per-session [`ServeOptions`]: a query limit (a request beyond it
+    /// ends the session with [`MpcError::Limit`]) and server-side [`Hardening`].
+    pub fn serve_with(&self, ch: &mut dyn Channel, seed: u64, options: &ServeOptions) -> Result<u64> {
         let fixed = self.model.fixed();
         let hello = Hello {
             protocol: PROTOCOL.to_string(),
@@ -147,6 +170,8 @@ impl ServerModel {
         ch.send(&json)?;
         let mut session = Session::setup(ch, Party::P0, fixed, seeds.next_u64())?;
         let mut he = HeServer::setup(&self.params, ch, seeds.next_u64())?;
+        // The hardening noise: one stream for the session, so every query draws fresh values.
+        let mut noise_rng = ChaCha20Rng::seed_from_u64(seeds.next_u64());
         let mut queries = 0;
         loop {
             ch.set_phase("request");
@@ -162,14 +187,41 @@ impl ServerModel {
                 [REQUEST_LOGITS] => Reveal::Logits,
                 other => return Err(MpcError::peer("request", format!("unknown request {other:?}"))),
             };
-            let input = vec![0; moat_nn::tensor::numel(self.model.graph().input_shape())];
-            let mut party = Party0 { he: &mut he, layers: &self.layers };
-            let input = AShare::from_wrapping(fixed, input);
-            walk(&self.model, &mut session, ch, &mut party, input, reveal, &mut Honest, None)?;
+            if options.max_queries.is_some_and(|limit| queries >= limit) {
+                return Err(MpcError::Limit { queries });
+            }
+            let input = AShare::zeros(fixed, moat_nn::tensor::numel(self.model.graph().input_shape()));
+            let walk = Walk {
+                model: &self.model,
+                layout: &self.layout,
+                session: &mut session,
+                ch: &mut *ch,
+                linear: &mut Party0 { he: &mut he, layers: &self.layers },
+                behaviour: &mut Honest,
+                noise: options
+                    .hardening
+                    .is_active()
+                    .then_some(Noise { hardening: options.hardening, rng: &mut noise_rng }),
+                timings: None,
+            };
+            walk.run(input, reveal)?;
             queries += 1;
         }
         Ok(queries)
     }
+}
+
+/// Per-session options of [`ServerModel::serve_with`].
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct ServeOptions {
+    /// The most queries this session may run (`None`: unlimited). The serving layer sets it
+    /// from the client's remaining query budget.
+    pub max_queries: Option<u64>,
+    /// Noise the server adds to its own shares ([`Hardening::NONE`] by default): uniform of
+    /// half-width `activation_noise` on every ReLU / max-pool input, at that input's scale
+    /// (`2f` behind a deferred truncation, else `f`), and `logit_noise` on the logits, drawn
+    /// fresh for every query from a stream seeded by the session seed. It costs no traffic.
+    pub hardening: Hardening,
 }
 
 /// Wall time of one node in the last inference (both parties advance in lock step, so the
@@ -182,6 +234,10 @@ pub struct NodeTiming {
     pub name: String,
     /// Op kind.
     pub op: String,
+    /// Whether the node truncated its output: a linear layer rescaling at once, or a ReLU
+    /// rescaling its output after a deferred linear layer ([`crate::engine::plan`]).
+    #[serde(default)]
+    pub truncated: bool,
     /// Seconds.
     pub seconds: f64,
 }
@@ -189,6 +245,7 @@ pub struct NodeTiming {
 /// The client's side of a session.
 pub struct ClientSession {
     model: QuantizedGraph,
+    layout: Layout,
     session: Session,
     he: HeClient,
     plans: Vec<Option<Plan>>,
@@ -221,10 +278,11 @@ impl ClientSession {
         let plans = (0..model.graph().nodes().len())
             .map(|i| shape_of(&model, i)?.map(|shape| params.plan(shape)).transpose())
             .collect::<Result<_>>()?;
+        let layout = Layout::new(&model)?;
         let session = Session::setup(ch, Party::P1, fixed, seeds.next_u64())?;
         let mut he = HeClient::new(&params, seeds.next_u64())?;
         he.setup(ch)?;
-        Ok(Self { model, session, he, plans, hello, timings: Vec::new() })
+        Ok(Self { model, layout, session, he, plans, hello, timings: Vec::new() })
     }
 
     /// The server's hello (architecture and parameters).
@@ -274,12 +332,19 @@ impl ClientSession {
             Reveal::Label => REQUEST_LABEL,
             Reveal::Logits => REQUEST_LOGITS,
         }])?;
-        let fixed = self.model.fixed();
-        let mut party = Party1 { he: &mut self.he, plans: &self.plans };
         self.timings.clear();
-        let input = AShare::from_wrapping(fixed, input);
-        let timings = Some(&mut self.timings);
-        let out = walk(&self.model, &mut self.session, ch, &mut party, input, reveal, behaviour, timings)?;
+        let input = AShare::from_wrapping(self.model.fixed(), input);
+        let walk = Walk {
+            model: &self.model,
+            layout: &self.layout,
+            session: &mut self.session,
+            ch,
+            linear: &mut Party1 { he: &mut self.he, plans: &self.plans },
+            behaviour,
+            noise: None,
+            timings: Some(&mut self.timings),
+        };
+        let out = walk.run(input, reveal)?;
         out.ok_or_else(|| MpcError::invalid("infer", "the protocol revealed nothing to the client"))
     }
 
@@ -327,112 +392,219 @@ impl LinearParty for Party1<'_> {
     }
 }
 
-/// Both parties' walk over the graph: the same steps in the same order. Returns what the
-/// client learns (`None` for the server); records per-node wall times into `timings`.
-#[expect(clippy::too_many_arguments, reason = "one call site per party; a struct would only rename them")]
-fn walk(
-    model: &QuantizedGraph,
-    session: &mut Session,
-    ch: &mut dyn Channel,
-    party: &mut dyn LinearParty,
-    input: AShare,
-    reveal: Reveal,
-    behaviour: &mut dyn ClientBehaviour,
-    mut timings: Option<&mut Vec<NodeTiming>>,
-) -> Result<Option<Revealed>> {
-    let graph = model.graph();
-    let fixed = model.fixed();
-    let mut values: Vec<Option<AShare>> = vec![None; graph.nodes().len() + 1];
-    values[0] = Some(input);
-    let mut readers = graph.reader_counts();
-    let missing = |name: &str| MpcError::invalid("walk", format!("an input of node '{name}' was released early"));
-    for (index, node) in graph.nodes().iter().enumerate() {
-        let started = std::time::Instant::now();
-        ch.set_phase(&format!("{index}:{}", node.name));
-        let x = values[node.inputs[0].0].as_ref().ok_or_else(|| missing(&node.name))?;
-        let site = LayerSite {
-            node: index,
-            name: &node.name,
-            input_shape: graph.shape(node.inputs[0]),
-            output_shape: graph.shape(ValueId::of_node(index)),
-        };
-        let y = match (&node.op, &model.layers()[index]) {
-            (op, _) if op.is_linear() => {
-                let pre = party.linear(ch, index, x)?;
-                truncate(session, ch, &pre)?
-            }
-            (Op::Relu, _) => relu_layer(session, ch, x, &site, behaviour)?,
-            (Op::MaxPool(_), QuantizedLayer::MaxPool { window, channels }) => {
-                max_pool_layer(session, ch, x, &pool_windows(*channels, *window), &site, behaviour)?
-            }
-            (Op::Add, _) => {
-                let z = values[node.inputs[1].0].as_ref().ok_or_else(|| missing(&node.name))?;
-                x.try_add(z)?
-            }
-            (Op::Concat, _) => {
-                let mut joined = Vec::new();
-                for input in &node.inputs {
-                    joined.extend_from_slice(values[input.0].as_ref().ok_or_else(|| missing(&node.name))?.values());
-                }
-                AShare::from_wrapping(fixed, joined)
-            }
-            (Op::Flatten | Op::Reshape(_) | Op::Softmax, _) => x.clone(),
-            (op, _) => {
+/// What both parties derive once from the public architecture (the server per model, the
+/// client per session): where the walk rescales and every max pool's windows.
+struct Layout {
+    plan: RescalePlan,
+    /// Per node: the windows of a max pool ([`pool_windows`]), `None` for other nodes.
+    windows: Vec<Option<Vec<Vec<usize>>>>,
+}
+
+impl Layout {
+    /// The fused plan of `model`'s graph, checked against what the walk can run: a value at
+    /// `2f` is read only by a ReLU (which truncates) or by an `Add` that stays at `2f`, and
+    /// the logits are at `f`.
+    fn new(model: &QuantizedGraph) -> Result<Self> {
+        let graph = model.graph();
+        let plan = RescalePlan::fused(graph);
+        let mut windows = Vec::with_capacity(graph.nodes().len());
+        for (index, node) in graph.nodes().iter().enumerate() {
+            windows.push(match &model.layers()[index] {
+                QuantizedLayer::MaxPool { window, channels } => Some(pool_windows(*channels, *window)),
+                _ => None,
+            });
+            let output_double = plan.is_double(ValueId::of_node(index));
+            let reads_double = node.inputs.iter().any(|v| plan.is_double(*v));
+            let consistent = match node.op {
+                Op::Relu => !output_double,
+                Op::Add => !reads_double || output_double,
+                _ => !reads_double,
+            };
+            if !consistent {
                 return Err(MpcError::invalid(
-                    "walk",
-                    format!("node '{}': no two-party protocol for {}", node.name, op.kind()),
+                    "rescale plan",
+                    format!(
+                        "node '{}' ({}) reads a value at 2f and writes one at {} (unsupported)",
+                        node.name,
+                        node.op.kind(),
+                        if output_double { "2f" } else { "f" }
+                    ),
                 ));
             }
-        };
-        for input in &node.inputs {
-            readers[input.0] -= 1;
-            if readers[input.0] == 0 {
-                values[input.0] = None;
-            }
         }
-        values[ValueId::of_node(index).0] = Some(y);
-        if let Some(t) = timings.as_deref_mut() {
-            let seconds = started.elapsed().as_secs_f64();
-            t.push(NodeTiming { node: index, name: node.name.clone(), op: node.op.kind().to_string(), seconds });
+        if plan.is_double(graph.logits()) {
+            return Err(MpcError::invalid("rescale plan", "the logits are left at 2f"));
         }
+        Ok(Self { plan, windows })
+    }
+}
+
+/// `v·2^f` (both shares multiplied: local) when `lift`, else `v` itself.
+fn lifted(v: &AShare, lift: bool, f: u32) -> Cow<'_, AShare> {
+    if lift { Cow::Owned(v.mul_public(1u64 << f)) } else { Cow::Borrowed(v) }
+}
+
+/// The server's hardening noise for one session: amplitudes and their random stream.
+struct Noise<'a> {
+    hardening: Hardening,
+    rng: &'a mut ChaCha20Rng,
+}
+
+/// One party's walk of one query over the graph: both parties take the same steps in the same
+/// order. The client carries its behaviour and its timings; the server its noise.
+struct Walk<'a> {
+    model: &'a QuantizedGraph,
+    layout: &'a Layout,
+    session: &'a mut Session,
+    ch: &'a mut dyn Channel,
+    linear: &'a mut dyn LinearParty,
+    behaviour: &'a mut dyn ClientBehaviour,
+    noise: Option<Noise<'a>>,
+    timings: Option<&'a mut Vec<NodeTiming>>,
+}
+
+impl Walk<'_> {
+    /// The server's share plus fresh noise of half-width `amplitude` (real units), held at
+    /// `frac_bits` fractional bits; `None` (use the share as it is) for the client or without
+    /// that kind of noise.
+    fn perturb(&mut self, x: &AShare, amplitude: impl Fn(&Hardening) -> f64, frac_bits: u32) -> Option<AShare> {
+        let noise = self.noise.as_mut()?;
+        let amplitude = amplitude(&noise.hardening);
+        if amplitude <= 0.0 {
+            return None;
+        }
+        let mut values = x.values().to_vec();
+        Hardening::perturb(x.fixed_point(), &mut values, amplitude, frac_bits, noise.rng);
+        Some(AShare::from_wrapping(x.fixed_point(), values))
     }
 
-    let started = std::time::Instant::now();
-    ch.set_phase("output");
-    let logits_value = graph.logits();
-    let logits = values[logits_value.0].take().ok_or_else(|| missing("output"))?;
-    let producer = logits_value.node().unwrap_or(0);
-    let (name, op) = graph.nodes().get(producer).map(|n| (n.name.as_str(), n.op.kind())).unwrap_or(("input", "Input"));
-    let site = ShareSite { point: TamperPoint::Logits, node: producer, name, op, shape: graph.shape(logits_value) };
-    let revealed = match reveal {
-        Reveal::Label => label_layer(session, ch, &logits, &site, behaviour)?.map(Revealed::Label),
-        Reveal::Logits => {
-            let logits = tamper_share(session, &logits, &site, behaviour);
-            let bits = fixed.ring_bits();
-            if session.party() == Party::P0 {
-                ch.send_ring(logits.values(), bits)?;
-                ch.flush()?;
-                None
-            } else {
-                let other = ch.recv_ring(logits.len(), bits)?;
-                let opened = logits.values().iter().zip(&other).map(|(a, b)| fixed.add(*a, *b)).collect();
-                Some(Revealed::Logits(opened))
+    /// Runs the query; returns what the client learns (`None` for the server).
+    fn run(mut self, input: AShare, reveal: Reveal) -> Result<Option<Revealed>> {
+        let model = self.model;
+        let graph = model.graph();
+        let fixed = model.fixed();
+        let f = fixed.frac_bits();
+        let plan = &self.layout.plan;
+        let mut values: Vec<Option<AShare>> = vec![None; graph.nodes().len() + 1];
+        values[0] = Some(input);
+        let mut readers = graph.reader_counts();
+        let missing = |name: &str| MpcError::invalid("walk", format!("an input of node '{name}' was released early"));
+        for (index, node) in graph.nodes().iter().enumerate() {
+            let started = std::time::Instant::now();
+            self.ch.set_phase(&format!("{index}:{}", node.name));
+            let x = values[node.inputs[0].0].as_ref().ok_or_else(|| missing(&node.name))?;
+            let output = ValueId::of_node(index);
+            let site = LayerSite {
+                node: index,
+                name: &node.name,
+                input_shape: graph.shape(node.inputs[0]),
+                output_shape: graph.shape(output),
+                input_frac_bits: plan.frac_bits(node.inputs[0], f),
+                output_frac_bits: plan.frac_bits(output, f),
+            };
+            let mut truncated = false;
+            let y = match (&node.op, &self.layout.windows[index]) {
+                (op, _) if op.is_linear() => {
+                    let pre = self.linear.linear(self.ch, index, x)?;
+                    if plan.truncates_linear(index) {
+                        truncated = true;
+                        truncate(self.session, self.ch, &pre)?
+                    } else {
+                        pre
+                    }
+                }
+                (Op::Relu, _) => {
+                    truncated = site.input_frac_bits > site.output_frac_bits;
+                    let noisy = self.perturb(x, |h| h.activation_noise, site.input_frac_bits);
+                    relu_layer(self.session, self.ch, noisy.as_ref().unwrap_or(x), &site, self.behaviour)?
+                }
+                (Op::MaxPool(_), Some(windows)) => {
+                    let noisy = self.perturb(x, |h| h.activation_noise, site.input_frac_bits);
+                    let x = noisy.as_ref().unwrap_or(x);
+                    max_pool_layer(self.session, self.ch, x, windows, &site, self.behaviour)?
+                }
+                (Op::Add, _) => {
+                    let z = values[node.inputs[1].0].as_ref().ok_or_else(|| missing(&node.name))?;
+                    // An operand at f meeting one at 2f is lifted locally: ⌊a/2^f⌋ + b = ⌊(a + b·2^f)/2^f⌋.
+                    let lift = |v, input| lifted(v, plan.lifts(index, input), f);
+                    lift(x, node.inputs[0]).try_add(&lift(z, node.inputs[1]))?
+                }
+                (Op::Concat, _) => {
+                    let mut joined = Vec::new();
+                    for input in &node.inputs {
+                        joined.extend_from_slice(values[input.0].as_ref().ok_or_else(|| missing(&node.name))?.values());
+                    }
+                    AShare::from_wrapping(fixed, joined)
+                }
+                (Op::Flatten | Op::Reshape(_) | Op::Softmax, _) => x.clone(),
+                (op, _) => {
+                    return Err(MpcError::invalid(
+                        "walk",
+                        format!("node '{}': no two-party protocol for {}", node.name, op.kind()),
+                    ));
+                }
+            };
+            for input in &node.inputs {
+                readers[input.0] -= 1;
+                if readers[input.0] == 0 {
+                    values[input.0] = None;
+                }
+            }
+            values[output.0] = Some(y);
+            if let Some(t) = self.timings.as_deref_mut() {
+                let seconds = started.elapsed().as_secs_f64();
+                let op = node.op.kind().to_string();
+                t.push(NodeTiming { node: index, name: node.name.clone(), op, truncated, seconds });
             }
         }
-    };
-    if let Some(t) = timings {
-        let seconds = started.elapsed().as_secs_f64();
-        t.push(NodeTiming { node: graph.nodes().len(), name: "output".into(), op: "Output".into(), seconds });
+
+        let started = std::time::Instant::now();
+        self.ch.set_phase("output");
+        let logits_value = graph.logits();
+        let logits = values[logits_value.0].take().ok_or_else(|| missing("output"))?;
+        let frac_bits = plan.frac_bits(logits_value, f);
+        let logits = self.perturb(&logits, |h| h.logit_noise, frac_bits).unwrap_or(logits);
+        let producer = logits_value.node().unwrap_or(0);
+        let (name, op) =
+            graph.nodes().get(producer).map(|n| (n.name.as_str(), n.op.kind())).unwrap_or(("input", "Input"));
+        let shape = graph.shape(logits_value);
+        let site = ShareSite { point: TamperPoint::Logits, node: producer, name, op, shape, frac_bits };
+        let revealed = match reveal {
+            Reveal::Label => label_layer(self.session, self.ch, &logits, &site, self.behaviour)?.map(Revealed::Label),
+            Reveal::Logits => {
+                let logits = tamper_share(self.session, &logits, &site, self.behaviour);
+                let bits = fixed.ring_bits();
+                if self.session.party() == Party::P0 {
+                    self.ch.send_ring(logits.values(), bits)?;
+                    self.ch.flush()?;
+                    None
+                } else {
+                    let other = self.ch.recv_ring(logits.len(), bits)?;
+                    let opened = logits.values().iter().zip(&other).map(|(a, b)| fixed.add(*a, *b)).collect();
+                    Some(Revealed::Logits(opened))
+                }
+            }
+        };
+        if let Some(t) = self.timings {
+            let seconds = started.elapsed().as_secs_f64();
+            let node = graph.nodes().len();
+            t.push(NodeTiming { node, name: "output".into(), op: "Output".into(), truncated: false, seconds });
+        }
+        Ok(revealed)
     }
-    Ok(revealed)
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Mutex;
+
     use super::*;
     use crate::engine::hook::FnBehaviour;
     use crate::engine::simulated::{SimulatedEngine, Trace};
+    use crate::protocols::{Config, cost};
     use crate::transport::memory;
+    use crate::transport::stats::StatsSnapshot;
+    use moat_nn::exec::argmax_ring;
     use moat_nn::zoo;
     use rand::Rng;
 
@@ -442,24 +614,48 @@ mod tests {
         Arc::new(QuantizedGraph::new(&graph, FixedPoint::default()).unwrap_or_else(|e| panic!("quantize: {e}")))
     }
 
-    /// Runs `queries` through the real protocol (two threads, in-memory channel).
-    fn run_real(
+    /// A stem conv, a SqueezeNet fire module (squeeze, two expands, concat), pooling, a dense.
+    fn fire() -> Arc<QuantizedGraph> {
+        let build = || -> moat_nn::Result<QuantizedGraph> {
+            let mut b = zoo::GraphBuilder::new(&[3, 8, 8], 5);
+            let x = b.conv("stem", ValueId::INPUT, 8, 3, 1, 1)?;
+            let x = b.fire("fire", x, 4, 6)?;
+            let x = b.global_avg_pool(x)?;
+            let out = b.dense("fc", x, 5)?;
+            QuantizedGraph::new(&b.finish("fire", out)?, FixedPoint::default())
+        };
+        Arc::new(build().unwrap_or_else(|e| panic!("fire: {e}")))
+    }
+
+    /// Runs `queries` through the real protocol (two threads, in-memory channel); returns the
+    /// answers and the client's traffic per phase.
+    fn run_real_with(
         model: Arc<QuantizedGraph>,
+        options: ServeOptions,
         queries: Vec<(Vec<f32>, Reveal)>,
         mut behaviour: impl ClientBehaviour + Send + 'static,
-    ) -> Result<Vec<Revealed>> {
+    ) -> Result<(Vec<Revealed>, StatsSnapshot)> {
         let (mut server_ch, mut client_ch) = memory::pair(Default::default());
         let server = ServerModel::new(model, 4096)?;
-        let handle = std::thread::spawn(move || server.serve(&mut server_ch, 7));
+        let handle = std::thread::spawn(move || server.serve_with(&mut server_ch, 7, &options));
         let mut client = ClientSession::connect(&mut client_ch, 8)?;
         let mut out = Vec::new();
         for (x, reveal) in queries {
             out.push(client.infer(&mut client_ch, &x, reveal, &mut behaviour)?);
         }
+        let stats = client_ch.stats().snapshot();
         client.close(&mut client_ch)?;
         let served = handle.join().map_err(|_| MpcError::invalid("test", "server thread panicked"))??;
         assert_eq!(served as usize, out.len());
-        Ok(out)
+        Ok((out, stats))
+    }
+
+    fn run_real(
+        model: Arc<QuantizedGraph>,
+        queries: Vec<(Vec<f32>, Reveal)>,
+        behaviour: impl ClientBehaviour + Send + 'static,
+    ) -> Result<Vec<Revealed>> {
+        Ok(run_real_with(model, ServeOptions::default(), queries, behaviour)?.0)
     }
 
     fn input(n: usize, seed: u64) -> Vec<f32> {
@@ -467,21 +663,80 @@ mod tests {
         (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect()
     }
 
+    fn fixed_logits(model: &QuantizedGraph, x: &[f32]) -> Result<Vec<u64>> {
+        model.logits_encoded(x).map_err(|e| MpcError::invalid("test", e.to_string()))
+    }
+
     #[test]
-    fn real_protocol_equals_the_simulated_backend() -> Result<()> {
-        for (arch, shape) in
-            [("mlp:16,8", vec![12]), ("lenet5:x0.5", vec![1, 28, 28]), ("resnet20:x0.25", vec![3, 16, 16])]
-        {
-            let model = quantized(arch, &shape, 3);
-            let n = moat_nn::tensor::numel(&shape);
+    fn honest_runs_equal_the_fixed_point_executor_and_the_simulated_backend() -> Result<()> {
+        let nets = [
+            ("mlp:16,8", quantized("mlp:16,8", &[12], 3)),
+            ("lenet5:x0.5", quantized("lenet5:x0.5", &[1, 28, 28], 3)),
+            ("resnet20:x0.25", quantized("resnet20:x0.25", &[3, 16, 16], 3)),
+            ("fire", fire()),
+        ];
+        for (arch, model) in nets {
+            // The fused plan is in force: some truncations are deferred past their ReLU.
+            assert!(RescalePlan::fused(model.graph()).deferred() > 0, "{arch}");
+            let n = moat_nn::tensor::numel(model.graph().input_shape());
             let queries =
                 vec![(input(n, 1), Reveal::Logits), (input(n, 2), Reveal::Label), (input(n, 3), Reveal::Logits)];
             let real = run_real(Arc::clone(&model), queries.clone(), Honest)?;
             let mut simulated = SimulatedEngine::new(Arc::clone(&model), 1);
             for ((x, reveal), got) in queries.iter().zip(&real) {
-                assert_eq!(got, &simulated.infer(x, *reveal, &mut Honest)?, "{arch}");
+                let expected = fixed_logits(&model, x)?;
+                match reveal {
+                    Reveal::Logits => assert_eq!(got, &Revealed::Logits(expected), "{arch}"),
+                    Reveal::Label => assert_eq!(got.label(model.fixed()), argmax_ring(model.fixed(), &expected)),
+                }
+                assert_eq!(got, &simulated.infer(x, *reveal, &mut Honest)?, "{arch}: real vs simulated");
             }
         }
+        Ok(())
+    }
+
+    /// What a behaviour saw at the ReLUs: `(node, point, frac_bits)`.
+    type Scales = Arc<Mutex<Vec<(usize, TamperPoint, u32)>>>;
+
+    #[test]
+    fn a_relu_behind_a_deferred_layer_sees_2f_and_pays_the_nonnegative_truncation() -> Result<()> {
+        let model = quantized("resnet20:x0.25", &[3, 16, 16], 2);
+        let (graph, fixed) = (model.graph(), model.fixed());
+        let f = fixed.frac_bits();
+        let plan = RescalePlan::fused(graph);
+        let seen: Scales = Arc::default();
+        let record = Arc::clone(&seen);
+        let behaviour = FnBehaviour(move |site: &ShareSite<'_>, _: &mut [u64]| {
+            if site.op == "Relu"
+                && let Ok(mut s) = record.lock()
+            {
+                s.push((site.node, site.point, site.frac_bits));
+            }
+        });
+        let queries = vec![(input(768, 4), Reveal::Logits)];
+        let (_, stats) = run_real_with(Arc::clone(&model), ServeOptions::default(), queries, behaviour)?;
+        let seen = seen.lock().map_err(|_| MpcError::invalid("test", "poisoned"))?.clone();
+        let config = Config::default();
+        let mut fused = 0;
+        for (index, node) in graph.nodes().iter().enumerate() {
+            if !matches!(node.op, Op::Relu) {
+                continue;
+            }
+            let truncates = plan.truncates_after_relu(index);
+            fused += usize::from(truncates);
+            let pre = if truncates { 2 * f } else { f };
+            assert!(seen.contains(&(index, TamperPoint::PreActivation, pre)), "{}: {seen:?}", node.name);
+            assert!(seen.contains(&(index, TamperPoint::PostActivation, f)), "{}", node.name);
+            let n = moat_nn::tensor::numel(graph.shape(ValueId::of_node(index)));
+            let mut want = cost::relu(n, fixed, &config).bytes_total();
+            if truncates {
+                want += cost::truncate_nonnegative(n, fixed, f, &config).bytes_total();
+            }
+            let got = stats.phases.get(&format!("{index}:{}", node.name)).copied().unwrap_or_default();
+            assert_eq!(got.bytes_total(), want, "{}", node.name);
+        }
+        // Every ReLU of a ResNet reads a conv or a residual sum behind one.
+        assert!(fused > 10, "{fused} fused ReLUs");
         Ok(())
     }
 
@@ -490,8 +745,9 @@ mod tests {
         let model = quantized("lenet5:x0.5", &[1, 28, 28], 4);
         let fp = model.fixed();
         let x = input(784, 9);
-        let delta = fp.encode(2.5);
+        // 2.5 in real units at the share's own scale (2f behind a deferred truncation).
         let tamper = move |site: &ShareSite<'_>, share: &mut [u64]| {
+            let delta = fp.encode_at(2.5, site.frac_bits);
             if site.point == TamperPoint::PreActivation && site.op == "Relu" {
                 share[3] = share[3].wrapping_add(delta);
             }
@@ -510,6 +766,74 @@ mod tests {
         )?;
         assert_eq!(real[0], simulated);
         assert_ne!(real[0], SimulatedEngine::new(model, 5).infer(&x, Reveal::Logits, &mut Honest)?);
+        Ok(())
+    }
+
+    #[test]
+    fn server_noise_moves_the_logits_within_its_bound_and_is_fresh_per_query() -> Result<()> {
+        // fc1 → ReLU (fused: noise at 2f) → fc2 = logits.
+        let model = quantized("mlp:16", &[12], 6);
+        let (graph, fixed) = (model.graph(), model.fixed());
+        let f = fixed.frac_bits();
+        let (a, b) = (0.01, 0.02);
+        let options =
+            ServeOptions { hardening: Hardening { activation_noise: a, logit_noise: b }, ..Default::default() };
+        // The bound: the noise on the ReLU input (≤ round(a·2^2f) at 2f) moves the truncated
+        // ReLU output by at most ⌈that / 2^f⌉ ulps; fc2 multiplies by Σ|w| and truncates
+        // (≤ ⌈·/2^f⌉), then the logit noise adds ≤ round(b·2^f).
+        let logits_node = graph.logits().node().unwrap_or(0);
+        let QuantizedLayer::Dense { weight, .. } = &model.layers()[logits_node] else {
+            return Err(MpcError::invalid("test", "the logits of an MLP come from a dense layer"));
+        };
+        let hidden = weight.len() / 10;
+        let relu_step = ((a * (2.0 * f as f64).exp2()).round() as u64).div_ceil(1 << f) as i64;
+        let bounds: Vec<i64> = weight
+            .chunks(hidden)
+            .map(|row| {
+                let l1: i64 = row.iter().map(|w| fixed.to_signed(*w).abs()).sum();
+                ((l1 * relu_step) as u64).div_ceil(1 << f) as i64 + (b * (f as f64).exp2()).round() as i64
+            })
+            .collect();
+        let xs: Vec<Vec<f32>> = (0..8).map(|s| input(12, 100 + s)).collect();
+        let mut queries: Vec<(Vec<f32>, Reveal)> = xs.iter().map(|x| (x.clone(), Reveal::Logits)).collect();
+        queries.push((xs[0].clone(), Reveal::Logits));
+        let (noisy, _) = run_real_with(Arc::clone(&model), options, queries.clone(), Honest)?;
+        let mut moved = 0;
+        for ((x, _), got) in queries.iter().zip(&noisy) {
+            let Revealed::Logits(got) = got else { return Err(MpcError::invalid("test", "asked for logits")) };
+            let expected = fixed_logits(&model, x)?;
+            for (k, (g, e)) in got.iter().zip(&expected).enumerate() {
+                let d = fixed.to_signed(fixed.sub(*g, *e)).abs();
+                assert!(d <= bounds[k], "logit {k}: moved by {d} > {}", bounds[k]);
+                moved += usize::from(d != 0);
+            }
+        }
+        assert!(moved > noisy.len() * 5, "the noise moved only {moved} logits");
+        // Fresh per query: the same input twice gets different noise …
+        assert_ne!(noisy[0], noisy[8]);
+        // … but the stream is seeded by the session seed: the same session replays exactly.
+        let (again, _) = run_real_with(Arc::clone(&model), options, queries.clone(), Honest)?;
+        assert_eq!(again, noisy);
+        // Without noise the answers are the executor's, bit for bit.
+        let (plain, _) = run_real_with(model.clone(), ServeOptions::default(), queries.clone(), Honest)?;
+        for ((x, _), got) in queries.iter().zip(&plain) {
+            assert_eq!(got, &Revealed::Logits(fixed_logits(&model, x)?));
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn with_small_server_noise_honest_labels_mostly_agree() -> Result<()> {
+        let model = quantized("lenet5:x0.5", &[1, 28, 28], 8);
+        let options = ServeOptions { hardening: Hardening::uniform(0.005), ..Default::default() };
+        let xs: Vec<Vec<f32>> = (0..12).map(|s| input(784, 200 + s)).collect();
+        let queries = xs.iter().map(|x| (x.clone(), Reveal::Label)).collect();
+        let (labels, _) = run_real_with(Arc::clone(&model), options, queries, Honest)?;
+        let mut agree = 0;
+        for (x, got) in xs.iter().zip(&labels) {
+            agree += usize::from(got.label(model.fixed()) == argmax_ring(model.fixed(), &fixed_logits(&model, x)?));
+        }
+        assert!(agree >= 10, "{agree}/12 labels agree");
         Ok(())
     }
 

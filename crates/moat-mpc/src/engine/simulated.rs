@@ -1,14 +1,18 @@
-//! The simulated backend: both parties' shares in one process, every non-linear step replaced
-//! by its ideal functionality.
+//! The simulated backend: both parties in one process, every step replaced by its ideal
+//! functionality.
 //!
-//! Each step computes exactly what the real protocol's parties would end up holding: linear
-//! layers are applied to both shares (the server adding the bias and masking the client's
-//! result with fresh randomness, as its homomorphic response would), and each non-linear step
-//! reconstructs its input, computes the function in the clear and re-shares the result with
-//! fresh randomness. The client's [`ClientBehaviour`] is called at every [`TamperPoint`] of the
-//! real protocol. With the honest client the result is bit for bit the fixed-point executor's;
-//! no cryptography runs, so one query costs about one plaintext fixed-point inference — this is
-//! the oracle for attacks that need 10⁵–10⁹ queries.
+//! Each step computes exactly what the real protocol's parties would end up holding. Linear
+//! layers and every non-linear step act on the reconstructed value (the real parties' fresh
+//! output shares are uniformly random, so the pair is fully described by the value), and the
+//! value is split into shares only where the client could act: at every [`TamperPoint`] the
+//! engine draws the server's share `r` at random, hands the client `x − r`, and continues with
+//! `r + (x − r)'` — what the real protocol reconstructs inside its next step. Truncations sit
+//! where the real backend puts them ([`RescalePlan::fused`]), so tamper points see the same
+//! scales in both backends. With the honest client the result is bit for bit the fixed-point
+//! executor's; no cryptography runs, so one query costs at most one plaintext fixed-point
+//! inference, and much less when the client has switched most activations off (mostly-zero
+//! inputs take the scatter kernels): this is the oracle for attacks that need 10⁵–10⁹ queries.
+//! Server-side [`Hardening`] noise is added where the real server adds it.
 
 use std::sync::Arc;
 
@@ -17,9 +21,11 @@ use moat_nn::graph::{Op, ValueId};
 use moat_nn::kernels;
 use moat_nn::{FixedPoint, QuantizedGraph, QuantizedLayer};
 use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha20Rng;
+use rand_chacha::{ChaCha8Rng, ChaCha20Rng};
 
+use super::hardening::Hardening;
 use super::hook::{ClientBehaviour, ShareSite, TamperPoint};
+use super::plan::RescalePlan;
 use super::{Reveal, Revealed};
 use crate::error::{MpcError, Result};
 
@@ -27,31 +33,53 @@ use crate::error::{MpcError, Result};
 /// diagnostics; the real protocol reveals none of this).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Trace {
-    /// `(node, value)`: the reconstructed input of each ReLU / max pool after tampering.
+    /// `(node, value)`: the reconstructed input of each ReLU / max pool after tampering (at
+    /// the site's scale, see [`ShareSite::frac_bits`]).
     pub pre_activation: Vec<(usize, Vec<u64>)>,
     /// The reconstructed logits after tampering.
     pub logits: Vec<u64>,
 }
 
-/// The pair of shares of one value: `(server share x₀, client share x₁)`.
-type Shared = (Vec<u64>, Vec<u64>);
-
 /// Two-party inference with both parties in one process. See the module documentation.
 pub struct SimulatedEngine {
     model: Arc<QuantizedGraph>,
-    rng: ChaCha20Rng,
+    plan: RescalePlan,
+    /// The server's share randomness (not security-relevant here: ChaCha8 for speed).
+    shares: ChaCha8Rng,
+    /// The server's hardening noise.
+    noise: ChaCha20Rng,
+    hardening: Hardening,
     queries: u64,
 }
 
 impl SimulatedEngine {
     /// An engine for `model`; `seed` drives the parties' share randomness.
     pub fn new(model: Arc<QuantizedGraph>, seed: u64) -> Self {
-        Self { model, rng: ChaCha20Rng::seed_from_u64(seed), queries: 0 }
+        let plan = RescalePlan::fused(model.graph());
+        Self {
+            model,
+            plan,
+            shares: ChaCha8Rng::seed_from_u64(seed),
+            noise: ChaCha20Rng::seed_from_u64(seed ^ 0x6e6f_6973_6521),
+            hardening: Hardening::NONE,
+            queries: 0,
+        }
+    }
+
+    /// The same engine with the server adding `hardening` noise to its shares.
+    pub fn with_hardening(mut self, hardening: Hardening) -> Self {
+        self.hardening = hardening;
+        self
     }
 
     /// The model being served.
     pub fn model(&self) -> &QuantizedGraph {
         &self.model
+    }
+
+    /// Where the walk truncates (the same plan as the real backend).
+    pub fn plan(&self) -> &RescalePlan {
+        &self.plan
     }
 
     /// Inferences run so far.
@@ -77,6 +105,7 @@ impl SimulatedEngine {
         let model = Arc::clone(&self.model);
         let graph = model.graph();
         let fp = model.fixed();
+        let f = fp.frac_bits();
         let expected = moat_nn::tensor::numel(graph.input_shape());
         if input.len() != expected {
             return Err(MpcError::invalid(
@@ -85,88 +114,80 @@ impl SimulatedEngine {
             ));
         }
         self.queries += 1;
-        let input: Vec<u64> = input.into_iter().map(|v| fp.reduce(v)).collect();
-        let mut values: Vec<Option<Shared>> = vec![None; graph.nodes().len() + 1];
-        values[0] = Some((vec![0; input.len()], input));
+        let mut values: Vec<Option<Vec<u64>>> = vec![None; graph.nodes().len() + 1];
+        values[0] = Some(input.into_iter().map(|v| fp.reduce(v)).collect());
         let mut readers = graph.reader_counts();
         let logits_value = graph.logits();
+        let released = |name: &str| MpcError::invalid("infer", format!("an input of node '{name}' was released early"));
 
         for (index, node) in graph.nodes().iter().enumerate() {
-            let shape = graph.shape(ValueId::of_node(index));
-            let (x0, x1) = values[node.inputs[0].0].as_ref().ok_or_else(|| {
-                MpcError::invalid("infer", format!("value of node '{}' was released early", node.name))
-            })?;
-            let out: Shared =
-                if let (Some(y0), Some(y1)) = (model.linear(index, x0, true), model.linear(index, x1, false)) {
-                    // The server's homomorphic response: the client's part masked by fresh randomness.
-                    let (y0, y1) = self.mask(fp, y0, y1);
-                    // Truncation by f bits on shares (ideal functionality: exact).
-                    let y = reconstruct(fp, &y0, &y1);
-                    self.reshare(fp, y.into_iter().map(|v| fp.truncate(v)).collect())
-                } else {
-                    match &node.op {
-                        Op::Relu | Op::MaxPool(_) => {
-                            let pre_shape = graph.shape(node.inputs[0]);
-                            let mut client_share = x1.clone();
-                            let site = ShareSite {
-                                point: TamperPoint::PreActivation,
-                                node: index,
-                                name: &node.name,
-                                op: node.op.kind(),
-                                shape: pre_shape,
-                            };
-                            client.tamper(&site, &mut client_share);
-                            let x = reconstruct(fp, x0, &client_share);
-                            if let Some(t) = trace.as_deref_mut() {
-                                t.pre_activation.push((index, x.clone()));
+            let x = values[node.inputs[0].0].as_ref().ok_or_else(|| released(&node.name))?;
+            let out = if let Some(y) = model.linear(index, x, true) {
+                // The server's homomorphic response and, unless deferred, the truncation.
+                if self.plan.truncates_linear(index) { y.into_iter().map(|v| fp.truncate(v)).collect() } else { y }
+            } else {
+                match &node.op {
+                    Op::Relu | Op::MaxPool(_) => {
+                        let site = |point, shape, frac_bits| ShareSite {
+                            point,
+                            node: index,
+                            name: &node.name,
+                            op: node.op.kind(),
+                            shape,
+                            frac_bits,
+                        };
+                        let pre_bits = self.plan.frac_bits(node.inputs[0], f);
+                        let mut x = x.clone();
+                        self.add_noise(fp, &mut x, self.hardening.activation_noise, pre_bits);
+                        let pre = site(TamperPoint::PreActivation, graph.shape(node.inputs[0]), pre_bits);
+                        let x = self.tamper(fp, client, &pre, x);
+                        if let Some(t) = trace.as_deref_mut() {
+                            t.pre_activation.push((index, x.clone()));
+                        }
+                        let y = match (&node.op, &model.layers()[index]) {
+                            (Op::MaxPool(_), QuantizedLayer::MaxPool { window, channels }) => {
+                                kernels::max_pool(&x, *channels, *window, |a, b| fp.to_signed(a) > fp.to_signed(b))
                             }
-                            let y = match (&node.op, &model.layers()[index]) {
-                                (Op::MaxPool(_), QuantizedLayer::MaxPool { window, channels }) => {
-                                    kernels::max_pool(&x, *channels, *window, |a, b| fp.to_signed(a) > fp.to_signed(b))
-                                }
-                                _ => x.iter().map(|&v| if fp.is_negative(v) { 0 } else { v }).collect(),
-                            };
-                            let (y0, mut y1) = self.reshare(fp, y);
-                            let site = ShareSite {
-                                point: TamperPoint::PostActivation,
-                                node: index,
-                                name: &node.name,
-                                op: node.op.kind(),
-                                shape,
-                            };
-                            client.tamper(&site, &mut y1);
-                            y1.iter_mut().for_each(|v| *v = fp.reduce(*v));
-                            (y0, y1)
-                        }
-                        Op::Add => {
-                            let (z0, z1) = values[node.inputs[1].0]
-                                .as_ref()
-                                .ok_or_else(|| MpcError::invalid("infer", "residual value released early"))?;
-                            (add(fp, x0, z0), add(fp, x1, z1))
-                        }
-                        Op::Concat => {
-                            let mut parts = Vec::with_capacity(node.inputs.len());
-                            for input in &node.inputs {
-                                parts.push(
-                                    values[input.0].as_ref().ok_or_else(|| {
-                                        MpcError::invalid("infer", "concatenated value released early")
-                                    })?,
-                                );
+                            _ if self.plan.truncates_after_relu(index) => {
+                                x.iter().map(|&v| if fp.is_negative(v) { 0 } else { fp.truncate(v) }).collect()
                             }
-                            (
-                                moat_nn::exec::concat(parts.iter().map(|p| p.0.as_slice())),
-                                moat_nn::exec::concat(parts.iter().map(|p| p.1.as_slice())),
-                            )
-                        }
-                        Op::Flatten | Op::Reshape(_) | Op::Softmax => (x0.clone(), x1.clone()),
-                        other => {
-                            return Err(MpcError::invalid(
-                                "infer",
-                                format!("node '{}': no two-party semantics for {}", node.name, other.kind()),
-                            ));
-                        }
+                            _ => x.iter().map(|&v| if fp.is_negative(v) { 0 } else { v }).collect(),
+                        };
+                        let post_bits = self.plan.frac_bits(ValueId::of_node(index), f);
+                        self.tamper(
+                            fp,
+                            client,
+                            &site(TamperPoint::PostActivation, graph.shape(ValueId::of_node(index)), post_bits),
+                            y,
+                        )
                     }
-                };
+                    Op::Add => {
+                        let mut sum = vec![0u64; x.len()];
+                        for input in &node.inputs {
+                            let v = values[input.0].as_ref().ok_or_else(|| released(&node.name))?;
+                            let lift = if self.plan.lifts(index, *input) { 1u64 << f } else { 1 };
+                            for (s, v) in sum.iter_mut().zip(v) {
+                                *s = fp.add(*s, fp.mul(*v, lift));
+                            }
+                        }
+                        sum
+                    }
+                    Op::Concat => {
+                        let mut parts = Vec::with_capacity(node.inputs.len());
+                        for input in &node.inputs {
+                            parts.push(values[input.0].as_ref().ok_or_else(|| released(&node.name))?.as_slice());
+                        }
+                        moat_nn::exec::concat(parts.into_iter())
+                    }
+                    Op::Flatten | Op::Reshape(_) | Op::Softmax => x.clone(),
+                    other => {
+                        return Err(MpcError::invalid(
+                            "infer",
+                            format!("node '{}': no two-party semantics for {}", node.name, other.kind()),
+                        ));
+                    }
+                }
+            };
             for input in &node.inputs {
                 readers[input.0] -= 1;
                 if readers[input.0] == 0 {
@@ -176,14 +197,14 @@ impl SimulatedEngine {
             values[ValueId::of_node(index).0] = Some(out);
         }
 
-        let (l0, l1) = values[logits_value.0].take().ok_or_else(|| MpcError::invalid("infer", "logits missing"))?;
-        let mut l1 = l1;
+        let mut logits = values[logits_value.0].take().ok_or_else(|| released("output"))?;
+        self.add_noise(fp, &mut logits, self.hardening.logit_noise, f);
         let producer = logits_value.node().unwrap_or(0);
         let name = graph.nodes().get(producer).map(|n| n.name.as_str()).unwrap_or("input");
         let op = graph.nodes().get(producer).map(|n| n.op.kind()).unwrap_or("Input");
-        let site = ShareSite { point: TamperPoint::Logits, node: producer, name, op, shape: graph.shape(logits_value) };
-        client.tamper(&site, &mut l1);
-        let logits = reconstruct(fp, &l0, &l1);
+        let shape = graph.shape(logits_value);
+        let site = ShareSite { point: TamperPoint::Logits, node: producer, name, op, shape, frac_bits: f };
+        let logits = self.tamper(fp, client, &site, logits);
         if let Some(t) = trace {
             t.logits = logits.clone();
         }
@@ -193,30 +214,27 @@ impl SimulatedEngine {
         })
     }
 
-    /// The server masks the client's part of a linear result: `(y₀ + r, y₁ − r)`.
-    fn mask(&mut self, fp: FixedPoint, mut y0: Vec<u64>, mut y1: Vec<u64>) -> Shared {
-        for (a, b) in y0.iter_mut().zip(y1.iter_mut()) {
-            let r = fp.reduce(self.rng.random::<u64>());
-            *a = fp.add(*a, r);
-            *b = fp.sub(*b, r);
+    /// Splits `value` into a random server share `r` and the client's `value − r`, lets the
+    /// client alter its share, and returns the value the two shares now reconstruct to.
+    fn tamper(
+        &mut self,
+        fp: FixedPoint,
+        client: &mut dyn ClientBehaviour,
+        site: &ShareSite<'_>,
+        value: Vec<u64>,
+    ) -> Vec<u64> {
+        let server: Vec<u64> = (0..value.len()).map(|_| fp.reduce(self.shares.random::<u64>())).collect();
+        let mut share: Vec<u64> = value.iter().zip(&server).map(|(v, r)| fp.sub(*v, *r)).collect();
+        client.tamper(site, &mut share);
+        server.iter().zip(&share).map(|(r, s)| fp.add(*r, fp.reduce(*s))).collect()
+    }
+
+    /// The server's hardening noise on its share of `value`.
+    fn add_noise(&mut self, fp: FixedPoint, value: &mut [u64], amplitude: f64, frac_bits: u32) {
+        if amplitude > 0.0 {
+            Hardening::perturb(fp, value, amplitude, frac_bits, &mut self.noise);
         }
-        (y0, y1)
     }
-
-    /// Fresh shares of `y`: `(r, y − r)`.
-    fn reshare(&mut self, fp: FixedPoint, y: Vec<u64>) -> Shared {
-        let r: Vec<u64> = (0..y.len()).map(|_| fp.reduce(self.rng.random::<u64>())).collect();
-        let y1 = y.iter().zip(&r).map(|(v, r)| fp.sub(*v, *r)).collect();
-        (r, y1)
-    }
-}
-
-fn reconstruct(fp: FixedPoint, a: &[u64], b: &[u64]) -> Vec<u64> {
-    a.iter().zip(b).map(|(x, y)| fp.add(*x, *y)).collect()
-}
-
-fn add(fp: FixedPoint, a: &[u64], b: &[u64]) -> Vec<u64> {
-    reconstruct(fp, a, b)
 }
 
 #[cfg(test)]

@@ -224,6 +224,21 @@ pub fn truncate(n: usize, fp: FixedPoint, shift: u32, config: &Config) -> Predic
     m.predict()
 }
 
+/// [`super::truncate::truncate_nonnegative`] of `n` elements by `shift` bits.
+pub fn truncate_nonnegative(n: usize, fp: FixedPoint, shift: u32, config: &Config) -> Prediction {
+    let mut m = Model::default();
+    if shift > 0 {
+        let mut left = n;
+        while left > 0 {
+            let pass = left.min(config.max_batch);
+            m.millionaire_pass(pass, shift, 0, config.chunk_bits);
+            m.cot(Party::P0, &[(pass, fp.ring_bits()), (pass, shift)]);
+            left -= pass;
+        }
+    }
+    m.predict()
+}
+
 /// [`super::maxpool::max_pool`] over windows of the given sizes.
 pub fn max_pool(window_sizes: &[usize], fp: FixedPoint, config: &Config) -> Prediction {
     let mut m = Model::default();

@@ -9,13 +9,20 @@
 //! `δ` to its pre-activation share therefore shifts the ReLU input reconstructed inside the
 //! protocol by exactly `δ` in both backends (`x₀ + (x₁ + δ) = x + δ`). The server `P0` has no
 //! behaviour: its argument is ignored, pass [`crate::engine::Honest`].
+//!
+//! A ReLU whose input sits at `2f` fractional bits (its linear layer deferred the truncation,
+//! [`crate::engine::plan`]) truncates its output between the protocol and the
+//! post-activation point: the client then sees its pre-activation share at `2f` and its
+//! post-activation share at `f`, as [`LayerSite::input_frac_bits`] and
+//! [`LayerSite::output_frac_bits`] say.
 
 use super::argmax::argmax;
 use super::maxpool::max_pool;
 use super::relu::relu;
 use super::session::Session;
+use super::truncate::truncate_nonnegative;
 use crate::engine::hook::{ClientBehaviour, ShareSite, TamperPoint};
-use crate::error::Result;
+use crate::error::{MpcError, Result};
 use crate::shares::{AShare, Party};
 use crate::transport::Channel;
 
@@ -30,12 +37,20 @@ pub struct LayerSite<'a> {
     pub input_shape: &'a [usize],
     /// Per-sample shape of the layer output.
     pub output_shape: &'a [usize],
+    /// Fractional bits of the layer input (`f`, or `2f` behind a deferred truncation).
+    pub input_frac_bits: u32,
+    /// Fractional bits of the layer output.
+    pub output_frac_bits: u32,
 }
 
 impl<'a> LayerSite<'a> {
     fn share_site(&self, point: TamperPoint, op: &'static str) -> ShareSite<'a> {
-        let shape = if point == TamperPoint::PreActivation { self.input_shape } else { self.output_shape };
-        ShareSite { point, node: self.node, name: self.name, op, shape }
+        let (shape, frac_bits) = if point == TamperPoint::PreActivation {
+            (self.input_shape, self.input_frac_bits)
+        } else {
+            (self.output_shape, self.output_frac_bits)
+        };
+        ShareSite { point, node: self.node, name: self.name, op, shape, frac_bits }
     }
 }
 
@@ -49,8 +64,13 @@ pub fn tamper_share(s: &Session, share: &AShare, site: &ShareSite<'_>, behaviour
     AShare::from_wrapping(share.fixed_point(), values)
 }
 
-/// A ReLU layer: pre-activation tamper point, the exact ReLU protocol, post-activation tamper
-/// point.
+/// A ReLU layer: pre-activation tamper point, the exact ReLU protocol, then — when the input
+/// carries more fractional bits than the output (`2f` behind a deferred truncation, see
+/// [`crate::engine::plan`]) — [`truncate_nonnegative`] of the ReLU's output by the
+/// difference, and the post-activation tamper point (at the output's scale).
+///
+/// The truncation runs on the ReLU's output, which is in `[0, 2^(ℓ−1))` whatever the client
+/// did to its input share, so its precondition always holds.
 pub fn relu_layer(
     s: &mut Session,
     ch: &mut dyn Channel,
@@ -58,13 +78,23 @@ pub fn relu_layer(
     site: &LayerSite<'_>,
     behaviour: &mut dyn ClientBehaviour,
 ) -> Result<AShare> {
+    let shift = site.input_frac_bits.checked_sub(site.output_frac_bits).ok_or_else(|| {
+        MpcError::invalid(
+            "relu_layer",
+            format!(
+                "node '{}': output at {} fractional bits, input at {} (a ReLU only rescales down)",
+                site.name, site.output_frac_bits, site.input_frac_bits
+            ),
+        )
+    })?;
     let x = tamper_share(s, x, &site.share_site(TamperPoint::PreActivation, "Relu"), behaviour);
     let y = relu(s, ch, &x)?;
+    let y = truncate_nonnegative(s, ch, &y, shift)?;
     Ok(tamper_share(s, &y, &site.share_site(TamperPoint::PostActivation, "Relu"), behaviour))
 }
 
 /// A max-pool layer (`windows` from [`moat_nn::kernels::pool_windows`]), with both tamper
-/// points.
+/// points; input and output must be at the same scale.
 pub fn max_pool_layer(
     s: &mut Session,
     ch: &mut dyn Channel,
@@ -73,6 +103,15 @@ pub fn max_pool_layer(
     site: &LayerSite<'_>,
     behaviour: &mut dyn ClientBehaviour,
 ) -> Result<AShare> {
+    if site.input_frac_bits != site.output_frac_bits {
+        return Err(MpcError::invalid(
+            "max_pool_layer",
+            format!(
+                "node '{}': input at {} fractional bits, output at {} (a max pool does not rescale)",
+                site.name, site.input_frac_bits, site.output_frac_bits
+            ),
+        ));
+    }
     let x = tamper_share(s, x, &site.share_site(TamperPoint::PreActivation, "MaxPool"), behaviour);
     let y = max_pool(s, ch, &x, windows)?;
     Ok(tamper_share(s, &y, &site.share_site(TamperPoint::PostActivation, "MaxPool"), behaviour))

@@ -16,6 +16,7 @@
 //! | [`b2a`](mod@b2a) | bit → Z_2^ℓ | 20.6 | 1 + 1 |
 //! | [`relu`](mod@relu) | `max(x, 0)`, exact | 876 | 4 + 6 |
 //! | [`truncate`](mod@truncate) | `floor(x / 2^f)` signed, exact | 898 | 5 + 6 |
+//! | [`truncate_nonnegative`] | `floor(x / 2^f)` of `x ∈ [0, 2^(ℓ−1))`, exact | 295 | 2 + 3 |
 //! | [`maxpool`](mod@maxpool) | window maxima (2×2 windows) | 2629 per output | 8 + 11 |
 //! | [`argmax`](mod@argmax) | label of `K = 10` logits, to `P1` only | 8258 per sample | 17 + 21 |
 //!
@@ -76,4 +77,4 @@ pub use millionaire::{greater_than, greater_than_split};
 pub use mux::{mux, select};
 pub use relu::relu;
 pub use session::{Config, MAX_CHUNK_BITS, Session};
-pub use truncate::{truncate, truncate_by};
+pub use truncate::{truncate, truncate_by, truncate_nonnegative};

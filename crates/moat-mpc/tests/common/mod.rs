@@ -106,6 +106,24 @@ pub fn values_in_half_range(fp: FixedPoint, n: usize, seed: u64) -> Vec<u64> {
     v
 }
 
+/// `n` values in `[0, 2^(ℓ−1))` (the non-negative truncation's precondition): the edges
+/// (0, 1, 2^(ℓ−1) − 1 and its neighbours, around multiples of 2^f) first, then uniform ones.
+pub fn values_nonnegative(fp: FixedPoint, n: usize, seed: u64) -> Vec<u64> {
+    let half = 1u64 << (fp.ring_bits() - 1);
+    let unit = 1u64 << fp.frac_bits();
+    let mut v: Vec<u64> =
+        [0, 1, half - 1, half - 2, 2, unit, unit - 1, unit + 1, 3 * unit, half - unit, half - unit - 1]
+            .into_iter()
+            .filter(|&x| x < half)
+            .collect();
+    let mut rng = ChaCha20Rng::seed_from_u64(seed);
+    while v.len() < n {
+        v.push(rng.random::<u64>() & (half - 1));
+    }
+    v.truncate(n);
+    v
+}
+
 /// Splits `values` into two random share vectors.
 pub fn share(fp: FixedPoint, values: &[u64], seed: u64) -> (moat_mpc::AShare, moat_mpc::AShare) {
     moat_mpc::share(fp, values, &mut ChaCha20Rng::seed_from_u64(seed))

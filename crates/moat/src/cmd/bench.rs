@@ -1,5 +1,6 @@
 //! `moat bench relu|trunc|maxpool|argmax`: a two-party protocol between two processes on
-//! loopback.
+//! loopback (`trunc --nonnegative`: the truncation of a ReLU output, as the fused rescale of
+//! secure inference runs it).
 //!
 //! The command plays the server `P0` and spawns itself (`std::env::current_exe()`) with the
 //! hidden arguments `--role client --connect 127.0.0.1:PORT` as the client `P1`. Both derive
@@ -138,6 +139,10 @@ pub struct Args {
     /// argmax: classes K per sample.
     #[arg(long, default_value_t = 10)]
     pub classes: usize,
+    /// trunc: the inputs are non-negative (as a ReLU's outputs), truncated by the cheaper
+    /// protocol the fused rescale uses (`truncate_nonnegative`).
+    #[arg(long)]
+    pub nonnegative: bool,
     /// After the timed run, exchange shares and check the result against the plaintext function.
     #[arg(long)]
     pub verify: bool,
@@ -239,6 +244,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let fp = args.fixed_point.fixed_point()?;
     let config = Config { chunk_bits: args.chunk_bits, ..Config::default() };
     config.validate()?;
+    if args.nonnegative && args.protocol != Protocol::Trunc {
+        bail!("--nonnegative applies to trunc only");
+    }
     if args.protocol == Protocol::Maxpool && args.n.is_some() {
         bail!("--n does not apply to maxpool; set the layer with --channels, --height, --width, --window");
     }
@@ -267,6 +275,10 @@ impl Workload {
     fn new(args: &Args, fp: FixedPoint) -> anyhow::Result<Self> {
         let seed = args.seed;
         Ok(match args.protocol {
+            Protocol::Trunc if args.nonnegative => {
+                let n = args.n.unwrap_or(1 << 20);
+                Self { x: nonnegative(fp, n, seed), pool: None, elements: n, element: "truncation (x ≥ 0)" }
+            }
             Protocol::Relu | Protocol::Trunc => {
                 let n = args.n.unwrap_or(1 << 20);
                 let element = if args.protocol == Protocol::Relu { "ReLU" } else { "truncation" };
@@ -325,6 +337,17 @@ fn full_range(fp: FixedPoint, n: usize, seed: u64) -> Vec<u64> {
     v
 }
 
+/// `n` values in `[0, 2^(ℓ−1))` (the non-negative truncation's precondition), edges first.
+fn nonnegative(fp: FixedPoint, n: usize, seed: u64) -> Vec<u64> {
+    let half = 1u64 << (fp.ring_bits() - 1);
+    let unit = 1u64 << fp.frac_bits();
+    let mut v: Vec<u64> =
+        [0, 1, half - 1, half - 2, unit, unit - 1, unit + 1].into_iter().filter(|&x| x < half).take(n).collect();
+    let mut rng = ChaCha20Rng::seed_from_u64(seed);
+    v.extend((v.len()..n).map(|_| rng.random::<u64>() & (half - 1)));
+    v
+}
+
 /// `n` values with |v| < 2^(ℓ−2) (the max-pool and argmax precondition), edges first.
 fn half_range(fp: FixedPoint, n: usize, seed: u64) -> Vec<u64> {
     let limit = (1i64 << (fp.ring_bits() - 2)) - 1;
@@ -349,6 +372,10 @@ fn execute(
 ) -> moat_mpc::Result<Output> {
     Ok(match args.protocol {
         Protocol::Relu => Output::Shares(protocols::relu(s, ch, x)?),
+        Protocol::Trunc if args.nonnegative => {
+            let f = s.fixed_point().frac_bits();
+            Output::Shares(protocols::truncate_nonnegative(s, ch, x, f)?)
+        }
         Protocol::Trunc => Output::Shares(protocols::truncate(s, ch, x)?),
         Protocol::Maxpool => {
             let windows = work.pool.as_ref().map(|p| &p.2[..]).unwrap_or_default();
@@ -361,6 +388,7 @@ fn execute(
 fn predicted(args: &Args, fp: FixedPoint, config: &Config, work: &Workload) -> cost::Prediction {
     match args.protocol {
         Protocol::Relu => cost::relu(work.elements, fp, config),
+        Protocol::Trunc if args.nonnegative => cost::truncate_nonnegative(work.elements, fp, fp.frac_bits(), config),
         Protocol::Trunc => cost::truncate(work.elements, fp, fp.frac_bits(), config),
         Protocol::Maxpool => {
             let sizes: Vec<usize> = work.pool.as_ref().map(|p| p.2.iter().map(Vec::len).collect()).unwrap_or_default();

@@ -333,6 +333,9 @@ pub struct LayerCost {
     pub bytes_down: f64,
     /// Client's outgoing flights per query.
     pub rounds: f64,
+    /// Whether the node truncated its output (a linear layer at once, or a ReLU after a
+    /// deferred linear layer).
+    pub truncated: bool,
 }
 
 /// The benchmark result.
@@ -348,6 +351,10 @@ pub struct BenchReport {
     pub he_degree: usize,
     /// ReLU is exact (no bits dropped) and truncation is faithful.
     pub exact: bool,
+    /// Linear layers whose truncation is deferred past their ReLU (the fused rescale).
+    pub deferred_truncations: usize,
+    /// Linear layers in the (folded) graph.
+    pub linear_layers: usize,
     /// Server model preparation (HE weight encoding), seconds, in the server process.
     pub setup_seconds: f64,
     /// Session setup bytes (OT base OTs, HE public key).
@@ -432,28 +439,31 @@ fn bench_client(
     let mut rng = <rand_chacha::ChaCha20Rng as rand::SeedableRng>::seed_from_u64(args.seed);
     let queries = args.queries.max(1);
     let progress = crate::progress::bar(queries as u64, "private inference", args.json);
-    let mut per_node: Vec<(String, String, f64)> = Vec::new();
+    let mut per_node: Vec<(String, String, bool, f64)> = Vec::new();
     let timed = Instant::now();
     for _ in 0..queries {
         let x: Vec<f32> = (0..n).map(|_| rand::Rng::random_range(&mut rng, -1.0f32..1.0)).collect();
         session.infer(&mut ch, &x, Reveal::Label, &mut Honest)?;
         for (i, t) in session.timings().iter().enumerate() {
             if i >= per_node.len() {
-                per_node.push((t.name.clone(), t.op.clone(), 0.0));
+                per_node.push((t.name.clone(), t.op.clone(), t.truncated, 0.0));
             }
-            per_node[i].2 += t.seconds;
+            per_node[i].3 += t.seconds;
         }
         progress.inc(1);
     }
     progress.finish_and_clear();
     let seconds = timed.elapsed().as_secs_f64();
     let after = ch.stats().snapshot();
+    let folded = session.architecture().graph();
+    let deferred_truncations = moat_mpc::engine::RescalePlan::fused(folded).deferred();
+    let linear_layers = folded.nodes().iter().filter(|n| n.op.is_linear()).count();
     session.close(&mut ch)?;
     let q = queries as f64;
     let layers = per_node
         .iter()
         .enumerate()
-        .map(|(i, (name, op, secs))| {
+        .map(|(i, (name, op, truncated, secs))| {
             let phase = if op == "Output" { "output".to_string() } else { format!("{i}:{name}") };
             let now = after.phases.get(&phase).copied().unwrap_or_default();
             let then = before.phases.get(&phase).copied().unwrap_or_default();
@@ -465,6 +475,7 @@ fn bench_client(
                 bytes_up: c.bytes_sent as f64 / q,
                 bytes_down: c.bytes_received as f64 / q,
                 rounds: c.rounds as f64 / q,
+                truncated: *truncated,
             }
         })
         .collect();
@@ -482,6 +493,8 @@ fn bench_client(
         queries,
         he_degree: args.he_degree,
         exact: true,
+        deferred_truncations,
+        linear_layers,
         setup_seconds,
         setup_bytes,
         seconds_per_query,
@@ -497,7 +510,7 @@ fn print_bench(r: &BenchReport) {
     for l in &r.layers {
         table.row(vec![
             l.layer.clone(),
-            l.op.clone(),
+            if l.truncated { format!("{} + trunc", l.op) } else { l.op.clone() },
             format!("{:.1}", 1e3 * l.seconds),
             format!("{:.1}", l.bytes_up / 1024.0),
             format!("{:.1}", l.bytes_down / 1024.0),
@@ -506,10 +519,12 @@ fn print_bench(r: &BenchReport) {
     }
     print!("{}", table.render());
     println!(
-        "{} ({} weights, N = {}, exact ReLU and truncation): {:.3} s and {:.2} MiB per private inference over {} quer{} (model preparation {:.2} s, session setup {:.2} MiB; seed {})",
+        "{} ({} weights, N = {}, exact ReLU and truncation, {} of {} linear layers truncate after their ReLU): {:.3} s and {:.2} MiB per private inference over {} quer{} (model preparation {:.2} s, session setup {:.2} MiB; seed {})",
         r.net,
         r.weights,
         r.he_degree,
+        r.deferred_truncations,
+        r.linear_layers,
         r.seconds_per_query,
         r.bytes_per_query / (1024.0 * 1024.0),
         r.queries,
