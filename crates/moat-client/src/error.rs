@@ -1,7 +1,8 @@
 //! Client errors, sorted by who is at fault: the server said no ([`ClientError::Status`]), the
 //! network failed ([`ClientError::Transport`]), the server's answer made no sense
-//! ([`ClientError::Protocol`]), or the caller asked for something impossible
-//! ([`ClientError::Invalid`]).
+//! ([`ClientError::Protocol`]), the caller asked for something impossible
+//! ([`ClientError::Invalid`]), or the secure-session port turned a session down
+//! ([`ClientError::Refused`]).
 
 use std::time::Duration;
 
@@ -28,6 +29,15 @@ pub enum ClientError {
     /// The request cannot be made as asked.
     #[error("invalid request: {0}")]
     Invalid(String),
+    /// The secure-session port refused the session; `reason` is machine-readable
+    /// (`unknown_token`, `expired`, `busy`, `shutting_down`, `unavailable`, `bad_handshake`).
+    #[error("secure session refused ({reason}): {message}")]
+    Refused {
+        /// Why, as a code.
+        reason: String,
+        /// The server's message.
+        message: String,
+    },
 }
 
 impl ClientError {

@@ -86,7 +86,7 @@ fn agent(timeout: Duration) -> ureq::Agent {
 }
 
 /// True for names safe to put in a URL path segment unescaped.
-fn safe_segment(s: &str) -> bool {
+pub(crate) fn safe_segment(s: &str) -> bool {
     !s.is_empty()
         && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
         && s != "."
@@ -211,7 +211,7 @@ impl HttpClient {
         self.get_json("/v2")
     }
 
-    fn model_path(model: &str, version: Option<&str>) -> Result<String, ClientError> {
+    pub(crate) fn model_path(model: &str, version: Option<&str>) -> Result<String, ClientError> {
         if !safe_segment(model) || version.is_some_and(|v| !safe_segment(v)) {
             return Err(ClientError::Invalid(format!("'{model}' / {version:?} is not a valid model name / version")));
         }

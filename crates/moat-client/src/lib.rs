@@ -20,13 +20,16 @@
 //! # Ok::<(), moat_client::ClientError>(())
 //! ```
 //!
-//! Secure (two-party) inference sessions and Fusion's mix-and-check will live beside this
-//! plaintext client.
+//! Secure (two-party) inference — the server never sees the input — goes through the same
+//! server and key ([`secure`]): an admission over HTTP, then moat-mpc's protocol on the
+//! server's session port. Fusion's mix-and-check will live beside it.
 
 pub mod error;
 pub mod http;
 pub mod oip;
+pub mod secure;
 
 pub use error::ClientError;
 pub use http::{HttpClient, ModelMetadata, TensorMetadata};
 pub use oip::{InferRequest, InferResponse, OutputTensor, RequestedOutput, TensorData};
+pub use secure::{Admission, SecureClient, SecureSession, SessionRequest, SessionStats};

@@ -6,7 +6,20 @@
 //! ```
 //!
 //! `model`/`version` is the model that served the request (also when the response did not
-//! disclose it), `null` when none did. Lines are written and flushed one at a time under a
+//! disclose it), `null` when none did.
+//!
+//! Secure sessions ([`crate::secure`]) leave two lines: the admission (an HTTP request like the
+//! others, `batch` = queries asked for) and the session's end (`batch` = queries answered), each
+//! with a `secure` object:
+//!
+//! ```json
+//! {"time_ms":1718000000000,"key":"alice","route":"model","target":"lenet5","model":"lenet5","version":"1","batch":3,"status":200,"latency_ms":412.0,
+//!  "secure":{"event":"session","granted":5,"answered":3,"outcome":"completed","bytes_in":31000000,"bytes_out":18000000}}
+//! ```
+//!
+//! Session `status`: 200 completed, 429 cut off at the granted queries, 410 token expired
+//! unused, 400 aborted (the client vanished or broke the protocol; `answered` absent), 503 the
+//! model could not be prepared. Lines are written and flushed one at a time under a
 //! mutex, so concurrent requests never interleave within a line.
 
 use std::fs::{File, OpenOptions};
@@ -40,6 +53,28 @@ pub struct AuditRecord {
     pub status: u16,
     /// Time spent in the server, milliseconds.
     pub latency_ms: f64,
+    /// Secure-session details (absent for plaintext inference).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secure: Option<SessionAudit>,
+}
+
+/// The secure-session part of an audit line.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct SessionAudit {
+    /// `admission` (the HTTP request granting the session) or `session` (its end).
+    pub event: &'static str,
+    /// Queries granted (asked for, when the admission was refused).
+    pub granted: u64,
+    /// Queries answered (`session` lines; absent when a failed session cannot tell).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub answered: Option<u64>,
+    /// How the session ended: `completed`, `limit`, `aborted`, `expired`, `unavailable`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<&'static str>,
+    /// Bytes received from the client.
+    pub bytes_in: u64,
+    /// Bytes sent to the client.
+    pub bytes_out: u64,
 }
 
 impl AuditRecord {
@@ -98,6 +133,7 @@ mod tests {
             batch: 4,
             status: 200,
             latency_ms: 0.5,
+            secure: None,
         };
         log.record(&r);
         r.status = 429;

@@ -8,6 +8,11 @@
 //! deterministically, uniformly, or with the PSML defenses (exponential mechanism,
 //! permute-and-flip, noisy spec) that keep an attacker from steering every query to one victim.
 //!
+//! **Secure sessions** ([`secure`]): the same keys, budgets, tasks and selection policies admit
+//! two-party inference sessions (`POST …/secure` → a one-use token), which then run moat-mpc's
+//! protocol on a session port of their own, off the async runtime: the server never sees the
+//! input, the client learns the label.
+//!
 //! Operations: API keys with per-key sample budgets and rate limits (429), a JSON-lines audit
 //! log of every query, Prometheus `/metrics`, body-size limits, bounded queues and deadlines on
 //! every wait, graceful shutdown. Replicas are stateless apart from in-memory budgets (see
@@ -17,13 +22,15 @@
 //! ServerConfig ──► ServerState::load ──► Repository (models, profiles)
 //!                                    ├─► TaskTable  (policy per task)
 //!                                    ├─► KeyStore, AuditLog, Metrics
-//!                                    └─► InferencePool (bounded blocking threads)
+//!                                    ├─► InferencePool (bounded blocking threads)
+//!                                    └─► SecureService (tokens, prepared models, session slots)
 //! http::app(state) : axum Router ──► server::serve (hyper, connection limits, drain)
+//! secure::SecureListener : session port ──► one thread per session (ServerModel::serve_with)
 //! ```
 //!
 //! Modules: [`policy`] (selection math, pure), [`repository`] and [`profile`], [`tasks`],
 //! [`oip`] (wire format), [`keys`], [`audit`], [`metrics`], [`pool`], [`http`] (routes and
-//! the documented extension point for secure sessions), [`server`].
+//! the extension point the secure-session admission is mounted through), [`secure`], [`server`].
 //!
 //! ```no_run
 //! use moat_serve::{Server, ServerConfig};
@@ -45,6 +52,7 @@ pub mod policy;
 pub mod pool;
 pub mod profile;
 pub mod repository;
+pub mod secure;
 pub mod server;
 pub mod state;
 pub mod tasks;
@@ -55,6 +63,7 @@ pub use error::{AppError, ServeError};
 pub use http::{app, app_with_extensions};
 pub use policy::{Candidate, Policy, PolicyKind, Spec};
 pub use repository::{LoadOptions, Repository};
+pub use secure::SecureConfig;
 pub use server::Server;
 pub use state::{Limits, ServerConfig, ServerState};
 pub use tasks::{TaskDefaults, TaskTable};

@@ -182,7 +182,9 @@ pub struct Metrics {
     /// Model choices of the selection policy, by task and model.
     pub selections: CounterVec,
     /// Requests refused before inference, by reason (`unauthorized`, `forbidden`,
-    /// `rate_limited`, `budget_exhausted`, `saturated`, `timeout`).
+    /// `rate_limited`, `budget_exhausted`, `saturated`, `timeout`; for secure sessions
+    /// `secure_unknown_token`, `secure_token_expired`, `secure_busy`, `secure_bad_handshake`,
+    /// `secure_handshakes_full`, and `secure_query_limit` for a session cut off at its grant).
     pub rejections: CounterVec,
     /// Secure-inference sessions by outcome (recorded by the secure-session endpoint).
     pub secure_sessions: CounterVec,

@@ -3,7 +3,8 @@
 //! Connections are served by hyper (HTTP/1.1, keep-alive) with a header-read deadline that also
 //! closes idle keep-alive connections, at most [`Limits::max_connections`] at once. On SIGTERM
 //! or Ctrl-C the server reports not-ready, stops accepting, lets in-flight requests finish and
-//! closes, waiting at most [`Limits::shutdown_grace`].
+//! closes, waiting at most [`Limits::shutdown_grace`]; then the secure-session port
+//! ([`crate::secure`]) stops accepting and its running sessions get the same grace.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -18,7 +19,8 @@ use tokio::sync::Semaphore;
 
 use crate::SharedState;
 use crate::error::ServeError;
-use crate::http::app;
+use crate::http::{app, app_with_extensions, secure_routes};
+use crate::secure::{SecureConfig, SecureListener, SecureService};
 use crate::state::{Limits, ServerConfig, ServerState};
 
 /// A bound, loaded server, ready to run.
@@ -28,13 +30,36 @@ pub struct Server {
     listener: TcpListener,
     state: SharedState,
     local_addr: SocketAddr,
+    /// The address asked for (port 0 stays 0 here).
+    requested: SocketAddr,
+    secure: Option<std::net::TcpListener>,
+}
+
+/// The session port's address for the HTTP address `http` asked for: `config.listen`, else the
+/// same IP with the next port (any free port when `http`'s port is 0).
+pub fn secure_address(config: &SecureConfig, http: SocketAddr) -> Result<SocketAddr, ServeError> {
+    if let Some(a) = config.listen {
+        return Ok(a);
+    }
+    let port = match http.port() {
+        0 => 0,
+        p => p.checked_add(1).ok_or_else(|| {
+            ServeError::Server(format!("no port after {p} for secure sessions: set the session address"))
+        })?,
+    };
+    Ok(SocketAddr::new(http.ip(), port))
 }
 
 impl Server {
-    /// Loads the repository (profiling every model), then binds `config.listen`.
+    /// Loads the repository (profiling every model), then binds `config.listen` and, when
+    /// secure sessions are on, their port.
     pub fn bind(config: &ServerConfig) -> Result<Self, ServeError> {
         let state = Arc::new(ServerState::load(config)?);
-        Self::bind_state(state, config.listen, config.runtime_workers)
+        let server = Self::bind_state(state, config.listen, config.runtime_workers)?;
+        match &config.secure {
+            Some(secure) => server.bind_secure(secure.clone()),
+            None => Ok(server),
+        }
     }
 
     /// Binds an already built state.
@@ -49,12 +74,32 @@ impl Server {
             .block_on(TcpListener::bind(listen))
             .map_err(|e| ServeError::Server(format!("cannot listen on {listen}: {e}")))?;
         let local_addr = listener.local_addr().map_err(|e| ServeError::Server(e.to_string()))?;
-        Ok(Self { runtime, listener, state, local_addr })
+        Ok(Self { runtime, listener, state, local_addr, requested: listen, secure: None })
+    }
+
+    /// Binds the secure-session port (see [`secure_address`]) and enables the admission
+    /// routes; sessions are accepted once the server runs.
+    pub fn bind_secure(mut self, config: SecureConfig) -> Result<Self, ServeError> {
+        let addr = secure_address(&config, self.requested)?;
+        let listener = std::net::TcpListener::bind(addr).map_err(|e| {
+            ServeError::Server(format!(
+                "cannot listen for secure sessions on {addr}: {e} (choose another address, or turn secure sessions off)"
+            ))
+        })?;
+        let local = listener.local_addr().map_err(|e| ServeError::Server(e.to_string()))?;
+        self.state.enable_secure(Arc::new(SecureService::new(config, local)?))?;
+        self.secure = Some(listener);
+        Ok(self)
     }
 
     /// The address actually bound (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The secure-session port, when enabled.
+    pub fn secure_addr(&self) -> Option<SocketAddr> {
+        self.state.secure().map(|s| s.local_addr())
     }
 
     /// The shared state.
@@ -69,8 +114,15 @@ impl Server {
 
     /// Serves until `shutdown` completes.
     pub fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {
-        let Server { runtime, listener, state, .. } = self;
-        let result = runtime.block_on(serve(listener, state, shutdown));
+        let Server { runtime, listener, state, secure, .. } = self;
+        let sessions = match (secure, state.secure()) {
+            (Some(l), Some(service)) => Some(SecureListener::spawn(l, state.clone(), Arc::clone(service))?),
+            _ => None,
+        };
+        let result = runtime.block_on(serve(listener, state.clone(), shutdown));
+        if let Some(sessions) = sessions {
+            sessions.shutdown(state.limits.shutdown_grace);
+        }
         // Inference jobs past their deadline may still be running: do not wait for them.
         runtime.shutdown_timeout(Duration::from_secs(1));
         result
@@ -107,7 +159,10 @@ pub async fn serve(
     state: SharedState,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
-    let router = app(state.clone());
+    let router = match state.secure() {
+        Some(_) => app_with_extensions(state.clone(), secure_routes()),
+        None => app(state.clone()),
+    };
     let limits: Limits = state.limits.clone();
     let connections = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let graceful = GracefulShutdown::new();
@@ -154,4 +209,20 @@ pub async fn serve(
         _ = tokio::time::sleep(limits.shutdown_grace) => tracing::warn!("grace period over: closing the remaining connections"),
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_session_port_follows_the_http_port_asked_for() -> Result<(), Box<dyn std::error::Error>> {
+        let auto = SecureConfig::default();
+        assert_eq!(secure_address(&auto, "127.0.0.1:8000".parse()?)?, "127.0.0.1:8001".parse()?);
+        assert_eq!(secure_address(&auto, "0.0.0.0:0".parse()?)?, "0.0.0.0:0".parse()?);
+        assert!(secure_address(&auto, "127.0.0.1:65535".parse()?).is_err());
+        let fixed = SecureConfig { listen: Some("10.0.0.1:9000".parse()?), ..SecureConfig::default() };
+        assert_eq!(secure_address(&fixed, "127.0.0.1:8000".parse()?)?, "10.0.0.1:9000".parse()?);
+        Ok(())
+    }
 }

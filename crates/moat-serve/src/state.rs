@@ -2,8 +2,8 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use rand::SeedableRng;
@@ -17,6 +17,7 @@ use crate::metrics::Metrics;
 use crate::policy::{Candidate, Policy, Spec};
 use crate::pool::InferencePool;
 use crate::repository::{LoadOptions, Repository};
+use crate::secure::{SecureConfig, SecureService};
 use crate::tasks::{TaskDefaults, TaskTable};
 
 /// Every bound the server enforces.
@@ -84,6 +85,8 @@ pub struct ServerConfig {
     pub load: LoadOptions,
     /// Refuse to start when a model fails to load (Triton's `--exit-on-error`).
     pub exit_on_error: bool,
+    /// Secure-inference sessions (`None`: off, no session port, no `/secure` routes).
+    pub secure: Option<SecureConfig>,
 }
 
 impl ServerConfig {
@@ -100,6 +103,7 @@ impl ServerConfig {
             audit_log: None,
             load: LoadOptions::default(),
             exit_on_error: true,
+            secure: Some(SecureConfig::default()),
         }
     }
 }
@@ -124,6 +128,7 @@ pub struct ServerState {
     rng: Mutex<ChaCha20Rng>,
     fixed_seed: Option<u64>,
     ready: AtomicBool,
+    secure: OnceLock<Arc<SecureService>>,
 }
 
 impl ServerState {
@@ -173,6 +178,7 @@ impl ServerState {
             rng: Mutex::new(ChaCha20Rng::seed_from_u64(seed_value)),
             fixed_seed: seed,
             ready: AtomicBool::new(true),
+            secure: OnceLock::new(),
         }
     }
 
@@ -196,5 +202,15 @@ impl ServerState {
     /// Marks the server ready or draining.
     pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::SeqCst);
+    }
+
+    /// The secure-session service, once enabled.
+    pub fn secure(&self) -> Option<&Arc<SecureService>> {
+        self.secure.get()
+    }
+
+    /// Enables secure sessions (once; a second call is an error).
+    pub fn enable_secure(&self, service: Arc<SecureService>) -> Result<(), ServeError> {
+        self.secure.set(service).map_err(|_| ServeError::Server("secure sessions are already enabled".into()))
     }
 }

@@ -34,7 +34,7 @@ use crate::tasks::ResolvedTask;
 
 /// What the URL names.
 #[derive(Clone, Debug)]
-enum Target {
+pub(super) enum Target {
     Model { name: String, version: Option<String> },
     Task(String),
 }
@@ -102,18 +102,19 @@ async fn infer(state: SharedState, caller: Caller, target: Target, headers: Head
             batch: served.batch,
             status: response.status().as_u16(),
             latency_ms: start.elapsed().as_secs_f64() * 1e3,
+            secure: None,
         });
     }
     response
 }
 
 /// The model chosen for a request, and the task it was chosen for.
-enum Plan {
+pub(super) enum Plan {
     Model(Arc<ModelVersion>),
     Task(ResolvedTask),
 }
 
-fn plan(state: &SharedState, target: &Target) -> Result<Plan, AppError> {
+pub(super) fn plan(state: &SharedState, target: &Target) -> Result<Plan, AppError> {
     let task = |name: &str| {
         state.tasks.resolve(name, &state.repository).ok_or_else(|| AppError::NotFound(format!("unknown task '{name}'")))
     };
@@ -132,7 +133,7 @@ fn plan(state: &SharedState, target: &Target) -> Result<Plan, AppError> {
     }
 }
 
-async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Bytes, AppError> {
+pub(super) async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Bytes, AppError> {
     let too_large = || AppError::PayloadTooLarge(format!("request body exceeds the limit of {limit} bytes"));
     let declared =
         headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());

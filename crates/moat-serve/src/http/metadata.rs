@@ -12,7 +12,8 @@ use crate::oip::io_metadata;
 use crate::repository::{LookupError, ModelVersion};
 use crate::tasks::ResolvedTask;
 
-/// Extensions reported in the server metadata.
+/// Extensions reported in the server metadata (plus `moat_secure_sessions` when secure sessions
+/// are enabled).
 pub const EXTENSIONS: [&str; 5] =
     ["binary_tensor_data", "classification", "model_repository", "statistics", "moat_tasks"];
 
@@ -46,14 +47,26 @@ pub(crate) async fn server_metadata(State(state): State<SharedState>) -> Json<Va
         Some(s) => json!(s),
         None => json!("os-entropy (not disclosed)"),
     };
+    let mut extensions: Vec<&str> = EXTENSIONS.to_vec();
+    let mut parameters = json!({
+        "selection_seed": seed,
+        "tasks": state.tasks.names(&state.repository),
+    });
+    if let Some(secure) = state.secure() {
+        extensions.push(crate::secure::EXTENSION);
+        let c = secure.config();
+        parameters["secure_sessions"] = json!({
+            "protocol": crate::secure::PROTOCOL,
+            "handshake": crate::secure::HANDSHAKE,
+            "max_queries": c.max_queries,
+            "token_ttl_ms": u64::try_from(c.token_ttl.as_millis()).unwrap_or(u64::MAX),
+        });
+    }
     Json(json!({
         "name": "moat",
         "version": env!("CARGO_PKG_VERSION"),
-        "extensions": EXTENSIONS,
-        "parameters": {
-            "selection_seed": seed,
-            "tasks": state.tasks.names(&state.repository),
-        }
+        "extensions": extensions,
+        "parameters": parameters,
     }))
 }
 

@@ -95,7 +95,8 @@ async fn check(state: SharedState, mut request: Request, next: Next, admin: bool
             state.metrics.rejections.inc(&[reason]);
             let error = AppError::from(refusal);
             // Refused queries are queries too: audit them (without a key name).
-            if request.uri().path().ends_with("/infer")
+            let path = request.uri().path();
+            if (path.ends_with("/infer") || path.ends_with("/secure"))
                 && let Some(audit) = &state.audit
             {
                 audit.record(&AuditRecord {
@@ -108,6 +109,7 @@ async fn check(state: SharedState, mut request: Request, next: Next, admin: bool
                     batch: 0,
                     status: error.status().as_u16(),
                     latency_ms: 0.0,
+                    secure: None,
                 });
             }
             error.into_response()

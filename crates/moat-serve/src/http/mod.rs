@@ -10,6 +10,7 @@
 //! | `POST /v2/models/{m}[/versions/{v}]/infer` | key | inference (a task's, when `m` names a task and no model) |
 //! | `GET /v2/tasks`, `GET /v2/tasks/{t}` | key | task list and metadata |
 //! | `POST /v2/tasks/{t}/infer` | key | model-less inference with `parameters.min_accuracy` / `max_latency_ms` |
+//! | `POST /v2/models/{m}[/versions/{v}]/secure`, `POST /v2/tasks/{t}/secure` | key | secure-session admission (mounted with [`secure_routes`] when sessions are enabled; see [`crate::secure`]) |
 //! | `GET /v2/models/stats`, `GET /v2/models/{m}[/versions/{v}]/stats`, `GET /v2/tasks/{t}/stats` | admin | statistics, profiles, goodput |
 //! | `POST /v2/repository/index`, `POST /v2/repository/models/{m}/load` / `unload` | admin | model repository |
 //! | `GET /metrics` | admin | Prometheus |
@@ -21,6 +22,7 @@ mod admin;
 mod infer;
 mod metadata;
 mod middleware;
+mod secure;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -31,22 +33,24 @@ use crate::SharedState;
 
 pub use metadata::EXTENSIONS;
 
-/// The router of the whole API over `state`.
+/// The router of the whole API over `state` (without the secure-session routes).
 pub fn app(state: SharedState) -> Router {
     app_with_extensions(state, Router::new())
 }
 
+/// The secure-session admission routes (`POST …/secure`), for [`app_with_extensions`].
+pub fn secure_routes() -> Router<SharedState> {
+    secure::routes()
+}
+
 /// The router with extra key-protected routes merged in.
 ///
-/// **Extension point for secure sessions.** The secure-inference endpoint (two-party inference
-/// over the moat-mpc protocol) is to be added as `extensions`, e.g. a
-/// `POST /v2/sessions/{model}` route upgrading the connection to the protocol's framed transport.
-/// Routes passed here sit behind the same API-key check as inference (the [`crate::keys::Caller`]
-/// is in the request extensions), and the same deadline, metrics and JSON-error layers; they
-/// should charge the key's budget per sample with [`crate::keys::KeyStore::charge`], write the
-/// audit log, and report bytes and duration through
-/// [`crate::metrics::Metrics::record_secure_session`]. Nothing is mounted here today: the server
-/// metadata lists no secure-session extension until one is.
+/// **Extension point.** Routes passed here sit behind the same API-key check as inference (the
+/// [`crate::keys::Caller`] is in the request extensions), and the same deadline, metrics and
+/// JSON-error layers; they should charge the key's budget with
+/// [`crate::keys::KeyStore::charge`] and write the audit log. The secure-session admission
+/// routes ([`secure_routes`]) are mounted this way by [`crate::server::serve`] when the state has
+/// a [`crate::secure::SecureService`].
 pub fn app_with_extensions(state: SharedState, extensions: Router<SharedState>) -> Router {
     let public =
         Router::new().route("/v2/health/live", get(metadata::live)).route("/v2/health/ready", get(metadata::ready));

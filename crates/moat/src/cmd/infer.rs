@@ -1,6 +1,9 @@
-//! `moat infer MODEL.onnx`: one prediction, in float or in fixed point.
+//! `moat infer MODEL.onnx`: one prediction, in float or in fixed point; `moat infer --url URL`:
+//! one prediction from a server, in plaintext or, with `--secure`, by two-party inference (the
+//! server never sees the input, the client learns only the label).
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use moat_nn::exec::softmax;
@@ -31,9 +34,11 @@ pub struct Args {
     pub fixed: bool,
     #[command(flatten)]
     pub fixed_point: FixedArgs,
-    /// Seed for dataset splits.
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
+    /// Seed for dataset splits (default 0) and, with --secure, for the client's keys and shares
+    /// (default: drawn from the OS; whoever knows it can decrypt the input). Printed with the
+    /// result.
+    #[arg(long)]
+    pub seed: Option<u64>,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
@@ -49,6 +54,17 @@ pub struct Args {
     /// Request parameter KEY=VALUE (with --url), e.g. min_accuracy=90 or max_latency_ms=5.
     #[arg(long = "param", requires = "url")]
     pub params: Vec<String>,
+    /// Secure (two-party) inference with the server at --url: the server never sees the input
+    /// and the client learns only the label. An --input holding k samples is k queries of one
+    /// session.
+    #[arg(long, requires = "url")]
+    pub secure: bool,
+    /// With --secure and --index: query COUNT consecutive test samples in one session.
+    #[arg(long, default_value_t = 1, requires = "secure")]
+    pub count: usize,
+    /// With --secure: bound on connecting and on every wait for the server (e.g. 60s).
+    #[arg(long, default_value = "60s", value_parser = super::serve::parse_duration)]
+    pub timeout: Duration,
 }
 
 /// A prediction.
@@ -124,7 +140,7 @@ fn read_sample(args: &Args) -> anyhow::Result<(Vec<f32>, Option<usize>)> {
     Ok(match (&args.input, args.index) {
         (Some(path), _) => (read_input(path)?, None),
         (None, Some(index)) => {
-            let test = args.data.load(args.seed)?.test;
+            let test = args.data.load(args.seed.unwrap_or(0))?.test;
             if index >= test.len() {
                 bail!("--index {index} out of range: the {} test split has {} samples", args.data.dataset, test.len());
             }
@@ -165,8 +181,147 @@ fn predict_remote(args: &Args, url: &str, input: &[f32]) -> anyhow::Result<Predi
     })
 }
 
+/// What a secure session learned.
+#[derive(Debug, Serialize)]
+pub struct SecurePrediction {
+    /// `secure`.
+    pub execution: String,
+    /// Predicted classes, one per query.
+    pub labels: Vec<usize>,
+    /// The true labels, when the inputs came from a dataset.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub true_labels: Vec<usize>,
+    /// The model that answered, when the server discloses it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub served_by: Option<String>,
+    /// The session port.
+    pub address: String,
+    /// Queries answered.
+    pub queries: u64,
+    /// Connecting, token handshake and protocol setup, seconds.
+    pub setup_seconds: f64,
+    /// Mean seconds per query.
+    pub seconds_per_query: f64,
+    /// Bytes sent, frame headers included.
+    pub bytes_sent: u64,
+    /// Bytes received.
+    pub bytes_received: u64,
+    /// The client's seed.
+    pub seed: u64,
+}
+
+/// Inputs, one per query, with their true labels when they come from a dataset.
+type Samples = (Vec<Vec<f32>>, Vec<usize>);
+
+/// The inputs of a secure run, or `None` for an `--input` file, which is split once the server
+/// says the sample size.
+fn secure_samples(args: &Args) -> anyhow::Result<Option<Samples>> {
+    let Some(index) = args.index else { return Ok(None) };
+    if args.count == 0 {
+        bail!("--count must be positive");
+    }
+    let test = args.data.load(args.seed.unwrap_or(0))?.test;
+    if index.saturating_add(args.count) > test.len() {
+        bail!("--index {index} + --count {} exceeds the {} test samples", args.count, test.len());
+    }
+    let range = index..index + args.count;
+    Ok(Some((range.clone().map(|i| test.sample(i).to_vec()).collect(), range.map(|i| test.label(i)).collect())))
+}
+
+/// `--secure`: one session of as many queries as there are inputs.
+fn predict_secure(args: &Args, url: &str) -> anyhow::Result<SecurePrediction> {
+    use rand::TryRngCore;
+    let name = args.remote_model.as_deref().context("--url needs --model NAME (a model or task on the server)")?;
+    let mut http = moat_client::HttpClient::new(url)?;
+    if let Some(key) = &args.api_key {
+        http = http.with_api_key(key.clone());
+    }
+    let (samples, true_labels) = match secure_samples(args)? {
+        Some(s) => s,
+        None => {
+            let path = args.input.as_deref().context("give an input: --input FILE or --index I (with --dataset)")?;
+            let values = read_input(path)?;
+            let meta = http.model_metadata(name, None).with_context(|| format!("asking {url} about '{name}'"))?;
+            let per = numel(&meta.sample_shape()?);
+            if per == 0 || values.is_empty() || values.len() % per != 0 {
+                bail!("{}: {} values is not a whole number of samples of {per} values", path.display(), values.len());
+            }
+            (values.chunks_exact(per).map(<[f32]>::to_vec).collect(), Vec::new())
+        }
+    };
+    let seed = match args.seed {
+        Some(s) => s,
+        None => rand::rngs::OsRng.try_next_u64().context("no OS entropy for the client's seed: pass --seed")?,
+    };
+    let client = moat_client::SecureClient::new(http).with_timeout(args.timeout);
+    let mut request = moat_client::SessionRequest::queries(samples.len() as u64);
+    for (k, v) in super::bench_http::parse_params(&args.params)? {
+        request = request.with_parameter(k, v);
+    }
+    let admission =
+        client.admit_model(name, None, &request).with_context(|| format!("secure session for '{name}' at {url}"))?;
+    let mut session = client
+        .connect(&admission, seed)
+        .with_context(|| format!("opening the secure session at {}", admission.address))?;
+    let progress = crate::progress::bar(samples.len() as u64, "secure inference", args.json || samples.len() < 2);
+    let mut labels = Vec::with_capacity(samples.len());
+    for (i, sample) in samples.iter().enumerate() {
+        labels.push(session.infer(sample).with_context(|| format!("secure query {i}"))?);
+        progress.inc(1);
+    }
+    progress.finish_and_clear();
+    let stats = session.close()?;
+    Ok(SecurePrediction {
+        execution: "secure".into(),
+        labels,
+        true_labels,
+        served_by: admission.served_by(),
+        address: admission.address.clone(),
+        queries: stats.queries,
+        setup_seconds: stats.setup_seconds,
+        seconds_per_query: stats.query_seconds / stats.queries.max(1) as f64,
+        bytes_sent: stats.bytes_sent,
+        bytes_received: stats.bytes_received,
+        seed,
+    })
+}
+
+fn print_secure(p: &SecurePrediction) {
+    let list = |v: &[usize]| v.iter().map(usize::to_string).collect::<Vec<_>>().join(" ");
+    match p.labels.as_slice() {
+        [one] => println!("label {one} (secure execution)"),
+        many => println!("labels {} (secure execution)", list(many)),
+    }
+    if let Some(model) = &p.served_by {
+        println!("served by {model}");
+    }
+    if !p.true_labels.is_empty() {
+        println!("true label{} {}", if p.true_labels.len() == 1 { "" } else { "s" }, list(&p.true_labels));
+    }
+    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+    println!(
+        "secure session at {}: {} quer{}, setup {:.2} s, {:.3} s per query, {:.2} MiB sent, {:.2} MiB received (seed {})",
+        p.address,
+        p.queries,
+        if p.queries == 1 { "y" } else { "ies" },
+        p.setup_seconds,
+        p.seconds_per_query,
+        mib(p.bytes_sent),
+        mib(p.bytes_received),
+        p.seed
+    );
+}
+
 /// `moat infer`.
 pub fn run(args: Args) -> anyhow::Result<()> {
+    if let (true, Some(url)) = (args.secure, &args.url) {
+        let prediction = predict_secure(&args, url)?;
+        if args.json {
+            return print_json(&prediction);
+        }
+        print_secure(&prediction);
+        return Ok(());
+    }
     let (input, true_label) = read_sample(&args)?;
     let mut prediction = match &args.url {
         Some(url) => predict_remote(&args, url, &input)?,

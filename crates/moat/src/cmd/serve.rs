@@ -3,6 +3,11 @@
 //!
 //! The first line on stdout is `listening on http://ADDR` once every model is loaded and
 //! profiled and the socket is bound (with `--listen 127.0.0.1:0` the OS picks the port).
+//!
+//! Secure (two-party) inference sessions are on by default, on a session port of their own:
+//! `--secure-addr HOST:PORT`, by default the `--listen` address with the next port (any free port
+//! when `--listen`'s port is 0); `--secure-addr off` turns them off. The port is logged at start
+//! and returned to clients by the admission endpoints (`POST …/secure`).
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -11,7 +16,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use moat_serve::policy::NoiseSensitivity;
-use moat_serve::{Limits, LoadOptions, PolicyKind, Server, ServerConfig, TaskDefaults};
+use moat_serve::{Limits, LoadOptions, PolicyKind, SecureConfig, Server, ServerConfig, TaskDefaults};
 
 /// Arguments of `moat serve`.
 #[derive(clap::Args, Debug)]
@@ -91,6 +96,26 @@ pub struct Args {
     /// Serve the other models when one fails to load (default: refuse to start).
     #[arg(long)]
     pub keep_going: bool,
+    /// Secure-session port (two-party inference): HOST:PORT, or `off`. Default: the --listen
+    /// address with the next port (any free port when --listen's port is 0).
+    #[arg(long, env = "MOAT_SECURE_ADDR")]
+    pub secure_addr: Option<String>,
+    /// HOST:PORT secure clients are told to connect to. Default: the bound address, or the
+    /// host the client used for HTTP when bound to 0.0.0.0. In Kubernetes: the pod's address.
+    #[arg(long, env = "MOAT_SECURE_ADVERTISE")]
+    pub secure_advertise: Option<String>,
+    /// Secure sessions running at once; more clients are told to retry (default: the CPUs).
+    #[arg(long)]
+    pub max_secure_sessions: Option<usize>,
+    /// Most queries one secure session may be granted.
+    #[arg(long, default_value_t = 1000)]
+    pub secure_max_queries: u64,
+    /// Lifetime of an unused secure-session token.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub secure_token_ttl: Duration,
+    /// Bound on every wait for a secure-session client.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub secure_timeout: Duration,
 }
 
 /// Parses `250ms`, `10s`, `2m` or a bare number of seconds.
@@ -149,7 +174,29 @@ impl Args {
             max_batch_size: self.max_batch_size,
         };
         config.exit_on_error = !self.keep_going;
+        config.secure = self.secure_config()?;
         Ok(config)
+    }
+
+    /// The secure-session settings (`None` with `--secure-addr off`).
+    fn secure_config(&self) -> anyhow::Result<Option<SecureConfig>> {
+        let listen = match self.secure_addr.as_deref().map(str::trim) {
+            Some("off") => return Ok(None),
+            None | Some("") => None,
+            Some(a) => Some(a.parse().with_context(|| format!("--secure-addr '{a}': expected HOST:PORT or off"))?),
+        };
+        let defaults = SecureConfig::default();
+        let config = SecureConfig {
+            listen,
+            advertise: self.secure_advertise.clone().filter(|a| !a.trim().is_empty()),
+            max_sessions: self.max_secure_sessions.unwrap_or(defaults.max_sessions),
+            max_queries: self.secure_max_queries,
+            token_ttl: self.secure_token_ttl,
+            session_timeout: self.secure_timeout,
+            ..defaults
+        };
+        config.validate().map_err(anyhow::Error::msg)?;
+        Ok(Some(config))
     }
 }
 
@@ -162,6 +209,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     stdout.flush()?;
     drop(stdout);
     tracing::info!(addr = %server.local_addr(), models = server.state().repository.ready_versions().len(), "serving");
+    match server.secure_addr() {
+        Some(addr) => tracing::info!(%addr, "secure sessions on"),
+        None => tracing::info!("secure sessions off"),
+    }
     server.run()?;
     Ok(())
 }

@@ -245,3 +245,25 @@ pub fn valid_prometheus_line(line: &str) -> bool {
     }
     true
 }
+
+/// The workspace's `models/` directory (trained reference models and their cards).
+pub fn models_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models")
+}
+
+/// A repository serving the trained LeNet-5 (`models/lenet5-mnist.onnx` with its card) as
+/// `<dir>/repo/lenet5/1`: task `mnist` and accuracy from the card, so no MNIST files are needed;
+/// a short latency profile. `tasks` is written as `tasks.json` when given. Returns the path.
+pub fn build_lenet_repo(dir: &Path, tasks: Option<&serde_json::Value>) -> Result<PathBuf, Error> {
+    let repo = dir.join("repo");
+    let version = repo.join("lenet5").join("1");
+    std::fs::create_dir_all(&version)?;
+    std::fs::copy(models_dir().join("lenet5-mnist.onnx"), version.join("model.onnx"))?;
+    std::fs::copy(models_dir().join("lenet5-mnist.card.json"), version.join("model.card.json"))?;
+    let config = serde_json::json!({ "latency": { "warmup": 2, "runs": 20 } });
+    std::fs::write(repo.join("lenet5").join("config.json"), config.to_string())?;
+    if let Some(tasks) = tasks {
+        std::fs::write(repo.join("tasks.json"), tasks.to_string())?;
+    }
+    Ok(repo)
+}

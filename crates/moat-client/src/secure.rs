@@ -1,0 +1,442 @@
+//! Secure (two-party) inference against a moat server: the server never sees the input, the
+//! client learns the label.
+//!
+//! A session is asked for over HTTP with the API key ([`SecureClient::admit_model`],
+//! [`SecureClient::admit_task`]), which charges the key's budget for the queries up front and
+//! answers with a one-use token and the session port's address ([`Admission`]). The client then
+//! connects there, presents the token (`moat-session/1`, see `moat_serve::secure::wire`) and
+//! runs moat-mpc's `moat-2pc/1` protocol on the same connection ([`SecureSession`]). Queries
+//! beyond the grant are refused locally; a server cuts off a client that tries anyway.
+//!
+//! The `seed` of [`SecureClient::connect`] drives the client's keys, shares and OT choices:
+//! **whoever knows it can decrypt the client's input**, so in production draw it from a secret
+//! source (fixed seeds are for reproducible experiments).
+//!
+//! ```no_run
+//! use moat_client::{HttpClient, SecureClient, SessionRequest};
+//!
+//! let http = HttpClient::new("http://127.0.0.1:8000")?.with_api_key("k-123");
+//! let client = SecureClient::new(http);
+//! let admission = client.admit_model("lenet5", None, &SessionRequest::queries(2))?;
+//! let mut session = client.connect(&admission, 0x5eed)?;
+//! let image = vec![0.0f32; 28 * 28];
+//! println!("label {}", session.infer(&image)?);
+//! let stats = session.close()?;
+//! println!("{} bytes sent, {} received", stats.bytes_sent, stats.bytes_received);
+//! # Ok::<(), moat_client::ClientError>(())
+//! ```
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use moat_mpc::MpcError;
+use moat_mpc::engine::{ClientBehaviour, ClientSession, Honest, Reveal, Revealed};
+use moat_mpc::transport::tcp::TcpChannel;
+use moat_mpc::transport::{Channel, ChannelConfig, TransportError};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+use crate::error::ClientError;
+use crate::http::{HttpClient, safe_segment};
+
+/// The two-party protocol this client speaks.
+pub const PROTOCOL: &str = moat_mpc::engine::real::PROTOCOL;
+
+/// What to ask the server for.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SessionRequest {
+    /// Queries to be granted (the server's default is 1).
+    pub queries: Option<u64>,
+    /// Request parameters, e.g. a task's `min_accuracy` and `max_latency_ms`.
+    pub parameters: Map<String, Value>,
+    /// Request id, echoed back.
+    pub id: Option<String>,
+}
+
+impl SessionRequest {
+    /// A session of `n` queries.
+    pub fn queries(n: u64) -> Self {
+        Self { queries: Some(n), ..Self::default() }
+    }
+
+    /// Sets a task's spec (each bound optional).
+    pub fn with_spec(mut self, min_accuracy: Option<f64>, max_latency_ms: Option<f64>) -> Self {
+        if let Some(a) = min_accuracy {
+            self.parameters.insert("min_accuracy".into(), json!(a));
+        }
+        if let Some(l) = max_latency_ms {
+            self.parameters.insert("max_latency_ms".into(), json!(l));
+        }
+        self
+    }
+
+    /// Sets one request parameter.
+    pub fn with_parameter(mut self, key: impl Into<String>, value: Value) -> Self {
+        self.parameters.insert(key.into(), value);
+        self
+    }
+
+    fn body(&self) -> Value {
+        let mut body = json!({});
+        if let Some(n) = self.queries {
+            body["queries"] = json!(n);
+        }
+        if !self.parameters.is_empty() {
+            body["parameters"] = Value::Object(self.parameters.clone());
+        }
+        if let Some(id) = &self.id {
+            body["id"] = json!(id);
+        }
+        body
+    }
+}
+
+/// The server's grant of a session. `session` is a bearer secret: its `Debug` hides it.
+#[derive(Clone, PartialEq, Deserialize)]
+pub struct Admission {
+    /// The one-use session token.
+    pub session: String,
+    /// Where to connect (`host:port`).
+    pub address: String,
+    /// Queries granted.
+    pub queries: u64,
+    /// How long the token stays valid.
+    pub expires_in_ms: u64,
+    /// The two-party protocol.
+    pub protocol: String,
+    /// The serving model, when disclosed.
+    #[serde(default)]
+    pub model_name: Option<String>,
+    /// Its version, when disclosed.
+    #[serde(default)]
+    pub model_version: Option<String>,
+    /// Extra details (`task`, `spec_met`).
+    #[serde(default)]
+    pub parameters: Value,
+}
+
+impl fmt::Debug for Admission {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Admission")
+            .field("session", &"…")
+            .field("address", &self.address)
+            .field("queries", &self.queries)
+            .field("expires_in_ms", &self.expires_in_ms)
+            .field("protocol", &self.protocol)
+            .field("model_name", &self.model_name)
+            .field("model_version", &self.model_version)
+            .field("parameters", &self.parameters)
+            .finish()
+    }
+}
+
+impl Admission {
+    /// `name/version` of the serving model, or `name` alone, or `None` when not disclosed.
+    pub fn served_by(&self) -> Option<String> {
+        let name = self.model_name.as_ref()?;
+        Some(match &self.model_version {
+            Some(v) => format!("{name}/{v}"),
+            None => name.clone(),
+        })
+    }
+}
+
+/// The server's answer to the token (the handshake's second frame).
+#[derive(Debug, Deserialize)]
+struct HandshakeReply {
+    accepted: bool,
+    #[serde(default)]
+    reason: Option<String>,
+    #[serde(default)]
+    error: Option<String>,
+}
+
+/// Traffic and time of a session, from the client's side.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct SessionStats {
+    /// Queries answered.
+    pub queries: u64,
+    /// Bytes sent (frame headers included; the token handshake included).
+    pub bytes_sent: u64,
+    /// Bytes received.
+    pub bytes_received: u64,
+    /// Connecting, handshake and protocol setup (base OTs, HE keys), seconds.
+    pub setup_seconds: f64,
+    /// Time in queries, seconds.
+    pub query_seconds: f64,
+}
+
+/// Secure inference against one server.
+#[derive(Debug, Clone)]
+pub struct SecureClient {
+    http: HttpClient,
+    timeout: Duration,
+}
+
+/// The protocol's errors as client errors.
+fn from_mpc(e: MpcError) -> ClientError {
+    match e {
+        MpcError::Transport(t) => ClientError::Transport(format!("secure session: {t}")),
+        MpcError::InvalidArgument { .. } => ClientError::Invalid(e.to_string()),
+        other => ClientError::Protocol(other.to_string()),
+    }
+}
+
+fn from_transport(e: TransportError) -> ClientError {
+    ClientError::Transport(format!("secure session: {e}"))
+}
+
+/// The address to dial: `address`, except that an unspecified IP (a server bound to `0.0.0.0`
+/// without an advertised address) is replaced by the HTTP URL's host.
+fn dial_address(base_url: &str, address: &str) -> String {
+    match address.parse::<SocketAddr>() {
+        Ok(a) if a.ip().is_unspecified() => {
+            let rest = base_url.split_once("://").map_or(base_url, |(_, r)| r);
+            let authority = rest.split('/').next().unwrap_or(rest);
+            let host = match authority.strip_prefix('[') {
+                Some(v6) => v6.split(']').next().map(|h| format!("[{h}]")),
+                None => authority.split(':').next().map(str::to_string),
+            };
+            match host.filter(|h| !h.is_empty()) {
+                Some(h) => format!("{h}:{}", a.port()),
+                None => address.to_string(),
+            }
+        }
+        _ => address.to_string(),
+    }
+}
+
+impl SecureClient {
+    /// A client using `http` (its URL and API key) for admission; 60 s bound on every wait.
+    pub fn new(http: HttpClient) -> Self {
+        Self { http, timeout: Duration::from_secs(60) }
+    }
+
+    /// Bounds connecting and every wait for the server during a session by `timeout`.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The HTTP client used for admission.
+    pub fn http(&self) -> &HttpClient {
+        &self.http
+    }
+
+    fn admit_at(&self, path: &str, request: &SessionRequest) -> Result<Admission, ClientError> {
+        let answer = self.http.post_json(path, &request.body())?;
+        let admission: Admission = serde_json::from_value(answer)
+            .map_err(|e| ClientError::Protocol(format!("bad secure-session admission: {e}")))?;
+        if admission.protocol != PROTOCOL {
+            return Err(ClientError::Protocol(format!(
+                "the server offers protocol '{}', this client speaks '{PROTOCOL}'",
+                admission.protocol
+            )));
+        }
+        Ok(admission)
+    }
+
+    /// `POST /v2/models/{model}[/versions/{version}]/secure` (a task's, when no model has the
+    /// name).
+    pub fn admit_model(
+        &self,
+        model: &str,
+        version: Option<&str>,
+        request: &SessionRequest,
+    ) -> Result<Admission, ClientError> {
+        self.admit_at(&format!("{}/secure", HttpClient::model_path(model, version)?), request)
+    }
+
+    /// `POST /v2/tasks/{task}/secure` (set the spec with [`SessionRequest::with_spec`]).
+    pub fn admit_task(&self, task: &str, request: &SessionRequest) -> Result<Admission, ClientError> {
+        if !safe_segment(task) {
+            return Err(ClientError::Invalid(format!("'{task}' is not a valid task name")));
+        }
+        self.admit_at(&format!("/v2/tasks/{task}/secure"), request)
+    }
+
+    /// Connects to the session port and presents the token; returns the channel, ready for the
+    /// protocol (for callers driving [`ClientSession`] themselves, e.g. with a tamper hook).
+    pub fn open_channel(&self, admission: &Admission) -> Result<TcpChannel, ClientError> {
+        let address = dial_address(self.http.base_url(), &admission.address);
+        let config = ChannelConfig::default().with_timeout(self.timeout).with_connect_timeout(self.timeout);
+        let mut ch = TcpChannel::connect(address.as_str(), config)
+            .map_err(|e| ClientError::Transport(format!("connecting to the session port {address}: {e}")))?;
+        ch.send(admission.session.as_bytes()).map_err(from_transport)?;
+        let bytes = ch.recv().map_err(from_transport)?;
+        let reply: HandshakeReply =
+            serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol(format!("bad handshake reply: {e}")))?;
+        if !reply.accepted {
+            return Err(ClientError::Refused {
+                reason: reply.reason.unwrap_or_else(|| "refused".into()),
+                message: reply.error.unwrap_or_default(),
+            });
+        }
+        Ok(ch)
+    }
+
+    /// Opens the admitted session: connect, token, protocol setup. `seed` drives the client's
+    /// keys and randomness (keep it secret, see the module docs).
+    pub fn connect(&self, admission: &Admission, seed: u64) -> Result<SecureSession, ClientError> {
+        let started = Instant::now();
+        let mut ch = self.open_channel(admission)?;
+        let session = ClientSession::connect(&mut ch, seed).map_err(from_mpc)?;
+        Ok(SecureSession {
+            ch,
+            session,
+            granted: admission.queries,
+            used: 0,
+            setup: started.elapsed(),
+            queries_time: Duration::ZERO,
+        })
+    }
+}
+
+/// An open secure session.
+pub struct SecureSession {
+    ch: TcpChannel,
+    session: ClientSession,
+    granted: u64,
+    used: u64,
+    setup: Duration,
+    queries_time: Duration,
+}
+
+impl fmt::Debug for SecureSession {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SecureSession")
+            .field("granted", &self.granted)
+            .field("used", &self.used)
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SecureSession {
+    /// One private inference: the predicted label.
+    pub fn infer(&mut self, input: &[f32]) -> Result<usize, ClientError> {
+        match self.infer_with(input, Reveal::Label, &mut Honest)? {
+            Revealed::Label(label) => Ok(label),
+            Revealed::Logits(_) => Err(ClientError::Protocol("asked for a label, got logits".into())),
+        }
+    }
+
+    /// One private inference revealing `reveal`, with the client's `behaviour` at the
+    /// protocol's tamper points ([`Honest`] for an honest client).
+    pub fn infer_with(
+        &mut self,
+        input: &[f32],
+        reveal: Reveal,
+        behaviour: &mut dyn ClientBehaviour,
+    ) -> Result<Revealed, ClientError> {
+        if self.used >= self.granted {
+            return Err(ClientError::Invalid(format!(
+                "the session was granted {} queries and has used them: open another session",
+                self.granted
+            )));
+        }
+        if input.len() != self.input_len() {
+            return Err(ClientError::Invalid(format!(
+                "the input has {} values, the model takes {} (shape {:?})",
+                input.len(),
+                self.input_len(),
+                self.input_shape()
+            )));
+        }
+        let started = Instant::now();
+        let answer = self.session.infer(&mut self.ch, input, reveal, behaviour).map_err(from_mpc);
+        self.queries_time += started.elapsed();
+        let answer = answer?;
+        self.used += 1;
+        Ok(answer)
+    }
+
+    /// The per-sample input shape of the served model (from the protocol's hello).
+    pub fn input_shape(&self) -> &[usize] {
+        self.session.architecture().graph().input_shape()
+    }
+
+    /// Values per sample.
+    pub fn input_len(&self) -> usize {
+        self.input_shape().iter().product()
+    }
+
+    /// Queries granted.
+    pub fn granted(&self) -> u64 {
+        self.granted
+    }
+
+    /// Queries left.
+    pub fn remaining(&self) -> u64 {
+        self.granted - self.used
+    }
+
+    /// The underlying protocol session (architecture, per-node timings of the last query).
+    pub fn protocol(&self) -> &ClientSession {
+        &self.session
+    }
+
+    /// Traffic and time so far.
+    pub fn stats(&self) -> SessionStats {
+        let total = self.ch.stats().total();
+        SessionStats {
+            queries: self.used,
+            bytes_sent: total.bytes_sent,
+            bytes_received: total.bytes_received,
+            setup_seconds: self.setup.as_secs_f64(),
+            query_seconds: self.queries_time.as_secs_f64(),
+        }
+    }
+
+    /// Ends the session (unused queries go back to the key's budget).
+    pub fn close(self) -> Result<SessionStats, ClientError> {
+        let mut stats = self.stats();
+        let SecureSession { mut ch, session, .. } = self;
+        session.close(&mut ch).map_err(from_mpc)?;
+        let total = ch.stats().total();
+        (stats.bytes_sent, stats.bytes_received) = (total.bytes_sent, total.bytes_received);
+        Ok(stats)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dials_the_advertised_address_or_the_url_host_for_an_unspecified_ip() {
+        assert_eq!(dial_address("http://moat.example:8000", "10.0.0.7:8001"), "10.0.0.7:8001");
+        assert_eq!(dial_address("http://moat.example:8000", "moat-serve:8001"), "moat-serve:8001");
+        assert_eq!(dial_address("http://moat.example:8000/", "0.0.0.0:8001"), "moat.example:8001");
+        assert_eq!(dial_address("https://[::1]:8000", "[::]:8001"), "[::1]:8001");
+        assert_eq!(dial_address("http://10.1.2.3", "0.0.0.0:9"), "10.1.2.3:9");
+    }
+
+    #[test]
+    fn requests_carry_queries_spec_and_id_and_admissions_hide_the_token() -> Result<(), serde_json::Error> {
+        let mut request = SessionRequest::queries(3).with_spec(Some(90.0), None);
+        request.id = Some("s-1".into());
+        assert_eq!(request.body(), json!({"queries": 3, "parameters": {"min_accuracy": 90.0}, "id": "s-1"}));
+        assert_eq!(SessionRequest::default().body(), json!({}));
+        let admission: Admission = serde_json::from_value(json!({
+            "session": "00112233445566778899aabbccddeeff", "address": "127.0.0.1:8001", "queries": 3,
+            "expires_in_ms": 30000, "protocol": PROTOCOL, "model_name": "lenet5", "model_version": "1",
+        }))?;
+        assert!(!format!("{admission:?}").contains("0011"), "the token must not be printed");
+        assert_eq!(admission.served_by().as_deref(), Some("lenet5/1"));
+        Ok(())
+    }
+
+    #[test]
+    fn a_closed_port_is_a_transport_error() -> Result<(), Box<dyn std::error::Error>> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let client = SecureClient::new(HttpClient::new("http://127.0.0.1:1")?).with_timeout(Duration::from_millis(300));
+        let admission: Admission = serde_json::from_value(json!({
+            "session": "00112233445566778899aabbccddeeff", "address": format!("127.0.0.1:{port}"), "queries": 1,
+            "expires_in_ms": 30000, "protocol": PROTOCOL,
+        }))?;
+        assert!(matches!(client.connect(&admission, 1), Err(ClientError::Transport(_))));
+        Ok(())
+    }
+}

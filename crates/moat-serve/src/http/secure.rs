@@ -1,0 +1,292 @@
+//! Secure-session admission: `POST /v2/models/{m}[/versions/{v}]/secure` and
+//! `POST /v2/tasks/{t}/secure` (also `/v2/models/{t}/secure` when no model is named `t`).
+//!
+//! Body (optional; every field optional, unknown fields are an error):
+//!
+//! ```json
+//! {"id": "s-1", "queries": 5, "parameters": {"min_accuracy": 97, "max_latency_ms": 5}}
+//! ```
+//!
+//! Order of checks, as for inference: rate limit → body → target → spec → budget (`queries`
+//! charged up front, 429 when the key's budget does not cover them) → model selection → token.
+//! A token that cannot be issued gives the queries back. Answer:
+//!
+//! ```json
+//! {"id": "s-1", "session": "<32 hex digits>", "address": "10.0.0.7:8001", "queries": 5,
+//!  "expires_in_ms": 30000, "protocol": "moat-2pc/1", "handshake": "moat-session/1",
+//!  "model_name": "lenet5", "model_version": "1"}
+//! ```
+//!
+//! `model_name`/`model_version` appear for model routes, and for task routes only when the task
+//! discloses its model; task answers carry `parameters.task` (and `parameters.spec_met` when
+//! disclosed). See [`crate::secure`] for the session itself.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Extension, Json, Router};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use super::infer::{Plan, Target, plan, read_body};
+use crate::SharedState;
+use crate::audit::{AuditRecord, SessionAudit};
+use crate::error::AppError;
+use crate::keys::Caller;
+use crate::oip::number_parameter;
+use crate::policy::{Spec, feasible};
+use crate::secure::{Grant, HANDSHAKE, PROTOCOL, SecureService, TokenError, listener};
+
+/// The admission routes, to mount with [`super::app_with_extensions`].
+pub fn routes() -> Router<SharedState> {
+    Router::new()
+        .route("/v2/models/{model}/secure", post(model_secure))
+        .route("/v2/models/{model}/versions/{version}/secure", post(model_version_secure))
+        .route("/v2/tasks/{task}/secure", post(task_secure))
+}
+
+/// The admission request body.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AdmissionRequest {
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    queries: Option<u64>,
+    #[serde(default)]
+    parameters: Option<Map<String, Value>>,
+}
+
+/// What the audit log learns about an admission as it proceeds.
+#[derive(Default)]
+struct Admitted {
+    model: Option<String>,
+    version: Option<String>,
+    queries: u64,
+}
+
+/// `POST /v2/models/{model}/secure`.
+pub(crate) async fn model_secure(
+    State(state): State<SharedState>,
+    Extension(caller): Extension<Caller>,
+    Path(model): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    admit(state, caller, Target::Model { name: model, version: None }, headers, body).await
+}
+
+/// `POST /v2/models/{model}/versions/{version}/secure`.
+pub(crate) async fn model_version_secure(
+    State(state): State<SharedState>,
+    Extension(caller): Extension<Caller>,
+    Path((model, version)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    admit(state, caller, Target::Model { name: model, version: Some(version) }, headers, body).await
+}
+
+/// `POST /v2/tasks/{task}/secure`.
+pub(crate) async fn task_secure(
+    State(state): State<SharedState>,
+    Extension(caller): Extension<Caller>,
+    Path(task): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    admit(state, caller, Target::Task(task), headers, body).await
+}
+
+async fn admit(state: SharedState, caller: Caller, target: Target, headers: HeaderMap, body: Body) -> Response {
+    let start = Instant::now();
+    let mut admitted = Admitted::default();
+    let response = match admit_inner(&state, &caller, &target, &headers, body, &mut admitted).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    };
+    if let Some(audit) = &state.audit {
+        let (route, name) = match &target {
+            Target::Model { name, .. } => ("model", name.clone()),
+            Target::Task(name) => ("task", name.clone()),
+        };
+        audit.record(&AuditRecord {
+            time_ms: AuditRecord::now_ms(),
+            key: Some(caller.name.clone()),
+            route,
+            target: name,
+            model: admitted.model,
+            version: admitted.version,
+            batch: admitted.queries as usize,
+            status: response.status().as_u16(),
+            latency_ms: start.elapsed().as_secs_f64() * 1e3,
+            secure: Some(SessionAudit {
+                event: "admission",
+                granted: admitted.queries,
+                answered: None,
+                outcome: None,
+                bytes_in: 0,
+                bytes_out: 0,
+            }),
+        });
+    }
+    response
+}
+
+fn service(state: &SharedState) -> Result<Arc<SecureService>, AppError> {
+    state.secure().cloned().ok_or_else(|| AppError::NotFound("secure sessions are not enabled on this server".into()))
+}
+
+async fn admit_inner(
+    state: &SharedState,
+    caller: &Caller,
+    target: &Target,
+    headers: &HeaderMap,
+    body: Body,
+    admitted: &mut Admitted,
+) -> Result<Response, AppError> {
+    let service = service(state)?;
+    if let Some(keys) = &state.keys {
+        keys.check_rate(caller, Instant::now()).map_err(|r| {
+            state.metrics.rejections.inc(&["rate_limited"]);
+            AppError::from(r)
+        })?;
+    }
+    let bytes = read_body(body, headers, state.limits.max_body_bytes).await?;
+    let request: AdmissionRequest = if bytes.iter().all(u8::is_ascii_whitespace) {
+        AdmissionRequest::default()
+    } else {
+        serde_json::from_slice(&bytes).map_err(|e| AppError::BadRequest(format!("session request: {e}")))?
+    };
+    let max = service.config().max_queries;
+    let queries = request.queries.unwrap_or(1);
+    if queries == 0 || queries > max {
+        return Err(AppError::BadRequest(format!("'queries' must be between 1 and {max}, got {queries}")));
+    }
+    admitted.queries = queries;
+
+    let plan = plan(state, target)?;
+    let params = request.parameters.as_ref();
+    let spec = match &plan {
+        Plan::Task(t) => {
+            t.signature().map_err(|message| AppError::Unavailable { message, retry_after: None })?;
+            Some(
+                Spec::new(number_parameter(params, "min_accuracy")?, number_parameter(params, "max_latency_ms")?)
+                    .map_err(|e| AppError::BadRequest(e.to_string()))?,
+            )
+        }
+        Plan::Model(_) => None,
+    };
+
+    if let Some(keys) = &state.keys {
+        keys.charge(caller, queries).map_err(|r| {
+            state.metrics.rejections.inc(&["budget_exhausted"]);
+            AppError::from(r)
+        })?;
+    }
+    let refund = || {
+        if let Some(keys) = &state.keys {
+            keys.refund(caller, queries);
+        }
+    };
+
+    let (model, task, spec_met) = match (&plan, spec) {
+        (Plan::Model(m), _) => (m.clone(), None, None),
+        (Plan::Task(t), Some(spec)) => {
+            let candidates = t.candidates();
+            let Some(i) = state.select(&t.settings.policy, &candidates, &spec) else {
+                refund();
+                return Err(AppError::Unavailable {
+                    message: format!("no model of task '{}' is ready", t.name),
+                    retry_after: None,
+                });
+            };
+            (t.members[i].clone(), Some(t), Some(feasible(&candidates[i], &spec)))
+        }
+        (Plan::Task(_), None) => return Err(AppError::internal("task session without a spec")),
+    };
+    admitted.model = Some(model.name.clone());
+    admitted.version = Some(model.version_string());
+    if let Some(reason) = service.models().failure(&model) {
+        refund();
+        // The reason names the model: only operators see it.
+        tracing::warn!(%reason, "secure session refused");
+        let message = match task {
+            Some(t) => format!("task '{}' cannot be served securely", t.name),
+            None => format!("model '{}' cannot be served securely (see the server log)", model.name),
+        };
+        return Err(AppError::Unavailable { message, retry_after: None });
+    }
+
+    let now = Instant::now();
+    listener::sweep_expired(state, &service);
+    let grant = Grant {
+        caller: caller.clone(),
+        model: model.clone(),
+        queries,
+        route: match target {
+            Target::Model { .. } => "model",
+            Target::Task(_) => "task",
+        },
+        target: match target {
+            Target::Model { name, .. } | Target::Task(name) => name.clone(),
+        },
+    };
+    let token = match service.tokens().issue(grant, now) {
+        Ok(t) => t,
+        Err((e, _)) => {
+            refund();
+            return Err(match e {
+                TokenError::Full { .. } => {
+                    state.metrics.rejections.inc(&["saturated"]);
+                    AppError::Unavailable { message: e.to_string(), retry_after: Some(Duration::from_secs(1)) }
+                }
+                other => AppError::internal(other),
+            });
+        }
+    };
+    // Prepare the model while the client connects.
+    service.models().warm(&model);
+
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    let mut answer = json!({
+        "session": token.as_str(),
+        "address": service.advertised_address(host),
+        "queries": queries,
+        "expires_in_ms": u64::try_from(service.tokens().ttl().as_millis()).unwrap_or(u64::MAX),
+        "protocol": PROTOCOL,
+        "handshake": HANDSHAKE,
+    });
+    if let Some(id) = &request.id {
+        answer["id"] = json!(id);
+    }
+    match task {
+        None => {
+            answer["model_name"] = json!(model.name);
+            answer["model_version"] = json!(model.version_string());
+        }
+        Some(t) => {
+            let m = &state.metrics;
+            let met = spec_met.unwrap_or(false);
+            m.task_requests.inc(&[&t.name]);
+            m.selections.inc(&[&t.name, &model.name]);
+            if met {
+                m.task_goodput.inc(&[&t.name]);
+            }
+            let mut p = Map::new();
+            p.insert("task".into(), json!(t.name));
+            if t.settings.disclose_model {
+                p.insert("spec_met".into(), json!(met));
+                answer["model_name"] = json!(model.name);
+                answer["model_version"] = json!(model.version_string());
+            }
+            answer["parameters"] = Value::Object(p);
+        }
+    }
+    Ok((StatusCode::OK, Json(answer)).into_response())
+}

@@ -1,0 +1,339 @@
+//! The session port: a std-thread acceptor, the token handshake, and one thread per session.
+//!
+//! Every connection gets a thread bounded by [`SecureConfig::max_handshakes`] to present its
+//! token within [`SecureConfig::handshake_timeout`] (however slowly it sends); an accepted
+//! session keeps its thread, bounded by [`SecureConfig::max_sessions`], while
+//! [`ServerModel::serve_with`] runs with the granted query limit and the channel's idle timeout
+//! [`SecureConfig::session_timeout`]. None of it runs on the async runtime, so a session never
+//! delays a plaintext HTTP request. A refused connection gets its [`HandshakeReply`] and is
+//! closed; the acceptor keeps going.
+//!
+//! [`SecureConfig::max_handshakes`]: super::SecureConfig::max_handshakes
+//! [`SecureConfig::handshake_timeout`]: super::SecureConfig::handshake_timeout
+//! [`SecureConfig::max_sessions`]: super::SecureConfig::max_sessions
+//! [`SecureConfig::session_timeout`]: super::SecureConfig::session_timeout
+
+use std::io;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use moat_mpc::MpcError;
+use moat_mpc::engine::{ServeOptions, ServerModel};
+use moat_mpc::transport::tcp::TcpChannel;
+use moat_mpc::transport::{Channel, ChannelConfig};
+
+use super::wire::{self, HandshakeReply, MAX_TOKEN_FRAME};
+use super::{Grant, Lookup, SecureService, Slot};
+use crate::SharedState;
+use crate::audit::{AuditRecord, SessionAudit};
+use crate::error::ServeError;
+use crate::state::ServerState;
+
+/// How often the acceptor checks for a stop request while idle.
+const POLL: Duration = Duration::from_millis(10);
+/// How often unused expired tokens are swept (and refunded).
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+/// The running session port. Dropping it stops the acceptor without waiting; prefer
+/// [`SecureListener::shutdown`].
+#[derive(Debug)]
+pub struct SecureListener {
+    local_addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+    service: Arc<SecureService>,
+}
+
+impl SecureListener {
+    /// Starts accepting sessions on `listener` (already bound) for `state`, whose
+    /// [`ServerState::secure`] must be `service`.
+    pub fn spawn(listener: TcpListener, state: SharedState, service: Arc<SecureService>) -> Result<Self, ServeError> {
+        let local_addr = listener.local_addr().map_err(|e| ServeError::Server(format!("session port: {e}")))?;
+        listener.set_nonblocking(true).map_err(|e| ServeError::Server(format!("session port {local_addr}: {e}")))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (stop, service) = (Arc::clone(&stop), Arc::clone(&service));
+            std::thread::Builder::new()
+                .name("moat-secure-accept".into())
+                .spawn(move || accept_loop(&listener, &state, &service, &stop))
+                .map_err(|e| ServeError::Server(format!("cannot start the session acceptor: {e}")))?
+        };
+        tracing::info!(addr = %local_addr, "accepting secure sessions");
+        Ok(Self { local_addr, stop, thread: Some(thread), service })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Stops accepting, then waits up to `grace` for the running sessions to end (those still
+    /// running afterwards are left to the process's exit).
+    pub fn shutdown(mut self, grace: Duration) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(thread) = self.thread.take()
+            && thread.join().is_err()
+        {
+            tracing::error!("the session acceptor panicked");
+        }
+        let deadline = Instant::now() + grace;
+        while self.service.running_sessions() > 0 && Instant::now() < deadline {
+            std::thread::sleep(POLL);
+        }
+        match self.service.running_sessions() {
+            0 => tracing::info!("secure sessions drained"),
+            n => tracing::warn!(sessions = n, "grace period over: leaving secure sessions to the exit"),
+        }
+    }
+}
+
+impl Drop for SecureListener {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+fn accept_loop(listener: &TcpListener, state: &SharedState, service: &Arc<SecureService>, stop: &AtomicBool) {
+    let mut last_sweep = Instant::now();
+    while !stop.load(Ordering::SeqCst) {
+        match listener.accept() {
+            Ok((stream, peer)) => admit_connection(stream, peer, state, service),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => std::thread::sleep(POLL),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                // E.g. out of file descriptors: back off instead of spinning.
+                tracing::warn!(error = %e, "session port: accept failed");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        if last_sweep.elapsed() >= SWEEP_EVERY {
+            sweep_expired(state, service);
+            last_sweep = Instant::now();
+        }
+    }
+    tracing::info!("session port closed");
+}
+
+/// Hands a new connection to a handshake thread, or closes it when too many are waiting.
+fn admit_connection(stream: TcpStream, peer: SocketAddr, state: &SharedState, service: &Arc<SecureService>) {
+    let Some(slot) = service.try_handshake_slot() else {
+        state.metrics.rejections.inc(&["secure_handshakes_full"]);
+        tracing::warn!(%peer, "session port: too many connections waiting to present a token; closing");
+        return;
+    };
+    let (state, service) = (Arc::clone(state), Arc::clone(service));
+    let spawned = std::thread::Builder::new()
+        .name("moat-secure-session".into())
+        .spawn(move || handle_connection(stream, peer, &state, &service, slot));
+    if let Err(e) = spawned {
+        tracing::error!(%peer, error = %e, "cannot start a session thread; closing the connection");
+    }
+}
+
+fn refuse(stream: &mut TcpStream, peer: SocketAddr, reason: &str, message: &str) {
+    tracing::info!(%peer, reason, "secure session refused");
+    if let Err(e) = wire::write_reply(stream, &HandshakeReply::refused(reason, message)) {
+        tracing::debug!(%peer, error = %e, "could not send the refusal");
+    }
+}
+
+fn handle_connection(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    state: &SharedState,
+    service: &Arc<SecureService>,
+    handshake: Slot,
+) {
+    let config = service.config();
+    let setup = stream
+        .set_nonblocking(false)
+        .and_then(|()| stream.set_nodelay(true))
+        .and_then(|()| stream.set_write_timeout(Some(config.handshake_timeout)));
+    if let Err(e) = setup {
+        tracing::debug!(%peer, error = %e, "cannot configure the session socket");
+        return;
+    }
+    let deadline = Instant::now() + config.handshake_timeout;
+    let token = match wire::read_frame(&mut stream, MAX_TOKEN_FRAME, deadline) {
+        Ok(bytes) => String::from_utf8(bytes).unwrap_or_default(),
+        Err(e) => {
+            state.metrics.rejections.inc(&["secure_bad_handshake"]);
+            tracing::debug!(%peer, error = %e, "no token presented");
+            if e.kind() == io::ErrorKind::InvalidData {
+                refuse(&mut stream, peer, "bad_handshake", &format!("{e}: send the session token as one frame"));
+            }
+            return;
+        }
+    };
+    if !state.is_ready() {
+        refuse(&mut stream, peer, "shutting_down", "the server is shutting down");
+        return;
+    }
+    let now = Instant::now();
+    let Some(slot) = service.try_session_slot() else {
+        if service.tokens().is_live(&token, now) {
+            state.metrics.rejections.inc(&["secure_busy"]);
+            let message =
+                format!("all {} secure-session slots are in use: retry before the token expires", config.max_sessions);
+            refuse(&mut stream, peer, "busy", &message);
+        } else {
+            state.metrics.rejections.inc(&["secure_unknown_token"]);
+            refuse(&mut stream, peer, "unknown_token", "unknown or already used session token");
+        }
+        return;
+    };
+    let grant = match service.tokens().take(&token, now) {
+        Lookup::Valid(grant) => grant,
+        Lookup::Expired(grant) => {
+            expired(state, &grant);
+            let message = format!("the session token expired (tokens live {:?})", service.tokens().ttl());
+            refuse(&mut stream, peer, "expired", &message);
+            return;
+        }
+        Lookup::Unknown => {
+            state.metrics.rejections.inc(&["secure_unknown_token"]);
+            refuse(&mut stream, peer, "unknown_token", "unknown or already used session token");
+            return;
+        }
+    };
+    drop(handshake);
+    run_session(stream, peer, state, service, &grant);
+    drop(slot);
+}
+
+/// How a session ended, for metrics and the audit log.
+struct Ending {
+    outcome: &'static str,
+    status: u16,
+    answered: Option<u64>,
+    bytes_in: u64,
+    bytes_out: u64,
+}
+
+fn run_session(mut stream: TcpStream, peer: SocketAddr, state: &ServerState, service: &SecureService, grant: &Grant) {
+    let started = Instant::now();
+    let config = service.config();
+    let ending = match service.models().get(&grant.model) {
+        Err(reason) => {
+            tracing::error!(%peer, %reason, "secure session: model preparation failed");
+            refuse(&mut stream, peer, "unavailable", "this model cannot be served securely (see the server log)");
+            Ending { outcome: "unavailable", status: 503, answered: Some(0), bytes_in: 0, bytes_out: 0 }
+        }
+        Ok(model) => match wire::write_reply(&mut stream, &HandshakeReply::accepted()) {
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "client left before the session started");
+                Ending { outcome: "aborted", status: 400, answered: Some(0), bytes_in: 0, bytes_out: 0 }
+            }
+            Ok(()) => serve(stream, &model, service, grant, config),
+        },
+    };
+    let duration = started.elapsed();
+    let m = &state.metrics;
+    if ending.outcome != "unavailable" {
+        m.record_secure_session(ending.bytes_in, ending.bytes_out, duration, ending.outcome == "completed");
+    }
+    if ending.outcome == "limit" {
+        m.rejections.inc(&["secure_query_limit"]);
+    }
+    let version = grant.model.version_string();
+    if let Some(answered) = ending.answered {
+        m.inference_samples.add(&[&grant.model.name, &version], answered as f64);
+        // What was granted but not used goes back to the key; a failed session is charged fully.
+        refund(state, grant, grant.queries.saturating_sub(answered));
+    }
+    tracing::info!(
+        %peer,
+        key = %grant.caller.name,
+        model = %grant.model.name,
+        version = %version,
+        outcome = ending.outcome,
+        granted = grant.queries,
+        answered = ?ending.answered,
+        bytes_in = ending.bytes_in,
+        bytes_out = ending.bytes_out,
+        seconds = duration.as_secs_f64(),
+        "secure session ended"
+    );
+    audit(state, grant, &ending, duration);
+}
+
+fn serve(
+    stream: TcpStream,
+    model: &ServerModel,
+    service: &SecureService,
+    grant: &Grant,
+    config: &super::SecureConfig,
+) -> Ending {
+    let channel_config =
+        ChannelConfig::default().with_timeout(config.session_timeout).with_connect_timeout(config.session_timeout);
+    let mut ch = match TcpChannel::from_stream(stream, channel_config) {
+        Ok(ch) => ch,
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot set up the session channel");
+            return Ending { outcome: "aborted", status: 400, answered: Some(0), bytes_in: 0, bytes_out: 0 };
+        }
+    };
+    let options = ServeOptions { max_queries: Some(grant.queries), hardening: config.hardening };
+    let result = model.serve_with(&mut ch, service.session_seed(), &options);
+    let totals = ch.stats().total();
+    let (bytes_in, bytes_out) = (totals.bytes_received, totals.bytes_sent);
+    match result {
+        Ok(answered) => Ending { outcome: "completed", status: 200, answered: Some(answered), bytes_in, bytes_out },
+        Err(MpcError::Limit { queries }) => {
+            Ending { outcome: "limit", status: 429, answered: Some(queries), bytes_in, bytes_out }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "secure session failed");
+            Ending { outcome: "aborted", status: 400, answered: None, bytes_in, bytes_out }
+        }
+    }
+}
+
+fn refund(state: &ServerState, grant: &Grant, queries: u64) {
+    if queries > 0
+        && let Some(keys) = &state.keys
+    {
+        keys.refund(&grant.caller, queries);
+    }
+}
+
+fn audit(state: &ServerState, grant: &Grant, ending: &Ending, duration: Duration) {
+    let Some(log) = &state.audit else { return };
+    log.record(&AuditRecord {
+        time_ms: AuditRecord::now_ms(),
+        key: Some(grant.caller.name.clone()),
+        route: grant.route,
+        target: grant.target.clone(),
+        model: Some(grant.model.name.clone()),
+        version: Some(grant.model.version_string()),
+        batch: ending.answered.unwrap_or(0) as usize,
+        status: ending.status,
+        latency_ms: duration.as_secs_f64() * 1e3,
+        secure: Some(SessionAudit {
+            event: "session",
+            granted: grant.queries,
+            answered: ending.answered,
+            outcome: Some(ending.outcome),
+            bytes_in: ending.bytes_in,
+            bytes_out: ending.bytes_out,
+        }),
+    });
+}
+
+/// A token that expired unused: refund its queries and audit it.
+fn expired(state: &ServerState, grant: &Grant) {
+    state.metrics.rejections.inc(&["secure_token_expired"]);
+    let ending = Ending { outcome: "expired", status: 410, answered: Some(0), bytes_in: 0, bytes_out: 0 };
+    refund(state, grant, grant.queries);
+    audit(state, grant, &ending, Duration::ZERO);
+}
+
+/// Refunds and audits every token that expired unused.
+pub(crate) fn sweep_expired(state: &ServerState, service: &SecureService) {
+    for grant in service.tokens().sweep(Instant::now()) {
+        expired(state, &grant);
+    }
+}
