@@ -1,1 +1,14 @@
-//! Attacks on (secure) inference services: SEEK, membership inference, fingerprinting, extraction, and their metrics.
+//! Attacks on (secure) inference services, and their measurement.
+//!
+//! * [`seek`]: SEEK (Chen & Fan, ePrint 2022/1200) — a malicious client of hybrid HE + MPC
+//!   inference alters its own shares of intermediate features and extracts the model layer by
+//!   layer from label-only answers.
+//! * [`oracle`]: what an attack queries — the simulated two-party engine (fast, the same
+//!   semantics) or a real session with a server over a channel.
+
+pub mod error;
+pub mod oracle;
+pub mod seek;
+
+pub use error::{AttackError, Result};
+pub use oracle::{Oracle, RemoteOracle, SimulatedOracle};

@@ -40,6 +40,8 @@ enum Command {
     Loadtest(cmd::bench_http::Args),
     /// Benchmarks between two processes on loopback: one protocol, or a whole network privately.
     Bench(cmd::bench::BenchCommand),
+    /// Attacks on secure inference, scored against the true model: `attack seek`.
+    Attack(cmd::attack::Args),
 }
 
 fn main() -> ExitCode {
@@ -61,6 +63,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => cmd::serve::run(args),
         Command::Loadtest(args) => cmd::bench_http::run(args),
         Command::Bench(args) => cmd::bench::dispatch(args),
+        Command::Attack(args) => cmd::attack::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

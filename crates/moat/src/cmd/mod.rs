@@ -1,5 +1,6 @@
 //! One module per subcommand, plus the argument groups they share.
 
+pub mod attack;
 pub mod bench;
 pub mod bench_http;
 pub mod demo;

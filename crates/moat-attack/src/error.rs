@@ -1,0 +1,35 @@
+//! Errors of the attacks.
+
+use thiserror::Error;
+
+/// What can stop an attack.
+#[derive(Debug, Error)]
+pub enum AttackError {
+    /// The oracle (engine or remote session) failed.
+    #[error("oracle: {0}")]
+    Oracle(#[from] moat_mpc::MpcError),
+    /// The architecture has a shape the attack does not handle (names the node).
+    #[error("node '{node}': {detail}")]
+    Unsupported {
+        /// The node.
+        node: String,
+        /// What is not supported.
+        detail: String,
+    },
+    /// A search found no label flip where one must be (e.g. under heavy server-side noise,
+    /// or a query budget cut the session).
+    #[error("{0}")]
+    Search(String),
+    /// Building or evaluating the extracted model failed.
+    #[error("model: {0}")]
+    Model(#[from] moat_nn::NnError),
+}
+
+/// Result with [`AttackError`].
+pub type Result<T> = std::result::Result<T, AttackError>;
+
+impl AttackError {
+    pub(crate) fn unsupported(node: &str, detail: impl Into<String>) -> Self {
+        Self::Unsupported { node: node.to_string(), detail: detail.into() }
+    }
+}
