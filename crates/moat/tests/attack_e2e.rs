@@ -1,0 +1,97 @@
+//! `moat attack seek` as a user runs it: against the simulated engine, and against a real
+//! `moat secure server` in another process — the same parameters with the same queries.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+fn moat() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_moat"));
+    c.env_remove("MOAT_DATA_DIR");
+    c
+}
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.0.kill().ok();
+        self.0.wait().ok();
+    }
+}
+
+fn lenet() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/lenet5-mnist.onnx")
+}
+
+fn seek(extra: &[&str]) -> Result<serde_json::Value, Box<dyn std::error::Error>> {
+    let out = moat()
+        .args(["attack", "seek"])
+        .arg(lenet())
+        .args(["--layers", "conv1,fc1", "--sample", "1,20", "--seed", "4", "--json"])
+        .args(extra)
+        .output()?;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
+
+fn estimates(report: &serde_json::Value) -> Vec<(String, u64, i64, u64)> {
+    let mut out = Vec::new();
+    for layer in report["extraction"]["layers"].as_array().into_iter().flatten() {
+        let name = layer["name"].as_str().unwrap_or_default().to_string();
+        for e in
+            layer["weights"].as_array().into_iter().flatten().chain(layer["biases"].as_array().into_iter().flatten())
+        {
+            out.push((
+                name.clone(),
+                e["index"].as_u64().unwrap_or(u64::MAX),
+                e["raw"].as_i64().unwrap_or(i64::MIN),
+                e["queries"].as_u64().unwrap_or(u64::MAX),
+            ));
+        }
+    }
+    out
+}
+
+#[test]
+fn seek_reads_the_same_parameters_from_a_real_server_as_from_the_simulated_engine() -> TestResult {
+    let dir = std::env::temp_dir().join(format!("moat-attack-e2e-{}", std::process::id()));
+    let simulated = seek(&["--out", dir.to_str().ok_or("path")?])?;
+    assert!(dir.join("extracted.onnx").exists() && dir.join("report.json").exists());
+    let total = &simulated["scores"]["total"];
+    assert!(total["parameters"].as_u64().unwrap_or(0) >= 40, "{total}");
+    assert_eq!(total["failed"], 0);
+    assert_eq!(total["mean_relative_error_deployed"], 0.0, "{total}");
+    assert!(total["queries_per_parameter"].as_f64().unwrap_or(f64::MAX) < 50.0, "{total}");
+
+    let mut child = moat()
+        .args(["secure", "server"])
+        .arg(lenet())
+        .args(["--listen", "127.0.0.1:0", "--sessions", "1", "--timeout-ms", "60000"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let stdout = child.stdout.take().ok_or("stdout")?;
+    let _server = Server(child);
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line)?;
+    let addr = line.trim().strip_prefix("listening on ").ok_or("no address")?.to_string();
+    let real = seek(&["--connect", &addr])?;
+
+    assert_eq!(real["backend"], addr.as_str());
+    assert_eq!(estimates(&real), estimates(&simulated));
+    assert_eq!(real["extraction"]["queries"], simulated["extraction"]["queries"]);
+    std::fs::remove_dir_all(&dir).ok();
+    Ok(())
+}
+
+#[test]
+fn seek_rejects_a_bad_victim_with_one_clear_line() -> TestResult {
+    let out = moat().args(["attack", "seek", "zoo:nonsense:1,2,3"]).output()?;
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.starts_with("error:") && stderr.lines().count() == 1, "{stderr}");
+    Ok(())
+}
