@@ -151,6 +151,16 @@ pub struct LayerExtraction {
     pub failed: usize,
 }
 
+/// One output neuron being read: its read site, and the detectors calibrated for it with
+/// their zero-input reads.
+struct Neuron {
+    read: usize,
+    element: usize,
+    prefer: Option<usize>,
+    detectors: Vec<Detector>,
+    zero_reads: Vec<i64>,
+}
+
 /// What [`Seek::extract_output`] adds to a layer's result.
 #[derive(Default)]
 struct LayerAccumulator {
@@ -635,14 +645,14 @@ impl<'o, O: Oracle> Seek<'o, O> {
     ) -> Result<()> {
         let (element, taps) = self.read_position(layer, output)?;
         let before = self.oracle.queries();
-        let mut detectors = vec![self.detector(layer, read, element, prefer, None)?];
+        let detectors = vec![self.detector(layer, read, element, prefer, None)?];
         acc.detector_queries += self.oracle.queries() - before;
         let before = self.oracle.queries();
         // The read flips where `β + P(c)` reaches `y*`, i.e. at `P(c) = margin + 1`.
         let shift_unit = (self.config.margin + 1) << layer.read_shift;
         let c0 = self.read(layer, &detectors[0], None, shift_unit, 1 << 16)?;
         // Per detector: the zero-input read (the bias read for the first).
-        let mut zero_reads = vec![c0];
+        let zero_reads = vec![c0];
         let z0 = shift_unit - c0;
         let f = self.topo.fixed().frac_bits();
         let (raw, exact) = if layer.read_bits == 2 * f { (z0, true) } else { ((z0 << f) + (1 << (f - 1)), false) };
@@ -651,44 +661,68 @@ impl<'o, O: Oracle> Seek<'o, O> {
             acc.biases.push(Estimate { index: output, raw, exact, queries: self.oracle.queries() - before });
             self.report_progress(&layer.name);
         }
-        let scale = self.config.input_scale.max(1);
+        let mut neuron = Neuron { read, element, prefer, detectors, zero_reads };
         for &k in inputs {
-            let tap = taps(k);
-            // A detector whose chain the injection does not reach (a residual shortcut could
-            // carry the injected unit straight into the chain).
-            let (injected, _) = self.topo.unit_injection(layer, tap, scale)?;
-            let found =
-                detectors.iter().position(|d| !self.topo.injection_reaches_chain(layer.source, injected, &d.chain));
-            let which = match found {
-                Some(i) => i,
-                None => {
-                    let before = self.oracle.queries();
-                    let d = self.detector(layer, read, element, prefer, Some(injected))?;
-                    let c = self.read(layer, &d, None, c0, 1 << 8)?;
-                    acc.detector_queries += self.oracle.queries() - before;
-                    detectors.push(d);
-                    zero_reads.push(c);
-                    detectors.len() - 1
-                }
-            };
-            let before = self.oracle.queries();
-            let step = if acc.scale_count > 0.0 {
-                (acc.scale_sum / acc.scale_count).max(1.0) as i64
-            } else {
-                (1i64 << (8 + layer.gain_shift)) * scale as i64
-            };
-            let c = self.read(layer, &detectors[which], Some(tap), zero_reads[which], step)?;
-            let diff = zero_reads[which] - c;
-            acc.scale_sum += diff.unsigned_abs() as f64;
-            acc.scale_count += 1.0;
             let index = output * layer_inputs(layer) + k;
-            let queries = self.oracle.queries() - before;
-            let divisor = (scale as f64) * f64::from(1u32 << layer.gain_shift);
-            let raw = (diff as f64 / divisor).round() as i64;
-            acc.weights.push(Estimate { index, raw, exact: scale == 1, queries });
+            match self.read_weight(layer, &mut neuron, taps(k), index, acc) {
+                Ok(estimate) => acc.weights.push(estimate),
+                // This weight alone (e.g. every chain met its injection): go on with the rest.
+                Err(AttackError::Search(why)) => {
+                    tracing::debug!(layer = %layer.name, index, %why, "weight abandoned");
+                    acc.failed += 1;
+                }
+                Err(e) => return Err(e),
+            }
             self.report_progress(&layer.name);
         }
         Ok(())
+    }
+
+    /// One weight: the read at the unit input `tap` against a detector the injection does not
+    /// disturb.
+    fn read_weight(
+        &mut self,
+        layer: &Layer,
+        neuron: &mut Neuron,
+        tap: usize,
+        index: usize,
+        acc: &mut LayerAccumulator,
+    ) -> Result<Estimate> {
+        let scale = self.config.input_scale.max(1);
+        // A detector whose chain the injection does not reach (a residual shortcut could
+        // carry the injected unit straight into the chain).
+        let (injected, _) = self.topo.unit_injection(layer, tap, scale)?;
+        let found =
+            neuron.detectors.iter().position(|d| !self.topo.injection_reaches_chain(layer.source, injected, &d.chain));
+        let which = match found {
+            Some(i) => i,
+            None => {
+                let before = self.oracle.queries();
+                let result = self.detector(layer, neuron.read, neuron.element, neuron.prefer, Some(injected));
+                acc.detector_queries += self.oracle.queries() - before;
+                let d = result?;
+                let before = self.oracle.queries();
+                let c = self.read(layer, &d, None, neuron.zero_reads[0], 1 << 8);
+                acc.detector_queries += self.oracle.queries() - before;
+                neuron.detectors.push(d);
+                neuron.zero_reads.push(c?);
+                neuron.detectors.len() - 1
+            }
+        };
+        let before = self.oracle.queries();
+        let step = if acc.scale_count > 0.0 {
+            (acc.scale_sum / acc.scale_count).max(1.0) as i64
+        } else {
+            (1i64 << (8 + layer.gain_shift)) * scale as i64
+        };
+        let zero = neuron.zero_reads[which];
+        let c = self.read(layer, &neuron.detectors[which], Some(tap), zero, step)?;
+        let diff = zero - c;
+        acc.scale_sum += diff.unsigned_abs() as f64;
+        acc.scale_count += 1.0;
+        let divisor = (scale as f64) * f64::from(1u32 << layer.gain_shift);
+        let raw = (diff as f64 / divisor).round() as i64;
+        Ok(Estimate { index, raw, exact: scale == 1, queries: self.oracle.queries() - before })
     }
 
     /// The element of the read ReLU's input that holds output `o` of the layer, and the map
