@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use moat_mpc::engine::{ClientSession, Honest, Reveal, Revealed, ServerModel};
+use moat_mpc::engine::{ClientSession, Hardening, Honest, Reveal, Revealed, ServeOptions, ServerModel};
 use moat_mpc::transport::tcp::TcpChannel;
 use moat_mpc::transport::{Channel, ChannelConfig};
 use moat_nn::QuantizedGraph;
@@ -55,6 +55,13 @@ pub struct ServerArgs {
     /// Seed of the server's randomness (each session derives its own).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Hardening against share-tampering clients (SEEK): fresh uniform noise of this
+    /// half-width (real units) on the server's share of every activation input and logit.
+    #[arg(long, default_value_t = 0.0)]
+    pub harden: f64,
+    /// Queries per session (0: unlimited).
+    #[arg(long, default_value_t = 0)]
+    pub max_queries: u64,
     #[command(flatten)]
     pub fixed: FixedArgs,
 }
@@ -116,6 +123,13 @@ fn server(args: ServerArgs) -> anyhow::Result<()> {
     let listener = TcpListener::bind(&args.listen).with_context(|| format!("binding {}", args.listen))?;
     println!("listening on {}", listener.local_addr()?);
     let config = channel_config(args.timeout_ms);
+    if !(args.harden.is_finite() && args.harden >= 0.0) {
+        bail!("--harden must be a non-negative amplitude, got {}", args.harden);
+    }
+    let options = ServeOptions {
+        max_queries: (args.max_queries > 0).then_some(args.max_queries),
+        hardening: Hardening::uniform(args.harden),
+    };
     let mut handles = Vec::new();
     let mut accepted = 0u64;
     while args.sessions == 0 || accepted < args.sessions {
@@ -128,7 +142,7 @@ fn server(args: ServerArgs) -> anyhow::Result<()> {
             let started = Instant::now();
             let result = TcpChannel::from_stream(stream, config)
                 .map_err(moat_mpc::MpcError::from)
-                .and_then(|mut ch| model.serve(&mut ch, session_seed).map(|q| (q, ch.stats().total())));
+                .and_then(|mut ch| model.serve_with(&mut ch, session_seed, &options).map(|q| (q, ch.stats().total())));
             match result {
                 Ok((queries, traffic)) => tracing::info!(
                     %peer,
