@@ -1,26 +1,13 @@
 //! `moat attack seek` as a user runs it: against the simulated engine, and against a real
 //! `moat secure server` in another process — the same parameters with the same queries.
 
-use std::io::{BufRead, BufReader};
+mod secure_util;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+
+use secure_util::{moat, start_server};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
-
-fn moat() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_moat"));
-    c.env_remove("MOAT_DATA_DIR");
-    c
-}
-
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.0.kill().ok();
-        self.0.wait().ok();
-    }
-}
 
 fn lenet() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/lenet5-mnist.onnx")
@@ -66,18 +53,7 @@ fn seek_reads_the_same_parameters_from_a_real_server_as_from_the_simulated_engin
     assert_eq!(total["mean_relative_error_deployed"], 0.0, "{total}");
     assert!(total["queries_per_parameter"].as_f64().unwrap_or(f64::MAX) < 50.0, "{total}");
 
-    let mut child = moat()
-        .args(["secure", "server"])
-        .arg(lenet())
-        .args(["--listen", "127.0.0.1:0", "--sessions", "1", "--timeout-ms", "60000"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()?;
-    let stdout = child.stdout.take().ok_or("stdout")?;
-    let _server = Server(child);
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line)?;
-    let addr = line.trim().strip_prefix("listening on ").ok_or("no address")?.to_string();
+    let (_server, addr) = start_server(&lenet(), "1", "60000")?;
     let real = seek(&["--connect", &addr])?;
 
     assert_eq!(real["backend"], addr.as_str());

@@ -1,43 +1,15 @@
 //! Two-party secure inference between two real `moat` processes on loopback.
 
-use std::io::{BufRead, BufReader, Read, Write};
+mod secure_util;
+
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use secure_util::{moat, start_server};
+
 type TestResult = Result<(), Box<dyn std::error::Error>>;
-
-fn moat() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_moat"));
-    c.env_remove("MOAT_DATA_DIR");
-    c
-}
-
-/// Kills the server when the test ends, whatever happens.
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.0.kill().ok();
-        self.0.wait().ok();
-    }
-}
-
-fn start_server(model: &Path, sessions: &str) -> Result<(Server, String), Box<dyn std::error::Error>> {
-    let mut child = moat()
-        .args(["secure", "server"])
-        .arg(model)
-        .args(["--listen", "127.0.0.1:0", "--sessions", sessions, "--timeout-ms", "20000"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()?;
-    let stdout = child.stdout.take().ok_or("stdout")?;
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line)?;
-    let addr = line.trim().strip_prefix("listening on ").ok_or("no address")?.to_string();
-    Ok((Server(child), addr))
-}
 
 fn train_digits_model(dir: &Path) -> Result<PathBuf, Box<dyn std::error::Error>> {
     let model = dir.join("cnn.onnx");
@@ -54,7 +26,7 @@ fn secure_client_gets_the_fixed_point_labels_and_a_dead_client_does_not_stop_the
     let dir = std::env::temp_dir().join(format!("moat-secure-e2e-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let model = train_digits_model(&dir)?;
-    let (_server, addr) = start_server(&model, "0")?;
+    let (_server, addr) = start_server(&model, "0", "20000")?;
 
     // A client that reads the hello and vanishes: its session fails, the server goes on.
     {

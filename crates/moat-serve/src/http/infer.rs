@@ -20,7 +20,7 @@ use moat_nn::{FloatExecutor, NnError};
 use serde_json::{Map, json};
 
 use crate::SharedState;
-use crate::audit::AuditRecord;
+use crate::audit::{AuditRecord, SessionAudit};
 use crate::error::AppError;
 use crate::keys::Caller;
 use crate::oip::{
@@ -39,12 +39,53 @@ pub(super) enum Target {
     Task(String),
 }
 
-/// What the audit log learns about a request as it proceeds.
+/// What the audit log learns about a request as it proceeds (the model that served it and
+/// how many samples or queries it covered).
 #[derive(Default)]
-struct Served {
-    model: Option<String>,
-    version: Option<String>,
-    batch: usize,
+pub(super) struct Served {
+    pub(super) model: Option<String>,
+    pub(super) version: Option<String>,
+    pub(super) batch: usize,
+}
+
+/// Runs `handle` for a request to `target` and writes its audit line (when an audit log is
+/// configured), with `secure` describing a secure-session admission.
+pub(super) async fn audited<F>(
+    state: &SharedState,
+    caller: &Caller,
+    target: &Target,
+    secure: impl FnOnce(&Served) -> Option<SessionAudit>,
+    handle: F,
+) -> Response
+where
+    F: AsyncFnOnce(&mut Served) -> Result<Response, AppError>,
+{
+    let start = Instant::now();
+    let mut served = Served::default();
+    let response = match handle(&mut served).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    };
+    if let Some(audit) = &state.audit {
+        let (route, name) = match target {
+            Target::Model { name, .. } => ("model", name.clone()),
+            Target::Task(name) => ("task", name.clone()),
+        };
+        let secure = secure(&served);
+        audit.record(&AuditRecord {
+            time_ms: AuditRecord::now_ms(),
+            key: Some(caller.name.clone()),
+            route,
+            target: name,
+            model: served.model,
+            version: served.version,
+            batch: served.batch,
+            status: response.status().as_u16(),
+            latency_ms: start.elapsed().as_secs_f64() * 1e3,
+            secure,
+        });
+    }
+    response
 }
 
 /// `POST /v2/models/{model}/infer`.
@@ -81,31 +122,14 @@ pub(crate) async fn task_infer(
 }
 
 async fn infer(state: SharedState, caller: Caller, target: Target, headers: HeaderMap, body: Body) -> Response {
-    let start = Instant::now();
-    let mut served = Served::default();
-    let response = match infer_inner(&state, &caller, &target, &headers, body, &mut served).await {
-        Ok(r) => r,
-        Err(e) => e.into_response(),
-    };
-    if let Some(audit) = &state.audit {
-        let (route, name) = match &target {
-            Target::Model { name, .. } => ("model", name.clone()),
-            Target::Task(name) => ("task", name.clone()),
-        };
-        audit.record(&AuditRecord {
-            time_ms: AuditRecord::now_ms(),
-            key: Some(caller.name.clone()),
-            route,
-            target: name,
-            model: served.model,
-            version: served.version,
-            batch: served.batch,
-            status: response.status().as_u16(),
-            latency_ms: start.elapsed().as_secs_f64() * 1e3,
-            secure: None,
-        });
-    }
-    response
+    audited(
+        &state,
+        &caller,
+        &target,
+        |_| None,
+        async |served: &mut Served| infer_inner(&state, &caller, &target, &headers, body, served).await,
+    )
+    .await
 }
 
 /// The model chosen for a request, and the task it was chosen for.

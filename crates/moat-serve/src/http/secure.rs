@@ -33,9 +33,9 @@ use axum::{Extension, Json, Router};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::infer::{Plan, Target, plan, read_body};
+use super::infer::{Plan, Served, Target, audited, plan, read_body};
 use crate::SharedState;
-use crate::audit::{AuditRecord, SessionAudit};
+use crate::audit::SessionAudit;
 use crate::error::AppError;
 use crate::keys::Caller;
 use crate::oip::number_parameter;
@@ -60,14 +60,6 @@ struct AdmissionRequest {
     queries: Option<u64>,
     #[serde(default)]
     parameters: Option<Map<String, Value>>,
-}
-
-/// What the audit log learns about an admission as it proceeds.
-#[derive(Default)]
-struct Admitted {
-    model: Option<String>,
-    version: Option<String>,
-    queries: u64,
 }
 
 /// `POST /v2/models/{model}/secure`.
@@ -104,38 +96,20 @@ pub(crate) async fn task_secure(
 }
 
 async fn admit(state: SharedState, caller: Caller, target: Target, headers: HeaderMap, body: Body) -> Response {
-    let start = Instant::now();
-    let mut admitted = Admitted::default();
-    let response = match admit_inner(&state, &caller, &target, &headers, body, &mut admitted).await {
-        Ok(r) => r,
-        Err(e) => e.into_response(),
+    let secure = |served: &Served| {
+        Some(SessionAudit {
+            event: "admission",
+            granted: served.batch as u64,
+            answered: None,
+            outcome: None,
+            bytes_in: 0,
+            bytes_out: 0,
+        })
     };
-    if let Some(audit) = &state.audit {
-        let (route, name) = match &target {
-            Target::Model { name, .. } => ("model", name.clone()),
-            Target::Task(name) => ("task", name.clone()),
-        };
-        audit.record(&AuditRecord {
-            time_ms: AuditRecord::now_ms(),
-            key: Some(caller.name.clone()),
-            route,
-            target: name,
-            model: admitted.model,
-            version: admitted.version,
-            batch: admitted.queries as usize,
-            status: response.status().as_u16(),
-            latency_ms: start.elapsed().as_secs_f64() * 1e3,
-            secure: Some(SessionAudit {
-                event: "admission",
-                granted: admitted.queries,
-                answered: None,
-                outcome: None,
-                bytes_in: 0,
-                bytes_out: 0,
-            }),
-        });
-    }
-    response
+    audited(&state, &caller, &target, secure, async |served: &mut Served| {
+        admit_inner(&state, &caller, &target, &headers, body, served).await
+    })
+    .await
 }
 
 fn service(state: &SharedState) -> Result<Arc<SecureService>, AppError> {
@@ -148,7 +122,7 @@ async fn admit_inner(
     target: &Target,
     headers: &HeaderMap,
     body: Body,
-    admitted: &mut Admitted,
+    served: &mut Served,
 ) -> Result<Response, AppError> {
     let service = service(state)?;
     if let Some(keys) = &state.keys {
@@ -168,7 +142,7 @@ async fn admit_inner(
     if queries == 0 || queries > max {
         return Err(AppError::BadRequest(format!("'queries' must be between 1 and {max}, got {queries}")));
     }
-    admitted.queries = queries;
+    served.batch = queries as usize;
 
     let plan = plan(state, target)?;
     let params = request.parameters.as_ref();
@@ -210,8 +184,8 @@ async fn admit_inner(
         }
         (Plan::Task(_), None) => return Err(AppError::internal("task session without a spec")),
     };
-    admitted.model = Some(model.name.clone());
-    admitted.version = Some(model.version_string());
+    served.model = Some(model.name.clone());
+    served.version = Some(model.version_string());
     if let Some(reason) = service.models().failure(&model) {
         refund();
         // The reason names the model: only operators see it.
