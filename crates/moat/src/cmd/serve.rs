@@ -116,6 +116,11 @@ pub struct Args {
     /// Bound on every wait for a secure-session client.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub secure_timeout: Duration,
+    /// Hardening against share-tampering clients (SEEK): fresh uniform noise of this half-width
+    /// (real units) on the server's share of every activation input and logit. 0.1 costs the
+    /// MNIST LeNet-5 0.04 accuracy points (BENCHMARKS.md, "Attacks").
+    #[arg(long, default_value_t = 0.0)]
+    pub secure_harden: f64,
 }
 
 /// Parses `250ms`, `10s`, `2m` or a bare number of seconds.
@@ -185,6 +190,9 @@ impl Args {
             None | Some("") => None,
             Some(a) => Some(a.parse().with_context(|| format!("--secure-addr '{a}': expected HOST:PORT or off"))?),
         };
+        if !(self.secure_harden.is_finite() && self.secure_harden >= 0.0) {
+            anyhow::bail!("--secure-harden must be a non-negative amplitude, got {}", self.secure_harden);
+        }
         let defaults = SecureConfig::default();
         let config = SecureConfig {
             listen,
@@ -193,6 +201,7 @@ impl Args {
             max_queries: self.secure_max_queries,
             token_ttl: self.secure_token_ttl,
             session_timeout: self.secure_timeout,
+            hardening: moat_mpc::engine::Hardening::uniform(self.secure_harden),
             ..defaults
         };
         config.validate().map_err(anyhow::Error::msg)?;
