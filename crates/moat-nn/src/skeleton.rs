@@ -8,7 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::Result;
+use crate::error::{NnError, Result};
 use crate::graph::{BatchNorm, Conv2d, Dense, Graph, Node, Op, Pool, ValueId};
 use crate::tensor::Tensor;
 
@@ -132,9 +132,34 @@ impl Graph {
 }
 
 impl Skeleton {
+    /// The most parameters (and per-value elements) a skeleton may ask its receiver to
+    /// allocate: 2^30, forty times ResNet-50. A skeleton comes from the other party of a
+    /// session, so its sizes are checked before anything is allocated.
+    pub const MAX_ELEMENTS: usize = 1 << 30;
+
     /// A shape-checked graph of this architecture with all weights zero (batch norms are the
-    /// identity). Fails, naming the node, when the skeleton is inconsistent.
+    /// identity). Fails, naming the node, when the skeleton is inconsistent or asks for more
+    /// than [`Self::MAX_ELEMENTS`] parameters or elements in one value.
     pub fn instantiate(&self) -> Result<Graph> {
+        let too_big = |what: &str| NnError::Graph(format!("the skeleton asks for more than 2^30 {what}"));
+        let product = |dims: &[usize]| {
+            dims.iter().try_fold(1usize, |a, &b| a.checked_mul(b)).filter(|&n| n <= Self::MAX_ELEMENTS)
+        };
+        product(&self.input_shape).ok_or_else(|| too_big("input elements"))?;
+        let mut parameters = 0usize;
+        for n in &self.nodes {
+            let count = match &n.op {
+                SkeletonOp::Conv2d { weight_shape, .. } => product(weight_shape),
+                SkeletonOp::Dense { weight_shape } => product(weight_shape),
+                SkeletonOp::BatchNorm { channels } => channels.checked_mul(4),
+                SkeletonOp::Reshape { shape } => product(shape).map(|_| 0),
+                _ => Some(0),
+            };
+            parameters = count
+                .and_then(|c| parameters.checked_add(c))
+                .filter(|&p| p <= Self::MAX_ELEMENTS)
+                .ok_or_else(|| too_big(&format!("parameters (at node '{}')", n.name)))?;
+        }
         let nodes = self
             .nodes
             .iter()
@@ -170,13 +195,31 @@ impl Skeleton {
                 Node { name: n.name.clone(), op, inputs: n.inputs.iter().map(|&v| ValueId(v)).collect() }
             })
             .collect();
-        Graph::new(self.name.clone(), self.input_shape.clone(), nodes, ValueId(self.output))
+        let graph = Graph::new(self.name.clone(), self.input_shape.clone(), nodes, ValueId(self.output))?;
+        for v in 0..=graph.nodes().len() {
+            product(graph.shape(ValueId(v))).ok_or_else(|| too_big("elements in one value"))?;
+        }
+        Ok(graph)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use crate::zoo::build;
+
+    #[test]
+    fn a_skeleton_asking_for_huge_allocations_is_refused_before_allocating() -> crate::Result<()> {
+        let mut skeleton = build(&"mlp:8".parse()?, &[5], 10, 1)?.skeleton();
+        if let Some(node) = skeleton.nodes.iter_mut().find(|n| matches!(n.op, super::SkeletonOp::Dense { .. })) {
+            node.op = super::SkeletonOp::Dense { weight_shape: [usize::MAX / 2, 3] };
+        }
+        let error = skeleton.instantiate().err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(error.contains("more than 2^30 parameters"), "{error}");
+        let mut wide = build(&"mlp:8".parse()?, &[5], 10, 1)?.skeleton();
+        wide.input_shape = vec![1 << 20, 1 << 20];
+        assert!(wide.instantiate().is_err());
+        Ok(())
+    }
 
     #[test]
     fn skeleton_keeps_the_structure_and_drops_the_weights() -> crate::Result<()> {
