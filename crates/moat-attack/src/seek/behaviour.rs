@@ -43,6 +43,10 @@ impl Tampering {
 }
 
 impl ClientBehaviour for Tampering {
+    fn is_additive(&self) -> bool {
+        true
+    }
+
     fn tamper(&mut self, site: &ShareSite<'_>, share: &mut [u64]) {
         let apply = |share: &mut [u64], fill: u64, single: &[(usize, u64)]| {
             if fill != 0 {

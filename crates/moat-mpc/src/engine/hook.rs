@@ -46,6 +46,13 @@ pub struct ShareSite<'a> {
 pub trait ClientBehaviour {
     /// Called with the client's share at `site`; may alter it in place.
     fn tamper(&mut self, site: &ShareSite<'_>, share: &mut [u64]);
+
+    /// Whether [`Self::tamper`] only adds offsets that do not depend on the share's value.
+    /// The simulated engine may then apply it to the reconstructed value instead of a share —
+    /// the same result, `r + ((x − r) + δ) = x + δ`, without drawing the share randomness.
+    fn is_additive(&self) -> bool {
+        false
+    }
 }
 
 /// The honest client: leaves every share as it is.
@@ -54,11 +61,19 @@ pub struct Honest;
 
 impl ClientBehaviour for Honest {
     fn tamper(&mut self, _site: &ShareSite<'_>, _share: &mut [u64]) {}
+
+    fn is_additive(&self) -> bool {
+        true
+    }
 }
 
 impl<T: ClientBehaviour + ?Sized> ClientBehaviour for &mut T {
     fn tamper(&mut self, site: &ShareSite<'_>, share: &mut [u64]) {
         (**self).tamper(site, share)
+    }
+
+    fn is_additive(&self) -> bool {
+        (**self).is_additive()
     }
 }
 

@@ -221,8 +221,13 @@ impl SimulatedEngine {
         fp: FixedPoint,
         client: &mut dyn ClientBehaviour,
         site: &ShareSite<'_>,
-        value: Vec<u64>,
+        mut value: Vec<u64>,
     ) -> Vec<u64> {
+        if client.is_additive() {
+            client.tamper(site, &mut value);
+            value.iter_mut().for_each(|v| *v = fp.reduce(*v));
+            return value;
+        }
         let server: Vec<u64> = (0..value.len()).map(|_| fp.reduce(self.shares.random::<u64>())).collect();
         let mut share: Vec<u64> = value.iter().zip(&server).map(|(v, r)| fp.sub(*v, *r)).collect();
         client.tamper(site, &mut share);
@@ -313,6 +318,46 @@ mod tests {
         let (honest, tampered) = (&honest_trace.pre_activation[0].1, &trace.pre_activation[0].1);
         assert_eq!(fp.sub(tampered[17], honest[17]), delta);
         assert!(honest.iter().zip(tampered).enumerate().all(|(i, (a, b))| i == 17 || a == b));
+        Ok(())
+    }
+
+    /// Adds fixed offsets; declared additive, so the engine may apply it to values.
+    struct Offsets(u64);
+
+    impl ClientBehaviour for Offsets {
+        fn tamper(&mut self, site: &ShareSite<'_>, share: &mut [u64]) {
+            let d = self.0.wrapping_mul(site.node as u64 + 1);
+            share.iter_mut().step_by(3).for_each(|v| *v = v.wrapping_add(d));
+        }
+
+        fn is_additive(&self) -> bool {
+            true
+        }
+    }
+
+    #[test]
+    fn an_additive_behaviour_on_values_equals_the_same_offsets_on_shares() -> Result<()> {
+        let q = model("resnet20:x0.25", &[3, 32, 32]);
+        let x = q.encode_input(&input(3 * 32 * 32, 4)).map_err(|e| MpcError::invalid("test", e.to_string()))?;
+        let delta = q.fixed().encode(0.75);
+        let mut fast = Trace::default();
+        let mut slow = Trace::default();
+        let a = SimulatedEngine::new(Arc::clone(&q), 1).infer_encoded(
+            x.clone(),
+            Reveal::Logits,
+            &mut Offsets(delta),
+            Some(&mut fast),
+        )?;
+        let mut on_shares = Offsets(delta);
+        let mut shares_only = FnBehaviour(|site: &ShareSite<'_>, share: &mut [u64]| on_shares.tamper(site, share));
+        let b = SimulatedEngine::new(Arc::clone(&q), 2).infer_encoded(
+            x,
+            Reveal::Logits,
+            &mut shares_only,
+            Some(&mut slow),
+        )?;
+        assert_eq!(a, b);
+        assert_eq!(fast, slow);
         Ok(())
     }
 
