@@ -69,13 +69,27 @@ fn every_subcommand_has_help() -> TestResult {
 #[test]
 fn demo_runs_on_the_embedded_default() -> TestResult {
     let dir = scratch("demo")?;
-    let out = moat(&["demo", "--epochs", "10", "--seed", "3", "--json", "--out", dir.to_str().ok_or("path")?])?;
+    let out = moat(&["demo", "--seed", "3", "--json", "--out", dir.to_str().ok_or("path")?])?;
     assert!(out.status.success(), "{}", text(&out.stderr));
     let summary: serde_json::Value = serde_json::from_slice(&out.stdout)?;
     assert_eq!(summary["seed"], 3);
     assert_eq!(summary["onnx_round_trip_exact"], true);
     assert!(summary["test"]["float_accuracy"].as_f64().unwrap_or(0.0) > 0.9, "{summary}");
     assert!(summary["test"]["label_agreement"].as_f64().unwrap_or(0.0) >= 0.99, "{summary}");
+    // The scorecard: secure inference equals fixed point, SEEK copies the model exactly, and
+    // the hardened server keeps its accuracy while the copy falls apart.
+    let secure = &summary["secure"];
+    assert!(secure["samples"].as_u64().unwrap_or(0) > 0);
+    assert_eq!(secure["agree_with_fixed_point"], secure["samples"], "{summary}");
+    let seek = &summary["seek"];
+    let number = |v: &serde_json::Value| v.as_f64().unwrap_or(f64::NAN);
+    assert_eq!(seek["parameters"], 64 * 128 + 128 + 128 * 64 + 64 + 9 * 64 + 9);
+    assert!(number(&seek["queries_per_parameter"]) < 50.0, "{summary}");
+    assert!(number(&seek["mean_relative_error"]) < 3e-4, "{summary}");
+    assert!(number(&seek["fidelity"]) >= 0.99, "{summary}");
+    let accuracy_cost = number(&summary["test"]["fixed_accuracy"]) - number(&seek["hardened_accuracy"]);
+    assert!(accuracy_cost <= 0.005, "{summary}");
+    assert!(number(&seek["hardened_fidelity"]) < 0.5, "{summary}");
     std::fs::remove_dir_all(dir).ok();
     Ok(())
 }
