@@ -6,12 +6,14 @@
 //! request the server then fails to serve (overload, timeout, internal error) is refunded.
 //! Every request, refused or served, leaves one audit line.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Extension;
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, State};
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use moat_nn::exec::softmax;
@@ -88,37 +90,32 @@ where
     response
 }
 
-/// `POST /v2/models/{model}/infer`.
-pub(crate) async fn model_infer(
+/// `POST /v2/models/{model}[/versions/{version}]/infer` and `POST /v2/tasks/{task}/infer`.
+pub(crate) async fn model_or_task_infer(
     State(state): State<SharedState>,
     Extension(caller): Extension<Caller>,
-    Path(model): Path<String>,
+    target: Target,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    infer(state, caller, Target::Model { name: model, version: None }, headers, body).await
+    infer(state, caller, target, headers, body).await
 }
 
-/// `POST /v2/models/{model}/versions/{version}/infer`.
-pub(crate) async fn model_version_infer(
-    State(state): State<SharedState>,
-    Extension(caller): Extension<Caller>,
-    Path((model, version)): Path<(String, String)>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    infer(state, caller, Target::Model { name: model, version: Some(version) }, headers, body).await
-}
+/// The target is read from the route's path parameters: `model` (with an optional `version`)
+/// or `task`.
+impl<S: Send + Sync> FromRequestParts<S> for Target {
+    type Rejection = Response;
 
-/// `POST /v2/tasks/{task}/infer`.
-pub(crate) async fn task_infer(
-    State(state): State<SharedState>,
-    Extension(caller): Extension<Caller>,
-    Path(task): Path<String>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    infer(state, caller, Target::Task(task), headers, body).await
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Path(params) = Path::<HashMap<String, String>>::from_request_parts(parts, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        match (params.get("model"), params.get("version"), params.get("task")) {
+            (Some(model), version, None) => Ok(Target::Model { name: model.clone(), version: version.cloned() }),
+            (None, None, Some(task)) => Ok(Target::Task(task.clone())),
+            _ => Err(AppError::NotFound("no model or task in the path".into()).into_response()),
+        }
+    }
 }
 
 async fn infer(state: SharedState, caller: Caller, target: Target, headers: HeaderMap, body: Body) -> Response {

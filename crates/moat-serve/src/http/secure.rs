@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -45,9 +45,9 @@ use crate::secure::{Grant, HANDSHAKE, PROTOCOL, SecureService, TokenError, liste
 /// The admission routes, to mount with [`super::app_with_extensions`].
 pub fn routes() -> Router<SharedState> {
     Router::new()
-        .route("/v2/models/{model}/secure", post(model_secure))
-        .route("/v2/models/{model}/versions/{version}/secure", post(model_version_secure))
-        .route("/v2/tasks/{task}/secure", post(task_secure))
+        .route("/v2/models/{model}/secure", post(model_or_task_secure))
+        .route("/v2/models/{model}/versions/{version}/secure", post(model_or_task_secure))
+        .route("/v2/tasks/{task}/secure", post(model_or_task_secure))
 }
 
 /// The admission request body.
@@ -62,37 +62,15 @@ struct AdmissionRequest {
     parameters: Option<Map<String, Value>>,
 }
 
-/// `POST /v2/models/{model}/secure`.
-pub(crate) async fn model_secure(
+/// `POST /v2/models/{model}[/versions/{version}]/secure` and `POST /v2/tasks/{task}/secure`.
+pub(crate) async fn model_or_task_secure(
     State(state): State<SharedState>,
     Extension(caller): Extension<Caller>,
-    Path(model): Path<String>,
+    target: Target,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    admit(state, caller, Target::Model { name: model, version: None }, headers, body).await
-}
-
-/// `POST /v2/models/{model}/versions/{version}/secure`.
-pub(crate) async fn model_version_secure(
-    State(state): State<SharedState>,
-    Extension(caller): Extension<Caller>,
-    Path((model, version)): Path<(String, String)>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    admit(state, caller, Target::Model { name: model, version: Some(version) }, headers, body).await
-}
-
-/// `POST /v2/tasks/{task}/secure`.
-pub(crate) async fn task_secure(
-    State(state): State<SharedState>,
-    Extension(caller): Extension<Caller>,
-    Path(task): Path<String>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    admit(state, caller, Target::Task(task), headers, body).await
+    admit(state, caller, target, headers, body).await
 }
 
 async fn admit(state: SharedState, caller: Caller, target: Target, headers: HeaderMap, body: Body) -> Response {
