@@ -135,6 +135,70 @@ pub(super) enum Plan {
     Task(ResolvedTask),
 }
 
+/// The model a request or session goes to, and the budget it was charged.
+pub(super) struct Selection<'p> {
+    pub(super) model: Arc<ModelVersion>,
+    /// The task, when the request named one.
+    pub(super) task: Option<&'p ResolvedTask>,
+    /// Whether the chosen model meets the spec (task requests only).
+    pub(super) spec_met: Option<bool>,
+    pub(super) charge: Charge<'p>,
+}
+
+/// Queries charged to a key, to give back if the server then fails to serve them.
+pub(super) struct Charge<'a> {
+    state: &'a SharedState,
+    caller: &'a Caller,
+    amount: u64,
+}
+
+impl Charge<'_> {
+    /// Gives the charged queries back to the key.
+    pub(super) fn refund(&self) {
+        if let Some(keys) = &self.state.keys {
+            keys.refund(self.caller, self.amount);
+        }
+    }
+}
+
+/// Charges the caller's key `amount` queries (429 when its budget does not cover them), then
+/// picks the model: the one named, or the task policy's choice for `spec` (refunded when no
+/// member is ready).
+pub(super) fn charge_and_select<'p>(
+    state: &'p SharedState,
+    caller: &'p Caller,
+    plan: &'p Plan,
+    spec: Option<Spec>,
+    amount: u64,
+) -> Result<Selection<'p>, AppError> {
+    if let Some(keys) = &state.keys {
+        keys.charge(caller, amount).map_err(|r| {
+            state.metrics.rejections.inc(&["budget_exhausted"]);
+            AppError::from(r)
+        })?;
+    }
+    let charge = Charge { state, caller, amount };
+    let (model, task, spec_met) = match (plan, spec) {
+        (Plan::Model(m), _) => (Arc::clone(m), None, None),
+        (Plan::Task(t), Some(spec)) => {
+            let candidates = t.candidates();
+            let Some(i) = state.select(&t.settings.policy, &candidates, &spec) else {
+                charge.refund();
+                return Err(AppError::Unavailable {
+                    message: format!("no model of task '{}' is ready", t.name),
+                    retry_after: None,
+                });
+            };
+            (Arc::clone(&t.members[i]), Some(t), Some(feasible(&candidates[i], &spec)))
+        }
+        (Plan::Task(_), None) => {
+            charge.refund();
+            return Err(AppError::internal("task request without a spec"));
+        }
+    };
+    Ok(Selection { model, task, spec_met, charge })
+}
+
 pub(super) fn plan(state: &SharedState, target: &Target) -> Result<Plan, AppError> {
     let task = |name: &str| {
         state.tasks.resolve(name, &state.repository).ok_or_else(|| AppError::NotFound(format!("unknown task '{name}'")))
@@ -234,34 +298,8 @@ async fn infer_inner(
         Plan::Model(_) => None,
     };
 
-    if let Some(keys) = &state.keys {
-        keys.charge(caller, n as u64).map_err(|r| {
-            state.metrics.rejections.inc(&["budget_exhausted"]);
-            AppError::from(r)
-        })?;
-    }
-    let refund = || {
-        if let Some(keys) = &state.keys {
-            keys.refund(caller, n as u64);
-        }
-    };
-
-    // Choose the model.
-    let (model, task, spec_met) = match (&plan, spec) {
-        (Plan::Model(m), _) => (m.clone(), None, None),
-        (Plan::Task(t), Some(spec)) => {
-            let candidates = t.candidates();
-            let Some(i) = state.select(&t.settings.policy, &candidates, &spec) else {
-                refund();
-                return Err(AppError::Unavailable {
-                    message: format!("no model of task '{}' is ready", t.name),
-                    retry_after: None,
-                });
-            };
-            (t.members[i].clone(), Some(t), Some(feasible(&candidates[i], &spec)))
-        }
-        (Plan::Task(_), None) => return Err(AppError::internal("task request without a spec")),
-    };
+    let Selection { model, task, spec_met, charge } = charge_and_select(state, caller, &plan, spec, n as u64)?;
+    let refund = || charge.refund();
     served.model = Some(model.name.clone());
     served.version = Some(model.version_string());
     let version = model.version_string();

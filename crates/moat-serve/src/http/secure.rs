@@ -33,13 +33,13 @@ use axum::{Extension, Json, Router};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::infer::{Plan, Served, Target, audited, plan, read_body};
+use super::infer::{Plan, Selection, Served, Target, audited, charge_and_select, plan, read_body};
 use crate::SharedState;
 use crate::audit::SessionAudit;
 use crate::error::AppError;
 use crate::keys::Caller;
 use crate::oip::number_parameter;
-use crate::policy::{Spec, feasible};
+use crate::policy::Spec;
 use crate::secure::{Grant, HANDSHAKE, PROTOCOL, SecureService, TokenError, listener};
 
 /// The admission routes, to mount with [`super::app_with_extensions`].
@@ -135,33 +135,8 @@ async fn admit_inner(
         Plan::Model(_) => None,
     };
 
-    if let Some(keys) = &state.keys {
-        keys.charge(caller, queries).map_err(|r| {
-            state.metrics.rejections.inc(&["budget_exhausted"]);
-            AppError::from(r)
-        })?;
-    }
-    let refund = || {
-        if let Some(keys) = &state.keys {
-            keys.refund(caller, queries);
-        }
-    };
-
-    let (model, task, spec_met) = match (&plan, spec) {
-        (Plan::Model(m), _) => (m.clone(), None, None),
-        (Plan::Task(t), Some(spec)) => {
-            let candidates = t.candidates();
-            let Some(i) = state.select(&t.settings.policy, &candidates, &spec) else {
-                refund();
-                return Err(AppError::Unavailable {
-                    message: format!("no model of task '{}' is ready", t.name),
-                    retry_after: None,
-                });
-            };
-            (t.members[i].clone(), Some(t), Some(feasible(&candidates[i], &spec)))
-        }
-        (Plan::Task(_), None) => return Err(AppError::internal("task session without a spec")),
-    };
+    let Selection { model, task, spec_met, charge } = charge_and_select(state, caller, &plan, spec, queries)?;
+    let refund = || charge.refund();
     served.model = Some(model.name.clone());
     served.version = Some(model.version_string());
     if let Some(reason) = service.models().failure(&model) {
