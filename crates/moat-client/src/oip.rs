@@ -79,12 +79,7 @@ impl InferRequest {
 
     /// Sets a task request's spec: minimum accuracy (percent) and maximum latency (ms).
     pub fn with_spec(mut self, min_accuracy: Option<f64>, max_latency_ms: Option<f64>) -> Self {
-        if let Some(a) = min_accuracy {
-            self.parameters.insert("min_accuracy".into(), json!(a));
-        }
-        if let Some(l) = max_latency_ms {
-            self.parameters.insert("max_latency_ms".into(), json!(l));
-        }
+        insert_spec(&mut self.parameters, min_accuracy, max_latency_ms);
         self
     }
 
@@ -346,6 +341,17 @@ impl InferResponse {
             }
             _ => Err(protocol("no INT64 'label' output")),
         }
+    }
+}
+
+/// Writes a task spec's bounds (those given) into request `parameters`: `min_accuracy`
+/// (percent) and `max_latency_ms`.
+pub fn insert_spec(parameters: &mut Map<String, Value>, min_accuracy: Option<f64>, max_latency_ms: Option<f64>) {
+    if let Some(a) = min_accuracy {
+        parameters.insert("min_accuracy".into(), json!(a));
+    }
+    if let Some(l) = max_latency_ms {
+        parameters.insert("max_latency_ms".into(), json!(l));
     }
 }
 

@@ -62,12 +62,7 @@ impl SessionRequest {
 
     /// Sets a task's spec (each bound optional).
     pub fn with_spec(mut self, min_accuracy: Option<f64>, max_latency_ms: Option<f64>) -> Self {
-        if let Some(a) = min_accuracy {
-            self.parameters.insert("min_accuracy".into(), json!(a));
-        }
-        if let Some(l) = max_latency_ms {
-            self.parameters.insert("max_latency_ms".into(), json!(l));
-        }
+        crate::oip::insert_spec(&mut self.parameters, min_accuracy, max_latency_ms);
         self
     }
 

@@ -145,6 +145,16 @@ pub(super) struct Selection<'p> {
     pub(super) charge: Charge<'p>,
 }
 
+/// Counts a task's selection of `model` and whether it met the spec (goodput).
+pub(super) fn record_selection(state: &SharedState, task: &str, model: &str, met: bool) {
+    let m = &state.metrics;
+    m.task_requests.inc(&[task]);
+    m.selections.inc(&[task, model]);
+    if met {
+        m.task_goodput.inc(&[task]);
+    }
+}
+
 /// Queries charged to a key, to give back if the server then fails to serve them.
 pub(super) struct Charge<'a> {
     state: &'a SharedState,
@@ -349,11 +359,7 @@ async fn infer_inner(
         None => (model.name.clone(), Some(version.clone()), None, model.class_names().map(<[String]>::to_vec)),
         Some(t) => {
             let met = spec_met.unwrap_or(false);
-            m.task_requests.inc(&[&t.name]);
-            m.selections.inc(&[&t.name, &model.name]);
-            if met {
-                m.task_goodput.inc(&[&t.name]);
-            }
+            record_selection(state, &t.name, &model.name, met);
             let mut p = Map::new();
             p.insert("task".into(), json!(t.name));
             let names = t.members.iter().find_map(|m| m.class_names()).map(<[String]>::to_vec);

@@ -33,7 +33,7 @@ use axum::{Extension, Json, Router};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::infer::{Plan, Selection, Served, Target, audited, charge_and_select, plan, read_body};
+use super::infer::{Plan, Selection, Served, Target, audited, charge_and_select, plan, read_body, record_selection};
 use crate::SharedState;
 use crate::audit::SessionAudit;
 use crate::error::AppError;
@@ -198,13 +198,8 @@ async fn admit_inner(
             answer["model_version"] = json!(model.version_string());
         }
         Some(t) => {
-            let m = &state.metrics;
             let met = spec_met.unwrap_or(false);
-            m.task_requests.inc(&[&t.name]);
-            m.selections.inc(&[&t.name, &model.name]);
-            if met {
-                m.task_goodput.inc(&[&t.name]);
-            }
+            record_selection(state, &t.name, &model.name, met);
             let mut p = Map::new();
             p.insert("task".into(), json!(t.name));
             if t.settings.disclose_model {
