@@ -20,6 +20,10 @@ pub enum AttackError {
     /// or a query budget cut the session).
     #[error("{0}")]
     Search(String),
+    /// The service refused further queries (a query budget, a rate limit, an abort): the
+    /// attack stops with what it has.
+    #[error("the service refused further queries: {0}")]
+    Refused(String),
     /// Building or evaluating the extracted model failed.
     #[error("model: {0}")]
     Model(#[from] moat_nn::NnError),

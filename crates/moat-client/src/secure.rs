@@ -325,26 +325,44 @@ impl SecureSession {
         reveal: Reveal,
         behaviour: &mut dyn ClientBehaviour,
     ) -> Result<Revealed, ClientError> {
+        self.check_input(input.len())?;
+        let encoded =
+            self.session.architecture().encode_input(input).map_err(|e| ClientError::Invalid(e.to_string()))?;
+        self.infer_encoded_with(encoded, reveal, behaviour)
+    }
+
+    /// [`Self::infer_with`] on an input already encoded in the ring (scale 2^f): what an
+    /// attack that sets exact ring values needs.
+    pub fn infer_encoded_with(
+        &mut self,
+        input: Vec<u64>,
+        reveal: Reveal,
+        behaviour: &mut dyn ClientBehaviour,
+    ) -> Result<Revealed, ClientError> {
         if self.used >= self.granted {
             return Err(ClientError::Invalid(format!(
                 "the session was granted {} queries and has used them: open another session",
                 self.granted
             )));
         }
-        if input.len() != self.input_len() {
-            return Err(ClientError::Invalid(format!(
-                "the input has {} values, the model takes {} (shape {:?})",
-                input.len(),
-                self.input_len(),
-                self.input_shape()
-            )));
-        }
+        self.check_input(input.len())?;
         let started = Instant::now();
-        let answer = self.session.infer(&mut self.ch, input, reveal, behaviour).map_err(from_mpc);
+        let answer = self.session.infer_encoded(&mut self.ch, input, reveal, behaviour).map_err(from_mpc);
         self.queries_time += started.elapsed();
         let answer = answer?;
         self.used += 1;
         Ok(answer)
+    }
+
+    fn check_input(&self, len: usize) -> Result<(), ClientError> {
+        if len != self.input_len() {
+            return Err(ClientError::Invalid(format!(
+                "the input has {len} values, the model takes {} (shape {:?})",
+                self.input_len(),
+                self.input_shape()
+            )));
+        }
+        Ok(())
     }
 
     /// The per-sample input shape of the served model (from the protocol's hello).

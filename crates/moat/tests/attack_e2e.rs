@@ -2,6 +2,7 @@
 //! `moat secure server` in another process — the same parameters with the same queries.
 
 mod secure_util;
+mod serve_util;
 
 use std::path::{Path, PathBuf};
 
@@ -69,5 +70,28 @@ fn seek_rejects_a_bad_victim_with_one_clear_line() -> TestResult {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.starts_with("error:") && stderr.lines().count() == 1, "{stderr}");
+    Ok(())
+}
+
+#[test]
+fn seek_through_moat_serve_is_stopped_by_the_key_budget() -> TestResult {
+    let dir = serve_util::scratch("attack-budget")?;
+    let repo = serve_util::build_lenet_repo(&dir, None)?;
+    let keys = dir.join("keys.json");
+    std::fs::write(&keys, r#"{"mallory-key": {"name": "mallory", "budget": 350}}"#)?;
+    let server = serve_util::ServerProcess::start(&repo, &["--api-keys", keys.to_str().ok_or("path")?])?;
+    let out = moat()
+        .args(["attack", "seek"])
+        .arg(lenet())
+        .args(["--url", &server.url, "--api-key", "mallory-key", "--name", "lenet5", "--session-queries", "100"])
+        .args(["--layers", "conv1", "--sample", "1,20", "--seed", "4", "--json"])
+        .output()?;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let stopped = &report["stopped_by_service"];
+    // Three sessions of 100 fit in the budget of 350, the fourth admission is refused.
+    assert_eq!(stopped["queries"], 300, "{report}");
+    assert!(stopped["reason"].as_str().unwrap_or_default().contains("429"), "{report}");
+    assert!(stopped["parameters_extracted"].as_u64() < stopped["parameters_planned"].as_u64(), "{report}");
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! `moat attack seek`: SEEK label-only extraction by share tampering, against the simulated
 //! two-party engine or a real `moat secure server`, scored against the true weights.
 
+use std::cell::Cell;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,8 +9,9 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use moat_attack::seek::evaluate::{Scores, extracted_graph, score};
 use moat_attack::seek::{Extraction, Sampling, Seek, SeekConfig};
-use moat_attack::{Oracle, RemoteOracle, SimulatedOracle};
-use moat_mpc::engine::{Hardening, Honest, Reveal, SimulatedEngine};
+use moat_attack::{AttackError, Oracle, RemoteOracle, SimulatedOracle};
+use moat_client::{HttpClient, SecureClient, SecureSession, SessionRequest};
+use moat_mpc::engine::{ClientBehaviour, Hardening, Honest, Reveal, Revealed, SimulatedEngine};
 use moat_mpc::transport::tcp::TcpChannel;
 use moat_mpc::transport::{Channel, ChannelConfig};
 use moat_nn::{Graph, QuantizedGraph, zoo};
@@ -43,6 +45,20 @@ pub struct SeekArgs {
     /// Attack a running `moat secure server` at this address instead of the simulated engine.
     #[arg(long)]
     pub connect: Option<String>,
+    /// Attack a `moat serve` service at this URL through its secure sessions, as a key holder
+    /// (`--api-key`, `--name`): each session's grant is used up, then a new one is admitted
+    /// and charged, until the key's budget refuses.
+    #[arg(long, conflicts_with = "connect")]
+    pub url: Option<String>,
+    /// The API key for `--url`.
+    #[arg(long, requires = "url")]
+    pub api_key: Option<String>,
+    /// The served model's name for `--url`.
+    #[arg(long, requires = "url")]
+    pub name: Option<String>,
+    /// Queries asked per secure session with `--url`.
+    #[arg(long, default_value_t = 1000)]
+    pub session_queries: u64,
     /// Sample `CHANNELS,PER_CHANNEL` parameters from every layer instead of extracting all.
     #[arg(long, value_parser = parse_pair)]
     pub sample: Option<(usize, usize)>,
@@ -130,10 +146,39 @@ pub struct Report {
     pub quality: Option<ModelQuality>,
     /// With `--budget`: parameters the attack had extracted when the budget ran out.
     pub budget: Option<BudgetOutcome>,
+
     /// Wall time.
     pub seconds: f64,
     /// The extraction itself (every estimate, its queries, the settings and seed).
     pub extraction: Extraction,
+}
+
+/// What `--url` prints when the service stops the attack before it finishes.
+#[derive(Debug, Serialize)]
+pub struct StoppedReport {
+    /// `"seek"`.
+    pub attack: &'static str,
+    /// The victim.
+    pub model: String,
+    /// The service URL.
+    pub backend: String,
+    /// The attack's seed.
+    pub seed: u64,
+    /// How far it got.
+    pub stopped_by_service: StoppedByService,
+}
+
+/// How far the attack got before the service refused further queries.
+#[derive(Debug, Serialize)]
+pub struct StoppedByService {
+    /// Why (the service's answer).
+    pub reason: String,
+    /// Queries answered before the refusal.
+    pub queries: u64,
+    /// Parameters extracted by then, of those planned.
+    pub parameters_extracted: usize,
+    /// Parameters planned.
+    pub parameters_planned: usize,
 }
 
 /// The attack set against a per-key query budget.
@@ -192,12 +237,17 @@ fn seek(args: SeekArgs) -> anyhow::Result<()> {
         bar.set_position(p.done as u64);
         bar.set_message(format!("{} · {} queries", p.layer, p.queries));
     };
-    let extraction = match &args.connect {
-        None => {
+    let done = Cell::new((0usize, 0usize));
+    let progress = |p: &moat_attack::seek::Progress<'_>| {
+        done.set((p.done, p.total));
+        progress(p)
+    };
+    let extraction = match (&args.connect, &args.url) {
+        (None, None) => {
             let mut oracle = SimulatedOracle::new(Arc::clone(&model), args.seed, hardening)?;
             Seek::new(&mut oracle, config)?.on_progress(progress).run()?
         }
-        Some(addr) => {
+        (Some(addr), _) => {
             if args.harden > 0.0 {
                 bail!("--harden applies to the simulated engine; a real server sets its own noise");
             }
@@ -210,6 +260,47 @@ fn seek(args: SeekArgs) -> anyhow::Result<()> {
             tracing::info!(queries = oracle.queries(), bytes = traffic, "session traffic");
             oracle.close()?;
             result?
+        }
+        (None, Some(url)) => {
+            if args.harden > 0.0 {
+                bail!("--harden applies to the simulated engine; `moat serve --secure-harden` sets a service's noise");
+            }
+            let (Some(key), Some(name)) = (&args.api_key, &args.name) else {
+                bail!("--url needs --api-key and --name (the served model)");
+            };
+            let mut oracle = ServiceOracle::connect(url, key, name, args.session_queries, args.seed)?;
+            let result = Seek::new(&mut oracle, config)?.on_progress(progress).run();
+            let queries = oracle.queries();
+            oracle.close();
+            match result {
+                Err(AttackError::Refused(reason)) => {
+                    bar.finish_and_clear();
+                    let (parameters_extracted, parameters_planned) = done.get();
+                    let report = StoppedReport {
+                        attack: "seek",
+                        model: args.model.clone(),
+                        backend: url.clone(),
+                        seed: args.seed,
+                        stopped_by_service: StoppedByService {
+                            reason,
+                            queries,
+                            parameters_extracted,
+                            parameters_planned,
+                        },
+                    };
+                    return if args.json {
+                        print_json(&report)
+                    } else {
+                        let s = &report.stopped_by_service;
+                        println!(
+                            "seek on {url}: the service stopped the attack after {} queries, with {} of {} parameters extracted: {}",
+                            s.queries, s.parameters_extracted, s.parameters_planned, s.reason
+                        );
+                        Ok(())
+                    };
+                }
+                other => other?,
+            }
         }
     };
     bar.finish_and_clear();
@@ -356,5 +447,67 @@ fn print_report(r: &Report) {
             b.needed,
             100.0 * b.fraction_within_budget
         );
+    }
+}
+
+/// A `moat serve` service's secure sessions as the oracle: admitted over HTTP with an API key,
+/// a new session (charged to the key) whenever the last one's grant is used up, until the
+/// service refuses.
+struct ServiceOracle {
+    client: SecureClient,
+    name: String,
+    per_session: u64,
+    seed: u64,
+    session: Option<SecureSession>,
+    architecture: QuantizedGraph,
+    queries: u64,
+}
+
+impl ServiceOracle {
+    fn connect(url: &str, key: &str, name: &str, per_session: u64, seed: u64) -> anyhow::Result<Self> {
+        let client = SecureClient::new(HttpClient::new(url)?.with_api_key(key));
+        let admission = client.admit_model(name, None, &SessionRequest::queries(per_session))?;
+        let session = client.connect(&admission, seed)?;
+        let architecture = session.protocol().architecture().clone();
+        Ok(Self { client, name: name.to_string(), per_session, seed, session: Some(session), architecture, queries: 0 })
+    }
+
+    fn close(&mut self) {
+        if let Some(session) = self.session.take()
+            && let Err(e) = session.close()
+        {
+            tracing::warn!(error = %e, "closing the secure session");
+        }
+    }
+}
+
+impl Oracle for ServiceOracle {
+    fn architecture(&self) -> &QuantizedGraph {
+        &self.architecture
+    }
+
+    fn query(&mut self, input: &[u64], behaviour: &mut dyn ClientBehaviour) -> moat_attack::Result<usize> {
+        if self.session.as_ref().is_none_or(|s| s.remaining() == 0) {
+            self.close();
+            let request = SessionRequest::queries(self.per_session);
+            let admission =
+                self.client.admit_model(&self.name, None, &request).map_err(|e| AttackError::Refused(e.to_string()))?;
+            let seed = self.seed.wrapping_add(self.queries);
+            let session = self.client.connect(&admission, seed).map_err(|e| AttackError::Refused(e.to_string()))?;
+            self.session = Some(session);
+        }
+        let session = self.session.as_mut().ok_or_else(|| AttackError::Refused("no session".into()))?;
+        let answer = session
+            .infer_encoded_with(input.to_vec(), Reveal::Label, behaviour)
+            .map_err(|e| AttackError::Refused(e.to_string()))?;
+        self.queries += 1;
+        match answer {
+            Revealed::Label(label) => Ok(label),
+            Revealed::Logits(_) => Err(AttackError::Search("the service revealed logits, not a label".into())),
+        }
+    }
+
+    fn queries(&self) -> u64 {
+        self.queries
     }
 }
