@@ -134,6 +134,11 @@ struct Plan {
 }
 
 impl Plan {
+    /// Random OTs of the leaf layer for `n` comparisons: one per input bit of every chunk.
+    fn leaf_ot_bits(&self, n: usize) -> usize {
+        self.widths.iter().map(|&w| n * (w as usize)).sum()
+    }
+
     fn new(bits: u32, low_bits: u32, k: u32) -> Self {
         // Each part in ⌈bits/k⌉ chunks of balanced widths (at most k): the leaf OTs cost one
         // random OT per bit whatever the split, but a table costs 2^(w+1) bits, so 25 bits in
@@ -319,40 +324,72 @@ fn leaf_tables(
     shares: &Pads,
 ) -> Result<Vec<u64>> {
     let n = input.len();
-    let total_bits: usize = plan.widths.iter().map(|&w| n * (w as usize)).sum();
     let masks: Vec<[u128; 6]> = (0..=super::session::MAX_CHUNK_BITS).map(key_masks).collect();
     let mut table = BitWriter::with_capacity(n * plan.widths.iter().map(|&w| 2usize << w).sum::<usize>());
-    // Cursor over (chunk j, element i, bit t), chunk-major.
-    let (mut j, mut i, mut t) = (0usize, 0usize, 0u32);
-    let mut pad = 0u128;
-    ot.send_random_chunks(ch, total_bits, &mut |_, pairs| {
+    let mut cursor = LeafCursor::new(n);
+    ot.send_random_chunks(ch, plan.leaf_ot_bits(n), &mut |_, pairs| {
         for p in pairs {
-            let w = plan.widths[j];
-            let m = masks[w as usize][t as usize];
-            pad ^= (p[0] & m) | (p[1] & !m);
-            t += 1;
-            if t == w {
-                let x = (input[i] >> plan.offsets[j]) & mask(w);
-                let half = 1u32 << w;
-                let all = low_mask128(half);
-                let gt_share = planes::bit_at(&shares[j].0, i) as u128;
-                let eq_share = planes::bit_at(&shares[j].1, i) as u128;
-                let gt_word = ((1u128 << x) - 1) ^ (all * gt_share);
-                let eq_word = (1u128 << x) ^ (all * eq_share);
-                let entry = ((gt_word | (eq_word << half)) ^ pad) & low_mask128(2 * half);
-                table.push_wide(entry, 2 * half);
-                pad = 0;
-                t = 0;
-                i += 1;
-                if i == n {
-                    i = 0;
-                    j += 1;
-                }
-            }
+            let m = masks[plan.widths[cursor.chunk] as usize][cursor.bit as usize];
+            let Some(leaf) = cursor.absorb(plan, (p[0] & m) | (p[1] & !m)) else { continue };
+            let (j, i, w) = (leaf.chunk, leaf.element, leaf.width);
+            let x = (input[i] >> plan.offsets[j]) & mask(w);
+            let half = 1u32 << w;
+            let all = low_mask128(half);
+            let gt_share = planes::bit_at(&shares[j].0, i) as u128;
+            let eq_share = planes::bit_at(&shares[j].1, i) as u128;
+            let gt_word = ((1u128 << x) - 1) ^ (all * gt_share);
+            let eq_word = (1u128 << x) ^ (all * eq_share);
+            let entry = ((gt_word | (eq_word << half)) ^ leaf.pad) & low_mask128(2 * half);
+            table.push_wide(entry, 2 * half);
         }
         Ok(())
     })?;
     Ok(table.finish())
+}
+
+/// Walks the leaf OTs in the order both parties run them — chunk-major, then element, then
+/// one random OT per bit of the chunk — folding each OT's 128-bit word into the leaf's pad.
+/// The sender and the receiver drive the same cursor, so their leaves line up.
+struct LeafCursor {
+    elements: usize,
+    chunk: usize,
+    element: usize,
+    bit: u32,
+    pad: u128,
+}
+
+/// A leaf whose `width` OTs have all been folded into `pad`.
+struct Leaf {
+    chunk: usize,
+    element: usize,
+    width: u32,
+    pad: u128,
+}
+
+impl LeafCursor {
+    fn new(elements: usize) -> Self {
+        Self { elements, chunk: 0, element: 0, bit: 0, pad: 0 }
+    }
+
+    /// Folds one OT word into the current leaf; returns the leaf when it is complete.
+    #[inline(always)]
+    fn absorb(&mut self, plan: &Plan, word: u128) -> Option<Leaf> {
+        let width = plan.widths[self.chunk];
+        self.pad ^= word;
+        self.bit += 1;
+        if self.bit < width {
+            return None;
+        }
+        let leaf = Leaf { chunk: self.chunk, element: self.element, width, pad: self.pad };
+        self.pad = 0;
+        self.bit = 0;
+        self.element += 1;
+        if self.element == self.elements {
+            self.element = 0;
+            self.chunk += 1;
+        }
+        Some(leaf)
+    }
 }
 
 /// A pair of planes per chunk: `(gt, eq)` — `P0`'s leaf shares, or `P1`'s pads.
@@ -361,7 +398,7 @@ type Pads = Vec<(Vec<u64>, Vec<u64>)>;
 /// `P1`: runs the leaf OTs as receiver with the bits of `y` as choices.
 fn leaf_pads(ot: &mut dyn crate::ot::OtReceiver, ch: &mut dyn Channel, input: &[u64], plan: &Plan) -> Result<Pads> {
     let n = input.len();
-    let total_bits: usize = plan.widths.iter().map(|&w| n * (w as usize)).sum();
+    let total_bits = plan.leaf_ot_bits(n);
     let mut choices = BitWriter::with_capacity(total_bits);
     for (&w, &off) in plan.widths.iter().zip(&plan.offsets) {
         for &y in input {
@@ -371,25 +408,14 @@ fn leaf_pads(ot: &mut dyn crate::ot::OtReceiver, ch: &mut dyn Channel, input: &[
     let choices = planes::to_bitvec(choices.finish(), total_bits)?;
     let mut writers: Vec<(BitWriter, BitWriter)> =
         plan.widths.iter().map(|_| (BitWriter::with_capacity(n), BitWriter::with_capacity(n))).collect();
-    let (mut j, mut i, mut t) = (0usize, 0usize, 0u32);
-    let mut pad = 0u128;
+    let mut cursor = LeafCursor::new(n);
     ot.receive_random_chunks(ch, &choices, &mut |_, keys| {
         for &k in keys {
-            let w = plan.widths[j];
-            pad ^= k;
-            t += 1;
-            if t == w {
-                let c = ((input[i] >> plan.offsets[j]) & mask(w)) as u32;
-                writers[j].0.push((pad >> c) as u64 & 1, 1);
-                writers[j].1.push((pad >> ((1 << w) + c)) as u64 & 1, 1);
-                pad = 0;
-                t = 0;
-                i += 1;
-                if i == n {
-                    i = 0;
-                    j += 1;
-                }
-            }
+            let Some(leaf) = cursor.absorb(plan, k) else { continue };
+            let (j, w, pad) = (leaf.chunk, leaf.width, leaf.pad);
+            let c = ((input[leaf.element] >> plan.offsets[j]) & mask(w)) as u32;
+            writers[j].0.push((pad >> c) as u64 & 1, 1);
+            writers[j].1.push((pad >> ((1 << w) + c)) as u64 & 1, 1);
         }
         Ok(())
     })?;
