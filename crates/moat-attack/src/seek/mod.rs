@@ -58,7 +58,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{AttackError, Result};
 use crate::oracle::Oracle;
 use behaviour::Tampering;
-use topology::{Chain, Kind, Layer, Read, Source, Topology};
+use topology::{Chain, Footprint, Kind, Layer, Read, Source, Topology};
 
 /// Which parameters to extract.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -692,13 +692,13 @@ impl<'o, O: Oracle> Seek<'o, O> {
         // A detector whose chain the injection does not reach (a residual shortcut could
         // carry the injected unit straight into the chain).
         let (injected, _) = self.topo.unit_injection(layer, tap, scale)?;
-        let found =
-            neuron.detectors.iter().position(|d| !self.topo.injection_reaches_chain(layer.source, injected, &d.chain));
+        let footprint = self.topo.injection_footprint(layer.source, injected);
+        let found = neuron.detectors.iter().position(|d| !footprint.meets(&d.chain));
         let which = match found {
             Some(i) => i,
             None => {
                 let before = self.oracle.queries();
-                let result = self.detector(layer, neuron.read, neuron.element, neuron.prefer, Some(injected));
+                let result = self.detector(layer, neuron.read, neuron.element, neuron.prefer, Some(&footprint));
                 acc.detector_queries += self.oracle.queries() - before;
                 let d = result?;
                 let before = self.oracle.queries();
@@ -761,7 +761,7 @@ impl<'o, O: Oracle> Seek<'o, O> {
         read: usize,
         element: usize,
         prefer: Option<usize>,
-        avoid: Option<usize>,
+        avoid: Option<&Footprint>,
     ) -> Result<Detector> {
         let mut last = None;
         let mut fallback = None;
@@ -771,7 +771,7 @@ impl<'o, O: Oracle> Seek<'o, O> {
             let first_half = attempt < retries.div_ceil(2);
             let prefer = if first_half { prefer } else { None };
             let chain = self.topo.chain(read, element, prefer, first_half, &mut self.rng)?;
-            if avoid.is_some_and(|e| self.topo.injection_reaches_chain(layer.source, e, &chain)) {
+            if avoid.is_some_and(|f| f.meets(&chain)) {
                 last = Some("every chain tried meets the injection".to_string());
                 continue;
             }

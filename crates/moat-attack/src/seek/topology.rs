@@ -82,6 +82,21 @@ pub(crate) struct Chain {
     pub end: usize,
 }
 
+/// The activation inputs an injected value reaches through linear nodes: `(node, mask)`.
+pub(crate) struct Footprint(Vec<(usize, Vec<u64>)>);
+
+impl Footprint {
+    /// Whether the injection reaches a live element of `chain` other than the read one: it
+    /// would then also move the detector.
+    pub fn meets(&self, chain: &Chain) -> bool {
+        chain
+            .alive
+            .iter()
+            .skip(1)
+            .any(|a| self.0.iter().any(|(node, mask)| *node == a.node && mask.get(a.element) == Some(&1)))
+    }
+}
+
 /// The attacker's analysis of the public graph.
 pub(crate) struct Topology {
     pub model: QuantizedGraph,
@@ -361,11 +376,11 @@ impl Topology {
         Ok(Chain { alive, end })
     }
 
-    /// Whether a value injected at element `element` of `source`'s output reaches a live
-    /// element of `chain` other than the read one through linear nodes (e.g. through a
-    /// residual shortcut): the injection would then also move the detector.
-    pub fn injection_reaches_chain(&self, source: Source, element: usize, chain: &Chain) -> bool {
-        let Source::Post(s) = source else { return false };
+    /// Where a value injected at element `element` of `source`'s output arrives through
+    /// linear nodes only (e.g. through a residual shortcut): the input masks of the
+    /// activations it reaches. Computed once per injection, checked against every chain.
+    pub fn injection_footprint(&self, source: Source, element: usize) -> Footprint {
+        let Source::Post(s) = source else { return Footprint(Vec::new()) };
         let nodes = self.graph().nodes();
         let mut masks: Vec<Option<Vec<u64>>> = vec![None; nodes.len() + 1];
         let mut start = vec![0u64; numel(self.graph().shape(ValueId::of_node(s)))];
@@ -373,13 +388,12 @@ impl Topology {
             *slot = 1;
         }
         masks[ValueId::of_node(s).0] = Some(start);
+        let mut reached = Vec::new();
         for (i, node) in nodes.iter().enumerate().skip(s + 1) {
             let out = match &node.op {
                 Op::Relu | Op::MaxPool(_) => {
-                    if let Some(m) = masks[node.inputs[0].0].as_ref()
-                        && chain.alive.iter().skip(1).any(|a| a.node == i && m.get(a.element) == Some(&1))
-                    {
-                        return true;
+                    if let Some(m) = masks[node.inputs[0].0].clone() {
+                        reached.push((i, m));
                     }
                     None
                 }
@@ -387,7 +401,7 @@ impl Topology {
             };
             masks[ValueId::of_node(i).0] = out;
         }
-        false
+        Footprint(reached)
     }
 
     /// A ReLU whose output only reaches a residual sum whose other operand already carries the
