@@ -9,8 +9,10 @@ use common::{
     values_with_edges,
 };
 use moat_mpc::bits::BitVec;
-use moat_mpc::protocols::{self, Config, cost};
-use moat_mpc::{BShare, MpcError, Result, reconstruct, reconstruct_bits, share_bits};
+use moat_mpc::protocols::cost::Prediction;
+use moat_mpc::protocols::{self, Config, Session, cost};
+use moat_mpc::transport::Channel;
+use moat_mpc::{AShare, BShare, MpcError, Result, reconstruct, reconstruct_bits, share_bits};
 use moat_nn::FixedPoint;
 use moat_nn::kernels::{Window, max_pool, pool_windows};
 use rand::{Rng, SeedableRng};
@@ -197,17 +199,31 @@ fn relu_traffic_matches_the_prediction_exactly() -> Result<()> {
     Ok(())
 }
 
-fn check_truncate(net: Net, fp: FixedPoint, shift: u32, n: usize) -> Result<()> {
-    let x = values_with_edges(fp, n, 11 + n as u64);
-    let (x0, x1) = share(fp, &x, 12);
+/// A truncation protocol: signed (`truncate_by`) or non-negative (`truncate_nonnegative`).
+type Truncation = fn(&mut Session, &mut dyn Channel, &AShare, u32) -> Result<AShare>;
+/// Its byte prediction.
+type TruncationCost = fn(usize, FixedPoint, u32, &Config) -> Prediction;
+
+/// Runs `protocol` on shares of `x` (`seeds`: the sharing's, the session's), checks every
+/// output against [`FixedPoint::truncate_by`] and both parties' traffic against `cost`.
+fn check_truncation(
+    (protocol, cost): (Truncation, TruncationCost),
+    net: Net,
+    fp: FixedPoint,
+    shift: u32,
+    x: Vec<u64>,
+    (share_seed, run_seed): (u64, u64),
+) -> Result<()> {
+    let n = x.len();
+    let (x0, x1) = share(fp, &x, share_seed);
     let config = Config::default();
     let (r0, r1) = run_protocol(
         net,
         fp,
         config,
-        shift as u64,
-        move |s, ch| protocols::truncate_by(s, ch, &x0, shift),
-        move |s, ch| protocols::truncate_by(s, ch, &x1, shift),
+        run_seed,
+        move |s, ch| protocol(s, ch, &x0, shift),
+        move |s, ch| protocol(s, ch, &x1, shift),
     )?;
     let y = reconstruct(&r0.out, &r1.out)?;
     for (i, (&v, &got)) in x.iter().zip(&y).enumerate() {
@@ -219,19 +235,35 @@ fn check_truncate(net: Net, fp: FixedPoint, shift: u32, n: usize) -> Result<()> 
             fp.to_signed(v)
         );
     }
-    let want = cost::truncate(n, fp, shift, &config);
-    assert_counters("truncate P0", r0.counters, want.p0);
-    assert_counters("truncate P1", r1.counters, want.p1);
+    let want = cost(n, fp, shift, &config);
+    assert_counters("truncation P0", r0.counters, want.p0);
+    assert_counters("truncation P1", r1.counters, want.p1);
     Ok(())
+}
+
+fn check_truncate(net: Net, fp: FixedPoint, shift: u32, n: usize) -> Result<()> {
+    let x = values_with_edges(fp, n, 11 + n as u64);
+    check_truncation((protocols::truncate_by, cost::truncate), net, fp, shift, x, (12, shift as u64))
+}
+
+fn check_truncate_nonnegative(net: Net, fp: FixedPoint, shift: u32, n: usize, seed: u64) -> Result<()> {
+    let x = values_nonnegative(fp, n, seed);
+    let protocol: (Truncation, TruncationCost) = (protocols::truncate_nonnegative, cost::truncate_nonnegative);
+    check_truncation(protocol, net, fp, shift, x, (seed + 1, seed))
+}
+
+/// The shifts each ring is checked at: f, 1 and ℓ − 1.
+fn edge_shifts(fp: FixedPoint) -> Vec<u32> {
+    let ell = fp.ring_bits();
+    let mut shifts = vec![fp.frac_bits(), 1, ell - 1];
+    shifts.dedup();
+    shifts.into_iter().filter(|&s| s > 0 && s < ell).collect()
 }
 
 #[test]
 fn truncation_is_exact_floor_at_the_edges() -> Result<()> {
     for fp in rings() {
-        let ell = fp.ring_bits();
-        let mut shifts = vec![fp.frac_bits(), 1, ell - 1];
-        shifts.dedup();
-        for shift in shifts.into_iter().filter(|&s| s > 0 && s < ell) {
+        for shift in edge_shifts(fp) {
             for n in SIZES {
                 check_truncate(Net::Memory, fp, shift, n)?;
             }
@@ -257,35 +289,10 @@ fn truncation_is_exact_floor_at_the_edges() -> Result<()> {
     Ok(())
 }
 
-fn check_truncate_nonnegative(net: Net, fp: FixedPoint, shift: u32, n: usize, seed: u64) -> Result<()> {
-    let x = values_nonnegative(fp, n, seed);
-    let (x0, x1) = share(fp, &x, seed + 1);
-    let config = Config::default();
-    let (r0, r1) = run_protocol(
-        net,
-        fp,
-        config,
-        seed,
-        move |s, ch| protocols::truncate_nonnegative(s, ch, &x0, shift),
-        move |s, ch| protocols::truncate_nonnegative(s, ch, &x1, shift),
-    )?;
-    let y = reconstruct(&r0.out, &r1.out)?;
-    for (i, (&v, &got)) in x.iter().zip(&y).enumerate() {
-        assert_eq!(got, fp.truncate_by(v, shift), "ℓ={} shift={shift}: x[{i}] = {v:#x}", fp.ring_bits());
-    }
-    let want = cost::truncate_nonnegative(n, fp, shift, &config);
-    assert_counters("truncate_nonnegative P0", r0.counters, want.p0);
-    assert_counters("truncate_nonnegative P1", r1.counters, want.p1);
-    Ok(())
-}
-
 #[test]
 fn nonnegative_truncation_is_exact_floor_at_the_edges() -> Result<()> {
     for fp in rings() {
-        let ell = fp.ring_bits();
-        let mut shifts = vec![fp.frac_bits(), 1, ell - 1];
-        shifts.dedup();
-        for shift in shifts.into_iter().filter(|&s| s > 0 && s < ell) {
+        for shift in edge_shifts(fp) {
             for n in SIZES {
                 check_truncate_nonnegative(Net::Memory, fp, shift, n, 31 + n as u64)?;
             }

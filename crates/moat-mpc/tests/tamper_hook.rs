@@ -168,28 +168,14 @@ fn honest_client_leaves_the_layer_unchanged_and_the_server_has_no_hook() -> Resu
         Config::default(),
         4,
         move |s, ch| {
-            let site = LayerSite {
-                node: 0,
-                name: "relu",
-                input_shape: &site_shape,
-                output_shape: &site_shape,
-                input_frac_bits: 12,
-                output_frac_bits: 12,
-            };
+            let site = flat_site("relu", &site_shape, 12, 12);
             // The server's behaviour argument is ignored: only the client holds a hook.
             let mut would_tamper =
                 FnBehaviour(|_: &ShareSite<'_>, share: &mut [u64]| share[0] = share[0].wrapping_add(999));
             relu_layer(s, ch, &x0, &site, &mut would_tamper)
         },
         move |s, ch| {
-            let site = LayerSite {
-                node: 0,
-                name: "relu",
-                input_shape: &site_shape,
-                output_shape: &site_shape,
-                input_frac_bits: 12,
-                output_frac_bits: 12,
-            };
+            let site = flat_site("relu", &site_shape, 12, 12);
             relu_layer(s, ch, &x1, &site, &mut Honest)
         },
     )?;
@@ -203,14 +189,7 @@ fn layers_refuse_scales_they_cannot_produce() -> Result<()> {
     let fp = FixedPoint::default();
     let (x0, x1) = share(fp, &common::values_with_edges(fp, 8, 1), 2);
     let shape = [8usize];
-    let site = |input_frac_bits, output_frac_bits| LayerSite {
-        node: 0,
-        name: "layer",
-        input_shape: &shape,
-        output_shape: &shape,
-        input_frac_bits,
-        output_frac_bits,
-    };
+    let site = |input_frac_bits, output_frac_bits| flat_site("layer", &shape, input_frac_bits, output_frac_bits);
     let (r0, r1) = run_protocol(
         Net::Memory,
         fp,
@@ -228,4 +207,9 @@ fn layers_refuse_scales_they_cannot_produce() -> Result<()> {
     assert_eq!(sent, 0, "refused before any message");
     drop(r1);
     Ok(())
+}
+
+/// Node 0 of a layer whose input and output have the same shape.
+fn flat_site<'a>(name: &'a str, shape: &'a [usize], input_frac_bits: u32, output_frac_bits: u32) -> LayerSite<'a> {
+    LayerSite { node: 0, name, input_shape: shape, output_shape: shape, input_frac_bits, output_frac_bits }
 }
