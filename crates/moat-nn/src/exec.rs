@@ -250,10 +250,17 @@ impl QuantizedGraph {
         &self.layers
     }
 
-    /// Encodes a float sample at scale 2^f.
+    /// Encodes a float sample at scale 2^f; a non-finite value or one outside the fixed-point
+    /// range is refused (never saturated or wrapped), naming its index.
     pub fn encode_input(&self, input: &[f32]) -> Result<Vec<u64>> {
         check_input(&self.graph, input.len())?;
-        Ok(input.iter().map(|&x| self.fixed.encode(x as f64)).collect())
+        let encode = |(i, &x): (usize, &f32)| {
+            self.fixed.try_encode(f64::from(x)).map_err(|e| match e {
+                NnError::FixedPoint(m) => NnError::FixedPoint(format!("input value {i}: {m}")),
+                other => other,
+            })
+        };
+        input.iter().enumerate().map(encode).collect()
     }
 
     /// The linear map of node `index` applied to `input` (a value or an additive share of one),

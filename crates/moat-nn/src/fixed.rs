@@ -89,6 +89,27 @@ impl FixedPoint {
         self.from_signed(v as i64)
     }
 
+    /// The largest magnitude an activation can have: `2^(ℓ−1−f)` (2^24 for ℓ = 37, f = 12).
+    pub fn max_real(&self) -> f64 {
+        2f64.powi(self.ring_bits as i32 - 1 - self.frac_bits as i32)
+    }
+
+    /// [`Self::encode`] for values from outside (model inputs): refuses a non-finite value or
+    /// one outside `(−max_real, max_real)` instead of saturating it, which would silently
+    /// change the answer.
+    pub fn try_encode(&self, x: f64) -> Result<u64> {
+        let limit = self.max_real();
+        if !x.is_finite() || x.abs() >= limit {
+            return Err(NnError::FixedPoint(format!(
+                "{x} is outside the fixed-point range (|x| < 2^{} = {limit}) of ℓ = {}, f = {}",
+                self.ring_bits - 1 - self.frac_bits,
+                self.ring_bits,
+                self.frac_bits
+            )));
+        }
+        Ok(self.encode(x))
+    }
+
     /// Encodes a real at scale 2^f.
     pub fn encode(&self, x: f64) -> u64 {
         self.encode_at(x, self.frac_bits)

@@ -197,6 +197,46 @@ pub struct Node {
     pub inputs: Vec<ValueId>,
 }
 
+/// Largest magnitude of a parameter (weight, bias, batch-norm statistic): far above any trained
+/// model's, and far below where a layer's sums stop meaning anything in `f32` or fit no
+/// fixed-point encoding.
+pub const MAX_PARAMETER: f32 = 1e7;
+
+/// Largest number of values (all intermediate tensors of one sample together) a graph may
+/// declare: 2^28 (1 GiB of `f32`), about 25× ResNet-50's at 224×224.
+pub const MAX_VALUES: usize = 1 << 28;
+
+/// Refuses a non-finite parameter or one beyond [`MAX_PARAMETER`], naming the node, the tensor
+/// and the element.
+fn check_parameters(node: &Node) -> Result<()> {
+    let tensors: Vec<(&str, &[f32])> = match &node.op {
+        Op::Conv2d(c) => vec![("weight", c.weight.data()), ("bias", &c.bias)],
+        Op::Dense(d) => vec![("weight", d.weight.data()), ("bias", &d.bias)],
+        Op::BatchNorm(b) => {
+            vec![
+                ("scale", &b.gamma),
+                ("shift", &b.beta),
+                ("mean", &b.mean),
+                ("variance", &b.var),
+                ("epsilon", std::slice::from_ref(&b.eps)),
+            ]
+        }
+        _ => Vec::new(),
+    };
+    for (tensor, values) in tensors {
+        if let Some((i, v)) = values.iter().enumerate().find(|(_, v)| !v.is_finite() || v.abs() > MAX_PARAMETER) {
+            return Err(NnError::node(
+                &node.name,
+                node.op.kind(),
+                format!(
+                    "{tensor} element {i} is {v}: parameters must be finite and at most {MAX_PARAMETER:e} in magnitude"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// A shape-checked model graph. See the module documentation.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Graph {
@@ -224,6 +264,14 @@ impl Graph {
             if !seen.insert(node.name.as_str()) {
                 return Err(NnError::node(&node.name, node.op.kind(), "duplicate node name"));
             }
+            check_parameters(node)?;
+        }
+        let total = shapes.iter().try_fold(0usize, |sum, s| sum.checked_add(numel(s)));
+        if total.is_none_or(|t| t > MAX_VALUES) {
+            return Err(NnError::Graph(format!(
+                "the declared shapes add up to more than {MAX_VALUES} values per sample (input {input_shape:?}); \
+                 moat refuses models this large"
+            )));
         }
         Ok(Self { name: name.into(), input_shape, nodes, output, shapes })
     }

@@ -112,8 +112,9 @@ impl TcpChannel {
         })
     }
 
-    /// Connects to `addr`, retrying refused connections until [`ChannelConfig::connect_timeout`]
-    /// (the peer may not be listening yet).
+    /// Connects to `addr` within [`ChannelConfig::connect_timeout`]. A refused connection
+    /// (nothing listens there) is reported at once as [`io::ErrorKind::ConnectionRefused`] when
+    /// every address refused; other failures are retried until the deadline.
     pub fn connect(addr: impl ToSocketAddrs, config: ChannelConfig) -> Result<Self, TransportError> {
         let addrs: Vec<SocketAddr> = addr
             .to_socket_addrs()
@@ -122,6 +123,7 @@ impl TcpChannel {
         let deadline = Instant::now() + config.connect_timeout;
         loop {
             let mut last_err = None;
+            let mut refused = Vec::new();
             for a in &addrs {
                 let remaining = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
                 match TcpStream::connect_timeout(a, remaining) {
@@ -129,15 +131,21 @@ impl TcpChannel {
                         debug!(peer = %a, "connected");
                         return Self::from_stream(stream, config);
                     }
+                    Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => refused.push(a.to_string()),
                     Err(e) => last_err = Some(e),
                 }
             }
+            if !addrs.is_empty() && refused.len() == addrs.len() {
+                return Err(TransportError::Io {
+                    context: "connecting",
+                    kind: io::ErrorKind::ConnectionRefused,
+                    message: format!("connection refused by {} (nothing listens there)", refused.join(", ")),
+                });
+            }
             if Instant::now() >= deadline {
                 return Err(match last_err {
-                    Some(e) if e.kind() != io::ErrorKind::ConnectionRefused => {
-                        TransportError::from_io("connecting", &e, config.connect_timeout)
-                    }
-                    _ => TransportError::Timeout { after: config.connect_timeout },
+                    Some(e) => TransportError::from_io("connecting", &e, config.connect_timeout),
+                    None => TransportError::Timeout { after: config.connect_timeout },
                 });
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -465,13 +473,16 @@ mod tests {
     }
 
     #[test]
-    fn connect_times_out_when_nobody_listens() {
+    fn a_refused_connection_is_reported_as_refused_at_once() {
         // Bind then drop to get a port that is (almost certainly) closed.
         let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(1);
-        let config = cfg(100).with_connect_timeout(Duration::from_millis(300));
+        let config = cfg(100).with_connect_timeout(Duration::from_secs(5));
         let start = Instant::now();
         let err = TcpChannel::connect(("127.0.0.1", port), config);
-        assert!(matches!(err, Err(TransportError::Timeout { .. })), "{err:?}");
-        assert!(start.elapsed() < Duration::from_secs(3));
+        assert!(
+            matches!(&err, Err(TransportError::Io { kind: io::ErrorKind::ConnectionRefused, message, .. }) if message.contains("refused")),
+            "{err:?}"
+        );
+        assert!(start.elapsed() < Duration::from_secs(1), "{:?}", start.elapsed());
     }
 }

@@ -284,12 +284,21 @@ impl<'m> Importer<'m> {
         let shape = dims[1..]
             .iter()
             .map(|d| match d.value {
-                Some(DimensionValue::DimValue(v)) => usize::try_from(v).ok().filter(|&v| (1..=LIMIT).contains(&v)),
+                Some(DimensionValue::DimValue(v)) => u64::try_from(v).ok().filter(|&v| v >= 1),
                 _ => None,
             })
+            .collect::<Option<Vec<u64>>>()
+            .ok_or_else(|| bad(format!("has shape {}; moat needs concrete, positive per-sample sizes", show())))?;
+        let total = shape.iter().try_fold(1u64, |acc, &d| acc.checked_mul(d));
+        let shape: Vec<usize> = shape
+            .iter()
+            .map(|&d| usize::try_from(d).ok().filter(|&d| d <= LIMIT))
             .collect::<Option<Vec<usize>>>()
             .filter(|s| checked_numel(s).is_some())
-            .ok_or_else(|| bad(format!("has shape {}; moat needs concrete, positive per-sample sizes", show())))?;
+            .ok_or_else(|| {
+                let count = total.map_or_else(|| "more than 2^64".to_string(), |t| t.to_string());
+                bad(format!("has shape {}: {count} values per sample, more than the {LIMIT} moat accepts", show()))
+            })?;
         self.shapes.push(shape.clone());
         self.pending.push(0);
         self.moat_readers.push(0);
@@ -583,6 +592,25 @@ impl<'m> Importer<'m> {
     }
 }
 
+/// ONNX graphs are in single static assignment form: a node output may not reuse the name of
+/// the graph input, an initializer or an earlier output (the later one would silently win).
+fn check_single_assignment(graph: &GraphProto) -> Result<()> {
+    let mut defined: HashSet<&str> =
+        graph.input.iter().map(|i| i.name.as_str()).chain(graph.initializer.iter().map(|t| t.name.as_str())).collect();
+    for (index, node) in graph.node.iter().enumerate() {
+        for out in node.output.iter().filter(|o| !o.is_empty()) {
+            if !defined.insert(out.as_str()) {
+                let label = if node.name.is_empty() { format!("#{index}") } else { format!("'{}'", node.name) };
+                return Err(NnError::Onnx(format!(
+                    "{} node {label} defines value '{out}', which is already defined (ONNX values are assigned once)",
+                    node.op_type
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Imports a decoded ONNX model; `fallback_name` names the graph when the file does not.
 pub(super) fn import_model(model: &ModelProto, fallback_name: &str) -> Result<Graph> {
     let graph = model
@@ -604,6 +632,7 @@ pub(super) fn import_model(model: &ModelProto, fallback_name: &str) -> Result<Gr
     if opset > MAX_OPSET {
         tracing::warn!(opset, "ONNX opset newer than {MAX_OPSET}; importing with opset-{MAX_OPSET} semantics");
     }
+    check_single_assignment(graph)?;
     let mut importer = Importer::new(graph, opset);
     let input_shape = importer.bind_input()?;
     for (index, node) in graph.node.iter().enumerate() {
