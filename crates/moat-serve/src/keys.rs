@@ -220,6 +220,20 @@ impl KeyStore {
         }
     }
 
+    /// Refuses a caller whose budget is spent (not even one sample left), so a request from it
+    /// is turned away before its body is read or parsed. Charges nothing.
+    pub fn check_budget_left(&self, caller: &Caller) -> Result<(), Refusal> {
+        let Some(key) = &caller.key else { return Ok(()) };
+        let keys = self.lock();
+        let Some(state) = keys.get(key) else { return Err(Refusal::UnknownKey) };
+        match state.settings.budget {
+            Some(budget) if state.used >= budget => {
+                Err(Refusal::BudgetExhausted { name: state.name.clone(), used: state.used, budget, requested: 1 })
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Charges `samples` against the caller's budget, all or nothing.
     pub fn charge(&self, caller: &Caller, samples: u64) -> Result<(), Refusal> {
         let Some(key) = &caller.key else { return Ok(()) };

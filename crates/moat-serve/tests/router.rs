@@ -458,7 +458,28 @@ async fn keys_budgets_rate_limits_and_audit() -> TestResult {
     assert!(metrics.contains("moat_rejections_total{reason=\"budget_exhausted\"} 1\n"), "{metrics}");
     assert!(metrics.contains("moat_rejections_total{reason=\"rate_limited\"} 1\n"));
     assert!(metrics.contains("moat_rejections_total{reason=\"unauthorized\"} 3\n"));
+    // Spend alice's last sample; then her requests are refused before their body is read (this
+    // body fails the request with a 400 as soon as anyone polls it).
+    let headers = [("content-type", "application/json"), ("authorization", "Bearer alice-key")];
+    let one = infer_body(&digits(1)?).to_string();
+    assert_eq!(call(app, "POST", "/v2/models/fast/infer", &headers, one).await?.status, StatusCode::OK);
+    call(app, "POST", "/v2/models/fast/infer", &headers, Body::from_stream(Unreadable))
+        .await?
+        .assert_error(StatusCode::TOO_MANY_REQUESTS, "5 of 5 samples used")?;
     Ok(())
+}
+
+/// A request body that fails when read.
+struct Unreadable;
+
+impl futures_core::Stream for Unreadable {
+    type Item = Result<Bytes, std::io::Error>;
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        std::task::Poll::Ready(Some(Err(std::io::Error::other("the body was read"))))
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

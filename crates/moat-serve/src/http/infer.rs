@@ -268,6 +268,11 @@ async fn infer_inner(
             state.metrics.rejections.inc(&["rate_limited"]);
             AppError::from(r)
         })?;
+        // A spent key is refused before its body is read.
+        keys.check_budget_left(caller).map_err(|r| {
+            state.metrics.rejections.inc(&["budget_exhausted"]);
+            AppError::from(r)
+        })?;
     }
     if let Some(enc) = headers.get(header::CONTENT_ENCODING)
         && enc.as_bytes() != b"identity"

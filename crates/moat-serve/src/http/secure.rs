@@ -108,6 +108,11 @@ async fn admit_inner(
             state.metrics.rejections.inc(&["rate_limited"]);
             AppError::from(r)
         })?;
+        // A spent key is refused before its body is read.
+        keys.check_budget_left(caller).map_err(|r| {
+            state.metrics.rejections.inc(&["budget_exhausted"]);
+            AppError::from(r)
+        })?;
     }
     let bytes = read_body(body, headers, state.limits.max_body_bytes).await?;
     let request: AdmissionRequest = if bytes.iter().all(u8::is_ascii_whitespace) {
