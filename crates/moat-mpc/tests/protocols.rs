@@ -418,8 +418,8 @@ fn max_pool_equals_the_plaintext_kernel() -> Result<()> {
                 move |s, ch| protocols::max_pool(s, ch, &x1, &w1),
             )?;
             assert_eq!(reconstruct(&r0.out, &r1.out)?, want, "ℓ={} {win:?}", fp.ring_bits());
-            let sizes: Vec<usize> = windows.iter().map(Vec::len).collect();
-            let pred = cost::max_pool(&sizes, fp, &Config::default());
+            let plan = protocols::maxpool::Plan::new(&windows, n)?;
+            let pred = cost::max_pool(&plan, fp, &Config::default());
             assert_counters("max_pool P0", r0.counters, pred.p0);
             assert_counters("max_pool P1", r1.counters, pred.p1);
         }
@@ -559,7 +559,9 @@ fn documented_costs_hold() {
     let ratio = cost::truncate_nonnegative(n, fp, 12, &c).bytes_total() as f64
         / cost::truncate(n, fp, 12, &c).bytes_total() as f64;
     assert!((0.3..0.35).contains(&ratio), "{ratio}");
-    check("max_pool 2x2", cost::max_pool(&vec![4; n], fp, &c), n, 2625.0..2632.0, (8, 11));
+    let disjoint: Vec<Vec<usize>> = (0..n).map(|w| (4 * w..4 * w + 4).collect()).collect();
+    let plan = protocols::maxpool::Plan::new(&disjoint, 4 * n).expect("valid windows");
+    check("max_pool 2x2", cost::max_pool(&plan, fp, &c), n, 2625.0..2632.0, (8, 11));
     check("argmax K=10", cost::argmax(n, 10, fp, &c), n, 8250.0..8265.0, (17, 21));
     // Smaller leaves: smaller tables, but more triples and tree levels.
     let k4 = Config { chunk_bits: 4, ..Config::default() };

@@ -26,6 +26,7 @@
 //! learn sender key bits by sending inconsistent columns (a KOS-style check would be needed).
 
 pub mod base;
+pub mod ferret;
 pub mod iknp;
 pub mod one_of_n;
 pub mod prim;

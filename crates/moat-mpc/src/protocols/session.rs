@@ -5,6 +5,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 
 use crate::error::{MpcError, Result};
+use crate::ot::ferret::{self, FerretParams};
 use crate::ot::{OtReceiver, OtSender, iknp};
 use crate::shares::Party;
 use crate::transport::Channel;
@@ -84,6 +85,19 @@ impl Session {
         let mut rng = ChaCha20Rng::seed_from_u64(seed);
         let mut ot_rng = ChaCha20Rng::from_rng(&mut rng);
         let (sender, receiver) = iknp::setup_both(ch, party, &mut ot_rng)?;
+        Ok(Self::from_parts(party, fp, Box::new(sender), Box::new(receiver), rng))
+    }
+
+    /// [`Session::setup`] with Ferret silent OT ([`ferret`], parameters
+    /// [`FerretParams::B13`]) bootstrapped by the IKNP pair, in both directions: ≈ 3.3 MB
+    /// and 8 more flights at setup; every random OT then costs ≈ 0.055 + 0.125 bytes instead
+    /// of IKNP's 16 (plus a main round of ≈ 0.55 MB per 10 M OTs, run when a pool runs dry).
+    pub fn setup_silent(ch: &mut dyn Channel, party: Party, fp: FixedPoint, seed: u64) -> Result<Self> {
+        let mut rng = ChaCha20Rng::seed_from_u64(seed);
+        let mut ot_rng = ChaCha20Rng::from_rng(&mut rng);
+        let (mut base_s, mut base_r) = iknp::setup_both(ch, party, &mut ot_rng)?;
+        let (sender, receiver) =
+            ferret::setup_both(ch, party, &mut base_s, &mut base_r, FerretParams::B13, &mut ot_rng)?;
         Ok(Self::from_parts(party, fp, Box::new(sender), Box::new(receiver), rng))
     }
 

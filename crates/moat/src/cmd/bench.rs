@@ -391,8 +391,9 @@ fn predicted(args: &Args, fp: FixedPoint, config: &Config, work: &Workload) -> c
         Protocol::Trunc if args.nonnegative => cost::truncate_nonnegative(work.elements, fp, fp.frac_bits(), config),
         Protocol::Trunc => cost::truncate(work.elements, fp, fp.frac_bits(), config),
         Protocol::Maxpool => {
-            let sizes: Vec<usize> = work.pool.as_ref().map(|p| p.2.iter().map(Vec::len).collect()).unwrap_or_default();
-            cost::max_pool(&sizes, fp, config)
+            let windows = work.pool.as_ref().map(|p| &p.2[..]).unwrap_or_default();
+            let plan = protocols::maxpool::Plan::new(windows, work.x.len()).unwrap_or_default();
+            cost::max_pool(&plan, fp, config)
         }
         Protocol::Argmax => cost::argmax(work.elements, args.classes, fp, config),
     }
