@@ -79,6 +79,10 @@ pub struct Hello {
     pub frac_bits: u32,
     /// BFV ring degree N.
     pub he_degree: usize,
+    /// The non-linear layers run on Ferret silent OT ([`Session::setup_silent`]) instead of
+    /// IKNP ([`Session::setup`]); absent (older servers) means IKNP.
+    #[serde(default)]
+    pub silent_ot: bool,
 }
 
 /// HE parameters for a ring degree (the vetted sets of [`HeParams`]).
@@ -163,12 +167,17 @@ impl ServerModel {
             ring_bits: fixed.ring_bits(),
             frac_bits: fixed.frac_bits(),
             he_degree: self.params.degree(),
+            silent_ot: options.silent_ot,
         };
         let mut seeds = ChaCha20Rng::seed_from_u64(seed);
         ch.set_phase("setup");
         let json = serde_json::to_vec(&hello).map_err(|e| MpcError::invalid("hello", e.to_string()))?;
         ch.send(&json)?;
-        let mut session = Session::setup(ch, Party::P0, fixed, seeds.next_u64())?;
+        let mut session = if options.silent_ot {
+            Session::setup_silent(ch, Party::P0, fixed, seeds.next_u64())?
+        } else {
+            Session::setup(ch, Party::P0, fixed, seeds.next_u64())?
+        };
         let mut he = HeServer::setup(&self.params, ch, seeds.next_u64())?;
         // The hardening noise: one stream for the session, so every query draws fresh values.
         let mut noise_rng = ChaCha20Rng::seed_from_u64(seeds.next_u64());
@@ -222,6 +231,9 @@ pub struct ServeOptions {
     /// (`2f` behind a deferred truncation, else `f`), and `logit_noise` on the logits, drawn
     /// fresh for every query from a stream seeded by the session seed. It costs no traffic.
     pub hardening: Hardening,
+    /// Run the session's OT as Ferret silent OT ([`Session::setup_silent`]: ≈ 0.2 bytes per
+    /// random OT instead of 16, ≈ 330 MB of OT pools per party); the client follows the hello.
+    pub silent_ot: bool,
 }
 
 /// Wall time of one node in the last inference (both parties advance in lock step, so the
@@ -279,7 +291,11 @@ impl ClientSession {
             .map(|i| shape_of(&model, i)?.map(|shape| params.plan(shape)).transpose())
             .collect::<Result<_>>()?;
         let layout = Layout::new(&model)?;
-        let session = Session::setup(ch, Party::P1, fixed, seeds.next_u64())?;
+        let session = if hello.silent_ot {
+            Session::setup_silent(ch, Party::P1, fixed, seeds.next_u64())?
+        } else {
+            Session::setup(ch, Party::P1, fixed, seeds.next_u64())?
+        };
         let mut he = HeClient::new(&params, seeds.next_u64())?;
         he.setup(ch)?;
         Ok(Self { model, layout, session, he, plans, hello, timings: Vec::new() })

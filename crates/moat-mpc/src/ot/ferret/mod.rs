@@ -364,6 +364,26 @@ impl Pool {
     fn available(&self) -> usize {
         self.blocks.len() - self.used
     }
+
+    /// Keeps the unused rest, then appends `out[reserved..]` (in place: no second copy of a
+    /// 160 MB round).
+    fn refill(&mut self, mut out: Vec<Block>, reserved: usize) {
+        let rest = self.blocks.len() - self.used;
+        // The rest (if any) takes the place of the front of `out` that goes to the next base.
+        if rest <= reserved {
+            let start = reserved - rest;
+            out[start..reserved].copy_from_slice(&self.blocks[self.used..]);
+            out.drain(..start);
+        } else {
+            let mut blocks = Vec::with_capacity(rest + out.len() - reserved);
+            blocks.extend_from_slice(&self.blocks[self.used..]);
+            blocks.extend_from_slice(&out[reserved..]);
+            out = blocks;
+        }
+        self.blocks = out;
+        self.used = 0;
+        self.rounds += 1;
+    }
 }
 
 /// The Ferret COT sender: holds `Δ` and a pool of `K` blocks.
@@ -462,11 +482,7 @@ impl FerretSender {
         ch.send(&reply.to_bytes())?;
         ch.flush()?;
         self.base.copy_from_slice(&out[..p.consumed()]);
-        let rest = &self.pool.blocks[self.pool.used..];
-        let mut blocks = Vec::with_capacity(rest.len() + out.len() - p.consumed());
-        blocks.extend_from_slice(rest);
-        blocks.extend_from_slice(&out[p.consumed()..]);
-        self.pool = Pool { blocks, used: 0, rounds: self.pool.rounds + 1 };
+        self.pool.refill(out, p.consumed());
         Ok(())
     }
 
@@ -555,11 +571,7 @@ impl FerretReceiver {
         let reply = TreeMsg::from_bytes(&ch.recv()?, &p)?;
         let out = round.finish_with(&reply, &self.code, &self.eng);
         self.base = out[..p.consumed()].to_vec();
-        let rest = &self.pool.blocks[self.pool.used..];
-        let mut blocks = Vec::with_capacity(rest.len() + out.len() - p.consumed());
-        blocks.extend_from_slice(rest);
-        blocks.extend_from_slice(&out[p.consumed()..]);
-        self.pool = Pool { blocks, used: 0, rounds: self.pool.rounds + 1 };
+        self.pool.refill(out, p.consumed());
         Ok(())
     }
 
