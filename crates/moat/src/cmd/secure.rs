@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use moat_mpc::engine::{ClientSession, Hardening, Honest, Reveal, Revealed, ServeOptions, ServerModel};
-use moat_mpc::transport::tcp::TcpChannel;
 use moat_mpc::transport::shaped::{NetworkModel, Shaped};
+use moat_mpc::transport::tcp::TcpChannel;
 use moat_mpc::transport::{Channel, ChannelConfig};
 use moat_nn::QuantizedGraph;
 use serde::Serialize;
@@ -96,10 +96,7 @@ impl ShapeArgs {
         if !(mbps > 0.0) || !(rtt >= 0.0 && rtt.is_finite()) {
             bail!("--bandwidth-mbps must be positive and --rtt-ms non-negative and finite");
         }
-        Ok(Some(NetworkModel {
-            bandwidth_bits_per_sec: mbps * 1e6,
-            latency: Duration::from_secs_f64(rtt / 2e3),
-        }))
+        Ok(Some(NetworkModel { bandwidth_bits_per_sec: mbps * 1e6, latency: Duration::from_secs_f64(rtt / 2e3) }))
     }
 
     /// The same flags for a child process.
