@@ -82,7 +82,12 @@ impl Session {
     /// and returns the session. `seed` drives all of this party's randomness (base OTs, its
     /// shares, its OT choice bits); the two parties must use independent seeds.
     pub fn setup(ch: &mut dyn Channel, party: Party, fp: FixedPoint, seed: u64) -> Result<Self> {
-        let mut rng = ChaCha20Rng::seed_from_u64(seed);
+        Self::setup_with_rng(ch, party, fp, ChaCha20Rng::seed_from_u64(seed))
+    }
+
+    /// [`Self::setup`] driven by `rng` (e.g. a generator keyed by a 256-bit
+    /// [`crate::seed::Seed`]).
+    pub fn setup_with_rng(ch: &mut dyn Channel, party: Party, fp: FixedPoint, mut rng: ChaCha20Rng) -> Result<Self> {
         let mut ot_rng = ChaCha20Rng::from_rng(&mut rng);
         let (sender, receiver) = iknp::setup_both(ch, party, &mut ot_rng)?;
         Ok(Self::from_parts(party, fp, Box::new(sender), Box::new(receiver), rng))
@@ -95,7 +100,17 @@ impl Session {
     /// 1 bit (the choice derandomisation) plus ≈ 0.055 bytes of the next main round (run
     /// when a pool runs dry) instead of IKNP's 16 bytes.
     pub fn setup_silent(ch: &mut dyn Channel, party: Party, fp: FixedPoint, seed: u64) -> Result<Self> {
-        let mut rng = ChaCha20Rng::seed_from_u64(seed);
+        Self::setup_silent_with_rng(ch, party, fp, ChaCha20Rng::seed_from_u64(seed))
+    }
+
+    /// [`Self::setup_silent`] driven by `rng` (e.g. a generator keyed by a 256-bit
+    /// [`crate::seed::Seed`]).
+    pub fn setup_silent_with_rng(
+        ch: &mut dyn Channel,
+        party: Party,
+        fp: FixedPoint,
+        mut rng: ChaCha20Rng,
+    ) -> Result<Self> {
         let mut ot_rng = ChaCha20Rng::from_rng(&mut rng);
         let (mut base_s, mut base_r) = iknp::setup_both(ch, party, &mut ot_rng)?;
         let (mut sender, mut receiver) =
