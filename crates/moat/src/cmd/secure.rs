@@ -96,7 +96,7 @@ impl ShapeArgs {
         }
         let mbps = self.bandwidth_mbps.unwrap_or(f64::INFINITY);
         let rtt = self.rtt_ms.unwrap_or(0.0);
-        if !(mbps > 0.0) || !(rtt >= 0.0 && rtt.is_finite()) {
+        if mbps.is_nan() || mbps <= 0.0 || !rtt.is_finite() || rtt < 0.0 {
             bail!("--bandwidth-mbps must be positive and --rtt-ms non-negative and finite");
         }
         Ok(Some(NetworkModel { bandwidth_bits_per_sec: mbps * 1e6, latency: Duration::from_secs_f64(rtt / 2e3) }))

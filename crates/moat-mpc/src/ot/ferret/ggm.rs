@@ -131,6 +131,7 @@ impl TreePrg {
 }
 
 #[cfg(test)]
+#[allow(clippy::needless_range_loop)] // index loops over several arrays read best in tests
 mod tests {
     use super::*;
 

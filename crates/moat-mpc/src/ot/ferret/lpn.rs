@@ -76,6 +76,7 @@ impl LpnCode {
 }
 
 #[cfg(test)]
+#[allow(clippy::needless_range_loop)] // index loops over several arrays read best in tests
 mod tests {
     use super::*;
 

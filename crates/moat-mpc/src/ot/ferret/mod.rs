@@ -684,4 +684,5 @@ impl OtReceiver for FerretReceiver {
 }
 
 #[cfg(test)]
+#[allow(clippy::needless_range_loop)] // index loops over several arrays read best in tests
 mod tests;
