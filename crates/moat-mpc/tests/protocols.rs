@@ -5,14 +5,14 @@
 mod common;
 
 use common::{
-    NETS, Net, assert_counters, ring, rings, run_protocol, share, values_in_half_range, values_nonnegative,
+    NETS, Net, assert_counters, ring, rings, run_pair, run_protocol, share, values_in_half_range, values_nonnegative,
     values_with_edges,
 };
 use moat_mpc::bits::BitVec;
 use moat_mpc::protocols::cost::Prediction;
 use moat_mpc::protocols::{self, Config, Session, cost};
 use moat_mpc::transport::Channel;
-use moat_mpc::{AShare, BShare, MpcError, Result, reconstruct, reconstruct_bits, share_bits};
+use moat_mpc::{AShare, BShare, MpcError, Party, Result, reconstruct, reconstruct_bits, share_bits};
 use moat_nn::FixedPoint;
 use moat_nn::kernels::{Window, max_pool, pool_windows};
 use rand::{Rng, SeedableRng};
@@ -163,6 +163,46 @@ fn relu_is_exact_on_every_ring_and_batch_size() -> Result<()> {
         check_relu(Net::Memory, ring(37, 12), 333, Config { chunk_bits, ..Config::default() })?;
     }
     check_relu(Net::Memory, ring(37, 12), 70_001, Config::default())
+}
+
+/// The same protocols on Ferret silent OT (one session, both directions, 3-bit leaves): ReLU,
+/// non-negative truncation and a 3×3 stride-2 max pool stay exact, and a ReLU costs ≤ 60 B.
+#[test]
+fn ferret_sessions_are_exact_and_cheap() -> Result<()> {
+    let fp = ring(37, 12);
+    let n = 50_000;
+    let x = values_with_edges(fp, n, 11);
+    let (x0, x1) = share(fp, &x, 12);
+    let pos: Vec<u64> =
+        x.iter().map(|&v| if fp.is_negative(v) { fp.sub(0, v) } else { v } & (fp.mask() >> 2)).collect();
+    let (p0, p1) = share(fp, &pos, 13);
+    let win = Window { in_hw: [16, 16], kernel: [3, 3], stride: [2, 2], padding: [0; 4] };
+    let windows = pool_windows(2, win);
+    let pooled_in = values_in_half_range(fp, 512, 14);
+    let (m0, m1) = share(fp, &pooled_in, 15);
+    let config = Config { chunk_bits: 3, ..Config::default() };
+    let w0 = windows.clone();
+    let party = move |party: Party, seed: u64, x: AShare, p: AShare, m: AShare, w: Vec<Vec<usize>>| {
+        move |ch: &mut dyn Channel| -> Result<_> {
+            let mut s = Session::setup_silent(ch, party, fp, seed)?.with_config(config)?;
+            let before = ch.stats().total().bytes_total();
+            let y = protocols::relu(&mut s, ch, &x)?;
+            let relu_bytes = ch.stats().total().bytes_total() - before;
+            let t = protocols::truncate_nonnegative(&mut s, ch, &p, 12)?;
+            let mp = protocols::max_pool(&mut s, ch, &m, &w)?;
+            Ok((y, t, mp, relu_bytes))
+        }
+    };
+    let (a, b) =
+        run_pair(Net::Tcp, party(Party::P0, 1, x0, p0, m0, w0), party(Party::P1, 2, x1, p1, m1, windows.clone()))?;
+    assert_eq!(reconstruct(&a.0, &b.0)?, relu_plain(fp, &x));
+    let want_t: Vec<u64> = pos.iter().map(|&v| v >> 12).collect();
+    assert_eq!(reconstruct(&a.1, &b.1)?, want_t);
+    let want_mp = max_pool(&pooled_in, 2, win, |u, v| fp.to_signed(u) > fp.to_signed(v));
+    assert_eq!(reconstruct(&a.2, &b.2)?, want_mp);
+    let per = (a.3 as f64) / n as f64;
+    assert!(per <= 60.0, "{per} bytes per ReLU");
+    Ok(())
 }
 
 #[test]
@@ -418,8 +458,8 @@ fn max_pool_equals_the_plaintext_kernel() -> Result<()> {
                 move |s, ch| protocols::max_pool(s, ch, &x1, &w1),
             )?;
             assert_eq!(reconstruct(&r0.out, &r1.out)?, want, "ℓ={} {win:?}", fp.ring_bits());
-            let sizes: Vec<usize> = windows.iter().map(Vec::len).collect();
-            let pred = cost::max_pool(&sizes, fp, &Config::default());
+            let plan = protocols::maxpool::Plan::new(&windows, n)?;
+            let pred = cost::max_pool(&plan, fp, &Config::default());
             assert_counters("max_pool P0", r0.counters, pred.p0);
             assert_counters("max_pool P1", r1.counters, pred.p1);
         }
@@ -559,7 +599,12 @@ fn documented_costs_hold() {
     let ratio = cost::truncate_nonnegative(n, fp, 12, &c).bytes_total() as f64
         / cost::truncate(n, fp, 12, &c).bytes_total() as f64;
     assert!((0.3..0.35).contains(&ratio), "{ratio}");
-    check("max_pool 2x2", cost::max_pool(&vec![4; n], fp, &c), n, 2625.0..2632.0, (8, 11));
+    let disjoint: Vec<Vec<usize>> = (0..n).map(|w| (4 * w..4 * w + 4).collect()).collect();
+    if let Ok(plan) = protocols::maxpool::Plan::new(&disjoint, 4 * n) {
+        check("max_pool 2x2", cost::max_pool(&plan, fp, &c), n, 2625.0..2632.0, (8, 11));
+    } else {
+        panic!("disjoint windows rejected");
+    }
     check("argmax K=10", cost::argmax(n, 10, fp, &c), n, 8250.0..8265.0, (17, 21));
     // Smaller leaves: smaller tables, but more triples and tree levels.
     let k4 = Config { chunk_bits: 4, ..Config::default() };
@@ -580,7 +625,18 @@ fn cost_table() {
     let per = |p: cost::Prediction| (p.bytes_total() as f64 / n as f64, p.p0.rounds, p.p1.rounds);
     println!("millionaire36 {:?}", per(cost::millionaire(n, 36, 0, &c)));
     println!("mux {:?} b2a {:?}", per(cost::mux(n, fp)), per(cost::b2a(n, fp)));
-    println!("maxpool2x2 {:?}", per(cost::max_pool(&vec![4; n], fp, &c)));
+    let disjoint: Vec<Vec<usize>> = (0..n).map(|w| (4 * w..4 * w + 4).collect()).collect();
+    if let Ok(plan) = protocols::maxpool::Plan::new(&disjoint, 4 * n) {
+        println!("maxpool2x2 {:?}", per(cost::max_pool(&plan, fp, &c)));
+    }
+    let win = Window { in_hw: [56, 56], kernel: [3, 3], stride: [2, 2], padding: [0; 4] };
+    let windows = pool_windows(1, win);
+    if let Ok(plan) = protocols::maxpool::Plan::new(&windows, 56 * 56) {
+        println!(
+            "maxpool3x3s2 on 56x56: {:.2} comparisons per output",
+            plan.comparisons() as f64 / windows.len() as f64
+        );
+    }
     println!("argmax10 {:?}", per(cost::argmax(n, 10, fp, &c)));
     for k in 1..=protocols::MAX_CHUNK_BITS {
         let c = Config { chunk_bits: k, ..Config::default() };

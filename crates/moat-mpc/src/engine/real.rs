@@ -80,6 +80,10 @@ pub struct Hello {
     pub frac_bits: u32,
     /// BFV ring degree N.
     pub he_degree: usize,
+    /// The non-linear layers run on Ferret silent OT ([`Session::setup_silent`]) instead of
+    /// IKNP ([`Session::setup`]); absent (older servers) means IKNP.
+    #[serde(default)]
+    pub silent_ot: bool,
 }
 
 /// HE parameters for a ring degree (the vetted sets of [`HeParams`]).
@@ -165,13 +169,19 @@ impl ServerModel {
             ring_bits: fixed.ring_bits(),
             frac_bits: fixed.frac_bits(),
             he_degree: self.params.degree(),
+            silent_ot: options.silent_ot,
         };
         let mut seeds = seed.rng();
         drop(seed);
         ch.set_phase("setup");
         let json = serde_json::to_vec(&hello).map_err(|e| MpcError::invalid("hello", e.to_string()))?;
         ch.send(&json)?;
-        let mut session = Session::setup_with_rng(ch, Party::P0, fixed, ChaCha20Rng::from_rng(&mut seeds))?;
+        let rng = ChaCha20Rng::from_rng(&mut seeds);
+        let mut session = if options.silent_ot {
+            Session::setup_silent_with_rng(ch, Party::P0, fixed, rng)?
+        } else {
+            Session::setup_with_rng(ch, Party::P0, fixed, rng)?
+        };
         let mut he = HeServer::setup_with_rng(&self.params, ch, ChaCha20Rng::from_rng(&mut seeds))?;
         // The hardening noise: one stream for the session, so every query draws fresh values.
         let mut noise_rng = ChaCha20Rng::from_rng(&mut seeds);
@@ -225,6 +235,9 @@ pub struct ServeOptions {
     /// (`2f` behind a deferred truncation, else `f`), and `logit_noise` on the logits, drawn
     /// fresh for every query from a stream seeded by the session seed. It costs no traffic.
     pub hardening: Hardening,
+    /// Run the session's OT as Ferret silent OT ([`Session::setup_silent`]: ≈ 0.2 bytes per
+    /// random OT instead of 16, ≈ 330 MB of OT pools per party); the client follows the hello.
+    pub silent_ot: bool,
 }
 
 /// Wall time of one node in the last inference (both parties advance in lock step, so the
@@ -284,7 +297,12 @@ impl ClientSession {
             .map(|i| shape_of(&model, i)?.map(|shape| params.plan(shape)).transpose())
             .collect::<Result<_>>()?;
         let layout = Layout::new(&model)?;
-        let session = Session::setup_with_rng(ch, Party::P1, fixed, ChaCha20Rng::from_rng(&mut seeds))?;
+        let rng = ChaCha20Rng::from_rng(&mut seeds);
+        let session = if hello.silent_ot {
+            Session::setup_silent_with_rng(ch, Party::P1, fixed, rng)?
+        } else {
+            Session::setup_with_rng(ch, Party::P1, fixed, rng)?
+        };
         let mut he = HeClient::with_rng(&params, ChaCha20Rng::from_rng(&mut seeds))?;
         he.setup(ch)?;
         Ok(Self { model, layout, session, he, plans, hello, timings: Vec::new() })

@@ -239,14 +239,11 @@ pub fn truncate_nonnegative(n: usize, fp: FixedPoint, shift: u32, config: &Confi
     m.predict()
 }
 
-/// [`super::maxpool::max_pool`] over windows of the given sizes.
-pub fn max_pool(window_sizes: &[usize], fp: FixedPoint, config: &Config) -> Prediction {
+/// [`super::maxpool::max_pool`] by its [`Plan`](super::maxpool::Plan): one ReLU batch per level.
+pub fn max_pool(plan: &super::maxpool::Plan, fp: FixedPoint, config: &Config) -> Prediction {
     let mut m = Model::default();
-    let mut sizes = window_sizes.to_vec();
-    while sizes.iter().any(|&s| s > 1) {
-        let pairs: usize = sizes.iter().map(|s| s / 2).sum();
-        m.relu(pairs, fp, config);
-        sizes.iter_mut().for_each(|s| *s = s.div_ceil(2));
+    for level in &plan.levels {
+        m.relu(level.len(), fp, config);
     }
     m.predict()
 }

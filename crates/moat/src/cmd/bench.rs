@@ -60,6 +60,26 @@ impl Protocol {
     }
 }
 
+/// The OT behind the protocols.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OtKind {
+    /// IKNP extension: 16 bytes per random OT.
+    Iknp,
+    /// Ferret silent OT bootstrapped by IKNP: ≈ 0.2 bytes per random OT.
+    Ferret,
+}
+
+impl OtKind {
+    /// The name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            OtKind::Iknp => "iknp",
+            OtKind::Ferret => "ferret",
+        }
+    }
+}
+
 /// The role of this process (the client role is only started by the server process).
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
@@ -115,9 +135,13 @@ pub struct Args {
     pub n: Option<usize>,
     #[command(flatten)]
     pub fixed_point: FixedArgs,
-    /// Bits per leaf of the millionaires' comparison (1..=6).
-    #[arg(long, default_value_t = Config::default().chunk_bits)]
-    pub chunk_bits: u32,
+    /// Bits per leaf of the millionaires' comparison (1..=6; default 6 with IKNP, 3 with Ferret).
+    #[arg(long)]
+    pub chunk_bits: Option<u32>,
+    /// The OT: `ferret` (silent OT; its pools are filled during the setup, later refills are
+    /// part of the run) or `iknp` (the 16-byte extension).
+    #[arg(long, value_enum, default_value = "ferret")]
+    pub ot: OtKind,
     /// Seed of the inputs, their sharing and both parties' randomness.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -208,6 +232,8 @@ pub struct BenchReport {
     pub frac_bits: u32,
     /// Millionaires' leaf size.
     pub chunk_bits: u32,
+    /// The OT used.
+    pub ot: OtKind,
     /// The seed.
     pub seed: u64,
     /// Setup as measured by the server, wall milliseconds.
@@ -224,7 +250,8 @@ pub struct BenchReport {
     pub bytes_per_element: f64,
     /// Microseconds per element (run wall time / elements).
     pub us_per_element: f64,
-    /// The byte count predicted by `moat_mpc::protocols::cost` (equal when the model is right).
+    /// The byte count predicted by `moat_mpc::protocols::cost` for IKNP (equal to the
+    /// measurement when the model is right and the OT is IKNP).
     pub predicted_bytes_total: u64,
     /// Flights sent by the server during the run.
     pub rounds_p0: u64,
@@ -242,7 +269,8 @@ pub struct BenchReport {
 /// Runs `moat bench`.
 pub fn run(args: Args) -> anyhow::Result<()> {
     let fp = args.fixed_point.fixed_point()?;
-    let config = Config { chunk_bits: args.chunk_bits, ..Config::default() };
+    let default_chunk = if args.ot == OtKind::Ferret { 3 } else { Config::default().chunk_bits };
+    let config = Config { chunk_bits: args.chunk_bits.unwrap_or(default_chunk), ..Config::default() };
     config.validate()?;
     if args.nonnegative && args.protocol != Protocol::Trunc {
         bail!("--nonnegative applies to trunc only");
@@ -391,8 +419,9 @@ fn predicted(args: &Args, fp: FixedPoint, config: &Config, work: &Workload) -> c
         Protocol::Trunc if args.nonnegative => cost::truncate_nonnegative(work.elements, fp, fp.frac_bits(), config),
         Protocol::Trunc => cost::truncate(work.elements, fp, fp.frac_bits(), config),
         Protocol::Maxpool => {
-            let sizes: Vec<usize> = work.pool.as_ref().map(|p| p.2.iter().map(Vec::len).collect()).unwrap_or_default();
-            cost::max_pool(&sizes, fp, config)
+            let windows = work.pool.as_ref().map(|p| &p.2[..]).unwrap_or_default();
+            let plan = protocols::maxpool::Plan::new(windows, work.x.len()).unwrap_or_default();
+            cost::max_pool(&plan, fp, config)
         }
         Protocol::Argmax => cost::argmax(work.elements, args.classes, fp, config),
     }
@@ -412,7 +441,11 @@ fn setup_and_run(
     ch.set_phase("setup");
     let start = Instant::now();
     let seed = args.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(party.index() as u64 + 1);
-    let mut session = Session::setup(ch, party, fp, seed).and_then(|s| s.with_config(config)).map_err(flat)?;
+    let session = match args.ot {
+        OtKind::Iknp => Session::setup(ch, party, fp, seed),
+        OtKind::Ferret => Session::setup_silent(ch, party, fp, seed),
+    };
+    let mut session = session.and_then(|s| s.with_config(config)).map_err(flat)?;
     // Both parties leave the setup together, so the run starts at the same moment.
     ch.exchange(&[])?;
     let setup_ms = ms(start.elapsed());
@@ -588,6 +621,7 @@ fn server(args: &Args, fp: FixedPoint, config: Config, work: &Workload) -> anyho
         ring_bits: fp.ring_bits(),
         frac_bits: fp.frac_bits(),
         chunk_bits: config.chunk_bits,
+        ot: args.ot,
         seed: args.seed,
         setup_ms: server_report.setup_ms,
         run_ms,
@@ -716,17 +750,18 @@ fn human_bytes(b: u64) -> String {
 
 fn render(r: &BenchReport) -> String {
     let mut out = format!(
-        "moat bench {}: {} × {}, ℓ = {}, f = {}, {}-bit chunks, seed {}; two processes on 127.0.0.1\n",
+        "moat bench {}: {} × {}, ℓ = {}, f = {}, {}-bit chunks, {} OT, seed {}; two processes on 127.0.0.1\n",
         r.protocol.name(),
         thousands(r.elements),
         r.element,
         r.ring_bits,
         r.frac_bits,
         r.chunk_bits,
+        r.ot.name(),
         r.seed
     );
     out.push_str(&format!(
-        "setup:    {:.1} ms, {} (base OTs, both directions)\n",
+        "setup:    {:.1} ms, {} (OT setup, both directions)\n",
         r.setup_ms,
         human_bytes(r.server.setup.bytes_total())
     ));

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use moat_mpc::Seed;
 use moat_mpc::engine::{ClientSession, Hardening, Honest, Reveal, Revealed, ServeOptions, ServerModel};
+use moat_mpc::transport::shaped::{NetworkModel, Shaped};
 use moat_mpc::transport::tcp::TcpChannel;
 use moat_mpc::transport::{Channel, ChannelConfig};
 use moat_nn::QuantizedGraph;
@@ -65,8 +66,64 @@ pub struct ServerArgs {
     /// Queries per session (0: unlimited).
     #[arg(long, default_value_t = 0)]
     pub max_queries: u64,
+    /// Run the sessions' OT as Ferret silent OT (≈ 0.2 B per random OT instead of IKNP's 16;
+    /// ≈ 330 MB of OT pools per session and party). The client follows the server's hello.
+    #[arg(long)]
+    pub silent_ot: bool,
+    #[command(flatten)]
+    pub shape: ShapeArgs,
     #[command(flatten)]
     pub fixed: FixedArgs,
+}
+
+/// An emulated link (both parties must shape: each sleeps for its own sends and the latency
+/// of its incoming flights; see `moat_mpc::transport::shaped`).
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct ShapeArgs {
+    /// Emulate a link of this bandwidth, Mbit/s per direction (with --rtt-ms).
+    #[arg(long)]
+    pub bandwidth_mbps: Option<f64>,
+    /// Emulated round-trip time, milliseconds.
+    #[arg(long)]
+    pub rtt_ms: Option<f64>,
+}
+
+impl ShapeArgs {
+    /// The link model, if any part of it is set (a missing part is unlimited / zero).
+    pub fn model(&self) -> anyhow::Result<Option<NetworkModel>> {
+        if self.bandwidth_mbps.is_none() && self.rtt_ms.is_none() {
+            return Ok(None);
+        }
+        let mbps = self.bandwidth_mbps.unwrap_or(f64::INFINITY);
+        let rtt = self.rtt_ms.unwrap_or(0.0);
+        if mbps.is_nan() || mbps <= 0.0 || !rtt.is_finite() || rtt < 0.0 {
+            bail!("--bandwidth-mbps must be positive and --rtt-ms non-negative and finite");
+        }
+        Ok(Some(NetworkModel { bandwidth_bits_per_sec: mbps * 1e6, latency: Duration::from_secs_f64(rtt / 2e3) }))
+    }
+
+    /// The same flags for a child process.
+    fn to_args(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(b) = self.bandwidth_mbps {
+            out.extend(["--bandwidth-mbps".to_string(), b.to_string()]);
+        }
+        if let Some(r) = self.rtt_ms {
+            out.extend(["--rtt-ms".to_string(), r.to_string()]);
+        }
+        out
+    }
+}
+
+/// Named links of the evaluation.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NetworkPreset {
+    /// No shaping (loopback).
+    Loopback,
+    /// 1 Gbit/s, 0.5 ms round trip.
+    Lan,
+    /// 100 Mbit/s, 40 ms round trip.
+    Wan,
 }
 
 /// Arguments of `moat secure client`.
@@ -137,7 +194,9 @@ fn server(args: ServerArgs) -> anyhow::Result<()> {
     let options = ServeOptions {
         max_queries: (args.max_queries > 0).then_some(args.max_queries),
         hardening: Hardening::uniform(args.harden),
+        silent_ot: args.silent_ot,
     };
+    let link = args.shape.model()?;
     let mut seeds = match args.insecure_seed {
         Some(n) => {
             tracing::warn!("--insecure-seed: the sessions' randomness is fixed and NOT private");
@@ -155,9 +214,13 @@ fn server(args: ServerArgs) -> anyhow::Result<()> {
         // One thread per session: a slow or vanishing client never blocks the others.
         handles.push(std::thread::spawn(move || {
             let started = Instant::now();
-            let result = TcpChannel::from_stream(stream, config)
-                .map_err(moat_mpc::MpcError::from)
-                .and_then(|mut ch| model.serve_with(&mut ch, session_seed, &options).map(|q| (q, ch.stats().total())));
+            let result = TcpChannel::from_stream(stream, config).map_err(moat_mpc::MpcError::from).and_then(|ch| {
+                let mut ch: Box<dyn Channel> = match link {
+                    Some(m) => Box::new(Shaped::new(ch, m)),
+                    None => Box::new(ch),
+                };
+                model.serve_with(&mut *ch, session_seed, &options).map(|q| (q, ch.stats().total()))
+            });
             match result {
                 Ok((queries, traffic)) => tracing::info!(
                     %peer,
@@ -317,6 +380,26 @@ pub struct BenchArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+    /// The OT of the non-linear layers: `ferret` (silent OT) or `iknp`.
+    #[arg(long, value_enum, default_value = "ferret")]
+    pub ot: super::bench::OtKind,
+    /// An emulated link for both processes: lan = 1 Gbit/s and 0.5 ms RTT, wan = 100 Mbit/s
+    /// and 40 ms RTT (overridden by --bandwidth-mbps / --rtt-ms).
+    #[arg(long, value_enum, default_value = "loopback")]
+    pub network: NetworkPreset,
+    #[command(flatten)]
+    pub shape: ShapeArgs,
+}
+
+impl BenchArgs {
+    fn link(&self) -> ShapeArgs {
+        let (b, r) = match self.network {
+            NetworkPreset::Loopback => (None, None),
+            NetworkPreset::Lan => (Some(1000.0), Some(0.5)),
+            NetworkPreset::Wan => (Some(100.0), Some(40.0)),
+        };
+        ShapeArgs { bandwidth_mbps: self.shape.bandwidth_mbps.or(b), rtt_ms: self.shape.rtt_ms.or(r) }
+    }
 }
 
 /// A named benchmark network: architecture, input shape, classes, and the trained model file
@@ -404,6 +487,12 @@ pub struct BenchReport {
     pub seconds_per_query: f64,
     /// Mean bytes (both directions) per query.
     pub bytes_per_query: f64,
+    /// The OT of the non-linear layers.
+    pub ot: super::bench::OtKind,
+    /// Emulated link bandwidth, Mbit/s (none: loopback).
+    pub bandwidth_mbps: Option<f64>,
+    /// Emulated link round trip, milliseconds.
+    pub rtt_ms: Option<f64>,
     /// Per-layer costs.
     pub layers: Vec<LayerCost>,
     /// Reference systems: `(name, seconds, MiB, time ratio moat/ref, bytes ratio moat/ref)`.
@@ -437,6 +526,8 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
         .arg(&model_path)
         .args(["--listen", "127.0.0.1:0", "--sessions", "1"])
         .args(["--he-degree", &args.he_degree.to_string(), "--timeout-ms", &args.timeout_ms.to_string()])
+        .args(if args.ot == super::bench::OtKind::Ferret { &["--silent-ot"][..] } else { &[][..] })
+        .args(args.link().to_args())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::inherit())
         .spawn()
@@ -471,8 +562,13 @@ fn bench_client(
     std::io::BufReader::new(stdout).read_line(&mut line).context("reading the server's address")?;
     let setup_seconds = started.elapsed().as_secs_f64();
     let addr = line.trim().strip_prefix("listening on ").context("the server did not print its address")?.to_string();
-    let mut ch = TcpChannel::connect(&addr, channel_config(args.timeout_ms))?;
-    let mut session = ClientSession::connect(&mut ch, Seed::from_os()?)?;
+    let tcp = TcpChannel::connect(&addr, channel_config(args.timeout_ms))?;
+    let mut ch: Box<dyn Channel> = match args.link().model()? {
+        Some(m) => Box::new(Shaped::new(tcp, m)),
+        None => Box::new(tcp),
+    };
+    let ch = &mut *ch;
+    let mut session = ClientSession::connect(ch, Seed::from_os()?)?;
     let setup_bytes = ch.stats().total().bytes_total();
     let before = ch.stats().snapshot();
     let n = moat_nn::tensor::numel(graph.input_shape());
@@ -483,7 +579,7 @@ fn bench_client(
     let timed = Instant::now();
     for _ in 0..queries {
         let x: Vec<f32> = (0..n).map(|_| rand::Rng::random_range(&mut rng, -1.0f32..1.0)).collect();
-        session.infer(&mut ch, &x, Reveal::Label, &mut Honest)?;
+        session.infer(ch, &x, Reveal::Label, &mut Honest)?;
         for (i, t) in session.timings().iter().enumerate() {
             if i >= per_node.len() {
                 per_node.push((t.name.clone(), t.op.clone(), t.truncated, 0.0));
@@ -498,7 +594,7 @@ fn bench_client(
     let folded = session.architecture().graph();
     let deferred_truncations = moat_mpc::engine::RescalePlan::fused(folded).deferred();
     let linear_layers = folded.nodes().iter().filter(|n| n.op.is_linear()).count();
-    session.close(&mut ch)?;
+    session.close(ch)?;
     let q = queries as f64;
     let layers = per_node
         .iter()
@@ -539,6 +635,9 @@ fn bench_client(
         setup_bytes,
         seconds_per_query,
         bytes_per_query,
+        ot: args.ot,
+        bandwidth_mbps: args.link().bandwidth_mbps,
+        rtt_ms: args.link().rtt_ms,
         layers,
         references,
         seed: args.seed,
@@ -558,6 +657,11 @@ fn print_bench(r: &BenchReport) {
         ]);
     }
     print!("{}", table.render());
+    let link = match (r.bandwidth_mbps, r.rtt_ms) {
+        (None, None) => "loopback".to_string(),
+        (b, t) => format!("emulated link {} Mbit/s, {} ms RTT", b.unwrap_or(f64::INFINITY), t.unwrap_or(0.0)),
+    };
+    println!("OT: {}; {link}", r.ot.name());
     println!(
         "{} ({} weights, N = {}, exact ReLU and truncation, {} of {} linear layers truncate after their ReLU): {:.3} s and {:.2} MiB per private inference over {} quer{} (model preparation {:.2} s, session setup {:.2} MiB; seed {})",
         r.net,

@@ -1,0 +1,196 @@
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::ot::iknp;
+use crate::testing::{Net, run_pair};
+use crate::transport::{ChannelConfig, TransportError, memory};
+
+fn rng(seed: u64) -> ChaCha20Rng {
+    ChaCha20Rng::seed_from_u64(seed)
+}
+
+/// A small, **insecure** set that makes several rounds cheap (tests only).
+const SMALL: FerretParams = FerretParams {
+    pre: LpnParams { n: 8192, k: 2000, t: 32, log_bin: 8 },
+    main: LpnParams { n: 16_384, k: 4000, t: 64, log_bin: 8 },
+};
+
+fn ferret_pair(
+    ch: &mut dyn Channel,
+    party: Party,
+    params: FerretParams,
+    seed: u64,
+) -> Result<(FerretSender, FerretReceiver)> {
+    let (mut s, mut r) = iknp::setup_both(ch, party, &mut rng(seed))?;
+    setup_both(ch, party, &mut s, &mut r, params, &mut rng(seed + 100))
+}
+
+/// `n` COTs from P0 (sender) to P1 (receiver): `(Δ, K, M)`.
+fn cots(net: Net, params: FerretParams, n: usize) -> Result<(Block, Vec<Block>, Vec<Block>)> {
+    let ((delta, ks), ms) = run_pair(
+        net,
+        move |ch| {
+            let (mut s, _r) = ferret_pair(ch, Party::P0, params, 1)?;
+            let mut ks = Vec::with_capacity(n);
+            s.take_cots(ch, n, &mut |_, c| {
+                ks.extend_from_slice(c);
+                Ok(())
+            })?;
+            Ok((s.delta(), ks))
+        },
+        move |ch| {
+            let (_s, mut r) = ferret_pair(ch, Party::P1, params, 2)?;
+            let mut ms = Vec::with_capacity(n);
+            r.take_cots(ch, n, &mut |_, c| {
+                ms.extend_from_slice(c);
+                Ok(())
+            })?;
+            Ok(ms)
+        },
+    )?;
+    Ok((delta, ks, ms))
+}
+
+fn check_cots(delta: Block, ks: &[Block], ms: &[Block]) {
+    assert_eq!(ks.len(), ms.len());
+    assert_eq!(delta & 1, 1);
+    let mut ones = 0usize;
+    for (i, (&k, &m)) in ks.iter().zip(ms).enumerate() {
+        let x = m & 1;
+        assert_eq!(k & 1, 0, "COT {i}: sender LSB");
+        assert_eq!(m ^ k, x * delta, "COT {i}: correlation");
+        ones += x as usize;
+    }
+    // Choice bits are balanced (a stuck bit or a broken LPN encode would show here).
+    let n = ks.len() as f64;
+    assert!((ones as f64 - n / 2.0).abs() < 6.0 * (n / 4.0).sqrt(), "{ones} ones in {n}");
+    // Sender blocks are not repeated.
+    let mut sorted = ks.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    assert_eq!(sorted.len(), ks.len());
+}
+
+#[test]
+fn b13_cot_correlation_on_a_million_outputs() -> Result<()> {
+    let n = 1 << 20;
+    let t = Instant::now();
+    let (delta, ks, ms) = cots(Net::Memory, FerretParams::B13, n)?;
+    check_cots(delta, &ks, &ms);
+    eprintln!("ferret b13: setup + one round + {n} COTs in {:?}", t.elapsed());
+    Ok(())
+}
+
+#[test]
+fn several_rounds_keep_the_correlation() -> Result<()> {
+    let n = 5 * SMALL.per_round() + 123;
+    let (delta, ks, ms) = cots(Net::Tcp, SMALL, n)?;
+    check_cots(delta, &ks, &ms);
+    Ok(())
+}
+
+#[test]
+fn params_are_consistent() {
+    for p in [FerretParams::B13, SMALL] {
+        assert_eq!(p.validate(), Ok(()));
+    }
+    assert_eq!(FerretParams::B13.bootstrap_ots(), 41_030);
+    assert_eq!(FerretParams::B13.per_round(), 10_017_120);
+    let bad = FerretParams { pre: SMALL.pre, main: LpnParams { n: 16_000, ..SMALL.main } };
+    assert!(bad.validate().is_err());
+}
+
+#[test]
+fn random_and_derived_ot_flavours() -> Result<()> {
+    const N: usize = 3 * CHUNK_OTS / 2 + 17;
+    let choices = BitVec::random(N, &mut rng(9));
+    let deltas: Vec<u64> = (0..N as u64).map(|i| i.wrapping_mul(0x9E37_79B9_7F4A_7C15)).collect();
+    let (c1, d0) = (choices.clone(), deltas.clone());
+    let ((pairs, x), (keys, y, z)) = run_pair(
+        Net::Memory,
+        move |ch| {
+            let (mut s, _r) = ferret_pair(ch, Party::P0, SMALL, 1)?;
+            let pairs = s.send_random(ch, N)?;
+            let x = s.send_correlated(ch, &d0, 37)?;
+            s.send_one_of_n(ch, &(0..4 * 1000).collect::<Vec<u64>>(), 2, 20)?;
+            Ok((pairs, x))
+        },
+        move |ch| {
+            let (_s, mut r) = ferret_pair(ch, Party::P1, SMALL, 2)?;
+            let keys = r.receive_random(ch, &c1)?;
+            let y = r.receive_correlated(ch, &c1, 37)?;
+            let z = r.receive_one_of_n(ch, &(0..1000).map(|i| (i % 4) as u8).collect::<Vec<_>>(), 2, 20)?;
+            Ok((keys, y, z))
+        },
+    )?;
+    for i in 0..N {
+        let c = choices.bit(i) as usize;
+        assert_eq!(keys[i], pairs[i][c], "ROT {i}");
+        assert_ne!(keys[i], pairs[i][1 - c], "ROT {i}");
+        let mask = (1u64 << 37) - 1;
+        assert_eq!(y[i], x[i].wrapping_add(choices.bit(i) * deltas[i]) & mask, "COT {i}");
+    }
+    for (i, &v) in z.iter().enumerate() {
+        assert_eq!(v, (4 * i + i % 4) as u64);
+    }
+    Ok(())
+}
+
+/// P1 is an honest receiver that needs a main round; P0 answers the round with `reply`.
+fn receiver_against(
+    reply: impl FnOnce(&mut dyn Channel, &[u8]) -> Result<()> + Send + 'static,
+    timeout: Duration,
+) -> MpcError {
+    let config = ChannelConfig::default().with_timeout(timeout);
+    let (mut c0, mut c1) = memory::pair(config);
+    let peer = std::thread::spawn(move || -> Result<()> {
+        let (_s, _r) = ferret_pair(&mut c0, Party::P0, SMALL, 1)?;
+        let choices = c0.recv()?;
+        reply(&mut c0, &choices)?;
+        std::thread::sleep(timeout * 2);
+        Ok(())
+    });
+    let started = Instant::now();
+    let got = (|| -> Result<()> {
+        let (_s, mut r) = ferret_pair(&mut c1, Party::P1, SMALL, 2)?;
+        r.take_cots(&mut c1, 10, &mut |_, _| Ok(()))
+    })();
+    assert!(started.elapsed() < timeout * 4, "no answer within the timeout: {:?}", started.elapsed());
+    let _ = peer.join();
+    match got {
+        Err(e) => e,
+        Ok(()) => panic!("a bad round was accepted"),
+    }
+}
+
+#[test]
+fn truncated_tree_message_is_rejected() {
+    let err = receiver_against(
+        |ch, _| {
+            let full = 16 * (2 * 64 * 8 + 64);
+            ch.send(&vec![7u8; full - 5])?;
+            ch.flush()?;
+            Ok(())
+        },
+        Duration::from_secs(2),
+    );
+    assert!(matches!(err, MpcError::PeerMisbehaved { context: "ferret trees", .. }), "{err}");
+    assert!(err.to_string().contains("expected"), "{err}");
+}
+
+#[test]
+fn silent_peer_times_out() {
+    let err = receiver_against(|_, _| Ok(()), Duration::from_millis(500));
+    assert!(matches!(err, MpcError::Transport(TransportError::Timeout { .. })), "{err}");
+}
+
+#[test]
+fn malformed_choice_message_is_rejected() {
+    let p = SMALL.main;
+    let n = p.t * p.log_bin as usize;
+    assert!(matches!(ChoiceMsg::from_bytes(&vec![0; n / 8 + 1], &p), Err(MpcError::PeerMisbehaved { .. })));
+    assert!(ChoiceMsg::from_bytes(&vec![0xFF; n / 8], &p).is_ok());
+    let odd = LpnParams { n: 3 << 7, k: 100, t: 3, log_bin: 7 };
+    assert!(ChoiceMsg::from_bytes(&[0xFF, 0xFF, 0xFF], &odd).is_err(), "padding bits must be zero");
+    assert!(TreeMsg::from_bytes(&[], &p).is_err());
+}
