@@ -43,20 +43,30 @@ pub enum OipTarget {
     },
 }
 
-/// A plaintext OIP v2 service: the batch is one request; the model identity is the response's
-/// `model_name`/`model_version` and its `model_commitment` parameter.
+/// A plaintext OIP v2 service: the batch is one request (or consecutive requests of the
+/// server's `max_batch_size`); the model identity of each input is its response's
+/// `model_name`/`model_version` and `model_commitment` parameter, so a model change between
+/// requests is evidence.
 #[derive(Debug)]
 pub struct OipOracle<'c> {
     client: &'c HttpClient,
     target: OipTarget,
     sample_shape: Vec<usize>,
     parameters: Map<String, Value>,
+    max_batch: usize,
 }
 
 impl<'c> OipOracle<'c> {
     /// Batches for `target`, whose samples have `sample_shape` (from its metadata).
     pub fn new(client: &'c HttpClient, target: OipTarget, sample_shape: Vec<usize>) -> Self {
-        Self { client, target, sample_shape, parameters: Map::new() }
+        Self { client, target, sample_shape, parameters: Map::new(), max_batch: usize::MAX }
+    }
+
+    /// Splits batches into requests of at most `max_batch` inputs (the model's
+    /// `max_batch_size`).
+    pub fn with_max_batch(mut self, max_batch: usize) -> Self {
+        self.max_batch = max_batch.max(1);
+        self
     }
 
     /// Adds a request parameter (e.g. a task's spec).
@@ -101,19 +111,35 @@ impl BatchOracle<Vec<f32>> for OipOracle<'_> {
     }
 
     fn answer_batch(&mut self, inputs: &[Vec<f32>]) -> Result<BatchAnswers, ClientError> {
-        let mut request = InferRequest::batch(inputs, &self.sample_shape)?;
-        for (k, v) in &self.parameters {
-            request = request.with_parameter(k.clone(), v.clone());
+        let mut answers = BatchAnswers { labels: Vec::with_capacity(inputs.len()), models: Vec::new() };
+        for chunk in inputs.chunks(self.max_batch) {
+            let mut request = InferRequest::batch(chunk, &self.sample_shape)?;
+            for (k, v) in &self.parameters {
+                request = request.with_parameter(k.clone(), v.clone());
+            }
+            let response = match &self.target {
+                OipTarget::Model { name, version } => self.client.infer(name, version.as_deref(), &request)?,
+                OipTarget::Task { name } => self.client.infer_task(name, &request)?,
+            };
+            let labels = response_labels(&response)?;
+            if labels.len() != chunk.len() {
+                return Err(ClientError::Protocol(format!("{} labels for {} inputs", labels.len(), chunk.len())));
+            }
+            answers.labels.extend(labels);
+            answers.models.extend(std::iter::repeat_n(Self::identity(&response), chunk.len()));
         }
-        let response = match &self.target {
-            OipTarget::Model { name, version } => self.client.infer(name, version.as_deref(), &request)?,
-            OipTarget::Task { name } => self.client.infer_task(name, &request)?,
-        };
-        let labels = response_labels(&response)?;
-        if labels.len() != inputs.len() {
-            return Err(ClientError::Protocol(format!("{} labels for {} inputs", labels.len(), inputs.len())));
+        Ok(answers)
+    }
+}
+
+impl From<&crate::secure::Admission> for ModelIdentity {
+    /// The model an admission names, with its commitment.
+    fn from(admission: &crate::secure::Admission) -> Self {
+        ModelIdentity {
+            name: admission.model_name.clone(),
+            version: admission.model_version.clone(),
+            commitment: admission.model_commitment().map(str::to_string),
         }
-        Ok(BatchAnswers::one_model(labels, Self::identity(&response)))
     }
 }
 

@@ -59,9 +59,26 @@ pub struct Args {
     /// session.
     #[arg(long, requires = "url")]
     pub secure: bool,
-    /// With --secure and --index: query COUNT consecutive test samples in one session.
-    #[arg(long, default_value_t = 1, requires = "secure")]
+    /// With --secure or --fusion and --index: query COUNT consecutive test samples (one
+    /// session, one batch).
+    #[arg(long, default_value_t = 1)]
     pub count: usize,
+    /// Fusion mix-and-check `m,k[,beta]`: the --count queries travel with m known answers and k
+    /// duplicates in one batch (one request, one secure session, or the simulated two-party
+    /// engine with a local MODEL), and their labels are printed only if every check passes.
+    #[arg(long, requires = "index")]
+    pub fusion: Option<String>,
+    /// With --fusion: the committed model's published copy, which labels the known-answer pool
+    /// (any disagreement is evidence).
+    #[arg(long, requires = "fusion")]
+    pub fusion_reference: Option<PathBuf>,
+    /// With --fusion and no --fusion-reference: the accuracy (percent) the server claims; the
+    /// known answers are ground truth and must pass a binomial test at level β.
+    #[arg(long, requires = "fusion")]
+    pub claimed_accuracy: Option<f64>,
+    /// With --fusion: known-answer pool size (taken from the dataset's training split).
+    #[arg(long, default_value_t = 2000)]
+    pub fusion_pool: usize,
     /// With --secure: bound on connecting and on every wait for the server (e.g. 60s).
     #[arg(long, default_value = "60s", value_parser = super::serve::parse_duration)]
     pub timeout: Duration,
@@ -314,6 +331,9 @@ fn print_secure(p: &SecurePrediction) {
 
 /// `moat infer`.
 pub fn run(args: Args) -> anyhow::Result<()> {
+    if let Some(spec) = &args.fusion {
+        return super::fusion::infer(&args, spec);
+    }
     if let (true, Some(url)) = (args.secure, &args.url) {
         let prediction = predict_secure(&args, url)?;
         if args.json {
