@@ -7,9 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use moat_client::fusion::{
-    FusionConfig, FusionError, KnownAnswerPool, ModelIdentity, ProtocolOracle, Randomness, run,
-};
+use moat_client::fusion::{FusionConfig, FusionError, KnownAnswerPool, ModelIdentity, ProtocolOracle, Randomness, run};
 use moat_mpc::engine::{ClientSession, ServerModel};
 use moat_mpc::transport::memory;
 use moat_nn::{FixedPoint, QuantizedGraph, zoo};

@@ -362,10 +362,7 @@ async fn task_requests_route_by_spec_and_hide_the_model() -> TestResult {
     assert_eq!((r["model_name"].as_str(), r["model_version"].as_str()), (Some("mid"), Some("2")));
     let commitment = r["parameters"]["model_commitment"].as_str().unwrap_or_default().to_string();
     assert!(commitment.len() == 64 && commitment.bytes().all(|b| b.is_ascii_hexdigit()), "{commitment:?}");
-    assert_eq!(
-        r["parameters"],
-        json!({"task": "digits-open", "spec_met": true, "model_commitment": commitment})
-    );
+    assert_eq!(r["parameters"], json!({"task": "digits-open", "spec_met": true, "model_commitment": commitment}));
     // The same version answers with the same commitment on its own route.
     let direct = post(&f.app, "/v2/models/mid/versions/2/infer", &infer_body(&s)).await?.json()?;
     assert_eq!(direct["parameters"]["model_commitment"].as_str(), Some(commitment.as_str()));

@@ -273,7 +273,11 @@ mod tests {
     #[test]
     fn binomial_tail_matches_direct_sums_and_bounds() {
         let direct = |x: u64, n: u64, p: f64| -> f64 {
-            (0..=x).map(|i| choose_exact(n as usize, i as usize) as f64 * p.powi(i as i32) * (1.0 - p).powi((n - i) as i32)).sum()
+            (0..=x)
+                .map(|i| {
+                    choose_exact(n as usize, i as usize) as f64 * p.powi(i as i32) * (1.0 - p).powi((n - i) as i32)
+                })
+                .sum()
         };
         for (x, n, p) in [(3, 10, 0.5), (0, 20, 0.9), (17, 20, 0.9), (49, 60, 0.92)] {
             assert!((binomial_cdf(x, n, p) - direct(x, n, p)).abs() < 1e-10, "({x},{n},{p})");

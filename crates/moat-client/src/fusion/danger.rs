@@ -203,7 +203,8 @@ mod tests {
     fn measured_detection_tracks_the_analytic_value() -> Result<(), FusionError> {
         let classes = 10;
         let honest: Vec<usize> = (0..2000).map(|i| (i * 31 + i / 7) % classes).collect();
-        let worse: Vec<usize> = honest.iter().enumerate().map(|(i, &l)| if i % 9 == 0 { (l + 1) % classes } else { l }).collect();
+        let worse: Vec<usize> =
+            honest.iter().enumerate().map(|(i, &l)| if i % 9 == 0 { (l + 1) % classes } else { l }).collect();
         let (honest, worse) = (Arc::new(honest), Arc::new(worse));
         let pool_range = 1000..2000;
         let pool = KnownAnswerPool::honest_labels(pool_range.clone().collect(), honest[pool_range.clone()].to_vec())?;
@@ -216,7 +217,14 @@ mod tests {
         };
         let config = FusionConfig::new(12, 10, 0.01)?;
         let shape = Shape { n: 40, m: 12, k: 10 };
-        for cheat in [Cheat::Honest, Cheat::Substitute, Cheat::Flip { rate: 0.03 }, Cheat::CorruptExactly { t: 2 }, Cheat::TargetClass { from: 3, to: 4 }, Cheat::SwitchModel] {
+        for cheat in [
+            Cheat::Honest,
+            Cheat::Substitute,
+            Cheat::Flip { rate: 0.03 },
+            Cheat::CorruptExactly { t: 2 },
+            Cheat::TargetClass { from: 3, to: 4 },
+            Cheat::SwitchModel,
+        ] {
             let mut server = CheatingServer::new(
                 LabelOracle::new(Arc::clone(&honest), ModelIdentity::named("good", Some("1"))),
                 LabelOracle::new(Arc::clone(&worse), ModelIdentity::named("cheap", Some("1"))),

@@ -51,9 +51,9 @@ pub mod oracles;
 
 use std::fmt;
 
+use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::{IndexedRandom, SliceRandom};
-use rand::SeedableRng;
 use serde::Serialize;
 
 use crate::error::ClientError;
@@ -357,7 +357,10 @@ impl<Q: Clone> Batch<Q> {
         if m == 0 && claimed_accuracy < 1.0 {
             return Err(FusionError::Invalid("an accuracy test needs known answers: m must be positive".into()));
         }
-        if m > 0 && claimed_accuracy < 1.0 && analysis::rejection_threshold(m as u64, claimed_accuracy, config.beta).is_none() {
+        if m > 0
+            && claimed_accuracy < 1.0
+            && analysis::rejection_threshold(m as u64, claimed_accuracy, config.beta).is_none()
+        {
             return Err(FusionError::Invalid(format!(
                 "m = {m} known answers cannot reject anything at claimed accuracy {claimed_accuracy} and β = {}: raise m",
                 config.beta
@@ -470,9 +473,11 @@ impl<Q> Batch<Q> {
                 report,
             })));
         }
-        let labels = first.iter().map(|a| a.map(|(_, l)| l)).collect::<Option<Vec<_>>>().ok_or_else(|| {
-            FusionError::Client(ClientError::Protocol("a real query has no answer".into()))
-        })?;
+        let labels = first
+            .iter()
+            .map(|a| a.map(|(_, l)| l))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| FusionError::Client(ClientError::Protocol("a real query has no answer".into())))?;
         Ok(Verified { labels, report })
     }
 }
@@ -675,7 +680,8 @@ mod tests {
         // m = 0: only duplicates. Lie on every odd position.
         let config = FusionConfig::new(0, 30, 0.01)?;
         let mut server = Table { truth: truth.clone(), lie: |p, l| if p % 2 == 1 { (l + 3) % 10 } else { l } };
-        let Err(FusionError::ServerCheated(e)) = run(&config, &pool, (0..30).collect(), &mut server, &mut Randomness::Os)
+        let Err(FusionError::ServerCheated(e)) =
+            run(&config, &pool, (0..30).collect(), &mut server, &mut Randomness::Os)
         else {
             panic!("expected ServerCheated")
         };
@@ -693,7 +699,8 @@ mod tests {
     fn ground_truth_pool_runs_a_binomial_test() -> Result<(), FusionError> {
         let truth: Vec<usize> = (0..400).map(|i| i % 10).collect();
         // The pool's ground truth differs from the model on every tenth sample (90 % accurate).
-        let model: Vec<usize> = truth.iter().enumerate().map(|(i, &l)| if i % 10 == 0 { (l + 1) % 10 } else { l }).collect();
+        let model: Vec<usize> =
+            truth.iter().enumerate().map(|(i, &l)| if i % 10 == 0 { (l + 1) % 10 } else { l }).collect();
         let pool = KnownAnswerPool::ground_truth((200..400).collect(), truth[200..].to_vec(), 0.9)?;
         let config = FusionConfig::new(60, 0, 0.05)?;
         let mut honest = Table { truth: model, lie: |_, l| l };
@@ -741,12 +748,18 @@ mod tests {
         let over_grant = run_with(FusionConfig::new(10, 5, 0.01)?, &pool, 30);
         assert!(matches!(over_grant, Err(FusionError::Invalid(ref s)) if s.contains("granted")), "{over_grant:?}");
         let wrong_shape = KnownAnswerPool::honest_labels(vec![5, 999], vec![0, 1])?;
-        assert!(matches!(run_with(FusionConfig::new(1, 1, 0.01)?, &wrong_shape, 4), Err(FusionError::Invalid(ref s)) if s.contains("pool")));
+        assert!(
+            matches!(run_with(FusionConfig::new(1, 1, 0.01)?, &wrong_shape, 4), Err(FusionError::Invalid(ref s)) if s.contains("pool"))
+        );
         assert!(matches!(KnownAnswerPool::honest_labels(vec![1, 2], vec![0]), Err(FusionError::Invalid(_))));
         let small = KnownAnswerPool::ground_truth(truth[..3].to_vec(), truth[..3].to_vec(), 0.5)?;
-        assert!(matches!(run_with(FusionConfig::new(3, 1, 0.01)?, &small, 4), Err(FusionError::Invalid(ref s)) if s.contains("raise m")));
+        assert!(
+            matches!(run_with(FusionConfig::new(3, 1, 0.01)?, &small, 4), Err(FusionError::Invalid(ref s)) if s.contains("raise m"))
+        );
         let no_known = KnownAnswerPool::ground_truth(truth.clone(), truth.clone(), 0.9)?;
-        assert!(matches!(run_with(FusionConfig::new(0, 2, 0.01)?, &no_known, 4), Err(FusionError::Invalid(ref s)) if s.contains("m must be positive")));
+        assert!(
+            matches!(run_with(FusionConfig::new(0, 2, 0.01)?, &no_known, 4), Err(FusionError::Invalid(ref s)) if s.contains("m must be positive"))
+        );
         Ok(())
     }
 
@@ -762,7 +775,9 @@ mod tests {
             seen[p.min(9)] += 1;
         }
         assert!(seen.iter().all(|&c| (120..=290).contains(&c)), "{seen:?}");
-        assert!(!format!("{:?}", Batch::compile(&config, &pool, (0..5).collect(), &mut Randomness::Os)?).contains("Real"));
+        assert!(
+            !format!("{:?}", Batch::compile(&config, &pool, (0..5).collect(), &mut Randomness::Os)?).contains("Real")
+        );
         Ok(())
     }
 }

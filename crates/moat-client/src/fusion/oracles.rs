@@ -191,7 +191,12 @@ impl std::fmt::Debug for ProtocolOracle<'_> {
 impl<'a> ProtocolOracle<'a> {
     /// Batches in `session` over `ch`, served by `model`; `capacity` is the server's
     /// per-session query limit, if it has one.
-    pub fn new(ch: &'a mut dyn Channel, session: &'a mut ClientSession, model: ModelIdentity, capacity: Option<usize>) -> Self {
+    pub fn new(
+        ch: &'a mut dyn Channel,
+        session: &'a mut ClientSession,
+        model: ModelIdentity,
+        capacity: Option<usize>,
+    ) -> Self {
         Self { ch, session, model, capacity }
     }
 }

@@ -202,7 +202,8 @@ pub fn attack(args: FusionArgs) -> anyhow::Result<()> {
         None => {
             let mut found = None;
             for f in (1..fixed.frac_bits()).rev() {
-                let labels = labels_of(&QuantizedGraph::new(&graph, FixedPoint::new(fixed.ring_bits(), f)?)?, test, total);
+                let labels =
+                    labels_of(&QuantizedGraph::new(&graph, FixedPoint::new(fixed.ring_bits(), f)?)?, test, total);
                 tracing::info!(frac_bits = f, accuracy = accuracy(&labels, &truth), "candidate cheaper model");
                 if 100.0 * (honest_accuracy - accuracy(&labels, &truth)) >= args.gap {
                     found = Some((f, labels));
@@ -240,10 +241,12 @@ pub fn attack(args: FusionArgs) -> anyhow::Result<()> {
     let committed = ModelIdentity::named("committed", Some("1"));
     let cheaper = ModelIdentity::named("cheaper", Some("1"));
     let rates = [0.002, 0.005, 0.01, 0.02, 0.05, 0.1];
-    let mut cheats = vec![Cheat::Honest, Cheat::Substitute, Cheat::SwitchModel, Cheat::TargetClass {
-        from: target_from,
-        to: (target_from + 1) % classes,
-    }];
+    let mut cheats = vec![
+        Cheat::Honest,
+        Cheat::Substitute,
+        Cheat::SwitchModel,
+        Cheat::TargetClass { from: target_from, to: (target_from + 1) % classes },
+    ];
     cheats.extend(rates.iter().map(|&rate| Cheat::Flip { rate }));
     cheats.extend(rates.iter().map(|&rate| Cheat::SubstituteFraction { rate }));
     cheats.extend([1usize, 2, 3, 5, 8].iter().map(|&t| Cheat::CorruptExactly { t }));
@@ -258,8 +261,7 @@ pub fn attack(args: FusionArgs) -> anyhow::Result<()> {
             args.seed.wrapping_add(1000 + i as u64),
         );
         let seed = args.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15).wrapping_add(i as u64);
-        let (detected, wrong) =
-            measure(&config, &pool, &honest, query_count, args.n, args.batches, &mut server, seed)?;
+        let (detected, wrong) = measure(&config, &pool, &honest, query_count, args.n, args.batches, &mut server, seed)?;
         let (analytic, exact) = cheat.analytic_detection(shape, &facts);
         let cheating_rate = match *cheat {
             Cheat::Flip { rate } => rate,
@@ -268,13 +270,23 @@ pub fn attack(args: FusionArgs) -> anyhow::Result<()> {
             Cheat::Substitute => facts.query_disagreement,
             _ => 0.0,
         };
-        points.push(point(*cheat, PoolLabels::HonestModel, cheating_rate, args.batches, detected, wrong, analytic, exact));
+        points.push(point(
+            *cheat,
+            PoolLabels::HonestModel,
+            cheating_rate,
+            args.batches,
+            detected,
+            wrong,
+            analytic,
+            exact,
+        ));
         bar.inc(1);
     }
     // The accuracy test on ground truth: an honest server's false alarms (≤ β) and the
     // substituted model, both against the honest model's accuracy on the pool as the claim.
     let claimed = accuracy(&honest[pool_range.clone()], &truth[pool_range.clone()]);
-    let gt_pool = KnownAnswerPool::ground_truth(pool_range.clone().collect(), truth[pool_range.clone()].to_vec(), claimed)?;
+    let gt_pool =
+        KnownAnswerPool::ground_truth(pool_range.clone().collect(), truth[pool_range.clone()].to_vec(), claimed)?;
     let threshold = analysis::rejection_threshold(shape.m as u64, claimed, config.beta);
     for (j, cheat) in [Cheat::Honest, Cheat::Substitute].into_iter().enumerate() {
         let mut server = CheatingServer::new(
@@ -285,14 +297,15 @@ pub fn attack(args: FusionArgs) -> anyhow::Result<()> {
             args.seed.wrapping_add(5000 + j as u64),
         );
         let seed = args.seed.wrapping_mul(0x2545_f491_4f6c_dd1d).wrapping_add(j as u64);
-        let (detected, wrong) = match measure(&config, &gt_pool, &honest, query_count, args.n, args.batches, &mut server, seed) {
-            Ok(v) => v,
-            Err(e) => {
-                tracing::warn!(error = %e, "the ground-truth accuracy test cannot run at this m and β");
-                bar.inc(1);
-                continue;
-            }
-        };
+        let (detected, wrong) =
+            match measure(&config, &gt_pool, &honest, query_count, args.n, args.batches, &mut server, seed) {
+                Ok(v) => v,
+                Err(e) => {
+                    tracing::warn!(error = %e, "the ground-truth accuracy test cannot run at this m and β");
+                    bar.inc(1);
+                    continue;
+                }
+            };
         let model_labels = if cheat == Cheat::Honest { &honest } else { &worse };
         let right = pool_range.clone().filter(|&i| model_labels[i] == truth[i]).count() as u64;
         let analytic = 1.0 - analysis::miss_known_answers(pool.len() as u64, right, shape.m as u64, threshold);
@@ -371,7 +384,8 @@ fn point(
 }
 
 fn print_report(r: &FusionReport) {
-    let mut table = Table::new(&["cheat", "pool", "rate", "measured", "analytic", "diff (pts)", "σ (pts)", "escaped wrong"]);
+    let mut table =
+        Table::new(&["cheat", "pool", "rate", "measured", "analytic", "diff (pts)", "σ (pts)", "escaped wrong"]);
     for p in &r.points {
         table.row(vec![
             p.name.clone(),
@@ -417,7 +431,13 @@ fn plot(r: &FusionReport, dir: &Path) -> anyhow::Result<()> {
     let max_rate = r.points.iter().map(|p| p.cheating_rate).fold(0.0f64, f64::max).max(1e-3) * 1.05;
     let mut chart = ChartBuilder::on(&root)
         .caption(
-            format!("Fusion detection, n={} m={} k={} ({} batches/point)", r.shape.n, r.shape.m, r.shape.k, r.points.first().map_or(0, |p| p.batches)),
+            format!(
+                "Fusion detection, n={} m={} k={} ({} batches/point)",
+                r.shape.n,
+                r.shape.m,
+                r.shape.k,
+                r.points.first().map_or(0, |p| p.batches)
+            ),
             ("sans-serif", 20),
         )
         .margin(15)
@@ -484,10 +504,7 @@ pub struct FusionInference {
 /// The public known-answer pool for `moat infer --fusion`: the dataset's training split,
 /// labelled by `reference` (the committed model's published copy: any disagreement is
 /// evidence) or by ground truth with the server's claimed accuracy.
-fn infer_pool(
-    args: &super::infer::Args,
-    train: &moat_nn::data::Dataset,
-) -> anyhow::Result<KnownAnswerPool<Vec<f32>>> {
+fn infer_pool(args: &super::infer::Args, train: &moat_nn::data::Dataset) -> anyhow::Result<KnownAnswerPool<Vec<f32>>> {
     let size = train.len().min(args.fusion_pool);
     let samples: Vec<Vec<f32>> = (0..size).map(|i| train.sample(i).to_vec()).collect();
     match (&args.fusion_reference, args.claimed_accuracy) {
@@ -496,7 +513,9 @@ fn infer_pool(
             let labels = moat_nn::exec::par_map(size, |i| q.predict(train.sample(i)).unwrap_or(usize::MAX));
             Ok(KnownAnswerPool::honest_labels(samples, labels)?)
         }
-        (None, Some(a)) => Ok(KnownAnswerPool::ground_truth(samples, (0..size).map(|i| train.label(i)).collect(), a / 100.0)?),
+        (None, Some(a)) => {
+            Ok(KnownAnswerPool::ground_truth(samples, (0..size).map(|i| train.label(i)).collect(), a / 100.0)?)
+        }
         (None, None) => bail!(
             "--fusion needs known answers: --fusion-reference MODEL.onnx (the committed model's labels) or \
              --claimed-accuracy PERCENT (ground truth with a binomial test)"
@@ -542,7 +561,8 @@ pub fn infer(args: &super::infer::Args, spec: &str) -> anyhow::Result<()> {
                 };
                 let mut session = client.connect(&admission, seed)?;
                 let identity = ModelIdentity::from(&admission);
-                let outcome = run(&config, &pool, queries, &mut SessionOracle::new(&mut session, identity), &mut randomness);
+                let outcome =
+                    run(&config, &pool, queries, &mut SessionOracle::new(&mut session, identity), &mut randomness);
                 let stats = session.close()?;
                 ("fusion-secure", outcome, Some(stats.bytes_sent + stats.bytes_received))
             } else {
@@ -556,6 +576,32 @@ pub fn infer(args: &super::infer::Args, spec: &str) -> anyhow::Result<()> {
                 }
                 ("fusion-remote", run(&config, &pool, queries, &mut oracle, &mut randomness), None)
             }
+        }
+        None if args.fusion_connect.is_some() => {
+            use moat_mpc::transport::Channel;
+            let address = args.fusion_connect.as_deref().unwrap_or_default();
+            let config_ch = moat_mpc::transport::ChannelConfig::default()
+                .with_timeout(args.timeout)
+                .with_connect_timeout(args.timeout);
+            let mut ch = moat_mpc::transport::tcp::TcpChannel::connect(address, config_ch)
+                .with_context(|| format!("connecting to {address}"))?;
+            let seed = {
+                use rand::TryRngCore;
+                rand::rngs::OsRng.try_next_u64().context("no OS entropy for the client's seed")?
+            };
+            let mut session =
+                moat_mpc::engine::ClientSession::connect(&mut ch, seed).context("secure session setup")?;
+            let identity = ModelIdentity::named(address, None);
+            let outcome = run(
+                &config,
+                &pool,
+                queries,
+                &mut moat_client::fusion::ProtocolOracle::new(&mut ch, &mut session, identity, None),
+                &mut randomness,
+            );
+            session.close(&mut ch)?;
+            let total = ch.stats().total();
+            ("fusion-direct", outcome, Some(total.bytes_sent + total.bytes_received))
         }
         None => {
             let path = args.model.as_deref().context("give a MODEL.onnx or --url")?;

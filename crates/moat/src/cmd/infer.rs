@@ -18,7 +18,7 @@ use crate::report::print_json;
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// The ONNX model (not needed with --url).
-    #[arg(required_unless_present = "url")]
+    #[arg(required_unless_present_any = ["url", "fusion_connect"])]
     pub model: Option<PathBuf>,
     /// Input file: a JSON array of numbers (nested arrays are flattened) or raw little-endian
     /// f32 (`.f32`/`.bin`), already normalised as the model expects.
@@ -76,6 +76,10 @@ pub struct Args {
     /// known answers are ground truth and must pass a binomial test at level β.
     #[arg(long, requires = "fusion")]
     pub claimed_accuracy: Option<f64>,
+    /// With --fusion: run the batch directly against a `moat secure server` at ADDR (one
+    /// two-party session, no admission) instead of --url or the local simulated engine.
+    #[arg(long, requires = "fusion", conflicts_with = "url")]
+    pub fusion_connect: Option<String>,
     /// With --fusion: known-answer pool size (taken from the dataset's training split).
     #[arg(long, default_value_t = 2000)]
     pub fusion_pool: usize,
