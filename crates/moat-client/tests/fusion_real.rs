@@ -14,6 +14,9 @@ use moat_nn::{FixedPoint, QuantizedGraph, zoo};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
+/// What a batch returned, and the labels the committed model gives the queries.
+type Outcome = (Result<Vec<usize>, FusionError>, Vec<usize>);
+
 fn data_dir() -> Option<PathBuf> {
     let dir = std::env::var_os("MOAT_DATA_DIR")
         .map(PathBuf::from)
@@ -27,7 +30,7 @@ fn batch_against(
     committed: &QuantizedGraph,
     served: Arc<QuantizedGraph>,
     test: &moat_nn::data::Dataset,
-) -> Result<(Result<Vec<usize>, FusionError>, Vec<usize>), Box<dyn std::error::Error>> {
+) -> Result<Outcome, Box<dyn std::error::Error>> {
     let queries: Vec<Vec<f32>> = (0..6).map(|i| test.sample(i).to_vec()).collect();
     let expected = (0..6).map(|i| committed.predict(test.sample(i))).collect::<Result<Vec<_>, _>>()?;
     let pool_samples: Vec<Vec<f32>> = (100..140).map(|i| test.sample(i).to_vec()).collect();

@@ -81,7 +81,7 @@ pub enum Randomness {
     Os,
     /// A ChaCha generator from a fixed seed: for repeatable experiments only — whoever knows the
     /// seed knows the permutation and can cheat undetected.
-    InsecureSeeded(StdRng),
+    InsecureSeeded(Box<StdRng>),
 }
 
 impl fmt::Debug for Randomness {
@@ -96,14 +96,14 @@ impl fmt::Debug for Randomness {
 impl Randomness {
     /// [`Randomness::InsecureSeeded`] from `seed`.
     pub fn insecure_seed(seed: u64) -> Self {
-        Randomness::InsecureSeeded(StdRng::seed_from_u64(seed))
+        Randomness::InsecureSeeded(Box::new(StdRng::seed_from_u64(seed)))
     }
 
     fn generator(&mut self) -> Result<StdRng, FusionError> {
         match self {
             Randomness::Os => StdRng::try_from_os_rng()
                 .map_err(|e| FusionError::Invalid(format!("no OS randomness for the permutation: {e}"))),
-            Randomness::InsecureSeeded(rng) => Ok(StdRng::from_rng(rng)),
+            Randomness::InsecureSeeded(rng) => Ok(StdRng::from_rng(rng.as_mut())),
         }
     }
 }

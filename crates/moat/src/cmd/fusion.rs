@@ -151,17 +151,24 @@ fn accuracy(labels: &[usize], truth: &[usize]) -> f64 {
     labels.iter().zip(truth).filter(|(a, b)| a == b).count() as f64 / labels.len().max(1) as f64
 }
 
-/// Runs `batches` Fusion batches against `server`; returns (detected, verified-but-wrong).
+/// How many batches of how many queries, drawn from the first `query_count` samples.
+#[derive(Clone, Copy)]
+struct Sweep {
+    query_count: usize,
+    n: usize,
+    batches: usize,
+}
+
+/// Runs the sweep's batches against `server`; returns (detected, verified-but-wrong).
 fn measure(
     config: &FusionConfig,
     pool: &KnownAnswerPool<usize>,
     honest: &[usize],
-    query_count: usize,
-    n: usize,
-    batches: usize,
+    sweep: Sweep,
     server: &mut CheatingServer<LabelOracle, LabelOracle>,
     seed: u64,
 ) -> anyhow::Result<(usize, usize)> {
+    let Sweep { query_count, n, batches } = sweep;
     let mut randomness = Randomness::insecure_seed(seed);
     let mut pick = StdRng::seed_from_u64(seed ^ 0x9e37_79b9);
     let (mut detected, mut wrong) = (0, 0);
@@ -250,6 +257,7 @@ pub fn attack(args: FusionArgs) -> anyhow::Result<()> {
     cheats.extend(rates.iter().map(|&rate| Cheat::Flip { rate }));
     cheats.extend(rates.iter().map(|&rate| Cheat::SubstituteFraction { rate }));
     cheats.extend([1usize, 2, 3, 5, 8].iter().map(|&t| Cheat::CorruptExactly { t }));
+    let sweep = Sweep { query_count, n: args.n, batches: args.batches };
     let mut points = Vec::new();
     let bar = crate::progress::bar((cheats.len() + 2) as u64, "fusion sweep", args.json);
     for (i, cheat) in cheats.iter().enumerate() {
@@ -261,7 +269,7 @@ pub fn attack(args: FusionArgs) -> anyhow::Result<()> {
             args.seed.wrapping_add(1000 + i as u64),
         );
         let seed = args.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15).wrapping_add(i as u64);
-        let (detected, wrong) = measure(&config, &pool, &honest, query_count, args.n, args.batches, &mut server, seed)?;
+        let (detected, wrong) = measure(&config, &pool, &honest, sweep, &mut server, seed)?;
         let (analytic, exact) = cheat.analytic_detection(shape, &facts);
         let cheating_rate = match *cheat {
             Cheat::Flip { rate } => rate,
@@ -297,15 +305,14 @@ pub fn attack(args: FusionArgs) -> anyhow::Result<()> {
             args.seed.wrapping_add(5000 + j as u64),
         );
         let seed = args.seed.wrapping_mul(0x2545_f491_4f6c_dd1d).wrapping_add(j as u64);
-        let (detected, wrong) =
-            match measure(&config, &gt_pool, &honest, query_count, args.n, args.batches, &mut server, seed) {
-                Ok(v) => v,
-                Err(e) => {
-                    tracing::warn!(error = %e, "the ground-truth accuracy test cannot run at this m and β");
-                    bar.inc(1);
-                    continue;
-                }
-            };
+        let (detected, wrong) = match measure(&config, &gt_pool, &honest, sweep, &mut server, seed) {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!(error = %e, "the ground-truth accuracy test cannot run at this m and β");
+                bar.inc(1);
+                continue;
+            }
+        };
         let model_labels = if cheat == Cheat::Honest { &honest } else { &worse };
         let right = pool_range.clone().filter(|&i| model_labels[i] == truth[i]).count() as u64;
         let analytic = 1.0 - analysis::miss_known_answers(pool.len() as u64, right, shape.m as u64, threshold);
@@ -451,7 +458,8 @@ fn plot(r: &FusionReport, dir: &Path) -> anyhow::Result<()> {
         .y_desc("detection probability")
         .draw()
         .map_err(|e| anyhow::anyhow!("plot: {e}"))?;
-    let families: [(&str, fn(&Cheat) -> bool, RGBColor); 3] = [
+    type Family = (&'static str, fn(&Cheat) -> bool, RGBColor);
+    let families: [Family; 3] = [
         ("flip", |c| matches!(c, Cheat::Flip { .. }), RED),
         ("substitute fraction", |c| matches!(c, Cheat::SubstituteFraction { .. }), BLUE),
         ("corrupt t", |c| matches!(c, Cheat::CorruptExactly { .. }), GREEN),
