@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use moat_client::fusion::{FusionConfig, FusionError, KnownAnswerPool, ModelIdentity, ProtocolOracle, Randomness, run};
+use moat_mpc::Seed;
 use moat_mpc::engine::{ClientSession, ServerModel};
 use moat_mpc::transport::memory;
 use moat_nn::{FixedPoint, QuantizedGraph, zoo};
@@ -40,8 +41,8 @@ fn batch_against(
 
     let (mut server_ch, mut client_ch) = memory::pair(Default::default());
     let server = ServerModel::new(served, 4096)?;
-    let handle = std::thread::spawn(move || server.serve(&mut server_ch, 5));
-    let mut session = ClientSession::connect(&mut client_ch, 6)?;
+    let handle = std::thread::spawn(move || server.serve(&mut server_ch, Seed::insecure_from_u64(5)));
+    let mut session = ClientSession::connect(&mut client_ch, Seed::insecure_from_u64(6))?;
     let outcome = {
         let mut oracle =
             ProtocolOracle::new(&mut client_ch, &mut session, ModelIdentity::named("lenet5", Some("1")), None);

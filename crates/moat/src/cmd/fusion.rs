@@ -531,6 +531,14 @@ fn infer_pool(args: &super::infer::Args, train: &moat_nn::data::Dataset) -> anyh
     }
 }
 
+/// The client's session secret: from the OS, or `--insecure-seed` for experiments.
+fn client_seed(args: &super::infer::Args) -> anyhow::Result<moat_mpc::Seed> {
+    match args.insecure_seed {
+        Some(n) => Ok(moat_mpc::Seed::insecure_from_u64(n)),
+        None => moat_mpc::Seed::from_os().context("no OS entropy for the client's session secret"),
+    }
+}
+
 /// `moat infer … --fusion m,k[,beta]`: the queries `--index I --count C` mixed with known
 /// answers and duplicates, on the path the other flags choose (plaintext `--url`, `--secure`,
 /// or the local simulated two-party engine), labels printed only after the check.
@@ -563,10 +571,7 @@ pub fn infer(args: &super::infer::Args, spec: &str) -> anyhow::Result<()> {
                     request = request.with_parameter(k, v);
                 }
                 let admission = client.admit_model(name, None, &request)?;
-                let seed = {
-                    use rand::TryRngCore;
-                    rand::rngs::OsRng.try_next_u64().context("no OS entropy for the client's seed")?
-                };
+                let seed = client_seed(args)?;
                 let mut session = client.connect(&admission, seed)?;
                 let identity = ModelIdentity::from(&admission);
                 let outcome =
@@ -593,10 +598,7 @@ pub fn infer(args: &super::infer::Args, spec: &str) -> anyhow::Result<()> {
                 .with_connect_timeout(args.timeout);
             let mut ch = moat_mpc::transport::tcp::TcpChannel::connect(address, config_ch)
                 .with_context(|| format!("connecting to {address}"))?;
-            let seed = {
-                use rand::TryRngCore;
-                rand::rngs::OsRng.try_next_u64().context("no OS entropy for the client's seed")?
-            };
+            let seed = client_seed(args)?;
             let mut session =
                 moat_mpc::engine::ClientSession::connect(&mut ch, seed).context("secure session setup")?;
             let identity = ModelIdentity::named(address, None);
