@@ -22,9 +22,12 @@
 //!
 //! Secure (two-party) inference — the server never sees the input — goes through the same
 //! server and key ([`secure`]): an admission over HTTP, then moat-mpc's protocol on the
-//! server's session port. Fusion's mix-and-check will live beside it.
+//! server's session port. Fusion's mix-and-check ([`fusion`]) runs on top of either path: it
+//! mixes known-answer samples and duplicates into a batch and releases the answers only after
+//! checking them.
 
 pub mod error;
+pub mod fusion;
 pub mod http;
 pub mod oip;
 pub mod secure;

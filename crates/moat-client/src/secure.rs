@@ -127,6 +127,12 @@ impl fmt::Debug for Admission {
 }
 
 impl Admission {
+    /// The server's commitment to the serving model's weights (`parameters.model_commitment`),
+    /// when disclosed.
+    pub fn model_commitment(&self) -> Option<&str> {
+        self.parameters.get("model_commitment").and_then(Value::as_str)
+    }
+
     /// `name/version` of the serving model, or `name` alone, or `None` when not disclosed.
     pub fn served_by(&self) -> Option<String> {
         let name = self.model_name.as_ref()?;

@@ -215,6 +215,20 @@ pub struct ModelVersion {
     pub max_batch_size: usize,
     /// Running counters.
     pub stats: VersionStats,
+    /// Commitment to the weights: hex SHA-256 of `moat-commit/1`, [`Self::commitment_nonce`]
+    /// and the model file. Sent with every answer naming this version, so a client mixing
+    /// known answers into a batch (Fusion) sees one committed model per batch; opened to an
+    /// auditor by handing over the nonce and the file.
+    pub commitment: String,
+    /// The nonce of the commitment, drawn from the OS when the version is loaded.
+    pub commitment_nonce: [u8; 16],
+}
+
+/// [`ModelVersion::commitment`] of a model file's bytes under `nonce`.
+pub fn commit_to_model(nonce: &[u8; 16], model_file: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::new().chain_update(b"moat-commit/1").chain_update(nonce).chain_update(model_file).finalize();
+    digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl ModelVersion {
@@ -467,6 +481,13 @@ impl Repository {
         let id = format!("{name}/{version}");
         let path = dir.join(version.to_string()).join(MODEL_FILE);
         let graph = moat_nn::onnx::load_onnx(&path).map_err(|source| ServeError::Nn { model: id.clone(), source })?;
+        let model_file = std::fs::read(&path)
+            .map_err(|e| ServeError::Model { model: id.clone(), message: format!("reading the model file: {e}") })?;
+        let mut commitment_nonce = [0u8; 16];
+        rand::TryRngCore::try_fill_bytes(&mut rand::rngs::OsRng, &mut commitment_nonce).map_err(|e| {
+            ServeError::Model { model: id.clone(), message: format!("no OS randomness for the commitment nonce: {e}") }
+        })?;
+        let commitment = commit_to_model(&commitment_nonce, &model_file);
         let card_path = ModelCard::path_for(&path);
         let card = if card_path.exists() {
             Some(ModelCard::load(&card_path).map_err(|source| ServeError::Nn { model: id.clone(), source })?)
@@ -544,6 +565,8 @@ impl Repository {
             profile,
             max_batch_size: config.max_batch_size.unwrap_or(self.options.max_batch_size),
             stats: VersionStats::default(),
+            commitment,
+            commitment_nonce,
         })
     }
 

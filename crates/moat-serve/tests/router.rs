@@ -360,7 +360,12 @@ async fn task_requests_route_by_spec_and_hide_the_model() -> TestResult {
     // Disclosing task, fastest policy: 94 % within 5 ms → "mid" (95 %, 3 ms).
     let r = post(&f.app, "/v2/tasks/digits-open/infer", &with_spec(94.0, 5.0)).await?.json()?;
     assert_eq!((r["model_name"].as_str(), r["model_version"].as_str()), (Some("mid"), Some("2")));
-    assert_eq!(r["parameters"], json!({"task": "digits-open", "spec_met": true}));
+    let commitment = r["parameters"]["model_commitment"].as_str().unwrap_or_default().to_string();
+    assert!(commitment.len() == 64 && commitment.bytes().all(|b| b.is_ascii_hexdigit()), "{commitment:?}");
+    assert_eq!(r["parameters"], json!({"task": "digits-open", "spec_met": true, "model_commitment": commitment}));
+    // The same version answers with the same commitment on its own route.
+    let direct = post(&f.app, "/v2/models/mid/versions/2/infer", &infer_body(&s)).await?.json()?;
+    assert_eq!(direct["parameters"]["model_commitment"].as_str(), Some(commitment.as_str()));
     // Infeasible (99 %): the most accurate, "slow", and no goodput.
     let r = post(&f.app, "/v2/tasks/digits-open/infer", &with_spec(99.0, 5.0)).await?.json()?;
     assert_eq!((r["model_name"].as_str(), &r["parameters"]["spec_met"]), (Some("slow"), &json!(false)));

@@ -40,7 +40,7 @@ enum Command {
     Loadtest(cmd::bench_http::Args),
     /// Benchmarks between two processes on loopback: one protocol, or a whole network privately.
     Bench(cmd::bench::BenchCommand),
-    /// Attacks on secure inference, scored against the true model: `attack seek`.
+    /// Attacks on secure inference, scored against the true model: `attack seek`, `attack fusion`.
     Attack(cmd::attack::Args),
 }
 

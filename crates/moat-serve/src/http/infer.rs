@@ -361,7 +361,11 @@ async fn infer_inner(
     // Name the serving model only when allowed; class names come from the task, not the model,
     // so they cannot tell the members apart either.
     let (model_name, model_version, parameters, class_names) = match task {
-        None => (model.name.clone(), Some(version.clone()), None, model.class_names().map(<[String]>::to_vec)),
+        None => {
+            let mut p = Map::new();
+            p.insert("model_commitment".into(), json!(model.commitment));
+            (model.name.clone(), Some(version.clone()), Some(p), model.class_names().map(<[String]>::to_vec))
+        }
         Some(t) => {
             let met = spec_met.unwrap_or(false);
             record_selection(state, &t.name, &model.name, met);
@@ -370,6 +374,7 @@ async fn infer_inner(
             let names = t.members.iter().find_map(|m| m.class_names()).map(<[String]>::to_vec);
             if t.settings.disclose_model {
                 p.insert("spec_met".into(), json!(met));
+                p.insert("model_commitment".into(), json!(model.commitment));
                 (model.name.clone(), Some(version.clone()), Some(p), names)
             } else {
                 (t.name.clone(), None, Some(p), names)

@@ -17,7 +17,8 @@
 //!  "model_name": "lenet5", "model_version": "1"}
 //! ```
 //!
-//! `model_name`/`model_version` appear for model routes, and for task routes only when the task
+//! `model_name`/`model_version` (and `parameters.model_commitment`, the hash of the weights with a
+//! server nonce) appear for model routes, and for task routes only when the task
 //! discloses its model; task answers carry `parameters.task` (and `parameters.spec_met` when
 //! disclosed). See [`crate::secure`] for the session itself.
 
@@ -201,6 +202,7 @@ async fn admit_inner(
         None => {
             answer["model_name"] = json!(model.name);
             answer["model_version"] = json!(model.version_string());
+            answer["parameters"] = json!({"model_commitment": model.commitment});
         }
         Some(t) => {
             let met = spec_met.unwrap_or(false);
@@ -209,6 +211,7 @@ async fn admit_inner(
             p.insert("task".into(), json!(t.name));
             if t.settings.disclose_model {
                 p.insert("spec_met".into(), json!(met));
+                p.insert("model_commitment".into(), json!(model.commitment));
                 answer["model_name"] = json!(model.name);
                 answer["model_version"] = json!(model.version_string());
             }

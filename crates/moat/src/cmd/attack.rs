@@ -33,6 +33,9 @@ pub enum AttackKind {
     /// SEEK: extract the model layer by layer from label-only answers by offsetting the
     /// client's shares.
     Seek(SeekArgs),
+    /// Fusion: cheating servers (a cheaper model, flipped or targeted answers, a model switch)
+    /// against the client's mix-and-check; measured detection beside the analytic one.
+    Fusion(super::fusion::FusionArgs),
 }
 
 /// Arguments of `moat attack seek`.
@@ -212,6 +215,7 @@ fn victim(spec: &str, fixed: &FixedArgs) -> anyhow::Result<(Graph, Arc<Quantized
 pub fn run(args: Args) -> anyhow::Result<()> {
     match args.attack {
         AttackKind::Seek(a) => seek(a),
+        AttackKind::Fusion(a) => super::fusion::attack(a),
     }
 }
 

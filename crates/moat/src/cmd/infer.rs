@@ -18,7 +18,7 @@ use crate::report::print_json;
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// The ONNX model (not needed with --url).
-    #[arg(required_unless_present = "url")]
+    #[arg(required_unless_present_any = ["url", "fusion_connect"])]
     pub model: Option<PathBuf>,
     /// Input file: a JSON array of numbers (nested arrays are flattened) or raw little-endian
     /// f32 (`.f32`/`.bin`), already normalised as the model expects.
@@ -62,9 +62,30 @@ pub struct Args {
     /// session.
     #[arg(long, requires = "url")]
     pub secure: bool,
-    /// With --secure and --index: query COUNT consecutive test samples in one session.
-    #[arg(long, default_value_t = 1, requires = "secure")]
+    /// With --secure or --fusion and --index: query COUNT consecutive test samples (one
+    /// session, one batch).
+    #[arg(long, default_value_t = 1)]
     pub count: usize,
+    /// Fusion mix-and-check `m,k[,beta]`: the --count queries travel with m known answers and k
+    /// duplicates in one batch (one request, one secure session, or the simulated two-party
+    /// engine with a local MODEL), and their labels are printed only if every check passes.
+    #[arg(long, requires = "index")]
+    pub fusion: Option<String>,
+    /// With --fusion: the committed model's published copy, which labels the known-answer pool
+    /// (any disagreement is evidence).
+    #[arg(long, requires = "fusion")]
+    pub fusion_reference: Option<PathBuf>,
+    /// With --fusion and no --fusion-reference: the accuracy (percent) the server claims; the
+    /// known answers are ground truth and must pass a binomial test at level β.
+    #[arg(long, requires = "fusion")]
+    pub claimed_accuracy: Option<f64>,
+    /// With --fusion: run the batch directly against a `moat secure server` at ADDR (one
+    /// two-party session, no admission) instead of --url or the local simulated engine.
+    #[arg(long, requires = "fusion", conflicts_with = "url")]
+    pub fusion_connect: Option<String>,
+    /// With --fusion: known-answer pool size (taken from the dataset's training split).
+    #[arg(long, default_value_t = 2000)]
+    pub fusion_pool: usize,
     /// With --secure: bound on connecting and on every wait for the server (e.g. 60s).
     #[arg(long, default_value = "60s", value_parser = super::serve::parse_duration)]
     pub timeout: Duration,
@@ -323,6 +344,9 @@ fn print_secure(p: &SecurePrediction) {
 
 /// `moat infer`.
 pub fn run(args: Args) -> anyhow::Result<()> {
+    if let Some(spec) = &args.fusion {
+        return super::fusion::infer(&args, spec);
+    }
     if let (true, Some(url)) = (args.secure, &args.url) {
         let prediction = predict_secure(&args, url)?;
         if args.json {

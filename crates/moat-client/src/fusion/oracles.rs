@@ -1,0 +1,308 @@
+//! [`BatchOracle`] for every path a client has: a plaintext Open Inference Protocol service
+//! (one request for the whole batch, so a task routes it once), an open secure session (one
+//! session for the whole batch), the simulated two-party engine, and a table of labels (what
+//! the statistical sweeps run on: the model's answers computed once per sample).
+
+use std::sync::Arc;
+
+use moat_mpc::engine::{ClientSession, Honest, Reveal, SimulatedEngine};
+use moat_mpc::transport::Channel;
+use serde_json::{Map, Value};
+
+use super::{BatchAnswers, BatchOracle, ModelIdentity};
+use crate::error::ClientError;
+use crate::http::HttpClient;
+use crate::oip::{InferRequest, InferResponse};
+use crate::secure::SecureSession;
+
+/// The response parameter holding the server's model commitment, when it gives one.
+pub const COMMITMENT_PARAMETER: &str = "model_commitment";
+
+fn size_check(len: usize, expected: usize) -> Result<(), ClientError> {
+    if len == expected {
+        Ok(())
+    } else {
+        Err(ClientError::Invalid(format!("the input has {len} values, the model takes {expected}")))
+    }
+}
+
+/// What an OIP batch is sent to.
+#[derive(Clone, Debug, PartialEq)]
+pub enum OipTarget {
+    /// `/v2/models/{name}[/versions/{version}]/infer`.
+    Model {
+        /// Model name.
+        name: String,
+        /// Version, or the server's default.
+        version: Option<String>,
+    },
+    /// `/v2/tasks/{name}/infer`: the server picks one model for the whole request.
+    Task {
+        /// Task name.
+        name: String,
+    },
+}
+
+/// A plaintext OIP v2 service: the batch is one request (or consecutive requests of the
+/// server's `max_batch_size`); the model identity of each input is its response's
+/// `model_name`/`model_version` and `model_commitment` parameter, so a model change between
+/// requests is evidence.
+#[derive(Debug)]
+pub struct OipOracle<'c> {
+    client: &'c HttpClient,
+    target: OipTarget,
+    sample_shape: Vec<usize>,
+    parameters: Map<String, Value>,
+    max_batch: usize,
+}
+
+impl<'c> OipOracle<'c> {
+    /// Batches for `target`, whose samples have `sample_shape` (from its metadata).
+    pub fn new(client: &'c HttpClient, target: OipTarget, sample_shape: Vec<usize>) -> Self {
+        Self { client, target, sample_shape, parameters: Map::new(), max_batch: usize::MAX }
+    }
+
+    /// Splits batches into requests of at most `max_batch` inputs (the model's
+    /// `max_batch_size`).
+    pub fn with_max_batch(mut self, max_batch: usize) -> Self {
+        self.max_batch = max_batch.max(1);
+        self
+    }
+
+    /// Adds a request parameter (e.g. a task's spec).
+    pub fn with_parameter(mut self, key: impl Into<String>, value: Value) -> Self {
+        self.parameters.insert(key.into(), value);
+        self
+    }
+
+    fn identity(response: &InferResponse) -> ModelIdentity {
+        ModelIdentity {
+            name: Some(response.model_name.clone()),
+            version: response.model_version.clone(),
+            commitment: response.parameters.get(COMMITMENT_PARAMETER).and_then(Value::as_str).map(str::to_string),
+        }
+    }
+}
+
+/// Labels from the `label` output, or the argmax of `logits`.
+fn response_labels(response: &InferResponse) -> Result<Vec<usize>, ClientError> {
+    if let Ok(labels) = response.labels() {
+        return Ok(labels);
+    }
+    response
+        .logits()?
+        .iter()
+        .map(|row| {
+            row.iter()
+                .enumerate()
+                .fold(None, |best: Option<(usize, f32)>, (i, &v)| match best {
+                    Some((_, b)) if b >= v => best,
+                    _ => Some((i, v)),
+                })
+                .map(|(i, _)| i)
+                .ok_or_else(|| ClientError::Protocol("empty logits".into()))
+        })
+        .collect()
+}
+
+impl BatchOracle<Vec<f32>> for OipOracle<'_> {
+    fn validate(&self, query: &Vec<f32>) -> Result<(), ClientError> {
+        size_check(query.len(), self.sample_shape.iter().product())
+    }
+
+    fn answer_batch(&mut self, inputs: &[Vec<f32>]) -> Result<BatchAnswers, ClientError> {
+        let mut answers = BatchAnswers { labels: Vec::with_capacity(inputs.len()), models: Vec::new() };
+        for chunk in inputs.chunks(self.max_batch) {
+            let mut request = InferRequest::batch(chunk, &self.sample_shape)?;
+            for (k, v) in &self.parameters {
+                request = request.with_parameter(k.clone(), v.clone());
+            }
+            let response = match &self.target {
+                OipTarget::Model { name, version } => self.client.infer(name, version.as_deref(), &request)?,
+                OipTarget::Task { name } => self.client.infer_task(name, &request)?,
+            };
+            let labels = response_labels(&response)?;
+            if labels.len() != chunk.len() {
+                return Err(ClientError::Protocol(format!("{} labels for {} inputs", labels.len(), chunk.len())));
+            }
+            answers.labels.extend(labels);
+            answers.models.extend(std::iter::repeat_n(Self::identity(&response), chunk.len()));
+        }
+        Ok(answers)
+    }
+}
+
+impl From<&crate::secure::Admission> for ModelIdentity {
+    /// The model an admission names, with its commitment.
+    fn from(admission: &crate::secure::Admission) -> Self {
+        ModelIdentity {
+            name: admission.model_name.clone(),
+            version: admission.model_version.clone(),
+            commitment: admission.model_commitment().map(str::to_string),
+        }
+    }
+}
+
+/// An open secure session: the whole batch runs in it (the grant bounds the batch), each input
+/// a label-only two-party inference; the identity is the one the admission disclosed.
+#[derive(Debug)]
+pub struct SessionOracle<'s> {
+    session: &'s mut SecureSession,
+    model: ModelIdentity,
+}
+
+impl<'s> SessionOracle<'s> {
+    /// Batches in `session`, served by `model` (e.g. from the admission's name and version).
+    pub fn new(session: &'s mut SecureSession, model: ModelIdentity) -> Self {
+        Self { session, model }
+    }
+}
+
+impl BatchOracle<Vec<f32>> for SessionOracle<'_> {
+    fn validate(&self, query: &Vec<f32>) -> Result<(), ClientError> {
+        size_check(query.len(), self.session.input_len())
+    }
+
+    fn capacity(&self) -> Option<usize> {
+        Some(usize::try_from(self.session.remaining()).unwrap_or(usize::MAX))
+    }
+
+    fn answer_batch(&mut self, inputs: &[Vec<f32>]) -> Result<BatchAnswers, ClientError> {
+        let labels = inputs.iter().map(|x| self.session.infer(x)).collect::<Result<Vec<_>, _>>()?;
+        Ok(BatchAnswers::one_model(labels, self.model.clone()))
+    }
+}
+
+/// A two-party session driven directly on a channel (e.g. a `moat secure server`, no
+/// admission): the whole batch runs in it, label-only.
+pub struct ProtocolOracle<'a> {
+    ch: &'a mut dyn Channel,
+    session: &'a mut ClientSession,
+    model: ModelIdentity,
+    capacity: Option<usize>,
+}
+
+impl std::fmt::Debug for ProtocolOracle<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProtocolOracle").field("model", &self.model).finish_non_exhaustive()
+    }
+}
+
+impl<'a> ProtocolOracle<'a> {
+    /// Batches in `session` over `ch`, served by `model`; `capacity` is the server's
+    /// per-session query limit, if it has one.
+    pub fn new(
+        ch: &'a mut dyn Channel,
+        session: &'a mut ClientSession,
+        model: ModelIdentity,
+        capacity: Option<usize>,
+    ) -> Self {
+        Self { ch, session, model, capacity }
+    }
+}
+
+impl BatchOracle<Vec<f32>> for ProtocolOracle<'_> {
+    fn validate(&self, query: &Vec<f32>) -> Result<(), ClientError> {
+        size_check(query.len(), self.session.architecture().graph().input_shape().iter().product())
+    }
+
+    fn capacity(&self) -> Option<usize> {
+        self.capacity
+    }
+
+    fn answer_batch(&mut self, inputs: &[Vec<f32>]) -> Result<BatchAnswers, ClientError> {
+        let fixed = self.session.architecture().fixed();
+        let mut labels = Vec::with_capacity(inputs.len());
+        for x in inputs {
+            let revealed = self
+                .session
+                .infer(&mut *self.ch, x, Reveal::Label, &mut Honest)
+                .map_err(|e| ClientError::Protocol(format!("secure session: {e}")))?;
+            labels.push(revealed.label(fixed).ok_or_else(|| ClientError::Protocol("no label revealed".into()))?);
+        }
+        if let Some(c) = &mut self.capacity {
+            *c = c.saturating_sub(inputs.len());
+        }
+        Ok(BatchAnswers::one_model(labels, self.model.clone()))
+    }
+}
+
+/// The simulated two-party engine (both parties in this process), label-only reveal.
+pub struct SimulatedOracle {
+    engine: SimulatedEngine,
+    model: ModelIdentity,
+}
+
+impl std::fmt::Debug for SimulatedOracle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimulatedOracle").field("model", &self.model).finish_non_exhaustive()
+    }
+}
+
+impl SimulatedOracle {
+    /// Batches answered by `engine`, which serves `model`.
+    pub fn new(engine: SimulatedEngine, model: ModelIdentity) -> Self {
+        Self { engine, model }
+    }
+}
+
+impl BatchOracle<Vec<f32>> for SimulatedOracle {
+    fn validate(&self, query: &Vec<f32>) -> Result<(), ClientError> {
+        size_check(query.len(), self.engine.model().graph().input_shape().iter().product())
+    }
+
+    fn answer_batch(&mut self, inputs: &[Vec<f32>]) -> Result<BatchAnswers, ClientError> {
+        let fixed = self.engine.model().fixed();
+        let labels = inputs
+            .iter()
+            .map(|x| {
+                let revealed = self
+                    .engine
+                    .infer(x, Reveal::Label, &mut Honest)
+                    .map_err(|e| ClientError::Invalid(e.to_string()))?;
+                revealed.label(fixed).ok_or_else(|| ClientError::Protocol("no label revealed".into()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(BatchAnswers::one_model(labels, self.model.clone()))
+    }
+}
+
+/// A model's answers computed once per sample: queries are sample indices. What the
+/// thousand-batch sweeps run the Fusion checks against.
+#[derive(Clone, Debug)]
+pub struct LabelOracle {
+    labels: Arc<Vec<usize>>,
+    model: ModelIdentity,
+}
+
+impl LabelOracle {
+    /// Sample i is answered `labels[i]` by `model`.
+    pub fn new(labels: Arc<Vec<usize>>, model: ModelIdentity) -> Self {
+        Self { labels, model }
+    }
+
+    /// The label table.
+    pub fn labels(&self) -> &[usize] {
+        &self.labels
+    }
+
+    /// The identity it answers as.
+    pub fn model(&self) -> &ModelIdentity {
+        &self.model
+    }
+}
+
+impl BatchOracle<usize> for LabelOracle {
+    fn validate(&self, query: &usize) -> Result<(), ClientError> {
+        if *query < self.labels.len() {
+            Ok(())
+        } else {
+            Err(ClientError::Invalid(format!("no sample {query} (the table has {})", self.labels.len())))
+        }
+    }
+
+    fn answer_batch(&mut self, inputs: &[usize]) -> Result<BatchAnswers, ClientError> {
+        inputs.iter().try_for_each(|q| self.validate(q))?;
+        Ok(BatchAnswers::one_model(inputs.iter().map(|&i| self.labels[i]).collect(), self.model.clone()))
+    }
+}

@@ -1,0 +1,78 @@
+//! Fusion over the real two-party protocol (server and client on two threads over the
+//! in-memory channel: the full cryptography): the honest server's batch is verified and its
+//! labels equal the fixed-point executor's; a server that substitutes an untrained model of the
+//! same architecture is caught, and no label is released. Needs MNIST under `MOAT_DATA_DIR` or
+//! `../shared/data` beside the checkout; without it the test prints a notice and passes.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use moat_client::fusion::{FusionConfig, FusionError, KnownAnswerPool, ModelIdentity, ProtocolOracle, Randomness, run};
+use moat_mpc::Seed;
+use moat_mpc::engine::{ClientSession, ServerModel};
+use moat_mpc::transport::memory;
+use moat_nn::{FixedPoint, QuantizedGraph, zoo};
+
+type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+/// What a batch returned, and the labels the committed model gives the queries.
+type Outcome = (Result<Vec<usize>, FusionError>, Vec<usize>);
+
+fn data_dir() -> Option<PathBuf> {
+    let dir = std::env::var_os("MOAT_DATA_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data"));
+    dir.join("mnist").is_dir().then_some(dir)
+}
+
+/// Runs one Fusion batch against a real server serving `served`, with the pool labelled by
+/// `committed`.
+fn batch_against(
+    committed: &QuantizedGraph,
+    served: Arc<QuantizedGraph>,
+    test: &moat_nn::data::Dataset,
+) -> Result<Outcome, Box<dyn std::error::Error>> {
+    let queries: Vec<Vec<f32>> = (0..6).map(|i| test.sample(i).to_vec()).collect();
+    let expected = (0..6).map(|i| committed.predict(test.sample(i))).collect::<Result<Vec<_>, _>>()?;
+    let pool_samples: Vec<Vec<f32>> = (100..140).map(|i| test.sample(i).to_vec()).collect();
+    let pool_labels = (100..140).map(|i| committed.predict(test.sample(i))).collect::<Result<Vec<_>, _>>()?;
+    let pool = KnownAnswerPool::honest_labels(pool_samples, pool_labels)?;
+    let config = FusionConfig::new(6, 3, 0.01)?;
+
+    let (mut server_ch, mut client_ch) = memory::pair(Default::default());
+    let server = ServerModel::new(served, 4096)?;
+    let handle = std::thread::spawn(move || server.serve(&mut server_ch, Seed::insecure_from_u64(5)));
+    let mut session = ClientSession::connect(&mut client_ch, Seed::insecure_from_u64(6))?;
+    let outcome = {
+        let mut oracle =
+            ProtocolOracle::new(&mut client_ch, &mut session, ModelIdentity::named("lenet5", Some("1")), None);
+        run(&config, &pool, queries, &mut oracle, &mut Randomness::Os).map(|v| v.into_labels())
+    };
+    session.close(&mut client_ch)?;
+    let served_queries = handle.join().map_err(|_| "server thread panicked")??;
+    assert_eq!(served_queries, 6 + 6 + 3, "one session served the whole batch of n + m + k");
+    Ok((outcome, expected))
+}
+
+#[test]
+fn fusion_over_the_real_protocol_verifies_the_honest_server_and_catches_a_substitute() -> TestResult {
+    let Some(dir) = data_dir() else {
+        eprintln!("no MNIST data (MOAT_DATA_DIR or ../shared/data): skipping");
+        return Ok(());
+    };
+    let test = moat_nn::data::load("mnist", Some(&dir), 0)?.test.take(200);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/lenet5-mnist.onnx");
+    let committed = Arc::new(QuantizedGraph::new(&moat_nn::onnx::load_onnx(&path)?, FixedPoint::default())?);
+
+    let (honest, expected) = batch_against(&committed, Arc::clone(&committed), &test)?;
+    assert_eq!(honest?, expected, "the honest server is verified and the labels are the model's");
+
+    let untrained = zoo::build(&zoo::Architecture::LeNet5 { width: 1.0 }, &[1, 28, 28], 10, 3)?;
+    let cheap = Arc::new(QuantizedGraph::new(&untrained, FixedPoint::default())?);
+    let (cheated, _) = batch_against(&committed, cheap, &test)?;
+    match cheated {
+        Err(FusionError::ServerCheated(evidence)) => assert!(!evidence.known_failures.is_empty(), "{evidence}"),
+        other => panic!("the substituted model must be caught, got {other:?}"),
+    }
+    Ok(())
+}
