@@ -33,6 +33,9 @@ pub enum AttackKind {
     /// SEEK: extract the model layer by layer from label-only answers by offsetting the
     /// client's shares.
     Seek(SeekArgs),
+    /// Membership inference: threshold, shadow-model, LiRA, RMIA and label-only attacks on
+    /// the victim's float, fixed-point or simulated two-party outputs.
+    Mia(super::mia::MiaArgs),
 }
 
 /// Arguments of `moat attack seek`.
@@ -212,6 +215,7 @@ fn victim(spec: &str, fixed: &FixedArgs) -> anyhow::Result<(Graph, Arc<Quantized
 pub fn run(args: Args) -> anyhow::Result<()> {
     match args.attack {
         AttackKind::Seek(a) => seek(a),
+        AttackKind::Mia(a) => super::mia::run(a),
     }
 }
 

@@ -6,6 +6,7 @@ pub mod bench_http;
 pub mod demo;
 pub mod infer;
 pub mod inspect;
+pub mod mia;
 pub mod secure;
 pub mod serve;
 pub mod train;
