@@ -561,7 +561,7 @@ mod tests {
         }
         results.push(("shadow", auc(&shadow_scores(&refs, &labels, targets, 3))?));
         eprintln!("{results:?}");
-        assert!(loss < 0.75, "{results:?}");
+        assert!(loss < 0.85, "{results:?}");
         for &(name, a) in &results[1..] {
             if name != "shadow" {
                 assert!(a > loss + 0.1 && a > 0.85, "{name}: {a} vs loss {loss}");
