@@ -368,8 +368,8 @@ pub fn shadow_scores(refs: &References, pool_labels: &[usize], victim_targets: &
     let n = victim_targets.len();
     let (mut xs, mut ys) = (Vec::new(), Vec::new());
     for k in 0..refs.models() {
-        for i in n..pool_labels.len() {
-            xs.push(shadow_features(&refs.probabilities[k][i], pool_labels[i]));
+        for (i, &y) in pool_labels.iter().enumerate().skip(n) {
+            xs.push(shadow_features(&refs.probabilities[k][i], y));
             ys.push(refs.inside[k][i]);
         }
     }

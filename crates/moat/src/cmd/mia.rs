@@ -84,6 +84,9 @@ pub struct MiaArgs {
     pub json: bool,
 }
 
+/// One ROC curve per attack, by attack name.
+type Curves = Vec<(&'static str, Vec<RocPoint>)>;
+
 /// Trains reference models with moat-nn (burn, CPU) and queries them in float.
 struct MoatTrainer {
     arch: Architecture,
@@ -263,7 +266,7 @@ pub fn run(args: MiaArgs) -> anyhow::Result<()> {
     };
 
     let mut outputs = Vec::new();
-    let mut curves: Vec<(String, Vec<(&'static str, Vec<RocPoint>)>)> = Vec::new();
+    let mut curves: Vec<(String, Curves)> = Vec::new();
     for mut victim in victims {
         let start = Instant::now();
         let mut counting = Counting { inner: victim.as_mut(), queries: 0 };
