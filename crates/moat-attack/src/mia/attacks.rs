@@ -229,7 +229,9 @@ pub enum RmiaMode {
 
 /// RMIA scores of the targets (pool samples `0..n`): for each target `x`, the fraction of the
 /// population samples `z` (pool samples `n..`) with `(p(x∣θ)/p(x)) / (p(z∣θ)/p(z)) > γ`, where
-/// `p(·∣θ)` is the victim's probability of the true label.
+/// `p(·∣θ)` is the victim's probability of the true label. Equal fractions are ordered by the
+/// ratio `p(x∣θ)/p(x)` itself (a logistic of its logarithm, less than one step `1/|Z|`), so the
+/// ranking between different fractions is the paper's.
 pub fn rmia_scores(
     refs: &References,
     pool_labels: &[usize],
@@ -261,7 +263,12 @@ pub fn rmia_scores(
             let ratio = victim_targets[i] / prior(i);
             // Count z with ratio / ratio_z > γ  ⇔  ratio_z < ratio / γ.
             let below = population.partition_point(|&r| r < ratio / gamma);
-            below as f64 / population.len() as f64
+            // Targets that beat the same number of z (above all, typically) are ordered by
+            // their own ratio, inside one step 1/|Z| of the fraction: a finite population
+            // otherwise ties the most exposed members with confident non-members at 1.
+            let step = 1.0 / population.len() as f64;
+            let tie_break = 0.5 * step / (1.0 + (-ratio.max(signals::FLOOR).ln()).exp());
+            below as f64 * step + tie_break
         })
         .collect())
 }
