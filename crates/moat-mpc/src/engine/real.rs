@@ -41,7 +41,7 @@ use moat_nn::graph::{Op, ValueId};
 use moat_nn::kernels::pool_windows;
 use moat_nn::skeleton::Skeleton;
 use moat_nn::{FixedPoint, QuantizedGraph, QuantizedLayer};
-use rand::{RngCore, SeedableRng};
+use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 use serde::{Deserialize, Serialize};
 
@@ -56,6 +56,7 @@ use crate::he::params::HeParams;
 use crate::protocols::layer::{LayerSite, label_layer, max_pool_layer, relu_layer, tamper_share};
 use crate::protocols::session::Session;
 use crate::protocols::truncate::truncate;
+use crate::seed::Seed;
 use crate::shares::{AShare, Party};
 use crate::transport::Channel;
 
@@ -148,14 +149,15 @@ impl ServerModel {
     }
 
     /// Serves one client session on `ch` until the client ends it; returns the number of
-    /// queries answered. `seed` drives the server's share and OT randomness.
-    pub fn serve(&self, ch: &mut dyn Channel, seed: u64) -> Result<u64> {
+    /// queries answered. `seed` drives the server's share and OT randomness
+    /// ([`Seed::from_os`] unless an experiment needs it fixed).
+    pub fn serve(&self, ch: &mut dyn Channel, seed: Seed) -> Result<u64> {
         self.serve_with(ch, seed, &ServeOptions::default())
     }
 
     /// [`Self::serve`] with per-session [`ServeOptions`]: a query limit (a request beyond it
     /// ends the session with [`MpcError::Limit`]) and server-side [`Hardening`].
-    pub fn serve_with(&self, ch: &mut dyn Channel, seed: u64, options: &ServeOptions) -> Result<u64> {
+    pub fn serve_with(&self, ch: &mut dyn Channel, seed: Seed, options: &ServeOptions) -> Result<u64> {
         let fixed = self.model.fixed();
         let hello = Hello {
             protocol: PROTOCOL.to_string(),
@@ -164,14 +166,15 @@ impl ServerModel {
             frac_bits: fixed.frac_bits(),
             he_degree: self.params.degree(),
         };
-        let mut seeds = ChaCha20Rng::seed_from_u64(seed);
+        let mut seeds = seed.rng();
+        drop(seed);
         ch.set_phase("setup");
         let json = serde_json::to_vec(&hello).map_err(|e| MpcError::invalid("hello", e.to_string()))?;
         ch.send(&json)?;
-        let mut session = Session::setup(ch, Party::P0, fixed, seeds.next_u64())?;
-        let mut he = HeServer::setup(&self.params, ch, seeds.next_u64())?;
+        let mut session = Session::setup_with_rng(ch, Party::P0, fixed, ChaCha20Rng::from_rng(&mut seeds))?;
+        let mut he = HeServer::setup_with_rng(&self.params, ch, ChaCha20Rng::from_rng(&mut seeds))?;
         // The hardening noise: one stream for the session, so every query draws fresh values.
-        let mut noise_rng = ChaCha20Rng::seed_from_u64(seeds.next_u64());
+        let mut noise_rng = ChaCha20Rng::from_rng(&mut seeds);
         let mut queries = 0;
         loop {
             ch.set_phase("request");
@@ -255,9 +258,11 @@ pub struct ClientSession {
 
 impl ClientSession {
     /// Opens a session: reads the server's hello, sets up OT and HE. `seed` drives the
-    /// client's keys, shares and OT choices.
-    pub fn connect(ch: &mut dyn Channel, seed: u64) -> Result<Self> {
-        let mut seeds = ChaCha20Rng::seed_from_u64(seed);
+    /// client's keys, shares and OT choices ([`Seed::from_os`] unless an experiment needs it
+    /// fixed).
+    pub fn connect(ch: &mut dyn Channel, seed: Seed) -> Result<Self> {
+        let mut seeds = seed.rng();
+        drop(seed);
         ch.set_phase("setup");
         let bytes = ch.recv()?;
         let hello: Hello = serde_json::from_slice(&bytes).map_err(|e| MpcError::peer("hello", e.to_string()))?;
@@ -279,8 +284,8 @@ impl ClientSession {
             .map(|i| shape_of(&model, i)?.map(|shape| params.plan(shape)).transpose())
             .collect::<Result<_>>()?;
         let layout = Layout::new(&model)?;
-        let session = Session::setup(ch, Party::P1, fixed, seeds.next_u64())?;
-        let mut he = HeClient::new(&params, seeds.next_u64())?;
+        let session = Session::setup_with_rng(ch, Party::P1, fixed, ChaCha20Rng::from_rng(&mut seeds))?;
+        let mut he = HeClient::with_rng(&params, ChaCha20Rng::from_rng(&mut seeds))?;
         he.setup(ch)?;
         Ok(Self { model, layout, session, he, plans, hello, timings: Vec::new() })
     }
@@ -637,8 +642,9 @@ mod tests {
     ) -> Result<(Vec<Revealed>, StatsSnapshot)> {
         let (mut server_ch, mut client_ch) = memory::pair(Default::default());
         let server = ServerModel::new(model, 4096)?;
-        let handle = std::thread::spawn(move || server.serve_with(&mut server_ch, 7, &options));
-        let mut client = ClientSession::connect(&mut client_ch, 8)?;
+        let handle =
+            std::thread::spawn(move || server.serve_with(&mut server_ch, Seed::insecure_from_u64(7), &options));
+        let mut client = ClientSession::connect(&mut client_ch, Seed::insecure_from_u64(8))?;
         let mut out = Vec::new();
         for (x, reveal) in queries {
             out.push(client.infer(&mut client_ch, &x, reveal, &mut behaviour)?);
@@ -842,8 +848,8 @@ mod tests {
         let model = quantized("mlp:16", &[12], 1);
         let (mut server_ch, mut client_ch) = memory::pair(Default::default());
         let server = ServerModel::new(model, 4096)?;
-        let handle = std::thread::spawn(move || server.serve(&mut server_ch, 7));
-        let _client = ClientSession::connect(&mut client_ch, 8)?;
+        let handle = std::thread::spawn(move || server.serve(&mut server_ch, Seed::insecure_from_u64(7)));
+        let _client = ClientSession::connect(&mut client_ch, Seed::insecure_from_u64(8))?;
         client_ch.send(&[REQUEST_LABEL])?;
         client_ch.flush()?;
         drop(client_ch);
