@@ -101,8 +101,11 @@ fn a_client_without_a_server_fails_within_its_timeout() -> TestResult {
     Ok(())
 }
 
+/// The proxy's address and the thread that returns the bytes it forwarded upstream.
+type Proxy = (String, std::thread::JoinHandle<Vec<u8>>);
+
 /// A one-connection TCP proxy in front of `upstream` that records what the client sends.
-fn capturing_proxy(upstream: String) -> Result<(String, std::thread::JoinHandle<Vec<u8>>), Box<dyn std::error::Error>> {
+fn capturing_proxy(upstream: String) -> Result<Proxy, Box<dyn std::error::Error>> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     let addr = listener.local_addr()?.to_string();
     let handle = std::thread::spawn(move || {
