@@ -3,10 +3,13 @@
 //! * [`seek`]: SEEK (Chen & Fan, ePrint 2022/1200) — a malicious client of hybrid HE + MPC
 //!   inference alters its own shares of intermediate features and extracts the model layer by
 //!   layer from label-only answers.
+//! * [`mia`]: membership inference — threshold, shadow-model, LiRA, RMIA and label-only
+//!   attacks against any victim that answers class-score vectors, and their metrics.
 //! * [`oracle`]: what an attack queries — the simulated two-party engine (fast, the same
 //!   semantics) or a real session with a server over a channel.
 
 pub mod error;
+pub mod mia;
 pub mod oracle;
 pub mod seek;
 

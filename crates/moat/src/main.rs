@@ -4,6 +4,7 @@
 //! turns library errors into one-line messages and a non-zero exit code.
 
 mod cmd;
+mod plot;
 mod progress;
 mod report;
 

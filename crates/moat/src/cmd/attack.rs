@@ -36,6 +36,9 @@ pub enum AttackKind {
     /// Fusion: cheating servers (a cheaper model, flipped or targeted answers, a model switch)
     /// against the client's mix-and-check; measured detection beside the analytic one.
     Fusion(super::fusion::FusionArgs),
+    /// Membership inference: threshold, shadow-model, LiRA, RMIA and label-only attacks on
+    /// the victim's float, fixed-point or simulated two-party outputs.
+    Mia(super::mia::MiaArgs),
 }
 
 /// Arguments of `moat attack seek`.
@@ -216,6 +219,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     match args.attack {
         AttackKind::Seek(a) => seek(a),
         AttackKind::Fusion(a) => super::fusion::attack(a),
+        AttackKind::Mia(a) => super::mia::run(a),
     }
 }
 

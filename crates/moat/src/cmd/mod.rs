@@ -7,6 +7,7 @@ pub mod demo;
 pub mod fusion;
 pub mod infer;
 pub mod inspect;
+pub mod mia;
 pub mod secure;
 pub mod serve;
 pub mod train;

@@ -6,7 +6,7 @@ use anyhow::Context;
 use moat_nn::card::{Members, ModelCard};
 use moat_nn::data::{InputSpec, TrainTest};
 use moat_nn::eval::fixed_vs_float;
-use moat_nn::train::{Optimizer, TrainConfig, TrainReport, evaluate, train_with_test};
+use moat_nn::train::{Augment, Optimizer, TrainConfig, TrainReport, evaluate, train_with_test};
 use moat_nn::zoo::{self, Architecture};
 use moat_nn::{FixedPoint, Graph, QuantizedGraph};
 use serde::Serialize;
@@ -34,9 +34,14 @@ pub struct Args {
     /// Base learning rate (default: the preset).
     #[arg(long)]
     pub lr: Option<f64>,
-    /// Train on the first N training samples only.
+    /// Train on the first N training samples only: the model's members (recorded in the card
+    /// with the split seed), e.g. a small member set for a leaky victim.
     #[arg(long)]
     pub train_limit: Option<usize>,
+    /// Augmentation: none or crop-flip (default: the preset). `none` with many epochs
+    /// overfits on purpose (a victim for membership inference).
+    #[arg(long)]
+    pub augment: Option<String>,
     /// Evaluate on the first N test samples only.
     #[arg(long)]
     pub test_limit: Option<usize>,
@@ -155,6 +160,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             Optimizer::Sgd { momentum, weight_decay, nesterov, .. } => {
                 Optimizer::Sgd { lr, momentum, weight_decay, nesterov }
             }
+        };
+    }
+    if let Some(name) = &args.augment {
+        config.augment = match name.as_str() {
+            "none" => Augment::None,
+            "crop-flip" => Augment::CropFlip,
+            other => anyhow::bail!("unknown augmentation '{other}' (none or crop-flip)"),
         };
     }
     config.validate()?;

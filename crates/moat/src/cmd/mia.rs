@@ -1,0 +1,391 @@
+//! `moat attack mia`: membership inference against a trained model, on every output kind moat
+//! reveals (float, plaintext fixed point, the simulated two-party engine's logits), with
+//! reference models trained here by moat's own training on the attacker's population.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use moat_attack::mia::{
+    self, Attack, FixedVictim, FloatVictim, Metrics, MiaConfig, MiaError, ReferenceTrainer, References, RocPoint,
+    ScoreTable, SimulatedVictim, Victim,
+};
+use moat_nn::card::ModelCard;
+use moat_nn::data::Dataset;
+use moat_nn::train::{Augment, TrainConfig, train};
+use moat_nn::zoo::{self, Architecture};
+use moat_nn::{Graph, QuantizedGraph};
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha20Rng;
+use serde::Serialize;
+
+use super::{DataArgs, FixedArgs, load_model};
+use crate::progress::bar;
+use crate::report::{Table, print_json};
+
+/// Arguments of `moat attack mia`.
+#[derive(clap::Args, Debug)]
+pub struct MiaArgs {
+    /// The victim model (ONNX) with its card beside it (MODEL.card.json), which says which
+    /// training samples were its members.
+    pub model: PathBuf,
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Attacks, comma separated (or `all`): loss, confidence, entropy, mentr, shadow,
+    /// lira-online, lira-online-fixed, lira-offline, lira-offline-fixed, rmia, rmia-offline,
+    /// rmia-1, gap, robustness.
+    #[arg(long, value_delimiter = ',', default_value = "all")]
+    pub attacks: Vec<String>,
+    /// Output kinds to attack, comma separated: float, fixed, simulated (the simulated
+    /// two-party engine revealing logits; the client applies the softmax).
+    #[arg(long, value_delimiter = ',', default_value = "float")]
+    pub outputs: Vec<String>,
+    /// Members to test (drawn from the victim's training set).
+    #[arg(long, default_value_t = 500)]
+    pub members: usize,
+    /// Non-members to test (drawn from the training samples the victim did not see).
+    #[arg(long)]
+    pub non_members: Option<usize>,
+    /// Population samples the attacker owns besides the targets (default: enough for each
+    /// reference model to train on as many samples as the victim did).
+    #[arg(long)]
+    pub population: Option<usize>,
+    /// Reference (shadow) models (even).
+    #[arg(long, default_value_t = 8)]
+    pub references: usize,
+    /// Reference architecture (default: the victim's, from its card).
+    #[arg(long)]
+    pub reference_arch: Option<String>,
+    /// Reference training epochs (default: the victim's).
+    #[arg(long)]
+    pub reference_epochs: Option<usize>,
+    /// Noisy copies per target for the robustness attack.
+    #[arg(long, default_value_t = 16)]
+    pub robustness_copies: usize,
+    /// Noise standard deviation for the robustness attack (normalised input units).
+    #[arg(long, default_value_t = 0.1)]
+    pub robustness_sigma: f32,
+    /// Seed of the target/population draw, the reference models and the attacks (none of it
+    /// is secret).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[command(flatten)]
+    pub fixed: FixedArgs,
+    /// Directory for report.json, the per-sample scores and the ROC plots.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// No progress bars.
+    #[arg(long)]
+    pub quiet: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// One ROC curve per attack, by attack name.
+type Curves = Vec<(&'static str, Vec<RocPoint>)>;
+
+/// Trains reference models with moat-nn (burn, CPU) and queries them in float.
+struct MoatTrainer {
+    arch: Architecture,
+    config: TrainConfig,
+    seed: u64,
+}
+
+impl ReferenceTrainer for MoatTrainer {
+    fn train(&mut self, index: usize, data: &Dataset) -> mia::Result<Box<dyn Victim>> {
+        let failed = |e: moat_nn::NnError| MiaError::Training { index, source: Box::new(e) };
+        let seed = self.seed.wrapping_mul(1000).wrapping_add(index as u64 + 1);
+        let initial = zoo::build(&self.arch, &data.sample_shape, data.classes, seed).map_err(failed)?;
+        let config = TrainConfig { seed, ..self.config.clone() };
+        let (graph, _) = train(&initial, data, &config).map_err(failed)?;
+        Ok(Box::new(FloatVictim::new(Arc::new(graph), data.classes)?))
+    }
+}
+
+#[derive(Serialize)]
+struct AttackResult {
+    attack: &'static str,
+    #[serde(flatten)]
+    metrics: Metrics,
+    scores_csv: Option<String>,
+}
+
+#[derive(Serialize)]
+struct OutputResult {
+    output: String,
+    queries: usize,
+    seconds: f64,
+    attacks: Vec<AttackResult>,
+}
+
+#[derive(Serialize)]
+struct ReferenceInfo {
+    models: usize,
+    architecture: String,
+    epochs: usize,
+    samples_each: usize,
+    seconds: f64,
+}
+
+#[derive(Serialize)]
+struct Report {
+    victim: String,
+    dataset: String,
+    victim_members: usize,
+    victim_train_accuracy: f64,
+    victim_test_accuracy: f64,
+    members: usize,
+    non_members: usize,
+    population: usize,
+    seed: u64,
+    references: Option<ReferenceInfo>,
+    config: MiaConfig,
+    outputs: Vec<OutputResult>,
+}
+
+fn parse_attacks(names: &[String]) -> anyhow::Result<Vec<Attack>> {
+    if names.iter().any(|n| n == "all") {
+        return Ok(Attack::ALL.to_vec());
+    }
+    let mut out = Vec::new();
+    for n in names {
+        let a: Attack = n.trim().parse()?;
+        if !out.contains(&a) {
+            out.push(a);
+        }
+    }
+    Ok(out)
+}
+
+/// The victim's member indices (into the training split) according to its card.
+fn member_indices(card: &ModelCard, train_len: usize) -> anyhow::Result<Vec<usize>> {
+    let members = match &card.members.indices {
+        Some(indices) => indices.clone(),
+        None => (0..card.members.count).collect(),
+    };
+    if let Some(bad) = members.iter().find(|&&i| i >= train_len) {
+        bail!("the card names training sample {bad}, the training split has {train_len}");
+    }
+    Ok(members)
+}
+
+fn victim_for(
+    kind: &str,
+    graph: &Arc<Graph>,
+    fixed: &Arc<QuantizedGraph>,
+    classes: usize,
+    seed: u64,
+) -> anyhow::Result<Box<dyn Victim>> {
+    Ok(match kind {
+        "float" => Box::new(FloatVictim::new(Arc::clone(graph), classes)?),
+        "fixed" => Box::new(FixedVictim::new(Arc::clone(fixed), classes)?),
+        "simulated" => Box::new(SimulatedVictim::new(Arc::clone(fixed), classes, seed)?),
+        other => bail!("unknown output kind '{other}' (float, fixed or simulated)"),
+    })
+}
+
+/// `moat attack mia`.
+pub fn run(args: MiaArgs) -> anyhow::Result<()> {
+    let attacks = parse_attacks(&args.attacks)?;
+    let graph = Arc::new(load_model(&args.model)?);
+    let card_path = ModelCard::path_for(&args.model);
+    let card = ModelCard::load(&card_path)
+        .with_context(|| format!("reading the victim's card {} (it names the members)", card_path.display()))?;
+    if card.input.dataset != args.data.dataset {
+        bail!("the victim was trained on '{}', not '{}'", card.input.dataset, args.data.dataset);
+    }
+    let data = args.data.load(card.members.split_seed)?;
+    let full = &data.train;
+    let quantized = Arc::new(QuantizedGraph::new(&graph, args.fixed.fixed_point()?)?);
+    // Every victim is built (and its output checked against the classes) before any query.
+    let mut victims = Vec::new();
+    for kind in &args.outputs {
+        victims.push(victim_for(kind.trim(), &graph, &quantized, full.classes, args.seed)?);
+    }
+
+    let members_all = member_indices(&card, full.len())?;
+    let is_member: std::collections::HashSet<usize> = members_all.iter().copied().collect();
+    let mut rng = ChaCha20Rng::seed_from_u64(args.seed);
+    let mut members = members_all.clone();
+    members.shuffle(&mut rng);
+    members.truncate(args.members.min(members_all.len()));
+    let mut outside: Vec<usize> = (0..full.len()).filter(|i| !is_member.contains(i)).collect();
+    outside.shuffle(&mut rng);
+    let non_members_n = args.non_members.unwrap_or(members.len());
+    if non_members_n > outside.len() || members.is_empty() || non_members_n == 0 {
+        bail!(
+            "{} members and {non_members_n} non-members asked; the victim has {} members and {} unseen training samples",
+            members.len(),
+            members_all.len(),
+            outside.len()
+        );
+    }
+    let non_members: Vec<usize> = outside.drain(..non_members_n).collect();
+    let targets: Vec<usize> = members.iter().chain(&non_members).copied().collect();
+    let wants_refs = attacks.iter().any(|a| a.needs_references());
+    let population_n = args
+        .population
+        .unwrap_or_else(|| (2 * members_all.len()).saturating_sub(targets.len()).max(targets.len()))
+        .min(outside.len());
+    let population: Vec<usize> = if wants_refs { outside[..population_n].to_vec() } else { Vec::new() };
+    let pool_indices: Vec<usize> = targets.iter().chain(&population).copied().collect();
+    let pool = full.subset(format!("{}-attack-pool", full.name), &pool_indices)?;
+    let truth: Vec<bool> = (0..targets.len()).map(|i| i < members.len()).collect();
+
+    let config = MiaConfig {
+        robustness_copies: args.robustness_copies,
+        robustness_sigma: args.robustness_sigma,
+        seed: args.seed,
+        ..MiaConfig::default()
+    };
+
+    let references = if wants_refs {
+        let arch: Architecture = args.reference_arch.as_deref().unwrap_or(&card.architecture).parse()?;
+        let epochs = args.reference_epochs.unwrap_or(card.epochs);
+        let mut train_config = TrainConfig::default_for(&arch);
+        train_config.epochs = epochs;
+        train_config.augment = Augment::None;
+        let mut trainer = MoatTrainer { arch: arch.clone(), config: train_config, seed: args.seed };
+        let progress = bar(args.references as u64, "reference models", args.quiet || args.json);
+        let start = Instant::now();
+        let refs = References::train(&mut trainer, &pool, args.references, args.seed, &mut |_| progress.inc(1))?;
+        progress.finish_and_clear();
+        let info = ReferenceInfo {
+            models: args.references,
+            architecture: arch.to_string(),
+            epochs,
+            samples_each: refs.inside.first().map_or(0, |m| m.iter().filter(|&&b| b).count()),
+            seconds: start.elapsed().as_secs_f64(),
+        };
+        Some((refs, info))
+    } else {
+        None
+    };
+
+    let mut outputs = Vec::new();
+    let mut curves: Vec<(String, Curves)> = Vec::new();
+    for mut victim in victims {
+        let start = Instant::now();
+        let mut counting = Counting { inner: victim.as_mut(), queries: 0 };
+        let scored =
+            mia::run(&mut counting, &pool, targets.len(), references.as_ref().map(|r| &r.0), &attacks, &config)?;
+        let queries = counting.queries;
+        let name = victim.name();
+        let mut results = Vec::new();
+        let mut output_curves = Vec::new();
+        for s in scored {
+            let curve = mia::metrics::roc(&s.scores, &truth)?;
+            let metrics = Metrics::from_curve(&curve, &truth);
+            let mut scores_csv = None;
+            if let Some(dir) = &args.out {
+                let table = ScoreTable {
+                    attack: s.attack.name().to_string(),
+                    output: name.clone(),
+                    index: targets.clone(),
+                    member: truth.clone(),
+                    score: s.scores,
+                };
+                let stem = format!("{name}-{}", s.attack.name());
+                table.write(&dir.join("scores"), &stem)?;
+                scores_csv = Some(format!("scores/{stem}.csv"));
+            }
+            output_curves.push((s.attack.name(), curve));
+            results.push(AttackResult { attack: s.attack.name(), metrics, scores_csv });
+        }
+        curves.push((name.clone(), output_curves));
+        outputs.push(OutputResult { output: name, queries, seconds: start.elapsed().as_secs_f64(), attacks: results });
+    }
+
+    let report = Report {
+        victim: args.model.display().to_string(),
+        dataset: args.data.dataset.clone(),
+        victim_members: members_all.len(),
+        victim_train_accuracy: card.train_accuracy,
+        victim_test_accuracy: card.test_accuracy,
+        members: members.len(),
+        non_members: non_members.len(),
+        population: population.len(),
+        seed: args.seed,
+        references: references.map(|r| r.1),
+        config,
+        outputs,
+    };
+    if let Some(dir) = &args.out {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let path = dir.join("report.json");
+        std::fs::write(&path, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+        for (output, output_curves) in &curves {
+            crate::plot::roc_plots(dir, output, output_curves)?;
+        }
+    }
+    if args.json {
+        return print_json(&report);
+    }
+    println!(
+        "victim {} (train {:.1} %, test {:.1} %, {} members); {} members + {} non-members tested, population {}",
+        report.victim,
+        100.0 * report.victim_train_accuracy,
+        100.0 * report.victim_test_accuracy,
+        report.victim_members,
+        report.members,
+        report.non_members,
+        report.population
+    );
+    if let Some(r) = &report.references {
+        println!(
+            "{} reference models ({}, {} epochs, {} samples each) in {:.1} s",
+            r.models, r.architecture, r.epochs, r.samples_each, r.seconds
+        );
+    }
+    let mut table = Table::new(&["output", "attack", "AUC", "bal. acc", "adv.", "TPR@1%", "TPR@0.1%", "TPR@0%"]);
+    for o in &report.outputs {
+        for a in &o.attacks {
+            let m = &a.metrics;
+            table.row(vec![
+                o.output.clone(),
+                a.attack.to_string(),
+                format!("{:.4}", m.auc),
+                format!("{:.4}", m.balanced_accuracy),
+                format!("{:.4}", m.advantage),
+                format!("{:.2} %", 100.0 * m.tpr_at_1pct_fpr),
+                format!("{:.2} %", 100.0 * m.tpr_at_0_1pct_fpr),
+                format!("{:.2} %", 100.0 * m.tpr_at_0_fpr),
+            ]);
+        }
+    }
+    print!("{}", table.render());
+    if let Some(dir) = &args.out {
+        println!("wrote {}", dir.join("report.json").display());
+    }
+    Ok(())
+}
+
+/// Counts the queries a victim answers.
+struct Counting<'a> {
+    inner: &'a mut dyn Victim,
+    queries: usize,
+}
+
+impl Victim for Counting<'_> {
+    fn name(&self) -> String {
+        self.inner.name()
+    }
+
+    fn classes(&self) -> usize {
+        self.inner.classes()
+    }
+
+    fn probabilities(&mut self, inputs: &[&[f32]]) -> mia::Result<Vec<Vec<f64>>> {
+        self.queries += inputs.len();
+        self.inner.probabilities(inputs)
+    }
+
+    fn labels(&mut self, inputs: &[&[f32]]) -> mia::Result<Vec<usize>> {
+        self.queries += inputs.len();
+        self.inner.labels(inputs)
+    }
+}

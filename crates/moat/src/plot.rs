@@ -1,0 +1,137 @@
+//! ROC plots (linear and log-log) as SVG and PNG, drawn with plotters.
+//!
+//! plotters draws text through ab_glyph from a TrueType font registered at run time: the first
+//! of `$MOAT_FONT` and the usual DejaVu/Liberation paths that exists. Without one the plots are
+//! drawn without text (curves, axes and grid only) and a notice names the file that is missing
+//! its labels — the numbers are in report.json either way.
+
+use std::path::Path;
+use std::sync::OnceLock;
+
+use anyhow::Context;
+use moat_attack::mia::RocPoint;
+use plotters::coord::Shift;
+use plotters::prelude::*;
+
+const FONT_PATHS: [&str; 4] = [
+    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+    "/usr/share/fonts/TTF/DejaVuSans.ttf",
+    "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf",
+    "/System/Library/Fonts/Supplemental/Arial.ttf",
+];
+
+/// Registers a font for plotters once; true when text can be drawn.
+fn font_ready() -> bool {
+    static READY: OnceLock<bool> = OnceLock::new();
+    *READY.get_or_init(|| {
+        let candidates = std::env::var("MOAT_FONT").ok().into_iter().chain(FONT_PATHS.iter().map(|s| s.to_string()));
+        for path in candidates {
+            if let Ok(bytes) = std::fs::read(&path) {
+                let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
+                if plotters::style::register_font("sans-serif", FontStyle::Normal, bytes).is_ok() {
+                    return true;
+                }
+            }
+        }
+        false
+    })
+}
+
+/// The lowest rate shown on the log-log axes.
+const LOG_FLOOR: f64 = 1e-4;
+
+fn draw<DB: DrawingBackend>(
+    area: DrawingArea<DB, Shift>,
+    title: &str,
+    curves: &[(&str, Vec<RocPoint>)],
+    log: bool,
+    text: bool,
+) -> anyhow::Result<()>
+where
+    DB::ErrorType: 'static,
+{
+    let fail = |e: DrawingAreaErrorKind<DB::ErrorType>| anyhow::anyhow!("drawing the ROC plot: {e}");
+    area.fill(&WHITE).map_err(fail)?;
+    let mut builder = ChartBuilder::on(&area);
+    builder.margin(16);
+    if text {
+        builder.caption(title, ("sans-serif", 20)).x_label_area_size(40).y_label_area_size(50);
+    }
+    let palette = |i: usize| Palette99::pick(i).to_rgba();
+    let clamp = |v: f64| v.max(LOG_FLOOR);
+    if log {
+        let mut chart =
+            builder.build_cartesian_2d((LOG_FLOOR..1.0).log_scale(), (LOG_FLOOR..1.0).log_scale()).map_err(fail)?;
+        let mut mesh = chart.configure_mesh();
+        if text {
+            mesh.x_desc("false-positive rate").y_desc("true-positive rate");
+        } else {
+            mesh.disable_x_axis().disable_y_axis();
+        }
+        mesh.draw().map_err(fail)?;
+        chart.draw_series(LineSeries::new([(LOG_FLOOR, LOG_FLOOR), (1.0, 1.0)], BLACK.mix(0.4))).map_err(fail)?;
+        for (i, (name, curve)) in curves.iter().enumerate() {
+            let series = chart
+                .draw_series(LineSeries::new(curve.iter().map(|p| (clamp(p.fpr), clamp(p.tpr))), palette(i)))
+                .map_err(fail)?;
+            if text {
+                series.label(*name).legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], palette(i)));
+            }
+        }
+        if text {
+            chart
+                .configure_series_labels()
+                .background_style(WHITE.mix(0.8))
+                .border_style(BLACK)
+                .draw()
+                .map_err(fail)?;
+        }
+    } else {
+        let mut chart = builder.build_cartesian_2d(0.0..1.0, 0.0..1.0).map_err(fail)?;
+        let mut mesh = chart.configure_mesh();
+        if text {
+            mesh.x_desc("false-positive rate").y_desc("true-positive rate");
+        } else {
+            mesh.disable_x_axis().disable_y_axis();
+        }
+        mesh.draw().map_err(fail)?;
+        chart.draw_series(LineSeries::new([(0.0, 0.0), (1.0, 1.0)], BLACK.mix(0.4))).map_err(fail)?;
+        for (i, (name, curve)) in curves.iter().enumerate() {
+            let series =
+                chart.draw_series(LineSeries::new(curve.iter().map(|p| (p.fpr, p.tpr)), palette(i))).map_err(fail)?;
+            if text {
+                series.label(*name).legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], palette(i)));
+            }
+        }
+        if text {
+            chart
+                .configure_series_labels()
+                .background_style(WHITE.mix(0.8))
+                .border_style(BLACK)
+                .draw()
+                .map_err(fail)?;
+        }
+    }
+    area.present().map_err(fail)?;
+    Ok(())
+}
+
+/// Writes `roc-<output>.{svg,png}` (linear axes) and `roc-<output>-log.{svg,png}` (log-log)
+/// into `dir`, one curve per attack.
+pub fn roc_plots(dir: &Path, output: &str, curves: &[(&str, Vec<RocPoint>)]) -> anyhow::Result<()> {
+    let text = font_ready();
+    if !text {
+        eprintln!("notice: no TrueType font found (set MOAT_FONT=path.ttf): ROC plots drawn without labels");
+    }
+    for log in [false, true] {
+        let stem = if log { format!("roc-{output}-log") } else { format!("roc-{output}") };
+        let title = format!("ROC, {output} outputs{}", if log { " (log-log)" } else { "" });
+        let svg = dir.join(format!("{stem}.svg"));
+        draw(SVGBackend::new(&svg, (640, 560)).into_drawing_area(), &title, curves, log, text)
+            .with_context(|| format!("writing {}", svg.display()))?;
+        let png = dir.join(format!("{stem}.png"));
+        draw(BitMapBackend::new(&png, (640, 560)).into_drawing_area(), &title, curves, log, text)
+            .with_context(|| format!("writing {}", png.display()))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,146 @@
+//! `moat attack mia` as a user runs it, on the embedded digits: a leaky victim trained on a
+//! member subset by `moat train`, every attack against its float and simulated two-party
+//! outputs, the report, the exported scores and the ROC plots — and scikit-learn recomputing
+//! the AUC and TPR@FPR from the exported scores to 1e-9.
+//!
+//! The scikit-learn check needs `python3` with numpy and scikit-learn. In CI (`CI=true`, where
+//! `.ci/run` installs them) it fails without them; elsewhere it prints a notice and skips that
+//! part.
+
+mod secure_util;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use secure_util::moat;
+
+type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+fn scratch(name: &str) -> Result<PathBuf, std::io::Error> {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("mia_e2e").join(name);
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir)?;
+    }
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+/// Trains the leaky digits victim: 200 members, no augmentation, 150 epochs (train 100 %,
+/// test ≈ 96 %).
+fn leaky_victim(dir: &Path) -> Result<PathBuf, Box<dyn std::error::Error>> {
+    let model = dir.join("victim.onnx");
+    let out = moat()
+        .args(["train", "--arch", "mlp:256", "--dataset", "digits", "--train-limit", "200", "--epochs", "150"])
+        .args(["--augment", "none", "--seed", "3", "--quiet", "-o"])
+        .arg(&model)
+        .output()?;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    Ok(model)
+}
+
+fn python_ready() -> bool {
+    let probe = Command::new("python3").args(["-c", "import sklearn, numpy"]).output();
+    if matches!(&probe, Ok(out) if out.status.success()) {
+        return true;
+    }
+    let why = match probe {
+        Ok(out) => String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        Err(e) => format!("cannot run python3: {e}"),
+    };
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!(
+            "the scikit-learn cross-check needs python3 with scikit-learn and numpy (pip install scikit-learn numpy): {why}"
+        );
+    }
+    let notice = format!("NOTICE: skipping the scikit-learn cross-check (pip install scikit-learn numpy): {why}\n");
+    let _ = std::io::Write::write_all(&mut std::io::stderr(), notice.as_bytes());
+    false
+}
+
+#[test]
+fn mia_on_a_leaky_digits_victim_with_a_scikit_learn_cross_check() -> TestResult {
+    let dir = scratch("digits")?;
+    let model = leaky_victim(&dir)?;
+    let out_dir = dir.join("mia");
+    let out = moat()
+        .args(["attack", "mia"])
+        .arg(&model)
+        .args(["--dataset", "digits", "--attacks", "all", "--outputs", "float,simulated"])
+        .args(["--members", "150", "--non-members", "150", "--references", "8", "--robustness-copies", "4"])
+        .args(["--seed", "2", "--quiet", "--json", "--out"])
+        .arg(&out_dir)
+        .output()?;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!((report["members"].as_u64(), report["non_members"].as_u64()), (Some(150), Some(150)));
+    assert_eq!(report["references"]["models"], 8);
+    let outputs = report["outputs"].as_array().ok_or("no outputs")?;
+    assert_eq!(outputs.len(), 2);
+    let auc = |output: usize, attack: &str| -> f64 {
+        outputs[output]["attacks"]
+            .as_array()
+            .and_then(|a| a.iter().find(|r| r["attack"] == attack))
+            .and_then(|r| r["auc"].as_f64())
+            .unwrap_or(f64::NAN)
+    };
+    for (k, o) in outputs.iter().enumerate() {
+        assert_eq!(o["attacks"].as_array().map(Vec::len), Some(14), "{o}");
+        // An overfit victim leaks, and the per-sample reference attacks see more than the
+        // global loss threshold (measured: loss 0.59, LiRA offline 0.70, RMIA 0.73).
+        let (loss, rmia, lira) = (auc(k, "loss"), auc(k, "rmia"), auc(k, "lira-offline"));
+        assert!(loss > 0.55 && rmia > loss + 0.05 && lira > loss + 0.05, "{}: {loss} {rmia} {lira}", o["output"]);
+    }
+    // The simulated engine's revealed logits leak as much as float ones.
+    for attack in ["loss", "lira-online", "rmia"] {
+        assert!((auc(0, attack) - auc(1, attack)).abs() < 0.01, "{attack}: {report}");
+    }
+    for file in
+        ["report.json", "roc-float.svg", "roc-float.png", "roc-simulated-2pc-log.svg", "roc-simulated-2pc-log.png"]
+    {
+        assert!(out_dir.join(file).metadata()?.len() > 100, "{file}");
+    }
+    assert!(out_dir.join("scores/float-rmia.json").exists());
+
+    if !python_ready() {
+        return Ok(());
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/mia_sklearn_check.py");
+    let py = Command::new("python3").arg(&script).arg(&out_dir).output()?;
+    assert!(py.status.success(), "{}", String::from_utf8_lossy(&py.stderr));
+    let sklearn: serde_json::Value = serde_json::from_slice(&py.stdout)?;
+    let mut checked = 0;
+    for o in outputs {
+        for a in o["attacks"].as_array().into_iter().flatten() {
+            let stem = format!("{}-{}", o["output"].as_str().unwrap_or(""), a["attack"].as_str().unwrap_or(""));
+            let theirs = &sklearn[&stem];
+            for key in ["auc", "tpr_at_1pct_fpr", "tpr_at_0_1pct_fpr", "tpr_at_0_fpr"] {
+                let (ours, want) = (a[key].as_f64().unwrap_or(f64::NAN), theirs[key].as_f64().unwrap_or(f64::NAN));
+                assert!((ours - want).abs() <= 1e-9, "{stem} {key}: moat {ours}, scikit-learn {want}");
+            }
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 28);
+    Ok(())
+}
+
+#[test]
+fn mia_rejects_a_victim_that_is_not_a_class_vector_before_querying() -> TestResult {
+    let dir = scratch("bad")?;
+    let model = leaky_victim(&dir)?;
+    // The card says digits (10 classes); asking for another dataset is refused up front, and so
+    // is a model whose output does not match the dataset's classes.
+    let out = moat().args(["attack", "mia"]).arg(&model).args(["--dataset", "adult", "--quiet"]).output()?;
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("digits"));
+    let card = moat_nn::card::ModelCard::load(&moat_nn::card::ModelCard::path_for(&model))?;
+    let graph = moat_nn::zoo::build(&"mlp:8".parse()?, &card.input.sample_shape, 3, 1)?;
+    let three = dir.join("three.onnx");
+    moat_nn::onnx::save_onnx(&graph, &three)?;
+    card.save(&moat_nn::card::ModelCard::path_for(&three))?;
+    let out = moat().args(["attack", "mia"]).arg(&three).args(["--dataset", "digits", "--quiet"]).output()?;
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("outputs 3 values") && stderr.contains("10 classes"), "{stderr}");
+    Ok(())
+}
