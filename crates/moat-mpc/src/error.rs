@@ -52,3 +52,16 @@ impl MpcError {
         Self::PeerMisbehaved { context, detail: detail.into() }
     }
 }
+
+impl From<moat_nn::walk::Released> for MpcError {
+    fn from(e: moat_nn::walk::Released) -> Self {
+        Self::invalid("walk", e.to_string())
+    }
+}
+
+impl From<moat_nn::NnError> for MpcError {
+    /// A model the engine cannot run (a local error: the model is the caller's).
+    fn from(e: moat_nn::NnError) -> Self {
+        Self::invalid("model", e.to_string())
+    }
+}

@@ -16,8 +16,9 @@
 //! * **output**: with [`Reveal::Label`] the argmax runs inside the protocol and only the label
 //!   is opened to the client; with [`Reveal::Logits`] the server sends its share of the logits.
 //!
-//! The client may alter its shares at [`TamperPoint`]s through a [`ClientBehaviour`]; the
-//! engine applies the same behaviour in both backends.
+//! The client may alter its shares at [`TamperPoint`]s through a [`ClientBehaviour`], the
+//! server its own shares at the same points and at the reveal point through a
+//! [`ServerGuard`]; the engine calls both identically in both backends.
 //!
 //! ## Backends
 //!
@@ -27,12 +28,14 @@
 //!   the real protocol: the attack oracle.
 //! * the real backend: two processes over the transport (linear layers by BFV).
 
+pub mod guard;
 pub mod hardening;
 pub mod hook;
 pub mod plan;
 pub mod real;
 pub mod simulated;
 
+pub use guard::{GuardFactory, HardeningGuard, HonestServer, ServerGuard};
 pub use hardening::Hardening;
 pub use hook::{ClientBehaviour, FnBehaviour, Honest, ShareSite, TamperPoint};
 pub use plan::RescalePlan;
