@@ -33,6 +33,21 @@ pub enum MpcError {
     /// The channel failed (disconnect, timeout, malformed or oversized frame).
     #[error(transparent)]
     Transport(#[from] TransportError),
+    /// The server's policy does not allow the output asked for (refused before any work on
+    /// the query).
+    #[error("output '{requested}' refused: the server reveals at most '{allowed}'")]
+    OutputRefused {
+        /// What was asked for.
+        requested: crate::engine::Reveal,
+        /// The most the server's policy reveals.
+        allowed: crate::engine::Reveal,
+    },
+    /// No two-party backend computes this output yet.
+    #[error("output '{requested}' is not supported yet (the two-party backends compute label and logits)")]
+    OutputUnsupported {
+        /// What was asked for.
+        requested: crate::engine::Reveal,
+    },
     /// The session asked for more queries than it was granted.
     #[error("query limit reached: the session was granted {queries} queries")]
     Limit {

@@ -80,6 +80,14 @@ pub struct Hello {
     pub frac_bits: u32,
     /// BFV ring degree N.
     pub he_degree: usize,
+    /// The most this session reveals ([`Reveal::permits`]); the client refuses to ask for
+    /// more, the server ends a session that does. (Absent: logits, as before the field.)
+    #[serde(default = "most_revealing")]
+    pub output: Reveal,
+}
+
+fn most_revealing() -> Reveal {
+    Reveal::Logits
 }
 
 /// HE parameters for a ring degree (the vetted sets of [`HeParams`]).
@@ -155,24 +163,25 @@ impl ServerModel {
     }
 
     /// [`Self::serve`] with per-session [`ServeOptions`]: a query limit (a request beyond it
-    /// ends the session with [`MpcError::Limit`]) and server-side [`Hardening`] (a
+    /// ends the session with [`MpcError::Limit`]), the most the session reveals (a request for
+    /// more ends it with [`MpcError::OutputRefused`]) and server-side [`Hardening`] (a
     /// [`HardeningGuard`] whose noise stream is seeded from `seed`, as
     /// [`crate::engine::SimulatedEngine::with_hardening`] seeds it from the engine's seed).
     pub fn serve_with(&self, ch: &mut dyn Channel, seed: u64, options: &ServeOptions) -> Result<u64> {
         let rng = ChaCha20Rng::seed_from_u64(seed ^ NOISE_DOMAIN);
         let mut guard = HardeningGuard::new(options.hardening, self.model.fixed(), rng);
-        self.serve_guarded(ch, seed, options.max_queries, &mut guard)
+        self.serve_guarded(ch, seed, options, &mut guard)
     }
 
-    /// [`Self::serve`] with a query limit (`None`: unlimited) and the server acting through
-    /// `guard` on its own shares at every tamper point and at the reveal point of every query
-    /// ([`ServerGuard`]). `seed` drives the server's share and OT randomness; the guard brings
-    /// its own.
+    /// [`Self::serve_with`] with the server acting through `guard` on its own shares at every
+    /// tamper point and at the reveal point of every query ([`ServerGuard`]) instead of
+    /// `options.hardening` (ignored here: give a [`HardeningGuard`] for it). `seed` drives the
+    /// server's share and OT randomness; the guard brings its own.
     pub fn serve_guarded(
         &self,
         ch: &mut dyn Channel,
         seed: u64,
-        max_queries: Option<u64>,
+        options: &ServeOptions,
         guard: &mut dyn ServerGuard,
     ) -> Result<u64> {
         let fixed = self.model.fixed();
@@ -182,6 +191,7 @@ impl ServerModel {
             ring_bits: fixed.ring_bits(),
             frac_bits: fixed.frac_bits(),
             he_degree: self.params.degree(),
+            output: options.output,
         };
         let mut seeds = ChaCha20Rng::seed_from_u64(seed);
         ch.set_phase("setup");
@@ -204,7 +214,8 @@ impl ServerModel {
                 [REQUEST_LOGITS] => Reveal::Logits,
                 other => return Err(MpcError::peer("request", format!("unknown request {other:?}"))),
             };
-            if max_queries.is_some_and(|limit| queries >= limit) {
+            reveal.check_allowed(options.output)?;
+            if options.max_queries.is_some_and(|limit| queries >= limit) {
                 return Err(MpcError::Limit { queries });
             }
             let input = AShare::zeros(fixed, moat_nn::tensor::numel(self.model.graph().input_shape()));
@@ -227,17 +238,26 @@ impl ServerModel {
 }
 
 /// Per-session options of [`ServerModel::serve_with`].
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct ServeOptions {
     /// The most queries this session may run (`None`: unlimited). The serving layer sets it
     /// from the client's remaining query budget.
     pub max_queries: Option<u64>,
+    /// The most the session reveals (default: logits, i.e. anything the backends compute);
+    /// announced in the [`Hello`].
+    pub output: Reveal,
     /// Noise the server adds to its own shares ([`Hardening::NONE`] by default): uniform of
     /// half-width `activation_noise` on every ReLU / max-pool input, at that input's scale
     /// (`2f` behind a deferred truncation, else `f`), and `logit_noise` on the logits, drawn
     /// fresh for every query from a stream seeded by the session seed ([`HardeningGuard`]).
     /// It costs no traffic.
     pub hardening: Hardening,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        Self { max_queries: None, output: Reveal::Logits, hardening: Hardening::NONE }
+    }
 }
 
 /// Wall time of one node in the last inference (both parties advance in lock step, so the
@@ -343,11 +363,17 @@ impl ClientSession {
                 format!("input has {} values, the model takes {expected}", input.len()),
             ));
         }
-        ch.set_phase("request");
-        ch.send(&[match reveal {
+        // Refused before anything is sent: what no backend computes, what the server's
+        // policy (announced in its hello) does not allow.
+        reveal.check_supported()?;
+        reveal.check_allowed(self.hello.output)?;
+        let request = match reveal {
             Reveal::Label => REQUEST_LABEL,
             Reveal::Logits => REQUEST_LOGITS,
-        }])?;
+            other => return Err(MpcError::OutputUnsupported { requested: other }),
+        };
+        ch.set_phase("request");
+        ch.send(&[request])?;
         self.timings.clear();
         let input = AShare::from_wrapping(self.model.fixed(), input);
         let walk = Walk {
@@ -507,6 +533,7 @@ impl Walk<'_> {
                     Some(Revealed::Logits(opened))
                 }
             }
+            other => return Err(MpcError::OutputUnsupported { requested: other }),
         };
         if let Some(t) = self.timings {
             let seconds = started.elapsed().as_secs_f64();
@@ -679,6 +706,7 @@ mod tests {
                 match reveal {
                     Reveal::Logits => assert_eq!(got, &Revealed::Logits(expected), "{arch}"),
                     Reveal::Label => assert_eq!(got.label(model.fixed()), argmax_ring(model.fixed(), &expected)),
+                    other => return Err(MpcError::OutputUnsupported { requested: *other }),
                 }
                 assert_eq!(got, &simulated.infer(x, *reveal, &mut Honest)?, "{arch}: real vs simulated");
             }
@@ -860,7 +888,9 @@ mod tests {
             let (mut server_ch, mut client_ch) = memory::pair(Default::default());
             let server = ServerModel::new(Arc::clone(&model), 4096)?;
             let mut guard = make();
-            let handle = std::thread::spawn(move || server.serve_guarded(&mut server_ch, 7, None, &mut guard));
+            let handle = std::thread::spawn(move || {
+                server.serve_guarded(&mut server_ch, 7, &ServeOptions::default(), &mut guard)
+            });
             let mut client = ClientSession::connect(&mut client_ch, 8)?;
             let mut real = Vec::new();
             for (x, reveal) in &queries {
@@ -880,6 +910,41 @@ mod tests {
                 assert!(real.iter().all(|r| r.label(fp) == Some(3)), "{real:?}");
             }
         }
+        Ok(())
+    }
+
+    #[test]
+    fn a_label_only_session_refuses_logits_before_any_work() -> Result<()> {
+        let model = quantized("mlp:16", &[12], 2);
+        let x = input(12, 1);
+        let options = ServeOptions { output: Reveal::Label, ..Default::default() };
+        // An honest client: refused locally from the hello, nothing sent; labels still work.
+        let (mut server_ch, mut client_ch) = memory::pair(Default::default());
+        let server = ServerModel::new(Arc::clone(&model), 4096)?;
+        let handle = std::thread::spawn(move || server.serve_with(&mut server_ch, 7, &options));
+        let mut client = ClientSession::connect(&mut client_ch, 8)?;
+        assert_eq!(client.hello().output, Reveal::Label);
+        let sent = client_ch.stats().total().bytes_sent;
+        let refused = client.infer(&mut client_ch, &x, Reveal::Logits, &mut Honest);
+        assert_eq!(refused, Err(MpcError::OutputRefused { requested: Reveal::Logits, allowed: Reveal::Label }));
+        let unsupported = client.infer(&mut client_ch, &x, Reveal::Probabilities, &mut Honest);
+        assert_eq!(unsupported, Err(MpcError::OutputUnsupported { requested: Reveal::Probabilities }));
+        assert_eq!(client_ch.stats().total().bytes_sent, sent, "a refused query sends nothing");
+        let label = client.infer(&mut client_ch, &x, Reveal::Label, &mut Honest)?;
+        assert_eq!(label.label(model.fixed()), argmax_ring(model.fixed(), &fixed_logits(&model, &x)?));
+        client.close(&mut client_ch)?;
+        let served = handle.join().map_err(|_| MpcError::invalid("test", "server thread panicked"))??;
+        assert_eq!(served, 1);
+
+        // A client that asks anyway: the server ends the session before the query's work.
+        let (mut server_ch, mut client_ch) = memory::pair(Default::default());
+        let server = ServerModel::new(Arc::clone(&model), 4096)?;
+        let handle = std::thread::spawn(move || server.serve_with(&mut server_ch, 7, &options));
+        let _client = ClientSession::connect(&mut client_ch, 8)?;
+        client_ch.send(&[REQUEST_LOGITS])?;
+        client_ch.flush()?;
+        let result = handle.join().map_err(|_| MpcError::invalid("test", "server thread panicked"))?;
+        assert_eq!(result, Err(MpcError::OutputRefused { requested: Reveal::Logits, allowed: Reveal::Label }));
         Ok(())
     }
 

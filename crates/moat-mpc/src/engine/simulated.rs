@@ -121,6 +121,7 @@ impl SimulatedEngine {
                 format!("input has {} values, the model takes {expected}", input.len()),
             ));
         }
+        reveal.check_supported()?;
         self.queries += 1;
         let input = input.into_iter().map(|v| fp.reduce(v)).collect();
         let mut kernel = SimKernel {
@@ -140,6 +141,7 @@ impl SimulatedEngine {
         Ok(match reveal {
             Reveal::Label => Revealed::Label(argmax_ring(fp, &logits).unwrap_or(0)),
             Reveal::Logits => Revealed::Logits(logits),
+            other => return Err(MpcError::OutputUnsupported { requested: other }),
         })
     }
 }

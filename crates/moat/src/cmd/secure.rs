@@ -129,6 +129,7 @@ fn server(args: ServerArgs) -> anyhow::Result<()> {
     let options = ServeOptions {
         max_queries: (args.max_queries > 0).then_some(args.max_queries),
         hardening: Hardening::uniform(args.harden),
+        ..ServeOptions::default()
     };
     let mut handles = Vec::new();
     let mut accepted = 0u64;
