@@ -74,7 +74,7 @@ pub struct RemoteOracle<C: Channel> {
 impl<C: Channel> RemoteOracle<C> {
     /// Opens a session on `channel` (reads the hello, sets up OT and HE); `seed` drives the
     /// client's keys and shares.
-    pub fn connect(mut channel: C, seed: u64) -> Result<Self> {
+    pub fn connect(mut channel: C, seed: moat_mpc::Seed) -> Result<Self> {
         let session = ClientSession::connect(&mut channel, seed)?;
         Ok(Self { channel, session, queries: 0 })
     }

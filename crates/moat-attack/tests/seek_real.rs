@@ -42,8 +42,8 @@ fn the_attack_reads_the_same_values_with_the_same_queries_over_the_real_protocol
 
     let (mut server_ch, client_ch) = memory::pair(Default::default());
     let server = ServerModel::new(Arc::clone(&model), 4096)?;
-    let handle = std::thread::spawn(move || server.serve(&mut server_ch, 5));
-    let mut remote = RemoteOracle::connect(client_ch, 6)?;
+    let handle = std::thread::spawn(move || server.serve(&mut server_ch, moat_mpc::Seed::insecure_from_u64(5)));
+    let mut remote = RemoteOracle::connect(client_ch, moat_mpc::Seed::insecure_from_u64(6))?;
     let got = Seek::new(&mut remote, config())?.run()?;
     remote.close()?;
     let served = handle.join().map_err(|_| AttackError::Search("server thread panicked".into()))??;

@@ -31,5 +31,6 @@ pub mod secure;
 
 pub use error::ClientError;
 pub use http::{HttpClient, ModelMetadata, TensorMetadata};
+pub use moat_mpc::Seed;
 pub use oip::{InferRequest, InferResponse, OutputTensor, RequestedOutput, TensorData};
 pub use secure::{Admission, SecureClient, SecureSession, SessionRequest, SessionStats};

@@ -8,32 +8,32 @@
 //! runs moat-mpc's `moat-2pc/1` protocol on the same connection ([`SecureSession`]). Queries
 //! beyond the grant are refused locally; a server cuts off a client that tries anyway.
 //!
-//! The `seed` of [`SecureClient::connect`] drives the client's keys, shares and OT choices:
-//! **whoever knows it can decrypt the client's input**, so in production draw it from a secret
-//! source (fixed seeds are for reproducible experiments).
+//! The [`Seed`] of [`SecureClient::connect`] (256 bits) drives the client's keys, shares and OT
+//! choices: **whoever knows it can decrypt the client's input**, so draw it with
+//! [`Seed::from_os`] (fixed seeds, [`Seed::insecure_from_u64`], are for reproducible experiments).
 //!
 //! ```no_run
-//! use moat_client::{HttpClient, SecureClient, SessionRequest};
+//! use moat_client::{HttpClient, Seed, SecureClient, SessionRequest};
 //!
 //! let http = HttpClient::new("http://127.0.0.1:8000")?.with_api_key("k-123");
 //! let client = SecureClient::new(http);
 //! let admission = client.admit_model("lenet5", None, &SessionRequest::queries(2))?;
-//! let mut session = client.connect(&admission, 0x5eed)?;
+//! let mut session = client.connect(&admission, Seed::from_os()?)?;
 //! let image = vec![0.0f32; 28 * 28];
 //! println!("label {}", session.infer(&image)?);
 //! let stats = session.close()?;
 //! println!("{} bytes sent, {} received", stats.bytes_sent, stats.bytes_received);
-//! # Ok::<(), moat_client::ClientError>(())
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
 use std::fmt;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use moat_mpc::MpcError;
 use moat_mpc::engine::{ClientBehaviour, ClientSession, Honest, Reveal, Revealed};
 use moat_mpc::transport::tcp::TcpChannel;
 use moat_mpc::transport::{Channel, ChannelConfig, TransportError};
+use moat_mpc::{MpcError, Seed};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
@@ -284,8 +284,8 @@ impl SecureClient {
     }
 
     /// Opens the admitted session: connect, token, protocol setup. `seed` drives the client's
-    /// keys and randomness (keep it secret, see the module docs).
-    pub fn connect(&self, admission: &Admission, seed: u64) -> Result<SecureSession, ClientError> {
+    /// keys and randomness ([`Seed::from_os`]; see the module docs).
+    pub fn connect(&self, admission: &Admission, seed: Seed) -> Result<SecureSession, ClientError> {
         let started = Instant::now();
         let mut ch = self.open_channel(admission)?;
         let session = ClientSession::connect(&mut ch, seed).map_err(from_mpc)?;
@@ -461,7 +461,7 @@ mod tests {
             "session": "00112233445566778899aabbccddeeff", "address": format!("127.0.0.1:{port}"), "queries": 1,
             "expires_in_ms": 30000, "protocol": PROTOCOL,
         }))?;
-        assert!(matches!(client.connect(&admission, 1), Err(ClientError::Transport(_))));
+        assert!(matches!(client.connect(&admission, Seed::insecure_from_u64(1)), Err(ClientError::Transport(_))));
         Ok(())
     }
 }

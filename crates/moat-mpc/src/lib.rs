@@ -101,12 +101,14 @@ pub mod error;
 pub mod he;
 pub mod ot;
 pub mod protocols;
+pub mod seed;
 pub mod shares;
 pub mod testing;
 pub mod transport;
 
 pub use bits::BitVec;
 pub use error::{MpcError, Result};
+pub use seed::{EntropyError, Seed};
 pub use shares::{AShare, BShare, Party, reconstruct, reconstruct_bits, share, share_bits};
 
 /// A 128-bit block: OT keys and messages, 16 little-endian bytes on the wire.

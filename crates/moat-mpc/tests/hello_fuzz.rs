@@ -18,6 +18,7 @@ fn hello_json() -> Vec<u8> {
         ring_bits: 37,
         frac_bits: 12,
         he_degree: 4096,
+        output: moat_mpc::engine::Reveal::Label,
     };
     serde_json::to_vec(&hello).unwrap_or_default()
 }

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
+use moat_mpc::Seed;
 use moat_mpc::engine::{ClientSession, Honest, Reveal, Revealed};
 use moat_mpc::transport::tcp::TcpChannel;
 use moat_mpc::transport::{Channel, ChannelConfig};
@@ -83,7 +84,7 @@ fn fixture(secure: SecureConfig) -> Result<Fixture, BoxError> {
 fn config() -> SecureConfig {
     SecureConfig {
         max_sessions: 1,
-        seed: Some(11),
+        insecure_seed: Some(11),
         session_timeout: Duration::from_secs(20),
         ..SecureConfig::default()
     }
@@ -182,7 +183,7 @@ fn a_session_answers_what_the_fixed_point_model_answers_and_refunds_unused_queri
 
     let (reply, mut ch) = handshake(&answer)?;
     assert!(reply.accepted, "{reply:?}");
-    let mut session = ClientSession::connect(&mut ch, 5)?;
+    let mut session = ClientSession::connect(&mut ch, Seed::insecure_from_u64(5))?;
     for sample in &samples {
         let Revealed::Label(label) = session.infer(&mut ch, sample, Reveal::Label, &mut Honest)? else {
             return Err("expected a label".into());
@@ -265,7 +266,7 @@ fn limits_slots_expiry_and_garbage_are_enforced_and_the_port_keeps_serving() -> 
     let one = f.admit("/v2/models/small/secure", &json!({"queries": 1}))?;
     let (reply, mut ch) = handshake(&one)?;
     assert!(reply.accepted);
-    let mut session = ClientSession::connect(&mut ch, 9)?;
+    let mut session = ClientSession::connect(&mut ch, Seed::insecure_from_u64(9))?;
     session.infer(&mut ch, &samples[0], Reveal::Label, &mut Honest)?;
     // While this session holds the only slot, another client is told to retry.
     let waiting = f.admit("/v2/models/small/secure", &json!({"queries": 1}))?;
@@ -280,7 +281,7 @@ fn limits_slots_expiry_and_garbage_are_enforced_and_the_port_keeps_serving() -> 
     // The busy client's token survived: it now gets the slot.
     let (reply, mut ch) = handshake(&waiting)?;
     assert!(reply.accepted, "{reply:?}");
-    let mut session = ClientSession::connect(&mut ch, 10)?;
+    let mut session = ClientSession::connect(&mut ch, Seed::insecure_from_u64(10))?;
     session.infer(&mut ch, &samples[1], Reveal::Label, &mut Honest)?;
     session.close(&mut ch)?;
     f.wait_for("the second session to end", |f| f.sessions("completed") == 1.0)?;
@@ -331,7 +332,7 @@ fn outputs_beyond_the_policy_are_refused_at_admission_and_in_the_session_and_not
     assert_eq!(answer["output"], "label");
     let (reply, mut ch) = handshake(&answer)?;
     assert!(reply.accepted, "{reply:?}");
-    let mut session = ClientSession::connect(&mut ch, 5)?;
+    let mut session = ClientSession::connect(&mut ch, Seed::insecure_from_u64(5))?;
     assert_eq!(session.hello().output, Reveal::Label);
     let err = session.infer(&mut ch, &samples[0], Reveal::Logits, &mut Honest).err().map(|e| e.to_string());
     assert_eq!(err.as_deref(), Some("output 'logits' refused: the server reveals at most 'label'"));
@@ -345,7 +346,7 @@ fn outputs_beyond_the_policy_are_refused_at_admission_and_in_the_session_and_not
     let answer = g.admit("/v2/models/small/secure", &json!({"output": "logits"}))?;
     assert_eq!(answer["output"], "logits");
     let (_, mut ch) = handshake(&answer)?;
-    let mut session = ClientSession::connect(&mut ch, 5)?;
+    let mut session = ClientSession::connect(&mut ch, Seed::insecure_from_u64(5))?;
     let got = session.infer(&mut ch, &samples[0], Reveal::Logits, &mut Honest)?;
     assert!(matches!(got, Revealed::Logits(ref v) if v.len() == 10), "{got:?}");
     session.close(&mut ch)?;

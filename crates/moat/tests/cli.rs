@@ -188,3 +188,41 @@ fn bad_arguments_fail_cleanly() -> TestResult {
     assert_clean_failure(&moat(&["train", "--ring-bits", "80"])?, "ring");
     Ok(())
 }
+
+/// The options of `help` (an option's header line and its description) that mention a seed.
+fn seed_options(help: &str) -> Vec<String> {
+    let mut options: Vec<String> = Vec::new();
+    for line in help.lines() {
+        let t = line.trim_start();
+        if t.starts_with('-') {
+            options.push(t.to_string());
+        } else if let Some(last) = options.last_mut() {
+            last.push(' ');
+            last.push_str(t);
+        }
+    }
+    options.into_iter().filter(|o| o.split_whitespace().next().is_some_and(|flag| flag.contains("seed"))).collect()
+}
+
+#[test]
+fn no_command_holding_session_secrets_has_a_fixed_default_seed() -> TestResult {
+    for command in [&["secure", "server"][..], &["secure", "client"], &["infer"], &["serve"], &["bench", "secure"]] {
+        let out = moat(&[command, &["--help"]].concat())?;
+        assert!(out.status.success(), "{command:?}: {}", text(&out.stderr));
+        let help = text(&out.stdout);
+        for option in seed_options(&help) {
+            // Public seeds (dataset splits, model selection, benchmark weights) may have one.
+            let public = ["--split-seed", "--seed"].iter().any(|p| option.starts_with(&format!("{p} ")));
+            assert!(public || !option.contains("[default:"), "{command:?}: {option}");
+            if option.starts_with("--insecure-seed") {
+                assert!(option.contains("INSECURE") && !option.contains("[default:"), "{command:?}: {option}");
+            }
+        }
+        if command[0] == "secure" {
+            let seeds = seed_options(&help);
+            assert!(seeds.iter().any(|o| o.starts_with("--insecure-seed")), "{command:?}: {seeds:?}");
+            assert!(!seeds.iter().any(|o| o.starts_with("--seed ")), "{command:?}: {seeds:?}");
+        }
+    }
+    Ok(())
+}

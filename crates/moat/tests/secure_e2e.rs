@@ -100,3 +100,71 @@ fn a_client_without_a_server_fails_within_its_timeout() -> TestResult {
     assert!(started.elapsed() < Duration::from_secs(4), "took {:?}", started.elapsed());
     Ok(())
 }
+
+/// A one-connection TCP proxy in front of `upstream` that records what the client sends.
+/// The proxy's address and the thread that returns the bytes it saw.
+type Proxy = (String, std::thread::JoinHandle<Vec<u8>>);
+
+fn capturing_proxy(upstream: String) -> Result<Proxy, Box<dyn std::error::Error>> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?.to_string();
+    let handle = std::thread::spawn(move || {
+        let mut captured = Vec::new();
+        let Ok((mut client, _)) = listener.accept() else { return captured };
+        let Ok(mut server) = TcpStream::connect(&upstream) else { return captured };
+        let limit = Some(Duration::from_secs(30));
+        for s in [&client, &server] {
+            s.set_read_timeout(limit).ok();
+        }
+        let (Ok(mut client_back), Ok(mut server_back)) = (client.try_clone(), server.try_clone()) else {
+            return captured;
+        };
+        let down = std::thread::spawn(move || {
+            std::io::copy(&mut server_back, &mut client_back).ok();
+            client_back.shutdown(std::net::Shutdown::Write).ok();
+        });
+        let mut buf = [0u8; 1 << 16];
+        while let Ok(n @ 1..) = client.read(&mut buf) {
+            captured.extend_from_slice(&buf[..n]);
+            if server.write_all(&buf[..n]).is_err() {
+                break;
+            }
+        }
+        server.shutdown(std::net::Shutdown::Write).ok();
+        down.join().ok();
+        captured
+    });
+    Ok((addr, handle))
+}
+
+#[test]
+fn default_clients_send_different_traffic_and_only_an_insecure_seed_repeats_it() -> TestResult {
+    let dir = std::env::temp_dir().join(format!("moat-secure-seeds-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let model = train_digits_model(&dir)?;
+    // Each client against a fresh server whose randomness is fixed: any difference between two
+    // runs comes from the client.
+    let run = |client_args: &[&str]| -> Result<(Vec<u8>, serde_json::Value), Box<dyn std::error::Error>> {
+        let (_server, addr) = secure_util::start_server_with(&model, "1", "20000", &["--insecure-seed", "7"])?;
+        let (proxy, captured) = capturing_proxy(addr)?;
+        let out = moat()
+            .args(["secure", "client", "--connect", &proxy, "--dataset", "digits", "--count", "1", "--json"])
+            .args(client_args)
+            .output()?;
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let bytes = captured.join().map_err(|_| "proxy thread panicked")?;
+        assert!(bytes.len() > 10_000, "captured only {} bytes", bytes.len());
+        Ok((bytes, serde_json::from_slice(&out.stdout)?))
+    };
+    let (a, report) = run(&[])?;
+    let (b, _) = run(&[])?;
+    assert_ne!(a, b, "two default clients sent identical traffic");
+    assert_eq!((report["private"].as_bool(), report.get("insecure_seed")), (Some(true), None), "{report}");
+    // The control: the same explicit seed reproduces the traffic byte for byte.
+    let (c, report) = run(&["--insecure-seed", "5"])?;
+    let (d, _) = run(&["--insecure-seed", "5"])?;
+    assert!(c == d, "a fixed seed should reproduce the client's traffic");
+    assert_eq!((report["private"].as_bool(), report["insecure_seed"].as_u64()), (Some(false), Some(5)), "{report}");
+    std::fs::remove_dir_all(&dir).ok();
+    Ok(())
+}

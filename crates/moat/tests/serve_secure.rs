@@ -114,7 +114,7 @@ fn secure_labels_equal_plaintext_labels_via_the_library_and_the_cli_while_http_k
     let client = SecureClient::new(http.clone());
     let admission = client.admit_model("lenet5", None, &SessionRequest::queries(4))?;
     assert_eq!((admission.queries, admission.served_by().as_deref()), (4, Some("lenet5/1")));
-    let mut session = client.connect(&admission, 17)?;
+    let mut session = client.connect(&admission, moat_client::Seed::from_os()?)?;
     assert_eq!(session.input_shape(), &[1, 28, 28]);
     // A plaintext request while the session is open.
     let one = InferRequest::batch(&inputs[..1], &[1, 28, 28])?;
@@ -150,25 +150,30 @@ fn secure_labels_equal_plaintext_labels_via_the_library_and_the_cli_while_http_k
     // The real command line: the four inputs from one file are four queries of one session.
     let file = dir.join("inputs.json");
     std::fs::write(&file, serde_json::to_string(&inputs)?)?;
-    let out =
-        secure_cli(&server, "alice-key", &["--model", "lenet5", "--seed", "3", "--input", &file.to_string_lossy()])?;
+    let out = secure_cli(
+        &server,
+        "alice-key",
+        &["--model", "lenet5", "--insecure-seed", "3", "--input", &file.to_string_lossy()],
+    )?;
     assert!(out.status.success(), "{}", text(&out.stderr));
     let report: Value = serde_json::from_slice(&out.stdout)?;
     assert_eq!(report["labels"], json!(plaintext), "{report}");
     assert_eq!((report["execution"].as_str(), report["queries"].as_u64()), (Some("secure"), Some(4)));
-    assert_eq!((report["seed"].as_u64(), report["served_by"].as_str()), (Some(3), Some("lenet5/1")));
+    assert_eq!((report["insecure_seed"].as_u64(), report["served_by"].as_str()), (Some(3), Some("lenet5/1")));
+    assert_eq!(report["private"], false, "{report}");
     assert!(report["bytes_sent"].as_u64().is_some_and(|b| b > 1_000_000), "{report}");
     assert!(report["seconds_per_query"].as_f64().is_some_and(|s| s > 0.0), "{report}");
-    // The human-readable form prints the labels and the session's traffic and seed.
+    // The human-readable form prints the labels and the session's traffic.
     let out = moat()
         .args(["infer", "--url", &server.url, "--secure", "--api-key", "alice-key", "--model", "lenet5"])
-        .args(["--seed", "4", "--input", &file.to_string_lossy()])
+        .args(["--input", &file.to_string_lossy()])
         .output()?;
     assert!(out.status.success(), "{}", text(&out.stderr));
     let printed = text(&out.stdout);
     let expected: Vec<String> = plaintext.iter().map(usize::to_string).collect();
     assert!(printed.contains(&format!("labels {} (secure execution)", expected.join(" "))), "{printed}");
-    assert!(printed.contains("MiB sent") && printed.contains("(seed 4)"), "{printed}");
+    // A default run draws its seed from the OS and never prints one.
+    assert!(printed.contains("MiB sent") && !printed.contains("seed"), "{printed}");
 
     // Metrics: three completed sessions, bytes both ways, their durations.
     let text_metrics = metrics(&server)?;
@@ -213,7 +218,7 @@ fn secure_sessions_follow_task_policies_budgets_limits_and_token_rules() -> Test
     let admission = bob.admit_task("mnist", &SessionRequest::queries(1).with_spec(Some(90.0), Some(1000.0)))?;
     assert_eq!(admission.model_name, None, "{admission:?}");
     assert_eq!(admission.parameters["task"], "mnist");
-    let mut session = bob.connect(&admission, 21)?;
+    let mut session = bob.connect(&admission, moat_client::Seed::from_os()?)?;
     assert_eq!(vec![session.infer(&inputs[0])?], plaintext);
     // The grant is enforced locally too.
     assert!(matches!(session.infer(&inputs[0]), Err(ClientError::Invalid(_))));
@@ -225,7 +230,7 @@ fn secure_sessions_follow_task_policies_budgets_limits_and_token_rules() -> Test
     // A client that tries more queries than granted is cut off by the server.
     let cut = bob.admit_model("lenet5", None, &SessionRequest::queries(1))?;
     let mut ch = bob.open_channel(&cut)?;
-    let mut raw = ClientSession::connect(&mut ch, 22)?;
+    let mut raw = ClientSession::connect(&mut ch, moat_client::Seed::insecure_from_u64(22))?;
     raw.infer(&mut ch, &inputs[0], Reveal::Label, &mut Honest)?;
     assert!(raw.infer(&mut ch, &inputs[1], Reveal::Label, &mut Honest).is_err(), "a second query on a grant of one");
     drop(ch);
@@ -247,14 +252,14 @@ fn secure_sessions_follow_task_policies_budgets_limits_and_token_rules() -> Test
         "expires_in_ms": 1000, "protocol": "moat-2pc/1",
     }))?;
     for _ in 0..2 {
-        match bob.connect(&fake, 1) {
+        match bob.connect(&fake, moat_client::Seed::from_os()?) {
             Err(ClientError::Refused { reason, .. }) => assert_eq!(reason, "unknown_token"),
             other => return Err(format!("expected a refusal, got {other:?}").into()),
         }
         fake.session = admission.session.clone();
     }
     let last = bob.admit_model("lenet5", None, &SessionRequest::queries(1))?;
-    let mut session = bob.connect(&last, 23)?;
+    let mut session = bob.connect(&last, moat_client::Seed::from_os()?)?;
     session.infer(&inputs[1])?;
     session.close()?;
     // Plaintext still fine.

@@ -42,12 +42,12 @@ use moat_nn::kernels::pool_windows;
 use moat_nn::skeleton::Skeleton;
 use moat_nn::walk::{self, Keep, Kernel, Site};
 use moat_nn::{FixedPoint, QuantizedGraph, QuantizedLayer};
-use rand::{RngCore, SeedableRng};
+use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 use serde::{Deserialize, Serialize};
 
 use super::guard::{HardeningGuard, HonestServer, ServerGuard};
-use super::hardening::{Hardening, NOISE_DOMAIN};
+use super::hardening::Hardening;
 use super::hook::{ClientBehaviour, Honest, ShareSite};
 use super::plan::RescalePlan;
 use super::{Reveal, Revealed};
@@ -57,6 +57,7 @@ use crate::he::linear::{HeClient, HeServer, ServerLayer, shape_of};
 use crate::he::params::HeParams;
 use crate::protocols::layer::{LayerSite, label_layer, max_pool_layer, relu_layer, tamper_share};
 use crate::protocols::session::Session;
+use crate::seed::Seed;
 use crate::shares::{AShare, Party};
 use crate::transport::Channel;
 
@@ -157,20 +158,23 @@ impl ServerModel {
     }
 
     /// Serves one client session on `ch` until the client ends it; returns the number of
-    /// queries answered. `seed` drives the server's share and OT randomness.
-    pub fn serve(&self, ch: &mut dyn Channel, seed: u64) -> Result<u64> {
+    /// queries answered. `seed` drives the server's share and OT randomness
+    /// ([`Seed::from_os`] unless an experiment needs it fixed).
+    pub fn serve(&self, ch: &mut dyn Channel, seed: Seed) -> Result<u64> {
         self.serve_with(ch, seed, &ServeOptions::default())
     }
 
     /// [`Self::serve`] with per-session [`ServeOptions`]: a query limit (a request beyond it
     /// ends the session with [`MpcError::Limit`]), the most the session reveals (a request for
     /// more ends it with [`MpcError::OutputRefused`]) and server-side [`Hardening`] (a
-    /// [`HardeningGuard`] whose noise stream is seeded from `seed`, as
-    /// [`crate::engine::SimulatedEngine::with_hardening`] seeds it from the engine's seed).
-    pub fn serve_with(&self, ch: &mut dyn Channel, seed: u64, options: &ServeOptions) -> Result<u64> {
-        let rng = ChaCha20Rng::seed_from_u64(seed ^ NOISE_DOMAIN);
-        let mut guard = HardeningGuard::new(options.hardening, self.model.fixed(), rng);
-        self.serve_guarded(ch, seed, options, &mut guard)
+    /// [`HardeningGuard`] whose noise stream is derived from `seed`).
+    pub fn serve_with(&self, ch: &mut dyn Channel, seed: Seed, options: &ServeOptions) -> Result<u64> {
+        let mut rng = seed.rng();
+        drop(seed);
+        let session = Seed::derive(&mut rng);
+        // The hardening noise: one stream for the session, so every query draws fresh values.
+        let mut guard = HardeningGuard::new(options.hardening, self.model.fixed(), ChaCha20Rng::from_rng(&mut rng));
+        self.serve_guarded(ch, session, options, &mut guard)
     }
 
     /// [`Self::serve_with`] with the server acting through `guard` on its own shares at every
@@ -180,7 +184,7 @@ impl ServerModel {
     pub fn serve_guarded(
         &self,
         ch: &mut dyn Channel,
-        seed: u64,
+        seed: Seed,
         options: &ServeOptions,
         guard: &mut dyn ServerGuard,
     ) -> Result<u64> {
@@ -193,12 +197,13 @@ impl ServerModel {
             he_degree: self.params.degree(),
             output: options.output,
         };
-        let mut seeds = ChaCha20Rng::seed_from_u64(seed);
+        let mut seeds = seed.rng();
+        drop(seed);
         ch.set_phase("setup");
         let json = serde_json::to_vec(&hello).map_err(|e| MpcError::invalid("hello", e.to_string()))?;
         ch.send(&json)?;
-        let mut session = Session::setup(ch, Party::P0, fixed, seeds.next_u64())?;
-        let mut he = HeServer::setup(&self.params, ch, seeds.next_u64())?;
+        let mut session = Session::setup_with_rng(ch, Party::P0, fixed, ChaCha20Rng::from_rng(&mut seeds))?;
+        let mut he = HeServer::setup_with_rng(&self.params, ch, ChaCha20Rng::from_rng(&mut seeds))?;
         let mut queries = 0;
         loop {
             ch.set_phase("request");
@@ -291,9 +296,11 @@ pub struct ClientSession {
 
 impl ClientSession {
     /// Opens a session: reads the server's hello, sets up OT and HE. `seed` drives the
-    /// client's keys, shares and OT choices.
-    pub fn connect(ch: &mut dyn Channel, seed: u64) -> Result<Self> {
-        let mut seeds = ChaCha20Rng::seed_from_u64(seed);
+    /// client's keys, shares and OT choices ([`Seed::from_os`] unless an experiment needs it
+    /// fixed).
+    pub fn connect(ch: &mut dyn Channel, seed: Seed) -> Result<Self> {
+        let mut seeds = seed.rng();
+        drop(seed);
         ch.set_phase("setup");
         let bytes = ch.recv()?;
         let hello: Hello = serde_json::from_slice(&bytes).map_err(|e| MpcError::peer("hello", e.to_string()))?;
@@ -315,8 +322,8 @@ impl ClientSession {
             .map(|i| shape_of(&model, i)?.map(|shape| params.plan(shape)).transpose())
             .collect::<Result<_>>()?;
         let layout = Layout::new(&model)?;
-        let session = Session::setup(ch, Party::P1, fixed, seeds.next_u64())?;
-        let mut he = HeClient::new(&params, seeds.next_u64())?;
+        let session = Session::setup_with_rng(ch, Party::P1, fixed, ChaCha20Rng::from_rng(&mut seeds))?;
+        let mut he = HeClient::with_rng(&params, ChaCha20Rng::from_rng(&mut seeds))?;
         he.setup(ch)?;
         Ok(Self { model, layout, session, he, plans, hello, timings: Vec::new() })
     }
@@ -655,8 +662,9 @@ mod tests {
     ) -> Result<(Vec<Revealed>, StatsSnapshot)> {
         let (mut server_ch, mut client_ch) = memory::pair(Default::default());
         let server = ServerModel::new(model, 4096)?;
-        let handle = std::thread::spawn(move || server.serve_with(&mut server_ch, 7, &options));
-        let mut client = ClientSession::connect(&mut client_ch, 8)?;
+        let handle =
+            std::thread::spawn(move || server.serve_with(&mut server_ch, Seed::insecure_from_u64(7), &options));
+        let mut client = ClientSession::connect(&mut client_ch, Seed::insecure_from_u64(8))?;
         let mut out = Vec::new();
         for (x, reveal) in queries {
             out.push(client.infer(&mut client_ch, &x, reveal, &mut behaviour)?);
@@ -889,9 +897,9 @@ mod tests {
             let server = ServerModel::new(Arc::clone(&model), 4096)?;
             let mut guard = make();
             let handle = std::thread::spawn(move || {
-                server.serve_guarded(&mut server_ch, 7, &ServeOptions::default(), &mut guard)
+                server.serve_guarded(&mut server_ch, Seed::insecure_from_u64(7), &ServeOptions::default(), &mut guard)
             });
-            let mut client = ClientSession::connect(&mut client_ch, 8)?;
+            let mut client = ClientSession::connect(&mut client_ch, Seed::insecure_from_u64(8))?;
             let mut real = Vec::new();
             for (x, reveal) in &queries {
                 real.push(client.infer(&mut client_ch, x, *reveal, &mut FnBehaviour(tamper))?);
@@ -921,8 +929,9 @@ mod tests {
         // An honest client: refused locally from the hello, nothing sent; labels still work.
         let (mut server_ch, mut client_ch) = memory::pair(Default::default());
         let server = ServerModel::new(Arc::clone(&model), 4096)?;
-        let handle = std::thread::spawn(move || server.serve_with(&mut server_ch, 7, &options));
-        let mut client = ClientSession::connect(&mut client_ch, 8)?;
+        let handle =
+            std::thread::spawn(move || server.serve_with(&mut server_ch, Seed::insecure_from_u64(7), &options));
+        let mut client = ClientSession::connect(&mut client_ch, Seed::insecure_from_u64(8))?;
         assert_eq!(client.hello().output, Reveal::Label);
         let sent = client_ch.stats().total().bytes_sent;
         let refused = client.infer(&mut client_ch, &x, Reveal::Logits, &mut Honest);
@@ -939,8 +948,9 @@ mod tests {
         // A client that asks anyway: the server ends the session before the query's work.
         let (mut server_ch, mut client_ch) = memory::pair(Default::default());
         let server = ServerModel::new(Arc::clone(&model), 4096)?;
-        let handle = std::thread::spawn(move || server.serve_with(&mut server_ch, 7, &options));
-        let _client = ClientSession::connect(&mut client_ch, 8)?;
+        let handle =
+            std::thread::spawn(move || server.serve_with(&mut server_ch, Seed::insecure_from_u64(7), &options));
+        let _client = ClientSession::connect(&mut client_ch, Seed::insecure_from_u64(8))?;
         client_ch.send(&[REQUEST_LOGITS])?;
         client_ch.flush()?;
         let result = handle.join().map_err(|_| MpcError::invalid("test", "server thread panicked"))?;
@@ -968,8 +978,8 @@ mod tests {
         let model = quantized("mlp:16", &[12], 1);
         let (mut server_ch, mut client_ch) = memory::pair(Default::default());
         let server = ServerModel::new(model, 4096)?;
-        let handle = std::thread::spawn(move || server.serve(&mut server_ch, 7));
-        let _client = ClientSession::connect(&mut client_ch, 8)?;
+        let handle = std::thread::spawn(move || server.serve(&mut server_ch, Seed::insecure_from_u64(7)));
+        let _client = ClientSession::connect(&mut client_ch, Seed::insecure_from_u64(8))?;
         client_ch.send(&[REQUEST_LABEL])?;
         client_ch.flush()?;
         drop(client_ch);

@@ -25,6 +25,7 @@
 use fhe_math::rq::traits::TryConvertFrom;
 use fhe_math::rq::{Poly, Representation, dot_product};
 use rand::{CryptoRng, RngCore};
+use zeroize::{Zeroize, ZeroizeOnDrop};
 
 use super::params::{ERROR_VARIANCE, HeParams, modulus_width};
 use crate::error::{MpcError, Result};
@@ -147,7 +148,8 @@ fn scaled_residues<R: RngCore>(params: &HeParams, m: &[u64], randomise: Option<&
         .collect()
 }
 
-/// The client's BFV secret key (uniform ternary), with its NTT forms at `q` and `q₀`.
+/// The client's BFV secret key (uniform ternary), with its NTT forms at `q` and `q₀`; wiped
+/// (coefficients and both NTT forms) when dropped.
 pub struct SecretKey {
     params: HeParams,
     coefficients: Vec<i64>,
@@ -160,6 +162,22 @@ impl std::fmt::Debug for SecretKey {
         f.debug_struct("SecretKey").field("degree", &self.params.degree()).finish_non_exhaustive()
     }
 }
+
+impl Zeroize for SecretKey {
+    fn zeroize(&mut self) {
+        self.coefficients.zeroize();
+        self.s_full.zeroize();
+        self.s_response.zeroize();
+    }
+}
+
+impl Drop for SecretKey {
+    fn drop(&mut self) {
+        self.zeroize();
+    }
+}
+
+impl ZeroizeOnDrop for SecretKey {}
 
 impl SecretKey {
     /// A fresh key.
@@ -459,6 +477,24 @@ mod tests {
     use moat_nn::FixedPoint;
     use rand::SeedableRng;
     use rand_chacha::ChaCha20Rng;
+
+    #[test]
+    fn the_secret_key_is_wiped() -> Result<()> {
+        fn drops_zeroized<T: ZeroizeOnDrop>() {}
+        drops_zeroized::<SecretKey>();
+        let p = HeParams::n4096(FixedPoint::default())?;
+        let mut key = SecretKey::generate(&p, &mut ChaCha20Rng::seed_from_u64(4))?;
+        let nonzero = |k: &SecretKey| {
+            k.coefficients.iter().filter(|&&c| c != 0).count()
+                + k.s_full.coefficients().iter().filter(|&&c| c != 0).count()
+                + k.s_response.coefficients().iter().filter(|&&c| c != 0).count()
+        };
+        assert!(nonzero(&key) > p.degree());
+        // What `Drop` runs.
+        key.zeroize();
+        assert_eq!(nonzero(&key), 0);
+        Ok(())
+    }
 
     #[test]
     fn flooding_is_centred_and_bounded() -> Result<()> {

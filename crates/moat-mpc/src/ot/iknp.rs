@@ -26,6 +26,7 @@
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
+use zeroize::Zeroize;
 
 use super::base::{ChouOrlandiReceiver, ChouOrlandiSender};
 use super::prim::{AesPrg, CrHash, transpose128};
@@ -97,13 +98,17 @@ impl IknpSender {
     /// Runs the base OTs as their receiver (the peer runs [`IknpReceiver::setup`]).
     pub fn setup(ch: &mut dyn Channel, rng: &mut ChaCha20Rng) -> Result<Self> {
         let s = BitVec::random(KAPPA, rng);
-        let seeds = ChouOrlandiReceiver::from_rng(ChaCha20Rng::from_rng(rng)).receive_random(ch, &s)?;
+        let mut seeds = ChouOrlandiReceiver::from_rng(ChaCha20Rng::from_rng(rng)).receive_random(ch, &s)?;
         if seeds.len() != KAPPA {
+            seeds.zeroize();
             return Err(MpcError::peer("iknp setup", format!("{} base OTs instead of {KAPPA}", seeds.len())));
         }
+        let prgs = seeds.iter().map(|&k| AesPrg::new(k)).collect();
+        // The base-OT seeds live on only in the PRGs' key schedules (wiped on drop, aes/zeroize).
+        seeds.zeroize();
         Ok(Self {
             delta: choice_block(s.words(), 0),
-            prgs: seeds.iter().map(|&k| AesPrg::new(k)).collect(),
+            prgs,
             counter: 0,
             hash: CrHash::new(),
             cols: Vec::new(),
@@ -120,14 +125,10 @@ impl IknpSender {
 impl IknpReceiver {
     /// Runs the base OTs as their sender (the peer runs [`IknpSender::setup`]).
     pub fn setup(ch: &mut dyn Channel, rng: &mut ChaCha20Rng) -> Result<Self> {
-        let seeds = ChouOrlandiSender::from_rng(ChaCha20Rng::from_rng(rng)).send_random(ch, KAPPA)?;
-        Ok(Self {
-            prgs: seeds.iter().map(|&[k0, k1]| [AesPrg::new(k0), AesPrg::new(k1)]).collect(),
-            counter: 0,
-            hash: CrHash::new(),
-            cols: Vec::new(),
-            rows: Vec::new(),
-        })
+        let mut seeds = ChouOrlandiSender::from_rng(ChaCha20Rng::from_rng(rng)).send_random(ch, KAPPA)?;
+        let prgs = seeds.iter().map(|&[k0, k1]| [AesPrg::new(k0), AesPrg::new(k1)]).collect();
+        seeds.zeroize();
+        Ok(Self { prgs, counter: 0, hash: CrHash::new(), cols: Vec::new(), rows: Vec::new() })
     }
 
     /// OTs extended so far (rounded up to multiples of 128 per call).

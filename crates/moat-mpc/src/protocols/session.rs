@@ -81,7 +81,12 @@ impl Session {
     /// and returns the session. `seed` drives all of this party's randomness (base OTs, its
     /// shares, its OT choice bits); the two parties must use independent seeds.
     pub fn setup(ch: &mut dyn Channel, party: Party, fp: FixedPoint, seed: u64) -> Result<Self> {
-        let mut rng = ChaCha20Rng::seed_from_u64(seed);
+        Self::setup_with_rng(ch, party, fp, ChaCha20Rng::seed_from_u64(seed))
+    }
+
+    /// [`Self::setup`] driven by `rng` (e.g. a generator keyed by a 256-bit
+    /// [`crate::seed::Seed`]).
+    pub fn setup_with_rng(ch: &mut dyn Channel, party: Party, fp: FixedPoint, mut rng: ChaCha20Rng) -> Result<Self> {
         let mut ot_rng = ChaCha20Rng::from_rng(&mut rng);
         let (sender, receiver) = iknp::setup_both(ch, party, &mut ot_rng)?;
         Ok(Self::from_parts(party, fp, Box::new(sender), Box::new(receiver), rng))

@@ -28,9 +28,10 @@
 //! no weights): a task that does not disclose its model still tells a secure client which
 //! *architecture* serves it, so a zoo whose members differ in architecture is distinguishable
 //! by secure clients. The client may ask the protocol for the logits instead of the label (the
-//! plaintext API offers logits too). Session randomness comes from a generator seeded from OS
-//! entropy unless [`SecureConfig::seed`] fixes it, which makes the server's masks predictable
-//! and is for reproducible experiments only.
+//! plaintext API offers logits too). Each session's randomness is a 256-bit [`Seed`] drawn from
+//! a ChaCha20 generator keyed by 256 bits of OS entropy, unless [`SecureConfig::insecure_seed`]
+//! fixes it, which makes the server's masks predictable and is for reproducible experiments
+//! only.
 
 pub mod listener;
 pub mod models;
@@ -42,10 +43,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use moat_mpc::Seed;
 use moat_mpc::engine::{Hardening, Reveal};
 use moat_nn::FixedPoint;
-use rand::rngs::OsRng;
-use rand::{RngCore, SeedableRng, TryRngCore};
 use rand_chacha::ChaCha20Rng;
 
 use crate::error::ServeError;
@@ -97,8 +97,10 @@ pub struct SecureConfig {
     /// for more is refused (403) before anything is charged; the session's hello announces
     /// the granted output and the server ends a session whose client asks for more.
     pub output: Reveal,
-    /// Seed of the session randomness; `None` draws it from the OS (keep it so in production).
-    pub seed: Option<u64>,
+    /// A public number fixing every session's randomness (**not private**: whoever knows it
+    /// predicts the server's masks); `None`, the default, keys the session seeds with 256 bits
+    /// from the OS. For reproducible experiments and tests only.
+    pub insecure_seed: Option<u64>,
 }
 
 impl Default for SecureConfig {
@@ -117,7 +119,7 @@ impl Default for SecureConfig {
             fixed: FixedPoint::default(),
             hardening: Hardening::NONE,
             output: Reveal::Logits,
-            seed: None,
+            insecure_seed: None,
         }
     }
 }
@@ -201,18 +203,16 @@ impl SecureService {
     /// The service for a session port bound at `local_addr`.
     pub fn new(config: SecureConfig, local_addr: SocketAddr) -> Result<Self, ServeError> {
         config.validate().map_err(ServeError::Server)?;
-        let seed = match config.seed {
-            Some(s) => s,
-            None => {
-                OsRng.try_next_u64().map_err(|e| ServeError::Server(format!("no OS entropy for session seeds: {e}")))?
-            }
+        let root = match config.insecure_seed {
+            Some(n) => Seed::insecure_from_u64(n),
+            None => Seed::from_os().map_err(|e| ServeError::Server(format!("{e}: {}", e.0)))?,
         };
         Ok(Self {
             tokens: TokenStore::new(config.token_ttl, config.max_pending),
             models: Arc::new(ModelCache::new(config.fixed, config.he_degree)),
             running: Arc::new(AtomicUsize::new(0)),
             handshaking: Arc::new(AtomicUsize::new(0)),
-            seeds: Mutex::new(ChaCha20Rng::seed_from_u64(seed)),
+            seeds: Mutex::new(root.rng()),
             config,
             local_addr,
         })
@@ -252,8 +252,8 @@ impl SecureService {
     }
 
     /// A fresh seed for one session's randomness.
-    pub(crate) fn session_seed(&self) -> u64 {
-        self.seeds.lock().unwrap_or_else(|e| e.into_inner()).next_u64()
+    pub(crate) fn session_seed(&self) -> Seed {
+        Seed::derive(&mut *self.seeds.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// The `host:port` a client asking over HTTP with this `Host` header should connect to.
@@ -293,10 +293,14 @@ fn host_of(header: &str) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rand::RngCore;
 
     fn service(listen: &str, advertise: Option<&str>) -> Result<SecureService, Box<dyn std::error::Error>> {
-        let config =
-            SecureConfig { advertise: advertise.map(str::to_string), seed: Some(1), ..SecureConfig::default() };
+        let config = SecureConfig {
+            advertise: advertise.map(str::to_string),
+            insecure_seed: Some(1),
+            ..SecureConfig::default()
+        };
         Ok(SecureService::new(config, listen.parse()?)?)
     }
 
@@ -316,7 +320,7 @@ mod tests {
     #[test]
     fn slots_are_bounded_and_given_back() -> Result<(), Box<dyn std::error::Error>> {
         let s = SecureService::new(
-            SecureConfig { max_sessions: 2, seed: Some(3), ..Default::default() },
+            SecureConfig { max_sessions: 2, insecure_seed: Some(3), ..Default::default() },
             "127.0.0.1:1".parse()?,
         )?;
         let a = s.try_session_slot().ok_or("first slot")?;
@@ -333,8 +337,9 @@ mod tests {
         let a = service("127.0.0.1:1", None)?;
         let b = service("127.0.0.1:1", None)?;
         let (x, y) = (a.session_seed(), a.session_seed());
-        assert_ne!(x, y);
-        assert_eq!(x, b.session_seed());
+        let first = |s: &Seed| s.rng().next_u64();
+        assert_ne!(first(&x), first(&y));
+        assert_eq!(first(&x), first(&b.session_seed()));
         Ok(())
     }
 

@@ -254,7 +254,7 @@ fn seek(args: SeekArgs) -> anyhow::Result<()> {
             let config_ch = ChannelConfig { timeout: Duration::from_secs(120), ..ChannelConfig::default() };
             let channel =
                 TcpChannel::connect(addr.as_str(), config_ch).with_context(|| format!("connecting {addr}"))?;
-            let mut oracle = RemoteOracle::connect(channel, args.seed)?;
+            let mut oracle = RemoteOracle::connect(channel, moat_mpc::Seed::insecure_from_u64(args.seed))?;
             let result = Seek::new(&mut oracle, config)?.on_progress(progress).run();
             let traffic = oracle.channel().stats().total().bytes_total();
             tracing::info!(queries = oracle.queries(), bytes = traffic, "session traffic");
@@ -467,7 +467,7 @@ impl ServiceOracle {
     fn connect(url: &str, key: &str, name: &str, per_session: u64, seed: u64) -> anyhow::Result<Self> {
         let client = SecureClient::new(HttpClient::new(url)?.with_api_key(key));
         let admission = client.admit_model(name, None, &SessionRequest::queries(per_session))?;
-        let session = client.connect(&admission, seed)?;
+        let session = client.connect(&admission, moat_mpc::Seed::insecure_from_u64(seed))?;
         let architecture = session.protocol().architecture().clone();
         Ok(Self { client, name: name.to_string(), per_session, seed, session: Some(session), architecture, queries: 0 })
     }
@@ -504,7 +504,8 @@ impl Oracle for ServiceOracle {
             let request = SessionRequest::queries(self.per_session);
             let admission = self.client.admit_model(&self.name, None, &request).map_err(service_error)?;
             let seed = self.seed.wrapping_add(self.queries);
-            let session = self.client.connect(&admission, seed).map_err(service_error)?;
+            let session =
+                self.client.connect(&admission, moat_mpc::Seed::insecure_from_u64(seed)).map_err(service_error)?;
             self.session = Some(session);
         }
         let session = self.session.as_mut().ok_or_else(|| AttackError::Service("no session".into()))?;

@@ -203,7 +203,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         "[5/7] two-party secure inference (BFV linear layers, OT-based ReLU and argmax) of {} test samples over loopback TCP",
         args.secure_samples.min(data.test.len())
     ));
-    let secure = secure_inference(&quantized, &data.test, args.secure_samples, args.seed)?;
+    let secure = secure_inference(&quantized, &data.test, args.secure_samples)?;
     say(format!(
         "      {}/{} labels equal to the fixed-point executor, accuracy {:.2} %, {:.1} ms and {:.0} KiB per inference (setup {:.2} s)",
         secure.agree_with_fixed_point,
@@ -237,25 +237,22 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 }
 
 /// Runs `samples` test images through the real two-party protocol, server and client on two
-/// threads over a loopback TCP connection.
-fn secure_inference(
-    model: &Arc<QuantizedGraph>,
-    test: &Dataset,
-    samples: usize,
-    seed: u64,
-) -> anyhow::Result<SecureSummary> {
+/// threads over a loopback TCP connection. Both parties' session seeds come from the OS (the
+/// answers and costs do not depend on them).
+fn secure_inference(model: &Arc<QuantizedGraph>, test: &Dataset, samples: usize) -> anyhow::Result<SecureSummary> {
     let n = samples.min(test.len());
     let listener = TcpListener::bind("127.0.0.1:0").context("binding a loopback port")?;
     let addr = listener.local_addr()?;
     let config = ChannelConfig { timeout: Duration::from_secs(60), ..ChannelConfig::default() };
     let server = ServerModel::new(Arc::clone(model), 4096)?;
+    let server_seed = moat_mpc::Seed::from_os()?;
     let server_thread = std::thread::spawn(move || -> moat_mpc::Result<u64> {
         let mut ch = TcpChannel::accept(&listener, config)?;
-        server.serve(&mut ch, seed ^ 0x5e)
+        server.serve(&mut ch, server_seed)
     });
     let mut ch = TcpChannel::connect(addr, config)?;
     let started = Instant::now();
-    let mut client = ClientSession::connect(&mut ch, seed ^ 0xc1)?;
+    let mut client = ClientSession::connect(&mut ch, moat_mpc::Seed::from_os()?)?;
     let setup_seconds = started.elapsed().as_secs_f64();
     let setup_bytes = ch.stats().total().bytes_total();
     let started = Instant::now();

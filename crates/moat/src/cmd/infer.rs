@@ -34,11 +34,14 @@ pub struct Args {
     pub fixed: bool,
     #[command(flatten)]
     pub fixed_point: FixedArgs,
-    /// Seed for dataset splits (default 0) and, with --secure, for the client's keys and shares
-    /// (default: drawn from the OS; whoever knows it can decrypt the input). Printed with the
-    /// result.
+    /// Seed for dataset splits (default 0; public, not session randomness).
     #[arg(long)]
     pub seed: Option<u64>,
+    /// INSECURE, with --secure: fix the client's keys and shares to this public number, for
+    /// reproducible experiments; whoever knows it can decrypt the input. Without it the session
+    /// seed is 256 bits from the operating system and is never shown.
+    #[arg(long, requires = "secure")]
+    pub insecure_seed: Option<u64>,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
@@ -206,8 +209,11 @@ pub struct SecurePrediction {
     pub bytes_sent: u64,
     /// Bytes received.
     pub bytes_received: u64,
-    /// The client's seed.
-    pub seed: u64,
+    /// Whether the session's randomness was private (false under `--insecure-seed`).
+    pub private: bool,
+    /// The `--insecure-seed` that fixed the client's keys, if any (then it is not private).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub insecure_seed: Option<u64>,
 }
 
 /// Inputs, one per query, with their true labels when they come from a dataset.
@@ -230,7 +236,6 @@ fn secure_samples(args: &Args) -> anyhow::Result<Option<Samples>> {
 
 /// `--secure`: one session of as many queries as there are inputs.
 fn predict_secure(args: &Args, url: &str) -> anyhow::Result<SecurePrediction> {
-    use rand::TryRngCore;
     let name = args.remote_model.as_deref().context("--url needs --model NAME (a model or task on the server)")?;
     let mut http = moat_client::HttpClient::new(url)?;
     if let Some(key) = &args.api_key {
@@ -249,9 +254,9 @@ fn predict_secure(args: &Args, url: &str) -> anyhow::Result<SecurePrediction> {
             (values.chunks_exact(per).map(<[f32]>::to_vec).collect(), Vec::new())
         }
     };
-    let seed = match args.seed {
-        Some(s) => s,
-        None => rand::rngs::OsRng.try_next_u64().context("no OS entropy for the client's seed: pass --seed")?,
+    let seed = match args.insecure_seed {
+        Some(n) => moat_client::Seed::insecure_from_u64(n),
+        None => moat_client::Seed::from_os()?,
     };
     let client = moat_client::SecureClient::new(http).with_timeout(args.timeout);
     let mut request = moat_client::SessionRequest::queries(samples.len() as u64);
@@ -282,7 +287,8 @@ fn predict_secure(args: &Args, url: &str) -> anyhow::Result<SecurePrediction> {
         seconds_per_query: stats.query_seconds / stats.queries.max(1) as f64,
         bytes_sent: stats.bytes_sent,
         bytes_received: stats.bytes_received,
-        seed,
+        private: args.insecure_seed.is_none(),
+        insecure_seed: args.insecure_seed,
     })
 }
 
@@ -300,7 +306,7 @@ fn print_secure(p: &SecurePrediction) {
     }
     let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
     println!(
-        "secure session at {}: {} quer{}, setup {:.2} s, {:.3} s per query, {:.2} MiB sent, {:.2} MiB received (seed {})",
+        "secure session at {}: {} quer{}, setup {:.2} s, {:.3} s per query, {:.2} MiB sent, {:.2} MiB received{}",
         p.address,
         p.queries,
         if p.queries == 1 { "y" } else { "ies" },
@@ -308,7 +314,10 @@ fn print_secure(p: &SecurePrediction) {
         p.seconds_per_query,
         mib(p.bytes_sent),
         mib(p.bytes_received),
-        p.seed
+        match p.insecure_seed {
+            Some(n) => format!(" (NOT PRIVATE: --insecure-seed {n})"),
+            None => String::new(),
+        }
     );
 }
 

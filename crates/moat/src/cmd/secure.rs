@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use moat_mpc::Seed;
 use moat_mpc::engine::{ClientSession, Hardening, Honest, Reveal, Revealed, ServeOptions, ServerModel};
 use moat_mpc::transport::tcp::TcpChannel;
 use moat_mpc::transport::{Channel, ChannelConfig};
@@ -52,9 +53,11 @@ pub struct ServerArgs {
     /// Bound on every wait for the client, in milliseconds.
     #[arg(long, default_value_t = 60_000)]
     pub timeout_ms: u64,
-    /// Seed of the server's randomness (each session derives its own).
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
+    /// INSECURE: fix the server's randomness (masks, OT, noise) to this public number, for
+    /// reproducible experiments. Whoever knows it predicts the server's masks. Without it every
+    /// session draws a 256-bit seed from a generator keyed by the operating system.
+    #[arg(long)]
+    pub insecure_seed: Option<u64>,
     /// Hardening against share-tampering clients (SEEK): fresh uniform noise of this
     /// half-width (real units) on the server's share of every activation input and logit.
     #[arg(long, default_value_t = 0.0)]
@@ -90,9 +93,14 @@ pub struct ClientArgs {
     /// Bound on every wait for the server, in milliseconds.
     #[arg(long, default_value_t = 60_000)]
     pub timeout_ms: u64,
-    /// Seed of the client's keys and randomness.
+    /// INSECURE: fix the client's keys, masks and OT choices to this public number, for
+    /// reproducible experiments. Whoever knows it can decrypt the client's input from the
+    /// traffic. Without it the session seed is 256 bits from the operating system.
+    #[arg(long)]
+    pub insecure_seed: Option<u64>,
+    /// Split seed of datasets without an official test split (public; not session randomness).
     #[arg(long, default_value_t = 1)]
-    pub seed: u64,
+    pub split_seed: u64,
     #[command(flatten)]
     pub fixed: FixedArgs,
     /// Print JSON.
@@ -131,11 +139,18 @@ fn server(args: ServerArgs) -> anyhow::Result<()> {
         hardening: Hardening::uniform(args.harden),
         ..ServeOptions::default()
     };
+    let mut seeds = match args.insecure_seed {
+        Some(n) => {
+            tracing::warn!("--insecure-seed: the sessions' randomness is fixed and NOT private");
+            Seed::insecure_from_u64(n).rng()
+        }
+        None => Seed::from_os()?.rng(),
+    };
     let mut handles = Vec::new();
     let mut accepted = 0u64;
     while args.sessions == 0 || accepted < args.sessions {
         let (stream, peer) = listener.accept().context("accepting a session")?;
-        let session_seed = args.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(accepted);
+        let session_seed = Seed::derive(&mut seeds);
         accepted += 1;
         let model = Arc::clone(&model);
         // One thread per session: a slow or vanishing client never blocks the others.
@@ -189,12 +204,15 @@ pub struct ClientReport {
     /// With `--compare-with`: answers equal to the plaintext fixed-point executor's.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub agree_with_fixed_point: Option<usize>,
-    /// Client seed.
-    pub seed: u64,
+    /// Whether the session's randomness was private (false under `--insecure-seed`).
+    pub private: bool,
+    /// The `--insecure-seed` that fixed the session's randomness, if any (then it is not private).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub insecure_seed: Option<u64>,
 }
 
 fn client(args: ClientArgs) -> anyhow::Result<()> {
-    let test = args.data.load(args.seed)?.test;
+    let test = args.data.load(args.split_seed)?.test;
     if args.offset + args.count > test.len() {
         bail!("--offset {} + --count {} exceeds the {} test samples", args.offset, args.count, test.len());
     }
@@ -205,7 +223,11 @@ fn client(args: ClientArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut ch = TcpChannel::connect(&args.connect, channel_config(args.timeout_ms))
         .with_context(|| format!("connecting to {}", args.connect))?;
-    let mut session = ClientSession::connect(&mut ch, args.seed).context("secure session setup")?;
+    let seed = match args.insecure_seed {
+        Some(n) => Seed::insecure_from_u64(n),
+        None => Seed::from_os()?,
+    };
+    let mut session = ClientSession::connect(&mut ch, seed).context("secure session setup")?;
     let setup_seconds = started.elapsed().as_secs_f64();
     let setup_bytes = ch.stats().total().bytes_total();
     let fixed = session.architecture().fixed();
@@ -244,7 +266,8 @@ fn client(args: ClientArgs) -> anyhow::Result<()> {
         bytes_per_query: bytes as f64 / n,
         setup_bytes,
         agree_with_fixed_point: reference.as_ref().map(|_| agree),
-        seed: args.seed,
+        private: args.insecure_seed.is_none(),
+        insecure_seed: args.insecure_seed,
     };
     if args.json {
         return print_json(&report);
@@ -261,6 +284,9 @@ fn client(args: ClientArgs) -> anyhow::Result<()> {
     );
     if let Some(agree) = report.agree_with_fixed_point {
         println!("answers equal to the plaintext fixed-point executor: {agree}/{}", report.queries);
+    }
+    if let Some(n) = report.insecure_seed {
+        println!("NOT PRIVATE: --insecure-seed {n} fixed the client's keys; this traffic can be decrypted");
     }
     Ok(())
 }
@@ -285,7 +311,8 @@ pub struct BenchArgs {
     /// Bound on every wait, in milliseconds.
     #[arg(long, default_value_t = 600_000)]
     pub timeout_ms: u64,
-    /// Seed of the weights (for random networks), the inputs and both parties.
+    /// Seed of the weights (for random networks) and the inputs; both parties' session
+    /// randomness comes from the operating system (it does not change the costs).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Print JSON.
@@ -411,7 +438,6 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
         .arg(&model_path)
         .args(["--listen", "127.0.0.1:0", "--sessions", "1"])
         .args(["--he-degree", &args.he_degree.to_string(), "--timeout-ms", &args.timeout_ms.to_string()])
-        .args(["--seed", &args.seed.to_string()])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::inherit())
         .spawn()
@@ -447,7 +473,7 @@ fn bench_client(
     let setup_seconds = started.elapsed().as_secs_f64();
     let addr = line.trim().strip_prefix("listening on ").context("the server did not print its address")?.to_string();
     let mut ch = TcpChannel::connect(&addr, channel_config(args.timeout_ms))?;
-    let mut session = ClientSession::connect(&mut ch, args.seed ^ 0x5EC)?;
+    let mut session = ClientSession::connect(&mut ch, Seed::from_os()?)?;
     let setup_bytes = ch.stats().total().bytes_total();
     let before = ch.stats().snapshot();
     let n = moat_nn::tensor::numel(graph.input_shape());

@@ -30,10 +30,21 @@ pub fn start_server(
     sessions: &str,
     timeout_ms: &str,
 ) -> Result<(Server, String), Box<dyn std::error::Error>> {
+    start_server_with(model, sessions, timeout_ms, &[])
+}
+
+/// [`start_server`] with more arguments.
+pub fn start_server_with(
+    model: &Path,
+    sessions: &str,
+    timeout_ms: &str,
+    extra: &[&str],
+) -> Result<(Server, String), Box<dyn std::error::Error>> {
     let mut child = moat()
         .args(["secure", "server"])
         .arg(model)
         .args(["--listen", "127.0.0.1:0", "--sessions", sessions, "--timeout-ms", timeout_ms])
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()?;
