@@ -24,6 +24,10 @@ pub enum AttackError {
     /// attack stops with what it has.
     #[error("the service refused further queries: {0}")]
     Refused(String),
+    /// The service failed for a reason other than a refusal (a timeout, a broken connection,
+    /// an answer off the protocol): an error, not the end of the attack's budget.
+    #[error("the service failed: {0}")]
+    Service(String),
     /// Building or evaluating the extracted model failed.
     #[error("model: {0}")]
     Model(#[from] moat_nn::NnError),

@@ -52,6 +52,9 @@ pub struct SessionRequest {
     pub parameters: Map<String, Value>,
     /// Request id, echoed back.
     pub id: Option<String>,
+    /// What each query may reveal (the server's default: the label). A server whose policy
+    /// allows less refuses the admission (403) without charging.
+    pub output: Option<Reveal>,
 }
 
 impl SessionRequest {
@@ -63,6 +66,12 @@ impl SessionRequest {
     /// Sets a task's spec (each bound optional).
     pub fn with_spec(mut self, min_accuracy: Option<f64>, max_latency_ms: Option<f64>) -> Self {
         crate::oip::insert_spec(&mut self.parameters, min_accuracy, max_latency_ms);
+        self
+    }
+
+    /// Asks for sessions whose queries may reveal `output`.
+    pub fn with_output(mut self, output: Reveal) -> Self {
+        self.output = Some(output);
         self
     }
 
@@ -82,6 +91,9 @@ impl SessionRequest {
         }
         if let Some(id) = &self.id {
             body["id"] = json!(id);
+        }
+        if let Some(output) = self.output {
+            body["output"] = json!(output.to_string());
         }
         body
     }

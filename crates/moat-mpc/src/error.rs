@@ -33,6 +33,21 @@ pub enum MpcError {
     /// The channel failed (disconnect, timeout, malformed or oversized frame).
     #[error(transparent)]
     Transport(#[from] TransportError),
+    /// The server's policy does not allow the output asked for (refused before any work on
+    /// the query).
+    #[error("output '{requested}' refused: the server reveals at most '{allowed}'")]
+    OutputRefused {
+        /// What was asked for.
+        requested: crate::engine::Reveal,
+        /// The most the server's policy reveals.
+        allowed: crate::engine::Reveal,
+    },
+    /// No two-party backend computes this output yet.
+    #[error("output '{requested}' is not supported yet (the two-party backends compute label and logits)")]
+    OutputUnsupported {
+        /// What was asked for.
+        requested: crate::engine::Reveal,
+    },
     /// The session asked for more queries than it was granted.
     #[error("query limit reached: the session was granted {queries} queries")]
     Limit {
@@ -50,5 +65,18 @@ impl MpcError {
     /// Shorthand for [`MpcError::PeerMisbehaved`].
     pub fn peer(context: &'static str, detail: impl Into<String>) -> Self {
         Self::PeerMisbehaved { context, detail: detail.into() }
+    }
+}
+
+impl From<moat_nn::walk::Released> for MpcError {
+    fn from(e: moat_nn::walk::Released) -> Self {
+        Self::invalid("walk", e.to_string())
+    }
+}
+
+impl From<moat_nn::NnError> for MpcError {
+    /// A model the engine cannot run (a local error: the model is the caller's).
+    fn from(e: moat_nn::NnError) -> Self {
+        Self::invalid("model", e.to_string())
     }
 }

@@ -57,6 +57,22 @@
 //! its cost, and [`protocols::cost`] predicts the exact traffic. `moat bench relu` runs them
 //! between two processes (≈ 876 bytes per exact ReLU at ℓ = 37).
 //!
+//! **What the protocols are.** Each protocol is a blocking function that one party calls with
+//! its [`Party`], its [`protocols::Session`] and a [`transport::Channel`]; the function sends
+//! and receives its messages itself and returns that party's output shares. Both parties call
+//! the same function in lock step (two threads or two processes). They are *not* sans-IO
+//! state machines (messages as types, per-party step functions, a driver over the
+//! transport — mpz's shape): a protocol owns the channel for its duration, and the byte and
+//! round counts come from the channel's counters, checked against [`protocols::cost`].
+//!
+//! ## The engine ([`engine`])
+//!
+//! Both two-party backends run the graph with the one walk of [`moat_nn::walk`] (which the
+//! float and fixed-point executors use too), each with its own kernel. The client acts on its
+//! shares through a [`engine::ClientBehaviour`], the server on its own through a
+//! [`engine::ServerGuard`] (the same points, plus the reveal point), and what a query reveals
+//! is one type, [`engine::Reveal`].
+//!
 //! ## Measuring LAN and WAN
 //!
 //! [`transport::shaped::Shaped`] emulates a link in-process (documented fidelity). For real

@@ -19,6 +19,7 @@ fn hello_json() -> Vec<u8> {
         frac_bits: 12,
         he_degree: 4096,
         silent_ot: false,
+        output: moat_mpc::engine::Reveal::Label,
     };
     serde_json::to_vec(&hello).unwrap_or_default()
 }

@@ -14,12 +14,12 @@ use moat_mpc::engine::{FnBehaviour, Honest, RescalePlan, Reveal, ShareSite, Simu
 use moat_mpc::protocols::{Config, LayerSite, max_pool_layer, relu_layer};
 use moat_mpc::{AShare, MpcError, Result, reconstruct};
 use moat_nn::graph::ValueId;
-use moat_nn::{FixedPoint, QuantizedGraph, zoo};
+use moat_nn::{FixedPoint, OpKind, QuantizedGraph, zoo};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 
 /// What a behaviour saw: `(point, node, name, op, shape, frac_bits)`.
-type Seen = (TamperPoint, usize, String, &'static str, Vec<usize>, u32);
+type Seen = (TamperPoint, usize, String, OpKind, Vec<usize>, u32);
 
 fn model() -> Result<Arc<QuantizedGraph>> {
     let arch: zoo::Architecture = "lenet5".parse().map_err(|e| MpcError::invalid("test", format!("{e:?}")))?;

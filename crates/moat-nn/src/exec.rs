@@ -14,7 +14,9 @@ use crate::error::{NnError, Result};
 use crate::fixed::FixedPoint;
 use crate::graph::{Graph, Op, ValueId};
 use crate::kernels::{self, Window};
+use crate::plan::RescalePlan;
 use crate::tensor::{argmax_f32, numel};
+use crate::walk::{self, Keep, Kernel, Site};
 
 fn check_input(graph: &Graph, len: usize) -> Result<()> {
     let expected = numel(graph.input_shape());
@@ -41,53 +43,9 @@ impl FloatExecutor {
     /// Every value of the graph for one sample (`values[0]` is the input).
     pub fn run_all(graph: &Graph, input: &[f32]) -> Result<Vec<Vec<f32>>> {
         check_input(graph, input.len())?;
-        let mut values: Vec<Vec<f32>> = Vec::with_capacity(graph.nodes().len() + 1);
-        values.push(input.to_vec());
-        for node in graph.nodes() {
-            let x = &values[node.inputs[0].0];
-            let shape = graph.shape(node.inputs[0]);
-            let y = match &node.op {
-                Op::Add => x.iter().zip(&values[node.inputs[1].0]).map(|(a, b)| a + b).collect(),
-                Op::Concat => concat(node.inputs.iter().map(|v| values[v.0].as_slice())),
-                Op::AvgPool(p) => {
-                    let win = window(graph, node.inputs[0], p.kernel, p.stride, p.padding);
-                    let div = (p.kernel[0] * p.kernel[1]) as f32;
-                    kernels::sum_pool(x, shape[0], win).into_iter().map(|v| v / div).collect()
-                }
-                Op::BatchNorm(bn) => {
-                    let (scale, shift) = bn.scale_shift();
-                    let per = x.len() / bn.channels();
-                    x.iter().enumerate().map(|(i, v)| v * scale[i / per] + shift[i / per]).collect()
-                }
-                Op::Conv2d(c) => {
-                    let win = window(graph, node.inputs[0], c.kernel(), c.stride, c.padding);
-                    let mut y = kernels::conv2d(x, shape[0], c.weight.data(), c.out_channels(), win);
-                    let per = y.len() / c.out_channels();
-                    for (i, v) in y.iter_mut().enumerate() {
-                        *v += c.bias[i / per];
-                    }
-                    y
-                }
-                Op::Dense(d) => kernels::dense(x, d.weight.data(), d.bias.len())
-                    .into_iter()
-                    .zip(&d.bias)
-                    .map(|(v, b)| v + b)
-                    .collect(),
-                Op::Flatten | Op::Reshape(_) => x.clone(),
-                Op::GlobalAvgPool => {
-                    let hw = (shape[1] * shape[2]) as f32;
-                    kernels::channel_sums(x, shape[0]).into_iter().map(|v| v / hw).collect()
-                }
-                Op::MaxPool(p) => {
-                    let win = window(graph, node.inputs[0], p.kernel, p.stride, p.padding);
-                    kernels::max_pool(x, shape[0], win, |a, b| a > b)
-                }
-                Op::Relu => x.iter().map(|v| v.max(0.0)).collect(),
-                Op::Softmax => softmax(x),
-            };
-            values.push(y);
-        }
-        Ok(values)
+        let plan = RescalePlan::unfused(graph);
+        let values = walk::run(graph, &plan, input.to_vec(), &mut FloatKernel { graph }, Keep::All)?;
+        Ok(values.into_slots().into_iter().map(Option::unwrap_or_default).collect())
     }
 
     /// The graph output for one sample.
@@ -106,6 +64,78 @@ impl FloatExecutor {
     pub fn predict(graph: &Graph, input: &[f32]) -> Result<usize> {
         let logits = Self::logits(graph, input)?;
         argmax_f32(&logits).ok_or_else(|| NnError::Graph("empty logits".into()))
+    }
+}
+
+/// The float execution of each step (scales do not apply: truncation flags are ignored).
+struct FloatKernel<'a> {
+    graph: &'a Graph,
+}
+
+impl Kernel for FloatKernel<'_> {
+    type Value = Vec<f32>;
+    type Error = NnError;
+
+    fn linear(&mut self, site: &Site<'_>, x: &Vec<f32>, _truncate: bool) -> Result<Vec<f32>> {
+        let (graph, node) = (self.graph, site.node);
+        let shape = site.input_shape;
+        Ok(match &node.op {
+            Op::AvgPool(p) => {
+                let win = window(graph, node.inputs[0], p.kernel, p.stride, p.padding);
+                let div = (p.kernel[0] * p.kernel[1]) as f32;
+                kernels::sum_pool(x, shape[0], win).into_iter().map(|v| v / div).collect()
+            }
+            Op::BatchNorm(bn) => {
+                let (scale, shift) = bn.scale_shift();
+                let per = x.len() / bn.channels();
+                x.iter().enumerate().map(|(i, v)| v * scale[i / per] + shift[i / per]).collect()
+            }
+            Op::Conv2d(c) => {
+                let win = window(graph, node.inputs[0], c.kernel(), c.stride, c.padding);
+                let mut y = kernels::conv2d(x, shape[0], c.weight.data(), c.out_channels(), win);
+                let per = y.len() / c.out_channels();
+                for (i, v) in y.iter_mut().enumerate() {
+                    *v += c.bias[i / per];
+                }
+                y
+            }
+            Op::Dense(d) => {
+                kernels::dense(x, d.weight.data(), d.bias.len()).into_iter().zip(&d.bias).map(|(v, b)| v + b).collect()
+            }
+            Op::GlobalAvgPool => {
+                let hw = (shape[1] * shape[2]) as f32;
+                kernels::channel_sums(x, shape[0]).into_iter().map(|v| v / hw).collect()
+            }
+            other => return Err(NnError::node(&node.name, other.kind(), "not a linear op")),
+        })
+    }
+
+    fn relu(&mut self, _site: &Site<'_>, x: &Vec<f32>, _truncate: bool) -> Result<Vec<f32>> {
+        Ok(x.iter().map(|v| v.max(0.0)).collect())
+    }
+
+    fn max_pool(&mut self, site: &Site<'_>, x: &Vec<f32>) -> Result<Vec<f32>> {
+        let Op::MaxPool(p) = &site.node.op else {
+            return Err(NnError::node(&site.node.name, site.node.op.kind(), "not a max pool"));
+        };
+        let win = window(self.graph, site.node.inputs[0], p.kernel, p.stride, p.padding);
+        Ok(kernels::max_pool(x, site.input_shape[0], win, |a, b| a > b))
+    }
+
+    fn add(&mut self, _site: &Site<'_>, terms: &[(&Vec<f32>, bool)]) -> Result<Vec<f32>> {
+        let mut sum = vec![0f32; terms.first().map_or(0, |(v, _)| v.len())];
+        for (v, _) in terms {
+            sum.iter_mut().zip(v.iter()).for_each(|(s, v)| *s += v);
+        }
+        Ok(sum)
+    }
+
+    fn concat(&mut self, _site: &Site<'_>, parts: &[&Vec<f32>]) -> Result<Vec<f32>> {
+        Ok(concat(parts.iter().map(|p| p.as_slice())))
+    }
+
+    fn softmax(&mut self, _site: &Site<'_>, x: &Vec<f32>) -> Result<Vec<f32>> {
+        Ok(softmax(x))
     }
 }
 
@@ -334,36 +364,17 @@ impl QuantizedGraph {
     /// Every value for one encoded sample (`values[0]` is the input).
     pub fn run_all_encoded(&self, input: Vec<u64>) -> Result<Vec<Vec<u64>>> {
         check_input(&self.graph, input.len())?;
-        let fp = self.fixed;
-        let mut values: Vec<Vec<u64>> = Vec::with_capacity(self.graph.nodes().len() + 1);
-        values.push(input);
-        for (index, node) in self.graph.nodes().iter().enumerate() {
-            let x = &values[node.inputs[0].0];
-            let y = if let Some(y) = self.linear(index, x, true) {
-                y.into_iter().map(|v| fp.truncate(v)).collect()
-            } else {
-                match (&node.op, &self.layers[index]) {
-                    (Op::Add, _) => x.iter().zip(&values[node.inputs[1].0]).map(|(a, b)| fp.add(*a, *b)).collect(),
-                    (Op::Concat, _) => concat(node.inputs.iter().map(|v| values[v.0].as_slice())),
-                    (Op::Relu, _) => x.iter().map(|&v| if fp.is_negative(v) { 0 } else { v }).collect(),
-                    (Op::MaxPool(_), QuantizedLayer::MaxPool { window, channels }) => {
-                        kernels::max_pool(x, *channels, *window, |a, b| fp.to_signed(a) > fp.to_signed(b))
-                    }
-                    (Op::Flatten | Op::Reshape(_) | Op::Softmax, _) => x.clone(),
-                    (op, _) => {
-                        return Err(NnError::node(&node.name, op.kind(), "no fixed-point semantics"));
-                    }
-                }
-            };
-            values.push(y);
-        }
-        Ok(values)
+        let plan = RescalePlan::unfused(&self.graph);
+        let values = walk::run(&self.graph, &plan, input, &mut FixedKernel::new(self), Keep::All)?;
+        Ok(values.into_slots().into_iter().map(Option::unwrap_or_default).collect())
     }
 
     /// The ring logits for one float sample.
     pub fn logits_encoded(&self, input: &[f32]) -> Result<Vec<u64>> {
-        let mut values = self.run_all_encoded(self.encode_input(input)?)?;
-        Ok(std::mem::take(&mut values[self.graph.logits().0]))
+        let input = self.encode_input(input)?;
+        let plan = RescalePlan::unfused(&self.graph);
+        let mut values = walk::run(&self.graph, &plan, input, &mut FixedKernel::new(self), Keep::Outputs)?;
+        values.take(self.graph.logits()).ok_or_else(|| NnError::Graph("the walk lost the logits".into()))
     }
 
     /// The decoded logits for one float sample.
@@ -375,6 +386,66 @@ impl QuantizedGraph {
     pub fn predict(&self, input: &[f32]) -> Result<usize> {
         let logits = self.logits_encoded(input)?;
         argmax_ring(self.fixed, &logits).ok_or_else(|| NnError::Graph("empty logits".into()))
+    }
+}
+
+/// The fixed-point execution of each step: ring values at scale `2^f` (or `2^2f` where the
+/// plan defers a truncation). The simulated two-party engine runs these same kernels on the
+/// values it reconstructs.
+#[derive(Clone, Copy, Debug)]
+pub struct FixedKernel<'a> {
+    model: &'a QuantizedGraph,
+}
+
+impl<'a> FixedKernel<'a> {
+    /// The kernels of `model`.
+    pub fn new(model: &'a QuantizedGraph) -> Self {
+        Self { model }
+    }
+}
+
+impl Kernel for FixedKernel<'_> {
+    type Value = Vec<u64>;
+    type Error = NnError;
+
+    fn linear(&mut self, site: &Site<'_>, x: &Vec<u64>, truncate: bool) -> Result<Vec<u64>> {
+        let fp = self.model.fixed;
+        let y = self
+            .model
+            .linear(site.index, x, true)
+            .ok_or_else(|| NnError::node(&site.node.name, site.node.op.kind(), "no fixed-point semantics"))?;
+        Ok(if truncate { y.into_iter().map(|v| fp.truncate(v)).collect() } else { y })
+    }
+
+    fn relu(&mut self, _site: &Site<'_>, x: &Vec<u64>, truncate: bool) -> Result<Vec<u64>> {
+        let fp = self.model.fixed;
+        Ok(if truncate {
+            x.iter().map(|&v| if fp.is_negative(v) { 0 } else { fp.truncate(v) }).collect()
+        } else {
+            x.iter().map(|&v| if fp.is_negative(v) { 0 } else { v }).collect()
+        })
+    }
+
+    fn max_pool(&mut self, site: &Site<'_>, x: &Vec<u64>) -> Result<Vec<u64>> {
+        let fp = self.model.fixed;
+        let QuantizedLayer::MaxPool { window, channels } = &self.model.layers[site.index] else {
+            return Err(NnError::node(&site.node.name, site.node.op.kind(), "no max-pool layer"));
+        };
+        Ok(kernels::max_pool(x, *channels, *window, |a, b| fp.to_signed(a) > fp.to_signed(b)))
+    }
+
+    fn add(&mut self, _site: &Site<'_>, terms: &[(&Vec<u64>, bool)]) -> Result<Vec<u64>> {
+        let fp = self.model.fixed;
+        let mut sum = vec![0u64; terms.first().map_or(0, |(v, _)| v.len())];
+        for (v, lift) in terms {
+            let factor = if *lift { 1u64 << fp.frac_bits() } else { 1 };
+            sum.iter_mut().zip(v.iter()).for_each(|(s, v)| *s = fp.add(*s, fp.mul(*v, factor)));
+        }
+        Ok(sum)
+    }
+
+    fn concat(&mut self, _site: &Site<'_>, parts: &[&Vec<u64>]) -> Result<Vec<u64>> {
+        Ok(concat(parts.iter().map(|p| p.as_slice())))
     }
 }
 

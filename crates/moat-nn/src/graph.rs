@@ -141,23 +141,86 @@ pub enum Op {
     Softmax,
 }
 
-impl Op {
+/// The kind of an [`Op`] without its parameters: what tamper sites, timings and errors name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum OpKind {
+    /// [`Op::Add`].
+    Add,
+    /// [`Op::AvgPool`].
+    AvgPool,
+    /// [`Op::BatchNorm`].
+    BatchNorm,
+    /// [`Op::Concat`].
+    Concat,
+    /// [`Op::Conv2d`].
+    Conv2d,
+    /// [`Op::Dense`].
+    Dense,
+    /// [`Op::Flatten`].
+    Flatten,
+    /// [`Op::GlobalAvgPool`].
+    GlobalAvgPool,
+    /// [`Op::MaxPool`].
+    MaxPool,
+    /// [`Op::Relu`].
+    Relu,
+    /// [`Op::Reshape`].
+    Reshape,
+    /// [`Op::Softmax`].
+    Softmax,
+    /// Not an op: the graph input (the site of logits that are the input itself).
+    Input,
+}
+
+impl OpKind {
     /// A short, stable name for tables and errors.
-    pub fn kind(&self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
-            Op::Add => "Add",
-            Op::AvgPool(_) => "AvgPool",
-            Op::BatchNorm(_) => "BatchNorm",
-            Op::Concat => "Concat",
-            Op::Conv2d(_) => "Conv2d",
-            Op::Dense(_) => "Dense",
-            Op::Flatten => "Flatten",
-            Op::GlobalAvgPool => "GlobalAvgPool",
-            Op::MaxPool(_) => "MaxPool",
-            Op::Relu => "Relu",
-            Op::Reshape(_) => "Reshape",
-            Op::Softmax => "Softmax",
+            OpKind::Add => "Add",
+            OpKind::AvgPool => "AvgPool",
+            OpKind::BatchNorm => "BatchNorm",
+            OpKind::Concat => "Concat",
+            OpKind::Conv2d => "Conv2d",
+            OpKind::Dense => "Dense",
+            OpKind::Flatten => "Flatten",
+            OpKind::GlobalAvgPool => "GlobalAvgPool",
+            OpKind::MaxPool => "MaxPool",
+            OpKind::Relu => "Relu",
+            OpKind::Reshape => "Reshape",
+            OpKind::Softmax => "Softmax",
+            OpKind::Input => "Input",
         }
+    }
+}
+
+impl std::fmt::Display for OpKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Op {
+    /// The op's kind.
+    pub fn op_kind(&self) -> OpKind {
+        match self {
+            Op::Add => OpKind::Add,
+            Op::AvgPool(_) => OpKind::AvgPool,
+            Op::BatchNorm(_) => OpKind::BatchNorm,
+            Op::Concat => OpKind::Concat,
+            Op::Conv2d(_) => OpKind::Conv2d,
+            Op::Dense(_) => OpKind::Dense,
+            Op::Flatten => OpKind::Flatten,
+            Op::GlobalAvgPool => OpKind::GlobalAvgPool,
+            Op::MaxPool(_) => OpKind::MaxPool,
+            Op::Relu => OpKind::Relu,
+            Op::Reshape(_) => OpKind::Reshape,
+            Op::Softmax => OpKind::Softmax,
+        }
+    }
+
+    /// A short, stable name for tables and errors ([`OpKind::as_str`]).
+    pub fn kind(&self) -> &'static str {
+        self.op_kind().as_str()
     }
 
     /// Whether the op accepts `n` inputs.

@@ -25,15 +25,17 @@ pub mod fixed;
 pub mod graph;
 pub mod kernels;
 pub mod onnx;
+pub mod plan;
 pub mod skeleton;
 pub mod tensor;
 #[cfg(feature = "train")]
 pub mod train;
+pub mod walk;
 pub mod zoo;
 
 pub use error::{NnError, Result};
 pub use exec::{FloatExecutor, QuantizedGraph, QuantizedLayer};
 pub use fixed::FixedPoint;
-pub use graph::{BatchNorm, Conv2d, Dense, Graph, Node, Op, Pool, ValueId};
+pub use graph::{BatchNorm, Conv2d, Dense, Graph, Node, Op, OpKind, Pool, ValueId};
 pub use skeleton::Skeleton;
 pub use tensor::Tensor;

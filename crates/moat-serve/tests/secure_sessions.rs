@@ -308,3 +308,47 @@ fn limits_slots_expiry_and_garbage_are_enforced_and_the_port_keeps_serving() -> 
     assert!(outcomes.contains(&("session", Some("expired"), 410)), "{outcomes:?}");
     Ok(())
 }
+
+#[test]
+fn outputs_beyond_the_policy_are_refused_at_admission_and_in_the_session_and_nothing_is_charged() -> TestResult {
+    let f = fixture(SecureConfig { output: Reveal::Label, ..config() })?;
+    let samples = digits(1)?;
+    let refused = |body: Value, status: StatusCode, needle: &str| -> TestResult {
+        let (got, answer) = f.post("/v2/models/small/secure", "alice-key", &body)?;
+        assert_eq!(got, status, "{answer}");
+        let message = answer["error"].as_str().unwrap_or_default();
+        assert!(message.contains(needle), "'{message}' lacks '{needle}'");
+        Ok(())
+    };
+    refused(json!({"queries": 2, "output": "logits"}), StatusCode::FORBIDDEN, "reveals at most 'label'")?;
+    refused(json!({"output": "top-3"}), StatusCode::BAD_REQUEST, "not supported yet")?;
+    refused(json!({"output": "probabilities"}), StatusCode::BAD_REQUEST, "not supported yet")?;
+    refused(json!({"output": "softmax"}), StatusCode::BAD_REQUEST, "unknown output")?;
+    assert_eq!(f.used(), 0, "nothing charged");
+    assert_eq!(f.state.metrics.rejections.get(&["output_refused"]), 1.0);
+
+    // A label session: the hello says so, and the client refuses logits before sending.
+    let answer = f.admit("/v2/models/small/secure", &json!({"queries": 2}))?;
+    assert_eq!(answer["output"], "label");
+    let (reply, mut ch) = handshake(&answer)?;
+    assert!(reply.accepted, "{reply:?}");
+    let mut session = ClientSession::connect(&mut ch, Seed::insecure_from_u64(5))?;
+    assert_eq!(session.hello().output, Reveal::Label);
+    let err = session.infer(&mut ch, &samples[0], Reveal::Logits, &mut Honest).err().map(|e| e.to_string());
+    assert_eq!(err.as_deref(), Some("output 'logits' refused: the server reveals at most 'label'"));
+    session.infer(&mut ch, &samples[0], Reveal::Label, &mut Honest)?;
+    session.close(&mut ch)?;
+    f.wait_for("the session to end", |f| f.sessions("completed") == 1.0)?;
+    assert_eq!(f.used(), 1, "the refused query is not charged");
+
+    // Where the policy allows logits, a session granted logits reveals them.
+    let g = fixture(config())?;
+    let answer = g.admit("/v2/models/small/secure", &json!({"output": "logits"}))?;
+    assert_eq!(answer["output"], "logits");
+    let (_, mut ch) = handshake(&answer)?;
+    let mut session = ClientSession::connect(&mut ch, Seed::insecure_from_u64(5))?;
+    let got = session.infer(&mut ch, &samples[0], Reveal::Logits, &mut Honest)?;
+    assert!(matches!(got, Revealed::Logits(ref v) if v.len() == 10), "{got:?}");
+    session.close(&mut ch)?;
+    Ok(())
+}

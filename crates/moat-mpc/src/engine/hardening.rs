@@ -17,6 +17,10 @@ use moat_nn::FixedPoint;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
+/// Domain separation of a session's hardening-noise stream from its other randomness of the
+/// same seed (both backends derive the stream as `seed ^ NOISE_DOMAIN`).
+pub(crate) const NOISE_DOMAIN: u64 = 0x6e6f_6973_6521;
+
 /// Noise amplitudes, in real units (0 disables a kind).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Hardening {

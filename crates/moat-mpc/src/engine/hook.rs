@@ -7,6 +7,9 @@
 //! call the behaviour at the same points with shares of the same shape, so one behaviour runs
 //! unchanged against the simulated and the real protocol.
 
+use moat_nn::plan::RescalePlan;
+use moat_nn::walk::Site;
+use moat_nn::{Graph, OpKind};
 use serde::{Deserialize, Serialize};
 
 /// Where in the protocol the client holds a share it could alter.
@@ -33,12 +36,57 @@ pub struct ShareSite<'a> {
     /// The node's name.
     pub name: &'a str,
     /// The node's op kind (`Relu`, `MaxPool`, or the op producing the logits).
-    pub op: &'static str,
+    pub op: OpKind,
     /// Per-sample shape of the shared value.
     pub shape: &'a [usize],
     /// Fractional bits of the shared value (`f`, or `2f` for a pre-activation behind a
     /// deferred truncation): an offset `δ` on the share moves the value by `δ / 2^frac_bits`.
     pub frac_bits: u32,
+}
+
+impl<'a> ShareSite<'a> {
+    /// The pre-activation point of the walk's node `site` (a ReLU or max pool), when a factor
+    /// has `frac_bits` fractional bits.
+    pub fn input_of(site: &Site<'a>, frac_bits: u32) -> Self {
+        ShareSite {
+            point: TamperPoint::PreActivation,
+            node: site.index,
+            name: &site.node.name,
+            op: site.node.op.op_kind(),
+            shape: site.input_shape,
+            frac_bits: site.input_frac_bits(frac_bits),
+        }
+    }
+
+    /// The post-activation point of the walk's node `site`.
+    pub fn output_of(site: &Site<'a>, frac_bits: u32) -> Self {
+        ShareSite {
+            point: TamperPoint::PostActivation,
+            node: site.index,
+            name: &site.node.name,
+            op: site.node.op.op_kind(),
+            shape: site.output_shape,
+            frac_bits: site.output_frac_bits(frac_bits),
+        }
+    }
+
+    /// The logits point of `graph` under `plan`: the value [`Graph::logits`], named after the
+    /// node producing it (or `input` / [`OpKind::Input`] when the logits are the input).
+    pub fn logits_of(graph: &'a Graph, plan: &RescalePlan, frac_bits: u32) -> Self {
+        let logits = graph.logits();
+        let (node, name, op) = match logits.node().and_then(|n| graph.nodes().get(n).map(|node| (n, node))) {
+            Some((n, node)) => (n, node.name.as_str(), node.op.op_kind()),
+            None => (0, "input", OpKind::Input),
+        };
+        ShareSite {
+            point: TamperPoint::Logits,
+            node,
+            name,
+            op,
+            shape: graph.shape(logits),
+            frac_bits: plan.frac_bits(logits, frac_bits),
+        }
+    }
 }
 
 /// What a client does at each tamper point. Shares are ring elements mod 2^ℓ; the engine

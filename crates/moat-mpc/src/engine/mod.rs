@@ -16,8 +16,9 @@
 //! * **output**: with [`Reveal::Label`] the argmax runs inside the protocol and only the label
 //!   is opened to the client; with [`Reveal::Logits`] the server sends its share of the logits.
 //!
-//! The client may alter its shares at [`TamperPoint`]s through a [`ClientBehaviour`]; the
-//! engine applies the same behaviour in both backends.
+//! The client may alter its shares at [`TamperPoint`]s through a [`ClientBehaviour`], the
+//! server its own shares at the same points and at the reveal point through a
+//! [`ServerGuard`]; the engine calls both identically in both backends.
 //!
 //! ## Backends
 //!
@@ -27,12 +28,14 @@
 //!   the real protocol: the attack oracle.
 //! * the real backend: two processes over the transport (linear layers by BFV).
 
+pub mod guard;
 pub mod hardening;
 pub mod hook;
 pub mod plan;
 pub mod real;
 pub mod simulated;
 
+pub use guard::{GuardFactory, HardeningGuard, HonestServer, ServerGuard};
 pub use hardening::Hardening;
 pub use hook::{ClientBehaviour, FnBehaviour, Honest, ShareSite, TamperPoint};
 pub use plan::RescalePlan;
@@ -41,14 +44,89 @@ pub use simulated::SimulatedEngine;
 
 use serde::{Deserialize, Serialize};
 
-/// What the client learns at the end of an inference.
+use crate::error::{MpcError, Result};
+
+/// What the client learns at the end of an inference: the one type for outputs, in the
+/// protocol's requests, in a server's policy (the most it reveals, [`Reveal::permits`]) and in
+/// session admission.
+///
+/// From least to most revealing: the label; the `k` most likely labels; the probabilities
+/// (the logits up to a shift, through a secure softmax); the logits. Both backends compute
+/// [`Reveal::Label`] and [`Reveal::Logits`]; [`Reveal::TopK`] and [`Reveal::Probabilities`]
+/// are negotiable types that every backend still refuses ([`MpcError::OutputUnsupported`])
+/// until a protocol computes them (probabilities need a secure softmax).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Reveal {
     /// Only the predicted label (argmax inside the protocol): the label-only setting.
     #[default]
     Label,
+    /// The `k` most likely labels, most likely first.
+    TopK(u32),
+    /// The softmax of the logits.
+    Probabilities,
     /// The logits (ring elements at scale 2^f).
     Logits,
+}
+
+impl Reveal {
+    /// Whether a policy revealing at most `self` allows a request for `requested`: the label
+    /// is always allowed; top-k within top-k' for `k ≤ k'`; top-k and probabilities within
+    /// probabilities; everything within logits (the logits determine the rest).
+    pub fn permits(self, requested: Reveal) -> bool {
+        match (self, requested) {
+            (_, Reveal::Label) | (Reveal::Logits, _) => true,
+            (Reveal::Label, Reveal::TopK(k)) => k <= 1,
+            (Reveal::TopK(most), Reveal::TopK(k)) => k <= most,
+            (Reveal::Probabilities, Reveal::TopK(_) | Reveal::Probabilities) => true,
+            (Reveal::Label | Reveal::TopK(_), Reveal::Probabilities | Reveal::Logits)
+            | (Reveal::Probabilities, Reveal::Logits) => false,
+        }
+    }
+
+    /// Whether the two-party backends compute this output today.
+    pub fn is_supported(self) -> bool {
+        matches!(self, Reveal::Label | Reveal::Logits)
+    }
+
+    /// [`MpcError::OutputUnsupported`] unless [`Self::is_supported`].
+    pub fn check_supported(self) -> Result<()> {
+        if self.is_supported() { Ok(()) } else { Err(MpcError::OutputUnsupported { requested: self }) }
+    }
+
+    /// [`MpcError::OutputRefused`] unless a policy of at most `allowed` permits `self`.
+    pub fn check_allowed(self, allowed: Reveal) -> Result<()> {
+        if allowed.permits(self) { Ok(()) } else { Err(MpcError::OutputRefused { requested: self, allowed }) }
+    }
+}
+
+impl std::fmt::Display for Reveal {
+    /// `label`, `top-K`, `probabilities`, `logits` (what [`std::str::FromStr`] reads).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Reveal::Label => f.write_str("label"),
+            Reveal::TopK(k) => write!(f, "top-{k}"),
+            Reveal::Probabilities => f.write_str("probabilities"),
+            Reveal::Logits => f.write_str("logits"),
+        }
+    }
+}
+
+impl std::str::FromStr for Reveal {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "label" => Ok(Reveal::Label),
+            "probabilities" => Ok(Reveal::Probabilities),
+            "logits" => Ok(Reveal::Logits),
+            other => other
+                .strip_prefix("top-")
+                .and_then(|k| k.parse::<u32>().ok())
+                .filter(|k| *k >= 1)
+                .map(Reveal::TopK)
+                .ok_or_else(|| format!("unknown output '{other}' (label, top-K with K ≥ 1, probabilities, logits)")),
+        }
+    }
 }
 
 /// What an inference revealed to the client.
@@ -67,5 +145,28 @@ impl Revealed {
             Revealed::Label(l) => Some(*l),
             Revealed::Logits(v) => moat_nn::exec::argmax_ring(fixed, v),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outputs_are_ordered_by_what_they_reveal_and_round_trip_as_text() {
+        use Reveal::*;
+        let all = [Label, TopK(1), TopK(3), TopK(5), Probabilities, Logits];
+        for (i, a) in all.iter().enumerate() {
+            for (j, b) in all.iter().enumerate() {
+                // TopK(1) is the label.
+                let expected = j <= i || (*a == Label && *b == TopK(1));
+                assert_eq!(a.permits(*b), expected, "{a} permits {b}");
+            }
+            assert_eq!(a.to_string().parse::<Reveal>(), Ok(*a));
+        }
+        assert!("top-0".parse::<Reveal>().is_err() && "softmax".parse::<Reveal>().is_err());
+        assert_eq!(Label.check_allowed(Label), Ok(()));
+        assert_eq!(Logits.check_allowed(Label), Err(MpcError::OutputRefused { requested: Logits, allowed: Label }));
+        assert!(Probabilities.check_supported().is_err() && Logits.check_supported().is_ok());
     }
 }

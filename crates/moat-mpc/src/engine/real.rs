@@ -24,8 +24,10 @@
 //!    fixed-point executor's. The client's pre-activation share of such a ReLU is at `2f`
 //!    ([`ShareSite::frac_bits`]).
 //!
-//!    With [`ServeOptions::hardening`], the server adds fresh noise to its own share of every
-//!    ReLU / max-pool input and of the logits ([`Hardening`]) before the protocol uses them.
+//!    The server acts on its own shares through a [`ServerGuard`] at every tamper point and at
+//!    the reveal point ([`ServerModel::serve_guarded`]); with [`ServeOptions::hardening`] that is
+//!    a [`HardeningGuard`] adding fresh noise to every ReLU / max-pool input and to the logits
+//!    before the protocol uses them.
 //! 4. **End**: the client sends the end byte (or closes the channel).
 //!
 //! What each party learns is what [`crate::he::linear`] and [`crate::protocols`] state for
@@ -34,19 +36,19 @@
 //! plus `"setup"` and `"output"`, so per-layer bytes and rounds come from the channel's
 //! [`crate::transport::Stats`].
 
-use std::borrow::Cow;
 use std::sync::Arc;
 
-use moat_nn::graph::{Op, ValueId};
 use moat_nn::kernels::pool_windows;
 use moat_nn::skeleton::Skeleton;
+use moat_nn::walk::{self, Keep, Kernel, Site};
 use moat_nn::{FixedPoint, QuantizedGraph, QuantizedLayer};
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 use serde::{Deserialize, Serialize};
 
+use super::guard::{HardeningGuard, HonestServer, ServerGuard};
 use super::hardening::Hardening;
-use super::hook::{ClientBehaviour, Honest, ShareSite, TamperPoint};
+use super::hook::{ClientBehaviour, Honest, ShareSite};
 use super::plan::RescalePlan;
 use super::{Reveal, Revealed};
 use crate::error::{MpcError, Result};
@@ -55,7 +57,6 @@ use crate::he::linear::{HeClient, HeServer, ServerLayer, shape_of};
 use crate::he::params::HeParams;
 use crate::protocols::layer::{LayerSite, label_layer, max_pool_layer, relu_layer, tamper_share};
 use crate::protocols::session::Session;
-use crate::protocols::truncate::truncate;
 use crate::seed::Seed;
 use crate::shares::{AShare, Party};
 use crate::transport::Channel;
@@ -84,6 +85,14 @@ pub struct Hello {
     /// IKNP ([`Session::setup`]); absent (older servers) means IKNP.
     #[serde(default)]
     pub silent_ot: bool,
+    /// The most this session reveals ([`Reveal::permits`]); the client refuses to ask for
+    /// more, the server ends a session that does. (Absent: logits, as before the field.)
+    #[serde(default = "most_revealing")]
+    pub output: Reveal,
+}
+
+fn most_revealing() -> Reveal {
+    Reveal::Logits
 }
 
 /// HE parameters for a ring degree (the vetted sets of [`HeParams`]).
@@ -160,8 +169,29 @@ impl ServerModel {
     }
 
     /// [`Self::serve`] with per-session [`ServeOptions`]: a query limit (a request beyond it
-    /// ends the session with [`MpcError::Limit`]) and server-side [`Hardening`].
+    /// ends the session with [`MpcError::Limit`]), the most the session reveals (a request for
+    /// more ends it with [`MpcError::OutputRefused`]) and server-side [`Hardening`] (a
+    /// [`HardeningGuard`] whose noise stream is derived from `seed`).
     pub fn serve_with(&self, ch: &mut dyn Channel, seed: Seed, options: &ServeOptions) -> Result<u64> {
+        let mut rng = seed.rng();
+        drop(seed);
+        let session = Seed::derive(&mut rng);
+        // The hardening noise: one stream for the session, so every query draws fresh values.
+        let mut guard = HardeningGuard::new(options.hardening, self.model.fixed(), ChaCha20Rng::from_rng(&mut rng));
+        self.serve_guarded(ch, session, options, &mut guard)
+    }
+
+    /// [`Self::serve_with`] with the server acting through `guard` on its own shares at every
+    /// tamper point and at the reveal point of every query ([`ServerGuard`]) instead of
+    /// `options.hardening` (ignored here: give a [`HardeningGuard`] for it). `seed` drives the
+    /// server's share and OT randomness; the guard brings its own.
+    pub fn serve_guarded(
+        &self,
+        ch: &mut dyn Channel,
+        seed: Seed,
+        options: &ServeOptions,
+        guard: &mut dyn ServerGuard,
+    ) -> Result<u64> {
         let fixed = self.model.fixed();
         let hello = Hello {
             protocol: PROTOCOL.to_string(),
@@ -170,6 +200,7 @@ impl ServerModel {
             frac_bits: fixed.frac_bits(),
             he_degree: self.params.degree(),
             silent_ot: options.silent_ot,
+            output: options.output,
         };
         let mut seeds = seed.rng();
         drop(seed);
@@ -183,8 +214,6 @@ impl ServerModel {
             Session::setup_with_rng(ch, Party::P0, fixed, rng)?
         };
         let mut he = HeServer::setup_with_rng(&self.params, ch, ChaCha20Rng::from_rng(&mut seeds))?;
-        // The hardening noise: one stream for the session, so every query draws fresh values.
-        let mut noise_rng = ChaCha20Rng::from_rng(&mut seeds);
         let mut queries = 0;
         loop {
             ch.set_phase("request");
@@ -200,6 +229,7 @@ impl ServerModel {
                 [REQUEST_LOGITS] => Reveal::Logits,
                 other => return Err(MpcError::peer("request", format!("unknown request {other:?}"))),
             };
+            reveal.check_allowed(options.output)?;
             if options.max_queries.is_some_and(|limit| queries >= limit) {
                 return Err(MpcError::Limit { queries });
             }
@@ -211,11 +241,9 @@ impl ServerModel {
                 ch: &mut *ch,
                 linear: &mut Party0 { he: &mut he, layers: &self.layers },
                 behaviour: &mut Honest,
-                noise: options
-                    .hardening
-                    .is_active()
-                    .then_some(Noise { hardening: options.hardening, rng: &mut noise_rng }),
+                guard: &mut *guard,
                 timings: None,
+                started: std::time::Instant::now(),
             };
             walk.run(input, reveal)?;
             queries += 1;
@@ -225,19 +253,29 @@ impl ServerModel {
 }
 
 /// Per-session options of [`ServerModel::serve_with`].
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct ServeOptions {
     /// The most queries this session may run (`None`: unlimited). The serving layer sets it
     /// from the client's remaining query budget.
     pub max_queries: Option<u64>,
+    /// The most the session reveals (default: logits, i.e. anything the backends compute);
+    /// announced in the [`Hello`].
+    pub output: Reveal,
     /// Noise the server adds to its own shares ([`Hardening::NONE`] by default): uniform of
     /// half-width `activation_noise` on every ReLU / max-pool input, at that input's scale
     /// (`2f` behind a deferred truncation, else `f`), and `logit_noise` on the logits, drawn
-    /// fresh for every query from a stream seeded by the session seed. It costs no traffic.
+    /// fresh for every query from a stream seeded by the session seed ([`HardeningGuard`]).
+    /// It costs no traffic.
     pub hardening: Hardening,
     /// Run the session's OT as Ferret silent OT ([`Session::setup_silent`]: ≈ 0.2 bytes per
     /// random OT instead of 16, ≈ 330 MB of OT pools per party); the client follows the hello.
     pub silent_ot: bool,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        Self { max_queries: None, output: Reveal::Logits, hardening: Hardening::NONE, silent_ot: false }
+    }
 }
 
 /// Wall time of one node in the last inference (both parties advance in lock step, so the
@@ -350,11 +388,17 @@ impl ClientSession {
                 format!("input has {} values, the model takes {expected}", input.len()),
             ));
         }
-        ch.set_phase("request");
-        ch.send(&[match reveal {
+        // Refused before anything is sent: what no backend computes, what the server's
+        // policy (announced in its hello) does not allow.
+        reveal.check_supported()?;
+        reveal.check_allowed(self.hello.output)?;
+        let request = match reveal {
             Reveal::Label => REQUEST_LABEL,
             Reveal::Logits => REQUEST_LOGITS,
-        }])?;
+            other => return Err(MpcError::OutputUnsupported { requested: other }),
+        };
+        ch.set_phase("request");
+        ch.send(&[request])?;
         self.timings.clear();
         let input = AShare::from_wrapping(self.model.fixed(), input);
         let walk = Walk {
@@ -364,8 +408,9 @@ impl ClientSession {
             ch,
             linear: &mut Party1 { he: &mut self.he, plans: &self.plans },
             behaviour,
-            noise: None,
+            guard: &mut HonestServer,
             timings: Some(&mut self.timings),
+            started: std::time::Instant::now(),
         };
         let out = walk.run(input, reveal)?;
         out.ok_or_else(|| MpcError::invalid("infer", "the protocol revealed nothing to the client"))
@@ -424,57 +469,27 @@ struct Layout {
 }
 
 impl Layout {
-    /// The fused plan of `model`'s graph, checked against what the walk can run: a value at
-    /// `2f` is read only by a ReLU (which truncates) or by an `Add` that stays at `2f`, and
-    /// the logits are at `f`.
+    /// The fused plan of `model`'s graph, checked against what the walk can run
+    /// ([`RescalePlan::check`]), and the max pools' windows.
     fn new(model: &QuantizedGraph) -> Result<Self> {
         let graph = model.graph();
         let plan = RescalePlan::fused(graph);
-        let mut windows = Vec::with_capacity(graph.nodes().len());
-        for (index, node) in graph.nodes().iter().enumerate() {
-            windows.push(match &model.layers()[index] {
+        plan.check(graph)?;
+        let windows = model
+            .layers()
+            .iter()
+            .map(|layer| match layer {
                 QuantizedLayer::MaxPool { window, channels } => Some(pool_windows(*channels, *window)),
                 _ => None,
-            });
-            let output_double = plan.is_double(ValueId::of_node(index));
-            let reads_double = node.inputs.iter().any(|v| plan.is_double(*v));
-            let consistent = match node.op {
-                Op::Relu => !output_double,
-                Op::Add => !reads_double || output_double,
-                _ => !reads_double,
-            };
-            if !consistent {
-                return Err(MpcError::invalid(
-                    "rescale plan",
-                    format!(
-                        "node '{}' ({}) reads a value at 2f and writes one at {} (unsupported)",
-                        node.name,
-                        node.op.kind(),
-                        if output_double { "2f" } else { "f" }
-                    ),
-                ));
-            }
-        }
-        if plan.is_double(graph.logits()) {
-            return Err(MpcError::invalid("rescale plan", "the logits are left at 2f"));
-        }
+            })
+            .collect();
         Ok(Self { plan, windows })
     }
 }
 
-/// `v·2^f` (both shares multiplied: local) when `lift`, else `v` itself.
-fn lifted(v: &AShare, lift: bool, f: u32) -> Cow<'_, AShare> {
-    if lift { Cow::Owned(v.mul_public(1u64 << f)) } else { Cow::Borrowed(v) }
-}
-
-/// The server's hardening noise for one session: amplitudes and their random stream.
-struct Noise<'a> {
-    hardening: Hardening,
-    rng: &'a mut ChaCha20Rng,
-}
-
 /// One party's walk of one query over the graph: both parties take the same steps in the same
-/// order. The client carries its behaviour and its timings; the server its noise.
+/// order ([`moat_nn::walk`]). The client carries its behaviour and its timings; the server its
+/// guard (each party's other hook is the no-op).
 struct Walk<'a> {
     model: &'a QuantizedGraph,
     layout: &'a Layout,
@@ -482,23 +497,36 @@ struct Walk<'a> {
     ch: &'a mut dyn Channel,
     linear: &'a mut dyn LinearParty,
     behaviour: &'a mut dyn ClientBehaviour,
-    noise: Option<Noise<'a>>,
+    guard: &'a mut dyn ServerGuard,
     timings: Option<&'a mut Vec<NodeTiming>>,
+    started: std::time::Instant,
 }
 
 impl Walk<'_> {
-    /// The server's share plus fresh noise of half-width `amplitude` (real units), held at
-    /// `frac_bits` fractional bits; `None` (use the share as it is) for the client or without
-    /// that kind of noise.
-    fn perturb(&mut self, x: &AShare, amplitude: impl Fn(&Hardening) -> f64, frac_bits: u32) -> Option<AShare> {
-        let noise = self.noise.as_mut()?;
-        let amplitude = amplitude(&noise.hardening);
-        if amplitude <= 0.0 {
-            return None;
+    /// The server's guard on its share at `site` (the share as it is for the client, or when
+    /// the guard changes nothing).
+    fn guarded(&mut self, site: &ShareSite<'_>, x: &AShare, reveal: Option<Reveal>) -> AShare {
+        if self.session.party() != Party::P0 || self.guard.is_noop() {
+            return x.clone();
         }
         let mut values = x.values().to_vec();
-        Hardening::perturb(x.fixed_point(), &mut values, amplitude, frac_bits, noise.rng);
-        Some(AShare::from_wrapping(x.fixed_point(), values))
+        self.guard.guard(site, &mut values);
+        if let Some(output) = reveal {
+            self.guard.reveal(output, site, &mut values);
+        }
+        AShare::from_wrapping(x.fixed_point(), values)
+    }
+
+    fn layer_site<'s>(&self, site: &Site<'s>) -> LayerSite<'s> {
+        let f = self.model.fixed().frac_bits();
+        LayerSite {
+            node: site.index,
+            name: &site.node.name,
+            input_shape: site.input_shape,
+            output_shape: site.output_shape,
+            input_frac_bits: site.input_frac_bits(f),
+            output_frac_bits: site.output_frac_bits(f),
+        }
     }
 
     /// Runs the query; returns what the client learns (`None` for the server).
@@ -506,92 +534,15 @@ impl Walk<'_> {
         let model = self.model;
         let graph = model.graph();
         let fixed = model.fixed();
-        let f = fixed.frac_bits();
-        let plan = &self.layout.plan;
-        let mut values: Vec<Option<AShare>> = vec![None; graph.nodes().len() + 1];
-        values[0] = Some(input);
-        let mut readers = graph.reader_counts();
-        let missing = |name: &str| MpcError::invalid("walk", format!("an input of node '{name}' was released early"));
-        for (index, node) in graph.nodes().iter().enumerate() {
-            let started = std::time::Instant::now();
-            self.ch.set_phase(&format!("{index}:{}", node.name));
-            let x = values[node.inputs[0].0].as_ref().ok_or_else(|| missing(&node.name))?;
-            let output = ValueId::of_node(index);
-            let site = LayerSite {
-                node: index,
-                name: &node.name,
-                input_shape: graph.shape(node.inputs[0]),
-                output_shape: graph.shape(output),
-                input_frac_bits: plan.frac_bits(node.inputs[0], f),
-                output_frac_bits: plan.frac_bits(output, f),
-            };
-            let mut truncated = false;
-            let y = match (&node.op, &self.layout.windows[index]) {
-                (op, _) if op.is_linear() => {
-                    let pre = self.linear.linear(self.ch, index, x)?;
-                    if plan.truncates_linear(index) {
-                        truncated = true;
-                        truncate(self.session, self.ch, &pre)?
-                    } else {
-                        pre
-                    }
-                }
-                (Op::Relu, _) => {
-                    truncated = site.input_frac_bits > site.output_frac_bits;
-                    let noisy = self.perturb(x, |h| h.activation_noise, site.input_frac_bits);
-                    relu_layer(self.session, self.ch, noisy.as_ref().unwrap_or(x), &site, self.behaviour)?
-                }
-                (Op::MaxPool(_), Some(windows)) => {
-                    let noisy = self.perturb(x, |h| h.activation_noise, site.input_frac_bits);
-                    let x = noisy.as_ref().unwrap_or(x);
-                    max_pool_layer(self.session, self.ch, x, windows, &site, self.behaviour)?
-                }
-                (Op::Add, _) => {
-                    let z = values[node.inputs[1].0].as_ref().ok_or_else(|| missing(&node.name))?;
-                    // An operand at f meeting one at 2f is lifted locally: ⌊a/2^f⌋ + b = ⌊(a + b·2^f)/2^f⌋.
-                    let lift = |v, input| lifted(v, plan.lifts(index, input), f);
-                    lift(x, node.inputs[0]).try_add(&lift(z, node.inputs[1]))?
-                }
-                (Op::Concat, _) => {
-                    let mut joined = Vec::new();
-                    for input in &node.inputs {
-                        joined.extend_from_slice(values[input.0].as_ref().ok_or_else(|| missing(&node.name))?.values());
-                    }
-                    AShare::from_wrapping(fixed, joined)
-                }
-                (Op::Flatten | Op::Reshape(_) | Op::Softmax, _) => x.clone(),
-                (op, _) => {
-                    return Err(MpcError::invalid(
-                        "walk",
-                        format!("node '{}': no two-party protocol for {}", node.name, op.kind()),
-                    ));
-                }
-            };
-            for input in &node.inputs {
-                readers[input.0] -= 1;
-                if readers[input.0] == 0 {
-                    values[input.0] = None;
-                }
-            }
-            values[output.0] = Some(y);
-            if let Some(t) = self.timings.as_deref_mut() {
-                let seconds = started.elapsed().as_secs_f64();
-                let op = node.op.kind().to_string();
-                t.push(NodeTiming { node: index, name: node.name.clone(), op, truncated, seconds });
-            }
-        }
+        let layout = self.layout;
+        let mut values = walk::run(graph, &layout.plan, input, &mut self, Keep::Outputs)?;
 
         let started = std::time::Instant::now();
         self.ch.set_phase("output");
-        let logits_value = graph.logits();
-        let logits = values[logits_value.0].take().ok_or_else(|| missing("output"))?;
-        let frac_bits = plan.frac_bits(logits_value, f);
-        let logits = self.perturb(&logits, |h| h.logit_noise, frac_bits).unwrap_or(logits);
-        let producer = logits_value.node().unwrap_or(0);
-        let (name, op) =
-            graph.nodes().get(producer).map(|n| (n.name.as_str(), n.op.kind())).unwrap_or(("input", "Input"));
-        let shape = graph.shape(logits_value);
-        let site = ShareSite { point: TamperPoint::Logits, node: producer, name, op, shape, frac_bits };
+        let logits =
+            values.take(graph.logits()).ok_or_else(|| MpcError::invalid("walk", "the walk lost the logits"))?;
+        let site = ShareSite::logits_of(graph, &layout.plan, fixed.frac_bits());
+        let logits = self.guarded(&site, &logits, Some(reveal));
         let revealed = match reveal {
             Reveal::Label => label_layer(self.session, self.ch, &logits, &site, self.behaviour)?.map(Revealed::Label),
             Reveal::Logits => {
@@ -607,6 +558,7 @@ impl Walk<'_> {
                     Some(Revealed::Logits(opened))
                 }
             }
+            other => return Err(MpcError::OutputUnsupported { requested: other }),
         };
         if let Some(t) = self.timings {
             let seconds = started.elapsed().as_secs_f64();
@@ -617,17 +569,85 @@ impl Walk<'_> {
     }
 }
 
+/// The real execution of each step, by one party: linear layers by HE, activations and
+/// truncations by the protocols, sums and concatenations locally on the shares.
+impl Kernel for Walk<'_> {
+    type Value = AShare;
+    type Error = MpcError;
+
+    fn begin(&mut self, site: &Site<'_>) {
+        self.started = std::time::Instant::now();
+        self.ch.set_phase(&format!("{}:{}", site.index, site.node.name));
+    }
+
+    fn linear(&mut self, site: &Site<'_>, x: &AShare, truncate: bool) -> Result<AShare> {
+        let pre = self.linear.linear(self.ch, site.index, x)?;
+        if truncate { crate::protocols::truncate::truncate(self.session, self.ch, &pre) } else { Ok(pre) }
+    }
+
+    fn relu(&mut self, site: &Site<'_>, x: &AShare, _truncate: bool) -> Result<AShare> {
+        // The truncation follows from the scales (`relu_layer` truncates by their difference).
+        let f = self.model.fixed().frac_bits();
+        let layer = self.layer_site(site);
+        let x = self.guarded(&ShareSite::input_of(site, f), x, None);
+        let y = relu_layer(self.session, self.ch, &x, &layer, self.behaviour)?;
+        Ok(self.guarded(&ShareSite::output_of(site, f), &y, None))
+    }
+
+    fn max_pool(&mut self, site: &Site<'_>, x: &AShare) -> Result<AShare> {
+        let f = self.model.fixed().frac_bits();
+        let layout = self.layout;
+        let windows = layout.windows[site.index]
+            .as_deref()
+            .ok_or_else(|| MpcError::invalid("walk", format!("node '{}': no max-pool windows", site.node.name)))?;
+        let layer = self.layer_site(site);
+        let x = self.guarded(&ShareSite::input_of(site, f), x, None);
+        let y = max_pool_layer(self.session, self.ch, &x, windows, &layer, self.behaviour)?;
+        Ok(self.guarded(&ShareSite::output_of(site, f), &y, None))
+    }
+
+    fn add(&mut self, _site: &Site<'_>, terms: &[(&AShare, bool)]) -> Result<AShare> {
+        // An operand at f meeting one at 2f is lifted locally: ⌊a/2^f⌋ + b = ⌊(a + b·2^f)/2^f⌋.
+        let f = self.model.fixed().frac_bits();
+        let mut sum: Option<AShare> = None;
+        for (v, lift) in terms {
+            let v = if *lift { v.mul_public(1u64 << f) } else { (*v).clone() };
+            sum = Some(match sum {
+                Some(s) => s.try_add(&v)?,
+                None => v,
+            });
+        }
+        sum.ok_or_else(|| MpcError::invalid("walk", "an Add without inputs"))
+    }
+
+    fn concat(&mut self, _site: &Site<'_>, parts: &[&AShare]) -> Result<AShare> {
+        let joined = moat_nn::exec::concat(parts.iter().map(|p| p.values()));
+        Ok(AShare::from_wrapping(self.model.fixed(), joined))
+    }
+
+    fn end(&mut self, site: &Site<'_>, truncated: bool) {
+        if let Some(t) = self.timings.as_deref_mut() {
+            let seconds = self.started.elapsed().as_secs_f64();
+            let op = site.node.op.kind().to_string();
+            t.push(NodeTiming { node: site.index, name: site.node.name.clone(), op, truncated, seconds });
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Mutex;
 
     use super::*;
-    use crate::engine::hook::FnBehaviour;
+    use crate::engine::guard::GuardFactory;
+    use crate::engine::hook::{FnBehaviour, TamperPoint};
     use crate::engine::simulated::{SimulatedEngine, Trace};
     use crate::protocols::{Config, cost};
     use crate::transport::memory;
     use crate::transport::stats::StatsSnapshot;
+    use moat_nn::OpKind;
     use moat_nn::exec::argmax_ring;
+    use moat_nn::graph::{Op, ValueId};
     use moat_nn::zoo;
     use rand::Rng;
 
@@ -712,6 +732,7 @@ mod tests {
                 match reveal {
                     Reveal::Logits => assert_eq!(got, &Revealed::Logits(expected), "{arch}"),
                     Reveal::Label => assert_eq!(got.label(model.fixed()), argmax_ring(model.fixed(), &expected)),
+                    other => return Err(MpcError::OutputUnsupported { requested: *other }),
                 }
                 assert_eq!(got, &simulated.infer(x, *reveal, &mut Honest)?, "{arch}: real vs simulated");
             }
@@ -731,7 +752,7 @@ mod tests {
         let seen: Scales = Arc::default();
         let record = Arc::clone(&seen);
         let behaviour = FnBehaviour(move |site: &ShareSite<'_>, _: &mut [u64]| {
-            if site.op == "Relu"
+            if site.op == OpKind::Relu
                 && let Ok(mut s) = record.lock()
             {
                 s.push((site.node, site.point, site.frac_bits));
@@ -772,7 +793,7 @@ mod tests {
         // 2.5 in real units at the share's own scale (2f behind a deferred truncation).
         let tamper = move |site: &ShareSite<'_>, share: &mut [u64]| {
             let delta = fp.encode_at(2.5, site.frac_bits);
-            if site.point == TamperPoint::PreActivation && site.op == "Relu" {
+            if site.point == TamperPoint::PreActivation && site.op == OpKind::Relu {
                 share[3] = share[3].wrapping_add(delta);
             }
             if site.point == TamperPoint::Logits {
@@ -843,6 +864,115 @@ mod tests {
         for ((x, _), got) in queries.iter().zip(&plain) {
             assert_eq!(got, &Revealed::Logits(fixed_logits(&model, x)?));
         }
+        Ok(())
+    }
+
+    /// A cheating server: offsets its share of logit `label` at the reveal point.
+    struct ForceLabel {
+        label: usize,
+        offset: u64,
+    }
+
+    impl ServerGuard for ForceLabel {
+        fn guard(&mut self, _site: &ShareSite<'_>, _share: &mut [u64]) {}
+
+        fn reveal(&mut self, _output: Reveal, site: &ShareSite<'_>, share: &mut [u64]) {
+            assert_eq!(site.point, TamperPoint::Logits);
+            share[self.label] = share[self.label].wrapping_add(self.offset);
+        }
+    }
+
+    #[test]
+    fn the_same_server_guard_reveals_the_same_outputs_in_both_backends() -> Result<()> {
+        let model = quantized("lenet5:x0.5", &[1, 28, 28], 5);
+        let fp = model.fixed();
+        // The client's randomness: a fixed, non-additive tampering (share-dependent), so the
+        // simulated backend splits every value and the guard acts on the server's half.
+        let tamper = move |site: &ShareSite<'_>, share: &mut [u64]| {
+            if site.point == TamperPoint::PreActivation && site.op == OpKind::Relu {
+                share[2] = share[2].wrapping_add(fp.encode_at(0.75, site.frac_bits));
+                share[0] ^= 1;
+            }
+        };
+        let xs: Vec<Vec<f32>> = (0..4).map(|s| input(784, 300 + s)).collect();
+        let mut queries: Vec<(Vec<f32>, Reveal)> = xs.iter().map(|x| (x.clone(), Reveal::Logits)).collect();
+        queries.push((xs[1].clone(), Reveal::Label));
+        let guards: Vec<(&str, GuardFactory)> = vec![
+            (
+                "hardening",
+                Arc::new(move || {
+                    Box::new(HardeningGuard::new(Hardening::uniform(0.05), fp, ChaCha20Rng::seed_from_u64(42)))
+                }),
+            ),
+            ("cheating", Arc::new(move || Box::new(ForceLabel { label: 3, offset: fp.encode(500.0) }))),
+        ];
+        let honest = {
+            let mut engine = SimulatedEngine::new(Arc::clone(&model), 9);
+            queries.iter().map(|(x, r)| engine.infer(x, *r, &mut FnBehaviour(tamper))).collect::<Result<Vec<_>>>()?
+        };
+        for (name, make) in guards {
+            let (mut server_ch, mut client_ch) = memory::pair(Default::default());
+            let server = ServerModel::new(Arc::clone(&model), 4096)?;
+            let mut guard = make();
+            let handle = std::thread::spawn(move || {
+                server.serve_guarded(&mut server_ch, Seed::insecure_from_u64(7), &ServeOptions::default(), &mut guard)
+            });
+            let mut client = ClientSession::connect(&mut client_ch, Seed::insecure_from_u64(8))?;
+            let mut real = Vec::new();
+            for (x, reveal) in &queries {
+                real.push(client.infer(&mut client_ch, x, *reveal, &mut FnBehaviour(tamper))?);
+            }
+            client.close(&mut client_ch)?;
+            handle.join().map_err(|_| MpcError::invalid("test", "server thread panicked"))??;
+            let mut engine = SimulatedEngine::new(Arc::clone(&model), 11).with_guard(make());
+            let simulated = queries
+                .iter()
+                .map(|(x, r)| engine.infer(x, *r, &mut FnBehaviour(tamper)))
+                .collect::<Result<Vec<_>>>()?;
+            assert_eq!(real, simulated, "{name}: real vs simulated");
+            // The guard did change what the client learns.
+            assert_ne!(real, honest, "{name}");
+            if name == "cheating" {
+                assert!(real.iter().all(|r| r.label(fp) == Some(3)), "{real:?}");
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn a_label_only_session_refuses_logits_before_any_work() -> Result<()> {
+        let model = quantized("mlp:16", &[12], 2);
+        let x = input(12, 1);
+        let options = ServeOptions { output: Reveal::Label, ..Default::default() };
+        // An honest client: refused locally from the hello, nothing sent; labels still work.
+        let (mut server_ch, mut client_ch) = memory::pair(Default::default());
+        let server = ServerModel::new(Arc::clone(&model), 4096)?;
+        let handle =
+            std::thread::spawn(move || server.serve_with(&mut server_ch, Seed::insecure_from_u64(7), &options));
+        let mut client = ClientSession::connect(&mut client_ch, Seed::insecure_from_u64(8))?;
+        assert_eq!(client.hello().output, Reveal::Label);
+        let sent = client_ch.stats().total().bytes_sent;
+        let refused = client.infer(&mut client_ch, &x, Reveal::Logits, &mut Honest);
+        assert_eq!(refused, Err(MpcError::OutputRefused { requested: Reveal::Logits, allowed: Reveal::Label }));
+        let unsupported = client.infer(&mut client_ch, &x, Reveal::Probabilities, &mut Honest);
+        assert_eq!(unsupported, Err(MpcError::OutputUnsupported { requested: Reveal::Probabilities }));
+        assert_eq!(client_ch.stats().total().bytes_sent, sent, "a refused query sends nothing");
+        let label = client.infer(&mut client_ch, &x, Reveal::Label, &mut Honest)?;
+        assert_eq!(label.label(model.fixed()), argmax_ring(model.fixed(), &fixed_logits(&model, &x)?));
+        client.close(&mut client_ch)?;
+        let served = handle.join().map_err(|_| MpcError::invalid("test", "server thread panicked"))??;
+        assert_eq!(served, 1);
+
+        // A client that asks anyway: the server ends the session before the query's work.
+        let (mut server_ch, mut client_ch) = memory::pair(Default::default());
+        let server = ServerModel::new(Arc::clone(&model), 4096)?;
+        let handle =
+            std::thread::spawn(move || server.serve_with(&mut server_ch, Seed::insecure_from_u64(7), &options));
+        let _client = ClientSession::connect(&mut client_ch, Seed::insecure_from_u64(8))?;
+        client_ch.send(&[REQUEST_LOGITS])?;
+        client_ch.flush()?;
+        let result = handle.join().map_err(|_| MpcError::invalid("test", "server thread panicked"))?;
+        assert_eq!(result, Err(MpcError::OutputRefused { requested: Reveal::Logits, allowed: Reveal::Label }));
         Ok(())
     }
 

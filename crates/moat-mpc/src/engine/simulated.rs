@@ -12,19 +12,19 @@
 //! executor's; no cryptography runs, so one query costs at most one plaintext fixed-point
 //! inference, and much less when the client has switched most activations off (mostly-zero
 //! inputs take the scatter kernels): this is the oracle for attacks that need 10⁵–10⁹ queries.
-//! Server-side [`Hardening`] noise is added where the real server adds it.
+//! The server's [`ServerGuard`] (e.g. [`Hardening`] noise) acts where the real server's does.
 
 use std::sync::Arc;
 
-use moat_nn::exec::argmax_ring;
-use moat_nn::graph::{Op, ValueId};
-use moat_nn::kernels;
-use moat_nn::{FixedPoint, QuantizedGraph, QuantizedLayer};
+use moat_nn::exec::{FixedKernel, argmax_ring};
+use moat_nn::walk::{self, Keep, Kernel, Site};
+use moat_nn::{FixedPoint, QuantizedGraph};
 use rand::{Rng, SeedableRng};
 use rand_chacha::{ChaCha8Rng, ChaCha20Rng};
 
-use super::hardening::Hardening;
-use super::hook::{ClientBehaviour, ShareSite, TamperPoint};
+use super::guard::{HardeningGuard, HonestServer, ServerGuard};
+use super::hardening::{Hardening, NOISE_DOMAIN};
+use super::hook::{ClientBehaviour, ShareSite};
 use super::plan::RescalePlan;
 use super::{Reveal, Revealed};
 use crate::error::{MpcError, Result};
@@ -46,9 +46,10 @@ pub struct SimulatedEngine {
     plan: RescalePlan,
     /// The server's share randomness (not security-relevant here: ChaCha8 for speed).
     shares: ChaCha8Rng,
-    /// The server's hardening noise.
-    noise: ChaCha20Rng,
-    hardening: Hardening,
+    /// The server's guard (honest by default).
+    guard: Box<dyn ServerGuard + Send>,
+    /// Seed of the hardening noise stream ([`Self::with_hardening`]).
+    noise_seed: u64,
     queries: u64,
 }
 
@@ -60,15 +61,23 @@ impl SimulatedEngine {
             model,
             plan,
             shares: ChaCha8Rng::seed_from_u64(seed),
-            noise: ChaCha20Rng::seed_from_u64(seed ^ 0x6e6f_6973_6521),
-            hardening: Hardening::NONE,
+            guard: Box::new(HonestServer),
+            noise_seed: seed ^ NOISE_DOMAIN,
             queries: 0,
         }
     }
 
-    /// The same engine with the server adding `hardening` noise to its shares.
-    pub fn with_hardening(mut self, hardening: Hardening) -> Self {
-        self.hardening = hardening;
+    /// The same engine with the server adding `hardening` noise to its shares (a
+    /// [`HardeningGuard`] whose stream is seeded from the engine's seed).
+    pub fn with_hardening(self, hardening: Hardening) -> Self {
+        let guard = HardeningGuard::new(hardening, self.model.fixed(), ChaCha20Rng::seed_from_u64(self.noise_seed));
+        self.with_guard(Box::new(guard))
+    }
+
+    /// The same engine with the server acting through `guard` at every tamper point and at the
+    /// reveal point, as the real server's walk calls it.
+    pub fn with_guard(mut self, guard: Box<dyn ServerGuard + Send>) -> Self {
+        self.guard = guard;
         self
     }
 
@@ -105,7 +114,6 @@ impl SimulatedEngine {
         let model = Arc::clone(&self.model);
         let graph = model.graph();
         let fp = model.fixed();
-        let f = fp.frac_bits();
         let expected = moat_nn::tensor::numel(graph.input_shape());
         if input.len() != expected {
             return Err(MpcError::invalid(
@@ -113,139 +121,126 @@ impl SimulatedEngine {
                 format!("input has {} values, the model takes {expected}", input.len()),
             ));
         }
+        reveal.check_supported()?;
         self.queries += 1;
-        let mut values: Vec<Option<Vec<u64>>> = vec![None; graph.nodes().len() + 1];
-        values[0] = Some(input.into_iter().map(|v| fp.reduce(v)).collect());
-        let mut readers = graph.reader_counts();
-        let logits_value = graph.logits();
-        let released = |name: &str| MpcError::invalid("infer", format!("an input of node '{name}' was released early"));
-
-        for (index, node) in graph.nodes().iter().enumerate() {
-            let x = values[node.inputs[0].0].as_ref().ok_or_else(|| released(&node.name))?;
-            let out = if let Some(y) = model.linear(index, x, true) {
-                // The server's homomorphic response and, unless deferred, the truncation.
-                if self.plan.truncates_linear(index) { y.into_iter().map(|v| fp.truncate(v)).collect() } else { y }
-            } else {
-                match &node.op {
-                    Op::Relu | Op::MaxPool(_) => {
-                        let site = |point, shape, frac_bits| ShareSite {
-                            point,
-                            node: index,
-                            name: &node.name,
-                            op: node.op.kind(),
-                            shape,
-                            frac_bits,
-                        };
-                        let pre_bits = self.plan.frac_bits(node.inputs[0], f);
-                        let mut x = x.clone();
-                        self.add_noise(fp, &mut x, self.hardening.activation_noise, pre_bits);
-                        let pre = site(TamperPoint::PreActivation, graph.shape(node.inputs[0]), pre_bits);
-                        let x = self.tamper(fp, client, &pre, x);
-                        if let Some(t) = trace.as_deref_mut() {
-                            t.pre_activation.push((index, x.clone()));
-                        }
-                        let y = match (&node.op, &model.layers()[index]) {
-                            (Op::MaxPool(_), QuantizedLayer::MaxPool { window, channels }) => {
-                                kernels::max_pool(&x, *channels, *window, |a, b| fp.to_signed(a) > fp.to_signed(b))
-                            }
-                            _ if self.plan.truncates_after_relu(index) => {
-                                x.iter().map(|&v| if fp.is_negative(v) { 0 } else { fp.truncate(v) }).collect()
-                            }
-                            _ => x.iter().map(|&v| if fp.is_negative(v) { 0 } else { v }).collect(),
-                        };
-                        let post_bits = self.plan.frac_bits(ValueId::of_node(index), f);
-                        self.tamper(
-                            fp,
-                            client,
-                            &site(TamperPoint::PostActivation, graph.shape(ValueId::of_node(index)), post_bits),
-                            y,
-                        )
-                    }
-                    Op::Add => {
-                        let mut sum = vec![0u64; x.len()];
-                        for input in &node.inputs {
-                            let v = values[input.0].as_ref().ok_or_else(|| released(&node.name))?;
-                            let lift = if self.plan.lifts(index, *input) { 1u64 << f } else { 1 };
-                            for (s, v) in sum.iter_mut().zip(v) {
-                                *s = fp.add(*s, fp.mul(*v, lift));
-                            }
-                        }
-                        sum
-                    }
-                    Op::Concat => {
-                        let mut parts = Vec::with_capacity(node.inputs.len());
-                        for input in &node.inputs {
-                            parts.push(values[input.0].as_ref().ok_or_else(|| released(&node.name))?.as_slice());
-                        }
-                        moat_nn::exec::concat(parts.into_iter())
-                    }
-                    Op::Flatten | Op::Reshape(_) | Op::Softmax => x.clone(),
-                    other => {
-                        return Err(MpcError::invalid(
-                            "infer",
-                            format!("node '{}': no two-party semantics for {}", node.name, other.kind()),
-                        ));
-                    }
-                }
-            };
-            for input in &node.inputs {
-                readers[input.0] -= 1;
-                if readers[input.0] == 0 {
-                    values[input.0] = None;
-                }
-            }
-            values[ValueId::of_node(index).0] = Some(out);
-        }
-
-        let mut logits = values[logits_value.0].take().ok_or_else(|| released("output"))?;
-        self.add_noise(fp, &mut logits, self.hardening.logit_noise, f);
-        let producer = logits_value.node().unwrap_or(0);
-        let name = graph.nodes().get(producer).map(|n| n.name.as_str()).unwrap_or("input");
-        let op = graph.nodes().get(producer).map(|n| n.op.kind()).unwrap_or("Input");
-        let shape = graph.shape(logits_value);
-        let site = ShareSite { point: TamperPoint::Logits, node: producer, name, op, shape, frac_bits: f };
-        let logits = self.tamper(fp, client, &site, logits);
+        let input = input.into_iter().map(|v| fp.reduce(v)).collect();
+        let mut kernel = SimKernel {
+            fixed: FixedKernel::new(&model),
+            fp,
+            parties: Parties { shares: &mut self.shares, guard: &mut *self.guard, client },
+            trace: trace.as_deref_mut(),
+        };
+        let mut values = walk::run(graph, &self.plan, input, &mut kernel, Keep::Outputs)?;
+        let logits =
+            values.take(graph.logits()).ok_or_else(|| MpcError::invalid("infer", "the walk lost the logits"))?;
+        let site = ShareSite::logits_of(graph, &self.plan, fp.frac_bits());
+        let logits = kernel.parties.split(fp, &site, logits, Some(reveal));
         if let Some(t) = trace {
             t.logits = logits.clone();
         }
         Ok(match reveal {
             Reveal::Label => Revealed::Label(argmax_ring(fp, &logits).unwrap_or(0)),
             Reveal::Logits => Revealed::Logits(logits),
+            other => return Err(MpcError::OutputUnsupported { requested: other }),
         })
     }
+}
 
+/// The two parties' hooks and the share randomness of the simulation.
+struct Parties<'a> {
+    shares: &'a mut ChaCha8Rng,
+    guard: &'a mut dyn ServerGuard,
+    client: &'a mut dyn ClientBehaviour,
+}
+
+impl Parties<'_> {
     /// Splits `value` into a random server share `r` and the client's `value − r`, lets the
-    /// client alter its share, and returns the value the two shares now reconstruct to.
-    fn tamper(
-        &mut self,
-        fp: FixedPoint,
-        client: &mut dyn ClientBehaviour,
-        site: &ShareSite<'_>,
-        mut value: Vec<u64>,
-    ) -> Vec<u64> {
-        if client.is_additive() {
-            client.tamper(site, &mut value);
+    /// server's guard alter `r` (and, with `reveal`, act at the reveal point) and the client
+    /// alter its share, and returns the value the two shares now reconstruct to. With an
+    /// additive guard and client both act on the value itself: the same result.
+    fn split(&mut self, fp: FixedPoint, site: &ShareSite<'_>, mut value: Vec<u64>, reveal: Option<Reveal>) -> Vec<u64> {
+        if self.client.is_additive() && self.guard.is_additive() {
+            if !self.guard.is_noop() {
+                self.guard.guard(site, &mut value);
+                if let Some(output) = reveal {
+                    self.guard.reveal(output, site, &mut value);
+                }
+                value.iter_mut().for_each(|v| *v = fp.reduce(*v));
+            }
+            self.client.tamper(site, &mut value);
             value.iter_mut().for_each(|v| *v = fp.reduce(*v));
             return value;
         }
-        let server: Vec<u64> = (0..value.len()).map(|_| fp.reduce(self.shares.random::<u64>())).collect();
+        let mut server: Vec<u64> = (0..value.len()).map(|_| fp.reduce(self.shares.random::<u64>())).collect();
         let mut share: Vec<u64> = value.iter().zip(&server).map(|(v, r)| fp.sub(*v, *r)).collect();
-        client.tamper(site, &mut share);
-        server.iter().zip(&share).map(|(r, s)| fp.add(*r, fp.reduce(*s))).collect()
+        self.guard.guard(site, &mut server);
+        if let Some(output) = reveal {
+            self.guard.reveal(output, site, &mut server);
+        }
+        self.client.tamper(site, &mut share);
+        server.iter().zip(&share).map(|(r, s)| fp.add(fp.reduce(*r), fp.reduce(*s))).collect()
+    }
+}
+
+/// The simulated execution of each step: the fixed-point kernels on reconstructed values, with
+/// both parties' hooks at the tamper points of ReLUs and max pools.
+struct SimKernel<'a> {
+    fixed: FixedKernel<'a>,
+    fp: FixedPoint,
+    parties: Parties<'a>,
+    trace: Option<&'a mut Trace>,
+}
+
+impl SimKernel<'_> {
+    /// An activation: the pre-activation point, the ideal functionality, the post-activation
+    /// point.
+    fn activation(
+        &mut self,
+        site: &Site<'_>,
+        x: &[u64],
+        step: impl FnOnce(&mut FixedKernel<'_>, &Vec<u64>) -> moat_nn::Result<Vec<u64>>,
+    ) -> Result<Vec<u64>> {
+        let f = self.fp.frac_bits();
+        let pre = ShareSite::input_of(site, f);
+        let x = self.parties.split(self.fp, &pre, x.to_vec(), None);
+        if let Some(t) = self.trace.as_deref_mut() {
+            t.pre_activation.push((site.index, x.clone()));
+        }
+        let y = step(&mut self.fixed, &x)?;
+        Ok(self.parties.split(self.fp, &ShareSite::output_of(site, f), y, None))
+    }
+}
+
+impl Kernel for SimKernel<'_> {
+    type Value = Vec<u64>;
+    type Error = MpcError;
+
+    fn linear(&mut self, site: &Site<'_>, x: &Vec<u64>, truncate: bool) -> Result<Vec<u64>> {
+        // The server's homomorphic response and, unless deferred, the truncation.
+        Ok(self.fixed.linear(site, x, truncate)?)
     }
 
-    /// The server's hardening noise on its share of `value`.
-    fn add_noise(&mut self, fp: FixedPoint, value: &mut [u64], amplitude: f64, frac_bits: u32) {
-        if amplitude > 0.0 {
-            Hardening::perturb(fp, value, amplitude, frac_bits, &mut self.noise);
-        }
+    fn relu(&mut self, site: &Site<'_>, x: &Vec<u64>, truncate: bool) -> Result<Vec<u64>> {
+        self.activation(site, x, |k, x| k.relu(site, x, truncate))
+    }
+
+    fn max_pool(&mut self, site: &Site<'_>, x: &Vec<u64>) -> Result<Vec<u64>> {
+        self.activation(site, x, |k, x| k.max_pool(site, x))
+    }
+
+    fn add(&mut self, site: &Site<'_>, terms: &[(&Vec<u64>, bool)]) -> Result<Vec<u64>> {
+        Ok(self.fixed.add(site, terms)?)
+    }
+
+    fn concat(&mut self, site: &Site<'_>, parts: &[&Vec<u64>]) -> Result<Vec<u64>> {
+        Ok(self.fixed.concat(site, parts)?)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::hook::{FnBehaviour, Honest};
+    use crate::engine::hook::{FnBehaviour, Honest, TamperPoint};
     use moat_nn::zoo;
 
     fn model(arch: &str, shape: &[usize]) -> Arc<QuantizedGraph> {

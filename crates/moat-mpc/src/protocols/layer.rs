@@ -16,6 +16,8 @@
 //! post-activation share at `f`, as [`LayerSite::input_frac_bits`] and
 //! [`LayerSite::output_frac_bits`] say.
 
+use moat_nn::OpKind;
+
 use super::argmax::argmax;
 use super::maxpool::max_pool;
 use super::relu::relu;
@@ -44,7 +46,7 @@ pub struct LayerSite<'a> {
 }
 
 impl<'a> LayerSite<'a> {
-    fn share_site(&self, point: TamperPoint, op: &'static str) -> ShareSite<'a> {
+    fn share_site(&self, point: TamperPoint, op: OpKind) -> ShareSite<'a> {
         let (shape, frac_bits) = if point == TamperPoint::PreActivation {
             (self.input_shape, self.input_frac_bits)
         } else {
@@ -87,10 +89,10 @@ pub fn relu_layer(
             ),
         )
     })?;
-    let x = tamper_share(s, x, &site.share_site(TamperPoint::PreActivation, "Relu"), behaviour);
+    let x = tamper_share(s, x, &site.share_site(TamperPoint::PreActivation, OpKind::Relu), behaviour);
     let y = relu(s, ch, &x)?;
     let y = truncate_nonnegative(s, ch, &y, shift)?;
-    Ok(tamper_share(s, &y, &site.share_site(TamperPoint::PostActivation, "Relu"), behaviour))
+    Ok(tamper_share(s, &y, &site.share_site(TamperPoint::PostActivation, OpKind::Relu), behaviour))
 }
 
 /// A max-pool layer (`windows` from [`moat_nn::kernels::pool_windows`]), with both tamper
@@ -112,9 +114,9 @@ pub fn max_pool_layer(
             ),
         ));
     }
-    let x = tamper_share(s, x, &site.share_site(TamperPoint::PreActivation, "MaxPool"), behaviour);
+    let x = tamper_share(s, x, &site.share_site(TamperPoint::PreActivation, OpKind::MaxPool), behaviour);
     let y = max_pool(s, ch, &x, windows)?;
-    Ok(tamper_share(s, &y, &site.share_site(TamperPoint::PostActivation, "MaxPool"), behaviour))
+    Ok(tamper_share(s, &y, &site.share_site(TamperPoint::PostActivation, OpKind::MaxPool), behaviour))
 }
 
 /// The label-only output: the logits tamper point (`site.point` must describe the logits),

@@ -4,17 +4,21 @@
 //! Body (optional; every field optional, unknown fields are an error):
 //!
 //! ```json
-//! {"id": "s-1", "queries": 5, "parameters": {"min_accuracy": 97, "max_latency_ms": 5}}
+//! {"id": "s-1", "queries": 5, "output": "label", "parameters": {"min_accuracy": 97, "max_latency_ms": 5}}
 //! ```
 //!
-//! Order of checks, as for inference: rate limit → body → target → spec → budget (`queries`
+//! `output` (default `label`) is what each query may reveal; one the backends do not compute
+//! yet (`top-K`, `probabilities`) is a 400, one beyond [`crate::secure::SecureConfig::output`]
+//! a 403 — both before anything is charged.
+//!
+//! Order of checks, as for inference: rate limit → body → output → target → spec → budget (`queries`
 //! charged up front, 429 when the key's budget does not cover them) → model selection → token.
 //! A token that cannot be issued gives the queries back. Answer:
 //!
 //! ```json
 //! {"id": "s-1", "session": "<32 hex digits>", "address": "10.0.0.7:8001", "queries": 5,
 //!  "expires_in_ms": 30000, "protocol": "moat-2pc/1", "handshake": "moat-session/1",
-//!  "model_name": "lenet5", "model_version": "1"}
+//!  "output": "label", "model_name": "lenet5", "model_version": "1"}
 //! ```
 //!
 //! `model_name`/`model_version` (and `parameters.model_commitment`, the hash of the weights with a
@@ -42,6 +46,7 @@ use crate::keys::Caller;
 use crate::oip::number_parameter;
 use crate::policy::Spec;
 use crate::secure::{Grant, HANDSHAKE, PROTOCOL, SecureService, TokenError, listener};
+use moat_mpc::engine::Reveal;
 
 /// The admission routes, to mount with [`super::app_with_extensions`].
 pub fn routes() -> Router<SharedState> {
@@ -61,6 +66,10 @@ struct AdmissionRequest {
     queries: Option<u64>,
     #[serde(default)]
     parameters: Option<Map<String, Value>>,
+    /// What each query may reveal (`label` by default): `label`, `top-K`, `probabilities`,
+    /// `logits`.
+    #[serde(default)]
+    output: Option<String>,
 }
 
 /// `POST /v2/models/{model}[/versions/{version}]/secure` and `POST /v2/tasks/{task}/secure`.
@@ -127,6 +136,17 @@ async fn admit_inner(
         return Err(AppError::BadRequest(format!("'queries' must be between 1 and {max}, got {queries}")));
     }
     served.batch = queries as usize;
+    // The output is checked before anything is charged: what no backend computes, then what
+    // the server's policy does not allow.
+    let output = match &request.output {
+        None => Reveal::Label,
+        Some(text) => text.parse::<Reveal>().map_err(|e| AppError::BadRequest(format!("'output': {e}")))?,
+    };
+    output.check_supported().map_err(|e| AppError::BadRequest(e.to_string()))?;
+    output.check_allowed(service.config().output).map_err(|e| {
+        state.metrics.rejections.inc(&["output_refused"]);
+        AppError::Forbidden(e.to_string())
+    })?;
 
     let plan = plan(state, target)?;
     let params = request.parameters.as_ref();
@@ -169,6 +189,7 @@ async fn admit_inner(
         target: match target {
             Target::Model { name, .. } | Target::Task(name) => name.clone(),
         },
+        output,
     };
     let token = match service.tokens().issue(grant, now) {
         Ok(t) => t,
@@ -194,6 +215,7 @@ async fn admit_inner(
         "expires_in_ms": u64::try_from(service.tokens().ttl().as_millis()).unwrap_or(u64::MAX),
         "protocol": PROTOCOL,
         "handshake": HANDSHAKE,
+        "output": output.to_string(),
     });
     if let Some(id) = &request.id {
         answer["id"] = json!(id);

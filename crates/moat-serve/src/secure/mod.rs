@@ -44,7 +44,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use moat_mpc::Seed;
-use moat_mpc::engine::Hardening;
+use moat_mpc::engine::{Hardening, Reveal};
 use moat_nn::FixedPoint;
 use rand_chacha::ChaCha20Rng;
 
@@ -93,6 +93,10 @@ pub struct SecureConfig {
     pub fixed: FixedPoint,
     /// Server-side noise against share-tampering clients (none by default).
     pub hardening: Hardening,
+    /// The most a session may reveal to its client (default: logits). An admission asking
+    /// for more is refused (403) before anything is charged; the session's hello announces
+    /// the granted output and the server ends a session whose client asks for more.
+    pub output: Reveal,
     /// A public number fixing every session's randomness (**not private**: whoever knows it
     /// predicts the server's masks); `None`, the default, keys the session seeds with 256 bits
     /// from the OS. For reproducible experiments and tests only.
@@ -114,6 +118,7 @@ impl Default for SecureConfig {
             he_degree: 4096,
             fixed: FixedPoint::default(),
             hardening: Hardening::NONE,
+            output: Reveal::Logits,
             insecure_seed: None,
         }
     }
@@ -148,6 +153,8 @@ pub struct Grant {
     pub route: &'static str,
     /// The model or task named in the admission URL.
     pub target: String,
+    /// The output the session was granted: each query reveals at most this.
+    pub output: Reveal,
 }
 
 /// A counted slot, given back on drop.

@@ -10,7 +10,7 @@ use anyhow::{Context, bail};
 use moat_attack::seek::evaluate::{Scores, extracted_graph, score};
 use moat_attack::seek::{Extraction, Sampling, Seek, SeekConfig};
 use moat_attack::{AttackError, Oracle, RemoteOracle, SimulatedOracle};
-use moat_client::{HttpClient, SecureClient, SecureSession, SessionRequest};
+use moat_client::{ClientError, HttpClient, SecureClient, SecureSession, SessionRequest};
 use moat_mpc::engine::{ClientBehaviour, Hardening, Honest, Reveal, Revealed, SimulatedEngine};
 use moat_mpc::transport::tcp::TcpChannel;
 use moat_mpc::transport::{Channel, ChannelConfig};
@@ -489,6 +489,18 @@ impl ServiceOracle {
     }
 }
 
+/// The service saying no — an HTTP refusal (401, 403, 429) or a session port that turns the
+/// token down — ends the attack with what it has; anything else (timeouts, broken
+/// connections, answers off the protocol) is an error with its cause.
+fn service_error(e: ClientError) -> AttackError {
+    match e {
+        ClientError::Status { status: 401 | 403 | 429, .. } | ClientError::Refused { .. } => {
+            AttackError::Refused(e.to_string())
+        }
+        other => AttackError::Service(other.to_string()),
+    }
+}
+
 impl Oracle for ServiceOracle {
     fn architecture(&self) -> &QuantizedGraph {
         &self.architecture
@@ -498,19 +510,14 @@ impl Oracle for ServiceOracle {
         if self.session.as_ref().is_none_or(|s| s.remaining() == 0) {
             self.close();
             let request = SessionRequest::queries(self.per_session);
-            let admission =
-                self.client.admit_model(&self.name, None, &request).map_err(|e| AttackError::Refused(e.to_string()))?;
+            let admission = self.client.admit_model(&self.name, None, &request).map_err(service_error)?;
             let seed = self.seed.wrapping_add(self.queries);
-            let session = self
-                .client
-                .connect(&admission, moat_mpc::Seed::insecure_from_u64(seed))
-                .map_err(|e| AttackError::Refused(e.to_string()))?;
+            let session =
+                self.client.connect(&admission, moat_mpc::Seed::insecure_from_u64(seed)).map_err(service_error)?;
             self.session = Some(session);
         }
-        let session = self.session.as_mut().ok_or_else(|| AttackError::Refused("no session".into()))?;
-        let answer = session
-            .infer_encoded_with(input.to_vec(), Reveal::Label, behaviour)
-            .map_err(|e| AttackError::Refused(e.to_string()))?;
+        let session = self.session.as_mut().ok_or_else(|| AttackError::Service("no session".into()))?;
+        let answer = session.infer_encoded_with(input.to_vec(), Reveal::Label, behaviour).map_err(service_error)?;
         self.queries += 1;
         match answer {
             Revealed::Label(label) => Ok(label),

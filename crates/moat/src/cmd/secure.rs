@@ -195,6 +195,7 @@ fn server(args: ServerArgs) -> anyhow::Result<()> {
         max_queries: (args.max_queries > 0).then_some(args.max_queries),
         hardening: Hardening::uniform(args.harden),
         silent_ot: args.silent_ot,
+        ..ServeOptions::default()
     };
     let link = args.shape.model()?;
     let mut seeds = match args.insecure_seed {

@@ -121,6 +121,10 @@ pub struct Args {
     /// MNIST LeNet-5 0.04 accuracy points (BENCHMARKS.md, "Attacks").
     #[arg(long, default_value_t = 0.0)]
     pub secure_harden: f64,
+    /// The most a secure session may reveal to its client: `label`, `top-K`, `probabilities`
+    /// or `logits`. An admission asking for more is refused (403) before anything is charged.
+    #[arg(long, default_value = "logits")]
+    pub secure_output: moat_mpc::engine::Reveal,
 }
 
 /// Parses `250ms`, `10s`, `2m` or a bare number of seconds.
@@ -202,6 +206,7 @@ impl Args {
             token_ttl: self.secure_token_ttl,
             session_timeout: self.secure_timeout,
             hardening: moat_mpc::engine::Hardening::uniform(self.secure_harden),
+            output: self.secure_output,
             ..defaults
         };
         config.validate().map_err(anyhow::Error::msg)?;

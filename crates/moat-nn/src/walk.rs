@@ -1,0 +1,247 @@
+//! The one walk over a layer graph, shared by every execution.
+//!
+//! moat runs a graph four ways — float, fixed point, simulated two-party, real two-party — and
+//! all four take the same steps: hold one value slot per [`ValueId`], visit the nodes in order,
+//! decide what each op does at which scale, free a value after its last reader, and hand back
+//! the logits. [`run`] does that once; an execution supplies only a [`Kernel`]: what a linear
+//! layer, a ReLU, a max pool, a sum and a concatenation *are* on its values (floats, ring
+//! elements, shared ring elements over a channel).
+//!
+//! Each op's rule lives here, in [`Step::of`]:
+//!
+//! * linear ops (conv, dense, batch norm, average pools) → [`Kernel::linear`], truncated at
+//!   once unless the [`RescalePlan`] defers the truncation past the ReLU that reads them;
+//! * ReLU → [`Kernel::relu`], truncating its output when its input was left at `2f`;
+//! * max pool → [`Kernel::max_pool`];
+//! * add → [`Kernel::add`], each operand lifted by `2^f` when it meets a deferred one;
+//! * concat → [`Kernel::concat`];
+//! * flatten, reshape → the value itself (row-major values do not move);
+//! * softmax → [`Kernel::softmax`] (the ring executions stop at the logits, its input).
+//!
+//! The float execution uses [`RescalePlan::unfused`] (no deferred truncation, and it ignores
+//! scales anyway); the fixed-point executor too; both two-party backends use
+//! [`RescalePlan::fused`], which is exact, so all agree bit for bit with the fixed-point
+//! executor on honest runs.
+
+use crate::graph::{Graph, Node, Op, ValueId};
+use crate::plan::RescalePlan;
+
+/// An input of a node was freed before the node read it (a bug in the walk or the graph).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("walk: an input of node '{node}' was released before it was read")]
+pub struct Released {
+    /// The node's name.
+    pub node: String,
+}
+
+impl From<Released> for crate::NnError {
+    fn from(e: Released) -> Self {
+        crate::NnError::Graph(e.to_string())
+    }
+}
+
+/// One node as the walk hands it to a kernel.
+#[derive(Clone, Copy, Debug)]
+pub struct Site<'a> {
+    /// Index of the node in the graph.
+    pub index: usize,
+    /// The node.
+    pub node: &'a Node,
+    /// Per-sample shape of the node's first input.
+    pub input_shape: &'a [usize],
+    /// Per-sample shape of the node's output.
+    pub output_shape: &'a [usize],
+    /// The first input carries `2f` fractional bits (else `f`).
+    pub input_double: bool,
+    /// The output carries `2f` fractional bits (else `f`).
+    pub output_double: bool,
+}
+
+impl Site<'_> {
+    /// Fractional bits of the first input when a factor has `frac_bits`.
+    pub fn input_frac_bits(&self, frac_bits: u32) -> u32 {
+        if self.input_double { 2 * frac_bits } else { frac_bits }
+    }
+
+    /// Fractional bits of the output when a factor has `frac_bits`.
+    pub fn output_frac_bits(&self, frac_bits: u32) -> u32 {
+        if self.output_double { 2 * frac_bits } else { frac_bits }
+    }
+}
+
+/// What a node does, its scales decided: the op's rule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// A linear op; `truncate`: its output is truncated by `f` bits at once (else it stays at
+    /// `2f` for the ReLU behind it).
+    Linear {
+        /// Truncate at once.
+        truncate: bool,
+    },
+    /// A ReLU; `truncate`: its input is at `2f` and its (non-negative) output is truncated.
+    Relu {
+        /// Truncate the output.
+        truncate: bool,
+    },
+    /// A max pool (no rescaling).
+    MaxPool,
+    /// A sum of the inputs; an input is lifted by `2^f` when [`RescalePlan::lifts`] says so.
+    Add,
+    /// Concatenation of the inputs along the first axis.
+    Concat,
+    /// Flatten or reshape: the value itself.
+    Reshape,
+    /// A softmax head.
+    Softmax,
+}
+
+impl Step {
+    /// The rule for node `index` of `graph` under `plan`.
+    pub fn of(graph: &Graph, plan: &RescalePlan, index: usize) -> Step {
+        match &graph.nodes()[index].op {
+            Op::Conv2d(_) | Op::Dense(_) | Op::BatchNorm(_) | Op::AvgPool(_) | Op::GlobalAvgPool => {
+                Step::Linear { truncate: plan.truncates_linear(index) }
+            }
+            Op::Relu => Step::Relu { truncate: plan.truncates_after_relu(index) },
+            Op::MaxPool(_) => Step::MaxPool,
+            Op::Add => Step::Add,
+            Op::Concat => Step::Concat,
+            Op::Flatten | Op::Reshape(_) => Step::Reshape,
+            Op::Softmax => Step::Softmax,
+        }
+    }
+
+    /// Whether the step truncates its output.
+    pub fn truncates(self) -> bool {
+        matches!(self, Step::Linear { truncate: true } | Step::Relu { truncate: true })
+    }
+}
+
+/// One execution's meaning of each step. See the module documentation.
+pub trait Kernel {
+    /// A value: floats, ring elements, or one party's shares of ring elements.
+    type Value: Clone;
+    /// The execution's error.
+    type Error: From<Released>;
+
+    /// Called before node `site` runs (traffic phases, timers).
+    fn begin(&mut self, site: &Site<'_>) {
+        let _ = site;
+    }
+
+    /// A linear op on `x`, truncated by `f` bits when `truncate`.
+    fn linear(&mut self, site: &Site<'_>, x: &Self::Value, truncate: bool) -> Result<Self::Value, Self::Error>;
+
+    /// A ReLU on `x`, its output truncated by `f` bits when `truncate`.
+    fn relu(&mut self, site: &Site<'_>, x: &Self::Value, truncate: bool) -> Result<Self::Value, Self::Error>;
+
+    /// A max pool on `x`.
+    fn max_pool(&mut self, site: &Site<'_>, x: &Self::Value) -> Result<Self::Value, Self::Error>;
+
+    /// The sum of `terms`; a term `(v, true)` is multiplied by `2^f` first.
+    fn add(&mut self, site: &Site<'_>, terms: &[(&Self::Value, bool)]) -> Result<Self::Value, Self::Error>;
+
+    /// `parts` one after the other.
+    fn concat(&mut self, site: &Site<'_>, parts: &[&Self::Value]) -> Result<Self::Value, Self::Error>;
+
+    /// A softmax head on `x`. The default passes `x` through: the ring executions stop at the
+    /// logits (the softmax's input).
+    fn softmax(&mut self, site: &Site<'_>, x: &Self::Value) -> Result<Self::Value, Self::Error> {
+        let _ = site;
+        Ok(x.clone())
+    }
+
+    /// Called after node `site` ran; `truncated`: its step truncated ([`Step::truncates`]).
+    fn end(&mut self, site: &Site<'_>, truncated: bool) {
+        let _ = (site, truncated);
+    }
+}
+
+/// Which values [`run`] keeps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Keep {
+    /// Every value of the graph (for per-layer comparisons).
+    All,
+    /// Only the logits and the output: every other value is freed after its last reader.
+    Outputs,
+}
+
+/// The values a walk kept (index = `ValueId.0`).
+#[derive(Clone, Debug)]
+pub struct Values<V>(Vec<Option<V>>);
+
+impl<V> Values<V> {
+    /// Takes `value` out, if it was kept.
+    pub fn take(&mut self, value: ValueId) -> Option<V> {
+        self.0.get_mut(value.0).and_then(Option::take)
+    }
+
+    /// Every slot, in value order (`None` for freed values).
+    pub fn into_slots(self) -> Vec<Option<V>> {
+        self.0
+    }
+}
+
+/// Walks `graph` from `input` with `kernel`, rescaling as `plan` says; returns the values
+/// `keep` asks for.
+pub fn run<K: Kernel>(
+    graph: &Graph,
+    plan: &RescalePlan,
+    input: K::Value,
+    kernel: &mut K,
+    keep: Keep,
+) -> Result<Values<K::Value>, K::Error> {
+    let mut values: Vec<Option<K::Value>> = vec![None; graph.nodes().len() + 1];
+    values[0] = Some(input);
+    let mut readers = graph.reader_counts();
+    // The logits are read by the caller even when a softmax head also reads them.
+    readers[graph.logits().0] += 1;
+    let released = |node: &Node| Released { node: node.name.clone() };
+    for (index, node) in graph.nodes().iter().enumerate() {
+        let output = ValueId::of_node(index);
+        let site = Site {
+            index,
+            node,
+            input_shape: graph.shape(node.inputs[0]),
+            output_shape: graph.shape(output),
+            input_double: plan.is_double(node.inputs[0]),
+            output_double: plan.is_double(output),
+        };
+        let step = Step::of(graph, plan, index);
+        kernel.begin(&site);
+        let x = values[node.inputs[0].0].as_ref().ok_or_else(|| released(node))?;
+        let y = match step {
+            Step::Linear { truncate } => kernel.linear(&site, x, truncate)?,
+            Step::Relu { truncate } => kernel.relu(&site, x, truncate)?,
+            Step::MaxPool => kernel.max_pool(&site, x)?,
+            Step::Add => {
+                let mut terms = Vec::with_capacity(node.inputs.len());
+                for input in &node.inputs {
+                    let v = values[input.0].as_ref().ok_or_else(|| released(node))?;
+                    terms.push((v, plan.lifts(index, *input)));
+                }
+                kernel.add(&site, &terms)?
+            }
+            Step::Concat => {
+                let mut parts = Vec::with_capacity(node.inputs.len());
+                for input in &node.inputs {
+                    parts.push(values[input.0].as_ref().ok_or_else(|| released(node))?);
+                }
+                kernel.concat(&site, &parts)?
+            }
+            Step::Reshape => x.clone(),
+            Step::Softmax => kernel.softmax(&site, x)?,
+        };
+        if keep == Keep::Outputs {
+            for input in &node.inputs {
+                readers[input.0] -= 1;
+                if readers[input.0] == 0 {
+                    values[input.0] = None;
+                }
+            }
+        }
+        values[output.0] = Some(y);
+        kernel.end(&site, step.truncates());
+    }
+    Ok(Values(values))
+}
