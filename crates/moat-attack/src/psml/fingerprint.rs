@@ -139,12 +139,8 @@ mod tests {
     #[test]
     fn greedy_set_separates_every_pair() -> Result<(), PsmlError> {
         // Four models over six inputs; inputs 0 and 5 are useless (all agree).
-        let preds = vec![
-            vec![1, 0, 0, 0, 2, 3],
-            vec![1, 1, 0, 0, 2, 3],
-            vec![1, 0, 1, 0, 2, 3],
-            vec![1, 0, 0, 1, 5, 3],
-        ];
+        let preds =
+            vec![vec![1, 0, 0, 0, 2, 3], vec![1, 1, 0, 0, 2, 3], vec![1, 0, 1, 0, 2, 3], vec![1, 0, 0, 1, 5, 3]];
         let chosen = select_fingerprints(&preds, 3)?;
         assert_eq!(chosen.len(), 3);
         assert!(!chosen.contains(&0) && !chosen.contains(&5));

@@ -121,14 +121,13 @@ impl SpecSearch {
 
     /// The spec that triggers `cluster` most often (ties: the first in the grid) and its rate.
     pub fn best_spec(&self, cluster: usize) -> Option<(usize, f64)> {
-        self.trigger_rates(cluster)
-            .into_iter()
-            .enumerate()
-            .filter_map(|(i, r)| r.map(|r| (i, r)))
-            .fold(None, |best: Option<(usize, f64)>, (i, r)| match best {
+        self.trigger_rates(cluster).into_iter().enumerate().filter_map(|(i, r)| r.map(|r| (i, r))).fold(
+            None,
+            |best: Option<(usize, f64)>, (i, r)| match best {
                 Some((_, b)) if b >= r => best,
                 _ => Some((i, r)),
-            })
+            },
+        )
     }
 
     /// The cluster whose signature agrees most with `truth` (the fingerprints' true labels,
@@ -370,8 +369,7 @@ mod tests {
     }
 
     #[test]
-    fn search_finds_the_members_and_a_spec_that_triggers_the_most_accurate()
-    -> Result<(), Box<dyn std::error::Error>> {
+    fn search_finds_the_members_and_a_spec_that_triggers_the_most_accurate() -> Result<(), Box<dyn std::error::Error>> {
         let mut router = ToyRouter { profiles: vec![(80.0, 1.0), (90.0, 2.0), (95.0, 4.0)], spent: 0, budget: 10_000 };
         let pool: Vec<Vec<f32>> = (0..40).map(|i| vec![i as f32 * 0.37]).collect();
         let preds: Vec<Vec<usize>> = (0..3).map(|m| pool.iter().map(|x| toy_label(m, x)).collect()).collect();

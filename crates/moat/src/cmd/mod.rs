@@ -6,6 +6,8 @@ pub mod bench_http;
 pub mod demo;
 pub mod infer;
 pub mod inspect;
+pub mod psml;
+pub mod psml_plot;
 pub mod secure;
 pub mod serve;
 pub mod train;
