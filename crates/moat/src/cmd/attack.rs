@@ -36,7 +36,7 @@ pub enum AttackKind {
     /// PSML: fingerprint a served model zoo through its task endpoint, steer the router to one
     /// victim and extract it (guided, naive and single-model arms), optionally against the
     /// ε-randomised selection policies.
-    Psml(Box<super::psml::PsmlArgs>),
+    Psml(super::psml::PsmlArgs),
 }
 
 /// Arguments of `moat attack seek`.
@@ -216,7 +216,7 @@ fn victim(spec: &str, fixed: &FixedArgs) -> anyhow::Result<(Graph, Arc<Quantized
 pub fn run(args: Args) -> anyhow::Result<()> {
     match args.attack {
         AttackKind::Seek(a) => seek(a),
-        AttackKind::Psml(a) => super::psml::run(*a),
+        AttackKind::Psml(a) => super::psml::run(a),
     }
 }
 
