@@ -7,10 +7,13 @@
 //!   attacks against any victim that answers class-score vectors, and their metrics.
 //! * [`oracle`]: what an attack queries — the simulated two-party engine (fast, the same
 //!   semantics) or a real session with a server over a channel.
+//! * [`psml`]: PSML (Sanyal et al., arXiv 2307.01292) — fingerprinting a served model zoo,
+//!   steering its router to one victim, and extracting it.
 
 pub mod error;
 pub mod mia;
 pub mod oracle;
+pub mod psml;
 pub mod seek;
 
 pub use error::{AttackError, Result};

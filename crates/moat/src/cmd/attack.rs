@@ -39,6 +39,10 @@ pub enum AttackKind {
     /// Membership inference: threshold, shadow-model, LiRA, RMIA and label-only attacks on
     /// the victim's float, fixed-point or simulated two-party outputs.
     Mia(super::mia::MiaArgs),
+    /// PSML: fingerprint a served model zoo through its task endpoint, steer the router to one
+    /// victim and extract it (guided, naive and single-model arms), optionally against the
+    /// ε-randomised selection policies.
+    Psml(super::psml::PsmlArgs),
 }
 
 /// Arguments of `moat attack seek`.
@@ -220,6 +224,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         AttackKind::Seek(a) => seek(a),
         AttackKind::Fusion(a) => super::fusion::attack(a),
         AttackKind::Mia(a) => super::mia::run(a),
+        AttackKind::Psml(a) => super::psml::run(a),
     }
 }
 

@@ -8,6 +8,8 @@ pub mod fusion;
 pub mod infer;
 pub mod inspect;
 pub mod mia;
+pub mod psml;
+pub mod psml_plot;
 pub mod secure;
 pub mod serve;
 pub mod train;
