@@ -276,7 +276,12 @@ fn serve(
             return Ending { outcome: "aborted", status: 400, answered: Some(0), bytes_in: 0, bytes_out: 0 };
         }
     };
-    let options = ServeOptions { max_queries: Some(grant.queries), output: grant.output, hardening: config.hardening, ..Default::default() };
+    let options = ServeOptions {
+        max_queries: Some(grant.queries),
+        output: grant.output,
+        hardening: config.hardening,
+        ..Default::default()
+    };
     let result = model.serve_with(&mut ch, service.session_seed(), &options);
     let totals = ch.stats().total();
     let (bytes_in, bytes_out) = (totals.bytes_received, totals.bytes_sent);
