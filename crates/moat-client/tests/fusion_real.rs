@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use moat_client::fusion::{FusionConfig, FusionError, KnownAnswerPool, ModelIdentity, ProtocolOracle, Randomness, run};
 use moat_mpc::Seed;
-use moat_mpc::engine::{ClientSession, ServerModel};
+use moat_mpc::engine::{ClientSession, HonestServer, ServeOptions, ServerGuard, ServerModel};
 use moat_mpc::transport::memory;
 use moat_nn::{FixedPoint, QuantizedGraph, zoo};
 
@@ -32,6 +32,16 @@ fn batch_against(
     served: Arc<QuantizedGraph>,
     test: &moat_nn::data::Dataset,
 ) -> Result<Outcome, Box<dyn std::error::Error>> {
+    batch_against_guarded(committed, served, test, Box::new(HonestServer))
+}
+
+/// [`batch_against`] with the server acting on its own shares through `guard`.
+fn batch_against_guarded(
+    committed: &QuantizedGraph,
+    served: Arc<QuantizedGraph>,
+    test: &moat_nn::data::Dataset,
+    mut guard: Box<dyn ServerGuard + Send>,
+) -> Result<Outcome, Box<dyn std::error::Error>> {
     let queries: Vec<Vec<f32>> = (0..6).map(|i| test.sample(i).to_vec()).collect();
     let expected = (0..6).map(|i| committed.predict(test.sample(i))).collect::<Result<Vec<_>, _>>()?;
     let pool_samples: Vec<Vec<f32>> = (100..140).map(|i| test.sample(i).to_vec()).collect();
@@ -41,7 +51,9 @@ fn batch_against(
 
     let (mut server_ch, mut client_ch) = memory::pair(Default::default());
     let server = ServerModel::new(served, 4096)?;
-    let handle = std::thread::spawn(move || server.serve(&mut server_ch, Seed::insecure_from_u64(5)));
+    let handle = std::thread::spawn(move || {
+        server.serve_guarded(&mut server_ch, Seed::insecure_from_u64(5), &ServeOptions::default(), &mut *guard)
+    });
     let mut session = ClientSession::connect(&mut client_ch, Seed::insecure_from_u64(6))?;
     let outcome = {
         let mut oracle =
@@ -73,6 +85,33 @@ fn fusion_over_the_real_protocol_verifies_the_honest_server_and_catches_a_substi
     match cheated {
         Err(FusionError::ServerCheated(evidence)) => assert!(!evidence.known_failures.is_empty(), "{evidence}"),
         other => panic!("the substituted model must be caught, got {other:?}"),
+    }
+    Ok(())
+}
+
+/// A server that follows the protocol's messages but offsets its own share of one class's
+/// logit at the reveal point (a deviation no transcript check sees) is caught by the known
+/// answers; the honest run above shows the same batch is verified without it.
+#[cfg(feature = "danger-cheating-servers")]
+#[test]
+fn fusion_catches_a_server_that_offsets_its_logit_shares_inside_the_protocol() -> TestResult {
+    use moat_client::fusion::danger::LogitShareOffset;
+
+    let Some(dir) = data_dir() else {
+        eprintln!("no MNIST data (MOAT_DATA_DIR or ../shared/data): skipping");
+        return Ok(());
+    };
+    let test = moat_nn::data::load("mnist", Some(&dir), 0)?.test.take(200);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/lenet5-mnist.onnx");
+    let committed = Arc::new(QuantizedGraph::new(&moat_nn::onnx::load_onnx(&path)?, FixedPoint::default())?);
+    // +1000 on class 3's logit (at scale 2^f) on every query: every revealed label becomes 3.
+    let offset = 1000u64 << committed.fixed().frac_bits();
+    let guard = Box::new(LogitShareOffset::new(3, offset, 1.0, 11));
+    let (cheated, expected) = batch_against_guarded(&committed, Arc::clone(&committed), &test, guard)?;
+    assert!(expected.iter().any(|&l| l != 3), "the queries must not all be of class 3");
+    match cheated {
+        Err(FusionError::ServerCheated(evidence)) => assert!(!evidence.known_failures.is_empty(), "{evidence}"),
+        other => panic!("the share-offsetting server must be caught, got {other:?}"),
     }
     Ok(())
 }

@@ -1,9 +1,9 @@
 //! ROC plots (linear and log-log) as SVG and PNG, drawn with plotters.
 //!
-//! plotters draws text through ab_glyph from a TrueType font registered at run time: the first
-//! of `$MOAT_FONT` and the usual DejaVu/Liberation paths that exists. Without one the plots are
-//! drawn without text (curves, axes and grid only) and a notice names the file that is missing
-//! its labels — the numbers are in report.json either way.
+//! plotters draws text through ab_glyph from a TrueType font registered at run time:
+//! `$MOAT_FONT` when set and readable, else DejaVu Sans embedded in the binary (the `dejavu`
+//! crate), so plots carry their labels on any machine. [`font_ready`] registers it once; every
+//! plot of the binary calls it before drawing text.
 
 use std::path::Path;
 use std::sync::OnceLock;
@@ -13,27 +13,19 @@ use moat_attack::mia::RocPoint;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-const FONT_PATHS: [&str; 4] = [
-    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
-    "/usr/share/fonts/TTF/DejaVuSans.ttf",
-    "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf",
-    "/System/Library/Fonts/Supplemental/Arial.ttf",
-];
-
-/// Registers a font for plotters once; true when text can be drawn.
-fn font_ready() -> bool {
+/// Registers the plots' font with plotters once (see the module documentation); true when
+/// text can be drawn — always, unless plotters refuses the embedded font.
+pub(crate) fn font_ready() -> bool {
     static READY: OnceLock<bool> = OnceLock::new();
     *READY.get_or_init(|| {
-        let candidates = std::env::var("MOAT_FONT").ok().into_iter().chain(FONT_PATHS.iter().map(|s| s.to_string()));
-        for path in candidates {
-            if let Ok(bytes) = std::fs::read(&path) {
-                let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
-                if plotters::style::register_font("sans-serif", FontStyle::Normal, bytes).is_ok() {
-                    return true;
-                }
+        let custom = std::env::var_os("MOAT_FONT").and_then(|path| std::fs::read(path).ok());
+        if let Some(bytes) = custom {
+            let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
+            if plotters::style::register_font("sans-serif", FontStyle::Normal, bytes).is_ok() {
+                return true;
             }
         }
-        false
+        plotters::style::register_font("sans-serif", FontStyle::Normal, dejavu::sans::regular()).is_ok()
     })
 }
 
@@ -121,7 +113,7 @@ where
 pub fn roc_plots(dir: &Path, output: &str, curves: &[(&str, Vec<RocPoint>)]) -> anyhow::Result<()> {
     let text = font_ready();
     if !text {
-        eprintln!("notice: no TrueType font found (set MOAT_FONT=path.ttf): ROC plots drawn without labels");
+        eprintln!("notice: the plot font could not be registered: ROC plots drawn without labels");
     }
     for log in [false, true] {
         let stem = if log { format!("roc-{output}-log") } else { format!("roc-{output}") };

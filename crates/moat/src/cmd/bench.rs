@@ -250,9 +250,10 @@ pub struct BenchReport {
     pub bytes_per_element: f64,
     /// Microseconds per element (run wall time / elements).
     pub us_per_element: f64,
-    /// The byte count predicted by `moat_mpc::protocols::cost` for IKNP (equal to the
-    /// measurement when the model is right and the OT is IKNP).
-    pub predicted_bytes_total: u64,
+    /// The byte count predicted by `moat_mpc::protocols::cost`, which models IKNP sessions
+    /// (equal to the measurement when the model is right); `None` on a Ferret session, whose
+    /// per-OT cost the model does not describe.
+    pub predicted_bytes_total: Option<u64>,
     /// Flights sent by the server during the run.
     pub rounds_p0: u64,
     /// Flights sent by the client during the run.
@@ -630,7 +631,7 @@ fn server(args: &Args, fp: FixedPoint, config: Config, work: &Workload) -> anyho
         bytes_total: run.bytes_total(),
         bytes_per_element: run.bytes_total() as f64 / elements,
         us_per_element: run_ms * 1e3 / elements,
-        predicted_bytes_total: prediction.bytes_total(),
+        predicted_bytes_total: (args.ot == OtKind::Iknp).then(|| prediction.bytes_total()),
         rounds_p0: run.rounds,
         rounds_p1: client_report.run.rounds,
         server: server_report,
@@ -778,7 +779,7 @@ fn render(r: &BenchReport) -> String {
         human_bytes(r.bytes_total),
         r.bytes_per_element,
         r.element,
-        human_bytes(r.predicted_bytes_total),
+        r.predicted_bytes_total.map_or_else(|| "n/a (Ferret)".to_string(), human_bytes),
         r.rounds_p0,
         r.rounds_p1
     ));

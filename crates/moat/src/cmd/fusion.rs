@@ -432,6 +432,9 @@ fn print_report(r: &FusionReport) {
 /// fraction of answers corrupted, one series per cheat family.
 fn plot(r: &FusionReport, dir: &Path) -> anyhow::Result<()> {
     use plotters::prelude::*;
+    if !crate::plot::font_ready() {
+        bail!("plot: the plot font could not be registered");
+    }
     let path = dir.join("detection_vs_rate.svg");
     let root = SVGBackend::new(&path, (900, 600)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| anyhow::anyhow!("plot: {e}"))?;
