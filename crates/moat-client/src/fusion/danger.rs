@@ -196,6 +196,57 @@ impl<Q, H: BatchOracle<Q>, W: BatchOracle<Q>> BatchOracle<Q> for CheatingServer<
     }
 }
 
+/// A server that deviates **inside the two-party protocol**: at the reveal point it adds
+/// `offset` (a ring element at the logits' scale) to its own share of class `class`'s logit,
+/// on each query with probability `rate`. The client's protocol runs unchanged and cannot see
+/// the deviation; the revealed label moves to `class` wherever the offset outweighs the logit
+/// margin. A [`ServerGuard`] for [`moat_mpc::engine::ServerModel::serve_guarded`].
+pub struct LogitShareOffset {
+    class: usize,
+    offset: u64,
+    rate: f64,
+    rng: StdRng,
+    deviated: u64,
+}
+
+impl LogitShareOffset {
+    /// Offsets class `class` by `offset` on a fraction `rate` of queries, drawing which from a
+    /// generator seeded with `seed` (a test knob: the cheating server's own choice).
+    /// A `rate` outside [0, 1] is clamped to it (NaN: never).
+    pub fn new(class: usize, offset: u64, rate: f64, seed: u64) -> Self {
+        let rate = if rate.is_nan() { 0.0 } else { rate.clamp(0.0, 1.0) };
+        Self { class, offset, rate, rng: StdRng::seed_from_u64(seed), deviated: 0 }
+    }
+
+    /// Queries on which the server deviated so far.
+    pub fn deviated(&self) -> u64 {
+        self.deviated
+    }
+}
+
+impl std::fmt::Debug for LogitShareOffset {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogitShareOffset")
+            .field("class", &self.class)
+            .field("rate", &self.rate)
+            .field("deviated", &self.deviated)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServerGuard for LogitShareOffset {
+    fn guard(&mut self, _site: &ShareSite<'_>, _share: &mut [u64]) {}
+
+    fn reveal(&mut self, _output: Reveal, _site: &ShareSite<'_>, share: &mut [u64]) {
+        if self.rng.random_bool(self.rate)
+            && let Some(x) = share.get_mut(self.class)
+        {
+            *x = x.wrapping_add(self.offset);
+            self.deviated += 1;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -254,56 +305,5 @@ mod tests {
             assert!((measured - analytic).abs() < 0.08, "{}: measured {measured}, analytic {analytic}", cheat.name());
         }
         Ok(())
-    }
-}
-
-/// A server that deviates **inside the two-party protocol**: at the reveal point it adds
-/// `offset` (a ring element at the logits' scale) to its own share of class `class`'s logit,
-/// on each query with probability `rate`. The client's protocol runs unchanged and cannot see
-/// the deviation; the revealed label moves to `class` wherever the offset outweighs the logit
-/// margin. A [`ServerGuard`] for [`moat_mpc::engine::ServerModel::serve_guarded`].
-pub struct LogitShareOffset {
-    class: usize,
-    offset: u64,
-    rate: f64,
-    rng: StdRng,
-    deviated: u64,
-}
-
-impl LogitShareOffset {
-    /// Offsets class `class` by `offset` on a fraction `rate` of queries, drawing which from a
-    /// generator seeded with `seed` (a test knob: the cheating server's own choice).
-    /// A `rate` outside [0, 1] is clamped to it (NaN: never).
-    pub fn new(class: usize, offset: u64, rate: f64, seed: u64) -> Self {
-        let rate = if rate.is_nan() { 0.0 } else { rate.clamp(0.0, 1.0) };
-        Self { class, offset, rate, rng: StdRng::seed_from_u64(seed), deviated: 0 }
-    }
-
-    /// Queries on which the server deviated so far.
-    pub fn deviated(&self) -> u64 {
-        self.deviated
-    }
-}
-
-impl std::fmt::Debug for LogitShareOffset {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LogitShareOffset")
-            .field("class", &self.class)
-            .field("rate", &self.rate)
-            .field("deviated", &self.deviated)
-            .finish_non_exhaustive()
-    }
-}
-
-impl ServerGuard for LogitShareOffset {
-    fn guard(&mut self, _site: &ShareSite<'_>, _share: &mut [u64]) {}
-
-    fn reveal(&mut self, _output: Reveal, _site: &ShareSite<'_>, share: &mut [u64]) {
-        if self.rng.random_bool(self.rate)
-            && let Some(x) = share.get_mut(self.class)
-        {
-            *x = x.wrapping_add(self.offset);
-            self.deviated += 1;
-        }
     }
 }
