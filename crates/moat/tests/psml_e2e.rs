@@ -89,6 +89,13 @@ fn fastest_policy_zoo_is_fingerprinted_and_its_victim_extracted() -> TestResult 
     assert!((last(0, "fidelity") - last(2, "fidelity")).abs() < 0.05, "{arms:?}");
     assert!(last(0, "accuracy") > 0.5);
     assert!(report_dir.join("report.json").exists() && report_dir.join("extraction.svg").exists());
+
+    // A grid of specs no member meets (no model answers in a nanosecond) is refused before the
+    // attacker spends a sample.
+    let out = psml(&repo, &["--accuracy-grid", "0:0:1", "--latency-grid", "0.000001"])?;
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains("no member of task 'digits' meets any spec") && err.contains("nothing was queried"), "{err}");
     Ok(())
 }
 

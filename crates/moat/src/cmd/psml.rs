@@ -70,9 +70,15 @@ pub struct PsmlArgs {
     /// Size of the public pool (surrogate training, fingerprint candidates, transfer set).
     #[arg(long, default_value_t = 3000)]
     pub pool_size: usize,
-    /// Test samples for accuracy and fidelity.
+    /// Test samples for accuracy and fidelity: the dataset's test split, which no zoo member
+    /// trained on when the zoo shares the attacker's split (`--split-seed`; build-zoo.sh does).
     #[arg(long, default_value_t = 2000)]
     pub test_size: usize,
+    /// Seed of the train/test split of sets without an official one (digits): the zoo's
+    /// (deploy/zoo/build-zoo.sh trains every digits member on split 1), so the test split is
+    /// held out from every member.
+    #[arg(long, default_value_t = 1)]
+    pub split_seed: u64,
     /// Surrogate architectures the attacker trains on its pool (repeat the flag).
     #[arg(long = "surrogate", default_values_t = ["mlp:16".to_string(), "mlp:64".to_string(), "mlp:128,64".to_string()])]
     pub surrogates: Vec<String>,
@@ -88,9 +94,13 @@ pub struct PsmlArgs {
     /// Maximum-latency values of the spec search, ms (`none`: unset), comma-separated.
     #[arg(long, default_value = "none")]
     pub latency_grid: String,
-    /// Probes per spec.
+    /// Probes per spec against the Fastest task (deterministic: two suffice).
     #[arg(long, default_value_t = 2)]
     pub repeats: usize,
+    /// Probes per spec against the randomised tasks of the sweep: enough to estimate a trigger
+    /// rate below 1 (with 2 probes a rate of 0.8 reads as 1.0 two times in three).
+    #[arg(long, default_value_t = 10)]
+    pub sweep_repeats: usize,
     /// Hamming distance within which two signatures are the same member.
     #[arg(long, default_value_t = 1)]
     pub tolerance: usize,
@@ -332,6 +342,16 @@ fn parse_grid(acc: &str, lat: &str) -> anyhow::Result<Vec<SpecPoint>> {
     Ok(psml::spec_grid(&accuracies, &latencies))
 }
 
+/// Splits `specs` into those some member meets (by its served profile) and those none does.
+fn meetable_specs(specs: &[SpecPoint], members: &[Member]) -> (Vec<SpecPoint>, Vec<SpecPoint>) {
+    specs.iter().copied().partition(|s| {
+        members.iter().any(|m| {
+            m.accuracy.unwrap_or(0.0) >= s.min_accuracy.unwrap_or(0.0)
+                && m.latency_ms <= s.max_latency_ms.unwrap_or(f64::INFINITY)
+        })
+    })
+}
+
 fn labels_of(graph: &moat_nn::Graph, inputs: &[f32]) -> anyhow::Result<Vec<usize>> {
     let classes = graph.num_classes();
     Ok(predict_logits(graph, inputs)?.chunks(classes).map(|r| argmax_f32(r).unwrap_or(0)).collect())
@@ -492,9 +512,14 @@ impl Setup<'_> {
         self.fp_idx.iter().map(|&i| self.pool.sample(i)).collect()
     }
 
-    fn search(&self, router: &mut HttpRouter, truth: Option<&Truth>) -> anyhow::Result<(SpecSearch, SearchReport)> {
+    fn search(
+        &self,
+        router: &mut HttpRouter,
+        truth: Option<&Truth>,
+        repeats: usize,
+    ) -> anyhow::Result<(SpecSearch, SearchReport)> {
         let fps = self.fps();
-        let search = psml::search_specs(router, &fps, self.specs, self.args.repeats, self.args.tolerance)?;
+        let search = psml::search_specs(router, &fps, self.specs, repeats, self.args.tolerance)?;
         let truth_labels: Vec<usize> = self.fp_idx.iter().map(|&i| self.pool.label(i)).collect();
         let target = search.most_accurate_cluster(&truth_labels).context("the search saw no answer")?;
         let (best, rate) = search.best_spec(target).context("no spec was probed")?;
@@ -584,8 +609,8 @@ impl Setup<'_> {
 pub fn run(args: PsmlArgs) -> anyhow::Result<()> {
     let task = args.task.clone().unwrap_or_else(|| args.data.dataset.clone());
     let specs = parse_grid(&args.accuracy_grid, &args.latency_grid)?;
-    if args.fingerprints == 0 || args.repeats == 0 || args.budget == 0 || args.batch == 0 {
-        bail!("--fingerprints, --repeats, --budget and --batch must be positive");
+    if args.fingerprints == 0 || args.repeats == 0 || args.sweep_repeats == 0 || args.budget == 0 || args.batch == 0 {
+        bail!("--fingerprints, --repeats, --sweep-repeats, --budget and --batch must be positive");
     }
     if args.surrogates.len() < 2 {
         bail!("nothing to fingerprint with: give at least two --surrogate architectures");
@@ -624,8 +649,36 @@ pub fn run(args: PsmlArgs) -> anyhow::Result<()> {
         .map(|s| s.iter().skip(1).filter_map(Value::as_u64).map(|d| d as usize).collect())
         .unwrap_or_default();
 
+    // The harness (operator key) knows the members' profiles: specs no member meets are
+    // dropped from the grid, and a grid left empty is an error, before the attacker spends a
+    // sample. (Without the harness the attacker cannot tell an unmet spec from a met one
+    // before asking.)
+    let mut truth = match &operator {
+        Some(k) => Some(Truth::new(HttpClient::new(&url)?.with_timeout(timeout).with_api_key(k.clone()), &[])?),
+        None => None,
+    };
+    let mut unmeetable = Vec::new();
+    let specs = match &truth {
+        Some(t) => {
+            let (met, unmet) = meetable_specs(&specs, &t.members);
+            if met.is_empty() {
+                let best = t.members.iter().filter_map(|m| m.accuracy).fold(f64::NAN, f64::max);
+                let fastest = t.members.iter().map(|m| m.latency_ms).fold(f64::NAN, f64::min);
+                bail!(
+                    "no member of task '{task}' meets any spec of the grid (--accuracy-grid {}, --latency-grid {}): \
+                     the most accurate member has {best:.2} %, the fastest {fastest:.3} ms; nothing was queried",
+                    args.accuracy_grid,
+                    args.latency_grid
+                );
+            }
+            unmeetable = unmet;
+            met
+        }
+        None => specs,
+    };
+
     // The attacker's data: a public pool and a test set.
-    let TrainTest { train: all, test } = args.data.load(args.seed.max(1))?;
+    let TrainTest { train: all, test } = args.data.load(args.split_seed)?;
     if all.sample_shape != shape {
         bail!(
             "task '{task}' takes inputs of shape {shape:?}, dataset {} has {:?}",
@@ -652,20 +705,14 @@ pub fn run(args: PsmlArgs) -> anyhow::Result<()> {
     let fp_inputs: Vec<Vec<f32>> = fp_idx.iter().map(|&i| pool.sample(i).to_vec()).collect();
 
     // The harness.
-    let mut truth = match &operator {
-        Some(k) => {
-            let client = HttpClient::new(&url)?.with_timeout(timeout).with_api_key(k.clone());
-            let mut t = Truth::new(client, &[])?;
-            t.sign(&fp_inputs, &shape)?;
-            Some(t)
-        }
-        None => None,
-    };
+    if let Some(t) = truth.as_mut() {
+        t.sign(&fp_inputs, &shape)?;
+    }
 
     let max_batch = meta["max_batch_size"].as_u64().map_or(64, |b| b as usize).max(1);
     let mut router = HttpRouter { client: attacker, task: task.clone(), shape: shape.clone(), max_batch, spent: 0 };
     let mut setup = Setup { args: &args, pool: &pool, test: &test, fp_idx: &fp_idx, specs: &specs, victim_test: None };
-    let (search, search_report) = setup.search(&mut router, truth.as_ref())?;
+    let (search, search_report) = setup.search(&mut router, truth.as_ref(), args.repeats)?;
     let victim = args.victim.clone().or(search_report.victim.clone());
     let victim_test = match (&truth, &victim) {
         (Some(t), Some(v)) => {
@@ -700,7 +747,7 @@ pub fn run(args: PsmlArgs) -> anyhow::Result<()> {
                 };
                 let mut r =
                     HttpRouter { client: router.client.clone(), task: name, shape: shape.clone(), max_batch, spent: 0 };
-                let (s, report) = setup.search(&mut r, truth.as_ref())?;
+                let (s, report) = setup.search(&mut r, truth.as_ref(), args.sweep_repeats)?;
                 let arm = Arm::Guided {
                     spec: report.best_spec,
                     verify: report.best_trigger_rate < 1.0,
@@ -716,6 +763,7 @@ pub fn run(args: PsmlArgs) -> anyhow::Result<()> {
     if let Some(t) = truth.as_mut() {
         t.members.retain(|m| !m.signature.is_empty());
     }
+    let defence = defence_summary(&sweep, &arms[0]);
 
     let report = json!({
         "url": if local.is_some() { Value::Null } else { json!(url) },
@@ -728,6 +776,7 @@ pub fn run(args: PsmlArgs) -> anyhow::Result<()> {
         "members": truth.as_ref().map(|t| &t.members),
         "surrogates": surrogate_acc,
         "fingerprints": { "count": fp_idx.len(), "pool_indices": fp_idx, "min_surrogate_separation": fingerprint::min_separation(&preds, &fp_idx) },
+        "unmeetable_specs_dropped": unmeetable,
         "search": search_report,
         "victim": victim,
         "student": args.student,
@@ -735,6 +784,7 @@ pub fn run(args: PsmlArgs) -> anyhow::Result<()> {
         "arms": arms,
         "key_spent_total": router.spent + sweep.iter().map(|p| p.search.spent + p.guided.spent).sum::<u64>(),
         "sweep": sweep,
+        "defence": defence,
     });
     if let Some(dir) = &args.out {
         std::fs::create_dir_all(dir)?;
@@ -748,6 +798,47 @@ pub fn run(args: PsmlArgs) -> anyhow::Result<()> {
     }
     drop(local);
     Ok(())
+}
+
+/// The student's accuracy and fidelity at the arm's full budget.
+fn final_point(arm: &ArmReport) -> (f64, Option<f64>) {
+    arm.curve.last().map_or((0.0, None), |p| (p.accuracy, p.fidelity))
+}
+
+/// Per policy, the smallest ε of the grid whose goodput is at least 80 % (the ε where goodput
+/// crosses 80 %, at the grid's resolution) and the guided attack's accuracy and fidelity there
+/// against the undefended (Fastest) guided attack, in percentage points.
+fn defence_summary(sweep: &[SweepPoint], undefended: &ArmReport) -> Value {
+    let (acc0, fid0) = final_point(undefended);
+    let mut out = serde_json::Map::new();
+    for policy in SWEEP_POLICIES {
+        let mut points: Vec<&SweepPoint> = sweep.iter().filter(|p| p.policy == policy).collect();
+        points.sort_by(|a, b| a.epsilon.total_cmp(&b.epsilon));
+        let Some(p) = points.iter().find(|p| p.goodput >= 0.8) else {
+            if !points.is_empty() {
+                out.insert(
+                    policy.into(),
+                    json!({ "epsilon_80": Value::Null, "note": "no ε of the grid reaches 80 % goodput" }),
+                );
+            }
+            continue;
+        };
+        let (acc, fid) = final_point(&p.guided);
+        out.insert(
+            policy.into(),
+            json!({
+                "epsilon_80": p.epsilon,
+                "goodput": p.goodput,
+                "trigger_rate": p.search.best_trigger_rate,
+                "rejected_batches": p.guided.rejected_batches,
+                "accuracy": acc,
+                "fidelity": fid,
+                "accuracy_drop_points": (acc - acc0) * 100.0,
+                "fidelity_drop_points": fid.zip(fid0).map(|(f, f0)| (f - f0) * 100.0),
+            }),
+        );
+    }
+    json!({ "undefended_accuracy": acc0, "undefended_fidelity": fid0, "paper_drop_points": { "accuracy": -9.8, "fidelity": -4.8 }, "at_80_percent_goodput": out })
 }
 
 fn print_summary(r: &Value) {
@@ -776,13 +867,23 @@ fn print_summary(r: &Value) {
     for p in r["sweep"].as_array().into_iter().flatten() {
         let last = &p["guided"]["curve"][2];
         println!(
-            "  {:<16} ε={:<5} goodput {:.3}  identification {}  guided accuracy {:.2} %  fidelity {}",
+            "  {:<16} ε={:<5} goodput {:.3}  identification {}  trigger rate {:.2}  rejected {}  guided accuracy {:.2} %  fidelity {}",
             p["policy"].as_str().unwrap_or("?"),
             p["epsilon"],
             p["goodput"].as_f64().unwrap_or(f64::NAN),
             p["search"]["identification_accuracy"].as_f64().map_or("n/a".into(), |a| format!("{:.3}", a)),
+            p["search"]["best_trigger_rate"].as_f64().unwrap_or(f64::NAN),
+            p["guided"]["rejected_batches"],
             last["accuracy"].as_f64().unwrap_or(0.0) * 100.0,
             last["fidelity"].as_f64().map_or("n/a".into(), |f| format!("{:.2} %", f * 100.0)),
+        );
+    }
+    for (policy, d) in r["defence"]["at_80_percent_goodput"].as_object().into_iter().flatten() {
+        println!(
+            "  {policy}: goodput >= 80 % from ε={}: accuracy {:+.1} points, fidelity {} points (paper: -9.8 / -4.8)",
+            d["epsilon_80"],
+            d["accuracy_drop_points"].as_f64().unwrap_or(f64::NAN),
+            d["fidelity_drop_points"].as_f64().map_or("n/a".into(), |f| format!("{f:+.1}")),
         );
     }
 }
