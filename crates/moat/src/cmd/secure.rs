@@ -3,10 +3,25 @@
 //! The server holds the model and never sees the input; the client holds the input and learns
 //! only the label (or the logits, if the server allows it and the client asks). See
 //! `moat_mpc::engine::real` for the protocol.
+//!
+//! ## Bounded under abuse
+//!
+//! The server runs at most `--max-sessions` sessions at once, one thread each. A connection
+//! beyond the cap gets one `moat-session/1` refusal frame (`{"accepted": false, "reason":
+//! "busy", "error": …}`, the session port's [`HandshakeReply`]) instead of the protocol's
+//! hello, and is closed at once by the acceptor (no thread, no lingering descriptor); `moat
+//! secure client` reports it as "server busy, retry". A connected client must send its first
+//! protocol message within `--handshake-timeout-ms` of the hello (each read of it, however
+//! slowly it trickles), else its slot is freed; from then on every wait is bounded by
+//! `--timeout-ms`. Accept errors (e.g. out of file descriptors) are logged and backed off,
+//! never fatal. So an idle-connection flood holds at most `--max-sessions` descriptors for at
+//! most the handshake timeout, and a real client is served once a slot frees.
 
-use std::net::TcpListener;
+use std::io;
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -14,8 +29,10 @@ use moat_mpc::Seed;
 use moat_mpc::engine::{ClientSession, Hardening, Honest, Reveal, Revealed, ServeOptions, ServerModel};
 use moat_mpc::transport::shaped::{NetworkModel, Shaped};
 use moat_mpc::transport::tcp::TcpChannel;
-use moat_mpc::transport::{Channel, ChannelConfig};
+use moat_mpc::transport::{Channel, ChannelConfig, Stats, TransportError};
 use moat_nn::QuantizedGraph;
+use moat_serve::secure::HandshakeReply;
+use moat_serve::secure::wire;
 use serde::Serialize;
 
 use super::{DataArgs, FixedArgs, load_model};
@@ -54,6 +71,13 @@ pub struct ServerArgs {
     /// Bound on every wait for the client, in milliseconds.
     #[arg(long, default_value_t = 60_000)]
     pub timeout_ms: u64,
+    /// Sessions running at once; a connection beyond gets a `busy` refusal and is closed.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_sessions: u64,
+    /// Deadline for a new client's first protocol message after the hello, in milliseconds
+    /// (an idle connection is closed then and frees its session slot).
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub handshake_timeout_ms: u64,
     /// INSECURE: fix the server's randomness (masks, OT, noise) to this public number, for
     /// reproducible experiments. Whoever knows it predicts the server's masks. Without it every
     /// session draws a 256-bit seed from a generator keyed by the operating system.
@@ -205,23 +229,36 @@ fn server(args: ServerArgs) -> anyhow::Result<()> {
         }
         None => Seed::from_os()?.rng(),
     };
+    let limits = Limits {
+        max_sessions: usize::try_from(args.max_sessions).unwrap_or(usize::MAX),
+        handshake_timeout: Duration::from_millis(args.handshake_timeout_ms),
+        session_timeout: config.timeout,
+    };
+    let running = Arc::new(AtomicUsize::new(0));
     let mut handles = Vec::new();
     let mut accepted = 0u64;
     while args.sessions == 0 || accepted < args.sessions {
-        let (stream, peer) = listener.accept().context("accepting a session")?;
+        let (stream, peer) = match listener.accept() {
+            Ok(connection) => connection,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                // E.g. out of file descriptors: back off and keep serving.
+                tracing::warn!(error = %e, "accept failed; backing off");
+                std::thread::sleep(ACCEPT_BACKOFF);
+                continue;
+            }
+        };
+        let Some(slot) = SessionSlot::try_take(&running, limits.max_sessions) else {
+            refuse_busy(stream, peer, limits.max_sessions);
+            continue;
+        };
         let session_seed = Seed::derive(&mut seeds);
         accepted += 1;
         let model = Arc::clone(&model);
         // One thread per session: a slow or vanishing client never blocks the others.
-        handles.push(std::thread::spawn(move || {
+        let spawned = std::thread::Builder::new().name("moat-secure-session".into()).spawn(move || {
             let started = Instant::now();
-            let result = TcpChannel::from_stream(stream, config).map_err(moat_mpc::MpcError::from).and_then(|ch| {
-                let mut ch: Box<dyn Channel> = match link {
-                    Some(m) => Box::new(Shaped::new(ch, m)),
-                    None => Box::new(ch),
-                };
-                model.serve_with(&mut *ch, session_seed, &options).map(|q| (q, ch.stats().total()))
-            });
+            let result = serve_connection(stream, &model, session_seed, &options, config, link, &limits);
             match result {
                 Ok((queries, traffic)) => tracing::info!(
                     %peer,
@@ -232,7 +269,12 @@ fn server(args: ServerArgs) -> anyhow::Result<()> {
                 ),
                 Err(e) => tracing::warn!(%peer, error = %e, "session failed"),
             }
-        }));
+            drop(slot);
+        });
+        match spawned {
+            Ok(handle) => handles.push(handle),
+            Err(e) => tracing::error!(%peer, error = %e, "cannot start a session thread; connection closed"),
+        }
         handles.retain(|h| !h.is_finished());
     }
     for handle in handles {
@@ -241,6 +283,179 @@ fn server(args: ServerArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Pause after a failed `accept` (e.g. `EMFILE`) before trying again.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// The server's bounds on connections.
+#[derive(Clone, Copy, Debug)]
+struct Limits {
+    max_sessions: usize,
+    handshake_timeout: Duration,
+    session_timeout: Duration,
+}
+
+/// One of the `--max-sessions` slots, released on drop.
+struct SessionSlot(Arc<AtomicUsize>);
+
+impl SessionSlot {
+    fn try_take(running: &Arc<AtomicUsize>, max: usize) -> Option<Self> {
+        running.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < max).then_some(n + 1)).ok()?;
+        Some(Self(Arc::clone(running)))
+    }
+}
+
+impl Drop for SessionSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Sends the `busy` refusal frame (without blocking the acceptor: it fits the fresh socket's
+/// buffer, or is dropped) and closes the connection.
+fn refuse_busy(mut stream: TcpStream, peer: SocketAddr, max_sessions: usize) {
+    tracing::info!(%peer, "all session slots in use: refusing a connection");
+    let reply = HandshakeReply::refused(
+        "busy",
+        format!("server busy: all {max_sessions} secure-session slots are in use; retry later"),
+    );
+    if let Err(e) = stream.set_nonblocking(true).and_then(|()| wire::write_reply(&mut stream, &reply)) {
+        tracing::debug!(%peer, error = %e, "could not send the busy refusal");
+    }
+}
+
+/// One session on an accepted connection: the protocol with the first wait for the client
+/// bounded by the handshake timeout, the later ones by the session timeout.
+fn serve_connection(
+    stream: TcpStream,
+    model: &ServerModel,
+    seed: Seed,
+    options: &ServeOptions,
+    config: ChannelConfig,
+    link: Option<NetworkModel>,
+    limits: &Limits,
+) -> moat_mpc::Result<(u64, moat_mpc::transport::Counters)> {
+    let control = stream.try_clone().map_err(|e| TransportError::from_io("cloning the socket", &e, config.timeout))?;
+    let tcp = TcpChannel::from_stream(stream, config)?;
+    let mut inner: Box<dyn Channel> = match link {
+        Some(m) => Box::new(Shaped::new(tcp, m)),
+        None => Box::new(tcp),
+    };
+    control
+        .set_read_timeout(Some(limits.handshake_timeout))
+        .map_err(|e| TransportError::from_io("setting the handshake timeout", &e, limits.handshake_timeout))?;
+    let mut ch = FirstWait { inner: &mut *inner, control: Some(control), session_timeout: limits.session_timeout };
+    let queries = model.serve_with(&mut ch, seed, options)?;
+    Ok((queries, ch.stats().total()))
+}
+
+/// The server's channel with a shorter read timeout until the client's first frame: `control`
+/// (a handle on the same socket) carries the handshake timeout and is reset to the session
+/// timeout once the first wait ends.
+struct FirstWait<'a> {
+    inner: &'a mut dyn Channel,
+    control: Option<TcpStream>,
+    session_timeout: Duration,
+}
+
+impl FirstWait<'_> {
+    fn settle<T>(&mut self, result: Result<T, TransportError>) -> Result<T, TransportError> {
+        if let Some(control) = self.control.take()
+            && let Err(e) = control.set_read_timeout(Some(self.session_timeout.max(Duration::from_millis(1))))
+        {
+            return Err(TransportError::from_io("restoring the session timeout", &e, self.session_timeout));
+        }
+        result
+    }
+}
+
+impl Channel for FirstWait<'_> {
+    fn send(&mut self, payload: &[u8]) -> Result<(), TransportError> {
+        self.inner.send(payload)
+    }
+
+    fn recv(&mut self) -> Result<Vec<u8>, TransportError> {
+        let result = self.inner.recv();
+        self.settle(result)
+    }
+
+    fn exchange(&mut self, payload: &[u8]) -> Result<Vec<u8>, TransportError> {
+        let result = self.inner.exchange(payload);
+        self.settle(result)
+    }
+
+    fn flush(&mut self) -> Result<(), TransportError> {
+        self.inner.flush()
+    }
+
+    fn stats(&self) -> &Stats {
+        self.inner.stats()
+    }
+
+    fn stats_mut(&mut self) -> &mut Stats {
+        self.inner.stats_mut()
+    }
+}
+
+/// The client's channel until the server's first frame: a `moat-session/1` refusal (sent
+/// instead of the hello by a full server) is kept and becomes an error saying so.
+struct Refusable<'a> {
+    inner: &'a mut dyn Channel,
+    first: bool,
+    refusal: Option<HandshakeReply>,
+}
+
+impl Refusable<'_> {
+    fn check(&mut self, bytes: Vec<u8>) -> Result<Vec<u8>, TransportError> {
+        if !std::mem::replace(&mut self.first, false) {
+            return Ok(bytes);
+        }
+        match serde_json::from_slice::<HandshakeReply>(&bytes) {
+            Ok(reply) if !reply.accepted => {
+                let message = format!(
+                    "{} ({})",
+                    reply.error.as_deref().unwrap_or("refused"),
+                    reply.reason.as_deref().unwrap_or("refused")
+                );
+                self.refusal = Some(reply);
+                Err(TransportError::Io {
+                    context: "the server refused the session",
+                    kind: io::ErrorKind::ConnectionRefused,
+                    message,
+                })
+            }
+            _ => Ok(bytes),
+        }
+    }
+}
+
+impl Channel for Refusable<'_> {
+    fn send(&mut self, payload: &[u8]) -> Result<(), TransportError> {
+        self.inner.send(payload)
+    }
+
+    fn recv(&mut self) -> Result<Vec<u8>, TransportError> {
+        let bytes = self.inner.recv()?;
+        self.check(bytes)
+    }
+
+    fn exchange(&mut self, payload: &[u8]) -> Result<Vec<u8>, TransportError> {
+        let bytes = self.inner.exchange(payload)?;
+        self.check(bytes)
+    }
+
+    fn flush(&mut self) -> Result<(), TransportError> {
+        self.inner.flush()
+    }
+
+    fn stats(&self) -> &Stats {
+        self.inner.stats()
+    }
+
+    fn stats_mut(&mut self) -> &mut Stats {
+        self.inner.stats_mut()
+    }
 }
 
 /// What a client run found.
@@ -290,7 +505,20 @@ fn client(args: ClientArgs) -> anyhow::Result<()> {
         Some(n) => Seed::insecure_from_u64(n),
         None => Seed::from_os()?,
     };
-    let mut session = ClientSession::connect(&mut ch, seed).context("secure session setup")?;
+    let connected = {
+        let mut first = Refusable { inner: &mut ch, first: true, refusal: None };
+        let connected = ClientSession::connect(&mut first, seed);
+        if let Some(reply) = first.refusal {
+            bail!(
+                "{} refused the session ({}): {}",
+                args.connect,
+                reply.reason.as_deref().unwrap_or("refused"),
+                reply.error.as_deref().unwrap_or("no reason given")
+            );
+        }
+        connected
+    };
+    let mut session = connected.context("secure session setup")?;
     let setup_seconds = started.elapsed().as_secs_f64();
     let setup_bytes = ch.stats().total().bytes_total();
     let fixed = session.architecture().fixed();

@@ -16,6 +16,23 @@ pub fn moat() -> Command {
 /// A server process, killed when the test ends whatever happens.
 pub struct Server(Child);
 
+impl Server {
+    /// Takes charge of a started server process.
+    pub fn new(child: Child) -> Self {
+        Self(child)
+    }
+
+    /// The process id.
+    pub fn id(&self) -> u32 {
+        self.0.id()
+    }
+
+    /// Whether the process is still running.
+    pub fn alive(&mut self) -> std::io::Result<bool> {
+        Ok(self.0.try_wait()?.is_none())
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         self.0.kill().ok();
