@@ -54,6 +54,8 @@ fn psml(repo: &std::path::Path, extra: &[&str]) -> Result<std::process::Output, 
             "600",
             "--epochs",
             "10",
+            "--seed",
+            "0",
             "--json",
         ])
         .arg("--local")

@@ -36,8 +36,13 @@ use crate::report::{print_json, thousands};
 /// Arguments of `moat demo`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Seed of the data split, initialisation and minibatch order.
-    #[arg(long, default_value_t = 0)]
+    /// Seed of the data split, initialisation and minibatch order (default: drawn from the OS
+    /// and printed).
+    #[arg(long = "seed", value_name = "SEED")]
+    pub seed_arg: Option<u64>,
+    /// The seed this run uses: `--seed`, or drawn from the OS (set on entry, recorded in the
+    /// output).
+    #[arg(skip)]
     pub seed: u64,
     /// Architecture to train (see `moat train --help`).
     #[arg(long, default_value = "mlp:128,64")]
@@ -140,7 +145,8 @@ pub struct DemoSummary {
 }
 
 /// `moat demo`.
-pub fn run(args: Args) -> anyhow::Result<()> {
+pub fn run(mut args: Args) -> anyhow::Result<()> {
+    args.seed = super::experiment_seed(args.seed_arg)?;
     let say = |s: String| {
         if !args.json {
             println!("{s}");

@@ -69,8 +69,13 @@ pub struct FusionArgs {
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Seed of the experiment: the clients' permutations (an insecure seeded generator, so the
-    /// sweep repeats) and the cheating servers' choices.
-    #[arg(long, default_value_t = 1)]
+    /// sweep repeats) and the cheating servers' choices; default: drawn from the OS and
+    /// recorded in the report.
+    #[arg(long = "seed", value_name = "SEED")]
+    pub seed_arg: Option<u64>,
+    /// The seed this run uses: `--seed`, or drawn from the OS (set on entry, recorded in the
+    /// output).
+    #[arg(skip)]
     pub seed: u64,
     /// Print the report as JSON.
     #[arg(long)]
@@ -187,7 +192,8 @@ fn measure(
 }
 
 /// `moat attack fusion`.
-pub fn attack(args: FusionArgs) -> anyhow::Result<()> {
+pub fn attack(mut args: FusionArgs) -> anyhow::Result<()> {
+    args.seed = super::experiment_seed(args.seed_arg)?;
     let started = Instant::now();
     if args.batches < 1 || args.n < 1 {
         bail!("--batches and --n must be positive");

@@ -67,3 +67,17 @@ impl DataArgs {
 pub fn load_model(path: &Path) -> anyhow::Result<Graph> {
     moat_nn::onnx::load_onnx(path).with_context(|| format!("loading model {}", path.display()))
 }
+
+/// The seed of an experiment: `given`, or one drawn from the operating system when the user
+/// gave none (so no randomness of a run comes from a fixed default). Commands record the seed
+/// they used in their output, so a run can be repeated with `--seed`.
+pub fn experiment_seed(given: Option<u64>) -> anyhow::Result<u64> {
+    use rand::RngCore;
+    match given {
+        Some(seed) => Ok(seed),
+        None => Ok(moat_mpc::Seed::from_os()
+            .map_err(|e| anyhow::anyhow!("no OS entropy for the experiment seed: {e}"))?
+            .rng()
+            .next_u64()),
+    }
+}

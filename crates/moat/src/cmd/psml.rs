@@ -120,8 +120,13 @@ pub struct PsmlArgs {
     #[arg(long, default_value_t = 200)]
     pub benign: usize,
     /// Seed of the attacker's own randomness (surrogates, naive specs, students) and, in
-    /// `--local` mode, of the server's selection (`moat serve --seed`).
-    #[arg(long, default_value_t = 0)]
+    /// `--local` mode, of the server's selection (`moat serve --seed`); default: drawn from the
+    /// OS and recorded in the report.
+    #[arg(long = "seed", value_name = "SEED")]
+    pub seed_arg: Option<u64>,
+    /// The seed this run uses: `--seed`, or drawn from the OS (set on entry, recorded in the
+    /// output).
+    #[arg(skip)]
     pub seed: u64,
     /// Directory for report.json and the plots.
     #[arg(long)]
@@ -606,7 +611,8 @@ impl Setup<'_> {
 }
 
 /// `moat attack psml`.
-pub fn run(args: PsmlArgs) -> anyhow::Result<()> {
+pub fn run(mut args: PsmlArgs) -> anyhow::Result<()> {
+    args.seed = super::experiment_seed(args.seed_arg)?;
     let task = args.task.clone().unwrap_or_else(|| args.data.dataset.clone());
     let specs = parse_grid(&args.accuracy_grid, &args.latency_grid)?;
     if args.fingerprints == 0 || args.repeats == 0 || args.sweep_repeats == 0 || args.budget == 0 || args.batch == 0 {
