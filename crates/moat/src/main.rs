@@ -43,6 +43,8 @@ enum Command {
     Bench(cmd::bench::BenchCommand),
     /// Attacks on secure inference, scored against the true model: `attack seek`, `attack fusion`.
     Attack(cmd::attack::Args),
+    /// The scorecard: every attack against every defense; writes report.json and report.html.
+    Eval(cmd::eval::Args),
 }
 
 fn main() -> ExitCode {
@@ -65,6 +67,7 @@ fn main() -> ExitCode {
         Command::Loadtest(args) => cmd::bench_http::run(args),
         Command::Bench(args) => cmd::bench::dispatch(args),
         Command::Attack(args) => cmd::attack::run(args),
+        Command::Eval(args) => cmd::eval::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -238,6 +238,11 @@ pub fn run(mut args: Args) -> anyhow::Result<()> {
     };
     if args.json {
         print_json(&summary)?;
+    } else {
+        println!(
+            "\nnext: the scorecard of every attack against every defense (SEEK, membership inference, PSML, Fusion) \
+             on the same embedded data: `moat eval --quick` (about 30 s) writes out/eval/report.html"
+        );
     }
     Ok(())
 }

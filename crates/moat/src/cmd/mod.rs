@@ -4,6 +4,7 @@ pub mod attack;
 pub mod bench;
 pub mod bench_http;
 pub mod demo;
+pub mod eval;
 pub mod fusion;
 pub mod infer;
 pub mod inspect;
