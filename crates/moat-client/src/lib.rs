@@ -36,4 +36,4 @@ pub use error::ClientError;
 pub use http::{HttpClient, ModelMetadata, TensorMetadata};
 pub use moat_mpc::Seed;
 pub use oip::{InferRequest, InferResponse, OutputTensor, RequestedOutput, TensorData};
-pub use secure::{Admission, SecureClient, SecureSession, SessionRequest, SessionStats};
+pub use secure::{Admission, Refusal, SecureClient, SecureSession, SessionRequest, SessionStats};

@@ -34,14 +34,17 @@ use moat_mpc::engine::{ClientBehaviour, ClientSession, Honest, Reveal, Revealed}
 use moat_mpc::transport::tcp::TcpChannel;
 use moat_mpc::transport::{Channel, ChannelConfig, TransportError};
 use moat_mpc::{MpcError, Seed};
-use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value, json};
+use moat_wire::AdmissionRequest;
+use serde::Serialize;
+use serde_json::{Map, Value};
 
 use crate::error::ClientError;
 use crate::http::{HttpClient, safe_segment};
 
 /// The two-party protocol this client speaks.
 pub const PROTOCOL: &str = moat_mpc::engine::real::PROTOCOL;
+
+pub use moat_wire::{Admission, AdmissionDetails, HandshakeReply, Refusal, SessionToken};
 
 /// What to ask the server for.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -81,88 +84,14 @@ impl SessionRequest {
         self
     }
 
-    fn body(&self) -> Value {
-        let mut body = json!({});
-        if let Some(n) = self.queries {
-            body["queries"] = json!(n);
+    fn body(&self) -> AdmissionRequest {
+        AdmissionRequest {
+            id: self.id.clone(),
+            queries: self.queries,
+            output: self.output.map(|o| o.to_string()),
+            parameters: (!self.parameters.is_empty()).then(|| self.parameters.clone()),
         }
-        if !self.parameters.is_empty() {
-            body["parameters"] = Value::Object(self.parameters.clone());
-        }
-        if let Some(id) = &self.id {
-            body["id"] = json!(id);
-        }
-        if let Some(output) = self.output {
-            body["output"] = json!(output.to_string());
-        }
-        body
     }
-}
-
-/// The server's grant of a session. `session` is a bearer secret: its `Debug` hides it.
-#[derive(Clone, PartialEq, Deserialize)]
-pub struct Admission {
-    /// The one-use session token.
-    pub session: String,
-    /// Where to connect (`host:port`).
-    pub address: String,
-    /// Queries granted.
-    pub queries: u64,
-    /// How long the token stays valid.
-    pub expires_in_ms: u64,
-    /// The two-party protocol.
-    pub protocol: String,
-    /// The serving model, when disclosed.
-    #[serde(default)]
-    pub model_name: Option<String>,
-    /// Its version, when disclosed.
-    #[serde(default)]
-    pub model_version: Option<String>,
-    /// Extra details (`task`, `spec_met`).
-    #[serde(default)]
-    pub parameters: Value,
-}
-
-impl fmt::Debug for Admission {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Admission")
-            .field("session", &"…")
-            .field("address", &self.address)
-            .field("queries", &self.queries)
-            .field("expires_in_ms", &self.expires_in_ms)
-            .field("protocol", &self.protocol)
-            .field("model_name", &self.model_name)
-            .field("model_version", &self.model_version)
-            .field("parameters", &self.parameters)
-            .finish()
-    }
-}
-
-impl Admission {
-    /// The server's commitment to the serving model's weights (`parameters.model_commitment`),
-    /// when disclosed.
-    pub fn model_commitment(&self) -> Option<&str> {
-        self.parameters.get("model_commitment").and_then(Value::as_str)
-    }
-
-    /// `name/version` of the serving model, or `name` alone, or `None` when not disclosed.
-    pub fn served_by(&self) -> Option<String> {
-        let name = self.model_name.as_ref()?;
-        Some(match &self.model_version {
-            Some(v) => format!("{name}/{v}"),
-            None => name.clone(),
-        })
-    }
-}
-
-/// The server's answer to the token (the handshake's second frame).
-#[derive(Debug, Deserialize)]
-struct HandshakeReply {
-    accepted: bool,
-    #[serde(default)]
-    reason: Option<String>,
-    #[serde(default)]
-    error: Option<String>,
 }
 
 /// Traffic and time of a session, from the client's side.
@@ -238,7 +167,9 @@ impl SecureClient {
     }
 
     fn admit_at(&self, path: &str, request: &SessionRequest) -> Result<Admission, ClientError> {
-        let answer = self.http.post_json(path, &request.body())?;
+        let body =
+            serde_json::to_value(request.body()).map_err(|e| ClientError::Invalid(format!("session request: {e}")))?;
+        let answer = self.http.post_json(path, &body)?;
         let admission: Admission = serde_json::from_value(answer)
             .map_err(|e| ClientError::Protocol(format!("bad secure-session admission: {e}")))?;
         if admission.protocol != PROTOCOL {
@@ -276,16 +207,11 @@ impl SecureClient {
         let config = ChannelConfig::default().with_timeout(self.timeout).with_connect_timeout(self.timeout);
         let mut ch = TcpChannel::connect(address.as_str(), config)
             .map_err(|e| ClientError::Transport(format!("connecting to the session port {address}: {e}")))?;
-        ch.send(admission.session.as_bytes()).map_err(from_transport)?;
+        ch.send(admission.session.as_str().as_bytes()).map_err(from_transport)?;
         let bytes = ch.recv().map_err(from_transport)?;
-        let reply: HandshakeReply =
-            serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol(format!("bad handshake reply: {e}")))?;
-        if !reply.accepted {
-            return Err(ClientError::Refused {
-                reason: reply.reason.unwrap_or_else(|| "refused".into()),
-                message: reply.error.unwrap_or_default(),
-            });
-        }
+        let reply = HandshakeReply::from_frame(&bytes)
+            .map_err(|e| ClientError::Protocol(format!("bad handshake reply: {e}")))?;
+        reply.into_result().map_err(|(reason, message)| ClientError::Refused { reason, message })?;
         Ok(ch)
     }
 
@@ -433,6 +359,8 @@ impl SecureSession {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     #[test]
@@ -448,8 +376,9 @@ mod tests {
     fn requests_carry_queries_spec_and_id_and_admissions_hide_the_token() -> Result<(), serde_json::Error> {
         let mut request = SessionRequest::queries(3).with_spec(Some(90.0), None);
         request.id = Some("s-1".into());
-        assert_eq!(request.body(), json!({"queries": 3, "parameters": {"min_accuracy": 90.0}, "id": "s-1"}));
-        assert_eq!(SessionRequest::default().body(), json!({}));
+        let body = serde_json::to_value(request.body())?;
+        assert_eq!(body, json!({"queries": 3, "parameters": {"min_accuracy": 90.0}, "id": "s-1"}));
+        assert_eq!(serde_json::to_value(SessionRequest::default().body())?, json!({}));
         let admission: Admission = serde_json::from_value(json!({
             "session": "00112233445566778899aabbccddeeff", "address": "127.0.0.1:8001", "queries": 3,
             "expires_in_ms": 30000, "protocol": PROTOCOL, "model_name": "lenet5", "model_version": "1",

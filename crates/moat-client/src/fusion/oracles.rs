@@ -16,7 +16,7 @@ use crate::oip::{InferRequest, InferResponse};
 use crate::secure::SecureSession;
 
 /// The response parameter holding the server's model commitment, when it gives one.
-pub const COMMITMENT_PARAMETER: &str = "model_commitment";
+pub const COMMITMENT_PARAMETER: &str = moat_wire::params::MODEL_COMMITMENT;
 
 fn size_check(len: usize, expected: usize) -> Result<(), ClientError> {
     if len == expected {

@@ -590,7 +590,8 @@ pub fn infer(args: &super::infer::Args, spec: &str) -> anyhow::Result<()> {
             } else {
                 // A model's path serves a task of that name too: one request, routed once.
                 let target = OipTarget::Model { name: name.into(), version: None };
-                let max_batch = meta.parameters.get("max_batch_size").and_then(serde_json::Value::as_u64);
+                let max_batch =
+                    meta.parameters.get(moat_wire::params::MAX_BATCH_SIZE).and_then(serde_json::Value::as_u64);
                 let mut oracle = OipOracle::new(&http, target, meta.sample_shape()?)
                     .with_max_batch(max_batch.map_or(usize::MAX, |b| b as usize));
                 for (k, v) in super::bench_http::parse_params(&args.params)? {

@@ -715,7 +715,7 @@ pub fn run(mut args: PsmlArgs) -> anyhow::Result<()> {
         t.sign(&fp_inputs, &shape)?;
     }
 
-    let max_batch = meta["max_batch_size"].as_u64().map_or(64, |b| b as usize).max(1);
+    let max_batch = meta[moat_wire::params::MAX_BATCH_SIZE].as_u64().map_or(64, |b| b as usize).max(1);
     let mut router = HttpRouter { client: attacker, task: task.clone(), shape: shape.clone(), max_batch, spent: 0 };
     let mut setup = Setup { args: &args, pool: &pool, test: &test, fp_idx: &fp_idx, specs: &specs, victim_test: None };
     let (search, search_report) = setup.search(&mut router, truth.as_ref(), args.repeats)?;

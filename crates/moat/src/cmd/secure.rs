@@ -31,8 +31,7 @@ use moat_mpc::transport::shaped::{NetworkModel, Shaped};
 use moat_mpc::transport::tcp::TcpChannel;
 use moat_mpc::transport::{Channel, ChannelConfig, Stats, TransportError};
 use moat_nn::QuantizedGraph;
-use moat_serve::secure::HandshakeReply;
-use moat_serve::secure::wire;
+use moat_wire::session::{self as wire, HandshakeReply, Refusal};
 use serde::Serialize;
 
 use super::{DataArgs, FixedArgs, load_model};
@@ -317,7 +316,7 @@ impl Drop for SessionSlot {
 fn refuse_busy(mut stream: TcpStream, peer: SocketAddr, max_sessions: usize) {
     tracing::info!(%peer, "all session slots in use: refusing a connection");
     let reply = HandshakeReply::refused(
-        "busy",
+        Refusal::Busy,
         format!("server busy: all {max_sessions} secure-session slots are in use; retry later"),
     );
     if let Err(e) = stream.set_nonblocking(true).and_then(|()| wire::write_reply(&mut stream, &reply)) {
@@ -416,7 +415,7 @@ impl Refusable<'_> {
                 let message = format!(
                     "{} ({})",
                     reply.error.as_deref().unwrap_or("refused"),
-                    reply.reason.as_deref().unwrap_or("refused")
+                    reply.reason.unwrap_or(Refusal::Unrecognised)
                 );
                 self.refusal = Some(reply);
                 Err(TransportError::Io {
@@ -512,7 +511,7 @@ fn client(args: ClientArgs) -> anyhow::Result<()> {
             bail!(
                 "{} refused the session ({}): {}",
                 args.connect,
-                reply.reason.as_deref().unwrap_or("refused"),
+                reply.reason.unwrap_or(Refusal::Unrecognised),
                 reply.error.as_deref().unwrap_or("no reason given")
             );
         }
