@@ -413,12 +413,16 @@ impl Truth {
     }
 
     fn labels(&self, model: &str, inputs: &[Vec<f32>], shape: &[usize]) -> anyhow::Result<Vec<usize>> {
+        let target = moat_client::OipTarget::Model { name: model.to_string(), version: None };
+        let answers = self
+            .client
+            .infer_in_batches(&target, inputs, shape, 64, |r| {
+                r.with_binary_input(true).with_output("label", false, None)
+            })
+            .with_context(|| format!("harness: labels of {model}"))?;
         let mut out = Vec::with_capacity(inputs.len());
-        for chunk in inputs.chunks(64) {
-            let r = InferRequest::batch(chunk, shape)?.with_binary_input(true).with_output("label", false, None);
-            out.extend(
-                self.client.infer(model, None, &r).with_context(|| format!("harness: labels of {model}"))?.labels()?,
-            );
+        for (_, response) in answers {
+            out.extend(response.labels()?);
         }
         Ok(out)
     }
