@@ -33,6 +33,21 @@ pub enum AttackError {
     Model(#[from] moat_nn::NnError),
 }
 
+impl From<moat_client::ClientError> for AttackError {
+    /// The service saying no — an HTTP refusal (401, 403, 429) or a session port that turns
+    /// the session down — is [`AttackError::Refused`]; anything else (timeouts, broken
+    /// connections, answers off the protocol) is [`AttackError::Service`] with its cause.
+    fn from(e: moat_client::ClientError) -> Self {
+        use moat_client::ClientError;
+        match e {
+            ClientError::Status { status: 401 | 403 | 429, .. } | ClientError::Refused { .. } => {
+                AttackError::Refused(e.to_string())
+            }
+            other => AttackError::Service(other.to_string()),
+        }
+    }
+}
+
 /// Result with [`AttackError`].
 pub type Result<T> = std::result::Result<T, AttackError>;
 

@@ -17,4 +17,4 @@ pub mod psml;
 pub mod seek;
 
 pub use error::{AttackError, Result};
-pub use oracle::{Oracle, RemoteOracle, SimulatedOracle};
+pub use oracle::{Oracle, ServiceOracle, SessionOracle, SimulatedOracle};

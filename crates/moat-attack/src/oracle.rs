@@ -9,8 +9,8 @@
 
 use std::sync::Arc;
 
-use moat_mpc::engine::{ClientBehaviour, ClientSession, Hardening, Reveal, Revealed, SimulatedEngine};
-use moat_mpc::transport::Channel;
+use moat_client::{RenewingSession, SecureSession};
+use moat_mpc::engine::{ClientBehaviour, Hardening, Reveal, Revealed, SimulatedEngine};
 use moat_nn::QuantizedGraph;
 
 use crate::error::{AttackError, Result};
@@ -63,47 +63,83 @@ impl Oracle for SimulatedOracle {
     }
 }
 
-/// A real session with a secure-inference server over a channel (two processes in
-/// production): the client half of the protocol, with the attack's behaviour.
-pub struct RemoteOracle<C: Channel> {
-    channel: C,
-    session: ClientSession,
+/// A real secure session as the oracle (two processes in production): the client half of the
+/// protocol, with the attack's behaviour, over whatever connection the session was opened on
+/// (a tokenless `moat secure server`, an admitted session, an in-process channel).
+pub struct SessionOracle {
+    session: SecureSession,
     queries: u64,
 }
 
-impl<C: Channel> RemoteOracle<C> {
-    /// Opens a session on `channel` (reads the hello, sets up OT and HE); `seed` drives the
-    /// client's keys and shares.
-    pub fn connect(mut channel: C, seed: moat_mpc::Seed) -> Result<Self> {
-        let session = ClientSession::connect(&mut channel, seed)?;
-        Ok(Self { channel, session, queries: 0 })
+impl SessionOracle {
+    /// The oracle over an open session.
+    pub fn new(session: SecureSession) -> Self {
+        Self { session, queries: 0 }
+    }
+
+    /// The session (for its traffic).
+    pub fn session(&self) -> &SecureSession {
+        &self.session
     }
 
     /// Ends the session.
-    pub fn close(mut self) -> Result<()> {
-        self.session.close(&mut self.channel)?;
+    pub fn close(self) -> Result<()> {
+        self.session.close()?;
         Ok(())
-    }
-
-    /// The channel (for its traffic statistics).
-    pub fn channel(&self) -> &C {
-        &self.channel
     }
 }
 
-impl<C: Channel> Oracle for RemoteOracle<C> {
+impl Oracle for SessionOracle {
     fn architecture(&self) -> &QuantizedGraph {
-        self.session.architecture()
+        self.session.protocol().architecture()
     }
 
     fn query(&mut self, input: &[u64], behaviour: &mut dyn ClientBehaviour) -> Result<usize> {
         self.queries += 1;
-        let revealed = self.session.infer_encoded(&mut self.channel, input.to_vec(), Reveal::Label, behaviour)?;
-        label(revealed)
+        label(self.session.infer_encoded_with(input.to_vec(), Reveal::Label, behaviour)?)
     }
 
     fn queries(&self) -> u64 {
         self.queries
+    }
+}
+
+/// A `moat serve` service's secure sessions as the oracle, as a key holder: a new session
+/// (charged to the key) whenever the last one's grant is used up, until the service refuses
+/// ([`AttackError::Refused`]); a timeout or a broken connection is [`AttackError::Service`].
+pub struct ServiceOracle {
+    sessions: RenewingSession,
+    architecture: QuantizedGraph,
+}
+
+impl ServiceOracle {
+    /// Opens the first session.
+    pub fn open(sessions: RenewingSession) -> Result<Self> {
+        let architecture = sessions
+            .architecture()
+            .cloned()
+            .ok_or_else(|| AttackError::Service("the service opened no session".into()))?;
+        Ok(Self { sessions, architecture })
+    }
+
+    /// Ends the open session (its unused queries go back to the key).
+    pub fn close(self) -> Result<()> {
+        self.sessions.close()?;
+        Ok(())
+    }
+}
+
+impl Oracle for ServiceOracle {
+    fn architecture(&self) -> &QuantizedGraph {
+        &self.architecture
+    }
+
+    fn query(&mut self, input: &[u64], behaviour: &mut dyn ClientBehaviour) -> Result<usize> {
+        label(self.sessions.infer_encoded_with(input.to_vec(), Reveal::Label, behaviour)?)
+    }
+
+    fn queries(&self) -> u64 {
+        self.sessions.queries()
     }
 }
 

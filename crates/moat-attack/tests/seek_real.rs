@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use moat_attack::seek::{Extraction, Sampling, Seek, SeekConfig};
-use moat_attack::{AttackError, RemoteOracle, Result, SimulatedOracle};
+use moat_attack::{AttackError, Result, SessionOracle, SimulatedOracle};
 use moat_mpc::engine::{Hardening, ServerModel};
 use moat_mpc::transport::memory;
 use moat_nn::{FixedPoint, QuantizedGraph};
@@ -43,7 +43,8 @@ fn the_attack_reads_the_same_values_with_the_same_queries_over_the_real_protocol
     let (mut server_ch, client_ch) = memory::pair(Default::default());
     let server = ServerModel::new(Arc::clone(&model), 4096)?;
     let handle = std::thread::spawn(move || server.serve(&mut server_ch, moat_mpc::Seed::insecure_from_u64(5)));
-    let mut remote = RemoteOracle::connect(client_ch, moat_mpc::Seed::insecure_from_u64(6))?;
+    let session = moat_client::SecureSession::start(Box::new(client_ch), moat_mpc::Seed::insecure_from_u64(6), None)?;
+    let mut remote = SessionOracle::new(session);
     let got = Seek::new(&mut remote, config())?.run()?;
     remote.close()?;
     let served = handle.join().map_err(|_| AttackError::Search("server thread panicked".into()))??;

@@ -29,12 +29,11 @@ pub enum ClientError {
     /// The request cannot be made as asked.
     #[error("invalid request: {0}")]
     Invalid(String),
-    /// The secure-session port refused the session; `reason` is machine-readable
-    /// (`unknown_token`, `expired`, `busy`, `shutting_down`, `unavailable`, `bad_handshake`).
+    /// The secure-session port refused the session.
     #[error("secure session refused ({reason}): {message}")]
     Refused {
-        /// Why, as a code.
-        reason: String,
+        /// Why.
+        reason: moat_wire::Refusal,
         /// The server's message.
         message: String,
     },

@@ -10,6 +10,24 @@ use serde_json::{Value, json};
 use crate::error::ClientError;
 use crate::oip::{InferRequest, InferResponse};
 
+/// Where a request goes: a model (or one of its versions) or a task. The same target names
+/// the inference route (`…/infer`) and the secure-session admission route (`…/secure`).
+#[derive(Clone, Debug, PartialEq)]
+pub enum OipTarget {
+    /// `/v2/models/{name}[/versions/{version}]/infer`.
+    Model {
+        /// Model name.
+        name: String,
+        /// Version, or the server's default.
+        version: Option<String>,
+    },
+    /// `/v2/tasks/{name}/infer`: the server picks one model for the whole request.
+    Task {
+        /// Task name.
+        name: String,
+    },
+}
+
 /// Largest response body read (bigger ones are a protocol error).
 pub const MAX_RESPONSE_BYTES: u64 = 256 << 20;
 
@@ -255,6 +273,34 @@ impl HttpClient {
             return Err(ClientError::Invalid(format!("'{task}' is not a valid task name")));
         }
         self.infer_at(&format!("/v2/tasks/{task}/infer"), request)
+    }
+
+    /// `POST` to `target`'s `infer` route.
+    pub fn infer_target(&self, target: &OipTarget, request: &InferRequest) -> Result<InferResponse, ClientError> {
+        match target {
+            OipTarget::Model { name, version } => self.infer(name, version.as_deref(), request),
+            OipTarget::Task { name } => self.infer_task(name, request),
+        }
+    }
+
+    /// `samples` to `target` in consecutive requests of at most `max_batch` samples (a
+    /// model's `max_batch_size`), each built by `prepare` from the plain batch request; the
+    /// answers in order, each with its number of samples. The first failing request ends it.
+    pub fn infer_in_batches(
+        &self,
+        target: &OipTarget,
+        samples: &[Vec<f32>],
+        sample_shape: &[usize],
+        max_batch: usize,
+        mut prepare: impl FnMut(InferRequest) -> InferRequest,
+    ) -> Result<Vec<(usize, InferResponse)>, ClientError> {
+        samples
+            .chunks(max_batch.max(1))
+            .map(|chunk| {
+                let request = prepare(InferRequest::batch(chunk, sample_shape)?);
+                Ok((chunk.len(), self.infer_target(target, &request)?))
+            })
+            .collect()
     }
 
     /// `GET /metrics` as text.

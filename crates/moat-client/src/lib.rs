@@ -33,7 +33,9 @@ pub mod oip;
 pub mod secure;
 
 pub use error::ClientError;
-pub use http::{HttpClient, ModelMetadata, TensorMetadata};
+pub use http::{HttpClient, ModelMetadata, OipTarget, TensorMetadata};
 pub use moat_mpc::Seed;
 pub use oip::{InferRequest, InferResponse, OutputTensor, RequestedOutput, TensorData};
-pub use secure::{Admission, SecureClient, SecureSession, SessionRequest, SessionStats};
+pub use secure::{
+    Admission, Refusal, RenewingSession, SecureClient, SecureSession, SessionRequest, SessionSeeds, SessionStats,
+};

@@ -348,10 +348,10 @@ impl InferResponse {
 /// (percent) and `max_latency_ms`.
 pub fn insert_spec(parameters: &mut Map<String, Value>, min_accuracy: Option<f64>, max_latency_ms: Option<f64>) {
     if let Some(a) = min_accuracy {
-        parameters.insert("min_accuracy".into(), json!(a));
+        parameters.insert(moat_wire::params::MIN_ACCURACY.into(), json!(a));
     }
     if let Some(l) = max_latency_ms {
-        parameters.insert("max_latency_ms".into(), json!(l));
+        parameters.insert(moat_wire::params::MAX_LATENCY_MS.into(), json!(l));
     }
 }
 

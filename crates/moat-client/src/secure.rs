@@ -4,9 +4,14 @@
 //! A session is asked for over HTTP with the API key ([`SecureClient::admit_model`],
 //! [`SecureClient::admit_task`]), which charges the key's budget for the queries up front and
 //! answers with a one-use token and the session port's address ([`Admission`]). The client then
-//! connects there, presents the token (`moat-session/1`, see `moat_serve::secure::wire`) and
+//! connects there, presents the token (`moat-session/1`, see [`moat_wire::session`]) and
 //! runs moat-mpc's `moat-2pc/1` protocol on the same connection ([`SecureSession`]). Queries
 //! beyond the grant are refused locally; a server cuts off a client that tries anyway.
+//!
+//! This is the one route to a secure session: [`SecureSession`] also opens on a tokenless
+//! `moat secure server` ([`SecureSession::connect_direct`], whose only frame other than the
+//! hello is a `busy` refusal) and on any [`Channel`] ([`SecureSession::start`], e.g. in-process
+//! tests); [`RenewingSession`] admits a new session whenever a grant is used up.
 //!
 //! The [`Seed`] of [`SecureClient::connect`] (256 bits) drives the client's keys, shares and OT
 //! choices: **whoever knows it can decrypt the client's input**, so draw it with
@@ -31,17 +36,22 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use moat_mpc::engine::{ClientBehaviour, ClientSession, Honest, Reveal, Revealed};
+use moat_mpc::transport::first::FirstRecv;
 use moat_mpc::transport::tcp::TcpChannel;
-use moat_mpc::transport::{Channel, ChannelConfig, TransportError};
+use moat_mpc::transport::{Channel, ChannelConfig, Stats, TransportError};
 use moat_mpc::{MpcError, Seed};
-use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value, json};
+use moat_nn::QuantizedGraph;
+use moat_wire::AdmissionRequest;
+use serde::Serialize;
+use serde_json::{Map, Value};
 
 use crate::error::ClientError;
-use crate::http::{HttpClient, safe_segment};
+use crate::http::{HttpClient, OipTarget, safe_segment};
 
 /// The two-party protocol this client speaks.
 pub const PROTOCOL: &str = moat_mpc::engine::real::PROTOCOL;
+
+pub use moat_wire::{Admission, AdmissionDetails, HandshakeReply, Refusal, SessionToken};
 
 /// What to ask the server for.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -81,88 +91,14 @@ impl SessionRequest {
         self
     }
 
-    fn body(&self) -> Value {
-        let mut body = json!({});
-        if let Some(n) = self.queries {
-            body["queries"] = json!(n);
+    fn body(&self) -> AdmissionRequest {
+        AdmissionRequest {
+            id: self.id.clone(),
+            queries: self.queries,
+            output: self.output.map(|o| o.to_string()),
+            parameters: (!self.parameters.is_empty()).then(|| self.parameters.clone()),
         }
-        if !self.parameters.is_empty() {
-            body["parameters"] = Value::Object(self.parameters.clone());
-        }
-        if let Some(id) = &self.id {
-            body["id"] = json!(id);
-        }
-        if let Some(output) = self.output {
-            body["output"] = json!(output.to_string());
-        }
-        body
     }
-}
-
-/// The server's grant of a session. `session` is a bearer secret: its `Debug` hides it.
-#[derive(Clone, PartialEq, Deserialize)]
-pub struct Admission {
-    /// The one-use session token.
-    pub session: String,
-    /// Where to connect (`host:port`).
-    pub address: String,
-    /// Queries granted.
-    pub queries: u64,
-    /// How long the token stays valid.
-    pub expires_in_ms: u64,
-    /// The two-party protocol.
-    pub protocol: String,
-    /// The serving model, when disclosed.
-    #[serde(default)]
-    pub model_name: Option<String>,
-    /// Its version, when disclosed.
-    #[serde(default)]
-    pub model_version: Option<String>,
-    /// Extra details (`task`, `spec_met`).
-    #[serde(default)]
-    pub parameters: Value,
-}
-
-impl fmt::Debug for Admission {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Admission")
-            .field("session", &"…")
-            .field("address", &self.address)
-            .field("queries", &self.queries)
-            .field("expires_in_ms", &self.expires_in_ms)
-            .field("protocol", &self.protocol)
-            .field("model_name", &self.model_name)
-            .field("model_version", &self.model_version)
-            .field("parameters", &self.parameters)
-            .finish()
-    }
-}
-
-impl Admission {
-    /// The server's commitment to the serving model's weights (`parameters.model_commitment`),
-    /// when disclosed.
-    pub fn model_commitment(&self) -> Option<&str> {
-        self.parameters.get("model_commitment").and_then(Value::as_str)
-    }
-
-    /// `name/version` of the serving model, or `name` alone, or `None` when not disclosed.
-    pub fn served_by(&self) -> Option<String> {
-        let name = self.model_name.as_ref()?;
-        Some(match &self.model_version {
-            Some(v) => format!("{name}/{v}"),
-            None => name.clone(),
-        })
-    }
-}
-
-/// The server's answer to the token (the handshake's second frame).
-#[derive(Debug, Deserialize)]
-struct HandshakeReply {
-    accepted: bool,
-    #[serde(default)]
-    reason: Option<String>,
-    #[serde(default)]
-    error: Option<String>,
 }
 
 /// Traffic and time of a session, from the client's side.
@@ -174,6 +110,8 @@ pub struct SessionStats {
     pub bytes_sent: u64,
     /// Bytes received.
     pub bytes_received: u64,
+    /// Bytes both ways of connecting, the handshake and the protocol setup.
+    pub setup_bytes: u64,
     /// Connecting, handshake and protocol setup (base OTs, HE keys), seconds.
     pub setup_seconds: f64,
     /// Time in queries, seconds.
@@ -238,7 +176,9 @@ impl SecureClient {
     }
 
     fn admit_at(&self, path: &str, request: &SessionRequest) -> Result<Admission, ClientError> {
-        let answer = self.http.post_json(path, &request.body())?;
+        let body =
+            serde_json::to_value(request.body()).map_err(|e| ClientError::Invalid(format!("session request: {e}")))?;
+        let answer = self.http.post_json(path, &body)?;
         let admission: Admission = serde_json::from_value(answer)
             .map_err(|e| ClientError::Protocol(format!("bad secure-session admission: {e}")))?;
         if admission.protocol != PROTOCOL {
@@ -276,16 +216,11 @@ impl SecureClient {
         let config = ChannelConfig::default().with_timeout(self.timeout).with_connect_timeout(self.timeout);
         let mut ch = TcpChannel::connect(address.as_str(), config)
             .map_err(|e| ClientError::Transport(format!("connecting to the session port {address}: {e}")))?;
-        ch.send(admission.session.as_bytes()).map_err(from_transport)?;
+        ch.send(admission.session.as_str().as_bytes()).map_err(from_transport)?;
         let bytes = ch.recv().map_err(from_transport)?;
-        let reply: HandshakeReply =
-            serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol(format!("bad handshake reply: {e}")))?;
-        if !reply.accepted {
-            return Err(ClientError::Refused {
-                reason: reply.reason.unwrap_or_else(|| "refused".into()),
-                message: reply.error.unwrap_or_default(),
-            });
-        }
+        let reply = HandshakeReply::from_frame(&bytes)
+            .map_err(|e| ClientError::Protocol(format!("bad handshake reply: {e}")))?;
+        reply.into_result().map_err(|(reason, message)| ClientError::Refused { reason, message })?;
         Ok(ch)
     }
 
@@ -293,29 +228,133 @@ impl SecureClient {
     /// keys and randomness ([`Seed::from_os`]; see the module docs).
     pub fn connect(&self, admission: &Admission, seed: Seed) -> Result<SecureSession, ClientError> {
         let started = Instant::now();
-        let mut ch = self.open_channel(admission)?;
-        let session = ClientSession::connect(&mut ch, seed).map_err(from_mpc)?;
-        Ok(SecureSession {
-            ch,
-            session,
-            granted: admission.queries,
-            used: 0,
-            setup: started.elapsed(),
-            queries_time: Duration::ZERO,
-        })
+        let ch = self.open_channel(admission)?;
+        SecureSession::start_at(Box::new(ch), seed, Some(admission.queries), started)
     }
 }
 
-/// An open secure session.
+/// Where each session's [`Seed`] comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SessionSeeds {
+    /// 256 bits from the operating system per session (private).
+    Os,
+    /// Session `i`, opened after `q` queries, uses `Seed::insecure_from_u64(n + q)`: **not
+    /// private**, for reproducible experiments.
+    InsecureFrom(u64),
+}
+
+impl SessionSeeds {
+    fn seed(self, queries_so_far: u64) -> Result<Seed, ClientError> {
+        match self {
+            SessionSeeds::Os => Seed::from_os().map_err(|e| ClientError::Invalid(format!("session seed: {e}"))),
+            SessionSeeds::InsecureFrom(n) => Ok(Seed::insecure_from_u64(n.wrapping_add(queries_so_far))),
+        }
+    }
+}
+
+/// Secure sessions with a service, one after the other: a new session (charged to the key) is
+/// admitted whenever the last one's grant is used up, until the service refuses. What an
+/// attack or a long experiment that outlives one grant uses.
+#[derive(Debug)]
+pub struct RenewingSession {
+    client: SecureClient,
+    target: OipTarget,
+    request: SessionRequest,
+    seeds: SessionSeeds,
+    session: Option<SecureSession>,
+    queries: u64,
+    sessions: u64,
+}
+
+impl RenewingSession {
+    /// Admits and opens the first session of `request` (its `queries` per session) at
+    /// `target`.
+    pub fn open(
+        client: SecureClient,
+        target: OipTarget,
+        request: SessionRequest,
+        seeds: SessionSeeds,
+    ) -> Result<Self, ClientError> {
+        let mut renewing = Self { client, target, request, seeds, session: None, queries: 0, sessions: 0 };
+        renewing.current()?;
+        Ok(renewing)
+    }
+
+    /// The open session, renewed first when its grant is used up.
+    pub fn current(&mut self) -> Result<&mut SecureSession, ClientError> {
+        if self.session.as_ref().is_none_or(|s| s.remaining() == 0) {
+            self.close_current();
+            let admission = match &self.target {
+                OipTarget::Model { name, version } => {
+                    self.client.admit_model(name, version.as_deref(), &self.request)?
+                }
+                OipTarget::Task { name } => self.client.admit_task(name, &self.request)?,
+            };
+            let seed = self.seeds.seed(self.queries)?;
+            self.session = Some(self.client.connect(&admission, seed)?);
+            self.sessions += 1;
+        }
+        self.session.as_mut().ok_or_else(|| ClientError::Protocol("no session".into()))
+    }
+
+    /// One query of an encoded input on the current session (see
+    /// [`SecureSession::infer_encoded_with`]).
+    pub fn infer_encoded_with(
+        &mut self,
+        input: Vec<u64>,
+        reveal: Reveal,
+        behaviour: &mut dyn ClientBehaviour,
+    ) -> Result<Revealed, ClientError> {
+        let answer = self.current()?.infer_encoded_with(input, reveal, behaviour)?;
+        self.queries += 1;
+        Ok(answer)
+    }
+
+    /// The served model's public architecture (from the first session's hello).
+    pub fn architecture(&self) -> Option<&QuantizedGraph> {
+        self.session.as_ref().map(|s| s.protocol().architecture())
+    }
+
+    /// Queries answered over all sessions.
+    pub fn queries(&self) -> u64 {
+        self.queries
+    }
+
+    /// Sessions opened.
+    pub fn sessions(&self) -> u64 {
+        self.sessions
+    }
+
+    fn close_current(&mut self) {
+        if let Some(session) = self.session.take()
+            && let Err(e) = session.close()
+        {
+            // The grant was used up: the session's end only decides a refund.
+            tracing::warn!(error = %e, "closing a used-up secure session");
+        }
+    }
+
+    /// Ends the open session (its unused queries go back to the key).
+    pub fn close(mut self) -> Result<(), ClientError> {
+        match self.session.take() {
+            Some(session) => session.close().map(|_| ()),
+            None => Ok(()),
+        }
+    }
+}
+
+/// An open secure session: the client half of `moat-2pc/1` on one connection, admitted by a
+/// service ([`SecureClient::connect`]), opened on a tokenless `moat secure server`
+/// ([`SecureSession::connect_direct`]) or on any channel ([`SecureSession::start`]).
 pub struct SecureSession {
-    ch: TcpChannel,
+    ch: Box<dyn Channel + Send>,
     session: ClientSession,
     granted: u64,
     used: u64,
     setup: Duration,
+    setup_bytes: u64,
     queries_time: Duration,
 }
-
 impl fmt::Debug for SecureSession {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SecureSession")
@@ -327,6 +366,74 @@ impl fmt::Debug for SecureSession {
 }
 
 impl SecureSession {
+    /// Runs the protocol's setup on `channel` (past any handshake); `granted` bounds the
+    /// queries (`None`: as many as the server answers).
+    pub fn start(channel: Box<dyn Channel + Send>, seed: Seed, granted: Option<u64>) -> Result<Self, ClientError> {
+        Self::start_at(channel, seed, granted, Instant::now())
+    }
+
+    fn start_at(
+        mut ch: Box<dyn Channel + Send>,
+        seed: Seed,
+        granted: Option<u64>,
+        started: Instant,
+    ) -> Result<Self, ClientError> {
+        let session = ClientSession::connect(&mut *ch, seed).map_err(from_mpc)?;
+        let setup_bytes = ch.stats().total().bytes_total();
+        Ok(SecureSession {
+            ch,
+            session,
+            granted: granted.unwrap_or(u64::MAX),
+            used: 0,
+            setup: started.elapsed(),
+            setup_bytes,
+            queries_time: Duration::ZERO,
+        })
+    }
+
+    /// Connects to a tokenless `moat secure server` at `address` and runs the setup. A full
+    /// server sends a `busy` [`HandshakeReply`] instead of its hello: that is
+    /// [`ClientError::Refused`] with [`Refusal::Busy`].
+    pub fn connect_direct(address: &str, config: ChannelConfig, seed: Seed) -> Result<Self, ClientError> {
+        let started = Instant::now();
+        let mut ch = TcpChannel::connect(address, config)
+            .map_err(|e| ClientError::Transport(format!("connecting to {address}: {e}")))?;
+        // A full server sends a refusal instead of its hello: keep it, end the setup.
+        let mut refusal = None;
+        let connected = {
+            let mut first = FirstRecv::new(&mut ch, |received: Result<Vec<u8>, TransportError>| {
+                let bytes = received?;
+                match HandshakeReply::from_frame(&bytes) {
+                    Ok(reply) if !reply.accepted => {
+                        refusal = Some(reply);
+                        Err(TransportError::Io {
+                            context: "the server refused the session",
+                            kind: std::io::ErrorKind::ConnectionRefused,
+                            message: "refused instead of the hello".into(),
+                        })
+                    }
+                    _ => Ok(bytes),
+                }
+            });
+            ClientSession::connect(&mut first, seed)
+        };
+        if let Some(reply) = refusal {
+            let (reason, message) = reply.into_result().err().unwrap_or((Refusal::Unrecognised, String::new()));
+            return Err(ClientError::Refused { reason, message });
+        }
+        let session = connected.map_err(from_mpc)?;
+        let setup_bytes = ch.stats().total().bytes_total();
+        Ok(SecureSession {
+            ch: Box::new(ch),
+            session,
+            granted: u64::MAX,
+            used: 0,
+            setup: started.elapsed(),
+            setup_bytes,
+            queries_time: Duration::ZERO,
+        })
+    }
+
     /// One private inference: the predicted label.
     pub fn infer(&mut self, input: &[f32]) -> Result<usize, ClientError> {
         match self.infer_with(input, Reveal::Label, &mut Honest)? {
@@ -365,7 +472,7 @@ impl SecureSession {
         }
         self.check_input(input.len())?;
         let started = Instant::now();
-        let answer = self.session.infer_encoded(&mut self.ch, input, reveal, behaviour).map_err(from_mpc);
+        let answer = self.session.infer_encoded(&mut *self.ch, input, reveal, behaviour).map_err(from_mpc);
         self.queries_time += started.elapsed();
         let answer = answer?;
         self.used += 1;
@@ -398,9 +505,14 @@ impl SecureSession {
         self.granted
     }
 
-    /// Queries left.
+    /// Queries left (`u64::MAX`-bounded for a session without a grant).
     pub fn remaining(&self) -> u64 {
         self.granted - self.used
+    }
+
+    /// The channel's traffic counters, per phase.
+    pub fn traffic(&self) -> &Stats {
+        self.ch.stats()
     }
 
     /// The underlying protocol session (architecture, per-node timings of the last query).
@@ -415,6 +527,7 @@ impl SecureSession {
             queries: self.used,
             bytes_sent: total.bytes_sent,
             bytes_received: total.bytes_received,
+            setup_bytes: self.setup_bytes,
             setup_seconds: self.setup.as_secs_f64(),
             query_seconds: self.queries_time.as_secs_f64(),
         }
@@ -424,7 +537,7 @@ impl SecureSession {
     pub fn close(self) -> Result<SessionStats, ClientError> {
         let mut stats = self.stats();
         let SecureSession { mut ch, session, .. } = self;
-        session.close(&mut ch).map_err(from_mpc)?;
+        session.close(&mut *ch).map_err(from_mpc)?;
         let total = ch.stats().total();
         (stats.bytes_sent, stats.bytes_received) = (total.bytes_sent, total.bytes_received);
         Ok(stats)
@@ -433,6 +546,8 @@ impl SecureSession {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     #[test]
@@ -448,8 +563,9 @@ mod tests {
     fn requests_carry_queries_spec_and_id_and_admissions_hide_the_token() -> Result<(), serde_json::Error> {
         let mut request = SessionRequest::queries(3).with_spec(Some(90.0), None);
         request.id = Some("s-1".into());
-        assert_eq!(request.body(), json!({"queries": 3, "parameters": {"min_accuracy": 90.0}, "id": "s-1"}));
-        assert_eq!(SessionRequest::default().body(), json!({}));
+        let body = serde_json::to_value(request.body())?;
+        assert_eq!(body, json!({"queries": 3, "parameters": {"min_accuracy": 90.0}, "id": "s-1"}));
+        assert_eq!(serde_json::to_value(SessionRequest::default().body())?, json!({}));
         let admission: Admission = serde_json::from_value(json!({
             "session": "00112233445566778899aabbccddeeff", "address": "127.0.0.1:8001", "queries": 3,
             "expires_in_ms": 30000, "protocol": PROTOCOL, "model_name": "lenet5", "model_version": "1",

@@ -7,9 +7,10 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use moat_client::fusion::{FusionConfig, FusionError, KnownAnswerPool, ModelIdentity, ProtocolOracle, Randomness, run};
+use moat_client::SecureSession;
+use moat_client::fusion::{FusionConfig, FusionError, KnownAnswerPool, ModelIdentity, Randomness, SessionOracle, run};
 use moat_mpc::Seed;
-use moat_mpc::engine::{ClientSession, HonestServer, ServeOptions, ServerGuard, ServerModel};
+use moat_mpc::engine::{HonestServer, ServeOptions, ServerGuard, ServerModel};
 use moat_mpc::transport::memory;
 use moat_nn::{FixedPoint, QuantizedGraph, zoo};
 
@@ -49,18 +50,17 @@ fn batch_against_guarded(
     let pool = KnownAnswerPool::honest_labels(pool_samples, pool_labels)?;
     let config = FusionConfig::new(6, 3, 0.01)?;
 
-    let (mut server_ch, mut client_ch) = memory::pair(Default::default());
+    let (mut server_ch, client_ch) = memory::pair(Default::default());
     let server = ServerModel::new(served, 4096)?;
     let handle = std::thread::spawn(move || {
         server.serve_guarded(&mut server_ch, Seed::insecure_from_u64(5), &ServeOptions::default(), &mut *guard)
     });
-    let mut session = ClientSession::connect(&mut client_ch, Seed::insecure_from_u64(6))?;
+    let mut session = SecureSession::start(Box::new(client_ch), Seed::insecure_from_u64(6), None)?;
     let outcome = {
-        let mut oracle =
-            ProtocolOracle::new(&mut client_ch, &mut session, ModelIdentity::named("lenet5", Some("1")), None);
+        let mut oracle = SessionOracle::new(&mut session, ModelIdentity::named("lenet5", Some("1")));
         run(&config, &pool, queries, &mut oracle, &mut Randomness::Os).map(|v| v.into_labels())
     };
-    session.close(&mut client_ch)?;
+    session.close()?;
     let served_queries = handle.join().map_err(|_| "server thread panicked")??;
     assert_eq!(served_queries, 6 + 6 + 3, "one session served the whole batch of n + m + k");
     Ok((outcome, expected))

@@ -9,9 +9,10 @@ mod common;
 use std::sync::{Arc, Mutex};
 
 use common::{NETS, Net, run_protocol, share};
+use moat_mpc::engine::layer::{LayerSite, max_pool_layer, relu_layer};
 use moat_mpc::engine::simulated::Trace;
 use moat_mpc::engine::{FnBehaviour, Honest, RescalePlan, Reveal, ShareSite, SimulatedEngine, TamperPoint};
-use moat_mpc::protocols::{Config, LayerSite, max_pool_layer, relu_layer};
+use moat_mpc::protocols::Config;
 use moat_mpc::{AShare, MpcError, Result, reconstruct};
 use moat_nn::graph::ValueId;
 use moat_nn::{FixedPoint, OpKind, QuantizedGraph, zoo};

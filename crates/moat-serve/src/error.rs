@@ -150,20 +150,6 @@ impl AppError {
     }
 }
 
-impl From<crate::keys::Refusal> for AppError {
-    fn from(r: crate::keys::Refusal) -> Self {
-        use crate::keys::Refusal;
-        match &r {
-            Refusal::MissingKey | Refusal::UnknownKey => AppError::Unauthorized(r.to_string()),
-            Refusal::NotAdmin => AppError::Forbidden(r.to_string()),
-            Refusal::RateLimited { retry_after, .. } => {
-                AppError::TooManyRequests { message: r.to_string(), retry_after: Some(*retry_after) }
-            }
-            Refusal::BudgetExhausted { .. } => AppError::TooManyRequests { message: r.to_string(), retry_after: None },
-        }
-    }
-}
-
 /// The JSON body of every error: `{"error": "…"}` (the OIP error object).
 pub fn error_body(message: &str) -> serde_json::Value {
     serde_json::json!({ "error": message })

@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
-use crate::error::ServeError;
+use crate::error::{AppError, ServeError};
 
 /// One key's settings, as written in the key file.
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
@@ -91,7 +91,7 @@ impl Caller {
 /// Why a request was refused.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
 #[non_exhaustive]
-pub enum Refusal {
+pub enum KeyRefusal {
     /// No key was sent.
     #[error("missing API key: send 'Authorization: Bearer KEY' or 'X-API-Key: KEY'")]
     MissingKey,
@@ -125,6 +125,21 @@ pub enum Refusal {
         /// Samples this request asked for.
         requested: u64,
     },
+}
+
+impl From<KeyRefusal> for AppError {
+    fn from(r: KeyRefusal) -> Self {
+        match &r {
+            KeyRefusal::MissingKey | KeyRefusal::UnknownKey => AppError::Unauthorized(r.to_string()),
+            KeyRefusal::NotAdmin => AppError::Forbidden(r.to_string()),
+            KeyRefusal::RateLimited { retry_after, .. } => {
+                AppError::TooManyRequests { message: r.to_string(), retry_after: Some(*retry_after) }
+            }
+            KeyRefusal::BudgetExhausted { .. } => {
+                AppError::TooManyRequests { message: r.to_string(), retry_after: None }
+            }
+        }
+    }
 }
 
 /// The configured keys and their running budgets and buckets.
@@ -189,18 +204,18 @@ impl KeyStore {
     }
 
     /// The caller presenting `key`.
-    pub fn authenticate(&self, key: Option<&str>) -> Result<Caller, Refusal> {
-        let key = key.ok_or(Refusal::MissingKey)?;
+    pub fn authenticate(&self, key: Option<&str>) -> Result<Caller, KeyRefusal> {
+        let key = key.ok_or(KeyRefusal::MissingKey)?;
         let keys = self.lock();
-        let state = keys.get(key).ok_or(Refusal::UnknownKey)?;
+        let state = keys.get(key).ok_or(KeyRefusal::UnknownKey)?;
         Ok(Caller { name: state.name.clone(), admin: state.settings.admin, key: Some(key.to_string()) })
     }
 
     /// Takes one token from the caller's bucket.
-    pub fn check_rate(&self, caller: &Caller, now: Instant) -> Result<(), Refusal> {
+    pub fn check_rate(&self, caller: &Caller, now: Instant) -> Result<(), KeyRefusal> {
         let Some(key) = &caller.key else { return Ok(()) };
         let mut keys = self.lock();
-        let Some(state) = keys.get_mut(key) else { return Err(Refusal::UnknownKey) };
+        let Some(state) = keys.get_mut(key) else { return Err(KeyRefusal::UnknownKey) };
         let (Some(rate), Some(bucket)) = (state.settings.rate_per_s, state.bucket.as_mut()) else { return Ok(()) };
         let burst = state.settings.burst.unwrap_or(rate.max(1.0));
         let elapsed = now.saturating_duration_since(bucket.updated).as_secs_f64();
@@ -211,7 +226,7 @@ impl KeyStore {
             Ok(())
         } else {
             let wait = (1.0 - bucket.tokens) / rate;
-            Err(Refusal::RateLimited {
+            Err(KeyRefusal::RateLimited {
                 name: state.name.clone(),
                 rate_per_s: rate,
                 burst,
@@ -222,27 +237,27 @@ impl KeyStore {
 
     /// Refuses a caller whose budget is spent (not even one sample left), so a request from it
     /// is turned away before its body is read or parsed. Charges nothing.
-    pub fn check_budget_left(&self, caller: &Caller) -> Result<(), Refusal> {
+    pub fn check_budget_left(&self, caller: &Caller) -> Result<(), KeyRefusal> {
         let Some(key) = &caller.key else { return Ok(()) };
         let keys = self.lock();
-        let Some(state) = keys.get(key) else { return Err(Refusal::UnknownKey) };
+        let Some(state) = keys.get(key) else { return Err(KeyRefusal::UnknownKey) };
         match state.settings.budget {
             Some(budget) if state.used >= budget => {
-                Err(Refusal::BudgetExhausted { name: state.name.clone(), used: state.used, budget, requested: 1 })
+                Err(KeyRefusal::BudgetExhausted { name: state.name.clone(), used: state.used, budget, requested: 1 })
             }
             _ => Ok(()),
         }
     }
 
     /// Charges `samples` against the caller's budget, all or nothing.
-    pub fn charge(&self, caller: &Caller, samples: u64) -> Result<(), Refusal> {
+    pub fn charge(&self, caller: &Caller, samples: u64) -> Result<(), KeyRefusal> {
         let Some(key) = &caller.key else { return Ok(()) };
         let mut keys = self.lock();
-        let Some(state) = keys.get_mut(key) else { return Err(Refusal::UnknownKey) };
+        let Some(state) = keys.get_mut(key) else { return Err(KeyRefusal::UnknownKey) };
         if let Some(budget) = state.settings.budget
             && state.used.saturating_add(samples) > budget
         {
-            return Err(Refusal::BudgetExhausted {
+            return Err(KeyRefusal::BudgetExhausted {
                 name: state.name.clone(),
                 used: state.used,
                 budget,
@@ -296,8 +311,8 @@ mod tests {
     #[test]
     fn authenticates_known_keys_only() -> Result<(), String> {
         let s = store()?;
-        assert_eq!(s.authenticate(None), Err(Refusal::MissingKey));
-        assert_eq!(s.authenticate(Some("nope")), Err(Refusal::UnknownKey));
+        assert_eq!(s.authenticate(None), Err(KeyRefusal::MissingKey));
+        assert_eq!(s.authenticate(Some("nope")), Err(KeyRefusal::UnknownKey));
         let alice = s.authenticate(Some("alice-key")).map_err(|e| e.to_string())?;
         assert_eq!((alice.name.as_str(), alice.admin), ("alice", false));
         let ops = s.authenticate(Some("ops-key-123")).map_err(|e| e.to_string())?;
@@ -312,7 +327,7 @@ mod tests {
         s.charge(&alice, 8).map_err(|e| e.to_string())?;
         let refused = s.charge(&alice, 3);
         assert!(
-            matches!(refused, Err(Refusal::BudgetExhausted { used: 8, budget: 10, requested: 3, .. })),
+            matches!(refused, Err(KeyRefusal::BudgetExhausted { used: 8, budget: 10, requested: 3, .. })),
             "{refused:?}"
         );
         s.charge(&alice, 2).map_err(|e| e.to_string())?;
@@ -332,7 +347,7 @@ mod tests {
             s.check_rate(&alice, t0).map_err(|e| e.to_string())?;
         }
         match s.check_rate(&alice, t0) {
-            Err(Refusal::RateLimited { retry_after, .. }) => {
+            Err(KeyRefusal::RateLimited { retry_after, .. }) => {
                 assert!((retry_after.as_secs_f64() - 0.5).abs() < 1e-6, "{retry_after:?}")
             }
             other => return Err(format!("expected a rate limit, got {other:?}")),

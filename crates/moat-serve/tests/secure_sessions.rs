@@ -16,7 +16,7 @@ use moat_mpc::transport::tcp::TcpChannel;
 use moat_mpc::transport::{Channel, ChannelConfig};
 use moat_nn::{FixedPoint, QuantizedGraph, zoo};
 use moat_serve::keys::KeyStore;
-use moat_serve::secure::{HandshakeReply, SecureListener, SecureService};
+use moat_serve::secure::{HandshakeReply, Refusal, SecureListener, SecureService};
 use moat_serve::{Limits, LoadOptions, Repository, SecureConfig, ServerState, TaskDefaults, TaskTable};
 use serde_json::{Value, json};
 use tower::ServiceExt;
@@ -199,7 +199,7 @@ fn a_session_answers_what_the_fixed_point_model_answers_and_refunds_unused_queri
 
     // The token was good for one connection.
     let (reply, _) = handshake(&answer)?;
-    assert_eq!((reply.accepted, reply.reason.as_deref()), (false, Some("unknown_token")));
+    assert_eq!((reply.accepted, reply.reason.map(Refusal::as_str)), (false, Some("unknown_token")));
 
     let audit = f.audit()?;
     let admission = &audit[0];
@@ -258,9 +258,9 @@ fn limits_slots_expiry_and_garbage_are_enforced_and_the_port_keeps_serving() -> 
     // Garbage: an oversized frame, then a well-formed but unknown token.
     let address = f.state.secure().ok_or("secure")?.local_addr().to_string();
     let (reply, _) = handshake_raw(&address, &[b'x'; 1000])?;
-    assert_eq!(reply.reason.as_deref(), Some("bad_handshake"));
+    assert_eq!(reply.reason.map(Refusal::as_str), Some("bad_handshake"));
     let (reply, _) = handshake_raw(&address, b"00112233445566778899aabbccddeeff")?;
-    assert_eq!(reply.reason.as_deref(), Some("unknown_token"));
+    assert_eq!(reply.reason.map(Refusal::as_str), Some("unknown_token"));
 
     // One query granted; the second is cut off by the server.
     let one = f.admit("/v2/models/small/secure", &json!({"queries": 1}))?;
@@ -271,7 +271,7 @@ fn limits_slots_expiry_and_garbage_are_enforced_and_the_port_keeps_serving() -> 
     // While this session holds the only slot, another client is told to retry.
     let waiting = f.admit("/v2/models/small/secure", &json!({"queries": 1}))?;
     let (busy, _) = handshake(&waiting)?;
-    assert_eq!(busy.reason.as_deref(), Some("busy"), "{busy:?}");
+    assert_eq!(busy.reason.map(Refusal::as_str), Some("busy"), "{busy:?}");
     assert!(session.infer(&mut ch, &samples[1], Reveal::Label, &mut Honest).is_err(), "a query beyond the grant");
     f.wait_for("the cut-off session to end", |f| f.sessions("aborted") == 1.0)?;
     assert_eq!(f.state.metrics.rejections.get(&["secure_query_limit"]), 1.0);
@@ -291,7 +291,10 @@ fn limits_slots_expiry_and_garbage_are_enforced_and_the_port_keeps_serving() -> 
     assert_eq!(f.used(), 5);
     std::thread::sleep(Duration::from_millis(3200));
     let (reply, _) = handshake(&late)?;
-    assert!(!reply.accepted && matches!(reply.reason.as_deref(), Some("expired" | "unknown_token")), "{reply:?}");
+    assert!(
+        !reply.accepted && matches!(reply.reason.map(Refusal::as_str), Some("expired" | "unknown_token")),
+        "{reply:?}"
+    );
     f.wait_for("the refund of the expired token", |f| f.used() == 2)?;
     let audit = f.audit()?;
     let outcomes: Vec<(&str, Option<&str>, u64)> = audit

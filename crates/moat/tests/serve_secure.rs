@@ -217,7 +217,7 @@ fn secure_sessions_follow_task_policies_budgets_limits_and_token_rules() -> Test
     let plaintext = carol.infer_task("mnist", &request)?.labels()?;
     let admission = bob.admit_task("mnist", &SessionRequest::queries(1).with_spec(Some(90.0), Some(1000.0)))?;
     assert_eq!(admission.model_name, None, "{admission:?}");
-    assert_eq!(admission.parameters["task"], "mnist");
+    assert_eq!(admission.parameters.task.as_deref(), Some("mnist"));
     let mut session = bob.connect(&admission, moat_client::Seed::from_os()?)?;
     assert_eq!(vec![session.infer(&inputs[0])?], plaintext);
     // The grant is enforced locally too.
@@ -225,7 +225,7 @@ fn secure_sessions_follow_task_policies_budgets_limits_and_token_rules() -> Test
     session.close()?;
     // A disclosing task names it.
     let open = bob.admit_task("mnist-open", &SessionRequest::queries(1).with_spec(Some(90.0), None))?;
-    assert_eq!((open.served_by().as_deref(), open.parameters["spec_met"].as_bool()), (Some("lenet5/1"), Some(true)));
+    assert_eq!((open.served_by().as_deref(), open.parameters.spec_met), (Some("lenet5/1"), Some(true)));
 
     // A client that tries more queries than granted is cut off by the server.
     let cut = bob.admit_model("lenet5", None, &SessionRequest::queries(1))?;
@@ -253,7 +253,7 @@ fn secure_sessions_follow_task_policies_budgets_limits_and_token_rules() -> Test
     }))?;
     for _ in 0..2 {
         match bob.connect(&fake, moat_client::Seed::from_os()?) {
-            Err(ClientError::Refused { reason, .. }) => assert_eq!(reason, "unknown_token"),
+            Err(ClientError::Refused { reason, .. }) => assert_eq!(reason, moat_client::Refusal::UnknownToken),
             other => return Err(format!("expected a refusal, got {other:?}").into()),
         }
         fake.session = admission.session.clone();

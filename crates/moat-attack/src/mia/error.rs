@@ -24,6 +24,13 @@ pub enum MiaError {
     /// The two-party engine failed.
     #[error("engine: {0}")]
     Engine(#[from] moat_mpc::MpcError),
+    /// The service refused the queries (a budget, a rate limit, the session port).
+    #[error("the service refused: {0}")]
+    Refused(String),
+    /// The service failed for another reason (a timeout, a broken connection, an answer off
+    /// the protocol).
+    #[error("the service failed: {0}")]
+    Service(String),
     /// Training a reference (shadow) model failed.
     #[error("training reference model {index}: {source}")]
     Training {
@@ -40,6 +47,17 @@ pub enum MiaError {
         /// Why.
         source: std::io::Error,
     },
+}
+
+impl From<moat_client::ClientError> for MiaError {
+    /// Sorted as [`crate::AttackError`]'s: a refusal is not a failure.
+    fn from(e: moat_client::ClientError) -> Self {
+        match crate::AttackError::from(e) {
+            crate::AttackError::Refused(m) => MiaError::Refused(m),
+            crate::AttackError::Service(m) => MiaError::Service(m),
+            other => MiaError::Service(other.to_string()),
+        }
+    }
 }
 
 /// Result with [`MiaError`].

@@ -25,6 +25,7 @@ pub mod attacks;
 pub mod error;
 pub mod metrics;
 pub mod reference;
+pub mod session;
 pub mod signals;
 pub mod victim;
 
@@ -32,4 +33,5 @@ pub use attacks::{Attack, AttackScores, MiaConfig, run};
 pub use error::{MiaError, Result};
 pub use metrics::{Metrics, RocPoint, ScoreTable};
 pub use reference::{ReferenceTrainer, References};
+pub use session::SessionVictim;
 pub use victim::{FixedVictim, FloatVictim, SimulatedVictim, Victim};

@@ -7,6 +7,7 @@
 //! Relative error is `|estimate − truth| / max(|truth|, 2^−f)`, per parameter: one unit of
 //! the fixed-point format is the floor, so a zero parameter read as zero scores 0.
 
+use moat_nn::data::Dataset;
 use moat_nn::exec::QuantizedLayer;
 use moat_nn::graph::{Graph, Op, ValueId};
 use moat_nn::tensor::Tensor;
@@ -16,6 +17,45 @@ use serde::{Deserialize, Serialize};
 use super::topology::Topology;
 use super::{Estimate, Extraction, LayerExtraction};
 use crate::error::{AttackError, Result};
+
+/// How an extracted copy does on a test set next to its victim (ML Privacy Meter's extraction
+/// figures: accuracy of each, and fidelity, the copy's label agreement with the victim).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct CopyQuality {
+    /// Test samples used.
+    pub samples: usize,
+    /// The victim's fixed-point accuracy.
+    pub victim_accuracy: f64,
+    /// The copy's float accuracy.
+    pub copy_accuracy: f64,
+    /// Fraction of samples on which the copy's label equals the victim's.
+    pub fidelity: f64,
+}
+
+/// [`CopyQuality`] of `copy` (run in float) against `victim` (its deployed fixed-point model)
+/// on the first `n` samples of `test` (all of them when `n` is larger).
+pub fn copy_quality(victim: &QuantizedGraph, copy: &Graph, test: &Dataset, n: usize) -> Result<CopyQuality> {
+    let n = n.min(test.len());
+    let answers = moat_nn::exec::par_map(n, |i| -> Result<(usize, usize)> {
+        let x = test.sample(i);
+        Ok((victim.predict(x)?, moat_nn::FloatExecutor::predict(copy, x)?))
+    });
+    let (mut victim_right, mut copy_right, mut agree) = (0usize, 0usize, 0usize);
+    for (i, answer) in answers.into_iter().enumerate() {
+        let (v, c) = answer?;
+        let truth = test.label(i);
+        victim_right += usize::from(v == truth);
+        copy_right += usize::from(c == truth);
+        agree += usize::from(v == c);
+    }
+    let fraction = |k: usize| k as f64 / n.max(1) as f64;
+    Ok(CopyQuality {
+        samples: n,
+        victim_accuracy: fraction(victim_right),
+        copy_accuracy: fraction(copy_right),
+        fidelity: fraction(agree),
+    })
+}
 
 /// Error and cost figures of a set of parameters.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

@@ -58,7 +58,7 @@ use serde::Serialize;
 
 use crate::error::ClientError;
 
-pub use oracles::{LabelOracle, OipOracle, OipTarget, ProtocolOracle, SessionOracle, SimulatedOracle};
+pub use oracles::{LabelOracle, OipOracle, OipTarget, SessionOracle, SimulatedOracle};
 
 /// Errors of a Fusion batch.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

@@ -5,18 +5,17 @@
 
 use std::sync::Arc;
 
-use moat_mpc::engine::{ClientSession, Honest, Reveal, SimulatedEngine};
-use moat_mpc::transport::Channel;
+use moat_mpc::engine::{Honest, Reveal, SimulatedEngine};
 use serde_json::{Map, Value};
 
 use super::{BatchAnswers, BatchOracle, ModelIdentity};
 use crate::error::ClientError;
 use crate::http::HttpClient;
-use crate::oip::{InferRequest, InferResponse};
+use crate::oip::InferResponse;
 use crate::secure::SecureSession;
 
 /// The response parameter holding the server's model commitment, when it gives one.
-pub const COMMITMENT_PARAMETER: &str = "model_commitment";
+pub const COMMITMENT_PARAMETER: &str = moat_wire::params::MODEL_COMMITMENT;
 
 fn size_check(len: usize, expected: usize) -> Result<(), ClientError> {
     if len == expected {
@@ -26,22 +25,7 @@ fn size_check(len: usize, expected: usize) -> Result<(), ClientError> {
     }
 }
 
-/// What an OIP batch is sent to.
-#[derive(Clone, Debug, PartialEq)]
-pub enum OipTarget {
-    /// `/v2/models/{name}[/versions/{version}]/infer`.
-    Model {
-        /// Model name.
-        name: String,
-        /// Version, or the server's default.
-        version: Option<String>,
-    },
-    /// `/v2/tasks/{name}/infer`: the server picks one model for the whole request.
-    Task {
-        /// Task name.
-        name: String,
-    },
-}
+pub use crate::http::OipTarget;
 
 /// A plaintext OIP v2 service: the batch is one request (or consecutive requests of the
 /// server's `max_batch_size`); the model identity of each input is its response's
@@ -112,21 +96,18 @@ impl BatchOracle<Vec<f32>> for OipOracle<'_> {
 
     fn answer_batch(&mut self, inputs: &[Vec<f32>]) -> Result<BatchAnswers, ClientError> {
         let mut answers = BatchAnswers { labels: Vec::with_capacity(inputs.len()), models: Vec::new() };
-        for chunk in inputs.chunks(self.max_batch) {
-            let mut request = InferRequest::batch(chunk, &self.sample_shape)?;
-            for (k, v) in &self.parameters {
-                request = request.with_parameter(k.clone(), v.clone());
-            }
-            let response = match &self.target {
-                OipTarget::Model { name, version } => self.client.infer(name, version.as_deref(), &request)?,
-                OipTarget::Task { name } => self.client.infer_task(name, &request)?,
-            };
+        let parameters = &self.parameters;
+        let responses =
+            self.client.infer_in_batches(&self.target, inputs, &self.sample_shape, self.max_batch, |r| {
+                parameters.iter().fold(r, |r, (k, v)| r.with_parameter(k.clone(), v.clone()))
+            })?;
+        for (n, response) in responses {
             let labels = response_labels(&response)?;
-            if labels.len() != chunk.len() {
-                return Err(ClientError::Protocol(format!("{} labels for {} inputs", labels.len(), chunk.len())));
+            if labels.len() != n {
+                return Err(ClientError::Protocol(format!("{} labels for {n} inputs", labels.len())));
             }
             answers.labels.extend(labels);
-            answers.models.extend(std::iter::repeat_n(Self::identity(&response), chunk.len()));
+            answers.models.extend(std::iter::repeat_n(Self::identity(&response), n));
         }
         Ok(answers)
     }
@@ -143,8 +124,9 @@ impl From<&crate::secure::Admission> for ModelIdentity {
     }
 }
 
-/// An open secure session: the whole batch runs in it (the grant bounds the batch), each input
-/// a label-only two-party inference; the identity is the one the admission disclosed.
+/// An open secure session (admitted by a service, or opened on a tokenless `moat secure
+/// server`): the whole batch runs in it (a grant bounds the batch), each input a label-only
+/// two-party inference; the identity is the one the admission disclosed.
 #[derive(Debug)]
 pub struct SessionOracle<'s> {
     session: &'s mut SecureSession,
@@ -163,66 +145,13 @@ impl BatchOracle<Vec<f32>> for SessionOracle<'_> {
         size_check(query.len(), self.session.input_len())
     }
 
+    /// The grant's remaining queries (none for a tokenless server without a limit).
     fn capacity(&self) -> Option<usize> {
-        Some(usize::try_from(self.session.remaining()).unwrap_or(usize::MAX))
+        (self.session.granted() != u64::MAX).then(|| usize::try_from(self.session.remaining()).unwrap_or(usize::MAX))
     }
 
     fn answer_batch(&mut self, inputs: &[Vec<f32>]) -> Result<BatchAnswers, ClientError> {
         let labels = inputs.iter().map(|x| self.session.infer(x)).collect::<Result<Vec<_>, _>>()?;
-        Ok(BatchAnswers::one_model(labels, self.model.clone()))
-    }
-}
-
-/// A two-party session driven directly on a channel (e.g. a `moat secure server`, no
-/// admission): the whole batch runs in it, label-only.
-pub struct ProtocolOracle<'a> {
-    ch: &'a mut dyn Channel,
-    session: &'a mut ClientSession,
-    model: ModelIdentity,
-    capacity: Option<usize>,
-}
-
-impl std::fmt::Debug for ProtocolOracle<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ProtocolOracle").field("model", &self.model).finish_non_exhaustive()
-    }
-}
-
-impl<'a> ProtocolOracle<'a> {
-    /// Batches in `session` over `ch`, served by `model`; `capacity` is the server's
-    /// per-session query limit, if it has one.
-    pub fn new(
-        ch: &'a mut dyn Channel,
-        session: &'a mut ClientSession,
-        model: ModelIdentity,
-        capacity: Option<usize>,
-    ) -> Self {
-        Self { ch, session, model, capacity }
-    }
-}
-
-impl BatchOracle<Vec<f32>> for ProtocolOracle<'_> {
-    fn validate(&self, query: &Vec<f32>) -> Result<(), ClientError> {
-        size_check(query.len(), self.session.architecture().graph().input_shape().iter().product())
-    }
-
-    fn capacity(&self) -> Option<usize> {
-        self.capacity
-    }
-
-    fn answer_batch(&mut self, inputs: &[Vec<f32>]) -> Result<BatchAnswers, ClientError> {
-        let fixed = self.session.architecture().fixed();
-        let mut labels = Vec::with_capacity(inputs.len());
-        for x in inputs {
-            let revealed = self
-                .session
-                .infer(&mut *self.ch, x, Reveal::Label, &mut Honest)
-                .map_err(|e| ClientError::Protocol(format!("secure session: {e}")))?;
-            labels.push(revealed.label(fixed).ok_or_else(|| ClientError::Protocol("no label revealed".into()))?);
-        }
-        if let Some(c) = &mut self.capacity {
-            *c = c.saturating_sub(inputs.len());
-        }
         Ok(BatchAnswers::one_model(labels, self.model.clone()))
     }
 }

@@ -31,6 +31,7 @@
 pub mod guard;
 pub mod hardening;
 pub mod hook;
+pub mod layer;
 pub mod plan;
 pub mod real;
 pub mod simulated;

@@ -51,11 +51,11 @@ use super::hardening::Hardening;
 use super::hook::{ClientBehaviour, Honest, ShareSite};
 use super::plan::RescalePlan;
 use super::{Reveal, Revealed};
+use crate::engine::layer::{LayerSite, label_layer, max_pool_layer, relu_layer, tamper_share};
 use crate::error::{MpcError, Result};
 use crate::he::encoding::Plan;
 use crate::he::linear::{HeClient, HeServer, ServerLayer, shape_of};
 use crate::he::params::HeParams;
-use crate::protocols::layer::{LayerSite, label_layer, max_pool_layer, relu_layer, tamper_share};
 use crate::protocols::session::Session;
 use crate::seed::Seed;
 use crate::shares::{AShare, Party};
@@ -284,8 +284,12 @@ impl Default for ServeOptions {
 pub struct NodeTiming {
     /// Node index in the folded graph.
     pub node: usize,
-    /// Node name (also the traffic phase `"{node}:{name}"`).
+    /// Node name.
     pub name: String,
+    /// The traffic phase the node's bytes and rounds are counted under in the channel's
+    /// [`crate::transport::Stats`] (`"{node}:{name}"`, or [`OUTPUT_PHASE`]).
+    #[serde(default)]
+    pub phase: String,
     /// Op kind.
     pub op: String,
     /// Whether the node truncated its output: a linear layer rescaling at once, or a ReLU
@@ -538,7 +542,7 @@ impl Walk<'_> {
         let mut values = walk::run(graph, &layout.plan, input, &mut self, Keep::Outputs)?;
 
         let started = std::time::Instant::now();
-        self.ch.set_phase("output");
+        self.ch.set_phase(OUTPUT_PHASE);
         let logits =
             values.take(graph.logits()).ok_or_else(|| MpcError::invalid("walk", "the walk lost the logits"))?;
         let site = ShareSite::logits_of(graph, &layout.plan, fixed.frac_bits());
@@ -563,10 +567,19 @@ impl Walk<'_> {
         if let Some(t) = self.timings {
             let seconds = started.elapsed().as_secs_f64();
             let node = graph.nodes().len();
-            t.push(NodeTiming { node, name: "output".into(), op: "Output".into(), truncated: false, seconds });
+            let (name, phase, op) = ("output".into(), OUTPUT_PHASE.into(), "Output".into());
+            t.push(NodeTiming { node, name, phase, op, truncated: false, seconds });
         }
         Ok(revealed)
     }
+}
+
+/// The traffic phase of opening the output to the client.
+pub const OUTPUT_PHASE: &str = "output";
+
+/// The traffic phase of one node: `"{index}:{name}"`.
+fn node_phase(site: &Site<'_>) -> String {
+    format!("{}:{}", site.index, site.node.name)
 }
 
 /// The real execution of each step, by one party: linear layers by HE, activations and
@@ -577,7 +590,7 @@ impl Kernel for Walk<'_> {
 
     fn begin(&mut self, site: &Site<'_>) {
         self.started = std::time::Instant::now();
-        self.ch.set_phase(&format!("{}:{}", site.index, site.node.name));
+        self.ch.set_phase(&node_phase(site));
     }
 
     fn linear(&mut self, site: &Site<'_>, x: &AShare, truncate: bool) -> Result<AShare> {
@@ -629,7 +642,8 @@ impl Kernel for Walk<'_> {
         if let Some(t) = self.timings.as_deref_mut() {
             let seconds = self.started.elapsed().as_secs_f64();
             let op = site.node.op.kind().to_string();
-            t.push(NodeTiming { node: site.index, name: site.node.name.clone(), op, truncated, seconds });
+            let phase = node_phase(site);
+            t.push(NodeTiming { node: site.index, name: site.node.name.clone(), phase, op, truncated, seconds });
         }
     }
 }

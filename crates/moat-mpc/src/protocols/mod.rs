@@ -31,7 +31,7 @@
 //! each; `moat bench relu` reproduces this.)
 //!
 //! [`cost`] predicts the exact traffic of each (frame headers included) and the tests check
-//! the prediction against the channels' counters. [`layer`] wraps the layers with the
+//! the prediction against the channels' counters. The engine's [`crate::engine::layer`] wraps the layers with the
 //! client's tamper points, as the engine's hooks define them.
 //!
 //! ```
@@ -62,7 +62,6 @@ pub mod b2a;
 pub mod cost;
 mod cot;
 pub mod drelu;
-pub mod layer;
 pub mod maxpool;
 pub mod millionaire;
 pub mod mux;
@@ -75,7 +74,6 @@ pub mod truncate;
 pub use argmax::argmax;
 pub use b2a::b2a;
 pub use drelu::drelu;
-pub use layer::{LayerSite, label_layer, max_pool_layer, relu_layer};
 pub use maxpool::max_pool;
 pub use millionaire::{greater_than, greater_than_split};
 pub use mux::{mux, select};

@@ -20,6 +20,7 @@
 //! [`shaped::Shaped`] emulates a LAN/WAN link in-process; the crate docs give the `tc netem`
 //! recipe for measuring over a real shaped link.
 
+pub mod first;
 pub mod frame;
 pub mod memory;
 pub mod shaped;

@@ -307,8 +307,11 @@ async fn infer_inner(
     let params = raw.request.parameters.as_ref();
     let spec = match &plan {
         Plan::Task(_) => Some(
-            Spec::new(number_parameter(params, "min_accuracy")?, number_parameter(params, "max_latency_ms")?)
-                .map_err(|e| AppError::BadRequest(e.to_string()))?,
+            Spec::new(
+                number_parameter(params, moat_wire::params::MIN_ACCURACY)?,
+                number_parameter(params, moat_wire::params::MAX_LATENCY_MS)?,
+            )
+            .map_err(|e| AppError::BadRequest(e.to_string()))?,
         ),
         Plan::Model(_) => None,
     };
@@ -363,18 +366,18 @@ async fn infer_inner(
     let (model_name, model_version, parameters, class_names) = match task {
         None => {
             let mut p = Map::new();
-            p.insert("model_commitment".into(), json!(model.commitment));
+            p.insert(moat_wire::params::MODEL_COMMITMENT.into(), json!(model.commitment));
             (model.name.clone(), Some(version.clone()), Some(p), model.class_names().map(<[String]>::to_vec))
         }
         Some(t) => {
             let met = spec_met.unwrap_or(false);
             record_selection(state, &t.name, &model.name, met);
             let mut p = Map::new();
-            p.insert("task".into(), json!(t.name));
+            p.insert(moat_wire::params::TASK.into(), json!(t.name));
             let names = t.members.iter().find_map(|m| m.class_names()).map(<[String]>::to_vec);
             if t.settings.disclose_model {
-                p.insert("spec_met".into(), json!(met));
-                p.insert("model_commitment".into(), json!(model.commitment));
+                p.insert(moat_wire::params::SPEC_MET.into(), json!(met));
+                p.insert(moat_wire::params::MODEL_COMMITMENT.into(), json!(model.commitment));
                 (model.name.clone(), Some(version.clone()), Some(p), names)
             } else {
                 (t.name.clone(), None, Some(p), names)

@@ -108,7 +108,7 @@ pub(crate) fn task_json(task: &ResolvedTask) -> Result<Value, AppError> {
         "epsilon": policy.epsilon(),
         "disclose_model": task.settings.disclose_model,
         "ready_models": task.members.len(),
-        "spec_parameters": ["min_accuracy", "max_latency_ms"],
+        "spec_parameters": moat_wire::params::SPEC,
     });
     if task.settings.disclose_model {
         parameters["models"] = json!(task.members.iter().map(|m| m.name.clone()).collect::<Vec<_>>());

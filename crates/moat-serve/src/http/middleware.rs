@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use crate::SharedState;
 use crate::audit::AuditRecord;
 use crate::error::{AppError, error_body};
-use crate::keys::{Caller, Refusal};
+use crate::keys::{Caller, KeyRefusal};
 
 /// Outermost layer: bounds the request by its deadline, turns every error response into the
 /// protocol's `{"error": …}`, and records the request in metrics and the debug log.
@@ -75,11 +75,11 @@ pub(crate) fn presented_key(headers: &HeaderMap) -> Option<&str> {
     headers.get("x-api-key").and_then(|v| v.to_str().ok()).map(str::trim)
 }
 
-fn authenticate(state: &SharedState, headers: &HeaderMap, admin: bool) -> Result<Caller, Refusal> {
+fn authenticate(state: &SharedState, headers: &HeaderMap, admin: bool) -> Result<Caller, KeyRefusal> {
     let Some(keys) = &state.keys else { return Ok(Caller::anonymous()) };
     let caller = keys.authenticate(presented_key(headers))?;
     if admin && !caller.admin {
-        return Err(Refusal::NotAdmin);
+        return Err(KeyRefusal::NotAdmin);
     }
     Ok(caller)
 }
@@ -91,7 +91,7 @@ async fn check(state: SharedState, mut request: Request, next: Next, admin: bool
             next.run(request).await
         }
         Err(refusal) => {
-            let reason = if matches!(refusal, Refusal::NotAdmin) { "forbidden" } else { "unauthorized" };
+            let reason = if matches!(refusal, KeyRefusal::NotAdmin) { "forbidden" } else { "unauthorized" };
             state.metrics.rejections.inc(&[reason]);
             let error = AppError::from(refusal);
             // Refused queries are queries too: audit them (without a key name).

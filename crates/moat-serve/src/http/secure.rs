@@ -35,8 +35,6 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Extension, Json, Router};
-use serde::Deserialize;
-use serde_json::{Map, Value, json};
 
 use super::infer::{Plan, Selection, Served, Target, audited, charge_and_select, plan, read_body, record_selection};
 use crate::SharedState;
@@ -47,6 +45,7 @@ use crate::oip::number_parameter;
 use crate::policy::Spec;
 use crate::secure::{Grant, HANDSHAKE, PROTOCOL, SecureService, TokenError, listener};
 use moat_mpc::engine::Reveal;
+use moat_wire::{Admission, AdmissionDetails, AdmissionRequest, SessionToken, params};
 
 /// The admission routes, to mount with [`super::app_with_extensions`].
 pub fn routes() -> Router<SharedState> {
@@ -54,22 +53,6 @@ pub fn routes() -> Router<SharedState> {
         .route("/v2/models/{model}/secure", post(model_or_task_secure))
         .route("/v2/models/{model}/versions/{version}/secure", post(model_or_task_secure))
         .route("/v2/tasks/{task}/secure", post(model_or_task_secure))
-}
-
-/// The admission request body.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct AdmissionRequest {
-    #[serde(default)]
-    id: Option<String>,
-    #[serde(default)]
-    queries: Option<u64>,
-    #[serde(default)]
-    parameters: Option<Map<String, Value>>,
-    /// What each query may reveal (`label` by default): `label`, `top-K`, `probabilities`,
-    /// `logits`.
-    #[serde(default)]
-    output: Option<String>,
 }
 
 /// `POST /v2/models/{model}[/versions/{version}]/secure` and `POST /v2/tasks/{task}/secure`.
@@ -149,13 +132,16 @@ async fn admit_inner(
     })?;
 
     let plan = plan(state, target)?;
-    let params = request.parameters.as_ref();
+    let spec_params = request.parameters.as_ref();
     let spec = match &plan {
         Plan::Task(t) => {
             t.signature().map_err(|message| AppError::Unavailable { message, retry_after: None })?;
             Some(
-                Spec::new(number_parameter(params, "min_accuracy")?, number_parameter(params, "max_latency_ms")?)
-                    .map_err(|e| AppError::BadRequest(e.to_string()))?,
+                Spec::new(
+                    number_parameter(spec_params, params::MIN_ACCURACY)?,
+                    number_parameter(spec_params, params::MAX_LATENCY_MS)?,
+                )
+                .map_err(|e| AppError::BadRequest(e.to_string()))?,
             )
         }
         Plan::Model(_) => None,
@@ -208,37 +194,29 @@ async fn admit_inner(
     service.models().warm(&model);
 
     let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
-    let mut answer = json!({
-        "session": token.as_str(),
-        "address": service.advertised_address(host),
-        "queries": queries,
-        "expires_in_ms": u64::try_from(service.tokens().ttl().as_millis()).unwrap_or(u64::MAX),
-        "protocol": PROTOCOL,
-        "handshake": HANDSHAKE,
-        "output": output.to_string(),
-    });
-    if let Some(id) = &request.id {
-        answer["id"] = json!(id);
-    }
-    match task {
-        None => {
-            answer["model_name"] = json!(model.name);
-            answer["model_version"] = json!(model.version_string());
-            answer["parameters"] = json!({"model_commitment": model.commitment});
-        }
+    let disclosed = match task {
+        None => true,
         Some(t) => {
-            let met = spec_met.unwrap_or(false);
-            record_selection(state, &t.name, &model.name, met);
-            let mut p = Map::new();
-            p.insert("task".into(), json!(t.name));
-            if t.settings.disclose_model {
-                p.insert("spec_met".into(), json!(met));
-                p.insert("model_commitment".into(), json!(model.commitment));
-                answer["model_name"] = json!(model.name);
-                answer["model_version"] = json!(model.version_string());
-            }
-            answer["parameters"] = Value::Object(p);
+            record_selection(state, &t.name, &model.name, spec_met.unwrap_or(false));
+            t.settings.disclose_model
         }
-    }
+    };
+    let answer = Admission {
+        id: request.id,
+        session: SessionToken::new(token.as_str()),
+        address: service.advertised_address(host),
+        queries,
+        expires_in_ms: u64::try_from(service.tokens().ttl().as_millis()).unwrap_or(u64::MAX),
+        protocol: PROTOCOL.into(),
+        handshake: Some(HANDSHAKE.into()),
+        output: Some(output.to_string()),
+        model_name: disclosed.then(|| model.name.clone()),
+        model_version: disclosed.then(|| model.version_string()),
+        parameters: AdmissionDetails {
+            task: task.map(|t| t.name.clone()),
+            spec_met: task.filter(|_| disclosed).map(|_| spec_met.unwrap_or(false)),
+            model_commitment: disclosed.then(|| model.commitment.clone()),
+        },
+    };
     Ok((StatusCode::OK, Json(answer)).into_response())
 }

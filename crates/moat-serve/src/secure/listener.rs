@@ -25,12 +25,12 @@ use moat_mpc::engine::{ServeOptions, ServerModel};
 use moat_mpc::transport::tcp::TcpChannel;
 use moat_mpc::transport::{Channel, ChannelConfig};
 
-use super::wire::{self, HandshakeReply, MAX_TOKEN_FRAME};
 use super::{Grant, Lookup, SecureService, Slot};
 use crate::SharedState;
 use crate::audit::{AuditRecord, SessionAudit};
 use crate::error::ServeError;
 use crate::state::ServerState;
+use moat_wire::session::{self as wire, HandshakeReply, MAX_TOKEN_FRAME, Refusal};
 
 /// How often the acceptor checks for a stop request while idle.
 const POLL: Duration = Duration::from_millis(10);
@@ -133,8 +133,8 @@ fn admit_connection(stream: TcpStream, peer: SocketAddr, state: &SharedState, se
     }
 }
 
-fn refuse(stream: &mut TcpStream, peer: SocketAddr, reason: &str, message: &str) {
-    tracing::info!(%peer, reason, "secure session refused");
+fn refuse(stream: &mut TcpStream, peer: SocketAddr, reason: Refusal, message: &str) {
+    tracing::info!(%peer, %reason, "secure session refused");
     if let Err(e) = wire::write_reply(stream, &HandshakeReply::refused(reason, message)) {
         tracing::debug!(%peer, error = %e, "could not send the refusal");
     }
@@ -163,13 +163,13 @@ fn handle_connection(
             state.metrics.rejections.inc(&["secure_bad_handshake"]);
             tracing::debug!(%peer, error = %e, "no token presented");
             if e.kind() == io::ErrorKind::InvalidData {
-                refuse(&mut stream, peer, "bad_handshake", &format!("{e}: send the session token as one frame"));
+                refuse(&mut stream, peer, Refusal::BadHandshake, &format!("{e}: send the session token as one frame"));
             }
             return;
         }
     };
     if !state.is_ready() {
-        refuse(&mut stream, peer, "shutting_down", "the server is shutting down");
+        refuse(&mut stream, peer, Refusal::ShuttingDown, "the server is shutting down");
         return;
     }
     let now = Instant::now();
@@ -178,10 +178,10 @@ fn handle_connection(
             state.metrics.rejections.inc(&["secure_busy"]);
             let message =
                 format!("all {} secure-session slots are in use: retry before the token expires", config.max_sessions);
-            refuse(&mut stream, peer, "busy", &message);
+            refuse(&mut stream, peer, Refusal::Busy, &message);
         } else {
             state.metrics.rejections.inc(&["secure_unknown_token"]);
-            refuse(&mut stream, peer, "unknown_token", "unknown or already used session token");
+            refuse(&mut stream, peer, Refusal::UnknownToken, "unknown or already used session token");
         }
         return;
     };
@@ -190,12 +190,12 @@ fn handle_connection(
         Lookup::Expired(grant) => {
             expired(state, &grant);
             let message = format!("the session token expired (tokens live {:?})", service.tokens().ttl());
-            refuse(&mut stream, peer, "expired", &message);
+            refuse(&mut stream, peer, Refusal::Expired, &message);
             return;
         }
         Lookup::Unknown => {
             state.metrics.rejections.inc(&["secure_unknown_token"]);
-            refuse(&mut stream, peer, "unknown_token", "unknown or already used session token");
+            refuse(&mut stream, peer, Refusal::UnknownToken, "unknown or already used session token");
             return;
         }
     };
@@ -219,7 +219,12 @@ fn run_session(mut stream: TcpStream, peer: SocketAddr, state: &ServerState, ser
     let ending = match service.models().get(&grant.model) {
         Err(reason) => {
             tracing::error!(%peer, %reason, "secure session: model preparation failed");
-            refuse(&mut stream, peer, "unavailable", "this model cannot be served securely (see the server log)");
+            refuse(
+                &mut stream,
+                peer,
+                Refusal::Unavailable,
+                "this model cannot be served securely (see the server log)",
+            );
             Ending { outcome: "unavailable", status: 503, answered: Some(0), bytes_in: 0, bytes_out: 0 }
         }
         Ok(model) => match wire::write_reply(&mut stream, &HandshakeReply::accepted()) {

@@ -13,7 +13,7 @@
 //!    The answer carries a one-use [`tokens::Token`] (128 bits of OS entropy, a bearer secret),
 //!    the session port's `address`, `queries`, `expires_in_ms` and `protocol`.
 //! 2. **Session**, on the session port ([`listener`]): the client connects, presents the token
-//!    ([`wire`]), and on acceptance runs the two-party protocol on the same connection, on a
+//!    ([`moat_wire::session`]), and on acceptance runs the two-party protocol on the same connection, on a
 //!    thread of its own — sessions never touch the async runtime that serves HTTP. The server
 //!    answers at most `n` queries: one more ends the session (and is audited as such).
 //!    At most [`SecureConfig::max_sessions`] sessions run at once; beyond, a client is told
@@ -36,7 +36,6 @@
 pub mod listener;
 pub mod models;
 pub mod tokens;
-pub mod wire;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -53,9 +52,9 @@ use crate::keys::Caller;
 use crate::repository::ModelVersion;
 
 pub use listener::SecureListener;
+pub use moat_wire::{HANDSHAKE, HandshakeReply, Refusal};
 pub use models::ModelCache;
 pub use tokens::{Lookup, Token, TokenError, TokenStore};
-pub use wire::{HANDSHAKE, HandshakeReply};
 
 /// The two-party protocol sessions speak (the engine's).
 pub const PROTOCOL: &str = moat_mpc::engine::real::PROTOCOL;

@@ -7,13 +7,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use moat_attack::seek::evaluate::{Scores, extracted_graph, score};
+use moat_attack::seek::evaluate::{Scores, copy_quality, extracted_graph, score};
 use moat_attack::seek::{Extraction, Sampling, Seek, SeekConfig};
-use moat_attack::{AttackError, Oracle, RemoteOracle, SimulatedOracle};
-use moat_client::{ClientError, HttpClient, SecureClient, SecureSession, SessionRequest};
-use moat_mpc::engine::{ClientBehaviour, Hardening, Honest, Reveal, Revealed, SimulatedEngine};
-use moat_mpc::transport::tcp::TcpChannel;
-use moat_mpc::transport::{Channel, ChannelConfig};
+use moat_attack::{AttackError, Oracle, ServiceOracle, SessionOracle, SimulatedOracle};
+use moat_client::{HttpClient, OipTarget, RenewingSession, SecureClient, SecureSession, SessionRequest, SessionSeeds};
+use moat_mpc::engine::{Hardening, Honest, Reveal, SimulatedEngine};
+use moat_mpc::transport::ChannelConfig;
 use moat_nn::{Graph, QuantizedGraph, zoo};
 use serde::Serialize;
 
@@ -265,11 +264,11 @@ fn seek(args: SeekArgs) -> anyhow::Result<()> {
                 bail!("--harden applies to the simulated engine; a real server sets its own noise");
             }
             let config_ch = ChannelConfig { timeout: Duration::from_secs(120), ..ChannelConfig::default() };
-            let channel =
-                TcpChannel::connect(addr.as_str(), config_ch).with_context(|| format!("connecting {addr}"))?;
-            let mut oracle = RemoteOracle::connect(channel, moat_mpc::Seed::insecure_from_u64(args.seed))?;
+            let session = SecureSession::connect_direct(addr, config_ch, moat_mpc::Seed::insecure_from_u64(args.seed))
+                .with_context(|| format!("secure session with {addr}"))?;
+            let mut oracle = SessionOracle::new(session);
             let result = Seek::new(&mut oracle, config)?.on_progress(progress).run();
-            let traffic = oracle.channel().stats().total().bytes_total();
+            let traffic = oracle.session().traffic().total().bytes_total();
             tracing::info!(queries = oracle.queries(), bytes = traffic, "session traffic");
             oracle.close()?;
             result?
@@ -281,10 +280,17 @@ fn seek(args: SeekArgs) -> anyhow::Result<()> {
             let (Some(key), Some(name)) = (&args.api_key, &args.name) else {
                 bail!("--url needs --api-key and --name (the served model)");
             };
-            let mut oracle = ServiceOracle::connect(url, key, name, args.session_queries, args.seed)?;
+            let client = SecureClient::new(HttpClient::new(url)?.with_api_key(key));
+            let target = OipTarget::Model { name: name.clone(), version: None };
+            let request = SessionRequest::queries(args.session_queries);
+            let sessions = RenewingSession::open(client, target, request, SessionSeeds::InsecureFrom(args.seed))
+                .with_context(|| format!("secure session for '{name}' at {url}"))?;
+            let mut oracle = ServiceOracle::open(sessions)?;
             let result = Seek::new(&mut oracle, config)?.on_progress(progress).run();
             let queries = oracle.queries();
-            oracle.close();
+            if let Err(e) = oracle.close() {
+                tracing::warn!(error = %e, "closing the secure session");
+            }
             match result {
                 Err(AttackError::Refused(reason)) => {
                     bar.finish_and_clear();
@@ -378,13 +384,10 @@ fn quality(
     let (data, _) = moat_nn::data::load_with_spec(dataset, args.data_dir.as_deref(), args.seed)
         .with_context(|| format!("loading dataset '{dataset}'"))?;
     let test = &data.test;
-    let n = test.len().min(args.eval_samples);
+    let quality = copy_quality(model, extracted, test, args.eval_samples)?;
+    let n = quality.samples;
     let sample = |i: usize| test.sample(i);
-    let victim: Vec<usize> = moat_nn::exec::par_map(n, |i| model.predict(sample(i)).unwrap_or(usize::MAX));
-    let copy: Vec<usize> =
-        moat_nn::exec::par_map(n, |i| moat_nn::FloatExecutor::predict(extracted, sample(i)).unwrap_or(usize::MAX));
     let labels: Vec<usize> = (0..n).map(|i| test.label(i)).collect();
-    let acc = |p: &[usize]| p.iter().zip(&labels).filter(|(a, b)| a == b).count() as f64 / n.max(1) as f64;
     let hardened_accuracy = if hardening.is_active() {
         let mut engine = SimulatedEngine::new(Arc::clone(model), args.seed).with_hardening(hardening);
         let mut right = 0usize;
@@ -399,10 +402,10 @@ fn quality(
     Ok(ModelQuality {
         dataset: dataset.to_string(),
         samples: n,
-        victim_accuracy: acc(&victim),
+        victim_accuracy: quality.victim_accuracy,
         hardened_accuracy,
-        extracted_accuracy: acc(&copy),
-        fidelity: victim.iter().zip(&copy).filter(|(a, b)| a == b).count() as f64 / n.max(1) as f64,
+        extracted_accuracy: quality.copy_accuracy,
+        fidelity: quality.fidelity,
     })
 }
 
@@ -460,77 +463,5 @@ fn print_report(r: &Report) {
             b.needed,
             100.0 * b.fraction_within_budget
         );
-    }
-}
-
-/// A `moat serve` service's secure sessions as the oracle: admitted over HTTP with an API key,
-/// a new session (charged to the key) whenever the last one's grant is used up, until the
-/// service refuses.
-struct ServiceOracle {
-    client: SecureClient,
-    name: String,
-    per_session: u64,
-    seed: u64,
-    session: Option<SecureSession>,
-    architecture: QuantizedGraph,
-    queries: u64,
-}
-
-impl ServiceOracle {
-    fn connect(url: &str, key: &str, name: &str, per_session: u64, seed: u64) -> anyhow::Result<Self> {
-        let client = SecureClient::new(HttpClient::new(url)?.with_api_key(key));
-        let admission = client.admit_model(name, None, &SessionRequest::queries(per_session))?;
-        let session = client.connect(&admission, moat_mpc::Seed::insecure_from_u64(seed))?;
-        let architecture = session.protocol().architecture().clone();
-        Ok(Self { client, name: name.to_string(), per_session, seed, session: Some(session), architecture, queries: 0 })
-    }
-
-    fn close(&mut self) {
-        if let Some(session) = self.session.take()
-            && let Err(e) = session.close()
-        {
-            tracing::warn!(error = %e, "closing the secure session");
-        }
-    }
-}
-
-/// The service saying no — an HTTP refusal (401, 403, 429) or a session port that turns the
-/// token down — ends the attack with what it has; anything else (timeouts, broken
-/// connections, answers off the protocol) is an error with its cause.
-fn service_error(e: ClientError) -> AttackError {
-    match e {
-        ClientError::Status { status: 401 | 403 | 429, .. } | ClientError::Refused { .. } => {
-            AttackError::Refused(e.to_string())
-        }
-        other => AttackError::Service(other.to_string()),
-    }
-}
-
-impl Oracle for ServiceOracle {
-    fn architecture(&self) -> &QuantizedGraph {
-        &self.architecture
-    }
-
-    fn query(&mut self, input: &[u64], behaviour: &mut dyn ClientBehaviour) -> moat_attack::Result<usize> {
-        if self.session.as_ref().is_none_or(|s| s.remaining() == 0) {
-            self.close();
-            let request = SessionRequest::queries(self.per_session);
-            let admission = self.client.admit_model(&self.name, None, &request).map_err(service_error)?;
-            let seed = self.seed.wrapping_add(self.queries);
-            let session =
-                self.client.connect(&admission, moat_mpc::Seed::insecure_from_u64(seed)).map_err(service_error)?;
-            self.session = Some(session);
-        }
-        let session = self.session.as_mut().ok_or_else(|| AttackError::Service("no session".into()))?;
-        let answer = session.infer_encoded_with(input.to_vec(), Reveal::Label, behaviour).map_err(service_error)?;
-        self.queries += 1;
-        match answer {
-            Revealed::Label(label) => Ok(label),
-            Revealed::Logits(_) => Err(AttackError::Search("the service revealed logits, not a label".into())),
-        }
-    }
-
-    fn queries(&self) -> u64 {
-        self.queries
     }
 }

@@ -299,12 +299,7 @@ fn seek_scorecard(
 ) -> anyhow::Result<SeekSummary> {
     let public = public_architecture(model)?;
     let fidelity = |graph: &moat_nn::Graph| -> anyhow::Result<f64> {
-        let mut agree = 0usize;
-        for i in 0..test.len() {
-            let x = test.sample(i);
-            agree += usize::from(FloatExecutor::predict(graph, x)? == model.predict(x)?);
-        }
-        Ok(agree as f64 / test.len().max(1) as f64)
+        Ok(moat_attack::seek::evaluate::copy_quality(model, graph, test, test.len())?.fidelity)
     };
     let attack = |hardening: Hardening| -> anyhow::Result<(Scores, f64)> {
         let mut oracle = SimulatedOracle::new(Arc::clone(model), seed, hardening)?;

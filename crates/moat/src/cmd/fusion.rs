@@ -590,7 +590,8 @@ pub fn infer(args: &super::infer::Args, spec: &str) -> anyhow::Result<()> {
             } else {
                 // A model's path serves a task of that name too: one request, routed once.
                 let target = OipTarget::Model { name: name.into(), version: None };
-                let max_batch = meta.parameters.get("max_batch_size").and_then(serde_json::Value::as_u64);
+                let max_batch =
+                    meta.parameters.get(moat_wire::params::MAX_BATCH_SIZE).and_then(serde_json::Value::as_u64);
                 let mut oracle = OipOracle::new(&http, target, meta.sample_shape()?)
                     .with_max_batch(max_batch.map_or(usize::MAX, |b| b as usize));
                 for (k, v) in super::bench_http::parse_params(&args.params)? {
@@ -600,27 +601,17 @@ pub fn infer(args: &super::infer::Args, spec: &str) -> anyhow::Result<()> {
             }
         }
         None if args.fusion_connect.is_some() => {
-            use moat_mpc::transport::Channel;
             let address = args.fusion_connect.as_deref().unwrap_or_default();
             let config_ch = moat_mpc::transport::ChannelConfig::default()
                 .with_timeout(args.timeout)
                 .with_connect_timeout(args.timeout);
-            let mut ch = moat_mpc::transport::tcp::TcpChannel::connect(address, config_ch)
-                .with_context(|| format!("connecting to {address}"))?;
-            let seed = client_seed(args)?;
-            let mut session =
-                moat_mpc::engine::ClientSession::connect(&mut ch, seed).context("secure session setup")?;
+            let mut session = moat_client::SecureSession::connect_direct(address, config_ch, client_seed(args)?)
+                .with_context(|| format!("secure session with {address}"))?;
             let identity = ModelIdentity::named(address, None);
-            let outcome = run(
-                &config,
-                &pool,
-                queries,
-                &mut moat_client::fusion::ProtocolOracle::new(&mut ch, &mut session, identity, None),
-                &mut randomness,
-            );
-            session.close(&mut ch)?;
-            let total = ch.stats().total();
-            ("fusion-direct", outcome, Some(total.bytes_sent + total.bytes_received))
+            let outcome =
+                run(&config, &pool, queries, &mut SessionOracle::new(&mut session, identity), &mut randomness);
+            let stats = session.close()?;
+            ("fusion-direct", outcome, Some(stats.bytes_sent + stats.bytes_received))
         }
         None => {
             let path = args.model.as_deref().context("give a MODEL.onnx or --url")?;

@@ -413,12 +413,16 @@ impl Truth {
     }
 
     fn labels(&self, model: &str, inputs: &[Vec<f32>], shape: &[usize]) -> anyhow::Result<Vec<usize>> {
+        let target = moat_client::OipTarget::Model { name: model.to_string(), version: None };
+        let answers = self
+            .client
+            .infer_in_batches(&target, inputs, shape, 64, |r| {
+                r.with_binary_input(true).with_output("label", false, None)
+            })
+            .with_context(|| format!("harness: labels of {model}"))?;
         let mut out = Vec::with_capacity(inputs.len());
-        for chunk in inputs.chunks(64) {
-            let r = InferRequest::batch(chunk, shape)?.with_binary_input(true).with_output("label", false, None);
-            out.extend(
-                self.client.infer(model, None, &r).with_context(|| format!("harness: labels of {model}"))?.labels()?,
-            );
+        for (_, response) in answers {
+            out.extend(response.labels()?);
         }
         Ok(out)
     }
@@ -715,7 +719,7 @@ pub fn run(mut args: PsmlArgs) -> anyhow::Result<()> {
         t.sign(&fp_inputs, &shape)?;
     }
 
-    let max_batch = meta["max_batch_size"].as_u64().map_or(64, |b| b as usize).max(1);
+    let max_batch = meta[moat_wire::params::MAX_BATCH_SIZE].as_u64().map_or(64, |b| b as usize).max(1);
     let mut router = HttpRouter { client: attacker, task: task.clone(), shape: shape.clone(), max_batch, spent: 0 };
     let mut setup = Setup { args: &args, pool: &pool, test: &test, fp_idx: &fp_idx, specs: &specs, victim_test: None };
     let (search, search_report) = setup.search(&mut router, truth.as_ref(), args.repeats)?;

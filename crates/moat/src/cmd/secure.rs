@@ -25,14 +25,15 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use moat_client::{ClientError, SecureSession};
 use moat_mpc::Seed;
 use moat_mpc::engine::{ClientSession, Hardening, Honest, Reveal, Revealed, ServeOptions, ServerModel};
+use moat_mpc::transport::first::FirstRecv;
 use moat_mpc::transport::shaped::{NetworkModel, Shaped};
 use moat_mpc::transport::tcp::TcpChannel;
-use moat_mpc::transport::{Channel, ChannelConfig, Stats, TransportError};
+use moat_mpc::transport::{Channel, ChannelConfig, TransportError};
 use moat_nn::QuantizedGraph;
-use moat_serve::secure::HandshakeReply;
-use moat_serve::secure::wire;
+use moat_wire::session::{self as wire, HandshakeReply, Refusal};
 use serde::Serialize;
 
 use super::{DataArgs, FixedArgs, load_model};
@@ -317,7 +318,7 @@ impl Drop for SessionSlot {
 fn refuse_busy(mut stream: TcpStream, peer: SocketAddr, max_sessions: usize) {
     tracing::info!(%peer, "all session slots in use: refusing a connection");
     let reply = HandshakeReply::refused(
-        "busy",
+        Refusal::Busy,
         format!("server busy: all {max_sessions} secure-session slots are in use; retry later"),
     );
     if let Err(e) = stream.set_nonblocking(true).and_then(|()| wire::write_reply(&mut stream, &reply)) {
@@ -345,117 +346,17 @@ fn serve_connection(
     control
         .set_read_timeout(Some(limits.handshake_timeout))
         .map_err(|e| TransportError::from_io("setting the handshake timeout", &e, limits.handshake_timeout))?;
-    let mut ch = FirstWait { inner: &mut *inner, control: Some(control), session_timeout: limits.session_timeout };
+    // The first wait for the client is bounded by the handshake timeout, the later ones by
+    // the session timeout: `control` (a handle on the same socket) is reset after it.
+    let session_timeout = limits.session_timeout.max(Duration::from_millis(1));
+    let mut ch = FirstRecv::new(&mut *inner, move |received: Result<Vec<u8>, TransportError>| {
+        control
+            .set_read_timeout(Some(session_timeout))
+            .map_err(|e| TransportError::from_io("restoring the session timeout", &e, session_timeout))?;
+        received
+    });
     let queries = model.serve_with(&mut ch, seed, options)?;
     Ok((queries, ch.stats().total()))
-}
-
-/// The server's channel with a shorter read timeout until the client's first frame: `control`
-/// (a handle on the same socket) carries the handshake timeout and is reset to the session
-/// timeout once the first wait ends.
-struct FirstWait<'a> {
-    inner: &'a mut dyn Channel,
-    control: Option<TcpStream>,
-    session_timeout: Duration,
-}
-
-impl FirstWait<'_> {
-    fn settle<T>(&mut self, result: Result<T, TransportError>) -> Result<T, TransportError> {
-        if let Some(control) = self.control.take()
-            && let Err(e) = control.set_read_timeout(Some(self.session_timeout.max(Duration::from_millis(1))))
-        {
-            return Err(TransportError::from_io("restoring the session timeout", &e, self.session_timeout));
-        }
-        result
-    }
-}
-
-impl Channel for FirstWait<'_> {
-    fn send(&mut self, payload: &[u8]) -> Result<(), TransportError> {
-        self.inner.send(payload)
-    }
-
-    fn recv(&mut self) -> Result<Vec<u8>, TransportError> {
-        let result = self.inner.recv();
-        self.settle(result)
-    }
-
-    fn exchange(&mut self, payload: &[u8]) -> Result<Vec<u8>, TransportError> {
-        let result = self.inner.exchange(payload);
-        self.settle(result)
-    }
-
-    fn flush(&mut self) -> Result<(), TransportError> {
-        self.inner.flush()
-    }
-
-    fn stats(&self) -> &Stats {
-        self.inner.stats()
-    }
-
-    fn stats_mut(&mut self) -> &mut Stats {
-        self.inner.stats_mut()
-    }
-}
-
-/// The client's channel until the server's first frame: a `moat-session/1` refusal (sent
-/// instead of the hello by a full server) is kept and becomes an error saying so.
-struct Refusable<'a> {
-    inner: &'a mut dyn Channel,
-    first: bool,
-    refusal: Option<HandshakeReply>,
-}
-
-impl Refusable<'_> {
-    fn check(&mut self, bytes: Vec<u8>) -> Result<Vec<u8>, TransportError> {
-        if !std::mem::replace(&mut self.first, false) {
-            return Ok(bytes);
-        }
-        match serde_json::from_slice::<HandshakeReply>(&bytes) {
-            Ok(reply) if !reply.accepted => {
-                let message = format!(
-                    "{} ({})",
-                    reply.error.as_deref().unwrap_or("refused"),
-                    reply.reason.as_deref().unwrap_or("refused")
-                );
-                self.refusal = Some(reply);
-                Err(TransportError::Io {
-                    context: "the server refused the session",
-                    kind: io::ErrorKind::ConnectionRefused,
-                    message,
-                })
-            }
-            _ => Ok(bytes),
-        }
-    }
-}
-
-impl Channel for Refusable<'_> {
-    fn send(&mut self, payload: &[u8]) -> Result<(), TransportError> {
-        self.inner.send(payload)
-    }
-
-    fn recv(&mut self) -> Result<Vec<u8>, TransportError> {
-        let bytes = self.inner.recv()?;
-        self.check(bytes)
-    }
-
-    fn exchange(&mut self, payload: &[u8]) -> Result<Vec<u8>, TransportError> {
-        let bytes = self.inner.exchange(payload)?;
-        self.check(bytes)
-    }
-
-    fn flush(&mut self) -> Result<(), TransportError> {
-        self.inner.flush()
-    }
-
-    fn stats(&self) -> &Stats {
-        self.inner.stats()
-    }
-
-    fn stats_mut(&mut self) -> &mut Stats {
-        self.inner.stats_mut()
-    }
 }
 
 /// What a client run found.
@@ -498,37 +399,25 @@ fn client(args: ClientArgs) -> anyhow::Result<()> {
         Some(path) => Some(QuantizedGraph::new(&load_model(path)?, args.fixed.fixed_point()?)?),
         None => None,
     };
-    let started = Instant::now();
-    let mut ch = TcpChannel::connect(&args.connect, channel_config(args.timeout_ms))
-        .with_context(|| format!("connecting to {}", args.connect))?;
     let seed = match args.insecure_seed {
         Some(n) => Seed::insecure_from_u64(n),
         None => Seed::from_os()?,
     };
-    let connected = {
-        let mut first = Refusable { inner: &mut ch, first: true, refusal: None };
-        let connected = ClientSession::connect(&mut first, seed);
-        if let Some(reply) = first.refusal {
-            bail!(
-                "{} refused the session ({}): {}",
-                args.connect,
-                reply.reason.as_deref().unwrap_or("refused"),
-                reply.error.as_deref().unwrap_or("no reason given")
-            );
+    let mut session = match SecureSession::connect_direct(&args.connect, channel_config(args.timeout_ms), seed) {
+        Err(ClientError::Refused { reason, message }) => {
+            bail!("{} refused the session ({reason}): {message}", args.connect)
         }
-        connected
+        connected => connected.with_context(|| format!("secure session with {}", args.connect))?,
     };
-    let mut session = connected.context("secure session setup")?;
-    let setup_seconds = started.elapsed().as_secs_f64();
-    let setup_bytes = ch.stats().total().bytes_total();
-    let fixed = session.architecture().fixed();
+    let setup = session.stats();
+    let (setup_seconds, setup_bytes) = (setup.setup_seconds, setup.setup_bytes);
+    let fixed = session.protocol().architecture().fixed();
     let reveal = if args.logits { Reveal::Logits } else { Reveal::Label };
     let progress = crate::progress::bar(args.count as u64, "secure inference", args.json);
     let (mut labels, mut correct, mut agree) = (Vec::new(), 0, 0);
     let queries_started = Instant::now();
     for i in args.offset..args.offset + args.count {
-        let answer =
-            session.infer(&mut ch, test.sample(i), reveal, &mut Honest).with_context(|| format!("query {i}"))?;
+        let answer = session.infer_with(test.sample(i), reveal, &mut Honest).with_context(|| format!("query {i}"))?;
         let label = answer.label(fixed).context("empty answer")?;
         correct += usize::from(label == test.label(i));
         if let Some(q) = &reference {
@@ -543,8 +432,8 @@ fn client(args: ClientArgs) -> anyhow::Result<()> {
     }
     progress.finish_and_clear();
     let query_seconds = queries_started.elapsed().as_secs_f64();
-    let bytes = ch.stats().total().bytes_total() - setup_bytes;
-    session.close(&mut ch)?;
+    let stats = session.close()?;
+    let bytes = stats.bytes_sent + stats.bytes_received - setup_bytes;
     let n = args.count.max(1) as f64;
     let report = ClientReport {
         server: args.connect.clone(),
@@ -804,16 +693,16 @@ fn bench_client(
     let mut rng = <rand_chacha::ChaCha20Rng as rand::SeedableRng>::seed_from_u64(args.seed);
     let queries = args.queries.max(1);
     let progress = crate::progress::bar(queries as u64, "private inference", args.json);
-    let mut per_node: Vec<(String, String, bool, f64)> = Vec::new();
+    let mut per_node: Vec<(String, String, String, bool, f64)> = Vec::new();
     let timed = Instant::now();
     for _ in 0..queries {
         let x: Vec<f32> = (0..n).map(|_| rand::Rng::random_range(&mut rng, -1.0f32..1.0)).collect();
         session.infer(ch, &x, Reveal::Label, &mut Honest)?;
         for (i, t) in session.timings().iter().enumerate() {
             if i >= per_node.len() {
-                per_node.push((t.name.clone(), t.op.clone(), t.truncated, 0.0));
+                per_node.push((t.name.clone(), t.phase.clone(), t.op.clone(), t.truncated, 0.0));
             }
-            per_node[i].3 += t.seconds;
+            per_node[i].4 += t.seconds;
         }
         progress.inc(1);
     }
@@ -827,11 +716,9 @@ fn bench_client(
     let q = queries as f64;
     let layers = per_node
         .iter()
-        .enumerate()
-        .map(|(i, (name, op, truncated, secs))| {
-            let phase = if op == "Output" { "output".to_string() } else { format!("{i}:{name}") };
-            let now = after.phases.get(&phase).copied().unwrap_or_default();
-            let then = before.phases.get(&phase).copied().unwrap_or_default();
+        .map(|(name, phase, op, truncated, secs)| {
+            let now = after.phases.get(phase).copied().unwrap_or_default();
+            let then = before.phases.get(phase).copied().unwrap_or_default();
             let c = now.since(&then);
             LayerCost {
                 layer: name.clone(),

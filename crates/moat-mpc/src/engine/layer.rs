@@ -1,4 +1,5 @@
-//! Non-linear layers of the real protocol with the client's tamper points.
+//! Non-linear layers of the real backend with the client's tamper points: engine code that
+//! calls the protocols of [`crate::protocols`].
 //!
 //! The real backend calls these where the simulated backend
 //! ([`crate::engine::SimulatedEngine`]) reconstructs, computes and re-shares: the client `P1`
@@ -18,13 +19,13 @@
 
 use moat_nn::OpKind;
 
-use super::argmax::argmax;
-use super::maxpool::max_pool;
-use super::relu::relu;
-use super::session::Session;
-use super::truncate::truncate_nonnegative;
 use crate::engine::hook::{ClientBehaviour, ShareSite, TamperPoint};
 use crate::error::{MpcError, Result};
+use crate::protocols::argmax::argmax;
+use crate::protocols::maxpool::max_pool;
+use crate::protocols::relu::relu;
+use crate::protocols::session::Session;
+use crate::protocols::truncate::truncate_nonnegative;
 use crate::shares::{AShare, Party};
 use crate::transport::Channel;
 
