@@ -110,6 +110,8 @@ impl<C: Channel> Oracle for RemoteOracle<C> {
 fn label(revealed: Revealed) -> Result<usize> {
     match revealed {
         Revealed::Label(l) => Ok(l),
-        Revealed::Logits(_) => Err(AttackError::Search("the oracle revealed logits, not a label".into())),
+        Revealed::Logits(_) | Revealed::Probabilities(_) => {
+            Err(AttackError::Search("the oracle revealed a class vector, not a label".into()))
+        }
     }
 }

@@ -9,11 +9,13 @@
 //!    node indices, shapes, pooling windows and HE plans then agree on both sides.
 //! 2. **Setup**: IKNP base OTs in both directions ([`Session::setup`]), then the client's BFV
 //!    public key ([`HeClient::setup`]).
-//! 3. **Queries**, any number: the client sends a one-byte request (label or logits), then
+//! 3. **Queries**, any number: the client sends a one-byte request (label, probabilities or
+//!    logits), then
 //!    both walk the graph node by node — linear layers by [`crate::he`], ReLU and max pool by
 //!    [`crate::protocols`] with the client's tamper points, additions, concatenations and
-//!    reshapes locally — and end with the argmax revealed to the client only, or with the
-//!    server's logit share sent to the client.
+//!    reshapes locally — and end with the argmax revealed to the client only, with the secure
+//!    softmax of [`Hello::softmax`] ([`crate::ring_ops::softmax`]) opened to the client, or
+//!    with the server's logit share sent to the client.
 //!
 //!    Rescaling follows [`RescalePlan::fused`], which both parties derive from the skeleton: a
 //!    linear layer read by a ReLU (directly, or through a residual `Add`) leaves its result at
@@ -57,6 +59,7 @@ use crate::he::linear::{HeClient, HeServer, ServerLayer, shape_of};
 use crate::he::params::HeParams;
 use crate::protocols::layer::{LayerSite, label_layer, max_pool_layer, relu_layer, tamper_share};
 use crate::protocols::session::Session;
+use crate::ring_ops::{SessionOps, Softmax, softmax};
 use crate::seed::Seed;
 use crate::shares::{AShare, Party};
 use crate::transport::Channel;
@@ -67,6 +70,7 @@ pub const PROTOCOL: &str = "moat-2pc/1";
 const REQUEST_END: u8 = 0;
 const REQUEST_LABEL: u8 = 1;
 const REQUEST_LOGITS: u8 = 2;
+const REQUEST_PROBABILITIES: u8 = 3;
 
 /// The server's first message.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -89,6 +93,9 @@ pub struct Hello {
     /// more, the server ends a session that does. (Absent: logits, as before the field.)
     #[serde(default = "most_revealing")]
     pub output: Reveal,
+    /// The secure softmax behind [`Reveal::Probabilities`] (absent: [`Softmax::Exp`]).
+    #[serde(default)]
+    pub softmax: Softmax,
 }
 
 fn most_revealing() -> Reveal {
@@ -201,6 +208,7 @@ impl ServerModel {
             he_degree: self.params.degree(),
             silent_ot: options.silent_ot,
             output: options.output,
+            softmax: options.softmax,
         };
         let mut seeds = seed.rng();
         drop(seed);
@@ -227,6 +235,7 @@ impl ServerModel {
                 [REQUEST_END] => break,
                 [REQUEST_LABEL] => Reveal::Label,
                 [REQUEST_LOGITS] => Reveal::Logits,
+                [REQUEST_PROBABILITIES] => Reveal::Probabilities,
                 other => return Err(MpcError::peer("request", format!("unknown request {other:?}"))),
             };
             reveal.check_allowed(options.output)?;
@@ -242,6 +251,7 @@ impl ServerModel {
                 linear: &mut Party0 { he: &mut he, layers: &self.layers },
                 behaviour: &mut Honest,
                 guard: &mut *guard,
+                softmax: options.softmax,
                 timings: None,
                 started: std::time::Instant::now(),
             };
@@ -270,11 +280,20 @@ pub struct ServeOptions {
     /// Run the session's OT as Ferret silent OT ([`Session::setup_silent`]: ≈ 0.2 bytes per
     /// random OT instead of 16, ≈ 330 MB of OT pools per party); the client follows the hello.
     pub silent_ot: bool,
+    /// The secure softmax behind [`Reveal::Probabilities`] ([`Softmax::Exp`] by default);
+    /// announced in the [`Hello`].
+    pub softmax: Softmax,
 }
 
 impl Default for ServeOptions {
     fn default() -> Self {
-        Self { max_queries: None, output: Reveal::Logits, hardening: Hardening::NONE, silent_ot: false }
+        Self {
+            max_queries: None,
+            output: Reveal::Logits,
+            hardening: Hardening::NONE,
+            silent_ot: false,
+            softmax: Softmax::default(),
+        }
     }
 }
 
@@ -395,6 +414,7 @@ impl ClientSession {
         let request = match reveal {
             Reveal::Label => REQUEST_LABEL,
             Reveal::Logits => REQUEST_LOGITS,
+            Reveal::Probabilities => REQUEST_PROBABILITIES,
             other => return Err(MpcError::OutputUnsupported { requested: other }),
         };
         ch.set_phase("request");
@@ -409,6 +429,7 @@ impl ClientSession {
             linear: &mut Party1 { he: &mut self.he, plans: &self.plans },
             behaviour,
             guard: &mut HonestServer,
+            softmax: self.hello.softmax,
             timings: Some(&mut self.timings),
             started: std::time::Instant::now(),
         };
@@ -498,6 +519,8 @@ struct Walk<'a> {
     linear: &'a mut dyn LinearParty,
     behaviour: &'a mut dyn ClientBehaviour,
     guard: &'a mut dyn ServerGuard,
+    /// The secure softmax behind [`Reveal::Probabilities`] (the hello's).
+    softmax: Softmax,
     timings: Option<&'a mut Vec<NodeTiming>>,
     started: std::time::Instant,
 }
@@ -515,6 +538,21 @@ impl Walk<'_> {
             self.guard.reveal(output, site, &mut values);
         }
         AShare::from_wrapping(x.fixed_point(), values)
+    }
+
+    /// Opens `share` to the client only: the server sends its share (one frame); the client
+    /// receives it and returns the sum.
+    fn open_to_client(&mut self, share: &[u64]) -> Result<Option<Vec<u64>>> {
+        let fixed = self.model.fixed();
+        let bits = fixed.ring_bits();
+        if self.session.party() == Party::P0 {
+            self.ch.send_ring(share, bits)?;
+            self.ch.flush()?;
+            Ok(None)
+        } else {
+            let other = self.ch.recv_ring(share.len(), bits)?;
+            Ok(Some(share.iter().zip(&other).map(|(a, b)| fixed.add(*a, *b)).collect()))
+        }
     }
 
     fn layer_site<'s>(&self, site: &Site<'s>) -> LayerSite<'s> {
@@ -547,16 +585,13 @@ impl Walk<'_> {
             Reveal::Label => label_layer(self.session, self.ch, &logits, &site, self.behaviour)?.map(Revealed::Label),
             Reveal::Logits => {
                 let logits = tamper_share(self.session, &logits, &site, self.behaviour);
-                let bits = fixed.ring_bits();
-                if self.session.party() == Party::P0 {
-                    self.ch.send_ring(logits.values(), bits)?;
-                    self.ch.flush()?;
-                    None
-                } else {
-                    let other = self.ch.recv_ring(logits.len(), bits)?;
-                    let opened = logits.values().iter().zip(&other).map(|(a, b)| fixed.add(*a, *b)).collect();
-                    Some(Revealed::Logits(opened))
-                }
+                self.open_to_client(logits.values())?.map(Revealed::Logits)
+            }
+            Reveal::Probabilities => {
+                let logits = tamper_share(self.session, &logits, &site, self.behaviour);
+                let classes = logits.len();
+                let p = softmax(&mut SessionOps::new(self.session, self.ch), logits.values(), classes, self.softmax)?;
+                self.open_to_client(&p)?.map(Revealed::Probabilities)
             }
             other => return Err(MpcError::OutputUnsupported { requested: other }),
         };
@@ -736,6 +771,34 @@ mod tests {
                 }
                 assert_eq!(got, &simulated.infer(x, *reveal, &mut Honest)?, "{arch}: real vs simulated");
             }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn revealed_probabilities_are_the_simulated_ones_bit_for_bit_for_each_softmax() -> Result<()> {
+        let model = quantized("mlp:16,8", &[12], 4);
+        let fixed = model.fixed();
+        let xs: Vec<Vec<f32>> = (0..2).map(|s| input(12, 20 + s)).collect();
+        for kind in Softmax::ALL {
+            let options = ServeOptions { softmax: kind, ..Default::default() };
+            let queries = xs.iter().map(|x| (x.clone(), Reveal::Probabilities)).collect();
+            let (real, stats) = run_real_with(Arc::clone(&model), options, queries, Honest)?;
+            let mut simulated = SimulatedEngine::new(Arc::clone(&model), 3).with_softmax(kind);
+            for (x, got) in xs.iter().zip(&real) {
+                assert_eq!(got, &simulated.infer(x, Reveal::Probabilities, &mut Honest)?, "{kind}");
+                let Revealed::Probabilities(p) = got else {
+                    return Err(MpcError::invalid("test", "not probabilities"));
+                };
+                let logits = fixed_logits(&model, x)?;
+                let z: Vec<f64> = logits.iter().map(|v| fixed.decode(*v)).collect();
+                let want = kind.reference(&z, z.len());
+                for (a, b) in p.iter().zip(&want) {
+                    assert!((fixed.decode(*a) - b).abs() < 5e-3, "{kind}: {} vs {b}", fixed.decode(*a));
+                }
+                assert_eq!(got.label(fixed), argmax_ring(fixed, &logits), "{kind}");
+            }
+            assert!(stats.sum_prefix("output").bytes_total() > 0);
         }
         Ok(())
     }
@@ -954,8 +1017,10 @@ mod tests {
         let sent = client_ch.stats().total().bytes_sent;
         let refused = client.infer(&mut client_ch, &x, Reveal::Logits, &mut Honest);
         assert_eq!(refused, Err(MpcError::OutputRefused { requested: Reveal::Logits, allowed: Reveal::Label }));
-        let unsupported = client.infer(&mut client_ch, &x, Reveal::Probabilities, &mut Honest);
-        assert_eq!(unsupported, Err(MpcError::OutputUnsupported { requested: Reveal::Probabilities }));
+        let refused = client.infer(&mut client_ch, &x, Reveal::Probabilities, &mut Honest);
+        assert_eq!(refused, Err(MpcError::OutputRefused { requested: Reveal::Probabilities, allowed: Reveal::Label }));
+        let unsupported = client.infer(&mut client_ch, &x, Reveal::TopK(2), &mut Honest);
+        assert_eq!(unsupported, Err(MpcError::OutputUnsupported { requested: Reveal::TopK(2) }));
         assert_eq!(client_ch.stats().total().bytes_sent, sent, "a refused query sends nothing");
         let label = client.infer(&mut client_ch, &x, Reveal::Label, &mut Honest)?;
         assert_eq!(label.label(model.fixed()), argmax_ring(model.fixed(), &fixed_logits(&model, &x)?));

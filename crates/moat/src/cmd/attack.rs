@@ -526,7 +526,9 @@ impl Oracle for ServiceOracle {
         self.queries += 1;
         match answer {
             Revealed::Label(label) => Ok(label),
-            Revealed::Logits(_) => Err(AttackError::Search("the service revealed logits, not a label".into())),
+            Revealed::Logits(_) | Revealed::Probabilities(_) => {
+                Err(AttackError::Search("the service revealed a class vector, not a label".into()))
+            }
         }
     }
 
