@@ -21,6 +21,7 @@ fn hello_json() -> Vec<u8> {
         silent_ot: false,
         output: moat_mpc::engine::Reveal::Label,
         softmax: Default::default(),
+        guard: None,
     };
     serde_json::to_vec(&hello).unwrap_or_default()
 }

@@ -33,6 +33,7 @@ use rand_chacha::ChaCha20Rng;
 use super::Reveal;
 use super::hardening::Hardening;
 use super::hook::{ShareSite, TamperPoint};
+use crate::ring_ops::SiGuard;
 
 /// What a server does at each point where it holds a share (see the module documentation).
 pub trait ServerGuard: Send {
@@ -58,6 +59,31 @@ pub trait ServerGuard: Send {
     /// Whether the guard never changes anything (lets a backend skip the calls' copies).
     fn is_noop(&self) -> bool {
         false
+    }
+
+    /// An interactive computation at the reveal point: when `Some`, both backends compute
+    /// [`Reveal::Probabilities`] by this [`SiGuard`] on the (guarded) shared logits instead of
+    /// the plain secure softmax; the real server announces its public part
+    /// ([`SiGuard::spec`]) in the hello, and the client runs its half of the protocol. A
+    /// session with such a guard reveals at most probabilities. The default: none.
+    fn reveal_protocol(&self) -> Option<&SiGuard> {
+        None
+    }
+}
+
+impl ServerGuard for SiGuard {
+    fn guard(&mut self, _site: &ShareSite<'_>, _share: &mut [u64]) {}
+
+    fn is_additive(&self) -> bool {
+        true
+    }
+
+    fn is_noop(&self) -> bool {
+        true
+    }
+
+    fn reveal_protocol(&self) -> Option<&SiGuard> {
+        Some(self)
     }
 }
 
@@ -95,6 +121,10 @@ impl<T: ServerGuard + ?Sized> ServerGuard for Box<T> {
 
     fn is_noop(&self) -> bool {
         (**self).is_noop()
+    }
+
+    fn reveal_protocol(&self) -> Option<&SiGuard> {
+        (**self).reveal_protocol()
     }
 }
 

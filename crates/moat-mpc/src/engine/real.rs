@@ -59,7 +59,7 @@ use crate::he::linear::{HeClient, HeServer, ServerLayer, shape_of};
 use crate::he::params::HeParams;
 use crate::protocols::layer::{LayerSite, label_layer, max_pool_layer, relu_layer, tamper_share};
 use crate::protocols::session::Session;
-use crate::ring_ops::{SessionOps, Softmax, softmax};
+use crate::ring_ops::{SessionOps, SiGuard, SiGuardSpec, Softmax, softmax};
 use crate::seed::Seed;
 use crate::shares::{AShare, Party};
 use crate::transport::Channel;
@@ -96,6 +96,10 @@ pub struct Hello {
     /// The secure softmax behind [`Reveal::Probabilities`] (absent: [`Softmax::Exp`]).
     #[serde(default)]
     pub softmax: Softmax,
+    /// The server's SIGuard at the reveal point, if any: its public part (the defender's
+    /// shape and the parameters), so the client can run its half ([`ServerGuard::reveal_protocol`]).
+    #[serde(default)]
+    pub guard: Option<SiGuardSpec>,
 }
 
 fn most_revealing() -> Reveal {
@@ -200,6 +204,11 @@ impl ServerModel {
         guard: &mut dyn ServerGuard,
     ) -> Result<u64> {
         let fixed = self.model.fixed();
+        // An interactive reveal guard protects probabilities: the logits are not offered.
+        let output = match (guard.reveal_protocol(), options.output) {
+            (Some(_), Reveal::Logits) => Reveal::Probabilities,
+            (_, output) => output,
+        };
         let hello = Hello {
             protocol: PROTOCOL.to_string(),
             skeleton: self.model.graph().skeleton(),
@@ -207,8 +216,9 @@ impl ServerModel {
             frac_bits: fixed.frac_bits(),
             he_degree: self.params.degree(),
             silent_ot: options.silent_ot,
-            output: options.output,
+            output,
             softmax: options.softmax,
+            guard: guard.reveal_protocol().map(SiGuard::spec),
         };
         let mut seeds = seed.rng();
         drop(seed);
@@ -238,7 +248,7 @@ impl ServerModel {
                 [REQUEST_PROBABILITIES] => Reveal::Probabilities,
                 other => return Err(MpcError::peer("request", format!("unknown request {other:?}"))),
             };
-            reveal.check_allowed(options.output)?;
+            reveal.check_allowed(output)?;
             if options.max_queries.is_some_and(|limit| queries >= limit) {
                 return Err(MpcError::Limit { queries });
             }
@@ -252,6 +262,7 @@ impl ServerModel {
                 behaviour: &mut Honest,
                 guard: &mut *guard,
                 softmax: options.softmax,
+                client_guard: None,
                 timings: None,
                 started: std::time::Instant::now(),
             };
@@ -323,6 +334,8 @@ pub struct ClientSession {
     he: HeClient,
     plans: Vec<Option<Plan>>,
     hello: Hello,
+    /// The client's half of the server's SIGuard, from the hello.
+    guard: Option<SiGuard>,
     timings: Vec<NodeTiming>,
 }
 
@@ -349,6 +362,7 @@ impl ClientSession {
         if model.graph().nodes().len() != hello.skeleton.nodes.len() {
             return Err(MpcError::peer("hello", "the architecture is not batch-norm folded"));
         }
+        let guard = hello.guard.map(SiGuard::client).transpose()?;
         let params = he_params(hello.he_degree, fixed)?;
         let plans = (0..model.graph().nodes().len())
             .map(|i| shape_of(&model, i)?.map(|shape| params.plan(shape)).transpose())
@@ -362,7 +376,7 @@ impl ClientSession {
         };
         let mut he = HeClient::with_rng(&params, ChaCha20Rng::from_rng(&mut seeds))?;
         he.setup(ch)?;
-        Ok(Self { model, layout, session, he, plans, hello, timings: Vec::new() })
+        Ok(Self { model, layout, session, he, plans, hello, guard, timings: Vec::new() })
     }
 
     /// The server's hello (architecture and parameters).
@@ -430,6 +444,7 @@ impl ClientSession {
             behaviour,
             guard: &mut HonestServer,
             softmax: self.hello.softmax,
+            client_guard: self.guard.as_ref(),
             timings: Some(&mut self.timings),
             started: std::time::Instant::now(),
         };
@@ -521,6 +536,8 @@ struct Walk<'a> {
     guard: &'a mut dyn ServerGuard,
     /// The secure softmax behind [`Reveal::Probabilities`] (the hello's).
     softmax: Softmax,
+    /// The client's half of the server's SIGuard (the server's is its guard's).
+    client_guard: Option<&'a SiGuard>,
     timings: Option<&'a mut Vec<NodeTiming>>,
     started: std::time::Instant,
 }
@@ -590,7 +607,15 @@ impl Walk<'_> {
             Reveal::Probabilities => {
                 let logits = tamper_share(self.session, &logits, &site, self.behaviour);
                 let classes = logits.len();
-                let p = softmax(&mut SessionOps::new(self.session, self.ch), logits.values(), classes, self.softmax)?;
+                let siguard = match self.session.party() {
+                    Party::P0 => self.guard.reveal_protocol(),
+                    Party::P1 => self.client_guard,
+                };
+                let ops = &mut SessionOps::new(self.session, self.ch);
+                let p = match siguard {
+                    Some(siguard) => siguard.run(ops, logits.values())?,
+                    None => softmax(ops, logits.values(), classes, self.softmax)?,
+                };
                 self.open_to_client(&p)?.map(Revealed::Probabilities)
             }
             other => return Err(MpcError::OutputUnsupported { requested: other }),
@@ -800,6 +825,46 @@ mod tests {
             }
             assert!(stats.sum_prefix("output").bytes_total() > 0);
         }
+        Ok(())
+    }
+
+    #[test]
+    fn siguard_reveals_the_same_probabilities_in_both_backends_and_keeps_the_label() -> Result<()> {
+        use crate::ring_ops::{Defender, DefenderShape, SiGuardConfig};
+        let model = quantized("mlp:16,8", &[12], 5);
+        let fixed = model.fixed();
+        let shape = DefenderShape { classes: 10, hidden: [6, 4] };
+        let mut rng = ChaCha20Rng::seed_from_u64(31);
+        let mut draw = |n: usize| -> Vec<f32> { (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect() };
+        let [(r1, c1), (r2, c2), (r3, c3)] = shape.layers();
+        let (w1, w2, w3, b1, b2, b3) = (draw(r1 * c1), draw(r2 * c2), draw(r3 * c3), draw(r1), draw(r2), draw(r3));
+        let config = SiGuardConfig { outer: 2, inner: 2, ..Default::default() };
+        let make = move || -> Result<SiGuard> {
+            let defender = Defender::new(fixed, shape, [&w1, &w2, &w3], [&b1, &b2, &b3])?;
+            SiGuard::new(defender, config, 10)
+        };
+        let x = input(12, 40);
+        let (mut server_ch, mut client_ch) = memory::pair(Default::default());
+        let server = ServerModel::new(Arc::clone(&model), 4096)?;
+        let mut guard = make()?;
+        let handle = std::thread::spawn(move || {
+            server.serve_guarded(&mut server_ch, Seed::insecure_from_u64(7), &ServeOptions::default(), &mut guard)
+        });
+        let mut client = ClientSession::connect(&mut client_ch, Seed::insecure_from_u64(8))?;
+        assert_eq!(client.hello().output, Reveal::Probabilities);
+        assert_eq!(client.hello().guard.map(|g| g.shape), Some(shape));
+        let refused = client.infer(&mut client_ch, &x, Reveal::Logits, &mut Honest);
+        assert_eq!(refused, Err(MpcError::OutputRefused { requested: Reveal::Logits, allowed: Reveal::Probabilities }));
+        let real = client.infer(&mut client_ch, &x, Reveal::Probabilities, &mut Honest)?;
+        client.close(&mut client_ch)?;
+        handle.join().map_err(|_| MpcError::invalid("test", "server thread panicked"))??;
+        let mut simulated = SimulatedEngine::new(Arc::clone(&model), 2).with_guard(Box::new(make()?));
+        assert_eq!(real, simulated.infer(&x, Reveal::Probabilities, &mut Honest)?);
+        assert_eq!(real.label(fixed), argmax_ring(fixed, &fixed_logits(&model, &x)?));
+        // A defender of the wrong width is refused before any query.
+        let narrow = DefenderShape { classes: 4, hidden: [6, 4] };
+        let bad = Defender::new(fixed, narrow, [&[0.0; 24], &[0.0; 24], &[0.0; 4]], [&[0.0; 6], &[0.0; 4], &[0.0]]);
+        assert!(SiGuard::new(bad?, config, 10).is_err());
         Ok(())
     }
 

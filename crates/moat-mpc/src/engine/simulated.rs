@@ -133,6 +133,9 @@ impl SimulatedEngine {
             ));
         }
         reveal.check_supported()?;
+        if self.guard.reveal_protocol().is_some() {
+            reveal.check_allowed(Reveal::Probabilities)?;
+        }
         self.queries += 1;
         let input = input.into_iter().map(|v| fp.reduce(v)).collect();
         let mut kernel = SimKernel {
@@ -153,7 +156,11 @@ impl SimulatedEngine {
             Reveal::Label => Revealed::Label(argmax_ring(fp, &logits).unwrap_or(0)),
             Reveal::Logits => Revealed::Logits(logits),
             Reveal::Probabilities => {
-                Revealed::Probabilities(softmax(&mut PlainOps::new(fp), &logits, logits.len(), self.softmax)?)
+                let ops = &mut PlainOps::new(fp);
+                Revealed::Probabilities(match self.guard.reveal_protocol() {
+                    Some(siguard) => siguard.run(ops, &logits)?,
+                    None => softmax(ops, &logits, logits.len(), self.softmax)?,
+                })
             }
             other => return Err(MpcError::OutputUnsupported { requested: other }),
         })

@@ -127,6 +127,57 @@ pub fn mul_values(s: &mut Session, ch: &mut dyn Channel, x: &[u64], y: &[u64]) -
     Ok(out)
 }
 
+/// Fresh shares of the element-wise ring product `w·x`, where `w` is `P0`'s private input
+/// (e.g. a model weight; `P1` passes `None`) and `x` is shared: `P0` computes `w·x₀` locally
+/// and the cross term `w·x₁` by Gilboa's product, `P0` the COT sender with correlations
+/// `w mod 2^(ℓ−j)`, `P1` choosing the bits of `x₁` (one direction of [`triples`]).
+///
+/// **Learns:** nothing (`P1` receives values masked by `P0`'s uniform COT outputs; `P0`
+/// receives only the random-OT messages of the extension).
+/// **Cost** per product at ℓ = 37, IKNP: `ℓ = 37` random OTs (592 bytes) + `ℓ(ℓ+1)/2 = 703`
+/// bits (88 bytes); 2 flights (`P1`: OT; `P0`: corrections), no opening.
+pub fn mul_private_values(s: &mut Session, ch: &mut dyn Channel, w: Option<&[u64]>, x: &[u64]) -> Result<Vec<u64>> {
+    let fp = s.fixed_point();
+    let ell = fp.ring_bits();
+    let party = s.party();
+    let n = x.len();
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    let (sender, receiver, _) = s.parts();
+    match (party, w) {
+        (Party::P0, Some(w)) => {
+            if w.len() != n {
+                return Err(MpcError::invalid("private product", format!("{} weights for {n} values", w.len())));
+            }
+            let deltas: Vec<Vec<u64>> = (0..ell).map(|j| w.iter().map(|&v| v & mask(ell - j)).collect()).collect();
+            let segments: Vec<(&[u64], u32)> =
+                deltas.iter().enumerate().map(|(j, d)| (&d[..], ell - j as u32)).collect();
+            let sent = cot::send(sender, ch, &segments)?;
+            let mut out: Vec<u64> = w.iter().zip(x).map(|(&a, &b)| fp.mul(a, b)).collect();
+            for (j, r) in sent.iter().enumerate() {
+                for (o, &r) in out.iter_mut().zip(r) {
+                    *o = fp.sub(*o, fp.reduce(r << j));
+                }
+            }
+            Ok(out)
+        }
+        (Party::P1, None) => {
+            let choices: Vec<BitVec> = (0..ell).map(|j| BitVec::from_fn(n, |i| (x[i] >> j) & 1 == 1)).collect();
+            let segments: Vec<(&BitVec, u32)> = choices.iter().enumerate().map(|(j, c)| (c, ell - j as u32)).collect();
+            let got = cot::receive(receiver, ch, &segments)?;
+            let mut out = vec![0u64; n];
+            for (j, g) in got.iter().enumerate() {
+                for (o, &g) in out.iter_mut().zip(g) {
+                    *o = fp.add(*o, fp.reduce(g << j));
+                }
+            }
+            Ok(out)
+        }
+        _ => Err(MpcError::invalid("private product", "only the server (P0) holds the private factor")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

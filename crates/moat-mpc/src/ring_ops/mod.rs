@@ -19,8 +19,10 @@
 //! learns, bytes and rounds are those of the primitives it calls (their module docs); the
 //! algorithms have no data-dependent control flow.
 
+pub mod siguard;
 pub mod softmax;
 
+pub use siguard::{Defender, DefenderShape, DefenderWeights, SiGuard, SiGuardConfig, SiGuardSpec, siguard};
 pub use softmax::{Softmax, softmax};
 
 use moat_nn::FixedPoint;
@@ -53,6 +55,10 @@ pub trait RingOps {
 
     /// `1{x ≥ 0}` (signed) as ring integers 0 or 1 (not scaled), element-wise.
     fn sign(&mut self, x: &[u64]) -> Result<Vec<u64>>;
+
+    /// Exact element-wise ring product `w·x` of the server's private `w` (`Some` for the
+    /// plaintext reference and `P0`, `None` for the client) and a shared `x`.
+    fn mul_private(&mut self, w: Option<&[u64]>, x: &[u64]) -> Result<Vec<u64>>;
 
     /// `x + y` (local).
     fn add(&self, x: &[u64], y: &[u64]) -> Vec<u64> {
@@ -194,6 +200,11 @@ impl RingOps for PlainOps {
     fn sign(&mut self, x: &[u64]) -> Result<Vec<u64>> {
         Ok(x.iter().map(|v| u64::from(!self.fixed.is_negative(*v))).collect())
     }
+
+    fn mul_private(&mut self, w: Option<&[u64]>, x: &[u64]) -> Result<Vec<u64>> {
+        let w = w.ok_or_else(|| MpcError::invalid("mul_private", "the plaintext reference needs the weights"))?;
+        self.mul(w, x)
+    }
 }
 
 fn same_len(x: &[u64], y: &[u64], context: &'static str) -> Result<()> {
@@ -257,6 +268,10 @@ impl RingOps for SessionOps<'_> {
         let x = self.share(x);
         let bits = protocols::drelu(self.session, self.ch, &x)?;
         Ok(protocols::b2a(self.session, self.ch, &bits)?.into_values())
+    }
+
+    fn mul_private(&mut self, w: Option<&[u64]>, x: &[u64]) -> Result<Vec<u64>> {
+        protocols::beaver::mul_private_values(self.session, self.ch, w, x)
     }
 }
 
