@@ -19,6 +19,9 @@ use std::time::Instant;
 use moat_mpc::ring_ops::{DefenderShape, DefenderWeights, PlainOps, SiGuard, SiGuardConfig, Softmax, softmax};
 use moat_nn::{FixedPoint, QuantizedGraph};
 
+/// Encoded logits and true labels of a set of queries.
+type Queries = Vec<(Vec<u64>, usize)>;
+
 /// AUC (ties count half) and TPR at `fpr` of scores where members are positive.
 fn auc_tpr(members: &[f64], others: &[f64], fpr: f64) -> (f64, f64) {
     let mut wins = 0.0;
@@ -83,9 +86,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     let data = moat_nn::data::load(dataset, Some(std::path::Path::new(&data_dir)), split_seed)?;
     let half = count / 2;
     let ops = &mut PlainOps::new(fp);
-    let logits = |set: &moat_nn::data::Dataset,
-                  range: std::ops::Range<usize>|
-     -> Result<Vec<(Vec<u64>, usize)>, Box<dyn Error>> {
+    let logits = |set: &moat_nn::data::Dataset, range: std::ops::Range<usize>| -> Result<Queries, Box<dyn Error>> {
         range.map(|i| Ok((q.logits_encoded(set.sample(i))?, set.label(i)))).collect()
     };
     let train_members = logits(&data.train, 0..half)?;

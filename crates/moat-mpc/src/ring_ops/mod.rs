@@ -150,7 +150,7 @@ pub trait RingOps {
 
 /// The number of rows of `x` with `cols` values each.
 pub(crate) fn check_rows(x: &[u64], cols: usize, context: &'static str) -> Result<usize> {
-    if cols == 0 || x.len() % cols != 0 {
+    if cols == 0 || !x.len().is_multiple_of(cols) {
         return Err(MpcError::invalid(context, format!("{} values are not rows of {cols}", x.len())));
     }
     Ok(x.len() / cols)
