@@ -3,7 +3,7 @@
 //!
 //! `cargo run --release --example siguard_cost -- [CLASSES] [H1 H2]` (default 10, 128 64).
 //!
-//! Runs the secure softmax and SIGuard with (outer, inner) = (1, 1), (1, 2) and (2, 1), and
+//! Runs the secure softmax and SIGuard with (outer, inner) = (1, 1), (1, 9) and (3, 1), and
 //! separates the cost of one inner step, of one round's validator and of the fixed part
 //! (initial softmax, `h(p)`, label one-hot, final softmax); extrapolates to the paper's 6 × 49.
 //! Bytes and flights come from the channel's counters; the defender's weights are random (the
@@ -67,14 +67,15 @@ fn main() -> Result<(), Box<dyn Error>> {
     let at = |outer, inner| Some(SiGuardConfig { outer, inner, ..Default::default() });
     let soft = run(fp, shape, None)?;
     let a = run(fp, shape, at(1, 1))?;
-    let b = run(fp, shape, at(1, 2))?;
-    let c = run(fp, shape, at(2, 1))?;
+    let b = run(fp, shape, at(1, 9))?;
+    let c = run(fp, shape, at(3, 1))?;
     let diff = |x: (u64, u64, f64), y: (u64, u64, f64)| {
         (x.0.saturating_sub(y.0) as f64, x.1.saturating_sub(y.1) as f64, (x.2 - y.2).max(0.0))
     };
     let step = diff(b, a);
+    let step = (step.0 / 8.0, step.1 / 8.0, step.2 / 8.0);
     let validator = diff(c, a);
-    let validator = (validator.0 - step.0, validator.1 - step.1, (validator.2 - step.2).max(0.0));
+    let validator = ((validator.0 / 2.0 - step.0), (validator.1 / 2.0 - step.1), (validator.2 / 2.0 - step.2).max(0.0));
     let fixed = (a.0 as f64 - step.0 - validator.0, a.1 as f64 - step.1 - validator.1, a.2 - step.2 - validator.2);
     // Fixed part + `outer` validators + `outer·inner` steps.
     let (outer, steps) = (6.0, 6.0 * 49.0);
