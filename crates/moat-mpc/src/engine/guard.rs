@@ -10,13 +10,17 @@
 //! * The honest server ([`HonestServer`]) changes nothing: the plain semi-honest protocol.
 //! * [`HardeningGuard`] adds fresh uniform noise to every ReLU / max-pool input and to the
 //!   logits (the anti-SEEK hardening of [`Hardening`]).
-//! * Further guards (a SIGuard-style change of the logits before they are opened, a cheating
-//!   server that offsets its logit shares to test Fusion's mix-and-check) implement the same
-//!   trait.
+//! * [`SiGuard`] acts only at the reveal point, interactively: through
+//!   [`ServerGuard::reveal_protocol`] both parties run its optimisation on the shared logits
+//!   in place of the secure softmax (the client its half, from the hello).
+//! * Further guards (a cheating server that offsets its logit shares to test Fusion's
+//!   mix-and-check) implement the same trait.
 //!
-//! What each party learns does not change: the guard acts on the server's own share, locally,
-//! before that share enters the next protocol step, so it costs no bytes and no rounds. The
-//! client learns only what the guard's change does to its output.
+//! What each party learns does not change: [`ServerGuard::guard`] and [`ServerGuard::reveal`]
+//! act on the server's own share, locally, before that share enters the next protocol step,
+//! so they cost no bytes and no rounds; a reveal protocol costs what its
+//! [`crate::ring_ops::RingOps`] primitives cost. The client learns only what the guard's change
+//! does to its output.
 //!
 //! Both backends call a guard identically: the real backend on the server's share (the server's
 //! walk), the simulated backend on the server's half of the value it splits at the same point
