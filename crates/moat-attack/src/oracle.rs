@@ -146,6 +146,8 @@ impl Oracle for ServiceOracle {
 fn label(revealed: Revealed) -> Result<usize> {
     match revealed {
         Revealed::Label(l) => Ok(l),
-        Revealed::Logits(_) => Err(AttackError::Search("the oracle revealed logits, not a label".into())),
+        Revealed::Logits(_) | Revealed::Probabilities(_) => {
+            Err(AttackError::Search("the oracle revealed a class vector, not a label".into()))
+        }
     }
 }

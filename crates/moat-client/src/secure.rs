@@ -438,7 +438,9 @@ impl SecureSession {
     pub fn infer(&mut self, input: &[f32]) -> Result<usize, ClientError> {
         match self.infer_with(input, Reveal::Label, &mut Honest)? {
             Revealed::Label(label) => Ok(label),
-            Revealed::Logits(_) => Err(ClientError::Protocol("asked for a label, got logits".into())),
+            Revealed::Logits(_) | Revealed::Probabilities(_) => {
+                Err(ClientError::Protocol("asked for a label, got a class vector".into()))
+            }
         }
     }
 

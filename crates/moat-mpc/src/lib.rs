@@ -101,6 +101,7 @@ pub mod error;
 pub mod he;
 pub mod ot;
 pub mod protocols;
+pub mod ring_ops;
 pub mod seed;
 pub mod shares;
 pub mod testing;

@@ -20,6 +20,8 @@ fn hello_json() -> Vec<u8> {
         he_degree: 4096,
         silent_ot: false,
         output: moat_mpc::engine::Reveal::Label,
+        softmax: Default::default(),
+        guard: None,
     };
     serde_json::to_vec(&hello).unwrap_or_default()
 }

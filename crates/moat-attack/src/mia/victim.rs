@@ -192,7 +192,7 @@ impl Victim for SimulatedVictim {
                     let z: Vec<f64> = ring.iter().map(|&v| fixed.decode(v)).collect();
                     answers.push(softmax(&z));
                 }
-                Revealed::Label(_) => {
+                Revealed::Label(_) | Revealed::Probabilities(_) => {
                     return Err(MiaError::NotClassVector {
                         victim: self.name(),
                         detail: "revealed a label where logits were asked".into(),

@@ -10,13 +10,17 @@
 //! * The honest server ([`HonestServer`]) changes nothing: the plain semi-honest protocol.
 //! * [`HardeningGuard`] adds fresh uniform noise to every ReLU / max-pool input and to the
 //!   logits (the anti-SEEK hardening of [`Hardening`]).
-//! * Further guards (a SIGuard-style change of the logits before they are opened, a cheating
-//!   server that offsets its logit shares to test Fusion's mix-and-check) implement the same
-//!   trait.
+//! * [`SiGuard`] acts only at the reveal point, interactively: through
+//!   [`ServerGuard::reveal_protocol`] both parties run its optimisation on the shared logits
+//!   in place of the secure softmax (the client its half, from the hello).
+//! * Further guards (a cheating server that offsets its logit shares to test Fusion's
+//!   mix-and-check) implement the same trait.
 //!
-//! What each party learns does not change: the guard acts on the server's own share, locally,
-//! before that share enters the next protocol step, so it costs no bytes and no rounds. The
-//! client learns only what the guard's change does to its output.
+//! What each party learns does not change: [`ServerGuard::guard`] and [`ServerGuard::reveal`]
+//! act on the server's own share, locally, before that share enters the next protocol step,
+//! so they cost no bytes and no rounds; a reveal protocol costs what its
+//! [`crate::ring_ops::RingOps`] primitives cost. The client learns only what the guard's change
+//! does to its output.
 //!
 //! Both backends call a guard identically: the real backend on the server's share (the server's
 //! walk), the simulated backend on the server's half of the value it splits at the same point
@@ -33,6 +37,7 @@ use rand_chacha::ChaCha20Rng;
 use super::Reveal;
 use super::hardening::Hardening;
 use super::hook::{ShareSite, TamperPoint};
+use crate::ring_ops::SiGuard;
 
 /// What a server does at each point where it holds a share (see the module documentation).
 pub trait ServerGuard: Send {
@@ -58,6 +63,31 @@ pub trait ServerGuard: Send {
     /// Whether the guard never changes anything (lets a backend skip the calls' copies).
     fn is_noop(&self) -> bool {
         false
+    }
+
+    /// An interactive computation at the reveal point: when `Some`, both backends compute
+    /// [`Reveal::Probabilities`] by this [`SiGuard`] on the (guarded) shared logits instead of
+    /// the plain secure softmax; the real server announces its public part
+    /// ([`SiGuard::spec`]) in the hello, and the client runs its half of the protocol. A
+    /// session with such a guard reveals at most probabilities. The default: none.
+    fn reveal_protocol(&self) -> Option<&SiGuard> {
+        None
+    }
+}
+
+impl ServerGuard for SiGuard {
+    fn guard(&mut self, _site: &ShareSite<'_>, _share: &mut [u64]) {}
+
+    fn is_additive(&self) -> bool {
+        true
+    }
+
+    fn is_noop(&self) -> bool {
+        true
+    }
+
+    fn reveal_protocol(&self) -> Option<&SiGuard> {
+        Some(self)
     }
 }
 
@@ -95,6 +125,10 @@ impl<T: ServerGuard + ?Sized> ServerGuard for Box<T> {
 
     fn is_noop(&self) -> bool {
         (**self).is_noop()
+    }
+
+    fn reveal_protocol(&self) -> Option<&SiGuard> {
+        (**self).reveal_protocol()
     }
 }
 

@@ -14,7 +14,10 @@
 //! * **ReLU / max pool**: comparison protocols on the shares give fresh shares of the result.
 //! * **add, reshape, flatten**: local.
 //! * **output**: with [`Reveal::Label`] the argmax runs inside the protocol and only the label
-//!   is opened to the client; with [`Reveal::Logits`] the server sends its share of the logits.
+//!   is opened to the client; with [`Reveal::Probabilities`] a secure softmax
+//!   ([`crate::ring_ops::softmax`], the variant the server announces) runs on the shared
+//!   logits and only its result is opened; with [`Reveal::Logits`] the server sends its share
+//!   of the logits.
 //!
 //! The client may alter its shares at [`TamperPoint`]s through a [`ClientBehaviour`], the
 //! server its own shares at the same points and at the reveal point through a
@@ -53,9 +56,8 @@ use crate::error::{MpcError, Result};
 ///
 /// From least to most revealing: the label; the `k` most likely labels; the probabilities
 /// (the logits up to a shift, through a secure softmax); the logits. Both backends compute
-/// [`Reveal::Label`] and [`Reveal::Logits`]; [`Reveal::TopK`] and [`Reveal::Probabilities`]
-/// are negotiable types that every backend still refuses ([`MpcError::OutputUnsupported`])
-/// until a protocol computes them (probabilities need a secure softmax).
+/// [`Reveal::Label`], [`Reveal::Probabilities`] and [`Reveal::Logits`]; [`Reveal::TopK`] is
+/// a negotiable type that every backend still refuses ([`MpcError::OutputUnsupported`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Reveal {
     /// Only the predicted label (argmax inside the protocol): the label-only setting.
@@ -86,7 +88,7 @@ impl Reveal {
 
     /// Whether the two-party backends compute this output today.
     pub fn is_supported(self) -> bool {
-        matches!(self, Reveal::Label | Reveal::Logits)
+        matches!(self, Reveal::Label | Reveal::Probabilities | Reveal::Logits)
     }
 
     /// [`MpcError::OutputUnsupported`] unless [`Self::is_supported`].
@@ -137,14 +139,27 @@ pub enum Revealed {
     Label(usize),
     /// The logits as ring elements at scale 2^f.
     Logits(Vec<u64>),
+    /// The probabilities (a secure softmax of the logits) as ring elements at scale 2^f.
+    Probabilities(Vec<u64>),
 }
 
 impl Revealed {
-    /// The label: revealed directly, or the argmax of the revealed logits under `fixed`.
+    /// The label: revealed directly, or the argmax of the revealed logits or probabilities
+    /// under `fixed` (two probabilities may round to the same value where the logits differ:
+    /// the first is taken).
     pub fn label(&self, fixed: moat_nn::FixedPoint) -> Option<usize> {
         match self {
             Revealed::Label(l) => Some(*l),
-            Revealed::Logits(v) => moat_nn::exec::argmax_ring(fixed, v),
+            Revealed::Logits(v) | Revealed::Probabilities(v) => moat_nn::exec::argmax_ring(fixed, v),
+        }
+    }
+
+    /// The revealed class vector (logits or probabilities) decoded under `fixed`; `None` for a
+    /// label.
+    pub fn scores(&self, fixed: moat_nn::FixedPoint) -> Option<Vec<f64>> {
+        match self {
+            Revealed::Label(_) => None,
+            Revealed::Logits(v) | Revealed::Probabilities(v) => Some(v.iter().map(|x| fixed.decode(*x)).collect()),
         }
     }
 }
@@ -168,6 +183,6 @@ mod tests {
         assert!("top-0".parse::<Reveal>().is_err() && "softmax".parse::<Reveal>().is_err());
         assert_eq!(Label.check_allowed(Label), Ok(()));
         assert_eq!(Logits.check_allowed(Label), Err(MpcError::OutputRefused { requested: Logits, allowed: Label }));
-        assert!(Probabilities.check_supported().is_err() && Logits.check_supported().is_ok());
+        assert!(TopK(2).check_supported().is_err() && Probabilities.check_supported().is_ok());
     }
 }

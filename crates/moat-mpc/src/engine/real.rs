@@ -9,11 +9,13 @@
 //!    node indices, shapes, pooling windows and HE plans then agree on both sides.
 //! 2. **Setup**: IKNP base OTs in both directions ([`Session::setup`]), then the client's BFV
 //!    public key ([`HeClient::setup`]).
-//! 3. **Queries**, any number: the client sends a one-byte request (label or logits), then
+//! 3. **Queries**, any number: the client sends a one-byte request (label, probabilities or
+//!    logits), then
 //!    both walk the graph node by node — linear layers by [`crate::he`], ReLU and max pool by
 //!    [`crate::protocols`] with the client's tamper points, additions, concatenations and
-//!    reshapes locally — and end with the argmax revealed to the client only, or with the
-//!    server's logit share sent to the client.
+//!    reshapes locally — and end with the argmax revealed to the client only, with the secure
+//!    softmax of [`Hello::softmax`] ([`crate::ring_ops::softmax`]) opened to the client, or
+//!    with the server's logit share sent to the client.
 //!
 //!    Rescaling follows [`RescalePlan::fused`], which both parties derive from the skeleton: a
 //!    linear layer read by a ReLU (directly, or through a residual `Add`) leaves its result at
@@ -57,6 +59,7 @@ use crate::he::encoding::Plan;
 use crate::he::linear::{HeClient, HeServer, ServerLayer, shape_of};
 use crate::he::params::HeParams;
 use crate::protocols::session::Session;
+use crate::ring_ops::{SessionOps, SiGuard, SiGuardSpec, Softmax, softmax};
 use crate::seed::Seed;
 use crate::shares::{AShare, Party};
 use crate::transport::Channel;
@@ -67,6 +70,7 @@ pub const PROTOCOL: &str = "moat-2pc/1";
 const REQUEST_END: u8 = 0;
 const REQUEST_LABEL: u8 = 1;
 const REQUEST_LOGITS: u8 = 2;
+const REQUEST_PROBABILITIES: u8 = 3;
 
 /// The server's first message.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -89,6 +93,13 @@ pub struct Hello {
     /// more, the server ends a session that does. (Absent: logits, as before the field.)
     #[serde(default = "most_revealing")]
     pub output: Reveal,
+    /// The secure softmax behind [`Reveal::Probabilities`] (absent: [`Softmax::Exp`]).
+    #[serde(default)]
+    pub softmax: Softmax,
+    /// The server's SIGuard at the reveal point, if any: its public part (the defender's
+    /// shape and the parameters), so the client can run its half ([`ServerGuard::reveal_protocol`]).
+    #[serde(default)]
+    pub guard: Option<SiGuardSpec>,
 }
 
 fn most_revealing() -> Reveal {
@@ -193,6 +204,11 @@ impl ServerModel {
         guard: &mut dyn ServerGuard,
     ) -> Result<u64> {
         let fixed = self.model.fixed();
+        // An interactive reveal guard protects probabilities: the logits are not offered.
+        let output = match (guard.reveal_protocol(), options.output) {
+            (Some(_), Reveal::Logits) => Reveal::Probabilities,
+            (_, output) => output,
+        };
         let hello = Hello {
             protocol: PROTOCOL.to_string(),
             skeleton: self.model.graph().skeleton(),
@@ -200,7 +216,9 @@ impl ServerModel {
             frac_bits: fixed.frac_bits(),
             he_degree: self.params.degree(),
             silent_ot: options.silent_ot,
-            output: options.output,
+            output,
+            softmax: options.softmax,
+            guard: guard.reveal_protocol().map(SiGuard::spec),
         };
         let mut seeds = seed.rng();
         drop(seed);
@@ -227,9 +245,10 @@ impl ServerModel {
                 [REQUEST_END] => break,
                 [REQUEST_LABEL] => Reveal::Label,
                 [REQUEST_LOGITS] => Reveal::Logits,
+                [REQUEST_PROBABILITIES] => Reveal::Probabilities,
                 other => return Err(MpcError::peer("request", format!("unknown request {other:?}"))),
             };
-            reveal.check_allowed(options.output)?;
+            reveal.check_allowed(output)?;
             if options.max_queries.is_some_and(|limit| queries >= limit) {
                 return Err(MpcError::Limit { queries });
             }
@@ -242,6 +261,8 @@ impl ServerModel {
                 linear: &mut Party0 { he: &mut he, layers: &self.layers },
                 behaviour: &mut Honest,
                 guard: &mut *guard,
+                softmax: options.softmax,
+                client_guard: None,
                 timings: None,
                 started: std::time::Instant::now(),
             };
@@ -270,11 +291,20 @@ pub struct ServeOptions {
     /// Run the session's OT as Ferret silent OT ([`Session::setup_silent`]: ≈ 0.2 bytes per
     /// random OT instead of 16, ≈ 330 MB of OT pools per party); the client follows the hello.
     pub silent_ot: bool,
+    /// The secure softmax behind [`Reveal::Probabilities`] ([`Softmax::Exp`] by default);
+    /// announced in the [`Hello`].
+    pub softmax: Softmax,
 }
 
 impl Default for ServeOptions {
     fn default() -> Self {
-        Self { max_queries: None, output: Reveal::Logits, hardening: Hardening::NONE, silent_ot: false }
+        Self {
+            max_queries: None,
+            output: Reveal::Logits,
+            hardening: Hardening::NONE,
+            silent_ot: false,
+            softmax: Softmax::default(),
+        }
     }
 }
 
@@ -308,6 +338,8 @@ pub struct ClientSession {
     he: HeClient,
     plans: Vec<Option<Plan>>,
     hello: Hello,
+    /// The client's half of the server's SIGuard, from the hello.
+    guard: Option<SiGuard>,
     timings: Vec<NodeTiming>,
 }
 
@@ -334,6 +366,7 @@ impl ClientSession {
         if model.graph().nodes().len() != hello.skeleton.nodes.len() {
             return Err(MpcError::peer("hello", "the architecture is not batch-norm folded"));
         }
+        let guard = hello.guard.map(SiGuard::client).transpose()?;
         let params = he_params(hello.he_degree, fixed)?;
         let plans = (0..model.graph().nodes().len())
             .map(|i| shape_of(&model, i)?.map(|shape| params.plan(shape)).transpose())
@@ -347,7 +380,7 @@ impl ClientSession {
         };
         let mut he = HeClient::with_rng(&params, ChaCha20Rng::from_rng(&mut seeds))?;
         he.setup(ch)?;
-        Ok(Self { model, layout, session, he, plans, hello, timings: Vec::new() })
+        Ok(Self { model, layout, session, he, plans, hello, guard, timings: Vec::new() })
     }
 
     /// The server's hello (architecture and parameters).
@@ -399,6 +432,7 @@ impl ClientSession {
         let request = match reveal {
             Reveal::Label => REQUEST_LABEL,
             Reveal::Logits => REQUEST_LOGITS,
+            Reveal::Probabilities => REQUEST_PROBABILITIES,
             other => return Err(MpcError::OutputUnsupported { requested: other }),
         };
         ch.set_phase("request");
@@ -413,6 +447,8 @@ impl ClientSession {
             linear: &mut Party1 { he: &mut self.he, plans: &self.plans },
             behaviour,
             guard: &mut HonestServer,
+            softmax: self.hello.softmax,
+            client_guard: self.guard.as_ref(),
             timings: Some(&mut self.timings),
             started: std::time::Instant::now(),
         };
@@ -502,6 +538,10 @@ struct Walk<'a> {
     linear: &'a mut dyn LinearParty,
     behaviour: &'a mut dyn ClientBehaviour,
     guard: &'a mut dyn ServerGuard,
+    /// The secure softmax behind [`Reveal::Probabilities`] (the hello's).
+    softmax: Softmax,
+    /// The client's half of the server's SIGuard (the server's is its guard's).
+    client_guard: Option<&'a SiGuard>,
     timings: Option<&'a mut Vec<NodeTiming>>,
     started: std::time::Instant,
 }
@@ -519,6 +559,21 @@ impl Walk<'_> {
             self.guard.reveal(output, site, &mut values);
         }
         AShare::from_wrapping(x.fixed_point(), values)
+    }
+
+    /// Opens `share` to the client only: the server sends its share (one frame); the client
+    /// receives it and returns the sum.
+    fn open_to_client(&mut self, share: &[u64]) -> Result<Option<Vec<u64>>> {
+        let fixed = self.model.fixed();
+        let bits = fixed.ring_bits();
+        if self.session.party() == Party::P0 {
+            self.ch.send_ring(share, bits)?;
+            self.ch.flush()?;
+            Ok(None)
+        } else {
+            let other = self.ch.recv_ring(share.len(), bits)?;
+            Ok(Some(share.iter().zip(&other).map(|(a, b)| fixed.add(*a, *b)).collect()))
+        }
     }
 
     fn layer_site<'s>(&self, site: &Site<'s>) -> LayerSite<'s> {
@@ -551,16 +606,21 @@ impl Walk<'_> {
             Reveal::Label => label_layer(self.session, self.ch, &logits, &site, self.behaviour)?.map(Revealed::Label),
             Reveal::Logits => {
                 let logits = tamper_share(self.session, &logits, &site, self.behaviour);
-                let bits = fixed.ring_bits();
-                if self.session.party() == Party::P0 {
-                    self.ch.send_ring(logits.values(), bits)?;
-                    self.ch.flush()?;
-                    None
-                } else {
-                    let other = self.ch.recv_ring(logits.len(), bits)?;
-                    let opened = logits.values().iter().zip(&other).map(|(a, b)| fixed.add(*a, *b)).collect();
-                    Some(Revealed::Logits(opened))
-                }
+                self.open_to_client(logits.values())?.map(Revealed::Logits)
+            }
+            Reveal::Probabilities => {
+                let logits = tamper_share(self.session, &logits, &site, self.behaviour);
+                let classes = logits.len();
+                let siguard = match self.session.party() {
+                    Party::P0 => self.guard.reveal_protocol(),
+                    Party::P1 => self.client_guard,
+                };
+                let ops = &mut SessionOps::new(self.session, self.ch);
+                let p = match siguard {
+                    Some(siguard) => siguard.run(ops, logits.values())?,
+                    None => softmax(ops, logits.values(), classes, self.softmax)?,
+                };
+                self.open_to_client(&p)?.map(Revealed::Probabilities)
             }
             other => return Err(MpcError::OutputUnsupported { requested: other }),
         };
@@ -751,6 +811,74 @@ mod tests {
                 assert_eq!(got, &simulated.infer(x, *reveal, &mut Honest)?, "{arch}: real vs simulated");
             }
         }
+        Ok(())
+    }
+
+    #[test]
+    fn revealed_probabilities_are_the_simulated_ones_bit_for_bit_for_each_softmax() -> Result<()> {
+        let model = quantized("mlp:16,8", &[12], 4);
+        let fixed = model.fixed();
+        let xs: Vec<Vec<f32>> = (0..2).map(|s| input(12, 20 + s)).collect();
+        for kind in Softmax::ALL {
+            let options = ServeOptions { softmax: kind, ..Default::default() };
+            let queries = xs.iter().map(|x| (x.clone(), Reveal::Probabilities)).collect();
+            let (real, stats) = run_real_with(Arc::clone(&model), options, queries, Honest)?;
+            let mut simulated = SimulatedEngine::new(Arc::clone(&model), 3).with_softmax(kind);
+            for (x, got) in xs.iter().zip(&real) {
+                assert_eq!(got, &simulated.infer(x, Reveal::Probabilities, &mut Honest)?, "{kind}");
+                let Revealed::Probabilities(p) = got else {
+                    return Err(MpcError::invalid("test", "not probabilities"));
+                };
+                let logits = fixed_logits(&model, x)?;
+                let z: Vec<f64> = logits.iter().map(|v| fixed.decode(*v)).collect();
+                let want = kind.reference(&z, z.len());
+                for (a, b) in p.iter().zip(&want) {
+                    assert!((fixed.decode(*a) - b).abs() < 5e-3, "{kind}: {} vs {b}", fixed.decode(*a));
+                }
+                assert_eq!(got.label(fixed), argmax_ring(fixed, &logits), "{kind}");
+            }
+            assert!(stats.sum_prefix("output").bytes_total() > 0);
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn siguard_reveals_the_same_probabilities_in_both_backends_and_keeps_the_label() -> Result<()> {
+        use crate::ring_ops::{Defender, DefenderShape, SiGuardConfig};
+        let model = quantized("mlp:16,8", &[12], 5);
+        let fixed = model.fixed();
+        let shape = DefenderShape { classes: 10, hidden: [6, 4] };
+        let mut rng = ChaCha20Rng::seed_from_u64(31);
+        let mut draw = |n: usize| -> Vec<f32> { (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect() };
+        let [(r1, c1), (r2, c2), (r3, c3)] = shape.layers();
+        let (w1, w2, w3, b1, b2, b3) = (draw(r1 * c1), draw(r2 * c2), draw(r3 * c3), draw(r1), draw(r2), draw(r3));
+        let config = SiGuardConfig { outer: 2, inner: 2, ..Default::default() };
+        let make = move || -> Result<SiGuard> {
+            let defender = Defender::new(fixed, shape, [&w1, &w2, &w3], [&b1, &b2, &b3])?;
+            SiGuard::new(defender, config, 10)
+        };
+        let x = input(12, 40);
+        let (mut server_ch, mut client_ch) = memory::pair(Default::default());
+        let server = ServerModel::new(Arc::clone(&model), 4096)?;
+        let mut guard = make()?;
+        let handle = std::thread::spawn(move || {
+            server.serve_guarded(&mut server_ch, Seed::insecure_from_u64(7), &ServeOptions::default(), &mut guard)
+        });
+        let mut client = ClientSession::connect(&mut client_ch, Seed::insecure_from_u64(8))?;
+        assert_eq!(client.hello().output, Reveal::Probabilities);
+        assert_eq!(client.hello().guard.map(|g| g.shape), Some(shape));
+        let refused = client.infer(&mut client_ch, &x, Reveal::Logits, &mut Honest);
+        assert_eq!(refused, Err(MpcError::OutputRefused { requested: Reveal::Logits, allowed: Reveal::Probabilities }));
+        let real = client.infer(&mut client_ch, &x, Reveal::Probabilities, &mut Honest)?;
+        client.close(&mut client_ch)?;
+        handle.join().map_err(|_| MpcError::invalid("test", "server thread panicked"))??;
+        let mut simulated = SimulatedEngine::new(Arc::clone(&model), 2).with_guard(Box::new(make()?));
+        assert_eq!(real, simulated.infer(&x, Reveal::Probabilities, &mut Honest)?);
+        assert_eq!(real.label(fixed), argmax_ring(fixed, &fixed_logits(&model, &x)?));
+        // A defender of the wrong width is refused before any query.
+        let narrow = DefenderShape { classes: 4, hidden: [6, 4] };
+        let bad = Defender::new(fixed, narrow, [&[0.0; 24], &[0.0; 24], &[0.0; 4]], [&[0.0; 6], &[0.0; 4], &[0.0]]);
+        assert!(SiGuard::new(bad?, config, 10).is_err());
         Ok(())
     }
 
@@ -968,8 +1096,10 @@ mod tests {
         let sent = client_ch.stats().total().bytes_sent;
         let refused = client.infer(&mut client_ch, &x, Reveal::Logits, &mut Honest);
         assert_eq!(refused, Err(MpcError::OutputRefused { requested: Reveal::Logits, allowed: Reveal::Label }));
-        let unsupported = client.infer(&mut client_ch, &x, Reveal::Probabilities, &mut Honest);
-        assert_eq!(unsupported, Err(MpcError::OutputUnsupported { requested: Reveal::Probabilities }));
+        let refused = client.infer(&mut client_ch, &x, Reveal::Probabilities, &mut Honest);
+        assert_eq!(refused, Err(MpcError::OutputRefused { requested: Reveal::Probabilities, allowed: Reveal::Label }));
+        let unsupported = client.infer(&mut client_ch, &x, Reveal::TopK(2), &mut Honest);
+        assert_eq!(unsupported, Err(MpcError::OutputUnsupported { requested: Reveal::TopK(2) }));
         assert_eq!(client_ch.stats().total().bytes_sent, sent, "a refused query sends nothing");
         let label = client.infer(&mut client_ch, &x, Reveal::Label, &mut Honest)?;
         assert_eq!(label.label(model.fixed()), argmax_ring(model.fixed(), &fixed_logits(&model, &x)?));

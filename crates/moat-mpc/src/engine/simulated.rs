@@ -28,6 +28,7 @@ use super::hook::{ClientBehaviour, ShareSite};
 use super::plan::RescalePlan;
 use super::{Reveal, Revealed};
 use crate::error::{MpcError, Result};
+use crate::ring_ops::{PlainOps, Softmax, softmax};
 
 /// Reconstructed values seen by the non-linear steps of one inference (for tests and
 /// diagnostics; the real protocol reveals none of this).
@@ -50,6 +51,8 @@ pub struct SimulatedEngine {
     guard: Box<dyn ServerGuard + Send>,
     /// Seed of the hardening noise stream ([`Self::with_hardening`]).
     noise_seed: u64,
+    /// The secure softmax behind [`Reveal::Probabilities`].
+    softmax: Softmax,
     queries: u64,
 }
 
@@ -63,6 +66,7 @@ impl SimulatedEngine {
             shares: ChaCha8Rng::seed_from_u64(seed),
             guard: Box::new(HonestServer),
             noise_seed: seed ^ NOISE_DOMAIN,
+            softmax: Softmax::default(),
             queries: 0,
         }
     }
@@ -78,6 +82,13 @@ impl SimulatedEngine {
     /// reveal point, as the real server's walk calls it.
     pub fn with_guard(mut self, guard: Box<dyn ServerGuard + Send>) -> Self {
         self.guard = guard;
+        self
+    }
+
+    /// The same engine revealing probabilities by the secure softmax `kind` (as a real server
+    /// announcing it in its hello; [`Softmax::Exp`] by default).
+    pub fn with_softmax(mut self, kind: Softmax) -> Self {
+        self.softmax = kind;
         self
     }
 
@@ -122,6 +133,9 @@ impl SimulatedEngine {
             ));
         }
         reveal.check_supported()?;
+        if self.guard.reveal_protocol().is_some() {
+            reveal.check_allowed(Reveal::Probabilities)?;
+        }
         self.queries += 1;
         let input = input.into_iter().map(|v| fp.reduce(v)).collect();
         let mut kernel = SimKernel {
@@ -141,6 +155,13 @@ impl SimulatedEngine {
         Ok(match reveal {
             Reveal::Label => Revealed::Label(argmax_ring(fp, &logits).unwrap_or(0)),
             Reveal::Logits => Revealed::Logits(logits),
+            Reveal::Probabilities => {
+                let ops = &mut PlainOps::new(fp);
+                Revealed::Probabilities(match self.guard.reveal_protocol() {
+                    Some(siguard) => siguard.run(ops, &logits)?,
+                    None => softmax(ops, &logits, logits.len(), self.softmax)?,
+                })
+            }
             other => return Err(MpcError::OutputUnsupported { requested: other }),
         })
     }

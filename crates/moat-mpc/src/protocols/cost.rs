@@ -264,3 +264,23 @@ pub fn argmax(samples: usize, classes: usize, fp: FixedPoint, config: &Config) -
     }
     m.predict()
 }
+
+/// [`super::beaver::mul_values`] of `n` products (max batch [`Config::max_batch`]).
+pub fn beaver_mul(ell: u32, n: usize) -> Prediction {
+    beaver_mul_with(ell, n, &Config::default())
+}
+
+/// [`beaver_mul`] with the passes of `config`.
+pub fn beaver_mul_with(ell: u32, n: usize, config: &Config) -> Prediction {
+    let mut m = Model::default();
+    let mut left = n;
+    while left > 0 {
+        let pass = left.min(config.max_batch);
+        let segments: Vec<(usize, u32)> = (0..ell).map(|j| (pass, ell - j)).collect();
+        m.cot(Party::P0, &segments);
+        m.cot(Party::P1, &segments);
+        m.events.push(Event::Exchange((2 * pass * ell as usize).div_ceil(8) as u64));
+        left -= pass;
+    }
+    m.predict()
+}

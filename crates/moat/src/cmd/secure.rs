@@ -425,6 +425,7 @@ fn client(args: ClientArgs) -> anyhow::Result<()> {
             agree += usize::from(match &answer {
                 Revealed::Label(l) => Some(*l) == moat_nn::exec::argmax_ring(fixed, &expected),
                 Revealed::Logits(v) => *v == expected,
+                Revealed::Probabilities(_) => moat_nn::exec::argmax_ring(fixed, &expected) == Some(label),
             });
         }
         labels.push(label);

@@ -1,0 +1,102 @@
+//! Cost of SIGuard in the real two-party protocol (both parties in this process over the
+//! in-memory channel, IKNP), against the plain secure softmax of the same logits.
+//!
+//! `cargo run --release --example siguard_cost -- [CLASSES] [H1 H2]` (default 10, 128 64).
+//!
+//! Runs the secure softmax and SIGuard with (outer, inner) = (1, 1), (1, 9) and (3, 1), and
+//! separates the cost of one inner step, of one round's validator and of the fixed part
+//! (initial softmax, `h(p)`, label one-hot, final softmax); extrapolates to the paper's 6 × 49.
+//! Bytes and flights come from the channel's counters; the defender's weights are random (the
+//! cost does not depend on them).
+
+use std::error::Error;
+use std::time::Instant;
+
+use moat_mpc::protocols::Session;
+use moat_mpc::ring_ops::{Defender, DefenderShape, SessionOps, SiGuard, SiGuardConfig, Softmax, softmax};
+use moat_mpc::transport::{Channel, memory};
+use moat_mpc::{Party, Seed, share};
+use moat_nn::FixedPoint;
+use rand::Rng;
+
+/// (bytes both directions, flights from P0, seconds) of one run of `config` (None: softmax).
+fn run(fp: FixedPoint, shape: DefenderShape, config: Option<SiGuardConfig>) -> Result<(u64, u64, f64), Box<dyn Error>> {
+    let mut rng = Seed::from_os()?.rng();
+    let z: Vec<u64> = (0..shape.classes).map(|_| fp.encode(rng.random_range(-5.0..5.0))).collect();
+    let [(r1, c1), (r2, c2), (r3, c3)] = shape.layers();
+    let mut draw = |n: usize| -> Vec<f32> { (0..n).map(|_| rng.random_range(-0.5f32..0.5)).collect() };
+    let (w1, w2, w3, b1, b2, b3) = (draw(r1 * c1), draw(r2 * c2), draw(r3 * c3), draw(r1), draw(r2), draw(r3));
+    let (z0, z1) = share(fp, &z, &mut Seed::from_os()?.rng());
+    let (mut c0, mut c1) = memory::pair(Default::default());
+    let client_rng = Seed::from_os()?.rng();
+    let client = std::thread::spawn(move || -> moat_mpc::Result<Vec<u64>> {
+        let mut s = Session::setup_with_rng(&mut c1, Party::P1, fp, client_rng)?;
+        let ops = &mut SessionOps::new(&mut s, &mut c1);
+        match config {
+            Some(config) => SiGuard::client(moat_mpc::ring_ops::SiGuardSpec { shape, config })?.run(ops, z1.values()),
+            None => softmax(ops, z1.values(), shape.classes, Softmax::Exp),
+        }
+    });
+    let mut s = Session::setup_with_rng(&mut c0, Party::P0, fp, Seed::from_os()?.rng())?;
+    let before = c0.stats().total();
+    let started = Instant::now();
+    {
+        let ops = &mut SessionOps::new(&mut s, &mut c0);
+        match config {
+            Some(config) => {
+                let defender = Defender::new(fp, shape, [&w1, &w2, &w3], [&b1, &b2, &b3])?;
+                SiGuard::new(defender, config, shape.classes)?.run(ops, z0.values())?;
+            }
+            None => {
+                softmax(ops, z0.values(), shape.classes, Softmax::Exp)?;
+            }
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let used = c0.stats().total().since(&before);
+    client.join().map_err(|_| "client thread panicked")??;
+    Ok((used.bytes_total(), used.rounds, seconds))
+}
+
+fn main() -> Result<(), Box<dyn Error>> {
+    let args: Vec<usize> = std::env::args().skip(1).map(|a| a.parse()).collect::<Result<_, _>>()?;
+    let classes = args.first().copied().unwrap_or(10);
+    let hidden = [args.get(1).copied().unwrap_or(128), args.get(2).copied().unwrap_or(64)];
+    let fp = FixedPoint::default();
+    let shape = DefenderShape { classes, hidden };
+    let at = |outer, inner| Some(SiGuardConfig { outer, inner, ..Default::default() });
+    let soft = run(fp, shape, None)?;
+    let a = run(fp, shape, at(1, 1))?;
+    let b = run(fp, shape, at(1, 9))?;
+    let c = run(fp, shape, at(3, 1))?;
+    let diff = |x: (u64, u64, f64), y: (u64, u64, f64)| {
+        (x.0.saturating_sub(y.0) as f64, x.1.saturating_sub(y.1) as f64, (x.2 - y.2).max(0.0))
+    };
+    let step = diff(b, a);
+    let step = (step.0 / 8.0, step.1 / 8.0, step.2 / 8.0);
+    let validator = diff(c, a);
+    let validator = ((validator.0 / 2.0 - step.0), (validator.1 / 2.0 - step.1), (validator.2 / 2.0 - step.2).max(0.0));
+    let fixed = (a.0 as f64 - step.0 - validator.0, a.1 as f64 - step.1 - validator.1, a.2 - step.2 - validator.2);
+    // Fixed part + `outer` validators + `outer·inner` steps.
+    let (outer, steps) = (6.0, 6.0 * 49.0);
+    let full = (
+        fixed.0 + outer * validator.0 + steps * step.0,
+        fixed.1 + outer * validator.1 + steps * step.1,
+        fixed.2 + outer * validator.2 + steps * step.2,
+    );
+    println!(
+        "defender {classes} → {} → {} → 1, ring ℓ = {}, f = {}, IKNP, in-memory channel",
+        hidden[0],
+        hidden[1],
+        fp.ring_bits(),
+        fp.frac_bits()
+    );
+    println!("| part | MB | flights (P0) | seconds |\n|---|---|---|---|");
+    let row = |name: &str, v: (f64, f64, f64)| println!("| {name} | {:.2} | {:.0} | {:.3} |", v.0 / 1e6, v.1, v.2);
+    row("secure softmax alone", (soft.0 as f64, soft.1 as f64, soft.2));
+    row("SIGuard fixed part (softmax, h(p), one-hot, final softmax)", fixed);
+    row("one inner step (softmax, h forward + backward, g2, g3, norm, update)", step);
+    row("one validator (softmax, h forward, selects)", validator);
+    row("SIGuard 6 × 49 (extrapolated)", full);
+    Ok(())
+}

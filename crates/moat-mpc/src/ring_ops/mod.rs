@@ -1,0 +1,324 @@
+//! Fixed-point computations written once, over a small set of secure ring operations, and
+//! run either in plaintext or between the two parties.
+//!
+//! [`RingOps`] is what an output-side computation (the secure softmax, SIGuard) may use:
+//! local linear operations (add, subtract, add a public constant, multiply by a public
+//! integer) and four interactive primitives — the exact ring product of two secret values,
+//! the exact signed truncation, ReLU and the sign test. Every primitive is **exact** (no
+//! probabilistic truncation, no ±1 ulp), so one algorithm over `RingOps` gives bit for bit the
+//! same result on
+//!
+//! * [`PlainOps`]: the values themselves, in fixed point — the reference, and what the
+//!   simulated engine computes; and
+//! * [`SessionOps`]: one party's additive shares, over a [`Session`] and its channel — the
+//!   real two-party protocol ([`crate::protocols`]: Beaver products from Gilboa triples, the
+//!   exact truncation, ReLU, DReLU + B2A).
+//!
+//! A value's slice holds the values themselves for [`PlainOps`] and the party's shares for
+//! [`SessionOps`]; the algorithms never look at them, only pass them on. What each party
+//! learns, bytes and rounds are those of the primitives it calls (their module docs); the
+//! algorithms have no data-dependent control flow.
+
+pub mod siguard;
+pub mod softmax;
+
+pub use siguard::{Defender, DefenderShape, DefenderWeights, SiGuard, SiGuardConfig, SiGuardSpec, siguard};
+pub use softmax::{Softmax, softmax};
+
+use moat_nn::FixedPoint;
+
+use crate::error::{MpcError, Result};
+use crate::protocols::{self, Session};
+use crate::shares::{AShare, Party};
+use crate::transport::Channel;
+
+/// Secure operations on fixed-point ring values (see the module documentation).
+///
+/// The provided methods are local (no interaction) or built from the four required
+/// interactive primitives, so they are the same in every implementation.
+pub trait RingOps {
+    /// The ring and its fixed-point scale.
+    fn fixed(&self) -> FixedPoint;
+
+    /// Whether this party adds public constants: the plaintext reference and the server `P0`
+    /// (the client's share of a public value is 0).
+    fn holds_public(&self) -> bool;
+
+    /// Exact element-wise ring product `x·y mod 2^ℓ` (no truncation).
+    fn mul(&mut self, x: &[u64], y: &[u64]) -> Result<Vec<u64>>;
+
+    /// Exact signed truncation `floor(signed(x) / 2^shift)`, element-wise.
+    fn truncate(&mut self, x: &[u64], shift: u32) -> Result<Vec<u64>>;
+
+    /// `max(x, 0)` (signed), element-wise.
+    fn relu(&mut self, x: &[u64]) -> Result<Vec<u64>>;
+
+    /// `1{x ≥ 0}` (signed) as ring integers 0 or 1 (not scaled), element-wise.
+    fn sign(&mut self, x: &[u64]) -> Result<Vec<u64>>;
+
+    /// Exact element-wise ring product `w·x` of the server's private `w` (`Some` for the
+    /// plaintext reference and `P0`, `None` for the client) and a shared `x`.
+    fn mul_private(&mut self, w: Option<&[u64]>, x: &[u64]) -> Result<Vec<u64>>;
+
+    /// `x + y` (local).
+    fn add(&self, x: &[u64], y: &[u64]) -> Vec<u64> {
+        let fp = self.fixed();
+        x.iter().zip(y).map(|(a, b)| fp.add(*a, *b)).collect()
+    }
+
+    /// `x − y` (local).
+    fn sub(&self, x: &[u64], y: &[u64]) -> Vec<u64> {
+        let fp = self.fixed();
+        x.iter().zip(y).map(|(a, b)| fp.sub(*a, *b)).collect()
+    }
+
+    /// `x + c` for a public ring element `c` (local).
+    fn add_public(&self, x: &[u64], c: u64) -> Vec<u64> {
+        let fp = self.fixed();
+        if self.holds_public() { x.iter().map(|a| fp.add(*a, c)).collect() } else { x.to_vec() }
+    }
+
+    /// `n` copies of the public ring element `c`, as this party holds them (local).
+    fn public(&self, n: usize, c: u64) -> Vec<u64> {
+        vec![if self.holds_public() { self.fixed().reduce(c) } else { 0 }; n]
+    }
+
+    /// `k·x` for a public ring element `k` (an integer, or a fixed-point constant to be
+    /// truncated after; local).
+    fn scale(&self, x: &[u64], k: u64) -> Vec<u64> {
+        let fp = self.fixed();
+        x.iter().map(|a| fp.mul(*a, k)).collect()
+    }
+
+    /// Fixed-point product: `floor(x·y / 2^f)`, both at scale 2^f.
+    fn mul_fixed(&mut self, x: &[u64], y: &[u64]) -> Result<Vec<u64>> {
+        let f = self.fixed().frac_bits();
+        let z = self.mul(x, y)?;
+        self.truncate(&z, f)
+    }
+
+    /// Fixed-point product with a public real `c` (encoded at 2^f): `floor(x·c̄ / 2^f)`.
+    fn mul_public_fixed(&mut self, x: &[u64], c: f64) -> Result<Vec<u64>> {
+        let fp = self.fixed();
+        let z = self.scale(x, fp.encode(c));
+        self.truncate(&z, fp.frac_bits())
+    }
+
+    /// `b ? x : y` for `b` in {0, 1} (ring integers, e.g. from [`Self::sign`]): `y + b·(x − y)`.
+    fn select(&mut self, b: &[u64], x: &[u64], y: &[u64]) -> Result<Vec<u64>> {
+        let diff = self.sub(x, y);
+        let picked = self.mul(b, &diff)?;
+        Ok(self.add(y, &picked))
+    }
+
+    /// The maximum of each row of `x` (`cols` values per row): a tree of
+    /// `max(a, b) = b + ReLU(a − b)`, `⌈log₂ cols⌉` ReLU batches.
+    fn row_max(&mut self, x: &[u64], cols: usize) -> Result<Vec<u64>> {
+        let rows = check_rows(x, cols, "row_max")?;
+        let mut cur: Vec<Vec<u64>> = x.chunks(cols).map(<[u64]>::to_vec).collect();
+        let mut k = cols;
+        while k > 1 {
+            let pairs = k / 2;
+            let mut a = Vec::with_capacity(rows * pairs);
+            let mut b = Vec::with_capacity(rows * pairs);
+            for row in &cur {
+                for i in 0..pairs {
+                    a.push(row[2 * i]);
+                    b.push(row[2 * i + 1]);
+                }
+            }
+            let d = self.sub(&a, &b);
+            let r = self.relu(&d)?;
+            let m = self.add(&b, &r);
+            for (row, maxima) in cur.iter_mut().zip(m.chunks(pairs)) {
+                let last = (k % 2 == 1).then(|| row[k - 1]);
+                row.clear();
+                row.extend_from_slice(maxima);
+                row.extend(last);
+            }
+            k = k.div_ceil(2);
+        }
+        Ok(cur.into_iter().map(|row| row[0]).collect())
+    }
+
+    /// The sum of each row of `x` (local).
+    fn row_sum(&self, x: &[u64], cols: usize) -> Vec<u64> {
+        let fp = self.fixed();
+        x.chunks(cols.max(1)).map(|row| row.iter().fold(0, |s, v| fp.add(s, *v))).collect()
+    }
+}
+
+/// The number of rows of `x` with `cols` values each.
+pub(crate) fn check_rows(x: &[u64], cols: usize, context: &'static str) -> Result<usize> {
+    if cols == 0 || !x.len().is_multiple_of(cols) {
+        return Err(MpcError::invalid(context, format!("{} values are not rows of {cols}", x.len())));
+    }
+    Ok(x.len() / cols)
+}
+
+/// Each row's value repeated `cols` times (local).
+pub(crate) fn broadcast(per_row: &[u64], cols: usize) -> Vec<u64> {
+    per_row.iter().flat_map(|v| std::iter::repeat_n(*v, cols)).collect()
+}
+
+/// The plaintext fixed-point implementation: operates on the values themselves. This is what
+/// the simulated engine computes and the reference the two-party run is tested against.
+#[derive(Clone, Copy, Debug)]
+pub struct PlainOps {
+    fixed: FixedPoint,
+}
+
+impl PlainOps {
+    /// Operations in ring `fixed`.
+    pub fn new(fixed: FixedPoint) -> Self {
+        Self { fixed }
+    }
+}
+
+impl RingOps for PlainOps {
+    fn fixed(&self) -> FixedPoint {
+        self.fixed
+    }
+
+    fn holds_public(&self) -> bool {
+        true
+    }
+
+    fn mul(&mut self, x: &[u64], y: &[u64]) -> Result<Vec<u64>> {
+        same_len(x, y, "mul")?;
+        Ok(x.iter().zip(y).map(|(a, b)| self.fixed.mul(*a, *b)).collect())
+    }
+
+    fn truncate(&mut self, x: &[u64], shift: u32) -> Result<Vec<u64>> {
+        Ok(x.iter().map(|v| self.fixed.truncate_by(*v, shift)).collect())
+    }
+
+    fn relu(&mut self, x: &[u64]) -> Result<Vec<u64>> {
+        Ok(x.iter().map(|v| if self.fixed.is_negative(*v) { 0 } else { self.fixed.reduce(*v) }).collect())
+    }
+
+    fn sign(&mut self, x: &[u64]) -> Result<Vec<u64>> {
+        Ok(x.iter().map(|v| u64::from(!self.fixed.is_negative(*v))).collect())
+    }
+
+    fn mul_private(&mut self, w: Option<&[u64]>, x: &[u64]) -> Result<Vec<u64>> {
+        let w = w.ok_or_else(|| MpcError::invalid("mul_private", "the plaintext reference needs the weights"))?;
+        self.mul(w, x)
+    }
+}
+
+fn same_len(x: &[u64], y: &[u64], context: &'static str) -> Result<()> {
+    if x.len() != y.len() {
+        return Err(MpcError::invalid(context, format!("{} values and {} values", x.len(), y.len())));
+    }
+    Ok(())
+}
+
+/// The two-party implementation: one party's shares, over its [`Session`] and channel. Both
+/// parties run the same algorithm with their own `SessionOps`, in lockstep.
+pub struct SessionOps<'a> {
+    session: &'a mut Session,
+    ch: &'a mut dyn Channel,
+}
+
+impl std::fmt::Debug for SessionOps<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionOps").field("party", &self.session.party()).finish_non_exhaustive()
+    }
+}
+
+impl<'a> SessionOps<'a> {
+    /// This party's operations over `session` and `ch`.
+    pub fn new(session: &'a mut Session, ch: &'a mut dyn Channel) -> Self {
+        Self { session, ch }
+    }
+
+    fn share(&self, x: &[u64]) -> AShare {
+        AShare::from_wrapping(self.session.fixed_point(), x.to_vec())
+    }
+}
+
+impl RingOps for SessionOps<'_> {
+    fn fixed(&self) -> FixedPoint {
+        self.session.fixed_point()
+    }
+
+    fn holds_public(&self) -> bool {
+        self.session.party() == Party::P0
+    }
+
+    fn mul(&mut self, x: &[u64], y: &[u64]) -> Result<Vec<u64>> {
+        protocols::mul_values(self.session, self.ch, x, y)
+    }
+
+    fn truncate(&mut self, x: &[u64], shift: u32) -> Result<Vec<u64>> {
+        if shift == 0 {
+            return Ok(x.to_vec());
+        }
+        let x = self.share(x);
+        Ok(protocols::truncate_by(self.session, self.ch, &x, shift)?.into_values())
+    }
+
+    fn relu(&mut self, x: &[u64]) -> Result<Vec<u64>> {
+        let x = self.share(x);
+        Ok(protocols::relu(self.session, self.ch, &x)?.into_values())
+    }
+
+    fn sign(&mut self, x: &[u64]) -> Result<Vec<u64>> {
+        let x = self.share(x);
+        let bits = protocols::drelu(self.session, self.ch, &x)?;
+        Ok(protocols::b2a(self.session, self.ch, &bits)?.into_values())
+    }
+
+    fn mul_private(&mut self, w: Option<&[u64]>, x: &[u64]) -> Result<Vec<u64>> {
+        protocols::beaver::mul_private_values(self.session, self.ch, w, x)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::shares::{reconstruct, share};
+    use crate::transport::memory;
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha20Rng;
+
+    /// Runs `f` on the plaintext values and between two parties on shares of them; returns
+    /// (plaintext result, reconstructed two-party result).
+    pub(crate) fn both<F>(fp: FixedPoint, x: &[u64], f: F) -> Result<(Vec<u64>, Vec<u64>)>
+    where
+        F: Fn(&mut dyn RingOps, &[u64]) -> Result<Vec<u64>> + Send + Sync + Copy + 'static,
+    {
+        let plain = f(&mut PlainOps::new(fp), x)?;
+        let (x0, x1) = share(fp, x, &mut ChaCha20Rng::seed_from_u64(5));
+        let (mut c0, mut c1) = memory::pair(Default::default());
+        let client = std::thread::spawn(move || -> Result<Vec<u64>> {
+            let mut s = Session::setup(&mut c1, Party::P1, fp, 2)?;
+            f(&mut SessionOps::new(&mut s, &mut c1), x1.values())
+        });
+        let mut s = Session::setup(&mut c0, Party::P0, fp, 1)?;
+        let z0 = f(&mut SessionOps::new(&mut s, &mut c0), x0.values())?;
+        let z1 = client.join().map_err(|_| MpcError::invalid("test", "client panicked"))??;
+        Ok((plain, reconstruct(&AShare::from_wrapping(fp, z0), &AShare::from_wrapping(fp, z1))?))
+    }
+
+    #[test]
+    fn primitives_agree_bit_for_bit_between_plaintext_and_two_parties() -> Result<()> {
+        let fp = FixedPoint::default();
+        let x: Vec<u64> = [-7.5, -0.001, 0.0, 0.25, 3.0, 100.125, -2048.0].iter().map(|v| fp.encode(*v)).collect();
+        let (plain, real) = both(fp, &x, |ops, x| {
+            let sq = ops.mul_fixed(x, x)?;
+            let r = ops.relu(x)?;
+            let s = ops.sign(x)?;
+            let sel = ops.select(&s, &sq, &r)?;
+            let m = ops.row_max(x, 7)?;
+            let h = ops.mul_public_fixed(x, -0.3)?;
+            Ok([sq, r, s, sel, m, h, ops.add_public(x, 5)].concat())
+        })?;
+        assert_eq!(plain, real);
+        assert_eq!(plain[..7], x.iter().map(|v| fp.truncate(fp.mul(*v, *v))).collect::<Vec<_>>()[..]);
+        assert_eq!(plain[14..21], [0, 0, 1, 1, 1, 1, 0]);
+        assert_eq!(plain[28], fp.encode(100.125));
+        Ok(())
+    }
+}

@@ -1,0 +1,673 @@
+//! SIGuard (NDSS 2025) over [`RingOps`]: MemGuard-style noise on the logits, crafted inside
+//! the secure computation, so that the server's secret defender `h` can no longer tell
+//! members from non-members while the label stays the same; only `softmax(z + e*)` is revealed.
+//!
+//! **Inputs.** Both parties: their shares of one sample's logits `z` (C values at 2^f), the
+//! public [`SiGuardConfig`] and the defender's public [`DefenderShape`]. The server `P0` also
+//! holds the defender's weights in plaintext ([`Defender::new`]); the client holds
+//! [`Defender::public`] (no weights). Products with the weights are
+//! [`RingOps::mul_private`] (Gilboa products with the server's private factor).
+//!
+//! **Computation** (fixed counts, no data-dependent control flow):
+//! * `p = softmax(z)` ([`Softmax::Exp`]); `h₀ = h(p)`, `h` the MLP `C → H₁ → ReLU → H₂ → ReLU
+//!   → 1` (output: a membership logit); `ℓ̂ = onehot(argmax z)` by `sign(z − max z)`.
+//! * `outer` rounds, each from `e = 0`, of `inner` steps: `y = z + e`, `p* = softmax(y)`;
+//!   `g₁ = sign(h(p*))·J(p*)ᵀ ∇ₚh(p*)` (back-propagation through h's three layers with the
+//!   ReLU masks of the forward pass, and the softmax Jacobian `J = diag(p) − ppᵀ`);
+//!   `g₂ = [max_{j≠ℓ} yⱼ > y_ℓ]·(onehot(argmax_{j≠ℓ} y) − ℓ̂)` (the label-preservation hinge
+//!   `ReLU(max_{j≠ℓ} yⱼ − y_ℓ)`); `g₃ = J(p*)ᵀ sign(p* − p)` (the L1 distortion
+//!   `‖p* − p‖₁`); `g = c₁g₁ + c₂g₂ + c₃g₃` (or `g₁` alone with [`SiGuardConfig::g1_only`],
+//!   as the public prototype applies); `e −= lr · g/‖g‖₂` with `1/‖g‖₂` by Newton's
+//!   inverse square root ([`inv_sqrt`]).
+//! * After each round, the oblivious validator: `b₁ = [y_ℓ ≥ max y]` (label kept),
+//!   `b₂ = [h₀·h(softmax(z + e)) ≤ 0]` (the defender's decision flipped); with `b = b₁b₂`:
+//!   `e* ← b ? e : e*`, `c₃ ← b ? min(10c₃, c₃ᵐᵃˣ) : c₃`, `lr ← b ? lr : 1.1·lr` — all
+//!   selects on shares. `e*` starts at 0 (no kept round: the unguarded probabilities).
+//! * Result: `softmax(z + e*)`, the only value opened (by the caller).
+//!
+//! **Deviations** (ring ℓ = 37, f = 12 instead of the prototype's 31/16 in a 3-party ring):
+//! `c₃` is capped at [`SiGuardConfig::c3_max`] (10 by default) so that `g` and `g·g` stay
+//! inside the ring's product range (|a·b| < 2^(ℓ−1−2f) = 4096); `‖g‖²` is assumed in
+//! `[2^−8, 2^12]` for the inverse square root (outside it the step length is off, the
+//! direction is not); ties of the maximum make several one-hot entries.
+//!
+//! **Learns:** nothing beyond the opened result — every step is a [`RingOps`] primitive on
+//! shares. **Cost:** per inner step one secure softmax, a forward and backward pass of `h`
+//! (`2·(C·H₁ + H₁·H₂ + H₂)` private products, 2 sign tests of H₁ + H₂ values), 4 sign
+//! tests / max trees of C values, ≈ 10 products of C values and the inverse square root
+//! ([`inv_sqrt_steps`] × 3 products); per round one more softmax and forward pass. Measured
+//! in bytes and rounds by `moat bench secure --guard siguard`.
+
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+use super::softmax::{Softmax, softmax};
+use super::{RingOps, broadcast};
+use crate::error::{MpcError, Result};
+
+/// The public shape of a defender: `classes → hidden[0] → ReLU → hidden[1] → ReLU → 1`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DefenderShape {
+    /// Input width (the classifier's classes).
+    pub classes: usize,
+    /// The two hidden widths (128 and 64 in the paper).
+    pub hidden: [usize; 2],
+}
+
+impl DefenderShape {
+    /// The paper's defender for `classes` classes.
+    pub fn paper(classes: usize) -> Self {
+        Self { classes, hidden: [128, 64] }
+    }
+
+    /// Weights per layer: `(rows, cols)` of W1, W2, W3.
+    pub fn layers(&self) -> [(usize, usize); 3] {
+        [(self.hidden[0], self.classes), (self.hidden[1], self.hidden[0]), (1, self.hidden[1])]
+    }
+}
+
+/// The defender's weights, encoded at 2^f (the server's secret).
+struct Weights {
+    w: [Vec<u64>; 3],
+    b: [Vec<u64>; 3],
+}
+
+/// The defender `h` as a party holds it: the shape, and the weights for the server only.
+pub struct Defender {
+    shape: DefenderShape,
+    weights: Option<Weights>,
+}
+
+impl std::fmt::Debug for Defender {
+    // The weights are the server's secret: not printed.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Defender")
+            .field("shape", &self.shape)
+            .field("has_weights", &self.weights.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Defender {
+    /// The server's defender from float weights (row-major `W[out][in]`) and biases, one
+    /// pair per layer of [`DefenderShape::layers`], encoded in ring `fixed`.
+    pub fn new(
+        fixed: moat_nn::FixedPoint,
+        shape: DefenderShape,
+        weights: [&[f32]; 3],
+        biases: [&[f32]; 3],
+    ) -> Result<Self> {
+        if shape.classes == 0 || shape.hidden.contains(&0) {
+            return Err(MpcError::invalid("defender", format!("empty layer in {shape:?}")));
+        }
+        let mut w: [Vec<u64>; 3] = Default::default();
+        let mut b: [Vec<u64>; 3] = Default::default();
+        for (i, (rows, cols)) in shape.layers().into_iter().enumerate() {
+            if weights[i].len() != rows * cols || biases[i].len() != rows {
+                return Err(MpcError::invalid(
+                    "defender",
+                    format!(
+                        "layer {}: {} weights and {} biases, expected {rows}×{cols} and {rows}",
+                        i + 1,
+                        weights[i].len(),
+                        biases[i].len()
+                    ),
+                ));
+            }
+            let encode =
+                |v: &f32| fixed.try_encode(f64::from(*v)).map_err(|e| MpcError::invalid("defender", e.to_string()));
+            w[i] = weights[i].iter().map(encode).collect::<Result<_>>()?;
+            b[i] = biases[i].iter().map(encode).collect::<Result<_>>()?;
+        }
+        Ok(Self { shape, weights: Some(Weights { w, b }) })
+    }
+
+    /// The client's view: the shape only.
+    pub fn public(shape: DefenderShape) -> Self {
+        Self { shape, weights: None }
+    }
+
+    /// The shape.
+    pub fn shape(&self) -> DefenderShape {
+        self.shape
+    }
+
+    fn w(&self, i: usize) -> Option<&[u64]> {
+        self.weights.as_ref().map(|w| &w.w[i][..])
+    }
+
+    fn b(&self, i: usize) -> Option<&[u64]> {
+        self.weights.as_ref().map(|w| &w.b[i][..])
+    }
+}
+
+/// A defender's float weights (row-major `W[out][in]` per layer of
+/// [`DefenderShape::layers`]), as the server trains and stores them (JSON beside the model).
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub struct DefenderWeights {
+    /// The shape.
+    pub shape: DefenderShape,
+    /// Weights of the three layers.
+    pub weights: [Vec<f32>; 3],
+    /// Biases of the three layers.
+    pub biases: [Vec<f32>; 3],
+}
+
+impl std::fmt::Debug for DefenderWeights {
+    // The server's secret: not printed.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DefenderWeights").field("shape", &self.shape).finish_non_exhaustive()
+    }
+}
+
+impl DefenderWeights {
+    /// Trains `h` on the server's own data: probability vectors of `members` (label 1) and of
+    /// held-out samples `non_members` (label 0), by Adam on the logistic loss of `h`'s output,
+    /// full batches of both classes balanced by weight, `epochs` passes; `rng` draws the
+    /// initial weights and the sample order.
+    pub fn train(
+        shape: DefenderShape,
+        members: &[Vec<f32>],
+        non_members: &[Vec<f32>],
+        epochs: usize,
+        rng: &mut impl Rng,
+    ) -> Result<Self> {
+        if members.is_empty() || non_members.is_empty() {
+            return Err(MpcError::invalid("train defender", "needs members and non-members"));
+        }
+        if let Some(bad) = members.iter().chain(non_members).find(|p| p.len() != shape.classes) {
+            return Err(MpcError::invalid(
+                "train defender",
+                format!("a vector of {} values for {} classes", bad.len(), shape.classes),
+            ));
+        }
+        let layers = shape.layers();
+        let mut init = |rows: usize, cols: usize| -> Vec<f32> {
+            let a = (6.0 / (rows + cols) as f32).sqrt();
+            (0..rows * cols).map(|_| rng.random_range(-a..a)).collect()
+        };
+        let mut w: [Vec<f32>; 3] = std::array::from_fn(|i| init(layers[i].0, layers[i].1));
+        let mut b: [Vec<f32>; 3] = std::array::from_fn(|i| vec![0.0; layers[i].0]);
+        let mut adam = Adam::new(&w, &b);
+        let mut samples: Vec<(&[f32], f32, f32)> = Vec::new();
+        let (wm, wn) = (0.5 / members.len() as f32, 0.5 / non_members.len() as f32);
+        samples.extend(members.iter().map(|p| (&p[..], 1.0, wm)));
+        samples.extend(non_members.iter().map(|p| (&p[..], 0.0, wn)));
+        let batch = 64;
+        for _ in 0..epochs {
+            for i in (1..samples.len()).rev() {
+                samples.swap(i, rng.random_range(0..=i));
+            }
+            for chunk in samples.chunks(batch) {
+                let mut gw: [Vec<f32>; 3] = std::array::from_fn(|i| vec![0.0; w[i].len()]);
+                let mut gb: [Vec<f32>; 3] = std::array::from_fn(|i| vec![0.0; b[i].len()]);
+                let scale = samples.len() as f32 / chunk.len() as f32;
+                for (p, y, weight) in chunk {
+                    let acts = forward_f32(&layers, &w, &b, p);
+                    let out = acts[3][0];
+                    let prob = 1.0 / (1.0 + (-out).exp());
+                    let mut delta = vec![(prob - y) * weight * scale];
+                    for l in (0..3).rev() {
+                        let (rows, cols) = layers[l];
+                        let input = &acts[l];
+                        let mut back = vec![0.0; cols];
+                        for r in 0..rows {
+                            gb[l][r] += delta[r];
+                            for c in 0..cols {
+                                gw[l][r * cols + c] += delta[r] * input[c];
+                                back[c] += delta[r] * w[l][r * cols + c];
+                            }
+                        }
+                        if l > 0 {
+                            // Through the ReLU that produced this layer's input.
+                            back.iter_mut().zip(input).for_each(|(g, a)| *g *= f32::from(u8::from(*a > 0.0)));
+                        }
+                        delta = back;
+                    }
+                }
+                adam.step(&mut w, &mut b, &gw, &gb);
+            }
+        }
+        Ok(Self { shape, weights: w, biases: b })
+    }
+
+    /// `h(p)` in float.
+    pub fn output(&self, p: &[f32]) -> f32 {
+        forward_f32(&self.shape.layers(), &self.weights, &self.biases, p)[3].first().copied().unwrap_or(0.0)
+    }
+
+    /// The server's [`Defender`] in ring `fixed`.
+    pub fn to_defender(&self, fixed: moat_nn::FixedPoint) -> Result<Defender> {
+        let w = [&self.weights[0][..], &self.weights[1][..], &self.weights[2][..]];
+        let b = [&self.biases[0][..], &self.biases[1][..], &self.biases[2][..]];
+        Defender::new(fixed, self.shape, w, b)
+    }
+}
+
+/// Activations of `h`: input, hidden 1 and 2 (after ReLU), output.
+fn forward_f32(layers: &[(usize, usize); 3], w: &[Vec<f32>; 3], b: &[Vec<f32>; 3], p: &[f32]) -> [Vec<f32>; 4] {
+    let mut acts: [Vec<f32>; 4] = Default::default();
+    acts[0] = p.to_vec();
+    for l in 0..3 {
+        let (rows, cols) = layers[l];
+        let out: Vec<f32> = (0..rows)
+            .map(|r| {
+                let v = b[l][r] + (0..cols).map(|c| w[l][r * cols + c] * acts[l][c]).sum::<f32>();
+                if l < 2 { v.max(0.0) } else { v }
+            })
+            .collect();
+        acts[l + 1] = out;
+    }
+    acts
+}
+
+/// Adam (β = 0.9, 0.999, learning rate 10⁻³) over the defender's parameters.
+struct Adam {
+    m: Vec<f32>,
+    v: Vec<f32>,
+    t: i32,
+}
+
+impl Adam {
+    fn new(w: &[Vec<f32>; 3], b: &[Vec<f32>; 3]) -> Self {
+        let n = w.iter().chain(b).map(Vec::len).sum();
+        Self { m: vec![0.0; n], v: vec![0.0; n], t: 0 }
+    }
+
+    fn step(&mut self, w: &mut [Vec<f32>; 3], b: &mut [Vec<f32>; 3], gw: &[Vec<f32>; 3], gb: &[Vec<f32>; 3]) {
+        const LR: f32 = 1e-3;
+        self.t += 1;
+        let (c1, c2) = (1.0 - 0.9f32.powi(self.t), 1.0 - 0.999f32.powi(self.t));
+        let params = w.iter_mut().chain(b.iter_mut()).flat_map(|v| v.iter_mut());
+        let grads = gw.iter().chain(gb).flat_map(|v| v.iter());
+        for (((p, g), m), v) in params.zip(grads).zip(&mut self.m).zip(&mut self.v) {
+            *m = 0.9 * *m + 0.1 * g;
+            *v = 0.999 * *v + 0.001 * g * g;
+            *p -= LR * (*m / c1) / ((*v / c2).sqrt() + 1e-8);
+        }
+    }
+}
+
+/// SIGuard's public parameters (both parties run the same counts).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SiGuardConfig {
+    /// Outer rounds (6), each restarting from `e = 0`.
+    pub outer: u32,
+    /// Gradient steps per round (49).
+    pub inner: u32,
+    /// Weight of the defender term (1).
+    pub c1: f64,
+    /// Weight of the label-preservation term (10).
+    pub c2: f64,
+    /// Initial weight of the distortion term (0.1), ×10 after each validated round.
+    pub c3: f64,
+    /// Cap of `c3` (see the module's deviations).
+    pub c3_max: f64,
+    /// Initial step length (0.2), ×1.1 after each rejected round.
+    pub lr: f64,
+    /// Apply only `g₁` (the public prototype's behaviour) instead of the full objective.
+    pub g1_only: bool,
+}
+
+impl Default for SiGuardConfig {
+    fn default() -> Self {
+        Self { outer: 6, inner: 49, c1: 1.0, c2: 10.0, c3: 0.1, c3_max: 10.0, lr: 0.2, g1_only: false }
+    }
+}
+
+impl SiGuardConfig {
+    /// Checks the parameters.
+    pub fn validate(&self) -> Result<()> {
+        let finite = [self.c1, self.c2, self.c3, self.c3_max, self.lr].iter().all(|v| v.is_finite() && *v >= 0.0);
+        if !finite || self.c3 > self.c3_max || self.c3_max > 16.0 || self.c2 > 16.0 || self.c1 > 16.0 {
+            return Err(MpcError::invalid(
+                "siguard",
+                format!("weights must be finite, non-negative and at most 16, c3 ≤ c3_max: {self:?}"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What the client must know to run its half of SIGuard: the defender's shape and the
+/// parameters (announced in the session's hello; no weights).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SiGuardSpec {
+    /// The defender's public shape.
+    pub shape: DefenderShape,
+    /// The parameters.
+    pub config: SiGuardConfig,
+}
+
+/// SIGuard as a party runs it: its defender (with weights on the server) and the parameters.
+/// As a [`crate::engine::ServerGuard`] it replaces the secure softmax behind
+/// [`crate::engine::Reveal::Probabilities`] in both backends.
+#[derive(Debug)]
+pub struct SiGuard {
+    defender: Defender,
+    config: SiGuardConfig,
+}
+
+impl SiGuard {
+    /// The server's SIGuard for a model of `classes` classes; refuses a defender of another
+    /// width or invalid parameters (before any query).
+    pub fn new(defender: Defender, config: SiGuardConfig, classes: usize) -> Result<Self> {
+        config.validate()?;
+        if defender.weights.is_none() {
+            return Err(MpcError::invalid("siguard", "the server's defender has no weights (not trained)"));
+        }
+        if defender.shape.classes != classes {
+            return Err(MpcError::invalid(
+                "siguard",
+                format!("the defender takes {} classes, the model has {classes}", defender.shape.classes),
+            ));
+        }
+        Ok(Self { defender, config })
+    }
+
+    /// The client's half from the server's announcement.
+    pub fn client(spec: SiGuardSpec) -> Result<Self> {
+        spec.config.validate()?;
+        Ok(Self { defender: Defender::public(spec.shape), config: spec.config })
+    }
+
+    /// The public part.
+    pub fn spec(&self) -> SiGuardSpec {
+        SiGuardSpec { shape: self.defender.shape, config: self.config }
+    }
+
+    /// [`siguard`] with this party's defender.
+    pub fn run<O: RingOps + ?Sized>(&self, ops: &mut O, z: &[u64]) -> Result<Vec<u64>> {
+        siguard(ops, z, &self.defender, &self.config)
+    }
+}
+
+/// Lower and upper end of the assumed `‖g‖²` range.
+const NORM_RANGE: (f64, f64) = (1.0 / 256.0, 4096.0);
+
+/// Newton steps of [`inv_sqrt`] for `x ∈ [lo, hi]` from `y₀ = 1/√hi`, to a relative error
+/// below `2^−f` (simulated in float over the range).
+pub fn inv_sqrt_steps(lo: f64, hi: f64, frac_bits: u32) -> u32 {
+    let target = 2f64.powi(-(frac_bits as i32));
+    let y0 = 1.0 / hi.sqrt();
+    let mut worst = 0;
+    let mut x = lo;
+    while x <= hi * 1.0001 {
+        let (mut y, mut steps) = (y0, 0);
+        while (y * x.sqrt() - 1.0).abs() > target && steps < 100 {
+            y = y * (3.0 - x * y * y) / 2.0;
+            steps += 1;
+        }
+        worst = worst.max(steps);
+        x *= 1.25;
+    }
+    worst
+}
+
+/// `1/√x` for `x ∈ [lo, hi]` (at 2^f) by Newton's iteration `y ← y(3 − xy²)/2` from the
+/// public `y₀ = 1/√hi` (which converges for every `x ≤ hi`).
+pub fn inv_sqrt<O: RingOps + ?Sized>(ops: &mut O, x: &[u64], lo: f64, hi: f64) -> Result<Vec<u64>> {
+    let fp = ops.fixed();
+    let three = fp.encode(3.0);
+    let mut y = ops.public(x.len(), fp.encode(1.0 / hi.sqrt()));
+    for _ in 0..inv_sqrt_steps(lo, hi, fp.frac_bits()) {
+        // x·y first: y² alone would lose its bits at 2^f when y is small.
+        let xy = ops.mul_fixed(x, &y)?;
+        let xyy = ops.mul_fixed(&xy, &y)?;
+        let u = ops.sub(&ops.public(x.len(), three), &xyy);
+        let yu = ops.mul_fixed(&y, &u)?;
+        y = ops.truncate(&yu, 1)?;
+    }
+    Ok(y)
+}
+
+/// `x + b` where `b` is the server's private bias (`None` on the client).
+fn add_private<O: RingOps + ?Sized>(ops: &O, x: &[u64], b: Option<&[u64]>) -> Vec<u64> {
+    match b {
+        Some(b) if ops.holds_public() => ops.add(x, b),
+        _ => x.to_vec(),
+    }
+}
+
+/// `W x + b` for the defender's layer `i` (`W` of `rows × cols`, private), truncated to 2^f.
+fn dense<O: RingOps + ?Sized>(ops: &mut O, d: &Defender, i: usize, x: &[u64]) -> Result<Vec<u64>> {
+    let (rows, cols) = d.shape.layers()[i];
+    let tiled: Vec<u64> = (0..rows).flat_map(|_| x.iter().copied()).collect();
+    let products = ops.mul_private(d.w(i), &tiled)?;
+    let sums = ops.row_sum(&products, cols);
+    let out = ops.truncate(&sums, ops.fixed().frac_bits())?;
+    Ok(add_private(ops, &out, d.b(i)))
+}
+
+/// `Wᵀ u` for the defender's layer `i`, truncated to 2^f.
+fn dense_transposed<O: RingOps + ?Sized>(ops: &mut O, d: &Defender, i: usize, u: &[u64]) -> Result<Vec<u64>> {
+    let (_, cols) = d.shape.layers()[i];
+    let spread = broadcast(u, cols);
+    let products = ops.mul_private(d.w(i), &spread)?;
+    let fp = ops.fixed();
+    let mut sums = vec![0u64; cols];
+    for row in products.chunks(cols) {
+        for (s, v) in sums.iter_mut().zip(row) {
+            *s = fp.add(*s, *v);
+        }
+    }
+    ops.truncate(&sums, fp.frac_bits())
+}
+
+/// The defender's forward pass: `(h(p), ReLU mask of layer 1, ReLU mask of layer 2)`.
+fn forward<O: RingOps + ?Sized>(ops: &mut O, d: &Defender, p: &[u64]) -> Result<(Vec<u64>, Vec<u64>, Vec<u64>)> {
+    let a1 = dense(ops, d, 0, p)?;
+    let s1 = ops.sign(&a1)?;
+    let r1 = ops.mul(&s1, &a1)?;
+    let a2 = dense(ops, d, 1, &r1)?;
+    let s2 = ops.sign(&a2)?;
+    let r2 = ops.mul(&s2, &a2)?;
+    Ok((dense(ops, d, 2, &r2)?, s1, s2))
+}
+
+/// The defender's output `h(p)` (at 2^f) on probabilities `p`.
+pub fn defender_output<O: RingOps + ?Sized>(ops: &mut O, d: &Defender, p: &[u64]) -> Result<u64> {
+    Ok(forward(ops, d, p)?.0.first().copied().unwrap_or(0))
+}
+
+/// `J(p)ᵀ v = p ⊙ (v − ⟨p, v⟩)` (the softmax Jacobian is symmetric).
+fn jacobian<O: RingOps + ?Sized>(ops: &mut O, p: &[u64], v: &[u64]) -> Result<Vec<u64>> {
+    let pv = ops.mul_fixed(p, v)?;
+    let dot = ops.row_sum(&pv, p.len());
+    let centred = ops.sub(v, &broadcast(&dot, p.len()));
+    ops.mul_fixed(p, &centred)
+}
+
+/// `2s − 1` for `s ∈ {0, 1}` (ring integers).
+fn plus_minus<O: RingOps + ?Sized>(ops: &O, s: &[u64]) -> Vec<u64> {
+    let fp = ops.fixed();
+    ops.add_public(&ops.scale(s, 2), fp.neg(1))
+}
+
+/// Runs SIGuard on one sample's shared logits `z` (see the module documentation) and returns
+/// this party's share of `softmax(z + e*)`, at 2^f. Both parties call it with the same
+/// `config` and a defender of the same shape (the server's with weights).
+pub fn siguard<O: RingOps + ?Sized>(ops: &mut O, z: &[u64], d: &Defender, config: &SiGuardConfig) -> Result<Vec<u64>> {
+    config.validate()?;
+    let c = d.shape.classes;
+    if z.len() != c {
+        return Err(MpcError::invalid("siguard", format!("{} logits for a defender of {c} classes", z.len())));
+    }
+    let fp = ops.fixed();
+    let one = fp.encode(1.0);
+    let zeros = vec![0u64; c];
+    let p = softmax(ops, z, c, Softmax::Exp)?;
+    let (h0, _, _) = forward(ops, d, &p)?;
+    let mz = ops.row_max(z, c)?;
+    let label = ops.sign(&ops.sub(z, &broadcast(&mz, c)))?;
+    let big = ops.scale(&label, fp.encode(1024.0));
+    let mut c3 = ops.public(1, fp.encode(config.c3));
+    let mut lr = ops.public(1, fp.encode(config.lr));
+    let mut kept = zeros.clone();
+    for _ in 0..config.outer {
+        let mut e = zeros.clone();
+        for _ in 0..config.inner {
+            let y = ops.add(z, &e);
+            let ps = softmax(ops, &y, c, Softmax::Exp)?;
+            let (h, s1, s2) = forward(ops, d, &ps)?;
+            // g1 = sign(h)·J(p*)ᵀ W1ᵀ (s1 ⊙ W2ᵀ (s2 ⊙ W3ᵀ)).
+            let u2 = ops.mul_private(d.w(2), &s2)?;
+            let u1 = dense_transposed(ops, d, 1, &u2)?;
+            let u1 = ops.mul(&s1, &u1)?;
+            let v = dense_transposed(ops, d, 0, &u1)?;
+            let jv = jacobian(ops, &ps, &v)?;
+            let sign_h = ops.sign(&h)?;
+            let sh = plus_minus(ops, &sign_h);
+            let g1 = ops.mul(&broadcast(&sh, c), &jv)?;
+            let g = if config.g1_only {
+                g1
+            } else {
+                // g2: the hinge ReLU(max_{j≠ℓ} y_j − y_ℓ).
+                let picked = ops.mul(&label, &y)?;
+                let yl = ops.row_sum(&picked, c);
+                let masked = ops.sub(&y, &big);
+                let m2 = ops.row_max(&masked, c)?;
+                let second = ops.sign(&ops.sub(&masked, &broadcast(&m2, c)))?;
+                let kept_label = ops.sign(&ops.sub(&yl, &m2))?;
+                let active = ops.sub(&ops.public(1, 1), &kept_label);
+                let direction = ops.sub(&second, &label);
+                let hinge = ops.mul(&broadcast(&active, c), &direction)?;
+                let g2 = ops.scale(&hinge, one);
+                // g3: the L1 distortion ‖p* − p‖₁.
+                let grew = ops.sign(&ops.sub(&ps, &p))?;
+                let v3 = ops.scale(&plus_minus(ops, &grew), one);
+                let g3 = jacobian(ops, &ps, &v3)?;
+                let g1 = if config.c1 == 1.0 { g1 } else { ops.mul_public_fixed(&g1, config.c1)? };
+                let g2 = ops.mul_public_fixed(&g2, config.c2)?;
+                let g3 = ops.mul_fixed(&broadcast(&c3, c), &g3)?;
+                ops.add(&ops.add(&g1, &g2), &g3)
+            };
+            let squares = ops.mul_fixed(&g, &g)?;
+            let n2 = ops.row_sum(&squares, c);
+            let inv = inv_sqrt(ops, &n2, NORM_RANGE.0, NORM_RANGE.1)?;
+            let step = ops.mul_fixed(&lr, &inv)?;
+            let delta = ops.mul_fixed(&g, &broadcast(&step, c))?;
+            e = ops.sub(&e, &delta);
+        }
+        // The oblivious validator.
+        let y = ops.add(z, &e);
+        let my = ops.row_max(&y, c)?;
+        let picked = ops.mul(&label, &y)?;
+        let yl = ops.row_sum(&picked, c);
+        let b1 = ops.sign(&ops.sub(&yl, &my))?;
+        let ps = softmax(ops, &y, c, Softmax::Exp)?;
+        let (h, _, _) = forward(ops, d, &ps)?;
+        let flipped = ops.mul_fixed(&h0, &h)?;
+        let b2 = ops.sign(&ops.sub(&[0], &flipped))?;
+        let b = ops.mul(&b1, &b2)?;
+        kept = ops.select(&broadcast(&b, c), &e, &kept)?;
+        let ten = ops.scale(&c3, 10);
+        let over = ops.relu(&ops.add_public(&ten, fp.neg(fp.encode(config.c3_max))))?;
+        let raised = ops.sub(&ten, &over);
+        let grown = ops.mul_public_fixed(&lr, 1.1)?;
+        let both = [b.clone(), b].concat();
+        let next = ops.select(&both, &[raised, lr.clone()].concat(), &[c3.clone(), grown].concat())?;
+        c3 = next[..1].to_vec();
+        lr = next[1..].to_vec();
+    }
+    let y = ops.add(z, &kept);
+    softmax(ops, &y, c, Softmax::Exp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ring_ops::PlainOps;
+    use crate::ring_ops::tests::both;
+    use moat_nn::FixedPoint;
+    use moat_nn::exec::argmax_ring;
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha20Rng;
+
+    fn defender(fp: FixedPoint, shape: DefenderShape, seed: u64) -> Result<Defender> {
+        let mut rng = ChaCha20Rng::seed_from_u64(seed);
+        let mut draw = |n: usize, scale: f32| -> Vec<f32> { (0..n).map(|_| rng.random_range(-scale..scale)).collect() };
+        let [(r1, c1), (r2, c2), (r3, c3)] = shape.layers();
+        let (w1, w2, w3) = (draw(r1 * c1, 1.0), draw(r2 * c2, 0.5), draw(r3 * c3, 0.5));
+        let (b1, b2, b3) = (draw(r1, 0.2), draw(r2, 0.2), draw(r3, 0.2));
+        Defender::new(fp, shape, [&w1, &w2, &w3], [&b1, &b2, &b3])
+    }
+
+    fn logits(fp: FixedPoint, c: usize, seed: u64) -> Vec<u64> {
+        let mut rng = ChaCha20Rng::seed_from_u64(seed);
+        (0..c).map(|_| fp.encode(rng.random_range(-6.0..6.0))).collect()
+    }
+
+    #[test]
+    fn two_party_siguard_equals_the_plaintext_one_bit_for_bit() -> Result<()> {
+        let fp = FixedPoint::default();
+        let shape = DefenderShape { classes: 4, hidden: [6, 3] };
+        let z = logits(fp, 4, 1);
+        let (plain, real) = both(fp, &z, move |ops, z| {
+            let server = ops.holds_public();
+            let d = if server { defender(FixedPoint::default(), shape, 2)? } else { Defender::public(shape) };
+            let config = SiGuardConfig { outer: 2, inner: 2, ..Default::default() };
+            siguard(ops, z, &d, &config)
+        })?;
+        assert_eq!(plain, real);
+        assert_eq!(argmax_ring(fp, &plain), argmax_ring(fp, &z));
+        Ok(())
+    }
+
+    #[test]
+    fn the_full_run_keeps_every_label_and_flips_the_defender_where_it_acts() -> Result<()> {
+        let fp = FixedPoint::default();
+        let shape = DefenderShape::paper(10);
+        let mut acted = 0;
+        for (seed, g1_only) in [(1, false), (2, false), (3, true), (4, false), (5, true), (6, false)] {
+            let d = defender(fp, shape, 10 + seed)?;
+            let z = logits(fp, 10, seed);
+            let ops = &mut PlainOps::new(fp);
+            let config = SiGuardConfig { g1_only, ..Default::default() };
+            let guarded = siguard(ops, &z, &d, &config)?;
+            let plain = softmax(ops, &z, 10, Softmax::Exp)?;
+            assert_eq!(argmax_ring(fp, &guarded), argmax_ring(fp, &z), "seed {seed}");
+            if guarded != plain {
+                acted += 1;
+                let (h0, h) = (defender_output(ops, &d, &plain)?, defender_output(ops, &d, &guarded)?);
+                assert!(fp.decode(h0) * fp.decode(h) < 1e-3, "seed {seed}: h {} → {}", fp.decode(h0), fp.decode(h));
+            }
+        }
+        assert!(acted >= 3, "SIGuard changed only {acted} of 6 outputs");
+        Ok(())
+    }
+
+    #[test]
+    fn a_trained_defender_separates_two_distributions() -> Result<()> {
+        let mut rng = ChaCha20Rng::seed_from_u64(4);
+        let shape = DefenderShape { classes: 4, hidden: [16, 8] };
+        // Members: confident vectors; non-members: flatter ones.
+        let vector = |peak: f32, rng: &mut ChaCha20Rng| -> Vec<f32> {
+            let top = rng.random_range(0..4);
+            let rest = (1.0 - peak) / 3.0;
+            (0..4).map(|i| if i == top { peak } else { rest }).collect()
+        };
+        let members: Vec<Vec<f32>> = (0..100).map(|_| vector(0.9 + 0.09 * rng.random::<f32>(), &mut rng)).collect();
+        let others: Vec<Vec<f32>> = (0..100).map(|_| vector(0.4 + 0.4 * rng.random::<f32>(), &mut rng)).collect();
+        let trained = DefenderWeights::train(shape, &members, &others, 200, &mut rng)?;
+        let right = members.iter().filter(|p| trained.output(p) > 0.0).count()
+            + others.iter().filter(|p| trained.output(p) <= 0.0).count();
+        assert!(right >= 190, "{right} of 200 right");
+        let d = trained.to_defender(FixedPoint::default())?;
+        assert_eq!(d.shape(), shape);
+        Ok(())
+    }
+
+    #[test]
+    fn inverse_square_root_is_accurate_over_its_range() -> Result<()> {
+        let fp = FixedPoint::default();
+        let xs: Vec<f64> = vec![0.01, 0.5, 1.0, 7.0, 300.0, 4000.0];
+        let enc: Vec<u64> = xs.iter().map(|v| fp.encode(*v)).collect();
+        let y = inv_sqrt(&mut PlainOps::new(fp), &enc, NORM_RANGE.0, NORM_RANGE.1)?;
+        for (x, y) in xs.iter().zip(&y) {
+            let rel = (fp.decode(*y) * fp.decode(fp.encode(*x)).sqrt() - 1.0).abs();
+            assert!(rel < 0.03, "1/sqrt({x}) = {} (relative error {rel})", fp.decode(*y));
+        }
+        Ok(())
+    }
+}
