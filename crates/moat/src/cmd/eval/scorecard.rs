@@ -192,7 +192,9 @@ impl Cell {
 }
 
 const NOT_RUN: &str = "not run: the area was left out (--only)";
-const SIGUARD_NOT_BUILT: &str = "not built in this commit: SIGuard and MemGuard are open work (issue 14); the secure softmax they need is not in the protocol yet";
+const GUARDS_NOT_IN_THE_CLI: &str = "not measured here yet: SIGuard runs inside the two-party protocol (moat-mpc ring_ops::siguard; \
+     its figures, from `cargo run --release --example siguard_mia`, are in BENCHMARKS.md), but `moat attack mia --guard` \
+     and MemGuard are open work (issue 14)";
 
 /// A row: `measured(defense)` gives the cell of each defense this row measures, `None` for the
 /// rest, which get `na(defense)`.
@@ -345,9 +347,9 @@ fn mia_row(steps: &Steps<'_>, ran: bool, label_only: bool) -> anyhow::Result<Row
                     .into()
             }
             "siguard" | "memguard" if label_only => {
-                format!("keeps every label, so label-only attacks are unaffected by construction; {SIGUARD_NOT_BUILT}")
+                format!("keeps every label, so label-only attacks are unaffected by construction; {GUARDS_NOT_IN_THE_CLI}")
             }
-            "siguard" | "memguard" => SIGUARD_NOT_BUILT.into(),
+            "siguard" | "memguard" => GUARDS_NOT_IN_THE_CLI.into(),
             "eps-selection" => "a zoo defense; this victim is served alone".into(),
             "fusion" => "protects a client from a cheating server; membership inference is a client attack".into(),
             _ => unreachable_defense(d),
