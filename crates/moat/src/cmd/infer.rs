@@ -183,8 +183,7 @@ fn predict_remote(args: &Args, url: &str, input: &[f32]) -> anyhow::Result<Predi
         client = client.with_api_key(key.clone());
     }
     let meta = client.model_metadata(name, None).with_context(|| format!("asking {url} about '{name}'"))?;
-    let shape = meta.sample_shape()?;
-    let mut request = moat_client::InferRequest::batch(&[input.to_vec()], &shape)?;
+    let mut request = meta.request(&[input.to_vec()])?.with_output("logits", false, None);
     for (k, v) in super::bench_http::parse_params(&args.params)? {
         request = request.with_parameter(k, v);
     }
