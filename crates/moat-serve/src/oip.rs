@@ -343,10 +343,7 @@ impl<'a> RawRequest<'a> {
         let dtype =
             DataType::parse(&input.datatype).ok_or_else(|| bad(format!("unknown datatype '{}'", input.datatype)))?;
         let Some(size) = dtype.numeric_size() else {
-            return Err(bad(format!(
-                "datatype {} is not supported for input '{name}': send FP32",
-                input.datatype
-            )));
+            return Err(bad(format!("datatype {} is not supported for input '{name}': send FP32", input.datatype)));
         };
         let mut values = Vec::with_capacity(count);
         match (&self.binary[0], &input.data) {
@@ -364,9 +361,7 @@ impl<'a> RawRequest<'a> {
             (None, Some(data)) => {
                 flatten(data, dtype, count, &mut values)?;
                 if values.len() > count {
-                    return Err(bad(format!(
-                        "input '{name}' has more than the {count} values shape {shape:?} needs"
-                    )));
+                    return Err(bad(format!("input '{name}' has more than the {count} values shape {shape:?} needs")));
                 }
                 if values.len() < count {
                     return Err(bad(format!(
@@ -688,7 +683,10 @@ mod tests {
     fn decodes_flat_nested_and_converted_inputs() -> Result<(), AppError> {
         let flat =
             request(r#"{"inputs":[{"name":"input","shape":[2,1,2,2],"datatype":"FP32","data":[1,2,3,4,5,6,7,8]}]}"#)?;
-        assert_eq!(flat.decode_input(&io("input", &[1, 2, 2], &[("y", 3)]), 8)?, (2, vec![1., 2., 3., 4., 5., 6., 7., 8.]));
+        assert_eq!(
+            flat.decode_input(&io("input", &[1, 2, 2], &[("y", 3)]), 8)?,
+            (2, vec![1., 2., 3., 4., 5., 6., 7., 8.])
+        );
         let nested =
             request(r#"{"inputs":[{"name":"input","shape":[2,4],"datatype":"FP64","data":[[1.5,2,3,4],[5,6,7,8]]}]}"#)?;
         assert_eq!(nested.decode_input(&io("input", &[1, 2, 2], &[("y", 3)]), 8)?.1[0], 1.5);
@@ -700,7 +698,10 @@ mod tests {
     #[test]
     fn rejects_inputs_that_do_not_fit() -> Result<(), AppError> {
         let cases = [
-            (r#"{"inputs":[{"name":"x","shape":[1,4],"datatype":"FP32","data":[1,2,3,4]}]}"#, r#"unknown input 'x': the model's inputs are ["input"]"#),
+            (
+                r#"{"inputs":[{"name":"x","shape":[1,4],"datatype":"FP32","data":[1,2,3,4]}]}"#,
+                r#"unknown input 'x': the model's inputs are ["input"]"#,
+            ),
             (r#"{"inputs":[]}"#, "missing input 'input'"),
             (
                 r#"{"inputs":[{"name":"input","shape":[1,4],"datatype":"FP32","data":[1,2,3,4]},{"name":"input","shape":[1,4],"datatype":"FP32","data":[1,2,3,4]}]}"#,
@@ -723,7 +724,10 @@ mod tests {
             (r#"{"inputs":[{"name":"input","shape":[9,4],"datatype":"FP32","data":[]}]}"#, "exceeds max_batch_size"),
         ];
         for (json, needle) in cases {
-            let err = request(json)?.decode_input(&io("input", &[4], &[("y", 3)]), 8).err().ok_or(AppError::BadRequest(json.into()))?;
+            let err = request(json)?
+                .decode_input(&io("input", &[4], &[("y", 3)]), 8)
+                .err()
+                .ok_or(AppError::BadRequest(json.into()))?;
             assert_eq!(err.status(), axum::http::StatusCode::BAD_REQUEST);
             assert!(err.to_string().contains(needle), "{json}: {err}");
         }
@@ -770,15 +774,18 @@ mod tests {
         assert_eq!(specs[2], OutputSpec { kind: OutputKind::Declared(1), binary: true, classification: None });
         // Default: the declared outputs only.
         let default = request(r#"{"inputs":[]}"#)?.outputs(&model)?;
-        assert_eq!(default.iter().map(|s| s.kind).collect::<Vec<_>>(), [OutputKind::Declared(0), OutputKind::Declared(1)]);
+        assert_eq!(
+            default.iter().map(|s| s.kind).collect::<Vec<_>>(),
+            [OutputKind::Declared(0), OutputKind::Declared(1)]
+        );
         assert_eq!(model.output_names(), ["prob", "aux", "logits", "probabilities", "label"]);
         // A declared output shadows the extra of the same name.
         let shadow = io("x", &[4], &[("logits", 10)]);
         assert_eq!(shadow.output_names(), ["logits", "probabilities", "label"]);
         let err = request(r#"{"inputs":[],"outputs":[{"name":"scores"}]}"#)?.outputs(&model).err();
-        assert!(
-            err.is_some_and(|e| e.to_string().contains(r#"unknown output 'scores': the model's outputs are ["prob", "aux", "logits", "probabilities", "label"]"#))
-        );
+        assert!(err.is_some_and(|e| e.to_string().contains(
+            r#"unknown output 'scores': the model's outputs are ["prob", "aux", "logits", "probabilities", "label"]"#
+        )));
         for bad_outputs in [
             r#"[{"name":"scores"}]"#,
             r#"[{"name":"label"},{"name":"label"}]"#,

@@ -41,8 +41,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use moat_nn::Graph;
 use moat_nn::card::ModelCard;
-use moat_nn::onnx::{MultiOutput, Signature};
 use moat_nn::data::Dataset;
+use moat_nn::onnx::{MultiOutput, Signature};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ServeError;
@@ -505,7 +505,8 @@ impl Repository {
         let MultiOutput { signature, graphs } =
             moat_nn::onnx::load_onnx_outputs(&path).map_err(|source| ServeError::Nn { model: id.clone(), source })?;
         let mut graphs = graphs.into_iter();
-        let graph = graphs.next().ok_or_else(|| ServeError::Model { model: id.clone(), message: "no output".into() })?;
+        let graph =
+            graphs.next().ok_or_else(|| ServeError::Model { model: id.clone(), message: "no output".into() })?;
         let output_graphs: Vec<Graph> = graphs.collect();
         let model_file = std::fs::read(&path)
             .map_err(|e| ServeError::Model { model: id.clone(), message: format!("reading the model file: {e}") })?;

@@ -169,7 +169,10 @@ async fn model_metadata_ready_and_versions() -> TestResult {
     assert_eq!(meta["inputs"], json!([{"name": "input", "datatype": "FP32", "shape": [-1, 1, 8, 8]}]));
     // The graph's own tensors (moat's exporter names them `input` and `output`) and moat's extras.
     assert_eq!(meta["outputs"], json!([{"name": "output", "datatype": "FP32", "shape": [-1, 10]}]));
-    assert_eq!(meta["parameters"]["extra_outputs"][0], json!({"name": "logits", "datatype": "FP32", "shape": [-1, 10]}));
+    assert_eq!(
+        meta["parameters"]["extra_outputs"][0],
+        json!({"name": "logits", "datatype": "FP32", "shape": [-1, 10]})
+    );
     assert_eq!(meta["parameters"]["extra_outputs"][2], json!({"name": "label", "datatype": "INT64", "shape": [-1]}));
     assert_eq!(meta["parameters"]["version"], "2");
     assert_eq!(meta["parameters"]["profile"]["accuracy"], 95.0);
@@ -233,7 +236,10 @@ async fn json_inference_equals_the_float_executor() -> TestResult {
     assert_eq!(floats(&r2["outputs"][0]["data"]), FloatExecutor::logits(&v2.graph, &samples[0])?);
     // Without `outputs`, the declared outputs only (as Triton); unknown names list the valid ones.
     let plain = post(&f.app, "/v2/models/mid/infer", &infer_body(&samples[..1])).await?.json()?;
-    assert_eq!(plain["outputs"].as_array().map(|o| o.iter().map(|t| t["name"].clone()).collect()), Some(vec![json!("output")]));
+    assert_eq!(
+        plain["outputs"].as_array().map(|o| o.iter().map(|t| t["name"].clone()).collect()),
+        Some(vec![json!("output")])
+    );
     assert_eq!(floats(&plain["outputs"][0]["data"]), FloatExecutor::run(&v2.graph, &samples[0])?);
     let mut unknown = infer_body(&samples[..1]);
     unknown["outputs"] = json!([{"name": "scores"}]);
@@ -313,7 +319,9 @@ async fn bad_requests_get_clear_errors_and_the_server_keeps_serving() -> TestRes
         .assert_error(StatusCode::BAD_REQUEST, "has shape [1, 3, 8, 8]")?;
     let mut wrong_name = infer_body(&s);
     wrong_name["inputs"][0]["name"] = json!("x");
-    post(app, "/v2/models/fast/infer", &wrong_name).await?.assert_error(StatusCode::BAD_REQUEST, r#"the model's inputs are ["input"]"#)?;
+    post(app, "/v2/models/fast/infer", &wrong_name)
+        .await?
+        .assert_error(StatusCode::BAD_REQUEST, r#"the model's inputs are ["input"]"#)?;
     post(app, "/v2/models/ghost/infer", &infer_body(&s))
         .await?
         .assert_error(StatusCode::NOT_FOUND, "unknown model 'ghost'")?;

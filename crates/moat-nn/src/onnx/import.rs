@@ -542,9 +542,10 @@ impl<'m> Importer<'m> {
     /// The graph output: ONNX graph output `index`, which must be a runtime value.
     fn output(&self, index: usize) -> Result<ValueId> {
         let graph = self.graph;
-        let info = graph.output.get(index).ok_or_else(|| {
-            NnError::Onnx(format!("the graph has {} outputs, no output {index}", graph.output.len()))
-        })?;
+        let info = graph
+            .output
+            .get(index)
+            .ok_or_else(|| NnError::Onnx(format!("the graph has {} outputs, no output {index}", graph.output.len())))?;
         let name = info.name.as_str();
         match self.values.get(name) {
             Some(Val::Run { id, .. }) => Ok(*id),

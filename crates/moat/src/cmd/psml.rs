@@ -773,15 +773,14 @@ pub fn run(mut args: PsmlArgs) -> anyhow::Result<()> {
                     Some(t) => t.goodput(&name, args.benign, &benign_sample, &input, &shape, args.seed)?,
                     None => f64::NAN,
                 };
-                let mut r =
-                    HttpRouter {
-                        client: router.client.clone(),
-                        task: name,
-                        input: input.clone(),
-                        shape: shape.clone(),
-                        max_batch,
-                        spent: 0,
-                    };
+                let mut r = HttpRouter {
+                    client: router.client.clone(),
+                    task: name,
+                    input: input.clone(),
+                    shape: shape.clone(),
+                    max_batch,
+                    spent: 0,
+                };
                 let (s, report) = setup.search(&mut r, truth.as_ref(), args.sweep_repeats)?;
                 let arm = Arm::Guided {
                     spec: report.best_spec,
