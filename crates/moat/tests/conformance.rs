@@ -109,6 +109,10 @@ fn conformance_suite_moat_infer_oip_and_onnxruntime_agree() -> TestResult {
         }
     }
 
+    // The README's op list is SUPPORTED_OPS: every op there has a case here.
+    let missing: Vec<&str> = moat_nn::onnx::SUPPORTED_OPS.iter().copied().filter(|op| !ops.contains(*op)).collect();
+    assert!(missing.is_empty(), "supported ops without a conformance case: {missing:?}");
+
     // The OIP API through tritonclient, with the ONNX file's own tensor names.
     let repo = dir.join("repo");
     let server = ServerProcess::start(&repo, &["--profile-warmup", "0", "--profile-runs", "1"])?;

@@ -7,6 +7,9 @@
 //! **Import** ([`import_onnx`], [`load_onnx`]) reads `ai.onnx` opsets 9–21. The model input is
 //! the first graph input that is not an initializer, of shape `[N, …]` with a symbolic or unit
 //! batch `N`; moat's graph works on one sample, so the batch dimension is dropped everywhere.
+//! A graph computes one output (the first); [`load_onnx_outputs`] imports one graph per declared
+//! output, with the file's tensor names ([`Signature`]), for serving every output under its own
+//! name.
 //! Supported ops ([`SUPPORTED_OPS`]) and how they map:
 //!
 //! | ONNX | moat | conditions |

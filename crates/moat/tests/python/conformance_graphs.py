@@ -250,6 +250,17 @@ def dropout_identity_cast_constant(opset):
     return g
 
 
+@case("constant_of_shape_scale")
+def constant_of_shape_scale(opset):
+    """A folded ConstantOfShape: a per-feature constant the importer evaluates."""
+    g = Graph("x", [4], ["y"])
+    value = numpy_helper.from_array(np.array([1.5], dtype=np.float32), "value")
+    c = g.node("ConstantOfShape", [g.const("dims", np.array([4], dtype=np.int64))], ["c"], value=value)
+    m = g.node("Mul", ["x", c], ["m"])
+    g.node("Relu", [m], ["y"])
+    return g
+
+
 def build_model(spec, opset):
     g = spec["build"](opset)
     inputs = [helper.make_tensor_value_info(g.input_name, TensorProto.FLOAT, ["N"] + g.sample_shape)]
