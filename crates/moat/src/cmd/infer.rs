@@ -186,7 +186,7 @@ pub fn split_samples(
             );
         }
     }
-    if per == 0 || values.is_empty() || values.len() % per != 0 {
+    if per == 0 || values.is_empty() || !values.len().is_multiple_of(per) {
         bail!(
             "{what}: {} values is not a whole number of samples: the model takes {per} input values (shape {sample_shape:?})",
             values.len()
