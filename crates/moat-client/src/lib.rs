@@ -12,7 +12,8 @@
 //! let meta = client.model_metadata("mlp-64", None)?;
 //! let sample = vec![0.0f32; meta.sample_shape()?.iter().product()];
 //! // The model's own input name and shape; its declared outputs, plus moat's `label`.
-//! let request = meta.request(&[sample])?.with_output(&meta.output_names()[0], false, None).with_output("label", false, None);
+//! let output = meta.output_names()[0].to_string();
+//! let request = meta.request(&[sample])?.with_output(output, false, None).with_output("label", false, None);
 //! let answer = client.infer("mlp-64", None, &request)?;
 //! println!("label {:?}", answer.labels()?);
 //! // Model-less: let the server pick a model of the task meeting the spec.
