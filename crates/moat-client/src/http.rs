@@ -62,6 +62,21 @@ pub struct ModelMetadata {
 }
 
 impl ModelMetadata {
+    /// The name of the model's (first) input, as its ONNX graph calls it.
+    pub fn input_name(&self) -> Result<&str, ClientError> {
+        self.inputs.first().map(|i| i.name.as_str()).ok_or_else(|| ClientError::Protocol("model has no inputs".into()))
+    }
+
+    /// The names of the model's declared outputs, in order.
+    pub fn output_names(&self) -> Vec<&str> {
+        self.outputs.iter().map(|o| o.name.as_str()).collect()
+    }
+
+    /// A request for a batch of samples, under the model's own input name and sample shape.
+    pub fn request(&self, samples: &[Vec<f32>]) -> Result<InferRequest, ClientError> {
+        Ok(InferRequest::batch(samples, &self.sample_shape()?)?.with_input_name(self.input_name()?))
+    }
+
     /// The per-sample input shape: the first input's shape without its batch dimension.
     pub fn sample_shape(&self) -> Result<Vec<usize>, ClientError> {
         let input = self.inputs.first().ok_or_else(|| ClientError::Protocol("model has no inputs".into()))?;

@@ -6,12 +6,14 @@
 //! load generators call it from plain threads.
 //!
 //! ```no_run
-//! use moat_client::{HttpClient, InferRequest};
+//! use moat_client::HttpClient;
 //!
 //! let client = HttpClient::new("http://127.0.0.1:8000")?.with_api_key("k-123");
 //! let meta = client.model_metadata("mlp-64", None)?;
 //! let sample = vec![0.0f32; meta.sample_shape()?.iter().product()];
-//! let request = InferRequest::batch(&[sample], &meta.sample_shape()?)?;
+//! // The model's own input name and shape; its declared outputs, plus moat's `label`.
+//! let output = meta.output_names()[0].to_string();
+//! let request = meta.request(&[sample])?.with_output(output, false, None).with_output("label", false, None);
 //! let answer = client.infer("mlp-64", None, &request)?;
 //! println!("label {:?}", answer.labels()?);
 //! // Model-less: let the server pick a model of the task meeting the spec.

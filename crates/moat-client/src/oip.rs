@@ -2,6 +2,11 @@
 //! with one `FP32` input (JSON or Triton's binary tensor extension), and the response's output
 //! tensors (`FP32`, `FP64`, `INT32`, `INT64`, `BYTES`, JSON or binary).
 //!
+//! moat serves a model under its ONNX graph's own tensor names (take them from the model
+//! metadata: [`crate::ModelMetadata::request`]); without `outputs` the answer holds the declared
+//! outputs. moat's extras — `label`, `logits`, `probabilities` — come back only when asked for
+//! ([`InferRequest::with_output`]).
+//!
 //! Written from the protocol specification, independently of the server crate, so the two
 //! check each other.
 
@@ -26,7 +31,7 @@ pub struct RequestedOutput {
 pub struct InferRequest {
     /// Request id, echoed by the server.
     pub id: Option<String>,
-    /// Input name (moat models: `input`).
+    /// Input name: the model's own (moat's exported models: `input`).
     pub input_name: String,
     /// Input shape, batch first.
     pub shape: Vec<usize>,
@@ -63,6 +68,12 @@ impl InferRequest {
         let mut shape = vec![samples.len()];
         shape.extend_from_slice(sample_shape);
         Self::new(shape, samples.concat())
+    }
+
+    /// Sets the input name (the model's, from its metadata).
+    pub fn with_input_name(mut self, name: impl Into<String>) -> Self {
+        self.input_name = name.into();
+        self
     }
 
     /// Sets the request id.
@@ -321,6 +332,11 @@ impl InferResponse {
             (TensorData::F32(v), [_, k]) if *k > 0 => Ok(v.chunks(*k).map(<[f32]>::to_vec).collect()),
             _ => Err(protocol(format!("'{name}' is not an [N, K] float tensor"))),
         }
+    }
+
+    /// An `[N, K]` float output, one row per sample.
+    pub fn rows_of(&self, name: &str) -> Result<Vec<Vec<f32>>, ClientError> {
+        self.rows(name)
     }
 
     /// The `logits` output, one row per sample.

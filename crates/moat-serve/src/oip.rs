@@ -1,21 +1,25 @@
 //! The Open Inference Protocol v2 wire format (KServe / Triton), JSON and Triton's binary
-//! tensor extension, for moat's classifiers.
+//! tensor extension, for moat's models.
 //!
-//! Every model takes one input, `input`, of datatype `FP32` and shape `[N, ...sample_shape]`
-//! (also accepted: `[N, prod(sample_shape)]`; `FP64` and integer datatypes are converted) and
-//! produces three outputs:
+//! As in Triton, a model is served under its ONNX graph's own tensor names ([`ModelIo`]): one
+//! input (the graph's, datatype `FP32`, shape `[N, ...sample_shape]`; also accepted:
+//! `[N, prod(sample_shape)]`; `FP64` and integer datatypes are converted) and every declared
+//! output, `FP32` `[N, ...shape]`, carrying exactly the graph's value (a trailing `Softmax`
+//! included). moat adds three outputs, returned only when a request names them in `outputs`
+//! (and not offered when the graph declares an output of the same name):
 //!
-//! | output | datatype | shape | what |
+//! | extra output | datatype | shape | what |
 //! |---|---|---|---|
-//! | `logits` | `FP32` | `[N, K]` | the float executor's logits |
+//! | `logits` | `FP32` | `[N, K]` | the input of the graph's trailing softmax, else its first output |
 //! | `probabilities` | `FP32` | `[N, K]` | softmax of the logits |
 //! | `label` | `INT64` | `[N]` | argmax of the logits |
 //!
 //! `data` may be flat or nested (row-major). Requests choose outputs with `outputs` (default:
-//! all three); an output's `parameters` may ask for `binary_data: true` (binary tensor
-//! extension) or `classification: k` (Triton's classification extension: a `BYTES` tensor
-//! `[N, k]` of `"value:index[:label]"` strings, top-k by value). A request's `parameters` may
-//! set `binary_data_output: true` for every output.
+//! the declared outputs); an unknown input or output name is a 400 listing the valid ones. An
+//! output's `parameters` may ask for `binary_data: true` (binary tensor extension) or
+//! `classification: k` (Triton's classification extension: a `BYTES` tensor `[N, k]` of
+//! `"value:index[:label]"` strings, top-k by value, for outputs with one dimension per sample).
+//! A request's `parameters` may set `binary_data_output: true` for every output.
 //!
 //! Binary tensor extension: with an `Inference-Header-Content-Length: L` header, the first `L`
 //! bytes of the body are the JSON request and the rest is the raw little-endian data of every
@@ -29,8 +33,60 @@ use serde_json::{Map, Value};
 
 use crate::error::AppError;
 
-/// Name of every model's input.
-pub const INPUT_NAME: &str = "input";
+/// The tensors a model serves: its graph's own input and outputs, and moat's extras.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ModelIo {
+    /// The graph input's name.
+    pub input: String,
+    /// Per-sample input shape.
+    pub sample_shape: Vec<usize>,
+    /// The declared outputs: name and per-sample shape.
+    pub outputs: Vec<(String, Vec<usize>)>,
+    /// Number of classes (elements of the logits).
+    pub classes: usize,
+}
+
+impl ModelIo {
+    /// The extra outputs this model offers (those whose name no declared output takes).
+    pub fn extras(&self) -> Vec<OutputKind> {
+        [OutputKind::Logits, OutputKind::Probabilities, OutputKind::Label]
+            .into_iter()
+            .filter(|k| self.outputs.iter().all(|(name, _)| name != k.extra_name()))
+            .collect()
+    }
+
+    /// Every output name a request may ask for: the declared ones, then the extras.
+    pub fn output_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.outputs.iter().map(|(n, _)| n.clone()).collect();
+        names.extend(self.extras().iter().map(|k| k.extra_name().to_string()));
+        names
+    }
+
+    /// The output called `name`.
+    fn find(&self, name: &str) -> Option<OutputKind> {
+        match self.outputs.iter().position(|(n, _)| n == name) {
+            Some(k) => Some(OutputKind::Declared(k)),
+            None => self.extras().into_iter().find(|k| k.extra_name() == name),
+        }
+    }
+
+    /// The tensor name of an output.
+    pub fn name_of(&self, kind: OutputKind) -> &str {
+        match kind {
+            OutputKind::Declared(k) => self.outputs.get(k).map_or("", |(n, _)| n.as_str()),
+            other => other.extra_name(),
+        }
+    }
+
+    /// The per-sample shape of an output.
+    pub fn sample_shape_of(&self, kind: OutputKind) -> Vec<usize> {
+        match kind {
+            OutputKind::Declared(k) => self.outputs.get(k).map_or_else(Vec::new, |(_, s)| s.clone()),
+            OutputKind::Label => Vec::new(),
+            OutputKind::Logits | OutputKind::Probabilities => vec![self.classes],
+        }
+    }
+}
 /// Header giving the JSON length when binary tensors follow it.
 pub const HEADER_LENGTH: &str = "inference-header-content-length";
 
@@ -254,21 +310,25 @@ impl<'a> RawRequest<'a> {
         Ok(Self { request, binary })
     }
 
-    /// Decodes the one model input into `(batch size, values)` for samples of `sample_shape`.
-    pub fn decode_input(&self, sample_shape: &[usize], max_batch: usize) -> Result<(usize, Vec<f32>), AppError> {
+    /// Decodes the model input `io.input` into `(batch size, values)`.
+    pub fn decode_input(&self, io: &ModelIo, max_batch: usize) -> Result<(usize, Vec<f32>), AppError> {
+        let (name, sample_shape) = (io.input.as_str(), io.sample_shape.as_slice());
         let inputs = &self.request.inputs;
-        if inputs.len() != 1 || inputs[0].name != INPUT_NAME {
-            let names: Vec<&str> = inputs.iter().map(|i| i.name.as_str()).collect();
-            return Err(bad(format!("expected exactly one input named '{INPUT_NAME}', got {names:?}")));
+        if let Some(other) = inputs.iter().find(|i| i.name != name) {
+            return Err(bad(format!("unknown input '{}': the model's inputs are [\"{name}\"]", other.name)));
         }
-        let input = &inputs[0];
+        let input = match inputs.as_slice() {
+            [one] => one,
+            [] => return Err(bad(format!("missing input '{name}': the model's inputs are [\"{name}\"]"))),
+            _ => return Err(bad(format!("input '{name}' given {} times", inputs.len()))),
+        };
         let per_sample: usize = sample_shape.iter().product();
         let shape: Vec<usize> = input.shape.iter().map(|&d| usize::try_from(d).unwrap_or(usize::MAX)).collect();
         let batched = shape.len() == sample_shape.len() + 1 && shape[1..] == *sample_shape;
         let flat = shape.len() == 2 && shape[1] == per_sample;
         if !(batched || flat) {
             return Err(bad(format!(
-                "input '{INPUT_NAME}' has shape {shape:?}; the model takes [N, {}] (or [N, {per_sample}])",
+                "input '{name}' has shape {shape:?}; the model takes [N, {}] (or [N, {per_sample}])",
                 sample_shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")
             )));
         }
@@ -283,17 +343,14 @@ impl<'a> RawRequest<'a> {
         let dtype =
             DataType::parse(&input.datatype).ok_or_else(|| bad(format!("unknown datatype '{}'", input.datatype)))?;
         let Some(size) = dtype.numeric_size() else {
-            return Err(bad(format!(
-                "datatype {} is not supported for input '{INPUT_NAME}': send FP32",
-                input.datatype
-            )));
+            return Err(bad(format!("datatype {} is not supported for input '{name}': send FP32", input.datatype)));
         };
         let mut values = Vec::with_capacity(count);
         match (&self.binary[0], &input.data) {
             (Some(bytes), _) => {
                 if bytes.len() != count * size {
                     return Err(bad(format!(
-                        "input '{INPUT_NAME}': binary_data_size {} does not match shape {shape:?} of {} ({} bytes)",
+                        "input '{name}': binary_data_size {} does not match shape {shape:?} of {} ({} bytes)",
                         bytes.len(),
                         input.datatype,
                         count * size
@@ -304,39 +361,36 @@ impl<'a> RawRequest<'a> {
             (None, Some(data)) => {
                 flatten(data, dtype, count, &mut values)?;
                 if values.len() > count {
-                    return Err(bad(format!(
-                        "input '{INPUT_NAME}' has more than the {count} values shape {shape:?} needs"
-                    )));
+                    return Err(bad(format!("input '{name}' has more than the {count} values shape {shape:?} needs")));
                 }
                 if values.len() < count {
                     return Err(bad(format!(
-                        "input '{INPUT_NAME}' has {} values, shape {shape:?} needs {count}",
+                        "input '{name}' has {} values, shape {shape:?} needs {count}",
                         values.len()
                     )));
                 }
             }
-            (None, None) => return Err(bad(format!("input '{INPUT_NAME}' has no data"))),
+            (None, None) => return Err(bad(format!("input '{name}' has no data"))),
         }
         if values.iter().any(|v| !v.is_finite()) {
-            return Err(bad(format!("input '{INPUT_NAME}' contains values that are not finite f32 numbers")));
+            return Err(bad(format!("input '{name}' contains values that are not finite f32 numbers")));
         }
         Ok((n, values))
     }
 
-    /// The outputs to return, validated against `classes`.
-    pub fn outputs(&self, classes: usize) -> Result<Vec<OutputSpec>, AppError> {
+    /// The outputs to return (default: the declared ones), validated against `io`.
+    pub fn outputs(&self, io: &ModelIo) -> Result<Vec<OutputSpec>, AppError> {
         let all_binary = bool_parameter(self.request.parameters.as_ref(), "binary_data_output")?.unwrap_or(false);
         let Some(requested) = &self.request.outputs else {
-            return Ok(OutputKind::ALL
-                .iter()
-                .map(|&kind| OutputSpec { kind, binary: all_binary, classification: None })
+            return Ok((0..io.outputs.len())
+                .map(|k| OutputSpec { kind: OutputKind::Declared(k), binary: all_binary, classification: None })
                 .collect());
         };
         let mut seen = BTreeSet::new();
         let mut out = Vec::with_capacity(requested.len());
         for r in requested {
-            let kind = OutputKind::parse(&r.name).ok_or_else(|| {
-                bad(format!("unknown output '{}' (the model produces logits, probabilities and label)", r.name))
+            let kind = io.find(&r.name).ok_or_else(|| {
+                bad(format!("unknown output '{}': the model's outputs are {:?}", r.name, io.output_names()))
             })?;
             if !seen.insert(r.name.as_str()) {
                 return Err(bad(format!("output '{}' requested twice", r.name)));
@@ -344,15 +398,20 @@ impl<'a> RawRequest<'a> {
             let params = r.parameters.as_ref();
             let binary = bool_parameter(params, "binary_data")?.unwrap_or(all_binary);
             let classification = match number_parameter(params, "classification")? {
-                None => None,
-                Some(0.0) => None,
-                Some(k) if k.fract() == 0.0 && k >= 1.0 && k <= classes as f64 => {
-                    if kind == OutputKind::Label {
-                        return Err(bad("classification applies to 'logits' or 'probabilities', not 'label'"));
+                None | Some(0.0) => None,
+                Some(k) => {
+                    let shape = io.sample_shape_of(kind);
+                    let [len] = shape.as_slice() else {
+                        return Err(bad(format!(
+                            "classification applies to outputs of one dimension per sample; '{}' has shape {shape:?}",
+                            r.name
+                        )));
+                    };
+                    if kind == OutputKind::Label || k.fract() != 0.0 || k < 1.0 || k > *len as f64 {
+                        return Err(bad(format!("classification {k} of '{}' must be a count in 1..={len}", r.name)));
                     }
                     Some(k as usize)
                 }
-                Some(k) => return Err(bad(format!("classification {k} must be a count in 1..={classes}"))),
             };
             out.push(OutputSpec { kind, binary, classification });
         }
@@ -386,47 +445,35 @@ fn flatten(value: &Value, dtype: DataType, limit: usize, out: &mut Vec<f32>) -> 
     }
 }
 
-/// The outputs a classifier produces.
+/// An output a model serves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OutputKind {
-    /// `label`: INT64 `[N]`.
+    /// Declared graph output `k`: FP32 `[N, ...shape]`.
+    Declared(usize),
+    /// Extra `label`: INT64 `[N]`.
     Label,
-    /// `logits`: FP32 `[N, K]`.
+    /// Extra `logits`: FP32 `[N, K]`.
     Logits,
-    /// `probabilities`: FP32 `[N, K]`.
+    /// Extra `probabilities`: FP32 `[N, K]`.
     Probabilities,
 }
 
 impl OutputKind {
-    /// All outputs, in the order of the model metadata.
-    pub const ALL: [OutputKind; 3] = [OutputKind::Logits, OutputKind::Probabilities, OutputKind::Label];
-
-    /// The tensor name.
-    pub fn name(self) -> &'static str {
+    /// The name of an extra output (empty for declared outputs, which the model names).
+    pub fn extra_name(self) -> &'static str {
         match self {
+            OutputKind::Declared(_) => "",
             OutputKind::Label => "label",
             OutputKind::Logits => "logits",
             OutputKind::Probabilities => "probabilities",
         }
     }
 
-    fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|k| k.name() == s)
-    }
-
     /// Datatype of the plain output.
     pub fn datatype(self) -> &'static str {
         match self {
             OutputKind::Label => "INT64",
-            OutputKind::Logits | OutputKind::Probabilities => "FP32",
-        }
-    }
-
-    /// Metadata shape for `classes` classes (-1: the batch).
-    pub fn metadata_shape(self, classes: usize) -> Vec<i64> {
-        match self {
-            OutputKind::Label => vec![-1],
-            OutputKind::Logits | OutputKind::Probabilities => vec![-1, classes as i64],
+            OutputKind::Declared(_) | OutputKind::Logits | OutputKind::Probabilities => "FP32",
         }
     }
 }
@@ -453,20 +500,33 @@ pub struct MetadataTensor {
     pub shape: Vec<i64>,
 }
 
-/// The `inputs` and `outputs` metadata of a classifier.
-pub fn io_metadata(sample_shape: &[usize], classes: usize) -> (Vec<MetadataTensor>, Vec<MetadataTensor>) {
-    let mut shape = vec![-1i64];
-    shape.extend(sample_shape.iter().map(|&d| d as i64));
-    let inputs = vec![MetadataTensor { name: INPUT_NAME.into(), datatype: "FP32".into(), shape }];
-    let outputs = OutputKind::ALL
+fn batched(shape: &[usize]) -> Vec<i64> {
+    std::iter::once(-1).chain(shape.iter().map(|&d| i64::try_from(d).unwrap_or(i64::MAX))).collect()
+}
+
+/// The `inputs` and `outputs` metadata of a model: its graph's own tensors (-1: the batch).
+pub fn io_metadata(io: &ModelIo) -> (Vec<MetadataTensor>, Vec<MetadataTensor>) {
+    let inputs =
+        vec![MetadataTensor { name: io.input.clone(), datatype: "FP32".into(), shape: batched(&io.sample_shape) }];
+    let outputs = io
+        .outputs
         .iter()
-        .map(|k| MetadataTensor {
-            name: k.name().into(),
-            datatype: k.datatype().into(),
-            shape: k.metadata_shape(classes),
-        })
+        .map(|(name, shape)| MetadataTensor { name: name.clone(), datatype: "FP32".into(), shape: batched(shape) })
         .collect();
     (inputs, outputs)
+}
+
+/// The extra outputs a request may name, in the same format (listed apart from the model's own
+/// `outputs`, as they are moat's, not the graph's).
+pub fn extra_metadata(io: &ModelIo) -> Vec<MetadataTensor> {
+    io.extras()
+        .into_iter()
+        .map(|k| MetadataTensor {
+            name: k.extra_name().into(),
+            datatype: k.datatype().into(),
+            shape: batched(&io.sample_shape_of(k)),
+        })
+        .collect()
 }
 
 /// Values of an output tensor.
@@ -497,7 +557,7 @@ impl TensorValues {
 #[derive(Clone, Debug, PartialEq)]
 pub struct OutputTensor {
     /// Name.
-    pub name: &'static str,
+    pub name: String,
     /// Datatype.
     pub datatype: &'static str,
     /// Shape.
@@ -559,7 +619,7 @@ pub fn encode_response(
         if o.binary {
             let bytes = o.data.to_le_bytes();
             json_outputs.push(ResponseOutputJson {
-                name: o.name,
+                name: &o.name,
                 datatype: o.datatype,
                 shape: &o.shape,
                 parameters: Some(BinarySize { binary_data_size: bytes.len() }),
@@ -568,7 +628,7 @@ pub fn encode_response(
             binary.extend(bytes);
         } else {
             json_outputs.push(ResponseOutputJson {
-                name: o.name,
+                name: &o.name,
                 datatype: o.datatype,
                 shape: &o.shape,
                 parameters: None,
@@ -610,23 +670,43 @@ mod tests {
         RawRequest::parse(json.as_bytes(), None)
     }
 
+    fn io(input: &str, sample_shape: &[usize], outputs: &[(&str, usize)]) -> ModelIo {
+        ModelIo {
+            input: input.into(),
+            sample_shape: sample_shape.to_vec(),
+            outputs: outputs.iter().map(|(n, k)| (n.to_string(), vec![*k])).collect(),
+            classes: outputs.first().map_or(0, |o| o.1),
+        }
+    }
+
     #[test]
     fn decodes_flat_nested_and_converted_inputs() -> Result<(), AppError> {
         let flat =
             request(r#"{"inputs":[{"name":"input","shape":[2,1,2,2],"datatype":"FP32","data":[1,2,3,4,5,6,7,8]}]}"#)?;
-        assert_eq!(flat.decode_input(&[1, 2, 2], 8)?, (2, vec![1., 2., 3., 4., 5., 6., 7., 8.]));
+        assert_eq!(
+            flat.decode_input(&io("input", &[1, 2, 2], &[("y", 3)]), 8)?,
+            (2, vec![1., 2., 3., 4., 5., 6., 7., 8.])
+        );
         let nested =
             request(r#"{"inputs":[{"name":"input","shape":[2,4],"datatype":"FP64","data":[[1.5,2,3,4],[5,6,7,8]]}]}"#)?;
-        assert_eq!(nested.decode_input(&[1, 2, 2], 8)?.1[0], 1.5);
+        assert_eq!(nested.decode_input(&io("input", &[1, 2, 2], &[("y", 3)]), 8)?.1[0], 1.5);
         let ints = request(r#"{"inputs":[{"name":"input","shape":[1,4],"datatype":"INT32","data":[1,-2,3,4]}]}"#)?;
-        assert_eq!(ints.decode_input(&[4], 8)?.1, vec![1., -2., 3., 4.]);
+        assert_eq!(ints.decode_input(&io("input", &[4], &[("y", 3)]), 8)?.1, vec![1., -2., 3., 4.]);
         Ok(())
     }
 
     #[test]
     fn rejects_inputs_that_do_not_fit() -> Result<(), AppError> {
         let cases = [
-            (r#"{"inputs":[{"name":"x","shape":[1,4],"datatype":"FP32","data":[1,2,3,4]}]}"#, "exactly one input"),
+            (
+                r#"{"inputs":[{"name":"x","shape":[1,4],"datatype":"FP32","data":[1,2,3,4]}]}"#,
+                r#"unknown input 'x': the model's inputs are ["input"]"#,
+            ),
+            (r#"{"inputs":[]}"#, "missing input 'input'"),
+            (
+                r#"{"inputs":[{"name":"input","shape":[1,4],"datatype":"FP32","data":[1,2,3,4]},{"name":"input","shape":[1,4],"datatype":"FP32","data":[1,2,3,4]}]}"#,
+                "given 2 times",
+            ),
             (r#"{"inputs":[{"name":"input","shape":[1,5],"datatype":"FP32","data":[1,2,3,4,5]}]}"#, "has shape"),
             (r#"{"inputs":[{"name":"input","shape":[1,4],"datatype":"FP32","data":[1,2,3]}]}"#, "has 3 values"),
             (
@@ -644,7 +724,10 @@ mod tests {
             (r#"{"inputs":[{"name":"input","shape":[9,4],"datatype":"FP32","data":[]}]}"#, "exceeds max_batch_size"),
         ];
         for (json, needle) in cases {
-            let err = request(json)?.decode_input(&[4], 8).err().ok_or(AppError::BadRequest(json.into()))?;
+            let err = request(json)?
+                .decode_input(&io("input", &[4], &[("y", 3)]), 8)
+                .err()
+                .ok_or(AppError::BadRequest(json.into()))?;
             assert_eq!(err.status(), axum::http::StatusCode::BAD_REQUEST);
             assert!(err.to_string().contains(needle), "{json}: {err}");
         }
@@ -665,7 +748,7 @@ mod tests {
         body.extend((-2.0f32).to_le_bytes());
         let len = json.len().to_string();
         let raw = RawRequest::parse(&body, Some(&len))?;
-        assert_eq!(raw.decode_input(&[2], 4)?, (1, vec![1.5, -2.0]));
+        assert_eq!(raw.decode_input(&io("input", &[2], &[("y", 3)]), 4)?, (1, vec![1.5, -2.0]));
         // Wrong sizes are errors, not panics.
         assert!(RawRequest::parse(&body, Some("100000")).is_err());
         assert!(RawRequest::parse(&body[..body.len() - 1], Some(&len)).is_err());
@@ -673,28 +756,45 @@ mod tests {
         extra.push(0);
         assert!(RawRequest::parse(&extra, Some(&len)).is_err());
         let nan: Vec<u8> = json.bytes().chain(f32::NAN.to_le_bytes()).chain(0f32.to_le_bytes()).collect();
-        assert!(RawRequest::parse(&nan, Some(&len))?.decode_input(&[2], 4).is_err());
+        assert!(RawRequest::parse(&nan, Some(&len))?.decode_input(&io("input", &[2], &[("y", 3)]), 4).is_err());
         Ok(())
     }
 
     #[test]
     fn output_selection_and_classification() -> Result<(), AppError> {
+        let model = io("x", &[4], &[("prob", 10), ("aux", 3)]);
         let raw = request(
             r#"{"inputs":[],"parameters":{"binary_data_output":true},
-                "outputs":[{"name":"label","parameters":{"binary_data":false}},{"name":"logits","parameters":{"classification":2}}]}"#,
+                "outputs":[{"name":"label","parameters":{"binary_data":false}},{"name":"logits","parameters":{"classification":2}},
+                           {"name":"aux"}]}"#,
         )?;
-        let specs = raw.outputs(10)?;
+        let specs = raw.outputs(&model)?;
         assert_eq!(specs[0], OutputSpec { kind: OutputKind::Label, binary: false, classification: None });
         assert_eq!(specs[1], OutputSpec { kind: OutputKind::Logits, binary: true, classification: Some(2) });
-        assert_eq!(request(r#"{"inputs":[]}"#)?.outputs(10)?.len(), 3);
+        assert_eq!(specs[2], OutputSpec { kind: OutputKind::Declared(1), binary: true, classification: None });
+        // Default: the declared outputs only.
+        let default = request(r#"{"inputs":[]}"#)?.outputs(&model)?;
+        assert_eq!(
+            default.iter().map(|s| s.kind).collect::<Vec<_>>(),
+            [OutputKind::Declared(0), OutputKind::Declared(1)]
+        );
+        assert_eq!(model.output_names(), ["prob", "aux", "logits", "probabilities", "label"]);
+        // A declared output shadows the extra of the same name.
+        let shadow = io("x", &[4], &[("logits", 10)]);
+        assert_eq!(shadow.output_names(), ["logits", "probabilities", "label"]);
+        let err = request(r#"{"inputs":[],"outputs":[{"name":"scores"}]}"#)?.outputs(&model).err();
+        assert!(err.is_some_and(|e| e.to_string().contains(
+            r#"unknown output 'scores': the model's outputs are ["prob", "aux", "logits", "probabilities", "label"]"#
+        )));
         for bad_outputs in [
             r#"[{"name":"scores"}]"#,
             r#"[{"name":"label"},{"name":"label"}]"#,
             r#"[{"name":"logits","parameters":{"classification":11}}]"#,
+            r#"[{"name":"aux","parameters":{"classification":4}}]"#,
             r#"[{"name":"label","parameters":{"classification":1}}]"#,
         ] {
             let json = format!(r#"{{"inputs":[],"outputs":{bad_outputs}}}"#);
-            assert!(request(&json)?.outputs(10).is_err(), "{bad_outputs}");
+            assert!(request(&json)?.outputs(&model).is_err(), "{bad_outputs}");
         }
         let labels = vec!["zero".to_string(), "one".into(), "two".into()];
         assert_eq!(classification(&[vec![0.5, 3.25, -1.0]], 2, Some(&labels)), vec!["3.25:1:one", "0.5:0:zero"]);
@@ -705,7 +805,7 @@ mod tests {
     #[test]
     fn encodes_json_and_binary_outputs() -> Result<(), Box<dyn std::error::Error>> {
         let logits = OutputTensor {
-            name: "logits",
+            name: "logits".into(),
             datatype: "FP32",
             shape: vec![1, 2],
             data: TensorValues::F32(vec![0.1, -2.5]),
@@ -718,7 +818,7 @@ mod tests {
             r#"{"model_name":"m","model_version":"1","id":"42","outputs":[{"name":"logits","datatype":"FP32","shape":[1,2],"data":[0.1,-2.5]}]}"#
         );
         let label = OutputTensor {
-            name: "label",
+            name: "label".into(),
             datatype: "INT64",
             shape: vec![1],
             data: TensorValues::I64(vec![7]),

@@ -42,9 +42,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use moat_nn::Graph;
 use moat_nn::card::ModelCard;
 use moat_nn::data::Dataset;
+use moat_nn::onnx::{MultiOutput, Signature};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ServeError;
+use crate::oip::ModelIo;
 use crate::policy::Candidate;
 use crate::profile::{Profile, held_out_accuracy, measure_latency};
 
@@ -203,8 +205,12 @@ pub struct ModelVersion {
     pub name: String,
     /// Version number (its subdirectory).
     pub version: u64,
-    /// The layer graph.
+    /// The layer graph (computing the ONNX graph's first output).
     pub graph: Graph,
+    /// The ONNX graph's own input and output names, served as they are.
+    pub signature: Signature,
+    /// Graphs computing the ONNX graph's further outputs (`signature.outputs[1..]`).
+    pub output_graphs: Vec<Graph>,
     /// The model card, when one lies beside the model.
     pub card: Option<ModelCard>,
     /// The model's configuration.
@@ -232,6 +238,22 @@ pub fn commit_to_model(nonce: &[u8; 16], model_file: &[u8]) -> String {
 }
 
 impl ModelVersion {
+    /// The tensors this version serves.
+    pub fn io(&self) -> ModelIo {
+        let graphs = std::iter::once(&self.graph).chain(&self.output_graphs);
+        ModelIo {
+            input: self.signature.input.clone(),
+            sample_shape: self.graph.input_shape().to_vec(),
+            outputs: self.signature.outputs.iter().cloned().zip(graphs.map(|g| g.output_shape().to_vec())).collect(),
+            classes: self.classes(),
+        }
+    }
+
+    /// The graph computing declared output `k`.
+    pub fn output_graph(&self, k: usize) -> Option<&Graph> {
+        if k == 0 { Some(&self.graph) } else { self.output_graphs.get(k - 1) }
+    }
+
     /// Per-sample input shape.
     pub fn sample_shape(&self) -> &[usize] {
         self.graph.input_shape()
@@ -480,7 +502,12 @@ impl Repository {
     ) -> Result<ModelVersion, ServeError> {
         let id = format!("{name}/{version}");
         let path = dir.join(version.to_string()).join(MODEL_FILE);
-        let graph = moat_nn::onnx::load_onnx(&path).map_err(|source| ServeError::Nn { model: id.clone(), source })?;
+        let MultiOutput { signature, graphs } =
+            moat_nn::onnx::load_onnx_outputs(&path).map_err(|source| ServeError::Nn { model: id.clone(), source })?;
+        let mut graphs = graphs.into_iter();
+        let graph =
+            graphs.next().ok_or_else(|| ServeError::Model { model: id.clone(), message: "no output".into() })?;
+        let output_graphs: Vec<Graph> = graphs.collect();
         let model_file = std::fs::read(&path)
             .map_err(|e| ServeError::Model { model: id.clone(), message: format!("reading the model file: {e}") })?;
         let mut commitment_nonce = [0u8; 16];
@@ -560,6 +587,8 @@ impl Repository {
             name: name.to_string(),
             version,
             graph,
+            signature,
+            output_graphs,
             card,
             config: config.clone(),
             profile,

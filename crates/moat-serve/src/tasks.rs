@@ -26,6 +26,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ServeError;
+use crate::oip::ModelIo;
 use crate::policy::{Candidate, NoiseSensitivity, Policy, PolicyKind};
 use crate::repository::{ModelVersion, Repository, valid_model_name};
 
@@ -108,15 +109,20 @@ impl ResolvedTask {
         self.members.iter().filter_map(|m| m.candidate()).collect()
     }
 
-    /// The per-sample input shape and classes every member shares, or why they do not.
-    pub fn signature(&self) -> Result<(Vec<usize>, usize), String> {
+    /// The tensors every member serves (names, shapes and classes), or why they differ.
+    pub fn signature(&self) -> Result<ModelIo, String> {
         let first = self.members.first().ok_or_else(|| format!("no model of task '{}' is ready", self.name))?;
-        let shape = first.sample_shape().to_vec();
-        let classes = first.classes();
-        if self.members.iter().any(|m| m.sample_shape() != shape.as_slice() || m.classes() != classes) {
-            return Err(format!("the models of task '{}' disagree on input shape or classes", self.name));
+        let io = first.io();
+        if let Some(other) = self.members.iter().find(|m| m.io() != io) {
+            return Err(format!(
+                "the models of task '{}' disagree on their tensors: '{}' serves {io:?}, '{}' serves {:?}",
+                self.name,
+                first.name,
+                other.name,
+                other.io()
+            ));
         }
-        Ok((shape, classes))
+        Ok(io)
     }
 }
 
@@ -217,7 +223,8 @@ mod tests {
         assert_eq!(digits.settings.policy, Policy::Fastest);
         assert!(!digits.settings.disclose_model);
         assert_eq!(digits.candidates()[1], Candidate { accuracy: 95.0, latency_ms: 2.0 });
-        assert_eq!(digits.signature()?, (vec![1, 8, 8], 10));
+        let io = digits.signature()?;
+        assert_eq!((io.sample_shape, io.classes, io.input.as_str()), (vec![1, 8, 8], 10, "input"));
 
         let pick = table.resolve("pick", &repo).ok_or("pick")?;
         assert_eq!(pick.members.len(), 1);

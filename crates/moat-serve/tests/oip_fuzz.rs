@@ -2,8 +2,18 @@
 //! mutated bodies (JSON and binary-tensor) must parse or fail with a 4xx, never panic — the
 //! stable-toolchain twin of `fuzz/fuzz_targets/oip_request.rs`.
 
-use moat_serve::oip::RawRequest;
+use moat_serve::oip::{ModelIo, RawRequest};
 use proptest::prelude::*;
+
+/// A model with input `input` of `sample_shape` and outputs `output` `[10]` and `aux` `[2, 3]`.
+fn io(sample_shape: &[usize]) -> ModelIo {
+    ModelIo {
+        input: "input".into(),
+        sample_shape: sample_shape.to_vec(),
+        outputs: vec![("output".into(), vec![10]), ("aux".into(), vec![2, 3])],
+        classes: 10,
+    }
+}
 
 const JSON: &str = r#"{"id":"a","inputs":[{"name":"input","shape":[1,12],"datatype":"FP32","data":[1,2,3,4,5,6,7,8,9,10,11,12]}],"outputs":[{"name":"output","parameters":{"classification":2}}],"parameters":{"min_accuracy":90,"max_latency_ms":5}}"#;
 
@@ -19,9 +29,10 @@ fn binary() -> (Vec<u8>, String) {
 
 fn consume(body: &[u8], header: Option<&str>) {
     if let Ok(request) = RawRequest::parse(body, header) {
-        let _ = request.decode_input(&[12], 8);
-        let _ = request.decode_input(&[3, 2, 2], 8);
-        let _ = request.decode_input(&[], 1);
+        let _ = request.decode_input(&io(&[12]), 8);
+        let _ = request.decode_input(&io(&[3, 2, 2]), 8);
+        let _ = request.decode_input(&io(&[]), 1);
+        let _ = request.outputs(&io(&[12]));
     }
 }
 
@@ -56,10 +67,11 @@ proptest! {
 #[test]
 fn the_unmutated_bodies_parse_and_decode() -> Result<(), Box<dyn std::error::Error>> {
     let request = RawRequest::parse(JSON.as_bytes(), None).map_err(|e| format!("{e:?}"))?;
-    assert_eq!(request.decode_input(&[12], 8).map_err(|e| format!("{e:?}"))?.0, 1);
+    assert_eq!(request.decode_input(&io(&[12]), 8).map_err(|e| format!("{e:?}"))?.0, 1);
+    assert_eq!(request.outputs(&io(&[12])).map_err(|e| format!("{e:?}"))?[0].classification, Some(2));
     let (body, header) = binary();
     let request = RawRequest::parse(&body, Some(&header)).map_err(|e| format!("{e:?}"))?;
-    let (n, values) = request.decode_input(&[12], 8).map_err(|e| format!("{e:?}"))?;
+    let (n, values) = request.decode_input(&io(&[12]), 8).map_err(|e| format!("{e:?}"))?;
     assert_eq!((n, values[11]), (1, 11.0));
     Ok(())
 }

@@ -167,8 +167,13 @@ async fn model_metadata_ready_and_versions() -> TestResult {
     assert_eq!(meta["name"], "mid");
     assert_eq!(meta["versions"], json!(["1", "2"]));
     assert_eq!(meta["inputs"], json!([{"name": "input", "datatype": "FP32", "shape": [-1, 1, 8, 8]}]));
-    assert_eq!(meta["outputs"][0], json!({"name": "logits", "datatype": "FP32", "shape": [-1, 10]}));
-    assert_eq!(meta["outputs"][2], json!({"name": "label", "datatype": "INT64", "shape": [-1]}));
+    // The graph's own tensors (moat's exporter names them `input` and `output`) and moat's extras.
+    assert_eq!(meta["outputs"], json!([{"name": "output", "datatype": "FP32", "shape": [-1, 10]}]));
+    assert_eq!(
+        meta["parameters"]["extra_outputs"][0],
+        json!({"name": "logits", "datatype": "FP32", "shape": [-1, 10]})
+    );
+    assert_eq!(meta["parameters"]["extra_outputs"][2], json!({"name": "label", "datatype": "INT64", "shape": [-1]}));
     assert_eq!(meta["parameters"]["version"], "2");
     assert_eq!(meta["parameters"]["profile"]["accuracy"], 95.0);
     assert_eq!(meta["parameters"]["profile"]["latency_ms"], 3.0);
@@ -197,7 +202,9 @@ async fn model_metadata_ready_and_versions() -> TestResult {
 async fn json_inference_equals_the_float_executor() -> TestResult {
     let f = open()?;
     let samples = digits(3)?;
-    let reply = post(&f.app, "/v2/models/mid/versions/1/infer", &infer_body(&samples)).await?;
+    let mut body = infer_body(&samples);
+    body["outputs"] = json!([{"name": "output"}, {"name": "probabilities"}, {"name": "label"}]);
+    let reply = post(&f.app, "/v2/models/mid/versions/1/infer", &body).await?;
     assert_eq!(reply.status, StatusCode::OK, "{}", String::from_utf8_lossy(&reply.body));
     let r = reply.json()?;
     assert_eq!(
@@ -207,7 +214,7 @@ async fn json_inference_equals_the_float_executor() -> TestResult {
     let model = f.state.repository.get("mid", Some("1")).map_err(|e| e.to_string())?;
     let outputs = r["outputs"].as_array().ok_or("outputs")?;
     assert_eq!(outputs.len(), 3);
-    assert_eq!(outputs[0]["shape"], json!([3, 10]));
+    assert_eq!((outputs[0]["name"].as_str(), &outputs[0]["shape"]), (Some("output"), &json!([3, 10])));
     let logits = floats(&outputs[0]["data"]);
     let probabilities = floats(&outputs[1]["data"]);
     let labels: Vec<i64> = outputs[2]["data"].as_array().ok_or("labels")?.iter().filter_map(Value::as_i64).collect();
@@ -227,6 +234,24 @@ async fn json_inference_equals_the_float_executor() -> TestResult {
     assert_eq!(r2["outputs"].as_array().map(Vec::len), Some(1));
     let v2 = f.state.repository.get("mid", None).map_err(|e| e.to_string())?;
     assert_eq!(floats(&r2["outputs"][0]["data"]), FloatExecutor::logits(&v2.graph, &samples[0])?);
+    // Without `outputs`, the declared outputs only (as Triton); unknown names list the valid ones.
+    let plain = post(&f.app, "/v2/models/mid/infer", &infer_body(&samples[..1])).await?.json()?;
+    assert_eq!(
+        plain["outputs"].as_array().map(|o| o.iter().map(|t| t["name"].clone()).collect()),
+        Some(vec![json!("output")])
+    );
+    assert_eq!(floats(&plain["outputs"][0]["data"]), FloatExecutor::run(&v2.graph, &samples[0])?);
+    let mut unknown = infer_body(&samples[..1]);
+    unknown["outputs"] = json!([{"name": "scores"}]);
+    post(&f.app, "/v2/models/mid/infer", &unknown).await?.assert_error(
+        StatusCode::BAD_REQUEST,
+        r#"unknown output 'scores': the model's outputs are ["output", "logits", "probabilities", "label"]"#,
+    )?;
+    let mut renamed = infer_body(&samples[..1]);
+    renamed["inputs"][0]["name"] = json!("x");
+    post(&f.app, "/v2/models/mid/infer", &renamed)
+        .await?
+        .assert_error(StatusCode::BAD_REQUEST, r#"unknown input 'x': the model's inputs are ["input"]"#)?;
     // Classification extension.
     let mut cls = infer_body(&samples[..1]);
     cls["outputs"] = json!([{"name": "probabilities", "parameters": {"classification": 3}}]);
@@ -294,7 +319,9 @@ async fn bad_requests_get_clear_errors_and_the_server_keeps_serving() -> TestRes
         .assert_error(StatusCode::BAD_REQUEST, "has shape [1, 3, 8, 8]")?;
     let mut wrong_name = infer_body(&s);
     wrong_name["inputs"][0]["name"] = json!("x");
-    post(app, "/v2/models/fast/infer", &wrong_name).await?.assert_error(StatusCode::BAD_REQUEST, "named 'input'")?;
+    post(app, "/v2/models/fast/infer", &wrong_name)
+        .await?
+        .assert_error(StatusCode::BAD_REQUEST, r#"the model's inputs are ["input"]"#)?;
     post(app, "/v2/models/ghost/infer", &infer_body(&s))
         .await?
         .assert_error(StatusCode::NOT_FOUND, "unknown model 'ghost'")?;

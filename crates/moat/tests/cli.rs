@@ -226,3 +226,75 @@ fn no_command_holding_session_secrets_has_a_fixed_default_seed() -> TestResult {
     }
     Ok(())
 }
+
+#[test]
+fn infer_reads_and_writes_numpy_batches() -> TestResult {
+    use moat_nn::data::npy::{Array, read_npy, read_npz, write_npy, write_npz};
+    let dir = scratch("npy")?;
+    let model = trained_model(&dir)?;
+    let graph = moat_nn::onnx::load_onnx(&model)?;
+    let test = moat_nn::data::load("digits", None, 0)?.test;
+    let samples: Vec<f32> = (0..5).flat_map(|i| test.sample(i).to_vec()).collect();
+    let path = |name: &str| dir.join(name).to_str().map(str::to_string).ok_or("path");
+    let (batch, out) = (path("batch.npy")?, path("out.npy")?);
+    std::fs::write(&batch, write_npy(&Array::new(vec![5, 1, 8, 8], samples.clone())?))?;
+    let model_arg = model.to_str().ok_or("path")?;
+    for fixed in [false, true] {
+        let mut args = vec!["infer", model_arg, "--input", &batch, "--output-npy", &out, "--json"];
+        if fixed {
+            args.push("--fixed");
+        }
+        let run = moat(&args)?;
+        assert!(run.status.success(), "{}", text(&run.stderr));
+        let report: serde_json::Value = serde_json::from_slice(&run.stdout)?;
+        assert_eq!(report["samples"], 5);
+        let written = read_npy(&std::fs::read(&out)?)?;
+        assert_eq!(written.shape(), &[5, 10]);
+        for (i, row) in written.data().chunks(10).enumerate() {
+            let x = &samples[i * 64..(i + 1) * 64];
+            if fixed {
+                let q = moat_nn::QuantizedGraph::new(&graph, moat_nn::FixedPoint::default())?;
+                assert_eq!(row, q.logits(x)?.as_slice(), "fixed sample {i}");
+            } else {
+                assert_eq!(row, moat_nn::FloatExecutor::run(&graph, x)?.as_slice(), "float sample {i}");
+            }
+            assert_eq!(report["predictions"][i]["outputs"]["output"].as_array().map(Vec::len), Some(10));
+        }
+    }
+    // .npz: the array named by --input-name (else the model's input name); every output by name.
+    let (archive, outz) = (path("batch.npz")?, path("out.npz")?);
+    let first = Array::new(vec![1, 64], samples[..64].to_vec())?;
+    let whole = Array::new(vec![5, 64], samples.clone())?;
+    std::fs::write(&archive, write_npz(&[("input", &first), ("other", &whole)])?)?;
+    let run = moat(&["infer", model_arg, "--input", &archive, "--output-npy", &outz])?;
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    assert_eq!(read_npz(&std::fs::read(&outz)?, Some("output"))?.shape(), &[1, 10]);
+    let run = moat(&["infer", model_arg, "--input", &archive, "--input-name", "other", "--output-npy", &outz])?;
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    assert_eq!(read_npz(&std::fs::read(&outz)?, Some("output"))?.shape(), &[5, 10]);
+    assert_clean_failure(&moat(&["infer", model_arg, "--input", &archive, "--input-name", "x"])?, "no array 'x'");
+
+    // Hostile files: clear one-line errors.
+    let good = std::fs::read(&batch)?;
+    let bad = |name: &str, bytes: &[u8]| -> Result<Output, Box<dyn std::error::Error>> {
+        let p = path(name)?;
+        std::fs::write(&p, bytes)?;
+        Ok(moat(&["infer", model_arg, "--input", &p])?)
+    };
+    let npy = |descr: &str, shape: &str, data: &[u8]| {
+        let header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}\n");
+        let mut v = b"\x93NUMPY\x01\x00".to_vec();
+        v.extend_from_slice(&(header.len() as u16).to_le_bytes());
+        v.extend_from_slice(header.as_bytes());
+        v.extend_from_slice(data);
+        v
+    };
+    assert_clean_failure(&bad("c8.npy", &npy("<c8", "(1, 64)", &[0; 512]))?, "unsupported dtype '<c8'");
+    assert_clean_failure(&bad("short.npy", &good[..good.len() - 3])?, "needs 1280 bytes");
+    assert_clean_failure(&bad("huge.npy", &npy("<f4", "(99999999999, 99999)", &[0; 256]))?, "more than the");
+    assert_clean_failure(&bad("garbage.npy", b"\x93NUMPY garbage")?, "not a valid .npy");
+    std::fs::write(path("wrong.npy")?, write_npy(&Array::new(vec![5, 64, 1], samples)?))?;
+    assert_clean_failure(&moat(&["infer", model_arg, "--input", &path("wrong.npy")?])?, "does not hold samples");
+    std::fs::remove_dir_all(dir).ok();
+    Ok(())
+}

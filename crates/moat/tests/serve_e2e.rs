@@ -28,8 +28,12 @@ fn metadata_and_plaintext_inference_match_the_float_executor() -> TestResult {
         ("mlp-64", "moat_onnx", vec!["1".to_string()])
     );
     assert_eq!(model.sample_shape()?, vec![1, 8, 8]);
-    let outputs: Vec<&str> = model.outputs.iter().map(|o| o.name.as_str()).collect();
-    assert_eq!(outputs, vec!["logits", "probabilities", "label"]);
+    assert_eq!((model.input_name()?, model.output_names()), ("input", vec!["output"]));
+    let extras: Vec<&str> = model.parameters["extra_outputs"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|o| o["name"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(extras, vec!["logits", "probabilities", "label"]);
     // The profile: held-out accuracy equals the card's test accuracy (same split), latency measured.
     let profile = &model.parameters["profile"];
     assert_eq!(
@@ -48,7 +52,8 @@ fn metadata_and_plaintext_inference_match_the_float_executor() -> TestResult {
     let test = digits_test()?;
     let samples: Vec<Vec<f32>> = (0..5).map(|i| test.sample(i).to_vec()).collect();
     for binary in [false, true] {
-        let request = InferRequest::batch(&samples, &[1, 8, 8])?
+        let request = model
+            .request(&samples)?
             .with_id(format!("b{binary}"))
             .with_binary_input(binary)
             .with_output("logits", binary, None)
@@ -67,6 +72,9 @@ fn metadata_and_plaintext_inference_match_the_float_executor() -> TestResult {
     assert!(!client.is_model_ready("mlp-64", Some("2"))?);
     let answer = client.infer("mlp-256", Some("1"), &InferRequest::batch(&samples[..1], &[1, 8, 8])?)?;
     assert_eq!(answer.model_name, "mlp-256");
+    // Without `outputs`: the declared output, the graph's own value.
+    let graph256 = moat_nn::onnx::load_onnx(&repo.join("mlp-256/1/model.onnx"))?;
+    assert_eq!(answer.rows_of("output")?[0], FloatExecutor::run(&graph256, &samples[0])?);
 
     // Repository extension over HTTP.
     client.unload_model("mlp-16")?;

@@ -60,7 +60,16 @@ fn tritonclient_works_unchanged() -> TestResult {
         (Some(true), Some(true), Some(true))
     );
     assert_eq!(seen["server"]["name"], "moat");
-    assert_eq!(seen["metadata"]["inputs"][0]["shape"], serde_json::json!([-1, 1, 8, 8]));
+    // The graph's own tensors: moat's exporter calls them `input` and `output`.
+    assert_eq!(
+        seen["metadata"]["inputs"][0],
+        serde_json::json!({"name": "input", "datatype": "FP32", "shape": [-1, 1, 8, 8]})
+    );
+    assert_eq!(
+        seen["metadata"]["outputs"],
+        serde_json::json!([{"name": "output", "datatype": "FP32", "shape": [-1, 10]}])
+    );
+    assert_eq!(seen["default_outputs"], serde_json::json!(["output"]));
     assert_eq!(seen["response"]["id"], "tc-1");
     assert_eq!(seen["response"]["outputs"][0]["parameters"]["binary_data_size"], 4 * 10 * 4);
 

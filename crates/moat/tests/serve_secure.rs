@@ -50,7 +50,8 @@ fn mnist_like(n: usize) -> Result<Vec<Vec<f32>>, Error> {
 /// the two best classes, with their plaintext labels; at most `want`.
 fn clear_inputs(http: &HttpClient, target: &str, want: usize) -> Result<(Vec<Vec<f32>>, Vec<usize>), Error> {
     let candidates = mnist_like(40)?;
-    let answer = http.infer(target, None, &InferRequest::batch(&candidates, &[1, 28, 28])?)?;
+    let answer =
+        http.infer(target, None, &InferRequest::batch(&candidates, &[1, 28, 28])?.with_output("logits", false, None))?;
     let (mut inputs, mut labels) = (Vec::new(), Vec::new());
     for (input, logits) in candidates.into_iter().zip(answer.logits()?) {
         let mut sorted = logits.clone();
@@ -117,7 +118,7 @@ fn secure_labels_equal_plaintext_labels_via_the_library_and_the_cli_while_http_k
     let mut session = client.connect(&admission, moat_client::Seed::from_os()?)?;
     assert_eq!(session.input_shape(), &[1, 28, 28]);
     // A plaintext request while the session is open.
-    let one = InferRequest::batch(&inputs[..1], &[1, 28, 28])?;
+    let one = InferRequest::batch(&inputs[..1], &[1, 28, 28])?.with_output("label", false, None);
     assert_eq!(http.infer("lenet5", None, &one)?.labels()?, vec![plaintext[0]]);
     let queries = std::thread::spawn({
         let inputs = inputs.clone();
@@ -213,7 +214,9 @@ fn secure_sessions_follow_task_policies_budgets_limits_and_token_rules() -> Test
     let bob = SecureClient::new(HttpClient::new(&server.url)?.with_api_key("bob-key"));
 
     // A task with a spec: routed by its policy; this task does not name its model.
-    let request = InferRequest::batch(&inputs[..1], &[1, 28, 28])?.with_spec(Some(90.0), Some(1000.0));
+    let request = InferRequest::batch(&inputs[..1], &[1, 28, 28])?
+        .with_output("label", false, None)
+        .with_spec(Some(90.0), Some(1000.0));
     let plaintext = carol.infer_task("mnist", &request)?.labels()?;
     let admission = bob.admit_task("mnist", &SessionRequest::queries(1).with_spec(Some(90.0), Some(1000.0)))?;
     assert_eq!(admission.model_name, None, "{admission:?}");

@@ -26,25 +26,31 @@ def main():
         "metadata": client.get_model_metadata("mlp-64"),
     }
 
-    # Binary tensors both ways (the client's default), plus a JSON output and classification.
-    inp = httpclient.InferInput("input", list(x.shape), "FP32")
+    # The model's own tensor names, as a Triton user reads them from the metadata.
+    input_name = out["metadata"]["inputs"][0]["name"]
+    output_name = out["metadata"]["outputs"][0]["name"]
+
+    # Binary tensors both ways (the client's default), plus a JSON output and classification
+    # (moat's extras `label` and `probabilities`, asked for by name).
+    inp = httpclient.InferInput(input_name, list(x.shape), "FP32")
     inp.set_data_from_numpy(x)
     outputs = [
-        httpclient.InferRequestedOutput("logits"),
+        httpclient.InferRequestedOutput(output_name),
         httpclient.InferRequestedOutput("label", binary_data=False),
         httpclient.InferRequestedOutput("probabilities", class_count=3),
     ]
     result = client.infer("mlp-64", [inp], outputs=outputs, request_id="tc-1")
     out["response"] = result.get_response()
-    out["logits"] = result.as_numpy("logits").tolist()
+    out["logits"] = result.as_numpy(output_name).tolist()
     out["labels"] = result.as_numpy("label").tolist()
     out["top3"] = [[s.decode() for s in row] for row in result.as_numpy("probabilities")]
 
-    # JSON tensors, all outputs.
-    inp_json = httpclient.InferInput("input", list(x.shape), "FP32")
+    # JSON tensors, the default outputs (the declared ones).
+    inp_json = httpclient.InferInput(input_name, list(x.shape), "FP32")
     inp_json.set_data_from_numpy(x, binary_data=False)
     result_json = client.infer("mlp-64", [inp_json])
-    out["logits_json"] = result_json.as_numpy("logits").tolist()
+    out["default_outputs"] = [o["name"] for o in result_json.get_response()["outputs"]]
+    out["logits_json"] = result_json.as_numpy(output_name).tolist()
 
     # A model-less request through the standard client: the task name as the model, the spec
     # as request parameters.

@@ -35,15 +35,17 @@ pub use crate::http::OipTarget;
 pub struct OipOracle<'c> {
     client: &'c HttpClient,
     target: OipTarget,
+    input_name: String,
     sample_shape: Vec<usize>,
     parameters: Map<String, Value>,
     max_batch: usize,
 }
 
 impl<'c> OipOracle<'c> {
-    /// Batches for `target`, whose samples have `sample_shape` (from its metadata).
-    pub fn new(client: &'c HttpClient, target: OipTarget, sample_shape: Vec<usize>) -> Self {
-        Self { client, target, sample_shape, parameters: Map::new(), max_batch: usize::MAX }
+    /// Batches for `target`, whose input is called `input_name` and whose samples have
+    /// `sample_shape` (both from its metadata).
+    pub fn new(client: &'c HttpClient, target: OipTarget, input_name: String, sample_shape: Vec<usize>) -> Self {
+        Self { client, target, input_name, sample_shape, parameters: Map::new(), max_batch: usize::MAX }
     }
 
     /// Splits batches into requests of at most `max_batch` inputs (the model's
@@ -97,8 +99,10 @@ impl BatchOracle<Vec<f32>> for OipOracle<'_> {
     fn answer_batch(&mut self, inputs: &[Vec<f32>]) -> Result<BatchAnswers, ClientError> {
         let mut answers = BatchAnswers { labels: Vec::with_capacity(inputs.len()), models: Vec::new() };
         let parameters = &self.parameters;
+        let input_name = &self.input_name;
         let responses =
             self.client.infer_in_batches(&self.target, inputs, &self.sample_shape, self.max_batch, |r| {
+                let r = r.with_input_name(input_name.clone()).with_output("label", false, None);
                 parameters.iter().fold(r, |r, (k, v)| r.with_parameter(k.clone(), v.clone()))
             })?;
         for (n, response) in responses {

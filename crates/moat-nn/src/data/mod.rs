@@ -29,6 +29,7 @@ pub mod idx;
 mod io;
 pub mod mnist;
 mod normalize;
+pub mod npy;
 mod registry;
 pub mod split;
 #[cfg(test)]

@@ -539,13 +539,13 @@ impl<'m> Importer<'m> {
         }
     }
 
-    /// The graph output: the first ONNX graph output, which must be a runtime value.
-    fn output(&self) -> Result<ValueId> {
+    /// The graph output: ONNX graph output `index`, which must be a runtime value.
+    fn output(&self, index: usize) -> Result<ValueId> {
         let graph = self.graph;
-        let info = graph.output.first().ok_or_else(|| NnError::Onnx("the graph has no output".into()))?;
-        if graph.output.len() > 1 {
-            tracing::warn!(outputs = graph.output.len(), used = %info.name, "ONNX graph has several outputs; moat uses the first");
-        }
+        let info = graph
+            .output
+            .get(index)
+            .ok_or_else(|| NnError::Onnx(format!("the graph has {} outputs, no output {index}", graph.output.len())))?;
         let name = info.name.as_str();
         match self.values.get(name) {
             Some(Val::Run { id, .. }) => Ok(*id),
@@ -611,8 +611,9 @@ fn check_single_assignment(graph: &GraphProto) -> Result<()> {
     Ok(())
 }
 
-/// Imports a decoded ONNX model; `fallback_name` names the graph when the file does not.
-pub(super) fn import_model(model: &ModelProto, fallback_name: &str) -> Result<Graph> {
+/// Imports a decoded ONNX model computing its graph output `output` (nodes that output does not
+/// depend on are dropped); `fallback_name` names the graph when the file does not.
+pub(super) fn import_model(model: &ModelProto, fallback_name: &str, output: usize) -> Result<Graph> {
     let graph = model
         .graph
         .as_ref()
@@ -638,7 +639,7 @@ pub(super) fn import_model(model: &ModelProto, fallback_name: &str) -> Result<Gr
     for (index, node) in graph.node.iter().enumerate() {
         importer.node(index, node)?;
     }
-    let output = importer.output()?;
+    let output = importer.output(output)?;
     let name = if graph.name.is_empty() { fallback_name.to_string() } else { graph.name.clone() };
     let graph = importer.finish(name, input_shape, output)?;
     tracing::debug!(model = graph.name(), nodes = graph.nodes().len(), opset, "imported ONNX model");

@@ -7,6 +7,9 @@
 //! **Import** ([`import_onnx`], [`load_onnx`]) reads `ai.onnx` opsets 9–21. The model input is
 //! the first graph input that is not an initializer, of shape `[N, …]` with a symbolic or unit
 //! batch `N`; moat's graph works on one sample, so the batch dimension is dropped everywhere.
+//! A graph computes one output (the first); [`load_onnx_outputs`] imports one graph per declared
+//! output, with the file's tensor names ([`Signature`]), for serving every output under its own
+//! name.
 //! Supported ops ([`SUPPORTED_OPS`]) and how they map:
 //!
 //! | ONNX | moat | conditions |
@@ -86,9 +89,11 @@ pub fn decode_model(bytes: &[u8]) -> Result<proto::ModelProto> {
     proto::ModelProto::decode(bytes).map_err(|e| NnError::Onnx(format!("cannot decode the model protobuf: {e}")))
 }
 
-/// Imports a decoded model (see the module documentation).
+/// Imports a decoded model (see the module documentation): the graph computing its first
+/// output.
 pub fn import_model(model: &proto::ModelProto) -> Result<Graph> {
-    import::import_model(model, "onnx")
+    warn_unused_outputs(model);
+    import::import_model(model, "onnx", 0)
 }
 
 /// Imports an ONNX model from its serialised bytes.
@@ -100,8 +105,75 @@ pub fn import_onnx(bytes: &[u8]) -> Result<Graph> {
 /// no name.
 pub fn load_onnx(path: &Path) -> Result<Graph> {
     let bytes = std::fs::read(path).map_err(|e| NnError::io(path, e))?;
-    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("onnx");
-    import::import_model(&decode_model(&bytes)?, stem)
+    let model = decode_model(&bytes)?;
+    warn_unused_outputs(&model);
+    import::import_model(&model, file_stem(path), 0)
+}
+
+fn file_stem(path: &Path) -> &str {
+    path.file_stem().and_then(|s| s.to_str()).unwrap_or("onnx")
+}
+
+fn warn_unused_outputs(model: &proto::ModelProto) {
+    if let Some(g) = &model.graph
+        && g.output.len() > 1
+    {
+        tracing::warn!(
+            outputs = g.output.len(),
+            "ONNX graph has several outputs; this graph computes the first (load_onnx_outputs computes each)"
+        );
+    }
+}
+
+/// The tensors an ONNX model declares, by the names its graph gives them — what a serving API
+/// calls them (Triton serves a model's own tensor names).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Signature {
+    /// The model input: the first graph input that is not an initializer.
+    pub input: String,
+    /// The graph outputs, in declaration order.
+    pub outputs: Vec<String>,
+}
+
+/// A model with every declared output: `graphs[k]` computes `signature.outputs[k]`, without the
+/// nodes that output does not depend on (`graphs[0]` is what [`load_onnx`] returns).
+#[derive(Clone, Debug, PartialEq)]
+pub struct MultiOutput {
+    /// The declared tensor names.
+    pub signature: Signature,
+    /// One graph per declared output.
+    pub graphs: Vec<Graph>,
+}
+
+/// The declared input and output names of a decoded model.
+pub fn signature(model: &proto::ModelProto) -> Result<Signature> {
+    let graph = model.graph.as_ref().ok_or_else(|| NnError::Onnx("the model has no graph".into()))?;
+    let initializers: std::collections::HashSet<&str> = graph.initializer.iter().map(|t| t.name.as_str()).collect();
+    let input = graph
+        .input
+        .iter()
+        .find(|v| !initializers.contains(v.name.as_str()))
+        .ok_or_else(|| NnError::Onnx("the graph has no input besides its initializers".into()))?;
+    if graph.output.is_empty() {
+        return Err(NnError::Onnx("the graph has no output".into()));
+    }
+    Ok(Signature { input: input.name.clone(), outputs: graph.output.iter().map(|o| o.name.clone()).collect() })
+}
+
+/// Imports every declared output of a decoded model (one import per output; `fallback_name`
+/// names the graphs when the file does not).
+pub fn import_outputs(model: &proto::ModelProto, fallback_name: &str) -> Result<MultiOutput> {
+    let signature = signature(model)?;
+    let graphs = (0..signature.outputs.len())
+        .map(|k| import::import_model(model, fallback_name, k))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(MultiOutput { signature, graphs })
+}
+
+/// Loads an ONNX file with every declared output (see [`import_outputs`], [`load_onnx`]).
+pub fn load_onnx_outputs(path: &Path) -> Result<MultiOutput> {
+    let bytes = std::fs::read(path).map_err(|e| NnError::io(path, e))?;
+    import_outputs(&decode_model(&bytes)?, file_stem(path))
 }
 
 /// The ONNX model of a graph (opset 13, IR version 8; see the module documentation).

@@ -26,8 +26,8 @@ use crate::audit::{AuditRecord, SessionAudit};
 use crate::error::AppError;
 use crate::keys::Caller;
 use crate::oip::{
-    HEADER_LENGTH, OutputKind, OutputSpec, OutputTensor, RawRequest, TensorValues, classification, encode_response,
-    number_parameter,
+    HEADER_LENGTH, ModelIo, OutputKind, OutputSpec, OutputTensor, RawRequest, TensorValues, classification,
+    encode_response, number_parameter,
 };
 use crate::policy::{Spec, feasible};
 use crate::pool::PoolError;
@@ -250,9 +250,43 @@ pub(super) async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> 
     }
 }
 
-fn run_batch(model: &ModelVersion, values: &[f32], n: usize) -> Result<Vec<Vec<f32>>, NnError> {
+/// What a batch computed: each declared output requested (`declared[k]`, one row per sample)
+/// and, when an extra output is requested, the logits.
+struct Computed {
+    declared: Vec<Option<Vec<Vec<f32>>>>,
+    logits: Vec<Vec<f32>>,
+}
+
+/// Runs the graphs the requested outputs need on `n` samples: the main graph once per sample
+/// for its output and the logits, another declared output's graph only when it is requested.
+fn run_batch(model: &ModelVersion, values: &[f32], n: usize, specs: &[OutputSpec]) -> Result<Computed, NnError> {
     let per = values.len() / n;
-    values.chunks_exact(per).map(|sample| FloatExecutor::logits(&model.graph, sample)).collect()
+    let wants = |k: usize| specs.iter().any(|s| s.kind == OutputKind::Declared(k));
+    let need_logits = specs.iter().any(|s| !matches!(s.kind, OutputKind::Declared(_)));
+    let mut declared = vec![None; 1 + model.output_graphs.len()];
+    let mut logits = Vec::new();
+    if wants(0) || need_logits {
+        let graph = &model.graph;
+        let mut rows = Vec::new();
+        for sample in values.chunks_exact(per) {
+            let mut all = FloatExecutor::run_all(graph, sample)?;
+            if need_logits {
+                logits.push(all[graph.logits().0].clone());
+            }
+            if wants(0) {
+                rows.push(std::mem::take(&mut all[graph.output().0]));
+            }
+        }
+        if wants(0) {
+            declared[0] = Some(rows);
+        }
+    }
+    for (k, slot) in declared.iter_mut().enumerate().skip(1) {
+        if let Some(graph) = model.output_graph(k).filter(|_| wants(k)) {
+            *slot = Some(values.chunks_exact(per).map(|x| FloatExecutor::run(graph, x)).collect::<Result<_, _>>()?);
+        }
+    }
+    Ok(Computed { declared, logits })
 }
 
 async fn infer_inner(
@@ -292,18 +326,17 @@ async fn infer_inner(
     let raw = RawRequest::parse(&bytes, header_length)?;
 
     let plan = plan(state, target)?;
-    let (sample_shape, classes, max_batch) = match &plan {
-        Plan::Model(m) => (m.sample_shape().to_vec(), m.classes(), m.max_batch_size),
+    let (io, max_batch) = match &plan {
+        Plan::Model(m) => (m.io(), m.max_batch_size),
         Plan::Task(t) => {
-            let (shape, classes) =
-                t.signature().map_err(|message| AppError::Unavailable { message, retry_after: None })?;
+            let io = t.signature().map_err(|message| AppError::Unavailable { message, retry_after: None })?;
             let max_batch = t.members.iter().map(|m| m.max_batch_size).min().unwrap_or(1);
-            (shape, classes, max_batch)
+            (io, max_batch)
         }
     };
-    let (n, values) = raw.decode_input(&sample_shape, max_batch)?;
+    let (n, values) = raw.decode_input(&io, max_batch)?;
     served.batch = n;
-    let outputs = raw.outputs(classes)?;
+    let outputs = raw.outputs(&io)?;
     let params = raw.request.parameters.as_ref();
     let spec = match &plan {
         Plan::Task(_) => Some(
@@ -323,10 +356,11 @@ async fn infer_inner(
     let version = model.version_string();
 
     let job_model = model.clone();
-    let result = state.pool.run(move || run_batch(&job_model, &values, n)).await;
+    let job_outputs = outputs.clone();
+    let result = state.pool.run(move || run_batch(&job_model, &values, n, &job_outputs)).await;
     let labels_model = [model.name.as_str(), version.as_str()];
-    let (logits, times) = match result {
-        Ok((Ok(logits), times)) => (logits, times),
+    let (computed, times) = match result {
+        Ok((Ok(computed), times)) => (computed, times),
         Ok((Err(e), _)) => {
             refund();
             model.stats.record_failure();
@@ -384,7 +418,7 @@ async fn infer_inner(
             }
         }
     };
-    let tensors = build_outputs(&outputs, &logits, classes, class_names.as_deref());
+    let tensors = build_outputs(&io, &outputs, computed, n, class_names.as_deref())?;
     let encoded = encode_response(
         &model_name,
         model_version.as_deref(),
@@ -407,45 +441,52 @@ async fn infer_inner(
 }
 
 fn build_outputs(
+    io: &ModelIo,
     specs: &[OutputSpec],
-    logits: &[Vec<f32>],
-    classes: usize,
+    computed: Computed,
+    n: usize,
     labels: Option<&[String]>,
-) -> Vec<OutputTensor> {
-    let n = logits.len();
+) -> Result<Vec<OutputTensor>, AppError> {
+    let Computed { mut declared, logits } = computed;
     let mut probabilities: Option<Vec<Vec<f32>>> = None;
     let mut out = Vec::with_capacity(specs.len());
     for spec in specs {
+        let name = io.name_of(spec.kind).to_string();
         let rows: &[Vec<f32>] = match spec.kind {
-            OutputKind::Logits | OutputKind::Label => logits,
+            OutputKind::Declared(k) => declared
+                .get_mut(k)
+                .and_then(Option::as_mut)
+                .map(|r| r.as_slice())
+                .ok_or_else(|| AppError::internal(format!("output '{name}' was not computed")))?,
+            OutputKind::Logits | OutputKind::Label => &logits,
             OutputKind::Probabilities => {
                 probabilities.get_or_insert_with(|| logits.iter().map(|l| softmax(l)).collect())
             }
         };
         let tensor = match (spec.kind, spec.classification) {
             (OutputKind::Label, _) => OutputTensor {
-                name: spec.kind.name(),
+                name,
                 datatype: "INT64",
                 shape: vec![n],
                 data: TensorValues::I64(rows.iter().map(|r| argmax_f32(r).map_or(-1, |i| i as i64)).collect()),
                 binary: spec.binary,
             },
             (_, Some(k)) => OutputTensor {
-                name: spec.kind.name(),
+                name,
                 datatype: "BYTES",
                 shape: vec![n, k],
                 data: TensorValues::Bytes(classification(rows, k, labels)),
                 binary: spec.binary,
             },
-            (_, None) => OutputTensor {
-                name: spec.kind.name(),
+            (kind, None) => OutputTensor {
+                name,
                 datatype: "FP32",
-                shape: vec![n, classes],
+                shape: std::iter::once(n).chain(io.sample_shape_of(kind)).collect(),
                 data: TensorValues::F32(rows.iter().flatten().copied().collect()),
                 binary: spec.binary,
             },
         };
         out.push(tensor);
     }
-    out
+    Ok(out)
 }

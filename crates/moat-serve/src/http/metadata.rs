@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use crate::SharedState;
 use crate::error::AppError;
-use crate::oip::io_metadata;
+use crate::oip::{extra_metadata, io_metadata};
 use crate::repository::{LookupError, ModelVersion};
 use crate::tasks::ResolvedTask;
 
@@ -72,7 +72,8 @@ pub(crate) async fn server_metadata(State(state): State<SharedState>) -> Json<Va
 
 /// The metadata of a loaded model version.
 pub(crate) fn model_json(model: &ModelVersion, versions: &[u64]) -> Value {
-    let (inputs, outputs) = io_metadata(model.sample_shape(), model.classes());
+    let io = model.io();
+    let (inputs, outputs) = io_metadata(&io);
     let input_spec = model.card.as_ref().map(|c| {
         json!({
             "dataset": c.input.dataset,
@@ -93,14 +94,15 @@ pub(crate) fn model_json(model: &ModelVersion, versions: &[u64]) -> Value {
             "max_batch_size": model.max_batch_size,
             "profile": model.profile,
             "input_spec": input_spec,
+            "extra_outputs": extra_metadata(&io),
         }
     })
 }
 
 /// The metadata of a task, in the model-metadata format.
 pub(crate) fn task_json(task: &ResolvedTask) -> Result<Value, AppError> {
-    let (shape, classes) = task.signature().map_err(|message| AppError::Unavailable { message, retry_after: None })?;
-    let (inputs, outputs) = io_metadata(&shape, classes);
+    let io = task.signature().map_err(|message| AppError::Unavailable { message, retry_after: None })?;
+    let (inputs, outputs) = io_metadata(&io);
     let policy = &task.settings.policy;
     let mut parameters = json!({
         "task": task.name,
@@ -109,6 +111,7 @@ pub(crate) fn task_json(task: &ResolvedTask) -> Result<Value, AppError> {
         "disclose_model": task.settings.disclose_model,
         "ready_models": task.members.len(),
         "spec_parameters": moat_wire::params::SPEC,
+        "extra_outputs": extra_metadata(&io),
     });
     if task.settings.disclose_model {
         parameters["models"] = json!(task.members.iter().map(|m| m.name.clone()).collect::<Vec<_>>());

@@ -15,7 +15,7 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use moat_client::{ClientError, HttpClient, InferRequest};
+use moat_client::{ClientError, HttpClient};
 use moat_nn::FloatExecutor;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
@@ -180,7 +180,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let mut rng = ChaCha20Rng::seed_from_u64(args.seed);
     let samples: Vec<Vec<f32>> =
         (0..args.batch).map(|_| (0..per).map(|_| rng.random_range(-1.0f32..1.0)).collect()).collect();
-    let mut request = InferRequest::batch(&samples, &sample_shape)?.with_binary_input(args.binary);
+    let mut request = meta.request(&samples)?.with_binary_input(args.binary);
     for (k, v) in parse_params(&args.params)? {
         request = request.with_parameter(k, v);
     }

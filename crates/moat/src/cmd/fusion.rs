@@ -592,7 +592,7 @@ pub fn infer(args: &super::infer::Args, spec: &str) -> anyhow::Result<()> {
                 let target = OipTarget::Model { name: name.into(), version: None };
                 let max_batch =
                     meta.parameters.get(moat_wire::params::MAX_BATCH_SIZE).and_then(serde_json::Value::as_u64);
-                let mut oracle = OipOracle::new(&http, target, meta.sample_shape()?)
+                let mut oracle = OipOracle::new(&http, target, meta.input_name()?.to_string(), meta.sample_shape()?)
                     .with_max_batch(max_batch.map_or(usize::MAX, |b| b as usize));
                 for (k, v) in super::bench_http::parse_params(&args.params)? {
                     oracle = oracle.with_parameter(k, v);

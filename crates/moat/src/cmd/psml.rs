@@ -140,6 +140,8 @@ pub struct PsmlArgs {
 struct HttpRouter {
     client: HttpClient,
     task: String,
+    /// The task's input name (its members' ONNX input).
+    input: String,
     shape: Vec<usize>,
     max_batch: usize,
     spent: u64,
@@ -156,7 +158,7 @@ impl HttpRouter {
     fn request(&self, inputs: &[&[f32]]) -> Result<InferRequest, PsmlError> {
         let owned: Vec<Vec<f32>> = inputs.iter().map(|x| x.to_vec()).collect();
         InferRequest::batch(&owned, &self.shape)
-            .map(|r| r.with_binary_input(true).with_output("label", false, None))
+            .map(|r| r.with_input_name(self.input.clone()).with_binary_input(true).with_output("label", false, None))
             .map_err(|e| PsmlError::Invalid(e.to_string()))
     }
 
@@ -412,12 +414,12 @@ impl Truth {
         Ok(Self { client, members })
     }
 
-    fn labels(&self, model: &str, inputs: &[Vec<f32>], shape: &[usize]) -> anyhow::Result<Vec<usize>> {
+    fn labels(&self, model: &str, inputs: &[Vec<f32>], input: &str, shape: &[usize]) -> anyhow::Result<Vec<usize>> {
         let target = moat_client::OipTarget::Model { name: model.to_string(), version: None };
         let answers = self
             .client
             .infer_in_batches(&target, inputs, shape, 64, |r| {
-                r.with_binary_input(true).with_output("label", false, None)
+                r.with_input_name(input).with_binary_input(true).with_output("label", false, None)
             })
             .with_context(|| format!("harness: labels of {model}"))?;
         let mut out = Vec::with_capacity(inputs.len());
@@ -427,9 +429,9 @@ impl Truth {
         Ok(out)
     }
 
-    fn sign(&mut self, fps: &[Vec<f32>], shape: &[usize]) -> anyhow::Result<()> {
+    fn sign(&mut self, fps: &[Vec<f32>], input: &str, shape: &[usize]) -> anyhow::Result<()> {
         for i in 0..self.members.len() {
-            let s = self.labels(&self.members[i].name, fps, shape)?;
+            let s = self.labels(&self.members[i].name, fps, input, shape)?;
             self.members[i].signature = s;
         }
         Ok(())
@@ -443,7 +445,15 @@ impl Truth {
 
     /// Goodput of `task` under benign traffic: `n` single-sample requests, each with the
     /// accuracy of a random member as its minimum (a spec some member meets).
-    fn goodput(&self, task: &str, n: usize, sample: &[f32], shape: &[usize], seed: u64) -> anyhow::Result<f64> {
+    fn goodput(
+        &self,
+        task: &str,
+        n: usize,
+        sample: &[f32],
+        input: &str,
+        shape: &[usize],
+        seed: u64,
+    ) -> anyhow::Result<f64> {
         use rand::Rng;
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
         let accs: Vec<f64> = self.members.iter().filter_map(|m| m.accuracy).collect();
@@ -451,6 +461,7 @@ impl Truth {
         for _ in 0..n {
             let a = accs[rng.random_range(0..accs.len().max(1))];
             let r = InferRequest::new(std::iter::once(1).chain(shape.iter().copied()).collect(), sample.to_vec())?
+                .with_input_name(input)
                 .with_spec(Some(a), None);
             self.client.infer_task(task, &r).with_context(|| format!("harness: benign request to {task}"))?;
         }
@@ -658,6 +669,7 @@ pub fn run(mut args: PsmlArgs) -> anyhow::Result<()> {
         .as_array()
         .map(|s| s.iter().skip(1).filter_map(Value::as_u64).map(|d| d as usize).collect())
         .unwrap_or_default();
+    let input = meta["inputs"][0]["name"].as_str().unwrap_or("input").to_string();
 
     // The harness (operator key) knows the members' profiles: specs no member meets are
     // dropped from the grid, and a grid left empty is an error, before the attacker spends a
@@ -716,17 +728,24 @@ pub fn run(mut args: PsmlArgs) -> anyhow::Result<()> {
 
     // The harness.
     if let Some(t) = truth.as_mut() {
-        t.sign(&fp_inputs, &shape)?;
+        t.sign(&fp_inputs, &input, &shape)?;
     }
 
     let max_batch = meta[moat_wire::params::MAX_BATCH_SIZE].as_u64().map_or(64, |b| b as usize).max(1);
-    let mut router = HttpRouter { client: attacker, task: task.clone(), shape: shape.clone(), max_batch, spent: 0 };
+    let mut router = HttpRouter {
+        client: attacker,
+        task: task.clone(),
+        input: input.clone(),
+        shape: shape.clone(),
+        max_batch,
+        spent: 0,
+    };
     let mut setup = Setup { args: &args, pool: &pool, test: &test, fp_idx: &fp_idx, specs: &specs, victim_test: None };
     let (search, search_report) = setup.search(&mut router, truth.as_ref(), args.repeats)?;
     let victim = args.victim.clone().or(search_report.victim.clone());
     let victim_test = match (&truth, &victim) {
         (Some(t), Some(v)) => {
-            Some(t.labels(v, &(0..test.len()).map(|i| test.sample(i).to_vec()).collect::<Vec<_>>(), &shape)?)
+            Some(t.labels(v, &(0..test.len()).map(|i| test.sample(i).to_vec()).collect::<Vec<_>>(), &input, &shape)?)
         }
         _ => None,
     };
@@ -752,11 +771,17 @@ pub fn run(mut args: PsmlArgs) -> anyhow::Result<()> {
             for &e in &args.epsilons {
                 let name = sweep_task(&task, policy, e);
                 let goodput = match &truth {
-                    Some(t) => t.goodput(&name, args.benign, &benign_sample, &shape, args.seed)?,
+                    Some(t) => t.goodput(&name, args.benign, &benign_sample, &input, &shape, args.seed)?,
                     None => f64::NAN,
                 };
-                let mut r =
-                    HttpRouter { client: router.client.clone(), task: name, shape: shape.clone(), max_batch, spent: 0 };
+                let mut r = HttpRouter {
+                    client: router.client.clone(),
+                    task: name,
+                    input: input.clone(),
+                    shape: shape.clone(),
+                    max_batch,
+                    spent: 0,
+                };
                 let (s, report) = setup.search(&mut r, truth.as_ref(), args.sweep_repeats)?;
                 let arm = Arm::Guided {
                     spec: report.best_spec,

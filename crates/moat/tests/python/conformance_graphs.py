@@ -1,0 +1,315 @@
+"""The conformance suite's ONNX graphs, written with onnx.helper, and onnxruntime's answers.
+
+Usage: conformance_graphs.py OUT_DIR
+
+For every case of CASES and every opset it lists (9, 11, 13, 17 unless it says otherwise), writes
+  OUT_DIR/repo/<case>-op<opset>/1/model.onnx   a model repository `moat serve` can serve,
+  OUT_DIR/inputs/<case>-op<opset>.npy          a batch of 3 inputs (seeded normal values),
+  OUT_DIR/expected/<case>-op<opset>.npz        onnxruntime's value of every declared output,
+and OUT_DIR/cases.json: one entry per model with its ONNX input and output names, as a user reads
+them from the file.
+
+A case is a function of the opset returning a Graph: nodes, initializers, the input's name and
+per-sample shape, and the declared outputs. Where an op's attributes changed across opsets (Clip,
+Pad, Squeeze/Unsqueeze, Slice, Softmax, Dropout), the builder writes the form of that opset. To
+cover a new op, add a case with @case(...) below: the Rust test picks it up from cases.json.
+"""
+
+import json
+import os
+import sys
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import TensorProto, helper, numpy_helper
+
+OPSETS = (9, 11, 13, 17)
+# The IR version each opset needs (onnx.helper.VERSION_TABLE), as exporters of the time wrote.
+IR_VERSION = {9: 4, 11: 6, 13: 7, 17: 8}
+BATCH = 3
+RNG = np.random.default_rng(20261203)
+
+CASES = []
+
+
+def case(name, opsets=OPSETS, acceptance=False):
+    """Registers a case builder for the given opsets (acceptance: part of the Triton-client check)."""
+
+    def register(build):
+        CASES.append({"name": name, "opsets": opsets, "build": build, "acceptance": acceptance})
+        return build
+
+    return register
+
+
+class Graph:
+    def __init__(self, input_name, sample_shape, outputs):
+        self.input_name = input_name
+        self.sample_shape = list(sample_shape)
+        self.outputs = list(outputs)  # names of the declared outputs
+        self.nodes = []
+        self.inits = []
+
+    def w(self, name, shape, scale=0.5):
+        self.inits.append(numpy_helper.from_array((RNG.standard_normal(shape) * scale).astype(np.float32), name))
+        return name
+
+    def const(self, name, array):
+        self.inits.append(numpy_helper.from_array(np.asarray(array), name))
+        return name
+
+    def node(self, op, inputs, outputs, **attrs):
+        self.nodes.append(helper.make_node(op, inputs, outputs, name=f"{op}_{len(self.nodes)}", **attrs))
+        return outputs[0]
+
+
+def axes_form(g, op, x, out, axes, opset):
+    """Squeeze/Unsqueeze: `axes` attribute before opset 13, an input from 13 on."""
+    if opset < 13:
+        return g.node(op, [x], [out], axes=axes)
+    return g.node(op, [x, g.const(out + "_axes", np.array(axes, dtype=np.int64))], [out])
+
+
+def softmax(g, x, out, opset):
+    """Softmax over the class axis of [N, K]: axis 1 (the pre-13 default coerces to 2-D)."""
+    return g.node("Softmax", [x], [out]) if opset >= 13 else g.node("Softmax", [x], [out], axis=1)
+
+
+# ---- the acceptance graphs: a classifier ending in Softmax, one ending in Gemm, multi-output ----
+
+
+@case("softmax_head", acceptance=True)
+def softmax_head(opset):
+    g = Graph("pixels", [12], ["probabilities_out"])
+    h = g.node("Gemm", ["pixels", g.w("W1", [16, 12]), g.w("b1", [16])], ["h"], transB=1)
+    r = g.node("Relu", [h], ["r"])
+    z = g.node("Gemm", [r, g.w("W2", [16, 7]), g.w("b2", [7])], ["z"])
+    softmax(g, z, "probabilities_out", opset)
+    return g
+
+
+@case("gemm_head", acceptance=True)
+def gemm_head(opset):
+    g = Graph("features", [10], ["scores"])
+    h = g.node("Gemm", ["features", g.w("W1", [10, 8]), g.w("b1", [8])], ["h"], alpha=0.5, beta=2.0)
+    r = g.node("Relu", [h], ["r"])
+    g.node("Gemm", [r, g.w("W2", [5, 8]), g.w("b2", [5])], ["scores"], transB=1)
+    return g
+
+
+@case("multi_output", acceptance=True)
+def multi_output(opset):
+    g = Graph("x", [2, 4, 4], ["logits", "probs", "embedding"])
+    c = g.node("Conv", ["x", g.w("k", [3, 2, 3, 3]), g.w("kb", [3])], ["c"], pads=[1, 1, 1, 1])
+    r = g.node("Relu", [c], ["r"])
+    e = g.node("Flatten", [r], ["embedding"], axis=1)
+    z = g.node("Gemm", [e, g.w("W", [6, 48]), g.w("b", [6])], ["logits"], transB=1)
+    softmax(g, z, "probs", opset)
+    return g
+
+
+# ---- every op and attribute form moat supports today ----
+
+
+@case("conv_relu_maxpool")
+def conv_relu_maxpool(opset):
+    g = Graph("image", [3, 8, 8], ["y"])
+    c = g.node("Conv", ["image", g.w("k", [4, 3, 3, 3]), g.w("kb", [4])], ["c"], pads=[1, 1, 1, 1], strides=[1, 1])
+    r = g.node("Relu", [c], ["r"])
+    p = g.node("MaxPool", [r], ["p"], kernel_shape=[2, 2], strides=[2, 2])
+    f = g.node("Flatten", [p], ["f"], axis=1)
+    g.node("Gemm", [f, g.w("W", [5, 64]), g.w("b", [5])], ["y"], transB=1)
+    return g
+
+
+@case("conv_strided_autopad")
+def conv_strided_autopad(opset):
+    g = Graph("x", [2, 7, 7], ["y"])
+    c = g.node("Conv", ["x", g.w("k", [3, 2, 3, 3])], ["c"], auto_pad="SAME_UPPER", strides=[2, 2])
+    g.node("Relu", [c], ["y"])
+    return g
+
+
+@case("conv_batchnorm_gap")
+def conv_batchnorm_gap(opset):
+    g = Graph("x", [3, 6, 6], ["y"])
+    c = g.node("Conv", ["x", g.w("k", [4, 3, 3, 3]), g.w("kb", [4])], ["c"])
+    scale, bias, mean = g.w("s", [4]), g.w("bb", [4]), g.w("m", [4])
+    g.const("v", (RNG.random(4) + 0.5).astype(np.float32))
+    n = g.node("BatchNormalization", [c, scale, bias, mean, "v"], ["n"], epsilon=1e-3)
+    r = g.node("Relu", [n], ["r"])
+    p = g.node("GlobalAveragePool", [r], ["p"])
+    f = g.node("Flatten", [p], ["f"])
+    g.node("Gemm", [f, g.w("W", [3, 4]), g.w("b", [3])], ["y"], transB=1)
+    return g
+
+
+@case("pad_into_conv_and_avgpool")
+def pad_into_conv_and_avgpool(opset):
+    g = Graph("x", [2, 5, 5], ["y"])
+    pads = [0, 0, 1, 1, 0, 0, 1, 1]
+    if opset < 11:
+        p = g.node("Pad", ["x"], ["p"], pads=pads, mode="constant", value=0.0)
+    else:
+        p = g.node("Pad", ["x", g.const("pads", np.array(pads, dtype=np.int64))], ["p"], mode="constant")
+    c = g.node("Conv", [p, g.w("k", [2, 2, 3, 3]), g.w("kb", [2])], ["c"])
+    r = g.node("Relu", [c], ["r"])
+    g.node("AveragePool", [r], ["y"], kernel_shape=[3, 3], strides=[1, 1], pads=[1, 1, 1, 1], count_include_pad=1)
+    return g
+
+
+@case("residual_add_concat")
+def residual_add_concat(opset):
+    g = Graph("x", [4, 5, 5], ["y"])
+    a = g.node("Conv", ["x", g.w("k1", [4, 4, 3, 3]), g.w("b1", [4])], ["a"], pads=[1, 1, 1, 1])
+    ra = g.node("Relu", [a], ["ra"])
+    b = g.node("Conv", [ra, g.w("k2", [4, 4, 1, 1])], ["b"])
+    s = g.node("Add", ["x", b], ["s"])
+    rs = g.node("Relu", [s], ["rs"])
+    g.node("Concat", [rs, ra], ["y"], axis=1)
+    return g
+
+
+@case("matmul_add")
+def matmul_add(opset):
+    g = Graph("x", [3, 2, 2], ["y"])
+    f = g.node("Flatten", ["x"], ["f"], axis=1)
+    m = g.node("MatMul", [f, g.w("W", [12, 6])], ["m"])
+    g.node("Add", [m, g.w("b", [6])], ["y"])
+    return g
+
+
+@case("affine_constants_clip")
+def affine_constants_clip(opset):
+    g = Graph("x", [3, 4, 4], ["y"])
+    m = g.node("Mul", ["x", g.w("scale", [3, 1, 1])], ["m"])
+    a = g.node("Add", [m, g.w("shift", [3, 1, 1])], ["a"])
+    s = g.node("Sub", [a, g.const("half", np.array(0.5, dtype=np.float32))], ["s"])
+    d = g.node("Div", [s, g.const("two", np.array(2.0, dtype=np.float32))], ["d"])
+    if opset < 11:
+        g.node("Clip", [d], ["y"], min=0.0)
+    else:
+        g.node("Clip", [d, g.const("zero", np.array(0.0, dtype=np.float32))], ["y"])
+    return g
+
+
+@case("torch_view_reshape")
+def torch_view_reshape(opset):
+    """PyTorch's x.view(x.size(0), -1): Shape → Gather → Unsqueeze → Concat → Reshape."""
+    g = Graph("x", [2, 3, 3], ["y"])
+    c = g.node("Conv", ["x", g.w("k", [2, 2, 1, 1])], ["c"])
+    shape = g.node("Shape", [c], ["shape"])
+    n = g.node("Gather", [shape, g.const("zero", np.array(0, dtype=np.int64))], ["n"], axis=0)
+    n1 = axes_form(g, "Unsqueeze", n, "n1", [0], opset)
+    target = g.node("Concat", [n1, g.const("minus1", np.array([-1], dtype=np.int64))], ["target"], axis=0)
+    g.node("Reshape", [c, target], ["y"])
+    return g
+
+
+@case("slice_shape_reshape")
+def slice_shape_reshape(opset):
+    """The batch size by Slice of Shape (attribute form before opset 10), then Reshape."""
+    g = Graph("x", [4, 2, 2], ["y"])
+    shape = g.node("Shape", ["x"], ["shape"])
+    if opset < 10:
+        n = g.node("Slice", [shape], ["n"], starts=[0], ends=[1], axes=[0])
+    else:
+        consts = [g.const(k, np.array([v], dtype=np.int64)) for k, v in (("s0", 0), ("s1", 1), ("ax", 0))]
+        n = g.node("Slice", [shape] + consts, ["n"])
+    target = g.node("Concat", [n, g.const("rest", np.array([16], dtype=np.int64))], ["target"], axis=0)
+    r = g.node("Reshape", ["x", target], ["r"])
+    g.node("Gemm", [r, g.w("W", [4, 16]), g.w("b", [4])], ["y"], transB=1)
+    return g
+
+
+@case("squeeze_unsqueeze_transpose")
+def squeeze_unsqueeze_transpose(opset):
+    g = Graph("x", [3, 4, 4], ["y"])
+    p = g.node("GlobalAveragePool", ["x"], ["p"])
+    t = g.node("Transpose", [p], ["t"], perm=[0, 2, 3, 1])
+    s = axes_form(g, "Squeeze", t, "s", [1, 2], opset)
+    u = axes_form(g, "Unsqueeze", s, "u", [2], opset)
+    f = g.node("Flatten", [u], ["f"])
+    g.node("Gemm", [f, g.w("W", [3, 2]), g.w("b", [2])], ["y"])
+    return g
+
+
+@case("dropout_identity_cast_constant")
+def dropout_identity_cast_constant(opset):
+    g = Graph("x", [6], ["y"])
+    if opset < 12:
+        d = g.node("Dropout", ["x"], ["d"], ratio=0.25)
+    else:
+        d = g.node("Dropout", ["x"], ["d"])
+    i = g.node("Identity", [d], ["i"])
+    c = g.node("Cast", [i], ["c"], to=TensorProto.FLOAT)
+    w = (RNG.standard_normal((6, 4)) * 0.5).astype(np.float32)
+    k = g.node("Constant", [], ["w"], value=numpy_helper.from_array(w, "w"))
+    g.node("MatMul", [c, k], ["y"])
+    return g
+
+
+@case("constant_of_shape_scale")
+def constant_of_shape_scale(opset):
+    """A folded ConstantOfShape: a per-feature constant the importer evaluates."""
+    g = Graph("x", [4], ["y"])
+    value = numpy_helper.from_array(np.array([1.5], dtype=np.float32), "value")
+    c = g.node("ConstantOfShape", [g.const("dims", np.array([4], dtype=np.int64))], ["c"], value=value)
+    m = g.node("Mul", ["x", c], ["m"])
+    g.node("Relu", [m], ["y"])
+    return g
+
+
+def build_model(spec, opset):
+    g = spec["build"](opset)
+    inputs = [helper.make_tensor_value_info(g.input_name, TensorProto.FLOAT, ["N"] + g.sample_shape)]
+    outputs = [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in g.outputs]
+    graph = helper.make_graph(g.nodes, f"{spec['name']}_op{opset}", inputs, outputs, initializer=g.inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="moat-conformance")
+    model.ir_version = IR_VERSION[opset]
+    # The declared outputs' shapes [N, ...], as exporters write them, from one onnxruntime run.
+    probe = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    x = np.zeros([1] + g.sample_shape, dtype=np.float32)
+    shapes = [v.shape for v in probe.run(g.outputs, {g.input_name: x})]
+    del model.graph.output[:]
+    model.graph.output.extend(
+        helper.make_tensor_value_info(o, TensorProto.FLOAT, ["N"] + list(s[1:])) for o, s in zip(g.outputs, shapes)
+    )
+    onnx.checker.check_model(model, full_check=True)
+    return model, g
+
+
+def main():
+    out = sys.argv[1]
+    listing = []
+    for spec in CASES:
+        for opset in spec["opsets"]:
+            model, g = build_model(spec, opset)
+            name = f"{spec['name']}-op{opset}"
+            repo = os.path.join(out, "repo", name, "1")
+            os.makedirs(repo, exist_ok=True)
+            for sub in ("inputs", "expected"):
+                os.makedirs(os.path.join(out, sub), exist_ok=True)
+            path = os.path.join(repo, "model.onnx")
+            onnx.save(model, path)
+            x = RNG.standard_normal([BATCH] + g.sample_shape).astype(np.float32)
+            np.save(os.path.join(out, "inputs", name + ".npy"), x)
+            session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+            values = session.run(g.outputs, {g.input_name: x})
+            np.savez(os.path.join(out, "expected", name + ".npz"), **dict(zip(g.outputs, values)))
+            listing.append({
+                "name": name,
+                "case": spec["name"],
+                "opset": opset,
+                "acceptance": spec["acceptance"],
+                "input": g.input_name,
+                "outputs": g.outputs,
+                "ops": sorted({n.op_type for n in model.graph.node}),
+            })
+    with open(os.path.join(out, "cases.json"), "w") as f:
+        json.dump(listing, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
