@@ -31,9 +31,11 @@ pub mod fusion;
 pub mod http;
 pub mod oip;
 pub mod secure;
+pub mod tls;
 
 pub use error::ClientError;
 pub use http::{HttpClient, ModelMetadata, TensorMetadata};
 pub use moat_mpc::Seed;
 pub use oip::{InferRequest, InferResponse, OutputTensor, RequestedOutput, TensorData};
 pub use secure::{Admission, SecureClient, SecureSession, SessionRequest, SessionStats};
+pub use tls::ClientTls;

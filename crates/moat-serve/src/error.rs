@@ -160,6 +160,9 @@ impl From<crate::keys::Refusal> for AppError {
                 AppError::TooManyRequests { message: r.to_string(), retry_after: Some(*retry_after) }
             }
             Refusal::BudgetExhausted { .. } => AppError::TooManyRequests { message: r.to_string(), retry_after: None },
+            Refusal::StoreUnavailable(_) => {
+                AppError::Unavailable { message: r.to_string(), retry_after: Some(Duration::from_secs(1)) }
+            }
         }
     }
 }

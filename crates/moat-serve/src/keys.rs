@@ -23,17 +23,20 @@
 //! Clients send the key as `Authorization: Bearer KEY` or `X-API-Key: KEY`. Without a key file
 //! the server is open: every request is anonymous and unlimited.
 //!
-//! Budgets and buckets live in the replica's memory: N replicas behind a load balancer give a
-//! key up to N times its budget, and a restart resets them (see `deploy/README.md`).
+//! Budgets and buckets live in a [`CounterStore`]: by default the replica's memory (N replicas
+//! behind a load balancer then give a key up to N times its budget, and a restart resets them),
+//! or a Redis every replica shares (`--store redis://…`, see [`crate::store`]). When the shared
+//! store cannot be reached, requests are refused (`503`, [`Refusal::StoreUnavailable`]) and
+//! nothing is charged.
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
 use crate::error::ServeError;
+use crate::store::{self, CounterStore, KeyId};
 
 /// One key's settings, as written in the key file.
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
@@ -57,17 +60,12 @@ pub struct KeySettings {
 }
 
 #[derive(Debug)]
-struct Bucket {
-    tokens: f64,
-    updated: Instant,
-}
-
-#[derive(Debug)]
 struct KeyState {
     settings: KeySettings,
     name: String,
-    used: u64,
-    bucket: Option<Bucket>,
+    id: KeyId,
+    /// `(rate, burst)` of the key's bucket, if it has one.
+    bucket: Option<(f64, f64)>,
 }
 
 /// Who is calling: a configured key, or anyone when no keys are configured.
@@ -125,12 +123,16 @@ pub enum Refusal {
         /// Samples this request asked for.
         requested: u64,
     },
+    /// The shared counter store cannot be reached: nothing was charged.
+    #[error("{0}; nothing was charged, retry shortly")]
+    StoreUnavailable(String),
 }
 
 /// The configured keys and their running budgets and buckets.
 #[derive(Debug)]
 pub struct KeyStore {
-    keys: Mutex<HashMap<String, KeyState>>,
+    keys: HashMap<String, KeyState>,
+    counters: Box<dyn CounterStore>,
 }
 
 /// A key's usage, for statistics.
@@ -144,6 +146,11 @@ pub struct KeyUsage {
     pub budget: Option<u64>,
 }
 
+fn unavailable(e: &store::StoreError) -> Refusal {
+    tracing::warn!(error = %e, "counter store unavailable");
+    Refusal::StoreUnavailable(e.to_string())
+}
+
 fn default_name(key: &str) -> String {
     let prefix: String = key.chars().take(4).collect();
     format!("{prefix}…")
@@ -153,7 +160,6 @@ impl KeyStore {
     /// Keys from settings.
     pub fn new(settings: HashMap<String, KeySettings>) -> Result<Self, String> {
         let mut keys = HashMap::with_capacity(settings.len());
-        let now = Instant::now();
         for (key, s) in settings {
             if key.trim().is_empty() || key.chars().any(|c| c.is_whitespace() || c.is_control()) {
                 return Err("an API key is empty or contains whitespace".into());
@@ -168,12 +174,24 @@ impl KeyStore {
                             "key '{name}': rate_per_s must be > 0 and burst >= 1 (got {rate}, {burst})"
                         ));
                     }
-                    Some(Bucket { tokens: burst, updated: now })
+                    Some((rate, burst))
                 }
             };
-            keys.insert(key, KeyState { settings: s, name, used: 0, bucket });
+            let id = KeyId::of(&key);
+            keys.insert(key, KeyState { settings: s, name, id, bucket });
         }
-        Ok(Self { keys: Mutex::new(keys) })
+        Ok(Self { keys, counters: Box::new(store::memory::MemoryStore::default()) })
+    }
+
+    /// Keeps the running counters in `counters` instead of this process's memory.
+    pub fn with_counters(mut self, counters: Box<dyn CounterStore>) -> Self {
+        self.counters = counters;
+        self
+    }
+
+    /// Where the running counters are, for logs.
+    pub fn counters(&self) -> String {
+        self.counters.describe()
     }
 
     /// Reads a key file.
@@ -184,89 +202,84 @@ impl KeyStore {
         Self::new(settings).map_err(|e| ServeError::config(path, e))
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, KeyState>> {
-        self.keys.lock().unwrap_or_else(|e| e.into_inner())
+    fn state(&self, caller: &Caller) -> Result<Option<&KeyState>, Refusal> {
+        match &caller.key {
+            None => Ok(None),
+            Some(key) => self.keys.get(key).map(Some).ok_or(Refusal::UnknownKey),
+        }
     }
 
     /// The caller presenting `key`.
     pub fn authenticate(&self, key: Option<&str>) -> Result<Caller, Refusal> {
         let key = key.ok_or(Refusal::MissingKey)?;
-        let keys = self.lock();
-        let state = keys.get(key).ok_or(Refusal::UnknownKey)?;
+        let state = self.keys.get(key).ok_or(Refusal::UnknownKey)?;
         Ok(Caller { name: state.name.clone(), admin: state.settings.admin, key: Some(key.to_string()) })
     }
 
-    /// Takes one token from the caller's bucket.
-    pub fn check_rate(&self, caller: &Caller, now: Instant) -> Result<(), Refusal> {
-        let Some(key) = &caller.key else { return Ok(()) };
-        let mut keys = self.lock();
-        let Some(state) = keys.get_mut(key) else { return Err(Refusal::UnknownKey) };
-        let (Some(rate), Some(bucket)) = (state.settings.rate_per_s, state.bucket.as_mut()) else { return Ok(()) };
-        let burst = state.settings.burst.unwrap_or(rate.max(1.0));
-        let elapsed = now.saturating_duration_since(bucket.updated).as_secs_f64();
-        bucket.tokens = (bucket.tokens + elapsed * rate).min(burst);
-        bucket.updated = now;
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
-            Ok(())
-        } else {
-            let wait = (1.0 - bucket.tokens) / rate;
-            Err(Refusal::RateLimited {
-                name: state.name.clone(),
-                rate_per_s: rate,
-                burst,
-                retry_after: Duration::from_secs_f64(wait),
-            })
+    /// Takes one token from the caller's bucket (`now` is kept for the signature; the store
+    /// keeps time itself, Redis by its own clock).
+    pub fn check_rate(&self, caller: &Caller, _now: Instant) -> Result<(), Refusal> {
+        let Some(state) = self.state(caller)? else { return Ok(()) };
+        let Some((rate, burst)) = state.bucket else { return Ok(()) };
+        match self.counters.take_request(&state.id, rate, burst) {
+            Ok(None) => Ok(()),
+            Ok(Some(retry_after)) => {
+                Err(Refusal::RateLimited { name: state.name.clone(), rate_per_s: rate, burst, retry_after })
+            }
+            Err(e) => Err(unavailable(&e)),
         }
     }
 
     /// Refuses a caller whose budget is spent (not even one sample left), so a request from it
     /// is turned away before its body is read or parsed. Charges nothing.
     pub fn check_budget_left(&self, caller: &Caller) -> Result<(), Refusal> {
-        let Some(key) = &caller.key else { return Ok(()) };
-        let keys = self.lock();
-        let Some(state) = keys.get(key) else { return Err(Refusal::UnknownKey) };
-        match state.settings.budget {
-            Some(budget) if state.used >= budget => {
-                Err(Refusal::BudgetExhausted { name: state.name.clone(), used: state.used, budget, requested: 1 })
-            }
-            _ => Ok(()),
+        let Some(state) = self.state(caller)? else { return Ok(()) };
+        let Some(budget) = state.settings.budget else { return Ok(()) };
+        let used = self.counters.used(&state.id).map_err(|e| unavailable(&e))?;
+        if used >= budget {
+            return Err(Refusal::BudgetExhausted { name: state.name.clone(), used, budget, requested: 1 });
         }
-    }
-
-    /// Charges `samples` against the caller's budget, all or nothing.
-    pub fn charge(&self, caller: &Caller, samples: u64) -> Result<(), Refusal> {
-        let Some(key) = &caller.key else { return Ok(()) };
-        let mut keys = self.lock();
-        let Some(state) = keys.get_mut(key) else { return Err(Refusal::UnknownKey) };
-        if let Some(budget) = state.settings.budget
-            && state.used.saturating_add(samples) > budget
-        {
-            return Err(Refusal::BudgetExhausted {
-                name: state.name.clone(),
-                used: state.used,
-                budget,
-                requested: samples,
-            });
-        }
-        state.used = state.used.saturating_add(samples);
         Ok(())
     }
 
-    /// Gives back samples charged for a request the server failed to serve.
+    /// Charges `samples` against the caller's budget, all or nothing (one atomic operation of
+    /// the store).
+    pub fn charge(&self, caller: &Caller, samples: u64) -> Result<(), Refusal> {
+        let Some(state) = self.state(caller)? else { return Ok(()) };
+        match self.counters.charge(&state.id, samples, state.settings.budget) {
+            Ok(store::Charge::Charged(_)) => Ok(()),
+            Ok(store::Charge::Refused(used)) => Err(Refusal::BudgetExhausted {
+                name: state.name.clone(),
+                used,
+                budget: state.settings.budget.unwrap_or(u64::MAX),
+                requested: samples,
+            }),
+            Err(e) => Err(unavailable(&e)),
+        }
+    }
+
+    /// Gives back samples charged for a request the server failed to serve. A refund the
+    /// store cannot take is logged (the key keeps the charge: never charged twice, at worst
+    /// charged for a failure).
     pub fn refund(&self, caller: &Caller, samples: u64) {
-        let Some(key) = &caller.key else { return };
-        if let Some(state) = self.lock().get_mut(key) {
-            state.used = state.used.saturating_sub(samples);
+        let Ok(Some(state)) = self.state(caller) else { return };
+        if let Err(e) = self.counters.refund(&state.id, samples) {
+            tracing::error!(key = %state.name, samples, error = %e, "refund lost");
         }
     }
 
     /// Usage of every key, sorted by name.
     pub fn usage(&self) -> Vec<KeyUsage> {
         let mut out: Vec<KeyUsage> = self
-            .lock()
+            .keys
             .values()
-            .map(|s| KeyUsage { name: s.name.clone(), used: s.used, budget: s.settings.budget })
+            .map(|s| {
+                let used = self.counters.used(&s.id).unwrap_or_else(|e| {
+                    tracing::warn!(key = %s.name, error = %e, "usage unknown");
+                    0
+                });
+                KeyUsage { name: s.name.clone(), used, budget: s.settings.budget }
+            })
             .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));
         out

@@ -55,7 +55,9 @@ pub mod repository;
 pub mod secure;
 pub mod server;
 pub mod state;
+pub mod store;
 pub mod tasks;
+pub mod tls;
 
 use std::sync::Arc;
 
@@ -67,6 +69,7 @@ pub use secure::SecureConfig;
 pub use server::Server;
 pub use state::{Limits, ServerConfig, ServerState};
 pub use tasks::{TaskDefaults, TaskTable};
+pub use tls::{ServerTls, TlsSettings};
 
 /// The state handlers share.
 pub type SharedState = Arc<ServerState>;

@@ -22,6 +22,7 @@ use crate::error::ServeError;
 use crate::http::{app, app_with_extensions, secure_routes};
 use crate::secure::{SecureConfig, SecureListener, SecureService};
 use crate::state::{Limits, ServerConfig, ServerState};
+use crate::tls::ServerTls;
 
 /// A bound, loaded server, ready to run.
 #[derive(Debug)]
@@ -33,6 +34,7 @@ pub struct Server {
     /// The address asked for (port 0 stays 0 here).
     requested: SocketAddr,
     secure: Option<std::net::TcpListener>,
+    tls: Option<ServerTls>,
 }
 
 /// The session port's address for the HTTP address `http` asked for: `config.listen`, else the
@@ -55,7 +57,10 @@ impl Server {
     /// secure sessions are on, their port.
     pub fn bind(config: &ServerConfig) -> Result<Self, ServeError> {
         let state = Arc::new(ServerState::load(config)?);
-        let server = Self::bind_state(state, config.listen, config.runtime_workers)?;
+        let mut server = Self::bind_state(state, config.listen, config.runtime_workers)?;
+        if let Some(settings) = &config.tls {
+            server = server.with_tls(ServerTls::load(settings)?);
+        }
         match &config.secure {
             Some(secure) => server.bind_secure(secure.clone()),
             None => Ok(server),
@@ -74,12 +79,21 @@ impl Server {
             .block_on(TcpListener::bind(listen))
             .map_err(|e| ServeError::Server(format!("cannot listen on {listen}: {e}")))?;
         let local_addr = listener.local_addr().map_err(|e| ServeError::Server(e.to_string()))?;
-        Ok(Self { runtime, listener, state, local_addr, requested: listen, secure: None })
+        Ok(Self { runtime, listener, state, local_addr, requested: listen, secure: None, tls: None })
+    }
+
+    /// Serves TLS on the HTTP port and on the session port bound after this (see [`crate::tls`]).
+    pub fn with_tls(mut self, tls: ServerTls) -> Self {
+        self.tls = Some(tls);
+        self
     }
 
     /// Binds the secure-session port (see [`secure_address`]) and enables the admission
     /// routes; sessions are accepted once the server runs.
-    pub fn bind_secure(mut self, config: SecureConfig) -> Result<Self, ServeError> {
+    pub fn bind_secure(mut self, mut config: SecureConfig) -> Result<Self, ServeError> {
+        if config.tls.is_none() {
+            config.tls = self.tls.clone();
+        }
         let addr = secure_address(&config, self.requested)?;
         let listener = std::net::TcpListener::bind(addr).map_err(|e| {
             ServeError::Server(format!(
@@ -114,12 +128,12 @@ impl Server {
 
     /// Serves until `shutdown` completes.
     pub fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {
-        let Server { runtime, listener, state, secure, .. } = self;
+        let Server { runtime, listener, state, secure, tls, .. } = self;
         let sessions = match (secure, state.secure()) {
             (Some(l), Some(service)) => Some(SecureListener::spawn(l, state.clone(), Arc::clone(service))?),
             _ => None,
         };
-        let result = runtime.block_on(serve(listener, state.clone(), shutdown));
+        let result = runtime.block_on(serve_with_tls(listener, state.clone(), tls, shutdown));
         if let Some(sessions) = sessions {
             sessions.shutdown(state.limits.shutdown_grace);
         }
@@ -153,12 +167,30 @@ pub async fn shutdown_signal() {
     }
 }
 
-/// Serves `state` on `listener` until `shutdown`, then drains.
+/// Serves `state` on `listener` (plain TCP) until `shutdown`, then drains.
 pub async fn serve(
     listener: TcpListener,
     state: SharedState,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
+    serve_with_tls(listener, state, None, shutdown).await
+}
+
+/// Serves `state` on `listener` until `shutdown`, then drains; with `tls`, every connection
+/// must complete a TLS handshake within the header-read timeout first.
+pub async fn serve_with_tls(
+    listener: TcpListener,
+    state: SharedState,
+    tls: Option<ServerTls>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
+    match (&tls, listener.local_addr()) {
+        (Some(t), Ok(addr)) => tracing::info!(%addr, mutual = t.mutual(), "HTTP API over TLS"),
+        (None, Ok(addr)) => {
+            tracing::warn!(%addr, "HTTP API over plain TCP (no TLS): keys and tokens travel in clear")
+        }
+        (_, Err(_)) => {}
+    }
     let router = match state.secure() {
         Some(_) => app_with_extensions(state.clone(), secure_routes()),
         None => app(state.clone()),
@@ -193,13 +225,31 @@ pub async fn serve(
             tracing::debug!(error = %e, "cannot set TCP_NODELAY");
         }
         let service = TowerToHyperService::new(router.clone());
-        let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
+        match &tls {
+            None => {
+                let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+                tokio::spawn(async move {
+                    if let Err(e) = connection.await {
+                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    }
+                    drop(permit);
+                });
             }
-            drop(permit);
-        });
+            Some(tls) => {
+                // The handshake runs in the connection's task, bounded like the headers.
+                let (tls, builder, watcher) = (tls.clone(), builder.clone(), graceful.watcher());
+                let timeout = limits.header_read_timeout;
+                tokio::spawn(async move {
+                    if let Some(stream) = tls.accept_http(stream, peer, timeout).await {
+                        let connection = watcher.watch(builder.serve_connection(TokioIo::new(stream), service));
+                        if let Err(e) = connection.await {
+                            tracing::debug!(%peer, error = %e, "connection ended with an error");
+                        }
+                    }
+                    drop(permit);
+                });
+            }
+        }
     }
     state.set_ready(false);
     drop(listener);

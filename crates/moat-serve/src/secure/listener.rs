@@ -148,6 +148,13 @@ fn handle_connection(
     handshake: Slot,
 ) {
     let config = service.config();
+    if let Some(tls) = &config.tls {
+        let Some(plain) = crate::tls::accept_session(stream, tls, peer, config) else {
+            state.metrics.rejections.inc(&["secure_tls"]);
+            return;
+        };
+        stream = plain;
+    }
     let setup = stream
         .set_nonblocking(false)
         .and_then(|()| stream.set_nodelay(true))
