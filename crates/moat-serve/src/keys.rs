@@ -194,6 +194,25 @@ impl KeyStore {
         self.counters.describe()
     }
 
+    /// The shared one-use token records, when the counters are shared by replicas.
+    pub fn shared_tokens(&self) -> Option<&dyn store::tokens::SharedTokens> {
+        self.counters.shared_tokens()
+    }
+
+    /// The store's identifier of `caller`'s key (`None` in open mode).
+    pub fn caller_id(&self, caller: &Caller) -> Option<KeyId> {
+        caller.key.as_deref().and_then(|k| self.keys.get(k)).map(|s| s.id.clone())
+    }
+
+    /// The caller whose key has the store identifier `id` (hex).
+    pub fn caller_by_id(&self, id: &str) -> Option<Caller> {
+        self.keys.iter().find(|(_, s)| s.id.as_str() == id).map(|(key, s)| Caller {
+            name: s.name.clone(),
+            admin: s.settings.admin,
+            key: Some(key.clone()),
+        })
+    }
+
     /// Reads a key file.
     pub fn load(path: &Path) -> Result<Self, ServeError> {
         let text = std::fs::read_to_string(path).map_err(|source| ServeError::io(path, source))?;

@@ -1,7 +1,8 @@
 //! One budget across replicas: a real `redis-server` (the Debian package; `.ci/run` installs it
 //! when missing) and two `moat serve` processes on it (`--store redis://…`). One key's budget
-//! holds across both, also when both are hammered at once; with Redis stopped, requests get a
-//! clear 503 and nothing is charged (checked after Redis comes back with its data).
+//! holds across both, also when both are hammered at once; a session token admitted by one is
+//! redeemed at the other's session port, exactly once; with Redis stopped, requests get a clear
+//! 503 and nothing is charged (checked after Redis comes back with its data).
 
 mod serve_util;
 
@@ -10,7 +11,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use moat_client::{ClientError, HttpClient, InferRequest};
+use moat_client::{ClientError, HttpClient, InferRequest, SecureClient, SessionRequest};
 use serve_util::{Error, ServerProcess, TestResult, build_lenet_repo, scratch};
 
 /// A `redis-server` on loopback, append-only file on every write so a restart keeps the
@@ -88,6 +89,7 @@ fn one_budget_holds_across_two_replicas_sharing_redis() -> TestResult {
         "alice-key": { "name": "alice", "budget": 6 },
         "carol-key": { "name": "carol", "budget": 40 },
         "bob-key": { "name": "bob", "budget": 3 },
+        "dave-key": { "name": "dave", "budget": 4 },
     });
     std::fs::write(&keys, settings.to_string())?;
     let port = free_port()?;
@@ -95,7 +97,7 @@ fn one_budget_holds_across_two_replicas_sharing_redis() -> TestResult {
     std::fs::create_dir_all(&data)?;
     let redis = Redis::start(port, &data)?;
     let store = format!("redis://127.0.0.1:{port}");
-    let args = ["--api-keys", keys.to_str().ok_or("path")?, "--store", &store, "--secure-addr", "off"];
+    let args = ["--api-keys", keys.to_str().ok_or("path")?, "--store", &store];
     let a = ServerProcess::start(&repo, &args)?;
     let b = ServerProcess::start(&repo, &args)?;
     assert!(a.log().contains("shared by every replica"), "{}", a.log());
@@ -117,6 +119,34 @@ fn one_budget_holds_across_two_replicas_sharing_redis() -> TestResult {
         workers.into_iter().map(|w| w.join().unwrap_or(0)).sum::<usize>()
     });
     assert_eq!(served, 40, "one budget of 40 across two replicas");
+
+    // A session token admitted by A is redeemed at B's session port, once.
+    let at_a = SecureClient::new(HttpClient::new(&a.url)?.with_api_key("dave-key"));
+    let at_b = SecureClient::new(HttpClient::new(&b.url)?.with_api_key("dave-key"));
+    let image = vec![0.2f32; 28 * 28];
+    let from_b = at_b.admit_model("lenet5", None, &SessionRequest::queries(1))?;
+    let mut from_a = at_a.admit_model("lenet5", None, &SessionRequest::queries(1))?;
+    let a_session_port = from_a.address.clone();
+    assert_ne!(a_session_port, from_b.address, "two replicas, two session ports");
+    from_a.address = from_b.address.clone();
+    let mut session = at_b.connect(&from_a, moat_client::Seed::from_os()?)?;
+    session.infer(&image)?;
+    session.close()?;
+    // The same token at A, which issued it: already used.
+    from_a.address = a_session_port;
+    match at_a.connect(&from_a, moat_client::Seed::from_os()?) {
+        Err(ClientError::Refused { reason, .. }) => assert_eq!(reason, "unknown_token"),
+        Err(e) => return Err(format!("expected unknown_token, got {e}").into()),
+        Ok(_) => return Err("a token was redeemed twice".into()),
+    }
+    // B's own token at B, as usual.
+    let mut session = at_b.connect(&from_b, moat_client::Seed::from_os()?)?;
+    session.infer(&image)?;
+    session.close()?;
+    // Two sessions of one query each, both used: two of dave's four samples are left.
+    assert_eq!(infer(&a, "dave-key")?, 200);
+    assert_eq!(infer(&b, "dave-key")?, 200);
+    assert_eq!(infer(&a, "dave-key")?, 429);
 
     // Bob uses one sample; with Redis stopped both replicas answer 503, saying why.
     assert_eq!(infer(&a, "bob-key")?, 200);

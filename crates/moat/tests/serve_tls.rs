@@ -157,7 +157,8 @@ fn https_and_sessions_over_tls_with_a_generated_ca() -> TestResult {
     let http = HttpClient::new(&server.url)?.with_tls(ClientTls::with_ca_file(&pki.ca)?);
     assert!(http.is_ready()?);
     let image = vec![0.5f32; 28 * 28];
-    let plaintext = http.infer("lenet5", None, &InferRequest::batch(&[image.clone()], &[1, 28, 28])?)?.labels()?;
+    let plaintext =
+        http.infer("lenet5", None, &InferRequest::batch(std::slice::from_ref(&image), &[1, 28, 28])?)?.labels()?;
     // Without the CA: a transport error naming the certificate problem.
     let untrusted = HttpClient::new(&server.url)?.with_tls(ClientTls::webpki());
     match untrusted.is_ready() {

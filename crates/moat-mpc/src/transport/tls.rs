@@ -63,6 +63,9 @@ pub enum TlsError {
     },
 }
 
+/// A peer's certificate chain, DER, leaf first.
+pub type PeerChain = Vec<Vec<u8>>;
+
 fn io_err(context: &'static str) -> impl FnOnce(io::Error) -> TlsError {
     move |source| TlsError::Io { context, source }
 }
@@ -75,7 +78,7 @@ pub fn accept(
     config: Arc<ServerConfig>,
     timeout: Duration,
     idle: Duration,
-) -> Result<(TcpStream, Option<Vec<Vec<u8>>>), TlsError> {
+) -> Result<(TcpStream, Option<PeerChain>), TlsError> {
     let conn = ServerConnection::new(config).map_err(|source| TlsError::Tls { context: "setup", source })?;
     let mut conn = Connection::Server(conn);
     let mut stream = stream;

@@ -192,7 +192,14 @@ fn handle_connection(
         }
         return;
     };
-    let grant = match service.tokens().take(&token, now) {
+    let lookup = match crate::store::tokens::redeem(state, &token, service.tokens().take(&token, now)) {
+        Ok(lookup) => lookup,
+        Err(e) => {
+            refuse(&mut stream, peer, "unavailable", &format!("{e}: retry shortly"));
+            return;
+        }
+    };
+    let grant = match lookup {
         Lookup::Valid(grant) => grant,
         Lookup::Expired(grant) => {
             expired(state, &grant);
@@ -345,7 +352,9 @@ fn expired(state: &ServerState, grant: &Grant) {
 
 /// Refunds and audits every token that expired unused.
 pub(crate) fn sweep_expired(state: &ServerState, service: &SecureService) {
-    for grant in service.tokens().sweep(Instant::now()) {
-        expired(state, &grant);
+    for (token, grant) in service.tokens().sweep_tokens(Instant::now()) {
+        if crate::store::tokens::owns_expired(state, token.as_str()) {
+            expired(state, &grant);
+        }
     }
 }

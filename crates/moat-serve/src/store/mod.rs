@@ -15,6 +15,7 @@
 
 pub mod memory;
 pub mod redis;
+pub mod tokens;
 
 use std::fmt::Debug;
 use std::time::Duration;
@@ -52,6 +53,11 @@ pub trait CounterStore: Send + Sync + Debug {
 
     /// What the store is, for logs (no secrets).
     fn describe(&self) -> String;
+
+    /// The one-use records of session tokens, when this store is shared by replicas.
+    fn shared_tokens(&self) -> Option<&dyn tokens::SharedTokens> {
+        None
+    }
 }
 
 /// A key as the store knows it: the SHA-256 of the API key, hex (the key itself never leaves

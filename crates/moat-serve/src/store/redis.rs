@@ -304,6 +304,27 @@ impl CounterStore for RedisStore {
     fn describe(&self) -> String {
         format!("{:?} (shared by every replica using it)", self.target)
     }
+
+    fn shared_tokens(&self) -> Option<&dyn super::tokens::SharedTokens> {
+        Some(self)
+    }
+}
+
+impl super::tokens::SharedTokens for RedisStore {
+    fn put_token(&self, id: &KeyId, value: &str, ttl: Duration) -> Result<(), StoreError> {
+        let ms = ttl.as_millis().max(1).to_string();
+        let key = Self::key("token", id);
+        self.call(&[b"SET", key.as_bytes(), value.as_bytes(), b"PX", ms.as_bytes()]).map(|_| ())
+    }
+
+    /// `GETDEL` (Redis 6.2+): atomic, so one taker at most.
+    fn take_token(&self, id: &KeyId) -> Result<Option<String>, StoreError> {
+        match self.call(&[b"GETDEL", Self::key("token", id).as_bytes()])? {
+            Reply::Bulk(None) => Ok(None),
+            Reply::Bulk(Some(b)) => String::from_utf8(b).map(Some).map_err(err),
+            other => Err(err(format!("unexpected Redis reply {other:?}"))),
+        }
+    }
 }
 
 #[cfg(test)]
