@@ -235,12 +235,11 @@ impl KeyStore {
         Ok(Caller { name: state.name.clone(), admin: state.settings.admin, key: Some(key.to_string()) })
     }
 
-    /// Takes one token from the caller's bucket (`now` is kept for the signature; the store
-    /// keeps time itself, Redis by its own clock).
-    pub fn check_rate(&self, caller: &Caller, _now: Instant) -> Result<(), Refusal> {
+    /// Takes one token from the caller's bucket at `now` (a shared store uses its own clock).
+    pub fn check_rate(&self, caller: &Caller, now: Instant) -> Result<(), Refusal> {
         let Some(state) = self.state(caller)? else { return Ok(()) };
         let Some((rate, burst)) = state.bucket else { return Ok(()) };
-        match self.counters.take_request(&state.id, rate, burst) {
+        match self.counters.take_request(&state.id, rate, burst, now) {
             Ok(None) => Ok(()),
             Ok(Some(retry_after)) => {
                 Err(Refusal::RateLimited { name: state.name.clone(), rate_per_s: rate, burst, retry_after })

@@ -45,8 +45,7 @@ impl CounterStore for MemoryStore {
         Ok(())
     }
 
-    fn take_request(&self, key: &KeyId, rate: f64, burst: f64) -> Result<Option<Duration>, StoreError> {
-        let now = Instant::now();
+    fn take_request(&self, key: &KeyId, rate: f64, burst: f64, now: Instant) -> Result<Option<Duration>, StoreError> {
         Ok(self.with(key, |c| {
             let (tokens, updated) = c.bucket.unwrap_or((burst, now));
             let tokens = (tokens + now.saturating_duration_since(updated).as_secs_f64() * rate).min(burst);
@@ -77,8 +76,8 @@ mod tests {
         assert_eq!(store.charge(&k, 2, Some(4))?, Charge::Refused(3));
         store.refund(&k, 10)?;
         assert_eq!(store.used(&k)?, 0);
-        assert_eq!(store.take_request(&k, 1.0, 1.0)?, None);
-        assert!(store.take_request(&k, 1.0, 1.0)?.is_some());
+        assert_eq!(store.take_request(&k, 1.0, 1.0, Instant::now())?, None);
+        assert!(store.take_request(&k, 1.0, 1.0, Instant::now())?.is_some());
         Ok(())
     }
 }

@@ -18,7 +18,7 @@ pub mod redis;
 pub mod tokens;
 
 use std::fmt::Debug;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
@@ -48,8 +48,9 @@ pub trait CounterStore: Send + Sync + Debug {
     fn refund(&self, key: &KeyId, samples: u64) -> Result<(), StoreError>;
 
     /// Takes one request from `key`'s token bucket (refilling at `rate` per second up to
-    /// `burst`); `Ok(None)` when taken, `Ok(Some(wait))` when empty.
-    fn take_request(&self, key: &KeyId, rate: f64, burst: f64) -> Result<Option<Duration>, StoreError>;
+    /// `burst`) at `now`; `Ok(None)` when taken, `Ok(Some(wait))` when empty. A shared store
+    /// keeps time by its own clock and ignores `now`.
+    fn take_request(&self, key: &KeyId, rate: f64, burst: f64, now: Instant) -> Result<Option<Duration>, StoreError>;
 
     /// What the store is, for logs (no secrets).
     fn describe(&self) -> String;

@@ -286,7 +286,13 @@ impl CounterStore for RedisStore {
         self.eval(REFUND, &Self::key("used", key), &[samples.to_string()]).map(|_| ())
     }
 
-    fn take_request(&self, key: &KeyId, rate: f64, burst: f64) -> Result<Option<Duration>, StoreError> {
+    fn take_request(
+        &self,
+        key: &KeyId,
+        rate: f64,
+        burst: f64,
+        _now: std::time::Instant,
+    ) -> Result<Option<Duration>, StoreError> {
         let (taken, wait) =
             pair(self.eval(BUCKET, &Self::key("bucket", key), &[rate.to_string(), burst.to_string()])?)?;
         if taken == 1 {
