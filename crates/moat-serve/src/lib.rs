@@ -45,6 +45,7 @@
 pub mod audit;
 pub mod error;
 pub mod http;
+pub mod idle;
 pub mod keys;
 pub mod metrics;
 pub mod oip;

@@ -1,7 +1,9 @@
 //! The network server: binding, the connection loop with its bounds, graceful shutdown.
 //!
 //! Connections are served by hyper (HTTP/1.1, keep-alive) with a header-read deadline that also
-//! closes idle keep-alive connections, at most [`Limits::max_connections`] at once. On SIGTERM
+//! closes idle keep-alive connections, at most [`Limits::max_connections`] at once; when all are
+//! taken, the connection silent longest (no byte sent yet) is closed to make room for the new
+//! one ([`crate::idle`]), so idle sockets cannot starve health checks. On SIGTERM
 //! or Ctrl-C the server reports not-ready, stops accepting, lets in-flight requests finish and
 //! closes, waiting at most [`Limits::shutdown_grace`]; then the secure-session port
 //! ([`crate::secure`]) stops accepting and its running sessions get the same grace.
@@ -20,6 +22,7 @@ use tokio::sync::Semaphore;
 use crate::SharedState;
 use crate::error::ServeError;
 use crate::http::{app, app_with_extensions, secure_routes};
+use crate::idle::IdleConnections;
 use crate::secure::{SecureConfig, SecureListener, SecureService};
 use crate::state::{Limits, ServerConfig, ServerState};
 use crate::tls::ServerTls;
@@ -201,14 +204,8 @@ pub async fn serve_with_tls(
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder.timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout).keep_alive(true);
     tokio::pin!(shutdown);
+    let idle = Arc::new(IdleConnections::default());
     loop {
-        let permit = tokio::select! {
-            _ = &mut shutdown => break,
-            permit = connections.clone().acquire_owned() => match permit {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-        };
         let (stream, peer) = tokio::select! {
             _ = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
@@ -221,35 +218,55 @@ pub async fn serve_with_tls(
                 }
             },
         };
+        let permit = match connections.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(tokio::sync::TryAcquireError::Closed) => break,
+            Err(tokio::sync::TryAcquireError::NoPermits) => {
+                // Full: close the connection that has been silent longest to make room.
+                if idle.evict_oldest() {
+                    state.metrics.rejections.inc(&["idle_evicted"]);
+                }
+                match tokio::time::timeout(Duration::from_secs(1), connections.clone().acquire_owned()).await {
+                    Ok(Ok(p)) => p,
+                    Ok(Err(_)) => break,
+                    Err(_) => {
+                        state.metrics.rejections.inc(&["connections_full"]);
+                        tracing::warn!(%peer, "every connection is busy with a request: closing the new one");
+                        continue;
+                    }
+                }
+            }
+        };
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(error = %e, "cannot set TCP_NODELAY");
         }
         let service = TowerToHyperService::new(router.clone());
-        match &tls {
-            None => {
-                let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
-                tokio::spawn(async move {
-                    if let Err(e) = connection.await {
-                        tracing::debug!(%peer, error = %e, "connection ended with an error");
-                    }
-                    drop(permit);
-                });
+        let (tls, builder, watcher, idle) = (tls.clone(), builder.clone(), graceful.watcher(), Arc::clone(&idle));
+        let timeout = limits.header_read_timeout;
+        tokio::spawn(async move {
+            // Until its first byte the connection may be evicted (see `crate::idle`).
+            let (id, evicted) = idle.register();
+            let mut first = [0u8; 1];
+            let spoke = tokio::select! {
+                r = stream.peek(&mut first) => matches!(r, Ok(n) if n > 0),
+                _ = evicted => false,
+                _ = tokio::time::sleep(timeout) => false,
+            };
+            idle.remove(id);
+            if spoke {
+                let result = match tls {
+                    None => watcher.watch(builder.serve_connection(TokioIo::new(stream), service)).await,
+                    Some(tls) => match tls.accept_http(stream, peer, timeout).await {
+                        Some(stream) => watcher.watch(builder.serve_connection(TokioIo::new(stream), service)).await,
+                        None => Ok(()),
+                    },
+                };
+                if let Err(e) = result {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                }
             }
-            Some(tls) => {
-                // The handshake runs in the connection's task, bounded like the headers.
-                let (tls, builder, watcher) = (tls.clone(), builder.clone(), graceful.watcher());
-                let timeout = limits.header_read_timeout;
-                tokio::spawn(async move {
-                    if let Some(stream) = tls.accept_http(stream, peer, timeout).await {
-                        let connection = watcher.watch(builder.serve_connection(TokioIo::new(stream), service));
-                        if let Err(e) = connection.await {
-                            tracing::debug!(%peer, error = %e, "connection ended with an error");
-                        }
-                    }
-                    drop(permit);
-                });
-            }
-        }
+            drop(permit);
+        });
     }
     state.set_ready(false);
     drop(listener);
