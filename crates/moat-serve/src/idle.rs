@@ -81,3 +81,48 @@ mod tests {
         assert!(idle.is_empty());
     }
 }
+
+/// The session port's twin of [`IdleConnections`]: blocking sockets that have not presented
+/// their token yet, oldest first. Evicting one shuts it down, which ends its handshake thread's
+/// read at once and frees its handshake slot for the newcomer.
+#[derive(Debug, Default)]
+pub struct SilentSockets {
+    next: AtomicU64,
+    waiting: Mutex<VecDeque<(u64, std::net::TcpStream)>>,
+}
+
+impl SilentSockets {
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<(u64, std::net::TcpStream)>> {
+        self.waiting.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Registers `stream` until [`SilentSockets::remove`]; `None` if its handle cannot be
+    /// cloned (it then just cannot be evicted).
+    pub fn register(&self, stream: &std::net::TcpStream) -> Option<u64> {
+        let handle = stream.try_clone().ok()?;
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        self.lock().push_back((id, handle));
+        Some(id)
+    }
+
+    /// The socket `id` presented its token (or ended).
+    pub fn remove(&self, id: Option<u64>) {
+        let Some(id) = id else { return };
+        let mut waiting = self.lock();
+        if let Some(i) = waiting.iter().position(|(c, _)| *c == id) {
+            waiting.remove(i);
+        }
+    }
+
+    /// Shuts down the socket silent longest; false when there is none.
+    pub fn evict_oldest(&self) -> bool {
+        let oldest = self.lock().pop_front();
+        match oldest {
+            Some((_, stream)) => {
+                let _ = stream.shutdown(std::net::Shutdown::Both);
+                true
+            }
+            None => false,
+        }
+    }
+}
