@@ -15,7 +15,8 @@
 //!
 //! Operations: API keys with per-key sample budgets and rate limits (429), a JSON-lines audit
 //! log of every query, Prometheus `/metrics`, body-size limits, bounded queues and deadlines on
-//! every wait, graceful shutdown. Replicas are stateless apart from in-memory budgets (see
+//! every wait, graceful shutdown, TLS on both ports ([`tls`]). Budgets, rate buckets and session
+//! tokens live in this replica's memory or in a Redis shared by replicas ([`store`]; see
 //! `deploy/README.md`).
 //!
 //! ```text
