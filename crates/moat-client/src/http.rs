@@ -107,10 +107,16 @@ pub struct HttpClient {
     agent: ureq::Agent,
     api_key: Option<String>,
     timeout: Duration,
+    /// TLS settings of an `https://` client (see [`crate::tls`]).
+    tls: Option<crate::tls::ClientTls>,
 }
 
-fn agent(timeout: Duration) -> ureq::Agent {
-    let config = ureq::Agent::config_builder()
+fn agent(timeout: Duration, tls: Option<&crate::tls::ClientTls>) -> ureq::Agent {
+    let mut builder = ureq::Agent::config_builder();
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls.ureq_config());
+    }
+    let config = builder
         .http_status_as_error(false)
         .timeout_global(Some(timeout))
         .user_agent(concat!("moat-client/", env!("CARGO_PKG_VERSION")))
@@ -128,13 +134,33 @@ pub(crate) fn safe_segment(s: &str) -> bool {
 
 impl HttpClient {
     /// A client for the server at `base_url` (e.g. `http://127.0.0.1:8000`), 30 s per request.
+    /// An `https://` URL trusts what [`crate::ClientTls::from_env`] says (the web PKI roots
+    /// unless `MOAT_CACERT` is set); [`HttpClient::with_tls`] overrides it.
     pub fn new(base_url: &str) -> Result<Self, ClientError> {
         let base = base_url.trim_end_matches('/').to_string();
         if !(base.starts_with("http://") || base.starts_with("https://")) {
             return Err(ClientError::Invalid(format!("'{base_url}' is not an http:// or https:// URL")));
         }
         let timeout = Duration::from_secs(30);
-        Ok(Self { base, agent: agent(timeout), api_key: None, timeout })
+        let tls = match base.starts_with("https://") {
+            true => Some(crate::tls::ClientTls::from_env()?),
+            false => None,
+        };
+        Ok(Self { base, agent: agent(timeout, tls.as_ref()), api_key: None, timeout, tls })
+    }
+
+    /// Uses `tls` for an `https://` URL (ignored for `http://`).
+    pub fn with_tls(mut self, tls: crate::tls::ClientTls) -> Self {
+        if self.base.starts_with("https://") {
+            self.agent = agent(self.timeout, Some(&tls));
+            self.tls = Some(tls);
+        }
+        self
+    }
+
+    /// The TLS settings, for an `https://` URL.
+    pub fn tls(&self) -> Option<&crate::tls::ClientTls> {
+        self.tls.as_ref()
     }
 
     /// Sends `key` as `Authorization: Bearer KEY` with every request.
@@ -146,7 +172,7 @@ impl HttpClient {
     /// Bounds every request (connect, send, receive) by `timeout`.
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
-        self.agent = agent(timeout);
+        self.agent = agent(timeout, self.tls.as_ref());
         self
     }
 

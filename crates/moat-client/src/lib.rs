@@ -33,6 +33,7 @@ pub mod fusion;
 pub mod http;
 pub mod oip;
 pub mod secure;
+pub mod tls;
 
 pub use error::ClientError;
 pub use http::{HttpClient, ModelMetadata, OipTarget, TensorMetadata};
@@ -41,3 +42,4 @@ pub use oip::{InferRequest, InferResponse, OutputTensor, RequestedOutput, Tensor
 pub use secure::{
     Admission, Refusal, RenewingSession, SecureClient, SecureSession, SessionRequest, SessionSeeds, SessionStats,
 };
+pub use tls::ClientTls;

@@ -214,8 +214,11 @@ impl SecureClient {
     pub fn open_channel(&self, admission: &Admission) -> Result<TcpChannel, ClientError> {
         let address = dial_address(self.http.base_url(), &admission.address);
         let config = ChannelConfig::default().with_timeout(self.timeout).with_connect_timeout(self.timeout);
-        let mut ch = TcpChannel::connect(address.as_str(), config)
-            .map_err(|e| ClientError::Transport(format!("connecting to the session port {address}: {e}")))?;
+        let mut ch = match (self.http.tls(), crate::tls::url_host(self.http.base_url())) {
+            (Some(tls), Some(host)) => crate::tls::connect_channel(&address, &host, tls, config)?,
+            _ => TcpChannel::connect(address.as_str(), config)
+                .map_err(|e| ClientError::Transport(format!("connecting to the session port {address}: {e}")))?,
+        };
         ch.send(admission.session.as_str().as_bytes()).map_err(from_transport)?;
         let bytes = ch.recv().map_err(from_transport)?;
         let reply = HandshakeReply::from_frame(&bytes)

@@ -23,17 +23,20 @@
 //! Clients send the key as `Authorization: Bearer KEY` or `X-API-Key: KEY`. Without a key file
 //! the server is open: every request is anonymous and unlimited.
 //!
-//! Budgets and buckets live in the replica's memory: N replicas behind a load balancer give a
-//! key up to N times its budget, and a restart resets them (see `deploy/README.md`).
+//! Budgets and buckets live in a [`CounterStore`]: by default the replica's memory (N replicas
+//! behind a load balancer then give a key up to N times its budget, and a restart resets them),
+//! or a Redis every replica shares (`--store redis://…`, see [`crate::store`]). When the shared
+//! store cannot be reached, requests are refused (`503`, [`KeyRefusal::StoreUnavailable`]) and
+//! nothing is charged.
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
 use crate::error::{AppError, ServeError};
+use crate::store::{self, CounterStore, KeyId};
 
 /// One key's settings, as written in the key file.
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
@@ -57,17 +60,12 @@ pub struct KeySettings {
 }
 
 #[derive(Debug)]
-struct Bucket {
-    tokens: f64,
-    updated: Instant,
-}
-
-#[derive(Debug)]
 struct KeyState {
     settings: KeySettings,
     name: String,
-    used: u64,
-    bucket: Option<Bucket>,
+    id: KeyId,
+    /// `(rate, burst)` of the key's bucket, if it has one.
+    bucket: Option<(f64, f64)>,
 }
 
 /// Who is calling: a configured key, or anyone when no keys are configured.
@@ -125,6 +123,9 @@ pub enum KeyRefusal {
         /// Samples this request asked for.
         requested: u64,
     },
+    /// The shared counter store cannot be reached: nothing was charged.
+    #[error("{0}; nothing was charged, retry shortly")]
+    StoreUnavailable(String),
 }
 
 impl From<KeyRefusal> for AppError {
@@ -138,6 +139,9 @@ impl From<KeyRefusal> for AppError {
             KeyRefusal::BudgetExhausted { .. } => {
                 AppError::TooManyRequests { message: r.to_string(), retry_after: None }
             }
+            KeyRefusal::StoreUnavailable(_) => {
+                AppError::Unavailable { message: r.to_string(), retry_after: Some(Duration::from_secs(1)) }
+            }
         }
     }
 }
@@ -145,7 +149,8 @@ impl From<KeyRefusal> for AppError {
 /// The configured keys and their running budgets and buckets.
 #[derive(Debug)]
 pub struct KeyStore {
-    keys: Mutex<HashMap<String, KeyState>>,
+    keys: HashMap<String, KeyState>,
+    counters: Box<dyn CounterStore>,
 }
 
 /// A key's usage, for statistics.
@@ -159,6 +164,11 @@ pub struct KeyUsage {
     pub budget: Option<u64>,
 }
 
+fn unavailable(e: &store::StoreError) -> KeyRefusal {
+    tracing::warn!(error = %e, "counter store unavailable");
+    KeyRefusal::StoreUnavailable(e.to_string())
+}
+
 fn default_name(key: &str) -> String {
     let prefix: String = key.chars().take(4).collect();
     format!("{prefix}…")
@@ -168,7 +178,6 @@ impl KeyStore {
     /// Keys from settings.
     pub fn new(settings: HashMap<String, KeySettings>) -> Result<Self, String> {
         let mut keys = HashMap::with_capacity(settings.len());
-        let now = Instant::now();
         for (key, s) in settings {
             if key.trim().is_empty() || key.chars().any(|c| c.is_whitespace() || c.is_control()) {
                 return Err("an API key is empty or contains whitespace".into());
@@ -183,12 +192,43 @@ impl KeyStore {
                             "key '{name}': rate_per_s must be > 0 and burst >= 1 (got {rate}, {burst})"
                         ));
                     }
-                    Some(Bucket { tokens: burst, updated: now })
+                    Some((rate, burst))
                 }
             };
-            keys.insert(key, KeyState { settings: s, name, used: 0, bucket });
+            let id = KeyId::of(&key);
+            keys.insert(key, KeyState { settings: s, name, id, bucket });
         }
-        Ok(Self { keys: Mutex::new(keys) })
+        Ok(Self { keys, counters: Box::new(store::memory::MemoryStore::default()) })
+    }
+
+    /// Keeps the running counters in `counters` instead of this process's memory.
+    pub fn with_counters(mut self, counters: Box<dyn CounterStore>) -> Self {
+        self.counters = counters;
+        self
+    }
+
+    /// Where the running counters are, for logs.
+    pub fn counters(&self) -> String {
+        self.counters.describe()
+    }
+
+    /// The shared one-use token records, when the counters are shared by replicas.
+    pub fn shared_tokens(&self) -> Option<&dyn store::tokens::SharedTokens> {
+        self.counters.shared_tokens()
+    }
+
+    /// The store's identifier of `caller`'s key (`None` in open mode).
+    pub fn caller_id(&self, caller: &Caller) -> Option<KeyId> {
+        caller.key.as_deref().and_then(|k| self.keys.get(k)).map(|s| s.id.clone())
+    }
+
+    /// The caller whose key has the store identifier `id` (hex).
+    pub fn caller_by_id(&self, id: &str) -> Option<Caller> {
+        self.keys.iter().find(|(_, s)| s.id.as_str() == id).map(|(key, s)| Caller {
+            name: s.name.clone(),
+            admin: s.settings.admin,
+            key: Some(key.clone()),
+        })
     }
 
     /// Reads a key file.
@@ -199,89 +239,83 @@ impl KeyStore {
         Self::new(settings).map_err(|e| ServeError::config(path, e))
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, KeyState>> {
-        self.keys.lock().unwrap_or_else(|e| e.into_inner())
+    fn state(&self, caller: &Caller) -> Result<Option<&KeyState>, KeyRefusal> {
+        match &caller.key {
+            None => Ok(None),
+            Some(key) => self.keys.get(key).map(Some).ok_or(KeyRefusal::UnknownKey),
+        }
     }
 
     /// The caller presenting `key`.
     pub fn authenticate(&self, key: Option<&str>) -> Result<Caller, KeyRefusal> {
         let key = key.ok_or(KeyRefusal::MissingKey)?;
-        let keys = self.lock();
-        let state = keys.get(key).ok_or(KeyRefusal::UnknownKey)?;
+        let state = self.keys.get(key).ok_or(KeyRefusal::UnknownKey)?;
         Ok(Caller { name: state.name.clone(), admin: state.settings.admin, key: Some(key.to_string()) })
     }
 
-    /// Takes one token from the caller's bucket.
+    /// Takes one token from the caller's bucket at `now` (a shared store uses its own clock).
     pub fn check_rate(&self, caller: &Caller, now: Instant) -> Result<(), KeyRefusal> {
-        let Some(key) = &caller.key else { return Ok(()) };
-        let mut keys = self.lock();
-        let Some(state) = keys.get_mut(key) else { return Err(KeyRefusal::UnknownKey) };
-        let (Some(rate), Some(bucket)) = (state.settings.rate_per_s, state.bucket.as_mut()) else { return Ok(()) };
-        let burst = state.settings.burst.unwrap_or(rate.max(1.0));
-        let elapsed = now.saturating_duration_since(bucket.updated).as_secs_f64();
-        bucket.tokens = (bucket.tokens + elapsed * rate).min(burst);
-        bucket.updated = now;
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
-            Ok(())
-        } else {
-            let wait = (1.0 - bucket.tokens) / rate;
-            Err(KeyRefusal::RateLimited {
-                name: state.name.clone(),
-                rate_per_s: rate,
-                burst,
-                retry_after: Duration::from_secs_f64(wait),
-            })
+        let Some(state) = self.state(caller)? else { return Ok(()) };
+        let Some((rate, burst)) = state.bucket else { return Ok(()) };
+        match self.counters.take_request(&state.id, rate, burst, now) {
+            Ok(None) => Ok(()),
+            Ok(Some(retry_after)) => {
+                Err(KeyRefusal::RateLimited { name: state.name.clone(), rate_per_s: rate, burst, retry_after })
+            }
+            Err(e) => Err(unavailable(&e)),
         }
     }
 
     /// Refuses a caller whose budget is spent (not even one sample left), so a request from it
     /// is turned away before its body is read or parsed. Charges nothing.
     pub fn check_budget_left(&self, caller: &Caller) -> Result<(), KeyRefusal> {
-        let Some(key) = &caller.key else { return Ok(()) };
-        let keys = self.lock();
-        let Some(state) = keys.get(key) else { return Err(KeyRefusal::UnknownKey) };
-        match state.settings.budget {
-            Some(budget) if state.used >= budget => {
-                Err(KeyRefusal::BudgetExhausted { name: state.name.clone(), used: state.used, budget, requested: 1 })
-            }
-            _ => Ok(()),
+        let Some(state) = self.state(caller)? else { return Ok(()) };
+        let Some(budget) = state.settings.budget else { return Ok(()) };
+        let used = self.counters.used(&state.id).map_err(|e| unavailable(&e))?;
+        if used >= budget {
+            return Err(KeyRefusal::BudgetExhausted { name: state.name.clone(), used, budget, requested: 1 });
         }
-    }
-
-    /// Charges `samples` against the caller's budget, all or nothing.
-    pub fn charge(&self, caller: &Caller, samples: u64) -> Result<(), KeyRefusal> {
-        let Some(key) = &caller.key else { return Ok(()) };
-        let mut keys = self.lock();
-        let Some(state) = keys.get_mut(key) else { return Err(KeyRefusal::UnknownKey) };
-        if let Some(budget) = state.settings.budget
-            && state.used.saturating_add(samples) > budget
-        {
-            return Err(KeyRefusal::BudgetExhausted {
-                name: state.name.clone(),
-                used: state.used,
-                budget,
-                requested: samples,
-            });
-        }
-        state.used = state.used.saturating_add(samples);
         Ok(())
     }
 
-    /// Gives back samples charged for a request the server failed to serve.
+    /// Charges `samples` against the caller's budget, all or nothing (one atomic operation of
+    /// the store).
+    pub fn charge(&self, caller: &Caller, samples: u64) -> Result<(), KeyRefusal> {
+        let Some(state) = self.state(caller)? else { return Ok(()) };
+        match self.counters.charge(&state.id, samples, state.settings.budget) {
+            Ok(store::Charge::Charged(_)) => Ok(()),
+            Ok(store::Charge::Refused(used)) => Err(KeyRefusal::BudgetExhausted {
+                name: state.name.clone(),
+                used,
+                budget: state.settings.budget.unwrap_or(u64::MAX),
+                requested: samples,
+            }),
+            Err(e) => Err(unavailable(&e)),
+        }
+    }
+
+    /// Gives back samples charged for a request the server failed to serve. A refund the
+    /// store cannot take is logged (the key keeps the charge: never charged twice, at worst
+    /// charged for a failure).
     pub fn refund(&self, caller: &Caller, samples: u64) {
-        let Some(key) = &caller.key else { return };
-        if let Some(state) = self.lock().get_mut(key) {
-            state.used = state.used.saturating_sub(samples);
+        let Ok(Some(state)) = self.state(caller) else { return };
+        if let Err(e) = self.counters.refund(&state.id, samples) {
+            tracing::error!(key = %state.name, samples, error = %e, "refund lost");
         }
     }
 
     /// Usage of every key, sorted by name.
     pub fn usage(&self) -> Vec<KeyUsage> {
         let mut out: Vec<KeyUsage> = self
-            .lock()
+            .keys
             .values()
-            .map(|s| KeyUsage { name: s.name.clone(), used: s.used, budget: s.settings.budget })
+            .map(|s| {
+                let used = self.counters.used(&s.id).unwrap_or_else(|e| {
+                    tracing::warn!(key = %s.name, error = %e, "usage unknown");
+                    0
+                });
+                KeyUsage { name: s.name.clone(), used, budget: s.settings.budget }
+            })
             .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));
         out

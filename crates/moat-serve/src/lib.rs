@@ -15,7 +15,8 @@
 //!
 //! Operations: API keys with per-key sample budgets and rate limits (429), a JSON-lines audit
 //! log of every query, Prometheus `/metrics`, body-size limits, bounded queues and deadlines on
-//! every wait, graceful shutdown. Replicas are stateless apart from in-memory budgets (see
+//! every wait, graceful shutdown, TLS on both ports ([`tls`]). Budgets, rate buckets and session
+//! tokens live in this replica's memory or in a Redis shared by replicas ([`store`]; see
 //! `deploy/README.md`).
 //!
 //! ```text
@@ -45,6 +46,7 @@
 pub mod audit;
 pub mod error;
 pub mod http;
+pub mod idle;
 pub mod keys;
 pub mod metrics;
 pub mod oip;
@@ -55,7 +57,9 @@ pub mod repository;
 pub mod secure;
 pub mod server;
 pub mod state;
+pub mod store;
 pub mod tasks;
+pub mod tls;
 
 use std::sync::Arc;
 
@@ -67,6 +71,7 @@ pub use secure::SecureConfig;
 pub use server::Server;
 pub use state::{Limits, ServerConfig, ServerState};
 pub use tasks::{TaskDefaults, TaskTable};
+pub use tls::{ServerTls, TlsSettings};
 
 /// The state handlers share.
 pub type SharedState = Arc<ServerState>;

@@ -1,7 +1,9 @@
 //! The network server: binding, the connection loop with its bounds, graceful shutdown.
 //!
 //! Connections are served by hyper (HTTP/1.1, keep-alive) with a header-read deadline that also
-//! closes idle keep-alive connections, at most [`Limits::max_connections`] at once. On SIGTERM
+//! closes idle keep-alive connections, at most [`Limits::max_connections`] at once; when all are
+//! taken, the connection silent longest (no byte sent yet) is closed to make room for the new
+//! one ([`crate::idle`]), so idle sockets cannot starve health checks. On SIGTERM
 //! or Ctrl-C the server reports not-ready, stops accepting, lets in-flight requests finish and
 //! closes, waiting at most [`Limits::shutdown_grace`]; then the secure-session port
 //! ([`crate::secure`]) stops accepting and its running sessions get the same grace.
@@ -20,8 +22,10 @@ use tokio::sync::Semaphore;
 use crate::SharedState;
 use crate::error::ServeError;
 use crate::http::{app, app_with_extensions, secure_routes};
+use crate::idle::IdleConnections;
 use crate::secure::{SecureConfig, SecureListener, SecureService};
 use crate::state::{Limits, ServerConfig, ServerState};
+use crate::tls::ServerTls;
 
 /// A bound, loaded server, ready to run.
 #[derive(Debug)]
@@ -33,6 +37,7 @@ pub struct Server {
     /// The address asked for (port 0 stays 0 here).
     requested: SocketAddr,
     secure: Option<std::net::TcpListener>,
+    tls: Option<ServerTls>,
 }
 
 /// The session port's address for the HTTP address `http` asked for: `config.listen`, else the
@@ -55,7 +60,10 @@ impl Server {
     /// secure sessions are on, their port.
     pub fn bind(config: &ServerConfig) -> Result<Self, ServeError> {
         let state = Arc::new(ServerState::load(config)?);
-        let server = Self::bind_state(state, config.listen, config.runtime_workers)?;
+        let mut server = Self::bind_state(state, config.listen, config.runtime_workers)?;
+        if let Some(settings) = &config.tls {
+            server = server.with_tls(ServerTls::load(settings)?);
+        }
         match &config.secure {
             Some(secure) => server.bind_secure(secure.clone()),
             None => Ok(server),
@@ -74,12 +82,21 @@ impl Server {
             .block_on(TcpListener::bind(listen))
             .map_err(|e| ServeError::Server(format!("cannot listen on {listen}: {e}")))?;
         let local_addr = listener.local_addr().map_err(|e| ServeError::Server(e.to_string()))?;
-        Ok(Self { runtime, listener, state, local_addr, requested: listen, secure: None })
+        Ok(Self { runtime, listener, state, local_addr, requested: listen, secure: None, tls: None })
+    }
+
+    /// Serves TLS on the HTTP port and on the session port bound after this (see [`crate::tls`]).
+    pub fn with_tls(mut self, tls: ServerTls) -> Self {
+        self.tls = Some(tls);
+        self
     }
 
     /// Binds the secure-session port (see [`secure_address`]) and enables the admission
     /// routes; sessions are accepted once the server runs.
-    pub fn bind_secure(mut self, config: SecureConfig) -> Result<Self, ServeError> {
+    pub fn bind_secure(mut self, mut config: SecureConfig) -> Result<Self, ServeError> {
+        if config.tls.is_none() {
+            config.tls = self.tls.clone();
+        }
         let addr = secure_address(&config, self.requested)?;
         let listener = std::net::TcpListener::bind(addr).map_err(|e| {
             ServeError::Server(format!(
@@ -114,12 +131,12 @@ impl Server {
 
     /// Serves until `shutdown` completes.
     pub fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {
-        let Server { runtime, listener, state, secure, .. } = self;
+        let Server { runtime, listener, state, secure, tls, .. } = self;
         let sessions = match (secure, state.secure()) {
             (Some(l), Some(service)) => Some(SecureListener::spawn(l, state.clone(), Arc::clone(service))?),
             _ => None,
         };
-        let result = runtime.block_on(serve(listener, state.clone(), shutdown));
+        let result = runtime.block_on(serve_with_tls(listener, state.clone(), tls, shutdown));
         if let Some(sessions) = sessions {
             sessions.shutdown(state.limits.shutdown_grace);
         }
@@ -153,12 +170,30 @@ pub async fn shutdown_signal() {
     }
 }
 
-/// Serves `state` on `listener` until `shutdown`, then drains.
+/// Serves `state` on `listener` (plain TCP) until `shutdown`, then drains.
 pub async fn serve(
     listener: TcpListener,
     state: SharedState,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
+    serve_with_tls(listener, state, None, shutdown).await
+}
+
+/// Serves `state` on `listener` until `shutdown`, then drains; with `tls`, every connection
+/// must complete a TLS handshake within the header-read timeout first.
+pub async fn serve_with_tls(
+    listener: TcpListener,
+    state: SharedState,
+    tls: Option<ServerTls>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
+    match (&tls, listener.local_addr()) {
+        (Some(t), Ok(addr)) => tracing::info!(%addr, mutual = t.mutual(), "HTTP API over TLS"),
+        (None, Ok(addr)) => {
+            tracing::warn!(%addr, "HTTP API over plain TCP (no TLS): keys and tokens travel in clear")
+        }
+        (_, Err(_)) => {}
+    }
     let router = match state.secure() {
         Some(_) => app_with_extensions(state.clone(), secure_routes()),
         None => app(state.clone()),
@@ -169,14 +204,8 @@ pub async fn serve(
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder.timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout).keep_alive(true);
     tokio::pin!(shutdown);
+    let idle = Arc::new(IdleConnections::default());
     loop {
-        let permit = tokio::select! {
-            _ = &mut shutdown => break,
-            permit = connections.clone().acquire_owned() => match permit {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-        };
         let (stream, peer) = tokio::select! {
             _ = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
@@ -189,14 +218,52 @@ pub async fn serve(
                 }
             },
         };
+        let permit = match connections.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(tokio::sync::TryAcquireError::Closed) => break,
+            Err(tokio::sync::TryAcquireError::NoPermits) => {
+                // Full: close the connection that has been silent longest to make room.
+                if idle.evict_oldest() {
+                    state.metrics.rejections.inc(&["idle_evicted"]);
+                }
+                match tokio::time::timeout(Duration::from_secs(1), connections.clone().acquire_owned()).await {
+                    Ok(Ok(p)) => p,
+                    Ok(Err(_)) => break,
+                    Err(_) => {
+                        state.metrics.rejections.inc(&["connections_full"]);
+                        tracing::warn!(%peer, "every connection is busy with a request: closing the new one");
+                        continue;
+                    }
+                }
+            }
+        };
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(error = %e, "cannot set TCP_NODELAY");
         }
         let service = TowerToHyperService::new(router.clone());
-        let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+        let (tls, builder, watcher, idle) = (tls.clone(), builder.clone(), graceful.watcher(), Arc::clone(&idle));
+        let timeout = limits.header_read_timeout;
         tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            // Until its first byte the connection may be evicted (see `crate::idle`).
+            let (id, evicted) = idle.register();
+            let mut first = [0u8; 1];
+            let spoke = tokio::select! {
+                r = stream.peek(&mut first) => matches!(r, Ok(n) if n > 0),
+                _ = evicted => false,
+                _ = tokio::time::sleep(timeout) => false,
+            };
+            idle.remove(id);
+            if spoke {
+                let result = match tls {
+                    None => watcher.watch(builder.serve_connection(TokioIo::new(stream), service)).await,
+                    Some(tls) => match tls.accept_http(stream, peer, timeout).await {
+                        Some(stream) => watcher.watch(builder.serve_connection(TokioIo::new(stream), service)).await,
+                        None => Ok(()),
+                    },
+                };
+                if let Err(e) = result {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                }
             }
             drop(permit);
         });

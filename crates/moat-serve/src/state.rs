@@ -87,6 +87,11 @@ pub struct ServerConfig {
     pub exit_on_error: bool,
     /// Secure-inference sessions (`None`: off, no session port, no `/secure` routes).
     pub secure: Option<SecureConfig>,
+    /// TLS on the HTTP API and the session port (`None`: plain TCP, logged at start).
+    pub tls: Option<crate::tls::TlsSettings>,
+    /// Where keys' running budgets and rate buckets live: `memory` (this replica) or
+    /// `redis://HOST:PORT[/DB]` (shared by replicas, see [`crate::store`]).
+    pub store: String,
 }
 
 impl ServerConfig {
@@ -104,6 +109,8 @@ impl ServerConfig {
             load: LoadOptions::default(),
             exit_on_error: true,
             secure: Some(SecureConfig::default()),
+            tls: None,
+            store: "memory".into(),
         }
     }
 }
@@ -145,7 +152,16 @@ impl ServerState {
             )));
         }
         let tasks = TaskTable::load(&config.repository, config.task_defaults)?;
-        let keys = config.api_keys.as_deref().map(KeyStore::load).transpose()?;
+        let keys = match config.api_keys.as_deref() {
+            None => None,
+            Some(path) => {
+                let counters = crate::store::open(&config.store)
+                    .map_err(|e| ServeError::Server(format!("the counter store: {e}")))?;
+                let keys = KeyStore::load(path)?.with_counters(counters);
+                tracing::info!(counters = %keys.counters(), "key budgets and rate limits");
+                Some(keys)
+            }
+        };
         let audit = config.audit_log.as_deref().map(AuditLog::open).transpose()?;
         Ok(Self::from_parts(repository, tasks, keys, audit, config.limits.clone(), config.seed))
     }

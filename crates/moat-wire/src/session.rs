@@ -47,6 +47,10 @@ pub enum Refusal {
     Unavailable,
     /// Never issued, already used, or swept after expiring.
     UnknownToken,
+    /// The session port speaks TLS and the client connected in plaintext.
+    TlsRequired,
+    /// The shared token store (Redis) cannot be reached; retry shortly.
+    StoreUnavailable,
     /// A reason newer than this client.
     #[serde(other)]
     Unrecognised,
@@ -62,6 +66,8 @@ impl Refusal {
             Refusal::ShuttingDown => "shutting_down",
             Refusal::Unavailable => "unavailable",
             Refusal::UnknownToken => "unknown_token",
+            Refusal::TlsRequired => "tls_required",
+            Refusal::StoreUnavailable => "store_unavailable",
             Refusal::Unrecognised => "unrecognised",
         }
     }

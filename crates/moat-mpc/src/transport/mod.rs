@@ -26,6 +26,8 @@ pub mod memory;
 pub mod shaped;
 pub mod stats;
 pub mod tcp;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 use std::io;
 use std::ops::{Deref, DerefMut};

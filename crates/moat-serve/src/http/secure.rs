@@ -177,6 +177,7 @@ async fn admit_inner(
         },
         output,
     };
+    let shared_grant = grant.clone();
     let token = match service.tokens().issue(grant, now) {
         Ok(t) => t,
         Err((e, _)) => {
@@ -190,6 +191,12 @@ async fn admit_inner(
             });
         }
     };
+    // With replicas sharing a store, any replica's session port may redeem the token.
+    if let Err(e) = crate::store::tokens::share(state, token.as_str(), &shared_grant, service.tokens().ttl()) {
+        let _ = service.tokens().take(token.as_str(), now);
+        refund();
+        return Err(AppError::Unavailable { message: e.to_string(), retry_after: Some(Duration::from_secs(1)) });
+    }
     // Prepare the model while the client connects.
     service.models().warm(&model);
 

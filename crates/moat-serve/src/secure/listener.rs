@@ -98,9 +98,10 @@ impl Drop for SecureListener {
 
 fn accept_loop(listener: &TcpListener, state: &SharedState, service: &Arc<SecureService>, stop: &AtomicBool) {
     let mut last_sweep = Instant::now();
+    let silent = Arc::new(crate::idle::SilentSockets::default());
     while !stop.load(Ordering::SeqCst) {
         match listener.accept() {
-            Ok((stream, peer)) => admit_connection(stream, peer, state, service),
+            Ok((stream, peer)) => admit_connection(stream, peer, state, service, &silent),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => std::thread::sleep(POLL),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => {
@@ -117,17 +118,43 @@ fn accept_loop(listener: &TcpListener, state: &SharedState, service: &Arc<Secure
     tracing::info!("session port closed");
 }
 
-/// Hands a new connection to a handshake thread, or closes it when too many are waiting.
-fn admit_connection(stream: TcpStream, peer: SocketAddr, state: &SharedState, service: &Arc<SecureService>) {
-    let Some(slot) = service.try_handshake_slot() else {
+/// Hands a new connection to a handshake thread. When every handshake slot is taken, the
+/// connection silent longest is closed to make room ([`crate::idle::SilentSockets`]); only if
+/// none can be is the newcomer refused (`busy`, with when to retry).
+fn admit_connection(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    state: &SharedState,
+    service: &Arc<SecureService>,
+    silent: &Arc<crate::idle::SilentSockets>,
+) {
+    let mut slot = service.try_handshake_slot();
+    if slot.is_none() && silent.evict_oldest() {
+        state.metrics.rejections.inc(&["secure_idle_evicted"]);
+        // The evicted handshake thread wakes at once; give it a moment to free its slot.
+        for _ in 0..50 {
+            std::thread::sleep(Duration::from_millis(2));
+            slot = service.try_handshake_slot();
+            if slot.is_some() {
+                break;
+            }
+        }
+    }
+    let Some(slot) = slot else {
         state.metrics.rejections.inc(&["secure_handshakes_full"]);
-        tracing::warn!(%peer, "session port: too many connections waiting to present a token; closing");
+        tracing::warn!(%peer, "session port: too many connections waiting to present a token; refusing");
+        let retry = service.config().handshake_timeout.as_secs().max(1);
+        let _ = stream.set_write_timeout(Some(Duration::from_millis(20)));
+        refuse(&mut stream, peer, Refusal::Busy, &format!("server busy: retry after {retry} s"));
         return;
     };
-    let (state, service) = (Arc::clone(state), Arc::clone(service));
-    let spawned = std::thread::Builder::new()
-        .name("moat-secure-session".into())
-        .spawn(move || handle_connection(stream, peer, &state, &service, slot));
+    let (state, service, silent) = (Arc::clone(state), Arc::clone(service), Arc::clone(silent));
+    let spawned = std::thread::Builder::new().name("moat-secure-session".into()).spawn(move || {
+        let id = silent.register(&stream);
+        handle_connection(stream, peer, &state, &service, slot, &silent, id);
+        // Every way out of the handshake leaves the registry (the call is idempotent).
+        silent.remove(id);
+    });
     if let Err(e) = spawned {
         tracing::error!(%peer, error = %e, "cannot start a session thread; closing the connection");
     }
@@ -146,8 +173,17 @@ fn handle_connection(
     state: &SharedState,
     service: &Arc<SecureService>,
     handshake: Slot,
+    silent: &crate::idle::SilentSockets,
+    silent_id: Option<u64>,
 ) {
     let config = service.config();
+    if let Some(tls) = &config.tls {
+        let Some(plain) = crate::tls::accept_session(stream, tls, peer, config) else {
+            state.metrics.rejections.inc(&["secure_tls"]);
+            return;
+        };
+        stream = plain;
+    }
     let setup = stream
         .set_nonblocking(false)
         .and_then(|()| stream.set_nodelay(true))
@@ -157,7 +193,10 @@ fn handle_connection(
         return;
     }
     let deadline = Instant::now() + config.handshake_timeout;
-    let token = match wire::read_frame(&mut stream, MAX_TOKEN_FRAME, deadline) {
+    let token = wire::read_frame(&mut stream, MAX_TOKEN_FRAME, deadline);
+    // It spoke (or failed): no longer evictable.
+    silent.remove(silent_id);
+    let token = match token {
         Ok(bytes) => String::from_utf8(bytes).unwrap_or_default(),
         Err(e) => {
             state.metrics.rejections.inc(&["secure_bad_handshake"]);
@@ -185,7 +224,14 @@ fn handle_connection(
         }
         return;
     };
-    let grant = match service.tokens().take(&token, now) {
+    let lookup = match crate::store::tokens::redeem(state, &token, service.tokens().take(&token, now)) {
+        Ok(lookup) => lookup,
+        Err(e) => {
+            refuse(&mut stream, peer, Refusal::StoreUnavailable, &format!("{e}: retry shortly"));
+            return;
+        }
+    };
+    let grant = match lookup {
         Lookup::Valid(grant) => grant,
         Lookup::Expired(grant) => {
             expired(state, &grant);
@@ -343,7 +389,9 @@ fn expired(state: &ServerState, grant: &Grant) {
 
 /// Refunds and audits every token that expired unused.
 pub(crate) fn sweep_expired(state: &ServerState, service: &SecureService) {
-    for grant in service.tokens().sweep(Instant::now()) {
-        expired(state, &grant);
+    for (token, grant) in service.tokens().sweep_tokens(Instant::now()) {
+        if crate::store::tokens::owns_expired(state, token.as_str()) {
+            expired(state, &grant);
+        }
     }
 }

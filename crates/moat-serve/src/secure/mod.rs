@@ -100,6 +100,9 @@ pub struct SecureConfig {
     /// predicts the server's masks); `None`, the default, keys the session seeds with 256 bits
     /// from the OS. For reproducible experiments and tests only.
     pub insecure_seed: Option<u64>,
+    /// TLS on the session port (`None`: plain TCP); set by [`crate::Server`] from the HTTP
+    /// port's TLS settings.
+    pub tls: Option<crate::tls::ServerTls>,
 }
 
 impl Default for SecureConfig {
@@ -119,6 +122,7 @@ impl Default for SecureConfig {
             hardening: Hardening::NONE,
             output: Reveal::Logits,
             insecure_seed: None,
+            tls: None,
         }
     }
 }

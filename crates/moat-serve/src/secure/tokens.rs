@@ -140,9 +140,14 @@ impl<G> TokenStore<G> {
 
     /// Removes every token expired at `now`; returns their grants.
     pub fn sweep(&self, now: Instant) -> Vec<G> {
+        self.sweep_tokens(now).into_iter().map(|(_, g)| g).collect()
+    }
+
+    /// [`TokenStore::sweep`], with each grant's token.
+    pub fn sweep_tokens(&self, now: Instant) -> Vec<(Token, G)> {
         let mut pending = self.lock();
         let expired: Vec<Token> = pending.iter().filter(|(_, p)| now >= p.expires).map(|(t, _)| t.clone()).collect();
-        expired.into_iter().filter_map(|t| pending.remove(&t)).map(|p| p.grant).collect()
+        expired.into_iter().filter_map(|t| pending.remove(&t).map(|p| (t, p.grant))).collect()
     }
 
     /// Outstanding tokens (live or not yet swept).

@@ -65,6 +65,10 @@ pub struct Args {
     /// Ask the server at URL (Open Inference Protocol v2) instead of running locally.
     #[arg(long, conflicts_with = "fixed")]
     pub url: Option<String>,
+    /// With an https:// --url: trust only the CAs in this PEM file (like curl's --cacert);
+    /// without it, the web PKI roots. Mutual TLS: MOAT_CLIENT_CERT and MOAT_CLIENT_KEY.
+    #[arg(long, requires = "url", env = "MOAT_CACERT")]
+    pub cacert: Option<PathBuf>,
     /// Model or task to ask the server for (with --url).
     #[arg(long = "model", requires = "url")]
     pub remote_model: Option<String>,
@@ -273,7 +277,7 @@ fn read_samples(
 /// `logits`.
 fn predict_remote(args: &Args, url: &str) -> anyhow::Result<Batch> {
     let name = args.remote_model.as_deref().context("--url needs --model NAME (a model or task on the server)")?;
-    let mut client = moat_client::HttpClient::new(url)?;
+    let mut client = http_client(args, url)?;
     if let Some(key) = &args.api_key {
         client = client.with_api_key(key.clone());
     }
@@ -437,7 +441,7 @@ fn secure_samples(args: &Args) -> anyhow::Result<Option<Samples>> {
 /// `--secure`: one session of as many queries as there are inputs.
 fn predict_secure(args: &Args, url: &str) -> anyhow::Result<SecurePrediction> {
     let name = args.remote_model.as_deref().context("--url needs --model NAME (a model or task on the server)")?;
-    let mut http = moat_client::HttpClient::new(url)?;
+    let mut http = http_client(args, url)?;
     if let Some(key) = &args.api_key {
         http = http.with_api_key(key.clone());
     }
@@ -567,4 +571,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         println!("{} samples, {} execution{served}", predictions.len(), p.execution);
     }
     Ok(())
+}
+
+/// The HTTP client for `url`, with `--cacert` applied to an https:// URL.
+fn http_client(args: &Args, url: &str) -> anyhow::Result<moat_client::HttpClient> {
+    let client = moat_client::HttpClient::new(url)?;
+    Ok(match &args.cacert {
+        Some(ca) if url.starts_with("https://") => {
+            client.with_tls(moat_client::ClientTls::with_ca_file(ca)?.with_env_identity()?)
+        }
+        _ => client,
+    })
 }

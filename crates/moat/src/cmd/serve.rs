@@ -1,8 +1,9 @@
 //! `moat serve --repository DIR`: the model server (Open Inference Protocol v2 over HTTP, with
 //! model-less task routing, keys, budgets, audit log and metrics).
 //!
-//! The first line on stdout is `listening on http://ADDR` once every model is loaded and
-//! profiled and the socket is bound (with `--listen 127.0.0.1:0` the OS picks the port).
+//! The first line on stdout is `listening on http://ADDR` (`https://` with `--tls-cert`) once
+//! every model is loaded and profiled and the socket is bound (with `--listen 127.0.0.1:0` the
+//! OS picks the port).
 //!
 //! Secure (two-party) inference sessions are on by default, on a session port of their own:
 //! `--secure-addr HOST:PORT`, by default the `--listen` address with the next port (any free port
@@ -125,6 +126,21 @@ pub struct Args {
     /// or `logits`. An admission asking for more is refused (403) before anything is charged.
     #[arg(long, default_value = "logits")]
     pub secure_output: moat_mpc::engine::Reveal,
+    /// Serve TLS on the HTTP port and the session port with this certificate chain (PEM);
+    /// needs --tls-key. Without it both ports speak plain TCP (logged at start).
+    #[arg(long, requires = "tls_key", env = "MOAT_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, requires = "tls_cert", env = "MOAT_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// Mutual TLS: clients must present a certificate issued by this CA (PEM).
+    #[arg(long, requires = "tls_cert", env = "MOAT_TLS_CLIENT_CA")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// Where keys' running budgets and rate buckets live: `memory` (this replica only) or
+    /// `redis://[:PASSWORD@]HOST:PORT[/DB]`, shared by every replica using it (one budget
+    /// across replicas; requests get 503 and are not charged while it is unreachable).
+    #[arg(long, default_value = "memory", env = "MOAT_STORE", hide_env_values = true)]
+    pub store: String,
 }
 
 /// Parses `250ms`, `10s`, `2m` or a bare number of seconds.
@@ -184,6 +200,15 @@ impl Args {
         };
         config.exit_on_error = !self.keep_going;
         config.secure = self.secure_config()?;
+        config.store = self.store.clone();
+        config.tls = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some(moat_serve::TlsSettings {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: self.tls_client_ca.clone(),
+            }),
+            _ => None,
+        };
         Ok(config)
     }
 
@@ -219,7 +244,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let config = args.config()?;
     let server = Server::bind(&config).with_context(|| format!("serving {}", args.repository.display()))?;
     let mut stdout = std::io::stdout().lock();
-    writeln!(stdout, "listening on http://{}", server.local_addr())?;
+    let scheme = if config.tls.is_some() { "https" } else { "http" };
+    writeln!(stdout, "listening on {scheme}://{}", server.local_addr())?;
     stdout.flush()?;
     drop(stdout);
     tracing::info!(addr = %server.local_addr(), models = server.state().repository.ready_versions().len(), "serving");

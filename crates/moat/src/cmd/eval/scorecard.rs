@@ -347,7 +347,9 @@ fn mia_row(steps: &Steps<'_>, ran: bool, label_only: bool) -> anyhow::Result<Row
                     .into()
             }
             "siguard" | "memguard" if label_only => {
-                format!("keeps every label, so label-only attacks are unaffected by construction; {GUARDS_NOT_IN_THE_CLI}")
+                format!(
+                    "keeps every label, so label-only attacks are unaffected by construction; {GUARDS_NOT_IN_THE_CLI}"
+                )
             }
             "siguard" | "memguard" => GUARDS_NOT_IN_THE_CLI.into(),
             "eps-selection" => "a zoo defense; this victim is served alone".into(),
