@@ -11,8 +11,13 @@ use onnx_util::*;
 
 /// A one-convolution moat graph: the reference for imported convolutions.
 fn conv_ref(weight: &[f32], bias: &[f32], wshape: [usize; 4], input: &[usize], padding: [usize; 4]) -> Result<Graph> {
-    let conv =
-        Conv2d { weight: Tensor::new(wshape.to_vec(), weight.to_vec())?, bias: bias.to_vec(), stride: [1, 1], padding };
+    let conv = Conv2d {
+        weight: Tensor::new(wshape.to_vec(), weight.to_vec())?,
+        bias: bias.to_vec(),
+        stride: [1, 1],
+        padding,
+        group: 1,
+    };
     let node = Node { name: "c".into(), op: Op::Conv2d(conv), inputs: vec![ValueId::INPUT] };
     Graph::new("ref", input.to_vec(), vec![node], ValueId(1))
 }

@@ -112,6 +112,7 @@ fn conv_graph(
         bias: bias.to_vec(),
         stride: [stride; 2],
         padding,
+        group: 1,
     };
     Graph::new(
         "ref",
