@@ -52,7 +52,7 @@ pub const SUPPORTED_OPS: &[&str] = &[
 ];
 
 /// Oldest `ai.onnx` opset the importer reads.
-pub const MIN_OPSET: i64 = 9;
+pub const MIN_OPSET: i64 = 7;
 /// Newest `ai.onnx` opset the importer was written against; newer files import with a warning.
 pub const MAX_OPSET: i64 = 21;
 

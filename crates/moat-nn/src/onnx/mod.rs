@@ -4,7 +4,7 @@
 //! structs for the subset of `onnx.proto` it needs ([`proto`]), so no `protoc` and no ONNX
 //! runtime are involved.
 //!
-//! **Import** ([`import_onnx`], [`load_onnx`]) reads `ai.onnx` opsets 9–21. The model input is
+//! **Import** ([`import_onnx`], [`load_onnx`]) reads `ai.onnx` opsets 7–21 (older attribute forms included). The model input is
 //! the first graph input that is not an initializer, of shape `[N, …]` with a symbolic or unit
 //! batch `N`; moat's graph works on one sample, so the batch dimension is dropped everywhere.
 //! Supported ops ([`SUPPORTED_OPS`]) and how they map:

@@ -297,6 +297,10 @@ impl<'m> Importer<'m> {
         if ctx.int("training_mode")?.unwrap_or(0) != 0 {
             return Err(ctx.err("training_mode = 1: moat imports inference graphs only"));
         }
+        // Opsets 7–8: `spatial = 0` normalises every element with its own statistics.
+        if self.opset < 9 && ctx.int("spatial")?.unwrap_or(1) != 1 {
+            return Err(ctx.err("spatial = 0: moat normalises per channel (spatial = 1)"));
+        }
         self.check_unused_outputs(ctx, 1)?;
         let mut params = Vec::with_capacity(4);
         for (i, what) in [(1, "scale"), (2, "B"), (3, "mean"), (4, "var")] {
