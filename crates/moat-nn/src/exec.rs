@@ -121,6 +121,13 @@ impl Kernel for FloatKernel<'_> {
         Ok(x.iter().map(|v| v.clamp(min, max)).collect())
     }
 
+    fn leaky_relu(&mut self, site: &Site<'_>, x: &Vec<f32>) -> Result<Vec<f32>> {
+        let Op::LeakyRelu { alpha } = site.node.op else {
+            return Err(NnError::node(&site.node.name, site.node.op.kind(), "not a leaky ReLU"));
+        };
+        Ok(x.iter().map(|&v| if v >= 0.0 { v } else { alpha * v }).collect())
+    }
+
     fn transpose(&mut self, _site: &Site<'_>, x: &Vec<f32>, indices: &[usize]) -> Result<Vec<f32>> {
         Ok(indices.iter().map(|&i| x[i]).collect())
     }
@@ -177,6 +184,11 @@ pub enum QuantizedLayer {
         min: u64,
         /// Upper bound.
         max: u64,
+    },
+    /// Leaky ReLU slope at scale 2^f.
+    LeakyRelu {
+        /// The slope below zero.
+        alpha: u64,
     },
     /// Convolution: weights at scale 2^f, bias at scale 2^(2f).
     Conv2d {
@@ -260,6 +272,7 @@ impl QuantizedGraph {
                         groups: c.group,
                     },
                     Op::Clip { min, max } => QuantizedLayer::Clip { min: q(&[*min], f)[0], max: q(&[*max], f)[0] },
+                    Op::LeakyRelu { alpha } => QuantizedLayer::LeakyRelu { alpha: q(&[*alpha], f)[0] },
                     Op::Dense(d) => QuantizedLayer::Dense { weight: q(d.weight.data(), f), bias: q(&d.bias, 2 * f) },
                     Op::BatchNorm(bn) => {
                         let (scale, shift) = bn.scale_shift();
@@ -377,7 +390,10 @@ impl QuantizedGraph {
             QuantizedLayer::GlobalAvgPool { channels, reciprocal } => {
                 kernels::channel_sums(input, *channels).into_iter().map(|v| v.wrapping_mul(*reciprocal)).collect()
             }
-            QuantizedLayer::MaxPool { .. } | QuantizedLayer::Clip { .. } | QuantizedLayer::None => return None,
+            QuantizedLayer::MaxPool { .. }
+            | QuantizedLayer::Clip { .. }
+            | QuantizedLayer::LeakyRelu { .. }
+            | QuantizedLayer::None => return None,
         };
         y.iter_mut().for_each(|v| *v = fp.reduce(*v));
         Some(y)
@@ -461,6 +477,22 @@ impl Kernel for FixedKernel<'_> {
             .map(|&v| {
                 let t = fp.to_signed(if truncate { fp.truncate(v) } else { v });
                 fp.from_signed(t.clamp(lo, hi))
+            })
+            .collect())
+    }
+
+    /// `⌊(a·x + (2^f − a)·ReLU(x)) / 2^f⌋`: `x` below zero scaled by the slope `a`, `x` itself
+    /// above (`a·x + 2^f·x − a·x`), rounded down once.
+    fn leaky_relu(&mut self, site: &Site<'_>, x: &Vec<u64>) -> Result<Vec<u64>> {
+        let fp = self.model.fixed;
+        let QuantizedLayer::LeakyRelu { alpha } = self.model.layers[site.index] else {
+            return Err(NnError::node(&site.node.name, site.node.op.kind(), "no leaky ReLU layer"));
+        };
+        let above = fp.sub(1u64 << fp.frac_bits(), alpha);
+        Ok(x.iter()
+            .map(|&v| {
+                let relu = if fp.is_negative(v) { 0 } else { v };
+                fp.truncate(fp.add(fp.mul(v, alpha), fp.mul(relu, above)))
             })
             .collect())
     }

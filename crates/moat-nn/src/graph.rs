@@ -155,6 +155,11 @@ pub enum Op {
     Flatten,
     /// Mean over the spatial dimensions: `[C, H, W] → [C]`.
     GlobalAvgPool,
+    /// `x` where `x ≥ 0`, `alpha · x` elsewhere (ONNX `LeakyRelu`, `PRelu` with one slope).
+    LeakyRelu {
+        /// The slope below zero.
+        alpha: f32,
+    },
     /// Max pooling over `[C, H, W]`.
     MaxPool(Pool),
     /// `max(x, 0)`.
@@ -189,6 +194,8 @@ pub enum OpKind {
     Flatten,
     /// [`Op::GlobalAvgPool`].
     GlobalAvgPool,
+    /// [`Op::LeakyRelu`].
+    LeakyRelu,
     /// [`Op::MaxPool`].
     MaxPool,
     /// [`Op::Relu`].
@@ -216,6 +223,7 @@ impl OpKind {
             OpKind::Dense => "Dense",
             OpKind::Flatten => "Flatten",
             OpKind::GlobalAvgPool => "GlobalAvgPool",
+            OpKind::LeakyRelu => "LeakyRelu",
             OpKind::MaxPool => "MaxPool",
             OpKind::Relu => "Relu",
             OpKind::Reshape => "Reshape",
@@ -245,6 +253,7 @@ impl Op {
             Op::Dense(_) => OpKind::Dense,
             Op::Flatten => OpKind::Flatten,
             Op::GlobalAvgPool => OpKind::GlobalAvgPool,
+            Op::LeakyRelu { .. } => OpKind::LeakyRelu,
             Op::MaxPool(_) => OpKind::MaxPool,
             Op::Relu => OpKind::Relu,
             Op::Reshape(_) => OpKind::Reshape,
@@ -311,6 +320,7 @@ fn check_parameters(node: &Node) -> Result<()> {
         Op::Conv2d(c) => vec![("weight", c.weight.data()), ("bias", &c.bias)],
         Op::Dense(d) => vec![("weight", d.weight.data()), ("bias", &d.bias)],
         Op::Clip { min, max } => vec![("min", std::slice::from_ref(min)), ("max", std::slice::from_ref(max))],
+        Op::LeakyRelu { alpha } => vec![("alpha", std::slice::from_ref(alpha))],
         Op::BatchNorm(b) => {
             vec![
                 ("scale", &b.gamma),
@@ -468,7 +478,7 @@ impl Graph {
         let node = &self.nodes[index];
         let out = numel(self.shape(ValueId::of_node(index)));
         match &node.op {
-            Op::Relu => out,
+            Op::Relu | Op::LeakyRelu { .. } => out,
             // ReLU(x − min) and ReLU(x − max).
             Op::Clip { .. } => 2 * out,
             Op::MaxPool(p) => out * (p.kernel[0] * p.kernel[1]).saturating_sub(1),
@@ -708,7 +718,7 @@ pub(crate) fn node_shape(shapes: &[Vec<usize>], node: &Node) -> Result<Vec<usize
                 }
                 target.clone()
             }
-            Op::Relu => x,
+            Op::Relu | Op::LeakyRelu { .. } => x,
             Op::Clip { min, max } => {
                 if min >= max {
                     return Err(err(format!("min {min} is not below max {max}")));

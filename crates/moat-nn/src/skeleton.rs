@@ -37,6 +37,11 @@ pub enum SkeletonOp {
     },
     /// [`Op::Concat`].
     Concat,
+    /// [`Op::LeakyRelu`] (the slope is public).
+    LeakyRelu {
+        /// The slope below zero.
+        alpha: f32,
+    },
     /// [`Op::Conv2d`] with weights of `weight_shape`.
     Conv2d {
         /// `[O, C / group, kh, kw]`.
@@ -141,6 +146,7 @@ impl Graph {
                     Op::MaxPool(pool) => SkeletonOp::MaxPool { pool: *pool },
                     Op::Relu => SkeletonOp::Relu,
                     Op::Clip { min, max } => SkeletonOp::Clip { min: *min, max: *max },
+                    Op::LeakyRelu { alpha } => SkeletonOp::LeakyRelu { alpha: *alpha },
                     Op::Transpose(perm) => SkeletonOp::Transpose { perm: perm.clone() },
                     Op::Reshape(shape) => SkeletonOp::Reshape { shape: shape.clone() },
                     Op::Softmax => SkeletonOp::Softmax,
@@ -202,6 +208,7 @@ impl Skeleton {
                     }),
                     SkeletonOp::Concat => Op::Concat,
                     SkeletonOp::Clip { min, max } => Op::Clip { min: *min, max: *max },
+                    SkeletonOp::LeakyRelu { alpha } => Op::LeakyRelu { alpha: *alpha },
                     SkeletonOp::Conv2d { weight_shape, stride, padding, group } => Op::Conv2d(Conv2d {
                         weight: Tensor::zeros(weight_shape.to_vec()),
                         bias: vec![0.0; weight_shape[0]],

@@ -14,6 +14,7 @@
 //! * ReLU → [`Kernel::relu`], truncating its output when its input was left at `2f`;
 //! * clip → [`Kernel::clip`], rescaled like a ReLU (`clip(x, a, b) = a + ReLU(x − a) − ReLU(x − b)`);
 //! * max pool → [`Kernel::max_pool`];
+//! * leaky ReLU → [`Kernel::leaky_relu`] (input at `f`, output truncated);
 //! * add → [`Kernel::add`], each operand lifted by `2^f` when it meets a deferred one;
 //! * concat → [`Kernel::concat`];
 //! * flatten, reshape → the value itself (row-major values do not move);
@@ -90,6 +91,8 @@ pub enum Step {
         /// Truncate the output.
         truncate: bool,
     },
+    /// A leaky ReLU on a value at `f` (its output is truncated).
+    LeakyRelu,
     /// A max pool (no rescaling).
     MaxPool,
     /// A sum of the inputs; an input is lifted by `2^f` when [`RescalePlan::lifts`] says so.
@@ -113,6 +116,7 @@ impl Step {
             }
             Op::Relu => Step::Relu { truncate: plan.truncates_after_relu(index) },
             Op::Clip { .. } => Step::Clip { truncate: plan.truncates_after_relu(index) },
+            Op::LeakyRelu { .. } => Step::LeakyRelu,
             Op::MaxPool(_) => Step::MaxPool,
             Op::Add => Step::Add,
             Op::Concat => Step::Concat,
@@ -152,6 +156,10 @@ pub trait Kernel {
 
     /// The elements of `x` reordered: `out[k] = x[indices[k]]` (a public permutation).
     fn transpose(&mut self, site: &Site<'_>, x: &Self::Value, indices: &[usize]) -> Result<Self::Value, Self::Error>;
+
+    /// A leaky ReLU of `x` (at `f`): `⌊(a·x + (2^f − a)·ReLU(x)) / 2^f⌋`, `a` the slope at `f`
+    /// bits.
+    fn leaky_relu(&mut self, site: &Site<'_>, x: &Self::Value) -> Result<Self::Value, Self::Error>;
 
     /// A max pool on `x`.
     fn max_pool(&mut self, site: &Site<'_>, x: &Self::Value) -> Result<Self::Value, Self::Error>;
@@ -237,6 +245,7 @@ pub fn run<K: Kernel>(
                 kernel.transpose(&site, x, &crate::kernels::permutation(site.input_shape, perm))?
             }
             Step::MaxPool => kernel.max_pool(&site, x)?,
+            Step::LeakyRelu => kernel.leaky_relu(&site, x)?,
             Step::Add => {
                 let mut terms = Vec::with_capacity(node.inputs.len());
                 for input in &node.inputs {

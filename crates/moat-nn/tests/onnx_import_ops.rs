@@ -629,6 +629,19 @@ fn graph_input_rules() -> Result<()> {
 }
 
 #[test]
+fn leaky_relu_imports_with_its_slope() -> Result<()> {
+    let x = [-2.0f32, -0.5, 0.0, 3.0];
+    let g =
+        import(&model(13, &[4], vec![node("LeakyRelu", "lr", &["x"], &["y"], vec![a_float("alpha", 0.2)])], vec![]))?;
+    assert_eq!(g.nodes()[0].op, Op::LeakyRelu { alpha: 0.2 });
+    assert_eq!(run(&g, &x)?, [-0.4, -0.1, 0.0, 3.0]);
+    // The ONNX default slope is 0.01.
+    let g = import(&model(9, &[4], vec![node("LeakyRelu", "lr", &["x"], &["y"], vec![])], vec![]))?;
+    assert_eq!(g.nodes()[0].op, Op::LeakyRelu { alpha: 0.01 });
+    Ok(())
+}
+
+#[test]
 fn opset_range() {
     let m = model(6, &[3], vec![node("Relu", "r", &["x"], &["y"], vec![])], vec![]);
     assert!(error(&m).contains("opset 6"));

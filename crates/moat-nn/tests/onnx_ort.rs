@@ -240,6 +240,7 @@ fn mobile_models_import_and_match_onnxruntime() -> TestResult {
             "keras_nhwc_opset13.onnx" => {
                 assert_eq!(graph.input_shape(), &[32, 32, 3]);
                 assert_eq!(transposes, [&Op::Transpose(vec![2, 0, 1]), &Op::Transpose(vec![1, 2, 0])], "{file}");
+                assert_eq!(count(&|op| *op == Op::LeakyRelu { alpha: 0.3 }), 1, "{file}");
             }
             other => panic!("unexpected model {other}"),
         }

@@ -55,7 +55,9 @@ use crate::error::{MpcError, Result};
 use crate::he::encoding::Plan;
 use crate::he::linear::{HeClient, HeServer, ServerLayer, shape_of};
 use crate::he::params::HeParams;
-use crate::protocols::layer::{LayerSite, clip_layer, label_layer, max_pool_layer, relu_layer, tamper_share};
+use crate::protocols::layer::{
+    LayerSite, clip_layer, label_layer, leaky_relu_layer, max_pool_layer, relu_layer, tamper_share,
+};
 use crate::protocols::session::Session;
 use crate::seed::Seed;
 use crate::shares::{AShare, Party};
@@ -606,6 +608,17 @@ impl Kernel for Walk<'_> {
         Ok(self.guarded(&ShareSite::output_of(site, f), &y, None))
     }
 
+    fn leaky_relu(&mut self, site: &Site<'_>, x: &AShare) -> Result<AShare> {
+        let f = self.model.fixed().frac_bits();
+        let QuantizedLayer::LeakyRelu { alpha } = self.model.layers()[site.index] else {
+            return Err(MpcError::invalid("walk", format!("node '{}': no leaky ReLU slope", site.node.name)));
+        };
+        let layer = self.layer_site(site);
+        let x = self.guarded(&ShareSite::input_of(site, f), x, None);
+        let y = leaky_relu_layer(self.session, self.ch, &x, alpha, &layer, self.behaviour)?;
+        Ok(self.guarded(&ShareSite::output_of(site, f), &y, None))
+    }
+
     fn transpose(&mut self, _site: &Site<'_>, x: &AShare, indices: &[usize]) -> Result<AShare> {
         // A public permutation: each party reorders its own shares, no traffic.
         x.gather(indices)
@@ -758,7 +771,8 @@ mod tests {
     }
 
     /// Convolutions (one depthwise, one grouped) read by clips with both bounds reached, a
-    /// transpose of a value at `2f`'s clip output, and a dense head.
+    /// leaky ReLU on negative and positive values, a channel shuffle and an HWC transpose,
+    /// and a dense head.
     fn clipped() -> Arc<QuantizedGraph> {
         let build = || -> moat_nn::Result<QuantizedGraph> {
             let mut b = zoo::GraphBuilder::new(&[4, 6, 6], 9);
@@ -767,6 +781,7 @@ mod tests {
             let x = b.grouped_conv("depthwise", x, 4, 3, 2, 1, 4)?;
             let x = b.push("clip.unit", Op::Clip { min: 0.0, max: 1.0 }, vec![x])?;
             let x = b.grouped_conv("grouped", x, 6, 1, 1, 0, 2)?;
+            let x = b.push("leaky", Op::LeakyRelu { alpha: 0.5 }, vec![x])?;
             let x = b.push("clip.narrow", Op::Clip { min: -0.25, max: 0.25 }, vec![x])?;
             let x = b.channel_shuffle("shuffle", x, 3)?;
             let x = b.push("hwc", Op::Transpose(vec![1, 2, 0]), vec![x])?;
@@ -778,7 +793,7 @@ mod tests {
     }
 
     #[test]
-    fn clips_grouped_convolutions_and_transposes_are_bit_exact_in_both_backends() -> Result<()> {
+    fn clips_leaky_relus_grouped_convolutions_and_transposes_are_bit_exact_in_both_backends() -> Result<()> {
         let nets = [
             ("clipped", clipped(), 4.0),
             ("mobilenetv2:x0.25", quantized("mobilenetv2:x0.25", &[3, 16, 16], 3), 1.0),
@@ -796,6 +811,10 @@ mod tests {
                     .map_err(|e| MpcError::invalid("t", e.to_string()))?;
                 let fp = model.fixed();
                 for (i, node) in graph.nodes().iter().enumerate() {
+                    if let Op::LeakyRelu { .. } = node.op {
+                        let negative = values[node.inputs[0].0].iter().filter(|v| fp.is_negative(**v)).count();
+                        assert!(negative > 0, "{}: no negative input", node.name);
+                    }
                     if let Op::Clip { min, max } = node.op {
                         let out = &values[ValueId::of_node(i).0];
                         for bound in [min, max] {

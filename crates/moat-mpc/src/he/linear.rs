@@ -116,7 +116,10 @@ fn layer_of(graph: &QuantizedGraph, index: usize) -> Result<Option<LayerParts>> 
             let shape = LinearShape::ChannelSum { channels: *channels, per_channel: input_len / (*channels).max(1) };
             Some((shape, vec![*reciprocal], vec![0; *channels]))
         }
-        QuantizedLayer::MaxPool { .. } | QuantizedLayer::Clip { .. } | QuantizedLayer::None => None,
+        QuantizedLayer::MaxPool { .. }
+        | QuantizedLayer::Clip { .. }
+        | QuantizedLayer::LeakyRelu { .. }
+        | QuantizedLayer::None => None,
     })
 }
 

@@ -139,6 +139,38 @@ pub fn clip_layer(
     Ok(tamper_share(s, &y, &site.share_site(TamperPoint::PostActivation, OpKind::Clip), behaviour))
 }
 
+/// A leaky ReLU layer with public slope `alpha` (a ring element at `f` bits) on an input at
+/// `f` bits: pre-activation tamper point, `ReLU(x)` by [`relu`], the local
+/// `z = alpha·x + (2^f − alpha)·ReLU(x)` (`x` below zero, `2^f·x` above), the exact signed
+/// truncation of `z` by `f` bits ([`super::truncate::truncate`]), then the post-activation
+/// tamper point. Exact: bit for bit the fixed-point executor's `⌊z / 2^f⌋`.
+///
+/// **Learns:** nothing beyond the uniformly random output shares.
+/// **Cost:** one ReLU and one signed truncation per element (`cost::relu` +
+/// `cost::truncate`); their rounds one after the other.
+pub fn leaky_relu_layer(
+    s: &mut Session,
+    ch: &mut dyn Channel,
+    x: &AShare,
+    alpha: u64,
+    site: &LayerSite<'_>,
+    behaviour: &mut dyn ClientBehaviour,
+) -> Result<AShare> {
+    if site.input_frac_bits != site.output_frac_bits {
+        return Err(MpcError::invalid(
+            "leaky_relu_layer",
+            format!("node '{}': input at {} fractional bits, a leaky ReLU reads f", site.name, site.input_frac_bits),
+        ));
+    }
+    let fp = x.fixed_point();
+    let x = tamper_share(s, x, &site.share_site(TamperPoint::PreActivation, OpKind::LeakyRelu), behaviour);
+    let r = relu(s, ch, &x)?;
+    let above = fp.sub(1u64 << site.output_frac_bits, alpha);
+    let z = x.mul_public(alpha).try_add(&r.mul_public(above))?;
+    let y = super::truncate::truncate(s, ch, &z)?;
+    Ok(tamper_share(s, &y, &site.share_site(TamperPoint::PostActivation, OpKind::LeakyRelu), behaviour))
+}
+
 /// A max-pool layer (`windows` from [`moat_nn::kernels::pool_windows`]), with both tamper
 /// points; input and output must be at the same scale.
 pub fn max_pool_layer(

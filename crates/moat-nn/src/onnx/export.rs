@@ -164,6 +164,9 @@ pub(super) fn export_model(graph: &Graph) -> Result<ModelProto> {
             }
             Op::MaxPool(p) => w.node("MaxPool", name, ins, out.clone(), pool_attrs(p)),
             Op::Relu => w.node("Relu", name, ins, out.clone(), vec![]),
+            Op::LeakyRelu { alpha } => {
+                w.node("LeakyRelu", name, ins, out.clone(), vec![attr_float("alpha", *alpha)]);
+            }
             Op::Clip { min, max } => {
                 let lo = w.weight(&format!("{name}.min"), &[], &[*min]);
                 let hi = w.weight(&format!("{name}.max"), &[], &[*max]);

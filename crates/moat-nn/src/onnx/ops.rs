@@ -323,6 +323,17 @@ impl<'m> Importer<'m> {
         self.bind_output(ctx, 0, out, shape)
     }
 
+    /// `LeakyRelu` (`alpha`, default 0.01).
+    pub(super) fn leaky_relu(&mut self, ctx: &Ctx<'m>) -> Result<()> {
+        let alpha = ctx.float("alpha")?.unwrap_or(0.01);
+        if !alpha.is_finite() {
+            return Err(ctx.err(format!("alpha = {alpha} is not finite")));
+        }
+        let (id, shape) = self.runtime(ctx, 0)?;
+        let out = self.push(ctx, None, Op::LeakyRelu { alpha }, vec![id])?;
+        self.bind_output(ctx, 0, out, shape)
+    }
+
     /// `Clip` (bounds are attributes before opset 11, inputs from 11): min 0 and no upper bound
     /// is a ReLU; both bounds finite (ReLU6: 0 and 6) a moat `Clip`.
     pub(super) fn clip(&mut self, ctx: &Ctx<'m>) -> Result<()> {

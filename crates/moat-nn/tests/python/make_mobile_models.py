@@ -12,7 +12,8 @@ Usage: make_mobile_models.py OUT_DIR
   (Reshape to [N, g, C/g, H, W], Transpose perm [0, 2, 1, 3, 4], Reshape back), depthwise 3x3,
   stride-2 units concatenating an AveragePool shortcut, stride-1 units adding the input;
 * keras_nhwc_opset13.onnx: a channels-last model as tf2onnx writes it for [N, 32, 32, 3]:
-  Transpose perm [0, 3, 1, 2] at the input, Conv, Relu, Transpose perm [0, 2, 3, 1] before the
+  Transpose perm [0, 3, 1, 2] at the input, Conv, LeakyRelu (Keras' default slope 0.3),
+  Transpose perm [0, 2, 3, 1] before the
   Reshape that flattens, MatMul + Add.
 
 Weights and batch-norm statistics come from a seeded numpy generator; every model passes
@@ -156,7 +157,7 @@ def keras_nhwc(out_dir):
     nodes = [
         helper.make_node("Transpose", ["input_1"], ["nchw"], name="conv2d/Conv2D__6", perm=[0, 3, 1, 2]),
         helper.make_node("Conv", ["nchw", "conv.weight", "conv.bias"], ["conv"], name="conv2d/Conv2D", kernel_shape=[3, 3], strides=[4, 4], pads=[1, 1, 1, 1]),
-        helper.make_node("Relu", ["conv"], ["relu"], name="conv2d/Relu"),
+        helper.make_node("LeakyRelu", ["conv"], ["relu"], name="leaky_re_lu/LeakyRelu", alpha=0.3),
         helper.make_node("Transpose", ["relu"], ["nhwc"], name="conv2d/Relu__8", perm=[0, 2, 3, 1]),
         helper.make_node("Reshape", ["nhwc", "flat_shape"], ["flat"], name="flatten/Reshape"),
         helper.make_node("MatMul", ["flat", "dense.kernel"], ["mm"], name="dense/MatMul"),
