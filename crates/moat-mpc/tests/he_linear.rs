@@ -1,5 +1,6 @@
 //! The homomorphic linear-layer protocol between two threads: every kind of linear layer of a
-//! quantised model (convolutions with stride 1 and 2, padding, 1×1, 5×5, folded batch norm,
+//! quantised model (convolutions with stride 1 and 2, padding, 1×1, 5×5, depthwise and grouped
+//! convolutions, folded batch norm,
 //! unfolded batch norm, average pooling, global average pooling, dense) must give shares that
 //! add up to `QuantizedGraph::linear` exactly; malformed peer messages are errors.
 
@@ -49,9 +50,13 @@ fn model() -> std::result::Result<Graph, moat_nn::NnError> {
         bias: vec![0.25, -0.5, 0.0, 1.0],
         stride: [1, 2],
         padding: [1, 0, 0, 2],
+        group: 1,
     };
     let c5 = b.push("conv2x3.asym", Op::Conv2d(asym), vec![c4])?;
-    let ap2 = b.push("avgpool3.p1", Op::AvgPool(Pool { kernel: [3, 3], stride: [1, 1], padding: [1; 4] }), vec![c5])?;
+    let dw = b.grouped_conv("depthwise3x3", c5, 4, 3, 1, 1, 4)?;
+    let grouped = b.grouped_conv("group2.1x1", dw, 6, 1, 1, 0, 2)?;
+    let ap2 =
+        b.push("avgpool3.p1", Op::AvgPool(Pool { kernel: [3, 3], stride: [1, 1], padding: [1; 4] }), vec![grouped])?;
     let gap = b.global_avg_pool(ap2)?;
     let d = b.dense("fc", gap, 10)?;
     b.finish("he-layers", d)
@@ -102,7 +107,7 @@ fn check_model(tcp: bool) -> Result<()> {
         kinds.push(node.op.kind());
         cases.push((index, shape, x0, x1, expected));
     }
-    assert_eq!(cases.len(), 10, "{kinds:?}");
+    assert_eq!(cases.len(), 12, "{kinds:?}");
     for kind in ["Conv2d", "BatchNorm", "AvgPool", "GlobalAvgPool", "Dense"] {
         assert!(kinds.contains(&kind), "model lacks a {kind}: {kinds:?}");
     }

@@ -92,7 +92,7 @@ impl Kernel for FloatKernel<'_> {
             }
             Op::Conv2d(c) => {
                 let win = window(graph, node.inputs[0], c.kernel(), c.stride, c.padding);
-                let mut y = kernels::conv2d(x, shape[0], c.weight.data(), c.out_channels(), win);
+                let mut y = kernels::conv2d_grouped(x, shape[0], c.weight.data(), c.out_channels(), c.group, win);
                 let per = y.len() / c.out_channels();
                 for (i, v) in y.iter_mut().enumerate() {
                     *v += c.bias[i / per];
@@ -112,6 +112,24 @@ impl Kernel for FloatKernel<'_> {
 
     fn relu(&mut self, _site: &Site<'_>, x: &Vec<f32>, _truncate: bool) -> Result<Vec<f32>> {
         Ok(x.iter().map(|v| v.max(0.0)).collect())
+    }
+
+    fn clip(&mut self, site: &Site<'_>, x: &Vec<f32>, _truncate: bool) -> Result<Vec<f32>> {
+        let Op::Clip { min, max } = site.node.op else {
+            return Err(NnError::node(&site.node.name, site.node.op.kind(), "not a clip"));
+        };
+        Ok(x.iter().map(|v| v.clamp(min, max)).collect())
+    }
+
+    fn leaky_relu(&mut self, site: &Site<'_>, x: &Vec<f32>) -> Result<Vec<f32>> {
+        let Op::LeakyRelu { alpha } = site.node.op else {
+            return Err(NnError::node(&site.node.name, site.node.op.kind(), "not a leaky ReLU"));
+        };
+        Ok(x.iter().map(|&v| if v >= 0.0 { v } else { alpha * v }).collect())
+    }
+
+    fn transpose(&mut self, _site: &Site<'_>, x: &Vec<f32>, indices: &[usize]) -> Result<Vec<f32>> {
+        Ok(indices.iter().map(|&i| x[i]).collect())
     }
 
     fn max_pool(&mut self, site: &Site<'_>, x: &Vec<f32>) -> Result<Vec<f32>> {
@@ -158,18 +176,32 @@ const SPARSE_RATIO: usize = 16;
 /// The quantised form of one node's parameters.
 #[derive(Clone, Debug, PartialEq)]
 pub enum QuantizedLayer {
-    /// A node without parameters (ReLU, max pool, add, reshape, softmax).
+    /// A node without parameters (ReLU, max pool, add, reshape, transpose, softmax).
     None,
+    /// Clip bounds at scale 2^f.
+    Clip {
+        /// Lower bound.
+        min: u64,
+        /// Upper bound.
+        max: u64,
+    },
+    /// Leaky ReLU slope at scale 2^f.
+    LeakyRelu {
+        /// The slope below zero.
+        alpha: u64,
+    },
     /// Convolution: weights at scale 2^f, bias at scale 2^(2f).
     Conv2d {
-        /// `[O, C, kh, kw]` ring weights.
+        /// `[O, C / groups, kh, kw]` ring weights.
         weight: Vec<u64>,
         /// Ring biases at scale 2^(2f).
         bias: Vec<u64>,
         /// Window geometry.
         window: Window,
-        /// Input channels.
+        /// Input channels (of all groups).
         in_channels: usize,
+        /// Groups ([`crate::graph::Conv2d::group`]).
+        groups: usize,
     },
     /// Dense: weights at scale 2^f, bias at scale 2^(2f).
     Dense {
@@ -237,7 +269,10 @@ impl QuantizedGraph {
                         bias: q(&c.bias, 2 * f),
                         window: window(&graph, input, c.kernel(), c.stride, c.padding),
                         in_channels: c.in_channels(),
+                        groups: c.group,
                     },
+                    Op::Clip { min, max } => QuantizedLayer::Clip { min: q(&[*min], f)[0], max: q(&[*max], f)[0] },
+                    Op::LeakyRelu { alpha } => QuantizedLayer::LeakyRelu { alpha: q(&[*alpha], f)[0] },
                     Op::Dense(d) => QuantizedLayer::Dense { weight: q(d.weight.data(), f), bias: q(&d.bias, 2 * f) },
                     Op::BatchNorm(bn) => {
                         let (scale, shift) = bn.scale_shift();
@@ -256,7 +291,7 @@ impl QuantizedGraph {
                         window: window(&graph, input, p.kernel, p.stride, p.padding),
                         channels: shape[0],
                     },
-                    Op::Add | Op::Concat | Op::Flatten | Op::Reshape(_) | Op::Relu | Op::Softmax => {
+                    Op::Add | Op::Concat | Op::Flatten | Op::Reshape(_) | Op::Relu | Op::Softmax | Op::Transpose(_) => {
                         QuantizedLayer::None
                     }
                 }
@@ -307,15 +342,15 @@ impl QuantizedGraph {
             (nonzeros.len() * SPARSE_RATIO <= input.len()).then_some(nonzeros)
         };
         let mut y = match &self.layers[index] {
-            QuantizedLayer::Conv2d { weight, bias, window, in_channels } => {
-                let mut y = match sparse() {
+            QuantizedLayer::Conv2d { weight, bias, window, in_channels, groups } => {
+                let mut y = match sparse().filter(|_| *groups == 1) {
                     Some(nonzeros) => {
                         let [oh, ow] = window.out_hw();
                         let mut y = vec![0u64; bias.len() * oh * ow];
                         kernels::conv2d_scatter(&nonzeros, *in_channels, weight, bias.len(), *window, &mut y);
                         y
                     }
-                    None => kernels::conv2d(input, *in_channels, weight, bias.len(), *window),
+                    None => kernels::conv2d_grouped(input, *in_channels, weight, bias.len(), *groups, *window),
                 };
                 if add_bias {
                     let per = y.len() / bias.len();
@@ -355,7 +390,10 @@ impl QuantizedGraph {
             QuantizedLayer::GlobalAvgPool { channels, reciprocal } => {
                 kernels::channel_sums(input, *channels).into_iter().map(|v| v.wrapping_mul(*reciprocal)).collect()
             }
-            QuantizedLayer::MaxPool { .. } | QuantizedLayer::None => return None,
+            QuantizedLayer::MaxPool { .. }
+            | QuantizedLayer::Clip { .. }
+            | QuantizedLayer::LeakyRelu { .. }
+            | QuantizedLayer::None => return None,
         };
         y.iter_mut().for_each(|v| *v = fp.reduce(*v));
         Some(y)
@@ -424,6 +462,43 @@ impl Kernel for FixedKernel<'_> {
         } else {
             x.iter().map(|&v| if fp.is_negative(v) { 0 } else { v }).collect()
         })
+    }
+
+    /// `clip(t, a, b)` of the (truncated) input `t` with the bounds at `f` bits: what
+    /// `a + ⌊ReLU(x − A)/2^s⌋ − ⌊ReLU(x − B)/2^s⌋` gives, `A`, `B` the bounds lifted to the
+    /// input's scale and `s` the truncation ([`crate::plan`]).
+    fn clip(&mut self, site: &Site<'_>, x: &Vec<u64>, truncate: bool) -> Result<Vec<u64>> {
+        let fp = self.model.fixed;
+        let QuantizedLayer::Clip { min, max } = self.model.layers[site.index] else {
+            return Err(NnError::node(&site.node.name, site.node.op.kind(), "no clip layer"));
+        };
+        let (lo, hi) = (fp.to_signed(min), fp.to_signed(max));
+        Ok(x.iter()
+            .map(|&v| {
+                let t = fp.to_signed(if truncate { fp.truncate(v) } else { v });
+                fp.from_signed(t.clamp(lo, hi))
+            })
+            .collect())
+    }
+
+    /// `⌊(a·x + (2^f − a)·ReLU(x)) / 2^f⌋`: `x` below zero scaled by the slope `a`, `x` itself
+    /// above (`a·x + 2^f·x − a·x`), rounded down once.
+    fn leaky_relu(&mut self, site: &Site<'_>, x: &Vec<u64>) -> Result<Vec<u64>> {
+        let fp = self.model.fixed;
+        let QuantizedLayer::LeakyRelu { alpha } = self.model.layers[site.index] else {
+            return Err(NnError::node(&site.node.name, site.node.op.kind(), "no leaky ReLU layer"));
+        };
+        let above = fp.sub(1u64 << fp.frac_bits(), alpha);
+        Ok(x.iter()
+            .map(|&v| {
+                let relu = if fp.is_negative(v) { 0 } else { v };
+                fp.truncate(fp.add(fp.mul(v, alpha), fp.mul(relu, above)))
+            })
+            .collect())
+    }
+
+    fn transpose(&mut self, _site: &Site<'_>, x: &Vec<u64>, indices: &[usize]) -> Result<Vec<u64>> {
+        Ok(indices.iter().map(|&i| x[i]).collect())
     }
 
     fn max_pool(&mut self, site: &Site<'_>, x: &Vec<u64>) -> Result<Vec<u64>> {
@@ -525,8 +600,8 @@ mod tests {
             x[n / 3] = fp.encode(1.25);
             x[n - 1] = fp.encode(-0.5);
             let dense = match layer {
-                QuantizedLayer::Conv2d { weight, window, in_channels, bias } => {
-                    kernels::conv2d(&x, *in_channels, weight, bias.len(), *window)
+                QuantizedLayer::Conv2d { weight, window, in_channels, bias, groups } => {
+                    kernels::conv2d_grouped(&x, *in_channels, weight, bias.len(), *groups, *window)
                 }
                 QuantizedLayer::Dense { weight, bias } => kernels::dense(&x, weight, bias.len()),
                 _ => continue,

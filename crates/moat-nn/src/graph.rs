@@ -33,10 +33,10 @@ impl ValueId {
     }
 }
 
-/// 2-D convolution (dilation 1, one group), NCHW / OIHW.
+/// 2-D convolution (dilation 1), NCHW / OIHW, optionally grouped.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Conv2d {
-    /// Weights `[out_channels, in_channels, kh, kw]`.
+    /// Weights `[out_channels, in_channels / group, kh, kw]`.
     pub weight: Tensor<f32>,
     /// One bias per output channel.
     pub bias: Vec<f32>,
@@ -44,6 +44,15 @@ pub struct Conv2d {
     pub stride: [usize; 2],
     /// Zero padding `[top, left, bottom, right]`.
     pub padding: [usize; 4],
+    /// Groups (ONNX `group`): input and output channels are cut into `group` equal parts and
+    /// output part `g` reads only input part `g`. 1: an ordinary convolution; `group` equal to
+    /// the input and output channels: a depthwise convolution.
+    #[serde(default = "one_group")]
+    pub group: usize,
+}
+
+fn one_group() -> usize {
+    1
 }
 
 impl Conv2d {
@@ -51,9 +60,17 @@ impl Conv2d {
     pub fn out_channels(&self) -> usize {
         self.weight.shape()[0]
     }
-    /// Input channels.
+    /// Input channels (of all groups together).
     pub fn in_channels(&self) -> usize {
+        self.weight.shape()[1] * self.group
+    }
+    /// Input channels each output channel reads (`in_channels / group`).
+    pub fn group_in_channels(&self) -> usize {
         self.weight.shape()[1]
+    }
+    /// Whether each output channel reads exactly its own input channel (`group = C = O`).
+    pub fn is_depthwise(&self) -> bool {
+        self.group > 1 && self.group == self.out_channels() && self.weight.shape()[1] == 1
     }
     /// Kernel `[kh, kw]`.
     pub fn kernel(&self) -> [usize; 2] {
@@ -121,6 +138,13 @@ pub enum Op {
     AvgPool(Pool),
     /// Batch normalisation (folded into the preceding linear layer by [`Graph::fold_batch_norms`]).
     BatchNorm(BatchNorm),
+    /// `min(max(x, min), max)` element-wise (ONNX `Clip`; ReLU6 is `Clip { min: 0, max: 6 }`).
+    Clip {
+        /// Lower bound.
+        min: f32,
+        /// Upper bound (above `min`).
+        max: f32,
+    },
     /// Concatenation of two or more values along axis 0 (channels); the other axes must agree.
     Concat,
     /// 2-D convolution over `[C, H, W]`.
@@ -131,6 +155,11 @@ pub enum Op {
     Flatten,
     /// Mean over the spatial dimensions: `[C, H, W] → [C]`.
     GlobalAvgPool,
+    /// `x` where `x ≥ 0`, `alpha · x` elsewhere (ONNX `LeakyRelu`, `PRelu` with one slope).
+    LeakyRelu {
+        /// The slope below zero.
+        alpha: f32,
+    },
     /// Max pooling over `[C, H, W]`.
     MaxPool(Pool),
     /// `max(x, 0)`.
@@ -139,6 +168,9 @@ pub enum Op {
     Reshape(Vec<usize>),
     /// Softmax over a 1-D value (a head: the logits are its input).
     Softmax,
+    /// A permutation of the per-sample axes: output axis `i` is input axis `perm[i]` (the
+    /// elements move; NHWC↔NCHW, channel shuffle).
+    Transpose(Vec<usize>),
 }
 
 /// The kind of an [`Op`] without its parameters: what tamper sites, timings and errors name.
@@ -150,6 +182,8 @@ pub enum OpKind {
     AvgPool,
     /// [`Op::BatchNorm`].
     BatchNorm,
+    /// [`Op::Clip`].
+    Clip,
     /// [`Op::Concat`].
     Concat,
     /// [`Op::Conv2d`].
@@ -160,6 +194,8 @@ pub enum OpKind {
     Flatten,
     /// [`Op::GlobalAvgPool`].
     GlobalAvgPool,
+    /// [`Op::LeakyRelu`].
+    LeakyRelu,
     /// [`Op::MaxPool`].
     MaxPool,
     /// [`Op::Relu`].
@@ -168,6 +204,8 @@ pub enum OpKind {
     Reshape,
     /// [`Op::Softmax`].
     Softmax,
+    /// [`Op::Transpose`].
+    Transpose,
     /// Not an op: the graph input (the site of logits that are the input itself).
     Input,
 }
@@ -179,15 +217,18 @@ impl OpKind {
             OpKind::Add => "Add",
             OpKind::AvgPool => "AvgPool",
             OpKind::BatchNorm => "BatchNorm",
+            OpKind::Clip => "Clip",
             OpKind::Concat => "Concat",
             OpKind::Conv2d => "Conv2d",
             OpKind::Dense => "Dense",
             OpKind::Flatten => "Flatten",
             OpKind::GlobalAvgPool => "GlobalAvgPool",
+            OpKind::LeakyRelu => "LeakyRelu",
             OpKind::MaxPool => "MaxPool",
             OpKind::Relu => "Relu",
             OpKind::Reshape => "Reshape",
             OpKind::Softmax => "Softmax",
+            OpKind::Transpose => "Transpose",
             OpKind::Input => "Input",
         }
     }
@@ -206,15 +247,18 @@ impl Op {
             Op::Add => OpKind::Add,
             Op::AvgPool(_) => OpKind::AvgPool,
             Op::BatchNorm(_) => OpKind::BatchNorm,
+            Op::Clip { .. } => OpKind::Clip,
             Op::Concat => OpKind::Concat,
             Op::Conv2d(_) => OpKind::Conv2d,
             Op::Dense(_) => OpKind::Dense,
             Op::Flatten => OpKind::Flatten,
             Op::GlobalAvgPool => OpKind::GlobalAvgPool,
+            Op::LeakyRelu { .. } => OpKind::LeakyRelu,
             Op::MaxPool(_) => OpKind::MaxPool,
             Op::Relu => OpKind::Relu,
             Op::Reshape(_) => OpKind::Reshape,
             Op::Softmax => OpKind::Softmax,
+            Op::Transpose(_) => OpKind::Transpose,
         }
     }
 
@@ -275,6 +319,8 @@ fn check_parameters(node: &Node) -> Result<()> {
     let tensors: Vec<(&str, &[f32])> = match &node.op {
         Op::Conv2d(c) => vec![("weight", c.weight.data()), ("bias", &c.bias)],
         Op::Dense(d) => vec![("weight", d.weight.data()), ("bias", &d.bias)],
+        Op::Clip { min, max } => vec![("min", std::slice::from_ref(min)), ("max", std::slice::from_ref(max))],
+        Op::LeakyRelu { alpha } => vec![("alpha", std::slice::from_ref(alpha))],
         Op::BatchNorm(b) => {
             vec![
                 ("scale", &b.gamma),
@@ -418,7 +464,7 @@ impl Graph {
         match &node.op {
             Op::Conv2d(c) => {
                 let [kh, kw] = c.kernel();
-                out * c.in_channels() * kh * kw
+                out * c.group_in_channels() * kh * kw
             }
             Op::Dense(d) => d.weight.len(),
             Op::BatchNorm(_) => out,
@@ -432,7 +478,9 @@ impl Graph {
         let node = &self.nodes[index];
         let out = numel(self.shape(ValueId::of_node(index)));
         match &node.op {
-            Op::Relu => out,
+            Op::Relu | Op::LeakyRelu { .. } => out,
+            // ReLU(x − min) and ReLU(x − max).
+            Op::Clip { .. } => 2 * out,
             Op::MaxPool(p) => out * (p.kernel[0] * p.kernel[1]).saturating_sub(1),
             _ => 0,
         }
@@ -602,8 +650,12 @@ pub(crate) fn node_shape(shapes: &[Vec<usize>], node: &Node) -> Result<Vec<usize
                     return Err(err(format!("{} biases for {o} output channels", conv.bias.len())));
                 }
                 let [c, h, w] = chw(&x).ok_or_else(|| err(format!("input {x:?} is not [C,H,W]")))?;
-                if c != i {
-                    return Err(err(format!("input has {c} channels, weights expect {i}")));
+                let g = conv.group;
+                if g == 0 || !o.is_multiple_of(g) {
+                    return Err(err(format!("group = {g} does not divide the {o} output channels")));
+                }
+                if c != i * g {
+                    return Err(err(format!("input has {c} channels, weights expect {i} × {g} groups")));
                 }
                 let [pt, pl, pb, pr] = conv.padding;
                 let oh = window_out(h, pt, pb, kh, conv.stride[0]);
@@ -666,7 +718,21 @@ pub(crate) fn node_shape(shapes: &[Vec<usize>], node: &Node) -> Result<Vec<usize
                 }
                 target.clone()
             }
-            Op::Relu => x,
+            Op::Relu | Op::LeakyRelu { .. } => x,
+            Op::Clip { min, max } => {
+                if min >= max {
+                    return Err(err(format!("min {min} is not below max {max}")));
+                }
+                x
+            }
+            Op::Transpose(perm) => {
+                let mut seen = vec![false; x.len()];
+                if perm.len() != x.len() || perm.iter().any(|&a| a >= x.len() || std::mem::replace(&mut seen[a], true))
+                {
+                    return Err(err(format!("perm {perm:?} is not a permutation of the axes of {x:?}")));
+                }
+                perm.iter().map(|&a| x[a]).collect()
+            }
             Op::Softmax => {
                 if x.len() != 1 {
                     return Err(err(format!("softmax over {x:?}: moat supports 1-D logits")));
@@ -696,6 +762,7 @@ mod tests {
             bias: vec![0.5; o],
             stride: [1, 1],
             padding: [0; 4],
+            group: 1,
         })
     }
 

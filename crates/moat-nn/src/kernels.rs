@@ -103,6 +103,58 @@ pub fn conv2d<T: Mac>(input: &[T], channels: usize, weight: &[T], out_channels: 
     out
 }
 
+/// Grouped convolution without bias: the `channels` input channels and `out_channels` output
+/// channels are cut into `groups` equal parts and part `g` of the output is [`conv2d`] of part
+/// `g` of the input with its `[O / groups, C / groups, kh, kw]` weights (`weight` is
+/// `[O, C / groups, kh, kw]`, ONNX's layout). `groups = 1` is [`conv2d`].
+pub fn conv2d_grouped<T: Mac>(
+    input: &[T],
+    channels: usize,
+    weight: &[T],
+    out_channels: usize,
+    groups: usize,
+    win: Window,
+) -> Vec<T> {
+    if groups <= 1 {
+        return conv2d(input, channels, weight, out_channels, win);
+    }
+    let (ci, co) = (channels / groups, out_channels / groups);
+    let per_in = ci * win.in_hw[0] * win.in_hw[1];
+    let per_weight = co * ci * win.kernel[0] * win.kernel[1];
+    (0..groups)
+        .flat_map(|g| {
+            conv2d(&input[g * per_in..(g + 1) * per_in], ci, &weight[g * per_weight..(g + 1) * per_weight], co, win)
+        })
+        .collect()
+}
+
+/// The input index of each output element of a transpose of a row-major value of `shape` by
+/// `perm` (output axis `i` is input axis `perm[i]`): `out[k] = in[indices[k]]`. `perm` must be
+/// a permutation of the axes (the graph checks it).
+pub fn permutation(shape: &[usize], perm: &[usize]) -> Vec<usize> {
+    let rank = shape.len();
+    let mut in_strides = vec![1usize; rank];
+    for a in (0..rank.saturating_sub(1)).rev() {
+        in_strides[a] = in_strides[a + 1] * shape[a + 1];
+    }
+    let out_shape: Vec<usize> = perm.iter().map(|&a| shape[a]).collect();
+    let strides: Vec<usize> = perm.iter().map(|&a| in_strides[a]).collect();
+    let total: usize = shape.iter().product();
+    let mut indices = Vec::with_capacity(total);
+    let mut counter = vec![0usize; rank];
+    for _ in 0..total {
+        indices.push(counter.iter().zip(&strides).map(|(c, s)| c * s).sum());
+        for a in (0..rank).rev() {
+            counter[a] += 1;
+            if counter[a] < out_shape[a] {
+                break;
+            }
+            counter[a] = 0;
+        }
+    }
+    indices
+}
+
 /// Adds to `out` (a `[O, oh, ow]` convolution output) the contribution of the listed input
 /// elements `(index into [C, H, W], value)`: [`conv2d`] for an input that is zero elsewhere, in
 /// `O(nonzeros · O · kh · kw)` instead of `O(O · C · kh · kw · oh · ow)`.
@@ -314,6 +366,38 @@ mod tests {
         let mut out = vec![0.0; 5];
         dense_scatter(&nonzeros, &weight, input.len(), &mut out);
         assert_eq!(out, dense(&input, &weight, 5));
+    }
+
+    #[test]
+    fn grouped_conv_is_one_conv_per_group() {
+        let (c, o, g, h, w) = (6, 4, 2, 5, 5);
+        let input: Vec<f32> = (0..c * h * w).map(|v| ((v * 37 % 11) as f32) - 5.0).collect();
+        let weight: Vec<f32> = (0..o * (c / g) * 9).map(|v| ((v * 13 % 7) as f32) - 3.0).collect();
+        let win = Window { in_hw: [h, w], kernel: [3, 3], stride: [2, 1], padding: [1, 0, 1, 2] };
+        // The same map as an ordinary convolution with block-diagonal weights.
+        let mut full = vec![0.0f32; o * c * 9];
+        for oc in 0..o {
+            let group = oc / (o / g);
+            for k in 0..(c / g) * 9 {
+                full[(oc * c + group * (c / g)) * 9 + k] = weight[oc * (c / g) * 9 + k];
+            }
+        }
+        assert_eq!(conv2d_grouped(&input, c, &weight, o, g, win), conv2d(&input, c, &full, o, win));
+    }
+
+    #[test]
+    fn permutation_moves_axes() {
+        // [2, 3] transposed: out[j, i] = in[i, j].
+        assert_eq!(permutation(&[2, 3], &[1, 0]), [0, 3, 1, 4, 2, 5]);
+        assert_eq!(permutation(&[2, 3, 4], &[0, 1, 2]), (0..24).collect::<Vec<_>>());
+        // Channel shuffle: [g = 2, c = 3, hw = 1] → [3, 2, 1].
+        assert_eq!(permutation(&[2, 3, 1], &[1, 0, 2]), [0, 3, 1, 4, 2, 5]);
+        let p = permutation(&[2, 3, 4, 5], &[2, 0, 3, 1]);
+        let mut sorted = p.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, (0..120).collect::<Vec<_>>());
+        // out[a, b, c, d] = in[b, d, a, c]: input element (1, 0, 2, 3) is output (2, 1, 3, 0).
+        assert_eq!(p[((2 * 2 + 1) * 5 + 3) * 3], (3 * 4 + 2) * 5 + 3);
     }
 
     #[test]

@@ -22,6 +22,10 @@
 //!    ReLU truncates as in 1. (A second linear input of the same `Add` truncates at once:
 //!    `⌊a/2^f⌋ + ⌊c/2^f⌋ ≠ ⌊(a + c)/2^f⌋`.)
 //!
+//! A `Clip` counts as a ReLU here: `clip(⌊z/2^f⌋, a, b) = a + ⌊ReLU(z − A)/2^f⌋ − ⌊ReLU(z − B)/2^f⌋`
+//! with `A = a·2^f`, `B = b·2^f` (the bounds at `f` bits, lifted), so it too truncates after
+//! its comparisons, exactly.
+//!
 //! Every other linear node truncates at once. Honest results are therefore bit for bit the
 //! fixed-point executor's under any plan, as long as the values held at `2f` stay in the
 //! ring's signed range — `|v| < 2^(ℓ−1−2f)`, 4096 in real units at ℓ = 37, f = 12, the same
@@ -61,7 +65,9 @@ impl RescalePlan {
             }
         }
         let single_relu_reader = |value: ValueId| {
-            value != logits && readers[value.0] == 1 && reader[value.0].is_some_and(|r| matches!(nodes[r].op, Op::Relu))
+            value != logits
+                && readers[value.0] == 1
+                && reader[value.0].is_some_and(|r| matches!(nodes[r].op, Op::Relu | Op::Clip { .. }))
         };
         let mut plan = Self::unfused(graph);
         for (i, node) in nodes.iter().enumerate() {
@@ -71,7 +77,7 @@ impl RescalePlan {
             }
             let Some(r) = reader[value.0] else { continue };
             let defer = match nodes[r].op {
-                Op::Relu => true,
+                Op::Relu | Op::Clip { .. } => true,
                 Op::Add => {
                     let add_value = ValueId::of_node(r);
                     let first_linear = nodes[r].inputs.iter().copied().find(|v| {
@@ -90,7 +96,7 @@ impl RescalePlan {
             }
         }
         for (i, node) in nodes.iter().enumerate() {
-            if matches!(node.op, Op::Relu) && plan.double[node.inputs[0].0] {
+            if matches!(node.op, Op::Relu | Op::Clip { .. }) && plan.double[node.inputs[0].0] {
                 plan.truncating_relu[i] = true;
             }
         }
@@ -136,7 +142,7 @@ impl RescalePlan {
             let output_double = self.is_double(ValueId::of_node(index));
             let reads_double = node.inputs.iter().any(|v| self.is_double(*v));
             let consistent = match node.op {
-                Op::Relu => !output_double,
+                Op::Relu | Op::Clip { .. } => !output_double,
                 Op::Add => !reads_double || output_double,
                 _ => !reads_double,
             };

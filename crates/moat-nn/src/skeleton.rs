@@ -13,7 +13,7 @@ use crate::graph::{BatchNorm, Conv2d, Dense, Graph, Node, Op, Pool, ValueId};
 use crate::tensor::Tensor;
 
 /// One node of a [`Skeleton`]: like [`Op`] with weights replaced by their shapes.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum SkeletonOp {
     /// [`Op::Add`].
@@ -28,16 +28,31 @@ pub enum SkeletonOp {
         /// Channels.
         channels: usize,
     },
+    /// [`Op::Clip`] (the bounds are public).
+    Clip {
+        /// Lower bound.
+        min: f32,
+        /// Upper bound.
+        max: f32,
+    },
     /// [`Op::Concat`].
     Concat,
+    /// [`Op::LeakyRelu`] (the slope is public).
+    LeakyRelu {
+        /// The slope below zero.
+        alpha: f32,
+    },
     /// [`Op::Conv2d`] with weights of `weight_shape`.
     Conv2d {
-        /// `[O, C, kh, kw]`.
+        /// `[O, C / group, kh, kw]`.
         weight_shape: [usize; 4],
         /// Stride.
         stride: [usize; 2],
         /// Padding `[top, left, bottom, right]`.
         padding: [usize; 4],
+        /// Groups (absent: 1).
+        #[serde(default = "one", skip_serializing_if = "is_one")]
+        group: usize,
     },
     /// [`Op::Dense`] with weights `[out, in]`.
     Dense {
@@ -62,10 +77,23 @@ pub enum SkeletonOp {
     },
     /// [`Op::Softmax`].
     Softmax,
+    /// [`Op::Transpose`].
+    Transpose {
+        /// Per-sample axis permutation.
+        perm: Vec<usize>,
+    },
+}
+
+fn one() -> usize {
+    1
+}
+
+fn is_one(v: &usize) -> bool {
+    *v == 1
 }
 
 /// A node of a [`Skeleton`].
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SkeletonNode {
     /// Node name.
     pub name: String,
@@ -77,7 +105,7 @@ pub struct SkeletonNode {
 }
 
 /// The public architecture of a [`Graph`]. See the module documentation.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Skeleton {
     /// Model name.
     pub name: String,
@@ -104,9 +132,10 @@ impl Graph {
                     Op::Conv2d(c) => {
                         let [kh, kw] = c.kernel();
                         SkeletonOp::Conv2d {
-                            weight_shape: [c.out_channels(), c.in_channels(), kh, kw],
+                            weight_shape: [c.out_channels(), c.group_in_channels(), kh, kw],
                             stride: c.stride,
                             padding: c.padding,
+                            group: c.group,
                         }
                     }
                     Op::Dense(d) => {
@@ -116,6 +145,9 @@ impl Graph {
                     Op::GlobalAvgPool => SkeletonOp::GlobalAvgPool,
                     Op::MaxPool(pool) => SkeletonOp::MaxPool { pool: *pool },
                     Op::Relu => SkeletonOp::Relu,
+                    Op::Clip { min, max } => SkeletonOp::Clip { min: *min, max: *max },
+                    Op::LeakyRelu { alpha } => SkeletonOp::LeakyRelu { alpha: *alpha },
+                    Op::Transpose(perm) => SkeletonOp::Transpose { perm: perm.clone() },
                     Op::Reshape(shape) => SkeletonOp::Reshape { shape: shape.clone() },
                     Op::Softmax => SkeletonOp::Softmax,
                 };
@@ -175,11 +207,14 @@ impl Skeleton {
                         eps: 0.0,
                     }),
                     SkeletonOp::Concat => Op::Concat,
-                    SkeletonOp::Conv2d { weight_shape, stride, padding } => Op::Conv2d(Conv2d {
+                    SkeletonOp::Clip { min, max } => Op::Clip { min: *min, max: *max },
+                    SkeletonOp::LeakyRelu { alpha } => Op::LeakyRelu { alpha: *alpha },
+                    SkeletonOp::Conv2d { weight_shape, stride, padding, group } => Op::Conv2d(Conv2d {
                         weight: Tensor::zeros(weight_shape.to_vec()),
                         bias: vec![0.0; weight_shape[0]],
                         stride: *stride,
                         padding: *padding,
+                        group: *group,
                     }),
                     SkeletonOp::Dense { weight_shape } => Op::Dense(Dense {
                         weight: Tensor::zeros(weight_shape.to_vec()),
@@ -191,6 +226,7 @@ impl Skeleton {
                     SkeletonOp::Relu => Op::Relu,
                     SkeletonOp::Reshape { shape } => Op::Reshape(shape.clone()),
                     SkeletonOp::Softmax => Op::Softmax,
+                    SkeletonOp::Transpose { perm } => Op::Transpose(perm.clone()),
                 };
                 Node { name: n.name.clone(), op, inputs: n.inputs.iter().map(|&v| ValueId(v)).collect() }
             })

@@ -12,10 +12,13 @@
 //! * linear ops (conv, dense, batch norm, average pools) → [`Kernel::linear`], truncated at
 //!   once unless the [`RescalePlan`] defers the truncation past the ReLU that reads them;
 //! * ReLU → [`Kernel::relu`], truncating its output when its input was left at `2f`;
+//! * clip → [`Kernel::clip`], rescaled like a ReLU (`clip(x, a, b) = a + ReLU(x − a) − ReLU(x − b)`);
 //! * max pool → [`Kernel::max_pool`];
+//! * leaky ReLU → [`Kernel::leaky_relu`] (input at `f`, output truncated);
 //! * add → [`Kernel::add`], each operand lifted by `2^f` when it meets a deferred one;
 //! * concat → [`Kernel::concat`];
 //! * flatten, reshape → the value itself (row-major values do not move);
+//! * transpose → [`Kernel::transpose`] with the public [`crate::kernels::permutation`];
 //! * softmax → [`Kernel::softmax`] (the ring executions stop at the logits, its input).
 //!
 //! The float execution uses [`RescalePlan::unfused`] (no deferred truncation, and it ignores
@@ -83,6 +86,13 @@ pub enum Step {
         /// Truncate the output.
         truncate: bool,
     },
+    /// A clip; `truncate`: its input is at `2f` and its output is truncated (as a ReLU's).
+    Clip {
+        /// Truncate the output.
+        truncate: bool,
+    },
+    /// A leaky ReLU on a value at `f` (its output is truncated).
+    LeakyRelu,
     /// A max pool (no rescaling).
     MaxPool,
     /// A sum of the inputs; an input is lifted by `2^f` when [`RescalePlan::lifts`] says so.
@@ -93,6 +103,8 @@ pub enum Step {
     Reshape,
     /// A softmax head.
     Softmax,
+    /// A public permutation of the elements.
+    Transpose,
 }
 
 impl Step {
@@ -103,17 +115,20 @@ impl Step {
                 Step::Linear { truncate: plan.truncates_linear(index) }
             }
             Op::Relu => Step::Relu { truncate: plan.truncates_after_relu(index) },
+            Op::Clip { .. } => Step::Clip { truncate: plan.truncates_after_relu(index) },
+            Op::LeakyRelu { .. } => Step::LeakyRelu,
             Op::MaxPool(_) => Step::MaxPool,
             Op::Add => Step::Add,
             Op::Concat => Step::Concat,
             Op::Flatten | Op::Reshape(_) => Step::Reshape,
             Op::Softmax => Step::Softmax,
+            Op::Transpose(_) => Step::Transpose,
         }
     }
 
     /// Whether the step truncates its output.
     pub fn truncates(self) -> bool {
-        matches!(self, Step::Linear { truncate: true } | Step::Relu { truncate: true })
+        matches!(self, Step::Linear { truncate: true } | Step::Relu { truncate: true } | Step::Clip { truncate: true })
     }
 }
 
@@ -134,6 +149,17 @@ pub trait Kernel {
 
     /// A ReLU on `x`, its output truncated by `f` bits when `truncate`.
     fn relu(&mut self, site: &Site<'_>, x: &Self::Value, truncate: bool) -> Result<Self::Value, Self::Error>;
+
+    /// A clip of `x` to the node's `[min, max]`, its output truncated by `f` bits when
+    /// `truncate` (the bounds are at the output's scale).
+    fn clip(&mut self, site: &Site<'_>, x: &Self::Value, truncate: bool) -> Result<Self::Value, Self::Error>;
+
+    /// The elements of `x` reordered: `out[k] = x[indices[k]]` (a public permutation).
+    fn transpose(&mut self, site: &Site<'_>, x: &Self::Value, indices: &[usize]) -> Result<Self::Value, Self::Error>;
+
+    /// A leaky ReLU of `x` (at `f`): `⌊(a·x + (2^f − a)·ReLU(x)) / 2^f⌋`, `a` the slope at `f`
+    /// bits.
+    fn leaky_relu(&mut self, site: &Site<'_>, x: &Self::Value) -> Result<Self::Value, Self::Error>;
 
     /// A max pool on `x`.
     fn max_pool(&mut self, site: &Site<'_>, x: &Self::Value) -> Result<Self::Value, Self::Error>;
@@ -213,7 +239,13 @@ pub fn run<K: Kernel>(
         let y = match step {
             Step::Linear { truncate } => kernel.linear(&site, x, truncate)?,
             Step::Relu { truncate } => kernel.relu(&site, x, truncate)?,
+            Step::Clip { truncate } => kernel.clip(&site, x, truncate)?,
+            Step::Transpose => {
+                let Op::Transpose(perm) = &node.op else { unreachable!("Step::of gives Transpose for Op::Transpose") };
+                kernel.transpose(&site, x, &crate::kernels::permutation(site.input_shape, perm))?
+            }
             Step::MaxPool => kernel.max_pool(&site, x)?,
+            Step::LeakyRelu => kernel.leaky_relu(&site, x)?,
             Step::Add => {
                 let mut terms = Vec::with_capacity(node.inputs.len());
                 for input in &node.inputs {

@@ -9,6 +9,8 @@
 //! | `resnet18[:xW]` | ResNet-18 with a 3×3 stem for 32×32 inputs (64–512 channels × W) |
 //! | `resnet50` | ResNet-50 v1.5 for ImageNet (7×7 stem, bottlenecks [3, 4, 6, 3], 25.6 M parameters) |
 //! | `squeezenet` | SqueezeNet 1.1 for ImageNet (fire modules, 1.24 M parameters) |
+//! | `mobilenetv2[:xW]` | MobileNetV2 for 32×32 inputs (Sandler et al. 2018: inverted residuals, depthwise 3×3, ReLU6; stem stride 1, second stage stride 1; channels and the 1280-wide head × W) |
+//! | `shufflenet[:xW]` | ShuffleNet v1, g = 2, for 32×32 inputs (Zhang et al. 2018: grouped 1×1 convolutions, channel shuffle, depthwise 3×3; stages of 4/8/4 units, 200/400/800 channels × W) |
 
 use std::fmt;
 use std::str::FromStr;
@@ -51,6 +53,16 @@ pub enum Architecture {
     ResNet50,
     /// SqueezeNet 1.1.
     SqueezeNet,
+    /// MobileNetV2 for 32×32 inputs with a channel multiplier.
+    MobileNetV2 {
+        /// Channel multiplier (1.0 = the paper's widths).
+        width: f32,
+    },
+    /// ShuffleNet v1 (g = 2) for 32×32 inputs with a channel multiplier.
+    ShuffleNet {
+        /// Channel multiplier (1.0 = 200/400/800 channels).
+        width: f32,
+    },
 }
 
 impl fmt::Display for Architecture {
@@ -66,6 +78,8 @@ impl fmt::Display for Architecture {
             Architecture::ResNet18 { width: w } => write!(f, "resnet18{}", width(*w)),
             Architecture::ResNet50 => write!(f, "resnet50"),
             Architecture::SqueezeNet => write!(f, "squeezenet"),
+            Architecture::MobileNetV2 { width: w } => write!(f, "mobilenetv2{}", width(*w)),
+            Architecture::ShuffleNet { width: w } => write!(f, "shufflenet{}", width(*w)),
         }
     }
 }
@@ -76,7 +90,7 @@ impl FromStr for Architecture {
     fn from_str(s: &str) -> Result<Self> {
         let bad = || {
             NnError::Graph(format!(
-                "unknown architecture '{s}' (expected mlp:H1,H2,…, lenet5[:xW], resnet20|32|44|56[:xW], resnet18[:xW], resnet50, squeezenet)"
+                "unknown architecture '{s}' (expected mlp:H1,H2,…, lenet5[:xW], resnet20|32|44|56[:xW], resnet18[:xW], resnet50, squeezenet, mobilenetv2[:xW], shufflenet[:xW])"
             ))
         };
         let (name, arg) = match s.split_once(':') {
@@ -109,6 +123,8 @@ impl FromStr for Architecture {
             "resnet18" => Ok(Architecture::ResNet18 { width: width()? }),
             "resnet50" if arg.is_none() => Ok(Architecture::ResNet50),
             "squeezenet" if arg.is_none() => Ok(Architecture::SqueezeNet),
+            "mobilenetv2" => Ok(Architecture::MobileNetV2 { width: width()? }),
+            "shufflenet" => Ok(Architecture::ShuffleNet { width: width()? }),
             _ => {
                 let depth: usize = name.strip_prefix("resnet").and_then(|d| d.parse().ok()).ok_or_else(bad)?;
                 // `resnet50` is the ImageNet bottleneck network, never a CIFAR depth.
@@ -233,6 +249,50 @@ pub fn build(arch: &Architecture, input_shape: &[usize], classes: usize, seed: u
             x = b.relu(x)?;
             b.global_avg_pool(x)?
         }
+        Architecture::MobileNetV2 { width } => {
+            // Channels rounded to multiples of 4 (the paper rounds to 8 at full width).
+            let ch = |c: usize| scaled(c, *width).div_ceil(4) * 4;
+            let mut x = b.conv_bn("features.0", x, ch(32), 3, 1, 1)?;
+            x = b.relu6(x)?;
+            let mut block = 1;
+            for &(t, c, n, s) in &[
+                (1, 16, 1, 1),
+                (6, 24, 2, 1),
+                (6, 32, 3, 2),
+                (6, 64, 4, 2),
+                (6, 96, 3, 1),
+                (6, 160, 3, 2),
+                (6, 320, 1, 1),
+            ] {
+                for i in 0..n {
+                    let stride = if i == 0 { s } else { 1 };
+                    x = b.inverted_residual(&format!("features.{block}"), x, t, ch(c), stride)?;
+                    block += 1;
+                }
+            }
+            x = b.conv_bn(&format!("features.{block}"), x, ch(1280), 1, 1, 0)?;
+            x = b.relu6(x)?;
+            x = b.global_avg_pool(x)?;
+            b.dense("classifier", x, classes)?
+        }
+        Architecture::ShuffleNet { width } => {
+            const GROUPS: usize = 2;
+            // Multiples of 4·g, so every bottleneck (a quarter) splits into the groups.
+            let ch = |c: usize| scaled(c, *width).div_ceil(4 * GROUPS) * 4 * GROUPS;
+            let mut x = b.conv_bn("conv1", x, ch(24), 3, 1, 1)?;
+            x = b.relu(x)?;
+            for (stage, (&c, &units)) in [200, 400, 800].iter().zip(&[4, 8, 4]).enumerate() {
+                for unit in 0..units {
+                    let stride = if unit == 0 { 2 } else { 1 };
+                    // The first 1×1 of the network reads the stem's few channels: ungrouped.
+                    let first_groups = if stage == 0 && unit == 0 { 1 } else { GROUPS };
+                    let name = format!("stage{}.{unit}", stage + 2);
+                    x = b.shuffle_unit(&name, x, ch(c), GROUPS, first_groups, stride)?;
+                }
+            }
+            x = b.global_avg_pool(x)?;
+            b.dense("fc", x, classes)?
+        }
     };
     b.finish(&arch.to_string(), out)
 }
@@ -298,7 +358,26 @@ impl GraphBuilder {
     pub fn conv(&mut self, name: &str, x: ValueId, out: usize, k: usize, stride: usize, pad: usize) -> Result<ValueId> {
         let c = self.shape(x)?.first().copied().unwrap_or(0);
         let weight = Tensor::new(vec![out, c, k, k], self.he_normal(out * c * k * k, c * k * k))?;
-        let conv = Conv2d { weight, bias: vec![0.0; out], stride: [stride; 2], padding: [pad; 4] };
+        let conv = Conv2d { weight, bias: vec![0.0; out], stride: [stride; 2], padding: [pad; 4], group: 1 };
+        self.push(name, Op::Conv2d(conv), vec![x])
+    }
+
+    /// Grouped convolution `k×k` with `out` channels in `group` groups (`group` = input
+    /// channels = `out`: depthwise), stride and symmetric padding.
+    #[expect(clippy::too_many_arguments, reason = "the convolution's hyper-parameters, all needed")]
+    pub fn grouped_conv(
+        &mut self,
+        name: &str,
+        x: ValueId,
+        out: usize,
+        k: usize,
+        stride: usize,
+        pad: usize,
+        group: usize,
+    ) -> Result<ValueId> {
+        let c = self.shape(x)?.first().copied().unwrap_or(0) / group.max(1);
+        let weight = Tensor::new(vec![out, c, k, k], self.he_normal(out * c * k * k, c * k * k))?;
+        let conv = Conv2d { weight, bias: vec![0.0; out], stride: [stride; 2], padding: [pad; 4], group };
         self.push(name, Op::Conv2d(conv), vec![x])
     }
 
@@ -371,6 +450,85 @@ impl GraphBuilder {
         self.push(&format!("{name}.concat"), Op::Concat, vec![e1, e3])
     }
 
+    /// A MobileNetV2 inverted residual: 1×1 expansion by `expand` (omitted when 1) + BN +
+    /// ReLU6, depthwise 3×3 with the stride + BN + ReLU6, 1×1 linear projection to `out` + BN,
+    /// plus the input when the shape is kept.
+    pub fn inverted_residual(
+        &mut self,
+        name: &str,
+        x: ValueId,
+        expand: usize,
+        out: usize,
+        stride: usize,
+    ) -> Result<ValueId> {
+        let c = self.shape(x)?.first().copied().unwrap_or(0);
+        let hidden = c * expand;
+        let mut y = x;
+        if expand != 1 {
+            y = self.conv_bn(&format!("{name}.expand"), y, hidden, 1, 1, 0)?;
+            y = self.relu6(y)?;
+        }
+        y = self.grouped_conv(&format!("{name}.depthwise"), y, hidden, 3, stride, 1, hidden)?;
+        y = self.batch_norm(&format!("{name}.depthwise.bn"), y)?;
+        y = self.relu6(y)?;
+        y = self.conv_bn(&format!("{name}.project"), y, out, 1, 1, 0)?;
+        if stride == 1 && c == out {
+            y = self.push(&format!("{name}.add"), Op::Add, vec![y, x])?;
+        }
+        Ok(y)
+    }
+
+    /// A ShuffleNet v1 unit to `out` channels: grouped 1×1 (`first_groups` groups) to a
+    /// quarter of `out` + BN + ReLU, channel shuffle, depthwise 3×3 with the stride + BN,
+    /// grouped 1×1 + BN; then the input added (stride 1) or its 3×3 average pool concatenated
+    /// (stride 2, the 1×1 producing the remaining channels), and ReLU.
+    pub fn shuffle_unit(
+        &mut self,
+        name: &str,
+        x: ValueId,
+        out: usize,
+        groups: usize,
+        first_groups: usize,
+        stride: usize,
+    ) -> Result<ValueId> {
+        let c = self.shape(x)?.first().copied().unwrap_or(0);
+        let mid = out / 4;
+        let mut y = self.grouped_conv(&format!("{name}.gconv1"), x, mid, 1, 1, 0, first_groups)?;
+        y = self.batch_norm(&format!("{name}.gconv1.bn"), y)?;
+        y = self.relu(y)?;
+        y = self.channel_shuffle(&format!("{name}.shuffle"), y, groups)?;
+        y = self.grouped_conv(&format!("{name}.depthwise"), y, mid, 3, stride, 1, mid)?;
+        y = self.batch_norm(&format!("{name}.depthwise.bn"), y)?;
+        let main = if stride == 1 { out } else { out.saturating_sub(c) };
+        y = self.grouped_conv(&format!("{name}.gconv2"), y, main, 1, 1, 0, groups)?;
+        y = self.batch_norm(&format!("{name}.gconv2.bn"), y)?;
+        let joined = if stride == 1 {
+            self.push(&format!("{name}.add"), Op::Add, vec![y, x])?
+        } else {
+            let pool = Pool { kernel: [3; 2], stride: [2; 2], padding: [1; 4] };
+            let shortcut = self.push(&format!("{name}.avgpool"), Op::AvgPool(pool), vec![x])?;
+            self.push(&format!("{name}.concat"), Op::Concat, vec![y, shortcut])?
+        };
+        self.relu(joined)
+    }
+
+    /// ShuffleNet's channel shuffle of a `[C, H, W]` value: reshape to `[g, C/g, H, W]`,
+    /// swap the first two axes, reshape back.
+    pub fn channel_shuffle(&mut self, name: &str, x: ValueId, groups: usize) -> Result<ValueId> {
+        let shape = self.shape(x)?;
+        let &[c, h, w] = shape.as_slice() else {
+            return Err(NnError::Graph(format!("{name}: channel shuffle of {shape:?}, not [C, H, W]")));
+        };
+        let split = self.push(&format!("{name}.split"), Op::Reshape(vec![groups, c / groups.max(1), h, w]), vec![x])?;
+        let swapped = self.push(&format!("{name}.transpose"), Op::Transpose(vec![1, 0, 2, 3]), vec![split])?;
+        self.push(&format!("{name}.merge"), Op::Reshape(vec![c, h, w]), vec![swapped])
+    }
+
+    /// ReLU6, `Clip(0, 6)`.
+    pub fn relu6(&mut self, x: ValueId) -> Result<ValueId> {
+        self.push("", Op::Clip { min: 0.0, max: 6.0 }, vec![x])
+    }
+
     /// Fully connected layer to `out` units.
     pub fn dense(&mut self, name: &str, x: ValueId, out: usize) -> Result<ValueId> {
         let n = numel(&self.shape(x)?);
@@ -413,9 +571,19 @@ mod tests {
 
     #[test]
     fn architectures_parse_and_print() -> Result<()> {
-        for s in
-            ["mlp:128,64", "lenet5", "lenet5:x2", "resnet20", "resnet32:x0.5", "resnet18", "resnet50", "squeezenet"]
-        {
+        for s in [
+            "mlp:128,64",
+            "lenet5",
+            "lenet5:x2",
+            "resnet20",
+            "resnet32:x0.5",
+            "resnet18",
+            "resnet50",
+            "squeezenet",
+            "mobilenetv2",
+            "mobilenetv2:x0.5",
+            "shufflenet:x0.25",
+        ] {
             assert_eq!(s.parse::<Architecture>()?.to_string(), s);
         }
         assert_eq!("mlp:128,64".parse::<Architecture>()?.slug(), "mlp-128_64");

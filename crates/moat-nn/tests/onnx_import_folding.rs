@@ -11,8 +11,13 @@ use onnx_util::*;
 
 /// A one-convolution moat graph: the reference for imported convolutions.
 fn conv_ref(weight: &[f32], bias: &[f32], wshape: [usize; 4], input: &[usize], padding: [usize; 4]) -> Result<Graph> {
-    let conv =
-        Conv2d { weight: Tensor::new(wshape.to_vec(), weight.to_vec())?, bias: bias.to_vec(), stride: [1, 1], padding };
+    let conv = Conv2d {
+        weight: Tensor::new(wshape.to_vec(), weight.to_vec())?,
+        bias: bias.to_vec(),
+        stride: [1, 1],
+        padding,
+        group: 1,
+    };
     let node = Node { name: "c".into(), op: Op::Conv2d(conv), inputs: vec![ValueId::INPUT] };
     Graph::new("ref", input.to_vec(), vec![node], ValueId(1))
 }
@@ -449,7 +454,7 @@ fn bias_after_a_layer_folds_only_without_other_readers() -> Result<()> {
 // ---------------------------------------------------------------- Transpose, Cast
 
 #[test]
-fn transpose_only_when_it_keeps_the_element_order() -> Result<()> {
+fn transpose_keeps_the_batch_axis_and_moves_the_rest() -> Result<()> {
     let x: Vec<f32> = (0..6).map(|v| v as f32).collect();
     // Identity on [N, F]; moving a size-1 axis of [N, C, 1, 1].
     let g =
@@ -459,11 +464,14 @@ fn transpose_only_when_it_keeps_the_element_order() -> Result<()> {
     let g = import(&model(13, &[6, 1, 1], nodes, vec![]))?;
     assert_eq!(g.output_shape(), &[1, 6, 1]);
     assert_eq!(run(&g, &x)?, x);
-    // Real transposes are refused: the default (reversed) perm, and swapping H and W.
-    for (shape, attrs) in [(vec![6], vec![]), (vec![1, 2, 3], vec![a_ints("perm", &[0, 1, 3, 2])])] {
-        let e = error(&model(13, &shape, vec![node("Transpose", "swap", &["x"], &["y"], attrs)], vec![]));
-        assert!(e.contains("'swap'") && e.contains("element order"), "{e}");
-    }
+    // Swapping H and W moves the elements: a moat Transpose.
+    let nodes = vec![node("Transpose", "swap", &["x"], &["y"], vec![a_ints("perm", &[0, 1, 3, 2])])];
+    let g = import(&model(13, &[1, 2, 3], nodes, vec![]))?;
+    assert_eq!(g.nodes()[0].op, Op::Transpose(vec![0, 2, 1]));
+    assert_eq!(run(&g, &x)?, [0.0, 3.0, 1.0, 4.0, 2.0, 5.0]);
+    // The default (reversed) perm moves the batch axis: refused, naming the node.
+    let e = error(&model(13, &[6], vec![node("Transpose", "swap", &["x"], &["y"], vec![])], vec![]));
+    assert!(e.contains("'swap'") && e.contains("batch"), "{e}");
     // A constant transpose folds: PyTorch's `x @ W.T` without constant folding.
     let w = weights(2 * 3, 15);
     let nodes =

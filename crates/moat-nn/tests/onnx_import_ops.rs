@@ -112,6 +112,7 @@ fn conv_graph(
         bias: bias.to_vec(),
         stride: [stride; 2],
         padding,
+        group: 1,
     };
     Graph::new(
         "ref",
@@ -318,8 +319,9 @@ fn clip_is_relu_in_opset_9_and_13_forms() -> Result<()> {
         let g = import(&model(13, &[5], nodes, vec![]))?;
         assert_eq!(run(&g, &x)?, want);
     }
-    // Anything else is refused: ReLU6, no lower bound, opset-13 bounds given as attributes.
-    let cases = [
+    // ReLU6 (both bounds finite), as attributes (opset 9) or inputs (opset 13): a moat Clip.
+    let relu6: Vec<f32> = x.iter().map(|v| v.clamp(0.0, 6.0)).collect();
+    for m in [
         model(
             9,
             &[5],
@@ -332,6 +334,14 @@ fn clip_is_relu_in_opset_9_and_13_forms() -> Result<()> {
             vec![node("Clip", "relu6", &["x", "lo", "hi"], &["y"], vec![])],
             vec![t_f32("lo", &[], &[0.0]), t_f32("hi", &[], &[6.0])],
         ),
+    ] {
+        let g = import(&m)?;
+        assert_eq!(g.nodes()[0].op, Op::Clip { min: 0.0, max: 6.0 });
+        assert_eq!(run(&g, &x)?, relu6);
+    }
+    // Refused: no lower bound, opset-13 bounds given as attributes.
+    let cases = [
+        model(9, &[5], vec![node("Clip", "relu6", &["x"], &["y"], vec![a_float("max", 6.0)])], vec![]),
         model(13, &[5], vec![node("Clip", "relu6", &["x"], &["y"], vec![a_float("min", 0.0)])], vec![]),
     ];
     for m in cases {
@@ -619,9 +629,27 @@ fn graph_input_rules() -> Result<()> {
 }
 
 #[test]
+fn leaky_relu_imports_with_its_slope() -> Result<()> {
+    let x = [-2.0f32, -0.5, 0.0, 3.0];
+    let g =
+        import(&model(13, &[4], vec![node("LeakyRelu", "lr", &["x"], &["y"], vec![a_float("alpha", 0.2)])], vec![]))?;
+    assert_eq!(g.nodes()[0].op, Op::LeakyRelu { alpha: 0.2 });
+    assert_eq!(run(&g, &x)?, [-0.4, -0.1, 0.0, 3.0]);
+    // The ONNX default slope is 0.01.
+    let g = import(&model(9, &[4], vec![node("LeakyRelu", "lr", &["x"], &["y"], vec![])], vec![]))?;
+    assert_eq!(g.nodes()[0].op, Op::LeakyRelu { alpha: 0.01 });
+    Ok(())
+}
+
+#[test]
 fn opset_range() {
-    let m = model(8, &[3], vec![node("Relu", "r", &["x"], &["y"], vec![])], vec![]);
-    assert!(error(&m).contains("opset 8"));
+    let m = model(6, &[3], vec![node("Relu", "r", &["x"], &["y"], vec![])], vec![]);
+    assert!(error(&m).contains("opset 6"));
+    // Opsets 7 and 8 read their attribute forms.
+    for opset in [7, 8] {
+        let m = model(opset, &[3], vec![node("Relu", "r", &["x"], &["y"], vec![])], vec![]);
+        assert!(import(&m).is_ok(), "opset {opset}");
+    }
     let mut m = model(13, &[3], vec![node("Relu", "r", &["x"], &["y"], vec![])], vec![]);
     m.opset_import.clear();
     assert!(error(&m).contains("opset"));

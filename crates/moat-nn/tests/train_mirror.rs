@@ -84,6 +84,7 @@ fn mirror_forward_equals_float_executor_on_unusual_ops() -> Result<()> {
         bias: weights(4),
         stride: [1, 2],
         padding: [1, 0, 2, 1],
+        group: 1,
     };
     let c1 = b.push("asym", Op::Conv2d(conv), vec![x])?; // [4, 10, 5]
     let r1 = b.relu(c1)?;
@@ -98,6 +99,7 @@ fn mirror_forward_equals_float_executor_on_unusual_ops() -> Result<()> {
         bias: weights(4),
         stride: [1, 1],
         padding: [0; 4],
+        group: 1,
     };
     let c2 = b.push("pointwise", Op::Conv2d(conv2), vec![max])?;
     let sum = b.push("residual", Op::Add, vec![c2, max])?;

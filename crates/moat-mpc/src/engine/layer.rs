@@ -96,6 +96,82 @@ pub fn relu_layer(
     Ok(tamper_share(s, &y, &site.share_site(TamperPoint::PostActivation, OpKind::Relu), behaviour))
 }
 
+/// A clip layer `clip(x, a, b)` with public bounds `a < b` (`bounds`: ring elements at the
+/// output's scale, `f` bits): pre-activation tamper point, then
+/// `a + ⌊ReLU(x − A)/2^s⌋ − ⌊ReLU(x − B)/2^s⌋` with `A = a·2^s`, `B = b·2^s` and `s` the
+/// difference of the input and output scales (0, or `f` behind a deferred truncation), then
+/// the post-activation tamper point. The identity is exact for any `x` in the signed range
+/// (floor is monotone), so the result is bit for bit `clip(⌊x/2^s⌋, a, b)`, the fixed-point
+/// executor's. `P0` subtracts and adds the public bounds; the two ReLUs run as one [`relu`]
+/// call on `2n` elements and the truncations as one [`truncate_nonnegative`] call.
+///
+/// **Learns:** nothing beyond the uniformly random output shares (as [`relu`]).
+/// **Cost:** twice a ReLU layer's bytes for the same `n` (`2n` comparisons, multiplexers and,
+/// with `s > 0`, non-negative truncations); the rounds of one ReLU layer.
+pub fn clip_layer(
+    s: &mut Session,
+    ch: &mut dyn Channel,
+    x: &AShare,
+    bounds: (u64, u64),
+    site: &LayerSite<'_>,
+    behaviour: &mut dyn ClientBehaviour,
+) -> Result<AShare> {
+    let shift = site.input_frac_bits.checked_sub(site.output_frac_bits).ok_or_else(|| {
+        MpcError::invalid(
+            "clip_layer",
+            format!(
+                "node '{}': output at {} fractional bits, input at {} (a clip only rescales down)",
+                site.name, site.output_frac_bits, site.input_frac_bits
+            ),
+        )
+    })?;
+    let (fp, n, party) = (x.fixed_point(), x.len(), s.party());
+    let x = tamper_share(s, x, &site.share_site(TamperPoint::PreActivation, OpKind::Clip), behaviour);
+    let lift = |v: u64| fp.reduce(v << shift);
+    let below = x.sub_public(party, &vec![lift(bounds.0); n])?;
+    let above = x.sub_public(party, &vec![lift(bounds.1); n])?;
+    let both = AShare::from_wrapping(fp, [below.values(), above.values()].concat());
+    let y = relu(s, ch, &both)?;
+    let y = truncate_nonnegative(s, ch, &y, shift)?;
+    let (low, high) = y.values().split_at(n);
+    let y = AShare::from_wrapping(fp, low.to_vec())
+        .try_sub(&AShare::from_wrapping(fp, high.to_vec()))?
+        .add_public(party, &vec![bounds.0; n])?;
+    Ok(tamper_share(s, &y, &site.share_site(TamperPoint::PostActivation, OpKind::Clip), behaviour))
+}
+
+/// A leaky ReLU layer with public slope `alpha` (a ring element at `f` bits) on an input at
+/// `f` bits: pre-activation tamper point, `ReLU(x)` by [`relu`], the local
+/// `z = alpha·x + (2^f − alpha)·ReLU(x)` (`x` below zero, `2^f·x` above), the exact signed
+/// truncation of `z` by `f` bits ([`super::truncate::truncate`]), then the post-activation
+/// tamper point. Exact: bit for bit the fixed-point executor's `⌊z / 2^f⌋`.
+///
+/// **Learns:** nothing beyond the uniformly random output shares.
+/// **Cost:** one ReLU and one signed truncation per element (`cost::relu` +
+/// `cost::truncate`); their rounds one after the other.
+pub fn leaky_relu_layer(
+    s: &mut Session,
+    ch: &mut dyn Channel,
+    x: &AShare,
+    alpha: u64,
+    site: &LayerSite<'_>,
+    behaviour: &mut dyn ClientBehaviour,
+) -> Result<AShare> {
+    if site.input_frac_bits != site.output_frac_bits {
+        return Err(MpcError::invalid(
+            "leaky_relu_layer",
+            format!("node '{}': input at {} fractional bits, a leaky ReLU reads f", site.name, site.input_frac_bits),
+        ));
+    }
+    let fp = x.fixed_point();
+    let x = tamper_share(s, x, &site.share_site(TamperPoint::PreActivation, OpKind::LeakyRelu), behaviour);
+    let r = relu(s, ch, &x)?;
+    let above = fp.sub(1u64 << site.output_frac_bits, alpha);
+    let z = x.mul_public(alpha).try_add(&r.mul_public(above))?;
+    let y = super::truncate::truncate(s, ch, &z)?;
+    Ok(tamper_share(s, &y, &site.share_site(TamperPoint::PostActivation, OpKind::LeakyRelu), behaviour))
+}
+
 /// A max-pool layer (`windows` from [`moat_nn::kernels::pool_windows`]), with both tamper
 /// points; input and output must be at the same scale.
 pub fn max_pool_layer(

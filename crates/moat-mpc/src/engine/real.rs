@@ -10,12 +10,12 @@
 //! 2. **Setup**: IKNP base OTs in both directions ([`Session::setup`]), then the client's BFV
 //!    public key ([`HeClient::setup`]).
 //! 3. **Queries**, any number: the client sends a one-byte request (label, probabilities or
-//!    logits), then
-//!    both walk the graph node by node — linear layers by [`crate::he`], ReLU and max pool by
-//!    [`crate::protocols`] with the client's tamper points, additions, concatenations and
-//!    reshapes locally — and end with the argmax revealed to the client only, with the secure
-//!    softmax of [`Hello::softmax`] ([`crate::ring_ops::softmax`]) opened to the client, or
-//!    with the server's logit share sent to the client.
+//!    logits), then both walk the graph node by node — linear layers by [`crate::he`], ReLU,
+//!    clip and max pool by [`crate::protocols`] with the client's tamper points, additions,
+//!    concatenations, reshapes and transposes (public permutations of the shares) locally —
+//!    and end with the argmax revealed to the client only, with the secure softmax of
+//!    [`Hello::softmax`] ([`crate::ring_ops::softmax`]) opened to the client, or with the
+//!    server's logit share sent to the client.
 //!
 //!    Rescaling follows [`RescalePlan::fused`], which both parties derive from the skeleton: a
 //!    linear layer read by a ReLU (directly, or through a residual `Add`) leaves its result at
@@ -53,7 +53,9 @@ use super::hardening::Hardening;
 use super::hook::{ClientBehaviour, Honest, ShareSite};
 use super::plan::RescalePlan;
 use super::{Reveal, Revealed};
-use crate::engine::layer::{LayerSite, label_layer, max_pool_layer, relu_layer, tamper_share};
+use crate::engine::layer::{
+    LayerSite, clip_layer, label_layer, leaky_relu_layer, max_pool_layer, relu_layer, tamper_share,
+};
 use crate::error::{MpcError, Result};
 use crate::he::encoding::Plan;
 use crate::he::linear::{HeClient, HeServer, ServerLayer, shape_of};
@@ -667,6 +669,34 @@ impl Kernel for Walk<'_> {
         Ok(self.guarded(&ShareSite::output_of(site, f), &y, None))
     }
 
+    fn clip(&mut self, site: &Site<'_>, x: &AShare, _truncate: bool) -> Result<AShare> {
+        // As a ReLU: the truncation follows from the scales.
+        let f = self.model.fixed().frac_bits();
+        let QuantizedLayer::Clip { min, max } = self.model.layers()[site.index] else {
+            return Err(MpcError::invalid("walk", format!("node '{}': no clip bounds", site.node.name)));
+        };
+        let layer = self.layer_site(site);
+        let x = self.guarded(&ShareSite::input_of(site, f), x, None);
+        let y = clip_layer(self.session, self.ch, &x, (min, max), &layer, self.behaviour)?;
+        Ok(self.guarded(&ShareSite::output_of(site, f), &y, None))
+    }
+
+    fn leaky_relu(&mut self, site: &Site<'_>, x: &AShare) -> Result<AShare> {
+        let f = self.model.fixed().frac_bits();
+        let QuantizedLayer::LeakyRelu { alpha } = self.model.layers()[site.index] else {
+            return Err(MpcError::invalid("walk", format!("node '{}': no leaky ReLU slope", site.node.name)));
+        };
+        let layer = self.layer_site(site);
+        let x = self.guarded(&ShareSite::input_of(site, f), x, None);
+        let y = leaky_relu_layer(self.session, self.ch, &x, alpha, &layer, self.behaviour)?;
+        Ok(self.guarded(&ShareSite::output_of(site, f), &y, None))
+    }
+
+    fn transpose(&mut self, _site: &Site<'_>, x: &AShare, indices: &[usize]) -> Result<AShare> {
+        // A public permutation: each party reorders its own shares, no traffic.
+        x.gather(indices)
+    }
+
     fn max_pool(&mut self, site: &Site<'_>, x: &AShare) -> Result<AShare> {
         let f = self.model.fixed().frac_bits();
         let layout = self.layout;
@@ -838,6 +868,67 @@ mod tests {
                 assert_eq!(got.label(fixed), argmax_ring(fixed, &logits), "{kind}");
             }
             assert!(stats.sum_prefix("output").bytes_total() > 0);
+        }
+        Ok(())
+    }
+
+    /// Convolutions (one depthwise, one grouped) read by clips with both bounds reached, a
+    /// leaky ReLU on negative and positive values, a channel shuffle and an HWC transpose,
+    /// and a dense head.
+    fn clipped() -> Arc<QuantizedGraph> {
+        let build = || -> moat_nn::Result<QuantizedGraph> {
+            let mut b = zoo::GraphBuilder::new(&[4, 6, 6], 9);
+            let x = b.conv("stem", ValueId::INPUT, 4, 3, 1, 1)?;
+            let x = b.push("clip.wide", Op::Clip { min: -1.5, max: 2.0 }, vec![x])?;
+            let x = b.grouped_conv("depthwise", x, 4, 3, 2, 1, 4)?;
+            let x = b.push("clip.unit", Op::Clip { min: 0.0, max: 1.0 }, vec![x])?;
+            let x = b.grouped_conv("grouped", x, 6, 1, 1, 0, 2)?;
+            let x = b.push("leaky", Op::LeakyRelu { alpha: 0.5 }, vec![x])?;
+            let x = b.push("clip.narrow", Op::Clip { min: -0.25, max: 0.25 }, vec![x])?;
+            let x = b.channel_shuffle("shuffle", x, 3)?;
+            let x = b.push("hwc", Op::Transpose(vec![1, 2, 0]), vec![x])?;
+            let x = b.flatten(x)?;
+            let out = b.dense("fc", x, 5)?;
+            QuantizedGraph::new(&b.finish("clipped", out)?, FixedPoint::default())
+        };
+        Arc::new(build().unwrap_or_else(|e| panic!("clipped: {e}")))
+    }
+
+    #[test]
+    fn clips_leaky_relus_grouped_convolutions_and_transposes_are_bit_exact_in_both_backends() -> Result<()> {
+        let nets = [
+            ("clipped", clipped(), 4.0),
+            ("mobilenetv2:x0.25", quantized("mobilenetv2:x0.25", &[3, 16, 16], 3), 1.0),
+            ("shufflenet:x0.25", quantized("shufflenet:x0.25", &[3, 16, 16], 3), 1.0),
+        ];
+        for (arch, model, scale) in nets {
+            let graph = model.graph();
+            assert!(RescalePlan::fused(graph).deferred() > 0, "{arch}");
+            let n = moat_nn::tensor::numel(graph.input_shape());
+            let x: Vec<f32> = input(n, 5).into_iter().map(|v| v * scale).collect();
+            if arch == "clipped" {
+                // Every clip reaches both of its bounds on this input, so both comparisons matter.
+                let values = model
+                    .run_all_encoded(model.encode_input(&x).map_err(|e| MpcError::invalid("t", e.to_string()))?)
+                    .map_err(|e| MpcError::invalid("t", e.to_string()))?;
+                let fp = model.fixed();
+                for (i, node) in graph.nodes().iter().enumerate() {
+                    if let Op::LeakyRelu { .. } = node.op {
+                        let negative = values[node.inputs[0].0].iter().filter(|v| fp.is_negative(**v)).count();
+                        assert!(negative > 0, "{}: no negative input", node.name);
+                    }
+                    if let Op::Clip { min, max } = node.op {
+                        let out = &values[ValueId::of_node(i).0];
+                        for bound in [min, max] {
+                            assert!(out.contains(&fp.encode(f64::from(bound))), "{}: never {bound}", node.name);
+                        }
+                    }
+                }
+            }
+            let real = run_real(Arc::clone(&model), vec![(x.clone(), Reveal::Logits)], Honest)?;
+            assert_eq!(real[0], Revealed::Logits(fixed_logits(&model, &x)?), "{arch}: real vs fixed");
+            let simulated = SimulatedEngine::new(Arc::clone(&model), 1).infer(&x, Reveal::Logits, &mut Honest)?;
+            assert_eq!(real[0], simulated, "{arch}: real vs simulated");
         }
         Ok(())
     }

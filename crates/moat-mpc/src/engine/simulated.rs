@@ -245,6 +245,19 @@ impl Kernel for SimKernel<'_> {
         self.activation(site, x, |k, x| k.relu(site, x, truncate))
     }
 
+    fn clip(&mut self, site: &Site<'_>, x: &Vec<u64>, truncate: bool) -> Result<Vec<u64>> {
+        self.activation(site, x, |k, x| k.clip(site, x, truncate))
+    }
+
+    fn leaky_relu(&mut self, site: &Site<'_>, x: &Vec<u64>) -> Result<Vec<u64>> {
+        self.activation(site, x, |k, x| k.leaky_relu(site, x))
+    }
+
+    fn transpose(&mut self, site: &Site<'_>, x: &Vec<u64>, indices: &[usize]) -> Result<Vec<u64>> {
+        // A public permutation of the shares, local to each party.
+        Ok(self.fixed.transpose(site, x, indices)?)
+    }
+
     fn max_pool(&mut self, site: &Site<'_>, x: &Vec<u64>) -> Result<Vec<u64>> {
         self.activation(site, x, |k, x| k.max_pool(site, x))
     }

@@ -83,9 +83,20 @@ fn layer_of(graph: &QuantizedGraph, index: usize) -> Result<Option<LayerParts>> 
         (0..len).map(|i| per_channel[i / per.max(1)]).collect()
     };
     Ok(match layer {
-        QuantizedLayer::Conv2d { weight, bias, window, in_channels } => {
-            let shape = LinearShape::Conv2d { in_channels: *in_channels, out_channels: bias.len(), window: *window };
-            Some((shape, weight.clone(), broadcast(bias, shape.output_len())))
+        QuantizedLayer::Conv2d { weight, bias, window, in_channels, groups } => {
+            let out_channels = bias.len();
+            let (shape, weights) = if *groups <= 1 {
+                (LinearShape::Conv2d { in_channels: *in_channels, out_channels, window: *window }, weight.clone())
+            } else if *groups == *in_channels && *groups == out_channels {
+                // Depthwise: `[C, 1, kh, kw]` is the depthwise encoding's `[C, kh, kw]`.
+                (LinearShape::Depthwise { channels: out_channels, window: *window }, weight.clone())
+            } else {
+                // Other groupings: the ordinary convolution with block-diagonal weights (zeros
+                // outside each group) — the same map, the same bytes, `groups`× the products.
+                let shape = LinearShape::Conv2d { in_channels: *in_channels, out_channels, window: *window };
+                (shape, block_diagonal(weight, *in_channels, out_channels, *groups, window.kernel))
+            };
+            Some((shape, weights, broadcast(bias, shape.output_len())))
         }
         QuantizedLayer::Dense { weight, bias } => {
             let shape = LinearShape::Dense { inputs: weight.len() / bias.len().max(1), outputs: bias.len() };
@@ -105,8 +116,25 @@ fn layer_of(graph: &QuantizedGraph, index: usize) -> Result<Option<LayerParts>> 
             let shape = LinearShape::ChannelSum { channels: *channels, per_channel: input_len / (*channels).max(1) };
             Some((shape, vec![*reciprocal], vec![0; *channels]))
         }
-        QuantizedLayer::MaxPool { .. } | QuantizedLayer::None => None,
+        QuantizedLayer::MaxPool { .. }
+        | QuantizedLayer::Clip { .. }
+        | QuantizedLayer::LeakyRelu { .. }
+        | QuantizedLayer::None => None,
     })
+}
+
+/// Grouped weights `[O, C / g, kh, kw]` as ordinary weights `[O, C, kh, kw]`, zero outside
+/// each output channel's group.
+fn block_diagonal(weight: &[u64], channels: usize, outputs: usize, groups: usize, kernel: [usize; 2]) -> Vec<u64> {
+    let taps = kernel[0] * kernel[1];
+    let (ci, co) = (channels / groups, outputs / groups.max(1));
+    let mut full = vec![0u64; outputs * channels * taps];
+    for o in 0..outputs {
+        let first = (o / co.max(1)) * ci;
+        let row = &weight[o * ci * taps..(o + 1) * ci * taps];
+        full[(o * channels + first) * taps..(o * channels + first + ci) * taps].copy_from_slice(row);
+    }
+    full
 }
 
 /// The server's side of one linear layer: shape, plan, ring weights and bias.

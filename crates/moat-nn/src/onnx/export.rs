@@ -147,7 +147,7 @@ pub(super) fn export_model(graph: &Graph) -> Result<ModelProto> {
                     attr_ints("strides", &c.stride),
                     attr_ints("pads", &c.padding),
                     attr_ints("dilations", &[1, 1]),
-                    attr_int("group", 1),
+                    attr_int("group", c.group as i64),
                 ];
                 w.node("Conv", name, vec![ins[0].clone(), weight, bias], out.clone(), attrs);
             }
@@ -164,6 +164,18 @@ pub(super) fn export_model(graph: &Graph) -> Result<ModelProto> {
             }
             Op::MaxPool(p) => w.node("MaxPool", name, ins, out.clone(), pool_attrs(p)),
             Op::Relu => w.node("Relu", name, ins, out.clone(), vec![]),
+            Op::LeakyRelu { alpha } => {
+                w.node("LeakyRelu", name, ins, out.clone(), vec![attr_float("alpha", *alpha)]);
+            }
+            Op::Clip { min, max } => {
+                let lo = w.weight(&format!("{name}.min"), &[], &[*min]);
+                let hi = w.weight(&format!("{name}.max"), &[], &[*max]);
+                w.node("Clip", name, vec![ins[0].clone(), lo, hi], out.clone(), vec![]);
+            }
+            Op::Transpose(perm) => {
+                let perm: Vec<usize> = std::iter::once(0).chain(perm.iter().map(|a| a + 1)).collect();
+                w.node("Transpose", name, ins, out.clone(), vec![attr_ints("perm", &perm)]);
+            }
             Op::Reshape(target) => {
                 let shape = w.values.fresh(&format!("{name}.shape"));
                 let spec: Vec<i64> = std::iter::once(-1).chain(target.iter().map(|&d| d as i64)).collect();

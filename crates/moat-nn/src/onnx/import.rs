@@ -36,6 +36,7 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "Gemm",
     "GlobalAveragePool",
     "Identity",
+    "LeakyRelu",
     "MatMul",
     "MaxPool",
     "Mul",
@@ -52,7 +53,7 @@ pub const SUPPORTED_OPS: &[&str] = &[
 ];
 
 /// Oldest `ai.onnx` opset the importer reads.
-pub const MIN_OPSET: i64 = 9;
+pub const MIN_OPSET: i64 = 7;
 /// Newest `ai.onnx` opset the importer was written against; newer files import with a warning.
 pub const MAX_OPSET: i64 = 21;
 
@@ -527,6 +528,7 @@ impl<'m> Importer<'m> {
             "Mul" => self.arith(&ctx, Arith::Mul),
             "Pad" => self.pad(&ctx),
             "Relu" => self.relu(&ctx),
+            "LeakyRelu" => self.leaky_relu(&ctx),
             "Reshape" => self.reshape(&ctx),
             "Shape" => self.shape(&ctx),
             "Slice" => self.slice(&ctx),

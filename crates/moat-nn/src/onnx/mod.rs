@@ -4,7 +4,8 @@
 //! structs for the subset of `onnx.proto` it needs ([`proto`]), so no `protoc` and no ONNX
 //! runtime are involved.
 //!
-//! **Import** ([`import_onnx`], [`load_onnx`]) reads `ai.onnx` opsets 9–21. The model input is
+//! **Import** ([`import_onnx`], [`load_onnx`]) reads `ai.onnx` opsets 7–21, older attribute
+//! forms included (opset-7/8 `BatchNormalization` with `spatial` = 1). The model input is
 //! the first graph input that is not an initializer, of shape `[N, …]` with a symbolic or unit
 //! batch `N`; moat's graph works on one sample, so the batch dimension is dropped everywhere.
 //! A graph computes one output (the first); [`load_onnx_outputs`] imports one graph per declared
@@ -14,19 +15,21 @@
 //!
 //! | ONNX | moat | conditions |
 //! |---|---|---|
-//! | `Conv` | `Conv2d` | 2-D, `group` = 1, `dilations` = 1; `auto_pad` resolved to explicit padding |
+//! | `Conv` | `Conv2d` | 2-D, any `group` dividing the channels (depthwise: `group` = C), `dilations` = 1; `auto_pad` resolved to explicit padding |
 //! | `Gemm` | `Dense` | `transA` = 0; `transB`, `alpha`, `beta` folded into the weights; `B`, `C` constant |
 //! | `MatMul` (+ `Add`) | `Dense` | constant `[K, M]` right operand; a following per-output constant `Add` becomes the bias |
 //! | `Add` | `Add` | two computed values of equal shape (residual) |
 //! | `Add`, `Sub`, `Mul`, `Div` with a constant | `BatchNorm`, or folded | scalar or per-channel constant: the exact affine map `x·s + t` (`x / c` as `x·(1/c)`, exact for powers of two), also `c + x`, `c − x`, `c·x`; `c / x` is refused. Folded into a following Dense or unpadded Conv when nothing else reads it; `Add`/`Sub` right after a Dense/Conv read by nothing else becomes its bias |
 //! | `Concat` | `Concat` | computed values along the channel axis: ONNX axis 1 (−3 for `[N, C, H, W]`, −1 for `[N, F]`) |
 //! | `BatchNormalization` | `BatchNorm` | inference mode |
-//! | `Relu`, `Clip(min = 0)` | `Relu` | `Clip` only without an upper bound |
+//! | `Relu`, `Clip(min = 0)` | `Relu` | `Clip` without an upper bound |
+//! | `Clip` | `Clip` | both bounds finite, `min < max` (ReLU6: 0 and 6) |
+//! | `LeakyRelu` | `LeakyRelu` | `alpha` finite (default 0.01) |
 //! | `MaxPool`, `AveragePool` | `MaxPool`, `AvgPool` | 2-D, no dilation, `ceil_mode` only when it changes nothing, average pools with padding need `count_include_pad` = 1 |
 //! | `GlobalAveragePool` | `GlobalAvgPool` | |
 //! | `Flatten` | `Flatten` | `axis` = 1 |
 //! | `Reshape`, `Squeeze`, `Unsqueeze` | `Reshape` | constant (or folded) shape; the batch axis stays first |
-//! | `Transpose` | `Reshape`, or nothing | only when the batch axis stays first and the element order is unchanged (identity, moving size-1 axes) |
+//! | `Transpose` | `Transpose`, `Reshape`, or nothing | the batch axis stays first; a `Reshape` when only size-1 axes move, nothing for the identity |
 //! | `Pad` | (folded) | constant zero padding of the spatial axes, directly before `Conv` or `AveragePool` |
 //! | `Softmax` | `Softmax` | per sample over a 1-D value |
 //! | `Cast` | (alias) | of a computed value: to `FLOAT` only |

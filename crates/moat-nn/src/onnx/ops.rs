@@ -116,17 +116,13 @@ fn window_pads(ctx: &Ctx<'_>, in_hw: [usize; 2], kernel: [usize; 2], stride: [us
 }
 
 impl<'m> Importer<'m> {
-    /// `Conv`: 2-D, group 1, dilation 1; a preceding `Pad` is folded into its padding.
+    /// `Conv`: 2-D, dilation 1, any `group` dividing the channels (depthwise included); a
+    /// preceding `Pad` is folded into its padding.
     pub(super) fn conv(&mut self, ctx: &Ctx<'m>) -> Result<()> {
         let w = self.constant(ctx, 1)?;
         let b = self.optional_constant(ctx, 2)?;
         let (id, shape, pre) = self.runtime_padded(ctx, 0)?;
         let group = ctx.int("group")?.unwrap_or(1);
-        if group != 1 {
-            return Err(ctx.err(format!(
-                "group = {group}: grouped and depthwise convolutions are not supported (moat needs group = 1)"
-            )));
-        }
         let &[o, ci, kh, kw] = w.dims.as_slice() else {
             return Err(ctx.err(format!(
                 "weights of shape {:?}: moat supports 2-D convolutions only (weights [O, C, kH, kW])",
@@ -139,7 +135,17 @@ impl<'m> Importer<'m> {
         {
             return Err(ctx.err(format!("kernel_shape {ks:?} disagrees with weights of shape {:?}", w.dims)));
         }
-        let [_, h, wd] = chw(ctx, &shape)?;
+        let [c, h, wd] = chw(ctx, &shape)?;
+        let group = usize::try_from(group)
+            .ok()
+            .filter(|&g| g >= 1 && o.is_multiple_of(g) && ci.checked_mul(g) == Some(c))
+            .ok_or_else(|| {
+                ctx.err(format!(
+                    "group = {group} does not fit {c} input channels, weights of shape {:?} (need C = group × {ci} and \
+                     group dividing {o})",
+                    w.dims
+                ))
+            })?;
         let stride = strides(ctx)?;
         let own = window_pads(ctx, [h + pre[0] + pre[2], wd + pre[1] + pre[3]], [kh, kw], stride)?;
         let mut bias = match b {
@@ -154,14 +160,15 @@ impl<'m> Importer<'m> {
         };
         let mut data = floats(ctx, &w, "weights")?.to_vec();
         let padding = add_pads(pre, own);
-        let id = if padding == [0; 4] && self.shapes[id.0] == shape {
+        // A preceding affine map folds into an ungrouped convolution's rows only.
+        let id = if padding == [0; 4] && self.shapes[id.0] == shape && group == 1 {
             self.absorb_affines(id, &mut data, &mut bias)
         } else {
             id
         };
         let weight = Tensor::new(vec![o, ci, kh, kw], data)?;
         let x = self.materialize(ctx, id, &shape)?;
-        let conv = Conv2d { weight, bias, stride, padding };
+        let conv = Conv2d { weight, bias, stride, padding, group };
         let out = self.push(ctx, None, Op::Conv2d(conv), vec![x])?;
         let out_shape = self.shapes[out.0].clone();
         self.bind_output(ctx, 0, out, out_shape)
@@ -290,6 +297,10 @@ impl<'m> Importer<'m> {
         if ctx.int("training_mode")?.unwrap_or(0) != 0 {
             return Err(ctx.err("training_mode = 1: moat imports inference graphs only"));
         }
+        // Opsets 7–8: `spatial = 0` normalises every element with its own statistics.
+        if self.opset < 9 && ctx.int("spatial")?.unwrap_or(1) != 1 {
+            return Err(ctx.err("spatial = 0: moat normalises per channel (spatial = 1)"));
+        }
         self.check_unused_outputs(ctx, 1)?;
         let mut params = Vec::with_capacity(4);
         for (i, what) in [(1, "scale"), (2, "B"), (3, "mean"), (4, "var")] {
@@ -312,8 +323,19 @@ impl<'m> Importer<'m> {
         self.bind_output(ctx, 0, out, shape)
     }
 
-    /// `Clip` with min 0 and no upper bound, i.e. ReLU (bounds are attributes before opset 11,
-    /// inputs from 11).
+    /// `LeakyRelu` (`alpha`, default 0.01).
+    pub(super) fn leaky_relu(&mut self, ctx: &Ctx<'m>) -> Result<()> {
+        let alpha = ctx.float("alpha")?.unwrap_or(0.01);
+        if !alpha.is_finite() {
+            return Err(ctx.err(format!("alpha = {alpha} is not finite")));
+        }
+        let (id, shape) = self.runtime(ctx, 0)?;
+        let out = self.push(ctx, None, Op::LeakyRelu { alpha }, vec![id])?;
+        self.bind_output(ctx, 0, out, shape)
+    }
+
+    /// `Clip` (bounds are attributes before opset 11, inputs from 11): min 0 and no upper bound
+    /// is a ReLU; both bounds finite (ReLU6: 0 and 6) a moat `Clip`.
     pub(super) fn clip(&mut self, ctx: &Ctx<'m>) -> Result<()> {
         let (min, max) = if self.opset < 11 {
             (ctx.float("min")?, ctx.float("max")?)
@@ -327,13 +349,20 @@ impl<'m> Importer<'m> {
             (bound(1)?, bound(2)?)
         };
         let unbounded = max.is_none_or(|m| m >= f32::MAX);
-        if min != Some(0.0) || !unbounded {
-            return Err(ctx.err(format!(
-                "Clip(min = {min:?}, max = {max:?}) is not supported: moat supports only Clip with min = 0 \
-                 and no upper bound (= Relu)"
-            )));
+        if min == Some(0.0) && unbounded {
+            return self.relu(ctx);
         }
-        self.relu(ctx)
+        match (min, max) {
+            (Some(lo), Some(hi)) if lo.is_finite() && hi.is_finite() && lo < hi => {
+                let (id, shape) = self.runtime(ctx, 0)?;
+                let out = self.push(ctx, None, Op::Clip { min: lo, max: hi }, vec![id])?;
+                self.bind_output(ctx, 0, out, shape)
+            }
+            _ => Err(ctx.err(format!(
+                "Clip(min = {min:?}, max = {max:?}) is not supported: moat supports Clip with both bounds \
+                 finite (min < max) or with min = 0 and no upper bound (= Relu)"
+            ))),
+        }
     }
 
     /// `Constant`.
@@ -620,8 +649,8 @@ impl<'m> Importer<'m> {
         self.bind_output(ctx, 0, out, out_shape)
     }
 
-    /// `Transpose`: of a constant (folded), or of a computed value when it keeps the batch axis
-    /// first and the element order unchanged (only size-1 axes move), i.e. a reshape.
+    /// `Transpose`: of a constant (folded), or of a computed value keeping the batch axis first:
+    /// a reshape when only size-1 axes move, else a moat `Transpose` of the per-sample axes.
     pub(super) fn transpose(&mut self, ctx: &Ctx<'m>) -> Result<()> {
         let perm = ctx.ints("perm");
         if self.is_constant(ctx, 0)? {
@@ -634,10 +663,9 @@ impl<'m> Importer<'m> {
         // The batch axis counts as longer than 1: it must stay in place.
         let len = |axis: usize| if axis == 0 { usize::MAX } else { shape[axis - 1] };
         let moved: Vec<usize> = p.iter().copied().filter(|&axis| len(axis) != 1).collect();
-        if p[0] != 0 || !moved.is_sorted() {
+        if p[0] != 0 {
             return Err(ctx.err(format!(
-                "Transpose with perm {p:?} of {} moves elements; moat supports only transposes that keep \
-                 the batch axis first and the element order (e.g. the identity)",
+                "Transpose with perm {p:?} of {} moves the batch axis; moat keeps the batch axis first",
                 batched(&shape)
             )));
         }
@@ -645,7 +673,13 @@ impl<'m> Importer<'m> {
         if target == shape {
             return self.bind_output(ctx, 0, id, shape);
         }
-        self.reshape_to(ctx, id, &shape, target, false)
+        if moved.is_sorted() {
+            return self.reshape_to(ctx, id, &shape, target, false);
+        }
+        let x = self.materialize(ctx, id, &shape)?;
+        let perm = p[1..].iter().map(|&axis| axis - 1).collect();
+        let out = self.push(ctx, None, Op::Transpose(perm), vec![x])?;
+        self.bind_output(ctx, 0, out, target)
     }
 }
 

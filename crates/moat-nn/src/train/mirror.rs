@@ -180,10 +180,13 @@ impl Mirror {
                 Op::Relu => Step::Relu,
                 Op::Softmax => Step::Softmax,
                 Op::Flatten | Op::Reshape(_) => Step::Reshape(out_shape.to_vec()),
+                Op::Clip { .. } | Op::LeakyRelu { .. } | Op::Transpose(_) => {
+                    return Err(err("training does not support this op (inference does)".into()));
+                }
                 Op::Conv2d(c) => {
                     let [kh, kw] = c.kernel();
                     let weight = Tensor::<4>::from_data(
-                        TensorData::new(c.weight.data().to_vec(), [c.out_channels(), c.in_channels(), kh, kw]),
+                        TensorData::new(c.weight.data().to_vec(), [c.out_channels(), c.group_in_channels(), kh, kw]),
                         device,
                     );
                     let [top, left, bottom, right] = c.padding;
@@ -193,7 +196,7 @@ impl Mirror {
                         stride: c.stride,
                         kernel_size: [kh, kw],
                         dilation: [1, 1],
-                        groups: 1,
+                        groups: c.group,
                         padding: PaddingConfig2d::Explicit(top, left, bottom, right),
                     });
                     Step::Conv2d(convs.len() - 1)
@@ -262,6 +265,7 @@ impl Mirror {
                         bias,
                         stride: c.stride,
                         padding: c.padding,
+                        group: c.group,
                     })
                 }
                 (Op::Dense(d), Step::Dense(i)) => {

@@ -187,7 +187,9 @@ impl TrainConfig {
             Architecture::CifarResNet { .. }
             | Architecture::ResNet18 { .. }
             | Architecture::ResNet50
-            | Architecture::SqueezeNet => Self {
+            | Architecture::SqueezeNet
+            | Architecture::MobileNetV2 { .. }
+            | Architecture::ShuffleNet { .. } => Self {
                 epochs: 30,
                 batch_size: 128,
                 optimizer: Optimizer::Sgd { lr: 0.1, momentum: 0.9, weight_decay: 5e-4, nesterov: false },

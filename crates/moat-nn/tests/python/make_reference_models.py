@@ -247,13 +247,70 @@ def torch_shape_opset9(out_dir):
     save(out_dir, "torch_shape_opset9.onnx", graph, 9, 4)
 
 
+def cnn_opset7(out_dir):
+    """Opset-7 attribute forms: BatchNormalization with `spatial = 1` and its optional
+    statistics outputs unused, Dropout with `ratio`, Flatten and Gemm."""
+    inits = [
+        weights("conv.weight", 4, 2, 3, 3, scale=0.3),
+        weights("conv.bias", 4),
+        numpy_helper.from_array(RNG.uniform(0.5, 1.5, 4).astype(np.float32), "bn.scale"),
+        weights("bn.bias", 4, scale=0.1),
+        weights("bn.mean", 4, scale=0.1),
+        numpy_helper.from_array(RNG.uniform(0.5, 1.5, 4).astype(np.float32), "bn.var"),
+        weights("fc.weight", 6, 4 * 3 * 3, scale=0.2),
+        weights("fc.bias", 6),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["x", "conv.weight", "conv.bias"], ["conv"], name="conv", kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+        helper.make_node("BatchNormalization", ["conv", "bn.scale", "bn.bias", "bn.mean", "bn.var"], ["bn"], name="bn", spatial=1, epsilon=1e-3),
+        helper.make_node("Relu", ["bn"], ["relu"], name="relu"),
+        helper.make_node("MaxPool", ["relu"], ["pool"], name="pool", kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("Dropout", ["pool"], ["dropped"], name="dropout", ratio=0.5),
+        helper.make_node("Flatten", ["dropped"], ["flat"], name="flatten", axis=1),
+        helper.make_node("Gemm", ["flat", "fc.weight", "fc.bias"], ["y"], name="fc", transB=1),
+    ]
+    graph = helper.make_graph(nodes, "cnn_opset7", [io("x", 2, 6, 6)], [io("y", 6)], inits)
+    save(out_dir, "cnn_opset7.onnx", graph, 7, 4)
+
+
+def relu6_opset8(out_dir):
+    """Opset-8 attribute forms: Pad with `pads` and `mode`, Clip with `min`/`max` attributes
+    (ReLU6), MaxPool with `storage_order`, Reshape by an initializer, Softmax over axis 1."""
+    inits = [
+        weights("conv.weight", 3, 1, 3, 3, scale=2.0),
+        weights("conv.bias", 3),
+        ints("shape", [0, -1]),
+        weights("fc.weight", 27, 4, scale=0.3),
+    ]
+    nodes = [
+        helper.make_node("Pad", ["x"], ["padded"], name="pad", mode="constant", pads=[0, 0, 1, 1, 0, 0, 1, 1]),
+        helper.make_node("Conv", ["padded", "conv.weight", "conv.bias"], ["conv"], name="conv", kernel_shape=[3, 3], strides=[2, 2]),
+        helper.make_node("Clip", ["conv"], ["relu6"], name="relu6", min=0.0, max=6.0),
+        helper.make_node("MaxPool", ["relu6"], ["pool"], name="pool", kernel_shape=[2, 2], strides=[1, 1], storage_order=0),
+        helper.make_node("Reshape", ["pool", "shape"], ["flat"], name="reshape"),
+        helper.make_node("MatMul", ["flat", "fc.weight"], ["logits"], name="fc"),
+        helper.make_node("Softmax", ["logits"], ["y"], name="softmax", axis=1),
+    ]
+    graph = helper.make_graph(nodes, "relu6_opset8", [io("x", 1, 8, 8)], [io("y", 4)], inits)
+    save(out_dir, "relu6_opset8.onnx", graph, 8, 4)
+
+
 def main(argv):
     if len(argv) != 2:
         print(__doc__, file=sys.stderr)
         return 2
     out_dir = argv[1]
     os.makedirs(out_dir, exist_ok=True)
-    for build in (cnn_opset9, bn_matmul_opset17, gemm_opset13, conv_opset21, torch_fire_opset17, torch_shape_opset9):
+    for build in (
+        cnn_opset9,
+        bn_matmul_opset17,
+        gemm_opset13,
+        conv_opset21,
+        torch_fire_opset17,
+        torch_shape_opset9,
+        cnn_opset7,
+        relu6_opset8,
+    ):
         build(out_dir)
     return 0
 

@@ -476,8 +476,8 @@ fn client(args: ClientArgs) -> anyhow::Result<()> {
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
     /// Network: lenet5-mnist, resnet20-cifar10, resnet32-cifar10, resnet18-cifar10,
-    /// resnet50-imagenet, squeezenet-imagenet (random weights unless a trained model is in
-    /// `models/`), or any ONNX file with --model.
+    /// mobilenetv2-cifar10, shufflenet-cifar10, resnet50-imagenet, squeezenet-imagenet (random
+    /// weights unless a trained model is in `models/`), or any ONNX file with --model.
     #[arg(long, default_value = "lenet5-mnist")]
     pub net: String,
     /// Benchmark this ONNX model instead of a named network.
@@ -536,10 +536,12 @@ fn net(name: &str) -> anyhow::Result<Net> {
         "resnet20-cifar10" => ("resnet20", &[3, 32, 32], 10, Some("models/resnet20-cifar10.onnx")),
         "resnet32-cifar10" => ("resnet32", &[3, 32, 32], 10, None),
         "resnet18-cifar10" => ("resnet18", &[3, 32, 32], 10, None),
+        "mobilenetv2-cifar10" => ("mobilenetv2", &[3, 32, 32], 10, None),
+        "shufflenet-cifar10" => ("shufflenet", &[3, 32, 32], 10, None),
         "resnet50-imagenet" => ("resnet50", &[3, 224, 224], 1000, None),
         "squeezenet-imagenet" => ("squeezenet", &[3, 224, 224], 1000, None),
         other => bail!(
-            "unknown network '{other}' (lenet5-mnist, resnet20-cifar10, resnet32-cifar10, resnet18-cifar10, resnet50-imagenet, squeezenet-imagenet)"
+            "unknown network '{other}' (lenet5-mnist, resnet20-cifar10, resnet32-cifar10, resnet18-cifar10, mobilenetv2-cifar10, shufflenet-cifar10, resnet50-imagenet, squeezenet-imagenet)"
         ),
     };
     Ok(Net { arch, input, classes, trained })

@@ -235,6 +235,30 @@ def squeeze_unsqueeze_transpose(opset):
     return g
 
 
+@case("mobile_ops_grouped_relu6_leaky_shuffle")
+def mobile_ops_grouped_relu6_leaky_shuffle(opset):
+    """Channels-last input, depthwise and grouped Conv, Clip as ReLU6, LeakyRelu, a channel shuffle."""
+    g = Graph("x", [6, 6, 4], ["y"])
+    t = g.node("Transpose", ["x"], ["t"], perm=[0, 3, 1, 2])  # NHWC -> NCHW
+    d = g.node("Conv", [t, g.w("dw", [4, 1, 3, 3]), g.w("dwb", [4])], ["d"], pads=[1, 1, 1, 1], group=4)
+    if opset < 11:
+        r = g.node("Clip", [d], ["r"], min=0.0, max=6.0)
+    else:
+        zero = g.const("zero", np.array(0.0, dtype=np.float32))
+        six = g.const("six", np.array(6.0, dtype=np.float32))
+        r = g.node("Clip", [d, zero, six], ["r"])
+    c = g.node("Conv", [r, g.w("gw", [6, 2, 1, 1]), g.w("gb", [6])], ["c"], group=2)
+    lk = g.node("LeakyRelu", [c], ["lk"], alpha=0.2)
+    five = g.const("shape5", np.array([0, 2, 3, 6, 6], dtype=np.int64))
+    a = g.node("Reshape", [lk, five], ["a"])
+    b = g.node("Transpose", [a], ["b"], perm=[0, 2, 1, 3, 4])
+    four = g.const("shape4", np.array([0, 6, 6, 6], dtype=np.int64))
+    sh = g.node("Reshape", [b, four], ["sh"])
+    f = g.node("Flatten", [sh], ["f"], axis=1)
+    g.node("Gemm", [f, g.w("W", [4, 216]), g.w("b", [4])], ["y"], transB=1)
+    return g
+
+
 @case("dropout_identity_cast_constant")
 def dropout_identity_cast_constant(opset):
     g = Graph("x", [6], ["y"])

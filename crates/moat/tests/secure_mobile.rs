@@ -1,0 +1,70 @@
+//! MobileNetV2- and ShuffleNet-class ONNX graphs (depthwise and grouped convolutions, ReLU6 as
+//! `Clip`, the 5-D channel-shuffle `Transpose`), written with `onnx.helper` by
+//! `moat-nn/tests/python/make_mobile_models.py`, served by a `moat secure server` process and
+//! queried privately by a `moat secure client` process on CIFAR-10 test images: every revealed
+//! logit vector equals the plaintext fixed-point executor's, bit for bit.
+//!
+//! Needs python3 with onnx and numpy, and the CIFAR-10 binary files in `MOAT_DATA_DIR` or
+//! `../shared/data`; without them it prints a notice and passes, except in CI (`CI=true`).
+
+mod secure_util;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use secure_util::{moat, start_server};
+
+type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+fn skip_or_fail(why: &str) -> TestResult {
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        return Err(format!("secure_mobile needs {why}").into());
+    }
+    let notice = format!("NOTICE: skipping the two-process MobileNetV2/ShuffleNet test: no {why}\n");
+    let _ = std::io::Write::write_all(&mut std::io::stderr(), notice.as_bytes());
+    Ok(())
+}
+
+fn data_dir() -> Option<PathBuf> {
+    let dir = std::env::var_os("MOAT_DATA_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data"));
+    dir.join("cifar10").join("test_batch.bin").is_file().then_some(dir)
+}
+
+#[test]
+fn mobile_networks_run_privately_between_two_processes_bit_for_bit() -> TestResult {
+    let Some(data) = data_dir() else { return skip_or_fail("CIFAR-10 data (MOAT_DATA_DIR or ../shared/data)") };
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("secure_mobile");
+    std::fs::create_dir_all(&dir)?;
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../moat-nn/tests/python/make_mobile_models.py");
+    let out = match Command::new("python3").arg(&script).arg(&dir).output() {
+        Ok(out) if out.status.success() => out,
+        Ok(out) => {
+            return skip_or_fail(&format!("python3 with onnx and numpy: {}", String::from_utf8_lossy(&out.stderr)));
+        }
+        Err(e) => return skip_or_fail(&format!("python3: {e}")),
+    };
+    let listing = String::from_utf8(out.stdout)?;
+    for file in ["mobilenetv2_cifar_opset13.onnx", "shufflenet_cifar_opset11.onnx"] {
+        assert!(listing.contains(file), "{listing}");
+        let model = dir.join(file);
+        let (_server, addr) = start_server(&model, "1", "120000")?;
+        let out = moat()
+            .args(["secure", "client", "--connect", &addr, "--dataset", "cifar10", "--data-dir"])
+            .arg(&data)
+            .args(["--count", "2", "--logits", "--json", "--timeout-ms", "120000", "--compare-with"])
+            .arg(&model)
+            .output()?;
+        assert!(out.status.success(), "{file}: {}", String::from_utf8_lossy(&out.stderr));
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        assert_eq!(report["queries"], 2, "{report}");
+        assert_eq!(report["agree_with_fixed_point"], 2, "{file}: {report}");
+        eprintln!(
+            "{file}: {:.2} s and {:.2} MiB per private inference",
+            report["seconds_per_query"].as_f64().unwrap_or(0.0),
+            report["bytes_per_query"].as_f64().unwrap_or(0.0) / (1024.0 * 1024.0)
+        );
+    }
+    Ok(())
+}
