@@ -168,7 +168,7 @@ pub fn leaky_relu_layer(
     let r = relu(s, ch, &x)?;
     let above = fp.sub(1u64 << site.output_frac_bits, alpha);
     let z = x.mul_public(alpha).try_add(&r.mul_public(above))?;
-    let y = super::truncate::truncate(s, ch, &z)?;
+    let y = crate::protocols::truncate::truncate(s, ch, &z)?;
     Ok(tamper_share(s, &y, &site.share_site(TamperPoint::PostActivation, OpKind::LeakyRelu), behaviour))
 }
 
