@@ -224,6 +224,18 @@ mod tests {
         Ok(p)
     }
 
+    /// A self-signed certificate for `localhost`, written as PEM files into `dir`.
+    fn self_signed(dir: &std::path::Path) -> Result<(rcgen::Certificate, TlsSettings), Box<dyn std::error::Error>> {
+        let key = rcgen::KeyPair::generate()?;
+        let cert = rcgen::CertificateParams::new(vec!["localhost".into()])?.self_signed(&key)?;
+        let settings = TlsSettings {
+            cert: write(dir, "cert.pem", &cert.pem())?,
+            key: write(dir, "key.pem", &key.serialize_pem())?,
+            client_ca: None,
+        };
+        Ok((cert, settings))
+    }
+
     /// A server and a client relay on real loopback sockets: frames both ways, a large
     /// concurrent exchange (both sides sending 3 MB at once), then a clean close.
     #[test]
@@ -231,13 +243,7 @@ mod tests {
         use moat_mpc::transport::tcp::TcpChannel;
         use moat_mpc::transport::{Channel, ChannelConfig};
         let dir = tempfile::tempdir()?;
-        let key = rcgen::KeyPair::generate()?;
-        let cert = rcgen::CertificateParams::new(vec!["localhost".into()])?.self_signed(&key)?;
-        let settings = TlsSettings {
-            cert: write(dir.path(), "cert.pem", &cert.pem())?,
-            key: write(dir.path(), "key.pem", &key.serialize_pem())?,
-            client_ca: None,
-        };
+        let (cert, settings) = self_signed(dir.path())?;
         let tls = ServerTls::load(&settings)?;
         let mut roots = RootCertStore::empty();
         roots.add(cert.der().clone())?;
@@ -287,13 +293,7 @@ mod tests {
     #[test]
     fn loads_a_generated_certificate_and_refuses_bad_files() -> Result<(), Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
-        let key = rcgen::KeyPair::generate()?;
-        let cert = rcgen::CertificateParams::new(vec!["localhost".into()])?.self_signed(&key)?;
-        let settings = TlsSettings {
-            cert: write(dir.path(), "cert.pem", &cert.pem())?,
-            key: write(dir.path(), "key.pem", &key.serialize_pem())?,
-            client_ca: None,
-        };
+        let (_cert, settings) = self_signed(dir.path())?;
         let tls = ServerTls::load(&settings)?;
         assert!(!tls.mutual());
         assert!(!format!("{tls:?}").contains("PRIVATE"));

@@ -325,10 +325,10 @@ fn outputs_beyond_the_policy_are_refused_at_admission_and_in_the_session_and_not
     };
     refused(json!({"queries": 2, "output": "logits"}), StatusCode::FORBIDDEN, "reveals at most 'label'")?;
     refused(json!({"output": "top-3"}), StatusCode::BAD_REQUEST, "not supported yet")?;
-    refused(json!({"output": "probabilities"}), StatusCode::BAD_REQUEST, "not supported yet")?;
+    refused(json!({"output": "probabilities"}), StatusCode::FORBIDDEN, "reveals at most 'label'")?;
     refused(json!({"output": "softmax"}), StatusCode::BAD_REQUEST, "unknown output")?;
     assert_eq!(f.used(), 0, "nothing charged");
-    assert_eq!(f.state.metrics.rejections.get(&["output_refused"]), 1.0);
+    assert_eq!(f.state.metrics.rejections.get(&["output_refused"]), 2.0);
 
     // A label session: the hello says so, and the client refuses logits before sending.
     let answer = f.admit("/v2/models/small/secure", &json!({"queries": 2}))?;

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use moat_client::{HttpClient, InferRequest, SecureClient, SessionRequest};
+use moat_client::{HttpClient, SecureClient, SessionRequest};
 use serve_util::{Error, ServerProcess, TestResult, build_lenet_repo, raw_http, scratch};
 
 const IDLE: usize = 2_000;
@@ -78,7 +78,11 @@ fn health_and_a_real_client_survive_thousands_of_idle_connections_and_spent_keys
     let http = HttpClient::new(&server.url)?.with_api_key("alice-key");
     let client = SecureClient::new(http.clone()).with_timeout(Duration::from_secs(30));
     let image = vec![0.3f32; 28 * 28];
-    let plaintext = http.infer("lenet5", None, &InferRequest::batch(std::slice::from_ref(&image), &[1, 28, 28])?)?;
+    let plaintext = http.infer(
+        "lenet5",
+        None,
+        &http.model_metadata("lenet5", None)?.request(std::slice::from_ref(&image))?.with_output("label", false, None),
+    )?;
     let label = plaintext.labels()?[0];
     let session_addr: SocketAddr = client.admit_model("lenet5", None, &SessionRequest::queries(1))?.address.parse()?;
     let http_addr: SocketAddr = server.addr.parse()?;

@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use moat_client::{ClientError, ClientTls, HttpClient, InferRequest, SecureClient, SessionRequest};
+use moat_client::{ClientError, ClientTls, HttpClient, SecureClient, SessionRequest};
 use moat_mpc::transport::tcp::TcpChannel;
 use moat_mpc::transport::{Channel, ChannelConfig};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
@@ -157,8 +157,16 @@ fn https_and_sessions_over_tls_with_a_generated_ca() -> TestResult {
     let http = HttpClient::new(&server.url)?.with_tls(ClientTls::with_ca_file(&pki.ca)?);
     assert!(http.is_ready()?);
     let image = vec![0.5f32; 28 * 28];
-    let plaintext =
-        http.infer("lenet5", None, &InferRequest::batch(std::slice::from_ref(&image), &[1, 28, 28])?)?.labels()?;
+    let plaintext = http
+        .infer(
+            "lenet5",
+            None,
+            &http
+                .model_metadata("lenet5", None)?
+                .request(std::slice::from_ref(&image))?
+                .with_output("label", false, None),
+        )?
+        .labels()?;
     // Without the CA: a transport error naming the certificate problem.
     let untrusted = HttpClient::new(&server.url)?.with_tls(ClientTls::webpki());
     match untrusted.is_ready() {

@@ -251,7 +251,7 @@ def mobile_ops_grouped_relu6_leaky_shuffle(opset):
     lk = g.node("LeakyRelu", [c], ["lk"], alpha=0.2)
     five = g.const("shape5", np.array([0, 2, 3, 6, 6], dtype=np.int64))
     a = g.node("Reshape", [lk, five], ["a"])
-    b = g.node("Transpose", [a], ["b"], perm=[0, 2, 1, 3, 4])
+    b = g.node("Transpose", [a], ["shuffled"], perm=[0, 2, 1, 3, 4])
     four = g.const("shape4", np.array([0, 6, 6, 6], dtype=np.int64))
     sh = g.node("Reshape", [b, four], ["sh"])
     f = g.node("Flatten", [sh], ["f"], axis=1)
