@@ -54,6 +54,16 @@ pub enum MpcError {
         /// Queries answered before the limit.
         queries: u64,
     },
+    /// The client sent no request within the session's idle timeout
+    /// ([`crate::engine::ServeOptions::idle_timeout`]): the server ended the session to free
+    /// its slot.
+    #[error("the client sent no request for {after:?}: session ended after {queries} queries")]
+    Idle {
+        /// The idle timeout.
+        after: std::time::Duration,
+        /// Queries answered before.
+        queries: u64,
+    },
 }
 
 impl MpcError {

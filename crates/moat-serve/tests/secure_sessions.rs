@@ -355,3 +355,37 @@ fn outputs_beyond_the_policy_are_refused_at_admission_and_in_the_session_and_not
     session.close(&mut ch)?;
     Ok(())
 }
+
+#[test]
+fn an_idle_session_is_ended_its_queries_refunded_and_its_slot_serves_the_next_client() -> TestResult {
+    let f = fixture(SecureConfig { idle_timeout: Duration::from_millis(800), ..config() })?;
+    let samples = digits(2)?;
+    // A client takes the only slot, asks one query and goes quiet.
+    let quiet = f.admit("/v2/models/small/secure", &json!({"queries": 3}))?;
+    let (reply, mut quiet_ch) = handshake(&quiet)?;
+    assert!(reply.accepted, "{reply:?}");
+    let mut quiet_session = ClientSession::connect(&mut quiet_ch, Seed::insecure_from_u64(21))?;
+    quiet_session.infer(&mut quiet_ch, &samples[0], Reveal::Label, &mut Honest)?;
+    // While it holds the slot, a newcomer is refused with when to retry; its token stays valid.
+    let next = f.admit("/v2/models/small/secure", &json!({"queries": 1}))?;
+    let (reply, _) = handshake(&next)?;
+    assert_eq!(reply.reason, Some(Refusal::Busy), "{reply:?}");
+    assert!(reply.error.as_deref().is_some_and(|e| e.contains("retry after 1 s")), "{reply:?}");
+    // The server ends the quiet session after its idle timeout and refunds its two unused
+    // queries (4 charged at admission, 2 kept: one answered, one for the newcomer).
+    f.wait_for("the idle session's refund", |f| f.used() == 2)?;
+    let (reply, mut ch) = handshake(&next)?;
+    assert!(reply.accepted, "{reply:?}");
+    let mut session = ClientSession::connect(&mut ch, Seed::insecure_from_u64(22))?;
+    session.infer(&mut ch, &samples[1], Reveal::Label, &mut Honest)?;
+    session.close(&mut ch)?;
+    assert!(quiet_session.infer(&mut quiet_ch, &samples[0], Reveal::Label, &mut Honest).is_err());
+    f.wait_for("the second session to end", |f| f.sessions("completed") >= 1.0)?;
+    let audit = f.audit()?;
+    assert!(
+        audit.iter().any(|l| l["secure"]["outcome"] == "idle" && l["status"] == 408),
+        "no idle session in the audit: {audit:?}"
+    );
+    assert_eq!(f.used(), 2);
+    Ok(())
+}

@@ -237,10 +237,17 @@ impl ServerModel {
         let mut queries = 0;
         loop {
             ch.set_phase("request");
-            let request = match ch.recv() {
+            let next = match options.idle_timeout {
+                Some(idle) => ch.recv_idle(idle),
+                None => ch.recv(),
+            };
+            let request = match next {
                 Ok(bytes) => bytes,
                 // A client that hangs up between queries ends its session normally.
                 Err(crate::transport::TransportError::PeerClosed) => break,
+                Err(crate::transport::TransportError::Timeout { after }) if options.idle_timeout.is_some() => {
+                    return Err(MpcError::Idle { after, queries });
+                }
                 Err(e) => return Err(e.into()),
             };
             let reveal = match request.as_slice() {
@@ -296,6 +303,10 @@ pub struct ServeOptions {
     /// The secure softmax behind [`Reveal::Probabilities`] ([`Softmax::Exp`] by default);
     /// announced in the [`Hello`].
     pub softmax: Softmax,
+    /// How long the server waits for the client's next request between queries before it ends
+    /// the session with [`MpcError::Idle`] (`None`: the channel's own timeout). A serving
+    /// layer sets it so an idle client does not hold a session slot.
+    pub idle_timeout: Option<std::time::Duration>,
 }
 
 impl Default for ServeOptions {
@@ -306,6 +317,7 @@ impl Default for ServeOptions {
             hardening: Hardening::NONE,
             silent_ot: false,
             softmax: Softmax::default(),
+            idle_timeout: None,
         }
     }
 }

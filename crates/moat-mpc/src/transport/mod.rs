@@ -165,6 +165,16 @@ pub trait Channel {
     /// Flushes pending frames, then blocks for the next frame (bounded by the timeout).
     fn recv(&mut self) -> Result<Vec<u8>, TransportError>;
 
+    /// [`Self::recv`], but a peer that starts no frame within `idle` is a
+    /// [`TransportError::Timeout`] after `idle` (a frame once started still has the channel's
+    /// own timeout). The stream stays in step. What a server waits with between two requests,
+    /// so an idle client does not hold its slot for the whole protocol timeout. Channels
+    /// without a socket clock (in memory) wait as [`Self::recv`] does.
+    fn recv_idle(&mut self, idle: Duration) -> Result<Vec<u8>, TransportError> {
+        let _ = idle;
+        self.recv()
+    }
+
     /// Writes out buffered frames.
     fn flush(&mut self) -> Result<(), TransportError>;
 
@@ -266,6 +276,9 @@ impl<C: Channel + ?Sized> Channel for &mut C {
     fn recv(&mut self) -> Result<Vec<u8>, TransportError> {
         (**self).recv()
     }
+    fn recv_idle(&mut self, idle: Duration) -> Result<Vec<u8>, TransportError> {
+        (**self).recv_idle(idle)
+    }
     fn flush(&mut self) -> Result<(), TransportError> {
         (**self).flush()
     }
@@ -286,6 +299,9 @@ impl<C: Channel + ?Sized> Channel for Box<C> {
     }
     fn recv(&mut self) -> Result<Vec<u8>, TransportError> {
         (**self).recv()
+    }
+    fn recv_idle(&mut self, idle: Duration) -> Result<Vec<u8>, TransportError> {
+        (**self).recv_idle(idle)
     }
     fn flush(&mut self) -> Result<(), TransportError> {
         (**self).flush()

@@ -269,6 +269,26 @@ impl Channel for TcpChannel {
         self.guard(Self::recv_frame)
     }
 
+    fn recv_idle(&mut self, idle: Duration) -> Result<Vec<u8>, TransportError> {
+        if self.broken {
+            return Err(TransportError::Broken);
+        }
+        let idle = idle.max(Duration::from_millis(1)).min(self.reader.timeout);
+        let socket = |ch: &Self, t: Duration| {
+            ch.reader
+                .inner
+                .get_ref()
+                .set_read_timeout(Some(t))
+                .map_err(|e| TransportError::from_io("configuring socket", &e, t))
+        };
+        socket(self, idle)?;
+        let protocol = std::mem::replace(&mut self.reader.timeout, idle);
+        let out = self.guard(Self::recv_frame);
+        self.reader.timeout = protocol;
+        socket(self, protocol)?;
+        out
+    }
+
     /// Large exchanges write from a scoped thread while reading, so two parties exchanging
     /// megabytes at once cannot both block on full socket buffers.
     fn exchange(&mut self, payload: &[u8]) -> Result<Vec<u8>, TransportError> {

@@ -215,8 +215,12 @@ fn handle_connection(
     let Some(slot) = service.try_session_slot() else {
         if service.tokens().is_live(&token, now) {
             state.metrics.rejections.inc(&["secure_busy"]);
-            let message =
-                format!("all {} secure-session slots are in use: retry before the token expires", config.max_sessions);
+            let message = format!(
+                "all {} secure-session slots are in use: server busy, retry after {} s (idle sessions are ended \
+                 then) and before the token expires",
+                config.max_sessions,
+                config.idle_timeout.as_secs().max(1)
+            );
             refuse(&mut stream, peer, Refusal::Busy, &message);
         } else {
             state.metrics.rejections.inc(&["secure_unknown_token"]);
@@ -331,6 +335,7 @@ fn serve(
         max_queries: Some(grant.queries),
         output: grant.output,
         hardening: config.hardening,
+        idle_timeout: Some(config.idle_timeout),
         ..Default::default()
     };
     let result = model.serve_with(&mut ch, service.session_seed(), &options);
@@ -340,6 +345,10 @@ fn serve(
         Ok(answered) => Ending { outcome: "completed", status: 200, answered: Some(answered), bytes_in, bytes_out },
         Err(MpcError::Limit { queries }) => {
             Ending { outcome: "limit", status: 429, answered: Some(queries), bytes_in, bytes_out }
+        }
+        Err(MpcError::Idle { after, queries }) => {
+            tracing::info!(?after, queries, "idle secure session evicted");
+            Ending { outcome: "idle", status: 408, answered: Some(queries), bytes_in, bytes_out }
         }
         Err(e) => {
             tracing::warn!(error = %e, "secure session failed");

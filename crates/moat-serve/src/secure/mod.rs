@@ -86,6 +86,9 @@ pub struct SecureConfig {
     pub handshake_timeout: Duration,
     /// Bound on every wait for the client during a session.
     pub session_timeout: Duration,
+    /// How long an admitted session may sit between queries before the server ends it (its
+    /// unused queries refunded) so it does not hold a slot others wait for.
+    pub idle_timeout: Duration,
     /// BFV ring degree (4096 or 8192).
     pub he_degree: usize,
     /// Fixed-point setting models run at.
@@ -117,6 +120,7 @@ impl Default for SecureConfig {
             max_pending: 1024,
             handshake_timeout: Duration::from_secs(10),
             session_timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(10),
             he_degree: 4096,
             fixed: FixedPoint::default(),
             hardening: Hardening::NONE,
@@ -133,7 +137,11 @@ impl SecureConfig {
         if self.max_sessions == 0 || self.max_handshakes == 0 || self.max_queries == 0 || self.max_pending == 0 {
             return Err("secure sessions: max sessions, handshakes, queries and pending tokens must be positive".into());
         }
-        if self.token_ttl.is_zero() || self.handshake_timeout.is_zero() || self.session_timeout.is_zero() {
+        if self.token_ttl.is_zero()
+            || self.handshake_timeout.is_zero()
+            || self.session_timeout.is_zero()
+            || self.idle_timeout.is_zero()
+        {
             return Err("secure sessions: the token lifetime and the timeouts must be positive".into());
         }
         if !matches!(self.he_degree, 4096 | 8192) {

@@ -117,6 +117,10 @@ pub struct Args {
     /// Bound on every wait for a secure-session client.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub secure_timeout: Duration,
+    /// An admitted secure session that sends no query for this long is ended (its unused
+    /// queries refunded), so idle clients do not hold the session slots.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub secure_idle_timeout: Duration,
     /// Hardening against share-tampering clients (SEEK): fresh uniform noise of this half-width
     /// (real units) on the server's share of every activation input and logit. 0.1 costs the
     /// MNIST LeNet-5 0.04 accuracy points (BENCHMARKS.md, "Attacks").
@@ -230,6 +234,7 @@ impl Args {
             max_queries: self.secure_max_queries,
             token_ttl: self.secure_token_ttl,
             session_timeout: self.secure_timeout,
+            idle_timeout: self.secure_idle_timeout,
             hardening: moat_mpc::engine::Hardening::uniform(self.secure_harden),
             output: self.secure_output,
             ..defaults
