@@ -228,6 +228,28 @@ fn no_command_holding_session_secrets_has_a_fixed_default_seed() -> TestResult {
 }
 
 #[test]
+fn experiments_draw_their_seed_from_the_os_unless_given() -> TestResult {
+    let commands = [
+        &["attack", "seek"][..],
+        &["attack", "mia"],
+        &["attack", "psml"],
+        &["attack", "fusion"],
+        &["bench", "secure"],
+        &["bench", "relu"],
+        &["demo"],
+        &["eval"],
+    ];
+    for command in commands {
+        let out = moat(&[command, &["--help"]].concat())?;
+        assert!(out.status.success(), "{command:?}: {}", text(&out.stderr));
+        let seeds = seed_options(&text(&out.stdout));
+        let seed = seeds.iter().find(|o| o.starts_with("--seed ")).ok_or(format!("{command:?}: no --seed"))?;
+        assert!(!seed.contains("[default:"), "{command:?}: {seed}");
+    }
+    Ok(())
+}
+
+#[test]
 fn infer_reads_and_writes_numpy_batches() -> TestResult {
     use moat_nn::data::npy::{Array, read_npy, read_npz, write_npy, write_npz};
     let dir = scratch("npy")?;

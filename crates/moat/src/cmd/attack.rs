@@ -103,8 +103,13 @@ pub struct SeekArgs {
     /// Write `extracted.onnx` and `report.json` here.
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Seed of every random choice (attack, engine randomness).
-    #[arg(long, default_value_t = 1)]
+    /// Seed of every random choice of the attack and the simulated engine (default: drawn from
+    /// the OS and recorded in the report). Given, it also fixes the attacker's session keys
+    /// against a real server (**not private**); without it they come from the OS.
+    #[arg(long = "seed", value_name = "SEED")]
+    pub seed_arg: Option<u64>,
+    /// The seed this run uses: `--seed`, or drawn from the OS (set on entry).
+    #[arg(skip)]
     pub seed: u64,
     /// Print the report as JSON.
     #[arg(long)]
@@ -227,7 +232,21 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
 }
 
-fn seek(args: SeekArgs) -> anyhow::Result<()> {
+/// The attacker's session keys: fixed by an explicit `--seed` (reproducible, not private),
+/// else from the OS.
+fn session_seeds(args: &SeekArgs) -> SessionSeeds {
+    args.seed_arg.map_or(SessionSeeds::Os, SessionSeeds::InsecureFrom)
+}
+
+fn session_seed(args: &SeekArgs) -> anyhow::Result<moat_mpc::Seed> {
+    match args.seed_arg {
+        Some(n) => Ok(moat_mpc::Seed::insecure_from_u64(n)),
+        None => moat_mpc::Seed::from_os().map_err(|e| anyhow::anyhow!("no OS entropy for the session keys: {e}")),
+    }
+}
+
+fn seek(mut args: SeekArgs) -> anyhow::Result<()> {
+    args.seed = super::experiment_seed(args.seed_arg)?;
     let (_, model) = victim(&args.model, &args.fixed)?;
     let hardening = Hardening::uniform(args.harden);
     let config = SeekConfig {
@@ -264,7 +283,7 @@ fn seek(args: SeekArgs) -> anyhow::Result<()> {
                 bail!("--harden applies to the simulated engine; a real server sets its own noise");
             }
             let config_ch = ChannelConfig { timeout: Duration::from_secs(120), ..ChannelConfig::default() };
-            let session = SecureSession::connect_direct(addr, config_ch, moat_mpc::Seed::insecure_from_u64(args.seed))
+            let session = SecureSession::connect_direct(addr, config_ch, session_seed(&args)?)
                 .with_context(|| format!("secure session with {addr}"))?;
             let mut oracle = SessionOracle::new(session);
             let result = Seek::new(&mut oracle, config)?.on_progress(progress).run();
@@ -283,7 +302,7 @@ fn seek(args: SeekArgs) -> anyhow::Result<()> {
             let client = SecureClient::new(HttpClient::new(url)?.with_api_key(key));
             let target = OipTarget::Model { name: name.clone(), version: None };
             let request = SessionRequest::queries(args.session_queries);
-            let sessions = RenewingSession::open(client, target, request, SessionSeeds::InsecureFrom(args.seed))
+            let sessions = RenewingSession::open(client, target, request, session_seeds(&args))
                 .with_context(|| format!("secure session for '{name}' at {url}"))?;
             let mut oracle = ServiceOracle::open(sessions)?;
             let result = Seek::new(&mut oracle, config)?.on_progress(progress).run();

@@ -121,6 +121,7 @@ pub fn dispatch(command: BenchCommand) -> anyhow::Result<()> {
         Bench::Secure(a) => return super::secure::bench(a),
     };
     args.protocol = protocol;
+    args.seed = super::experiment_seed(args.seed_arg)?;
     run(args)
 }
 
@@ -142,8 +143,13 @@ pub struct Args {
     /// part of the run) or `iknp` (the 16-byte extension).
     #[arg(long, value_enum, default_value = "ferret")]
     pub ot: OtKind,
-    /// Seed of the inputs, their sharing and both parties' randomness.
-    #[arg(long, default_value_t = 1)]
+    /// Seed of the inputs, their sharing and both parties' randomness (**not private**: a
+    /// benchmark of plaintext-derived inputs); default: drawn from the OS and recorded in the
+    /// report. The server passes the seed it uses to its client process.
+    #[arg(long = "seed", value_name = "SEED")]
+    pub seed_arg: Option<u64>,
+    /// The seed this run uses: `--seed`, or drawn from the OS (set on entry).
+    #[arg(skip)]
     pub seed: u64,
     /// maxpool: channels C of the [C, H, W] input.
     #[arg(long, default_value_t = 64)]
@@ -588,6 +594,7 @@ fn server(args: &Args, fp: FixedPoint, config: Config, work: &Workload) -> anyho
     let child = Command::new(exe)
         .args(std::env::args_os().skip(1))
         .args(["--role", "client", "--connect", &addr.to_string()])
+        .args(if args.seed_arg.is_none() { vec!["--seed".to_string(), args.seed.to_string()] } else { Vec::new() })
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())

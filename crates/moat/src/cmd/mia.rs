@@ -68,8 +68,11 @@ pub struct MiaArgs {
     #[arg(long, default_value_t = 0.1)]
     pub robustness_sigma: f32,
     /// Seed of the target/population draw, the reference models and the attacks (none of it
-    /// is secret).
-    #[arg(long, default_value_t = 0)]
+    /// is secret); default: drawn from the OS and recorded in the report.
+    #[arg(long = "seed", value_name = "SEED")]
+    pub seed_arg: Option<u64>,
+    /// The seed this run uses: `--seed`, or drawn from the OS (set on entry).
+    #[arg(skip)]
     pub seed: u64,
     #[command(flatten)]
     pub fixed: FixedArgs,
@@ -188,7 +191,8 @@ fn victim_for(
 }
 
 /// `moat attack mia`.
-pub fn run(args: MiaArgs) -> anyhow::Result<()> {
+pub fn run(mut args: MiaArgs) -> anyhow::Result<()> {
+    args.seed = super::experiment_seed(args.seed_arg)?;
     let attacks = parse_attacks(&args.attacks)?;
     let graph = Arc::new(load_model(&args.model)?);
     let card_path = ModelCard::path_for(&args.model);

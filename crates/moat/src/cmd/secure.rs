@@ -492,9 +492,13 @@ pub struct BenchArgs {
     /// Bound on every wait, in milliseconds.
     #[arg(long, default_value_t = 600_000)]
     pub timeout_ms: u64,
-    /// Seed of the weights (for random networks) and the inputs; both parties' session
-    /// randomness comes from the operating system (it does not change the costs).
-    #[arg(long, default_value_t = 0)]
+    /// Seed of the weights (for random networks) and the inputs (default: drawn from the OS and
+    /// recorded in the report); both parties' session randomness comes from the operating
+    /// system (it does not change the costs).
+    #[arg(long = "seed", value_name = "SEED")]
+    pub seed_arg: Option<u64>,
+    /// The seed this run uses: `--seed`, or drawn from the OS (set on entry).
+    #[arg(skip)]
     pub seed: u64,
     /// Print JSON.
     #[arg(long)]
@@ -623,7 +627,8 @@ pub struct BenchReport {
 }
 
 /// `moat bench secure`: a server child process and this process as the client, on loopback.
-pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
+pub fn bench(mut args: BenchArgs) -> anyhow::Result<()> {
+    args.seed = super::experiment_seed(args.seed_arg)?;
     let (graph, weights) = match &args.model {
         Some(path) => (load_model(path)?, format!("trained ({})", path.display())),
         None => {
