@@ -15,32 +15,6 @@ const ZOO: [(&str, &str, u64); 5] = [
     ("mlp-128_64", "mlp:128,64", 5),
 ];
 
-fn train_zoo(dir: &std::path::Path, models: &[(&str, &str, u64)]) -> Result<std::path::PathBuf, Error> {
-    let repo = dir.join("repo");
-    for (name, arch, seed) in models {
-        let model = repo.join(name).join("1").join("model.onnx");
-        std::fs::create_dir_all(model.parent().ok_or("parent")?)?;
-        let out = moat()
-            .args([
-                "train",
-                "--dataset",
-                "digits",
-                "--arch",
-                arch,
-                "--epochs",
-                "30",
-                "--seed",
-                &seed.to_string(),
-                "--quiet",
-                "--out",
-            ])
-            .arg(&model)
-            .output()?;
-        assert!(out.status.success(), "train {arch}: {}", text(&out.stderr));
-    }
-    Ok(repo)
-}
-
 fn psml(repo: &std::path::Path, extra: &[&str]) -> Result<std::process::Output, Error> {
     Ok(moat()
         .args([
@@ -67,7 +41,7 @@ fn psml(repo: &std::path::Path, extra: &[&str]) -> Result<std::process::Output, 
 #[test]
 fn fastest_policy_zoo_is_fingerprinted_and_its_victim_extracted() -> TestResult {
     let dir = scratch("psml")?;
-    let repo = train_zoo(&dir, &ZOO)?;
+    let repo = train_digits_repo(&dir, &ZOO, 30)?;
     let out = psml(&repo, &["--out"])?;
     // `--out` without a value is a usage error: nothing is spent.
     assert!(!out.status.success());
@@ -107,7 +81,7 @@ fn fastest_policy_zoo_is_fingerprinted_and_its_victim_extracted() -> TestResult 
 #[test]
 fn a_zoo_of_one_model_and_an_unknown_task_are_refused_before_any_query() -> TestResult {
     let dir = scratch("psml-one")?;
-    let repo = train_zoo(&dir, &ZOO[..1])?;
+    let repo = train_digits_repo(&dir, &ZOO[..1], 30)?;
     let out = psml(&repo, &[])?;
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains("nothing to fingerprint"), "{}", text(&out.stderr));

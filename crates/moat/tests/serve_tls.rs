@@ -7,17 +7,15 @@
 
 mod serve_util;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::Duration;
 
 use moat_client::{ClientError, ClientTls, HttpClient, SecureClient, SessionRequest};
 use moat_mpc::transport::tcp::TcpChannel;
 use moat_mpc::transport::{Channel, ChannelConfig};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
-use serve_util::{Error, TestResult, build_lenet_repo, moat, raw_http, scratch, text};
+use serve_util::{Error, ServerProcess, TestResult, build_lenet_repo, moat, raw_http, scratch, text};
 
 /// PEM files of a throwaway PKI: a CA, a server certificate for `localhost` and `127.0.0.1`,
 /// and a client certificate (for mutual TLS) from a second CA.
@@ -67,58 +65,27 @@ fn pki(dir: &Path) -> Result<Pki, Error> {
     })
 }
 
-/// A running `moat serve` over TLS, killed on drop.
+/// A running `moat serve` over TLS (a [`ServerProcess`], killed on drop).
 struct TlsServer {
-    child: std::process::Child,
+    server: ServerProcess,
     url: String,
     port: u16,
-    stderr: PathBuf,
-}
-
-impl Drop for TlsServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl TlsServer {
     fn start(repo: &Path, pki: &Pki, extra: &[&str]) -> Result<Self, Error> {
-        let stderr = repo.with_extension(format!("tls-{}.log", extra.len()));
-        let mut child = moat()
-            .env_remove("MOAT_CACERT")
-            .arg("serve")
-            .arg("--repository")
-            .arg(repo)
-            .args(["--listen", "127.0.0.1:0", "--log", "info", "--header-timeout", "5s"])
-            .arg("--tls-cert")
-            .arg(&pki.cert)
-            .arg("--tls-key")
-            .arg(&pki.key)
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&stderr)?)
-            .spawn()?;
-        let stdout = child.stdout.take().ok_or("stdout")?;
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx.recv_timeout(Duration::from_secs(120)).unwrap_or_default();
-        let Some(url) = line.trim().strip_prefix("listening on ").map(str::to_string) else {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(format!("no 'listening on' line: '{line}'; {}", std::fs::read_to_string(&stderr)?).into());
-        };
+        let (cert, key) = (pki.cert.to_str().ok_or("path")?, pki.key.to_str().ok_or("path")?);
+        let mut args = vec!["--header-timeout", "5s", "--tls-cert", cert, "--tls-key", key];
+        args.extend_from_slice(extra);
+        let server = ServerProcess::start(repo, &args)?;
+        let url = server.url.clone();
         assert!(url.starts_with("https://127.0.0.1:"), "{url}");
         let port = url.rsplit(':').next().ok_or("port")?.parse()?;
-        Ok(Self { child, url, port, stderr })
+        Ok(Self { server, url, port })
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+        self.server.log()
     }
 }
 

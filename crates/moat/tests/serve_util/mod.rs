@@ -37,30 +37,30 @@ pub fn scratch(name: &str) -> Result<PathBuf, Error> {
     Ok(dir)
 }
 
-/// Trains the zoo on digits into `<dir>/repo/<name>/1/model.onnx` (+ card), each model's
-/// accuracy profiled on the held-out digits test split; returns the repository path.
-pub fn build_repo(dir: &Path, epochs: u32) -> Result<PathBuf, Error> {
+/// Trains `models` (`(name, arch, seed)`) on the digits training split into
+/// `<dir>/repo/<name>/1/model.onnx` (+ card) with the real `moat train`; returns the
+/// repository path.
+pub fn train_digits_repo(dir: &Path, models: &[(&str, &str, u64)], epochs: u32) -> Result<PathBuf, Error> {
     let repo = dir.join("repo");
-    for (name, arch) in ZOO {
+    for (name, arch, seed) in models {
         let model = repo.join(name).join("1").join("model.onnx");
         std::fs::create_dir_all(model.parent().ok_or("parent")?)?;
         let out = moat()
-            .args([
-                "train",
-                "--dataset",
-                "digits",
-                "--arch",
-                arch,
-                "--epochs",
-                &epochs.to_string(),
-                "--seed",
-                "1",
-                "--quiet",
-            ])
-            .arg("--out")
+            .args(["train", "--dataset", "digits", "--arch", arch, "--epochs", &epochs.to_string()])
+            .args(["--seed", &seed.to_string(), "--quiet", "--out"])
             .arg(&model)
             .output()?;
         assert!(out.status.success(), "train {arch}: {}", text(&out.stderr));
+    }
+    Ok(repo)
+}
+
+/// Trains the zoo on digits into `<dir>/repo/<name>/1/model.onnx` (+ card), each model's
+/// accuracy profiled on the held-out digits test split; returns the repository path.
+pub fn build_repo(dir: &Path, epochs: u32) -> Result<PathBuf, Error> {
+    let models: Vec<(&str, &str, u64)> = ZOO.iter().map(|(name, arch)| (*name, *arch, 1)).collect();
+    let repo = train_digits_repo(dir, &models, epochs)?;
+    for (name, _) in ZOO {
         let config =
             serde_json::json!({ "held_out": { "dataset": "digits" }, "latency": { "warmup": 20, "runs": 200 } });
         std::fs::write(repo.join(name).join("config.json"), config.to_string())?;
@@ -112,7 +112,7 @@ impl ServerProcess {
             let _ = child.wait();
             return Err(format!("unexpected first line '{line}'; stderr: {}", std::fs::read_to_string(&stderr)?).into());
         };
-        let addr = url.trim_start_matches("http://").to_string();
+        let addr = url.split_once("://").map_or(url, |(_, a)| a).to_string();
         Ok(Self { child, url: url.to_string(), addr, stderr })
     }
 
