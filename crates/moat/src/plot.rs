@@ -11,6 +11,7 @@ use std::sync::OnceLock;
 use anyhow::Context;
 use moat_attack::mia::RocPoint;
 use plotters::coord::Shift;
+use plotters::coord::ranged1d::{Ranged, ValueFormatter};
 use plotters::prelude::*;
 
 /// Registers the plots' font with plotters once (see the module documentation); true when
@@ -49,62 +50,52 @@ where
     if text {
         builder.caption(title, ("sans-serif", 20)).x_label_area_size(40).y_label_area_size(50);
     }
-    let palette = |i: usize| Palette99::pick(i).to_rgba();
-    let clamp = |v: f64| v.max(LOG_FLOOR);
     if log {
-        let mut chart =
+        // Rates below the floor are drawn at the floor (a log axis has no zero).
+        let chart =
             builder.build_cartesian_2d((LOG_FLOOR..1.0).log_scale(), (LOG_FLOOR..1.0).log_scale()).map_err(fail)?;
-        let mut mesh = chart.configure_mesh();
-        if text {
-            mesh.x_desc("false-positive rate").y_desc("true-positive rate");
-        } else {
-            mesh.disable_x_axis().disable_y_axis();
-        }
-        mesh.draw().map_err(fail)?;
-        chart.draw_series(LineSeries::new([(LOG_FLOOR, LOG_FLOOR), (1.0, 1.0)], BLACK.mix(0.4))).map_err(fail)?;
-        for (i, (name, curve)) in curves.iter().enumerate() {
-            let series = chart
-                .draw_series(LineSeries::new(curve.iter().map(|p| (clamp(p.fpr), clamp(p.tpr))), palette(i)))
-                .map_err(fail)?;
-            if text {
-                series.label(*name).legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], palette(i)));
-            }
-        }
-        if text {
-            chart
-                .configure_series_labels()
-                .background_style(WHITE.mix(0.8))
-                .border_style(BLACK)
-                .draw()
-                .map_err(fail)?;
-        }
+        plot_curves(chart, curves, LOG_FLOOR, text).map_err(fail)?;
     } else {
-        let mut chart = builder.build_cartesian_2d(0.0..1.0, 0.0..1.0).map_err(fail)?;
-        let mut mesh = chart.configure_mesh();
-        if text {
-            mesh.x_desc("false-positive rate").y_desc("true-positive rate");
-        } else {
-            mesh.disable_x_axis().disable_y_axis();
-        }
-        mesh.draw().map_err(fail)?;
-        chart.draw_series(LineSeries::new([(0.0, 0.0), (1.0, 1.0)], BLACK.mix(0.4))).map_err(fail)?;
-        for (i, (name, curve)) in curves.iter().enumerate() {
-            let series =
-                chart.draw_series(LineSeries::new(curve.iter().map(|p| (p.fpr, p.tpr)), palette(i))).map_err(fail)?;
-            if text {
-                series.label(*name).legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], palette(i)));
-            }
-        }
-        if text {
-            chart
-                .configure_series_labels()
-                .background_style(WHITE.mix(0.8))
-                .border_style(BLACK)
-                .draw()
-                .map_err(fail)?;
-        }
+        let chart = builder.build_cartesian_2d(0.0..1.0, 0.0..1.0).map_err(fail)?;
+        plot_curves(chart, curves, 0.0, text).map_err(fail)?;
     }
     area.present().map_err(fail)?;
+    Ok(())
+}
+
+/// The mesh, the chance diagonal from `(floor, floor)` to `(1, 1)` and one line per attack
+/// (rates clamped to `floor`), with a legend when `text`: the same on linear and log axes.
+fn plot_curves<'a, DB, X, Y>(
+    mut chart: ChartContext<'a, DB, Cartesian2d<X, Y>>,
+    curves: &[(&str, Vec<RocPoint>)],
+    floor: f64,
+    text: bool,
+) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>>
+where
+    DB: DrawingBackend + 'a,
+    X: Ranged<ValueType = f64> + ValueFormatter<f64>,
+    Y: Ranged<ValueType = f64> + ValueFormatter<f64>,
+{
+    let palette = |i: usize| Palette99::pick(i).to_rgba();
+    let clamp = |v: f64| v.max(floor);
+    let mut mesh = chart.configure_mesh();
+    if text {
+        mesh.x_desc("false-positive rate").y_desc("true-positive rate");
+    } else {
+        mesh.disable_x_axis().disable_y_axis();
+    }
+    mesh.draw()?;
+    chart.draw_series(LineSeries::new([(floor, floor), (1.0, 1.0)], BLACK.mix(0.4)))?;
+    for (i, (name, curve)) in curves.iter().enumerate() {
+        let series =
+            chart.draw_series(LineSeries::new(curve.iter().map(|p| (clamp(p.fpr), clamp(p.tpr))), palette(i)))?;
+        if text {
+            series.label(*name).legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], palette(i)));
+        }
+    }
+    if text {
+        chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw()?;
+    }
     Ok(())
 }
 
