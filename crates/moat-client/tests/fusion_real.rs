@@ -66,15 +66,21 @@ fn batch_against_guarded(
     Ok((outcome, expected))
 }
 
-#[test]
-fn fusion_over_the_real_protocol_verifies_the_honest_server_and_catches_a_substitute() -> TestResult {
-    let Some(dir) = data_dir() else {
-        eprintln!("no MNIST data (MOAT_DATA_DIR or ../shared/data): skipping");
-        return Ok(());
-    };
+/// 200 MNIST test samples and the committed LeNet-5, or `None` without the data.
+fn mnist_and_lenet() -> Result<Option<(moat_nn::data::Dataset, Arc<QuantizedGraph>)>, Box<dyn std::error::Error>> {
+    let Some(dir) = data_dir() else { return Ok(None) };
     let test = moat_nn::data::load("mnist", Some(&dir), 0)?.test.take(200);
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/lenet5-mnist.onnx");
     let committed = Arc::new(QuantizedGraph::new(&moat_nn::onnx::load_onnx(&path)?, FixedPoint::default())?);
+    Ok(Some((test, committed)))
+}
+
+#[test]
+fn fusion_over_the_real_protocol_verifies_the_honest_server_and_catches_a_substitute() -> TestResult {
+    let Some((test, committed)) = mnist_and_lenet()? else {
+        eprintln!("no MNIST data (MOAT_DATA_DIR or ../shared/data): skipping");
+        return Ok(());
+    };
 
     let (honest, expected) = batch_against(&committed, Arc::clone(&committed), &test)?;
     assert_eq!(honest?, expected, "the honest server is verified and the labels are the model's");
@@ -97,13 +103,10 @@ fn fusion_over_the_real_protocol_verifies_the_honest_server_and_catches_a_substi
 fn fusion_catches_a_server_that_offsets_its_logit_shares_inside_the_protocol() -> TestResult {
     use moat_client::fusion::danger::LogitShareOffset;
 
-    let Some(dir) = data_dir() else {
+    let Some((test, committed)) = mnist_and_lenet()? else {
         eprintln!("no MNIST data (MOAT_DATA_DIR or ../shared/data): skipping");
         return Ok(());
     };
-    let test = moat_nn::data::load("mnist", Some(&dir), 0)?.test.take(200);
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/lenet5-mnist.onnx");
-    let committed = Arc::new(QuantizedGraph::new(&moat_nn::onnx::load_onnx(&path)?, FixedPoint::default())?);
     // +1000 on class 3's logit (at scale 2^f) on every query: every revealed label becomes 3.
     let offset = 1000u64 << committed.fixed().frac_bits();
     let guard = Box::new(LogitShareOffset::new(3, offset, 1.0, 11));
