@@ -1,3 +1,7 @@
+//! Tests of the Ferret COT extension: the correlation `m = k ⊕ b·Δ` on a million outputs and
+//! over several rounds, the parameter sets' consistency, the random/derived OT flavours, and
+//! peers that send truncated or malformed messages or nothing at all.
+
 use std::time::{Duration, Instant};
 
 use super::*;
