@@ -66,8 +66,11 @@ fn batch_against_guarded(
     Ok((outcome, expected))
 }
 
+/// MNIST test samples and the committed model.
+type MnistAndModel = (moat_nn::data::Dataset, Arc<QuantizedGraph>);
+
 /// 200 MNIST test samples and the committed LeNet-5, or `None` without the data.
-fn mnist_and_lenet() -> Result<Option<(moat_nn::data::Dataset, Arc<QuantizedGraph>)>, Box<dyn std::error::Error>> {
+fn mnist_and_lenet() -> Result<Option<MnistAndModel>, Box<dyn std::error::Error>> {
     let Some(dir) = data_dir() else { return Ok(None) };
     let test = moat_nn::data::load("mnist", Some(&dir), 0)?.test.take(200);
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/lenet5-mnist.onnx");
