@@ -25,6 +25,7 @@ pub mod fixed;
 pub mod graph;
 pub mod kernels;
 pub mod onnx;
+pub mod pad;
 pub mod plan;
 pub mod skeleton;
 pub mod tensor;
