@@ -15,6 +15,10 @@
 //! * node names and the graph name are replaced by neutral ones (`fc1`, `relu1`, …, and the
 //!   name given), since the skeleton carries them too.
 //!
+//! Members that already share one architecture (a single member, or several of one shape with
+//! different weights) need no padding, whatever their ops: they are only renamed
+//! ([`anonymise`]).
+//!
 //! In fixed point the identity weight encodes as exactly `2^f`, and a product by `2^f`
 //! truncated by `f` bits is exact, so the padded model's fixed-point logits equal the
 //! original's bit for bit (a test holds it); in float, added terms are exact zeros and exact
@@ -57,7 +61,11 @@ impl Chain<'_> {
 }
 
 fn refuse(graph: &Graph, node: &Node, why: &str) -> NnError {
-    NnError::node(&node.name, node.op.kind(), format!("model '{}' cannot be padded to a common shape: {why}", graph.name()))
+    NnError::node(
+        &node.name,
+        node.op.kind(),
+        format!("model '{}' cannot be padded to a common shape: {why}", graph.name()),
+    )
 }
 
 /// Reads `graph` as a [`Chain`], or says which node breaks the pattern.
@@ -109,15 +117,17 @@ fn embed(block: &[f32], block_rows: usize, block_cols: usize, rows: usize, cols:
     out
 }
 
-/// The common shape of `members` and each member padded to it, in order, all named `name`.
-///
-/// Fails, naming the member and node, when a member is not a padable chain (see the module
-/// documentation) or the members disagree on their input, their prefix, their classes or
-/// whether they end in a softmax.
-pub fn pad_to_common(members: &[&Graph], name: &str) -> Result<Vec<Graph>> {
-    let chains: Vec<Chain<'_>> = members.iter().map(|g| chain(g)).collect::<Result<_>>()?;
+/// The members read as chains, and the common hidden widths.
+struct CommonShape<'a> {
+    chains: Vec<Chain<'a>>,
+    widths: Vec<usize>,
+}
+
+/// Reads every member and derives the common shape, or says why there is none.
+fn common_shape<'a>(members: &[&'a Graph]) -> Result<CommonShape<'a>> {
+    let chains: Vec<Chain<'a>> = members.iter().map(|g| chain(g)).collect::<Result<_>>()?;
     let (Some(first), Some(first_graph)) = (chains.first(), members.first()) else {
-        return Ok(Vec::new());
+        return Ok(CommonShape { chains, widths: Vec::new() });
     };
     let prefix_ops = |g: &Graph, c: &Chain<'_>| -> Vec<SkeletonOp> {
         g.skeleton().nodes.into_iter().take(c.prefix.len()).map(|n| n.op).collect()
@@ -167,7 +177,58 @@ pub fn pad_to_common(members: &[&Graph], name: &str) -> Result<Vec<Graph>> {
                 .unwrap_or(0)
         })
         .collect();
-    chains.iter().map(|c| padded(first_graph.input_shape(), c, &widths, name)).collect()
+    Ok(CommonShape { chains, widths })
+}
+
+/// `graph` renamed `name`, its nodes `n1`, `n2`, … in order: what the skeleton shows of it is
+/// its structure alone.
+pub fn anonymise(graph: &Graph, name: &str) -> Result<Graph> {
+    let nodes = graph
+        .nodes()
+        .iter()
+        .enumerate()
+        .map(|(i, n)| Node { name: format!("n{}", i + 1), op: n.op.clone(), inputs: n.inputs.clone() })
+        .collect();
+    Graph::new(name, graph.input_shape().to_vec(), nodes, graph.output())
+}
+
+/// Whether every member has one architecture up to names (then none needs padding).
+fn one_architecture(members: &[&Graph]) -> bool {
+    let structure = |g: &Graph| {
+        let mut s = g.skeleton();
+        s.name.clear();
+        s.nodes.iter_mut().for_each(|n| n.name.clear());
+        s
+    };
+    let mut all = members.iter().map(|g| structure(g));
+    match all.next() {
+        Some(first) => all.all(|s| s == first),
+        None => true,
+    }
+}
+
+/// Whether `members` can be served under one architecture, without building anything (cheap:
+/// no weight is copied). The error is [`pad_to_common`]'s.
+pub fn check_common(members: &[&Graph]) -> Result<()> {
+    if one_architecture(members) {
+        return Ok(());
+    }
+    common_shape(members).map(|_| ())
+}
+
+/// The common shape of `members` and each member padded to it, in order, all named `name`
+/// (members of one architecture are only [`anonymise`]d).
+///
+/// Fails, naming the member and node, when a member is not a padable chain (see the module
+/// documentation) or the members disagree on their input, their prefix, their classes or
+/// whether they end in a softmax.
+pub fn pad_to_common(members: &[&Graph], name: &str) -> Result<Vec<Graph>> {
+    if one_architecture(members) {
+        return members.iter().map(|g| anonymise(g, name)).collect();
+    }
+    let CommonShape { chains, widths } = common_shape(members)?;
+    let Some(first) = members.first() else { return Ok(Vec::new()) };
+    chains.iter().map(|c| padded(first.input_shape(), c, &widths, name)).collect()
 }
 
 /// One member rebuilt at `widths`.
@@ -230,9 +291,7 @@ mod tests {
 
     /// Deterministic inputs in [-1, 1).
     fn inputs(count: usize) -> Vec<Vec<f32>> {
-        (0..count)
-            .map(|i| (0..64).map(|k| (((i * 131 + k * 29) % 97) as f32 / 48.5) - 1.0).collect())
-            .collect()
+        (0..count).map(|i| (0..64).map(|k| (((i * 131 + k * 29) % 97) as f32 / 48.5) - 1.0).collect()).collect()
     }
 
     #[test]
@@ -274,8 +333,10 @@ mod tests {
     #[test]
     fn refuses_what_it_cannot_pad_and_names_it() -> Result<()> {
         let lenet = zoo::build(&"lenet5".parse()?, &[1, 28, 28], 10, 0)?;
-        let err = pad_to_common(&[&lenet], "task").err().map(|e| e.to_string()).unwrap_or_default();
+        let wide = zoo::build(&"lenet5:x2".parse()?, &[1, 28, 28], 10, 0)?;
+        let err = pad_to_common(&[&lenet, &wide], "task").err().map(|e| e.to_string()).unwrap_or_default();
         assert!(err.contains("conv1") && err.contains("lenet5"), "{err}");
+        assert_eq!(check_common(&[&lenet, &wide]).err().map(|e| e.to_string()), Some(err));
 
         let (a, b) = (mlp("16", 1)?, zoo::build(&"mlp:16".parse()?, &[1, 8, 8], 3, 1)?);
         let err = pad_to_common(&[&a, &b], "task").err().map(|e| e.to_string()).unwrap_or_default();
@@ -299,8 +360,24 @@ mod tests {
     }
 
     #[test]
-    fn no_members_pad_to_nothing() -> Result<()> {
+    fn members_of_one_architecture_are_only_renamed() -> Result<()> {
         assert!(pad_to_common(&[], "task")?.is_empty());
+        let (a, b) = (
+            zoo::build(&"lenet5".parse()?, &[1, 28, 28], 10, 1)?,
+            zoo::build(&"lenet5".parse()?, &[1, 28, 28], 10, 2)?,
+        );
+        let b = b.with_name("other-name");
+        check_common(&[&a, &b])?;
+        let renamed = pad_to_common(&[&a, &b], "task")?;
+        assert_eq!(renamed[0].skeleton(), renamed[1].skeleton());
+        assert_eq!(renamed[0].skeleton().name, "task");
+        assert!(renamed[1].nodes().iter().all(|n| n.name.starts_with('n')));
+        for (original, renamed) in [&a, &b].into_iter().zip(&renamed) {
+            assert_eq!(
+                renamed.nodes().iter().map(|n| &n.op).collect::<Vec<_>>(),
+                original.nodes().iter().map(|n| &n.op).collect::<Vec<_>>()
+            );
+        }
         Ok(())
     }
 }

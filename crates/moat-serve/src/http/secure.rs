@@ -43,7 +43,7 @@ use crate::error::AppError;
 use crate::keys::Caller;
 use crate::oip::number_parameter;
 use crate::policy::Spec;
-use crate::secure::{Grant, HANDSHAKE, PROTOCOL, SecureService, TokenError, listener};
+use crate::secure::{Grant, HANDSHAKE, PROTOCOL, Preparation, SecureService, TokenError, listener};
 use moat_mpc::engine::Reveal;
 use moat_wire::{Admission, AdmissionDetails, AdmissionRequest, SessionToken, params};
 
@@ -151,13 +151,20 @@ async fn admit_inner(
     let refund = || charge.refund();
     served.model = Some(model.name.clone());
     served.version = Some(model.version_string());
-    if let Some(reason) = service.models().failure(&model) {
+    let preparation = Preparation::of(task, &model);
+    if let Some(reason) = service.models().failure(&preparation) {
         refund();
         // The reason names the model: only operators see it.
         tracing::warn!(%reason, "secure session refused");
-        let message = match task {
-            Some(t) => format!("task '{}' cannot be served securely", t.name),
-            None => format!("model '{}' cannot be served securely (see the server log)", model.name),
+        let message = match (task, &preparation) {
+            (Some(t), Preparation::Hidden { .. }) if preparation.check().is_err() => format!(
+                "task '{}' does not disclose its model, and its models cannot share one architecture: a secure \
+                 session would show which one serves (the operator can disclose the model, or serve models of \
+                 one architecture)",
+                t.name
+            ),
+            (Some(t), _) => format!("task '{}' cannot be served securely", t.name),
+            (None, _) => format!("model '{}' cannot be served securely (see the server log)", model.name),
         };
         return Err(AppError::Unavailable { message, retry_after: None });
     }
@@ -168,12 +175,11 @@ async fn admit_inner(
         caller: caller.clone(),
         model: model.clone(),
         queries,
-        route: match target {
-            Target::Model { .. } => "model",
-            Target::Task(_) => "task",
-        },
-        target: match target {
-            Target::Model { name, .. } | Target::Task(name) => name.clone(),
+        // A model name that resolved to a task is a task session: its member stays hidden.
+        route: if task.is_some() { "task" } else { "model" },
+        target: match (task, target) {
+            (Some(t), _) => t.name.clone(),
+            (None, Target::Model { name, .. } | Target::Task(name)) => name.clone(),
         },
         output,
     };
@@ -198,7 +204,7 @@ async fn admit_inner(
         return Err(AppError::Unavailable { message: e.to_string(), retry_after: Some(Duration::from_secs(1)) });
     }
     // Prepare the model while the client connects.
-    service.models().warm(&model);
+    service.models().warm(&preparation);
 
     let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
     let disclosed = match task {

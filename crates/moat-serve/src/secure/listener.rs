@@ -25,7 +25,7 @@ use moat_mpc::engine::{ServeOptions, ServerModel};
 use moat_mpc::transport::tcp::TcpChannel;
 use moat_mpc::transport::{Channel, ChannelConfig};
 
-use super::{Grant, Lookup, SecureService, Slot};
+use super::{Grant, Lookup, Preparation, SecureService, Slot};
 use crate::SharedState;
 use crate::audit::{AuditRecord, SessionAudit};
 use crate::error::ServeError;
@@ -254,6 +254,21 @@ fn handle_connection(
     drop(slot);
 }
 
+/// What the session runs: on a task that does not disclose its model, the member padded to the
+/// task's common architecture (its members as they are now). A task that is gone leaves a
+/// preparation that fails its check — never the member's own architecture.
+fn preparation(state: &ServerState, grant: &Grant) -> Preparation {
+    if grant.route != "task" {
+        return Preparation::Model(Arc::clone(&grant.model));
+    }
+    match state.tasks.resolve(&grant.target, &state.repository) {
+        Some(task) => Preparation::of(Some(&task), &grant.model),
+        None => {
+            Preparation::Hidden { task: grant.target.clone(), members: Vec::new(), member: Arc::clone(&grant.model) }
+        }
+    }
+}
+
 /// How a session ended, for metrics and the audit log.
 struct Ending {
     outcome: &'static str,
@@ -266,7 +281,7 @@ struct Ending {
 fn run_session(mut stream: TcpStream, peer: SocketAddr, state: &ServerState, service: &SecureService, grant: &Grant) {
     let started = Instant::now();
     let config = service.config();
-    let ending = match service.models().get(&grant.model) {
+    let ending = match service.models().get(&preparation(state, grant)) {
         Err(reason) => {
             tracing::error!(%peer, %reason, "secure session: model preparation failed");
             refuse(

@@ -53,7 +53,7 @@ use crate::repository::ModelVersion;
 
 pub use listener::SecureListener;
 pub use moat_wire::{HANDSHAKE, HandshakeReply, Refusal};
-pub use models::ModelCache;
+pub use models::{ModelCache, Preparation};
 pub use tokens::{Lookup, Token, TokenError, TokenStore};
 
 /// The two-party protocol sessions speak (the engine's).
