@@ -100,7 +100,7 @@ fn a_zoo_of_one_model_and_an_unknown_task_are_refused_before_any_query() -> Test
     Ok(())
 }
 
-/// Sessions on `task`, one query each: per session, the hello's architecture (as JSON) and the
+/// Sessions on `task`, one query each: per session, the server's hello (as JSON) and the
 /// revealed label of `inputs[i % len]`; then the served member of each, from the audit log.
 fn sessions_on(
     client: &SecureClient,
@@ -115,12 +115,13 @@ fn sessions_on(
         let admission = client.admit_task(task, &SessionRequest::queries(1))?;
         let mut ch = client.open_channel(&admission)?;
         let mut session = ClientSession::connect(&mut ch, moat_client::Seed::from_os()?)?;
-        let skeleton = serde_json::to_string(&session.hello().skeleton)?;
+        // The whole first message: the architecture and every other field.
+        let hello = serde_json::to_string(session.hello())?;
         let label = match session.infer(&mut ch, &inputs[i % inputs.len()], Reveal::Label, &mut Honest)? {
             Revealed::Label(l) => l,
             other => return Err(format!("asked for a label, got {other:?}").into()),
         };
-        seen.push((skeleton, label));
+        seen.push((hello, label));
     }
     // The audit line of a session is written when it ends: wait for all of them.
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -133,7 +134,7 @@ fn sessions_on(
     };
     let members = members.get(before..).ok_or("no audit lines")?;
     assert_eq!(members.len(), count, "one audit line per session");
-    Ok(seen.into_iter().zip(members).map(|((skeleton, label), m)| (skeleton, label, m.clone())).collect())
+    Ok(seen.into_iter().zip(members).map(|((hello, label), m)| (hello, label, m.clone())).collect())
 }
 
 /// The member that served each secure session on `task`, in the audit log's order.
@@ -191,8 +192,8 @@ fn a_secure_handshake_on_a_task_that_hides_its_model_identifies_the_member_at_ch
     assert!(served.len() >= 2, "the uniform policy served {served:?}: nothing to hide");
     let hellos: BTreeSet<&str> = hidden.iter().map(|(h, _, _)| h.as_str()).collect();
     assert_eq!(hellos.len(), 1, "every member must show the client one architecture");
-    let skeleton: Value = serde_json::from_str(hellos.iter().next().ok_or("no hello")?)?;
-    assert_eq!(skeleton["name"], "hidden", "the hello names the task, not the member");
+    let hello: Value = serde_json::from_str(hellos.iter().next().ok_or("no hello")?)?;
+    assert_eq!(hello["skeleton"]["name"], "hidden", "the hello names the task, not the member");
     let (guess, chance) = identification_from_hello(&hidden);
     assert_eq!(guess, chance, "identification from the handshake alone must be at chance");
     for (i, (_, label, member)) in hidden.iter().enumerate() {
