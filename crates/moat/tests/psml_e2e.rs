@@ -74,6 +74,12 @@ fn fastest_policy_zoo_is_fingerprinted_and_its_victim_extracted() -> TestResult 
     assert!((last(0, "fidelity") - last(2, "fidelity")).abs() < 0.05, "{arms:?}");
     assert!(last(0, "accuracy") > 0.5);
     assert!(report_dir.join("report.json").exists() && report_dir.join("extraction.svg").exists());
+    // The zoo plot: every member the harness saw is a marker, named.
+    let zoo = std::fs::read_to_string(report_dir.join("zoo.svg"))?;
+    for (name, _, _) in ZOO {
+        assert!(zoo.contains(&format!(">{name}</text>")), "{name} missing from zoo.svg");
+    }
+    assert!(zoo.contains("Pareto front"));
 
     // A grid of specs no member meets (no model answers in a nanosecond) is refused before the
     // attacker spends a sample.
@@ -186,6 +192,18 @@ fn a_secure_handshake_on_a_task_that_hides_its_model_identifies_the_member_at_ch
         let request = InferRequest::batch(&inputs, &[1, 8, 8])?.with_output("label", false, None);
         plaintext.insert(name.to_string(), http.infer(name, None, &request)?.labels()?);
     }
+
+    // The spec space a user chooses in: the Pareto front's points, named only when disclosed.
+    let front = |task: &str| -> Result<Vec<Value>, Error> {
+        let meta = http.get_json(&format!("/v2/tasks/{task}"))?;
+        Ok(meta["parameters"]["pareto_front"].as_array().cloned().ok_or("no pareto_front")?)
+    };
+    let (hidden_front, open_front) = (front("hidden")?, front("open")?);
+    assert!(!hidden_front.is_empty() && hidden_front.len() == open_front.len(), "{hidden_front:?} {open_front:?}");
+    assert!(hidden_front.iter().all(|p| p["accuracy"].is_number() && p["model"].is_null()), "{hidden_front:?}");
+    assert!(open_front.iter().all(|p| p["model"].is_string()), "{open_front:?}");
+    let latencies: Vec<f64> = hidden_front.iter().filter_map(|p| p["latency_ms"].as_f64()).collect();
+    assert!(latencies.windows(2).all(|w| w[0] <= w[1]), "fastest first: {latencies:?}");
 
     let hidden = sessions_on(&client, "hidden", &inputs, 24, &audit)?;
     let served: BTreeSet<&str> = hidden.iter().map(|(_, _, m)| m.as_str()).collect();

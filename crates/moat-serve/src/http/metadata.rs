@@ -116,8 +116,32 @@ pub(crate) fn task_json(task: &ResolvedTask) -> Result<Value, AppError> {
     if task.settings.disclose_model {
         parameters["models"] = json!(task.members.iter().map(|m| m.name.clone()).collect::<Vec<_>>());
     }
+    parameters["pareto_front"] = pareto_front(task);
     Ok(
         json!({ "name": task.name, "platform": "moat_task", "inputs": inputs, "outputs": outputs, "parameters": parameters }),
+    )
+}
+
+/// The (accuracy, latency) points a spec can choose between: the members no other member
+/// beats on both, fastest first, named only when the task discloses its model.
+fn pareto_front(task: &ResolvedTask) -> Value {
+    let profiled: Vec<(&str, crate::policy::Candidate)> =
+        task.members.iter().filter_map(|m| Some((m.name.as_str(), m.candidate()?))).collect();
+    let candidates: Vec<crate::policy::Candidate> = profiled.iter().map(|(_, c)| *c).collect();
+    let mut front: Vec<usize> = crate::policy::pareto_front(&candidates);
+    front.sort_by(|&a, &b| candidates[a].latency_ms.total_cmp(&candidates[b].latency_ms));
+    Value::Array(
+        front
+            .into_iter()
+            .map(|i| {
+                let (name, c) = &profiled[i];
+                let mut point = json!({ "accuracy": c.accuracy, "latency_ms": c.latency_ms });
+                if task.settings.disclose_model {
+                    point["model"] = json!(name);
+                }
+                point
+            })
+            .collect(),
     )
 }
 

@@ -1,7 +1,8 @@
 //! The plots of `moat attack psml`, as self-contained SVG line charts: accuracy and fidelity vs
 //! query budget for the three extraction arms (`extraction.svg`), and per selection policy the
 //! guided attack's accuracy/fidelity against ε with goodput on a second axis and the 80 %
-//! goodput line (`sweep.svg`).
+//! goodput line (`sweep.svg`); and the zoo the attack saw, accuracy against latency with its
+//! Pareto front (`zoo.svg`).
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -16,12 +17,21 @@ const T: f64 = 40.0;
 const B: f64 = 50.0;
 const COLOURS: [&str; 6] = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"];
 
-/// One line: name, points, dashed.
+/// One line (or, without `line`, a set of markers): name, points, dashed, optional point labels.
 struct Series {
     name: String,
     points: Vec<(f64, f64)>,
     dashed: bool,
     right_axis: bool,
+    line: bool,
+    labels: Vec<String>,
+}
+
+impl Series {
+    /// A line through `points`.
+    fn line(name: String, points: Vec<(f64, f64)>, dashed: bool, right_axis: bool) -> Self {
+        Self { name, points, dashed, right_axis, line: true, labels: Vec::new() }
+    }
 }
 
 struct Chart {
@@ -32,6 +42,8 @@ struct Chart {
     log_x: bool,
     series: Vec<Series>,
     hline_y2: Option<f64>,
+    /// The legend in the lower right corner instead of the upper left.
+    legend_low: bool,
 }
 
 fn esc(s: &str) -> String {
@@ -92,8 +104,13 @@ impl Chart {
         for i in 0..=4 {
             let f = i as f64 / 4.0;
             let y = ya + f * (yb - ya);
-            let _ =
-                write!(svg, r#"<text x="{}" y="{}" text-anchor="end">{:.3}</text>"#, L - 4.0, py(y, false) + 4.0, y);
+            let _ = write!(
+                svg,
+                r#"<text x="{}" y="{}" text-anchor="end">{}</text>"#,
+                L - 4.0,
+                py(y, false) + 4.0,
+                fmt_num(y)
+            );
             let xv = x0 + f * (x1 - x0);
             let shown = if self.log_x { 10f64.powf(xv) } else { xv };
             let xp = L + f * (W - L - R);
@@ -145,23 +162,33 @@ impl Chart {
                 .map(|&(x, y)| format!("{:.1},{:.1}", px(x), py(y, s.right_axis)))
                 .collect();
             let dash = if s.dashed { r#" stroke-dasharray="6,4""# } else { "" };
-            let _ = write!(
-                svg,
-                r#"<polyline points="{}" fill="none" stroke="{colour}" stroke-width="2"{dash}/>"#,
-                pts.join(" ")
-            );
-            for p in &pts {
+            if s.line {
+                let _ = write!(
+                    svg,
+                    r#"<polyline points="{}" fill="none" stroke="{colour}" stroke-width="2"{dash}/>"#,
+                    pts.join(" ")
+                );
+            }
+            for (k, p) in pts.iter().enumerate() {
                 if let Some((x, y)) = p.split_once(',') {
                     let _ = write!(svg, r#"<circle cx="{x}" cy="{y}" r="3" fill="{colour}"/>"#);
+                    if let Some(label) = s.labels.get(k) {
+                        let _ =
+                            write!(svg, r#"<text x="{x}" y="{y}" dx="5" dy="-5" font-size="10">{}</text>"#, esc(label));
+                    }
                 }
             }
-            let ly = T + 14.0 + 15.0 * i as f64;
+            let (lx, ly) = if self.legend_low {
+                (W - R - 160.0, H - B - 14.0 - 15.0 * (self.series.len() - 1 - i) as f64)
+            } else {
+                (L + 8.0, T + 14.0 + 15.0 * i as f64)
+            };
             let _ = write!(
                 svg,
                 r#"<line x1="{}" x2="{}" y1="{ly}" y2="{ly}" stroke="{colour}" stroke-width="2"{dash}/><text x="{}" y="{}">{}</text>"#,
-                L + 8.0,
-                L + 28.0,
-                L + 32.0,
+                lx,
+                lx + 20.0,
+                lx + 24.0,
                 ly + 4.0,
                 esc(&s.name)
             );
@@ -171,31 +198,63 @@ impl Chart {
     }
 }
 
+/// `x` with three significant digits (at most eight decimals).
 fn fmt_num(x: f64) -> String {
-    if x.abs() >= 100.0 { format!("{x:.0}") } else { format!("{x:.2}") }
+    if x == 0.0 || !x.is_finite() {
+        return format!("{x}");
+    }
+    let decimals = (2 - x.abs().log10().floor() as i32).clamp(0, 8) as usize;
+    format!("{x:.decimals$}")
 }
 
 fn curve(points: &Value, field: &str) -> Vec<(f64, f64)> {
     points.as_array().into_iter().flatten().filter_map(|p| Some((p["budget"].as_f64()?, p[field].as_f64()?))).collect()
 }
 
-/// Writes `extraction.svg` and, when the report has a sweep, `sweep.svg` into `dir`.
+/// The zoo as the harness measured it: accuracy against latency, the Pareto front as a line,
+/// the dominated members as markers, each named.
+fn zoo_chart(report: &Value) -> Option<Chart> {
+    let members = report["members"].as_array().filter(|m| !m.is_empty())?;
+    let point = |m: &Value| Some((m["latency_ms"].as_f64()?, m["accuracy"].as_f64()?));
+    let mut front: Vec<(f64, f64, String)> = Vec::new();
+    let mut rest: Vec<(f64, f64, String)> = Vec::new();
+    for m in members {
+        let Some((x, y)) = point(m) else { continue };
+        let name = m["name"].as_str().unwrap_or("?").to_string();
+        if m["pareto"].as_bool() == Some(true) { front.push((x, y, name)) } else { rest.push((x, y, name)) }
+    }
+    front.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let series = |name: &str, pts: Vec<(f64, f64, String)>, line: bool| Series {
+        name: name.into(),
+        points: pts.iter().map(|p| (p.0, p.1)).collect(),
+        dashed: false,
+        right_axis: false,
+        line,
+        labels: pts.into_iter().map(|p| p.2).collect(),
+    };
+    Some(Chart {
+        title: format!("The zoo behind task '{}' (profiled by the server)", report["task"].as_str().unwrap_or("?")),
+        x_label: "latency the router selects by (ms: measured p99 or declared)".into(),
+        y_label: "accuracy".into(),
+        y2_label: None,
+        log_x: false,
+        series: vec![series("Pareto front", front, true), series("dominated", rest, false)],
+        hline_y2: None,
+        legend_low: true,
+    })
+}
+
+/// Writes `extraction.svg`, `zoo.svg` when the report lists the members, and `sweep.svg` when
+/// it has a sweep, into `dir`.
 pub fn write_plots(dir: &Path, report: &Value) -> std::io::Result<()> {
+    if let Some(chart) = zoo_chart(report) {
+        std::fs::write(dir.join("zoo.svg"), chart.render())?;
+    }
     let mut series = Vec::new();
     for arm in report["arms"].as_array().into_iter().flatten() {
         let name = arm["arm"].as_str().unwrap_or("?");
-        series.push(Series {
-            name: format!("{name} accuracy"),
-            points: curve(&arm["curve"], "accuracy"),
-            dashed: false,
-            right_axis: false,
-        });
-        series.push(Series {
-            name: format!("{name} fidelity"),
-            points: curve(&arm["curve"], "fidelity"),
-            dashed: true,
-            right_axis: false,
-        });
+        series.push(Series::line(format!("{name} accuracy"), curve(&arm["curve"], "accuracy"), false, false));
+        series.push(Series::line(format!("{name} fidelity"), curve(&arm["curve"], "fidelity"), true, false));
     }
     let chart = Chart {
         title: format!("PSML extraction through task '{}'", report["task"].as_str().unwrap_or("?")),
@@ -205,6 +264,7 @@ pub fn write_plots(dir: &Path, report: &Value) -> std::io::Result<()> {
         log_x: false,
         series,
         hline_y2: None,
+        legend_low: false,
     };
     std::fs::write(dir.join("extraction.svg"), chart.render())?;
 
@@ -218,18 +278,13 @@ pub fn write_plots(dir: &Path, report: &Value) -> std::io::Result<()> {
         let get = |f: &dyn Fn(&Value) -> Option<f64>| -> Vec<(f64, f64)> {
             pts.iter().filter_map(|p| Some((p["epsilon"].as_f64()?, f(p)?))).collect()
         };
-        series.push(Series {
-            name: format!("{policy}: accuracy"),
-            points: get(&|p| p["guided"]["curve"][2]["accuracy"].as_f64()),
-            dashed: false,
-            right_axis: false,
-        });
-        series.push(Series {
-            name: format!("{policy}: goodput (right)"),
-            points: get(&|p| p["goodput"].as_f64()),
-            dashed: true,
-            right_axis: true,
-        });
+        series.push(Series::line(
+            format!("{policy}: accuracy"),
+            get(&|p| p["guided"]["curve"][2]["accuracy"].as_f64()),
+            false,
+            false,
+        ));
+        series.push(Series::line(format!("{policy}: goodput (right)"), get(&|p| p["goodput"].as_f64()), true, true));
     }
     let chart = Chart {
         title: "Guided extraction vs ε of the selection policy".into(),
@@ -239,6 +294,33 @@ pub fn write_plots(dir: &Path, report: &Value) -> std::io::Result<()> {
         log_x: true,
         series,
         hline_y2: Some(0.8),
+        legend_low: false,
     };
     std::fs::write(dir.join("sweep.svg"), chart.render())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_keep_three_significant_digits() {
+        let shown: Vec<String> = [1234.6, 99.76, 1.5, 0.00421, 0.0, -0.25].into_iter().map(fmt_num).collect();
+        assert_eq!(shown, ["1235", "99.8", "1.50", "0.00421", "0", "-0.250"]);
+    }
+
+    #[test]
+    fn the_zoo_chart_draws_the_front_as_a_line_and_names_every_member() {
+        let report = serde_json::json!({"task": "digits", "members": [
+            {"name": "fast", "accuracy": 80.0, "latency_ms": 0.001, "pareto": true},
+            {"name": "slow", "accuracy": 95.0, "latency_ms": 0.01, "pareto": true},
+            {"name": "worse", "accuracy": 70.0, "latency_ms": 0.005, "pareto": false},
+        ]});
+        let svg = zoo_chart(&report).map(|c| c.render()).unwrap_or_default();
+        assert_eq!(svg.matches("<polyline").count(), 1, "only the front is a line");
+        for name in ["fast", "slow", "worse"] {
+            assert!(svg.contains(&format!(">{name}</text>")), "{name}");
+        }
+        assert!(zoo_chart(&serde_json::json!({"task": "t"})).is_none(), "no members, no chart");
+    }
 }
