@@ -22,4 +22,4 @@ pub mod seek;
 pub mod victim;
 
 pub use error::{AttackError, Result};
-pub use oracle::{Oracle, ServiceOracle, SessionOracle, SimulatedOracle};
+pub use oracle::{Oracle, ServiceTamperOracle, SessionTamperOracle, SimulatedTamperOracle};
