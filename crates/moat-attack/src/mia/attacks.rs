@@ -421,6 +421,20 @@ pub struct AttackScores {
     pub scores: Vec<f64>,
 }
 
+/// Checks that `victim` reveals what `attacks` need (probabilities, unless every attack is
+/// label-only), before any query.
+pub fn check_reveals(victim: &dyn Victim, attacks: &[Attack]) -> Result<()> {
+    match attacks.iter().find(|a| !a.label_only()) {
+        Some(a) if !victim.reveals().permits(Reveal::Probabilities) => Err(VictimError::NotRevealed {
+            victim: format!("{} (label-only attacks: gap, robustness; asked '{}')", victim.name(), a.name()),
+            reveals: victim.reveals(),
+            asked: Reveal::Probabilities,
+        }
+        .into()),
+        _ => Ok(()),
+    }
+}
+
 /// Runs `attacks` against `victim`: queries it on the pool's targets (samples `0..targets`)
 /// and, for RMIA, on the population (the rest of the pool), once, and scores every attack.
 /// `references` must cover the same pool when an attack needs them.
@@ -442,16 +456,7 @@ pub fn run(
         }
         .into());
     }
-    if let Some(a) = attacks.iter().find(|a| !a.label_only())
-        && !victim.reveals().permits(Reveal::Probabilities)
-    {
-        return Err(VictimError::NotRevealed {
-            victim: format!("{} (label-only attacks: gap, robustness; asked '{}')", victim.name(), a.name()),
-            reveals: victim.reveals(),
-            asked: Reveal::Probabilities,
-        }
-        .into());
-    }
+    check_reveals(victim, attacks)?;
     if let Some(a) = attacks.iter().find(|a| a.needs_references()) {
         match references {
             None => return Err(invalid(format!("'{}' needs reference models", a.name()))),

@@ -28,7 +28,7 @@ pub mod metrics;
 pub mod reference;
 pub mod signals;
 
-pub use attacks::{Attack, AttackScores, MiaConfig, run};
+pub use attacks::{Attack, AttackScores, MiaConfig, check_reveals, run};
 pub use error::{MiaError, Result};
 pub use metrics::{Metrics, RocPoint, ScoreTable};
 pub use reference::{ReferenceTrainer, References};

@@ -234,10 +234,13 @@ pub fn run(mut args: MiaArgs) -> anyhow::Result<()> {
     let data = args.data.load(card.members.split_seed)?;
     let full = &data.train;
     let quantized = Arc::new(QuantizedGraph::new(&graph, args.fixed.fixed_point()?)?);
-    // Every victim is built (and its output checked against the classes) before any query.
+    // Every victim is built (its output checked against the classes, what it reveals against
+    // the attacks) before any query.
     let mut victims = Vec::new();
     for kind in &args.outputs {
-        victims.push(victim_for(kind.trim(), &args, &graph, &quantized, full.classes)?);
+        let victim = victim_for(kind.trim(), &args, &graph, &quantized, full.classes)?;
+        mia::check_reveals(victim.as_ref(), &attacks)?;
+        victims.push(victim);
     }
 
     let members_all = member_indices(&card, full.len())?;
