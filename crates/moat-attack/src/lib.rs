@@ -5,8 +5,12 @@
 //!   layer from label-only answers.
 //! * [`mia`]: membership inference — threshold, shadow-model, LiRA, RMIA and label-only
 //!   attacks against any victim that answers class-score vectors, and their metrics.
-//! * [`oracle`]: what an attack queries — the simulated two-party engine (fast, the same
-//!   semantics) or a real session with a server over a channel.
+//! * [`victim`]: what a black-box attack queries — one interface over a local ONNX model
+//!   (float or fixed point), the simulated two-party engine, a real secure session and an
+//!   OIP service over HTTP.
+//! * [`oracle`]: what SEEK queries (it tampers with the client's shares inside the protocol)
+//!   — the simulated two-party engine (fast, the same semantics) or a real session with a
+//!   server over a channel.
 //! * [`psml`]: PSML (Sanyal et al., arXiv 2307.01292) — fingerprinting a served model zoo,
 //!   steering its router to one victim, and extracting it.
 
@@ -15,6 +19,7 @@ pub mod mia;
 pub mod oracle;
 pub mod psml;
 pub mod seek;
+pub mod victim;
 
 pub use error::{AttackError, Result};
-pub use oracle::{Oracle, ServiceOracle, SessionOracle, SimulatedOracle};
+pub use oracle::{Oracle, ServiceTamperOracle, SessionTamperOracle, SimulatedTamperOracle};

@@ -28,12 +28,12 @@ pub trait Oracle {
 
 /// The simulated two-party engine as an oracle. The victim's weights stay inside the engine;
 /// the attack sees only the zero-weight architecture.
-pub struct SimulatedOracle {
+pub struct SimulatedTamperOracle {
     engine: SimulatedEngine,
     public: QuantizedGraph,
 }
 
-impl SimulatedOracle {
+impl SimulatedTamperOracle {
     /// An oracle serving `model` with server-side `hardening`; `seed` drives the engine's
     /// share randomness and noise.
     pub fn new(model: Arc<QuantizedGraph>, seed: u64, hardening: Hardening) -> Result<Self> {
@@ -48,7 +48,7 @@ pub fn public_architecture(model: &QuantizedGraph) -> Result<QuantizedGraph> {
     Ok(QuantizedGraph::new(&graph, model.fixed())?)
 }
 
-impl Oracle for SimulatedOracle {
+impl Oracle for SimulatedTamperOracle {
     fn architecture(&self) -> &QuantizedGraph {
         &self.public
     }
@@ -66,12 +66,12 @@ impl Oracle for SimulatedOracle {
 /// A real secure session as the oracle (two processes in production): the client half of the
 /// protocol, with the attack's behaviour, over whatever connection the session was opened on
 /// (a tokenless `moat secure server`, an admitted session, an in-process channel).
-pub struct SessionOracle {
+pub struct SessionTamperOracle {
     session: SecureSession,
     queries: u64,
 }
 
-impl SessionOracle {
+impl SessionTamperOracle {
     /// The oracle over an open session.
     pub fn new(session: SecureSession) -> Self {
         Self { session, queries: 0 }
@@ -89,7 +89,7 @@ impl SessionOracle {
     }
 }
 
-impl Oracle for SessionOracle {
+impl Oracle for SessionTamperOracle {
     fn architecture(&self) -> &QuantizedGraph {
         self.session.protocol().architecture()
     }
@@ -107,12 +107,12 @@ impl Oracle for SessionOracle {
 /// A `moat serve` service's secure sessions as the oracle, as a key holder: a new session
 /// (charged to the key) whenever the last one's grant is used up, until the service refuses
 /// ([`AttackError::Refused`]); a timeout or a broken connection is [`AttackError::Service`].
-pub struct ServiceOracle {
+pub struct ServiceTamperOracle {
     sessions: RenewingSession,
     architecture: QuantizedGraph,
 }
 
-impl ServiceOracle {
+impl ServiceTamperOracle {
     /// Opens the first session.
     pub fn open(sessions: RenewingSession) -> Result<Self> {
         let architecture = sessions
@@ -129,7 +129,7 @@ impl ServiceOracle {
     }
 }
 
-impl Oracle for ServiceOracle {
+impl Oracle for ServiceTamperOracle {
     fn architecture(&self) -> &QuantizedGraph {
         &self.architecture
     }

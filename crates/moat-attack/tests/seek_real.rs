@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use moat_attack::seek::{Extraction, Sampling, Seek, SeekConfig};
-use moat_attack::{AttackError, Result, SessionOracle, SimulatedOracle};
+use moat_attack::{AttackError, Result, SessionTamperOracle, SimulatedTamperOracle};
 use moat_mpc::engine::{Hardening, ServerModel};
 use moat_mpc::transport::memory;
 use moat_nn::{FixedPoint, QuantizedGraph};
@@ -37,14 +37,14 @@ fn estimates(e: &Extraction) -> Vec<(String, usize, i64, u64)> {
 #[test]
 fn the_attack_reads_the_same_values_with_the_same_queries_over_the_real_protocol() -> Result<()> {
     let model = lenet()?;
-    let mut simulated = SimulatedOracle::new(Arc::clone(&model), 1, Hardening::NONE)?;
+    let mut simulated = SimulatedTamperOracle::new(Arc::clone(&model), 1, Hardening::NONE)?;
     let expected = Seek::new(&mut simulated, config())?.run()?;
 
     let (mut server_ch, client_ch) = memory::pair(Default::default());
     let server = ServerModel::new(Arc::clone(&model), 4096)?;
     let handle = std::thread::spawn(move || server.serve(&mut server_ch, moat_mpc::Seed::insecure_from_u64(5)));
     let session = moat_client::SecureSession::start(Box::new(client_ch), moat_mpc::Seed::insecure_from_u64(6), None)?;
-    let mut remote = SessionOracle::new(session);
+    let mut remote = SessionTamperOracle::new(session);
     let got = Seek::new(&mut remote, config())?.run()?;
     remote.close()?;
     let served = handle.join().map_err(|_| AttackError::Search("server thread panicked".into()))??;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use moat_attack::seek::evaluate::score;
 use moat_attack::seek::{Sampling, Seek, SeekConfig};
-use moat_attack::{Result, SimulatedOracle};
+use moat_attack::{Result, SimulatedTamperOracle};
 use moat_mpc::engine::Hardening;
 use moat_nn::{FixedPoint, QuantizedGraph, zoo};
 
@@ -17,7 +17,7 @@ fn victim(arch: &str, shape: &[usize], seed: u64) -> Arc<QuantizedGraph> {
 
 fn attack(arch: &str, shape: &[usize], sampling: Sampling) -> Result<()> {
     let model = victim(arch, shape, 5);
-    let mut oracle = SimulatedOracle::new(Arc::clone(&model), 9, Hardening::NONE)?;
+    let mut oracle = SimulatedTamperOracle::new(Arc::clone(&model), 9, Hardening::NONE)?;
     let config = SeekConfig { sampling, seed: 3, ..SeekConfig::default() };
     let extraction = Seek::new(&mut oracle, config)?.run()?;
     let scores = score(&extraction, &model)?;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use moat_attack::oracle::public_architecture;
 use moat_attack::seek::evaluate::{extracted_graph, score};
 use moat_attack::seek::{Seek, SeekConfig};
-use moat_attack::{Result, SimulatedOracle};
+use moat_attack::{Result, SimulatedTamperOracle};
 use moat_mpc::engine::Hardening;
 use moat_nn::{FixedPoint, FloatExecutor, QuantizedGraph};
 
@@ -20,7 +20,7 @@ fn shared_data_seek_extracts_the_mnist_lenet_completely() -> Result<()> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/lenet5-mnist.onnx");
     let graph = moat_nn::onnx::load_onnx(&path)?;
     let model = Arc::new(QuantizedGraph::new(&graph, FixedPoint::default())?);
-    let mut oracle = SimulatedOracle::new(Arc::clone(&model), 1, Hardening::NONE)?;
+    let mut oracle = SimulatedTamperOracle::new(Arc::clone(&model), 1, Hardening::NONE)?;
     let extraction = Seek::new(&mut oracle, SeekConfig::default())?.run()?;
     let scores = score(&extraction, &model)?;
     // Every parameter of the folded model (the logits layer up to its reference row).

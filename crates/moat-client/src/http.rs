@@ -77,6 +77,12 @@ impl ModelMetadata {
         Ok(InferRequest::batch(samples, &self.sample_shape()?)?.with_input_name(self.input_name()?))
     }
 
+    /// The most samples one request may carry, when the server says (moat's
+    /// [`moat_wire::params::MAX_BATCH_SIZE`]).
+    pub fn max_batch_size(&self) -> Option<usize> {
+        self.parameters.get(moat_wire::params::MAX_BATCH_SIZE).and_then(Value::as_u64).map(|b| b as usize)
+    }
+
     /// The per-sample input shape: the first input's shape without its batch dimension.
     pub fn sample_shape(&self) -> Result<Vec<usize>, ClientError> {
         let input = self.inputs.first().ok_or_else(|| ClientError::Protocol("model has no inputs".into()))?;

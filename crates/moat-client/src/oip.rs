@@ -341,17 +341,17 @@ impl InferResponse {
 
     /// The `logits` output, one row per sample.
     pub fn logits(&self) -> Result<Vec<Vec<f32>>, ClientError> {
-        self.rows("logits")
+        self.rows(moat_wire::params::OUTPUT_LOGITS)
     }
 
     /// The `probabilities` output, one row per sample.
     pub fn probabilities(&self) -> Result<Vec<Vec<f32>>, ClientError> {
-        self.rows("probabilities")
+        self.rows(moat_wire::params::OUTPUT_PROBABILITIES)
     }
 
     /// The `label` output.
     pub fn labels(&self) -> Result<Vec<usize>, ClientError> {
-        match self.output("label").map(|o| &o.data) {
+        match self.output(moat_wire::params::OUTPUT_LABEL).map(|o| &o.data) {
             Some(TensorData::I64(v)) => {
                 v.iter().map(|&l| usize::try_from(l).map_err(|_| protocol(format!("negative label {l}")))).collect()
             }

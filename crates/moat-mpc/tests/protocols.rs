@@ -458,7 +458,7 @@ fn max_pool_equals_the_plaintext_kernel() -> Result<()> {
                 move |s, ch| protocols::max_pool(s, ch, &x1, &w1),
             )?;
             assert_eq!(reconstruct(&r0.out, &r1.out)?, want, "ℓ={} {win:?}", fp.ring_bits());
-            let plan = protocols::maxpool::Plan::new(&windows, n)?;
+            let plan = protocols::maxpool::MaxTree::new(&windows, n)?;
             let pred = cost::max_pool(&plan, fp, &Config::default());
             assert_counters("max_pool P0", r0.counters, pred.p0);
             assert_counters("max_pool P1", r1.counters, pred.p1);
@@ -600,7 +600,7 @@ fn documented_costs_hold() {
         / cost::truncate(n, fp, 12, &c).bytes_total() as f64;
     assert!((0.3..0.35).contains(&ratio), "{ratio}");
     let disjoint: Vec<Vec<usize>> = (0..n).map(|w| (4 * w..4 * w + 4).collect()).collect();
-    if let Ok(plan) = protocols::maxpool::Plan::new(&disjoint, 4 * n) {
+    if let Ok(plan) = protocols::maxpool::MaxTree::new(&disjoint, 4 * n) {
         check("max_pool 2x2", cost::max_pool(&plan, fp, &c), n, 2625.0..2632.0, (8, 11));
     } else {
         panic!("disjoint windows rejected");
@@ -626,12 +626,12 @@ fn cost_table() {
     println!("millionaire36 {:?}", per(cost::millionaire(n, 36, 0, &c)));
     println!("mux {:?} b2a {:?}", per(cost::mux(n, fp)), per(cost::b2a(n, fp)));
     let disjoint: Vec<Vec<usize>> = (0..n).map(|w| (4 * w..4 * w + 4).collect()).collect();
-    if let Ok(plan) = protocols::maxpool::Plan::new(&disjoint, 4 * n) {
+    if let Ok(plan) = protocols::maxpool::MaxTree::new(&disjoint, 4 * n) {
         println!("maxpool2x2 {:?}", per(cost::max_pool(&plan, fp, &c)));
     }
     let win = Window { in_hw: [56, 56], kernel: [3, 3], stride: [2, 2], padding: [0; 4] };
     let windows = pool_windows(1, win);
-    if let Ok(plan) = protocols::maxpool::Plan::new(&windows, 56 * 56) {
+    if let Ok(plan) = protocols::maxpool::MaxTree::new(&windows, 56 * 56) {
         println!(
             "maxpool3x3s2 on 56x56: {:.2} comparisons per output",
             plan.comparisons() as f64 / windows.len() as f64

@@ -463,9 +463,9 @@ impl OutputKind {
     pub fn extra_name(self) -> &'static str {
         match self {
             OutputKind::Declared(_) => "",
-            OutputKind::Label => "label",
-            OutputKind::Logits => "logits",
-            OutputKind::Probabilities => "probabilities",
+            OutputKind::Label => moat_wire::params::OUTPUT_LABEL,
+            OutputKind::Logits => moat_wire::params::OUTPUT_LOGITS,
+            OutputKind::Probabilities => moat_wire::params::OUTPUT_PROBABILITIES,
         }
     }
 

@@ -15,3 +15,11 @@ pub const SPEC_MET: &str = "spec_met";
 pub const MODEL_COMMITMENT: &str = "model_commitment";
 /// Metadata: the most samples one request may carry.
 pub const MAX_BATCH_SIZE: &str = "max_batch_size";
+
+/// Output: the predicted label (INT64 `[N]`), which moat's server adds beside a model's
+/// declared outputs.
+pub const OUTPUT_LABEL: &str = "label";
+/// Output: the logits (FP32 `[N, K]`), added beside a model's declared outputs.
+pub const OUTPUT_LOGITS: &str = "logits";
+/// Output: the softmax of the logits (FP32 `[N, K]`), added beside a model's declared outputs.
+pub const OUTPUT_PROBABILITIES: &str = "probabilities";

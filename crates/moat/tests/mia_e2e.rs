@@ -1,13 +1,15 @@
 //! `moat attack mia` as a user runs it, on the embedded digits: a leaky victim trained on a
 //! member subset by `moat train`, every attack against its float and simulated two-party
 //! outputs, the report, the exported scores and the ROC plots — and scikit-learn recomputing
-//! the AUC and TPR@FPR from the exported scores to 1e-9.
+//! the AUC and TPR@FPR from the exported scores to 1e-9. The same victim served by the real
+//! `moat serve` is attacked through HTTP, on its probabilities and on its labels only.
 //!
 //! The scikit-learn check needs `python3` with numpy and scikit-learn. In CI (`CI=true`, where
 //! `.ci/run` installs them) it fails without them; elsewhere it prints a notice and skips that
 //! part.
 
 mod secure_util;
+mod serve_util;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -142,5 +144,67 @@ fn mia_rejects_a_victim_that_is_not_a_class_vector_before_querying() -> TestResu
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("outputs 3 values") && stderr.contains("10 classes"), "{stderr}");
+    Ok(())
+}
+
+/// Runs `moat attack mia VICTIM --dataset digits --url URL --name victim ARGS…`.
+fn attack_service(victim: &Path, url: &str, args: &[&str]) -> std::io::Result<std::process::Output> {
+    moat()
+        .args(["attack", "mia"])
+        .arg(victim)
+        .args(["--dataset", "digits", "--url", url, "--name", "victim", "--members", "100", "--non-members", "100"])
+        .args(["--seed", "4", "--quiet", "--json"])
+        .args(args)
+        .output()
+}
+
+#[test]
+fn mia_through_the_http_service_matches_the_local_model() -> TestResult {
+    let dir = scratch("http")?;
+    let trained = leaky_victim(&dir)?;
+    let version = dir.join("repo").join("victim").join("1");
+    std::fs::create_dir_all(&version)?;
+    let victim = version.join("model.onnx");
+    std::fs::copy(&trained, &victim)?;
+    let card = moat_nn::card::ModelCard::path_for(&trained);
+    std::fs::copy(&card, moat_nn::card::ModelCard::path_for(&victim))?;
+    let server = serve_util::ServerProcess::start(&dir.join("repo"), &[])?;
+
+    // The service's probabilities leak as much as the local float model's (the same weights;
+    // the service computes the softmax in f32).
+    let out = attack_service(&victim, &server.url, &["--outputs", "float,http", "--attacks", "loss,confidence,gap"])?;
+    assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stderr), server.log());
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let outputs = report["outputs"].as_array().ok_or("no outputs")?;
+    assert_eq!(outputs.iter().map(|o| o["output"].as_str()).collect::<Vec<_>>(), [Some("float"), Some("http")]);
+    // loss and confidence ask the 200 targets' probabilities, gap their labels.
+    assert_eq!(outputs[1]["queries"], 400, "{report}");
+    let auc = |o: &serde_json::Value, attack: &str| {
+        o["attacks"].as_array().and_then(|a| a.iter().find(|r| r["attack"] == attack)).and_then(|r| r["auc"].as_f64())
+    };
+    for attack in ["loss", "confidence", "gap"] {
+        let (local, served) = (auc(&outputs[0], attack).ok_or(attack)?, auc(&outputs[1], attack).ok_or(attack)?);
+        assert!((local - served).abs() < 0.01, "{attack}: local {local}, served {served}");
+    }
+    assert!(auc(&outputs[1], "loss").is_some_and(|a| a > 0.55), "{report}");
+
+    // Labels only: the label-only attack runs; one that needs probabilities is refused before
+    // any query, naming what the victim reveals.
+    let out = attack_service(&victim, &server.url, &["--outputs", "http-label", "--attacks", "gap"])?;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let labels: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(auc(&labels["outputs"][0], "gap"), auc(&outputs[1], "gap"), "{labels}");
+    let out = attack_service(&victim, &server.url, &["--outputs", "http-label", "--attacks", "loss"])?;
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("reveals Label only"), "{stderr}");
+
+    // A service that cannot be reached is a service failure, not a refusal.
+    drop(server);
+    let out = attack_service(&victim, "http://127.0.0.1:9", &["--outputs", "http", "--attacks", "loss"])?;
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("the service failed") && !stderr.contains("the service refused"), "{stderr}");
+    std::fs::remove_dir_all(&dir).ok();
     Ok(())
 }

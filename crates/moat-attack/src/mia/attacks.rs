@@ -20,7 +20,8 @@ use serde::{Deserialize, Serialize};
 use super::error::{Result, invalid};
 use super::reference::References;
 use super::signals;
-use super::victim::Victim;
+use crate::victim::{Victim, VictimError};
+use moat_mpc::engine::Reveal;
 use moat_nn::data::Dataset;
 
 /// One membership-inference attack.
@@ -278,7 +279,7 @@ pub fn rmia_scores(
 fn shadow_features(p: &[f64], y: usize) -> Vec<f64> {
     let mut sorted = p.to_vec();
     sorted.sort_by(|a, b| b.total_cmp(a));
-    let correct = if super::victim::argmax(p) == y { 1.0 } else { 0.0 };
+    let correct = if crate::victim::argmax(p) == y { 1.0 } else { 0.0 };
     sorted.extend([p[y], signals::loss(p, y).min(50.0) / 10.0, correct]);
     sorted
 }
@@ -420,6 +421,20 @@ pub struct AttackScores {
     pub scores: Vec<f64>,
 }
 
+/// Checks that `victim` reveals what `attacks` need (probabilities, unless every attack is
+/// label-only), before any query.
+pub fn check_reveals(victim: &dyn Victim, attacks: &[Attack]) -> Result<()> {
+    match attacks.iter().find(|a| !a.label_only()) {
+        Some(a) if !victim.reveals().permits(Reveal::Probabilities) => Err(VictimError::NotRevealed {
+            victim: format!("{} (label-only attacks: gap, robustness; asked '{}')", victim.name(), a.name()),
+            reveals: victim.reveals(),
+            asked: Reveal::Probabilities,
+        }
+        .into()),
+        _ => Ok(()),
+    }
+}
+
 /// Runs `attacks` against `victim`: queries it on the pool's targets (samples `0..targets`)
 /// and, for RMIA, on the population (the rest of the pool), once, and scores every attack.
 /// `references` must cover the same pool when an attack needs them.
@@ -435,11 +450,13 @@ pub fn run(
         return Err(invalid(format!("{targets} targets in a pool of {}", pool.len())));
     }
     if victim.classes() != pool.classes {
-        return Err(super::MiaError::NotClassVector {
+        return Err(VictimError::NotClassVector {
             victim: victim.name(),
             detail: format!("{} classes, the dataset has {}", victim.classes(), pool.classes),
-        });
+        }
+        .into());
     }
+    check_reveals(victim, attacks)?;
     if let Some(a) = attacks.iter().find(|a| a.needs_references()) {
         match references {
             None => return Err(invalid(format!("'{}' needs reference models", a.name()))),
@@ -598,7 +615,7 @@ mod tests {
             fn classes(&self) -> usize {
                 2
             }
-            fn probabilities(&mut self, inputs: &[&[f32]]) -> Result<Vec<Vec<f64>>> {
+            fn probabilities(&mut self, inputs: &[&[f32]]) -> crate::victim::Result<Vec<Vec<f64>>> {
                 self.0 += inputs.len();
                 Ok(vec![vec![0.5, 0.5]; inputs.len()])
             }

@@ -1,13 +1,14 @@
 //! Membership inference: does a model's answer on `x` betray that `x` was in its training set?
 //!
 //! The attacks see only what a client of the service sees — a probability vector per query
-//! ([`Victim`]), or only the label — plus data of their own and reference (shadow) models they
+//! ([`crate::victim::Victim`]), or only the label — plus data of their own and reference (shadow) models they
 //! train themselves on it ([`reference`]). Each attack turns observations into one score per
 //! target sample, higher meaning "member"; [`metrics`] reads the scores against the ground truth
 //! (member = positive) and exports them so anyone can recompute the figures.
 //!
 //! ```
-//! use moat_attack::mia::{Attack, MiaConfig, Metrics, run, victim::FloatVictim};
+//! use moat_attack::mia::{Attack, MiaConfig, Metrics, run};
+//! use moat_attack::victim::FloatVictim;
 //! use std::sync::Arc;
 //!
 //! let digits = moat_nn::data::load("digits", None, 0)?;
@@ -25,13 +26,9 @@ pub mod attacks;
 pub mod error;
 pub mod metrics;
 pub mod reference;
-pub mod session;
 pub mod signals;
-pub mod victim;
 
-pub use attacks::{Attack, AttackScores, MiaConfig, run};
+pub use attacks::{Attack, AttackScores, MiaConfig, check_reveals, run};
 pub use error::{MiaError, Result};
 pub use metrics::{Metrics, RocPoint, ScoreTable};
 pub use reference::{ReferenceTrainer, References};
-pub use session::SessionVictim;
-pub use victim::{FixedVictim, FloatVictim, SimulatedVictim, Victim};

@@ -15,8 +15,8 @@ use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha20Rng;
 
-use super::error::{MiaError, Result, invalid};
-use super::victim::Victim;
+use super::error::{Result, invalid};
+use crate::victim::{Victim, VictimError};
 use moat_nn::data::Dataset;
 
 /// Trains one reference model.
@@ -73,10 +73,11 @@ impl References {
             let half = pool.subset(format!("{}-ref{k}", pool.name), &indices)?;
             let mut model = trainer.train(k, &half)?;
             if model.classes() != pool.classes {
-                return Err(MiaError::NotClassVector {
+                return Err(VictimError::NotClassVector {
                     victim: format!("reference model {k}"),
                     detail: format!("{} classes, the pool has {}", model.classes(), pool.classes),
-                });
+                }
+                .into());
             }
             probabilities.push(model.probabilities(&inputs)?);
             done(k);

@@ -57,7 +57,7 @@ use crate::engine::layer::{
     LayerSite, clip_layer, label_layer, leaky_relu_layer, max_pool_layer, relu_layer, tamper_share,
 };
 use crate::error::{MpcError, Result};
-use crate::he::encoding::Plan;
+use crate::he::encoding::Packing;
 use crate::he::linear::{HeClient, HeServer, ServerLayer, shape_of};
 use crate::he::params::HeParams;
 use crate::protocols::session::Session;
@@ -350,7 +350,7 @@ pub struct ClientSession {
     layout: Layout,
     session: Session,
     he: HeClient,
-    plans: Vec<Option<Plan>>,
+    plans: Vec<Option<Packing>>,
     hello: Hello,
     /// The client's half of the server's SIGuard, from the hello.
     guard: Option<SiGuard>,
@@ -501,7 +501,7 @@ impl LinearParty for Party0<'_> {
 
 struct Party1<'a> {
     he: &'a mut HeClient,
-    plans: &'a [Option<Plan>],
+    plans: &'a [Option<Packing>],
 }
 
 impl LinearParty for Party1<'_> {

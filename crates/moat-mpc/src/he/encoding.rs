@@ -1,9 +1,9 @@
 //! Cheetah-style coefficient encoding of linear layers: which share values go into which
 //! polynomial coefficients, which weight polynomials multiply them, and where the outputs land.
 //!
-//! Everything here is plaintext, integer-exact and independent of the encryption: a [`Plan`]
+//! Everything here is plaintext, integer-exact and independent of the encryption: a [`Packing`]
 //! is a pure function of the layer's public [`LinearShape`] and the ring degree N (both parties
-//! build the same plan), and [`Plan::evaluate_plain`] runs the plan with plain negacyclic
+//! build the same plan), and [`Packing::evaluate_plain`] runs the plan with plain negacyclic
 //! products over Z_2^ℓ, which the tests hold bit for bit to [`LinearShape::apply`] — the
 //! `moat_nn::kernels` semantics that `QuantizedGraph::linear` uses.
 //!
@@ -174,7 +174,7 @@ impl LinearShape {
 /// Sizes the plan search weighs: ring degree and the bytes of one query and one response
 /// ciphertext (without its per-output coefficients, which every plan sends equally).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PlanCosts {
+pub struct PackingCosts {
     /// Ring degree N.
     pub degree: usize,
     /// Bytes of one query ciphertext.
@@ -321,7 +321,7 @@ enum Layout {
 
 /// How one linear layer maps onto polynomial products (see the module documentation).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Plan {
+pub struct Packing {
     shape: LinearShape,
     degree: usize,
     layout: Layout,
@@ -330,12 +330,12 @@ pub struct Plan {
     groups: Vec<Group>,
 }
 
-impl Plan {
+impl Packing {
     /// The cheapest plan for `shape` under `costs` (deterministic: both parties get the same).
-    pub fn new(shape: LinearShape, costs: &PlanCosts) -> Result<Self> {
+    pub fn new(shape: LinearShape, costs: &PackingCosts) -> Result<Self> {
         let n = costs.degree;
         if !n.is_power_of_two() || n < 8 || n > u32::MAX as usize {
-            return Err(MpcError::invalid("Plan::new", format!("degree {n} is not a power of two ≥ 8")));
+            return Err(MpcError::invalid("Packing::new", format!("degree {n} is not a power of two ≥ 8")));
         }
         let layout = match shape {
             LinearShape::Conv2d { in_channels, out_channels, window } => {
@@ -411,7 +411,7 @@ impl Plan {
     pub fn encode_input(&self, input: &[u64], fp: FixedPoint) -> Result<Vec<Vec<u64>>> {
         if input.len() != self.shape.input_len() {
             return Err(MpcError::invalid(
-                "Plan::encode_input",
+                "Packing::encode_input",
                 format!("{} values, the layer takes {}", input.len(), self.shape.input_len()),
             ));
         }
@@ -558,9 +558,9 @@ fn conv_layout(
     out_channels: usize,
     window: Window,
     depthwise: bool,
-    costs: &PlanCosts,
+    costs: &PackingCosts,
 ) -> Result<ConvLayout> {
-    const CTX: &str = "Plan (convolution)";
+    const CTX: &str = "Packing (convolution)";
     let n = costs.degree;
     let [h, w] = window.in_hw;
     let [kh, kw] = window.kernel;
@@ -694,10 +694,15 @@ fn conv_group(l: &ConvLayout, first: usize, count: usize, depthwise_chunk: usize
     Group { weights, outputs }
 }
 
-fn dense_layout(inputs: usize, outputs: usize, channel_sum: Option<usize>, costs: &PlanCosts) -> Result<DenseLayout> {
+fn dense_layout(
+    inputs: usize,
+    outputs: usize,
+    channel_sum: Option<usize>,
+    costs: &PackingCosts,
+) -> Result<DenseLayout> {
     let n = costs.degree;
     if inputs == 0 || outputs == 0 {
-        return Err(MpcError::invalid("Plan (dense)", format!("degenerate shape {outputs}×{inputs}")));
+        return Err(MpcError::invalid("Packing (dense)", format!("degenerate shape {outputs}×{inputs}")));
     }
     let mut best: Option<((usize, usize, usize), DenseLayout)> = None;
     for ni in 1..=inputs.min(n) {
@@ -714,7 +719,7 @@ fn dense_layout(inputs: usize, outputs: usize, channel_sum: Option<usize>, costs
             best = Some((key, layout));
         }
     }
-    best.map(|(_, l)| l).ok_or_else(|| MpcError::invalid("Plan (dense)", "no tiling"))
+    best.map(|(_, l)| l).ok_or_else(|| MpcError::invalid("Packing (dense)", "no tiling"))
 }
 
 fn dense_polys(l: &DenseLayout) -> (Vec<Vec<(u32, u32)>>, Vec<Group>) {
@@ -748,9 +753,9 @@ mod tests {
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha20Rng;
 
-    fn costs(degree: usize) -> PlanCosts {
+    fn costs(degree: usize) -> PackingCosts {
         // The ratio of the default parameters (55.8 KB query, 25 KB response at N = 4096).
-        PlanCosts { degree, query_bytes: degree * 109 / 8 + 32, response_bytes: degree * 49 / 8 }
+        PackingCosts { degree, query_bytes: degree * 109 / 8 + 32, response_bytes: degree * 49 / 8 }
     }
 
     /// Random ring values with the extremes (0, 1, 2^ℓ − 1, ±2^(f+4)) mixed in.
@@ -759,10 +764,10 @@ mod tests {
         (0..n).map(|i| if i % 7 == 0 { extremes[(i / 7) % extremes.len()] } else { fp.reduce(rng.random()) }).collect()
     }
 
-    fn check(shape: LinearShape, degree: usize, seed: u64) -> Result<Plan> {
+    fn check(shape: LinearShape, degree: usize, seed: u64) -> Result<Packing> {
         let fp = FixedPoint::default();
         let mut rng = ChaCha20Rng::seed_from_u64(seed);
-        let plan = Plan::new(shape, &costs(degree))?;
+        let plan = Packing::new(shape, &costs(degree))?;
         let x = ring_values(fp, shape.input_len(), &mut rng);
         let w = ring_values(fp, shape.weight_len(), &mut rng);
         assert_eq!(plan.evaluate_plain(&x, &w, fp)?, shape.apply(&x, &w, fp)?, "{shape:?} N={degree}");
@@ -798,7 +803,7 @@ mod tests {
         for (i, &(c, o, h, w, k, s, p)) in cases.iter().enumerate() {
             let shape = LinearShape::Conv2d { in_channels: c, out_channels: o, window: window([h, w], k, s, p) };
             for degree in [64, 256, 1024] {
-                if Plan::new(shape, &costs(degree)).is_ok() {
+                if Packing::new(shape, &costs(degree)).is_ok() {
                     check(shape, degree, i as u64)?;
                 }
             }
@@ -870,11 +875,11 @@ mod tests {
         // 3×3 conv 32×32×64 → 64, N = 4096: whole-image blocks of 3 channels.
         let shape =
             LinearShape::Conv2d { in_channels: 64, out_channels: 64, window: window([32, 32], [3, 3], [1, 1], [1; 4]) };
-        let plan = Plan::new(shape, &costs(4096))?;
+        let plan = Packing::new(shape, &costs(4096))?;
         assert_eq!(plan.conv_block(), Some([3, 34, 34, 1]));
         assert_eq!((plan.input_polys(), plan.output_polys()), (22, 64));
         // FC 2048 → 1000.
-        let plan = Plan::new(LinearShape::Dense { inputs: 2048, outputs: 1000 }, &costs(4096))?;
+        let plan = Packing::new(LinearShape::Dense { inputs: 2048, outputs: 1000 }, &costs(4096))?;
         assert!(plan.input_polys() + plan.output_polys() <= 50, "{:?}", plan.dense_tile());
         Ok(())
     }
@@ -882,11 +887,13 @@ mod tests {
     #[test]
     fn degenerate_shapes_are_errors() {
         let c = costs(64);
-        assert!(Plan::new(LinearShape::Dense { inputs: 0, outputs: 3 }, &c).is_err());
+        assert!(Packing::new(LinearShape::Dense { inputs: 0, outputs: 3 }, &c).is_err());
         let big =
             LinearShape::Conv2d { in_channels: 1, out_channels: 1, window: window([20, 20], [9, 9], [1, 1], [0; 4]) };
-        assert!(Plan::new(big, &c).is_err(), "a 9×9 kernel does not fit N = 64");
-        assert!(Plan::new(LinearShape::Dense { inputs: 3, outputs: 3 }, &PlanCosts { degree: 100, ..c }).is_err());
+        assert!(Packing::new(big, &c).is_err(), "a 9×9 kernel does not fit N = 64");
+        assert!(
+            Packing::new(LinearShape::Dense { inputs: 3, outputs: 3 }, &PackingCosts { degree: 100, ..c }).is_err()
+        );
         let shape = LinearShape::Dense { inputs: 3, outputs: 2 };
         assert!(shape.apply(&[1, 2], &[0; 6], FixedPoint::default()).is_err());
     }
@@ -908,7 +915,7 @@ mod tests {
                 LinearShape::Conv2d { in_channels: c, out_channels: o, window: win }
             };
             let degree = 1usize << log_n;
-            prop_assume!(Plan::new(shape, &costs(degree)).is_ok());
+            prop_assume!(Packing::new(shape, &costs(degree)).is_ok());
             prop_assert!(check(shape, degree, seed).is_ok());
         }
     }

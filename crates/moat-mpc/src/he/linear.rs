@@ -2,18 +2,18 @@
 //!
 //! **Inputs.** The server `P0` holds the layer's weights and bias ([`ServerLayer`]) and its
 //! share `x₀`; the client `P1` holds its share `x₁` and the BFV secret key. Both know the
-//! layer's public [`LinearShape`] and build the same [`Plan`].
+//! layer's public [`LinearShape`] and build the same [`Packing`].
 //!
 //! **Protocol** (one round trip per layer, after a one-time key setup):
 //!
 //! 1. setup, once per session: the client sends its public key ([`HeClient::setup`],
 //!    [`HeServer::setup`]; 55.8 KB at N = 4096);
 //! 2. client → server: the encryptions of its share, one seeded ciphertext per input
-//!    polynomial of the plan (one frame, [`Plan::input_polys`] × [`HeParams::query_bytes`]);
+//!    polynomial of the plan (one frame, [`Packing::input_polys`] × [`HeParams::query_bytes`]);
 //! 3. server: per output polynomial, `Σ ct·ŵ` minus a fresh uniform mask `r`, re-randomised by
 //!    a public-key encryption of zero, flooded with noise of `flood_bits` bits, switched to the
 //!    first prime and compressed ([`super::cipher::respond`]); one frame back
-//!    ([`Plan::output_polys`] × [`HeParams::response_bytes`]);
+//!    ([`Packing::output_polys`] × [`HeParams::response_bytes`]);
 //! 4. the client decrypts its share `y₁ = L(x₁) − r mod 2^ℓ`; the server's share is
 //!    `y₀ = L(x₀) + b + r mod 2^ℓ`, so `y₀ + y₁ = L(x) + b`: exactly
 //!    `QuantizedGraph::linear(index, x, true)` (before truncation).
@@ -26,7 +26,7 @@
 //! flooding; coefficients that carry no output are not sent at all. Semi-honest security.
 //!
 //! **Work.** The client encrypts and decrypts; the server encodes the weight polynomials (one
-//! NTT per prime each) and computes [`Plan::products`] NTT-domain multiply-accumulates. Both
+//! NTT per prime each) and computes [`Packing::products`] NTT-domain multiply-accumulates. Both
 //! sides spread ciphertexts over the rayon pool; randomness is drawn per ciphertext from seeds
 //! taken in order from the party's RNG, so the results do not depend on the scheduling.
 
@@ -38,25 +38,25 @@ use rand_chacha::ChaCha20Rng;
 use rayon::prelude::*;
 
 use super::cipher::{PublicKey, QueryCiphertext, SecretKey, WeightPoly, respond};
-use super::encoding::{Group, LinearShape, Plan, PlanCosts};
+use super::encoding::{Group, LinearShape, Packing, PackingCosts};
 use super::params::{HeParams, MIN_FLOOD_SECURITY};
 use crate::error::{MpcError, Result};
 use crate::transport::Channel;
 
 impl HeParams {
     /// The sizes the plan search weighs for these parameters.
-    pub fn plan_costs(&self) -> PlanCosts {
-        PlanCosts { degree: self.degree(), query_bytes: self.query_bytes(), response_bytes: self.response_bytes(0) }
+    pub fn plan_costs(&self) -> PackingCosts {
+        PackingCosts { degree: self.degree(), query_bytes: self.query_bytes(), response_bytes: self.response_bytes(0) }
     }
 
     /// The plan of `shape` under these parameters (both parties call this).
-    pub fn plan(&self, shape: LinearShape) -> Result<Plan> {
-        Plan::new(shape, &self.plan_costs())
+    pub fn plan(&self, shape: LinearShape) -> Result<Packing> {
+        Packing::new(shape, &self.plan_costs())
     }
 }
 
 /// Predicted traffic of one layer: `(client → server, server → client)` payload bytes.
-pub fn predicted_bytes(params: &HeParams, plan: &Plan) -> (usize, usize) {
+pub fn predicted_bytes(params: &HeParams, plan: &Packing) -> (usize, usize) {
     let up = plan.input_polys() * params.query_bytes();
     let down = plan.groups().iter().flat_map(|g| &g.outputs).map(|o| params.response_bytes(o.coefficients.len())).sum();
     (up, down)
@@ -140,7 +140,7 @@ fn block_diagonal(weight: &[u64], channels: usize, outputs: usize, groups: usize
 /// The server's side of one linear layer: shape, plan, ring weights and bias.
 #[derive(Clone)]
 pub struct ServerLayer {
-    plan: Plan,
+    plan: Packing,
     weights: Vec<u64>,
     bias: Vec<u64>,
     fixed: FixedPoint,
@@ -254,7 +254,7 @@ impl ServerLayer {
     }
 
     /// The plan (public).
-    pub fn plan(&self) -> &Plan {
+    pub fn plan(&self) -> &Packing {
         &self.plan
     }
 
@@ -309,13 +309,13 @@ impl HeClient {
     }
 
     /// One linear layer: sends the encryption of the share `x1`, returns `y₁ = L(x₁) − r`.
-    pub fn linear(&mut self, channel: &mut dyn Channel, plan: &Plan, x1: &[u64]) -> Result<Vec<u64>> {
+    pub fn linear(&mut self, channel: &mut dyn Channel, plan: &Packing, x1: &[u64]) -> Result<Vec<u64>> {
         self.send_query(channel, plan, x1)?;
         self.receive_response(channel, plan)
     }
 
     /// Step 2: the query (one frame).
-    pub fn send_query(&mut self, channel: &mut dyn Channel, plan: &Plan, x1: &[u64]) -> Result<()> {
+    pub fn send_query(&mut self, channel: &mut dyn Channel, plan: &Packing, x1: &[u64]) -> Result<()> {
         let params = self.key.params();
         check_degree(params, plan)?;
         let polys = plan.encode_input(x1, params.fixed_point())?;
@@ -332,7 +332,7 @@ impl HeClient {
     }
 
     /// Step 4: decrypts the response into `y₁`.
-    pub fn receive_response(&mut self, channel: &mut dyn Channel, plan: &Plan) -> Result<Vec<u64>> {
+    pub fn receive_response(&mut self, channel: &mut dyn Channel, plan: &Packing) -> Result<Vec<u64>> {
         let params = self.key.params();
         let bytes = channel.recv()?;
         let outputs: Vec<_> = plan.groups().iter().flat_map(|g| &g.outputs).collect();
@@ -471,12 +471,12 @@ fn child_seed(rng: &mut ChaCha20Rng) -> [u8; 32] {
 }
 
 /// The weight polynomials of one group, NTT form.
-fn encode_weights(params: &HeParams, plan: &Plan, group: &Group, weights: &[u64]) -> Result<Vec<WeightPoly>> {
+fn encode_weights(params: &HeParams, plan: &Packing, group: &Group, weights: &[u64]) -> Result<Vec<WeightPoly>> {
     let fp = params.fixed_point();
     group.weights.iter().map(|&k| WeightPoly::new(params, &plan.weight_poly(k, weights, fp))).collect()
 }
 
-fn check_degree(params: &HeParams, plan: &Plan) -> Result<()> {
+fn check_degree(params: &HeParams, plan: &Packing) -> Result<()> {
     if plan.degree() != params.degree() {
         return Err(MpcError::invalid(
             "he::linear",

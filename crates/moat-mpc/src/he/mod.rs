@@ -39,7 +39,7 @@
 //! ## Modules
 //!
 //! * [`params`] — vetted parameter sets, their security level and noise budget;
-//! * [`encoding`] — the coefficient encodings ([`Plan`]) and their plaintext model;
+//! * [`encoding`] — the coefficient encodings ([`Packing`]) and their plaintext model;
 //! * [`cipher`] — keys, encryption, the server's response (re-randomisation, flooding,
 //!   modulus switch, compression), decryption; the wire format;
 //! * [`linear`] — the per-party protocol over a [`crate::transport::Channel`].
@@ -72,6 +72,6 @@ pub mod linear;
 pub mod params;
 
 pub use cipher::{PublicKey, SecretKey};
-pub use encoding::{LinearShape, Plan, PlanCosts};
+pub use encoding::{LinearShape, Packing, PackingCosts};
 pub use linear::{HeClient, HeServer, ServerLayer, predicted_bytes, shape_of};
 pub use params::HeParams;

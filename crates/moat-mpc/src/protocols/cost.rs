@@ -239,8 +239,8 @@ pub fn truncate_nonnegative(n: usize, fp: FixedPoint, shift: u32, config: &Confi
     m.predict()
 }
 
-/// [`super::maxpool::max_pool`] by its [`Plan`](super::maxpool::Plan): one ReLU batch per level.
-pub fn max_pool(plan: &super::maxpool::Plan, fp: FixedPoint, config: &Config) -> Prediction {
+/// [`super::maxpool::max_pool`] by its [`MaxTree`](super::maxpool::MaxTree): one ReLU batch per level.
+pub fn max_pool(plan: &super::maxpool::MaxTree, fp: FixedPoint, config: &Config) -> Prediction {
     let mut m = Model::default();
     for level in &plan.levels {
         m.relu(level.len(), fp, config);

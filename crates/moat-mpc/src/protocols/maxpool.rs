@@ -6,7 +6,7 @@
 //!
 //! **How.** A max over shared values is `max(a, b) = b + ReLU(a − b)`
 //! ([`super::relu`](mod@super::relu), exact). The layer's windows are first turned into a
-//! [`Plan`] of pairwise maxima that overlapping windows *share*:
+//! [`MaxTree`] of pairwise maxima that overlapping windows *share*:
 //!
 //! 1. each window is split into runs of consecutive input indices (the rows of a 2-D window,
 //!    row-major); each run is reduced by a balanced tournament;
@@ -26,7 +26,7 @@
 //!
 //! **Learns:** nothing beyond its uniformly random output shares (the plan depends only on
 //! the public window shapes).
-//! **Cost:** [`Plan::comparisons`] ReLUs; [`super::cost::max_pool`] predicts the bytes.
+//! **Cost:** [`MaxTree::comparisons`] ReLUs; [`super::cost::max_pool`] predicts the bytes.
 
 use std::collections::HashMap;
 
@@ -39,7 +39,7 @@ use crate::transport::Channel;
 
 /// The pairwise maxima of a pooling layer, by depth (see the module doc).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Plan {
+pub struct MaxTree {
     /// `levels[d]` = the maxima of depth `d + 1`: operand node pairs; node `i < inputs` is
     /// input `i`, node `inputs + j` is the `j`-th max in level order.
     pub levels: Vec<Vec<(usize, usize)>>,
@@ -49,7 +49,7 @@ pub struct Plan {
     pub inputs: usize,
 }
 
-impl Plan {
+impl MaxTree {
     /// The plan of `windows` over `inputs` values; indices must be `< inputs`.
     pub fn new(windows: &[Vec<usize>], inputs: usize) -> Result<Self> {
         // Nodes get provisional ids while building (depth is known only per operand pair).
@@ -123,7 +123,7 @@ fn tournament(mut list: Vec<usize>, max: &mut dyn FnMut(usize, usize) -> usize) 
 pub fn max_pool(s: &mut Session, ch: &mut dyn Channel, x: &AShare, windows: &[Vec<usize>]) -> Result<AShare> {
     check_ring(s, x, "max_pool")?;
     let fp = x.fixed_point();
-    let plan = Plan::new(windows, x.len())?;
+    let plan = MaxTree::new(windows, x.len())?;
     let mut nodes: Vec<u64> = Vec::with_capacity(x.len() + plan.comparisons());
     nodes.extend_from_slice(x.values());
     for level in &plan.levels {
@@ -146,7 +146,7 @@ mod tests {
         // 3×3 stride 2 on 1×16×16.
         let win = Window { in_hw: [16, 16], kernel: [3, 3], stride: [2, 2], padding: [0; 4] };
         let windows = pool_windows(1, win);
-        let plan = Plan::new(&windows, 256)?;
+        let plan = MaxTree::new(&windows, 256)?;
         assert_eq!(plan.levels.len(), 4);
         let per_output = plan.comparisons() as f64 / windows.len() as f64;
         assert!(per_output < 6.5, "{per_output} comparisons per output");
@@ -164,8 +164,8 @@ mod tests {
         // Disjoint 2×2 windows: 3 per output.
         let win = Window { in_hw: [8, 8], kernel: [2, 2], stride: [2, 2], padding: [0; 4] };
         let windows = pool_windows(2, win);
-        assert_eq!(Plan::new(&windows, 128)?.comparisons(), 3 * windows.len());
-        assert!(Plan::new(&[vec![0, 5]], 5).is_err());
+        assert_eq!(MaxTree::new(&windows, 128)?.comparisons(), 3 * windows.len());
+        assert!(MaxTree::new(&[vec![0, 5]], 5).is_err());
         Ok(())
     }
 }

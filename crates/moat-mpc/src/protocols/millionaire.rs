@@ -122,7 +122,7 @@ struct Op {
 
 /// Chunks and combining tree of one comparison shape.
 #[derive(Clone, Debug)]
-struct Plan {
+struct ChunkTree {
     /// Chunk widths, least significant first (leaf `j` is node `j`).
     widths: Vec<u32>,
     offsets: Vec<u32>,
@@ -133,7 +133,7 @@ struct Plan {
     nodes: usize,
 }
 
-impl Plan {
+impl ChunkTree {
     /// Random OTs of the leaf layer for `n` comparisons: one per input bit of every chunk.
     fn leaf_ot_bits(&self, n: usize) -> usize {
         self.widths.iter().map(|&w| n * (w as usize)).sum()
@@ -198,13 +198,13 @@ fn subtree(ops: &mut Vec<Op>, nodes: &mut usize, mut list: Vec<usize>) -> (Optio
 
 /// Number of chunks, combinations and tree levels of a comparison (for cost predictions).
 pub(crate) fn shape(bits: u32, low_bits: u32, k: u32) -> (usize, usize, usize) {
-    let plan = Plan::new(bits, low_bits, k);
+    let plan = ChunkTree::new(bits, low_bits, k);
     (plan.widths.len(), plan.ops.len(), plan.levels)
 }
 
 /// Planes each party opens per tree level (2 per combination, 3 where `eq` is needed).
 pub(crate) fn opened_planes_per_level(bits: u32, low_bits: u32, k: u32) -> Vec<usize> {
-    let plan = Plan::new(bits, low_bits, k);
+    let plan = ChunkTree::new(bits, low_bits, k);
     let mut per_level = vec![0; plan.levels];
     for op in &plan.ops {
         per_level[op.level] += 2 + op.need_eq as usize;
@@ -214,7 +214,7 @@ pub(crate) fn opened_planes_per_level(bits: u32, low_bits: u32, k: u32) -> Vec<u
 
 /// Leaf table bits per comparison: `Σ_j 2^(w_j + 1)`.
 pub(crate) fn table_bits(bits: u32, low_bits: u32, k: u32) -> usize {
-    Plan::new(bits, low_bits, k).widths.iter().map(|&w| 2usize << w).sum()
+    ChunkTree::new(bits, low_bits, k).widths.iter().map(|&w| 2usize << w).sum()
 }
 
 /// Positions `p < 2^(w+1)` whose index `p mod 2^w` has bit `t` clear (taken from key 0).
@@ -250,7 +250,7 @@ fn compare_batch(
     if n == 0 || bits == 0 {
         return Ok((zeros(), zeros()));
     }
-    let plan = Plan::new(bits, low_bits, s.config().chunk_bits);
+    let plan = ChunkTree::new(bits, low_bits, s.config().chunk_bits);
     let party = s.party();
     let chunks = plan.widths.len();
     let triple_count = plan.ops.len() * n;
@@ -320,7 +320,7 @@ fn leaf_tables(
     ot: &mut dyn crate::ot::OtSender,
     ch: &mut dyn Channel,
     input: &[u64],
-    plan: &Plan,
+    plan: &ChunkTree,
     shares: &Pads,
 ) -> Result<Vec<u64>> {
     let n = input.len();
@@ -373,7 +373,7 @@ impl LeafCursor {
 
     /// Folds one OT word into the current leaf; returns the leaf when it is complete.
     #[inline(always)]
-    fn absorb(&mut self, plan: &Plan, word: u128) -> Option<Leaf> {
+    fn absorb(&mut self, plan: &ChunkTree, word: u128) -> Option<Leaf> {
         let width = plan.widths[self.chunk];
         self.pad ^= word;
         self.bit += 1;
@@ -396,7 +396,12 @@ impl LeafCursor {
 type Pads = Vec<(Vec<u64>, Vec<u64>)>;
 
 /// `P1`: runs the leaf OTs as receiver with the bits of `y` as choices.
-fn leaf_pads(ot: &mut dyn crate::ot::OtReceiver, ch: &mut dyn Channel, input: &[u64], plan: &Plan) -> Result<Pads> {
+fn leaf_pads(
+    ot: &mut dyn crate::ot::OtReceiver,
+    ch: &mut dyn Channel,
+    input: &[u64],
+    plan: &ChunkTree,
+) -> Result<Pads> {
     let n = input.len();
     let total_bits = plan.leaf_ot_bits(n);
     let mut choices = BitWriter::with_capacity(total_bits);
@@ -425,7 +430,7 @@ fn leaf_pads(ot: &mut dyn crate::ot::OtReceiver, ch: &mut dyn Channel, input: &[
 /// `P1`: its leaf shares = its pads ⊕ the table entries it chose.
 fn unmask_leaves(
     input: &[u64],
-    plan: &Plan,
+    plan: &ChunkTree,
     table: &[u64],
     pads: Pads,
     gt: &mut [Option<Vec<u64>>],
@@ -454,25 +459,25 @@ mod tests {
 
     #[test]
     fn plans_cover_the_bits_and_need_eq_only_where_used() {
-        let p = Plan::new(36, 0, 4);
+        let p = ChunkTree::new(36, 0, 4);
         assert_eq!(p.widths, vec![4; 9]);
         assert_eq!(p.ops.len(), 8);
         assert_eq!(p.levels, 4);
         // The root's eq is never needed; the most significant leaf's is.
         assert!(!p.ops.last().is_some_and(|o| o.need_eq));
-        let p = Plan::new(37, 12, 4);
+        let p = ChunkTree::new(37, 12, 4);
         assert_eq!(p.widths, vec![4, 4, 4, 4, 4, 4, 4, 3, 3, 3]);
         assert_eq!(p.offsets[3], 12);
         assert_eq!(p.ops.len(), 9);
-        let p = Plan::new(37, 12, 6);
+        let p = ChunkTree::new(37, 12, 6);
         assert_eq!(p.widths, vec![6, 6, 5, 5, 5, 5, 5]);
         assert_eq!(p.offsets.last(), Some(&32));
         // Low subtree (3 leaves) depth 2, high (7 leaves) depth 3, then the join.
         assert_eq!(p.levels, 4);
         assert!(p.low_root.is_some() && p.root != p.low_root);
-        let p = Plan::new(5, 5, 4);
+        let p = ChunkTree::new(5, 5, 4);
         assert_eq!((p.widths.clone(), p.root, p.low_root), (vec![3, 2], Some(2), Some(2)));
-        let p = Plan::new(1, 0, 6);
+        let p = ChunkTree::new(1, 0, 6);
         assert_eq!((p.ops.len(), p.levels, p.root), (0, 0, Some(0)));
     }
 

@@ -129,8 +129,9 @@ async fn infer(state: SharedState, caller: Caller, target: Target, headers: Head
     .await
 }
 
-/// The model chosen for a request, and the task it was chosen for.
-pub(super) enum Plan {
+/// What a request's target resolved to: a model version, or a task whose selection policy
+/// picks one ([`charge_and_select`]).
+pub(super) enum Resolved {
     Model(Arc<ModelVersion>),
     Task(ResolvedTask),
 }
@@ -177,7 +178,7 @@ impl Charge<'_> {
 pub(super) fn charge_and_select<'p>(
     state: &'p SharedState,
     caller: &'p Caller,
-    plan: &'p Plan,
+    resolved: &'p Resolved,
     spec: Option<Spec>,
     amount: u64,
 ) -> Result<Selection<'p>, AppError> {
@@ -188,9 +189,9 @@ pub(super) fn charge_and_select<'p>(
         })?;
     }
     let charge = Charge { state, caller, amount };
-    let (model, task, spec_met) = match (plan, spec) {
-        (Plan::Model(m), _) => (Arc::clone(m), None, None),
-        (Plan::Task(t), Some(spec)) => {
+    let (model, task, spec_met) = match (resolved, spec) {
+        (Resolved::Model(m), _) => (Arc::clone(m), None, None),
+        (Resolved::Task(t), Some(spec)) => {
             let candidates = t.candidates();
             let Some(i) = state.select(&t.settings.policy, &candidates, &spec) else {
                 charge.refund();
@@ -201,7 +202,7 @@ pub(super) fn charge_and_select<'p>(
             };
             (Arc::clone(&t.members[i]), Some(t), Some(feasible(&candidates[i], &spec)))
         }
-        (Plan::Task(_), None) => {
+        (Resolved::Task(_), None) => {
             charge.refund();
             return Err(AppError::internal("task request without a spec"));
         }
@@ -209,17 +210,17 @@ pub(super) fn charge_and_select<'p>(
     Ok(Selection { model, task, spec_met, charge })
 }
 
-pub(super) fn plan(state: &SharedState, target: &Target) -> Result<Plan, AppError> {
+pub(super) fn resolve(state: &SharedState, target: &Target) -> Result<Resolved, AppError> {
     let task = |name: &str| {
         state.tasks.resolve(name, &state.repository).ok_or_else(|| AppError::NotFound(format!("unknown task '{name}'")))
     };
     match target {
-        Target::Task(name) => Ok(Plan::Task(task(name)?)),
+        Target::Task(name) => Ok(Resolved::Task(task(name)?)),
         Target::Model { name, version } => match state.repository.get(name, version.as_deref()) {
-            Ok(model) => Ok(Plan::Model(model)),
+            Ok(model) => Ok(Resolved::Model(model)),
             Err(LookupError::UnknownModel(_)) if version.is_none() => {
                 match state.tasks.resolve(name, &state.repository) {
-                    Some(t) => Ok(Plan::Task(t)),
+                    Some(t) => Ok(Resolved::Task(t)),
                     None => Err(AppError::NotFound(format!("unknown model '{name}'"))),
                 }
             }
@@ -325,10 +326,10 @@ async fn infer_inner(
     };
     let raw = RawRequest::parse(&bytes, header_length)?;
 
-    let plan = plan(state, target)?;
-    let (io, max_batch) = match &plan {
-        Plan::Model(m) => (m.io(), m.max_batch_size),
-        Plan::Task(t) => {
+    let resolved = resolve(state, target)?;
+    let (io, max_batch) = match &resolved {
+        Resolved::Model(m) => (m.io(), m.max_batch_size),
+        Resolved::Task(t) => {
             let io = t.signature().map_err(|message| AppError::Unavailable { message, retry_after: None })?;
             let max_batch = t.members.iter().map(|m| m.max_batch_size).min().unwrap_or(1);
             (io, max_batch)
@@ -338,18 +339,18 @@ async fn infer_inner(
     served.batch = n;
     let outputs = raw.outputs(&io)?;
     let params = raw.request.parameters.as_ref();
-    let spec = match &plan {
-        Plan::Task(_) => Some(
+    let spec = match &resolved {
+        Resolved::Task(_) => Some(
             Spec::new(
                 number_parameter(params, moat_wire::params::MIN_ACCURACY)?,
                 number_parameter(params, moat_wire::params::MAX_LATENCY_MS)?,
             )
             .map_err(|e| AppError::BadRequest(e.to_string()))?,
         ),
-        Plan::Model(_) => None,
+        Resolved::Model(_) => None,
     };
 
-    let Selection { model, task, spec_met, charge } = charge_and_select(state, caller, &plan, spec, n as u64)?;
+    let Selection { model, task, spec_met, charge } = charge_and_select(state, caller, &resolved, spec, n as u64)?;
     let refund = || charge.refund();
     served.model = Some(model.name.clone());
     served.version = Some(model.version_string());

@@ -36,7 +36,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Extension, Json, Router};
 
-use super::infer::{Plan, Selection, Served, Target, audited, charge_and_select, plan, read_body, record_selection};
+use super::infer::{
+    Resolved, Selection, Served, Target, audited, charge_and_select, read_body, record_selection, resolve,
+};
 use crate::SharedState;
 use crate::audit::SessionAudit;
 use crate::error::AppError;
@@ -131,10 +133,10 @@ async fn admit_inner(
         AppError::Forbidden(e.to_string())
     })?;
 
-    let plan = plan(state, target)?;
+    let resolved = resolve(state, target)?;
     let spec_params = request.parameters.as_ref();
-    let spec = match &plan {
-        Plan::Task(t) => {
+    let spec = match &resolved {
+        Resolved::Task(t) => {
             t.signature().map_err(|message| AppError::Unavailable { message, retry_after: None })?;
             Some(
                 Spec::new(
@@ -144,10 +146,10 @@ async fn admit_inner(
                 .map_err(|e| AppError::BadRequest(e.to_string()))?,
             )
         }
-        Plan::Model(_) => None,
+        Resolved::Model(_) => None,
     };
 
-    let Selection { model, task, spec_met, charge } = charge_and_select(state, caller, &plan, spec, queries)?;
+    let Selection { model, task, spec_met, charge } = charge_and_select(state, caller, &resolved, spec, queries)?;
     let refund = || charge.refund();
     served.model = Some(model.name.clone());
     served.version = Some(model.version_string());

@@ -1,5 +1,10 @@
 //! The session port: a std-thread acceptor, the token handshake, and one thread per session.
 //!
+//! Two fronts share the acceptor (accept errors backed off, never fatal; a stop flag; bounded
+//! sessions): `moat serve`'s, where a connection presents a token admitted over HTTP
+//! ([`SecureListener::spawn`], below), and the tokenless one of `moat secure server`, one
+//! model and no admission ([`SecureListener::spawn_direct`], [`DirectConfig`]).
+//!
 //! Every connection gets a thread bounded by [`SecureConfig::max_handshakes`] to present its
 //! token within [`SecureConfig::handshake_timeout`] (however slowly it sends); an accepted
 //! session keeps its thread, bounded by [`SecureConfig::max_sessions`], while
@@ -16,16 +21,18 @@
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use moat_mpc::MpcError;
 use moat_mpc::engine::{ServeOptions, ServerModel};
+use moat_mpc::transport::first::FirstRecv;
+use moat_mpc::transport::shaped::{NetworkModel, Shaped};
 use moat_mpc::transport::tcp::TcpChannel;
-use moat_mpc::transport::{Channel, ChannelConfig};
+use moat_mpc::transport::{Channel, ChannelConfig, TransportError};
 
-use super::{Grant, Lookup, Preparation, SecureService, Slot};
+use super::{Grant, Lookup, Preparation, SecureService, SeedStream, Slot};
 use crate::SharedState;
 use crate::audit::{AuditRecord, SessionAudit};
 use crate::error::ServeError;
@@ -36,33 +43,77 @@ use moat_wire::session::{self as wire, HandshakeReply, MAX_TOKEN_FRAME, Refusal}
 const POLL: Duration = Duration::from_millis(10);
 /// How often unused expired tokens are swept (and refunded).
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
+/// Pause after a failed `accept` (e.g. `EMFILE`) before trying again.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
 /// The running session port. Dropping it stops the acceptor without waiting; prefer
-/// [`SecureListener::shutdown`].
+/// [`SecureListener::shutdown`] (or [`SecureListener::wait`] for a port that ends by itself).
 #[derive(Debug)]
 pub struct SecureListener {
     local_addr: SocketAddr,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
-    service: Arc<SecureService>,
+    front: Arc<dyn Front>,
+}
+
+/// Who a session port admits and how: what the acceptor does with a new connection.
+trait Front: std::fmt::Debug + Send + Sync + 'static {
+    /// Refuses `stream` or hands it to a thread of its own (never blocks the acceptor).
+    fn admit(self: Arc<Self>, stream: TcpStream, peer: SocketAddr);
+    /// Periodic housekeeping between accepts.
+    fn tick(&self) {}
+    /// Sessions running now.
+    fn running_sessions(&self) -> usize;
+    /// Whether the port has admitted all the sessions it will (then the acceptor ends).
+    fn exhausted(&self) -> bool {
+        false
+    }
 }
 
 impl SecureListener {
     /// Starts accepting sessions on `listener` (already bound) for `state`, whose
-    /// [`ServerState::secure`] must be `service`.
+    /// [`ServerState::secure`] must be `service`: a connection presents a token admitted over
+    /// HTTP.
     pub fn spawn(listener: TcpListener, state: SharedState, service: Arc<SecureService>) -> Result<Self, ServeError> {
+        let silent = Arc::new(crate::idle::SilentSockets::default());
+        Self::start(listener, Arc::new(TokenFront { state, service, silent }))
+    }
+
+    /// Starts a tokenless session port on `listener` (already bound) for one prepared
+    /// `model`, without a repository, keys or token store — what `moat secure server` runs.
+    /// Every connection is a session: the server sends the protocol's hello at once, the
+    /// client has [`DirectConfig::handshake_timeout`] for its first message, and beyond
+    /// [`DirectConfig::max_sessions`] running sessions a connection gets one `busy`
+    /// [`HandshakeReply`] and is closed by the acceptor (no thread is started for it).
+    pub fn spawn_direct(
+        listener: TcpListener,
+        model: Arc<ServerModel>,
+        config: DirectConfig,
+    ) -> Result<Self, ServeError> {
+        if config.max_sessions == 0 || config.handshake_timeout.is_zero() || config.session_timeout.is_zero() {
+            return Err(ServeError::Server(
+                "secure sessions: the session bound and the timeouts must be positive".into(),
+            ));
+        }
+        let seeds = SeedStream::new(config.insecure_seed)?;
+        let front =
+            DirectFront { model, seeds, running: Arc::new(AtomicUsize::new(0)), accepted: AtomicU64::new(0), config };
+        Self::start(listener, Arc::new(front))
+    }
+
+    fn start(listener: TcpListener, front: Arc<dyn Front>) -> Result<Self, ServeError> {
         let local_addr = listener.local_addr().map_err(|e| ServeError::Server(format!("session port: {e}")))?;
         listener.set_nonblocking(true).map_err(|e| ServeError::Server(format!("session port {local_addr}: {e}")))?;
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
-            let (stop, service) = (Arc::clone(&stop), Arc::clone(&service));
+            let (stop, front) = (Arc::clone(&stop), Arc::clone(&front));
             std::thread::Builder::new()
                 .name("moat-secure-accept".into())
-                .spawn(move || accept_loop(&listener, &state, &service, &stop))
+                .spawn(move || accept_loop(&listener, &front, &stop))
                 .map_err(|e| ServeError::Server(format!("cannot start the session acceptor: {e}")))?
         };
         tracing::info!(addr = %local_addr, "accepting secure sessions");
-        Ok(Self { local_addr, stop, thread: Some(thread), service })
+        Ok(Self { local_addr, stop, thread: Some(thread), front })
     }
 
     /// The bound address.
@@ -74,18 +125,31 @@ impl SecureListener {
     /// running afterwards are left to the process's exit).
     pub fn shutdown(mut self, grace: Duration) {
         self.stop.store(true, Ordering::SeqCst);
+        self.join_acceptor();
+        let deadline = Instant::now() + grace;
+        while self.front.running_sessions() > 0 && Instant::now() < deadline {
+            std::thread::sleep(POLL);
+        }
+        match self.front.running_sessions() {
+            0 => tracing::info!("secure sessions drained"),
+            n => tracing::warn!(sessions = n, "grace period over: leaving secure sessions to the exit"),
+        }
+    }
+
+    /// Waits until the acceptor ends by itself (a direct port that admitted its
+    /// [`DirectConfig::sessions`]; otherwise forever) and every session has ended.
+    pub fn wait(mut self) {
+        self.join_acceptor();
+        while self.front.running_sessions() > 0 {
+            std::thread::sleep(POLL);
+        }
+    }
+
+    fn join_acceptor(&mut self) {
         if let Some(thread) = self.thread.take()
             && thread.join().is_err()
         {
             tracing::error!("the session acceptor panicked");
-        }
-        let deadline = Instant::now() + grace;
-        while self.service.running_sessions() > 0 && Instant::now() < deadline {
-            std::thread::sleep(POLL);
-        }
-        match self.service.running_sessions() {
-            0 => tracing::info!("secure sessions drained"),
-            n => tracing::warn!(sessions = n, "grace period over: leaving secure sessions to the exit"),
         }
     }
 }
@@ -96,26 +160,162 @@ impl Drop for SecureListener {
     }
 }
 
-fn accept_loop(listener: &TcpListener, state: &SharedState, service: &Arc<SecureService>, stop: &AtomicBool) {
-    let mut last_sweep = Instant::now();
-    let silent = Arc::new(crate::idle::SilentSockets::default());
-    while !stop.load(Ordering::SeqCst) {
+fn accept_loop(listener: &TcpListener, front: &Arc<dyn Front>, stop: &AtomicBool) {
+    let mut last_tick = Instant::now();
+    while !stop.load(Ordering::SeqCst) && !front.exhausted() {
         match listener.accept() {
-            Ok((stream, peer)) => admit_connection(stream, peer, state, service, &silent),
+            Ok((stream, peer)) => Arc::clone(front).admit(stream, peer),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => std::thread::sleep(POLL),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => {
                 // E.g. out of file descriptors: back off instead of spinning.
-                tracing::warn!(error = %e, "session port: accept failed");
-                std::thread::sleep(Duration::from_millis(50));
+                tracing::warn!(error = %e, "session port: accept failed; backing off");
+                std::thread::sleep(ACCEPT_BACKOFF);
             }
         }
-        if last_sweep.elapsed() >= SWEEP_EVERY {
-            sweep_expired(state, service);
-            last_sweep = Instant::now();
+        if last_tick.elapsed() >= SWEEP_EVERY {
+            front.tick();
+            last_tick = Instant::now();
         }
     }
     tracing::info!("session port closed");
+}
+
+/// Settings of a tokenless session port ([`SecureListener::spawn_direct`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct DirectConfig {
+    /// Sessions running at once; a connection beyond gets a `busy` refusal and is closed.
+    pub max_sessions: usize,
+    /// Deadline for a new client's first protocol message after the hello (each read of it,
+    /// however slowly it trickles); an idle connection is closed then and frees its slot.
+    pub handshake_timeout: Duration,
+    /// Bound on every later wait for the client.
+    pub session_timeout: Duration,
+    /// Admit this many sessions, then stop accepting (`None`: until shut down).
+    pub sessions: Option<u64>,
+    /// The sessions' options (query limit, revealed output, hardening, silent OT).
+    pub options: ServeOptions,
+    /// An emulated link the server's side of every session is shaped to (`None`: none).
+    pub link: Option<NetworkModel>,
+    /// A public number fixing every session's randomness (**not private**); `None` keys the
+    /// session seeds with 256 bits from the OS.
+    pub insecure_seed: Option<u64>,
+}
+
+/// The tokenless front: one model, a bound on running sessions, no admission.
+struct DirectFront {
+    model: Arc<ServerModel>,
+    config: DirectConfig,
+    seeds: SeedStream,
+    running: Arc<AtomicUsize>,
+    accepted: AtomicU64,
+}
+
+impl std::fmt::Debug for DirectFront {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DirectFront")
+            .field("config", &self.config)
+            .field("running", &self.running_sessions())
+            .field("accepted", &self.accepted.load(Ordering::SeqCst))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Front for DirectFront {
+    fn admit(self: Arc<Self>, mut stream: TcpStream, peer: SocketAddr) {
+        let max = self.config.max_sessions;
+        let Some(slot) = Slot::try_acquire(&self.running, max) else {
+            tracing::info!(%peer, "all session slots in use: refusing a connection");
+            let reply = HandshakeReply::refused(
+                Refusal::Busy,
+                format!("server busy: all {max} secure-session slots are in use; retry later"),
+            );
+            // Without blocking the acceptor: the frame fits the fresh socket's buffer, or is dropped.
+            if let Err(e) = stream.set_nonblocking(true).and_then(|()| wire::write_reply(&mut stream, &reply)) {
+                tracing::debug!(%peer, error = %e, "could not send the busy refusal");
+            }
+            return;
+        };
+        self.accepted.fetch_add(1, Ordering::SeqCst);
+        let seed = self.seeds.next();
+        let front = Arc::clone(&self);
+        let spawned = std::thread::Builder::new().name("moat-secure-session".into()).spawn(move || {
+            let started = Instant::now();
+            match front.serve(stream, seed) {
+                Ok((queries, traffic)) => tracing::info!(
+                    %peer,
+                    queries,
+                    bytes = traffic.bytes_total(),
+                    seconds = started.elapsed().as_secs_f64(),
+                    "session done"
+                ),
+                Err(e) => tracing::warn!(%peer, error = %e, "session failed"),
+            }
+            drop(slot);
+        });
+        if let Err(e) = spawned {
+            tracing::error!(%peer, error = %e, "cannot start a session thread; connection closed");
+        }
+    }
+
+    fn running_sessions(&self) -> usize {
+        self.running.load(Ordering::SeqCst)
+    }
+
+    fn exhausted(&self) -> bool {
+        self.config.sessions.is_some_and(|n| self.accepted.load(Ordering::SeqCst) >= n)
+    }
+}
+
+impl DirectFront {
+    /// One session on an accepted connection: the protocol with the first wait for the client
+    /// bounded by the handshake timeout, the later ones by the session timeout.
+    fn serve(&self, stream: TcpStream, seed: moat_mpc::Seed) -> moat_mpc::Result<(u64, moat_mpc::transport::Counters)> {
+        let DirectConfig { handshake_timeout, session_timeout, .. } = self.config;
+        let config = ChannelConfig::default().with_timeout(session_timeout).with_connect_timeout(session_timeout);
+        let control =
+            stream.try_clone().map_err(|e| TransportError::from_io("cloning the socket", &e, session_timeout))?;
+        let tcp = TcpChannel::from_stream(stream, config)?;
+        let mut inner: Box<dyn Channel> = match self.config.link {
+            Some(m) => Box::new(Shaped::new(tcp, m)),
+            None => Box::new(tcp),
+        };
+        control
+            .set_read_timeout(Some(handshake_timeout))
+            .map_err(|e| TransportError::from_io("setting the handshake timeout", &e, handshake_timeout))?;
+        // `control` (a handle on the same socket) restores the session timeout after the
+        // first message.
+        let mut ch = FirstRecv::new(&mut *inner, move |received: Result<Vec<u8>, TransportError>| {
+            control
+                .set_read_timeout(Some(session_timeout))
+                .map_err(|e| TransportError::from_io("restoring the session timeout", &e, session_timeout))?;
+            received
+        });
+        let queries = self.model.serve_with(&mut ch, seed, &self.config.options)?;
+        Ok((queries, ch.stats().total()))
+    }
+}
+
+/// The front of `moat serve`'s session port: token holders admitted over HTTP.
+#[derive(Debug)]
+struct TokenFront {
+    state: SharedState,
+    service: Arc<SecureService>,
+    silent: Arc<crate::idle::SilentSockets>,
+}
+
+impl Front for TokenFront {
+    fn admit(self: Arc<Self>, stream: TcpStream, peer: SocketAddr) {
+        admit_connection(stream, peer, &self.state, &self.service, &self.silent);
+    }
+
+    fn tick(&self) {
+        sweep_expired(&self.state, &self.service);
+    }
+
+    fn running_sessions(&self) -> usize {
+        self.service.running_sessions()
+    }
 }
 
 /// Hands a new connection to a handshake thread. When every handshake slot is taken, the

@@ -51,7 +51,7 @@ use crate::error::ServeError;
 use crate::keys::Caller;
 use crate::repository::ModelVersion;
 
-pub use listener::SecureListener;
+pub use listener::{DirectConfig, SecureListener};
 pub use moat_wire::{HANDSHAKE, HandshakeReply, Refusal};
 pub use models::{ModelCache, Preparation};
 pub use tokens::{Lookup, Token, TokenError, TokenStore};
@@ -185,6 +185,33 @@ impl Drop for Slot {
     }
 }
 
+/// Where a session port's per-session [`Seed`]s come from: a ChaCha20 generator keyed by 256
+/// bits of OS entropy, or — for reproducible experiments only, **not private** — by a public
+/// number. Its `Debug` shows nothing: the generator's state is the next sessions' seeds.
+pub(crate) struct SeedStream(Mutex<ChaCha20Rng>);
+
+impl SeedStream {
+    /// Keyed by the OS, or by `insecure_seed` when given.
+    pub(crate) fn new(insecure_seed: Option<u64>) -> Result<Self, ServeError> {
+        let root = match insecure_seed {
+            Some(n) => Seed::insecure_from_u64(n),
+            None => Seed::from_os().map_err(|e| ServeError::Server(format!("{e}: {}", e.0)))?,
+        };
+        Ok(Self(Mutex::new(root.rng())))
+    }
+
+    /// The next session's seed.
+    pub(crate) fn next(&self) -> Seed {
+        Seed::derive(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+impl std::fmt::Debug for SeedStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SeedStream(..)")
+    }
+}
+
 /// The running secure-session service: settings, bound address, tokens, prepared models and
 /// session slots. Shared by the HTTP admission routes and the session listener.
 pub struct SecureService {
@@ -194,7 +221,7 @@ pub struct SecureService {
     models: Arc<ModelCache>,
     running: Arc<AtomicUsize>,
     handshaking: Arc<AtomicUsize>,
-    seeds: Mutex<ChaCha20Rng>,
+    seeds: SeedStream,
 }
 
 impl std::fmt::Debug for SecureService {
@@ -214,16 +241,12 @@ impl SecureService {
     /// The service for a session port bound at `local_addr`.
     pub fn new(config: SecureConfig, local_addr: SocketAddr) -> Result<Self, ServeError> {
         config.validate().map_err(ServeError::Server)?;
-        let root = match config.insecure_seed {
-            Some(n) => Seed::insecure_from_u64(n),
-            None => Seed::from_os().map_err(|e| ServeError::Server(format!("{e}: {}", e.0)))?,
-        };
         Ok(Self {
             tokens: TokenStore::new(config.token_ttl, config.max_pending),
             models: Arc::new(ModelCache::new(config.fixed, config.he_degree)),
             running: Arc::new(AtomicUsize::new(0)),
             handshaking: Arc::new(AtomicUsize::new(0)),
-            seeds: Mutex::new(root.rng()),
+            seeds: SeedStream::new(config.insecure_seed)?,
             config,
             local_addr,
         })
@@ -264,7 +287,7 @@ impl SecureService {
 
     /// A fresh seed for one session's randomness.
     pub(crate) fn session_seed(&self) -> Seed {
-        Seed::derive(&mut *self.seeds.lock().unwrap_or_else(|e| e.into_inner()))
+        self.seeds.next()
     }
 
     /// The `host:port` a client asking over HTTP with this `Host` header should connect to.

@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use moat_attack::seek::evaluate::{Scores, copy_quality, extracted_graph, score};
 use moat_attack::seek::{Extraction, Sampling, Seek, SeekConfig};
-use moat_attack::{AttackError, Oracle, ServiceOracle, SessionOracle, SimulatedOracle};
+use moat_attack::{AttackError, Oracle, ServiceTamperOracle, SessionTamperOracle, SimulatedTamperOracle};
 use moat_client::{HttpClient, OipTarget, RenewingSession, SecureClient, SecureSession, SessionRequest, SessionSeeds};
 use moat_mpc::engine::{Hardening, Honest, Reveal, SimulatedEngine};
 use moat_mpc::transport::ChannelConfig;
@@ -275,7 +275,7 @@ fn seek(mut args: SeekArgs) -> anyhow::Result<()> {
     };
     let extraction = match (&args.connect, &args.url) {
         (None, None) => {
-            let mut oracle = SimulatedOracle::new(Arc::clone(&model), args.seed, hardening)?;
+            let mut oracle = SimulatedTamperOracle::new(Arc::clone(&model), args.seed, hardening)?;
             Seek::new(&mut oracle, config)?.on_progress(progress).run()?
         }
         (Some(addr), _) => {
@@ -285,7 +285,7 @@ fn seek(mut args: SeekArgs) -> anyhow::Result<()> {
             let config_ch = ChannelConfig { timeout: Duration::from_secs(120), ..ChannelConfig::default() };
             let session = SecureSession::connect_direct(addr, config_ch, session_seed(&args)?)
                 .with_context(|| format!("secure session with {addr}"))?;
-            let mut oracle = SessionOracle::new(session);
+            let mut oracle = SessionTamperOracle::new(session);
             let result = Seek::new(&mut oracle, config)?.on_progress(progress).run();
             let traffic = oracle.session().traffic().total().bytes_total();
             tracing::info!(queries = oracle.queries(), bytes = traffic, "session traffic");
@@ -304,7 +304,7 @@ fn seek(mut args: SeekArgs) -> anyhow::Result<()> {
             let request = SessionRequest::queries(args.session_queries);
             let sessions = RenewingSession::open(client, target, request, session_seeds(&args))
                 .with_context(|| format!("secure session for '{name}' at {url}"))?;
-            let mut oracle = ServiceOracle::open(sessions)?;
+            let mut oracle = ServiceTamperOracle::open(sessions)?;
             let result = Seek::new(&mut oracle, config)?.on_progress(progress).run();
             let queries = oracle.queries();
             if let Err(e) = oracle.close() {

@@ -427,7 +427,7 @@ fn predicted(args: &Args, fp: FixedPoint, config: &Config, work: &Workload) -> c
         Protocol::Trunc => cost::truncate(work.elements, fp, fp.frac_bits(), config),
         Protocol::Maxpool => {
             let windows = work.pool.as_ref().map(|p| &p.2[..]).unwrap_or_default();
-            let plan = protocols::maxpool::Plan::new(windows, work.x.len()).unwrap_or_default();
+            let plan = protocols::maxpool::MaxTree::new(windows, work.x.len()).unwrap_or_default();
             cost::max_pool(&plan, fp, config)
         }
         Protocol::Argmax => cost::argmax(work.elements, args.classes, fp, config),

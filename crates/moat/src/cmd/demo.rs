@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, ensure};
-use moat_attack::SimulatedOracle;
+use moat_attack::SimulatedTamperOracle;
 use moat_attack::oracle::public_architecture;
 use moat_attack::seek::evaluate::{Scores, extracted_graph, score};
 use moat_attack::seek::{Seek, SeekConfig};
@@ -302,7 +302,7 @@ fn seek_scorecard(
         Ok(moat_attack::seek::evaluate::copy_quality(model, graph, test, test.len())?.fidelity)
     };
     let attack = |hardening: Hardening| -> anyhow::Result<(Scores, f64)> {
-        let mut oracle = SimulatedOracle::new(Arc::clone(model), seed, hardening)?;
+        let mut oracle = SimulatedTamperOracle::new(Arc::clone(model), seed, hardening)?;
         let extraction = Seek::new(&mut oracle, SeekConfig { seed, ..SeekConfig::default() })?.run()?;
         let scores = score(&extraction, model)?;
         let copy = extracted_graph(&extraction, &public)?;

@@ -283,7 +283,7 @@ fn predict_remote(args: &Args, url: &str) -> anyhow::Result<Batch> {
     }
     let meta = client.model_metadata(name, None).with_context(|| format!("asking {url} about '{name}'"))?;
     let (samples, true_labels) = read_samples(args, &meta.sample_shape()?, Some(meta.input_name()?))?;
-    let max_batch = meta.parameters[moat_wire::params::MAX_BATCH_SIZE].as_u64().map_or(64, |b| b as usize).max(1);
+    let max_batch = meta.max_batch_size().unwrap_or(64).max(1);
     let declared: Vec<String> = meta.output_names().into_iter().map(str::to_string).collect();
     let mut shapes: Vec<(String, Vec<usize>)> = Vec::new();
     let params = super::bench_http::parse_params(&args.params)?;

@@ -8,9 +8,11 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use moat_attack::mia::{
-    self, Attack, FixedVictim, FloatVictim, Metrics, MiaConfig, MiaError, ReferenceTrainer, References, RocPoint,
-    ScoreTable, SimulatedVictim, Victim,
+    self, Attack, Metrics, MiaConfig, MiaError, ReferenceTrainer, References, RocPoint, ScoreTable,
 };
+use moat_attack::victim::{self, FixedVictim, FloatVictim, HttpVictim, SimulatedVictim, Victim};
+use moat_client::HttpClient;
+use moat_mpc::engine::Reveal;
 use moat_nn::card::ModelCard;
 use moat_nn::data::Dataset;
 use moat_nn::train::{Augment, TrainConfig, train};
@@ -39,9 +41,23 @@ pub struct MiaArgs {
     #[arg(long, value_delimiter = ',', default_value = "all")]
     pub attacks: Vec<String>,
     /// Output kinds to attack, comma separated: float, fixed, simulated (the simulated
-    /// two-party engine revealing logits; the client applies the softmax).
+    /// two-party engine revealing logits; the client applies the softmax), and with `--url`
+    /// http (the service's probabilities) or http-label (its labels only: the gap and
+    /// robustness attacks).
     #[arg(long, value_delimiter = ',', default_value = "float")]
     pub outputs: Vec<String>,
+    /// Attack the model as served by a `moat serve` (or any Open Inference Protocol service)
+    /// at this URL, as a key holder (`--api-key`, `--name`; every sample is charged to the
+    /// key). MODEL's card still names the members (the ground truth the scores are read
+    /// against).
+    #[arg(long)]
+    pub url: Option<String>,
+    /// The API key for `--url`.
+    #[arg(long, requires = "url")]
+    pub api_key: Option<String>,
+    /// The served model's name for `--url` (default: MODEL's file stem).
+    #[arg(long, requires = "url")]
+    pub name: Option<String>,
     /// Members to test (drawn from the victim's training set).
     #[arg(long, default_value_t = 500)]
     pub members: usize,
@@ -177,16 +193,30 @@ fn member_indices(card: &ModelCard, train_len: usize) -> anyhow::Result<Vec<usiz
 
 fn victim_for(
     kind: &str,
+    args: &MiaArgs,
     graph: &Arc<Graph>,
     fixed: &Arc<QuantizedGraph>,
     classes: usize,
-    seed: u64,
 ) -> anyhow::Result<Box<dyn Victim>> {
+    let service = |reveals: Reveal| -> anyhow::Result<Box<dyn Victim>> {
+        let url = args.url.as_deref().with_context(|| format!("output '{kind}' needs --url"))?;
+        let mut client = HttpClient::new(url)?;
+        if let Some(key) = &args.api_key {
+            client = client.with_api_key(key.clone());
+        }
+        let stem = args.model.file_stem().map(|s| s.to_string_lossy().into_owned());
+        let name = args.name.clone().or(stem).context("--url needs --name (the served model)")?;
+        let victim = HttpVictim::for_model(client, &name, None, reveals, classes)
+            .with_context(|| format!("model '{name}' at {url}"))?;
+        Ok(Box::new(victim))
+    };
     Ok(match kind {
         "float" => Box::new(FloatVictim::new(Arc::clone(graph), classes)?),
         "fixed" => Box::new(FixedVictim::new(Arc::clone(fixed), classes)?),
-        "simulated" => Box::new(SimulatedVictim::new(Arc::clone(fixed), classes, seed)?),
-        other => bail!("unknown output kind '{other}' (float, fixed or simulated)"),
+        "simulated" => Box::new(SimulatedVictim::new(Arc::clone(fixed), classes, args.seed)?),
+        "http" => service(Reveal::Probabilities)?,
+        "http-label" => service(Reveal::Label)?,
+        other => bail!("unknown output kind '{other}' (float, fixed, simulated, http or http-label)"),
     })
 }
 
@@ -204,10 +234,13 @@ pub fn run(mut args: MiaArgs) -> anyhow::Result<()> {
     let data = args.data.load(card.members.split_seed)?;
     let full = &data.train;
     let quantized = Arc::new(QuantizedGraph::new(&graph, args.fixed.fixed_point()?)?);
-    // Every victim is built (and its output checked against the classes) before any query.
+    // Every victim is built (its output checked against the classes, what it reveals against
+    // the attacks) before any query.
     let mut victims = Vec::new();
     for kind in &args.outputs {
-        victims.push(victim_for(kind.trim(), &graph, &quantized, full.classes, args.seed)?);
+        let victim = victim_for(kind.trim(), &args, &graph, &quantized, full.classes)?;
+        mia::check_reveals(victim.as_ref(), &attacks)?;
+        victims.push(victim);
     }
 
     let members_all = member_indices(&card, full.len())?;
@@ -383,12 +416,16 @@ impl Victim for Counting<'_> {
         self.inner.classes()
     }
 
-    fn probabilities(&mut self, inputs: &[&[f32]]) -> mia::Result<Vec<Vec<f64>>> {
+    fn reveals(&self) -> Reveal {
+        self.inner.reveals()
+    }
+
+    fn probabilities(&mut self, inputs: &[&[f32]]) -> victim::Result<Vec<Vec<f64>>> {
         self.queries += inputs.len();
         self.inner.probabilities(inputs)
     }
 
-    fn labels(&mut self, inputs: &[&[f32]]) -> mia::Result<Vec<usize>> {
+    fn labels(&mut self, inputs: &[&[f32]]) -> victim::Result<Vec<usize>> {
         self.queries += inputs.len();
         self.inner.labels(inputs)
     }

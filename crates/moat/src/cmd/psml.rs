@@ -18,11 +18,14 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use moat_attack::psml::fingerprint::{self, nearest};
 use moat_attack::psml::{self, Arm, PsmlError, Router, SpecPoint, SpecSearch, Transfer};
-use moat_client::{ClientError, HttpClient, InferRequest};
+use moat_attack::victim::{HttpVictim, Victim, VictimError};
+use moat_client::{HttpClient, InferRequest, OipTarget};
+use moat_mpc::engine::Reveal;
 use moat_nn::data::{Dataset, TrainTest};
 use moat_nn::tensor::argmax_f32;
 use moat_nn::train::{TrainConfig, evaluate, predict_logits, train};
 use moat_nn::zoo::{self, Architecture};
+use moat_wire::params;
 use rand::SeedableRng;
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -136,62 +139,80 @@ pub struct PsmlArgs {
     pub json: bool,
 }
 
-/// A task endpoint over HTTP as the attacker's key sees it: labels only, samples counted.
+/// A task endpoint over HTTP as the attacker's key sees it: labels only, samples counted. The
+/// task and every model named explicitly are label-only [`HttpVictim`]s; a spec goes into the
+/// task's request parameters.
 struct HttpRouter {
     client: HttpClient,
-    task: String,
+    /// The task's name.
+    task_name: String,
+    task: HttpVictim,
+    models: BTreeMap<String, HttpVictim>,
     /// The task's input name (its members' ONNX input).
     input: String,
     shape: Vec<usize>,
-    max_batch: usize,
-    spent: u64,
+    classes: usize,
 }
 
-fn psml_error(e: ClientError) -> PsmlError {
-    match e.status() {
-        Some(429) => PsmlError::Refused(e.to_string()),
-        _ => PsmlError::Service(e.to_string()),
+/// A refusal (a budget, a rate limit) ends a phase; anything else is an error.
+fn psml_error(e: VictimError) -> PsmlError {
+    match e {
+        VictimError::Refused(m) => PsmlError::Refused(m),
+        other => PsmlError::Service(other.to_string()),
     }
 }
 
 impl HttpRouter {
-    fn request(&self, inputs: &[&[f32]]) -> Result<InferRequest, PsmlError> {
-        let owned: Vec<Vec<f32>> = inputs.iter().map(|x| x.to_vec()).collect();
-        InferRequest::batch(&owned, &self.shape)
-            .map(|r| r.with_input_name(self.input.clone()).with_binary_input(true).with_output("label", false, None))
-            .map_err(|e| PsmlError::Invalid(e.to_string()))
-    }
-
-    fn labels(
-        &mut self,
-        n: usize,
-        r: Result<moat_client::InferResponse, ClientError>,
-    ) -> Result<Vec<usize>, PsmlError> {
-        let labels = r.and_then(|r| r.labels()).map_err(psml_error)?;
-        self.spent += n as u64;
-        Ok(labels)
+    fn new(
+        client: HttpClient,
+        task: &str,
+        input: &str,
+        shape: &[usize],
+        max_batch: usize,
+        classes: usize,
+    ) -> anyhow::Result<Self> {
+        let target = OipTarget::Task { name: task.to_string() };
+        let task_name = task.to_string();
+        let task = HttpVictim::new(client.clone(), target, input, shape.to_vec(), Reveal::Label, classes)?
+            .with_max_batch(max_batch);
+        let (input, shape, models) = (input.to_string(), shape.to_vec(), BTreeMap::new());
+        Ok(Self { client, task_name, task, models, input, shape, classes })
     }
 }
 
 impl Router for HttpRouter {
     fn max_batch(&self) -> usize {
-        self.max_batch
+        self.task.max_batch()
     }
 
     fn task_labels(&mut self, spec: SpecPoint, inputs: &[&[f32]]) -> Result<Vec<usize>, PsmlError> {
-        let request = self.request(inputs)?.with_spec(spec.min_accuracy, spec.max_latency_ms);
-        let r = self.client.infer_task(&self.task, &request);
-        self.labels(inputs.len(), r)
+        let value = |v: Option<f64>| v.map_or(Value::Null, Value::from);
+        self.task.set_parameter(params::MIN_ACCURACY, value(spec.min_accuracy));
+        self.task.set_parameter(params::MAX_LATENCY_MS, value(spec.max_latency_ms));
+        self.task.labels(inputs).map_err(psml_error)
     }
 
     fn model_labels(&mut self, name: &str, inputs: &[&[f32]]) -> Result<Vec<usize>, PsmlError> {
-        let request = self.request(inputs)?;
-        let r = self.client.infer(name, None, &request);
-        self.labels(inputs.len(), r)
+        if !self.models.contains_key(name) {
+            let target = OipTarget::Model { name: name.to_string(), version: None };
+            let victim = HttpVictim::new(
+                self.client.clone(),
+                target,
+                &self.input,
+                self.shape.clone(),
+                Reveal::Label,
+                self.classes,
+            )
+            .map_err(psml_error)?
+            .with_max_batch(self.task.max_batch());
+            self.models.insert(name.to_string(), victim);
+        }
+        let victim = self.models.get_mut(name).ok_or_else(|| PsmlError::Invalid(format!("no victim '{name}'")))?;
+        victim.labels(inputs).map_err(psml_error)
     }
 
     fn spent(&self) -> u64 {
-        self.spent
+        self.task.queries() + self.models.values().map(HttpVictim::queries).sum::<u64>()
     }
 }
 
@@ -415,7 +436,7 @@ impl Truth {
     }
 
     fn labels(&self, model: &str, inputs: &[Vec<f32>], input: &str, shape: &[usize]) -> anyhow::Result<Vec<usize>> {
-        let target = moat_client::OipTarget::Model { name: model.to_string(), version: None };
+        let target = OipTarget::Model { name: model.to_string(), version: None };
         let answers = self
             .client
             .infer_in_batches(&target, inputs, shape, 64, |r| {
@@ -568,7 +589,7 @@ impl Setup<'_> {
             }
         };
         let report = SearchReport {
-            task: router.task.clone(),
+            task: router.task_name.clone(),
             specs: self.specs.len(),
             probes: search.probes.len(),
             members_found: search.clusters.centroids.len(),
@@ -731,15 +752,8 @@ pub fn run(mut args: PsmlArgs) -> anyhow::Result<()> {
         t.sign(&fp_inputs, &input, &shape)?;
     }
 
-    let max_batch = meta[moat_wire::params::MAX_BATCH_SIZE].as_u64().map_or(64, |b| b as usize).max(1);
-    let mut router = HttpRouter {
-        client: attacker,
-        task: task.clone(),
-        input: input.clone(),
-        shape: shape.clone(),
-        max_batch,
-        spent: 0,
-    };
+    let max_batch = meta[params::MAX_BATCH_SIZE].as_u64().map_or(64, |b| b as usize).max(1);
+    let mut router = HttpRouter::new(attacker, &task, &input, &shape, max_batch, pool.classes)?;
     let mut setup = Setup { args: &args, pool: &pool, test: &test, fp_idx: &fp_idx, specs: &specs, victim_test: None };
     let (search, search_report) = setup.search(&mut router, truth.as_ref(), args.repeats)?;
     let victim = args.victim.clone().or(search_report.victim.clone());
@@ -774,14 +788,7 @@ pub fn run(mut args: PsmlArgs) -> anyhow::Result<()> {
                     Some(t) => t.goodput(&name, args.benign, &benign_sample, &input, &shape, args.seed)?,
                     None => f64::NAN,
                 };
-                let mut r = HttpRouter {
-                    client: router.client.clone(),
-                    task: name,
-                    input: input.clone(),
-                    shape: shape.clone(),
-                    max_batch,
-                    spent: 0,
-                };
+                let mut r = HttpRouter::new(router.client.clone(), &name, &input, &shape, max_batch, pool.classes)?;
                 let (s, report) = setup.search(&mut r, truth.as_ref(), args.sweep_repeats)?;
                 let arm = Arm::Guided {
                     spec: report.best_spec,
@@ -817,7 +824,7 @@ pub fn run(mut args: PsmlArgs) -> anyhow::Result<()> {
         "student": args.student,
         "budget_per_arm": args.budget,
         "arms": arms,
-        "key_spent_total": router.spent + sweep.iter().map(|p| p.search.spent + p.guided.spent).sum::<u64>(),
+        "key_spent_total": router.spent() + sweep.iter().map(|p| p.search.spent + p.guided.spent).sum::<u64>(),
         "sweep": sweep,
         "defence": defence,
     });

@@ -6,9 +6,10 @@
 //!
 //! ## Bounded under abuse
 //!
-//! The server runs at most `--max-sessions` sessions at once, one thread each. A connection
+//! The server is a thin front of moat-serve's session port
+//! ([`moat_serve::secure::SecureListener::spawn_direct`]: no tokens, one model). It runs at most `--max-sessions` sessions at once, one thread each. A connection
 //! beyond the cap gets one `moat-session/1` refusal frame (`{"accepted": false, "reason":
-//! "busy", "error": …}`, the session port's [`HandshakeReply`]) instead of the protocol's
+//! "busy", "error": …}`, the session port's `HandshakeReply`) instead of the protocol's
 //! hello, and is closed at once by the acceptor (no thread, no lingering descriptor); `moat
 //! secure client` reports it as "server busy, retry". A connected client must send its first
 //! protocol message within `--handshake-timeout-ms` of the hello (each read of it, however
@@ -17,23 +18,20 @@
 //! never fatal. So an idle-connection flood holds at most `--max-sessions` descriptors for at
 //! most the handshake timeout, and a real client is served once a slot frees.
 
-use std::io;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use moat_client::{ClientError, SecureSession};
 use moat_mpc::Seed;
 use moat_mpc::engine::{ClientSession, Hardening, Honest, Reveal, Revealed, ServeOptions, ServerModel};
-use moat_mpc::transport::first::FirstRecv;
 use moat_mpc::transport::shaped::{NetworkModel, Shaped};
 use moat_mpc::transport::tcp::TcpChannel;
-use moat_mpc::transport::{Channel, ChannelConfig, TransportError};
+use moat_mpc::transport::{Channel, ChannelConfig};
 use moat_nn::QuantizedGraph;
-use moat_wire::session::{self as wire, HandshakeReply, Refusal};
+use moat_serve::secure::{DirectConfig, SecureListener};
 use serde::Serialize;
 
 use super::{DataArgs, FixedArgs, load_model};
@@ -211,152 +209,30 @@ fn server(args: ServerArgs) -> anyhow::Result<()> {
     let model = Arc::new(ServerModel::new(quantized, args.he_degree).context("preparing the model's HE layers")?);
     tracing::info!(seconds = started.elapsed().as_secs_f64(), "model prepared");
     let listener = TcpListener::bind(&args.listen).with_context(|| format!("binding {}", args.listen))?;
-    println!("listening on {}", listener.local_addr()?);
-    let config = channel_config(args.timeout_ms);
     if !(args.harden.is_finite() && args.harden >= 0.0) {
         bail!("--harden must be a non-negative amplitude, got {}", args.harden);
     }
-    let options = ServeOptions {
-        max_queries: (args.max_queries > 0).then_some(args.max_queries),
-        hardening: Hardening::uniform(args.harden),
-        silent_ot: args.silent_ot,
-        ..ServeOptions::default()
-    };
-    let link = args.shape.model()?;
-    let mut seeds = match args.insecure_seed {
-        Some(n) => {
-            tracing::warn!("--insecure-seed: the sessions' randomness is fixed and NOT private");
-            Seed::insecure_from_u64(n).rng()
-        }
-        None => Seed::from_os()?.rng(),
-    };
-    let limits = Limits {
+    if args.insecure_seed.is_some() {
+        tracing::warn!("--insecure-seed: the sessions' randomness is fixed and NOT private");
+    }
+    let config = DirectConfig {
         max_sessions: usize::try_from(args.max_sessions).unwrap_or(usize::MAX),
         handshake_timeout: Duration::from_millis(args.handshake_timeout_ms),
-        session_timeout: config.timeout,
+        session_timeout: Duration::from_millis(args.timeout_ms.max(1)),
+        sessions: (args.sessions > 0).then_some(args.sessions),
+        options: ServeOptions {
+            max_queries: (args.max_queries > 0).then_some(args.max_queries),
+            hardening: Hardening::uniform(args.harden),
+            silent_ot: args.silent_ot,
+            ..ServeOptions::default()
+        },
+        link: args.shape.model()?,
+        insecure_seed: args.insecure_seed,
     };
-    let running = Arc::new(AtomicUsize::new(0));
-    let mut handles = Vec::new();
-    let mut accepted = 0u64;
-    while args.sessions == 0 || accepted < args.sessions {
-        let (stream, peer) = match listener.accept() {
-            Ok(connection) => connection,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                // E.g. out of file descriptors: back off and keep serving.
-                tracing::warn!(error = %e, "accept failed; backing off");
-                std::thread::sleep(ACCEPT_BACKOFF);
-                continue;
-            }
-        };
-        let Some(slot) = SessionSlot::try_take(&running, limits.max_sessions) else {
-            refuse_busy(stream, peer, limits.max_sessions);
-            continue;
-        };
-        let session_seed = Seed::derive(&mut seeds);
-        accepted += 1;
-        let model = Arc::clone(&model);
-        // One thread per session: a slow or vanishing client never blocks the others.
-        let spawned = std::thread::Builder::new().name("moat-secure-session".into()).spawn(move || {
-            let started = Instant::now();
-            let result = serve_connection(stream, &model, session_seed, &options, config, link, &limits);
-            match result {
-                Ok((queries, traffic)) => tracing::info!(
-                    %peer,
-                    queries,
-                    bytes = traffic.bytes_total(),
-                    seconds = started.elapsed().as_secs_f64(),
-                    "session done"
-                ),
-                Err(e) => tracing::warn!(%peer, error = %e, "session failed"),
-            }
-            drop(slot);
-        });
-        match spawned {
-            Ok(handle) => handles.push(handle),
-            Err(e) => tracing::error!(%peer, error = %e, "cannot start a session thread; connection closed"),
-        }
-        handles.retain(|h| !h.is_finished());
-    }
-    for handle in handles {
-        if handle.join().is_err() {
-            tracing::error!("a session thread panicked");
-        }
-    }
+    let port = SecureListener::spawn_direct(listener, model, config)?;
+    println!("listening on {}", port.local_addr());
+    port.wait();
     Ok(())
-}
-
-/// Pause after a failed `accept` (e.g. `EMFILE`) before trying again.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
-
-/// The server's bounds on connections.
-#[derive(Clone, Copy, Debug)]
-struct Limits {
-    max_sessions: usize,
-    handshake_timeout: Duration,
-    session_timeout: Duration,
-}
-
-/// One of the `--max-sessions` slots, released on drop.
-struct SessionSlot(Arc<AtomicUsize>);
-
-impl SessionSlot {
-    fn try_take(running: &Arc<AtomicUsize>, max: usize) -> Option<Self> {
-        running.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < max).then_some(n + 1)).ok()?;
-        Some(Self(Arc::clone(running)))
-    }
-}
-
-impl Drop for SessionSlot {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
-/// Sends the `busy` refusal frame (without blocking the acceptor: it fits the fresh socket's
-/// buffer, or is dropped) and closes the connection.
-fn refuse_busy(mut stream: TcpStream, peer: SocketAddr, max_sessions: usize) {
-    tracing::info!(%peer, "all session slots in use: refusing a connection");
-    let reply = HandshakeReply::refused(
-        Refusal::Busy,
-        format!("server busy: all {max_sessions} secure-session slots are in use; retry later"),
-    );
-    if let Err(e) = stream.set_nonblocking(true).and_then(|()| wire::write_reply(&mut stream, &reply)) {
-        tracing::debug!(%peer, error = %e, "could not send the busy refusal");
-    }
-}
-
-/// One session on an accepted connection: the protocol with the first wait for the client
-/// bounded by the handshake timeout, the later ones by the session timeout.
-fn serve_connection(
-    stream: TcpStream,
-    model: &ServerModel,
-    seed: Seed,
-    options: &ServeOptions,
-    config: ChannelConfig,
-    link: Option<NetworkModel>,
-    limits: &Limits,
-) -> moat_mpc::Result<(u64, moat_mpc::transport::Counters)> {
-    let control = stream.try_clone().map_err(|e| TransportError::from_io("cloning the socket", &e, config.timeout))?;
-    let tcp = TcpChannel::from_stream(stream, config)?;
-    let mut inner: Box<dyn Channel> = match link {
-        Some(m) => Box::new(Shaped::new(tcp, m)),
-        None => Box::new(tcp),
-    };
-    control
-        .set_read_timeout(Some(limits.handshake_timeout))
-        .map_err(|e| TransportError::from_io("setting the handshake timeout", &e, limits.handshake_timeout))?;
-    // The first wait for the client is bounded by the handshake timeout, the later ones by
-    // the session timeout: `control` (a handle on the same socket) is reset after it.
-    let session_timeout = limits.session_timeout.max(Duration::from_millis(1));
-    let mut ch = FirstRecv::new(&mut *inner, move |received: Result<Vec<u8>, TransportError>| {
-        control
-            .set_read_timeout(Some(session_timeout))
-            .map_err(|e| TransportError::from_io("restoring the session timeout", &e, session_timeout))?;
-        received
-    });
-    let queries = model.serve_with(&mut ch, seed, options)?;
-    Ok((queries, ch.stats().total()))
 }
 
 /// What a client run found.

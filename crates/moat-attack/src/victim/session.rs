@@ -6,8 +6,7 @@
 use moat_client::SecureSession;
 use moat_mpc::engine::{Honest, Reveal, Revealed};
 
-use super::error::{MiaError, Result};
-use super::victim::{Victim, check_class_vector, softmax};
+use super::{Result, Victim, VictimError, check_class_vector, softmax};
 
 /// What the victim is called in reports.
 const NAME: &str = "secure-2pc";
@@ -24,7 +23,7 @@ impl SessionVictim {
     pub fn new(session: SecureSession, classes: usize) -> Result<Self> {
         let out = moat_nn::tensor::numel(session.protocol().architecture().graph().output_shape());
         if out != classes {
-            return Err(MiaError::NotClassVector {
+            return Err(VictimError::NotClassVector {
                 victim: NAME.into(),
                 detail: format!("the served model outputs {out} values, the dataset has {classes} classes"),
             });
@@ -53,6 +52,10 @@ impl Victim for SessionVictim {
         NAME.into()
     }
 
+    fn reveals(&self) -> Reveal {
+        Reveal::Logits
+    }
+
     fn classes(&self) -> usize {
         self.classes
     }
@@ -62,7 +65,7 @@ impl Victim for SessionVictim {
         let mut answers = Vec::with_capacity(inputs.len());
         for input in inputs {
             let Revealed::Logits(ring) = self.ask(input, Reveal::Logits)? else {
-                return Err(MiaError::NotClassVector {
+                return Err(VictimError::NotClassVector {
                     victim: NAME.into(),
                     detail: "revealed a label where logits were asked".into(),
                 });
@@ -79,9 +82,10 @@ impl Victim for SessionVictim {
         inputs
             .iter()
             .map(|input| {
-                self.ask(input, Reveal::Label)?
-                    .label(fixed)
-                    .ok_or_else(|| MiaError::NotClassVector { victim: NAME.into(), detail: "revealed no label".into() })
+                self.ask(input, Reveal::Label)?.label(fixed).ok_or_else(|| VictimError::NotClassVector {
+                    victim: NAME.into(),
+                    detail: "revealed no label".into(),
+                })
             })
             .collect()
     }
@@ -97,7 +101,7 @@ mod tests {
     use moat_nn::{FixedPoint, QuantizedGraph, zoo};
 
     use super::*;
-    use crate::mia::FixedVictim;
+    use crate::victim::FixedVictim;
 
     #[test]
     fn a_real_session_answers_the_fixed_point_probabilities_and_labels()

@@ -1,32 +1,104 @@
-//! What a membership-inference attack queries: a model's class-score vector per sample.
+//! What a black-box attack queries: a model's answer per input, as a client of it sees it.
 //!
-//! A [`Victim`] answers a batch of inputs with one probability vector over the classes each —
-//! exactly what a client of an inference service receives when the service reveals
-//! probabilities. The attacks never see weights. Implementations here:
+//! A [`Victim`] answers a batch of inputs with one probability vector over the classes each, or
+//! only the label, and says which of the two it reveals ([`Victim::reveals`]). The attacks
+//! never see weights. Implementations:
 //!
-//! * [`FloatVictim`] — a local model in float (the plaintext reference);
-//! * [`FixedVictim`] — the same model in plaintext fixed-point (what the protocol computes);
+//! * [`FloatVictim`] — a local ONNX model in float (the plaintext reference);
+//! * [`FixedVictim`] — the same model in plaintext fixed point (what the protocol computes);
 //! * [`SimulatedVictim`] — the simulated two-party engine revealing the logits to the client,
-//!   which applies the softmax itself (the revealed output of a secure session).
+//!   which applies the softmax itself (the revealed output of a secure session);
+//! * [`SessionVictim`] — the same over a real secure session (moat-client's
+//!   [`moat_client::SecureSession`]);
+//! * [`HttpVictim`] — an Open Inference Protocol service (`moat serve` or any other), asked
+//!   for its `probabilities` or `label` output.
 //!
-//! Other sources (the OIP HTTP service, a real secure session's revealed probabilities) plug in
-//! by implementing the trait. Every implementation checks that an answer is a probability
-//! vector over [`Victim::classes`] classes and fails with [`MiaError::NotClassVector`] otherwise.
+//! Every implementation checks that an answer is a probability vector over
+//! [`Victim::classes`] classes and fails with [`VictimError::NotClassVector`] otherwise.
+//! Errors keep their cause: the service saying no (a budget, a rate limit, a policy) is
+//! [`VictimError::Refused`], a timeout or a broken connection [`VictimError::Service`].
+//!
+//! SEEK's oracle ([`crate::oracle::Oracle`]) is a different interface on purpose: it tampers
+//! with the client's shares inside the protocol, which no black-box victim can.
+
+pub mod http;
+pub mod session;
 
 use std::sync::Arc;
 
 use moat_mpc::engine::{Honest, Reveal, Revealed, SimulatedEngine};
 use moat_nn::exec::par_map;
 use moat_nn::{FloatExecutor, Graph, QuantizedGraph};
+use thiserror::Error;
 
-use super::error::{MiaError, Result};
+pub use http::HttpVictim;
+pub use session::SessionVictim;
 
-/// A model queried for class-score vectors.
+/// What can fail when a victim is queried.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum VictimError {
+    /// The victim's answer is not a probability vector over the dataset's classes. Raised by
+    /// the first query (or before any, when the victim's declared output size is wrong).
+    #[error("victim '{victim}': {detail}")]
+    NotClassVector {
+        /// The victim.
+        victim: String,
+        /// What is wrong with its output.
+        detail: String,
+    },
+    /// The attack asked for more than the victim reveals (probabilities of a label-only one).
+    #[error("victim '{victim}' reveals {reveals:?} only, {asked:?} was asked")]
+    NotRevealed {
+        /// The victim.
+        victim: String,
+        /// What it reveals.
+        reveals: Reveal,
+        /// What was asked.
+        asked: Reveal,
+    },
+    /// The model executor failed.
+    #[error("model: {0}")]
+    Model(#[from] moat_nn::NnError),
+    /// The two-party engine failed.
+    #[error("engine: {0}")]
+    Engine(#[from] moat_mpc::MpcError),
+    /// The service refused the queries (a budget, a rate limit, a policy, the session port).
+    #[error("the service refused: {0}")]
+    Refused(String),
+    /// The service failed for another reason (a timeout, a broken connection, an answer off
+    /// the protocol).
+    #[error("the service failed: {0}")]
+    Service(String),
+}
+
+impl From<moat_client::ClientError> for VictimError {
+    /// Sorted as [`crate::AttackError`]'s: a refusal is not a failure.
+    fn from(e: moat_client::ClientError) -> Self {
+        match crate::AttackError::from(e) {
+            crate::AttackError::Refused(m) => VictimError::Refused(m),
+            crate::AttackError::Service(m) => VictimError::Service(m),
+            other => VictimError::Service(other.to_string()),
+        }
+    }
+}
+
+/// Result with [`VictimError`].
+pub type Result<T> = std::result::Result<T, VictimError>;
+
+/// A model queried as a black box.
 pub trait Victim {
-    /// A short name of the output kind (`float`, `fixed`, `simulated-2pc`, …).
+    /// A short name of the victim (`float`, `fixed`, `simulated-2pc`, `http`, …).
     fn name(&self) -> String;
     /// The number of classes each answer covers.
     fn classes(&self) -> usize;
+    /// The most one answer reveals: [`Reveal::Label`] for a label-only victim (whose
+    /// [`Victim::probabilities`] fails with [`VictimError::NotRevealed`]), else a class-score
+    /// vector ([`Reveal::Probabilities`], the default, or [`Reveal::Logits`] when the client
+    /// applies the softmax itself).
+    fn reveals(&self) -> Reveal {
+        Reveal::Probabilities
+    }
     /// One probability vector (non-negative, summing to 1 within 10⁻⁶) per input.
     fn probabilities(&mut self, inputs: &[&[f32]]) -> Result<Vec<Vec<f64>>>;
     /// The predicted label per input. The default takes the argmax of the probabilities;
@@ -51,7 +123,7 @@ pub fn softmax(logits: &[f64]) -> Vec<f64> {
 
 /// Checks that `p` is a probability vector over `classes` classes.
 pub fn check_class_vector(victim: &str, p: &[f64], classes: usize) -> Result<()> {
-    let fail = |detail: String| Err(MiaError::NotClassVector { victim: victim.to_string(), detail });
+    let fail = |detail: String| Err(VictimError::NotClassVector { victim: victim.to_string(), detail });
     if p.len() != classes {
         return fail(format!("answered {} values, the dataset has {classes} classes", p.len()));
     }
@@ -77,7 +149,7 @@ fn output_size(graph: &Graph) -> usize {
 fn expect_classes(name: &str, graph: &Graph, classes: usize) -> Result<()> {
     let out = output_size(graph);
     if out != classes {
-        return Err(MiaError::NotClassVector {
+        return Err(VictimError::NotClassVector {
             victim: name.to_string(),
             detail: format!("the model outputs {out} values, the dataset has {classes} classes"),
         });
@@ -102,6 +174,10 @@ impl FloatVictim {
 impl Victim for FloatVictim {
     fn name(&self) -> String {
         "float".into()
+    }
+
+    fn reveals(&self) -> Reveal {
+        Reveal::Logits
     }
 
     fn classes(&self) -> usize {
@@ -136,6 +212,10 @@ impl FixedVictim {
 impl Victim for FixedVictim {
     fn name(&self) -> String {
         "fixed".into()
+    }
+
+    fn reveals(&self) -> Reveal {
+        Reveal::Logits
     }
 
     fn classes(&self) -> usize {
@@ -179,6 +259,10 @@ impl Victim for SimulatedVictim {
         "simulated-2pc".into()
     }
 
+    fn reveals(&self) -> Reveal {
+        Reveal::Logits
+    }
+
     fn classes(&self) -> usize {
         self.classes
     }
@@ -193,7 +277,7 @@ impl Victim for SimulatedVictim {
                     answers.push(softmax(&z));
                 }
                 Revealed::Label(_) | Revealed::Probabilities(_) => {
-                    return Err(MiaError::NotClassVector {
+                    return Err(VictimError::NotClassVector {
                         victim: self.name(),
                         detail: "revealed a label where logits were asked".into(),
                     });
@@ -208,7 +292,7 @@ impl Victim for SimulatedVictim {
         let mut labels = Vec::with_capacity(inputs.len());
         for input in inputs {
             let revealed = self.engine.infer(input, Reveal::Label, &mut Honest)?;
-            labels.push(revealed.label(fixed).ok_or_else(|| MiaError::NotClassVector {
+            labels.push(revealed.label(fixed).ok_or_else(|| VictimError::NotClassVector {
                 victim: "simulated-2pc".into(),
                 detail: "revealed no label".into(),
             })?);
