@@ -1,0 +1,224 @@
+//! Membership-inference victims that answer through a guard, with the guard's effect counted:
+//! how many answers kept the unguarded label, how many the guard changed, and the mean L1
+//! distance between the guarded and the unguarded probabilities.
+//!
+//! * [`MemGuardVictim`]: any [`Victim`]'s probabilities through [`MemGuard`] — the plaintext
+//!   OIP path's guard.
+//! * [`SiGuardVictim`]: the model's fixed-point logits through SIGuard
+//!   ([`moat_mpc::ring_ops::siguard`]) on [`PlainOps`] — the probabilities the two-party
+//!   protocol reveals under SIGuard: `moat_mpc::ring_ops::siguard`'s test
+//!   `two_party_siguard_equals_the_plaintext_one_bit_for_bit` holds the real protocol
+//!   (`SessionOps`) to the same ring values as `PlainOps`. The client decodes the revealed
+//!   ring values and divides by their sum (the fixed-point softmax sums to 1 only within its
+//!   precision), which keeps the label.
+//!
+//! Labels ([`Victim::labels`]) are the unguarded victim's: both guards keep the label by
+//! construction, and the probability answers measure that they do ([`GuardStats`]).
+
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use moat_mpc::ring_ops::{PlainOps, SiGuard, SiGuardConfig, Softmax, softmax};
+use moat_nn::QuantizedGraph;
+use moat_nn::exec::par_map;
+use serde::Serialize;
+
+use super::defender::{DefenderFile, DefenderInput};
+use super::memguard::MemGuard;
+use super::{Result as DefenseResult, invalid};
+use crate::mia::error::{MiaError, Result};
+use crate::mia::victim::{Victim, argmax, check_class_vector};
+
+/// What a guard did over the queries it answered.
+#[derive(Clone, Debug, Default)]
+pub struct GuardStats {
+    /// Probability vectors answered.
+    pub queries: usize,
+    /// Answers whose label equals the unguarded answer's.
+    pub label_kept: usize,
+    /// Answers the guard changed.
+    pub changed: usize,
+    /// Sum of the L1 distances between guarded and unguarded answers.
+    pub l1_sum: f64,
+    /// Seconds spent in the guard.
+    pub seconds: f64,
+}
+
+/// [`GuardStats`] as reported.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct GuardSummary {
+    /// Probability vectors answered.
+    pub queries: usize,
+    /// Fraction of answers with the unguarded label.
+    pub label_agreement: f64,
+    /// Fraction of answers the guard changed.
+    pub changed: f64,
+    /// Mean L1 distance between guarded and unguarded probabilities.
+    pub mean_l1_distortion: f64,
+    /// Milliseconds of guard computation per answer.
+    pub ms_per_query: f64,
+}
+
+impl GuardStats {
+    fn add(&mut self, unguarded: &[f64], guarded: &[f64], seconds: f64) {
+        self.queries += 1;
+        self.label_kept += usize::from(argmax(unguarded) == argmax(guarded));
+        self.changed += usize::from(unguarded != guarded);
+        self.l1_sum += unguarded.iter().zip(guarded).map(|(a, b)| (a - b).abs()).sum::<f64>();
+        self.seconds += seconds;
+    }
+
+    /// The summary (zeros before any query).
+    pub fn summary(&self) -> GuardSummary {
+        let n = self.queries.max(1) as f64;
+        GuardSummary {
+            queries: self.queries,
+            label_agreement: self.label_kept as f64 / n,
+            changed: self.changed as f64 / n,
+            mean_l1_distortion: self.l1_sum / n,
+            ms_per_query: 1e3 * self.seconds / n,
+        }
+    }
+}
+
+/// A shared handle on a guard's statistics (read after the victim was used).
+pub type SharedStats = Arc<Mutex<GuardStats>>;
+
+fn record(stats: &SharedStats, pairs: &[(Vec<f64>, Vec<f64>, f64)]) {
+    // A poisoned lock only means another thread panicked while counting; the counts stay usable.
+    let mut s = stats.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    for (u, g, t) in pairs {
+        s.add(u, g, *t);
+    }
+}
+
+/// Any victim's probabilities through MemGuard.
+pub struct MemGuardVictim {
+    inner: Box<dyn Victim>,
+    guard: MemGuard,
+    stats: SharedStats,
+}
+
+impl MemGuardVictim {
+    /// Guards `inner`'s answers; refuses a defender of another width (before any query).
+    pub fn new(inner: Box<dyn Victim>, guard: MemGuard) -> Result<Self> {
+        let classes = guard.defender().meta.shape.classes;
+        if classes != inner.classes() {
+            return Err(MiaError::Invalid(format!(
+                "the defender reads {classes} classes, victim '{}' answers {}",
+                inner.name(),
+                inner.classes()
+            )));
+        }
+        Ok(Self { inner, guard, stats: SharedStats::default() })
+    }
+
+    /// The guard's statistics.
+    pub fn stats(&self) -> SharedStats {
+        Arc::clone(&self.stats)
+    }
+}
+
+impl Victim for MemGuardVictim {
+    fn name(&self) -> String {
+        format!("{}-memguard", self.inner.name())
+    }
+
+    fn classes(&self) -> usize {
+        self.inner.classes()
+    }
+
+    fn probabilities(&mut self, inputs: &[&[f32]]) -> Result<Vec<Vec<f64>>> {
+        let plain = self.inner.probabilities(inputs)?;
+        let guard = &self.guard;
+        let guarded = par_map(plain.len(), |i| {
+            let start = Instant::now();
+            guard.guard(&plain[i]).map(|g| (g.probabilities, start.elapsed().as_secs_f64()))
+        });
+        let mut pairs = Vec::with_capacity(plain.len());
+        for (u, g) in plain.into_iter().zip(guarded) {
+            let (g, t) = g.map_err(|e| MiaError::Invalid(format!("memguard: {e}")))?;
+            check_class_vector(&self.name(), &g, self.classes())?;
+            pairs.push((u, g, t));
+        }
+        record(&self.stats, &pairs);
+        Ok(pairs.into_iter().map(|(_, g, _)| g).collect())
+    }
+
+    fn labels(&mut self, inputs: &[&[f32]]) -> Result<Vec<usize>> {
+        self.inner.labels(inputs)
+    }
+}
+
+/// The two-party protocol's SIGuard-revealed probabilities, computed by the plaintext ring
+/// operations (see the module documentation).
+pub struct SiGuardVictim {
+    model: Arc<QuantizedGraph>,
+    guard: SiGuard,
+    classes: usize,
+    stats: SharedStats,
+}
+
+/// The client's reading of revealed ring probabilities: decoded, negatives clamped to 0,
+/// divided by their sum.
+fn normalised(fixed: moat_nn::FixedPoint, ring: &[u64]) -> Vec<f64> {
+    let v: Vec<f64> = ring.iter().map(|&x| fixed.decode(x).max(0.0)).collect();
+    let sum: f64 = v.iter().sum();
+    if sum > 0.0 { v.into_iter().map(|x| x / sum).collect() } else { vec![1.0 / ring.len() as f64; ring.len()] }
+}
+
+impl SiGuardVictim {
+    /// SIGuard over `model` with the server's `defender` (which must read the raw
+    /// probabilities: SIGuard evaluates it inside the protocol, where sorting is not done);
+    /// every check before any query.
+    pub fn new(model: Arc<QuantizedGraph>, defender: &DefenderFile, config: SiGuardConfig) -> DefenseResult<Self> {
+        defender.validate()?;
+        if defender.meta.input != DefenderInput::Probabilities {
+            return Err(invalid(
+                "SIGuard needs a defender on the raw probabilities (moat train-defender --input probabilities); this one reads sorted scores",
+            ));
+        }
+        let classes = moat_nn::tensor::numel(model.graph().output_shape());
+        let guard = SiGuard::new(defender.weights().to_defender(model.fixed())?, config, classes)?;
+        Ok(Self { model, guard, classes, stats: SharedStats::default() })
+    }
+
+    /// The guard's statistics.
+    pub fn stats(&self) -> SharedStats {
+        Arc::clone(&self.stats)
+    }
+}
+
+impl Victim for SiGuardVictim {
+    fn name(&self) -> String {
+        "siguard-2pc".into()
+    }
+
+    fn classes(&self) -> usize {
+        self.classes
+    }
+
+    fn probabilities(&mut self, inputs: &[&[f32]]) -> Result<Vec<Vec<f64>>> {
+        let (model, guard, c) = (&self.model, &self.guard, self.classes);
+        let fixed = model.fixed();
+        let answers = par_map(inputs.len(), |i| -> Result<(Vec<f64>, Vec<f64>, f64)> {
+            let z = model.logits_encoded(inputs[i])?;
+            let ops = &mut PlainOps::new(fixed);
+            let plain = softmax(ops, &z, c, Softmax::Exp)?;
+            let start = Instant::now();
+            let guarded = guard.run(ops, &z)?;
+            let t = start.elapsed().as_secs_f64();
+            Ok((normalised(fixed, &plain), normalised(fixed, &guarded), t))
+        });
+        let pairs = answers.into_iter().collect::<Result<Vec<_>>>()?;
+        for (_, g, _) in &pairs {
+            check_class_vector("siguard-2pc", g, c)?;
+        }
+        record(&self.stats, &pairs);
+        Ok(pairs.into_iter().map(|(_, g, _)| g).collect())
+    }
+
+    fn labels(&mut self, inputs: &[&[f32]]) -> Result<Vec<usize>> {
+        inputs.iter().map(|x| Ok(self.model.predict(x)?)).collect()
+    }
+}
