@@ -33,7 +33,7 @@ pub enum DefenseError {
     #[error("{0}")]
     Invalid(String),
     /// Reading or writing a defender file failed.
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Io {
         /// The file.
         path: String,
@@ -41,7 +41,7 @@ pub enum DefenseError {
         source: std::io::Error,
     },
     /// A defender file is not valid JSON of the expected format.
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Format {
         /// The file.
         path: String,
