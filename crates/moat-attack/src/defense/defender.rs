@@ -282,7 +282,10 @@ pub(crate) mod tests {
         (members, others)
     }
 
-    pub(crate) fn trained(input: DefenderInput, seed: u64) -> Result<(DefenderFile, Vec<Vec<f64>>, Vec<Vec<f64>>)> {
+    /// A defender with the member and non-member vectors it was trained on.
+    pub(crate) type Trained = (DefenderFile, Vec<Vec<f64>>, Vec<Vec<f64>>);
+
+    pub(crate) fn trained(input: DefenderInput, seed: u64) -> Result<Trained> {
         let mut rng = ChaCha20Rng::seed_from_u64(seed);
         let (m, n) = synthetic(4, 60, &mut rng);
         let spec = TrainSpec {
