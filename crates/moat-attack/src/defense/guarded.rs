@@ -8,7 +8,9 @@
 //!   ([`moat_mpc::ring_ops::siguard`]) on [`PlainOps`] — the probabilities the two-party
 //!   protocol reveals under SIGuard: `moat_mpc::ring_ops::siguard`'s test
 //!   `two_party_siguard_equals_the_plaintext_one_bit_for_bit` holds the real protocol
-//!   (`SessionOps`) to the same ring values as `PlainOps`. The client decodes the revealed
+//!   (`SessionOps`) to the same ring values as `PlainOps`, `moat_mpc::engine::real`'s
+//!   `siguard_reveals_the_same_probabilities_in_both_backends_and_keeps_the_label` the served
+//!   engine, and this module's test a real session's answers. The client decodes the revealed
 //!   ring values and divides by their sum (the fixed-point softmax sums to 1 only within its
 //!   precision), which keeps the label.
 //!
@@ -220,5 +222,74 @@ impl Victim for SiGuardVictim {
 
     fn labels(&mut self, inputs: &[&[f32]]) -> Result<Vec<usize>> {
         inputs.iter().map(|x| Ok(self.model.predict(x)?)).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use moat_client::SecureSession;
+    use moat_mpc::Seed;
+    use moat_mpc::engine::{Honest, Reveal, Revealed, ServeOptions, ServerModel};
+    use moat_mpc::transport::memory;
+    use moat_nn::{FixedPoint, zoo};
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha20Rng;
+
+    use super::*;
+    use crate::defense::defender::TrainSpec;
+
+    type TestResult = std::result::Result<(), Box<dyn std::error::Error>>;
+
+    /// The SIGuard victim's answers are what a real two-party session reveals under the same
+    /// guard, read the same way by the client — bit for bit — and keep the unguarded label.
+    #[test]
+    fn the_siguard_victim_answers_what_a_real_session_reveals() -> TestResult {
+        let graph = zoo::build(&zoo::Architecture::Mlp { hidden: vec![8] }, &[1, 4, 4], 3, 7)?;
+        let model = Arc::new(QuantizedGraph::new(&graph, FixedPoint::default())?);
+        let mut rng = ChaCha20Rng::seed_from_u64(3);
+        let (members, others) = crate::defense::defender::tests::synthetic(3, 20, &mut rng);
+        let spec = TrainSpec {
+            model: "tiny".into(),
+            dataset: "synthetic".into(),
+            hidden: [6, 4],
+            input: DefenderInput::Probabilities,
+            epochs: 50,
+            insecure_seed: Some(3),
+        };
+        let defender = DefenderFile::train(spec, &members, &others, &mut rng)?;
+        let config = SiGuardConfig { outer: 2, inner: 2, ..Default::default() };
+        let inputs: Vec<Vec<f32>> =
+            (0..2).map(|i| (0..16).map(|j| ((i * 16 + j) as f32 * 0.37).sin()).collect()).collect();
+        let refs: Vec<&[f32]> = inputs.iter().map(Vec::as_slice).collect();
+
+        let mut victim = SiGuardVictim::new(Arc::clone(&model), &defender, config)?;
+        let ours = victim.probabilities(&refs)?;
+
+        let (mut server_ch, client_ch) = memory::pair(Default::default());
+        let server = ServerModel::new(Arc::clone(&model), 4096)?;
+        let mut guard = SiGuard::new(defender.weights().to_defender(model.fixed())?, config, 3)?;
+        let handle = std::thread::spawn(move || {
+            server.serve_guarded(&mut server_ch, Seed::insecure_from_u64(1), &ServeOptions::default(), &mut guard)
+        });
+        let mut session = SecureSession::start(Box::new(client_ch), Seed::insecure_from_u64(2), None)?;
+        let mut real = Vec::new();
+        for x in &refs {
+            let Revealed::Probabilities(ring) = session.infer_with(x, Reveal::Probabilities, &mut Honest)? else {
+                return Err("the session revealed no probabilities".into());
+            };
+            real.push(normalised(model.fixed(), &ring));
+        }
+        session.close()?;
+        handle.join().map_err(|_| "server thread panicked")??;
+        assert_eq!(ours, real);
+        let stats = victim.stats();
+        let s = stats.lock().map_err(|_| "poisoned")?.summary();
+        assert_eq!((s.queries, s.label_agreement), (2, 1.0));
+        assert_eq!(victim.labels(&refs)?, refs.iter().map(|x| model.predict(x)).collect::<moat_nn::Result<Vec<_>>>()?);
+        // A defender on sorted scores cannot run inside the protocol.
+        let mut sorted = defender.clone();
+        sorted.meta.input = DefenderInput::Sorted;
+        assert!(SiGuardVictim::new(model, &sorted, config).is_err());
+        Ok(())
     }
 }
