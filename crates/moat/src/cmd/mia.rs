@@ -1,6 +1,8 @@
 //! `moat attack mia`: membership inference against a trained model, on every output kind moat
 //! reveals (float, plaintext fixed point, the simulated two-party engine's logits), with
-//! reference models trained here by moat's own training on the attacker's population.
+//! reference models trained here by moat's own training on the attacker's population; with
+//! `--guard memguard|siguard --defender FILE`, the same attacks on the guarded answers beside
+//! the unguarded ones (`moat_attack::defense`).
 
 use std::path::PathBuf;
 use std::sync::Arc;
