@@ -5,7 +5,7 @@
 //! * [`MemGuardVictim`]: any [`Victim`]'s probabilities through [`MemGuard`] — the plaintext
 //!   OIP path's guard.
 //! * [`SiGuardVictim`]: the model's fixed-point logits through SIGuard
-//!   ([`moat_mpc::ring_ops::siguard`]) on [`PlainOps`] — the probabilities the two-party
+//!   ([`moat_mpc::ring_ops::SiGuard`]) on [`PlainOps`] — the probabilities the two-party
 //!   protocol reveals under SIGuard: `moat_mpc::ring_ops::siguard`'s test
 //!   `two_party_siguard_equals_the_plaintext_one_bit_for_bit` holds the real protocol
 //!   (`SessionOps`) to the same ring values as `PlainOps`, `moat_mpc::engine::real`'s
