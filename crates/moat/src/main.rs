@@ -29,6 +29,9 @@ enum Command {
     Demo(cmd::demo::Args),
     /// Train a zoo architecture on a dataset; writes MODEL.onnx and MODEL.card.json.
     Train(cmd::train::Args),
+    /// Train the server's membership defender (SIGuard's and MemGuard's `h`) for a model with
+    /// a card; writes a secret defender file.
+    TrainDefender(cmd::defender::Args),
     /// Layer table of an ONNX model: shapes, parameters, MACs, ReLUs, fixed-point error.
     Inspect(cmd::inspect::Args),
     /// Run a model on one input, in float or fixed point.
@@ -60,6 +63,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Demo(args) => cmd::demo::run(args),
         Command::Train(args) => cmd::train::run(args),
+        Command::TrainDefender(args) => cmd::defender::run(args),
         Command::Inspect(args) => cmd::inspect::run(args),
         Command::Infer(args) => cmd::infer::run(args),
         Command::Secure(args) => cmd::secure::run(args),

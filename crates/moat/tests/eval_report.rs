@@ -89,6 +89,15 @@ fn the_quick_scorecard_fills_every_cell_or_says_why_not() -> TestResult {
     assert!(cell(0, 1) < 0.5, "SEEK against hardening {}", cell(0, 1));
     assert!(cell(1, 0) > 0.6, "score MIA AUC {}", cell(1, 0));
     assert!(cell(4, 6) > 0.95, "Fusion detection {}", cell(4, 6));
+    // The guards (columns 3 SIGuard, 4 MemGuard) are measured against both MIA rows, keep every
+    // label, and SIGuard lowers the best score attack (measured on this victim: RMIA 0.75 →
+    // 0.59 under SIGuard).
+    for (row, col) in [(1, 3), (1, 4), (2, 3), (2, 4)] {
+        let c = &rows[row]["cells"][col];
+        assert_eq!(c["status"], "measured", "{c}");
+        assert!(c["cost"].as_str().is_some_and(|s| s.starts_with("labels kept on 100.0 %")), "{c}");
+    }
+    assert!(cell(1, 3) < cell(1, 0) - 0.05, "score MIA AUC {} under SIGuard, {} without", cell(1, 3), cell(1, 0));
     let secure = &r["scorecard"]["secure"];
     assert_eq!(secure["agree_with_fixed_point"], secure["queries"], "{secure}");
     Ok(())

@@ -70,6 +70,9 @@ pub enum VictimError {
     /// the protocol).
     #[error("the service failed: {0}")]
     Service(String),
+    /// A guard on the victim's answers (MemGuard, SIGuard) failed.
+    #[error("the guard failed: {0}")]
+    Guard(String),
 }
 
 impl From<moat_client::ClientError> for VictimError {

@@ -1,18 +1,25 @@
 //! `moat attack mia`: membership inference against a trained model, on every output kind moat
 //! reveals (float, plaintext fixed point, the simulated two-party engine's logits), with
-//! reference models trained here by moat's own training on the attacker's population.
+//! reference models trained here by moat's own training on the attacker's population; with
+//! `--guard memguard|siguard --defender FILE`, the same attacks on the guarded answers beside
+//! the unguarded ones (`moat_attack::defense`).
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
+use moat_attack::defense::guarded::SharedStats;
+use moat_attack::defense::{
+    DefenderFile, DefenderMeta, GuardSummary, MemGuard, MemGuardConfig, MemGuardVictim, SiGuardVictim,
+};
 use moat_attack::mia::{
     self, Attack, Metrics, MiaConfig, MiaError, ReferenceTrainer, References, RocPoint, ScoreTable,
 };
 use moat_attack::victim::{self, FixedVictim, FloatVictim, HttpVictim, SimulatedVictim, Victim};
 use moat_client::HttpClient;
 use moat_mpc::engine::Reveal;
+use moat_mpc::ring_ops::SiGuardConfig;
 use moat_nn::card::ModelCard;
 use moat_nn::data::Dataset;
 use moat_nn::train::{Augment, TrainConfig, train};
@@ -90,6 +97,27 @@ pub struct MiaArgs {
     /// The seed this run uses: `--seed`, or drawn from the OS (set on entry).
     #[arg(skip)]
     pub seed: u64,
+    /// Guard the answers: `none`; `memguard` (MemGuard on each output kind's plaintext
+    /// probabilities); `siguard` (the probabilities the two-party protocol reveals under
+    /// SIGuard, computed by the plaintext ring operations that
+    /// `moat_mpc::ring_ops::siguard`'s test `two_party_siguard_equals_the_plaintext_one_bit_for_bit`
+    /// holds bit-identical to the real protocol; its unguarded baseline is the `fixed` output).
+    /// Guarded outputs are reported beside the unguarded ones.
+    #[arg(long, default_value = "none")]
+    pub guard: String,
+    /// The server's defender (`moat train-defender`), which a guard needs.
+    #[arg(long)]
+    pub defender: Option<PathBuf>,
+    /// SIGuard's rounds and steps per round (the paper: 6,49).
+    #[arg(long, value_delimiter = ',', default_value = "6,49")]
+    pub siguard_steps: Vec<u32>,
+    /// SIGuard applies the defender term g₁ only (the public prototype's behaviour) instead of
+    /// the full objective.
+    #[arg(long)]
+    pub siguard_g1_only: bool,
+    /// MemGuard's gradient steps (all rounds).
+    #[arg(long, default_value_t = 300)]
+    pub memguard_steps: u32,
     #[command(flatten)]
     pub fixed: FixedArgs,
     /// Directory for report.json, the per-sample scores and the ROC plots.
@@ -135,9 +163,59 @@ struct AttackResult {
 #[derive(Serialize)]
 struct OutputResult {
     output: String,
+    /// The guard this output answers through, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    guard: Option<&'static str>,
+    /// The unguarded output it is compared with.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    baseline: Option<String>,
+    /// What the guard did (label agreement, L1 distortion, time).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    guard_stats: Option<GuardSummary>,
     queries: usize,
     seconds: f64,
     attacks: Vec<AttackResult>,
+}
+
+/// One attack without and with a guard.
+#[derive(Serialize)]
+struct GuardedAttack {
+    attack: &'static str,
+    auc: f64,
+    guarded_auc: f64,
+    tpr_at_1pct_fpr: f64,
+    guarded_tpr_at_1pct_fpr: f64,
+    tpr_at_0_1pct_fpr: f64,
+    guarded_tpr_at_0_1pct_fpr: f64,
+}
+
+/// A guarded output against its unguarded baseline.
+#[derive(Serialize)]
+struct GuardComparison {
+    guard: &'static str,
+    output: String,
+    baseline: String,
+    #[serde(flatten)]
+    stats: GuardSummary,
+    attacks: Vec<GuardedAttack>,
+}
+
+/// The defender a guard used (public metadata only).
+#[derive(Serialize)]
+struct GuardInfo {
+    guard: &'static str,
+    defender: String,
+    defender_meta: DefenderMeta,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    siguard: Option<SiGuardConfig>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    memguard: Option<MemGuardConfig>,
+}
+
+/// A victim to attack, with its guard if it has one.
+struct Target {
+    victim: Box<dyn Victim>,
+    guard: Option<(&'static str, String, SharedStats)>,
 }
 
 #[derive(Serialize)]
@@ -162,7 +240,11 @@ struct Report {
     seed: u64,
     references: Option<ReferenceInfo>,
     config: MiaConfig,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    guard: Option<GuardInfo>,
     outputs: Vec<OutputResult>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    guards: Vec<GuardComparison>,
 }
 
 fn parse_attacks(names: &[String]) -> anyhow::Result<Vec<Attack>> {
@@ -180,7 +262,7 @@ fn parse_attacks(names: &[String]) -> anyhow::Result<Vec<Attack>> {
 }
 
 /// The victim's member indices (into the training split) according to its card.
-fn member_indices(card: &ModelCard, train_len: usize) -> anyhow::Result<Vec<usize>> {
+pub(crate) fn member_indices(card: &ModelCard, train_len: usize) -> anyhow::Result<Vec<usize>> {
     let members = match &card.members.indices {
         Some(indices) => indices.clone(),
         None => (0..card.members.count).collect(),
@@ -220,6 +302,101 @@ fn victim_for(
     })
 }
 
+/// Adds the guarded victims `args.guard` asks for to `victims`; every check (a defender given,
+/// readable, of the victim's width and of the kind the guard needs) before any query.
+fn guarded_victims(
+    args: &MiaArgs,
+    victims: &mut Vec<Target>,
+    graph: &Arc<Graph>,
+    quantized: &Arc<QuantizedGraph>,
+    classes: usize,
+) -> anyhow::Result<Option<GuardInfo>> {
+    let guard: &'static str = match args.guard.trim() {
+        "none" => return Ok(None),
+        "memguard" => "memguard",
+        "siguard" => "siguard",
+        other => bail!("unknown guard '{other}' (none, memguard or siguard)"),
+    };
+    let Some(path) = &args.defender else {
+        bail!(
+            "--guard {guard} needs the server's trained defender: --defender DEFENDER.json (write one with `moat train-defender`)"
+        );
+    };
+    let defender = DefenderFile::load(path).with_context(|| format!("reading the defender {}", path.display()))?;
+    if defender.meta.shape.classes != classes {
+        bail!(
+            "the defender {} reads {} classes, the victim answers {classes}: it was trained for another model",
+            path.display(),
+            defender.meta.shape.classes
+        );
+    }
+    let mut info = GuardInfo {
+        guard,
+        defender: path.display().to_string(),
+        defender_meta: defender.meta.clone(),
+        siguard: None,
+        memguard: None,
+    };
+    if guard == "memguard" {
+        let config = MemGuardConfig { max_steps: args.memguard_steps, ..MemGuardConfig::default() };
+        info.memguard = Some(config);
+        for kind in &args.outputs {
+            let inner = victim_for(kind.trim(), args, graph, quantized, classes)?;
+            let baseline = inner.name();
+            let guarded = MemGuardVictim::new(inner, MemGuard::new(defender.clone(), config, classes)?)?;
+            let stats = guarded.stats();
+            victims.push(Target { victim: Box::new(guarded), guard: Some((guard, baseline, stats)) });
+        }
+    } else {
+        let [outer, inner] = args.siguard_steps[..] else {
+            bail!("--siguard-steps takes OUTER,INNER, got {:?}", args.siguard_steps);
+        };
+        let config = SiGuardConfig { outer, inner, g1_only: args.siguard_g1_only, ..SiGuardConfig::default() };
+        info.siguard = Some(config);
+        let guarded = SiGuardVictim::new(Arc::clone(quantized), &defender, config)?;
+        let stats = guarded.stats();
+        if !args.outputs.iter().any(|o| o.trim() == "fixed") {
+            // The unguarded twin of the protocol's probabilities.
+            victims.push(Target { victim: victim_for("fixed", args, graph, quantized, classes)?, guard: None });
+        }
+        victims.push(Target { victim: Box::new(guarded), guard: Some((guard, "fixed".into(), stats)) });
+    }
+    Ok(Some(info))
+}
+
+/// Each guarded output's attacks beside its baseline's.
+fn compare_guards(outputs: &[OutputResult]) -> Vec<GuardComparison> {
+    let mut out = Vec::new();
+    for o in outputs {
+        let (Some(guard), Some(baseline), Some(stats)) = (o.guard, &o.baseline, &o.guard_stats) else { continue };
+        let Some(base) = outputs.iter().find(|b| b.guard.is_none() && &b.output == baseline) else { continue };
+        let attacks = o
+            .attacks
+            .iter()
+            .filter_map(|a| {
+                let b = base.attacks.iter().find(|b| b.attack == a.attack)?;
+                Some(GuardedAttack {
+                    attack: a.attack,
+                    auc: b.metrics.auc,
+                    guarded_auc: a.metrics.auc,
+                    tpr_at_1pct_fpr: b.metrics.tpr_at_1pct_fpr,
+                    guarded_tpr_at_1pct_fpr: a.metrics.tpr_at_1pct_fpr,
+                    tpr_at_0_1pct_fpr: b.metrics.tpr_at_0_1pct_fpr,
+                    guarded_tpr_at_0_1pct_fpr: a.metrics.tpr_at_0_1pct_fpr,
+                })
+            })
+            .collect();
+        out.push(GuardComparison {
+            guard,
+            output: o.output.clone(),
+            baseline: baseline.clone(),
+            stats: stats.clone(),
+            attacks,
+        });
+    }
+    out
+}
+
 /// `moat attack mia`.
 pub fn run(mut args: MiaArgs) -> anyhow::Result<()> {
     args.seed = super::experiment_seed(args.seed_arg)?;
@@ -240,8 +417,9 @@ pub fn run(mut args: MiaArgs) -> anyhow::Result<()> {
     for kind in &args.outputs {
         let victim = victim_for(kind.trim(), &args, &graph, &quantized, full.classes)?;
         mia::check_reveals(victim.as_ref(), &attacks)?;
-        victims.push(victim);
+        victims.push(Target { victim, guard: None });
     }
+    let guard = guarded_victims(&args, &mut victims, &graph, &quantized, full.classes)?;
 
     let members_all = member_indices(&card, full.len())?;
     let is_member: std::collections::HashSet<usize> = members_all.iter().copied().collect();
@@ -304,7 +482,7 @@ pub fn run(mut args: MiaArgs) -> anyhow::Result<()> {
 
     let mut outputs = Vec::new();
     let mut curves: Vec<(String, Curves)> = Vec::new();
-    for mut victim in victims {
+    for Target { mut victim, guard } in victims {
         let start = Instant::now();
         let mut counting = Counting { inner: victim.as_mut(), queries: 0 };
         let scored =
@@ -333,8 +511,24 @@ pub fn run(mut args: MiaArgs) -> anyhow::Result<()> {
             results.push(AttackResult { attack: s.attack.name(), metrics, scores_csv });
         }
         curves.push((name.clone(), output_curves));
-        outputs.push(OutputResult { output: name, queries, seconds: start.elapsed().as_secs_f64(), attacks: results });
+        let (guard_name, baseline, guard_stats) = match guard {
+            Some((g, baseline, stats)) => {
+                let summary = stats.lock().unwrap_or_else(std::sync::PoisonError::into_inner).summary();
+                (Some(g), Some(baseline), Some(summary))
+            }
+            None => (None, None, None),
+        };
+        outputs.push(OutputResult {
+            output: name,
+            guard: guard_name,
+            baseline,
+            guard_stats,
+            queries,
+            seconds: start.elapsed().as_secs_f64(),
+            attacks: results,
+        });
     }
+    let guards = compare_guards(&outputs);
 
     let report = Report {
         victim: args.model.display().to_string(),
@@ -348,7 +542,9 @@ pub fn run(mut args: MiaArgs) -> anyhow::Result<()> {
         seed: args.seed,
         references: references.map(|r| r.1),
         config,
+        guard,
         outputs,
+        guards,
     };
     if let Some(dir) = &args.out {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -395,6 +591,18 @@ pub fn run(mut args: MiaArgs) -> anyhow::Result<()> {
         }
     }
     print!("{}", table.render());
+    for g in &report.guards {
+        println!(
+            "{} on {} (baseline {}): label agreement {:.2} %, changed {:.1} %, mean L1 distortion {:.4}, {:.2} ms per answer",
+            g.guard,
+            g.output,
+            g.baseline,
+            100.0 * g.stats.label_agreement,
+            100.0 * g.stats.changed,
+            g.stats.mean_l1_distortion,
+            g.stats.ms_per_query
+        );
+    }
     if let Some(dir) = &args.out {
         println!("wrote {}", dir.join("report.json").display());
     }

@@ -3,6 +3,7 @@
 pub mod attack;
 pub mod bench;
 pub mod bench_http;
+pub mod defender;
 pub mod demo;
 pub mod eval;
 pub mod fusion;

@@ -7,7 +7,7 @@
 //! |---|---|---|
 //! | `secure` | `moat secure server` + `moat secure client --compare-with`, `moat bench secure` | parity with the fixed-point executor over real two-party sessions; time, bytes, per layer |
 //! | `seek` | `moat attack seek` undefended, `--harden`, `--budget` | queries per parameter, error, fidelity of the copy |
-//! | `mia` | `moat train` (an overfit victim), `moat attack mia` | every membership attack on float and two-party outputs |
+//! | `mia` | `moat train` (an overfit victim), `moat attack mia`; `moat train-defender` and `moat attack mia --guard memguard\|siguard` | every membership attack on float and two-party outputs; the score and label attacks against MemGuard (plaintext) and SIGuard (the two-party protocol's guard) |
 //! | `psml` | `moat train` × zoo, `moat attack psml --local --sweep` | identification, extraction arms, ε-selection with goodput |
 //! | `fusion` | `moat attack fusion` | detection of each cheating server vs analytic, false alarms |
 //!
@@ -280,8 +280,44 @@ fn mia(d: &mut Driver, p: &Preset, models: &Path, out: &Path) -> anyhow::Result<
     attack.push(if p.real.is_some() { p.pick("2", "8") } else { p.pick("4", "8") }.into());
     attack.extend(["--seed".into(), p.seed.to_string(), "--out".into(), path(&out.join("mia")), "--json".into()]);
     d.step(Step::json("mia", "membership inference on float and two-party outputs", attack))?;
+    // The guards: the server trains its defender on its members against held-out test samples
+    // (a fixed seed from the run's, so that the report's figures can be reproduced — a real
+    // server draws it from the OS), then the score attacks, the reference attack RMIA and the
+    // label-only ones run against the guarded answers beside the unguarded baseline.
+    for (guard, input, outputs) in [("memguard", "sorted", "float"), ("siguard", "probabilities", "fixed")] {
+        let defender = models.join(format!("mia-defender-{input}.json"));
+        let mut train = strings(&["train-defender"]);
+        train.push(path(&victim));
+        if let Some(dir) = &p.real {
+            train.extend(["--data-dir".into(), path(dir)]);
+        }
+        train.extend(["--input".into(), input.into(), "--insecure-seed".into(), p.seed.to_string()]);
+        train.extend(["--out".into(), path(&defender)]);
+        d.step(Step::files(format!("mia-defender-{input}"), "training the server's membership defender", train))?;
+        let mut attack = strings(&["attack", "mia"]);
+        attack.push(path(&victim));
+        attack.extend(p.dataset("cifar10"));
+        attack.extend(strings(&["--attacks", GUARDED_ATTACKS, "--outputs", outputs, "--guard", guard, "--defender"]));
+        attack.push(path(&defender));
+        attack.push("--members".into());
+        attack.push(if p.real.is_some() { p.pick("500", "1000") } else { "150" }.into());
+        attack.push("--references".into());
+        attack.push(if p.real.is_some() { "2" } else { "4" }.into());
+        attack.extend(["--seed".into(), p.seed.to_string(), "--out".into(), path(&out.join(format!("mia-{guard}")))]);
+        attack.push("--json".into());
+        let what = if guard == "memguard" {
+            "membership inference against MemGuard"
+        } else {
+            "membership inference against SIGuard"
+        };
+        d.step(Step::json(format!("mia-{guard}"), what, attack))?;
+    }
     Ok(())
 }
+
+/// The attacks run against the guards: the score thresholds, RMIA (the strongest reference
+/// attack on these victims in BENCHMARKS.md, at a few reference models) and the label-only ones.
+const GUARDED_ATTACKS: &str = "loss,confidence,entropy,mentr,rmia,gap,robustness";
 
 /// The zoo of the PSML area (the recipes of deploy/zoo/build-zoo.sh).
 fn zoo(p: &Preset) -> Vec<(&'static str, &'static str)> {
@@ -376,7 +412,7 @@ fn step_count(areas: &[Area], p: &Preset) -> u64 {
         n += match a {
             Area::Secure => 2,
             Area::Seek => 3,
-            Area::Mia => 2,
+            Area::Mia => 6,
             Area::Psml => zoo(p).len() as u64 + 1,
             Area::Fusion => 1,
         };

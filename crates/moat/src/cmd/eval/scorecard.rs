@@ -192,9 +192,6 @@ impl Cell {
 }
 
 const NOT_RUN: &str = "not run: the area was left out (--only)";
-const GUARDS_NOT_IN_THE_CLI: &str = "not measured here yet: SIGuard runs inside the two-party protocol (moat-mpc ring_ops::siguard; \
-     its figures, from `cargo run --release --example siguard_mia`, are in BENCHMARKS.md), but `moat attack mia --guard` \
-     and MemGuard are open work (issue 14)";
 
 /// A row: `measured(defense)` gives the cell of each defense this row measures, `None` for the
 /// rest, which get `na(defense)`.
@@ -308,6 +305,35 @@ fn best_mia(step: &StepRecord, output: &str, label_only: bool) -> anyhow::Result
     best.ok_or_else(|| anyhow!("step `{}` ran no {} attack", step.id, if label_only { "label-only" } else { "score" }))
 }
 
+/// The cell of a guard (`siguard`, `memguard`) from its `mia-<guard>` step: the best attack on
+/// the guarded answers beside the same kind of attack on the unguarded baseline, and what the
+/// guard cost (labels kept, L1 distortion, time per answer).
+fn guard_cell(defense: &'static str, s: &StepRecord, label_only: bool) -> anyhow::Result<Cell> {
+    let output = at(s, "guards.0.output")?.as_str().context("`guards.0.output` is not a string")?;
+    let baseline = at(s, "guards.0.baseline")?.as_str().context("`guards.0.baseline` is not a string")?;
+    let (name, auc, tpr) = best_mia(s, output, label_only)?;
+    let (bname, bauc, btpr) = best_mia(s, baseline, label_only)?;
+    let kept = num(s, "guards.0.label_agreement")?;
+    let l1 = num(s, "guards.0.mean_l1_distortion")?;
+    let ms = num(s, "guards.0.ms_per_query")?;
+    let answers = if defense == "siguard" {
+        "the two-party protocol's SIGuard answers (plaintext ring operations, bit-identical)"
+    } else {
+        "MemGuard's plaintext answers"
+    };
+    Ok(Cell::measured(
+        defense,
+        s,
+        format!(
+            "AUC {auc:.3} ({name}), TPR {} at 1 % FPR on {answers}; unguarded {bauc:.3} ({bname}), TPR {}",
+            pct(tpr),
+            pct(btpr)
+        ),
+        auc,
+        Some(format!("labels kept on {}, mean L1 distortion {l1:.3}, {ms:.1} ms per answer", pct(kept))),
+    ))
+}
+
 fn mia_row(steps: &Steps<'_>, ran: bool, label_only: bool) -> anyhow::Result<Row> {
     let (id, attack, threat) = if label_only {
         ("mia-labels", "Membership inference, label only", "a client tells members from labels alone")
@@ -337,6 +363,11 @@ fn mia_row(steps: &Steps<'_>, ran: bool, label_only: bool) -> anyhow::Result<Row
                         None,
                     ))
                 }
+                "siguard" | "memguard" => {
+                    let id = format!("mia-{d}");
+                    let s = steps.get(&id).with_context(|| format!("step `{id}`"))?;
+                    Some(guard_cell(d, s, label_only)?)
+                }
                 _ => None,
             })
         },
@@ -346,12 +377,6 @@ fn mia_row(steps: &Steps<'_>, ran: bool, label_only: bool) -> anyhow::Result<Row
                 "one query per target sample: a budget bounds how many samples are tested, not whether each is exposed"
                     .into()
             }
-            "siguard" | "memguard" if label_only => {
-                format!(
-                    "keeps every label, so label-only attacks are unaffected by construction; {GUARDS_NOT_IN_THE_CLI}"
-                )
-            }
-            "siguard" | "memguard" => GUARDS_NOT_IN_THE_CLI.into(),
             "eps-selection" => "a zoo defense; this victim is served alone".into(),
             "fusion" => "protects a client from a cheating server; membership inference is a client attack".into(),
             _ => unreachable_defense(d),
