@@ -163,11 +163,14 @@ fn a_wrong_output_is_reported_and_fails() -> TestResult {
 #[test]
 fn the_server_fails_cleanly_when_the_client_dies_mid_protocol() -> TestResult {
     let start = Instant::now();
-    let out = moat(&["bench", "relu", "--n", "600000", "--timeout-ms", "5000", "--die-after-ms", "50"])?;
+    // The network timeout is long (60 s): the server must notice the death itself, well before
+    // it, and not be rescued by the timeout. (A 5 s timeout was too close to what the whole run
+    // takes on a loaded two-core machine.)
+    let out = moat(&["bench", "relu", "--n", "600000", "--timeout-ms", "60000", "--die-after-ms", "50"])?;
     let elapsed = start.elapsed();
     let stderr = text(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
-    assert!(elapsed < Duration::from_secs(5), "took {elapsed:?}: {stderr}");
+    assert!(elapsed < Duration::from_secs(30), "took {elapsed:?}: {stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
     let line = stderr.lines().find(|l| l.starts_with("error: ")).unwrap_or_default();
     assert!(line.contains("server (P0): the client process died or failed"), "{stderr}");
