@@ -334,6 +334,26 @@ impl<'m> Importer<'m> {
         self.bind_output(ctx, 0, out, shape)
     }
 
+    /// `HardSigmoid` (`alpha` default 0.2, `beta` default 0.5).
+    pub(super) fn hard_sigmoid(&mut self, ctx: &Ctx<'m>) -> Result<()> {
+        let alpha = ctx.float("alpha")?.unwrap_or(0.2);
+        let beta = ctx.float("beta")?.unwrap_or(0.5);
+        for (what, v) in [("alpha", alpha), ("beta", beta)] {
+            if !v.is_finite() {
+                return Err(ctx.err(format!("{what} = {v} is not finite")));
+            }
+        }
+        self.activation(ctx, Op::HardSigmoid { alpha, beta })
+    }
+
+    /// An element-wise activation without attributes (`HardSwish`, `Sigmoid`, `Tanh`), or one
+    /// whose attributes were read.
+    pub(super) fn activation(&mut self, ctx: &Ctx<'m>, op: Op) -> Result<()> {
+        let (id, shape) = self.runtime(ctx, 0)?;
+        let out = self.push(ctx, None, op, vec![id])?;
+        self.bind_output(ctx, 0, out, shape)
+    }
+
     /// `Clip` (bounds are attributes before opset 11, inputs from 11): min 0 and no upper bound
     /// is a ReLU; both bounds finite (ReLU6: 0 and 6) a moat `Clip`.
     pub(super) fn clip(&mut self, ctx: &Ctx<'m>) -> Result<()> {
