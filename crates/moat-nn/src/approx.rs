@@ -179,7 +179,10 @@ impl RingSpline {
 }
 
 /// A hard sigmoid `max(0, min(1, α·x + β))` on ring elements: `alpha` at `f` bits, `beta` at
-/// `2f` bits plus the rounding half `2^(f−1)`.
+/// `2f` bits plus the rounding half `2^(f−1)`. The clip is exact (0 and 1 are reached exactly);
+/// inside, the error is at most `2^−(f+1)·(1 + |x|)` (the rounding, and α's own rounding times
+/// `x`, with `|x| ≤ (1 + |β|)/|α|` there): measured 2.44·10⁻⁴ at α = 0.2
+/// ([`HARD_SIGMOID_MAX_ERROR`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RingHard {
     /// α at `f` bits.

@@ -25,6 +25,9 @@
 //! | `Relu`, `Clip(min = 0)` | `Relu` | `Clip` without an upper bound |
 //! | `Clip` | `Clip` | both bounds finite, `min < max` (ReLU6: 0 and 6) |
 //! | `LeakyRelu` | `LeakyRelu` | `alpha` finite (default 0.01) |
+//! | `HardSigmoid` | `HardSigmoid` | `alpha`, `beta` finite (defaults 0.2, 0.5); fixed point and two-party per [`crate::approx`] |
+//! | `HardSwish` | `HardSwish` | opset 14+; fixed point and two-party per [`crate::approx`] |
+//! | `Sigmoid`, `Tanh` | `Sigmoid`, `Tanh` | fixed point and two-party: odd splines, [`crate::approx`] |
 //! | `MaxPool`, `AveragePool` | `MaxPool`, `AvgPool` | 2-D, no dilation, `ceil_mode` only when it changes nothing, average pools with padding need `count_include_pad` = 1 |
 //! | `GlobalAveragePool` | `GlobalAvgPool` | |
 //! | `Flatten` | `Flatten` | `axis` = 1 |
