@@ -975,21 +975,17 @@ mod tests {
             .map_err(|e| MpcError::invalid("t", e.to_string()))?;
         for (i, node) in graph.nodes().iter().enumerate() {
             let (input, output) = (&values[node.inputs[0].0], &values[ValueId::of_node(i).0]);
-            let (exact, bound, edges): (Box<dyn Fn(f64) -> f64>, f64, [f64; 2]) = match node.op {
-                Op::HardSigmoid { .. } => (
-                    Box::new(|v| (0.2 * v + 0.5).clamp(0.0, 1.0)),
-                    moat_nn::approx::HARD_SIGMOID_MAX_ERROR,
-                    [-2.5, 2.5],
-                ),
-                Op::HardSwish => (
-                    Box::new(|v| v * (v / 6.0 + 0.5).clamp(0.0, 1.0)),
-                    moat_nn::approx::HARD_SWISH_MAX_ERROR,
-                    [-3.0, 3.0],
-                ),
-                Op::Sigmoid => {
-                    (Box::new(|v| moat_nn::approx::SIGMOID.exact(v)), moat_nn::approx::SIGMOID.max_error(), [-1.0, 1.0])
+            let (exact, bound, edges): (fn(f64) -> f64, f64, [f64; 2]) = match node.op {
+                Op::HardSigmoid { .. } => {
+                    (|v| (0.2 * v + 0.5).clamp(0.0, 1.0), moat_nn::approx::HARD_SIGMOID_MAX_ERROR, [-2.5, 2.5])
                 }
-                Op::Tanh => (Box::new(f64::tanh), moat_nn::approx::TANH.max_error(), [-1.0, 1.0]),
+                Op::HardSwish => {
+                    (|v| v * (v / 6.0 + 0.5).clamp(0.0, 1.0), moat_nn::approx::HARD_SWISH_MAX_ERROR, [-3.0, 3.0])
+                }
+                Op::Sigmoid => {
+                    (|v| moat_nn::approx::SIGMOID.exact(v), moat_nn::approx::SIGMOID.max_error(), [-1.0, 1.0])
+                }
+                Op::Tanh => (f64::tanh, moat_nn::approx::TANH.max_error(), [-1.0, 1.0]),
                 _ => continue,
             };
             // The input reaches both sides of the function's bends, and the error stays
