@@ -677,6 +677,35 @@ fn approximated_activations_import_with_their_attributes() -> Result<()> {
 }
 
 #[test]
+fn prelu_with_one_slope_and_spatial_reduce_mean() -> Result<()> {
+    let x = [-2.0f32, -0.5, 0.0, 3.0];
+    let slope = vec![t_f32("s", &[1], &[0.25])];
+    let g = import(&model(9, &[4], vec![node("PRelu", "pr", &["x", "s"], &["y"], vec![])], slope))?;
+    assert_eq!(g.nodes()[0].op, Op::LeakyRelu { alpha: 0.25 });
+    assert_eq!(run(&g, &x)?, [-0.5, -0.125, 0.0, 3.0]);
+    // Distinct per-channel slopes are refused, naming the node.
+    let slopes = vec![t_f32("s", &[2, 1, 1], &[0.25, 0.5])];
+    let e = error(&model(13, &[2, 2, 2], vec![node("PRelu", "pr2", &["x", "s"], &["y"], vec![])], slopes));
+    assert!(e.contains("'pr2'") && e.contains("distinct slopes"), "{e}");
+    // ReduceMean over H, W: the mean per channel, kept as [N, C, 1, 1] or dropped to [N, C].
+    let x: Vec<f32> = (0..8).map(|v| v as f32).collect();
+    for (keep, axes) in [(1, [2i64, 3]), (0, [-1, -2])] {
+        let attrs = vec![a_ints("axes", &axes), a_int("keepdims", keep)];
+        let g = import(&model(13, &[2, 2, 2], vec![node("ReduceMean", "rm", &["x"], &["y"], attrs)], vec![]))?;
+        assert_eq!(g.nodes()[0].op, Op::GlobalAvgPool);
+        assert_eq!(run(&g, &x)?, [1.5, 5.5]);
+    }
+    let axes = vec![t_i64("axes", &[2], &[2, 3])];
+    let g = import(&model(18, &[2, 2, 2], vec![node("ReduceMean", "rm", &["x", "axes"], &["y"], vec![])], axes))?;
+    assert_eq!(run(&g, &x)?, [1.5, 5.5]);
+    // Other axes are refused, naming the node.
+    let attrs = vec![a_ints("axes", &[1])];
+    let e = error(&model(13, &[2, 2, 2], vec![node("ReduceMean", "channels", &["x"], &["y"], attrs)], vec![]));
+    assert!(e.contains("'channels'") && e.contains("spatial"), "{e}");
+    Ok(())
+}
+
+#[test]
 fn opset_range() {
     let m = model(6, &[3], vec![node("Relu", "r", &["x"], &["y"], vec![])], vec![]);
     assert!(error(&m).contains("opset 6"));

@@ -25,6 +25,8 @@
 //! | `Relu`, `Clip(min = 0)` | `Relu` | `Clip` without an upper bound |
 //! | `Clip` | `Clip` | both bounds finite, `min < max` (ReLU6: 0 and 6) |
 //! | `LeakyRelu` | `LeakyRelu` | `alpha` finite (default 0.01) |
+//! | `PRelu` | `LeakyRelu` | one slope (all elements of the constant slope equal) |
+//! | `ReduceMean` | `GlobalAvgPool` | axes {2, 3} of `[N, C, H, W]` (attribute before opset 18, input from 18), `keepdims` 0 or 1 |
 //! | `HardSigmoid` | `HardSigmoid` | `alpha`, `beta` finite (defaults 0.2, 0.5); fixed point and two-party per [`crate::approx`] |
 //! | `HardSwish` | `HardSwish` | opset 14+; fixed point and two-party per [`crate::approx`] |
 //! | `Sigmoid`, `Tanh` | `Sigmoid`, `Tanh` | fixed point and two-party: odd splines, [`crate::approx`] |

@@ -27,7 +27,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 OPSETS = (9, 11, 13, 17)
 # The IR version each opset needs (onnx.helper.VERSION_TABLE), as exporters of the time wrote.
-IR_VERSION = {9: 4, 11: 6, 13: 7, 14: 7, 17: 8}
+IR_VERSION = {9: 4, 11: 6, 13: 7, 14: 7, 17: 8, 18: 8}
 BATCH = 3
 RNG = np.random.default_rng(20261203)
 
@@ -293,6 +293,25 @@ def constant_of_shape_scale(opset):
     c = g.node("ConstantOfShape", [g.const("dims", np.array([4], dtype=np.int64))], ["c"], value=value)
     m = g.node("Mul", ["x", c], ["m"])
     g.node("Relu", [m], ["y"])
+    return g
+
+
+@case("prelu_reduce_mean", opsets=OPSETS + (18,))
+def prelu_reduce_mean(opset):
+    """PRelu with one slope (as a [C, 1, 1] constant), ReduceMean over H, W kept and dropped
+    (axes an attribute before opset 18, an input from 18)."""
+    g = Graph("x", [3, 5, 5], ["y", "pooled"])
+    c = g.node("Conv", ["x", g.w("k", [3, 3, 3, 3]), g.w("kb", [3])], ["c"], pads=[1, 1, 1, 1])
+    p = g.node("PRelu", [c, g.const("slope", np.full((3, 1, 1), 0.15, dtype=np.float32))], ["p"])
+    if opset < 18:
+        kept = g.node("ReduceMean", [p], ["kept"], axes=[2, 3])
+        m = g.node("ReduceMean", [p], ["m"], axes=[-1, -2], keepdims=0)
+    else:
+        kept = g.node("ReduceMean", [p, g.const("axes", np.array([2, 3], dtype=np.int64))], ["kept"])
+        m = g.node("ReduceMean", [p, g.const("axes_neg", np.array([-1, -2], dtype=np.int64))], ["m"], keepdims=0)
+    # moat declares a [N, C, 1, 1] graph output as [N, C] (GlobalAveragePool's too): flattened here.
+    g.node("Flatten", [kept], ["pooled"], axis=1)
+    g.node("Gemm", [m, g.w("W", [4, 3]), g.w("b", [4])], ["y"], transB=1)
     return g
 
 
