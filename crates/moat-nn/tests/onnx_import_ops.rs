@@ -706,6 +706,20 @@ fn prelu_with_one_slope_and_spatial_reduce_mean() -> Result<()> {
 }
 
 #[test]
+fn sum_adds_computed_values_and_refuses_constants() -> Result<()> {
+    let x = [1.0f32, -2.0, 3.0];
+    let nodes = vec![node("Relu", "r", &["x"], &["a"], vec![]), node("Sum", "s", &["x", "a", "x"], &["y"], vec![])];
+    let g = import(&model(13, &[3], nodes, vec![]))?;
+    assert_eq!(kinds(&g), ["Relu", "Add", "Add"]);
+    assert_eq!(g.nodes()[2].name, "s");
+    assert_eq!(run(&g, &x)?, [3.0, -4.0, 9.0]);
+    let c = vec![t_f32("c", &[3], &[1.0, 1.0, 1.0])];
+    let e = error(&model(13, &[3], vec![node("Sum", "with_const", &["x", "c"], &["y"], vec![])], c));
+    assert!(e.contains("'with_const'") && e.contains("constant"), "{e}");
+    Ok(())
+}
+
+#[test]
 fn opset_range() {
     let m = model(6, &[3], vec![node("Relu", "r", &["x"], &["y"], vec![])], vec![]);
     assert!(error(&m).contains("opset 6"));

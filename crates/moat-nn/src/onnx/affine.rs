@@ -44,6 +44,39 @@ impl<'m> Importer<'m> {
         }
     }
 
+    /// `Sum` of computed values of equal shapes: one input passes through, more are added one
+    /// after the other (residual `Add`s); a constant operand is refused.
+    pub(super) fn sum(&mut self, ctx: &Ctx<'m>) -> Result<()> {
+        let n = ctx.node.input.len();
+        if n == 0 {
+            return Err(ctx.err("has no input"));
+        }
+        for i in 0..n {
+            if self.is_constant(ctx, i)? {
+                return Err(ctx.err(format!("input {i} is a constant: moat sums computed values only")));
+            }
+        }
+        if n == 1 {
+            return self.alias(ctx);
+        }
+        let (first, shape) = self.runtime(ctx, 0)?;
+        let mut sum = self.materialize(ctx, first, &shape)?;
+        for i in 1..n {
+            let (y, ys) = self.runtime(ctx, i)?;
+            if ys != shape {
+                return Err(ctx.err(format!(
+                    "sums values of shapes {} and {}; moat sums values of equal shapes (no broadcasting)",
+                    batched(&shape),
+                    batched(&ys)
+                )));
+            }
+            let y = self.materialize(ctx, y, &ys)?;
+            let suffix = (i + 1 < n).then(|| format!("sum{i}"));
+            sum = self.push(ctx, suffix.as_deref(), Op::Add, vec![sum, y])?;
+        }
+        self.bind_output(ctx, 0, sum, shape)
+    }
+
     /// Residual sum of two computed values of equal shapes.
     fn residual_add(&mut self, ctx: &Ctx<'m>) -> Result<()> {
         let (x, xs) = self.runtime(ctx, 0)?;

@@ -182,6 +182,20 @@ def residual_add_concat(opset):
     return g
 
 
+@case("sum_of_three_and_one")
+def sum_of_three_and_one(opset):
+    """Sum of three computed values (moat: two Adds), and Sum of one (a pass-through)."""
+    g = Graph("x", [2, 4, 4], ["y"])
+    a = g.node("Conv", ["x", g.w("ka", [2, 2, 3, 3]), g.w("ba", [2])], ["a"], pads=[1, 1, 1, 1])
+    r = g.node("Relu", [a], ["ra"])
+    s = g.node("Sum", ["x", a, r], ["s"])
+    one = g.node("Sum", [s], ["one"])
+    r = g.node("Relu", [one], ["r"])
+    f = g.node("Flatten", [r], ["f"], axis=1)
+    g.node("Gemm", [f, g.w("W", [3, 32]), g.w("bias", [3])], ["y"], transB=1)
+    return g
+
+
 @case("matmul_add")
 def matmul_add(opset):
     g = Graph("x", [3, 2, 2], ["y"])
