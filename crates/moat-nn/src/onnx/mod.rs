@@ -29,7 +29,7 @@
 //! | `PRelu` | `LeakyRelu` | one slope (all elements of the constant slope equal) |
 //! | `ReduceMean` | `GlobalAvgPool` | axes {2, 3} of `[N, C, H, W]` (attribute before opset 18, input from 18), `keepdims` 0 or 1 |
 //! | `HardSigmoid` | `HardSigmoid` | `alpha`, `beta` finite (defaults 0.2, 0.5); fixed point and two-party per [`crate::approx`] |
-//! | `HardSwish` | `HardSwish` | opset 14+; fixed point and two-party per [`crate::approx`] |
+//! | `HardSwish`, or `Mul(x, HardSigmoid(x; 1/6, 1/2))` | `HardSwish` | `HardSwish` from opset 14; the product is how it is written before (moat's export, PyTorch's); fixed point and two-party per [`crate::approx`] |
 //! | `Sigmoid`, `Tanh` | `Sigmoid`, `Tanh` | fixed point and two-party: odd splines, [`crate::approx`] |
 //! | `MaxPool`, `AveragePool` | `MaxPool`, `AvgPool` | 2-D, no dilation, `ceil_mode` only when it changes nothing, average pools with padding need `count_include_pad` = 1 |
 //! | `GlobalAveragePool` | `GlobalAvgPool` | |

@@ -356,6 +356,15 @@ def hard_swish(opset):
     return g
 
 
+@case("hard_swish_as_mul", opsets=(9, 11, 13), scale=4.0, approximated={"hswish": "HardSwish"})
+def hard_swish_as_mul(opset):
+    """HardSwish before opset 14, as PyTorch exports it: x * HardSigmoid(x; 1/6, 1/2)."""
+    g = Graph("x", [2, 4, 4], ["hswish"])
+    gate = g.node("HardSigmoid", ["x"], ["gate"], alpha=1.0 / 6.0, beta=0.5)
+    g.node("Mul", ["x", gate], ["hswish"])
+    return g
+
+
 def build_model(spec, opset):
     g = spec["build"](opset)
     inputs = [helper.make_tensor_value_info(g.input_name, TensorProto.FLOAT, ["N"] + g.sample_shape)]
