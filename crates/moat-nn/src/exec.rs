@@ -10,6 +10,7 @@
 
 use rayon::prelude::*;
 
+use crate::approx::{self, RingHard, RingSpline, RingSwish};
 use crate::error::{NnError, Result};
 use crate::fixed::FixedPoint;
 use crate::graph::{Graph, Op, ValueId};
@@ -128,6 +129,25 @@ impl Kernel for FloatKernel<'_> {
         Ok(x.iter().map(|&v| if v >= 0.0 { v } else { alpha * v }).collect())
     }
 
+    fn hard_sigmoid(&mut self, site: &Site<'_>, x: &Vec<f32>) -> Result<Vec<f32>> {
+        let Op::HardSigmoid { alpha, beta } = site.node.op else {
+            return Err(NnError::node(&site.node.name, site.node.op.kind(), "not a hard sigmoid"));
+        };
+        Ok(x.iter().map(|&v| approx::hard_sigmoid(v, alpha, beta)).collect())
+    }
+
+    fn hard_swish(&mut self, _site: &Site<'_>, x: &Vec<f32>) -> Result<Vec<f32>> {
+        Ok(x.iter().map(|&v| approx::hard_swish(v)).collect())
+    }
+
+    fn spline(&mut self, site: &Site<'_>, x: &Vec<f32>) -> Result<Vec<f32>> {
+        match site.node.op {
+            Op::Sigmoid => Ok(x.iter().map(|&v| approx::sigmoid(v)).collect()),
+            Op::Tanh => Ok(x.iter().map(|&v| v.tanh()).collect()),
+            ref other => Err(NnError::node(&site.node.name, other.kind(), "not a sigmoid or tanh")),
+        }
+    }
+
     fn transpose(&mut self, _site: &Site<'_>, x: &Vec<f32>, indices: &[usize]) -> Result<Vec<f32>> {
         Ok(indices.iter().map(|&i| x[i]).collect())
     }
@@ -190,6 +210,12 @@ pub enum QuantizedLayer {
         /// The slope below zero.
         alpha: u64,
     },
+    /// A hard sigmoid's slope and offset ([`approx::RingHard`]).
+    HardSigmoid(RingHard),
+    /// A hard swish ([`approx::RingSwish`]).
+    HardSwish(RingSwish),
+    /// A sigmoid or tanh spline ([`approx::RingSpline`]).
+    Spline(RingSpline),
     /// Convolution: weights at scale 2^f, bias at scale 2^(2f).
     Conv2d {
         /// `[O, C / groups, kh, kw]` ring weights.
@@ -273,6 +299,12 @@ impl QuantizedGraph {
                     },
                     Op::Clip { min, max } => QuantizedLayer::Clip { min: q(&[*min], f)[0], max: q(&[*max], f)[0] },
                     Op::LeakyRelu { alpha } => QuantizedLayer::LeakyRelu { alpha: q(&[*alpha], f)[0] },
+                    Op::HardSigmoid { alpha, beta } => {
+                        QuantizedLayer::HardSigmoid(RingHard::quantize(fixed, *alpha, *beta))
+                    }
+                    Op::HardSwish => QuantizedLayer::HardSwish(RingSwish::new(fixed)),
+                    Op::Sigmoid => QuantizedLayer::Spline(approx::SIGMOID.quantize(fixed)),
+                    Op::Tanh => QuantizedLayer::Spline(approx::TANH.quantize(fixed)),
                     Op::Dense(d) => QuantizedLayer::Dense { weight: q(d.weight.data(), f), bias: q(&d.bias, 2 * f) },
                     Op::BatchNorm(bn) => {
                         let (scale, shift) = bn.scale_shift();
@@ -393,6 +425,9 @@ impl QuantizedGraph {
             QuantizedLayer::MaxPool { .. }
             | QuantizedLayer::Clip { .. }
             | QuantizedLayer::LeakyRelu { .. }
+            | QuantizedLayer::HardSigmoid(_)
+            | QuantizedLayer::HardSwish(_)
+            | QuantizedLayer::Spline(_)
             | QuantizedLayer::None => return None,
         };
         y.iter_mut().for_each(|v| *v = fp.reduce(*v));
@@ -495,6 +530,33 @@ impl Kernel for FixedKernel<'_> {
                 fp.truncate(fp.add(fp.mul(v, alpha), fp.mul(relu, above)))
             })
             .collect())
+    }
+
+    /// [`RingHard::eval`] on each element (input at `f`).
+    fn hard_sigmoid(&mut self, site: &Site<'_>, x: &Vec<u64>) -> Result<Vec<u64>> {
+        let fp = self.model.fixed;
+        let QuantizedLayer::HardSigmoid(hard) = &self.model.layers[site.index] else {
+            return Err(NnError::node(&site.node.name, site.node.op.kind(), "no hard sigmoid layer"));
+        };
+        Ok(x.iter().map(|&v| hard.eval(fp, v)).collect())
+    }
+
+    /// [`RingSwish::eval`] on each element (input at `f`).
+    fn hard_swish(&mut self, site: &Site<'_>, x: &Vec<u64>) -> Result<Vec<u64>> {
+        let fp = self.model.fixed;
+        let QuantizedLayer::HardSwish(swish) = &self.model.layers[site.index] else {
+            return Err(NnError::node(&site.node.name, site.node.op.kind(), "no hard swish layer"));
+        };
+        Ok(x.iter().map(|&v| swish.eval(fp, v)).collect())
+    }
+
+    /// [`RingSpline::eval`] on each element (input at `f`).
+    fn spline(&mut self, site: &Site<'_>, x: &Vec<u64>) -> Result<Vec<u64>> {
+        let fp = self.model.fixed;
+        let QuantizedLayer::Spline(spline) = &self.model.layers[site.index] else {
+            return Err(NnError::node(&site.node.name, site.node.op.kind(), "no spline layer"));
+        };
+        Ok(x.iter().map(|&v| spline.eval(fp, v)).collect())
     }
 
     fn transpose(&mut self, _site: &Site<'_>, x: &Vec<u64>, indices: &[usize]) -> Result<Vec<u64>> {

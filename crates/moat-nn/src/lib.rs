@@ -16,6 +16,7 @@
 //! # Ok::<(), moat_nn::NnError>(())
 //! ```
 
+pub mod approx;
 pub mod card;
 pub mod data;
 pub mod error;

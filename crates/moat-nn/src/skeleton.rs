@@ -37,6 +37,19 @@ pub enum SkeletonOp {
     },
     /// [`Op::Concat`].
     Concat,
+    /// [`Op::HardSigmoid`] (slope and offset are public).
+    HardSigmoid {
+        /// The slope.
+        alpha: f32,
+        /// The offset.
+        beta: f32,
+    },
+    /// [`Op::HardSwish`].
+    HardSwish,
+    /// [`Op::Sigmoid`].
+    Sigmoid,
+    /// [`Op::Tanh`].
+    Tanh,
     /// [`Op::LeakyRelu`] (the slope is public).
     LeakyRelu {
         /// The slope below zero.
@@ -147,6 +160,10 @@ impl Graph {
                     Op::Relu => SkeletonOp::Relu,
                     Op::Clip { min, max } => SkeletonOp::Clip { min: *min, max: *max },
                     Op::LeakyRelu { alpha } => SkeletonOp::LeakyRelu { alpha: *alpha },
+                    Op::HardSigmoid { alpha, beta } => SkeletonOp::HardSigmoid { alpha: *alpha, beta: *beta },
+                    Op::HardSwish => SkeletonOp::HardSwish,
+                    Op::Sigmoid => SkeletonOp::Sigmoid,
+                    Op::Tanh => SkeletonOp::Tanh,
                     Op::Transpose(perm) => SkeletonOp::Transpose { perm: perm.clone() },
                     Op::Reshape(shape) => SkeletonOp::Reshape { shape: shape.clone() },
                     Op::Softmax => SkeletonOp::Softmax,
@@ -209,6 +226,10 @@ impl Skeleton {
                     SkeletonOp::Concat => Op::Concat,
                     SkeletonOp::Clip { min, max } => Op::Clip { min: *min, max: *max },
                     SkeletonOp::LeakyRelu { alpha } => Op::LeakyRelu { alpha: *alpha },
+                    SkeletonOp::HardSigmoid { alpha, beta } => Op::HardSigmoid { alpha: *alpha, beta: *beta },
+                    SkeletonOp::HardSwish => Op::HardSwish,
+                    SkeletonOp::Sigmoid => Op::Sigmoid,
+                    SkeletonOp::Tanh => Op::Tanh,
                     SkeletonOp::Conv2d { weight_shape, stride, padding, group } => Op::Conv2d(Conv2d {
                         weight: Tensor::zeros(weight_shape.to_vec()),
                         bias: vec![0.0; weight_shape[0]],

@@ -15,6 +15,8 @@
 //! * clip → [`Kernel::clip`], rescaled like a ReLU (`clip(x, a, b) = a + ReLU(x − a) − ReLU(x − b)`);
 //! * max pool → [`Kernel::max_pool`];
 //! * leaky ReLU → [`Kernel::leaky_relu`] (input at `f`, output truncated);
+//! * hard sigmoid → [`Kernel::hard_sigmoid`], hard swish → [`Kernel::hard_swish`], sigmoid and
+//!   tanh → [`Kernel::spline`] (input at `f`, output at `f`; [`crate::approx`]);
 //! * add → [`Kernel::add`], each operand lifted by `2^f` when it meets a deferred one;
 //! * concat → [`Kernel::concat`];
 //! * flatten, reshape → the value itself (row-major values do not move);
@@ -93,6 +95,12 @@ pub enum Step {
     },
     /// A leaky ReLU on a value at `f` (its output is truncated).
     LeakyRelu,
+    /// A hard sigmoid on a value at `f` (output at `f`).
+    HardSigmoid,
+    /// A hard swish on a value at `f` (output at `f`).
+    HardSwish,
+    /// A sigmoid or tanh spline on a value at `f` (output at `f`).
+    Spline,
     /// A max pool (no rescaling).
     MaxPool,
     /// A sum of the inputs; an input is lifted by `2^f` when [`RescalePlan::lifts`] says so.
@@ -117,6 +125,9 @@ impl Step {
             Op::Relu => Step::Relu { truncate: plan.truncates_after_relu(index) },
             Op::Clip { .. } => Step::Clip { truncate: plan.truncates_after_relu(index) },
             Op::LeakyRelu { .. } => Step::LeakyRelu,
+            Op::HardSigmoid { .. } => Step::HardSigmoid,
+            Op::HardSwish => Step::HardSwish,
+            Op::Sigmoid | Op::Tanh => Step::Spline,
             Op::MaxPool(_) => Step::MaxPool,
             Op::Add => Step::Add,
             Op::Concat => Step::Concat,
@@ -160,6 +171,15 @@ pub trait Kernel {
     /// A leaky ReLU of `x` (at `f`): `⌊(a·x + (2^f − a)·ReLU(x)) / 2^f⌋`, `a` the slope at `f`
     /// bits.
     fn leaky_relu(&mut self, site: &Site<'_>, x: &Self::Value) -> Result<Self::Value, Self::Error>;
+
+    /// A hard sigmoid of `x` (at `f`), [`crate::approx::RingHard`] in the ring executions.
+    fn hard_sigmoid(&mut self, site: &Site<'_>, x: &Self::Value) -> Result<Self::Value, Self::Error>;
+
+    /// A hard swish of `x` (at `f`), [`crate::approx::RingSwish`] in the ring executions.
+    fn hard_swish(&mut self, site: &Site<'_>, x: &Self::Value) -> Result<Self::Value, Self::Error>;
+
+    /// A sigmoid or tanh of `x` (at `f`), [`crate::approx::RingSpline`] in the ring executions.
+    fn spline(&mut self, site: &Site<'_>, x: &Self::Value) -> Result<Self::Value, Self::Error>;
 
     /// A max pool on `x`.
     fn max_pool(&mut self, site: &Site<'_>, x: &Self::Value) -> Result<Self::Value, Self::Error>;
@@ -246,6 +266,9 @@ pub fn run<K: Kernel>(
             }
             Step::MaxPool => kernel.max_pool(&site, x)?,
             Step::LeakyRelu => kernel.leaky_relu(&site, x)?,
+            Step::HardSigmoid => kernel.hard_sigmoid(&site, x)?,
+            Step::HardSwish => kernel.hard_swish(&site, x)?,
+            Step::Spline => kernel.spline(&site, x)?,
             Step::Add => {
                 let mut terms = Vec::with_capacity(node.inputs.len());
                 for input in &node.inputs {

@@ -642,6 +642,84 @@ fn leaky_relu_imports_with_its_slope() -> Result<()> {
 }
 
 #[test]
+fn approximated_activations_import_with_their_attributes() -> Result<()> {
+    let x = [-4.0f32, -1.0, 0.0, 2.0];
+    let g = import(&model(
+        13,
+        &[4],
+        vec![node("HardSigmoid", "hs", &["x"], &["y"], vec![a_float("alpha", 0.25), a_float("beta", 0.4)])],
+        vec![],
+    ))?;
+    assert_eq!(g.nodes()[0].op, Op::HardSigmoid { alpha: 0.25, beta: 0.4 });
+    assert_eq!(run(&g, &x)?, [0.0, 0.15, 0.4, 0.9]);
+    // ONNX defaults: alpha 0.2, beta 0.5.
+    let g = import(&model(9, &[4], vec![node("HardSigmoid", "hs", &["x"], &["y"], vec![])], vec![]))?;
+    assert_eq!(g.nodes()[0].op, Op::HardSigmoid { alpha: 0.2, beta: 0.5 });
+    for (op, expected, exact) in [
+        ("HardSwish", Op::HardSwish, [0.0, -1.0 / 3.0, 0.0, 5.0 / 3.0]),
+        ("Sigmoid", Op::Sigmoid, [0.017_986_21, 0.268_941_43, 0.5, 0.880_797_1]),
+        ("Tanh", Op::Tanh, [-0.999_329_3, -0.761_594_2, 0.0, 0.964_027_6]),
+    ] {
+        let g = import(&model(14, &[4], vec![node(op, "act", &["x"], &["y"], vec![])], vec![]))?;
+        assert_eq!(g.nodes()[0].op, expected);
+        let y = run(&g, &x)?;
+        assert!(y.iter().zip(exact).all(|(a, b)| (a - b).abs() < 1e-6), "{op}: {y:?}");
+    }
+    // A non-finite attribute is refused, naming the node.
+    let e = error(&model(
+        13,
+        &[4],
+        vec![node("HardSigmoid", "gate", &["x"], &["y"], vec![a_float("alpha", f32::NAN)])],
+        vec![],
+    ));
+    assert!(e.contains("'gate'") && e.contains("alpha"), "{e}");
+    Ok(())
+}
+
+#[test]
+fn prelu_with_one_slope_and_spatial_reduce_mean() -> Result<()> {
+    let x = [-2.0f32, -0.5, 0.0, 3.0];
+    let slope = vec![t_f32("s", &[1], &[0.25])];
+    let g = import(&model(9, &[4], vec![node("PRelu", "pr", &["x", "s"], &["y"], vec![])], slope))?;
+    assert_eq!(g.nodes()[0].op, Op::LeakyRelu { alpha: 0.25 });
+    assert_eq!(run(&g, &x)?, [-0.5, -0.125, 0.0, 3.0]);
+    // Distinct per-channel slopes are refused, naming the node.
+    let slopes = vec![t_f32("s", &[2, 1, 1], &[0.25, 0.5])];
+    let e = error(&model(13, &[2, 2, 2], vec![node("PRelu", "pr2", &["x", "s"], &["y"], vec![])], slopes));
+    assert!(e.contains("'pr2'") && e.contains("distinct slopes"), "{e}");
+    // ReduceMean over H, W: the mean per channel, kept as [N, C, 1, 1] or dropped to [N, C].
+    let x: Vec<f32> = (0..8).map(|v| v as f32).collect();
+    for (keep, axes) in [(1, [2i64, 3]), (0, [-1, -2])] {
+        let attrs = vec![a_ints("axes", &axes), a_int("keepdims", keep)];
+        let g = import(&model(13, &[2, 2, 2], vec![node("ReduceMean", "rm", &["x"], &["y"], attrs)], vec![]))?;
+        assert_eq!(g.nodes()[0].op, Op::GlobalAvgPool);
+        assert_eq!(run(&g, &x)?, [1.5, 5.5]);
+    }
+    let axes = vec![t_i64("axes", &[2], &[2, 3])];
+    let g = import(&model(18, &[2, 2, 2], vec![node("ReduceMean", "rm", &["x", "axes"], &["y"], vec![])], axes))?;
+    assert_eq!(run(&g, &x)?, [1.5, 5.5]);
+    // Other axes are refused, naming the node.
+    let attrs = vec![a_ints("axes", &[1])];
+    let e = error(&model(13, &[2, 2, 2], vec![node("ReduceMean", "channels", &["x"], &["y"], attrs)], vec![]));
+    assert!(e.contains("'channels'") && e.contains("spatial"), "{e}");
+    Ok(())
+}
+
+#[test]
+fn sum_adds_computed_values_and_refuses_constants() -> Result<()> {
+    let x = [1.0f32, -2.0, 3.0];
+    let nodes = vec![node("Relu", "r", &["x"], &["a"], vec![]), node("Sum", "s", &["x", "a", "x"], &["y"], vec![])];
+    let g = import(&model(13, &[3], nodes, vec![]))?;
+    assert_eq!(kinds(&g), ["Relu", "Add", "Add"]);
+    assert_eq!(g.nodes()[2].name, "s");
+    assert_eq!(run(&g, &x)?, [3.0, -4.0, 9.0]);
+    let c = vec![t_f32("c", &[3], &[1.0, 1.0, 1.0])];
+    let e = error(&model(13, &[3], vec![node("Sum", "with_const", &["x", "c"], &["y"], vec![])], c));
+    assert!(e.contains("'with_const'") && e.contains("constant"), "{e}");
+    Ok(())
+}
+
+#[test]
 fn opset_range() {
     let m = model(6, &[3], vec![node("Relu", "r", &["x"], &["y"], vec![])], vec![]);
     assert!(error(&m).contains("opset 6"));
@@ -674,10 +752,10 @@ fn unsupported_op_names_op_node_and_supported_list() {
     let e = error(&model(
         13,
         &[3],
-        vec![node("Relu", "r", &["x"], &["a"], vec![]), node("Tanh", "", &["a"], &["y"], vec![])],
+        vec![node("Relu", "r", &["x"], &["a"], vec![]), node("Erf", "", &["a"], &["y"], vec![])],
         vec![],
     ));
-    assert!(e.contains("'Tanh'") && e.contains("'#1'"), "{e}");
+    assert!(e.contains("'Erf'") && e.contains("'#1'"), "{e}");
     let mut fused = node("FusedConv", "fc", &["x"], &["y"], vec![]);
     fused.domain = "com.microsoft".into();
     assert!(error(&model(13, &[3], vec![fused], vec![])).contains("com.microsoft.FusedConv"));

@@ -59,6 +59,26 @@ fn every_op_round_trips() -> Result<()> {
 }
 
 #[test]
+fn approximated_activations_round_trip() -> Result<()> {
+    let mut b = GraphBuilder::new(&[2, 5, 5], 3);
+    let x = b.conv("conv", ValueId::INPUT, 4, 3, 1, 1)?;
+    let x = b.push("hard_sigmoid", Op::HardSigmoid { alpha: 0.25, beta: 0.375 }, vec![x])?;
+    let x = b.conv("conv2", x, 4, 3, 1, 1)?;
+    // Exported as HardSigmoid(1/6, 1/2) + Mul (opset 13), imported back as one HardSwish.
+    let x = b.push("hard_swish", Op::HardSwish, vec![x])?;
+    let x = b.push("sigmoid", Op::Sigmoid, vec![x])?;
+    let x = b.push("tanh", Op::Tanh, vec![x])?;
+    let x = b.flatten(x)?;
+    let x = b.dense("fc", x, 3)?;
+    let graph = randomize(&b.finish("approximated", x)?, 4)?;
+    let back = assert_round_trip(&graph)?;
+    let ops: Vec<&Op> = back.nodes().iter().map(|n| &n.op).collect();
+    assert!(ops.contains(&&Op::HardSwish) && ops.contains(&&Op::Sigmoid) && ops.contains(&&Op::Tanh), "{ops:?}");
+    assert!(!ops.iter().any(|op| matches!(op, Op::HardSigmoid { alpha, .. } if *alpha != 0.25)), "{ops:?}");
+    Ok(())
+}
+
+#[test]
 fn global_pool_head_and_identity_graph_round_trip() -> Result<()> {
     // A GlobalAvgPool as the last op: ONNX yields [N, C] after the exporter's Flatten.
     let mut b = GraphBuilder::new(&[3, 4, 4], 2);

@@ -9,7 +9,10 @@
 //!   declares those names (`tests/python/conformance_tritonclient.py`); the acceptance graphs (a
 //!   classifier ending in Softmax, one ending in Gemm, a multi-output graph) are held to 1e-5;
 //! - the fixed-point executor and the simulated two-party engine agree bit for bit (ring logits)
-//!   on every output's graph.
+//!   on every output's graph;
+//! - an output that is an approximated activation of the input (`Sigmoid`, `Tanh`, `HardSigmoid`,
+//!   `HardSwish`) agrees with onnxruntime in fixed point to the op's documented maximum error
+//!   ([`moat_nn::approx`]) plus the input's own rounding (`2^−13` times the function's slope).
 //!
 //! Needs `python3` with onnx, onnxruntime, numpy and tritonclient[http]; in CI (`CI=true`) the test
 //! fails without them, elsewhere it prints a notice and skips.
@@ -28,6 +31,19 @@ use serde_json::Value;
 use serve_util::*;
 
 type TestResult = Result<(), Error>;
+
+/// The documented maximum error of an approximated activation, and its largest slope.
+fn documented_bound(op: &str) -> Option<(f64, f64)> {
+    use moat_nn::approx;
+    Some(match op {
+        "Sigmoid" => (approx::SIGMOID.max_error(), 0.25),
+        "Tanh" => (approx::TANH.max_error(), 1.0),
+        // The default α = 0.2 is documented; the suite's other α (0.25) is exact in binary.
+        "HardSigmoid" => (approx::HARD_SIGMOID_MAX_ERROR, 0.25),
+        "HardSwish" => (approx::HARD_SWISH_MAX_ERROR, 1.5),
+        _ => return None,
+    })
+}
 
 /// Float agreement with onnxruntime required of every case.
 const TOLERANCE: f32 = 1e-4;
@@ -70,6 +86,8 @@ fn conformance_suite_moat_infer_oip_and_onnxruntime_agree() -> TestResult {
     let cases: Vec<Value> = serde_json::from_str(&std::fs::read_to_string(dir.join("cases.json"))?)?;
     assert!(cases.len() >= 50, "{} cases", cases.len());
     let mut ops = std::collections::BTreeSet::new();
+    // Per approximated output: the largest fixed-point error against onnxruntime, and the bound.
+    let mut approximations: BTreeMap<String, (f64, f64)> = BTreeMap::new();
 
     for case in &cases {
         let name = case["name"].as_str().ok_or("name")?;
@@ -98,11 +116,26 @@ fn conformance_suite_moat_infer_oip_and_onnxruntime_agree() -> TestResult {
         let multi = moat_nn::onnx::load_onnx_outputs(&model)?;
         assert_eq!(multi.signature.input, case["input"].as_str().ok_or("input")?, "{name}: input name");
         assert_eq!(multi.signature.outputs, outputs, "{name}: output names");
-        for graph in &multi.graphs {
+        for (graph, output) in multi.graphs.iter().zip(&outputs) {
             let q = Arc::new(QuantizedGraph::new(graph, FixedPoint::default())?);
             let per = moat_nn::tensor::numel(graph.input_shape());
+            let bound = match case["approximated"][*output].as_str() {
+                Some(op) => Some((op, documented_bound(op).ok_or(format!("{name}: no bound for {op}"))?)),
+                None => None,
+            };
+            let want = read_npz(&expected, Some(output))?;
             for (i, x) in batch.data().chunks(per).enumerate() {
                 let fixed = q.logits_encoded(x)?;
+                if let Some((op, (bound, slope))) = bound {
+                    let fp = q.fixed();
+                    let want = &want.data()[i * fixed.len()..(i + 1) * fixed.len()];
+                    let tolerance = bound + slope * 2f64.powi(-(fp.frac_bits() as i32) - 1) + 1e-6;
+                    let diff =
+                        fixed.iter().zip(want).map(|(v, w)| (fp.decode(*v) - f64::from(*w)).abs()).fold(0.0, f64::max);
+                    assert!(diff <= tolerance, "{name}/{output}: fixed point differs from onnxruntime by {diff}");
+                    let seen = approximations.entry(format!("{output} ({op})")).or_insert((0.0, tolerance));
+                    seen.0 = seen.0.max(diff);
+                }
                 let simulated = SimulatedEngine::new(Arc::clone(&q), i as u64).infer(x, Reveal::Logits, &mut Honest)?;
                 assert!(simulated == Revealed::Logits(fixed), "{name}: simulated two-party differs from fixed point");
             }
@@ -138,6 +171,8 @@ fn conformance_suite_moat_infer_oip_and_onnxruntime_agree() -> TestResult {
     assert_eq!(unknown["status"], "400", "{unknown}");
     assert!(unknown["message"].as_str().is_some_and(|m| m.contains("unknown output 'no_such_output'")), "{unknown}");
     eprintln!("conformance: {} models, ops covered: {ops:?}", cases.len());
+    eprintln!("approximated activations in fixed point, max |moat - onnxruntime| (tolerance): {approximations:?}");
+    assert!(approximations.len() >= 5, "{approximations:?}");
     std::fs::remove_dir_all(dir).ok();
     Ok(())
 }

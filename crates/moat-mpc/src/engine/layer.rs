@@ -18,14 +18,18 @@
 //! [`LayerSite::output_frac_bits`] say.
 
 use moat_nn::OpKind;
+use moat_nn::approx::{RingHard, RingSpline, RingSwish};
 
 use crate::engine::hook::{ClientBehaviour, ShareSite, TamperPoint};
 use crate::error::{MpcError, Result};
 use crate::protocols::argmax::argmax;
+use crate::protocols::beaver::mul_values;
+use crate::protocols::drelu::drelu;
 use crate::protocols::maxpool::max_pool;
+use crate::protocols::mux::select;
 use crate::protocols::relu::relu;
 use crate::protocols::session::Session;
-use crate::protocols::truncate::truncate_nonnegative;
+use crate::protocols::truncate::{truncate_by, truncate_nonnegative};
 use crate::shares::{AShare, Party};
 use crate::transport::Channel;
 
@@ -125,8 +129,15 @@ pub fn clip_layer(
             ),
         )
     })?;
-    let (fp, n, party) = (x.fixed_point(), x.len(), s.party());
     let x = tamper_share(s, x, &site.share_site(TamperPoint::PreActivation, OpKind::Clip), behaviour);
+    let y = clip_shares(s, ch, &x, bounds, shift)?;
+    Ok(tamper_share(s, &y, &site.share_site(TamperPoint::PostActivation, OpKind::Clip), behaviour))
+}
+
+/// `a + ⌊ReLU(x − A)/2^shift⌋ − ⌊ReLU(x − B)/2^shift⌋`, `A`, `B` the bounds lifted by
+/// `2^shift` ([`clip_layer`] without its tamper points).
+fn clip_shares(s: &mut Session, ch: &mut dyn Channel, x: &AShare, bounds: (u64, u64), shift: u32) -> Result<AShare> {
+    let (fp, n, party) = (x.fixed_point(), x.len(), s.party());
     let lift = |v: u64| fp.reduce(v << shift);
     let below = x.sub_public(party, &vec![lift(bounds.0); n])?;
     let above = x.sub_public(party, &vec![lift(bounds.1); n])?;
@@ -134,10 +145,118 @@ pub fn clip_layer(
     let y = relu(s, ch, &both)?;
     let y = truncate_nonnegative(s, ch, &y, shift)?;
     let (low, high) = y.values().split_at(n);
-    let y = AShare::from_wrapping(fp, low.to_vec())
+    AShare::from_wrapping(fp, low.to_vec())
         .try_sub(&AShare::from_wrapping(fp, high.to_vec()))?
-        .add_public(party, &vec![bounds.0; n])?;
-    Ok(tamper_share(s, &y, &site.share_site(TamperPoint::PostActivation, OpKind::Clip), behaviour))
+        .add_public(party, &vec![bounds.0; n])
+}
+
+/// Refuses an input whose scale differs from the output's (the approximated activations read
+/// and write values at `f` bits).
+fn same_scale(what: &'static str, site: &LayerSite<'_>) -> Result<()> {
+    if site.input_frac_bits != site.output_frac_bits {
+        return Err(MpcError::invalid(
+            what,
+            format!(
+                "node '{}': input at {} fractional bits, output at {} (this activation reads f)",
+                site.name, site.input_frac_bits, site.output_frac_bits
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A hard sigmoid layer `clip(α·x + β, 0, 1)` ([`RingHard`]): pre-activation tamper point,
+/// the local `z = α·x + β` at `2f` bits (`P0` adds `β` and the rounding half), the clip of
+/// [`clip_layer`] to `[0, 1]` with truncation by `f` (two ReLUs, two non-negative
+/// truncations), then the post-activation tamper point. Bit for bit [`RingHard::eval`]; its
+/// error against the real function is stated in [`moat_nn::approx`] (≤ 2.5·10⁻⁴ at α = 0.2).
+///
+/// **Learns:** nothing beyond the uniformly random output shares.
+/// **Cost:** a clip's: two ReLUs and two non-negative truncations per element
+/// (2 × (876 + 295) = 2342 bytes at ℓ = 37, IKNP; measured 2413 per element over 144
+/// elements, 8 rounds); the rounds of one ReLU and one truncation.
+pub fn hard_sigmoid_layer(
+    s: &mut Session,
+    ch: &mut dyn Channel,
+    x: &AShare,
+    hard: &RingHard,
+    site: &LayerSite<'_>,
+    behaviour: &mut dyn ClientBehaviour,
+) -> Result<AShare> {
+    same_scale("hard_sigmoid_layer", site)?;
+    let (n, party, f) = (x.len(), s.party(), site.output_frac_bits);
+    let x = tamper_share(s, x, &site.share_site(TamperPoint::PreActivation, OpKind::HardSigmoid), behaviour);
+    let z = x.mul_public(hard.alpha).add_public(party, &vec![hard.beta; n])?;
+    let y = clip_shares(s, ch, &z, (0, 1 << f), f)?;
+    Ok(tamper_share(s, &y, &site.share_site(TamperPoint::PostActivation, OpKind::HardSigmoid), behaviour))
+}
+
+/// A hard swish layer ([`RingSwish`]): pre-activation tamper point; `ReLU(x + 3)` and
+/// `ReLU(x − 3)` (one [`relu`] call on `2n` elements); `c = clip(x, −3, 3)` locally; `c²` by a
+/// Beaver product ([`mul_values`]), rounded to `f` bits by [`truncate_nonnegative`];
+/// `C/6 + c/2` at `f + shift` bits locally, [`truncate_by`] `shift` (signed), plus
+/// `ReLU(x − 3)`; the post-activation tamper point. Bit for bit [`RingSwish::eval`]; its error
+/// against the real function is stated in [`moat_nn::approx`] (≤ 1.5·10⁻⁴).
+///
+/// **Learns:** nothing beyond the uniformly random output shares (the Beaver product opens
+/// only values masked by a fresh triple).
+/// **Cost** per element at ℓ = 37, IKNP: two ReLUs (1752 bytes), one Beaver product
+/// (≈ 1380), one non-negative truncation (295) and one signed truncation (898): ≈ 4.3 KB
+/// (measured 4444 per element over 144 elements, 15 rounds); the rounds of those four one
+/// after the other.
+pub fn hard_swish_layer(
+    s: &mut Session,
+    ch: &mut dyn Channel,
+    x: &AShare,
+    swish: &RingSwish,
+    site: &LayerSite<'_>,
+    behaviour: &mut dyn ClientBehaviour,
+) -> Result<AShare> {
+    same_scale("hard_swish_layer", site)?;
+    let (fp, n, party, f) = (x.fixed_point(), x.len(), s.party(), site.output_frac_bits);
+    let x = tamper_share(s, x, &site.share_site(TamperPoint::PreActivation, OpKind::HardSwish), behaviour);
+    let low = x.add_public(party, &vec![swish.three; n])?;
+    let high = x.sub_public(party, &vec![swish.three; n])?;
+    let r = relu(s, ch, &AShare::from_wrapping(fp, [low.values(), high.values()].concat()))?;
+    let (low, high) = r.values().split_at(n);
+    let high = AShare::from_wrapping(fp, high.to_vec());
+    let c = AShare::from_wrapping(fp, low.to_vec()).try_sub(&high)?.sub_public(party, &vec![swish.three; n])?;
+    let square = AShare::from_wrapping(fp, mul_values(s, ch, c.values(), c.values())?);
+    let square = truncate_nonnegative(s, ch, &square.add_public(party, &vec![1 << (f - 1); n])?, f)?;
+    let half = 1u64 << (swish.shift - 1);
+    let z = square.mul_public(swish.sixth).try_add(&c.mul_public(half))?.add_public(party, &vec![half; n])?;
+    let y = truncate_by(s, ch, &z, swish.shift)?.try_add(&high)?;
+    Ok(tamper_share(s, &y, &site.share_site(TamperPoint::PostActivation, OpKind::HardSwish), behaviour))
+}
+
+/// A sigmoid or tanh layer by its odd spline ([`RingSpline`], `op` names it at the tamper
+/// points): pre-activation tamper point; the sign bit `b = 1{x ≥ 0}` ([`drelu`]);
+/// `|x| = b ? x : −x` ([`select`]); `ReLU(|x| − t_k)` for the `K` knots (one [`relu`] call on
+/// `K·n` elements); `g = s·|x| + Σ w_k·ReLU(|x| − t_k)` locally; `b ? g : −g` ([`select`]);
+/// `P0` adds the centre and the rounding half; [`truncate_by`] `shift` (signed); the
+/// post-activation tamper point. Bit for bit [`RingSpline::eval`]; the error of the spline
+/// against the real function is measured and stated in [`moat_nn::approx`] (sigmoid
+/// ≤ 9.3·10⁻⁴, tanh ≤ 1.8·10⁻³).
+///
+/// **Learns:** nothing beyond the uniformly random output shares.
+/// **Cost** per element at ℓ = 37, IKNP, `K = 16`: one sign comparison (835 bytes), two
+/// multiplexers (2 × 41.3), `K` ReLUs (16 × 876) and one signed truncation (898): ≈ 15.8 KB
+/// (measured 15 928 per element over 144 elements, 16 rounds); rounds: comparison,
+/// multiplexer, ReLU, multiplexer, truncation one after the other (independent of `K` and
+/// `n`).
+pub fn spline_layer(
+    s: &mut Session,
+    ch: &mut dyn Channel,
+    x: &AShare,
+    spline_ring: &RingSpline,
+    op: OpKind,
+    site: &LayerSite<'_>,
+    behaviour: &mut dyn ClientBehaviour,
+) -> Result<AShare> {
+    same_scale("spline_layer", site)?;
+    let x = tamper_share(s, x, &site.share_site(TamperPoint::PreActivation, op), behaviour);
+    let y = spline(s, ch, &x, spline_ring)?;
+    Ok(tamper_share(s, &y, &site.share_site(TamperPoint::PostActivation, op), behaviour))
 }
 
 /// A leaky ReLU layer with public slope `alpha` (a ring element at `f` bits) on an input at
@@ -208,4 +327,26 @@ pub fn label_layer(
     let logits = tamper_share(s, logits, site, behaviour);
     let labels = argmax(s, ch, &logits, logits.len().max(1))?;
     Ok(labels.and_then(|l| l.first().copied()))
+}
+
+/// The protocol of [`spline_layer`] without its tamper points: shares of
+/// [`RingSpline::eval`] of each element of `x` (at `f` bits). Costs as [`spline_layer`]
+/// (predicted exactly by [`crate::protocols::cost::spline`]); `moat bench sigmoid` runs it
+/// between two processes.
+pub fn spline(s: &mut Session, ch: &mut dyn Channel, x: &AShare, spline: &RingSpline) -> Result<AShare> {
+    let (fp, n, party) = (x.fixed_point(), x.len(), s.party());
+    let b = drelu(s, ch, x)?;
+    let a = select(s, ch, &b, x, &x.neg())?;
+    let mut shifted = Vec::with_capacity(spline.knots.len() * n);
+    for t in &spline.knots {
+        shifted.extend_from_slice(a.sub_public(party, &vec![*t; n])?.values());
+    }
+    let r = relu(s, ch, &AShare::from_wrapping(fp, shifted))?;
+    let mut g = a.mul_public(spline.slope);
+    for (w, part) in spline.weights.iter().zip(r.values().chunks(n.max(1))) {
+        g = g.try_add(&AShare::from_wrapping(fp, part.to_vec()).mul_public(*w))?;
+    }
+    let signed = select(s, ch, &b, &g, &g.neg())?;
+    let z = signed.add_public(party, &vec![spline.offset; n])?;
+    truncate_by(s, ch, &z, spline.shift)
 }

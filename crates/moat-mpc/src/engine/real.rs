@@ -54,7 +54,8 @@ use super::hook::{ClientBehaviour, Honest, ShareSite};
 use super::plan::RescalePlan;
 use super::{Reveal, Revealed};
 use crate::engine::layer::{
-    LayerSite, clip_layer, label_layer, leaky_relu_layer, max_pool_layer, relu_layer, tamper_share,
+    LayerSite, clip_layer, hard_sigmoid_layer, hard_swish_layer, label_layer, leaky_relu_layer, max_pool_layer,
+    relu_layer, spline_layer, tamper_share,
 };
 use crate::error::{MpcError, Result};
 use crate::he::encoding::Packing;
@@ -704,6 +705,41 @@ impl Kernel for Walk<'_> {
         Ok(self.guarded(&ShareSite::output_of(site, f), &y, None))
     }
 
+    fn hard_sigmoid(&mut self, site: &Site<'_>, x: &AShare) -> Result<AShare> {
+        let f = self.model.fixed().frac_bits();
+        let QuantizedLayer::HardSigmoid(hard) = self.model.layers()[site.index] else {
+            return Err(MpcError::invalid("walk", format!("node '{}': no hard sigmoid layer", site.node.name)));
+        };
+        let layer = self.layer_site(site);
+        let x = self.guarded(&ShareSite::input_of(site, f), x, None);
+        let y = hard_sigmoid_layer(self.session, self.ch, &x, &hard, &layer, self.behaviour)?;
+        Ok(self.guarded(&ShareSite::output_of(site, f), &y, None))
+    }
+
+    fn hard_swish(&mut self, site: &Site<'_>, x: &AShare) -> Result<AShare> {
+        let f = self.model.fixed().frac_bits();
+        let QuantizedLayer::HardSwish(swish) = self.model.layers()[site.index] else {
+            return Err(MpcError::invalid("walk", format!("node '{}': no hard swish layer", site.node.name)));
+        };
+        let layer = self.layer_site(site);
+        let x = self.guarded(&ShareSite::input_of(site, f), x, None);
+        let y = hard_swish_layer(self.session, self.ch, &x, &swish, &layer, self.behaviour)?;
+        Ok(self.guarded(&ShareSite::output_of(site, f), &y, None))
+    }
+
+    fn spline(&mut self, site: &Site<'_>, x: &AShare) -> Result<AShare> {
+        let f = self.model.fixed().frac_bits();
+        let model = self.model;
+        let QuantizedLayer::Spline(spline) = &model.layers()[site.index] else {
+            return Err(MpcError::invalid("walk", format!("node '{}': no spline layer", site.node.name)));
+        };
+        let layer = self.layer_site(site);
+        let x = self.guarded(&ShareSite::input_of(site, f), x, None);
+        let op = site.node.op.op_kind();
+        let y = spline_layer(self.session, self.ch, &x, spline, op, &layer, self.behaviour)?;
+        Ok(self.guarded(&ShareSite::output_of(site, f), &y, None))
+    }
+
     fn transpose(&mut self, _site: &Site<'_>, x: &AShare, indices: &[usize]) -> Result<AShare> {
         // A public permutation: each party reorders its own shares, no traffic.
         x.gather(indices)
@@ -904,6 +940,84 @@ mod tests {
             QuantizedGraph::new(&b.finish("clipped", out)?, FixedPoint::default())
         };
         Arc::new(build().unwrap_or_else(|e| panic!("clipped: {e}")))
+    }
+
+    /// A convolution read by a hard sigmoid, a hard swish, a sigmoid and a tanh side by side
+    /// (each sees the convolution's wide range), their concatenation and a dense head.
+    fn approximated() -> Arc<QuantizedGraph> {
+        let build = || -> moat_nn::Result<QuantizedGraph> {
+            let mut b = zoo::GraphBuilder::new(&[2, 6, 6], 13);
+            let x = b.conv("stem", ValueId::INPUT, 4, 3, 1, 1)?;
+            let branches = vec![
+                b.push("hard_sigmoid", Op::HardSigmoid { alpha: 0.2, beta: 0.5 }, vec![x])?,
+                b.push("hard_swish", Op::HardSwish, vec![x])?,
+                b.push("sigmoid", Op::Sigmoid, vec![x])?,
+                b.push("tanh", Op::Tanh, vec![x])?,
+            ];
+            let x = b.push("cat", Op::Concat, branches)?;
+            let x = b.conv("mix", x, 4, 3, 2, 1)?;
+            let x = b.flatten(x)?;
+            let out = b.dense("fc", x, 5)?;
+            QuantizedGraph::new(&b.finish("approximated", out)?, FixedPoint::default())
+        };
+        Arc::new(build().unwrap_or_else(|e| panic!("approximated: {e}")))
+    }
+
+    #[test]
+    fn approximated_activations_are_bit_exact_in_both_backends_and_within_their_bounds() -> Result<()> {
+        let model = approximated();
+        let graph = model.graph();
+        let fp = model.fixed();
+        let n = moat_nn::tensor::numel(graph.input_shape());
+        let x: Vec<f32> = input(n, 3).into_iter().map(|v| v * 24.0).collect();
+        let values = model
+            .run_all_encoded(model.encode_input(&x).map_err(|e| MpcError::invalid("t", e.to_string()))?)
+            .map_err(|e| MpcError::invalid("t", e.to_string()))?;
+        for (i, node) in graph.nodes().iter().enumerate() {
+            let (input, output) = (&values[node.inputs[0].0], &values[ValueId::of_node(i).0]);
+            let (exact, bound, edges): (fn(f64) -> f64, f64, [f64; 2]) = match node.op {
+                Op::HardSigmoid { .. } => {
+                    (|v| (0.2 * v + 0.5).clamp(0.0, 1.0), moat_nn::approx::HARD_SIGMOID_MAX_ERROR, [-2.5, 2.5])
+                }
+                Op::HardSwish => {
+                    (|v| v * (v / 6.0 + 0.5).clamp(0.0, 1.0), moat_nn::approx::HARD_SWISH_MAX_ERROR, [-3.0, 3.0])
+                }
+                Op::Sigmoid => {
+                    (|v| moat_nn::approx::SIGMOID.exact(v), moat_nn::approx::SIGMOID.max_error(), [-1.0, 1.0])
+                }
+                Op::Tanh => (f64::tanh, moat_nn::approx::TANH.max_error(), [-1.0, 1.0]),
+                _ => continue,
+            };
+            // The input reaches both sides of the function's bends, and the error stays
+            // within the documented bound on every element.
+            let reals: Vec<f64> = input.iter().map(|v| fp.decode(*v)).collect();
+            assert!(reals.iter().any(|v| *v < edges[0]) && reals.iter().any(|v| *v > edges[1]), "{}", node.name);
+            for (v, y) in reals.iter().zip(output) {
+                let err = (fp.decode(*y) - exact(*v)).abs();
+                assert!(err <= bound, "{} at {v}: error {err:e} above {bound:e}", node.name);
+            }
+        }
+        let (real, stats) =
+            run_real_with(Arc::clone(&model), ServeOptions::default(), vec![(x.clone(), Reveal::Logits)], Honest)?;
+        assert_eq!(real[0], Revealed::Logits(fixed_logits(&model, &x)?), "real vs fixed");
+        let simulated = SimulatedEngine::new(Arc::clone(&model), 1).infer(&x, Reveal::Logits, &mut Honest)?;
+        assert_eq!(real[0], simulated, "real vs simulated");
+        // Traffic per element of each activation (both directions, the client's counters).
+        for (i, node) in graph.nodes().iter().enumerate() {
+            if node.op.is_linear() || matches!(node.op, Op::Flatten | Op::Concat) {
+                continue;
+            }
+            let phase = stats.sum_prefix(&format!("{i}:{}", node.name));
+            let elements = moat_nn::tensor::numel(graph.shape(ValueId::of_node(i))) as u64;
+            eprintln!(
+                "{}: {} bytes, {} rounds for {elements} elements ({} bytes per element)",
+                node.name,
+                phase.bytes_total(),
+                phase.rounds,
+                phase.bytes_total() / elements
+            );
+        }
+        Ok(())
     }
 
     #[test]

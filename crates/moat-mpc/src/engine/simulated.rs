@@ -253,6 +253,18 @@ impl Kernel for SimKernel<'_> {
         self.activation(site, x, |k, x| k.leaky_relu(site, x))
     }
 
+    fn hard_sigmoid(&mut self, site: &Site<'_>, x: &Vec<u64>) -> Result<Vec<u64>> {
+        self.activation(site, x, |k, x| k.hard_sigmoid(site, x))
+    }
+
+    fn hard_swish(&mut self, site: &Site<'_>, x: &Vec<u64>) -> Result<Vec<u64>> {
+        self.activation(site, x, |k, x| k.hard_swish(site, x))
+    }
+
+    fn spline(&mut self, site: &Site<'_>, x: &Vec<u64>) -> Result<Vec<u64>> {
+        self.activation(site, x, |k, x| k.spline(site, x))
+    }
+
     fn transpose(&mut self, site: &Site<'_>, x: &Vec<u64>, indices: &[usize]) -> Result<Vec<u64>> {
         // A public permutation of the shares, local to each party.
         Ok(self.fixed.transpose(site, x, indices)?)

@@ -119,6 +119,9 @@ fn layer_of(graph: &QuantizedGraph, index: usize) -> Result<Option<LayerParts>> 
         QuantizedLayer::MaxPool { .. }
         | QuantizedLayer::Clip { .. }
         | QuantizedLayer::LeakyRelu { .. }
+        | QuantizedLayer::HardSigmoid(_)
+        | QuantizedLayer::HardSwish(_)
+        | QuantizedLayer::Spline(_)
         | QuantizedLayer::None => None,
     })
 }

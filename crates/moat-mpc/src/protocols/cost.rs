@@ -144,6 +144,18 @@ impl Model {
         }
     }
 
+    fn truncate(&mut self, n: usize, fp: FixedPoint, shift: u32, config: &Config) {
+        if shift > 0 {
+            let mut left = n;
+            while left > 0 {
+                let pass = left.min(config.max_batch);
+                self.millionaire_pass(pass, fp.ring_bits(), shift, config.chunk_bits);
+                self.cot(Party::P0, &[(pass, fp.ring_bits()), (pass, shift)]);
+                left -= pass;
+            }
+        }
+    }
+
     fn predict(&self) -> Prediction {
         let mut p = [Counters::default(); 2];
         // Whether each party's last action was a send (a new send then continues its flight).
@@ -212,15 +224,20 @@ pub fn relu(n: usize, fp: FixedPoint, config: &Config) -> Prediction {
 /// [`super::truncate::truncate_by`] of `n` elements by `shift` bits.
 pub fn truncate(n: usize, fp: FixedPoint, shift: u32, config: &Config) -> Prediction {
     let mut m = Model::default();
-    if shift > 0 {
-        let mut left = n;
-        while left > 0 {
-            let pass = left.min(config.max_batch);
-            m.millionaire_pass(pass, fp.ring_bits(), shift, config.chunk_bits);
-            m.cot(Party::P0, &[(pass, fp.ring_bits()), (pass, shift)]);
-            left -= pass;
-        }
-    }
+    m.truncate(n, fp, shift, config);
+    m.predict()
+}
+
+/// `moat_mpc::engine::layer::spline` of `n` elements with `knots` knots and a final
+/// truncation by `shift` bits: a sign comparison, a select, `knots·n` ReLUs, a select, a
+/// signed truncation.
+pub fn spline(n: usize, knots: usize, fp: FixedPoint, shift: u32, config: &Config) -> Prediction {
+    let mut m = Model::default();
+    m.millionaire(n, fp.ring_bits() - 1, 0, config);
+    m.mux(n, fp.ring_bits());
+    m.relu(knots * n, fp, config);
+    m.mux(n, fp.ring_bits());
+    m.truncate(n, fp, shift, config);
     m.predict()
 }
 

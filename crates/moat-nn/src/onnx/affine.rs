@@ -34,6 +34,7 @@ impl<'m> Importer<'m> {
                 self.bind_folded(ctx, fold::binary(op, &a, &b))
             }
             (false, false) if op == Arith::Add => self.residual_add(ctx),
+            (false, false) if op == Arith::Mul && self.hard_swish_product(ctx)? => Ok(()),
             (false, false) => Err(ctx.err(format!(
                 "{} of two computed values is not supported: moat supports {} with a constant operand only",
                 op.op_type(),
@@ -42,6 +43,62 @@ impl<'m> Importer<'m> {
             (false, true) => self.affine(ctx, op, 0, 1),
             (true, false) => self.affine(ctx, op, 1, 0),
         }
+    }
+
+    /// `Sum` of computed values of equal shapes: one input passes through, more are added one
+    /// after the other (residual `Add`s); a constant operand is refused.
+    pub(super) fn sum(&mut self, ctx: &Ctx<'m>) -> Result<()> {
+        let n = ctx.node.input.len();
+        if n == 0 {
+            return Err(ctx.err("has no input"));
+        }
+        for i in 0..n {
+            if self.is_constant(ctx, i)? {
+                return Err(ctx.err(format!("input {i} is a constant: moat sums computed values only")));
+            }
+        }
+        if n == 1 {
+            return self.alias(ctx);
+        }
+        let (first, shape) = self.runtime(ctx, 0)?;
+        let mut sum = self.materialize(ctx, first, &shape)?;
+        for i in 1..n {
+            let (y, ys) = self.runtime(ctx, i)?;
+            if ys != shape {
+                return Err(ctx.err(format!(
+                    "sums values of shapes {} and {}; moat sums values of equal shapes (no broadcasting)",
+                    batched(&shape),
+                    batched(&ys)
+                )));
+            }
+            let y = self.materialize(ctx, y, &ys)?;
+            let suffix = (i + 1 < n).then(|| format!("sum{i}"));
+            sum = self.push(ctx, suffix.as_deref(), Op::Add, vec![sum, y])?;
+        }
+        self.bind_output(ctx, 0, sum, shape)
+    }
+
+    /// `x · HardSigmoid(x; α = 1/6, β = 1/2)`, how HardSwish is written before opset 14 (moat's
+    /// own export, PyTorch's): a moat `HardSwish` of `x` (the gate stays only if something else
+    /// reads it). `false` when the product is not of that form.
+    fn hard_swish_product(&mut self, ctx: &Ctx<'m>) -> Result<bool> {
+        let (a, shape) = self.runtime(ctx, 0)?;
+        let (b, _) = self.runtime(ctx, 1)?;
+        let gates = |gate: ValueId, x: ValueId| {
+            gate.node().and_then(|n| self.nodes.get(n)).is_some_and(|node| {
+                node.inputs.first() == Some(&x)
+                    && matches!(node.op, Op::HardSigmoid { alpha, beta }
+                        if (alpha - 1.0 / 6.0).abs() < 1e-6 && beta == 0.5)
+            })
+        };
+        let x = match (gates(b, a), gates(a, b)) {
+            (true, _) => a,
+            (_, true) => b,
+            _ => return Ok(false),
+        };
+        let out = self.push(ctx, None, Op::HardSwish, vec![x])?;
+        self.bind_output(ctx, 0, out, shape)?;
+        Ok(true)
     }
 
     /// Residual sum of two computed values of equal shapes.

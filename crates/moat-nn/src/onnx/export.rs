@@ -5,7 +5,8 @@
 //! | `Conv2d` | `Conv` (kernel_shape, strides, pads, dilations 1, group 1) |
 //! | `Dense` | `Gemm` (transB = 1) — a Dense input is already `[N, F]` |
 //! | `BatchNorm` | `BatchNormalization` |
-//! | `Relu`, `Add`, `Flatten` (axis 1) | same |
+//! | `Relu`, `Add`, `Flatten` (axis 1), `Sigmoid`, `Tanh`, `HardSigmoid` | same |
+//! | `HardSwish` | `HardSigmoid` (α = 1/6, β = 1/2) + `Mul` (ONNX `HardSwish` is opset 14) |
 //! | `Concat` | `Concat` (axis = 1, the channels) |
 //! | `MaxPool`, `AvgPool` | `MaxPool`, `AveragePool` (count_include_pad = 1) |
 //! | `GlobalAvgPool` | `GlobalAveragePool` + `Flatten`, so ONNX's `[N, C, 1, 1]` becomes moat's `[N, C]` |
@@ -167,6 +168,19 @@ pub(super) fn export_model(graph: &Graph) -> Result<ModelProto> {
             Op::LeakyRelu { alpha } => {
                 w.node("LeakyRelu", name, ins, out.clone(), vec![attr_float("alpha", *alpha)]);
             }
+            Op::HardSigmoid { alpha, beta } => {
+                let attrs = vec![attr_float("alpha", *alpha), attr_float("beta", *beta)];
+                w.node("HardSigmoid", name, ins, out.clone(), attrs);
+            }
+            Op::HardSwish => {
+                // ONNX HardSwish is opset 14: x · HardSigmoid(x; 1/6, 1/2), its definition.
+                let gate = w.values.fresh(&format!("{name}.gate"));
+                let attrs = vec![attr_float("alpha", 1.0 / 6.0), attr_float("beta", 0.5)];
+                w.node("HardSigmoid", &format!("{name}/gate"), ins.clone(), gate.clone(), attrs);
+                w.node("Mul", name, vec![ins[0].clone(), gate], out.clone(), vec![]);
+            }
+            Op::Sigmoid => w.node("Sigmoid", name, ins, out.clone(), vec![]),
+            Op::Tanh => w.node("Tanh", name, ins, out.clone(), vec![]),
             Op::Clip { min, max } => {
                 let lo = w.weight(&format!("{name}.min"), &[], &[*min]);
                 let hi = w.weight(&format!("{name}.max"), &[], &[*max]);

@@ -19,12 +19,18 @@
 //! | `Gemm` | `Dense` | `transA` = 0; `transB`, `alpha`, `beta` folded into the weights; `B`, `C` constant |
 //! | `MatMul` (+ `Add`) | `Dense` | constant `[K, M]` right operand; a following per-output constant `Add` becomes the bias |
 //! | `Add` | `Add` | two computed values of equal shape (residual) |
+//! | `Sum` | `Add`s | computed values of equal shape: one passes through, more are added in order |
 //! | `Add`, `Sub`, `Mul`, `Div` with a constant | `BatchNorm`, or folded | scalar or per-channel constant: the exact affine map `x·s + t` (`x / c` as `x·(1/c)`, exact for powers of two), also `c + x`, `c − x`, `c·x`; `c / x` is refused. Folded into a following Dense or unpadded Conv when nothing else reads it; `Add`/`Sub` right after a Dense/Conv read by nothing else becomes its bias |
 //! | `Concat` | `Concat` | computed values along the channel axis: ONNX axis 1 (−3 for `[N, C, H, W]`, −1 for `[N, F]`) |
 //! | `BatchNormalization` | `BatchNorm` | inference mode |
 //! | `Relu`, `Clip(min = 0)` | `Relu` | `Clip` without an upper bound |
 //! | `Clip` | `Clip` | both bounds finite, `min < max` (ReLU6: 0 and 6) |
 //! | `LeakyRelu` | `LeakyRelu` | `alpha` finite (default 0.01) |
+//! | `PRelu` | `LeakyRelu` | one slope (all elements of the constant slope equal) |
+//! | `ReduceMean` | `GlobalAvgPool` | axes {2, 3} of `[N, C, H, W]` (attribute before opset 18, input from 18), `keepdims` 0 or 1 |
+//! | `HardSigmoid` | `HardSigmoid` | `alpha`, `beta` finite (defaults 0.2, 0.5); fixed point and two-party per [`crate::approx`] |
+//! | `HardSwish`, or `Mul(x, HardSigmoid(x; 1/6, 1/2))` | `HardSwish` | `HardSwish` from opset 14; the product is how it is written before (moat's export, PyTorch's); fixed point and two-party per [`crate::approx`] |
+//! | `Sigmoid`, `Tanh` | `Sigmoid`, `Tanh` | fixed point and two-party: odd splines, [`crate::approx`] |
 //! | `MaxPool`, `AveragePool` | `MaxPool`, `AvgPool` | 2-D, no dilation, `ceil_mode` only when it changes nothing, average pools with padding need `count_include_pad` = 1 |
 //! | `GlobalAveragePool` | `GlobalAvgPool` | |
 //! | `Flatten` | `Flatten` | `axis` = 1 |

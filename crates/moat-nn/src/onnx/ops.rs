@@ -334,6 +334,75 @@ impl<'m> Importer<'m> {
         self.bind_output(ctx, 0, out, shape)
     }
 
+    /// `PRelu` with one slope (a constant of one element, or all elements equal): a moat
+    /// `LeakyRelu`. Distinct per-channel slopes are refused: the two-party protocol multiplies
+    /// by the slope as a public value (as a LeakyRelu's), and learned per-channel slopes are
+    /// model parameters.
+    pub(super) fn prelu(&mut self, ctx: &Ctx<'m>) -> Result<()> {
+        let slope = self.constant(ctx, 1)?;
+        let slopes = floats(ctx, &slope, "slope")?;
+        let Some(&alpha) = slopes.first() else {
+            return Err(ctx.err("slope is empty"));
+        };
+        if !alpha.is_finite() {
+            return Err(ctx.err(format!("slope {alpha} is not finite")));
+        }
+        if slopes.iter().any(|s| *s != alpha) {
+            return Err(ctx.err(format!(
+                "{} distinct slopes: moat supports one slope for all channels (the two-party protocol treats it as public)",
+                slopes.len()
+            )));
+        }
+        self.activation(ctx, Op::LeakyRelu { alpha })
+    }
+
+    /// `ReduceMean` over the spatial axes of `[N, C, H, W]` (axes {2, 3}, or {−2, −1}; an
+    /// attribute before opset 18, an input from 18): a moat `GlobalAvgPool`, `[N, C, 1, 1]`
+    /// with `keepdims` = 1 (the default), `[N, C]` with 0.
+    pub(super) fn reduce_mean(&mut self, ctx: &Ctx<'m>) -> Result<()> {
+        let axes: Vec<i64> = if self.opset < 18 {
+            ctx.ints("axes").map(<[i64]>::to_vec).unwrap_or_default()
+        } else {
+            match self.optional_constant(ctx, 1)? {
+                Some(c) => ints(ctx, &c, "axes")?.to_vec(),
+                None => Vec::new(),
+            }
+        };
+        let (id, shape) = self.runtime(ctx, 0)?;
+        let [c, _, _] = chw(ctx, &shape)?;
+        let mut normalized: Vec<i64> = axes.iter().map(|&a| if a < 0 { a + 4 } else { a }).collect();
+        normalized.sort_unstable();
+        if normalized != [2, 3] {
+            return Err(ctx.err(format!(
+                "axes {axes:?}: moat supports the mean over the spatial axes [2, 3] of [N, C, H, W] (global average pooling)"
+            )));
+        }
+        let keep = ctx.int("keepdims")?.unwrap_or(1) != 0;
+        let x = self.materialize(ctx, id, &shape)?;
+        let out = self.push(ctx, None, Op::GlobalAvgPool, vec![x])?;
+        self.bind_output(ctx, 0, out, if keep { vec![c, 1, 1] } else { vec![c] })
+    }
+
+    /// `HardSigmoid` (`alpha` default 0.2, `beta` default 0.5).
+    pub(super) fn hard_sigmoid(&mut self, ctx: &Ctx<'m>) -> Result<()> {
+        let alpha = ctx.float("alpha")?.unwrap_or(0.2);
+        let beta = ctx.float("beta")?.unwrap_or(0.5);
+        for (what, v) in [("alpha", alpha), ("beta", beta)] {
+            if !v.is_finite() {
+                return Err(ctx.err(format!("{what} = {v} is not finite")));
+            }
+        }
+        self.activation(ctx, Op::HardSigmoid { alpha, beta })
+    }
+
+    /// An element-wise activation without attributes (`HardSwish`, `Sigmoid`, `Tanh`), or one
+    /// whose attributes were read.
+    pub(super) fn activation(&mut self, ctx: &Ctx<'m>, op: Op) -> Result<()> {
+        let (id, shape) = self.runtime(ctx, 0)?;
+        let out = self.push(ctx, None, op, vec![id])?;
+        self.bind_output(ctx, 0, out, shape)
+    }
+
     /// `Clip` (bounds are attributes before opset 11, inputs from 11): min 0 and no upper bound
     /// is a ReLU; both bounds finite (ReLU6: 0 and 6) a moat `Clip`.
     pub(super) fn clip(&mut self, ctx: &Ctx<'m>) -> Result<()> {

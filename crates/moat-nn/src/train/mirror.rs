@@ -180,7 +180,13 @@ impl Mirror {
                 Op::Relu => Step::Relu,
                 Op::Softmax => Step::Softmax,
                 Op::Flatten | Op::Reshape(_) => Step::Reshape(out_shape.to_vec()),
-                Op::Clip { .. } | Op::LeakyRelu { .. } | Op::Transpose(_) => {
+                Op::Clip { .. }
+                | Op::LeakyRelu { .. }
+                | Op::HardSigmoid { .. }
+                | Op::HardSwish
+                | Op::Sigmoid
+                | Op::Tanh
+                | Op::Transpose(_) => {
                     return Err(err("training does not support this op (inference does)".into()));
                 }
                 Op::Conv2d(c) => {

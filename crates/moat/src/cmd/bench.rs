@@ -1,6 +1,7 @@
-//! `moat bench relu|trunc|maxpool|argmax`: a two-party protocol between two processes on
-//! loopback (`trunc --nonnegative`: the truncation of a ReLU output, as the fused rescale of
-//! secure inference runs it).
+//! `moat bench relu|trunc|maxpool|argmax|sigmoid`: a two-party protocol between two processes
+//! on loopback (`trunc --nonnegative`: the truncation of a ReLU output, as the fused rescale of
+//! secure inference runs it; `sigmoid`: the 16-knot spline of `moat_nn::approx::SIGMOID`, as a
+//! Sigmoid layer runs it).
 //!
 //! The command plays the server `P0` and spawns itself (`std::env::current_exe()`) with the
 //! hidden arguments `--role client --connect 127.0.0.1:PORT` as the client `P1`. Both derive
@@ -46,6 +47,8 @@ pub enum Protocol {
     Maxpool,
     /// Label-only argmax of n samples of K logits, revealed to the client only.
     Argmax,
+    /// The sigmoid spline of n shared values (moat_nn::approx::SIGMOID).
+    Sigmoid,
 }
 
 impl Protocol {
@@ -56,6 +59,7 @@ impl Protocol {
             Protocol::Maxpool => "maxpool",
             Protocol::Relu => "relu",
             Protocol::Trunc => "trunc",
+            Protocol::Sigmoid => "sigmoid",
         }
     }
 }
@@ -107,6 +111,9 @@ enum Bench {
     Maxpool(Args),
     /// Label-only argmax of n samples of K logits, revealed to the client only, two processes.
     Argmax(Args),
+    /// The sigmoid spline (sign, 16 ReLUs, 2 muxes, a truncation) of n shared values, two
+    /// processes.
+    Sigmoid(Args),
     /// A whole network privately (HE linear layers + OT non-linear layers), two processes.
     Secure(super::secure::BenchArgs),
 }
@@ -118,6 +125,7 @@ pub fn dispatch(command: BenchCommand) -> anyhow::Result<()> {
         Bench::Trunc(a) => (Protocol::Trunc, a),
         Bench::Maxpool(a) => (Protocol::Maxpool, a),
         Bench::Argmax(a) => (Protocol::Argmax, a),
+        Bench::Sigmoid(a) => (Protocol::Sigmoid, a),
         Bench::Secure(a) => return super::secure::bench(a),
     };
     args.protocol = protocol;
@@ -125,13 +133,14 @@ pub fn dispatch(command: BenchCommand) -> anyhow::Result<()> {
     run(args)
 }
 
-/// Arguments of `moat bench relu|trunc|maxpool|argmax`.
+/// Arguments of `moat bench relu|trunc|maxpool|argmax|sigmoid`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct Args {
     /// The protocol (the subcommand).
     #[arg(skip = Protocol::Relu)]
     pub protocol: Protocol,
-    /// Elements (relu, trunc; default 1048576) or samples (argmax; default 10000).
+    /// Elements (relu, trunc; default 1048576; sigmoid: default 65536) or samples (argmax;
+    /// default 10000).
     #[arg(long)]
     pub n: Option<usize>,
     #[command(flatten)]
@@ -319,6 +328,10 @@ impl Workload {
                 let element = if args.protocol == Protocol::Relu { "ReLU" } else { "truncation" };
                 Self { x: full_range(fp, n, seed), pool: None, elements: n, element }
             }
+            Protocol::Sigmoid => {
+                let n = args.n.unwrap_or(1 << 16);
+                Self { x: activations(fp, n, seed), pool: None, elements: n, element: "sigmoid" }
+            }
             Protocol::Maxpool => {
                 let (c, h, w, k) = (args.channels, args.height, args.width, args.window);
                 let stride = args.stride.unwrap_or(k);
@@ -372,6 +385,16 @@ fn full_range(fp: FixedPoint, n: usize, seed: u64) -> Vec<u64> {
     v
 }
 
+/// `n` activations: 0, ±the spline's last knot, ±2^(ℓ−2−f) (far tails), then uniform in
+/// `[−20, 20]`.
+fn activations(fp: FixedPoint, n: usize, seed: u64) -> Vec<u64> {
+    let far = 2f64.powi(fp.ring_bits() as i32 - 2 - fp.frac_bits() as i32);
+    let mut v: Vec<u64> = [0.0, 8.0, -8.0, far, -far].into_iter().map(|x| fp.encode(x)).take(n).collect();
+    let mut rng = ChaCha20Rng::seed_from_u64(seed);
+    v.extend((v.len()..n).map(|_| fp.encode(rng.random_range(-20.0..20.0))));
+    v
+}
+
 /// `n` values in `[0, 2^(ℓ−1))` (the non-negative truncation's precondition), edges first.
 fn nonnegative(fp: FixedPoint, n: usize, seed: u64) -> Vec<u64> {
     let half = 1u64 << (fp.ring_bits() - 1);
@@ -417,6 +440,10 @@ fn execute(
             Output::Shares(protocols::max_pool(s, ch, x, windows)?)
         }
         Protocol::Argmax => Output::Labels(protocols::argmax(s, ch, x, args.classes)?),
+        Protocol::Sigmoid => {
+            let spline = moat_nn::approx::SIGMOID.quantize(s.fixed_point());
+            Output::Shares(moat_mpc::engine::layer::spline(s, ch, x, &spline)?)
+        }
     })
 }
 
@@ -431,6 +458,10 @@ fn predicted(args: &Args, fp: FixedPoint, config: &Config, work: &Workload) -> c
             cost::max_pool(&plan, fp, config)
         }
         Protocol::Argmax => cost::argmax(work.elements, args.classes, fp, config),
+        Protocol::Sigmoid => {
+            let spline = moat_nn::approx::SIGMOID.quantize(fp);
+            cost::spline(work.elements, spline.knots.len(), fp, spline.shift, config)
+        }
     }
 }
 
@@ -723,6 +754,10 @@ fn verify(
             let want: Vec<u64> = match (args.protocol, &work.pool) {
                 (Protocol::Relu, _) => plain.iter().map(|&v| if fp.is_negative(v) { 0 } else { v }).collect(),
                 (Protocol::Trunc, _) => plain.iter().map(|&v| fp.truncate(v)).collect(),
+                (Protocol::Sigmoid, _) => {
+                    let spline = moat_nn::approx::SIGMOID.quantize(fp);
+                    plain.iter().map(|&v| spline.eval(fp, v)).collect()
+                }
                 (Protocol::Maxpool, Some((c, win, _))) => {
                     kernels::max_pool(&plain, *c, *win, |a, b| fp.to_signed(a) > fp.to_signed(b))
                 }

@@ -11,7 +11,8 @@ them from the file.
 
 A case is a function of the opset returning a Graph: nodes, initializers, the input's name and
 per-sample shape, and the declared outputs. Where an op's attributes changed across opsets (Clip,
-Pad, Squeeze/Unsqueeze, Slice, Softmax, Dropout), the builder writes the form of that opset. To
+Pad, Squeeze/Unsqueeze, Slice, Softmax, Dropout, HardSwish from 14), the builder writes the form
+of that opset. To
 cover a new op, add a case with @case(...) below: the Rust test picks it up from cases.json.
 """
 
@@ -26,18 +27,28 @@ from onnx import TensorProto, helper, numpy_helper
 
 OPSETS = (9, 11, 13, 17)
 # The IR version each opset needs (onnx.helper.VERSION_TABLE), as exporters of the time wrote.
-IR_VERSION = {9: 4, 11: 6, 13: 7, 17: 8}
+IR_VERSION = {9: 4, 11: 6, 13: 7, 14: 7, 17: 8, 18: 8}
 BATCH = 3
 RNG = np.random.default_rng(20261203)
 
 CASES = []
 
 
-def case(name, opsets=OPSETS, acceptance=False):
-    """Registers a case builder for the given opsets (acceptance: part of the Triton-client check)."""
+def case(name, opsets=OPSETS, acceptance=False, scale=1.0, approximated=None):
+    """Registers a case builder for the given opsets (acceptance: part of the Triton-client check;
+    scale: of the seeded inputs; approximated: {output: op} for outputs that are an approximated
+    activation of the input, which the Rust test holds to the op's documented error in fixed
+    point)."""
 
     def register(build):
-        CASES.append({"name": name, "opsets": opsets, "build": build, "acceptance": acceptance})
+        CASES.append({
+            "name": name,
+            "opsets": opsets,
+            "build": build,
+            "acceptance": acceptance,
+            "scale": scale,
+            "approximated": approximated or {},
+        })
         return build
 
     return register
@@ -171,6 +182,20 @@ def residual_add_concat(opset):
     return g
 
 
+@case("sum_of_three_and_one")
+def sum_of_three_and_one(opset):
+    """Sum of three computed values (moat: two Adds), and Sum of one (a pass-through)."""
+    g = Graph("x", [2, 4, 4], ["y"])
+    a = g.node("Conv", ["x", g.w("ka", [2, 2, 3, 3]), g.w("ba", [2])], ["a"], pads=[1, 1, 1, 1])
+    r = g.node("Relu", [a], ["ra"])
+    s = g.node("Sum", ["x", a, r], ["s"])
+    one = g.node("Sum", [s], ["one"])
+    r = g.node("Relu", [one], ["r"])
+    f = g.node("Flatten", [r], ["f"], axis=1)
+    g.node("Gemm", [f, g.w("W", [3, 32]), g.w("bias", [3])], ["y"], transB=1)
+    return g
+
+
 @case("matmul_add")
 def matmul_add(opset):
     g = Graph("x", [3, 2, 2], ["y"])
@@ -285,6 +310,61 @@ def constant_of_shape_scale(opset):
     return g
 
 
+@case("prelu_reduce_mean", opsets=OPSETS + (18,))
+def prelu_reduce_mean(opset):
+    """PRelu with one slope (as a [C, 1, 1] constant), ReduceMean over H, W kept and dropped
+    (axes an attribute before opset 18, an input from 18)."""
+    g = Graph("x", [3, 5, 5], ["y", "pooled"])
+    c = g.node("Conv", ["x", g.w("k", [3, 3, 3, 3]), g.w("kb", [3])], ["c"], pads=[1, 1, 1, 1])
+    p = g.node("PRelu", [c, g.const("slope", np.full((3, 1, 1), 0.15, dtype=np.float32))], ["p"])
+    if opset < 18:
+        kept = g.node("ReduceMean", [p], ["kept"], axes=[2, 3])
+        m = g.node("ReduceMean", [p], ["m"], axes=[-1, -2], keepdims=0)
+    else:
+        kept = g.node("ReduceMean", [p, g.const("axes", np.array([2, 3], dtype=np.int64))], ["kept"])
+        m = g.node("ReduceMean", [p, g.const("axes_neg", np.array([-1, -2], dtype=np.int64))], ["m"], keepdims=0)
+    # moat declares a [N, C, 1, 1] graph output as [N, C] (GlobalAveragePool's too): flattened here.
+    g.node("Flatten", [kept], ["pooled"], axis=1)
+    g.node("Gemm", [m, g.w("W", [4, 3]), g.w("b", [4])], ["y"], transB=1)
+    return g
+
+
+# ---- approximated activations: each output is the activation of the input itself, so the
+# fixed-point execution's error against onnxruntime is the op's documented bound (plus the
+# input's own rounding); inputs span [-20, 20] to reach every segment and both tails ----
+
+
+@case("sigmoid_tanh_hard_sigmoid", scale=6.0,
+      approximated={"sig": "Sigmoid", "th": "Tanh", "hsig": "HardSigmoid", "hsig_custom": "HardSigmoid"})
+def sigmoid_tanh_hard_sigmoid(opset):
+    g = Graph("x", [2, 4, 4], ["sig", "th", "hsig", "hsig_custom"])
+    g.node("Sigmoid", ["x"], ["sig"])
+    g.node("Tanh", ["x"], ["th"])
+    g.node("HardSigmoid", ["x"], ["hsig"])
+    g.node("HardSigmoid", ["x"], ["hsig_custom"], alpha=0.25, beta=0.375)
+    return g
+
+
+@case("hard_swish", opsets=(14, 17), scale=4.0, approximated={"hswish": "HardSwish"})
+def hard_swish(opset):
+    g = Graph("x", [2, 4, 4], ["hswish", "y"])
+    h = g.node("HardSwish", ["x"], ["hswish"])
+    c = g.node("Conv", [h, g.w("k", [3, 2, 3, 3]), g.w("kb", [3])], ["c"], pads=[1, 1, 1, 1])
+    s = g.node("Sigmoid", [c], ["s"])
+    f = g.node("Flatten", [s], ["f"], axis=1)
+    g.node("Gemm", [f, g.w("W", [4, 48]), g.w("b", [4])], ["y"], transB=1)
+    return g
+
+
+@case("hard_swish_as_mul", opsets=(9, 11, 13), scale=4.0, approximated={"hswish": "HardSwish"})
+def hard_swish_as_mul(opset):
+    """HardSwish before opset 14, as PyTorch exports it: x * HardSigmoid(x; 1/6, 1/2)."""
+    g = Graph("x", [2, 4, 4], ["hswish"])
+    gate = g.node("HardSigmoid", ["x"], ["gate"], alpha=1.0 / 6.0, beta=0.5)
+    g.node("Mul", ["x", gate], ["hswish"])
+    return g
+
+
 def build_model(spec, opset):
     g = spec["build"](opset)
     inputs = [helper.make_tensor_value_info(g.input_name, TensorProto.FLOAT, ["N"] + g.sample_shape)]
@@ -317,7 +397,7 @@ def main():
                 os.makedirs(os.path.join(out, sub), exist_ok=True)
             path = os.path.join(repo, "model.onnx")
             onnx.save(model, path)
-            x = RNG.standard_normal([BATCH] + g.sample_shape).astype(np.float32)
+            x = (RNG.standard_normal([BATCH] + g.sample_shape) * spec["scale"]).astype(np.float32)
             np.save(os.path.join(out, "inputs", name + ".npy"), x)
             session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
             values = session.run(g.outputs, {g.input_name: x})
@@ -330,6 +410,7 @@ def main():
                 "input": g.input_name,
                 "outputs": g.outputs,
                 "ops": sorted({n.op_type for n in model.graph.node}),
+                "approximated": spec["approximated"],
             })
     with open(os.path.join(out, "cases.json"), "w") as f:
         json.dump(listing, f, indent=1)

@@ -1,0 +1,359 @@
+//! Activations that fixed point and the two-party backends compute approximately: what each
+//! computes on ring elements, and its measured maximum error.
+//!
+//! The float executor computes every activation exactly (in `f32`). The fixed-point executor
+//! and both two-party backends compute the ring functions below, bit for bit the same; the
+//! two-party protocols are in `moat-mpc` (`engine::layer`), built from exact comparisons, ReLUs,
+//! multiplexers, truncations and Beaver products, so they add no error of their own.
+//!
+//! | op | ring function | max \|error\| (ℓ = 37, f = 12) |
+//! |---|---|---|
+//! | `HardSigmoid(α, β)` | [`RingHard`]: `clip(round((α_q·x + β)·2^f), 0, 1)`, `α_q` = α at `f` bits | 2.5·10⁻⁴ (α = 0.2, β = 0.5: one unit of `2^−f`) |
+//! | `HardSwish` | [`RingSwish`]: `c²/6 + c/2 + ReLU(x − 3)`, `c = clip(x, −3, 3)` | 1.5·10⁻⁴ (1.42·10⁻⁴) |
+//! | `Sigmoid` | [`SIGMOID`]: an odd linear spline with 16 knots per side | 9.3·10⁻⁴ |
+//! | `Tanh` | [`TANH`]: an odd linear spline with 16 knots per side | 1.8·10⁻³ |
+//!
+//! The errors are measured against `f64` on every fixed-point value in `[−16, 16]` plus
+//! geometrically spaced tails out to `±2^20` (the hard sigmoid to `±4000`, inside its input
+//! range); the tests below recompute them and fail above the stated bounds.
+//!
+//! **Input range.** The hard functions form `α·x + β` at `2f` fractional bits, which must stay in
+//! the ring's signed range: `|α·x| < 2^(ℓ−1−2f)` (4096 at ℓ = 37, f = 12; `|x| < 20480` for
+//! α = 0.2), the bound a linear layer's untruncated output already has. The hard swish and the
+//! splines read any activation (`|x| < 2^(ℓ−1−f) − 64`).
+
+use crate::fixed::FixedPoint;
+
+/// An activation `y(x)` odd about its value at zero (`y(x) − c = −(y(−x) − c)`, `c = y(0)`),
+/// approximated by a continuous piecewise-linear function of `|x|` that is constant beyond its
+/// last knot: `y(x) ≈ c + sign(x)·g(|x|)`,
+/// `g(a) = s·a + Σ_k w_k·ReLU(a − t_k)`. The spline interpolates `y` at `0` and at the knots
+/// `t_k` (up to the slope quantisation below), so its error is the interpolation error inside
+/// and `|y(∞) − y(t_last)|` in the tails.
+///
+/// Evaluated on ring elements by [`RingSpline::eval`]; the two-party protocol computes the
+/// same: the sign bit of `x` (one comparison), `|x|` (a multiplexer), one ReLU per knot (one
+/// batch), the local weighted sum, the sign applied (a multiplexer) and one signed truncation.
+#[derive(Clone, Copy, Debug)]
+pub struct Spline {
+    name: &'static str,
+    center: f64,
+    knots: &'static [f64],
+    exact: fn(f64) -> f64,
+    bound: f64,
+}
+
+/// Knots of [`SIGMOID`]: denser where `|σ''|` is larger (spacing ∝ `|σ''|^(−1/2)`, rounded to
+/// sixteenths), the last at 8 where `1 − σ(8) = 3.4·10⁻⁴`.
+const SIGMOID_KNOTS: [f64; 16] =
+    [0.4375, 0.75, 1.0, 1.25, 1.4375, 1.6875, 1.9375, 2.1875, 2.5, 2.8125, 3.1875, 3.625, 4.125, 4.8125, 5.8125, 8.0];
+
+/// Knots of [`TANH`]: [`SIGMOID_KNOTS`] halved (`tanh(x) = 2σ(2x) − 1`).
+const TANH_KNOTS: [f64; 16] = [
+    0.21875, 0.375, 0.5, 0.625, 0.71875, 0.84375, 0.96875, 1.09375, 1.25, 1.40625, 1.59375, 1.8125, 2.0625, 2.40625,
+    2.90625, 4.0,
+];
+
+fn sigmoid_f64(x: f64) -> f64 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+/// `σ(x) = 1 / (1 + e^−x)` by a 16-knot odd spline about `1/2`.
+///
+/// **Measured maximum error** (ℓ = 37, f = 12, every fixed-point value in `[−16, 16]` and tails
+/// to `±2^20`): **9.3·10⁻⁴** (9.24·10⁻⁴ at x ≈ −0.6), about 3.8 units of `2^−12`. Two-party
+/// cost per element: 17 comparisons (sign + 16 ReLUs), 2 multiplexers, 1 signed truncation.
+pub const SIGMOID: Spline =
+    Spline { name: "Sigmoid", center: 0.5, knots: &SIGMOID_KNOTS, exact: sigmoid_f64, bound: 9.3e-4 };
+
+/// `tanh(x)` by a 16-knot odd spline about 0 (the knots of [`SIGMOID`] halved).
+///
+/// **Measured maximum error** (ℓ = 37, f = 12, every fixed-point value in `[−16, 16]` and tails
+/// to `±2^20`): **1.8·10⁻³** (1.73·10⁻³). Two-party cost per element as [`SIGMOID`].
+pub const TANH: Spline = Spline { name: "Tanh", center: 0.0, knots: &TANH_KNOTS, exact: f64::tanh, bound: 1.8e-3 };
+
+/// The measured maximum error of [`RingHard`] at α = 0.2, β = 0.5 (ℓ = 37, f = 12): one unit
+/// of `2^−12` (the rounding of `α·x + β`, with α's own rounding, at x = −2.5).
+pub const HARD_SIGMOID_MAX_ERROR: f64 = 2.5e-4;
+
+/// The measured maximum error of [`RingSwish`] (ℓ = 37, f = 12): 1.42·10⁻⁴ at x ≈ 2.29.
+pub const HARD_SWISH_MAX_ERROR: f64 = 1.5e-4;
+
+/// Fractional bits the spline's slopes carry beyond `f`: as many as the ring leaves while the
+/// sum (an output in `[−1, 2]` at `2f + e` bits) stays below `2^(ℓ−4)`, at most `f`.
+fn extra_bits(fp: FixedPoint) -> u32 {
+    (fp.ring_bits().saturating_sub(4 + 2 * fp.frac_bits())).min(fp.frac_bits())
+}
+
+impl Spline {
+    /// The activation's name.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// The positive knots (a ReLU each in the two-party protocol).
+    pub fn knots(&self) -> &'static [f64] {
+        self.knots
+    }
+
+    /// The documented maximum error at ℓ = 37, f = 12 (the unit tests measure it).
+    pub fn max_error(&self) -> f64 {
+        self.bound
+    }
+
+    /// The exact function, in `f64`.
+    pub fn exact(&self, x: f64) -> f64 {
+        (self.exact)(x)
+    }
+
+    /// The spline on ring elements of `fp`. The slopes are rounded one segment after the
+    /// other, each aiming at the exact value at its segment's end from where the rounded
+    /// spline got to (so rounding errors do not accumulate), and the last weight cancels the
+    /// slope exactly (the tails are constant whatever `|x|`).
+    pub fn quantize(&self, fp: FixedPoint) -> RingSpline {
+        let f = fp.frac_bits();
+        let shift = f + extra_bits(fp);
+        let sum_bits = f + shift;
+        let points: Vec<i64> =
+            std::iter::once(0).chain(self.knots.iter().map(|k| (k * 2f64.powi(f as i32)).round() as i64)).collect();
+        let target =
+            |p: i64| ((self.exact(p as f64 / 2f64.powi(f as i32)) - self.center) * 2f64.powi(sum_bits as i32)).round();
+        let mut reached = 0f64;
+        let mut slopes = Vec::with_capacity(self.knots.len());
+        for pair in points.windows(2) {
+            let run = (pair[1] - pair[0]) as f64;
+            let slope = ((target(pair[1]) - reached) / run).round();
+            reached += slope * run;
+            slopes.push(slope as i64);
+        }
+        let mut weights: Vec<i64> = slopes.windows(2).map(|s| s[1] - s[0]).collect();
+        weights.push(-slopes.last().copied().unwrap_or(0));
+        let offset = (self.center * 2f64.powi(sum_bits as i32)).round() as i64 + (1i64 << (shift - 1));
+        RingSpline {
+            knots: points[1..].iter().map(|&t| fp.from_signed(t)).collect(),
+            slope: fp.from_signed(slopes.first().copied().unwrap_or(0)),
+            weights: weights.into_iter().map(|w| fp.from_signed(w)).collect(),
+            offset: fp.from_signed(offset),
+            shift,
+        }
+    }
+}
+
+/// A [`Spline`] on ring elements: `y = ⌊(offset + sign(x)·g(|x|)) / 2^shift⌋` with
+/// `g(a) = slope·a + Σ_k weights[k]·ReLU(a − knots[k])`; `x`, `|x|`, the knots and `y` at `f`
+/// bits, the slope and weights at `shift` bits, `offset` (the centre plus `2^(shift−1)`, so
+/// the truncation rounds to nearest) at `f + shift`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RingSpline {
+    /// The positive knots at `f` bits.
+    pub knots: Vec<u64>,
+    /// The slope on `[0, knots[0]]`, at `shift` bits.
+    pub slope: u64,
+    /// The change of slope at each knot, at `shift` bits (they sum to `−slope`).
+    pub weights: Vec<u64>,
+    /// The centre at `f + shift` bits plus the rounding half `2^(shift−1)`.
+    pub offset: u64,
+    /// The final truncation.
+    pub shift: u32,
+}
+
+impl RingSpline {
+    /// `g(a) = slope·a + Σ_k weights[k]·relus[k]` given `relus[k] = ReLU(a − knots[k])` (mod
+    /// 2^ℓ; the two-party protocol evaluates the same on shares).
+    pub fn magnitude(&self, fp: FixedPoint, a: u64, relus: impl IntoIterator<Item = u64>) -> u64 {
+        relus.into_iter().zip(&self.weights).fold(fp.mul(self.slope, a), |g, (r, w)| fp.add(g, fp.mul(*w, r)))
+    }
+
+    /// The spline at `x` (a ring element at `f` bits), as the two-party protocol computes it.
+    pub fn eval(&self, fp: FixedPoint, x: u64) -> u64 {
+        let negative = fp.is_negative(x);
+        let a = if negative { fp.sub(0, x) } else { x };
+        let relus = self.knots.iter().map(|t| {
+            let d = fp.sub(a, *t);
+            if fp.is_negative(d) { 0 } else { d }
+        });
+        let g = self.magnitude(fp, a, relus);
+        let signed = if negative { fp.sub(0, g) } else { g };
+        fp.truncate_by(fp.add(signed, self.offset), self.shift)
+    }
+}
+
+/// A hard sigmoid `max(0, min(1, α·x + β))` on ring elements: `alpha` at `f` bits, `beta` at
+/// `2f` bits plus the rounding half `2^(f−1)`. The clip is exact (0 and 1 are reached exactly);
+/// inside, the error is at most `2^−(f+1)·(1 + |x|)` (the rounding, and α's own rounding times
+/// `x`, with `|x| ≤ (1 + |β|)/|α|` there): measured 2.44·10⁻⁴ at α = 0.2
+/// ([`HARD_SIGMOID_MAX_ERROR`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RingHard {
+    /// α at `f` bits.
+    pub alpha: u64,
+    /// β at `2f` bits, plus `2^(f−1)`.
+    pub beta: u64,
+}
+
+impl RingHard {
+    /// `α`, `β` on ring elements of `fp`.
+    pub fn quantize(fp: FixedPoint, alpha: f32, beta: f32) -> Self {
+        let f = fp.frac_bits();
+        Self { alpha: fp.encode(alpha.into()), beta: fp.add(fp.encode_at(beta.into(), 2 * f), 1 << (f - 1)) }
+    }
+
+    /// `z = α·x + β` at `2f` bits (local on shares).
+    pub fn pre(&self, fp: FixedPoint, x: u64) -> u64 {
+        fp.add(fp.mul(self.alpha, x), self.beta)
+    }
+
+    /// `clip(⌊z / 2^f⌋, 0, 1)`: the hard sigmoid of `x` at `f` bits, rounded to nearest.
+    pub fn eval(&self, fp: FixedPoint, x: u64) -> u64 {
+        let one = 1u64 << fp.frac_bits();
+        let y = fp.truncate(self.pre(fp, x));
+        if fp.is_negative(y) {
+            0
+        } else if fp.to_signed(y) > one as i64 {
+            one
+        } else {
+            y
+        }
+    }
+}
+
+/// A hard swish `x·clip(x/6 + 1/2, 0, 1)` on ring elements, written so that no step
+/// multiplies `x` itself: with `c = clip(x, −3, 3) = −3 + ReLU(x + 3) − ReLU(x − 3)`,
+/// `HardSwish(x) = c²/6 + c/2 + ReLU(x − 3)` (the last term is `x − 3` above 3, where
+/// `c²/6 + c/2 = 3`). The ring function:
+///
+/// `y = ⌊(C·sixth + c·2^(shift−1) + 2^(shift−1)) / 2^shift⌋ + ReLU(x − 3)` with
+/// `C = ⌊(c² + 2^(f−1)) / 2^f⌋` (`c²` at `2f`, rounded to `f`) and `sixth` = 1/6 at `shift`
+/// bits: only the two roundings to nearest and the 1/6's last bit err (< 0.6 unit of `2^−f`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RingSwish {
+    /// 3 at `f` bits.
+    pub three: u64,
+    /// 1/6 at `shift` bits.
+    pub sixth: u64,
+    /// The final truncation (`f` plus the extra bits of [`Spline::quantize`]).
+    pub shift: u32,
+}
+
+impl RingSwish {
+    /// The hard swish on ring elements of `fp`.
+    pub fn new(fp: FixedPoint) -> Self {
+        let shift = fp.frac_bits() + extra_bits(fp);
+        Self { three: fp.encode(3.0), sixth: fp.encode_at(1.0 / 6.0, shift), shift }
+    }
+
+    /// `c = ReLU(x + 3) − ReLU(x − 3) − 3` from the two ReLUs.
+    pub fn clipped(&self, fp: FixedPoint, low: u64, high: u64) -> u64 {
+        fp.sub(fp.sub(low, high), self.three)
+    }
+
+    /// `C·sixth + c·2^(shift−1) + 2^(shift−1)`, the sum truncated by `shift` bits.
+    pub fn sum(&self, fp: FixedPoint, square: u64, c: u64) -> u64 {
+        let half = 1u64 << (self.shift - 1);
+        fp.add(fp.add(fp.mul(square, self.sixth), fp.mul(c, half)), half)
+    }
+
+    /// The hard swish of `x` (at `f` bits), as the two-party protocol computes it.
+    pub fn eval(&self, fp: FixedPoint, x: u64) -> u64 {
+        let relu = |v: u64| if fp.is_negative(v) { 0 } else { v };
+        let (low, high) = (relu(fp.add(x, self.three)), relu(fp.sub(x, self.three)));
+        let c = self.clipped(fp, low, high);
+        let square = fp.truncate(fp.add(fp.mul(c, c), 1 << (fp.frac_bits() - 1)));
+        fp.add(fp.truncate_by(self.sum(fp, square, c), self.shift), high)
+    }
+}
+
+/// The exact hard sigmoid.
+pub fn hard_sigmoid(x: f32, alpha: f32, beta: f32) -> f32 {
+    (alpha * x + beta).clamp(0.0, 1.0)
+}
+
+/// The exact hard swish.
+pub fn hard_swish(x: f32) -> f32 {
+    x * hard_sigmoid(x, 1.0 / 6.0, 0.5)
+}
+
+/// The exact sigmoid in `f32`.
+pub fn sigmoid(x: f32) -> f32 {
+    sigmoid_f64(x.into()) as f32
+}
+
+/// The maximum of `|ring(x) − exact(x)|` over every fixed-point value of `fp` in
+/// `[−16, 16]` and geometric tails (ratio 1.01) out to `±limit`, with the `x` where it occurs.
+pub fn max_error(fp: FixedPoint, limit: f64, ring: impl Fn(u64) -> u64, exact: impl Fn(f64) -> f64) -> (f64, f64) {
+    let f = fp.frac_bits() as i32;
+    let dense = (-16i64 << f)..=(16i64 << f);
+    let mut tails = Vec::new();
+    let mut t = 16.0f64;
+    while t <= limit {
+        tails.push((t * 2f64.powi(f)).round() as i64);
+        tails.push(-(t * 2f64.powi(f)).round() as i64);
+        t *= 1.01;
+    }
+    dense.chain(tails).fold((0.0, 0.0), |(worst, at), v| {
+        let x = v as f64 / 2f64.powi(f);
+        let e = (fp.decode(ring(fp.from_signed(v))) - exact(x)).abs();
+        if e > worst { (e, x) } else { (worst, at) }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The bounds stated in the module table and the docs of [`SIGMOID`] and [`TANH`]; a
+    /// change that makes an approximation worse fails here.
+    #[test]
+    fn measured_errors_stay_within_the_documented_bounds() {
+        let fp = FixedPoint::default();
+        for spline in [SIGMOID, TANH] {
+            let bound = spline.max_error();
+            let q = spline.quantize(fp);
+            let (err, at) = max_error(fp, 2f64.powi(20), |x| q.eval(fp, x), |x| spline.exact(x));
+            assert!(err <= bound, "{}: max error {err:e} at {at} above {bound:e}", spline.name());
+            // Not a loose bound: within 15% of the measurement.
+            assert!(err > 0.85 * bound, "{}: max error {err:e} far below {bound:e}", spline.name());
+        }
+        let hard = RingHard::quantize(fp, 0.2, 0.5);
+        let (err, at) = max_error(fp, 4000.0, |x| hard.eval(fp, x), |x| f64::from(hard_sigmoid(x as f32, 0.2, 0.5)));
+        assert!(err <= HARD_SIGMOID_MAX_ERROR, "HardSigmoid: {err:e} at {at}");
+        let swish = RingSwish::new(fp);
+        let exact = |x: f64| x * (x / 6.0 + 0.5).clamp(0.0, 1.0);
+        let (err, at) = max_error(fp, 2f64.powi(20), |x| swish.eval(fp, x), exact);
+        assert!(err <= HARD_SWISH_MAX_ERROR, "HardSwish: {err:e} at {at}");
+        assert!(err > 0.85 * HARD_SWISH_MAX_ERROR, "HardSwish: {err:e} far below the bound");
+    }
+
+    #[test]
+    fn splines_are_odd_saturate_exactly_and_pass_zero() {
+        let fp = FixedPoint::default();
+        for spline in [SIGMOID, TANH] {
+            let q = spline.quantize(fp);
+            let center = fp.encode(spline.center);
+            assert_eq!(q.eval(fp, 0), center, "{}", spline.name());
+            // The slopes cancel: the same value far out as just past the last knot.
+            let (near, far) = (fp.encode(9.0), fp.encode(1e6));
+            assert_eq!(q.eval(fp, near), q.eval(fp, far), "{}", spline.name());
+            assert_eq!(q.eval(fp, fp.sub(0, near)), q.eval(fp, fp.sub(0, far)), "{}", spline.name());
+            for v in [1i64, 77, 4096, 9000, 30_000] {
+                let (p, n) = (q.eval(fp, fp.from_signed(v)), q.eval(fp, fp.from_signed(-v)));
+                // y(x) + y(−x) = 2c up to one unit of rounding.
+                let sum = fp.to_signed(p) + fp.to_signed(n) - 2 * fp.to_signed(center);
+                assert!(sum.abs() <= 1, "{} at ±{v}: {sum}", spline.name());
+            }
+        }
+    }
+
+    #[test]
+    fn hard_functions_saturate_exactly() {
+        let fp = FixedPoint::default();
+        let h = RingHard::quantize(fp, 0.2, 0.5);
+        assert_eq!(h.eval(fp, fp.encode(3.0)), fp.encode(1.0));
+        assert_eq!(h.eval(fp, fp.encode(-2.6)), 0);
+        assert_eq!(h.eval(fp, fp.encode(0.0)), fp.encode(0.5));
+        let s = RingSwish::new(fp);
+        assert_eq!(s.eval(fp, fp.encode(100.0)), fp.encode(100.0));
+        assert_eq!(s.eval(fp, fp.encode(3.0)), fp.encode(3.0));
+        assert_eq!(s.eval(fp, fp.encode(-3.5)), 0);
+    }
+}
