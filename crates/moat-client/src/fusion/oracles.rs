@@ -130,7 +130,10 @@ impl From<&crate::secure::Admission> for ModelIdentity {
 
 /// An open secure session (admitted by a service, or opened on a tokenless `moat secure
 /// server`): the whole batch runs in it (a grant bounds the batch), each input a label-only
-/// two-party inference; the identity is the one the admission disclosed.
+/// two-party inference. The identity of every answer is the stated model (e.g. from the
+/// admission) with the commitment of the session's hello, which one session cannot change; a
+/// hello whose commitment differs from the one the admission stated is itself evidence (the
+/// batch then names both, and [`super::Batch::check`] rejects it).
 #[derive(Debug)]
 pub struct SessionOracle<'s> {
     session: &'s mut SecureSession,
@@ -138,9 +141,25 @@ pub struct SessionOracle<'s> {
 }
 
 impl<'s> SessionOracle<'s> {
-    /// Batches in `session`, served by `model` (e.g. from the admission's name and version).
+    /// Batches in `session`, served by `model` (e.g. from the admission's name, version and
+    /// commitment).
     pub fn new(session: &'s mut SecureSession, model: ModelIdentity) -> Self {
         Self { session, model }
+    }
+
+    /// The identities of a batch of `n`: the stated model under the hello's commitment; where
+    /// the admission stated another commitment, the first answer carries the stated identity.
+    fn identities(&self, n: usize) -> Vec<ModelIdentity> {
+        let hello = self.session.model_commitment().map(str::to_string);
+        let served =
+            ModelIdentity { commitment: hello.clone().or_else(|| self.model.commitment.clone()), ..self.model.clone() };
+        let mut models = vec![served; n];
+        if let (Some(stated), Some(hello), Some(first)) = (&self.model.commitment, &hello, models.first_mut())
+            && stated != hello
+        {
+            *first = self.model.clone();
+        }
+        models
     }
 }
 
@@ -156,7 +175,8 @@ impl BatchOracle<Vec<f32>> for SessionOracle<'_> {
 
     fn answer_batch(&mut self, inputs: &[Vec<f32>]) -> Result<BatchAnswers, ClientError> {
         let labels = inputs.iter().map(|x| self.session.infer(x)).collect::<Result<Vec<_>, _>>()?;
-        Ok(BatchAnswers::one_model(labels, self.model.clone()))
+        let models = self.identities(labels.len());
+        Ok(BatchAnswers { labels, models })
     }
 }
 

@@ -101,8 +101,11 @@ fn prepare(model: &ModelVersion, fixed: FixedPoint, he_degree: usize) -> Prepare
     let started = Instant::now();
     let quantized =
         QuantizedGraph::new(&model.graph, fixed).map_err(|e| format!("model {id} cannot run in fixed point: {e}"))?;
+    // Every session's hello carries the version's commitment (the one its plaintext answers
+    // and its admissions carry).
     let prepared = ServerModel::new(Arc::new(quantized), he_degree)
-        .map_err(|e| format!("model {id} cannot run under the two-party protocol: {e}"))?;
+        .map_err(|e| format!("model {id} cannot run under the two-party protocol: {e}"))?
+        .with_commitment(model.commitment.clone());
     tracing::info!(
         model = %id,
         seconds = started.elapsed().as_secs_f64(),
