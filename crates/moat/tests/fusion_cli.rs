@@ -4,6 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+mod serve_util;
+
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
 fn data_dir() -> Option<PathBuf> {
@@ -67,5 +69,45 @@ fn infer_with_fusion_releases_verified_labels_and_refuses_bad_shapes_before_send
         let stderr = String::from_utf8_lossy(&bad.stderr);
         assert!(!bad.status.success() && stderr.contains(needle) && !stderr.contains("panicked"), "{spec}: {stderr}");
     }
+    Ok(())
+}
+
+/// Against a real `moat serve` whose LeNet-5 takes at most 16 samples a request: a Fusion batch
+/// of N = 19 to the named model goes as two requests, each answer carrying the same commitment,
+/// and is verified; the same batch to a non-disclosing task (each part would be routed on its
+/// own, with no commitment to tie the parts together) is refused before any query reaches the
+/// server.
+#[test]
+fn a_batch_over_max_batch_size_splits_only_where_commitments_tie_the_parts() -> TestResult {
+    let Some(dir) = data_dir() else {
+        eprintln!("no MNIST data: skipping");
+        return Ok(());
+    };
+    let scratch = serve_util::scratch("fusion-max-batch")?;
+    let tasks = serde_json::json!({"hidden": {"policy": "fastest", "models": ["lenet5"]}});
+    let repo = serve_util::build_lenet_repo(&scratch, Some(&tasks))?;
+    let config = serde_json::json!({ "latency": { "warmup": 2, "runs": 20 }, "max_batch_size": 16 });
+    std::fs::write(repo.join("lenet5").join("config.json"), config.to_string())?;
+    let server = serve_util::ServerProcess::start(&repo, &[])?;
+    let (model, data) = (lenet(), dir.display().to_string());
+    let base = ["infer", "--url", &server.url, "--dataset", "mnist", "--data-dir", &data, "--index", "0", "--count"];
+    let fusion = ["10", "--fusion", "6,3", "--fusion-reference", &model, "--fusion-pool", "40"];
+    let served = || -> Result<u64, Box<dyn std::error::Error>> {
+        let (status, body) = serve_util::raw_http(&server.addr, "GET", "/v2/models/lenet5/stats", &[], b"")?;
+        assert_eq!(status, 200, "{}", serve_util::text(&body));
+        let stats: serde_json::Value = serde_json::from_slice(&body)?;
+        stats["model_stats"][0]["inference_count"].as_u64().ok_or_else(|| "no inference_count".into())
+    };
+    let split = moat(&[&base[..], &fusion[..], &["--model", "lenet5", "--json"]].concat())?;
+    assert!(split.status.success(), "{}", String::from_utf8_lossy(&split.stderr));
+    let answer: serde_json::Value = serde_json::from_slice(&split.stdout)?;
+    assert_eq!(answer["check"]["model"]["commitment"].as_str().map(str::len), Some(64), "{answer}");
+    assert_eq!(served()?, 19, "n + m + k = 19 samples in two requests");
+    let refused = moat(&[&base[..], &fusion[..], &["--model", "hidden"]].concat())?;
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success() && stderr.contains("max_batch_size") && !stderr.contains("panicked"), "{stderr}");
+    assert_eq!(served()?, 19, "nothing was sent for the refused batch");
+    drop(server);
+    std::fs::remove_dir_all(&scratch)?;
     Ok(())
 }
