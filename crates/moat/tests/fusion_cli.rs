@@ -44,6 +44,28 @@ fn the_sweep_writes_a_report_and_a_plot_and_catches_the_cheaper_model() -> TestR
     let switch = point("switch-model").ok_or("no switch point")?;
     assert_eq!(switch["measured"], 1.0, "two models in one batch are always evidence");
     assert_eq!(report["shape"]["m"], 90, "the helper's m for a 5-point-worse model at 99 %");
+    // A pool of the 30 public samples (of 300) the committed model finds hardest: the substitute
+    // disagrees on far more of it, so the helper needs far fewer known answers.
+    let hard = moat(
+        &[&args[..], &["--n", "20", "--batches", "60", "--worse-frac-bits", "3", "--pool", "hardest:30"]].concat(),
+    )?;
+    assert!(hard.status.success(), "{}", String::from_utf8_lossy(&hard.stderr));
+    let out = String::from_utf8_lossy(&hard.stdout);
+    let line = out.lines().find(|l| l.starts_with("pool hardest:30")).ok_or("no pool line")?;
+    assert!(line.contains("overhead"), "{line}");
+    assert!(out.contains("cascade server"), "{out}");
+    let hard_json = moat(
+        &[&args[..], &["--n", "20", "--batches", "60", "--worse-frac-bits", "3", "--pool", "hardest:30", "--json"]]
+            .concat(),
+    )?;
+    let hard_report: serde_json::Value = serde_json::from_slice(&hard_json.stdout)?;
+    let m = hard_report["shape"]["m"].as_u64().ok_or("no m")?;
+    assert!((1..30).contains(&m), "m = {m} for a hard pool");
+    let (d_hard, d_random) = (
+        hard_report["pool_disagreement"].as_f64().ok_or("no pool_disagreement")?,
+        hard_report["random_pool_disagreement"].as_f64().ok_or("no random_pool_disagreement")?,
+    );
+    assert!(d_hard > 3.0 * d_random, "hard pool {d_hard} vs random {d_random}");
     std::fs::remove_dir_all(&out_dir)?;
     Ok(())
 }

@@ -43,6 +43,12 @@ pub struct FusionArgs {
     /// fractional bits (default: the largest that loses at least --gap points of accuracy).
     #[arg(long)]
     pub worse_frac_bits: Option<u32>,
+    /// A different model the cheating server substitutes (an ONNX file, run in fixed point),
+    /// instead of the committed one at fewer fractional bits. The client's helper still
+    /// designs m from the fewer-bits copy it can build itself (its proxy): the run then shows
+    /// whether a pool chosen for one substitute holds against another.
+    #[arg(long)]
+    pub substitute: Option<PathBuf>,
     /// Accuracy the substituted model must lose, in points.
     #[arg(long, default_value_t = 5.0)]
     pub gap: f64,
@@ -66,6 +72,10 @@ pub struct FusionArgs {
     /// cheap model finds hard to the committed one).
     #[arg(long, default_value = "random")]
     pub pool: String,
+    /// Fractions of inputs the `cascade` servers send to the committed model (hardest pools
+    /// only; default: the hard pool's share of the public half, and 2, 4 and 8 times it).
+    #[arg(long, value_delimiter = ',')]
+    pub cascade: Vec<f64>,
     /// Duplicates per batch (default: the helper's k for --rate with a random pool, 0 with a
     /// hardest pool — duplicates do not catch a deterministic substitute).
     #[arg(long)]
@@ -137,8 +147,15 @@ pub struct FusionReport {
     pub pool: usize,
     /// The honest model's fixed-point accuracy on the samples.
     pub honest_accuracy: f64,
-    /// The substituted model's fractional bits.
+    /// The client's proxy substitute: the committed model at these fractional bits (also the
+    /// server's substitute unless `substitute` is set).
     pub worse_frac_bits: u32,
+    /// The server's substitute, when it is another model (`--substitute`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub substitute: Option<String>,
+    /// Fraction of the selected pool on which the client's proxy disagrees (what the helper
+    /// designs m for with a hardest pool).
+    pub proxy_pool_disagreement: f64,
     /// Its accuracy.
     pub worse_accuracy: f64,
     /// Fraction of samples where the two models' labels differ.
@@ -158,9 +175,9 @@ pub struct FusionReport {
     pub random_pool_disagreement: f64,
     /// Queries added per real query: (m + k)/n.
     pub overhead: f64,
-    /// The cascade server (hardest pools only).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub cascade: Option<Cascade>,
+    /// The cascade servers (hardest pools only).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cascade: Vec<Cascade>,
     /// What the analytic values assume about the pool and the models.
     pub facts: PoolFacts,
     /// Every point.
@@ -273,6 +290,12 @@ pub fn attack(mut args: FusionArgs) -> anyhow::Result<()> {
             found.with_context(|| format!("no fractional bit count loses {} points of accuracy", args.gap))?
         }
     };
+    let proxy = worse;
+    let substitute_graph = args.substitute.as_deref().map(load_model).transpose()?;
+    let worse = match &substitute_graph {
+        Some(g) => labels_of(&QuantizedGraph::new(g, fixed)?, test, total),
+        None => proxy.clone(),
+    };
     let worse_accuracy = accuracy(&worse, &truth);
     let classes = test.classes;
     let query_count = total / 2;
@@ -300,6 +323,7 @@ pub fn attack(mut args: FusionArgs) -> anyhow::Result<()> {
     let pool = KnownAnswerPool::honest_labels(pool_indices.clone(), pool_indices.iter().map(|&i| honest[i]).collect())?;
     let differs = |i: &usize| honest[*i] != worse[*i];
     let pool_disagreeing = pool_indices.iter().filter(|i| differs(i)).count();
+    let proxy_disagreeing = pool_indices.iter().filter(|&&i| honest[i] != proxy[i]).count();
     let (config, helper) = match &args.fusion {
         Some(spec) => (FusionConfig::parse(spec)?, None),
         None => {
@@ -308,9 +332,9 @@ pub fn attack(mut args: FusionArgs) -> anyhow::Result<()> {
                 .context("--rate must be in (0, 1] and --target in (0, 1)")?;
             if hardest_size.is_some() {
                 // m from the disagreement measured on the selected pool.
-                choice.m = analysis::choose_for_pool(pool.len(), pool_disagreeing, args.target).with_context(|| {
+                choice.m = analysis::choose_for_pool(pool.len(), proxy_disagreeing, args.target).with_context(|| {
                     format!(
-                        "the substitute disagrees on {pool_disagreeing} of the {} pool samples: no m reaches --target",
+                        "the proxy substitute disagrees on {proxy_disagreeing} of the {} pool samples: no m reaches --target",
                         pool.len()
                     )
                 })?;
@@ -318,7 +342,7 @@ pub fn attack(mut args: FusionArgs) -> anyhow::Result<()> {
                 choice.known_detection = 1.0
                     - analysis::miss_known_answers(
                         pool.len() as u64,
-                        (pool.len() - pool_disagreeing) as u64,
+                        (pool.len() - proxy_disagreeing) as u64,
                         choice.m as u64,
                         Some(choice.m as u64 - 1),
                     );
@@ -342,20 +366,34 @@ pub fn attack(mut args: FusionArgs) -> anyhow::Result<()> {
         classes,
     };
     let random_pool_disagreement = pool_range.clone().filter(differs).count() as f64 / pool_range.len() as f64;
-    // The cascade: the cheap model's own smallest gaps go to the committed model, as many as
-    // the hard pool's share of the public half.
-    let cascade_labels = match hardest_size {
-        None => None,
+    // The cascades: the cheap model's own smallest gaps go to the committed model.
+    let cascade_labels: Vec<(Vec<usize>, f64)> = match hardest_size {
+        None => Vec::new(),
         Some(size) => {
-            let cheap = QuantizedGraph::new(&graph, FixedPoint::new(fixed.ring_bits(), worse_frac_bits)?)?;
+            let cheap = match &substitute_graph {
+                Some(g) => QuantizedGraph::new(g, fixed)?,
+                None => QuantizedGraph::new(&graph, FixedPoint::new(fixed.ring_bits(), worse_frac_bits)?)?,
+            };
             let cheap_margins = margins_of(&cheap, test, total);
-            let escalate = (size as f64 / pool_range.len() as f64 * total as f64).round() as usize;
-            let hard_to_cheap = moat_client::fusion::selection::hardest(&cheap_margins, escalate);
-            let mut labels = worse.clone();
-            for &i in &hard_to_cheap {
-                labels[i] = honest[i];
-            }
-            Some((labels, hard_to_cheap.len() as f64 / total as f64))
+            let share = size as f64 / pool_range.len() as f64;
+            let fractions = if args.cascade.is_empty() {
+                vec![share, 2.0 * share, 4.0 * share, 8.0 * share]
+            } else {
+                args.cascade.clone()
+            };
+            fractions
+                .iter()
+                .filter(|f| (0.0..=1.0).contains(*f))
+                .map(|f| {
+                    let escalate = (f * total as f64).round() as usize;
+                    let hard_to_cheap = moat_client::fusion::selection::hardest(&cheap_margins, escalate);
+                    let mut labels = worse.clone();
+                    for &i in &hard_to_cheap {
+                        labels[i] = honest[i];
+                    }
+                    (labels, hard_to_cheap.len() as f64 / total as f64)
+                })
+                .collect()
         }
     };
     let (honest, worse) = (Arc::new(honest), Arc::new(worse));
@@ -404,8 +442,8 @@ pub fn attack(mut args: FusionArgs) -> anyhow::Result<()> {
         ));
         bar.inc(1);
     }
-    let mut cascade = None;
-    if let Some((labels, escalated)) = &cascade_labels {
+    let mut cascade = Vec::new();
+    for (c, (labels, escalated)) in cascade_labels.iter().enumerate() {
         let disagree = |range: &mut dyn Iterator<Item = usize>| {
             let (mut d, mut all) = (0usize, 0usize);
             for i in range {
@@ -424,9 +462,9 @@ pub fn attack(mut args: FusionArgs) -> anyhow::Result<()> {
             LabelOracle::new(Arc::new(labels.clone()), cheaper.clone()),
             Cheat::Substitute,
             classes,
-            args.seed.wrapping_add(4000),
+            args.seed.wrapping_add(4000 + c as u64),
         );
-        let seed = args.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15).wrapping_add(4000);
+        let seed = args.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15).wrapping_add(4000 + c as u64);
         let (detected, wrong) = measure(&config, &pool, &honest, sweep, &mut server, seed)?;
         let query_disagreement = q_d as f64 / q_all.max(1) as f64;
         let mut p = point(
@@ -439,9 +477,9 @@ pub fn attack(mut args: FusionArgs) -> anyhow::Result<()> {
             1.0 - miss(pool.len(), p_d),
             true,
         );
-        p.name = "substitute-cascade".into();
+        p.name = format!("cascade-{:.3}", escalated);
         points.push(p);
-        cascade = Some(Cascade {
+        cascade.push(Cascade {
             escalated: *escalated,
             query_disagreement,
             pool_disagreement: p_d as f64 / pool.len() as f64,
@@ -499,6 +537,8 @@ pub fn attack(mut args: FusionArgs) -> anyhow::Result<()> {
         pool: pool.len(),
         honest_accuracy,
         worse_frac_bits,
+        substitute: args.substitute.as_ref().map(|p| p.display().to_string()),
+        proxy_pool_disagreement: proxy_disagreeing as f64 / pool.len() as f64,
         worse_accuracy,
         disagreement: (0..total).filter(|&i| honest[i] != worse[i]).count() as f64 / total as f64,
         shape,
@@ -575,7 +615,7 @@ fn print_report(r: &FusionReport) {
     }
     print!("{}", table.render());
     println!(
-        "fusion on {} ({}): n = {}, m = {}, k = {}, β = {}; honest model {:.2} %, cheaper model (f = {}) {:.2} %, \
+        "fusion on {} ({}): n = {}, m = {}, k = {}, β = {}; honest model {:.2} %, substitute (f = {} unless named below) {:.2} %, \
          disagreement {:.2} %; {} batches per point, max |measured − analytic| {:.2} points (exact points), {:.1} s",
         r.model,
         r.dataset,
@@ -591,14 +631,22 @@ fn print_report(r: &FusionReport) {
         r.max_difference_points,
         r.seconds
     );
+    if let Some(path) = &r.substitute {
+        println!(
+            "the server substitutes {path} ({:.2} %); the helper designed m for the f = {} proxy",
+            100.0 * r.worse_accuracy,
+            r.worse_frac_bits
+        );
+    }
     println!(
-        "pool {}: the substitute disagrees on {:.2} % of it ({:.2} % of a random pool); overhead (m + k)/n = {:.1} %",
+        "pool {}: the proxy disagrees on {:.2} % of it, the substitute on {:.2} % ({:.2} % of a random pool); overhead (m + k)/n = {:.1} %",
         r.pool_selection,
+        100.0 * r.proxy_pool_disagreement,
         100.0 * r.pool_disagreement,
         100.0 * r.random_pool_disagreement,
         100.0 * r.overhead
     );
-    if let Some(c) = &r.cascade {
+    for c in &r.cascade {
         println!(
             "cascade server (plaintext path: routes its cheap model's hardest {:.1} % of inputs to the committed model): \
              corrupts {:.2} % of real answers, disagrees on {:.2} % of the hard pool and {:.2} % of a random pool \
