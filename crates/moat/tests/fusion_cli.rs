@@ -85,6 +85,13 @@ fn infer_with_fusion_releases_verified_labels_and_refuses_bad_shapes_before_send
     assert_eq!(answer["execution"], "fusion-simulated");
     assert_eq!(answer["labels"], answer["true_labels"], "LeNet-5 gets the first four test digits right");
     assert_eq!((answer["check"]["known_total"].as_u64(), answer["check"]["duplicates"].as_u64()), (Some(6), Some(3)));
+    // Known answers from the 40 hardest of the 400 pool samples.
+    let hard_pool = ["--fusion-reference", &model, "--fusion-pool", "400", "--fusion-hardest", "40", "--json"];
+    let hard = moat(&[&base[..], &["--fusion", "6,0"], &hard_pool[..]].concat())?;
+    assert!(hard.status.success(), "{}", String::from_utf8_lossy(&hard.stderr));
+    let answer: serde_json::Value = serde_json::from_slice(&hard.stdout)?;
+    assert_eq!(answer["labels"], answer["true_labels"]);
+    assert_eq!(answer["check"]["known_total"].as_u64(), Some(6));
     for (spec, needle) in [("0,0", "m = k = 0"), ("2,9", "k = 9 duplicates of only n = 4"), ("41,1", "pool of only 40")]
     {
         let bad = moat(&[&base[..], &["--fusion", spec], &pool[..]].concat())?;

@@ -754,7 +754,17 @@ fn infer_pool(args: &super::infer::Args, train: &moat_nn::data::Dataset) -> anyh
         (Some(path), _) => {
             let q = QuantizedGraph::new(&load_model(path)?, args.fixed_point.fixed_point()?)?;
             let labels = moat_nn::exec::par_map(size, |i| q.predict(train.sample(i)).unwrap_or(usize::MAX));
-            Ok(KnownAnswerPool::honest_labels(samples, labels)?)
+            let pool = KnownAnswerPool::honest_labels(samples, labels)?;
+            match args.fusion_hardest {
+                None => Ok(pool),
+                Some(keep) => {
+                    if keep == 0 || keep > size {
+                        bail!("--fusion-hardest {keep} must be in 1..={size} (the pool's size)");
+                    }
+                    let margins = margins_of(&q, train, size);
+                    Ok(pool.select(&moat_client::fusion::selection::hardest(&margins, keep))?)
+                }
+            }
         }
         (None, Some(a)) => {
             Ok(KnownAnswerPool::ground_truth(samples, (0..size).map(|i| train.label(i)).collect(), a / 100.0)?)
