@@ -136,6 +136,15 @@ fn a_batch_over_max_batch_size_splits_only_where_commitments_tie_the_parts() -> 
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(!refused.status.success() && stderr.contains("max_batch_size") && !stderr.contains("panicked"), "{stderr}");
     assert_eq!(served()?, 19, "nothing was sent for the refused batch");
+    // An auditor: the commitment the batch saw opens to the served file, not to another one.
+    let seen = answer["check"]["model"]["commitment"].as_str().ok_or("no commitment")?;
+    let audit = ["audit", "--url", &server.url, "--model", "lenet5", "--version", "1", "--commitment", seen, "--file"];
+    let opens = moat(&[&audit[..], &[model.as_str()]].concat())?;
+    assert!(opens.status.success(), "{}", String::from_utf8_lossy(&opens.stderr));
+    let card = model.replace(".onnx", ".card.json");
+    let wrong = moat(&[&audit[..], &[card.as_str()]].concat())?;
+    let stderr = String::from_utf8_lossy(&wrong.stderr);
+    assert!(!wrong.status.success() && stderr.contains("does not open"), "{stderr}");
     drop(server);
     std::fs::remove_dir_all(&scratch)?;
     Ok(())
