@@ -356,6 +356,25 @@ impl HttpClient {
         String::from_utf8(reply.body).map_err(|e| ClientError::Protocol(e.to_string()))
     }
 
+    /// `GET /v2/models/{model}[/versions/{version}]/commitment/opening` (an admin key): the
+    /// nonce of the model version's commitment, for an auditor to check a model file against
+    /// ([`moat_wire::CommitmentOpening::verify_seen`]).
+    pub fn commitment_opening(
+        &self,
+        model: &str,
+        version: Option<&str>,
+    ) -> Result<moat_wire::CommitmentOpening, ClientError> {
+        if !safe_segment(model) || version.is_some_and(|v| !safe_segment(v)) {
+            return Err(ClientError::Invalid(format!("'{model}' / {version:?} is not a valid model name and version")));
+        }
+        let path = match version {
+            Some(v) => format!("/v2/models/{model}/versions/{v}/commitment/opening"),
+            None => format!("/v2/models/{model}/commitment/opening"),
+        };
+        serde_json::from_value(self.get_json(&path)?)
+            .map_err(|e| ClientError::Protocol(format!("a malformed commitment opening: {e}")))
+    }
+
     /// `POST /v2/repository/index`.
     pub fn repository_index(&self, ready_only: bool) -> Result<Value, ClientError> {
         self.post_json("/v2/repository/index", &json!({ "ready": ready_only }))

@@ -505,6 +505,12 @@ impl SecureSession {
         self.input_shape().iter().product()
     }
 
+    /// The server's commitment to the served model's weights, from the protocol's hello
+    /// (`None` from a server that gives none). One session is one committed model.
+    pub fn model_commitment(&self) -> Option<&str> {
+        self.session.hello().model_commitment.as_deref()
+    }
+
     /// Queries granted.
     pub fn granted(&self) -> u64 {
         self.granted

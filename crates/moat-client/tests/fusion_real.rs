@@ -33,15 +33,36 @@ fn batch_against(
     served: Arc<QuantizedGraph>,
     test: &moat_nn::data::Dataset,
 ) -> Result<Outcome, Box<dyn std::error::Error>> {
-    batch_against_guarded(committed, served, test, Box::new(HonestServer))
+    batch_against_committed(
+        committed,
+        served,
+        test,
+        Box::new(HonestServer),
+        None,
+        ModelIdentity::named("lenet5", Some("1")),
+    )
 }
 
 /// [`batch_against`] with the server acting on its own shares through `guard`.
+#[cfg(feature = "danger-cheating-servers")]
 fn batch_against_guarded(
     committed: &QuantizedGraph,
     served: Arc<QuantizedGraph>,
     test: &moat_nn::data::Dataset,
+    guard: Box<dyn ServerGuard + Send>,
+) -> Result<Outcome, Box<dyn std::error::Error>> {
+    batch_against_committed(committed, served, test, guard, None, ModelIdentity::named("lenet5", Some("1")))
+}
+
+/// [`batch_against_guarded`] with the server announcing `hello_commitment` in its hello and
+/// the client stating `stated` (e.g. what an admission named).
+fn batch_against_committed(
+    committed: &QuantizedGraph,
+    served: Arc<QuantizedGraph>,
+    test: &moat_nn::data::Dataset,
     mut guard: Box<dyn ServerGuard + Send>,
+    hello_commitment: Option<String>,
+    stated: ModelIdentity,
 ) -> Result<Outcome, Box<dyn std::error::Error>> {
     let queries: Vec<Vec<f32>> = (0..6).map(|i| test.sample(i).to_vec()).collect();
     let expected = (0..6).map(|i| committed.predict(test.sample(i))).collect::<Result<Vec<_>, _>>()?;
@@ -52,13 +73,21 @@ fn batch_against_guarded(
 
     let (mut server_ch, client_ch) = memory::pair(Default::default());
     let server = ServerModel::new(served, 4096)?;
+    let server = match hello_commitment.clone() {
+        Some(c) => server.with_commitment(c),
+        None => server,
+    };
     let handle = std::thread::spawn(move || {
         server.serve_guarded(&mut server_ch, Seed::insecure_from_u64(5), &ServeOptions::default(), &mut *guard)
     });
     let mut session = SecureSession::start(Box::new(client_ch), Seed::insecure_from_u64(6), None)?;
+    assert_eq!(session.model_commitment(), hello_commitment.as_deref(), "the hello carries the commitment");
     let outcome = {
-        let mut oracle = SessionOracle::new(&mut session, ModelIdentity::named("lenet5", Some("1")));
-        run(&config, &pool, queries, &mut oracle, &mut Randomness::Os).map(|v| v.into_labels())
+        let mut oracle = SessionOracle::new(&mut session, stated);
+        run(&config, &pool, queries, &mut oracle, &mut Randomness::Os).map(|v| {
+            assert_eq!(v.report().model.commitment, hello_commitment, "the batch names the hello's commitment");
+            v.into_labels()
+        })
     };
     session.close()?;
     let served_queries = handle.join().map_err(|_| "server thread panicked")??;
@@ -94,6 +123,48 @@ fn fusion_over_the_real_protocol_verifies_the_honest_server_and_catches_a_substi
     match cheated {
         Err(FusionError::ServerCheated(evidence)) => assert!(!evidence.known_failures.is_empty(), "{evidence}"),
         other => panic!("the substituted model must be caught, got {other:?}"),
+    }
+    Ok(())
+}
+
+/// The hello's commitment (the one a `moat serve` session port announces for the model
+/// version, computed from the ONNX file with a nonce) names the batch's model; a hello whose
+/// commitment differs from the one the admission stated is evidence, and no label comes out.
+#[test]
+fn the_hello_commitment_names_the_batch_and_a_different_one_is_evidence() -> TestResult {
+    let Some((test, committed)) = mnist_and_lenet()? else {
+        eprintln!("no MNIST data (MOAT_DATA_DIR or ../shared/data): skipping");
+        return Ok(());
+    };
+    let file = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/lenet5-mnist.onnx"))?;
+    let commitment = moat_wire::commitment::commit(&[9u8; 16], &file);
+    let admitted = ModelIdentity { commitment: Some(commitment.clone()), ..ModelIdentity::named("lenet5", Some("1")) };
+    let (honest, expected) = batch_against_committed(
+        &committed,
+        Arc::clone(&committed),
+        &test,
+        Box::new(HonestServer),
+        Some(commitment.clone()),
+        admitted.clone(),
+    )?;
+    assert_eq!(honest?, expected);
+    // Same weights, but the hello commits to another file (another nonce): not the admitted model.
+    let other = moat_wire::commitment::commit(&[10u8; 16], &file);
+    let (switched, _) = batch_against_committed(
+        &committed,
+        Arc::clone(&committed),
+        &test,
+        Box::new(HonestServer),
+        Some(other.clone()),
+        admitted,
+    )?;
+    match switched {
+        Err(FusionError::ServerCheated(evidence)) => {
+            let seen: Vec<_> = evidence.models.iter().map(|m| m.commitment.clone()).collect();
+            assert_eq!(seen, vec![Some(commitment), Some(other)], "{evidence}");
+            assert!(evidence.known_failures.is_empty() && evidence.disagreeing_duplicates.is_empty());
+        }
+        other => panic!("a switched commitment must be evidence, got {other:?}"),
     }
     Ok(())
 }

@@ -22,6 +22,7 @@ fn hello_json() -> Vec<u8> {
         output: moat_mpc::engine::Reveal::Label,
         softmax: Default::default(),
         guard: None,
+        model_commitment: Some("ab".repeat(32)),
     };
     serde_json::to_vec(&hello).unwrap_or_default()
 }

@@ -221,10 +221,11 @@ pub struct ModelVersion {
     pub max_batch_size: usize,
     /// Running counters.
     pub stats: VersionStats,
-    /// Commitment to the weights: hex SHA-256 of `moat-commit/1`, [`Self::commitment_nonce`]
-    /// and the model file. Sent with every answer naming this version, so a client mixing
-    /// known answers into a batch (Fusion) sees one committed model per batch; opened to an
-    /// auditor by handing over the nonce and the file.
+    /// Commitment to the weights ([`moat_wire::commitment`]): hex SHA-256 of `moat-commit/1`,
+    /// [`Self::commitment_nonce`] and the model file. Sent with every answer naming this
+    /// version and in the two-party hello, so a client mixing known answers into a batch
+    /// (Fusion) sees one committed model per batch; opened to an auditor by handing over the
+    /// nonce (`GET /v2/models/{model}/versions/{version}/commitment/opening`, admin).
     pub commitment: String,
     /// The nonce of the commitment, drawn from the OS when the version is loaded.
     pub commitment_nonce: [u8; 16],
@@ -232,9 +233,7 @@ pub struct ModelVersion {
 
 /// [`ModelVersion::commitment`] of a model file's bytes under `nonce`.
 pub fn commit_to_model(nonce: &[u8; 16], model_file: &[u8]) -> String {
-    use sha2::{Digest, Sha256};
-    let digest = Sha256::new().chain_update(b"moat-commit/1").chain_update(nonce).chain_update(model_file).finalize();
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+    moat_wire::commitment::commit(nonce, model_file)
 }
 
 impl ModelVersion {

@@ -671,3 +671,51 @@ async fn overload_is_refused_with_retry_after_and_slow_runs_time_out() -> TestRe
     post(&f.app, "/v2/models/huge/infer", &batch).await?.assert_error(StatusCode::GATEWAY_TIMEOUT, "did not finish")?;
     Ok(())
 }
+
+/// The commitment a plaintext answer carries is opened to an admin (the nonce): the served
+/// model file recomputes it, any other file — another version, one flipped byte — does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_commitment_opens_to_an_auditor_with_the_served_file_only() -> TestResult {
+    let keys = json!({"alice-key": {"name": "alice"}, "ops-key": {"name": "ops", "admin": true}});
+    let f = fixture(Limits { inference_threads: 2, ..Limits::default() }, Some(keys), false)?;
+    let app = &f.app;
+    let body = infer_body(&digits(2)?).to_string();
+    let answer = call(
+        app,
+        "POST",
+        "/v2/models/mid/versions/1/infer",
+        &[("content-type", "application/json"), ("x-api-key", "alice-key")],
+        body,
+    )
+    .await?
+    .json()?;
+    let seen = answer["parameters"]["model_commitment"].as_str().ok_or("no commitment")?.to_string();
+    let uri = "/v2/models/mid/versions/1/commitment/opening";
+    call(app, "GET", uri, &[("x-api-key", "alice-key")], Body::empty())
+        .await?
+        .assert_error(StatusCode::FORBIDDEN, "admin")?;
+    let opening: moat_wire::CommitmentOpening =
+        serde_json::from_value(call(app, "GET", uri, &[("x-api-key", "ops-key")], Body::empty()).await?.json()?)?;
+    assert_eq!((opening.model_name.as_str(), opening.model_version.as_str()), ("mid", "1"));
+    let served = std::fs::read(f.root.join("mid/1/model.onnx"))?;
+    opening.verify_seen(&seen, &served)?;
+    let other_version = std::fs::read(f.root.join("mid/2/model.onnx"))?;
+    assert!(matches!(opening.verify_seen(&seen, &other_version), Err(moat_wire::OpeningError::Mismatch { .. })));
+    let mut flipped = served.clone();
+    let last = flipped.len() - 1;
+    flipped[last] ^= 1;
+    assert!(matches!(opening.verify(&flipped), Err(moat_wire::OpeningError::Mismatch { .. })));
+    // The default version's opening is version 2's, a different commitment.
+    let default: moat_wire::CommitmentOpening = serde_json::from_value(
+        call(app, "GET", "/v2/models/mid/commitment/opening", &[("x-api-key", "ops-key")], Body::empty())
+            .await?
+            .json()?,
+    )?;
+    assert_eq!(default.model_version, "2");
+    default.verify(&other_version)?;
+    assert!(matches!(default.verify_seen(&seen, &other_version), Err(moat_wire::OpeningError::OtherCommitment { .. })));
+    call(app, "GET", "/v2/models/nope/commitment/opening", &[("x-api-key", "ops-key")], Body::empty())
+        .await?
+        .assert_error(StatusCode::NOT_FOUND, "unknown model")?;
+    Ok(())
+}

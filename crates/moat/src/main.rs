@@ -48,6 +48,8 @@ enum Command {
     Attack(cmd::attack::Args),
     /// The scorecard: every attack against every defense; writes report.json and report.html.
     Eval(cmd::eval::Args),
+    /// Check that a server's model commitment opens to a model file (admin key).
+    Audit(cmd::audit::Args),
 }
 
 fn main() -> ExitCode {
@@ -72,6 +74,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => cmd::bench::dispatch(args),
         Command::Attack(args) => cmd::attack::run(args),
         Command::Eval(args) => cmd::eval::run(args),
+        Command::Audit(args) => cmd::audit::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

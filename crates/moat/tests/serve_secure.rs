@@ -117,6 +117,12 @@ fn secure_labels_equal_plaintext_labels_via_the_library_and_the_cli_while_http_k
     assert_eq!((admission.queries, admission.served_by().as_deref()), (4, Some("lenet5/1")));
     let mut session = client.connect(&admission, moat_client::Seed::from_os()?)?;
     assert_eq!(session.input_shape(), &[1, 28, 28]);
+    // The protocol's hello commits to the model the admission named; the admin opening ties
+    // that commitment to the served file.
+    let seen = session.model_commitment().ok_or("no commitment in the hello")?.to_string();
+    assert_eq!(admission.model_commitment(), Some(seen.as_str()));
+    let opening = HttpClient::new(&server.url)?.with_api_key("ops-key").commitment_opening("lenet5", Some("1"))?;
+    opening.verify_seen(&seen, &std::fs::read(repo.join("lenet5").join("1").join("model.onnx"))?)?;
     // A plaintext request while the session is open.
     let one = InferRequest::batch(&inputs[..1], &[1, 28, 28])?.with_output("label", false, None);
     assert_eq!(http.infer("lenet5", None, &one)?.labels()?, vec![plaintext[0]]);

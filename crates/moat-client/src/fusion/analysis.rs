@@ -214,6 +214,21 @@ pub fn choose(n: usize, rate: f64, target: f64, with_duplicates: bool, pair_agre
     })
 }
 
+/// The smallest m ≤ `pool` whose known answers, drawn without replacement from a pool of
+/// which `disagreeing` samples get another label from the substitute, catch it with
+/// probability ≥ `target` (honest-model labels: one wrong known answer is evidence):
+/// 1 − C(pool − disagreeing, m)/C(pool, m) ≥ target. `None` when the whole pool is not enough.
+///
+/// With a discriminative pool ([`super::selection`]) `disagreeing / pool` is far above the
+/// substitute's disagreement on random inputs, and m shrinks accordingly.
+pub fn choose_for_pool(pool: usize, disagreeing: usize, target: f64) -> Option<usize> {
+    if !(target > 0.0 && target < 1.0) || disagreeing == 0 {
+        return None;
+    }
+    let agreeing = pool.saturating_sub(disagreeing) as u64;
+    (1..=pool).find(|&m| miss_known_answers(pool as u64, agreeing, m as u64, Some(m as u64 - 1)) <= 1.0 - target)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -312,6 +327,23 @@ mod tests {
         assert_eq!((no_dups.m, no_dups.k), (21, 0));
         assert!(choose(100, 0.0, 0.99, true, 0.0).is_none());
         assert!(choose(100, 0.1, 1.0, true, 0.0).is_none());
+        Ok(())
+    }
+
+    #[test]
+    fn the_pool_helper_takes_the_smallest_m_and_a_discriminative_pool_needs_fewer() -> Result<(), String> {
+        // 6.22 % of a random pool vs 40 % of a hard one.
+        let random = choose_for_pool(2000, 124, 0.99).ok_or("reachable")?;
+        let hard = choose_for_pool(500, 200, 0.99).ok_or("reachable")?;
+        assert!((70..=75).contains(&random), "{random}");
+        assert!(hard <= 10, "{hard}");
+        for (pool, dis, m) in [(2000u64, 124u64, random as u64), (500, 200, hard as u64)] {
+            assert!(miss_known_answers(pool, pool - dis, m, Some(m - 1)) <= 0.01);
+            assert!(miss_known_answers(pool, pool - dis, m - 1, Some(m - 2)) > 0.01);
+        }
+        assert_eq!(choose_for_pool(10, 0, 0.99), None);
+        assert_eq!(choose_for_pool(10, 1, 0.99), Some(10), "the whole pool always holds the one disagreement");
+        assert_eq!(choose_for_pool(10, 1, 1.0), None);
         Ok(())
     }
 

@@ -48,6 +48,7 @@ pub mod analysis;
 #[cfg(feature = "danger-cheating-servers")]
 pub mod danger;
 pub mod oracles;
+pub mod selection;
 
 use std::fmt;
 
@@ -180,6 +181,20 @@ impl<Q> KnownAnswerPool<Q> {
         &self.labels
     }
 
+    /// The pool of the samples at `indices` (e.g. [`selection::hardest`]), same label kind.
+    pub fn select(&self, indices: &[usize]) -> Result<Self, FusionError>
+    where
+        Q: Clone,
+    {
+        let pick = |i: usize| {
+            self.samples.get(i).cloned().zip(self.labels.get(i).copied()).ok_or_else(|| {
+                FusionError::Invalid(format!("no pool sample {i} (the pool has {})", self.samples.len()))
+            })
+        };
+        let (samples, labels) = indices.iter().map(|&i| pick(i)).collect::<Result<(Vec<_>, Vec<_>), _>>()?;
+        Ok(Self { samples, labels, kind: self.kind })
+    }
+
     fn claimed_accuracy(&self) -> f64 {
         match self.kind {
             PoolLabels::HonestModel => 1.0,
@@ -281,7 +296,8 @@ pub trait BatchOracle<Q> {
     /// wrong size — before anything is sent.
     fn validate(&self, query: &Q) -> Result<(), ClientError>;
 
-    /// The most inputs one batch may hold (a secure session's grant), if bounded.
+    /// The most inputs one batch may hold (a secure session's remaining grant, a plaintext
+    /// service's `max_batch_size`), if bounded: a larger batch is refused before any query.
     fn capacity(&self) -> Option<usize> {
         None
     }
@@ -610,7 +626,7 @@ pub fn run<Q: Clone, O: BatchOracle<Q>>(
         && total > cap
     {
         return Err(FusionError::Invalid(format!(
-            "a batch of n + m + k = {total} inputs exceeds the {cap} the server granted"
+            "a batch of n + m + k = {total} inputs exceeds the {cap} the server takes in one batch (the session's granted queries, or the model's max_batch_size): ask for fewer queries or a larger grant"
         )));
     }
     let batch = Batch::compile(config, pool, queries, randomness)?;

@@ -27,10 +27,16 @@ fn size_check(len: usize, expected: usize) -> Result<(), ClientError> {
 
 pub use crate::http::OipTarget;
 
-/// A plaintext OIP v2 service: the batch is one request (or consecutive requests of the
-/// server's `max_batch_size`); the model identity of each input is its response's
-/// `model_name`/`model_version` and `model_commitment` parameter, so a model change between
-/// requests is evidence.
+/// A plaintext OIP v2 service: the batch is one request, routed once under a task; the model
+/// identity of each input is its response's `model_name`/`model_version` and
+/// `model_commitment` parameter.
+///
+/// A batch larger than the server's `max_batch_size` ([`Self::with_max_batch`]) is refused
+/// before any query ([`BatchOracle::capacity`]) unless splitting is allowed
+/// ([`Self::allowing_split`]); a split batch is consecutive requests, each routed on its own,
+/// and is accepted only if every response carries a model commitment, so that a model change
+/// between requests is evidence rather than silent (a non-disclosing task gives none: its
+/// split batch is an error).
 #[derive(Debug)]
 pub struct OipOracle<'c> {
     client: &'c HttpClient,
@@ -39,19 +45,29 @@ pub struct OipOracle<'c> {
     sample_shape: Vec<usize>,
     parameters: Map<String, Value>,
     max_batch: usize,
+    split: bool,
 }
 
 impl<'c> OipOracle<'c> {
     /// Batches for `target`, whose input is called `input_name` and whose samples have
     /// `sample_shape` (both from its metadata).
     pub fn new(client: &'c HttpClient, target: OipTarget, input_name: String, sample_shape: Vec<usize>) -> Self {
-        Self { client, target, input_name, sample_shape, parameters: Map::new(), max_batch: usize::MAX }
+        Self { client, target, input_name, sample_shape, parameters: Map::new(), max_batch: usize::MAX, split: false }
     }
 
-    /// Splits batches into requests of at most `max_batch` inputs (the model's
-    /// `max_batch_size`).
+    /// The most inputs one request may carry (the model's or task's `max_batch_size`): a
+    /// larger batch is refused before any query, or split with [`Self::allowing_split`].
     pub fn with_max_batch(mut self, max_batch: usize) -> Self {
         self.max_batch = max_batch.max(1);
+        self
+    }
+
+    /// Lets a batch larger than `max_batch` go as consecutive requests. Each is routed on its
+    /// own; the batch is answered only if every response carries a model commitment (the
+    /// check then rejects a batch naming two models). For a named model whose server
+    /// commits; never needed for a single request.
+    pub fn allowing_split(mut self) -> Self {
+        self.split = true;
         self
     }
 
@@ -96,7 +112,19 @@ impl BatchOracle<Vec<f32>> for OipOracle<'_> {
         size_check(query.len(), self.sample_shape.iter().product())
     }
 
+    /// `max_batch_size`, unless splitting is allowed.
+    fn capacity(&self) -> Option<usize> {
+        (!self.split && self.max_batch != usize::MAX).then_some(self.max_batch)
+    }
+
     fn answer_batch(&mut self, inputs: &[Vec<f32>]) -> Result<BatchAnswers, ClientError> {
+        if inputs.len() > self.max_batch && !self.split {
+            return Err(ClientError::Invalid(format!(
+                "a batch of {} inputs exceeds the max_batch_size of {}: splitting it would route each part on its own",
+                inputs.len(),
+                self.max_batch
+            )));
+        }
         let mut answers = BatchAnswers { labels: Vec::with_capacity(inputs.len()), models: Vec::new() };
         let parameters = &self.parameters;
         let input_name = &self.input_name;
@@ -105,7 +133,15 @@ impl BatchOracle<Vec<f32>> for OipOracle<'_> {
                 let r = r.with_input_name(input_name.clone()).with_output("label", false, None);
                 parameters.iter().fold(r, |r, (k, v)| r.with_parameter(k.clone(), v.clone()))
             })?;
+        let split = responses.len() > 1;
         for (n, response) in responses {
+            if split && response.parameters.get(COMMITMENT_PARAMETER).and_then(Value::as_str).is_none() {
+                return Err(ClientError::Protocol(format!(
+                    "the batch went as several requests and the answer of model '{}' carries no model commitment: \
+                     the parts cannot be shown to come from one model (ask for a batch of at most {})",
+                    response.model_name, self.max_batch
+                )));
+            }
             let labels = response_labels(&response)?;
             if labels.len() != n {
                 return Err(ClientError::Protocol(format!("{} labels for {n} inputs", labels.len())));
@@ -130,7 +166,10 @@ impl From<&crate::secure::Admission> for ModelIdentity {
 
 /// An open secure session (admitted by a service, or opened on a tokenless `moat secure
 /// server`): the whole batch runs in it (a grant bounds the batch), each input a label-only
-/// two-party inference; the identity is the one the admission disclosed.
+/// two-party inference. The identity of every answer is the stated model (e.g. from the
+/// admission) with the commitment of the session's hello, which one session cannot change; a
+/// hello whose commitment differs from the one the admission stated is itself evidence (the
+/// batch then names both, and [`super::Batch::check`] rejects it).
 #[derive(Debug)]
 pub struct SessionOracle<'s> {
     session: &'s mut SecureSession,
@@ -138,9 +177,25 @@ pub struct SessionOracle<'s> {
 }
 
 impl<'s> SessionOracle<'s> {
-    /// Batches in `session`, served by `model` (e.g. from the admission's name and version).
+    /// Batches in `session`, served by `model` (e.g. from the admission's name, version and
+    /// commitment).
     pub fn new(session: &'s mut SecureSession, model: ModelIdentity) -> Self {
         Self { session, model }
+    }
+
+    /// The identities of a batch of `n`: the stated model under the hello's commitment; where
+    /// the admission stated another commitment, the first answer carries the stated identity.
+    fn identities(&self, n: usize) -> Vec<ModelIdentity> {
+        let hello = self.session.model_commitment().map(str::to_string);
+        let served =
+            ModelIdentity { commitment: hello.clone().or_else(|| self.model.commitment.clone()), ..self.model.clone() };
+        let mut models = vec![served; n];
+        if let (Some(stated), Some(hello), Some(first)) = (&self.model.commitment, &hello, models.first_mut())
+            && stated != hello
+        {
+            *first = self.model.clone();
+        }
+        models
     }
 }
 
@@ -156,7 +211,8 @@ impl BatchOracle<Vec<f32>> for SessionOracle<'_> {
 
     fn answer_batch(&mut self, inputs: &[Vec<f32>]) -> Result<BatchAnswers, ClientError> {
         let labels = inputs.iter().map(|x| self.session.infer(x)).collect::<Result<Vec<_>, _>>()?;
-        Ok(BatchAnswers::one_model(labels, self.model.clone()))
+        let models = self.identities(labels.len());
+        Ok(BatchAnswers { labels, models })
     }
 }
 

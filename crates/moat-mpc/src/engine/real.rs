@@ -5,7 +5,8 @@
 //!
 //! 1. **Hello** (server → client, one JSON frame): the protocol version, the model's public
 //!    [`Skeleton`] (the batch-norm-folded graph the server runs, no weights), the fixed-point
-//!    setting and the HE ring degree. The client instantiates a zero-weight copy of the graph:
+//!    setting, the HE ring degree and the server's commitment to the model's weights
+//!    ([`Hello::model_commitment`]). The client instantiates a zero-weight copy of the graph:
 //!    node indices, shapes, pooling windows and HE plans then agree on both sides.
 //! 2. **Setup**: IKNP base OTs in both directions ([`Session::setup`]), then the client's BFV
 //!    public key ([`HeClient::setup`]).
@@ -103,6 +104,14 @@ pub struct Hello {
     /// shape and the parameters), so the client can run its half ([`ServerGuard::reveal_protocol`]).
     #[serde(default)]
     pub guard: Option<SiGuardSpec>,
+    /// The server's commitment to the served model's weights (64 hex digits of
+    /// `moat_wire::commitment`: SHA-256 of a domain tag, a nonce the server drew from the OS
+    /// when it loaded the model, and the model file), when the server gives one
+    /// ([`ServerModel::with_commitment`]). One session serves one committed model, so a client
+    /// checking a batch (Fusion) sees one commitment for it; the server opens it to an auditor
+    /// out of band. Absent (older servers, or none given): no commitment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_commitment: Option<String>,
 }
 
 fn most_revealing() -> Reveal {
@@ -126,6 +135,7 @@ pub struct ServerModel {
     params: HeParams,
     layers: Vec<Option<ServerLayer>>,
     prepared_bytes: usize,
+    commitment: Option<String>,
 }
 
 impl ServerModel {
@@ -162,7 +172,19 @@ impl ServerModel {
             layers.push(Some(layer));
         }
         tracing::debug!(prepared_bytes = used, "server model ready");
-        Ok(Self { model, layout, params, layers, prepared_bytes: used })
+        Ok(Self { model, layout, params, layers, prepared_bytes: used, commitment: None })
+    }
+
+    /// Announces `commitment` (the hex commitment to the model file the graph was loaded from)
+    /// in every session's [`Hello::model_commitment`].
+    pub fn with_commitment(mut self, commitment: impl Into<String>) -> Self {
+        self.commitment = Some(commitment.into());
+        self
+    }
+
+    /// The commitment announced in the hello, if any.
+    pub fn commitment(&self) -> Option<&str> {
+        self.commitment.as_deref()
     }
 
     /// Bytes held by pre-encoded weight polynomials.
@@ -222,6 +244,7 @@ impl ServerModel {
             output,
             softmax: options.softmax,
             guard: guard.reveal_protocol().map(SiGuard::spec),
+            model_commitment: self.commitment.clone(),
         };
         let mut seeds = seed.rng();
         drop(seed);

@@ -1,5 +1,6 @@
 //! Operator endpoints: statistics (Triton's statistics extension plus profiles and goodput),
-//! the model-repository extension (index, load, unload) and Prometheus `/metrics`.
+//! the model-repository extension (index, load, unload), Prometheus `/metrics` and the opening
+//! of a model version's commitment to an auditor.
 
 use std::sync::Arc;
 
@@ -8,6 +9,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
+use moat_wire::CommitmentOpening;
 use serde_json::{Value, json};
 
 use crate::SharedState;
@@ -67,6 +69,36 @@ pub(crate) async fn model_version_stats(
     Path((model, version)): Path<(String, String)>,
 ) -> Result<Json<Value>, AppError> {
     stats_of(&state, &model, Some(&version))
+}
+
+fn opening_of(state: &SharedState, name: &str, version: Option<&str>) -> Result<Json<CommitmentOpening>, AppError> {
+    let m = state.repository.get(name, version)?;
+    Ok(Json(CommitmentOpening {
+        model_name: m.name.clone(),
+        model_version: m.version_string(),
+        commitment: m.commitment.clone(),
+        nonce: moat_wire::commitment::to_hex(&m.commitment_nonce),
+    }))
+}
+
+/// `GET /v2/models/{model}/commitment/opening`: the opening of the default version's
+/// commitment ([`CommitmentOpening`]: the nonce), for an auditor who holds the model file to
+/// recompute the commitment the server published ([`CommitmentOpening::verify`]). Admin only:
+/// before the opening the nonce hides which of a few candidate files is being served.
+pub(crate) async fn model_commitment_opening(
+    State(state): State<SharedState>,
+    Path(model): Path<String>,
+) -> Result<Json<CommitmentOpening>, AppError> {
+    opening_of(&state, &model, None)
+}
+
+/// `GET /v2/models/{model}/versions/{version}/commitment/opening`: as
+/// [`model_commitment_opening`], for one version.
+pub(crate) async fn model_version_commitment_opening(
+    State(state): State<SharedState>,
+    Path((model, version)): Path<(String, String)>,
+) -> Result<Json<CommitmentOpening>, AppError> {
+    opening_of(&state, &model, Some(&version))
 }
 
 /// `GET /v2/tasks/{task}/stats`: requests, goodput and the selection histogram.

@@ -110,6 +110,8 @@ pub(crate) fn task_json(task: &ResolvedTask) -> Result<Value, AppError> {
         "epsilon": policy.epsilon(),
         "disclose_model": task.settings.disclose_model,
         "ready_models": task.members.len(),
+        // The most samples one request may carry: what every member accepts.
+        "max_batch_size": task.members.iter().map(|m| m.max_batch_size).min().unwrap_or(1),
         "spec_parameters": moat_wire::params::SPEC,
         "extra_outputs": extra_metadata(&io),
     });

@@ -228,6 +228,14 @@ fn prepare(preparation: &Preparation, fixed: FixedPoint, he_degree: usize) -> Pr
         QuantizedGraph::new(&graph, fixed).map_err(|e| format!("model {id} cannot run in fixed point: {e}"))?;
     let prepared = ServerModel::new(Arc::new(quantized), he_degree)
         .map_err(|e| format!("model {id} cannot run under the two-party protocol: {e}"))?;
+    // A model's sessions carry its version's commitment in their hello (the one its plaintext
+    // answers and admissions carry). A hidden member's carry none: a commitment is the same
+    // for every session of a version, so it would tell the sessions of one member apart from
+    // another's, which the padding is there to prevent — and its admissions carry none either.
+    let prepared = match preparation {
+        Preparation::Model(_) => prepared.with_commitment(model.commitment.clone()),
+        Preparation::Hidden { .. } => prepared,
+    };
     tracing::info!(
         model = %id,
         seconds = started.elapsed().as_secs_f64(),

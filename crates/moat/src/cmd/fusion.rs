@@ -43,6 +43,12 @@ pub struct FusionArgs {
     /// fractional bits (default: the largest that loses at least --gap points of accuracy).
     #[arg(long)]
     pub worse_frac_bits: Option<u32>,
+    /// A different model the cheating server substitutes (an ONNX file, run in fixed point),
+    /// instead of the committed one at fewer fractional bits. The client's helper still
+    /// designs m from the fewer-bits copy it can build itself (its proxy): the run then shows
+    /// whether a pool chosen for one substitute holds against another.
+    #[arg(long)]
+    pub substitute: Option<PathBuf>,
     /// Accuracy the substituted model must lose, in points.
     #[arg(long, default_value_t = 5.0)]
     pub gap: f64,
@@ -59,6 +65,21 @@ pub struct FusionArgs {
     /// corrupting this fraction of answers).
     #[arg(long, default_value_t = 0.05)]
     pub rate: f64,
+    /// The known-answer pool: `random` (the second half of the samples) or `hardest:SIZE`
+    /// (the SIZE samples of it on which the committed model's two best logits are closest,
+    /// `moat_client::fusion::selection`; the helper then picks m from the disagreement
+    /// measured on them, and the report adds the `cascade` server that routes the inputs its
+    /// cheap model finds hard to the committed one).
+    #[arg(long, default_value = "random")]
+    pub pool: String,
+    /// Fractions of inputs the `cascade` servers send to the committed model (hardest pools
+    /// only; default: the hard pool's share of the public half, and 2, 4 and 8 times it).
+    #[arg(long, value_delimiter = ',')]
+    pub cascade: Vec<f64>,
+    /// Duplicates per batch (default: the helper's k for --rate with a random pool, 0 with a
+    /// hardest pool — duplicates do not catch a deterministic substitute).
+    #[arg(long)]
+    pub duplicates: Option<usize>,
     /// β: the honest server's false-alarm bound (with the helper's choice).
     #[arg(long, default_value_t = 0.01)]
     pub beta: f64,
@@ -126,8 +147,15 @@ pub struct FusionReport {
     pub pool: usize,
     /// The honest model's fixed-point accuracy on the samples.
     pub honest_accuracy: f64,
-    /// The substituted model's fractional bits.
+    /// The client's proxy substitute: the committed model at these fractional bits (also the
+    /// server's substitute unless `substitute` is set).
     pub worse_frac_bits: u32,
+    /// The server's substitute, when it is another model (`--substitute`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub substitute: Option<String>,
+    /// Fraction of the selected pool on which the client's proxy disagrees (what the helper
+    /// designs m for with a hardest pool).
+    pub proxy_pool_disagreement: f64,
     /// Its accuracy.
     pub worse_accuracy: f64,
     /// Fraction of samples where the two models' labels differ.
@@ -138,6 +166,18 @@ pub struct FusionReport {
     pub beta: f64,
     /// The helper's choice (when --fusion was not given).
     pub helper: Option<analysis::Choice>,
+    /// `random` or `hardest:SIZE`.
+    pub pool_selection: String,
+    /// Fraction of the selected pool on which the substitute's label differs (what the
+    /// helper designs m for with a hardest pool).
+    pub pool_disagreement: f64,
+    /// The same fraction on the whole public half (a random pool).
+    pub random_pool_disagreement: f64,
+    /// Queries added per real query: (m + k)/n.
+    pub overhead: f64,
+    /// The cascade servers (hardest pools only).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cascade: Vec<Cascade>,
     /// What the analytic values assume about the pool and the models.
     pub facts: PoolFacts,
     /// Every point.
@@ -146,6 +186,30 @@ pub struct FusionReport {
     pub max_difference_points: f64,
     /// Wall time, seconds.
     pub seconds: f64,
+}
+
+/// A server on the plaintext path that recognises hard inputs with its cheap model: it sends
+/// the fraction `escalated` of inputs on which the cheap model's logit gap is smallest to the
+/// committed model and answers the rest with the cheap one.
+#[derive(Debug, Serialize)]
+pub struct Cascade {
+    /// Fraction of inputs answered by the committed model (its cost relative to honest).
+    pub escalated: f64,
+    /// Fraction of real queries it answers differently from the committed model.
+    pub query_disagreement: f64,
+    /// Fraction of the selected (hard) pool it answers differently.
+    pub pool_disagreement: f64,
+    /// Fraction of a random pool it answers differently.
+    pub random_pool_disagreement: f64,
+    /// Analytic detection with a random pool of the same m: 1 − C(A, m)/C(P, m).
+    pub random_pool_detection: f64,
+}
+
+/// Logit gaps (top-1 − top-2) of the first `n` samples under `model`.
+fn margins_of(model: &QuantizedGraph, test: &moat_nn::data::Dataset, n: usize) -> Vec<Option<f32>> {
+    moat_nn::exec::par_map(n, |i| {
+        model.logits(test.sample(i)).ok().and_then(|l| moat_client::fusion::selection::margin(&l)).map(|(_, m)| m)
+    })
 }
 
 fn labels_of(model: &QuantizedGraph, test: &moat_nn::data::Dataset, n: usize) -> Vec<usize> {
@@ -226,29 +290,111 @@ pub fn attack(mut args: FusionArgs) -> anyhow::Result<()> {
             found.with_context(|| format!("no fractional bit count loses {} points of accuracy", args.gap))?
         }
     };
+    let proxy = worse;
+    let substitute_graph = args.substitute.as_deref().map(load_model).transpose()?;
+    let worse = match &substitute_graph {
+        Some(g) => labels_of(&QuantizedGraph::new(g, fixed)?, test, total),
+        None => proxy.clone(),
+    };
     let worse_accuracy = accuracy(&worse, &truth);
     let classes = test.classes;
     let query_count = total / 2;
     let pool_range = query_count..total;
-    let pool = KnownAnswerPool::honest_labels(pool_range.clone().collect(), honest[pool_range.clone()].to_vec())?;
+    // The pool: the public half, or its hardest samples by the committed model's logit gap.
+    let hardest_size = match args.pool.as_str() {
+        "random" => None,
+        other => Some(
+            other
+                .strip_prefix("hardest:")
+                .and_then(|s| s.parse::<usize>().ok())
+                .filter(|&s| s > 0 && s <= pool_range.len())
+                .with_context(|| {
+                    format!("--pool is 'random' or 'hardest:SIZE' with SIZE in 1..={}, got '{other}'", pool_range.len())
+                })?,
+        ),
+    };
+    let pool_indices: Vec<usize> = match hardest_size {
+        None => pool_range.clone().collect(),
+        Some(size) => {
+            let public = margins_of(&honest_model, test, total)[pool_range.clone()].to_vec();
+            moat_client::fusion::selection::hardest(&public, size).into_iter().map(|j| query_count + j).collect()
+        }
+    };
+    let pool = KnownAnswerPool::honest_labels(pool_indices.clone(), pool_indices.iter().map(|&i| honest[i]).collect())?;
+    let differs = |i: &usize| honest[*i] != worse[*i];
+    let pool_disagreeing = pool_indices.iter().filter(|i| differs(i)).count();
+    let proxy_disagreeing = pool_indices.iter().filter(|&&i| honest[i] != proxy[i]).count();
     let (config, helper) = match &args.fusion {
         Some(spec) => (FusionConfig::parse(spec)?, None),
         None => {
             let q = 1.0 / (classes.max(2) - 1) as f64;
-            let choice = analysis::choose(args.n, args.rate, args.target, true, q)
+            let mut choice = analysis::choose(args.n, args.rate, args.target, true, q)
                 .context("--rate must be in (0, 1] and --target in (0, 1)")?;
+            if hardest_size.is_some() {
+                // m from the disagreement measured on the selected pool.
+                choice.m = analysis::choose_for_pool(pool.len(), proxy_disagreeing, args.target).with_context(|| {
+                    format!(
+                        "the proxy substitute disagrees on {proxy_disagreeing} of the {} pool samples: no m reaches --target",
+                        pool.len()
+                    )
+                })?;
+                choice.k = 0;
+                choice.known_detection = 1.0
+                    - analysis::miss_known_answers(
+                        pool.len() as u64,
+                        (pool.len() - proxy_disagreeing) as u64,
+                        choice.m as u64,
+                        Some(choice.m as u64 - 1),
+                    );
+            }
+            if let Some(k) = args.duplicates {
+                choice.k = k.min(args.n);
+            }
+            choice.duplicate_detection =
+                1.0 - ((1.0 - args.rate).powi(2) + args.rate * args.rate * q).powf(choice.k as f64);
             (FusionConfig::new(choice.m, choice.k, args.beta)?, Some(choice))
         }
     };
     let shape = Shape { n: args.n, m: config.known, k: config.duplicates };
-    let differs = |i: &usize| honest[*i] != worse[*i];
-    let target_from = (0..classes).max_by_key(|c| pool_range.clone().filter(|&i| honest[i] == *c).count()).unwrap_or(0);
+    let target_from =
+        (0..classes).max_by_key(|c| pool_indices.iter().filter(|&&i| honest[i] == *c).count()).unwrap_or(0);
     let facts = PoolFacts {
         pool: pool.len(),
-        pool_disagreeing: pool_range.clone().filter(differs).count(),
+        pool_disagreeing,
         query_disagreement: (0..query_count).filter(differs).count() as f64 / query_count as f64,
-        pool_in_target_class: pool_range.clone().filter(|&i| honest[i] == target_from).count(),
+        pool_in_target_class: pool_indices.iter().filter(|&&i| honest[i] == target_from).count(),
         classes,
+    };
+    let random_pool_disagreement = pool_range.clone().filter(differs).count() as f64 / pool_range.len() as f64;
+    // The cascades: the cheap model's own smallest gaps go to the committed model.
+    let cascade_labels: Vec<(Vec<usize>, f64)> = match hardest_size {
+        None => Vec::new(),
+        Some(size) => {
+            let cheap = match &substitute_graph {
+                Some(g) => QuantizedGraph::new(g, fixed)?,
+                None => QuantizedGraph::new(&graph, FixedPoint::new(fixed.ring_bits(), worse_frac_bits)?)?,
+            };
+            let cheap_margins = margins_of(&cheap, test, total);
+            let share = size as f64 / pool_range.len() as f64;
+            let fractions = if args.cascade.is_empty() {
+                vec![share, 2.0 * share, 4.0 * share, 8.0 * share]
+            } else {
+                args.cascade.clone()
+            };
+            fractions
+                .iter()
+                .filter(|f| (0.0..=1.0).contains(*f))
+                .map(|f| {
+                    let escalate = (f * total as f64).round() as usize;
+                    let hard_to_cheap = moat_client::fusion::selection::hardest(&cheap_margins, escalate);
+                    let mut labels = worse.clone();
+                    for &i in &hard_to_cheap {
+                        labels[i] = honest[i];
+                    }
+                    (labels, hard_to_cheap.len() as f64 / total as f64)
+                })
+                .collect()
+        }
     };
     let (honest, worse) = (Arc::new(honest), Arc::new(worse));
     let committed = ModelIdentity::named("committed", Some("1"));
@@ -296,11 +442,57 @@ pub fn attack(mut args: FusionArgs) -> anyhow::Result<()> {
         ));
         bar.inc(1);
     }
+    let mut cascade = Vec::new();
+    for (c, (labels, escalated)) in cascade_labels.iter().enumerate() {
+        let disagree = |range: &mut dyn Iterator<Item = usize>| {
+            let (mut d, mut all) = (0usize, 0usize);
+            for i in range {
+                all += 1;
+                d += usize::from(labels[i] != honest[i]);
+            }
+            (d, all)
+        };
+        let (q_d, q_all) = disagree(&mut (0..query_count));
+        let (p_d, _) = disagree(&mut pool_indices.iter().copied());
+        let (r_d, r_all) = disagree(&mut pool_range.clone());
+        let m = shape.m as u64;
+        let miss = |p: usize, d: usize| analysis::miss_known_answers(p as u64, (p - d) as u64, m, m.checked_sub(1));
+        let mut server = CheatingServer::new(
+            LabelOracle::new(Arc::clone(&honest), committed.clone()),
+            LabelOracle::new(Arc::new(labels.clone()), cheaper.clone()),
+            Cheat::Substitute,
+            classes,
+            args.seed.wrapping_add(4000 + c as u64),
+        );
+        let seed = args.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15).wrapping_add(4000 + c as u64);
+        let (detected, wrong) = measure(&config, &pool, &honest, sweep, &mut server, seed)?;
+        let query_disagreement = q_d as f64 / q_all.max(1) as f64;
+        let mut p = point(
+            Cheat::Substitute,
+            PoolLabels::HonestModel,
+            query_disagreement,
+            args.batches,
+            detected,
+            wrong,
+            1.0 - miss(pool.len(), p_d),
+            true,
+        );
+        p.name = format!("cascade-{:.3}", escalated);
+        points.push(p);
+        cascade.push(Cascade {
+            escalated: *escalated,
+            query_disagreement,
+            pool_disagreement: p_d as f64 / pool.len() as f64,
+            random_pool_disagreement: r_d as f64 / r_all.max(1) as f64,
+            random_pool_detection: 1.0 - miss(r_all, r_d),
+        });
+    }
     // The accuracy test on ground truth: an honest server's false alarms (≤ β) and the
     // substituted model, both against the honest model's accuracy on the pool as the claim.
     let claimed = accuracy(&honest[pool_range.clone()], &truth[pool_range.clone()]);
     let gt_pool =
         KnownAnswerPool::ground_truth(pool_range.clone().collect(), truth[pool_range.clone()].to_vec(), claimed)?;
+    let gt_pool_len = gt_pool.len();
     let threshold = analysis::rejection_threshold(shape.m as u64, claimed, config.beta);
     for (j, cheat) in [Cheat::Honest, Cheat::Substitute].into_iter().enumerate() {
         let mut server = CheatingServer::new(
@@ -321,7 +513,7 @@ pub fn attack(mut args: FusionArgs) -> anyhow::Result<()> {
         };
         let model_labels = if cheat == Cheat::Honest { &honest } else { &worse };
         let right = pool_range.clone().filter(|&i| model_labels[i] == truth[i]).count() as u64;
-        let analytic = 1.0 - analysis::miss_known_answers(pool.len() as u64, right, shape.m as u64, threshold);
+        let analytic = 1.0 - analysis::miss_known_answers(gt_pool_len as u64, right, shape.m as u64, threshold);
         let rate = if cheat == Cheat::Honest { 0.0 } else { facts.query_disagreement };
         points.push(point(
             cheat,
@@ -345,11 +537,18 @@ pub fn attack(mut args: FusionArgs) -> anyhow::Result<()> {
         pool: pool.len(),
         honest_accuracy,
         worse_frac_bits,
+        substitute: args.substitute.as_ref().map(|p| p.display().to_string()),
+        proxy_pool_disagreement: proxy_disagreeing as f64 / pool.len() as f64,
         worse_accuracy,
         disagreement: (0..total).filter(|&i| honest[i] != worse[i]).count() as f64 / total as f64,
         shape,
         beta: config.beta,
         helper,
+        pool_selection: args.pool.clone(),
+        pool_disagreement: pool_disagreeing as f64 / pool.len() as f64,
+        random_pool_disagreement,
+        overhead: (shape.m + shape.k) as f64 / shape.n as f64,
+        cascade,
         facts,
         points,
         max_difference_points,
@@ -416,7 +615,7 @@ fn print_report(r: &FusionReport) {
     }
     print!("{}", table.render());
     println!(
-        "fusion on {} ({}): n = {}, m = {}, k = {}, β = {}; honest model {:.2} %, cheaper model (f = {}) {:.2} %, \
+        "fusion on {} ({}): n = {}, m = {}, k = {}, β = {}; honest model {:.2} %, substitute (f = {} unless named below) {:.2} %, \
          disagreement {:.2} %; {} batches per point, max |measured − analytic| {:.2} points (exact points), {:.1} s",
         r.model,
         r.dataset,
@@ -432,6 +631,33 @@ fn print_report(r: &FusionReport) {
         r.max_difference_points,
         r.seconds
     );
+    if let Some(path) = &r.substitute {
+        println!(
+            "the server substitutes {path} ({:.2} %); the helper designed m for the f = {} proxy",
+            100.0 * r.worse_accuracy,
+            r.worse_frac_bits
+        );
+    }
+    println!(
+        "pool {}: the proxy disagrees on {:.2} % of it, the substitute on {:.2} % ({:.2} % of a random pool); overhead (m + k)/n = {:.1} %",
+        r.pool_selection,
+        100.0 * r.proxy_pool_disagreement,
+        100.0 * r.pool_disagreement,
+        100.0 * r.random_pool_disagreement,
+        100.0 * r.overhead
+    );
+    for c in &r.cascade {
+        println!(
+            "cascade server (plaintext path: routes its cheap model's hardest {:.1} % of inputs to the committed model): \
+             corrupts {:.2} % of real answers, disagrees on {:.2} % of the hard pool and {:.2} % of a random pool \
+             (random pool of the same m would catch it with {:.2} %)",
+            100.0 * c.escalated,
+            100.0 * c.query_disagreement,
+            100.0 * c.pool_disagreement,
+            100.0 * c.random_pool_disagreement,
+            100.0 * c.random_pool_detection
+        );
+    }
 }
 
 /// detection_vs_rate.svg: measured (markers) and analytic (lines) detection against the
@@ -528,7 +754,17 @@ fn infer_pool(args: &super::infer::Args, train: &moat_nn::data::Dataset) -> anyh
         (Some(path), _) => {
             let q = QuantizedGraph::new(&load_model(path)?, args.fixed_point.fixed_point()?)?;
             let labels = moat_nn::exec::par_map(size, |i| q.predict(train.sample(i)).unwrap_or(usize::MAX));
-            Ok(KnownAnswerPool::honest_labels(samples, labels)?)
+            let pool = KnownAnswerPool::honest_labels(samples, labels)?;
+            match args.fusion_hardest {
+                None => Ok(pool),
+                Some(keep) => {
+                    if keep == 0 || keep > size {
+                        bail!("--fusion-hardest {keep} must be in 1..={size} (the pool's size)");
+                    }
+                    let margins = margins_of(&q, train, size);
+                    Ok(pool.select(&moat_client::fusion::selection::hardest(&margins, keep))?)
+                }
+            }
         }
         (None, Some(a)) => {
             Ok(KnownAnswerPool::ground_truth(samples, (0..size).map(|i| train.label(i)).collect(), a / 100.0)?)
@@ -594,6 +830,12 @@ pub fn infer(args: &super::infer::Args, spec: &str) -> anyhow::Result<()> {
                     meta.parameters.get(moat_wire::params::MAX_BATCH_SIZE).and_then(serde_json::Value::as_u64);
                 let mut oracle = OipOracle::new(&http, target, meta.input_name()?.to_string(), meta.sample_shape()?)
                     .with_max_batch(max_batch.map_or(usize::MAX, |b| b as usize));
+                // A named model's answers carry its commitment, so a batch over its
+                // max_batch_size may go as several requests; a task's parts would each be
+                // routed on their own: refused before any query.
+                if meta.platform != "moat_task" {
+                    oracle = oracle.allowing_split();
+                }
                 for (k, v) in super::bench_http::parse_params(&args.params)? {
                     oracle = oracle.with_parameter(k, v);
                 }

@@ -107,6 +107,13 @@ pub struct Args {
     /// With --fusion: known-answer pool size (taken from the dataset's training split).
     #[arg(long, default_value_t = 2000)]
     pub fusion_pool: usize,
+    /// With --fusion and --fusion-reference: keep only the SIZE pool samples on which the
+    /// reference's two best logits are closest (`moat_client::fusion::selection`): a cheaper
+    /// substitute disagrees far more often there, so a small m catches it (see `moat attack
+    /// fusion --pool hardest:SIZE`). Sound where the server sees no input (the secure paths);
+    /// on the plaintext path the server can recognise hard inputs.
+    #[arg(long, requires = "fusion_reference")]
+    pub fusion_hardest: Option<usize>,
     /// With --secure: bound on connecting and on every wait for the server (e.g. 60s).
     #[arg(long, default_value = "60s", value_parser = super::serve::parse_duration)]
     pub timeout: Duration,

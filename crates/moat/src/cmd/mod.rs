@@ -1,6 +1,7 @@
 //! One module per subcommand, plus the argument groups they share.
 
 pub mod attack;
+pub mod audit;
 pub mod bench;
 pub mod bench_http;
 pub mod defender;
