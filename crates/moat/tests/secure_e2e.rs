@@ -168,3 +168,43 @@ fn default_clients_send_different_traffic_and_only_an_insecure_seed_repeats_it()
     std::fs::remove_dir_all(&dir).ok();
     Ok(())
 }
+
+#[test]
+fn a_direct_server_commits_to_its_model_and_the_opening_names_the_file() -> TestResult {
+    let dir = std::env::temp_dir().join(format!("moat-secure-commit-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let model = train_digits_model(&dir)?;
+    let opening_file = dir.join("opening.json");
+    let (_server, addr) = secure_util::start_server_with(
+        &model,
+        "2",
+        "20000",
+        &["--commitment-opening", &opening_file.to_string_lossy()],
+    )?;
+    let config = moat_mpc::transport::ChannelConfig::default().with_timeout(Duration::from_secs(20));
+    let seen = |addr: &str| -> Result<Option<String>, Box<dyn std::error::Error>> {
+        let session =
+            moat_client::secure::SecureSession::connect_direct(addr, config.clone(), moat_client::Seed::from_os()?)?;
+        let c = session.model_commitment().map(str::to_string);
+        session.close()?;
+        Ok(c)
+    };
+    let (first, second) = (seen(&addr)?, seen(&addr)?);
+    let commitment = first.ok_or("the hello carries no commitment")?;
+    assert_eq!(Some(&commitment), second.as_ref(), "one commitment for every session of the model");
+
+    // The opening is the operator's secret until an audit: owner-only, and it opens to the file.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(opening_file.metadata()?.permissions().mode() & 0o777, 0o600);
+    }
+    let opening: moat_wire::commitment::CommitmentOpening = serde_json::from_slice(&std::fs::read(&opening_file)?)?;
+    opening.verify_seen(&commitment, &std::fs::read(&model)?)?;
+    let mut other = std::fs::read(&model)?;
+    let last = other.len() - 1;
+    other[last] ^= 1;
+    assert!(opening.verify_seen(&commitment, &other).is_err(), "a changed file must not open the commitment");
+    std::fs::remove_dir_all(&dir).ok();
+    Ok(())
+}

@@ -70,6 +70,10 @@ pub struct ServerArgs {
     /// Bound on every wait for the client, in milliseconds.
     #[arg(long, default_value_t = 60_000)]
     pub timeout_ms: u64,
+    /// Write the opening of the model commitment every hello carries (its nonce, drawn from the
+    /// OS at start) to this file, readable by its owner only, for an auditor (`moat audit`).
+    #[arg(long, value_name = "FILE")]
+    pub commitment_opening: Option<PathBuf>,
     /// Sessions running at once; a connection beyond gets a `busy` refusal and is closed.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_sessions: u64,
@@ -206,7 +210,12 @@ fn server(args: ServerArgs) -> anyhow::Result<()> {
     let graph = load_model(&args.model)?;
     let quantized = Arc::new(QuantizedGraph::new(&graph, args.fixed.fixed_point()?)?);
     let started = Instant::now();
-    let model = Arc::new(ServerModel::new(quantized, args.he_degree).context("preparing the model's HE layers")?);
+    let commitment = commit_to(&args, graph.name())?;
+    let model = Arc::new(
+        ServerModel::new(quantized, args.he_degree)
+            .context("preparing the model's HE layers")?
+            .with_commitment(commitment),
+    );
     tracing::info!(seconds = started.elapsed().as_secs_f64(), "model prepared");
     let listener = TcpListener::bind(&args.listen).with_context(|| format!("binding {}", args.listen))?;
     if !(args.harden.is_finite() && args.harden >= 0.0) {
@@ -233,6 +242,35 @@ fn server(args: ServerArgs) -> anyhow::Result<()> {
     println!("listening on {}", port.local_addr());
     port.wait();
     Ok(())
+}
+
+/// The commitment to the served model file (as `moat serve` makes one per loaded version: a
+/// fresh OS nonce, [`moat_wire::commitment::commit`]), its opening written where
+/// `--commitment-opening` says.
+fn commit_to(args: &ServerArgs, name: &str) -> anyhow::Result<String> {
+    use moat_wire::commitment::{CommitmentOpening, NONCE_BYTES, commit, to_hex};
+    let file = std::fs::read(&args.model).with_context(|| format!("reading {}", args.model.display()))?;
+    let mut nonce = [0u8; NONCE_BYTES];
+    rand::TryRngCore::try_fill_bytes(&mut rand::rngs::OsRng, &mut nonce)
+        .map_err(|e| anyhow::anyhow!("drawing the commitment nonce from the OS: {e}"))?;
+    let commitment = commit(&nonce, &file);
+    if let Some(path) = &args.commitment_opening {
+        let opening = CommitmentOpening {
+            model_name: name.to_string(),
+            model_version: "1".into(),
+            commitment: commitment.clone(),
+            nonce: to_hex(&nonce),
+        };
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut out = options.open(path).with_context(|| format!("writing {}", path.display()))?;
+        std::io::Write::write_all(&mut out, &serde_json::to_vec_pretty(&opening)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    tracing::info!(%commitment, "model commitment (carried by every hello)");
+    Ok(commitment)
 }
 
 /// What a client run found.
