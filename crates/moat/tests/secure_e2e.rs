@@ -183,8 +183,7 @@ fn a_direct_server_commits_to_its_model_and_the_opening_names_the_file() -> Test
     )?;
     let config = moat_mpc::transport::ChannelConfig::default().with_timeout(Duration::from_secs(20));
     let seen = |addr: &str| -> Result<Option<String>, Box<dyn std::error::Error>> {
-        let session =
-            moat_client::secure::SecureSession::connect_direct(addr, config.clone(), moat_client::Seed::from_os()?)?;
+        let session = moat_client::secure::SecureSession::connect_direct(addr, config, moat_client::Seed::from_os()?)?;
         let c = session.model_commitment().map(str::to_string);
         session.close()?;
         Ok(c)
