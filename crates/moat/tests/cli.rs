@@ -238,6 +238,9 @@ fn experiments_draw_their_seed_from_the_os_unless_given() -> TestResult {
         &["bench", "relu"],
         &["demo"],
         &["eval"],
+        &["train"],
+        &["inspect"],
+        &["loadtest"],
     ];
     for command in commands {
         let out = moat(&[command, &["--help"]].concat())?;

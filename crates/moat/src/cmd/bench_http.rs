@@ -61,8 +61,11 @@ pub struct Args {
     /// Also time the same batch in-process with this ONNX model.
     #[arg(long)]
     pub compare_onnx: Option<PathBuf>,
-    /// Seed of the random inputs.
-    #[arg(long, default_value_t = 0)]
+    /// Seed of the random inputs; default: drawn from the OS and recorded in the report.
+    #[arg(long = "seed", value_name = "SEED")]
+    pub seed_arg: Option<u64>,
+    /// The seed this run uses: `--seed`, or drawn from the OS (set on entry).
+    #[arg(skip)]
     pub seed: u64,
     /// Per-request timeout.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
@@ -113,6 +116,8 @@ pub struct LoadReport {
     pub connections: usize,
     /// Samples per request.
     pub batch: usize,
+    /// Seed of the random inputs (`--seed` repeats them).
+    pub seed: u64,
     /// Binary inputs.
     pub binary: bool,
     /// Timed seconds.
@@ -163,7 +168,8 @@ pub fn parse_params(params: &[String]) -> anyhow::Result<Vec<(String, serde_json
 }
 
 /// `moat loadtest`.
-pub fn run(args: Args) -> anyhow::Result<()> {
+pub fn run(mut args: Args) -> anyhow::Result<()> {
+    args.seed = super::experiment_seed(args.seed_arg)?;
     if !is_loopback_url(&args.url) {
         bail!("--url must point to a loopback address (127.0.0.0/8, ::1 or localhost): {}", args.url);
     }
@@ -259,6 +265,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         endpoint,
         connections: args.connections,
         batch: args.batch,
+        seed: args.seed,
         binary: args.binary,
         seconds,
         requests: ok + errors,
@@ -274,8 +281,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         return print_json(&report);
     }
     println!(
-        "{} x{} connections, batch {}, {:.1} s",
-        report.endpoint, report.connections, report.batch, report.seconds
+        "{} x{} connections, batch {}, {:.1} s (inputs of seed {})",
+        report.endpoint, report.connections, report.batch, report.seconds, report.seed
     );
     println!("requests {}  errors {} {:?}", report.requests, report.errors, report.error_kinds);
     println!("throughput {:.0} req/s ({:.0} samples/s)", report.throughput_rps, report.samples_per_s);

@@ -30,8 +30,12 @@ pub struct Args {
     /// Dataset directory (see `moat train --help`).
     #[arg(long, env = "MOAT_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Seed for random comparison inputs and dataset splits.
-    #[arg(long, default_value_t = 0)]
+    /// Seed for random comparison inputs and dataset splits; default: drawn from the OS and
+    /// recorded in the report.
+    #[arg(long = "seed", value_name = "SEED")]
+    pub seed_arg: Option<u64>,
+    /// The seed this run uses: `--seed`, or drawn from the OS (set on entry).
+    #[arg(skip)]
     pub seed: u64,
     #[command(flatten)]
     pub fixed: FixedArgs,
@@ -186,7 +190,8 @@ pub fn print_inspection(report: &Inspection) {
 }
 
 /// `moat inspect`.
-pub fn run(args: Args) -> anyhow::Result<()> {
+pub fn run(mut args: Args) -> anyhow::Result<()> {
+    args.seed = super::experiment_seed(args.seed_arg)?;
     let graph = load_model(&args.model)?;
     let samples = match &args.dataset {
         Some(name) => {

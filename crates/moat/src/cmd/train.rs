@@ -45,8 +45,12 @@ pub struct Args {
     /// Evaluate on the first N test samples only.
     #[arg(long)]
     pub test_limit: Option<usize>,
-    /// Seed of initialisation, minibatch order and dataset splits.
-    #[arg(long, default_value_t = 0)]
+    /// Seed of initialisation, minibatch order and dataset splits; default: drawn from the OS
+    /// and recorded in the model card and the summary line.
+    #[arg(long = "seed", value_name = "SEED")]
+    pub seed_arg: Option<u64>,
+    /// The seed this run uses: `--seed`, or drawn from the OS (set on entry).
+    #[arg(skip)]
     pub seed: u64,
     /// Output model path (the card goes beside it as MODEL.card.json).
     #[arg(long, short)]
@@ -130,7 +134,8 @@ struct Output<'a> {
 }
 
 /// `moat train`.
-pub fn run(args: Args) -> anyhow::Result<()> {
+pub fn run(mut args: Args) -> anyhow::Result<()> {
+    args.seed = super::experiment_seed(args.seed_arg)?;
     let arch: Architecture = args.arch.parse()?;
     let mut config = TrainConfig::default_for(&arch);
     config.seed = args.seed;
