@@ -614,6 +614,27 @@ impl Walk<'_> {
         }
     }
 
+    /// An element-wise activation at `site`: the server guard on its input, `layer` (the
+    /// protocol with the client's tamper points), the guard on its output.
+    fn activation(
+        &mut self,
+        site: &Site<'_>,
+        x: &AShare,
+        layer: impl FnOnce(
+            &mut Session,
+            &mut dyn Channel,
+            &AShare,
+            &LayerSite<'_>,
+            &mut dyn ClientBehaviour,
+        ) -> Result<AShare>,
+    ) -> Result<AShare> {
+        let f = self.model.fixed().frac_bits();
+        let at = self.layer_site(site);
+        let x = self.guarded(&ShareSite::input_of(site, f), x, None);
+        let y = layer(self.session, self.ch, &x, &at, self.behaviour)?;
+        Ok(self.guarded(&ShareSite::output_of(site, f), &y, None))
+    }
+
     fn layer_site<'s>(&self, site: &Site<'s>) -> LayerSite<'s> {
         let f = self.model.fixed().frac_bits();
         LayerSite {
@@ -698,69 +719,45 @@ impl Kernel for Walk<'_> {
 
     fn relu(&mut self, site: &Site<'_>, x: &AShare, _truncate: bool) -> Result<AShare> {
         // The truncation follows from the scales (`relu_layer` truncates by their difference).
-        let f = self.model.fixed().frac_bits();
-        let layer = self.layer_site(site);
-        let x = self.guarded(&ShareSite::input_of(site, f), x, None);
-        let y = relu_layer(self.session, self.ch, &x, &layer, self.behaviour)?;
-        Ok(self.guarded(&ShareSite::output_of(site, f), &y, None))
+        self.activation(site, x, relu_layer)
     }
 
     fn clip(&mut self, site: &Site<'_>, x: &AShare, _truncate: bool) -> Result<AShare> {
         // As a ReLU: the truncation follows from the scales.
-        let f = self.model.fixed().frac_bits();
         let QuantizedLayer::Clip { min, max } = self.model.layers()[site.index] else {
             return Err(MpcError::invalid("walk", format!("node '{}': no clip bounds", site.node.name)));
         };
-        let layer = self.layer_site(site);
-        let x = self.guarded(&ShareSite::input_of(site, f), x, None);
-        let y = clip_layer(self.session, self.ch, &x, (min, max), &layer, self.behaviour)?;
-        Ok(self.guarded(&ShareSite::output_of(site, f), &y, None))
+        self.activation(site, x, |s, ch, x, layer, b| clip_layer(s, ch, x, (min, max), layer, b))
     }
 
     fn leaky_relu(&mut self, site: &Site<'_>, x: &AShare) -> Result<AShare> {
-        let f = self.model.fixed().frac_bits();
         let QuantizedLayer::LeakyRelu { alpha } = self.model.layers()[site.index] else {
             return Err(MpcError::invalid("walk", format!("node '{}': no leaky ReLU slope", site.node.name)));
         };
-        let layer = self.layer_site(site);
-        let x = self.guarded(&ShareSite::input_of(site, f), x, None);
-        let y = leaky_relu_layer(self.session, self.ch, &x, alpha, &layer, self.behaviour)?;
-        Ok(self.guarded(&ShareSite::output_of(site, f), &y, None))
+        self.activation(site, x, |s, ch, x, layer, b| leaky_relu_layer(s, ch, x, alpha, layer, b))
     }
 
     fn hard_sigmoid(&mut self, site: &Site<'_>, x: &AShare) -> Result<AShare> {
-        let f = self.model.fixed().frac_bits();
         let QuantizedLayer::HardSigmoid(hard) = self.model.layers()[site.index] else {
             return Err(MpcError::invalid("walk", format!("node '{}': no hard sigmoid layer", site.node.name)));
         };
-        let layer = self.layer_site(site);
-        let x = self.guarded(&ShareSite::input_of(site, f), x, None);
-        let y = hard_sigmoid_layer(self.session, self.ch, &x, &hard, &layer, self.behaviour)?;
-        Ok(self.guarded(&ShareSite::output_of(site, f), &y, None))
+        self.activation(site, x, |s, ch, x, layer, b| hard_sigmoid_layer(s, ch, x, &hard, layer, b))
     }
 
     fn hard_swish(&mut self, site: &Site<'_>, x: &AShare) -> Result<AShare> {
-        let f = self.model.fixed().frac_bits();
         let QuantizedLayer::HardSwish(swish) = self.model.layers()[site.index] else {
             return Err(MpcError::invalid("walk", format!("node '{}': no hard swish layer", site.node.name)));
         };
-        let layer = self.layer_site(site);
-        let x = self.guarded(&ShareSite::input_of(site, f), x, None);
-        let y = hard_swish_layer(self.session, self.ch, &x, &swish, &layer, self.behaviour)?;
-        Ok(self.guarded(&ShareSite::output_of(site, f), &y, None))
+        self.activation(site, x, |s, ch, x, layer, b| hard_swish_layer(s, ch, x, &swish, layer, b))
     }
 
     fn spline(&mut self, site: &Site<'_>, x: &AShare) -> Result<AShare> {
-        let f = self.model.fixed().frac_bits();
         let model = self.model;
         let QuantizedLayer::Spline(spline) = &model.layers()[site.index] else {
             return Err(MpcError::invalid("walk", format!("node '{}': no spline layer", site.node.name)));
         };
-        let layer = self.layer_site(site);
-        let x = self.guarded(&ShareSite::input_of(site, f), x, None);
         let op = site.node.op.op_kind();
-        let y = spline_layer(self.session, self.ch, &x, spline, op, &layer, self.behaviour)?;
-        Ok(self.guarded(&ShareSite::output_of(site, f), &y, None))
+        self.activation(site, x, |s, ch, x, layer, b| spline_layer(s, ch, x, spline, op, layer, b))
     }
 
     fn transpose(&mut self, _site: &Site<'_>, x: &AShare, indices: &[usize]) -> Result<AShare> {
