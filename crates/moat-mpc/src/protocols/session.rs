@@ -17,8 +17,11 @@ pub struct Config {
     /// Bits per leaf of the millionaires' comparison (1..=[`MAX_CHUNK_BITS`]): each leaf is a
     /// 1-out-of-2^k OT built from `k` random OTs, so larger chunks mean fewer leaves (fewer
     /// AND gates in the combining tree, fewer rounds) but bigger tables (`2^(k+1)` bits per
-    /// leaf). Default 6: at ℓ = 37 the fewest bytes and rounds (876 bytes and 4 + 6 flights
-    /// per ReLU against 914 and 5 + 7 with 4-bit chunks). See [`super::millionaire`](mod@super::millionaire).
+    /// leaf). With IKNP ([`Config::default`]) 6: at ℓ = 37 the fewest bytes and rounds (876
+    /// bytes and 4 + 6 flights per ReLU against 914 and 5 + 7 with 4-bit chunks). With silent
+    /// OT ([`Config::silent`]) 3: a random OT costs a fraction of a byte, so the tables are the
+    /// cost (51.2 bytes per ReLU at 3 bits, 59.1 at 4, ≈ 140 at 6; 2 bits saves 0.3 bytes for
+    /// one more round trip). See [`super::millionaire`](mod@super::millionaire).
     pub chunk_bits: u32,
     /// Largest number of elements processed in one pass. Larger inputs run in consecutive
     /// passes of this size, each with the protocol's constant number of rounds; this bounds
@@ -37,6 +40,12 @@ impl Default for Config {
 }
 
 impl Config {
+    /// The parameters for a session whose OT is silent ([`Session::setup_silent`]): 3-bit
+    /// leaves (see [`Config::chunk_bits`]), the rest as [`Config::default`].
+    pub fn silent() -> Self {
+        Self { chunk_bits: 3, ..Self::default() }
+    }
+
     /// Checks the ranges.
     pub fn validate(&self) -> Result<()> {
         if !(1..=MAX_CHUNK_BITS).contains(&self.chunk_bits) {
@@ -98,7 +107,8 @@ impl Session {
     /// round per direction run ahead of use (10 M OTs each way in the pools): ≈ 4.4 MB and
     /// 12 more flights at setup, ≈ 330 MB of pools per party. Every random OT then costs
     /// 1 bit (the choice derandomisation) plus ≈ 0.055 bytes of the next main round (run
-    /// when a pool runs dry) instead of IKNP's 16 bytes.
+    /// when a pool runs dry) instead of IKNP's 16 bytes. The session's protocol parameters are
+    /// [`Config::silent`] (small millionaires' leaves, as the cheap OTs make them cheapest).
     pub fn setup_silent(ch: &mut dyn Channel, party: Party, fp: FixedPoint, seed: u64) -> Result<Self> {
         Self::setup_silent_with_rng(ch, party, fp, ChaCha20Rng::seed_from_u64(seed))
     }
@@ -126,7 +136,7 @@ impl Session {
                 sender.extend(ch)?;
             }
         }
-        Ok(Self::from_parts(party, fp, Box::new(sender), Box::new(receiver), rng))
+        Self::from_parts(party, fp, Box::new(sender), Box::new(receiver), rng).with_config(Config::silent())
     }
 
     /// A session from OT endpoints that are already set up (e.g. another OT source).

@@ -285,8 +285,8 @@ pub struct BenchReport {
 /// Runs `moat bench`.
 pub fn run(args: Args) -> anyhow::Result<()> {
     let fp = args.fixed_point.fixed_point()?;
-    let default_chunk = if args.ot == OtKind::Ferret { 3 } else { Config::default().chunk_bits };
-    let config = Config { chunk_bits: args.chunk_bits.unwrap_or(default_chunk), ..Config::default() };
+    let base = if args.ot == OtKind::Ferret { Config::silent() } else { Config::default() };
+    let config = Config { chunk_bits: args.chunk_bits.unwrap_or(base.chunk_bits), ..base };
     config.validate()?;
     if args.nonnegative && args.protocol != Protocol::Trunc {
         bail!("--nonnegative applies to trunc only");
