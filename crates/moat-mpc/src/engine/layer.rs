@@ -31,7 +31,16 @@ use crate::protocols::relu::relu;
 use crate::protocols::session::Session;
 use crate::protocols::truncate::{truncate_by, truncate_nonnegative};
 use crate::shares::{AShare, Party};
-use crate::transport::Channel;
+use crate::transport::{Channel, in_subphase};
+
+/// The sub-phase (suffix of the node's traffic phase) of a layer's truncation, so that reports
+/// can split a `ReLU + trunc` node into its comparison and its truncation.
+pub const TRUNCATION_SUBPHASE: &str = "/trunc";
+
+/// [`in_subphase`] under [`TRUNCATION_SUBPHASE`].
+pub(crate) fn truncating<T>(ch: &mut dyn Channel, f: impl FnOnce(&mut dyn Channel) -> T) -> T {
+    in_subphase(ch, TRUNCATION_SUBPHASE, f)
+}
 
 /// Where a non-linear layer sits in the graph (what [`ShareSite`] reports to the behaviour).
 #[derive(Clone, Copy, Debug)]
@@ -96,7 +105,7 @@ pub fn relu_layer(
     })?;
     let x = tamper_share(s, x, &site.share_site(TamperPoint::PreActivation, OpKind::Relu), behaviour);
     let y = relu(s, ch, &x)?;
-    let y = truncate_nonnegative(s, ch, &y, shift)?;
+    let y = truncating(ch, |ch| truncate_nonnegative(s, ch, &y, shift))?;
     Ok(tamper_share(s, &y, &site.share_site(TamperPoint::PostActivation, OpKind::Relu), behaviour))
 }
 
@@ -143,7 +152,7 @@ fn clip_shares(s: &mut Session, ch: &mut dyn Channel, x: &AShare, bounds: (u64, 
     let above = x.sub_public(party, &vec![lift(bounds.1); n])?;
     let both = AShare::from_wrapping(fp, [below.values(), above.values()].concat());
     let y = relu(s, ch, &both)?;
-    let y = truncate_nonnegative(s, ch, &y, shift)?;
+    let y = truncating(ch, |ch| truncate_nonnegative(s, ch, &y, shift))?;
     let (low, high) = y.values().split_at(n);
     AShare::from_wrapping(fp, low.to_vec())
         .try_sub(&AShare::from_wrapping(fp, high.to_vec()))?

@@ -56,7 +56,7 @@ use super::plan::RescalePlan;
 use super::{Reveal, Revealed};
 use crate::engine::layer::{
     LayerSite, clip_layer, hard_sigmoid_layer, hard_swish_layer, label_layer, leaky_relu_layer, max_pool_layer,
-    relu_layer, spline_layer, tamper_share,
+    relu_layer, spline_layer, tamper_share, truncating,
 };
 use crate::error::{MpcError, Result};
 use crate::he::encoding::Packing;
@@ -714,7 +714,12 @@ impl Kernel for Walk<'_> {
 
     fn linear(&mut self, site: &Site<'_>, x: &AShare, truncate: bool) -> Result<AShare> {
         let pre = self.linear.linear(self.ch, site.index, x)?;
-        if truncate { crate::protocols::truncate::truncate(self.session, self.ch, &pre) } else { Ok(pre) }
+        if truncate {
+            let session = &mut *self.session;
+            truncating(self.ch, |ch| crate::protocols::truncate::truncate(session, ch, &pre))
+        } else {
+            Ok(pre)
+        }
     }
 
     fn relu(&mut self, site: &Site<'_>, x: &AShare, _truncate: bool) -> Result<AShare> {
@@ -1152,12 +1157,18 @@ mod tests {
             assert!(seen.contains(&(index, TamperPoint::PreActivation, pre)), "{}: {seen:?}", node.name);
             assert!(seen.contains(&(index, TamperPoint::PostActivation, f)), "{}", node.name);
             let n = moat_nn::tensor::numel(graph.shape(ValueId::of_node(index)));
-            let mut want = cost::relu(n, fixed, &config).bytes_total();
-            if truncates {
-                want += cost::truncate_nonnegative(n, fixed, f, &config).bytes_total();
-            }
-            let got = stats.phases.get(&format!("{index}:{}", node.name)).copied().unwrap_or_default();
-            assert_eq!(got.bytes_total(), want, "{}", node.name);
+            let phase = format!("{index}:{}", node.name);
+            let got = stats.phases.get(&phase).copied().unwrap_or_default();
+            assert_eq!(got.bytes_total(), cost::relu(n, fixed, &config).bytes_total(), "{}", node.name);
+            // The truncation is counted in its own sub-phase of the node's.
+            let trunc = stats
+                .phases
+                .get(&format!("{phase}{}", crate::engine::layer::TRUNCATION_SUBPHASE))
+                .copied()
+                .unwrap_or_default();
+            let want = if truncates { cost::truncate_nonnegative(n, fixed, f, &config).bytes_total() } else { 0 };
+            assert_eq!(trunc.bytes_total(), want, "{}", node.name);
+            assert_eq!(stats.sum_prefix(&phase).bytes_total(), got.bytes_total() + want);
         }
         // Every ReLU of a ResNet reads a conv or a residual sum behind one.
         assert!(fused > 10, "{fused} fused ReLUs");

@@ -257,6 +257,23 @@ pub trait Channel {
     }
 }
 
+/// Runs `f` with the traffic it causes attributed to the phase `label`, then restores the
+/// phase that was current (also when `f` fails). Phases nest: a protocol can label its own
+/// part of whatever phase its caller set, e.g. `"3:relu_3/trunc"` inside `"3:relu_3"`.
+pub fn in_phase<T>(ch: &mut dyn Channel, label: &str, f: impl FnOnce(&mut dyn Channel) -> T) -> T {
+    let previous = ch.set_phase(label);
+    let out = f(ch);
+    ch.set_phase(&previous);
+    out
+}
+
+/// [`in_phase`] under `"{current}{suffix}"`: a sub-phase of the current phase, so that a
+/// prefix sum over the current label ([`StatsSnapshot::sum_prefix`]) still counts it.
+pub fn in_subphase<T>(ch: &mut dyn Channel, suffix: &str, f: impl FnOnce(&mut dyn Channel) -> T) -> T {
+    let label = format!("{}{suffix}", ch.stats().phase());
+    in_phase(ch, &label, f)
+}
+
 /// Decodes 16-byte little-endian blocks (a trailing partial block is ignored; callers check lengths).
 pub fn blocks_from_bytes(bytes: &[u8]) -> Vec<Block> {
     bytes

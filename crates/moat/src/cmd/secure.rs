@@ -18,6 +18,7 @@
 //! never fatal. So an idle-connection flood holds at most `--max-sessions` descriptors for at
 //! most the handshake timeout, and a real client is served once a slot frees.
 
+use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -26,7 +27,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use moat_client::{ClientError, SecureSession};
 use moat_mpc::Seed;
+use moat_mpc::engine::layer::TRUNCATION_SUBPHASE;
 use moat_mpc::engine::{ClientSession, Hardening, Honest, Reveal, Revealed, ServeOptions, ServerModel};
+use moat_mpc::ot::ferret::EXTENSION_PHASE;
 use moat_mpc::transport::shaped::{NetworkModel, Shaped};
 use moat_mpc::transport::tcp::TcpChannel;
 use moat_mpc::transport::{Channel, ChannelConfig};
@@ -499,6 +502,22 @@ pub struct LayerCost {
     /// Whether the node truncated its output (a linear layer at once, or a ReLU after a
     /// deferred linear layer).
     pub truncated: bool,
+    /// Of `bytes_up + bytes_down`, the bytes of the node's truncation (both directions).
+    pub bytes_truncation: f64,
+}
+
+impl LayerCost {
+    /// The op kind this row's bytes (other than its truncation) are reported under.
+    fn kind(&self) -> &'static str {
+        match self.op.as_str() {
+            "Conv2d" | "Dense" => "HE linear",
+            "Relu" | "Clip" | "LeakyRelu" => "ReLU",
+            "MaxPool" => "max pool",
+            "HardSigmoid" | "HardSwish" | "Sigmoid" | "Tanh" => "approx. activation",
+            "Output" => "output",
+            _ => "other",
+        }
+    }
 }
 
 /// The benchmark result.
@@ -534,6 +553,12 @@ pub struct BenchReport {
     pub rtt_ms: Option<f64>,
     /// Per-layer costs.
     pub layers: Vec<LayerCost>,
+    /// Bytes per query of silent OT's main rounds run during the queries (Ferret refilling its
+    /// pools; counted apart from the layers whose protocols drew the OTs; 0 with IKNP).
+    pub ot_extension_bytes: f64,
+    /// Bytes per query by op kind (both directions): HE linear layers, ReLU comparisons and
+    /// multiplexers, truncations, max pool, output, OT extension; sums to `bytes_per_query`.
+    pub bytes_by_kind: BTreeMap<String, f64>,
     /// Reference systems: `(name, seconds, MiB, time ratio moat/ref, bytes ratio moat/ref)`.
     pub references: Vec<(String, f64, f64, f64, f64)>,
     /// Seed.
@@ -639,9 +664,10 @@ fn bench_client(
     let layers = per_node
         .iter()
         .map(|(name, phase, op, truncated, secs)| {
-            let now = after.phases.get(phase).copied().unwrap_or_default();
-            let then = before.phases.get(phase).copied().unwrap_or_default();
-            let c = now.since(&then);
+            // The node's phase and its sub-phases (the truncation's).
+            let c = after.sum_prefix(phase).since(&before.sum_prefix(phase));
+            let trunc_phase = format!("{phase}{TRUNCATION_SUBPHASE}");
+            let trunc = after.sum_prefix(&trunc_phase).since(&before.sum_prefix(&trunc_phase));
             LayerCost {
                 layer: name.clone(),
                 op: op.clone(),
@@ -650,10 +676,22 @@ fn bench_client(
                 bytes_down: c.bytes_received as f64 / q,
                 rounds: c.rounds as f64 / q,
                 truncated: *truncated,
+                bytes_truncation: trunc.bytes_total() as f64 / q,
             }
         })
-        .collect();
+        .collect::<Vec<_>>();
     let total = after.total.since(&before.total);
+    let extension = after.sum_prefix(EXTENSION_PHASE).since(&before.sum_prefix(EXTENSION_PHASE));
+    let ot_extension_bytes = extension.bytes_total() as f64 / q;
+    let mut bytes_by_kind = BTreeMap::new();
+    for l in &layers {
+        *bytes_by_kind.entry(l.kind().to_string()).or_insert(0.0) += l.bytes_up + l.bytes_down - l.bytes_truncation;
+        *bytes_by_kind.entry("truncation".to_string()).or_insert(0.0) += l.bytes_truncation;
+    }
+    bytes_by_kind.insert("OT extension".to_string(), ot_extension_bytes);
+    // Traffic outside the nodes' phases (the request frames that start each query).
+    let attributed: f64 = bytes_by_kind.values().sum();
+    *bytes_by_kind.entry("other".to_string()).or_insert(0.0) += total.bytes_total() as f64 / q - attributed;
     let bytes_per_query = total.bytes_total() as f64 / q;
     let seconds_per_query = seconds / q;
     let mib = bytes_per_query / (1024.0 * 1024.0);
@@ -677,6 +715,8 @@ fn bench_client(
         bandwidth_mbps: args.link().bandwidth_mbps,
         rtt_ms: args.link().rtt_ms,
         layers,
+        ot_extension_bytes,
+        bytes_by_kind,
         references,
         seed: args.seed,
     })
@@ -715,6 +755,13 @@ fn print_bench(r: &BenchReport) {
         r.setup_bytes as f64 / (1024.0 * 1024.0),
         r.seed
     );
+    let kinds: Vec<String> = r
+        .bytes_by_kind
+        .iter()
+        .filter(|(_, b)| **b >= 512.0)
+        .map(|(kind, b)| format!("{kind} {:.1} MiB ({:.1} %)", b / (1024.0 * 1024.0), 100.0 * b / r.bytes_per_query))
+        .collect();
+    println!("  bytes per query by kind: {}", kinds.join(", "));
     for (name, s, m, tr, br) in &r.references {
         println!("  vs {name}: {s} s, {m:.0} MiB → moat/ref time {tr:.2}×, bytes {br:.2}×");
     }

@@ -59,7 +59,11 @@ use crate::Block;
 use crate::bits::BitVec;
 use crate::error::{MpcError, Result};
 use crate::shares::Party;
-use crate::transport::{Channel, blocks_from_bytes};
+use crate::transport::{Channel, blocks_from_bytes, in_phase};
+
+/// The traffic phase of a main round run when a pool runs dry (see [`FerretSender::extend`]):
+/// silent OT's own cost, kept apart from the protocol that consumed the COTs.
+pub const EXTENSION_PHASE: &str = "ot-extension";
 
 /// Random OTs handed out per derandomisation frame.
 pub const CHUNK_OTS: usize = 1 << 16;
@@ -473,8 +477,13 @@ impl FerretSender {
     }
 
     /// Runs one main round (the peer calls [`FerretReceiver::extend`]); the unused rest of the
-    /// pool is kept in front of the new COTs.
+    /// pool is kept in front of the new COTs. Its traffic is counted in the phase
+    /// [`EXTENSION_PHASE`], whatever protocol ran the pool dry.
     pub fn extend(&mut self, ch: &mut dyn Channel) -> Result<()> {
+        in_phase(ch, EXTENSION_PHASE, |ch| self.extend_round(ch))
+    }
+
+    fn extend_round(&mut self, ch: &mut dyn Channel) -> Result<()> {
         let p = self.params.main;
         let msg = ChoiceMsg::from_bytes(&ch.recv()?, &p)?;
         let (reply, out) =
@@ -561,8 +570,12 @@ impl FerretReceiver {
         self.pool.rounds
     }
 
-    /// The receiver side of [`FerretSender::extend`].
+    /// The receiver side of [`FerretSender::extend`] (also counted in [`EXTENSION_PHASE`]).
     pub fn extend(&mut self, ch: &mut dyn Channel) -> Result<()> {
+        in_phase(ch, EXTENSION_PHASE, |ch| self.extend_round(ch))
+    }
+
+    fn extend_round(&mut self, ch: &mut dyn Channel) -> Result<()> {
         let p = self.params.main;
         let base = std::mem::take(&mut self.base);
         let (round, msg) = ReceiverRound::start(p, base, &mut self.rng)?;
