@@ -360,6 +360,18 @@ impl QuantizedGraph {
         input.iter().enumerate().map(encode).collect()
     }
 
+    /// For a linear node whose map is public — fixed by the architecture alone: the average
+    /// pools (window or spatial sums times a public reciprocal, no bias) — `L(input)`; `None`
+    /// for every other node. On additive shares each party applies it to its own share
+    /// (`L(x₀) + L(x₁) = L(x) mod 2^ℓ`): no homomorphic encryption, no traffic, the same ring
+    /// value as [`Self::linear`] on the whole input.
+    pub fn public_linear(&self, index: usize, input: &[u64]) -> Option<Vec<u64>> {
+        match self.layers.get(index)? {
+            QuantizedLayer::AvgPool { .. } | QuantizedLayer::GlobalAvgPool { .. } => self.linear(index, input, false),
+            _ => None,
+        }
+    }
+
     /// The linear map of node `index` applied to `input` (a value or an additive share of one),
     /// *before* truncation, i.e. at scale 2^(2f). The bias or shift is added only when
     /// `add_bias` is set — in the two-party engine, by exactly one party. `None` when the node

@@ -13,7 +13,8 @@
 //! 3. **Queries**, any number: the client sends a one-byte request (label, probabilities or
 //!    logits), then both walk the graph node by node — linear layers by [`crate::he`], ReLU,
 //!    clip and max pool by [`crate::protocols`] with the client's tamper points, additions,
-//!    concatenations, reshapes and transposes (public permutations of the shares) locally —
+//!    average pools (public maps, [`QuantizedGraph::public_linear`]), concatenations,
+//!    reshapes and transposes (public permutations of the shares) locally —
 //!    and end with the argmax revealed to the client only, with the secure softmax of
 //!    [`Hello::softmax`] ([`crate::ring_ops::softmax`]) opened to the client, or with the
 //!    server's logit share sent to the client.
@@ -713,7 +714,11 @@ impl Kernel for Walk<'_> {
     }
 
     fn linear(&mut self, site: &Site<'_>, x: &AShare, truncate: bool) -> Result<AShare> {
-        let pre = self.linear.linear(self.ch, site.index, x)?;
+        // A public map (an average pool) runs on each party's own share; the others by HE.
+        let pre = match self.model.public_linear(site.index, x.values()) {
+            Some(y) => AShare::from_wrapping(x.fixed_point(), y),
+            None => self.linear.linear(self.ch, site.index, x)?,
+        };
         if truncate {
             let session = &mut *self.session;
             truncating(self.ch, |ch| crate::protocols::truncate::truncate(session, ch, &pre))
