@@ -97,6 +97,11 @@ pub struct ServerArgs {
     /// ≈ 330 MB of OT pools per session and party). The client follows the server's hello.
     #[arg(long)]
     pub silent_ot: bool,
+    /// The secure softmax behind a client's request for probabilities (`exp`: CrypTen's
+    /// `(1 + d/2^9)^(2^9)`; `relu`: `ReLU(d + 4)/Σ`; see `moat_mpc::ring_ops::softmax`),
+    /// announced in the hello.
+    #[arg(long, default_value = "exp")]
+    pub softmax: moat_mpc::ring_ops::Softmax,
     #[command(flatten)]
     pub shape: ShapeArgs,
     #[command(flatten)]
@@ -233,6 +238,7 @@ fn server(args: ServerArgs) -> anyhow::Result<()> {
             max_queries: (args.max_queries > 0).then_some(args.max_queries),
             hardening: Hardening::uniform(args.harden),
             silent_ot: args.silent_ot,
+            softmax: args.softmax,
             ..ServeOptions::default()
         },
         link: args.shape.model()?,
