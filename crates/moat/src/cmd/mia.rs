@@ -130,6 +130,13 @@ pub struct MiaArgs {
     /// the full objective.
     #[arg(long)]
     pub siguard_g1_only: bool,
+    /// SIGuard's initial distortion weight c₃ (the paper: 0.1; ×10 after each validated round,
+    /// at most 10; 0 leaves the noise unpenalised).
+    #[arg(long, default_value_t = 0.1)]
+    pub siguard_c3: f64,
+    /// SIGuard's initial step length (the paper: 0.2; ×1.1 after each rejected round).
+    #[arg(long, default_value_t = 0.2)]
+    pub siguard_lr: f64,
     /// MemGuard's gradient steps (all rounds).
     #[arg(long, default_value_t = 300)]
     pub memguard_steps: u32,
@@ -366,7 +373,14 @@ fn guarded_victims(
         let [outer, inner] = args.siguard_steps[..] else {
             bail!("--siguard-steps takes OUTER,INNER, got {:?}", args.siguard_steps);
         };
-        let config = SiGuardConfig { outer, inner, g1_only: args.siguard_g1_only, ..SiGuardConfig::default() };
+        let config = SiGuardConfig {
+            outer,
+            inner,
+            g1_only: args.siguard_g1_only,
+            c3: args.siguard_c3,
+            lr: args.siguard_lr,
+            ..SiGuardConfig::default()
+        };
         info.siguard = Some(config);
         let guarded = SiGuardVictim::new(Arc::clone(quantized), &defender, config)?;
         let stats = guarded.stats();
