@@ -364,3 +364,55 @@ fn mia_through_real_secure_sessions_matches_the_local_model() -> TestResult {
     std::fs::remove_dir_all(&dir).ok();
     Ok(())
 }
+
+/// SIGuard inside the real protocol, end to end: `moat secure server --defender` guards every
+/// session's probabilities (few steps, to keep the test short); `moat attack mia --secure`
+/// reads them over TCP as `secure-2pc-siguard`, and every answer keeps the label (the gap
+/// attack equals the local model's); `moat bench secure --guard siguard` times the guarded
+/// queries against the unguarded ones of the same session.
+#[test]
+fn siguard_in_a_real_secure_server_keeps_the_labels_and_is_benchmarked() -> TestResult {
+    let dir = scratch("siguard-secure")?;
+    let model = leaky_victim(&dir)?;
+    let raw = dir.join("defender-raw.json");
+    defender(&model, "probabilities", &raw)?;
+    let raw_arg = raw.to_string_lossy().into_owned();
+    let (_server, addr) =
+        secure_util::start_server_with(&model, "0", "60000", &["--defender", &raw_arg, "--siguard-steps", "1,2"])?;
+    let out = moat()
+        .args(["attack", "mia"])
+        .arg(&model)
+        .args(["--dataset", "digits", "--outputs", "fixed", "--secure", &addr, "--attacks", "loss,gap"])
+        .args(["--members", "8", "--non-members", "8", "--seed", "4", "--quiet", "--json"])
+        .output()?;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let guarded = &report["outputs"][1];
+    assert_eq!(guarded["output"], "secure-2pc-siguard", "{report}");
+    assert_eq!(guarded["queries"], 32, "{report}");
+    let gap = |o: &serde_json::Value| o["attacks"][1]["auc"].as_f64();
+    assert_eq!(report["outputs"][0]["attacks"][1]["attack"], "gap");
+    assert_eq!(gap(guarded), gap(&report["outputs"][0]), "{report}");
+
+    // A defender on sorted scores cannot run inside the protocol: refused before listening.
+    let sorted = dir.join("defender-sorted.json");
+    defender(&model, "sorted", &sorted)?;
+    let out = moat().args(["secure", "server"]).arg(&model).arg("--defender").arg(&sorted).output()?;
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("raw probabilities"));
+
+    let out = moat()
+        .args(["bench", "secure", "--model"])
+        .arg(&model)
+        .args(["--queries", "1", "--ot", "iknp", "--guard", "siguard", "--siguard-steps", "1,1", "--json"])
+        .output()?;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let bench: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let g = &bench["siguard"];
+    assert_eq!((g["steps"][0].as_u64(), g["defender"].as_str()), (Some(1), Some("stand-in")), "{bench}");
+    let (guarded, plain) =
+        (g["bytes_per_query"].as_f64().unwrap_or(0.0), bench["bytes_per_query"].as_f64().unwrap_or(0.0));
+    assert!(guarded > plain && g["rounds_per_query"].as_f64() > g["unguarded_rounds_per_query"].as_f64(), "{bench}");
+    std::fs::remove_dir_all(&dir).ok();
+    Ok(())
+}

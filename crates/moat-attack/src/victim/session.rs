@@ -35,11 +35,15 @@ impl SessionVictim {
     }
 
     /// A victim over `session` whose queries reveal the probabilities of the server's secure
-    /// softmax (named `secure-2pc-{softmax}` after the variant its hello announces), checked
+    /// softmax (named `secure-2pc-{softmax}` after the variant its hello announces, or
+    /// `secure-2pc-siguard` when the hello announces SIGuard at the reveal point), checked
     /// before any query to output `classes` values and to be allowed to reveal probabilities.
     pub fn revealing_probabilities(session: SecureSession, classes: usize) -> Result<Self> {
         let hello = session.protocol().hello();
-        let name = format!("{NAME}-{}", hello.softmax);
+        let name = match hello.guard {
+            Some(_) => format!("{NAME}-siguard"),
+            None => format!("{NAME}-{}", hello.softmax),
+        };
         if !hello.output.permits(Reveal::Probabilities) {
             return Err(VictimError::NotRevealed { victim: name, reveals: hello.output, asked: Reveal::Probabilities });
         }
