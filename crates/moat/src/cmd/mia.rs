@@ -699,7 +699,7 @@ impl DirectVictim {
 
     fn open(&self) -> victim::Result<SessionVictim> {
         let seed = Seed::from_os().map_err(|e| victim::VictimError::Service(format!("session seed: {e}")))?;
-        let session = SecureSession::connect_direct(&self.address, self.config.clone(), seed)?;
+        let session = SecureSession::connect_direct(&self.address, self.config, seed)?;
         SessionVictim::revealing_probabilities(session, self.classes)
     }
 
