@@ -68,7 +68,8 @@ pub struct MiaArgs {
     /// the server announces (`moat secure server --softmax`). Each server is checked (its
     /// hello: the classes, the outputs it allows) by a session opened before any query; the
     /// session its queries run in is opened when its turn comes. Session randomness comes
-    /// from the OS.
+    /// from the OS. A server started with `--defender` answers through SIGuard inside the
+    /// protocol (output `secure-2pc-siguard`).
     #[arg(long, value_delimiter = ',')]
     pub secure: Vec<String>,
     /// Bound on every wait for a `--secure` server, in milliseconds.
