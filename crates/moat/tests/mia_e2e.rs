@@ -313,3 +313,106 @@ fn memguard_and_siguard_keep_every_label_and_lower_the_threshold_attacks() -> Te
     }
     Ok(())
 }
+
+/// The attacks on what the real two-party protocol reveals: two `moat secure server`
+/// processes, one per secure softmax, each attacked over TCP through its revealed
+/// probabilities; the AUCs land close to the plaintext fixed-point model's (SIGuard's first
+/// finding: the MPC softmax's approximation does not hide membership).
+#[test]
+fn mia_through_real_secure_sessions_matches_the_local_model() -> TestResult {
+    let dir = scratch("secure")?;
+    let model = leaky_victim(&dir)?;
+    let (_exp, exp_addr) = secure_util::start_server_with(&model, "0", "60000", &["--softmax", "exp"])?;
+    let (_relu, relu_addr) = secure_util::start_server_with(&model, "0", "60000", &["--softmax", "relu"])?;
+    let out = moat()
+        .args(["attack", "mia"])
+        .arg(&model)
+        .args(["--dataset", "digits", "--outputs", "fixed", "--secure", &format!("{exp_addr},{relu_addr}")])
+        .args(["--attacks", "loss,entropy,mentr,gap", "--members", "100", "--non-members", "100"])
+        .args(["--seed", "4", "--quiet", "--json"])
+        .output()?;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let outputs = report["outputs"].as_array().ok_or("no outputs")?;
+    let names: Vec<_> = outputs.iter().map(|o| o["output"].as_str()).collect();
+    assert_eq!(names, [Some("fixed"), Some("secure-2pc-exp"), Some("secure-2pc-relu")]);
+    let auc = |o: &serde_json::Value, attack: &str| {
+        o["attacks"].as_array().and_then(|a| a.iter().find(|r| r["attack"] == attack)).and_then(|r| r["auc"].as_f64())
+    };
+    // The score attacks ask the 200 targets' probabilities, gap their labels, each in the
+    // server's session. Measured (seed 4): loss AUC 0.657 fixed, 0.660 exp, 0.670 relu; the
+    // issue's bound is 0.03.
+    for (o, tolerance) in [(&outputs[1], 0.01), (&outputs[2], 0.03)] {
+        assert_eq!(o["queries"], 400, "{report}");
+        for attack in ["loss", "entropy", "mentr", "gap"] {
+            let (local, secure) = (auc(&outputs[0], attack).ok_or(attack)?, auc(o, attack).ok_or(attack)?);
+            assert!((local - secure).abs() < tolerance, "{}, {attack}: fixed {local}, secure {secure}", o["output"]);
+        }
+    }
+    assert!(auc(&outputs[1], "loss").is_some_and(|a| a > 0.55), "{report}");
+
+    // A server that does not answer is a service failure before any query.
+    let out = moat()
+        .args(["attack", "mia"])
+        .arg(&model)
+        .args(["--dataset", "digits", "--outputs", "fixed", "--secure", "127.0.0.1:9", "--attacks", "loss"])
+        .args(["--members", "10", "--seed", "4", "--quiet", "--secure-timeout-ms", "2000"])
+        .output()?;
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("secure server 127.0.0.1:9"), "{stderr}");
+    std::fs::remove_dir_all(&dir).ok();
+    Ok(())
+}
+
+/// SIGuard inside the real protocol, end to end: `moat secure server --defender` guards every
+/// session's probabilities (few steps, to keep the test short); `moat attack mia --secure`
+/// reads them over TCP as `secure-2pc-siguard`, and every answer keeps the label (the gap
+/// attack equals the local model's); `moat bench secure --guard siguard` times the guarded
+/// queries against the unguarded ones of the same session.
+#[test]
+fn siguard_in_a_real_secure_server_keeps_the_labels_and_is_benchmarked() -> TestResult {
+    let dir = scratch("siguard-secure")?;
+    let model = leaky_victim(&dir)?;
+    let raw = dir.join("defender-raw.json");
+    defender(&model, "probabilities", &raw)?;
+    let raw_arg = raw.to_string_lossy().into_owned();
+    let (_server, addr) =
+        secure_util::start_server_with(&model, "0", "60000", &["--defender", &raw_arg, "--siguard-steps", "1,2"])?;
+    let out = moat()
+        .args(["attack", "mia"])
+        .arg(&model)
+        .args(["--dataset", "digits", "--outputs", "fixed", "--secure", &addr, "--attacks", "loss,gap"])
+        .args(["--members", "8", "--non-members", "8", "--seed", "4", "--quiet", "--json"])
+        .output()?;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let guarded = &report["outputs"][1];
+    assert_eq!(guarded["output"], "secure-2pc-siguard", "{report}");
+    assert_eq!(guarded["queries"], 32, "{report}");
+    let gap = |o: &serde_json::Value| o["attacks"][1]["auc"].as_f64();
+    assert_eq!(report["outputs"][0]["attacks"][1]["attack"], "gap");
+    assert_eq!(gap(guarded), gap(&report["outputs"][0]), "{report}");
+
+    // A defender on sorted scores cannot run inside the protocol: refused before listening.
+    let sorted = dir.join("defender-sorted.json");
+    defender(&model, "sorted", &sorted)?;
+    let out = moat().args(["secure", "server"]).arg(&model).arg("--defender").arg(&sorted).output()?;
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("raw probabilities"));
+
+    let out = moat()
+        .args(["bench", "secure", "--model"])
+        .arg(&model)
+        .args(["--queries", "1", "--ot", "iknp", "--guard", "siguard", "--siguard-steps", "1,1", "--json"])
+        .output()?;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let bench: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let g = &bench["siguard"];
+    assert_eq!((g["steps"][0].as_u64(), g["defender"].as_str()), (Some(1), Some("stand-in")), "{bench}");
+    let (guarded, plain) =
+        (g["bytes_per_query"].as_f64().unwrap_or(0.0), bench["bytes_per_query"].as_f64().unwrap_or(0.0));
+    assert!(guarded > plain && g["rounds_per_query"].as_f64() > g["unguarded_rounds_per_query"].as_f64(), "{bench}");
+    std::fs::remove_dir_all(&dir).ok();
+    Ok(())
+}

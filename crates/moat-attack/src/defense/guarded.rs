@@ -28,7 +28,7 @@ use serde::Serialize;
 use super::defender::{DefenderFile, DefenderInput};
 use super::memguard::MemGuard;
 use super::{Result as DefenseResult, invalid};
-use crate::victim::{Result, Victim, VictimError, argmax, check_class_vector};
+use crate::victim::{Result, Victim, VictimError, argmax, check_class_vector, read_ring_probabilities as normalised};
 
 /// What a guard did over the queries it answered.
 #[derive(Clone, Debug, Default)]
@@ -158,14 +158,6 @@ pub struct SiGuardVictim {
     guard: SiGuard,
     classes: usize,
     stats: SharedStats,
-}
-
-/// The client's reading of revealed ring probabilities: decoded, negatives clamped to 0,
-/// divided by their sum.
-fn normalised(fixed: moat_nn::FixedPoint, ring: &[u64]) -> Vec<f64> {
-    let v: Vec<f64> = ring.iter().map(|&x| fixed.decode(x).max(0.0)).collect();
-    let sum: f64 = v.iter().sum();
-    if sum > 0.0 { v.into_iter().map(|x| x / sum).collect() } else { vec![1.0 / ring.len() as f64; ring.len()] }
 }
 
 impl SiGuardVictim {

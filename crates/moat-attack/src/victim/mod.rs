@@ -9,7 +9,8 @@
 //! * [`SimulatedVictim`] — the simulated two-party engine revealing the logits to the client,
 //!   which applies the softmax itself (the revealed output of a secure session);
 //! * [`SessionVictim`] — the same over a real secure session (moat-client's
-//!   [`moat_client::SecureSession`]);
+//!   [`moat_client::SecureSession`]), or that session revealing the probabilities of its
+//!   secure softmax instead of the logits;
 //! * [`HttpVictim`] — an Open Inference Protocol service (`moat serve` or any other), asked
 //!   for its `probabilities` or `label` output.
 //!
@@ -122,6 +123,17 @@ pub fn softmax(logits: &[f64]) -> Vec<f64> {
     let exp: Vec<f64> = logits.iter().map(|&z| (z - max).exp()).collect();
     let sum: f64 = exp.iter().sum();
     exp.into_iter().map(|e| e / sum).collect()
+}
+
+/// The client's reading of probabilities revealed as ring elements (a secure softmax's, with or
+/// without a guard): decoded under `fixed`, negatives clamped to 0, divided by their sum (the
+/// fixed-point softmax sums to 1 only within its precision; the division keeps the label).
+/// All zeros (not produced by the secure softmax, whose row maximum stays positive) read as
+/// uniform.
+pub fn read_ring_probabilities(fixed: moat_nn::FixedPoint, ring: &[u64]) -> Vec<f64> {
+    let v: Vec<f64> = ring.iter().map(|&x| fixed.decode(x).max(0.0)).collect();
+    let sum: f64 = v.iter().sum();
+    if sum > 0.0 { v.into_iter().map(|x| x / sum).collect() } else { vec![1.0 / ring.len() as f64; ring.len()] }
 }
 
 /// Checks that `p` is a probability vector over `classes` classes.

@@ -67,12 +67,14 @@ impl DefenderShape {
 }
 
 /// The defender's weights, encoded at 2^f (the server's secret).
+#[derive(Clone)]
 struct Weights {
     w: [Vec<u64>; 3],
     b: [Vec<u64>; 3],
 }
 
 /// The defender `h` as a party holds it: the shape, and the weights for the server only.
+#[derive(Clone)]
 pub struct Defender {
     shape: DefenderShape,
     weights: Option<Weights>,
@@ -341,8 +343,9 @@ pub struct SiGuardSpec {
 
 /// SIGuard as a party runs it: its defender (with weights on the server) and the parameters.
 /// As a [`crate::engine::ServerGuard`] it replaces the secure softmax behind
-/// [`crate::engine::Reveal::Probabilities`] in both backends.
-#[derive(Debug)]
+/// [`crate::engine::Reveal::Probabilities`] in both backends. (Cloned once per session by a
+/// serving layer.)
+#[derive(Clone, Debug)]
 pub struct SiGuard {
     defender: Defender,
     config: SiGuardConfig,

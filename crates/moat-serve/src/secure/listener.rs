@@ -26,7 +26,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use moat_mpc::MpcError;
-use moat_mpc::engine::{ServeOptions, ServerModel};
+use moat_mpc::engine::{GuardFactory, ServeOptions, ServerModel};
 use moat_mpc::transport::first::FirstRecv;
 use moat_mpc::transport::shaped::{NetworkModel, Shaped};
 use moat_mpc::transport::tcp::TcpChannel;
@@ -90,14 +90,33 @@ impl SecureListener {
         model: Arc<ServerModel>,
         config: DirectConfig,
     ) -> Result<Self, ServeError> {
+        Self::spawn_direct_guarded(listener, model, config, None)
+    }
+
+    /// [`Self::spawn_direct`] with a server guard built by `guard` for every session
+    /// ([`ServerModel::serve_guarded`]; e.g. SIGuard at the reveal point, which makes the
+    /// sessions reveal at most probabilities). With a guard, [`ServeOptions::hardening`] is not
+    /// applied (the guard replaces it).
+    pub fn spawn_direct_guarded(
+        listener: TcpListener,
+        model: Arc<ServerModel>,
+        config: DirectConfig,
+        guard: Option<GuardFactory>,
+    ) -> Result<Self, ServeError> {
         if config.max_sessions == 0 || config.handshake_timeout.is_zero() || config.session_timeout.is_zero() {
             return Err(ServeError::Server(
                 "secure sessions: the session bound and the timeouts must be positive".into(),
             ));
         }
         let seeds = SeedStream::new(config.insecure_seed)?;
-        let front =
-            DirectFront { model, seeds, running: Arc::new(AtomicUsize::new(0)), accepted: AtomicU64::new(0), config };
+        let front = DirectFront {
+            model,
+            seeds,
+            running: Arc::new(AtomicUsize::new(0)),
+            accepted: AtomicU64::new(0),
+            config,
+            guard,
+        };
         Self::start(listener, Arc::new(front))
     }
 
@@ -209,12 +228,15 @@ struct DirectFront {
     seeds: SeedStream,
     running: Arc<AtomicUsize>,
     accepted: AtomicU64,
+    /// Builds each session's server guard, if any.
+    guard: Option<GuardFactory>,
 }
 
 impl std::fmt::Debug for DirectFront {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DirectFront")
             .field("config", &self.config)
+            .field("guarded", &self.guard.is_some())
             .field("running", &self.running_sessions())
             .field("accepted", &self.accepted.load(Ordering::SeqCst))
             .finish_non_exhaustive()
@@ -291,7 +313,10 @@ impl DirectFront {
                 .map_err(|e| TransportError::from_io("restoring the session timeout", &e, session_timeout))?;
             received
         });
-        let queries = self.model.serve_with(&mut ch, seed, &self.config.options)?;
+        let queries = match &self.guard {
+            Some(build) => self.model.serve_guarded(&mut ch, seed, &self.config.options, &mut *build())?,
+            None => self.model.serve_with(&mut ch, seed, &self.config.options)?,
+        };
         Ok((queries, ch.stats().total()))
     }
 }

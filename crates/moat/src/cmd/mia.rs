@@ -1,5 +1,6 @@
 //! `moat attack mia`: membership inference against a trained model, on every output kind moat
-//! reveals (float, plaintext fixed point, the simulated two-party engine's logits), with
+//! reveals (float, plaintext fixed point, the simulated two-party engine's logits, a real
+//! `moat secure server`'s secure-softmax probabilities over TCP with `--secure`), with
 //! reference models trained here by moat's own training on the attacker's population; with
 //! `--guard memguard|siguard --defender FILE`, the same attacks on the guarded answers beside
 //! the unguarded ones (`moat_attack::defense`).
@@ -16,10 +17,12 @@ use moat_attack::defense::{
 use moat_attack::mia::{
     self, Attack, Metrics, MiaConfig, MiaError, ReferenceTrainer, References, RocPoint, ScoreTable,
 };
-use moat_attack::victim::{self, FixedVictim, FloatVictim, HttpVictim, SimulatedVictim, Victim};
-use moat_client::HttpClient;
+use moat_attack::victim::{self, FixedVictim, FloatVictim, HttpVictim, SessionVictim, SimulatedVictim, Victim};
+use moat_client::{HttpClient, SecureSession};
+use moat_mpc::Seed;
 use moat_mpc::engine::Reveal;
 use moat_mpc::ring_ops::SiGuardConfig;
+use moat_mpc::transport::ChannelConfig;
 use moat_nn::card::ModelCard;
 use moat_nn::data::Dataset;
 use moat_nn::train::{Augment, TrainConfig, train};
@@ -59,6 +62,19 @@ pub struct MiaArgs {
     /// against).
     #[arg(long)]
     pub url: Option<String>,
+    /// Attack the model as served by a `moat secure server` at each of these addresses (comma
+    /// separated), through the real two-party protocol over TCP, asking for the probabilities
+    /// of its secure softmax: output `secure-2pc-exp` or `secure-2pc-relu`, after the variant
+    /// the server announces (`moat secure server --softmax`). Each server is checked (its
+    /// hello: the classes, the outputs it allows) by a session opened before any query; the
+    /// session its queries run in is opened when its turn comes. Session randomness comes
+    /// from the OS. A server started with `--defender` answers through SIGuard inside the
+    /// protocol (output `secure-2pc-siguard`).
+    #[arg(long, value_delimiter = ',')]
+    pub secure: Vec<String>,
+    /// Bound on every wait for a `--secure` server, in milliseconds.
+    #[arg(long, default_value_t = 60_000)]
+    pub secure_timeout_ms: u64,
     /// The API key for `--url`.
     #[arg(long, requires = "url")]
     pub api_key: Option<String>,
@@ -115,6 +131,13 @@ pub struct MiaArgs {
     /// the full objective.
     #[arg(long)]
     pub siguard_g1_only: bool,
+    /// SIGuard's initial distortion weight c₃ (the paper: 0.1; ×10 after each validated round,
+    /// at most 10; 0 leaves the noise unpenalised).
+    #[arg(long, default_value_t = 0.1)]
+    pub siguard_c3: f64,
+    /// SIGuard's initial step length (the paper: 0.2; ×1.1 after each rejected round).
+    #[arg(long, default_value_t = 0.2)]
+    pub siguard_lr: f64,
     /// MemGuard's gradient steps (all rounds).
     #[arg(long, default_value_t = 300)]
     pub memguard_steps: u32,
@@ -351,7 +374,14 @@ fn guarded_victims(
         let [outer, inner] = args.siguard_steps[..] else {
             bail!("--siguard-steps takes OUTER,INNER, got {:?}", args.siguard_steps);
         };
-        let config = SiGuardConfig { outer, inner, g1_only: args.siguard_g1_only, ..SiGuardConfig::default() };
+        let config = SiGuardConfig {
+            outer,
+            inner,
+            g1_only: args.siguard_g1_only,
+            c3: args.siguard_c3,
+            lr: args.siguard_lr,
+            ..SiGuardConfig::default()
+        };
         info.siguard = Some(config);
         let guarded = SiGuardVictim::new(Arc::clone(quantized), &defender, config)?;
         let stats = guarded.stats();
@@ -418,6 +448,11 @@ pub fn run(mut args: MiaArgs) -> anyhow::Result<()> {
         let victim = victim_for(kind.trim(), &args, &graph, &quantized, full.classes)?;
         mia::check_reveals(victim.as_ref(), &attacks)?;
         victims.push(Target { victim, guard: None });
+    }
+    for address in &args.secure {
+        let victim = DirectVictim::probe(address.trim(), args.secure_timeout_ms, full.classes)?;
+        mia::check_reveals(&victim, &attacks)?;
+        victims.push(Target { victim: Box::new(victim), guard: None });
     }
     let guard = guarded_victims(&args, &mut victims, &graph, &quantized, full.classes)?;
 
@@ -636,5 +671,75 @@ impl Victim for Counting<'_> {
     fn labels(&mut self, inputs: &[&[f32]]) -> victim::Result<Vec<usize>> {
         self.queries += inputs.len();
         self.inner.labels(inputs)
+    }
+}
+
+/// A `moat secure server` asked for its secure softmax's probabilities ([`SessionVictim`]).
+/// A first session checks the server's hello (the classes, the outputs allowed) when the
+/// victim is built, before any query, and is closed; the session that answers the queries is
+/// opened at the first of them, so the server's idle timeout does not run out while reference
+/// models train and other outputs are attacked.
+struct DirectVictim {
+    address: String,
+    config: ChannelConfig,
+    classes: usize,
+    name: String,
+    session: Option<SessionVictim>,
+}
+
+impl DirectVictim {
+    fn probe(address: &str, timeout_ms: u64, classes: usize) -> anyhow::Result<Self> {
+        let timeout = std::time::Duration::from_millis(timeout_ms.max(1));
+        let config = ChannelConfig::default().with_timeout(timeout).with_connect_timeout(timeout);
+        let mut victim = Self { address: address.to_string(), config, classes, name: String::new(), session: None };
+        let checked = victim.open().with_context(|| format!("secure server {address}"))?;
+        victim.name = checked.name();
+        checked.close().with_context(|| format!("closing the check session with {address}"))?;
+        Ok(victim)
+    }
+
+    fn open(&self) -> victim::Result<SessionVictim> {
+        let seed = Seed::from_os().map_err(|e| victim::VictimError::Service(format!("session seed: {e}")))?;
+        let session = SecureSession::connect_direct(&self.address, self.config, seed)?;
+        SessionVictim::revealing_probabilities(session, self.classes)
+    }
+
+    fn session(&mut self) -> victim::Result<&mut SessionVictim> {
+        if self.session.is_none() {
+            self.session = Some(self.open()?);
+        }
+        self.session.as_mut().ok_or_else(|| victim::VictimError::Service("no session".into()))
+    }
+}
+
+impl Drop for DirectVictim {
+    fn drop(&mut self) {
+        if let Some(session) = self.session.take()
+            && let Err(e) = session.close()
+        {
+            tracing::warn!(address = %self.address, error = %e, "closing the secure session");
+        }
+    }
+}
+
+impl Victim for DirectVictim {
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+
+    fn classes(&self) -> usize {
+        self.classes
+    }
+
+    fn reveals(&self) -> Reveal {
+        Reveal::Probabilities
+    }
+
+    fn probabilities(&mut self, inputs: &[&[f32]]) -> victim::Result<Vec<Vec<f64>>> {
+        self.session()?.probabilities(inputs)
+    }
+
+    fn labels(&mut self, inputs: &[&[f32]]) -> victim::Result<Vec<usize>> {
+        self.session()?.labels(inputs)
     }
 }

@@ -100,6 +100,23 @@ pub struct ServerArgs {
     /// ≈ 330 MB of OT pools per session and party). The client follows the server's hello.
     #[arg(long)]
     pub silent_ot: bool,
+    /// The secure softmax behind a client's request for probabilities (`exp`: CrypTen's
+    /// `(1 + d/2^9)^(2^9)`; `relu`: `ReLU(d + 4)/Σ`; see `moat_mpc::ring_ops::softmax`),
+    /// announced in the hello.
+    #[arg(long, default_value = "exp")]
+    pub softmax: moat_mpc::ring_ops::Softmax,
+    /// Guard every session's probabilities by SIGuard with this trained defender (`moat
+    /// train-defender --input probabilities`; the server's secret): the sessions then reveal
+    /// at most probabilities, computed by SIGuard on the shared logits (the defender's shape
+    /// and SIGuard's parameters are announced in the hello). Replaces --harden.
+    #[arg(long, value_name = "FILE")]
+    pub defender: Option<PathBuf>,
+    /// SIGuard's rounds and steps per round (the paper: 6,49).
+    #[arg(long, value_delimiter = ',', default_value = "6,49", requires = "defender")]
+    pub siguard_steps: Vec<u32>,
+    /// SIGuard applies the defender term g₁ only (the public prototype's behaviour).
+    #[arg(long, requires = "defender")]
+    pub siguard_g1_only: bool,
     #[command(flatten)]
     pub shape: ShapeArgs,
     #[command(flatten)]
@@ -220,6 +237,7 @@ fn server(args: ServerArgs) -> anyhow::Result<()> {
             .with_commitment(commitment),
     );
     tracing::info!(seconds = started.elapsed().as_secs_f64(), "model prepared");
+    let guard = siguard_factory(&args, &model)?;
     let listener = TcpListener::bind(&args.listen).with_context(|| format!("binding {}", args.listen))?;
     if !(args.harden.is_finite() && args.harden >= 0.0) {
         bail!("--harden must be a non-negative amplitude, got {}", args.harden);
@@ -236,15 +254,42 @@ fn server(args: ServerArgs) -> anyhow::Result<()> {
             max_queries: (args.max_queries > 0).then_some(args.max_queries),
             hardening: Hardening::uniform(args.harden),
             silent_ot: args.silent_ot,
+            softmax: args.softmax,
             ..ServeOptions::default()
         },
         link: args.shape.model()?,
         insecure_seed: args.insecure_seed,
     };
-    let port = SecureListener::spawn_direct(listener, model, config)?;
+    let port = SecureListener::spawn_direct_guarded(listener, model, config, guard)?;
     println!("listening on {}", port.local_addr());
     port.wait();
     Ok(())
+}
+
+/// SIGuard for every session when `--defender` is given, checked (readable, trained on the raw
+/// probabilities of a model of this width, valid parameters) before the port opens.
+fn siguard_factory(args: &ServerArgs, model: &ServerModel) -> anyhow::Result<Option<moat_mpc::engine::GuardFactory>> {
+    use moat_attack::defense::{DefenderFile, DefenderInput};
+    use moat_mpc::ring_ops::{SiGuard, SiGuardConfig};
+    let Some(path) = &args.defender else { return Ok(None) };
+    if args.harden != 0.0 {
+        bail!("--defender and --harden cannot be combined (SIGuard replaces the hardening guard)");
+    }
+    let file = DefenderFile::load(path).with_context(|| format!("reading the defender {}", path.display()))?;
+    file.validate().with_context(|| format!("the defender {}", path.display()))?;
+    if file.meta.input != DefenderInput::Probabilities {
+        bail!("SIGuard needs a defender on the raw probabilities (moat train-defender --input probabilities)");
+    }
+    let [outer, inner] = args.siguard_steps[..] else {
+        bail!("--siguard-steps takes OUTER,INNER, got {:?}", args.siguard_steps);
+    };
+    let config = SiGuardConfig { outer, inner, g1_only: args.siguard_g1_only, ..SiGuardConfig::default() };
+    let quantized = model.model();
+    let classes = moat_nn::tensor::numel(quantized.graph().output_shape());
+    let guard = SiGuard::new(file.weights().to_defender(quantized.fixed())?, config, classes)
+        .with_context(|| format!("SIGuard with the defender {}", path.display()))?;
+    tracing::info!(outer, inner, classes, "SIGuard on every session's probabilities");
+    Ok(Some(std::sync::Arc::new(move || Box::new(guard.clone()))))
 }
 
 /// The commitment to the served model file (as `moat serve` makes one per loaded version: a
@@ -429,6 +474,19 @@ pub struct BenchArgs {
     pub network: NetworkPreset,
     #[command(flatten)]
     pub shape: ShapeArgs,
+    /// `siguard`: also time the same number of queries revealing probabilities under SIGuard
+    /// (the server child runs `--defender`), in the same session as the unguarded label
+    /// queries, and report what SIGuard adds; `none` (default): the unguarded queries only.
+    #[arg(long, default_value = "none")]
+    pub guard: String,
+    /// The defender for `--guard siguard` (default: a stand-in trained briefly on random
+    /// probability vectors — SIGuard's cost does not depend on the weights: fixed
+    /// iterations, no data-dependent control flow).
+    #[arg(long, value_name = "FILE")]
+    pub defender: Option<PathBuf>,
+    /// SIGuard's rounds and steps per round for `--guard siguard` (the paper: 6,49).
+    #[arg(long, value_delimiter = ',', default_value = "6,49")]
+    pub siguard_steps: Vec<u32>,
 }
 
 impl BenchArgs {
@@ -563,6 +621,34 @@ pub struct BenchReport {
     pub references: Vec<(String, f64, f64, f64, f64)>,
     /// Seed.
     pub seed: u64,
+    /// With `--guard siguard`: the guarded queries and what SIGuard adds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub siguard: Option<GuardCost>,
+}
+
+/// SIGuard's queries against the unguarded ones of the same session (`moat bench secure
+/// --guard siguard`). A guarded query is the network, then SIGuard on the shared logits
+/// (softmax, 6 × 49 steps of the defender's forward and backward pass, the validators, the
+/// final softmax) revealing probabilities; an unguarded one is the network, then the argmax
+/// revealing the label.
+#[derive(Debug, Serialize)]
+pub struct GuardCost {
+    /// SIGuard's rounds and steps per round.
+    pub steps: [u32; 2],
+    /// The defender used (`stand-in`: trained on random vectors).
+    pub defender: String,
+    /// Mean wall seconds per guarded query.
+    pub seconds_per_query: f64,
+    /// Mean bytes (both directions) per guarded query.
+    pub bytes_per_query: f64,
+    /// Client's outgoing flights per guarded query.
+    pub rounds_per_query: f64,
+    /// Client's outgoing flights per unguarded query.
+    pub unguarded_rounds_per_query: f64,
+    /// Seconds SIGuard adds, relative to the unguarded query (the target: ≤ 0.33).
+    pub added_time: f64,
+    /// Bytes SIGuard adds, relative to the unguarded query.
+    pub added_bytes: f64,
 }
 
 /// `moat bench secure`: a server child process and this process as the client, on loopback.
@@ -584,6 +670,25 @@ pub fn bench(mut args: BenchArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&dir)?;
     let model_path = dir.join("model.onnx");
     moat_nn::onnx::save_onnx(&graph, &model_path)?;
+    let guard_args = match args.guard.trim() {
+        "none" => Vec::new(),
+        "siguard" => {
+            let path = match &args.defender {
+                Some(path) => path.clone(),
+                None => stand_in_defender(&graph, &dir, args.seed)?,
+            };
+            let [outer, inner] = args.siguard_steps[..] else {
+                bail!("--siguard-steps takes OUTER,INNER, got {:?}", args.siguard_steps);
+            };
+            vec![
+                "--defender".to_string(),
+                path.display().to_string(),
+                "--siguard-steps".into(),
+                format!("{outer},{inner}"),
+            ]
+        }
+        other => bail!("unknown guard '{other}' (none or siguard)"),
+    };
 
     let exe = std::env::current_exe().context("locating the moat binary")?;
     let mut child = std::process::Command::new(exe)
@@ -593,6 +698,7 @@ pub fn bench(mut args: BenchArgs) -> anyhow::Result<()> {
         .args(["--he-degree", &args.he_degree.to_string(), "--timeout-ms", &args.timeout_ms.to_string()])
         .args(if args.ot == super::bench::OtKind::Ferret { &["--silent-ot"][..] } else { &[][..] })
         .args(args.link().to_args())
+        .args(&guard_args)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::inherit())
         .spawn()
@@ -612,6 +718,37 @@ pub fn bench(mut args: BenchArgs) -> anyhow::Result<()> {
     }
     print_bench(&report);
     Ok(())
+}
+
+/// A SIGuard defender for `graph`'s classes trained for 3 epochs on random probability vectors
+/// (its weights do not change SIGuard's cost), written to `dir`.
+fn stand_in_defender(graph: &moat_nn::Graph, dir: &std::path::Path, seed: u64) -> anyhow::Result<PathBuf> {
+    use moat_attack::defense::DefenderFile;
+    use moat_attack::defense::defender::TrainSpec;
+    let classes = moat_nn::tensor::numel(graph.output_shape());
+    let mut rng = <rand_chacha::ChaCha20Rng as rand::SeedableRng>::seed_from_u64(seed);
+    let mut vectors = |n: usize, spread: f64| -> Vec<Vec<f64>> {
+        (0..n)
+            .map(|_| {
+                let z: Vec<f64> = (0..classes).map(|_| spread * rand::Rng::random_range(&mut rng, -1.0..1.0)).collect();
+                moat_attack::victim::softmax(&z)
+            })
+            .collect()
+    };
+    let (members, others) = (vectors(64, 8.0), vectors(64, 2.0));
+    let spec = TrainSpec {
+        model: graph.name().to_string(),
+        dataset: "random vectors (bench stand-in)".into(),
+        hidden: [128, 64],
+        input: moat_attack::defense::DefenderInput::Probabilities,
+        epochs: 3,
+        insecure_seed: Some(seed),
+    };
+    let mut rng = <rand_chacha::ChaCha20Rng as rand::SeedableRng>::seed_from_u64(seed ^ 1);
+    let defender = DefenderFile::train(spec, &members, &others, &mut rng)?;
+    let path = dir.join("defender.json");
+    defender.save(&path)?;
+    Ok(path)
 }
 
 fn bench_client(
@@ -656,6 +793,20 @@ fn bench_client(
     progress.finish_and_clear();
     let seconds = timed.elapsed().as_secs_f64();
     let after = ch.stats().snapshot();
+    let guarded = if args.guard.trim() == "siguard" {
+        let mut rng = <rand_chacha::ChaCha20Rng as rand::SeedableRng>::seed_from_u64(args.seed);
+        let progress = crate::progress::bar(queries as u64, "private inference + SIGuard", args.json);
+        let timed = Instant::now();
+        for _ in 0..queries {
+            let x: Vec<f32> = (0..n).map(|_| rand::Rng::random_range(&mut rng, -1.0f32..1.0)).collect();
+            session.infer(ch, &x, Reveal::Probabilities, &mut Honest)?;
+            progress.inc(1);
+        }
+        progress.finish_and_clear();
+        Some((timed.elapsed().as_secs_f64(), ch.stats().snapshot().total.since(&after.total)))
+    } else {
+        None
+    };
     let folded = session.architecture().graph();
     let deferred_truncations = moat_mpc::engine::RescalePlan::fused(folded).deferred();
     let linear_layers = folded.nodes().iter().filter(|n| n.op.is_linear()).count();
@@ -699,6 +850,19 @@ fn bench_client(
         .iter()
         .map(|(name, s, m)| (name.to_string(), *s, *m, seconds_per_query / s, mib / m))
         .collect();
+    let siguard = guarded.map(|(secs, c)| {
+        let bytes = c.bytes_total() as f64 / q;
+        GuardCost {
+            steps: [args.siguard_steps.first().copied().unwrap_or(0), args.siguard_steps.get(1).copied().unwrap_or(0)],
+            defender: args.defender.as_ref().map_or_else(|| "stand-in".into(), |p| p.display().to_string()),
+            seconds_per_query: secs / q,
+            bytes_per_query: bytes,
+            rounds_per_query: c.rounds as f64 / q,
+            unguarded_rounds_per_query: total.rounds as f64 / q,
+            added_time: (secs / q - seconds_per_query) / seconds_per_query,
+            added_bytes: (bytes - bytes_per_query) / bytes_per_query,
+        }
+    });
     Ok(BenchReport {
         net: args.model.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| args.net.clone()),
         weights: weights.to_string(),
@@ -719,6 +883,7 @@ fn bench_client(
         bytes_by_kind,
         references,
         seed: args.seed,
+        siguard,
     })
 }
 
@@ -764,5 +929,19 @@ fn print_bench(r: &BenchReport) {
     println!("  bytes per query by kind: {}", kinds.join(", "));
     for (name, s, m, tr, br) in &r.references {
         println!("  vs {name}: {s} s, {m:.0} MiB → moat/ref time {tr:.2}×, bytes {br:.2}×");
+    }
+    if let Some(g) = &r.siguard {
+        println!(
+            "with SIGuard ({} × {} steps, defender {}): {:.3} s and {:.2} MiB, {:.0} flights per query revealing probabilities, against {:.0} flights unguarded → +{:.1} % time, +{:.1} % bytes (target: ≤ 33 % time)",
+            g.steps[0],
+            g.steps[1],
+            g.defender,
+            g.seconds_per_query,
+            g.bytes_per_query / (1024.0 * 1024.0),
+            g.rounds_per_query,
+            g.unguarded_rounds_per_query,
+            100.0 * g.added_time,
+            100.0 * g.added_bytes
+        );
     }
 }
