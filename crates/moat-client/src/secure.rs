@@ -478,7 +478,9 @@ impl SecureSession {
         self.check_input(input.len())?;
         let started = Instant::now();
         let answer = self.session.infer_encoded(&mut *self.ch, input, reveal, behaviour).map_err(from_mpc);
-        self.queries_time += started.elapsed();
+        let took = started.elapsed();
+        self.queries_time += took;
+        tracing::debug!(query = self.used, seconds = took.as_secs_f64(), "secure query");
         let answer = answer?;
         self.used += 1;
         Ok(answer)

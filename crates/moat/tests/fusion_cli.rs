@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+mod secure_util;
 mod serve_util;
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
@@ -98,6 +99,56 @@ fn infer_with_fusion_releases_verified_labels_and_refuses_bad_shapes_before_send
         let stderr = String::from_utf8_lossy(&bad.stderr);
         assert!(!bad.status.success() && stderr.contains(needle) && !stderr.contains("panicked"), "{spec}: {stderr}");
     }
+    Ok(())
+}
+
+/// Directly against a `moat secure server` (two processes, the real protocol): the batch runs
+/// in one session, and the report gives that session's setup and per-query protocol time (as
+/// `moat secure client` times its queries), its bytes, and the pool's labelling time apart.
+#[test]
+fn a_direct_secure_batch_reports_its_session_time_and_bytes() -> TestResult {
+    let Some(dir) = data_dir() else {
+        eprintln!("no MNIST data: skipping");
+        return Ok(());
+    };
+    let (model, data) = (lenet(), dir.display().to_string());
+    let (_server, addr) = secure_util::start_server(Path::new(&model), "1", "60000")?;
+    let out = moat(&[
+        "infer",
+        "--dataset",
+        "mnist",
+        "--data-dir",
+        &data,
+        "--index",
+        "0",
+        "--count",
+        "2",
+        "--fusion",
+        "3,0",
+        "--fusion-connect",
+        &addr,
+        "--fusion-reference",
+        &model,
+        "--fusion-pool",
+        "200",
+        "--fusion-hardest",
+        "20",
+        "--json",
+    ])?;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let answer: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(answer["execution"], "fusion-direct");
+    assert_eq!(answer["labels"], answer["true_labels"]);
+    assert_eq!(answer["check"]["known_total"].as_u64(), Some(3));
+    let session = &answer["session"];
+    assert_eq!(session["queries"].as_u64(), Some(5), "n + m = 5 queries in one session");
+    let bytes = session["bytes_sent"].as_u64().unwrap_or(0) + session["bytes_received"].as_u64().unwrap_or(0);
+    assert_eq!(answer["bytes"].as_u64(), Some(bytes));
+    assert!(bytes > session["setup_bytes"].as_u64().unwrap_or(u64::MAX));
+    let (seconds, queries) =
+        (answer["seconds"].as_f64().unwrap_or(0.0), session["query_seconds"].as_f64().unwrap_or(0.0));
+    assert!(queries > 0.0 && queries <= seconds, "query time {queries} within the batch's {seconds} s");
+    assert!(answer["pool_seconds"].as_f64().is_some_and(|p| p > 0.0));
     Ok(())
 }
 

@@ -739,9 +739,16 @@ pub struct FusionInference {
     pub shape: Shape,
     /// Seconds for the whole batch (admission and setup included on the secure path).
     pub seconds: f64,
+    /// Seconds labelling and selecting the known-answer pool before the batch (plaintext, on
+    /// the client; once per pool, reusable across batches), not in `seconds`.
+    pub pool_seconds: f64,
     /// Bytes sent and received on the secure path.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bytes: Option<u64>,
+    /// On the secure paths: the session's setup and the protocol time of its n + m + k
+    /// queries, timed as `moat secure client` times its queries.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session: Option<moat_client::SessionStats>,
 }
 
 /// The public known-answer pool for `moat infer --fusion`: the dataset's training split,
@@ -752,18 +759,29 @@ fn infer_pool(args: &super::infer::Args, train: &moat_nn::data::Dataset) -> anyh
     let samples: Vec<Vec<f32>> = (0..size).map(|i| train.sample(i).to_vec()).collect();
     match (&args.fusion_reference, args.claimed_accuracy) {
         (Some(path), _) => {
+            if let Some(keep) = args.fusion_hardest
+                && (keep == 0 || keep > size)
+            {
+                bail!("--fusion-hardest {keep} must be in 1..={size} (the pool's size)");
+            }
             let q = QuantizedGraph::new(&load_model(path)?, args.fixed_point.fixed_point()?)?;
-            let labels = moat_nn::exec::par_map(size, |i| q.predict(train.sample(i)).unwrap_or(usize::MAX));
+            let fixed = q.fixed();
+            // One reference inference per sample gives both its label (the argmax of the ring
+            // logits, as `predict`) and its top-1 − top-2 gap.
+            let labelled: Vec<(usize, Option<f32>)> =
+                moat_nn::exec::par_map(size, |i| match q.logits_encoded(train.sample(i)) {
+                    Ok(ring) => {
+                        let label = moat_nn::exec::argmax_ring(fixed, &ring).unwrap_or(usize::MAX);
+                        let decoded: Vec<f32> = ring.iter().map(|&v| fixed.decode(v) as f32).collect();
+                        (label, moat_client::fusion::selection::margin(&decoded).map(|(_, m)| m))
+                    }
+                    Err(_) => (usize::MAX, None),
+                });
+            let (labels, margins): (Vec<usize>, Vec<Option<f32>>) = labelled.into_iter().unzip();
             let pool = KnownAnswerPool::honest_labels(samples, labels)?;
             match args.fusion_hardest {
                 None => Ok(pool),
-                Some(keep) => {
-                    if keep == 0 || keep > size {
-                        bail!("--fusion-hardest {keep} must be in 1..={size} (the pool's size)");
-                    }
-                    let margins = margins_of(&q, train, size);
-                    Ok(pool.select(&moat_client::fusion::selection::hardest(&margins, keep))?)
-                }
+                Some(keep) => Ok(pool.select(&moat_client::fusion::selection::hardest(&margins, keep))?),
             }
         }
         (None, Some(a)) => {
@@ -797,11 +815,13 @@ pub fn infer(args: &super::infer::Args, spec: &str) -> anyhow::Result<()> {
     }
     let queries: Vec<Vec<f32>> = (index..index + args.count).map(|i| data.test.sample(i).to_vec()).collect();
     let true_labels: Vec<usize> = (index..index + args.count).map(|i| data.test.label(i)).collect();
+    let pool_started = Instant::now();
     let pool = infer_pool(args, &data.train)?;
+    let pool_seconds = pool_started.elapsed().as_secs_f64();
     let shape = Shape { n: queries.len(), m: config.known, k: config.duplicates };
     let mut randomness = Randomness::Os;
     let started = Instant::now();
-    let (execution, outcome, bytes) = match &args.url {
+    let (execution, outcome, session) = match &args.url {
         Some(url) => {
             let name = args.remote_model.as_deref().context("--url needs --model NAME")?;
             let mut http = moat_client::HttpClient::new(url)?;
@@ -822,7 +842,7 @@ pub fn infer(args: &super::infer::Args, spec: &str) -> anyhow::Result<()> {
                 let outcome =
                     run(&config, &pool, queries, &mut SessionOracle::new(&mut session, identity), &mut randomness);
                 let stats = session.close()?;
-                ("fusion-secure", outcome, Some(stats.bytes_sent + stats.bytes_received))
+                ("fusion-secure", outcome, Some(stats))
             } else {
                 // A model's path serves a task of that name too: one request, routed once.
                 let target = OipTarget::Model { name: name.into(), version: None };
@@ -853,7 +873,7 @@ pub fn infer(args: &super::infer::Args, spec: &str) -> anyhow::Result<()> {
             let outcome =
                 run(&config, &pool, queries, &mut SessionOracle::new(&mut session, identity), &mut randomness);
             let stats = session.close()?;
-            ("fusion-direct", outcome, Some(stats.bytes_sent + stats.bytes_received))
+            ("fusion-direct", outcome, Some(stats))
         }
         None => {
             let path = args.model.as_deref().context("give a MODEL.onnx or --url")?;
@@ -876,7 +896,9 @@ pub fn infer(args: &super::infer::Args, spec: &str) -> anyhow::Result<()> {
         true_labels,
         shape,
         seconds: started.elapsed().as_secs_f64(),
-        bytes,
+        pool_seconds,
+        bytes: session.as_ref().map(|s| s.bytes_sent + s.bytes_received),
+        session,
     };
     if args.json {
         return print_json(&result);
