@@ -15,8 +15,9 @@
 //! * clip → [`Kernel::clip`], rescaled like a ReLU (`clip(x, a, b) = a + ReLU(x − a) − ReLU(x − b)`);
 //! * max pool → [`Kernel::max_pool`];
 //! * leaky ReLU → [`Kernel::leaky_relu`] (input at `f`, output truncated);
-//! * hard sigmoid → [`Kernel::hard_sigmoid`], hard swish → [`Kernel::hard_swish`], sigmoid and
-//!   tanh → [`Kernel::spline`] (input at `f`, output at `f`; [`crate::approx`]);
+//! * hard sigmoid → [`Kernel::hard_sigmoid`], hard swish → [`Kernel::hard_swish`], sigmoid,
+//!   tanh, SiLU, GELU and ELU → [`Kernel::spline`] (input at `f`, output at `f`;
+//!   [`crate::approx`]);
 //! * add → [`Kernel::add`], each operand lifted by `2^f` when it meets a deferred one;
 //! * concat → [`Kernel::concat`];
 //! * flatten, reshape → the value itself (row-major values do not move);
@@ -93,13 +94,14 @@ pub enum Step {
         /// Truncate the output.
         truncate: bool,
     },
-    /// A leaky ReLU on a value at `f` (its output is truncated).
+    /// A leaky ReLU (or a PRelu: one slope per channel) on a value at `f` (its output is
+    /// truncated).
     LeakyRelu,
     /// A hard sigmoid on a value at `f` (output at `f`).
     HardSigmoid,
     /// A hard swish on a value at `f` (output at `f`).
     HardSwish,
-    /// A sigmoid or tanh spline on a value at `f` (output at `f`).
+    /// A sigmoid, tanh, SiLU, GELU or ELU spline on a value at `f` (output at `f`).
     Spline,
     /// A max pool (no rescaling).
     MaxPool,
@@ -124,10 +126,10 @@ impl Step {
             }
             Op::Relu => Step::Relu { truncate: plan.truncates_after_relu(index) },
             Op::Clip { .. } => Step::Clip { truncate: plan.truncates_after_relu(index) },
-            Op::LeakyRelu { .. } => Step::LeakyRelu,
+            Op::LeakyRelu { .. } | Op::PRelu { .. } => Step::LeakyRelu,
             Op::HardSigmoid { .. } => Step::HardSigmoid,
             Op::HardSwish => Step::HardSwish,
-            Op::Sigmoid | Op::Tanh => Step::Spline,
+            Op::Sigmoid | Op::Tanh | Op::Silu | Op::Gelu | Op::Elu { .. } => Step::Spline,
             Op::MaxPool(_) => Step::MaxPool,
             Op::Add => Step::Add,
             Op::Concat => Step::Concat,
@@ -178,7 +180,8 @@ pub trait Kernel {
     /// A hard swish of `x` (at `f`), [`crate::approx::RingSwish`] in the ring executions.
     fn hard_swish(&mut self, site: &Site<'_>, x: &Self::Value) -> Result<Self::Value, Self::Error>;
 
-    /// A sigmoid or tanh of `x` (at `f`), [`crate::approx::RingSpline`] in the ring executions.
+    /// A sigmoid, tanh, SiLU, GELU or ELU of `x` (at `f`), [`crate::approx::RingSpline`] in the
+    /// ring executions.
     fn spline(&mut self, site: &Site<'_>, x: &Self::Value) -> Result<Self::Value, Self::Error>;
 
     /// A max pool on `x`.

@@ -186,6 +186,10 @@ impl Mirror {
                 | Op::HardSwish
                 | Op::Sigmoid
                 | Op::Tanh
+                | Op::Silu
+                | Op::PRelu { .. }
+                | Op::Gelu
+                | Op::Elu { .. }
                 | Op::Transpose(_) => {
                     return Err(err("training does not support this op (inference does)".into()));
                 }
