@@ -183,6 +183,14 @@ impl Kernel for FloatKernel<'_> {
         Ok(concat(parts.iter().map(|p| p.as_slice())))
     }
 
+    fn max(&mut self, _site: &Site<'_>, parts: &[&Vec<f32>]) -> Result<Vec<f32>> {
+        let mut acc = parts.first().map(|p| p.to_vec()).unwrap_or_default();
+        for p in &parts[1.min(parts.len())..] {
+            acc.iter_mut().zip(p.iter()).for_each(|(a, b)| *a = a.max(*b));
+        }
+        Ok(acc)
+    }
+
     fn softmax(&mut self, _site: &Site<'_>, x: &Vec<f32>) -> Result<Vec<f32>> {
         Ok(softmax(x))
     }
@@ -345,9 +353,14 @@ impl QuantizedGraph {
                         window: window(&graph, input, p.kernel, p.stride, p.padding),
                         channels: shape[0],
                     },
-                    Op::Add | Op::Concat | Op::Flatten | Op::Reshape(_) | Op::Relu | Op::Softmax | Op::Transpose(_) => {
-                        QuantizedLayer::None
-                    }
+                    Op::Add
+                    | Op::Max
+                    | Op::Concat
+                    | Op::Flatten
+                    | Op::Reshape(_)
+                    | Op::Relu
+                    | Op::Softmax
+                    | Op::Transpose(_) => QuantizedLayer::None,
                 }
             })
             .collect();
@@ -606,6 +619,18 @@ impl Kernel for FixedKernel<'_> {
 
     fn concat(&mut self, _site: &Site<'_>, parts: &[&Vec<u64>]) -> Result<Vec<u64>> {
         Ok(concat(parts.iter().map(|p| p.as_slice())))
+    }
+
+    fn max(&mut self, _site: &Site<'_>, parts: &[&Vec<u64>]) -> Result<Vec<u64>> {
+        let fp = self.model.fixed;
+        let mut acc = parts.first().map(|p| p.to_vec()).unwrap_or_default();
+        for p in &parts[1.min(parts.len())..] {
+            acc.iter_mut().zip(p.iter()).for_each(|(a, &b)| {
+                let d = fp.sub(*a, b);
+                *a = fp.add(b, if fp.is_negative(d) { 0 } else { d });
+            });
+        }
+        Ok(acc)
     }
 }
 

@@ -182,6 +182,9 @@ pub enum Op {
         /// The slope below zero.
         alpha: f32,
     },
+    /// Element-wise maximum of two or more values of the same shape (ONNX `Max`): exact in every
+    /// execution, `max(a, b) = b + ReLU(a − b)` folded over the inputs in order.
+    Max,
     /// Max pooling over `[C, H, W]`.
     MaxPool(Pool),
     /// `x` where `x ≥ 0`, `slope[c] · x` elsewhere, one slope per channel (axis 0 of the
@@ -244,6 +247,8 @@ pub enum OpKind {
     HardSwish,
     /// [`Op::LeakyRelu`].
     LeakyRelu,
+    /// [`Op::Max`].
+    Max,
     /// [`Op::MaxPool`].
     MaxPool,
     /// [`Op::PRelu`].
@@ -284,6 +289,7 @@ impl OpKind {
             OpKind::HardSigmoid => "HardSigmoid",
             OpKind::HardSwish => "HardSwish",
             OpKind::LeakyRelu => "LeakyRelu",
+            OpKind::Max => "Max",
             OpKind::MaxPool => "MaxPool",
             OpKind::PRelu => "PRelu",
             OpKind::Relu => "Relu",
@@ -322,6 +328,7 @@ impl Op {
             Op::HardSigmoid { .. } => OpKind::HardSigmoid,
             Op::HardSwish => OpKind::HardSwish,
             Op::LeakyRelu { .. } => OpKind::LeakyRelu,
+            Op::Max => OpKind::Max,
             Op::MaxPool(_) => OpKind::MaxPool,
             Op::PRelu { .. } => OpKind::PRelu,
             Op::Relu => OpKind::Relu,
@@ -343,6 +350,7 @@ impl Op {
     pub fn accepts_inputs(&self, n: usize) -> bool {
         match self {
             Op::Add => n == 2,
+            Op::Max => n >= 2,
             Op::Concat => n >= 2,
             _ => n == 1,
         }
@@ -568,6 +576,8 @@ impl Graph {
         let out = numel(self.shape(ValueId::of_node(index)));
         match &node.op {
             Op::Relu | Op::LeakyRelu { .. } | Op::PRelu { .. } => out,
+            // One ReLU per input after the first.
+            Op::Max => out * node.inputs.len().saturating_sub(1),
             // ReLU(x − min) and ReLU(x − max); a hard sigmoid is a clip, a hard swish one too.
             Op::Clip { .. } | Op::HardSigmoid { .. } | Op::HardSwish => 2 * out,
             // The sign of x, then one ReLU per knot of the spline.
@@ -723,6 +733,12 @@ pub(crate) fn node_shape(shapes: &[Vec<usize>], node: &Node) -> Result<Vec<usize
                 let y = &shapes[node.inputs[1].0];
                 if &x != y {
                     return Err(err(format!("adds shapes {x:?} and {y:?}")));
+                }
+                x
+            }
+            Op::Max => {
+                if let Some(y) = node.inputs[1..].iter().map(|v| &shapes[v.0]).find(|y| **y != x) {
+                    return Err(err(format!("the maximum of shapes {x:?} and {y:?} (no broadcasting)")));
                 }
                 x
             }

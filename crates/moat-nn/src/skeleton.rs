@@ -52,6 +52,8 @@ pub enum SkeletonOp {
     Tanh,
     /// [`Op::Silu`].
     Silu,
+    /// [`Op::Max`].
+    Max,
     /// [`Op::PRelu`] (the slopes are public).
     PRelu {
         /// One slope per channel.
@@ -179,6 +181,7 @@ impl Graph {
                     Op::Sigmoid => SkeletonOp::Sigmoid,
                     Op::Tanh => SkeletonOp::Tanh,
                     Op::Silu => SkeletonOp::Silu,
+                    Op::Max => SkeletonOp::Max,
                     Op::PRelu { slope } => SkeletonOp::PRelu { slope: slope.clone() },
                     Op::Gelu => SkeletonOp::Gelu,
                     Op::Elu { alpha } => SkeletonOp::Elu { alpha: *alpha },
@@ -249,6 +252,7 @@ impl Skeleton {
                     SkeletonOp::Sigmoid => Op::Sigmoid,
                     SkeletonOp::Tanh => Op::Tanh,
                     SkeletonOp::Silu => Op::Silu,
+                    SkeletonOp::Max => Op::Max,
                     SkeletonOp::PRelu { slope } => Op::PRelu { slope: slope.clone() },
                     SkeletonOp::Gelu => Op::Gelu,
                     SkeletonOp::Elu { alpha } => Op::Elu { alpha: *alpha },

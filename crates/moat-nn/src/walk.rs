@@ -20,6 +20,7 @@
 //!   [`crate::approx`]);
 //! * add → [`Kernel::add`], each operand lifted by `2^f` when it meets a deferred one;
 //! * concat → [`Kernel::concat`];
+//! * max → [`Kernel::max`] (inputs at `f`: no linear layer defers its truncation into a max);
 //! * flatten, reshape → the value itself (row-major values do not move);
 //! * transpose → [`Kernel::transpose`] with the public [`crate::kernels::permutation`];
 //! * softmax → [`Kernel::softmax`] (the ring executions stop at the logits, its input).
@@ -109,6 +110,8 @@ pub enum Step {
     Add,
     /// Concatenation of the inputs along the first axis.
     Concat,
+    /// The element-wise maximum of the inputs (all at `f`).
+    Max,
     /// Flatten or reshape: the value itself.
     Reshape,
     /// A softmax head.
@@ -133,6 +136,7 @@ impl Step {
             Op::MaxPool(_) => Step::MaxPool,
             Op::Add => Step::Add,
             Op::Concat => Step::Concat,
+            Op::Max => Step::Max,
             Op::Flatten | Op::Reshape(_) => Step::Reshape,
             Op::Softmax => Step::Softmax,
             Op::Transpose(_) => Step::Transpose,
@@ -189,6 +193,10 @@ pub trait Kernel {
 
     /// The sum of `terms`; a term `(v, true)` is multiplied by `2^f` first.
     fn add(&mut self, site: &Site<'_>, terms: &[(&Self::Value, bool)]) -> Result<Self::Value, Self::Error>;
+
+    /// The element-wise maximum of `parts` (at `f`): `acc ← b + ReLU(acc − b)` for each `b`
+    /// after the first, in order (the ring executions compute exactly that, mod `2^ℓ`).
+    fn max(&mut self, site: &Site<'_>, parts: &[&Self::Value]) -> Result<Self::Value, Self::Error>;
 
     /// `parts` one after the other.
     fn concat(&mut self, site: &Site<'_>, parts: &[&Self::Value]) -> Result<Self::Value, Self::Error>;
@@ -280,12 +288,12 @@ pub fn run<K: Kernel>(
                 }
                 kernel.add(&site, &terms)?
             }
-            Step::Concat => {
+            Step::Concat | Step::Max => {
                 let mut parts = Vec::with_capacity(node.inputs.len());
                 for input in &node.inputs {
                     parts.push(values[input.0].as_ref().ok_or_else(|| released(node))?);
                 }
-                kernel.concat(&site, &parts)?
+                if step == Step::Max { kernel.max(&site, &parts)? } else { kernel.concat(&site, &parts)? }
             }
             Step::Reshape => x.clone(),
             Step::Softmax => kernel.softmax(&site, x)?,

@@ -791,6 +791,21 @@ fn prelu_with_one_slope_and_spatial_reduce_mean() -> Result<()> {
 }
 
 #[test]
+fn max_takes_computed_values_of_equal_shapes() -> Result<()> {
+    let x = [1.0f32, -2.0, 3.0];
+    let nodes = vec![node("Relu", "r", &["x"], &["a"], vec![]), node("Max", "m", &["x", "a", "x"], &["y"], vec![])];
+    let g = import(&model(13, &[3], nodes, vec![]))?;
+    assert_eq!(kinds(&g), ["Relu", "Max"]);
+    assert_eq!(run(&g, &x)?, [1.0, 0.0, 3.0]);
+    let one = import(&model(9, &[3], vec![node("Max", "one", &["x"], &["y"], vec![])], vec![]))?;
+    assert!(one.nodes().is_empty());
+    let c = vec![t_f32("c", &[3], &[1.0, 1.0, 1.0])];
+    let e = error(&model(13, &[3], vec![node("Max", "with_const", &["x", "c"], &["y"], vec![])], c));
+    assert!(e.contains("'with_const'") && e.contains("constant"), "{e}");
+    Ok(())
+}
+
+#[test]
 fn sum_adds_computed_values_and_refuses_constants() -> Result<()> {
     let x = [1.0f32, -2.0, 3.0];
     let nodes = vec![node("Relu", "r", &["x"], &["a"], vec![]), node("Sum", "s", &["x", "a", "x"], &["y"], vec![])];

@@ -383,3 +383,19 @@ fn knot_sum(s: &mut Session, ch: &mut dyn Channel, a: &AShare, spline: &RingSpli
     }
     Ok(g)
 }
+
+/// The element-wise maximum of shared values of equal length (ONNX `Max`): `acc ← b +
+/// ReLU(acc − b)` for each `b` after the first, one [`relu`] call each. Bit for bit the
+/// fixed-point executor's; no tamper points and no server guard (neither backend has them
+/// for a `Max`).
+///
+/// **Learns:** nothing beyond the uniformly random output shares (as [`relu`]).
+/// **Cost:** `k − 1` ReLU layers of `n` elements for `k` inputs, one after the other.
+pub fn max_shares(s: &mut Session, ch: &mut dyn Channel, parts: &[&AShare]) -> Result<AShare> {
+    let (first, rest) = parts.split_first().ok_or_else(|| MpcError::invalid("max_shares", "no inputs"))?;
+    let mut acc = (*first).clone();
+    for b in rest {
+        acc = relu(s, ch, &acc.try_sub(b)?)?.try_add(b)?;
+    }
+    Ok(acc)
+}

@@ -793,6 +793,10 @@ impl Kernel for Walk<'_> {
         sum.ok_or_else(|| MpcError::invalid("walk", "an Add without inputs"))
     }
 
+    fn max(&mut self, _site: &Site<'_>, parts: &[&AShare]) -> Result<AShare> {
+        crate::engine::layer::max_shares(self.session, self.ch, parts)
+    }
+
     fn concat(&mut self, _site: &Site<'_>, parts: &[&AShare]) -> Result<AShare> {
         let joined = moat_nn::exec::concat(parts.iter().map(|p| p.values()));
         Ok(AShare::from_wrapping(self.model.fixed(), joined))
@@ -943,7 +947,8 @@ mod tests {
     }
 
     /// Convolutions (one depthwise, one grouped) read by clips with both bounds reached, a
-    /// leaky ReLU and a PRelu (one slope per channel) on negative and positive values, a channel shuffle and an HWC transpose,
+    /// leaky ReLU and a PRelu (one slope per channel) on negative and positive values, the
+    /// element-wise maximum of three values, a channel shuffle and an HWC transpose,
     /// and a dense head.
     fn clipped() -> Arc<QuantizedGraph> {
         let build = || -> moat_nn::Result<QuantizedGraph> {
@@ -953,9 +958,10 @@ mod tests {
             let x = b.grouped_conv("depthwise", x, 4, 3, 2, 1, 4)?;
             let x = b.push("clip.unit", Op::Clip { min: 0.0, max: 1.0 }, vec![x])?;
             let x = b.grouped_conv("grouped", x, 6, 1, 1, 0, 2)?;
-            let x = b.push("leaky", Op::LeakyRelu { alpha: 0.5 }, vec![x])?;
-            let x = b.push("prelu", Op::PRelu { slope: vec![0.5, -0.25, 0.0, 1.5, 0.125, 2.0] }, vec![x])?;
-            let x = b.push("clip.narrow", Op::Clip { min: -0.25, max: 0.25 }, vec![x])?;
+            let leaky = b.push("leaky", Op::LeakyRelu { alpha: 0.5 }, vec![x])?;
+            let prelu = b.push("prelu", Op::PRelu { slope: vec![0.5, -0.25, 0.0, 1.5, 0.125, 2.0] }, vec![leaky])?;
+            let x = b.push("clip.narrow", Op::Clip { min: -0.25, max: 0.25 }, vec![prelu])?;
+            let x = b.push("max", Op::Max, vec![x, prelu, leaky])?;
             let x = b.channel_shuffle("shuffle", x, 3)?;
             let x = b.push("hwc", Op::Transpose(vec![1, 2, 0]), vec![x])?;
             let x = b.flatten(x)?;

@@ -78,6 +78,38 @@ impl<'m> Importer<'m> {
         self.bind_output(ctx, 0, sum, shape)
     }
 
+    /// `Max` of computed values of equal shapes (no broadcasting): one input passes through, more
+    /// are one moat `Max`; a constant operand is refused.
+    pub(super) fn max(&mut self, ctx: &Ctx<'m>) -> Result<()> {
+        let n = ctx.node.input.len();
+        if n == 0 {
+            return Err(ctx.err("has no input"));
+        }
+        for i in 0..n {
+            if self.is_constant(ctx, i)? {
+                return Err(ctx.err(format!("input {i} is a constant: moat takes the maximum of computed values only")));
+            }
+        }
+        if n == 1 {
+            return self.alias(ctx);
+        }
+        let (first, shape) = self.runtime(ctx, 0)?;
+        let mut inputs = vec![self.materialize(ctx, first, &shape)?];
+        for i in 1..n {
+            let (y, ys) = self.runtime(ctx, i)?;
+            if ys != shape {
+                return Err(ctx.err(format!(
+                    "the maximum of values of shapes {} and {}; moat takes it of equal shapes (no broadcasting)",
+                    batched(&shape),
+                    batched(&ys)
+                )));
+            }
+            inputs.push(self.materialize(ctx, y, &ys)?);
+        }
+        let out = self.push(ctx, None, Op::Max, inputs)?;
+        self.bind_output(ctx, 0, out, shape)
+    }
+
     /// `x · HardSigmoid(x; α = 1/6, β = 1/2)`, how HardSwish is written before opset 14 (moat's
     /// own export, PyTorch's): a moat `HardSwish` of `x`; `x · Sigmoid(x)`, how SiLU is written
     /// (PyTorch's export, moat's): a moat `Silu` of `x`. The gate stays only if something else

@@ -5,7 +5,7 @@
 //! | `Conv2d` | `Conv` (kernel_shape, strides, pads, dilations 1, group 1) |
 //! | `Dense` | `Gemm` (transB = 1) — a Dense input is already `[N, F]` |
 //! | `BatchNorm` | `BatchNormalization` |
-//! | `Relu`, `Add`, `Flatten` (axis 1), `Sigmoid`, `Tanh`, `HardSigmoid` | same |
+//! | `Relu`, `Add`, `Max`, `Flatten` (axis 1), `Sigmoid`, `Tanh`, `HardSigmoid` | same |
 //! | `HardSwish` | `HardSigmoid` (α = 1/6, β = 1/2) + `Mul` (ONNX `HardSwish` is opset 14) |
 //! | `Silu` | `Sigmoid` + `Mul` (ONNX `Swish` is opset 24) |
 //! | `Gelu` | `Div` by √2, `Erf`, `Add` 1, `Mul` by x, `Mul` by 1/2 (ONNX `Gelu` is opset 20) |
@@ -129,6 +129,7 @@ pub(super) fn export_model(graph: &Graph) -> Result<ModelProto> {
         let name = node.name.as_str();
         match &node.op {
             Op::Add => w.node("Add", name, ins, out.clone(), vec![]),
+            Op::Max => w.node("Max", name, ins, out.clone(), vec![]),
             Op::Concat => w.node("Concat", name, ins, out.clone(), vec![attr_int("axis", 1)]),
             Op::AvgPool(p) => {
                 let mut attrs = pool_attrs(p);

@@ -20,6 +20,7 @@
 //! | `MatMul` (+ `Add`) | `Dense` | constant `[K, M]` right operand; a following per-output constant `Add` becomes the bias |
 //! | `Add` | `Add` | two computed values of equal shape (residual) |
 //! | `Sum` | `Add`s | computed values of equal shape: one passes through, more are added in order |
+//! | `Max` | `Max` | computed values of equal shape (no broadcasting): one passes through; exact in every execution (`b + ReLU(a − b)` per further input) |
 //! | `Add`, `Sub`, `Mul`, `Div` with a constant | `BatchNorm`, or folded | scalar or per-channel constant: the exact affine map `x·s + t` (`x / c` as `x·(1/c)`, exact for powers of two), also `c + x`, `c − x`, `c·x`; `c / x` is refused. Folded into a following Dense or unpadded Conv when nothing else reads it; `Add`/`Sub` right after a Dense/Conv read by nothing else becomes its bias |
 //! | `Concat` | `Concat` | computed values along the channel axis: ONNX axis 1 (−3 for `[N, C, H, W]`, −1 for `[N, F]`) |
 //! | `BatchNormalization` | `BatchNorm` | inference mode |

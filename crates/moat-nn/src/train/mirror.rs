@@ -187,6 +187,7 @@ impl Mirror {
                 | Op::Sigmoid
                 | Op::Tanh
                 | Op::Silu
+                | Op::Max
                 | Op::PRelu { .. }
                 | Op::Gelu
                 | Op::Elu { .. }

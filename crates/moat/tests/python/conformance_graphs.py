@@ -196,6 +196,18 @@ def sum_of_three_and_one(opset):
     return g
 
 
+@case("max_of_three")
+def max_of_three(opset):
+    """Element-wise Max of three computed values of equal shape."""
+    g = Graph("x", [2, 4, 4], ["y"])
+    a = g.node("Conv", ["x", g.w("ka", [2, 2, 3, 3]), g.w("ba", [2])], ["a"], pads=[1, 1, 1, 1])
+    r = g.node("Relu", [a], ["ra"])
+    m = g.node("Max", ["x", a, r], ["m"])
+    f = g.node("Flatten", [m], ["f"], axis=1)
+    g.node("Gemm", [f, g.w("W", [3, 32]), g.w("bias", [3])], ["y"], transB=1)
+    return g
+
+
 @case("matmul_add")
 def matmul_add(opset):
     g = Graph("x", [3, 2, 2], ["y"])
