@@ -12,6 +12,9 @@
 //! | `HardSwish` | [`RingSwish`]: `c²/6 + c/2 + ReLU(x − 3)`, `c = clip(x, −3, 3)` | 1.5·10⁻⁴ (1.42·10⁻⁴) |
 //! | `Sigmoid` | [`SIGMOID`]: an odd linear spline with 16 knots per side | 9.3·10⁻⁴ |
 //! | `Tanh` | [`TANH`]: an odd linear spline with 16 knots per side | 1.8·10⁻³ |
+//! | `Silu` (`x·σ(x)`) | [`SILU`]: `ReLU(x)` plus a 16-knot spline of the bounded, even `Silu(x) − ReLU(x)` in `\|x\|` | 1.9·10⁻³ (1.82·10⁻³) |
+//! | `Gelu` (`x·Φ(x)`, erf form) | [`GELU`]: `ReLU(x)` plus a 16-knot spline of the even `Gelu(x) − ReLU(x)` in `\|x\|` | 1.3·10⁻³ (1.29·10⁻³) |
+//! | `Elu(α)` | [`ELU`]: `ReLU(x)` plus a 16-knot spline of `α·(e^x − 1)` in `ReLU(−x)` | 2.2·10⁻³·\|α\| + 2^−12 (α = 1: 2.2·10⁻³, measured 2.14·10⁻³) |
 //!
 //! The errors are measured against `f64` on every fixed-point value in `[−16, 16]` plus
 //! geometrically spaced tails out to `±2^20` (the hard sigmoid to `±4000`, inside its input
@@ -23,6 +26,19 @@
 //! splines read any activation (`|x| < 2^(ℓ−1−f) − 64`).
 
 use crate::fixed::FixedPoint;
+
+/// How a [`Spline`] reads its input and where its spline goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum SplineForm {
+    /// `y(x) = c + sign(x)·g(|x|)`: odd about `c = y(0)` (sigmoid, tanh).
+    Odd,
+    /// `y(x) = ReLU(x) + g(|x|)`: the difference to the ReLU is even and bounded, and `g(a)` is
+    /// `y(−a)` (SiLU, GELU: `−|x|·σ(−|x|)`, `−|x|·Φ(−|x|)`).
+    Even,
+    /// `y(x) = ReLU(x) + g(ReLU(−x))`: the difference to the ReLU lives on the negative side,
+    /// `g(a) = y(−a)` (ELU).
+    Negative,
+}
 
 /// An activation `y(x)` odd about its value at zero (`y(x) − c = −(y(−x) − c)`, `c = y(0)`),
 /// approximated by a continuous piecewise-linear function of `|x|` that is constant beyond its
@@ -37,6 +53,7 @@ use crate::fixed::FixedPoint;
 #[derive(Clone, Copy, Debug)]
 pub struct Spline {
     name: &'static str,
+    form: SplineForm,
     center: f64,
     knots: &'static [f64],
     exact: fn(f64) -> f64,
@@ -63,14 +80,89 @@ fn sigmoid_f64(x: f64) -> f64 {
 /// **Measured maximum error** (ℓ = 37, f = 12, every fixed-point value in `[−16, 16]` and tails
 /// to `±2^20`): **9.3·10⁻⁴** (9.24·10⁻⁴ at x ≈ −0.6), about 3.8 units of `2^−12`. Two-party
 /// cost per element: 17 comparisons (sign + 16 ReLUs), 2 multiplexers, 1 signed truncation.
-pub const SIGMOID: Spline =
-    Spline { name: "Sigmoid", center: 0.5, knots: &SIGMOID_KNOTS, exact: sigmoid_f64, bound: 9.3e-4 };
+pub const SIGMOID: Spline = Spline {
+    name: "Sigmoid",
+    form: SplineForm::Odd,
+    center: 0.5,
+    knots: &SIGMOID_KNOTS,
+    exact: sigmoid_f64,
+    bound: 9.3e-4,
+};
 
 /// `tanh(x)` by a 16-knot odd spline about 0 (the knots of [`SIGMOID`] halved).
 ///
 /// **Measured maximum error** (ℓ = 37, f = 12, every fixed-point value in `[−16, 16]` and tails
 /// to `±2^20`): **1.8·10⁻³** (1.73·10⁻³). Two-party cost per element as [`SIGMOID`].
-pub const TANH: Spline = Spline { name: "Tanh", center: 0.0, knots: &TANH_KNOTS, exact: f64::tanh, bound: 1.8e-3 };
+pub const TANH: Spline =
+    Spline { name: "Tanh", form: SplineForm::Odd, center: 0.0, knots: &TANH_KNOTS, exact: f64::tanh, bound: 1.8e-3 };
+
+/// Knots of [`SILU`]: spacing ∝ `|g''|^(−1/2)` for `g(a) = −a·σ(−a)` (segment errors equalised
+/// numerically, rounded to 64ths; `g''` vanishes near 2.4, hence the long segment there), the
+/// last at 10.5 where `|g| = 2.9·10⁻⁴`.
+const SILU_KNOTS: [f64; 16] = [
+    0.15625, 0.3125, 0.484375, 0.65625, 0.828125, 1.03125, 1.25, 1.5, 1.828125, 3.0625, 3.640625, 4.25, 4.96875, 5.875,
+    7.25, 10.5,
+];
+
+/// Knots of [`GELU`], chosen as [`SILU_KNOTS`] for `g(a) = −a·Φ(−a)`; the last at 4.25 where
+/// `|g| = 4.5·10⁻⁵`.
+const GELU_KNOTS: [f64; 16] = [
+    0.09375, 0.203125, 0.296875, 0.40625, 0.515625, 0.640625, 0.78125, 0.921875, 1.109375, 1.453125, 1.796875, 2.0625,
+    2.359375, 2.6875, 3.140625, 4.25,
+];
+
+/// Knots of [`ELU`], chosen as [`SILU_KNOTS`] for `g(a) = e^−a − 1`; the last at 8 where
+/// `|g(∞) − g(8)| = e^−8 = 3.4·10⁻⁴`.
+const ELU_KNOTS: [f64; 16] = [
+    0.125, 0.265625, 0.40625, 0.5625, 0.734375, 0.921875, 1.125, 1.359375, 1.609375, 1.90625, 2.25, 2.671875, 3.203125,
+    3.9375, 5.09375, 8.0,
+];
+
+fn silu_f64(x: f64) -> f64 {
+    x * sigmoid_f64(x)
+}
+
+fn gelu_f64(x: f64) -> f64 {
+    0.5 * x * (1.0 + libm::erf(x * std::f64::consts::FRAC_1_SQRT_2))
+}
+
+fn elu_f64(x: f64) -> f64 {
+    if x > 0.0 { x } else { x.exp_m1() }
+}
+
+/// `Silu(x) = x·σ(x)` (ONNX `Swish` with α = 1, PyTorch's `Mul(x, Sigmoid(x))`) as `ReLU(x)`
+/// plus a 16-knot spline of the even difference `−|x|·σ(−|x|)` (in `[−0.28, 0]`, zero at 0 and
+/// beyond the last knot).
+///
+/// **Measured maximum error** (ℓ = 37, f = 12, every fixed-point value in `[−16, 16]` and tails
+/// to `±2^20`): **1.9·10⁻³** (1.82·10⁻³ at x ≈ −0.40). Two-party cost per element: 17 ReLUs (`ReLU(x)`, then one per
+/// knot on `|x| = 2·ReLU(x) − x`) and 1 signed truncation; no multiplexer beyond the ReLUs'.
+pub const SILU: Spline =
+    Spline { name: "Silu", form: SplineForm::Even, center: 0.0, knots: &SILU_KNOTS, exact: silu_f64, bound: 1.9e-3 };
+
+/// `Gelu(x) = x·Φ(x) = x·(1 + erf(x/√2))/2` (ONNX `Gelu`, `approximate = "none"`, and the
+/// `Erf` pattern exporters write before opset 20) as `ReLU(x)` plus a 16-knot spline of the even
+/// difference `−|x|·Φ(−|x|)` (in `[−0.17, 0]`).
+///
+/// **Measured maximum error** (ℓ = 37, f = 12, every fixed-point value in `[−16, 16]` and tails
+/// to `±2^20`): **1.3·10⁻³** (1.29·10⁻³ at x ≈ −0.15). Two-party cost per element as [`SILU`].
+pub const GELU: Spline =
+    Spline { name: "Gelu", form: SplineForm::Even, center: 0.0, knots: &GELU_KNOTS, exact: gelu_f64, bound: 1.3e-3 };
+
+/// `Elu(x) = x` for `x > 0`, `α·(e^x − 1)` elsewhere (ONNX `Elu`) as `ReLU(x)` plus a 16-knot
+/// spline of `α·(e^−a − 1)` in `a = ReLU(−x)` (in `[−α, 0]`); [`Spline::quantize_scaled`] takes α.
+///
+/// **Measured maximum error** at α = 1 (ℓ = 37, f = 12, every fixed-point value in `[−16, 16]`
+/// and tails to `±2^20`): **2.2·10⁻³** (2.14·10⁻³ at x ≈ −0.19); the spline's part scales with α
+/// (measured 1.14·10⁻³ at α = 0.5, 4.19·10⁻³ at α = 2; the unit test holds α = 0.5, 2 and −1 to
+/// `|α|·`2.2·10⁻³ plus a unit of `2^−12`). Two-party cost per element as
+/// [`SILU`].
+pub const ELU: Spline =
+    Spline { name: "Elu", form: SplineForm::Negative, center: 0.0, knots: &ELU_KNOTS, exact: elu_f64, bound: 2.2e-3 };
+
+/// The largest |α| of an ELU the ring functions take: its spline's sum (`α` at `2f + e` bits)
+/// must stay inside the ring (ONNX's default is 1).
+pub const ELU_MAX_ALPHA: f32 = 16.0;
 
 /// The measured maximum error of [`RingHard`] at α = 0.2, β = 0.5 (ℓ = 37, f = 12): one unit
 /// of `2^−12` (the rounding of `α·x + β`, with α's own rounding, at x = −2.5).
@@ -82,7 +174,14 @@ pub const HARD_SWISH_MAX_ERROR: f64 = 1.5e-4;
 /// Fractional bits the spline's slopes carry beyond `f`: as many as the ring leaves while the
 /// sum (an output in `[−1, 2]` at `2f + e` bits) stays below `2^(ℓ−4)`, at most `f`.
 fn extra_bits(fp: FixedPoint) -> u32 {
-    (fp.ring_bits().saturating_sub(4 + 2 * fp.frac_bits())).min(fp.frac_bits())
+    extra_bits_for(fp, 2.0)
+}
+
+/// [`extra_bits`] for a sum of magnitude up to `magnitude` (at least 2, as the sigmoid's): one
+/// bit fewer for each doubling beyond 2.
+fn extra_bits_for(fp: FixedPoint, magnitude: f64) -> u32 {
+    let lost = (magnitude / 2.0).log2().ceil().clamp(0.0, 64.0) as u32;
+    (fp.ring_bits().saturating_sub(4 + 2 * fp.frac_bits() + lost)).min(fp.frac_bits())
 }
 
 impl Spline {
@@ -101,9 +200,23 @@ impl Spline {
         self.bound
     }
 
+    /// How the spline reads its input.
+    pub fn form(&self) -> SplineForm {
+        self.form
+    }
+
     /// The exact function, in `f64`.
     pub fn exact(&self, x: f64) -> f64 {
         (self.exact)(x)
+    }
+
+    /// The exact function with its difference to the ReLU scaled by `scale` (ELU's α; an odd
+    /// spline ignores `scale`).
+    pub fn exact_scaled(&self, x: f64, scale: f64) -> f64 {
+        match self.form {
+            SplineForm::Odd => self.exact(x),
+            SplineForm::Even | SplineForm::Negative => x.max(0.0) + scale * (self.exact(x) - x.max(0.0)),
+        }
     }
 
     /// The spline on ring elements of `fp`. The slopes are rounded one segment after the
@@ -111,13 +224,35 @@ impl Spline {
     /// spline got to (so rounding errors do not accumulate), and the last weight cancels the
     /// slope exactly (the tails are constant whatever `|x|`).
     pub fn quantize(&self, fp: FixedPoint) -> RingSpline {
+        self.quantize_scaled(fp, 1.0)
+    }
+
+    /// [`Spline::quantize`] of [`Spline::exact_scaled`]: the rectified forms' spline part
+    /// times `scale` (ELU's α, at most [`ELU_MAX_ALPHA`] in magnitude; an odd spline ignores it).
+    pub fn quantize_scaled(&self, fp: FixedPoint, scale: f64) -> RingSpline {
         let f = fp.frac_bits();
-        let shift = f + extra_bits(fp);
+        let (scale, magnitude) = match self.form {
+            SplineForm::Odd => (1.0, 2.0),
+            SplineForm::Even | SplineForm::Negative => (scale, scale.abs().max(2.0)),
+        };
+        let shift = f + extra_bits_for(fp, magnitude);
         let sum_bits = f + shift;
         let points: Vec<i64> =
             std::iter::once(0).chain(self.knots.iter().map(|k| (k * 2f64.powi(f as i32)).round() as i64)).collect();
-        let target =
-            |p: i64| ((self.exact(p as f64 / 2f64.powi(f as i32)) - self.center) * 2f64.powi(sum_bits as i32)).round();
+        // The odd form splines `y(a) − c`; the rectified forms `y(−a) − ReLU(−a) = y(−a)`, and
+        // reach its limit (0, or −α for ELU) exactly at the last knot, so that beyond it they
+        // are the ReLU itself plus that limit, without error.
+        let last = points.last().copied().unwrap_or(0);
+        let part = |p: i64| {
+            let a = p as f64 / 2f64.powi(f as i32);
+            match self.form {
+                SplineForm::Odd => self.exact(a) - self.center,
+                SplineForm::Even if p == last => 0.0,
+                SplineForm::Negative if p == last => -scale,
+                SplineForm::Even | SplineForm::Negative => scale * self.exact(-a),
+            }
+        };
+        let target = |p: i64| (part(p) * 2f64.powi(sum_bits as i32)).round();
         let mut reached = 0f64;
         let mut slopes = Vec::with_capacity(self.knots.len());
         for pair in points.windows(2) {
@@ -130,6 +265,7 @@ impl Spline {
         weights.push(-slopes.last().copied().unwrap_or(0));
         let offset = (self.center * 2f64.powi(sum_bits as i32)).round() as i64 + (1i64 << (shift - 1));
         RingSpline {
+            form: self.form,
             knots: points[1..].iter().map(|&t| fp.from_signed(t)).collect(),
             slope: fp.from_signed(slopes.first().copied().unwrap_or(0)),
             weights: weights.into_iter().map(|w| fp.from_signed(w)).collect(),
@@ -139,12 +275,16 @@ impl Spline {
     }
 }
 
-/// A [`Spline`] on ring elements: `y = ⌊(offset + sign(x)·g(|x|)) / 2^shift⌋` with
-/// `g(a) = slope·a + Σ_k weights[k]·ReLU(a − knots[k])`; `x`, `|x|`, the knots and `y` at `f`
+/// A [`Spline`] on ring elements: `y = ⌊(offset + sign(x)·g(|x|)) / 2^shift⌋` (odd form), or
+/// `y = ReLU(x) + ⌊(offset + g(a)) / 2^shift⌋` with `a = |x| = 2·ReLU(x) − x` (even form) or
+/// `a = ReLU(−x) = ReLU(x) − x` (negative form), where
+/// `g(a) = slope·a + Σ_k weights[k]·ReLU(a − knots[k])`; `x`, `a`, the knots and `y` at `f`
 /// bits, the slope and weights at `shift` bits, `offset` (the centre plus `2^(shift−1)`, so
 /// the truncation rounds to nearest) at `f + shift`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RingSpline {
+    /// How the input is read ([`SplineForm`]).
+    pub form: SplineForm,
     /// The positive knots at `f` bits.
     pub knots: Vec<u64>,
     /// The slope on `[0, knots[0]]`, at `shift` bits.
@@ -166,6 +306,13 @@ impl RingSpline {
 
     /// The spline at `x` (a ring element at `f` bits), as the two-party protocol computes it.
     pub fn eval(&self, fp: FixedPoint, x: u64) -> u64 {
+        let relu = |v: u64| if fp.is_negative(v) { 0 } else { v };
+        if self.form != SplineForm::Odd {
+            let r = relu(x);
+            let a = if self.form == SplineForm::Even { fp.sub(fp.add(r, r), x) } else { fp.sub(r, x) };
+            let g = self.magnitude(fp, a, self.knots.iter().map(|t| relu(fp.sub(a, *t))));
+            return fp.add(r, fp.truncate_by(fp.add(g, self.offset), self.shift));
+        }
         let negative = fp.is_negative(x);
         let a = if negative { fp.sub(0, x) } else { x };
         let relus = self.knots.iter().map(|t| {
@@ -314,6 +461,28 @@ mod tests {
             // Not a loose bound: within 15% of the measurement.
             assert!(err > 0.85 * bound, "{}: max error {err:e} far below {bound:e}", spline.name());
         }
+        let measured: Vec<(Spline, f64, f64)> = [SILU, GELU, ELU]
+            .into_iter()
+            .map(|spline| {
+                let q = spline.quantize(fp);
+                let (err, at) = max_error(fp, 2f64.powi(20), |x| q.eval(fp, x), |x| spline.exact(x));
+                eprintln!("{}: max error {err:e} at {at}", spline.name());
+                (spline, err, at)
+            })
+            .collect();
+        // ELU's spline part scales with α.
+        for alpha in [0.5, 2.0, -1.0] {
+            let q = ELU.quantize_scaled(fp, alpha);
+            let (err, at) = max_error(fp, 2f64.powi(20), |x| q.eval(fp, x), |x| ELU.exact_scaled(x, alpha));
+            eprintln!("Elu(α = {alpha}): max error {err:e} at {at}");
+            let bound = alpha.abs() * ELU.max_error() + 2f64.powi(-12);
+            assert!(err <= bound, "Elu(α = {alpha}): max error {err:e} at {at} above {bound:e}");
+        }
+        for (spline, err, at) in measured {
+            let bound = spline.max_error();
+            assert!(err <= bound, "{}: max error {err:e} at {at} above {bound:e}", spline.name());
+            assert!(err > 0.85 * bound, "{}: max error {err:e} far below {bound:e}", spline.name());
+        }
         let hard = RingHard::quantize(fp, 0.2, 0.5);
         let (err, at) = max_error(fp, 4000.0, |x| hard.eval(fp, x), |x| f64::from(hard_sigmoid(x as f32, 0.2, 0.5)));
         assert!(err <= HARD_SIGMOID_MAX_ERROR, "HardSigmoid: {err:e} at {at}");
@@ -340,6 +509,24 @@ mod tests {
                 // y(x) + y(−x) = 2c up to one unit of rounding.
                 let sum = fp.to_signed(p) + fp.to_signed(n) - 2 * fp.to_signed(center);
                 assert!(sum.abs() <= 1, "{} at ±{v}: {sum}", spline.name());
+            }
+        }
+    }
+
+    #[test]
+    fn rectified_splines_are_relus_far_out_and_exact_at_zero() {
+        let fp = FixedPoint::default();
+        for spline in [SILU, GELU, ELU] {
+            let q = spline.quantize(fp);
+            assert_eq!(q.eval(fp, 0), 0, "{}", spline.name());
+            // Beyond the last knot on the positive side: x itself, exactly.
+            for v in [20.0, 1e3, 1e6] {
+                assert_eq!(q.eval(fp, fp.encode(v)), fp.encode(v), "{} at {v}", spline.name());
+            }
+            // Far on the negative side: constant (0 for SiLU and GELU, −α for ELU).
+            let limit = if spline.form() == SplineForm::Negative { -1.0 } else { 0.0 };
+            for v in [-11.0, -1e3, -1e6] {
+                assert_eq!(q.eval(fp, fp.encode(v)), fp.encode(limit), "{} at {v}", spline.name());
             }
         }
     }

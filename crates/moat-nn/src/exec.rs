@@ -123,10 +123,16 @@ impl Kernel for FloatKernel<'_> {
     }
 
     fn leaky_relu(&mut self, site: &Site<'_>, x: &Vec<f32>) -> Result<Vec<f32>> {
-        let Op::LeakyRelu { alpha } = site.node.op else {
-            return Err(NnError::node(&site.node.name, site.node.op.kind(), "not a leaky ReLU"));
+        let slopes = match &site.node.op {
+            Op::LeakyRelu { alpha } => std::slice::from_ref(alpha),
+            Op::PRelu { slope } => slope.as_slice(),
+            other => return Err(NnError::node(&site.node.name, other.kind(), "not a leaky ReLU")),
         };
-        Ok(x.iter().map(|&v| if v >= 0.0 { v } else { alpha * v }).collect())
+        let per = x.len() / slopes.len().max(1);
+        Ok(x.iter()
+            .enumerate()
+            .map(|(i, &v)| if v >= 0.0 { v } else { slopes[(i / per.max(1)).min(slopes.len() - 1)] * v })
+            .collect())
     }
 
     fn hard_sigmoid(&mut self, site: &Site<'_>, x: &Vec<f32>) -> Result<Vec<f32>> {
@@ -144,7 +150,12 @@ impl Kernel for FloatKernel<'_> {
         match site.node.op {
             Op::Sigmoid => Ok(x.iter().map(|&v| approx::sigmoid(v)).collect()),
             Op::Tanh => Ok(x.iter().map(|&v| v.tanh()).collect()),
-            ref other => Err(NnError::node(&site.node.name, other.kind(), "not a sigmoid or tanh")),
+            Op::Silu => Ok(x.iter().map(|&v| approx::SILU.exact(v.into()) as f32).collect()),
+            Op::Gelu => Ok(x.iter().map(|&v| approx::GELU.exact(v.into()) as f32).collect()),
+            Op::Elu { alpha } => {
+                Ok(x.iter().map(|&v| approx::ELU.exact_scaled(v.into(), alpha.into()) as f32).collect())
+            }
+            ref other => Err(NnError::node(&site.node.name, other.kind(), "not a spline activation")),
         }
     }
 
@@ -172,6 +183,14 @@ impl Kernel for FloatKernel<'_> {
         Ok(concat(parts.iter().map(|p| p.as_slice())))
     }
 
+    fn max(&mut self, _site: &Site<'_>, parts: &[&Vec<f32>]) -> Result<Vec<f32>> {
+        let mut acc = parts.first().map(|p| p.to_vec()).unwrap_or_default();
+        for p in &parts[1.min(parts.len())..] {
+            acc.iter_mut().zip(p.iter()).for_each(|(a, b)| *a = a.max(*b));
+        }
+        Ok(acc)
+    }
+
     fn softmax(&mut self, _site: &Site<'_>, x: &Vec<f32>) -> Result<Vec<f32>> {
         Ok(softmax(x))
     }
@@ -193,6 +212,13 @@ pub fn softmax(x: &[f32]) -> Vec<f32> {
 /// An input with at most one non-zero in this many elements takes the scatter kernels.
 const SPARSE_RATIO: usize = 16;
 
+/// The slope of each of `n` elements: one slope for all, or one per channel (channel-major
+/// values: `n / slopes.len()` consecutive elements per channel).
+pub fn leaky_slopes(slopes: &[u64], n: usize) -> Vec<u64> {
+    let per = (n / slopes.len().max(1)).max(1);
+    (0..n).map(|i| slopes.get((i / per).min(slopes.len().saturating_sub(1))).copied().unwrap_or(0)).collect()
+}
+
 /// The quantised form of one node's parameters.
 #[derive(Clone, Debug, PartialEq)]
 pub enum QuantizedLayer {
@@ -205,16 +231,16 @@ pub enum QuantizedLayer {
         /// Upper bound.
         max: u64,
     },
-    /// Leaky ReLU slope at scale 2^f.
+    /// Leaky ReLU (or PRelu) slopes at scale 2^f: one for every element, or one per channel.
     LeakyRelu {
-        /// The slope below zero.
-        alpha: u64,
+        /// The slopes below zero ([`leaky_slopes`] spreads them over the elements).
+        alpha: Vec<u64>,
     },
     /// A hard sigmoid's slope and offset ([`approx::RingHard`]).
     HardSigmoid(RingHard),
     /// A hard swish ([`approx::RingSwish`]).
     HardSwish(RingSwish),
-    /// A sigmoid or tanh spline ([`approx::RingSpline`]).
+    /// A sigmoid, tanh, SiLU, GELU or ELU spline ([`approx::RingSpline`]).
     Spline(RingSpline),
     /// Convolution: weights at scale 2^f, bias at scale 2^(2f).
     Conv2d {
@@ -298,13 +324,17 @@ impl QuantizedGraph {
                         groups: c.group,
                     },
                     Op::Clip { min, max } => QuantizedLayer::Clip { min: q(&[*min], f)[0], max: q(&[*max], f)[0] },
-                    Op::LeakyRelu { alpha } => QuantizedLayer::LeakyRelu { alpha: q(&[*alpha], f)[0] },
+                    Op::LeakyRelu { alpha } => QuantizedLayer::LeakyRelu { alpha: q(&[*alpha], f) },
+                    Op::PRelu { slope } => QuantizedLayer::LeakyRelu { alpha: q(slope, f) },
                     Op::HardSigmoid { alpha, beta } => {
                         QuantizedLayer::HardSigmoid(RingHard::quantize(fixed, *alpha, *beta))
                     }
                     Op::HardSwish => QuantizedLayer::HardSwish(RingSwish::new(fixed)),
                     Op::Sigmoid => QuantizedLayer::Spline(approx::SIGMOID.quantize(fixed)),
                     Op::Tanh => QuantizedLayer::Spline(approx::TANH.quantize(fixed)),
+                    Op::Silu => QuantizedLayer::Spline(approx::SILU.quantize(fixed)),
+                    Op::Gelu => QuantizedLayer::Spline(approx::GELU.quantize(fixed)),
+                    Op::Elu { alpha } => QuantizedLayer::Spline(approx::ELU.quantize_scaled(fixed, (*alpha).into())),
                     Op::Dense(d) => QuantizedLayer::Dense { weight: q(d.weight.data(), f), bias: q(&d.bias, 2 * f) },
                     Op::BatchNorm(bn) => {
                         let (scale, shift) = bn.scale_shift();
@@ -323,9 +353,14 @@ impl QuantizedGraph {
                         window: window(&graph, input, p.kernel, p.stride, p.padding),
                         channels: shape[0],
                     },
-                    Op::Add | Op::Concat | Op::Flatten | Op::Reshape(_) | Op::Relu | Op::Softmax | Op::Transpose(_) => {
-                        QuantizedLayer::None
-                    }
+                    Op::Add
+                    | Op::Max
+                    | Op::Concat
+                    | Op::Flatten
+                    | Op::Reshape(_)
+                    | Op::Relu
+                    | Op::Softmax
+                    | Op::Transpose(_) => QuantizedLayer::None,
                 }
             })
             .collect();
@@ -532,12 +567,13 @@ impl Kernel for FixedKernel<'_> {
     /// above (`a·x + 2^f·x − a·x`), rounded down once.
     fn leaky_relu(&mut self, site: &Site<'_>, x: &Vec<u64>) -> Result<Vec<u64>> {
         let fp = self.model.fixed;
-        let QuantizedLayer::LeakyRelu { alpha } = self.model.layers[site.index] else {
+        let QuantizedLayer::LeakyRelu { alpha } = &self.model.layers[site.index] else {
             return Err(NnError::node(&site.node.name, site.node.op.kind(), "no leaky ReLU layer"));
         };
-        let above = fp.sub(1u64 << fp.frac_bits(), alpha);
         Ok(x.iter()
-            .map(|&v| {
+            .zip(leaky_slopes(alpha, x.len()))
+            .map(|(&v, alpha)| {
+                let above = fp.sub(1u64 << fp.frac_bits(), alpha);
                 let relu = if fp.is_negative(v) { 0 } else { v };
                 fp.truncate(fp.add(fp.mul(v, alpha), fp.mul(relu, above)))
             })
@@ -595,6 +631,18 @@ impl Kernel for FixedKernel<'_> {
 
     fn concat(&mut self, _site: &Site<'_>, parts: &[&Vec<u64>]) -> Result<Vec<u64>> {
         Ok(concat(parts.iter().map(|p| p.as_slice())))
+    }
+
+    fn max(&mut self, _site: &Site<'_>, parts: &[&Vec<u64>]) -> Result<Vec<u64>> {
+        let fp = self.model.fixed;
+        let mut acc = parts.first().map(|p| p.to_vec()).unwrap_or_default();
+        for p in &parts[1.min(parts.len())..] {
+            acc.iter_mut().zip(p.iter()).for_each(|(a, &b)| {
+                let d = fp.sub(*a, b);
+                *a = fp.add(b, if fp.is_negative(d) { 0 } else { d });
+            });
+        }
+        Ok(acc)
     }
 }
 

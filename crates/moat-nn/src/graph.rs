@@ -151,8 +151,19 @@ pub enum Op {
     Conv2d(Conv2d),
     /// Fully connected layer over `[N]`.
     Dense(Dense),
+    /// `x` where `x > 0`, `alpha · (e^x − 1)` elsewhere (ONNX `Elu`). Exact in float; in fixed
+    /// point and two-party `ReLU(x)` plus a spline ([`crate::approx::ELU`], measured maximum
+    /// error 2.2·10⁻³ at α = 1, scaling with α).
+    Elu {
+        /// The scale of the negative side (`|alpha| ≤` [`crate::approx::ELU_MAX_ALPHA`]).
+        alpha: f32,
+    },
     /// Flattens the value to one dimension.
     Flatten,
+    /// `x · Φ(x)` (ONNX `Gelu` with `approximate = "none"`, or its `Erf` pattern). Exact in
+    /// float; in fixed point and two-party `ReLU(x)` plus a spline ([`crate::approx::GELU`],
+    /// measured maximum error 1.3·10⁻³).
+    Gelu,
     /// Mean over the spatial dimensions: `[C, H, W] → [C]`.
     GlobalAvgPool,
     /// `max(0, min(1, alpha · x + beta))` (ONNX `HardSigmoid`). Exact in float; in fixed point
@@ -171,12 +182,27 @@ pub enum Op {
         /// The slope below zero.
         alpha: f32,
     },
+    /// Element-wise maximum of two or more values of the same shape (ONNX `Max`): exact in every
+    /// execution, `max(a, b) = b + ReLU(a − b)` folded over the inputs in order.
+    Max,
     /// Max pooling over `[C, H, W]`.
     MaxPool(Pool),
+    /// `x` where `x ≥ 0`, `slope[c] · x` elsewhere, one slope per channel (axis 0 of the
+    /// per-sample value; ONNX `PRelu` with a `[C, 1, 1]` or `[C]` slope). Exact by comparison in
+    /// every execution, as [`Op::LeakyRelu`]; the slopes are public in two-party inference (part
+    /// of the architecture the client receives, as a LeakyRelu's α).
+    PRelu {
+        /// One slope per channel.
+        slope: Vec<f32>,
+    },
     /// `max(x, 0)`.
     Relu,
     /// Static reshape to the given per-sample shape.
     Reshape(Vec<usize>),
+    /// `x · σ(x)` (ONNX `Swish` with α = 1, or `Mul(x, Sigmoid(x))`). Exact in float; in fixed
+    /// point and two-party `ReLU(x)` plus a spline ([`crate::approx::SILU`], measured maximum
+    /// error 1.9·10⁻³).
+    Silu,
     /// `1 / (1 + e^−x)` (ONNX `Sigmoid`). Exact in float; in fixed point and two-party an
     /// odd linear spline ([`crate::approx::SIGMOID`], measured maximum error 9.3·10⁻⁴).
     Sigmoid,
@@ -207,8 +233,12 @@ pub enum OpKind {
     Conv2d,
     /// [`Op::Dense`].
     Dense,
+    /// [`Op::Elu`].
+    Elu,
     /// [`Op::Flatten`].
     Flatten,
+    /// [`Op::Gelu`].
+    Gelu,
     /// [`Op::GlobalAvgPool`].
     GlobalAvgPool,
     /// [`Op::HardSigmoid`].
@@ -217,12 +247,18 @@ pub enum OpKind {
     HardSwish,
     /// [`Op::LeakyRelu`].
     LeakyRelu,
+    /// [`Op::Max`].
+    Max,
     /// [`Op::MaxPool`].
     MaxPool,
+    /// [`Op::PRelu`].
+    PRelu,
     /// [`Op::Relu`].
     Relu,
     /// [`Op::Reshape`].
     Reshape,
+    /// [`Op::Silu`].
+    Silu,
     /// [`Op::Sigmoid`].
     Sigmoid,
     /// [`Op::Softmax`].
@@ -246,14 +282,19 @@ impl OpKind {
             OpKind::Concat => "Concat",
             OpKind::Conv2d => "Conv2d",
             OpKind::Dense => "Dense",
+            OpKind::Elu => "Elu",
             OpKind::Flatten => "Flatten",
+            OpKind::Gelu => "Gelu",
             OpKind::GlobalAvgPool => "GlobalAvgPool",
             OpKind::HardSigmoid => "HardSigmoid",
             OpKind::HardSwish => "HardSwish",
             OpKind::LeakyRelu => "LeakyRelu",
+            OpKind::Max => "Max",
             OpKind::MaxPool => "MaxPool",
+            OpKind::PRelu => "PRelu",
             OpKind::Relu => "Relu",
             OpKind::Reshape => "Reshape",
+            OpKind::Silu => "Silu",
             OpKind::Sigmoid => "Sigmoid",
             OpKind::Softmax => "Softmax",
             OpKind::Tanh => "Tanh",
@@ -280,14 +321,19 @@ impl Op {
             Op::Concat => OpKind::Concat,
             Op::Conv2d(_) => OpKind::Conv2d,
             Op::Dense(_) => OpKind::Dense,
+            Op::Elu { .. } => OpKind::Elu,
             Op::Flatten => OpKind::Flatten,
+            Op::Gelu => OpKind::Gelu,
             Op::GlobalAvgPool => OpKind::GlobalAvgPool,
             Op::HardSigmoid { .. } => OpKind::HardSigmoid,
             Op::HardSwish => OpKind::HardSwish,
             Op::LeakyRelu { .. } => OpKind::LeakyRelu,
+            Op::Max => OpKind::Max,
             Op::MaxPool(_) => OpKind::MaxPool,
+            Op::PRelu { .. } => OpKind::PRelu,
             Op::Relu => OpKind::Relu,
             Op::Reshape(_) => OpKind::Reshape,
+            Op::Silu => OpKind::Silu,
             Op::Sigmoid => OpKind::Sigmoid,
             Op::Softmax => OpKind::Softmax,
             Op::Tanh => OpKind::Tanh,
@@ -304,6 +350,7 @@ impl Op {
     pub fn accepts_inputs(&self, n: usize) -> bool {
         match self {
             Op::Add => n == 2,
+            Op::Max => n >= 2,
             Op::Concat => n >= 2,
             _ => n == 1,
         }
@@ -354,6 +401,20 @@ fn check_parameters(node: &Node) -> Result<()> {
         Op::Dense(d) => vec![("weight", d.weight.data()), ("bias", &d.bias)],
         Op::Clip { min, max } => vec![("min", std::slice::from_ref(min)), ("max", std::slice::from_ref(max))],
         Op::LeakyRelu { alpha } => vec![("alpha", std::slice::from_ref(alpha))],
+        Op::PRelu { slope } => vec![("slope", slope.as_slice())],
+        Op::Elu { alpha } => {
+            if alpha.abs() > crate::approx::ELU_MAX_ALPHA {
+                return Err(NnError::node(
+                    &node.name,
+                    node.op.kind(),
+                    format!(
+                        "alpha = {alpha}: moat computes Elu with |alpha| ≤ {} (its fixed-point spline must fit the ring)",
+                        crate::approx::ELU_MAX_ALPHA
+                    ),
+                ));
+            }
+            vec![("alpha", std::slice::from_ref(alpha))]
+        }
         Op::HardSigmoid { alpha, beta } => {
             vec![("alpha", std::slice::from_ref(alpha)), ("beta", std::slice::from_ref(beta))]
         }
@@ -514,12 +575,18 @@ impl Graph {
         let node = &self.nodes[index];
         let out = numel(self.shape(ValueId::of_node(index)));
         match &node.op {
-            Op::Relu | Op::LeakyRelu { .. } => out,
+            Op::Relu | Op::LeakyRelu { .. } | Op::PRelu { .. } => out,
+            // One ReLU per input after the first.
+            Op::Max => out * node.inputs.len().saturating_sub(1),
             // ReLU(x − min) and ReLU(x − max); a hard sigmoid is a clip, a hard swish one too.
             Op::Clip { .. } | Op::HardSigmoid { .. } | Op::HardSwish => 2 * out,
             // The sign of x, then one ReLU per knot of the spline.
             Op::Sigmoid => (1 + crate::approx::SIGMOID.knots().len()) * out,
             Op::Tanh => (1 + crate::approx::TANH.knots().len()) * out,
+            // ReLU(x), then one ReLU per knot.
+            Op::Silu => (1 + crate::approx::SILU.knots().len()) * out,
+            Op::Gelu => (1 + crate::approx::GELU.knots().len()) * out,
+            Op::Elu { .. } => (1 + crate::approx::ELU.knots().len()) * out,
             Op::MaxPool(p) => out * (p.kernel[0] * p.kernel[1]).saturating_sub(1),
             _ => 0,
         }
@@ -669,6 +736,12 @@ pub(crate) fn node_shape(shapes: &[Vec<usize>], node: &Node) -> Result<Vec<usize
                 }
                 x
             }
+            Op::Max => {
+                if let Some(y) = node.inputs[1..].iter().map(|v| &shapes[v.0]).find(|y| **y != x) {
+                    return Err(err(format!("the maximum of shapes {x:?} and {y:?} (no broadcasting)")));
+                }
+                x
+            }
             Op::Concat => {
                 let mut out = x.clone();
                 for input in &node.inputs[1..] {
@@ -757,7 +830,21 @@ pub(crate) fn node_shape(shapes: &[Vec<usize>], node: &Node) -> Result<Vec<usize
                 }
                 target.clone()
             }
-            Op::Relu | Op::LeakyRelu { .. } | Op::HardSigmoid { .. } | Op::HardSwish | Op::Sigmoid | Op::Tanh => x,
+            Op::Relu
+            | Op::LeakyRelu { .. }
+            | Op::HardSigmoid { .. }
+            | Op::HardSwish
+            | Op::Sigmoid
+            | Op::Tanh
+            | Op::Silu
+            | Op::Gelu
+            | Op::Elu { .. } => x,
+            Op::PRelu { slope } => {
+                if x.first() != Some(&slope.len()) {
+                    return Err(err(format!("{} slopes for a value of shape {x:?} (one per channel)", slope.len())));
+                }
+                x
+            }
             Op::Clip { min, max } => {
                 if min >= max {
                     return Err(err(format!("min {min} is not below max {max}")));

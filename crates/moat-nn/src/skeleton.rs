@@ -50,6 +50,22 @@ pub enum SkeletonOp {
     Sigmoid,
     /// [`Op::Tanh`].
     Tanh,
+    /// [`Op::Silu`].
+    Silu,
+    /// [`Op::Max`].
+    Max,
+    /// [`Op::PRelu`] (the slopes are public).
+    PRelu {
+        /// One slope per channel.
+        slope: Vec<f32>,
+    },
+    /// [`Op::Gelu`].
+    Gelu,
+    /// [`Op::Elu`] (α is public).
+    Elu {
+        /// The scale of the negative side.
+        alpha: f32,
+    },
     /// [`Op::LeakyRelu`] (the slope is public).
     LeakyRelu {
         /// The slope below zero.
@@ -164,6 +180,11 @@ impl Graph {
                     Op::HardSwish => SkeletonOp::HardSwish,
                     Op::Sigmoid => SkeletonOp::Sigmoid,
                     Op::Tanh => SkeletonOp::Tanh,
+                    Op::Silu => SkeletonOp::Silu,
+                    Op::Max => SkeletonOp::Max,
+                    Op::PRelu { slope } => SkeletonOp::PRelu { slope: slope.clone() },
+                    Op::Gelu => SkeletonOp::Gelu,
+                    Op::Elu { alpha } => SkeletonOp::Elu { alpha: *alpha },
                     Op::Transpose(perm) => SkeletonOp::Transpose { perm: perm.clone() },
                     Op::Reshape(shape) => SkeletonOp::Reshape { shape: shape.clone() },
                     Op::Softmax => SkeletonOp::Softmax,
@@ -230,6 +251,11 @@ impl Skeleton {
                     SkeletonOp::HardSwish => Op::HardSwish,
                     SkeletonOp::Sigmoid => Op::Sigmoid,
                     SkeletonOp::Tanh => Op::Tanh,
+                    SkeletonOp::Silu => Op::Silu,
+                    SkeletonOp::Max => Op::Max,
+                    SkeletonOp::PRelu { slope } => Op::PRelu { slope: slope.clone() },
+                    SkeletonOp::Gelu => Op::Gelu,
+                    SkeletonOp::Elu { alpha } => Op::Elu { alpha: *alpha },
                     SkeletonOp::Conv2d { weight_shape, stride, padding, group } => Op::Conv2d(Conv2d {
                         weight: Tensor::zeros(weight_shape.to_vec()),
                         bias: vec![0.0; weight_shape[0]],

@@ -15,10 +15,12 @@
 //! * clip → [`Kernel::clip`], rescaled like a ReLU (`clip(x, a, b) = a + ReLU(x − a) − ReLU(x − b)`);
 //! * max pool → [`Kernel::max_pool`];
 //! * leaky ReLU → [`Kernel::leaky_relu`] (input at `f`, output truncated);
-//! * hard sigmoid → [`Kernel::hard_sigmoid`], hard swish → [`Kernel::hard_swish`], sigmoid and
-//!   tanh → [`Kernel::spline`] (input at `f`, output at `f`; [`crate::approx`]);
+//! * hard sigmoid → [`Kernel::hard_sigmoid`], hard swish → [`Kernel::hard_swish`], sigmoid,
+//!   tanh, SiLU, GELU and ELU → [`Kernel::spline`] (input at `f`, output at `f`;
+//!   [`crate::approx`]);
 //! * add → [`Kernel::add`], each operand lifted by `2^f` when it meets a deferred one;
 //! * concat → [`Kernel::concat`];
+//! * max → [`Kernel::max`] (inputs at `f`: no linear layer defers its truncation into a max);
 //! * flatten, reshape → the value itself (row-major values do not move);
 //! * transpose → [`Kernel::transpose`] with the public [`crate::kernels::permutation`];
 //! * softmax → [`Kernel::softmax`] (the ring executions stop at the logits, its input).
@@ -93,13 +95,14 @@ pub enum Step {
         /// Truncate the output.
         truncate: bool,
     },
-    /// A leaky ReLU on a value at `f` (its output is truncated).
+    /// A leaky ReLU (or a PRelu: one slope per channel) on a value at `f` (its output is
+    /// truncated).
     LeakyRelu,
     /// A hard sigmoid on a value at `f` (output at `f`).
     HardSigmoid,
     /// A hard swish on a value at `f` (output at `f`).
     HardSwish,
-    /// A sigmoid or tanh spline on a value at `f` (output at `f`).
+    /// A sigmoid, tanh, SiLU, GELU or ELU spline on a value at `f` (output at `f`).
     Spline,
     /// A max pool (no rescaling).
     MaxPool,
@@ -107,6 +110,8 @@ pub enum Step {
     Add,
     /// Concatenation of the inputs along the first axis.
     Concat,
+    /// The element-wise maximum of the inputs (all at `f`).
+    Max,
     /// Flatten or reshape: the value itself.
     Reshape,
     /// A softmax head.
@@ -124,13 +129,14 @@ impl Step {
             }
             Op::Relu => Step::Relu { truncate: plan.truncates_after_relu(index) },
             Op::Clip { .. } => Step::Clip { truncate: plan.truncates_after_relu(index) },
-            Op::LeakyRelu { .. } => Step::LeakyRelu,
+            Op::LeakyRelu { .. } | Op::PRelu { .. } => Step::LeakyRelu,
             Op::HardSigmoid { .. } => Step::HardSigmoid,
             Op::HardSwish => Step::HardSwish,
-            Op::Sigmoid | Op::Tanh => Step::Spline,
+            Op::Sigmoid | Op::Tanh | Op::Silu | Op::Gelu | Op::Elu { .. } => Step::Spline,
             Op::MaxPool(_) => Step::MaxPool,
             Op::Add => Step::Add,
             Op::Concat => Step::Concat,
+            Op::Max => Step::Max,
             Op::Flatten | Op::Reshape(_) => Step::Reshape,
             Op::Softmax => Step::Softmax,
             Op::Transpose(_) => Step::Transpose,
@@ -178,7 +184,8 @@ pub trait Kernel {
     /// A hard swish of `x` (at `f`), [`crate::approx::RingSwish`] in the ring executions.
     fn hard_swish(&mut self, site: &Site<'_>, x: &Self::Value) -> Result<Self::Value, Self::Error>;
 
-    /// A sigmoid or tanh of `x` (at `f`), [`crate::approx::RingSpline`] in the ring executions.
+    /// A sigmoid, tanh, SiLU, GELU or ELU of `x` (at `f`), [`crate::approx::RingSpline`] in the
+    /// ring executions.
     fn spline(&mut self, site: &Site<'_>, x: &Self::Value) -> Result<Self::Value, Self::Error>;
 
     /// A max pool on `x`.
@@ -186,6 +193,10 @@ pub trait Kernel {
 
     /// The sum of `terms`; a term `(v, true)` is multiplied by `2^f` first.
     fn add(&mut self, site: &Site<'_>, terms: &[(&Self::Value, bool)]) -> Result<Self::Value, Self::Error>;
+
+    /// The element-wise maximum of `parts` (at `f`): `acc ← b + ReLU(acc − b)` for each `b`
+    /// after the first, in order (the ring executions compute exactly that, mod `2^ℓ`).
+    fn max(&mut self, site: &Site<'_>, parts: &[&Self::Value]) -> Result<Self::Value, Self::Error>;
 
     /// `parts` one after the other.
     fn concat(&mut self, site: &Site<'_>, parts: &[&Self::Value]) -> Result<Self::Value, Self::Error>;
@@ -277,12 +288,12 @@ pub fn run<K: Kernel>(
                 }
                 kernel.add(&site, &terms)?
             }
-            Step::Concat => {
+            Step::Concat | Step::Max => {
                 let mut parts = Vec::with_capacity(node.inputs.len());
                 for input in &node.inputs {
                     parts.push(values[input.0].as_ref().ok_or_else(|| released(node))?);
                 }
-                kernel.concat(&site, &parts)?
+                if step == Step::Max { kernel.max(&site, &parts)? } else { kernel.concat(&site, &parts)? }
             }
             Step::Reshape => x.clone(),
             Step::Softmax => kernel.softmax(&site, x)?,

@@ -677,24 +677,109 @@ fn approximated_activations_import_with_their_attributes() -> Result<()> {
 }
 
 #[test]
+fn silu_gelu_elu_import_from_their_ops_and_patterns() -> Result<()> {
+    let x = [-3.0f32, -0.5, 0.0, 2.0];
+    let silu = [-0.142_277_62, -0.188_770_33, 0.0, 1.761_594_2];
+    let gelu = [-0.004_049_694, -0.154_268_77, 0.0, 1.954_499_7];
+    let near = |y: &[f32], want: &[f32]| y.iter().zip(want).all(|(a, b)| (a - b).abs() < 1e-6);
+    let one = |op: &str, opset: i64, attrs| model(opset, &[4], vec![node(op, "act", &["x"], &["y"], attrs)], vec![]);
+    // SiLU: ONNX Swish (opset 24), and PyTorch's x * Sigmoid(x) (the gate is dropped).
+    for m in [
+        one("Swish", 24, vec![]),
+        model(
+            13,
+            &[4],
+            vec![node("Sigmoid", "gate", &["x"], &["s"], vec![]), node("Mul", "silu", &["s", "x"], &["y"], vec![])],
+            vec![],
+        ),
+    ] {
+        let g = import(&m)?;
+        assert_eq!(kinds(&g), ["Silu"]);
+        let y = run(&g, &x)?;
+        assert!(near(&y, &silu), "{y:?}");
+    }
+    let e = error(&one("Swish", 24, vec![a_float("alpha", 2.0)]));
+    assert!(e.contains("'act'") && e.contains("alpha = 2"), "{e}");
+    // GELU: the opset-20 op, and the Erf pattern in PyTorch's form and with 0.5·x formed first.
+    let consts = || {
+        vec![
+            t_f32("sqrt2", &[], &[std::f32::consts::SQRT_2]),
+            t_f32("inv_sqrt2", &[], &[std::f32::consts::FRAC_1_SQRT_2]),
+            t_f32("one", &[], &[1.0]),
+            t_f32("half", &[], &[0.5]),
+        ]
+    };
+    let pytorch = vec![
+        node("Div", "div", &["x", "sqrt2"], &["d"], vec![]),
+        node("Erf", "erf", &["d"], &["e"], vec![]),
+        node("Add", "add", &["e", "one"], &["a"], vec![]),
+        node("Mul", "mul", &["x", "a"], &["m"], vec![]),
+        node("Mul", "mul_half", &["m", "half"], &["y"], vec![]),
+    ];
+    let half_first = vec![
+        node("Mul", "half_x", &["half", "x"], &["h"], vec![]),
+        node("Mul", "scale", &["inv_sqrt2", "x"], &["d"], vec![]),
+        node("Erf", "erf", &["d"], &["e"], vec![]),
+        node("Add", "add", &["one", "e"], &["a"], vec![]),
+        node("Mul", "mul", &["a", "h"], &["y"], vec![]),
+    ];
+    for m in
+        [one("Gelu", 20, vec![]), model(13, &[4], pytorch.clone(), consts()), model(13, &[4], half_first, consts())]
+    {
+        let g = import(&m)?;
+        assert_eq!(kinds(&g), ["Gelu"]);
+        let y = run(&g, &x)?;
+        assert!(near(&y, &gelu), "{y:?}");
+    }
+    let e = error(&one("Gelu", 20, vec![a_str("approximate", "tanh")]));
+    assert!(e.contains("'act'") && e.contains("approximate = 'tanh'"), "{e}");
+    // An Erf outside the pattern, or a pattern whose parts are read elsewhere, is refused.
+    let e = error(&model(13, &[4], vec![node("Erf", "lonely", &["x"], &["y"], vec![])], vec![]));
+    assert!(e.contains("'lonely'") && e.contains("GELU"), "{e}");
+    let mut leaky = pytorch;
+    leaky.push(node("Add", "peek", &["a", "a"], &["z"], vec![]));
+    let e = error(&model(13, &[4], leaky, consts()));
+    assert!(e.contains("'erf'") && e.contains("is read 3 times"), "{e}");
+    // ELU with its alpha (default 1); an alpha beyond what the ring holds is refused.
+    let g = import(&one("Elu", 9, vec![a_float("alpha", 0.5)]))?;
+    assert_eq!(g.nodes()[0].op, Op::Elu { alpha: 0.5 });
+    let y = run(&g, &x)?;
+    assert!(near(&y, &[-0.475_106_47, -0.196_734_67, 0.0, 2.0]), "{y:?}");
+    assert_eq!(import(&one("Elu", 13, vec![]))?.nodes()[0].op, Op::Elu { alpha: 1.0 });
+    let e = error(&one("Elu", 13, vec![a_float("alpha", 100.0)]));
+    assert!(e.contains("'act'") && e.contains("alpha = 100"), "{e}");
+    Ok(())
+}
+
+#[test]
 fn prelu_with_one_slope_and_spatial_reduce_mean() -> Result<()> {
     let x = [-2.0f32, -0.5, 0.0, 3.0];
     let slope = vec![t_f32("s", &[1], &[0.25])];
     let g = import(&model(9, &[4], vec![node("PRelu", "pr", &["x", "s"], &["y"], vec![])], slope))?;
     assert_eq!(g.nodes()[0].op, Op::LeakyRelu { alpha: 0.25 });
     assert_eq!(run(&g, &x)?, [-0.5, -0.125, 0.0, 3.0]);
-    // Distinct per-channel slopes are refused, naming the node.
-    let slopes = vec![t_f32("s", &[2, 1, 1], &[0.25, 0.5])];
-    let e = error(&model(13, &[2, 2, 2], vec![node("PRelu", "pr2", &["x", "s"], &["y"], vec![])], slopes));
-    assert!(e.contains("'pr2'") && e.contains("distinct slopes"), "{e}");
+    // One slope per channel: a moat PRelu.
+    let slopes = vec![t_f32("s", &[2, 1, 1], &[0.25, -0.5])];
+    let g = import(&model(13, &[2, 2, 1], vec![node("PRelu", "pr2", &["x", "s"], &["y"], vec![])], slopes))?;
+    assert_eq!(g.nodes()[0].op, Op::PRelu { slope: vec![0.25, -0.5] });
+    assert_eq!(run(&g, &[-2.0, 1.0, -2.0, 3.0])?, [-0.5, 1.0, 1.0, 3.0]);
+    // Slopes along another axis are refused, naming the node.
+    let slopes = vec![t_f32("s", &[1, 1, 2], &[0.25, 0.5])];
+    let e = error(&model(13, &[2, 2, 2], vec![node("PRelu", "pr3", &["x", "s"], &["y"], vec![])], slopes));
+    assert!(e.contains("'pr3'") && e.contains("per channel"), "{e}");
     // ReduceMean over H, W: the mean per channel, kept as [N, C, 1, 1] or dropped to [N, C].
     let x: Vec<f32> = (0..8).map(|v| v as f32).collect();
-    for (keep, axes) in [(1, [2i64, 3]), (0, [-1, -2])] {
+    for (keep, axes, declared) in [(1, [2i64, 3], vec![2, 1, 1]), (0, [-1, -2], vec![2])] {
         let attrs = vec![a_ints("axes", &axes), a_int("keepdims", keep)];
-        let g = import(&model(13, &[2, 2, 2], vec![node("ReduceMean", "rm", &["x"], &["y"], attrs)], vec![]))?;
+        let m = model(13, &[2, 2, 2], vec![node("ReduceMean", "rm", &["x"], &["y"], attrs)], vec![]);
+        let g = import(&m)?;
         assert_eq!(g.nodes()[0].op, Op::GlobalAvgPool);
         assert_eq!(run(&g, &x)?, [1.5, 5.5]);
+        // The output shape served is the ONNX graph's ([N, C, 1, 1] kept), not moat's [C].
+        assert_eq!(onnx::import_outputs(&m, "rm")?.signature.output_shapes, [declared]);
     }
+    let m = model(13, &[2, 2, 2], vec![node("GlobalAveragePool", "gap", &["x"], &["y"], vec![])], vec![]);
+    assert_eq!(onnx::import_outputs(&m, "gap")?.signature.output_shapes, [vec![2, 1, 1]]);
     let axes = vec![t_i64("axes", &[2], &[2, 3])];
     let g = import(&model(18, &[2, 2, 2], vec![node("ReduceMean", "rm", &["x", "axes"], &["y"], vec![])], axes))?;
     assert_eq!(run(&g, &x)?, [1.5, 5.5]);
@@ -702,6 +787,21 @@ fn prelu_with_one_slope_and_spatial_reduce_mean() -> Result<()> {
     let attrs = vec![a_ints("axes", &[1])];
     let e = error(&model(13, &[2, 2, 2], vec![node("ReduceMean", "channels", &["x"], &["y"], attrs)], vec![]));
     assert!(e.contains("'channels'") && e.contains("spatial"), "{e}");
+    Ok(())
+}
+
+#[test]
+fn max_takes_computed_values_of_equal_shapes() -> Result<()> {
+    let x = [1.0f32, -2.0, 3.0];
+    let nodes = vec![node("Relu", "r", &["x"], &["a"], vec![]), node("Max", "m", &["x", "a", "x"], &["y"], vec![])];
+    let g = import(&model(13, &[3], nodes, vec![]))?;
+    assert_eq!(kinds(&g), ["Relu", "Max"]);
+    assert_eq!(run(&g, &x)?, [1.0, 0.0, 3.0]);
+    let one = import(&model(9, &[3], vec![node("Max", "one", &["x"], &["y"], vec![])], vec![]))?;
+    assert!(one.nodes().is_empty());
+    let c = vec![t_f32("c", &[3], &[1.0, 1.0, 1.0])];
+    let e = error(&model(13, &[3], vec![node("Max", "with_const", &["x", "c"], &["y"], vec![])], c));
+    assert!(e.contains("'with_const'") && e.contains("constant"), "{e}");
     Ok(())
 }
 
@@ -752,10 +852,10 @@ fn unsupported_op_names_op_node_and_supported_list() {
     let e = error(&model(
         13,
         &[3],
-        vec![node("Relu", "r", &["x"], &["a"], vec![]), node("Erf", "", &["a"], &["y"], vec![])],
+        vec![node("Relu", "r", &["x"], &["a"], vec![]), node("Einsum", "", &["a"], &["y"], vec![])],
         vec![],
     ));
-    assert!(e.contains("'Erf'") && e.contains("'#1'"), "{e}");
+    assert!(e.contains("'Einsum'") && e.contains("'#1'"), "{e}");
     let mut fused = node("FusedConv", "fc", &["x"], &["y"], vec![]);
     fused.domain = "com.microsoft".into();
     assert!(error(&model(13, &[3], vec![fused], vec![])).contains("com.microsoft.FusedConv"));

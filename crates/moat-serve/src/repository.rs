@@ -239,11 +239,15 @@ pub fn commit_to_model(nonce: &[u8; 16], model_file: &[u8]) -> String {
 impl ModelVersion {
     /// The tensors this version serves.
     pub fn io(&self) -> ModelIo {
+        // The ONNX file's own output shapes (`[C, 1, 1]` after a global pooling), else the graph's.
         let graphs = std::iter::once(&self.graph).chain(&self.output_graphs);
+        let shapes = graphs
+            .enumerate()
+            .map(|(k, g)| self.signature.output_shapes.get(k).cloned().unwrap_or_else(|| g.output_shape().to_vec()));
         ModelIo {
             input: self.signature.input.clone(),
             sample_shape: self.graph.input_shape().to_vec(),
-            outputs: self.signature.outputs.iter().cloned().zip(graphs.map(|g| g.output_shape().to_vec())).collect(),
+            outputs: self.signature.outputs.iter().cloned().zip(shapes).collect(),
             classes: self.classes(),
         }
     }

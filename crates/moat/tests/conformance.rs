@@ -11,7 +11,7 @@
 //! - the fixed-point executor and the simulated two-party engine agree bit for bit (ring logits)
 //!   on every output's graph;
 //! - an output that is an approximated activation of the input (`Sigmoid`, `Tanh`, `HardSigmoid`,
-//!   `HardSwish`) agrees with onnxruntime in fixed point to the op's documented maximum error
+//!   `HardSwish`, `Silu`, `Gelu`, `Elu`) agrees with onnxruntime in fixed point to the op's documented maximum error
 //!   ([`moat_nn::approx`]) plus the input's own rounding (`2^−13` times the function's slope).
 //!
 //! Needs `python3` with onnx, onnxruntime, numpy and tritonclient[http]; in CI (`CI=true`) the test
@@ -41,6 +41,10 @@ fn documented_bound(op: &str) -> Option<(f64, f64)> {
         // The default α = 0.2 is documented; the suite's other α (0.25) is exact in binary.
         "HardSigmoid" => (approx::HARD_SIGMOID_MAX_ERROR, 0.25),
         "HardSwish" => (approx::HARD_SWISH_MAX_ERROR, 1.5),
+        "Silu" => (approx::SILU.max_error(), 1.1),
+        "Gelu" => (approx::GELU.max_error(), 1.13),
+        // The suite's ELUs have α ≤ 1 (the error scales with α).
+        "Elu" => (approx::ELU.max_error(), 1.0),
         _ => return None,
     })
 }
@@ -156,6 +160,7 @@ fn conformance_suite_moat_infer_oip_and_onnxruntime_agree() -> TestResult {
         let got = &seen[name];
         assert_eq!(got["metadata_inputs"], serde_json::json!([got["onnx_input"]]), "{name}: metadata input");
         assert_eq!(got["metadata_outputs"], got["onnx_outputs"], "{name}: metadata outputs");
+        assert_eq!(got["metadata_shapes"], got["onnx_shapes"], "{name}: declared output shapes");
         for output in got["onnx_outputs"].as_array().ok_or("outputs")?.iter().filter_map(Value::as_str) {
             let diff = got["diffs"][output].as_f64().ok_or_else(|| format!("{name}/{output}: shape differs"))?;
             assert!(diff <= f64::from(TOLERANCE), "{name}/{output}: OIP differs from onnxruntime by {diff}");

@@ -4,6 +4,10 @@
 //! queried privately by a `moat secure client` process on CIFAR-10 test images: every revealed
 //! logit vector equals the plaintext fixed-point executor's, bit for bit.
 //!
+//! A second network exercises the approximated and per-channel activations of issue 12 (GELU,
+//! SiLU, ELU, PRelu with one slope per channel), written by moat's own exporter (GELU as the
+//! `Erf` pattern, SiLU as `x · Sigmoid(x)`) and imported back by the server.
+//!
 //! Needs python3 with onnx and numpy, and the CIFAR-10 binary files in `MOAT_DATA_DIR` or
 //! `../shared/data`; without them it prints a notice and passes, except in CI (`CI=true`).
 
@@ -66,5 +70,42 @@ fn mobile_networks_run_privately_between_two_processes_bit_for_bit() -> TestResu
             report["bytes_per_query"].as_f64().unwrap_or(0.0) / (1024.0 * 1024.0)
         );
     }
+    Ok(())
+}
+
+#[test]
+fn gelu_silu_elu_prelu_network_runs_privately_between_two_processes_bit_for_bit() -> TestResult {
+    use moat_nn::{Op, ValueId, zoo::GraphBuilder};
+    let Some(data) = data_dir() else { return skip_or_fail("CIFAR-10 data (MOAT_DATA_DIR or ../shared/data)") };
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("secure_activations");
+    std::fs::create_dir_all(&dir)?;
+    let mut b = GraphBuilder::new(&[3, 32, 32], 12);
+    let x = b.conv("stem", ValueId::INPUT, 8, 3, 2, 1)?;
+    let x = b.push("gelu", Op::Gelu, vec![x])?;
+    let x = b.conv("mid", x, 8, 3, 2, 1)?;
+    let x = b.push("silu", Op::Silu, vec![x])?;
+    let x = b.push("prelu", Op::PRelu { slope: vec![0.25, -0.5, 0.0, 1.5, 0.1, 0.75, 2.0, -0.125] }, vec![x])?;
+    let x = b.conv("last", x, 8, 3, 2, 1)?;
+    let x = b.push("elu", Op::Elu { alpha: 0.8 }, vec![x])?;
+    let x = b.push("pool", Op::GlobalAvgPool, vec![x])?;
+    let out = b.dense("fc", x, 10)?;
+    let model = dir.join("activations.onnx");
+    moat_nn::onnx::save_onnx(&b.finish("activations", out)?, &model)?;
+    let (_server, addr) = start_server(&model, "1", "120000")?;
+    let out = moat()
+        .args(["secure", "client", "--connect", &addr, "--dataset", "cifar10", "--data-dir"])
+        .arg(&data)
+        .args(["--count", "2", "--logits", "--json", "--timeout-ms", "120000", "--compare-with"])
+        .arg(&model)
+        .output()?;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(report["queries"], 2, "{report}");
+    assert_eq!(report["agree_with_fixed_point"], 2, "{report}");
+    eprintln!(
+        "activations.onnx: {:.2} s and {:.2} MiB per private inference",
+        report["seconds_per_query"].as_f64().unwrap_or(0.0),
+        report["bytes_per_query"].as_f64().unwrap_or(0.0) / (1024.0 * 1024.0)
+    );
     Ok(())
 }

@@ -741,10 +741,12 @@ impl Kernel for Walk<'_> {
     }
 
     fn leaky_relu(&mut self, site: &Site<'_>, x: &AShare) -> Result<AShare> {
-        let QuantizedLayer::LeakyRelu { alpha } = self.model.layers()[site.index] else {
+        let model = self.model;
+        let QuantizedLayer::LeakyRelu { alpha } = &model.layers()[site.index] else {
             return Err(MpcError::invalid("walk", format!("node '{}': no leaky ReLU slope", site.node.name)));
         };
-        self.activation(site, x, |s, ch, x, layer, b| leaky_relu_layer(s, ch, x, alpha, layer, b))
+        let op = site.node.op.op_kind();
+        self.activation(site, x, |s, ch, x, layer, b| leaky_relu_layer(s, ch, x, alpha, op, layer, b))
     }
 
     fn hard_sigmoid(&mut self, site: &Site<'_>, x: &AShare) -> Result<AShare> {
@@ -799,6 +801,10 @@ impl Kernel for Walk<'_> {
             });
         }
         sum.ok_or_else(|| MpcError::invalid("walk", "an Add without inputs"))
+    }
+
+    fn max(&mut self, _site: &Site<'_>, parts: &[&AShare]) -> Result<AShare> {
+        crate::engine::layer::max_shares(self.session, self.ch, parts)
     }
 
     fn concat(&mut self, _site: &Site<'_>, parts: &[&AShare]) -> Result<AShare> {
@@ -951,7 +957,8 @@ mod tests {
     }
 
     /// Convolutions (one depthwise, one grouped) read by clips with both bounds reached, a
-    /// leaky ReLU on negative and positive values, a channel shuffle and an HWC transpose,
+    /// leaky ReLU and a PRelu (one slope per channel) on negative and positive values, the
+    /// element-wise maximum of three values, a channel shuffle and an HWC transpose,
     /// and a dense head.
     fn clipped() -> Arc<QuantizedGraph> {
         let build = || -> moat_nn::Result<QuantizedGraph> {
@@ -961,8 +968,10 @@ mod tests {
             let x = b.grouped_conv("depthwise", x, 4, 3, 2, 1, 4)?;
             let x = b.push("clip.unit", Op::Clip { min: 0.0, max: 1.0 }, vec![x])?;
             let x = b.grouped_conv("grouped", x, 6, 1, 1, 0, 2)?;
-            let x = b.push("leaky", Op::LeakyRelu { alpha: 0.5 }, vec![x])?;
-            let x = b.push("clip.narrow", Op::Clip { min: -0.25, max: 0.25 }, vec![x])?;
+            let leaky = b.push("leaky", Op::LeakyRelu { alpha: 0.5 }, vec![x])?;
+            let prelu = b.push("prelu", Op::PRelu { slope: vec![0.5, -0.25, 0.0, 1.5, 0.125, 2.0] }, vec![leaky])?;
+            let x = b.push("clip.narrow", Op::Clip { min: -0.25, max: 0.25 }, vec![prelu])?;
+            let x = b.push("max", Op::Max, vec![x, prelu, leaky])?;
             let x = b.channel_shuffle("shuffle", x, 3)?;
             let x = b.push("hwc", Op::Transpose(vec![1, 2, 0]), vec![x])?;
             let x = b.flatten(x)?;
@@ -972,8 +981,9 @@ mod tests {
         Arc::new(build().unwrap_or_else(|e| panic!("clipped: {e}")))
     }
 
-    /// A convolution read by a hard sigmoid, a hard swish, a sigmoid and a tanh side by side
-    /// (each sees the convolution's wide range), their concatenation and a dense head.
+    /// A convolution read by a hard sigmoid, a hard swish, a sigmoid, a tanh, a SiLU, a GELU and
+    /// an ELU side by side (each sees the convolution's wide range), their concatenation and a
+    /// dense head.
     fn approximated() -> Arc<QuantizedGraph> {
         let build = || -> moat_nn::Result<QuantizedGraph> {
             let mut b = zoo::GraphBuilder::new(&[2, 6, 6], 13);
@@ -983,6 +993,9 @@ mod tests {
                 b.push("hard_swish", Op::HardSwish, vec![x])?,
                 b.push("sigmoid", Op::Sigmoid, vec![x])?,
                 b.push("tanh", Op::Tanh, vec![x])?,
+                b.push("silu", Op::Silu, vec![x])?,
+                b.push("gelu", Op::Gelu, vec![x])?,
+                b.push("elu", Op::Elu { alpha: 1.0 }, vec![x])?,
             ];
             let x = b.push("cat", Op::Concat, branches)?;
             let x = b.conv("mix", x, 4, 3, 2, 1)?;
@@ -1016,6 +1029,9 @@ mod tests {
                     (|v| moat_nn::approx::SIGMOID.exact(v), moat_nn::approx::SIGMOID.max_error(), [-1.0, 1.0])
                 }
                 Op::Tanh => (f64::tanh, moat_nn::approx::TANH.max_error(), [-1.0, 1.0]),
+                Op::Silu => (|v| moat_nn::approx::SILU.exact(v), moat_nn::approx::SILU.max_error(), [-3.0, 3.0]),
+                Op::Gelu => (|v| moat_nn::approx::GELU.exact(v), moat_nn::approx::GELU.max_error(), [-2.0, 2.0]),
+                Op::Elu { .. } => (|v| moat_nn::approx::ELU.exact(v), moat_nn::approx::ELU.max_error(), [-3.0, 1.0]),
                 _ => continue,
             };
             // The input reaches both sides of the function's bends, and the error stays
@@ -1069,7 +1085,7 @@ mod tests {
                     .map_err(|e| MpcError::invalid("t", e.to_string()))?;
                 let fp = model.fixed();
                 for (i, node) in graph.nodes().iter().enumerate() {
-                    if let Op::LeakyRelu { .. } = node.op {
+                    if let Op::LeakyRelu { .. } | Op::PRelu { .. } = node.op {
                         let negative = values[node.inputs[0].0].iter().filter(|v| fp.is_negative(**v)).count();
                         assert!(negative > 0, "{}: no negative input", node.name);
                     }

@@ -281,6 +281,12 @@ impl Kernel for SimKernel<'_> {
     fn concat(&mut self, site: &Site<'_>, parts: &[&Vec<u64>]) -> Result<Vec<u64>> {
         Ok(self.fixed.concat(site, parts)?)
     }
+
+    /// The ideal functionality of [`crate::engine::layer::max_shares`] (no tamper points, as
+    /// the real backend).
+    fn max(&mut self, site: &Site<'_>, parts: &[&Vec<u64>]) -> Result<Vec<u64>> {
+        Ok(self.fixed.max(site, parts)?)
+    }
 }
 
 #[cfg(test)]

@@ -241,6 +241,17 @@ pub fn spline(n: usize, knots: usize, fp: FixedPoint, shift: u32, config: &Confi
     m.predict()
 }
 
+/// `moat_mpc::engine::layer::spline` of a rectified spline (SiLU, GELU, ELU) of `n` elements
+/// with `knots` knots and a final truncation by `shift` bits: `n` ReLUs, `knots·n` ReLUs, a
+/// signed truncation.
+pub fn rectified_spline(n: usize, knots: usize, fp: FixedPoint, shift: u32, config: &Config) -> Prediction {
+    let mut m = Model::default();
+    m.relu(n, fp, config);
+    m.relu(knots * n, fp, config);
+    m.truncate(n, fp, shift, config);
+    m.predict()
+}
+
 /// [`super::truncate::truncate_nonnegative`] of `n` elements by `shift` bits.
 pub fn truncate_nonnegative(n: usize, fp: FixedPoint, shift: u32, config: &Config) -> Prediction {
     let mut m = Model::default();

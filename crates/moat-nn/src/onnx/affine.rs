@@ -34,7 +34,7 @@ impl<'m> Importer<'m> {
                 self.bind_folded(ctx, fold::binary(op, &a, &b))
             }
             (false, false) if op == Arith::Add => self.residual_add(ctx),
-            (false, false) if op == Arith::Mul && self.hard_swish_product(ctx)? => Ok(()),
+            (false, false) if op == Arith::Mul && self.gated_product(ctx)? => Ok(()),
             (false, false) => Err(ctx.err(format!(
                 "{} of two computed values is not supported: moat supports {} with a constant operand only",
                 op.op_type(),
@@ -78,25 +78,61 @@ impl<'m> Importer<'m> {
         self.bind_output(ctx, 0, sum, shape)
     }
 
+    /// `Max` of computed values of equal shapes (no broadcasting): one input passes through, more
+    /// are one moat `Max`; a constant operand is refused.
+    pub(super) fn max(&mut self, ctx: &Ctx<'m>) -> Result<()> {
+        let n = ctx.node.input.len();
+        if n == 0 {
+            return Err(ctx.err("has no input"));
+        }
+        for i in 0..n {
+            if self.is_constant(ctx, i)? {
+                return Err(ctx.err(format!("input {i} is a constant: moat takes the maximum of computed values only")));
+            }
+        }
+        if n == 1 {
+            return self.alias(ctx);
+        }
+        let (first, shape) = self.runtime(ctx, 0)?;
+        let mut inputs = vec![self.materialize(ctx, first, &shape)?];
+        for i in 1..n {
+            let (y, ys) = self.runtime(ctx, i)?;
+            if ys != shape {
+                return Err(ctx.err(format!(
+                    "the maximum of values of shapes {} and {}; moat takes it of equal shapes (no broadcasting)",
+                    batched(&shape),
+                    batched(&ys)
+                )));
+            }
+            inputs.push(self.materialize(ctx, y, &ys)?);
+        }
+        let out = self.push(ctx, None, Op::Max, inputs)?;
+        self.bind_output(ctx, 0, out, shape)
+    }
+
     /// `x · HardSigmoid(x; α = 1/6, β = 1/2)`, how HardSwish is written before opset 14 (moat's
-    /// own export, PyTorch's): a moat `HardSwish` of `x` (the gate stays only if something else
-    /// reads it). `false` when the product is not of that form.
-    fn hard_swish_product(&mut self, ctx: &Ctx<'m>) -> Result<bool> {
+    /// own export, PyTorch's): a moat `HardSwish` of `x`; `x · Sigmoid(x)`, how SiLU is written
+    /// (PyTorch's export, moat's): a moat `Silu` of `x`. The gate stays only if something else
+    /// reads it. `false` when the product is of neither form.
+    fn gated_product(&mut self, ctx: &Ctx<'m>) -> Result<bool> {
         let (a, shape) = self.runtime(ctx, 0)?;
         let (b, _) = self.runtime(ctx, 1)?;
-        let gates = |gate: ValueId, x: ValueId| {
-            gate.node().and_then(|n| self.nodes.get(n)).is_some_and(|node| {
-                node.inputs.first() == Some(&x)
-                    && matches!(node.op, Op::HardSigmoid { alpha, beta }
-                        if (alpha - 1.0 / 6.0).abs() < 1e-6 && beta == 0.5)
-            })
+        let gate = |gate: ValueId, x: ValueId| {
+            let node = gate.node().and_then(|n| self.nodes.get(n)).filter(|node| node.inputs.first() == Some(&x))?;
+            match node.op {
+                Op::HardSigmoid { alpha, beta } if (alpha - 1.0 / 6.0).abs() < 1e-6 && beta == 0.5 => {
+                    Some(Op::HardSwish)
+                }
+                Op::Sigmoid => Some(Op::Silu),
+                _ => None,
+            }
         };
-        let x = match (gates(b, a), gates(a, b)) {
-            (true, _) => a,
-            (_, true) => b,
+        let (x, op) = match (gate(b, a), gate(a, b)) {
+            (Some(op), _) => (a, op),
+            (_, Some(op)) => (b, op),
             _ => return Ok(false),
         };
-        let out = self.push(ctx, None, Op::HardSwish, vec![x])?;
+        let out = self.push(ctx, None, op, vec![x])?;
         self.bind_output(ctx, 0, out, shape)?;
         Ok(true)
     }

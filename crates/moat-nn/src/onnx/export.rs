@@ -5,8 +5,12 @@
 //! | `Conv2d` | `Conv` (kernel_shape, strides, pads, dilations 1, group 1) |
 //! | `Dense` | `Gemm` (transB = 1) — a Dense input is already `[N, F]` |
 //! | `BatchNorm` | `BatchNormalization` |
-//! | `Relu`, `Add`, `Flatten` (axis 1), `Sigmoid`, `Tanh`, `HardSigmoid` | same |
+//! | `Relu`, `Add`, `Max`, `Flatten` (axis 1), `Sigmoid`, `Tanh`, `HardSigmoid` | same |
 //! | `HardSwish` | `HardSigmoid` (α = 1/6, β = 1/2) + `Mul` (ONNX `HardSwish` is opset 14) |
+//! | `Silu` | `Sigmoid` + `Mul` (ONNX `Swish` is opset 24) |
+//! | `Gelu` | `Div` by √2, `Erf`, `Add` 1, `Mul` by x, `Mul` by 1/2 (ONNX `Gelu` is opset 20) |
+//! | `Elu` | `Elu` (alpha) |
+//! | `PRelu` | `PRelu` with a `[C, 1, …]` slope |
 //! | `Concat` | `Concat` (axis = 1, the channels) |
 //! | `MaxPool`, `AvgPool` | `MaxPool`, `AveragePool` (count_include_pad = 1) |
 //! | `GlobalAvgPool` | `GlobalAveragePool` + `Flatten`, so ONNX's `[N, C, 1, 1]` becomes moat's `[N, C]` |
@@ -125,6 +129,7 @@ pub(super) fn export_model(graph: &Graph) -> Result<ModelProto> {
         let name = node.name.as_str();
         match &node.op {
             Op::Add => w.node("Add", name, ins, out.clone(), vec![]),
+            Op::Max => w.node("Max", name, ins, out.clone(), vec![]),
             Op::Concat => w.node("Concat", name, ins, out.clone(), vec![attr_int("axis", 1)]),
             Op::AvgPool(p) => {
                 let mut attrs = pool_attrs(p);
@@ -180,6 +185,32 @@ pub(super) fn export_model(graph: &Graph) -> Result<ModelProto> {
                 w.node("Mul", name, vec![ins[0].clone(), gate], out.clone(), vec![]);
             }
             Op::Sigmoid => w.node("Sigmoid", name, ins, out.clone(), vec![]),
+            Op::Silu => {
+                let gate = w.values.fresh(&format!("{name}.gate"));
+                w.node("Sigmoid", &format!("{name}/gate"), ins.clone(), gate.clone(), vec![]);
+                w.node("Mul", name, vec![ins[0].clone(), gate], out.clone(), vec![]);
+            }
+            Op::Gelu => {
+                // 0.5 · x · (1 + Erf(x / √2)), as PyTorch writes it before opset 20.
+                let sqrt2 = w.weight(&format!("{name}.sqrt2"), &[], &[std::f32::consts::SQRT_2]);
+                let one = w.weight(&format!("{name}.one"), &[], &[1.0]);
+                let half = w.weight(&format!("{name}.half"), &[], &[0.5]);
+                let [scaled, erf, sum, product] =
+                    ["scaled", "erf", "sum", "product"].map(|v| w.values.fresh(&format!("{name}.{v}")));
+                w.node("Div", &format!("{name}/div"), vec![ins[0].clone(), sqrt2], scaled.clone(), vec![]);
+                w.node("Erf", &format!("{name}/erf"), vec![scaled], erf.clone(), vec![]);
+                w.node("Add", &format!("{name}/add"), vec![erf, one], sum.clone(), vec![]);
+                w.node("Mul", &format!("{name}/mul"), vec![ins[0].clone(), sum], product.clone(), vec![]);
+                w.node("Mul", name, vec![product, half], out.clone(), vec![]);
+            }
+            Op::PRelu { slope } => {
+                // [C, 1, …]: one slope per channel of the per-sample value.
+                let rank = graph.shape(node.inputs[0]).len();
+                let dims: Vec<usize> = std::iter::once(slope.len()).chain(std::iter::repeat_n(1, rank - 1)).collect();
+                let slope = w.weight(&format!("{name}.slope"), &dims, slope);
+                w.node("PRelu", name, vec![ins[0].clone(), slope], out.clone(), vec![]);
+            }
+            Op::Elu { alpha } => w.node("Elu", name, ins, out.clone(), vec![attr_float("alpha", *alpha)]),
             Op::Tanh => w.node("Tanh", name, ins, out.clone(), vec![]),
             Op::Clip { min, max } => {
                 let lo = w.weight(&format!("{name}.min"), &[], &[*min]);

@@ -31,8 +31,11 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "Conv",
     "Div",
     "Dropout",
+    "Elu",
+    "Erf",
     "Flatten",
     "Gather",
+    "Gelu",
     "Gemm",
     "GlobalAveragePool",
     "HardSigmoid",
@@ -40,6 +43,7 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "Identity",
     "LeakyRelu",
     "MatMul",
+    "Max",
     "MaxPool",
     "Mul",
     "Pad",
@@ -54,6 +58,7 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "Squeeze",
     "Sub",
     "Sum",
+    "Swish",
     "Tanh",
     "Transpose",
     "Unsqueeze",
@@ -212,6 +217,8 @@ pub(super) struct Importer<'m> {
     pub affine: HashSet<usize>,
     /// Elements of all constants folded so far (limited by [`FOLD_BUDGET`]).
     folded: usize,
+    /// ONNX nodes already imported as part of a fused pattern (GELU's `Erf` form).
+    pub fused: HashSet<usize>,
     /// moat node names in use.
     names: HashSet<String>,
 }
@@ -241,6 +248,7 @@ impl<'m> Importer<'m> {
             moat_readers: Vec::new(),
             affine: HashSet::new(),
             folded: 0,
+            fused: HashSet::new(),
             names: HashSet::new(),
         }
     }
@@ -354,6 +362,25 @@ impl<'m> Importer<'m> {
     pub fn unread(&mut self, id: ValueId) {
         if let Some(r) = self.moat_readers.get_mut(id.0) {
             *r = r.saturating_sub(1);
+        }
+    }
+
+    /// What the ONNX value `name` stands for, if it is bound yet.
+    pub fn lookup(&self, name: &str) -> Option<Val> {
+        self.values.get(name).cloned()
+    }
+
+    /// The value of a constant of one float element bound to `name` (`None` for anything
+    /// else, or a name not bound yet).
+    pub fn scalar(&self, name: &str) -> Option<f32> {
+        let c = match self.values.get(name)? {
+            Val::Const(c) => Rc::clone(c),
+            Val::Init(k) => Rc::new(decode_tensor(&self.graph.initializer[*k]).ok()?),
+            Val::Run { .. } | Val::Padded { .. } => return None,
+        };
+        match c.floats().ok()? {
+            [v] => Some(*v),
+            _ => None,
         }
     }
 
@@ -525,6 +552,9 @@ impl<'m> Importer<'m> {
             "Conv" => self.conv(&ctx),
             "Div" => self.arith(&ctx, Arith::Div),
             "Dropout" => self.dropout(&ctx),
+            "Elu" => self.elu(&ctx),
+            "Erf" => self.erf(&ctx),
+            "Gelu" => self.gelu(&ctx),
             "Flatten" => self.flatten(&ctx),
             "Gather" => self.gather(&ctx),
             "Gemm" => self.gemm(&ctx),
@@ -533,6 +563,7 @@ impl<'m> Importer<'m> {
             "HardSwish" => self.activation(&ctx, Op::HardSwish),
             "Identity" => self.alias(&ctx),
             "MatMul" => self.matmul(&ctx),
+            "Max" => self.max(&ctx),
             "MaxPool" => self.pool(&ctx, true),
             "Mul" => self.arith(&ctx, Arith::Mul),
             "Pad" => self.pad(&ctx),
@@ -548,6 +579,7 @@ impl<'m> Importer<'m> {
             "Squeeze" => self.squeeze(&ctx),
             "Sub" => self.arith(&ctx, Arith::Sub),
             "Sum" => self.sum(&ctx),
+            "Swish" => self.swish(&ctx),
             "Tanh" => self.activation(&ctx, Op::Tanh),
             "Transpose" => self.transpose(&ctx),
             "Unsqueeze" => self.unsqueeze(&ctx),
@@ -555,8 +587,9 @@ impl<'m> Importer<'m> {
         }
     }
 
-    /// The graph output: ONNX graph output `index`, which must be a runtime value.
-    fn output(&self, index: usize) -> Result<ValueId> {
+    /// The graph output: ONNX graph output `index`, which must be a runtime value, and its ONNX
+    /// per-sample shape.
+    fn output(&self, index: usize) -> Result<(ValueId, Vec<usize>)> {
         let graph = self.graph;
         let info = graph
             .output
@@ -564,7 +597,7 @@ impl<'m> Importer<'m> {
             .ok_or_else(|| NnError::Onnx(format!("the graph has {} outputs, no output {index}", graph.output.len())))?;
         let name = info.name.as_str();
         match self.values.get(name) {
-            Some(Val::Run { id, .. }) => Ok(*id),
+            Some(Val::Run { id, shape }) => Ok((*id, shape.clone())),
             Some(Val::Padded { pad_node, .. }) => {
                 Err(NnError::Onnx(format!("graph output '{name}' is the output of Pad node '{pad_node}'")))
             }
@@ -628,8 +661,10 @@ fn check_single_assignment(graph: &GraphProto) -> Result<()> {
 }
 
 /// Imports a decoded ONNX model computing its graph output `output` (nodes that output does not
-/// depend on are dropped); `fallback_name` names the graph when the file does not.
-pub(super) fn import_model(model: &ModelProto, fallback_name: &str, output: usize) -> Result<Graph> {
+/// depend on are dropped); `fallback_name` names the graph when the file does not. Also returns
+/// the output's ONNX per-sample shape (the graph's holds the same elements, possibly in another
+/// layout: `[C]` for a pooled `[C, 1, 1]`).
+pub(super) fn import_model(model: &ModelProto, fallback_name: &str, output: usize) -> Result<(Graph, Vec<usize>)> {
     let graph = model
         .graph
         .as_ref()
@@ -653,11 +688,13 @@ pub(super) fn import_model(model: &ModelProto, fallback_name: &str, output: usiz
     let mut importer = Importer::new(graph, opset);
     let input_shape = importer.bind_input()?;
     for (index, node) in graph.node.iter().enumerate() {
-        importer.node(index, node)?;
+        if !importer.fused.contains(&index) {
+            importer.node(index, node)?;
+        }
     }
-    let output = importer.output(output)?;
+    let (output, shape) = importer.output(output)?;
     let name = if graph.name.is_empty() { fallback_name.to_string() } else { graph.name.clone() };
     let graph = importer.finish(name, input_shape, output)?;
     tracing::debug!(model = graph.name(), nodes = graph.nodes().len(), opset, "imported ONNX model");
-    Ok(graph)
+    Ok((graph, shape))
 }

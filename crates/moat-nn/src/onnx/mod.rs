@@ -20,6 +20,7 @@
 //! | `MatMul` (+ `Add`) | `Dense` | constant `[K, M]` right operand; a following per-output constant `Add` becomes the bias |
 //! | `Add` | `Add` | two computed values of equal shape (residual) |
 //! | `Sum` | `Add`s | computed values of equal shape: one passes through, more are added in order |
+//! | `Max` | `Max` | computed values of equal shape (no broadcasting): one passes through; exact in every execution (`b + ReLU(a − b)` per further input) |
 //! | `Add`, `Sub`, `Mul`, `Div` with a constant | `BatchNorm`, or folded | scalar or per-channel constant: the exact affine map `x·s + t` (`x / c` as `x·(1/c)`, exact for powers of two), also `c + x`, `c − x`, `c·x`; `c / x` is refused. Folded into a following Dense or unpadded Conv when nothing else reads it; `Add`/`Sub` right after a Dense/Conv read by nothing else becomes its bias |
 //! | `Concat` | `Concat` | computed values along the channel axis: ONNX axis 1 (−3 for `[N, C, H, W]`, −1 for `[N, F]`) |
 //! | `BatchNormalization` | `BatchNorm` | inference mode |
@@ -31,6 +32,9 @@
 //! | `HardSigmoid` | `HardSigmoid` | `alpha`, `beta` finite (defaults 0.2, 0.5); fixed point and two-party per [`crate::approx`] |
 //! | `HardSwish`, or `Mul(x, HardSigmoid(x; 1/6, 1/2))` | `HardSwish` | `HardSwish` from opset 14; the product is how it is written before (moat's export, PyTorch's); fixed point and two-party per [`crate::approx`] |
 //! | `Sigmoid`, `Tanh` | `Sigmoid`, `Tanh` | fixed point and two-party: odd splines, [`crate::approx`] |
+//! | `Swish`, or `Mul(x, Sigmoid(x))` | `Silu` | `Swish` (opset 24) with `alpha` = 1; the product is how PyTorch writes SiLU; fixed point and two-party: ReLU plus a spline, [`crate::approx`] |
+//! | `Gelu`, or `Div(x, √2)` (or `Mul(x, 1/√2)`) → `Erf` → `Add 1` → `Mul x` → `Mul 0.5` (either operand order; `0.5·x` may be formed first) | `Gelu` | `Gelu` from opset 20 with `approximate` = "none"; the `Erf` pattern is how exporters write it before, each intermediate read only by the next step; any other `Erf` is refused; fixed point and two-party: ReLU plus a spline, [`crate::approx`] |
+//! | `Elu` | `Elu` | `alpha` finite, \|alpha\| ≤ 16 (default 1); fixed point and two-party: ReLU plus a spline, [`crate::approx`] |
 //! | `MaxPool`, `AveragePool` | `MaxPool`, `AvgPool` | 2-D, no dilation, `ceil_mode` only when it changes nothing, average pools with padding need `count_include_pad` = 1 |
 //! | `GlobalAveragePool` | `GlobalAvgPool` | |
 //! | `Flatten` | `Flatten` | `axis` = 1 |
@@ -79,6 +83,7 @@ mod const_ops;
 mod constant;
 mod export;
 mod fold;
+mod gelu;
 mod import;
 mod ops;
 pub mod proto;
@@ -102,7 +107,7 @@ pub fn decode_model(bytes: &[u8]) -> Result<proto::ModelProto> {
 /// output.
 pub fn import_model(model: &proto::ModelProto) -> Result<Graph> {
     warn_unused_outputs(model);
-    import::import_model(model, "onnx", 0)
+    import::import_model(model, "onnx", 0).map(|(graph, _)| graph)
 }
 
 /// Imports an ONNX model from its serialised bytes.
@@ -116,7 +121,7 @@ pub fn load_onnx(path: &Path) -> Result<Graph> {
     let bytes = std::fs::read(path).map_err(|e| NnError::io(path, e))?;
     let model = decode_model(&bytes)?;
     warn_unused_outputs(&model);
-    import::import_model(&model, file_stem(path), 0)
+    import::import_model(&model, file_stem(path), 0).map(|(graph, _)| graph)
 }
 
 fn file_stem(path: &Path) -> &str {
@@ -142,6 +147,11 @@ pub struct Signature {
     pub input: String,
     /// The graph outputs, in declaration order.
     pub outputs: Vec<String>,
+    /// The per-sample ONNX shape of each output, as the graph computes it (`[C, 1, 1]` after
+    /// a `GlobalAveragePool`, where moat's graph holds the same elements as `[C]`); what a
+    /// serving API declares and answers. Empty until the outputs are imported
+    /// ([`import_outputs`]).
+    pub output_shapes: Vec<Vec<usize>>,
 }
 
 /// A model with every declared output: `graphs[k]` computes `signature.outputs[k]`, without the
@@ -154,7 +164,8 @@ pub struct MultiOutput {
     pub graphs: Vec<Graph>,
 }
 
-/// The declared input and output names of a decoded model.
+/// The declared input and output names of a decoded model (without output shapes: those come
+/// from importing them, [`import_outputs`]).
 pub fn signature(model: &proto::ModelProto) -> Result<Signature> {
     let graph = model.graph.as_ref().ok_or_else(|| NnError::Onnx("the model has no graph".into()))?;
     let initializers: std::collections::HashSet<&str> = graph.initializer.iter().map(|t| t.name.as_str()).collect();
@@ -166,16 +177,21 @@ pub fn signature(model: &proto::ModelProto) -> Result<Signature> {
     if graph.output.is_empty() {
         return Err(NnError::Onnx("the graph has no output".into()));
     }
-    Ok(Signature { input: input.name.clone(), outputs: graph.output.iter().map(|o| o.name.clone()).collect() })
+    Ok(Signature {
+        input: input.name.clone(),
+        outputs: graph.output.iter().map(|o| o.name.clone()).collect(),
+        output_shapes: Vec::new(),
+    })
 }
 
 /// Imports every declared output of a decoded model (one import per output; `fallback_name`
 /// names the graphs when the file does not).
 pub fn import_outputs(model: &proto::ModelProto, fallback_name: &str) -> Result<MultiOutput> {
-    let signature = signature(model)?;
-    let graphs = (0..signature.outputs.len())
+    let mut signature = signature(model)?;
+    let (graphs, shapes) = (0..signature.outputs.len())
         .map(|k| import::import_model(model, fallback_name, k))
-        .collect::<Result<Vec<_>>>()?;
+        .collect::<Result<(Vec<_>, Vec<_>)>>()?;
+    signature.output_shapes = shapes;
     Ok(MultiOutput { signature, graphs })
 }
 

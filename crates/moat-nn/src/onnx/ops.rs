@@ -334,26 +334,30 @@ impl<'m> Importer<'m> {
         self.bind_output(ctx, 0, out, shape)
     }
 
-    /// `PRelu` with one slope (a constant of one element, or all elements equal): a moat
-    /// `LeakyRelu`. Distinct per-channel slopes are refused: the two-party protocol multiplies
-    /// by the slope as a public value (as a LeakyRelu's), and learned per-channel slopes are
-    /// model parameters.
+    /// `PRelu`: with one slope (a constant of one element, or all elements equal) a moat
+    /// `LeakyRelu`; with one slope per channel (`[C, 1, 1]`, `[C]`, …, broadcasting over the
+    /// channel axis 1 only) a moat `PRelu`. Other slope shapes are refused. In two-party
+    /// inference the slopes are public, as a LeakyRelu's α.
     pub(super) fn prelu(&mut self, ctx: &Ctx<'m>) -> Result<()> {
         let slope = self.constant(ctx, 1)?;
         let slopes = floats(ctx, &slope, "slope")?;
         let Some(&alpha) = slopes.first() else {
             return Err(ctx.err("slope is empty"));
         };
-        if !alpha.is_finite() {
-            return Err(ctx.err(format!("slope {alpha} is not finite")));
+        if let Some(bad) = slopes.iter().find(|s| !s.is_finite()) {
+            return Err(ctx.err(format!("slope {bad} is not finite")));
         }
-        if slopes.iter().any(|s| *s != alpha) {
-            return Err(ctx.err(format!(
-                "{} distinct slopes: moat supports one slope for all channels (the two-party protocol treats it as public)",
-                slopes.len()
-            )));
+        if slopes.iter().all(|s| *s == alpha) {
+            return self.activation(ctx, Op::LeakyRelu { alpha });
         }
-        self.activation(ctx, Op::LeakyRelu { alpha })
+        let (id, shape) = self.runtime(ctx, 0)?;
+        let channels = shape.first().copied().unwrap_or(1);
+        let slope = per_channel(&slope, shape.len() + 1, channels).map_err(|m| {
+            ctx.err(format!("slope: {m}; moat supports one slope, or one per channel (e.g. [C, 1, 1])"))
+        })?;
+        let x = self.materialize(ctx, id, &shape)?;
+        let out = self.push(ctx, None, Op::PRelu { slope }, vec![x])?;
+        self.bind_output(ctx, 0, out, shape)
     }
 
     /// `ReduceMean` over the spatial axes of `[N, C, H, W]` (axes {2, 3}, or {−2, −1}; an
@@ -393,6 +397,38 @@ impl<'m> Importer<'m> {
             }
         }
         self.activation(ctx, Op::HardSigmoid { alpha, beta })
+    }
+
+    /// `Elu` (`alpha` default 1, at most [`crate::approx::ELU_MAX_ALPHA`] in magnitude).
+    pub(super) fn elu(&mut self, ctx: &Ctx<'m>) -> Result<()> {
+        let alpha = ctx.float("alpha")?.unwrap_or(1.0);
+        if !alpha.is_finite() || alpha.abs() > crate::approx::ELU_MAX_ALPHA {
+            return Err(ctx.err(format!(
+                "alpha = {alpha}: moat supports a finite alpha with |alpha| ≤ {} (its fixed-point spline must fit the ring)",
+                crate::approx::ELU_MAX_ALPHA
+            )));
+        }
+        self.activation(ctx, Op::Elu { alpha })
+    }
+
+    /// `Gelu` (opset 20) with `approximate` = "none" (the default).
+    pub(super) fn gelu(&mut self, ctx: &Ctx<'m>) -> Result<()> {
+        let approximate = ctx.string("approximate")?.unwrap_or_else(|| "none".into());
+        if approximate != "none" {
+            return Err(ctx.err(format!(
+                "approximate = '{approximate}': moat supports Gelu with approximate = 'none' (the erf form) only"
+            )));
+        }
+        self.activation(ctx, Op::Gelu)
+    }
+
+    /// `Swish` (opset 24) with `alpha` = 1: SiLU.
+    pub(super) fn swish(&mut self, ctx: &Ctx<'m>) -> Result<()> {
+        let alpha = ctx.float("alpha")?.unwrap_or(1.0);
+        if alpha != 1.0 {
+            return Err(ctx.err(format!("alpha = {alpha}: moat supports Swish with alpha = 1 (SiLU) only")));
+        }
+        self.activation(ctx, Op::Silu)
     }
 
     /// An element-wise activation without attributes (`HardSwish`, `Sigmoid`, `Tanh`), or one

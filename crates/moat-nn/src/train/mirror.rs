@@ -186,6 +186,11 @@ impl Mirror {
                 | Op::HardSwish
                 | Op::Sigmoid
                 | Op::Tanh
+                | Op::Silu
+                | Op::Max
+                | Op::PRelu { .. }
+                | Op::Gelu
+                | Op::Elu { .. }
                 | Op::Transpose(_) => {
                     return Err(err("training does not support this op (inference does)".into()));
                 }

@@ -1,7 +1,8 @@
-//! `moat bench relu|trunc|maxpool|argmax|sigmoid`: a two-party protocol between two processes
-//! on loopback (`trunc --nonnegative`: the truncation of a ReLU output, as the fused rescale of
-//! secure inference runs it; `sigmoid`: the 16-knot spline of `moat_nn::approx::SIGMOID`, as a
-//! Sigmoid layer runs it).
+//! `moat bench relu|trunc|maxpool|argmax|sigmoid|gelu`: a two-party protocol between two
+//! processes on loopback (`trunc --nonnegative`: the truncation of a ReLU output, as the fused
+//! rescale of secure inference runs it; `sigmoid`: the 16-knot spline of
+//! `moat_nn::approx::SIGMOID`, as a Sigmoid layer runs it; `gelu`: `ReLU(x)` plus the 16-knot
+//! spline of `moat_nn::approx::GELU`, as a Gelu layer runs it — SiLU and ELU cost the same).
 //!
 //! The command plays the server `P0` and spawns itself (`std::env::current_exe()`) with the
 //! hidden arguments `--role client --connect 127.0.0.1:PORT` as the client `P1`. Both derive
@@ -49,6 +50,8 @@ pub enum Protocol {
     Argmax,
     /// The sigmoid spline of n shared values (moat_nn::approx::SIGMOID).
     Sigmoid,
+    /// The GELU (ReLU plus a spline) of n shared values (moat_nn::approx::GELU).
+    Gelu,
 }
 
 impl Protocol {
@@ -60,6 +63,7 @@ impl Protocol {
             Protocol::Relu => "relu",
             Protocol::Trunc => "trunc",
             Protocol::Sigmoid => "sigmoid",
+            Protocol::Gelu => "gelu",
         }
     }
 }
@@ -114,6 +118,9 @@ enum Bench {
     /// The sigmoid spline (sign, 16 ReLUs, 2 muxes, a truncation) of n shared values, two
     /// processes.
     Sigmoid(Args),
+    /// GELU as ReLU(x) plus a 16-knot spline (17 ReLUs, a truncation) of n shared values, two
+    /// processes.
+    Gelu(Args),
     /// A whole network privately (HE linear layers + OT non-linear layers), two processes.
     Secure(super::secure::BenchArgs),
 }
@@ -126,6 +133,7 @@ pub fn dispatch(command: BenchCommand) -> anyhow::Result<()> {
         Bench::Maxpool(a) => (Protocol::Maxpool, a),
         Bench::Argmax(a) => (Protocol::Argmax, a),
         Bench::Sigmoid(a) => (Protocol::Sigmoid, a),
+        Bench::Gelu(a) => (Protocol::Gelu, a),
         Bench::Secure(a) => return super::secure::bench(a),
     };
     args.protocol = protocol;
@@ -328,9 +336,10 @@ impl Workload {
                 let element = if args.protocol == Protocol::Relu { "ReLU" } else { "truncation" };
                 Self { x: full_range(fp, n, seed), pool: None, elements: n, element }
             }
-            Protocol::Sigmoid => {
+            Protocol::Sigmoid | Protocol::Gelu => {
                 let n = args.n.unwrap_or(1 << 16);
-                Self { x: activations(fp, n, seed), pool: None, elements: n, element: "sigmoid" }
+                let element = if args.protocol == Protocol::Gelu { "GELU" } else { "sigmoid" };
+                Self { x: activations(fp, n, seed), pool: None, elements: n, element }
             }
             Protocol::Maxpool => {
                 let (c, h, w, k) = (args.channels, args.height, args.width, args.window);
@@ -440,8 +449,8 @@ fn execute(
             Output::Shares(protocols::max_pool(s, ch, x, windows)?)
         }
         Protocol::Argmax => Output::Labels(protocols::argmax(s, ch, x, args.classes)?),
-        Protocol::Sigmoid => {
-            let spline = moat_nn::approx::SIGMOID.quantize(s.fixed_point());
+        Protocol::Sigmoid | Protocol::Gelu => {
+            let spline = spline_of(args.protocol).quantize(s.fixed_point());
             Output::Shares(moat_mpc::engine::layer::spline(s, ch, x, &spline)?)
         }
     })
@@ -462,7 +471,16 @@ fn predicted(args: &Args, fp: FixedPoint, config: &Config, work: &Workload) -> c
             let spline = moat_nn::approx::SIGMOID.quantize(fp);
             cost::spline(work.elements, spline.knots.len(), fp, spline.shift, config)
         }
+        Protocol::Gelu => {
+            let spline = moat_nn::approx::GELU.quantize(fp);
+            cost::rectified_spline(work.elements, spline.knots.len(), fp, spline.shift, config)
+        }
     }
+}
+
+/// The spline a spline benchmark runs.
+fn spline_of(protocol: Protocol) -> moat_nn::approx::Spline {
+    if protocol == Protocol::Gelu { moat_nn::approx::GELU } else { moat_nn::approx::SIGMOID }
 }
 
 /// Setup, synchronisation, timed run: `(session setup ms, run ms, setup and run counters, output)`.
@@ -754,8 +772,8 @@ fn verify(
             let want: Vec<u64> = match (args.protocol, &work.pool) {
                 (Protocol::Relu, _) => plain.iter().map(|&v| if fp.is_negative(v) { 0 } else { v }).collect(),
                 (Protocol::Trunc, _) => plain.iter().map(|&v| fp.truncate(v)).collect(),
-                (Protocol::Sigmoid, _) => {
-                    let spline = moat_nn::approx::SIGMOID.quantize(fp);
+                (Protocol::Sigmoid | Protocol::Gelu, _) => {
+                    let spline = spline_of(args.protocol).quantize(fp);
                     plain.iter().map(|&v| spline.eval(fp, v)).collect()
                 }
                 (Protocol::Maxpool, Some((c, win, _))) => {

@@ -369,8 +369,8 @@ fn predict_local(args: &Args) -> anyhow::Result<Batch> {
     for (p, t) in predictions.iter_mut().zip(true_labels) {
         p.true_label = Some(t);
     }
-    let declared =
-        model.signature.outputs.iter().cloned().zip(model.graphs.iter().map(|g| g.output_shape().to_vec())).collect();
+    // The ONNX file's own output shapes (`[C, 1, 1]` after a global pooling).
+    let declared = model.signature.outputs.iter().cloned().zip(model.signature.output_shapes.iter().cloned()).collect();
     Ok(Batch { predictions, declared })
 }
 

@@ -27,7 +27,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 OPSETS = (9, 11, 13, 17)
 # The IR version each opset needs (onnx.helper.VERSION_TABLE), as exporters of the time wrote.
-IR_VERSION = {9: 4, 11: 6, 13: 7, 14: 7, 17: 8, 18: 8}
+IR_VERSION = {9: 4, 11: 6, 13: 7, 14: 7, 17: 8, 18: 8, 20: 9, 24: 11}
 BATCH = 3
 RNG = np.random.default_rng(20261203)
 
@@ -196,6 +196,18 @@ def sum_of_three_and_one(opset):
     return g
 
 
+@case("max_of_three")
+def max_of_three(opset):
+    """Element-wise Max of three computed values of equal shape."""
+    g = Graph("x", [2, 4, 4], ["y"])
+    a = g.node("Conv", ["x", g.w("ka", [2, 2, 3, 3]), g.w("ba", [2])], ["a"], pads=[1, 1, 1, 1])
+    r = g.node("Relu", [a], ["ra"])
+    m = g.node("Max", ["x", a, r], ["m"])
+    f = g.node("Flatten", [m], ["f"], axis=1)
+    g.node("Gemm", [f, g.w("W", [3, 32]), g.w("bias", [3])], ["y"], transB=1)
+    return g
+
+
 @case("matmul_add")
 def matmul_add(opset):
     g = Graph("x", [3, 2, 2], ["y"])
@@ -312,19 +324,21 @@ def constant_of_shape_scale(opset):
 
 @case("prelu_reduce_mean", opsets=OPSETS + (18,))
 def prelu_reduce_mean(opset):
-    """PRelu with one slope (as a [C, 1, 1] constant), ReduceMean over H, W kept and dropped
-    (axes an attribute before opset 18, an input from 18)."""
-    g = Graph("x", [3, 5, 5], ["y", "pooled"])
+    """PRelu with one slope (as a [C, 1, 1] constant) and with one slope per channel, ReduceMean
+    over H, W kept ([N, C, 1, 1], declared as such) and dropped (axes an attribute before opset
+    18, an input from 18), GlobalAveragePool as a declared [N, C, 1, 1] output."""
+    g = Graph("x", [3, 5, 5], ["y", "kept", "gap"])
     c = g.node("Conv", ["x", g.w("k", [3, 3, 3, 3]), g.w("kb", [3])], ["c"], pads=[1, 1, 1, 1])
-    p = g.node("PRelu", [c, g.const("slope", np.full((3, 1, 1), 0.15, dtype=np.float32))], ["p"])
+    one = g.node("PRelu", [c, g.const("slope", np.full((3, 1, 1), 0.15, dtype=np.float32))], ["one"])
+    slopes = np.array([0.1, -0.3, 0.6], dtype=np.float32).reshape(3, 1, 1)
+    p = g.node("PRelu", [one, g.const("slopes", slopes)], ["p"])
     if opset < 18:
         kept = g.node("ReduceMean", [p], ["kept"], axes=[2, 3])
         m = g.node("ReduceMean", [p], ["m"], axes=[-1, -2], keepdims=0)
     else:
         kept = g.node("ReduceMean", [p, g.const("axes", np.array([2, 3], dtype=np.int64))], ["kept"])
         m = g.node("ReduceMean", [p, g.const("axes_neg", np.array([-1, -2], dtype=np.int64))], ["m"], keepdims=0)
-    # moat declares a [N, C, 1, 1] graph output as [N, C] (GlobalAveragePool's too): flattened here.
-    g.node("Flatten", [kept], ["pooled"], axis=1)
+    g.node("GlobalAveragePool", [p], ["gap"])
     g.node("Gemm", [m, g.w("W", [4, 3]), g.w("b", [4])], ["y"], transB=1)
     return g
 
@@ -362,6 +376,56 @@ def hard_swish_as_mul(opset):
     g = Graph("x", [2, 4, 4], ["hswish"])
     gate = g.node("HardSigmoid", ["x"], ["gate"], alpha=1.0 / 6.0, beta=0.5)
     g.node("Mul", ["x", gate], ["hswish"])
+    return g
+
+
+
+@case("silu_gelu_elu", scale=4.0, approximated={
+    "silu": "Silu", "gelu": "Gelu", "gelu_half_first": "Gelu", "elu": "Elu", "elu_half": "Elu"})
+def silu_gelu_elu(opset):
+    """SiLU as PyTorch writes it (x * Sigmoid(x)); GELU's Erf pattern in PyTorch's form
+    (Div by sqrt 2, Erf, Add 1, Mul x, Mul 0.5) and with 0.5 * x formed first and x / sqrt 2 as
+    a Mul; Elu with the default alpha and with 0.5."""
+    g = Graph("x", [2, 4, 4], ["silu", "gelu", "gelu_half_first", "elu", "elu_half"])
+    gate = g.node("Sigmoid", ["x"], ["gate"])
+    g.node("Mul", ["x", gate], ["silu"])
+    sqrt2 = g.const("sqrt2", np.array(np.sqrt(2.0), dtype=np.float32))
+    one = g.const("one", np.array(1.0, dtype=np.float32))
+    half = g.const("half", np.array(0.5, dtype=np.float32))
+    d = g.node("Div", ["x", sqrt2], ["d"])
+    e = g.node("Erf", [d], ["e"])
+    a = g.node("Add", [e, one], ["a"])
+    m = g.node("Mul", ["x", a], ["m"])
+    g.node("Mul", [m, half], ["gelu"])
+    h = g.node("Mul", [half, "x"], ["h"])
+    inv = g.const("inv_sqrt2", np.array(1.0 / np.sqrt(2.0), dtype=np.float32))
+    d2 = g.node("Mul", ["x", inv], ["d2"])
+    e2 = g.node("Erf", [d2], ["e2"])
+    a2 = g.node("Add", [one, e2], ["a2"])
+    g.node("Mul", [a2, h], ["gelu_half_first"])
+    g.node("Elu", ["x"], ["elu"])
+    g.node("Elu", ["x"], ["elu_half"], alpha=0.5)
+    return g
+
+
+@case("gelu_op_network", opsets=(20,), scale=2.0, approximated={"gelu": "Gelu"})
+def gelu_op_network(opset):
+    """The opset-20 Gelu op, on the input and between a convolution and an ELU in a network."""
+    g = Graph("x", [2, 4, 4], ["gelu", "y"])
+    g.node("Gelu", ["x"], ["gelu"])
+    c = g.node("Conv", ["x", g.w("k", [3, 2, 3, 3]), g.w("kb", [3])], ["c"], pads=[1, 1, 1, 1])
+    act = g.node("Gelu", [c], ["act"])
+    el = g.node("Elu", [act], ["el"], alpha=0.75)
+    f = g.node("Flatten", [el], ["f"], axis=1)
+    g.node("Gemm", [f, g.w("W", [4, 48]), g.w("b", [4])], ["y"], transB=1)
+    return g
+
+
+@case("swish", opsets=(24,), scale=4.0, approximated={"swish": "Silu"})
+def swish(opset):
+    """ONNX Swish (opset 24) with its default alpha = 1: SiLU."""
+    g = Graph("x", [2, 4, 4], ["swish"])
+    g.node("Swish", ["x"], ["swish"])
     return g
 
 

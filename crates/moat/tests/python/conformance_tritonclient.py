@@ -48,8 +48,13 @@ def main():
             diffs[o] = float(np.abs(got - want).max()) if got.shape == want.shape else None
             diffs[o + ":bit_exact"] = bool(got.shape == want.shape and np.array_equal(got, want))
         meta = client.get_model_metadata(name)
+        # The declared shapes, batch as -1, against onnxruntime's answers.
+        declared = {o["name"]: [int(d) for d in o["shape"]] for o in meta["outputs"]}
+        shapes = {o: [-1] + list(expected[o].shape[1:]) for o in output_names}
         report[name] = {
             "diffs": diffs,
+            "metadata_shapes": declared,
+            "onnx_shapes": shapes,
             "metadata_inputs": [i["name"] for i in meta["inputs"]],
             "metadata_outputs": [o["name"] for o in meta["outputs"]],
             "onnx_input": input_name,
