@@ -162,6 +162,15 @@ impl ShapeArgs {
     }
 }
 
+/// The server guard `moat bench secure --guard` measures.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BenchGuard {
+    /// The unguarded queries only.
+    None,
+    /// The unguarded queries, then as many under SIGuard (see [`GuardCost`]).
+    Siguard,
+}
+
 /// Named links of the evaluation.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NetworkPreset {
@@ -477,8 +486,8 @@ pub struct BenchArgs {
     /// `siguard`: also time the same number of queries revealing probabilities under SIGuard
     /// (the server child runs `--defender`), in the same session as the unguarded label
     /// queries, and report what SIGuard adds; `none` (default): the unguarded queries only.
-    #[arg(long, default_value = "none")]
-    pub guard: String,
+    #[arg(long, value_enum, default_value = "none")]
+    pub guard: BenchGuard,
     /// The defender for `--guard siguard` (default: a stand-in trained briefly on random
     /// probability vectors — SIGuard's cost does not depend on the weights: fixed
     /// iterations, no data-dependent control flow).
@@ -670,9 +679,9 @@ pub fn bench(mut args: BenchArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&dir)?;
     let model_path = dir.join("model.onnx");
     moat_nn::onnx::save_onnx(&graph, &model_path)?;
-    let guard_args = match args.guard.trim() {
-        "none" => Vec::new(),
-        "siguard" => {
+    let guard_args = match args.guard {
+        BenchGuard::None => Vec::new(),
+        BenchGuard::Siguard => {
             let path = match &args.defender {
                 Some(path) => path.clone(),
                 None => stand_in_defender(&graph, &dir, args.seed)?,
@@ -687,7 +696,6 @@ pub fn bench(mut args: BenchArgs) -> anyhow::Result<()> {
                 format!("{outer},{inner}"),
             ]
         }
-        other => bail!("unknown guard '{other}' (none or siguard)"),
     };
 
     let exe = std::env::current_exe().context("locating the moat binary")?;
@@ -793,7 +801,7 @@ fn bench_client(
     progress.finish_and_clear();
     let seconds = timed.elapsed().as_secs_f64();
     let after = ch.stats().snapshot();
-    let guarded = if args.guard.trim() == "siguard" {
+    let guarded = if args.guard == BenchGuard::Siguard {
         let mut rng = <rand_chacha::ChaCha20Rng as rand::SeedableRng>::seed_from_u64(args.seed);
         let progress = crate::progress::bar(queries as u64, "private inference + SIGuard", args.json);
         let timed = Instant::now();
