@@ -52,24 +52,32 @@ fn mobile_networks_run_privately_between_two_processes_bit_for_bit() -> TestResu
     let listing = String::from_utf8(out.stdout)?;
     for file in ["mobilenetv2_cifar_opset13.onnx", "shufflenet_cifar_opset11.onnx"] {
         assert!(listing.contains(file), "{listing}");
-        let model = dir.join(file);
-        let (_server, addr) = start_server(&model, "1", "120000")?;
-        let out = moat()
-            .args(["secure", "client", "--connect", &addr, "--dataset", "cifar10", "--data-dir"])
-            .arg(&data)
-            .args(["--count", "2", "--logits", "--json", "--timeout-ms", "120000", "--compare-with"])
-            .arg(&model)
-            .output()?;
-        assert!(out.status.success(), "{file}: {}", String::from_utf8_lossy(&out.stderr));
-        let report: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-        assert_eq!(report["queries"], 2, "{report}");
-        assert_eq!(report["agree_with_fixed_point"], 2, "{file}: {report}");
-        eprintln!(
-            "{file}: {:.2} s and {:.2} MiB per private inference",
-            report["seconds_per_query"].as_f64().unwrap_or(0.0),
-            report["bytes_per_query"].as_f64().unwrap_or(0.0) / (1024.0 * 1024.0)
-        );
+        two_cifar_queries_agree_with_fixed_point(&dir.join(file), &data)?;
     }
+    Ok(())
+}
+
+/// Serves `model` from a `moat secure server` child and sends it two CIFAR-10 images from
+/// `data` through `moat secure client --compare-with`: both logit vectors must equal the
+/// fixed-point executor's bit for bit.
+fn two_cifar_queries_agree_with_fixed_point(model: &Path, data: &Path) -> TestResult {
+    let (_server, addr) = start_server(model, "1", "120000")?;
+    let out = moat()
+        .args(["secure", "client", "--connect", &addr, "--dataset", "cifar10", "--data-dir"])
+        .arg(data)
+        .args(["--count", "2", "--logits", "--json", "--timeout-ms", "120000", "--compare-with"])
+        .arg(model)
+        .output()?;
+    let name = model.display();
+    assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(report["queries"], 2, "{name}: {report}");
+    assert_eq!(report["agree_with_fixed_point"], 2, "{name}: {report}");
+    eprintln!(
+        "{name}: {:.2} s and {:.2} MiB per private inference",
+        report["seconds_per_query"].as_f64().unwrap_or(0.0),
+        report["bytes_per_query"].as_f64().unwrap_or(0.0) / (1024.0 * 1024.0)
+    );
     Ok(())
 }
 
@@ -91,21 +99,5 @@ fn gelu_silu_elu_prelu_network_runs_privately_between_two_processes_bit_for_bit(
     let out = b.dense("fc", x, 10)?;
     let model = dir.join("activations.onnx");
     moat_nn::onnx::save_onnx(&b.finish("activations", out)?, &model)?;
-    let (_server, addr) = start_server(&model, "1", "120000")?;
-    let out = moat()
-        .args(["secure", "client", "--connect", &addr, "--dataset", "cifar10", "--data-dir"])
-        .arg(&data)
-        .args(["--count", "2", "--logits", "--json", "--timeout-ms", "120000", "--compare-with"])
-        .arg(&model)
-        .output()?;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-    assert_eq!(report["queries"], 2, "{report}");
-    assert_eq!(report["agree_with_fixed_point"], 2, "{report}");
-    eprintln!(
-        "activations.onnx: {:.2} s and {:.2} MiB per private inference",
-        report["seconds_per_query"].as_f64().unwrap_or(0.0),
-        report["bytes_per_query"].as_f64().unwrap_or(0.0) / (1024.0 * 1024.0)
-    );
-    Ok(())
+    two_cifar_queries_agree_with_fixed_point(&model, &data)
 }
