@@ -55,7 +55,7 @@
 //! and the label-only argmax, batched per layer in a constant number of rounds on a per-party
 //! [`protocols::Session`]; each module states what it computes, what each party learns and
 //! its cost, and [`protocols::cost`] predicts the exact traffic. `moat bench relu` runs them
-//! between two processes (≈ 876 bytes per exact ReLU at ℓ = 37).
+//! between two processes (≈ 876 bytes per exact ReLU at ℓ = 37 on IKNP, ≈ 50 on Ferret silent OT).
 //!
 //! **What the protocols are.** Each protocol is a blocking function that one party calls with
 //! its [`Party`], its [`protocols::Session`] and a [`transport::Channel`]; the function sends
