@@ -48,31 +48,12 @@ impl<'m> Importer<'m> {
     /// `Sum` of computed values of equal shapes: one input passes through, more are added one
     /// after the other (residual `Add`s); a constant operand is refused.
     pub(super) fn sum(&mut self, ctx: &Ctx<'m>) -> Result<()> {
-        let n = ctx.node.input.len();
-        if n == 0 {
-            return Err(ctx.err("has no input"));
-        }
-        for i in 0..n {
-            if self.is_constant(ctx, i)? {
-                return Err(ctx.err(format!("input {i} is a constant: moat sums computed values only")));
-            }
-        }
-        if n == 1 {
-            return self.alias(ctx);
-        }
-        let (first, shape) = self.runtime(ctx, 0)?;
-        let mut sum = self.materialize(ctx, first, &shape)?;
-        for i in 1..n {
-            let (y, ys) = self.runtime(ctx, i)?;
-            if ys != shape {
-                return Err(ctx.err(format!(
-                    "sums values of shapes {} and {}; moat sums values of equal shapes (no broadcasting)",
-                    batched(&shape),
-                    batched(&ys)
-                )));
-            }
-            let y = self.materialize(ctx, y, &ys)?;
-            let suffix = (i + 1 < n).then(|| format!("sum{i}"));
+        let Some((inputs, shape)) = self.equal_shape_operands(ctx, "sums")? else { return Ok(()) };
+        let n = inputs.len();
+        let mut inputs = inputs.into_iter();
+        let mut sum = inputs.next().ok_or_else(|| ctx.err("has no input"))?;
+        for (i, y) in inputs.enumerate() {
+            let suffix = (i + 2 < n).then(|| format!("sum{}", i + 1));
             sum = self.push(ctx, suffix.as_deref(), Op::Add, vec![sum, y])?;
         }
         self.bind_output(ctx, 0, sum, shape)
@@ -81,17 +62,28 @@ impl<'m> Importer<'m> {
     /// `Max` of computed values of equal shapes (no broadcasting): one input passes through, more
     /// are one moat `Max`; a constant operand is refused.
     pub(super) fn max(&mut self, ctx: &Ctx<'m>) -> Result<()> {
+        let Some((inputs, shape)) = self.equal_shape_operands(ctx, "takes the maximum of")? else { return Ok(()) };
+        let out = self.push(ctx, None, Op::Max, inputs)?;
+        self.bind_output(ctx, 0, out, shape)
+    }
+
+    /// The operands of a variadic element-wise node (`Sum`, `Max`; `what` names the operation
+    /// in errors): every input computed (a constant is refused) and of one shape (no
+    /// broadcasting), materialised, with that shape. A single input is aliased to the output
+    /// instead (`None`: nothing left to do).
+    fn equal_shape_operands(&mut self, ctx: &Ctx<'m>, what: &str) -> Result<Option<(Vec<ValueId>, Vec<usize>)>> {
         let n = ctx.node.input.len();
         if n == 0 {
             return Err(ctx.err("has no input"));
         }
         for i in 0..n {
             if self.is_constant(ctx, i)? {
-                return Err(ctx.err(format!("input {i} is a constant: moat takes the maximum of computed values only")));
+                return Err(ctx.err(format!("input {i} is a constant: moat {what} computed values only")));
             }
         }
         if n == 1 {
-            return self.alias(ctx);
+            self.alias(ctx)?;
+            return Ok(None);
         }
         let (first, shape) = self.runtime(ctx, 0)?;
         let mut inputs = vec![self.materialize(ctx, first, &shape)?];
@@ -99,15 +91,14 @@ impl<'m> Importer<'m> {
             let (y, ys) = self.runtime(ctx, i)?;
             if ys != shape {
                 return Err(ctx.err(format!(
-                    "the maximum of values of shapes {} and {}; moat takes it of equal shapes (no broadcasting)",
+                    "{what} values of shapes {} and {}; moat {what} values of equal shapes (no broadcasting)",
                     batched(&shape),
                     batched(&ys)
                 )));
             }
             inputs.push(self.materialize(ctx, y, &ys)?);
         }
-        let out = self.push(ctx, None, Op::Max, inputs)?;
-        self.bind_output(ctx, 0, out, shape)
+        Ok(Some((inputs, shape)))
     }
 
     /// `x · HardSigmoid(x; α = 1/6, β = 1/2)`, how HardSwish is written before opset 14 (moat's
