@@ -126,6 +126,16 @@ fn only_runs_the_named_areas_and_marks_the_rest_not_run() -> TestResult {
         "{}",
         String::from_utf8_lossy(&bad.stderr)
     );
+    let missing = dir.join("no-such-model.onnx");
+    let bad = moat(&["eval", "--victim", missing.to_str().ok_or("path")?, "--out", dir.to_str().ok_or("path")?])?;
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("no-such-model.onnx: no such file"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+    let notes = r["notes"].to_string();
+    assert!(notes.contains("trained by the run on the embedded digits"), "{notes}");
     Ok(())
 }
 

@@ -142,3 +142,34 @@ fn shared_data_secure_two_process_inference_matches_fixed_point() -> TestResult 
     }
     Ok(())
 }
+
+/// Issue 17: the scorecard's data preset attacks the committed LeNet-5 that BENCHMARKS.md
+/// measures (found from the repository's root, its SHA-256 in the report's notes), so its
+/// Fusion cell is that model's: the substitution caught in ≥ 99 % of the batches.
+#[test]
+fn shared_data_eval_loads_the_committed_victim() -> TestResult {
+    let Some(data) = data_dir() else { return Ok(()) };
+    let out_dir = std::env::temp_dir().join(format!("moat-eval-victim-{}", std::process::id()));
+    let out = Command::new(env!("CARGO_BIN_EXE_moat"))
+        .current_dir(repo_root())
+        .args(["eval", "--quick", "--only", "fusion", "--seed", "1", "--json", "--data-dir"])
+        .arg(&data)
+        .arg("--out")
+        .arg(&out_dir)
+        .output()?;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let notes = report["notes"].to_string();
+    assert!(notes.contains("models/lenet5-mnist.onnx (loaded, SHA-256 "), "{notes}");
+    let steps = report["steps"].as_array().ok_or("steps")?;
+    assert_eq!(steps.len(), 1, "no training step: {steps:?}");
+    assert!(steps[0]["command"].as_str().is_some_and(|c| c.contains("models/lenet5-mnist.onnx")), "{}", steps[0]);
+    let rows = report["scorecard"]["rows"].as_array().ok_or("rows")?;
+    let row = rows.iter().find(|r| r["id"] == "cheating-server").ok_or("cheating-server row")?;
+    let fusion =
+        row["cells"].as_array().ok_or("cells")?.iter().find(|c| c["defense"] == "fusion").ok_or("fusion cell")?;
+    let detected = fusion["value"].as_f64().ok_or("value")?;
+    assert!(detected >= 0.99, "{fusion}");
+    let _ = std::fs::remove_dir_all(&out_dir);
+    Ok(())
+}

@@ -16,6 +16,11 @@
 //! [`report`]). The embedded preset (no `--data-dir`) uses the UCI digits set built into the
 //! binary; `--data-dir` runs MNIST (secure inference, SEEK, PSML, Fusion) and CIFAR-10
 //! (membership inference). `--quick` shrinks the sample counts.
+//!
+//! The victim of the secure, SEEK and Fusion areas is `--victim` when given; with `--data-dir`
+//! and no `--victim` it is the repository's [`DATASET_VICTIM`] when that file exists from the
+//! working directory (the LeNet-5 the BENCHMARKS.md sections measure, so the scorecard's figures
+//! are theirs), and otherwise a LeNet-5 the run trains; the report's notes say which.
 
 mod html;
 mod plots;
@@ -80,7 +85,15 @@ pub struct Args {
     /// Print report.json on stdout instead of the table.
     #[arg(long)]
     pub json: bool,
+    /// The victim of the secure, SEEK and Fusion areas (an ONNX file of the preset's task);
+    /// default: with --data-dir, models/lenet5-mnist.onnx when it exists, else one the run trains.
+    #[arg(long, value_name = "MODEL")]
+    pub victim: Option<PathBuf>,
 }
+
+/// The MNIST model BENCHMARKS.md measures, relative to the repository's root: the data preset's
+/// default victim when the run starts there.
+pub const DATASET_VICTIM: &str = "models/lenet5-mnist.onnx";
 
 /// What the run is: the datasets and sizes every step uses.
 #[derive(Clone, Debug)]
@@ -194,8 +207,55 @@ impl Drop for BackgroundServer {
     }
 }
 
-/// The victim model of the secure, SEEK and Fusion areas (trained by the run).
-fn victim(d: &mut Driver, p: &Preset, models: &Path) -> anyhow::Result<PathBuf> {
+/// Where the victim of the secure, SEEK and Fusion areas comes from.
+enum VictimSource {
+    /// An ONNX file: `--victim`, or [`DATASET_VICTIM`] found by the data preset.
+    File(PathBuf),
+    /// Trained by the run (step `victim`).
+    Train,
+}
+
+impl VictimSource {
+    fn choose(given: Option<&Path>, p: &Preset) -> anyhow::Result<Self> {
+        if let Some(file) = given {
+            if !file.is_file() {
+                bail!("--victim {}: no such file", file.display());
+            }
+            return Ok(Self::File(file.to_path_buf()));
+        }
+        let default = Path::new(DATASET_VICTIM);
+        Ok(if p.real.is_some() && default.is_file() { Self::File(default.to_path_buf()) } else { Self::Train })
+    }
+
+    /// The victim's path, training it first when the run must; and the report's note on it.
+    fn resolve(&self, d: &mut Driver, p: &Preset, models: &Path) -> anyhow::Result<(PathBuf, String)> {
+        match self {
+            Self::File(file) => {
+                use sha2::Digest;
+                let bytes = std::fs::read(file).with_context(|| format!("reading the victim {}", file.display()))?;
+                let digest = moat_wire::commitment::to_hex(&sha2::Sha256::digest(&bytes));
+                Ok((
+                    file.clone(),
+                    format!("victim of secure, seek and fusion: {} (loaded, SHA-256 {digest})", file.display()),
+                ))
+            }
+            Self::Train => {
+                let model = train_victim(d, p, models)?;
+                let note = if p.real.is_some() {
+                    format!(
+                        "victim of secure, seek and fusion: trained by the run ({DATASET_VICTIM} not found here; --victim FILE loads one)"
+                    )
+                } else {
+                    "victim of secure, seek and fusion: trained by the run on the embedded digits".into()
+                };
+                Ok((model, note))
+            }
+        }
+    }
+}
+
+/// Trains the victim model of the secure, SEEK and Fusion areas.
+fn train_victim(d: &mut Driver, p: &Preset, models: &Path) -> anyhow::Result<PathBuf> {
     let model = models.join("victim.onnx");
     let (arch, epochs) = if p.real.is_some() { ("lenet5", p.pick("1", "2")) } else { ("mlp:128,64", "30") };
     let mut args = strings(&["train", "--arch", arch, "--epochs", epochs, "--seed"]);
@@ -403,9 +463,9 @@ fn fusion(d: &mut Driver, p: &Preset, model: &Path, out: &Path) -> anyhow::Resul
 }
 
 /// How many steps a run has (for the progress bar).
-fn step_count(areas: &[Area], p: &Preset) -> u64 {
+fn step_count(areas: &[Area], p: &Preset, victim: &VictimSource) -> u64 {
     let mut n = 0;
-    if areas.iter().any(|a| matches!(a, Area::Secure | Area::Seek | Area::Fusion)) {
+    if needs_victim(areas) && matches!(victim, VictimSource::Train) {
         n += 1;
     }
     for a in areas {
@@ -418,6 +478,11 @@ fn step_count(areas: &[Area], p: &Preset) -> u64 {
         };
     }
     n
+}
+
+/// Whether one of `areas` attacks or serves the victim model.
+fn needs_victim(areas: &[Area]) -> bool {
+    areas.iter().any(|a| matches!(a, Area::Secure | Area::Seek | Area::Fusion))
 }
 
 /// `moat eval`.
@@ -437,21 +502,27 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     let preset = Preset { real: args.data_dir.clone(), quick: args.quick, seed };
+    let victim_source = VictimSource::choose(args.victim.as_deref(), &preset)?;
     let models = args.out.join("models");
     let logs = args.out.join("logs");
     for dir in [&models, &logs] {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     let exe = std::env::current_exe().context("locating the moat binary")?;
-    let bar = progress::bar(step_count(&areas, &preset), "moat eval", args.json);
+    let bar = progress::bar(step_count(&areas, &preset, &victim_source), "moat eval", args.json);
     let mut driver = Driver { exe, logs, deadline: Duration::from_secs(args.step_timeout_s), bar, records: Vec::new() };
     let started = Instant::now();
     let mut notes = Vec::new();
 
-    let needs_victim = areas.iter().any(|a| matches!(a, Area::Secure | Area::Seek | Area::Fusion));
-    let model = if needs_victim { Some(victim(&mut driver, &preset, &models)?) } else { None };
+    let model = if needs_victim(&areas) {
+        let (model, note) = victim_source.resolve(&mut driver, &preset, &models)?;
+        notes.push(note);
+        Some(model)
+    } else {
+        None
+    };
     for area in &areas {
-        let victim = || model.as_deref().context("the victim model (trained for secure, seek and fusion)");
+        let victim = || model.as_deref().context("the victim model (of secure, seek and fusion)");
         match area {
             Area::Secure => notes.extend(secure(&mut driver, &preset, victim()?, &args.out)?),
             Area::Seek => seek(&mut driver, &preset, victim()?, &args.out)?,
