@@ -154,6 +154,7 @@ impl Kernel for FloatKernel<'_> {
             Op::Gelu => Ok(x.iter().map(|&v| approx::GELU.exact(v.into()) as f32).collect()),
             Op::GeluTanh => Ok(x.iter().map(|&v| approx::GELU_TANH.exact(v.into()) as f32).collect()),
             Op::Softplus => Ok(x.iter().map(|&v| approx::SOFTPLUS.exact(v.into()) as f32).collect()),
+            Op::Softsign => Ok(x.iter().map(|&v| v / (1.0 + v.abs())).collect()),
             Op::Elu { alpha } => {
                 Ok(x.iter().map(|&v| approx::ELU.exact_scaled(v.into(), alpha.into()) as f32).collect())
             }
@@ -245,7 +246,7 @@ pub enum QuantizedLayer {
     HardSigmoid(RingHard),
     /// A hard swish ([`approx::RingSwish`]).
     HardSwish(RingSwish),
-    /// A sigmoid, tanh, SiLU, GELU (either form), ELU, SELU or softplus spline
+    /// A sigmoid, tanh, softsign, SiLU, GELU (either form), ELU, SELU or softplus spline
     /// ([`approx::RingSpline`]).
     Spline(RingSpline),
     /// Convolution: weights at scale 2^f, bias at scale 2^(2f).
@@ -346,6 +347,7 @@ impl QuantizedGraph {
                     }
                     Op::GeluTanh => QuantizedLayer::Spline(approx::GELU_TANH.quantize(fixed)),
                     Op::Softplus => QuantizedLayer::Spline(approx::SOFTPLUS.quantize(fixed)),
+                    Op::Softsign => QuantizedLayer::Spline(approx::SOFTSIGN.quantize(fixed)),
                     Op::Dense(d) => QuantizedLayer::Dense { weight: q(d.weight.data(), f), bias: q(&d.bias, 2 * f) },
                     Op::BatchNorm(bn) => {
                         let (scale, shift) = bn.scale_shift();

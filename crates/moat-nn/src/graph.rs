@@ -223,6 +223,9 @@ pub enum Op {
     Sigmoid,
     /// Softmax over a 1-D value (a head: the logits are its input).
     Softmax,
+    /// `x / (1 + |x|)` (ONNX `Softsign`). Exact in float; in fixed point and two-party an odd
+    /// linear spline ([`crate::approx::SOFTSIGN`], its measured maximum error there).
+    Softsign,
     /// `ln(1 + e^x)` (ONNX `Softplus`). Exact in float; in fixed point and two-party `ReLU(x)`
     /// plus a spline of `ln(1 + e^−|x|)` ([`crate::approx::SOFTPLUS`], its measured maximum
     /// error there).
@@ -288,6 +291,8 @@ pub enum OpKind {
     Softmax,
     /// [`Op::Softplus`].
     Softplus,
+    /// [`Op::Softsign`].
+    Softsign,
     /// [`Op::Tanh`].
     Tanh,
     /// [`Op::Transpose`].
@@ -325,6 +330,7 @@ impl OpKind {
             OpKind::Sigmoid => "Sigmoid",
             OpKind::Softmax => "Softmax",
             OpKind::Softplus => "Softplus",
+            OpKind::Softsign => "Softsign",
             OpKind::Tanh => "Tanh",
             OpKind::Transpose => "Transpose",
             OpKind::Input => "Input",
@@ -367,6 +373,7 @@ impl Op {
             Op::Sigmoid => OpKind::Sigmoid,
             Op::Softmax => OpKind::Softmax,
             Op::Softplus => OpKind::Softplus,
+            Op::Softsign => OpKind::Softsign,
             Op::Tanh => OpKind::Tanh,
             Op::Transpose(_) => OpKind::Transpose,
         }
@@ -634,6 +641,7 @@ impl Graph {
             Op::Elu { .. } | Op::Selu { .. } => (1 + crate::approx::ELU.knots().len()) * out,
             Op::GeluTanh => (1 + crate::approx::GELU_TANH.knots().len()) * out,
             Op::Softplus => (1 + crate::approx::SOFTPLUS.knots().len()) * out,
+            Op::Softsign => (1 + crate::approx::SOFTSIGN.knots().len()) * out,
             Op::MaxPool(p) => out * (p.kernel[0] * p.kernel[1]).saturating_sub(1),
             _ => 0,
         }
@@ -887,6 +895,7 @@ pub(crate) fn node_shape(shapes: &[Vec<usize>], node: &Node) -> Result<Vec<usize
             | Op::Gelu
             | Op::GeluTanh
             | Op::Softplus
+            | Op::Softsign
             | Op::Elu { .. }
             | Op::Selu { .. } => x,
             Op::PRelu { slope } => {

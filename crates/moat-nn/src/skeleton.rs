@@ -77,6 +77,8 @@ pub enum SkeletonOp {
     },
     /// [`Op::Softplus`].
     Softplus,
+    /// [`Op::Softsign`].
+    Softsign,
     /// [`Op::LeakyRelu`] (the slope is public).
     LeakyRelu {
         /// The slope below zero.
@@ -199,6 +201,7 @@ impl Graph {
                     Op::GeluTanh => SkeletonOp::GeluTanh,
                     Op::Selu { alpha, gamma } => SkeletonOp::Selu { alpha: *alpha, gamma: *gamma },
                     Op::Softplus => SkeletonOp::Softplus,
+                    Op::Softsign => SkeletonOp::Softsign,
                     Op::Transpose(perm) => SkeletonOp::Transpose { perm: perm.clone() },
                     Op::Reshape(shape) => SkeletonOp::Reshape { shape: shape.clone() },
                     Op::Softmax => SkeletonOp::Softmax,
@@ -273,6 +276,7 @@ impl Skeleton {
                     SkeletonOp::GeluTanh => Op::GeluTanh,
                     SkeletonOp::Selu { alpha, gamma } => Op::Selu { alpha: *alpha, gamma: *gamma },
                     SkeletonOp::Softplus => Op::Softplus,
+                    SkeletonOp::Softsign => Op::Softsign,
                     SkeletonOp::Conv2d { weight_shape, stride, padding, group } => Op::Conv2d(Conv2d {
                         weight: Tensor::zeros(weight_shape.to_vec()),
                         bias: vec![0.0; weight_shape[0]],

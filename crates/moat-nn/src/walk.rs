@@ -138,6 +138,7 @@ impl Step {
             | Op::Gelu
             | Op::GeluTanh
             | Op::Softplus
+            | Op::Softsign
             | Op::Elu { .. }
             | Op::Selu { .. } => Step::Spline,
             Op::MaxPool(_) => Step::MaxPool,
@@ -191,7 +192,7 @@ pub trait Kernel {
     /// A hard swish of `x` (at `f`), [`crate::approx::RingSwish`] in the ring executions.
     fn hard_swish(&mut self, site: &Site<'_>, x: &Self::Value) -> Result<Self::Value, Self::Error>;
 
-    /// A sigmoid, tanh, SiLU, GELU, ELU, SELU or softplus of `x` (at `f`), [`crate::approx::RingSpline`] in the
+    /// A sigmoid, tanh, softsign, SiLU, GELU, ELU, SELU or softplus of `x` (at `f`), [`crate::approx::RingSpline`] in the
     /// ring executions.
     fn spline(&mut self, site: &Site<'_>, x: &Self::Value) -> Result<Self::Value, Self::Error>;
 

@@ -752,7 +752,7 @@ fn silu_gelu_elu_import_from_their_ops_and_patterns() -> Result<()> {
 }
 
 #[test]
-fn selu_gelu_tanh_softplus_import_with_their_attributes_and_round_trip() -> Result<()> {
+fn selu_gelu_tanh_softplus_softsign_import_with_their_attributes_and_round_trip() -> Result<()> {
     let x = [-3.0f32, -0.5, 0.0, 2.0];
     // numpy, in f64 rounded to f32.
     let selu = [-1.670_568_7, -0.691_758_2, 0.0, 2.101_402];
@@ -787,18 +787,22 @@ fn selu_gelu_tanh_softplus_import_with_their_attributes_and_round_trip() -> Resu
         let y = run(&g, &x)?;
         assert!(near(&y, &softplus), "{y:?}");
     }
+    let g = import(&one("Softsign", 9, vec![]))?;
+    assert_eq!(g.nodes()[0].op, Op::Softsign);
+    assert_eq!(run(&g, &x)?, [-0.75, -1.0 / 3.0, 0.0, 2.0 / 3.0]);
     // Round trip: exported at opset 20 (the tanh Gelu's), imported back the same.
     let chain = vec![
         node("Selu", "selu", &["x"], &["s"], vec![a_float("alpha", 1.5), a_float("gamma", 1.25)]),
         node("Gelu", "gelu", &["s"], &["t"], vec![a_str("approximate", "tanh")]),
-        node("Softplus", "softplus", &["t"], &["y"], vec![]),
+        node("Softplus", "softplus", &["t"], &["u"], vec![]),
+        node("Softsign", "softsign", &["u"], &["y"], vec![]),
     ];
     let g = import(&model(20, &[4], chain, vec![]))?;
     let exported = onnx::export_model(&g)?;
     assert_eq!(exported.opset_import[0].version, 20);
     let back = onnx::import_onnx(&onnx::export_onnx(&g)?)?;
     let ops = |g: &Graph| g.nodes().iter().map(|n| n.op.clone()).collect::<Vec<_>>();
-    assert_eq!(ops(&back), [Op::Selu { alpha: 1.5, gamma: 1.25 }, Op::GeluTanh, Op::Softplus]);
+    assert_eq!(ops(&back), [Op::Selu { alpha: 1.5, gamma: 1.25 }, Op::GeluTanh, Op::Softplus, Op::Softsign]);
     assert_eq!(run(&back, &x)?, run(&g, &x)?);
     // Without a tanh Gelu the export stays at opset 13.
     let g = import(&model(13, &[4], vec![node("Selu", "selu", &["x"], &["y"], vec![])], vec![]))?;

@@ -7,7 +7,7 @@
 //! A second network exercises the approximated and per-channel activations of issue 12 (GELU,
 //! SiLU, ELU, PRelu with one slope per channel), written by moat's own exporter (GELU as the
 //! `Erf` pattern, SiLU as `x · Sigmoid(x)`) and imported back by the server; a third SELU, GELU's
-//! tanh form and Softplus (exported at opset 20).
+//! tanh form, Softplus and Softsign (exported at opset 20).
 //!
 //! Needs python3 with onnx and numpy, and the CIFAR-10 binary files in `MOAT_DATA_DIR` or
 //! `../shared/data`; without them it prints a notice and passes, except in CI (`CI=true`).
@@ -104,7 +104,7 @@ fn gelu_silu_elu_prelu_network_runs_privately_between_two_processes_bit_for_bit(
 }
 
 #[test]
-fn selu_gelu_tanh_softplus_network_runs_privately_between_two_processes_bit_for_bit() -> TestResult {
+fn selu_gelu_tanh_softplus_softsign_network_runs_privately_between_two_processes_bit_for_bit() -> TestResult {
     use moat_nn::{Op, ValueId, approx, zoo::GraphBuilder};
     let Some(data) = data_dir() else { return skip_or_fail("CIFAR-10 data (MOAT_DATA_DIR or ../shared/data)") };
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("secure_activations_selu");
@@ -116,6 +116,7 @@ fn selu_gelu_tanh_softplus_network_runs_privately_between_two_processes_bit_for_
     let x = b.push("gelu_tanh", Op::GeluTanh, vec![x])?;
     let x = b.conv("last", x, 8, 3, 2, 1)?;
     let x = b.push("softplus", Op::Softplus, vec![x])?;
+    let x = b.push("softsign", Op::Softsign, vec![x])?;
     let x = b.push("pool", Op::GlobalAvgPool, vec![x])?;
     let out = b.dense("fc", x, 10)?;
     // Exported at opset 20 (the tanh Gelu's), imported back by the server.

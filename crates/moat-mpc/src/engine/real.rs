@@ -983,7 +983,7 @@ mod tests {
     }
 
     /// A convolution read by a hard sigmoid, a hard swish, a sigmoid, a tanh, a SiLU, a GELU (both
-    /// forms), an ELU, a SELU and a softplus side by side (each sees the convolution's wide range), their concatenation and a
+    /// forms), an ELU, a SELU, a softplus and a softsign side by side (each sees the convolution's wide range), their concatenation and a
     /// dense head.
     fn approximated() -> Arc<QuantizedGraph> {
         let build = || -> moat_nn::Result<QuantizedGraph> {
@@ -1000,6 +1000,7 @@ mod tests {
                 b.push("gelu_tanh", Op::GeluTanh, vec![x])?,
                 b.push("selu", Op::Selu { alpha: approx::SELU_ALPHA, gamma: approx::SELU_GAMMA }, vec![x])?,
                 b.push("softplus", Op::Softplus, vec![x])?,
+                b.push("softsign", Op::Softsign, vec![x])?,
             ];
             let x = b.push("cat", Op::Concat, branches)?;
             let x = b.conv("mix", x, 4, 3, 2, 1)?;
@@ -1038,6 +1039,7 @@ mod tests {
                 Op::Elu { .. } => (|v| moat_nn::approx::ELU.exact(v), moat_nn::approx::ELU.max_error(), [-3.0, 1.0]),
                 Op::GeluTanh => (|v| approx::GELU_TANH.exact(v), approx::GELU_TANH.max_error(), [-2.0, 2.0]),
                 Op::Softplus => (|v| approx::SOFTPLUS.exact(v), approx::SOFTPLUS.max_error(), [-3.0, 3.0]),
+                Op::Softsign => (|v| approx::SOFTSIGN.exact(v), approx::SOFTSIGN.max_error(), [-3.0, 3.0]),
                 Op::Selu { .. } => (
                     |v| approx::selu_exact(v, approx::SELU_ALPHA.into(), approx::SELU_GAMMA.into()),
                     approx::SELU_MAX_ERROR,

@@ -13,7 +13,7 @@
 //! | `GeluTanh` | `Gelu` (approximate = "tanh"), opset 20 |
 //! | `Elu` | `Elu` (alpha) |
 //! | `Selu` | `Selu` (alpha, gamma) |
-//! | `Softplus` | `Softplus` |
+//! | `Softplus`, `Softsign` | same |
 //! | `PRelu` | `PRelu` with a `[C, 1, …]` slope |
 //! | `Concat` | `Concat` (axis = 1, the channels) |
 //! | `MaxPool`, `AvgPool` | `MaxPool`, `AveragePool` (count_include_pad = 1) |
@@ -232,6 +232,7 @@ pub(super) fn export_model(graph: &Graph) -> Result<ModelProto> {
                 w.node("Selu", name, ins, out.clone(), vec![attr_float("alpha", *alpha), attr_float("gamma", *gamma)])
             }
             Op::Softplus => w.node("Softplus", name, ins, out.clone(), vec![]),
+            Op::Softsign => w.node("Softsign", name, ins, out.clone(), vec![]),
             Op::Tanh => w.node("Tanh", name, ins, out.clone(), vec![]),
             Op::Clip { min, max } => {
                 let lo = w.weight(&format!("{name}.min"), &[], &[*min]);

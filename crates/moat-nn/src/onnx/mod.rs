@@ -37,6 +37,7 @@
 //! | `Gelu` with `approximate` = "tanh" | `GeluTanh` | opset 20 (the expanded `Tanh`/`Pow` pattern of older exports is not recognised); fixed point and two-party: ReLU plus a spline with its own knots, [`crate::approx`] |
 //! | `Elu` | `Elu` | `alpha` finite, \|alpha\| ≤ 16 (default 1); fixed point and two-party: ReLU plus a spline, [`crate::approx`] |
 //! | `Selu` | `Selu` | `alpha` finite (default 1.6733), 0 < `gamma` ≤ 16 (default 1.0507), \|gamma·alpha\| ≤ 16; fixed point and two-party: ELU's spline scaled by γα plus γ·ReLU rounded, input range γ·\|x\| < 4096, [`crate::approx`] |
+//! | `Softsign` | `Softsign` | fixed point and two-party: an odd spline as `Tanh`'s, [`crate::approx`] |
 //! | `Softplus` | `Softplus` | fixed point and two-party: ReLU plus a spline of `ln(1 + e^−\|x\|)`, [`crate::approx`] |
 //! | `MaxPool`, `AveragePool` | `MaxPool`, `AvgPool` | 2-D, no dilation, `ceil_mode` only when it changes nothing, average pools with padding need `count_include_pad` = 1 |
 //! | `GlobalAveragePool` | `GlobalAvgPool` | |

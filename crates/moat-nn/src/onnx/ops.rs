@@ -455,7 +455,7 @@ impl<'m> Importer<'m> {
     }
 
     /// An element-wise activation without attributes (`HardSwish`, `Sigmoid`, `Softplus`,
-    /// `Tanh`), or one
+    /// `Softsign`, `Tanh`), or one
     /// whose attributes were read.
     pub(super) fn activation(&mut self, ctx: &Ctx<'m>, op: Op) -> Result<()> {
         let (id, shape) = self.runtime(ctx, 0)?;

@@ -192,6 +192,7 @@ impl Mirror {
                 | Op::Gelu
                 | Op::GeluTanh
                 | Op::Softplus
+                | Op::Softsign
                 | Op::Elu { .. }
                 | Op::Selu { .. }
                 | Op::Transpose(_) => {

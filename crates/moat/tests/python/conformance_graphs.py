@@ -421,15 +421,16 @@ def gelu_op_network(opset):
     return g
 
 
-@case("selu_softplus", scale=4.0,
-      approximated={"selu": "Selu", "selu_custom": "Selu", "softplus": "Softplus"})
-def selu_softplus(opset):
+@case("selu_softplus_softsign", scale=4.0,
+      approximated={"selu": "Selu", "selu_custom": "Selu", "softplus": "Softplus", "softsign": "Softsign"})
+def selu_softplus_softsign(opset):
     """Selu with ONNX's defaults (self-normalising networks export it so) and with its own alpha
-    and gamma; Softplus."""
-    g = Graph("x", [2, 4, 4], ["selu", "selu_custom", "softplus"])
+    and gamma; Softplus; Softsign."""
+    g = Graph("x", [2, 4, 4], ["selu", "selu_custom", "softplus", "softsign"])
     g.node("Selu", ["x"], ["selu"])
     g.node("Selu", ["x"], ["selu_custom"], alpha=0.5, gamma=1.25)
     g.node("Softplus", ["x"], ["softplus"])
+    g.node("Softsign", ["x"], ["softsign"])
     return g
 
 
