@@ -988,6 +988,23 @@ mod tests {
         assert!(e.contains("add"), "{e}");
     }
 
+    /// A SELU whose γ or γ·α the ring functions cannot take is refused when the graph is built
+    /// (also from a peer's skeleton), naming the node.
+    #[test]
+    fn selu_parameters_are_checked() {
+        let selu = |alpha, gamma| {
+            Graph::new("t", vec![4], vec![node("act", Op::Selu { alpha, gamma }, &[0])], ValueId(1))
+                .err()
+                .map(|e| e.to_string())
+        };
+        assert_eq!(selu(crate::approx::SELU_ALPHA, crate::approx::SELU_GAMMA), None);
+        assert_eq!(selu(-1.0, 0.5), None);
+        for (alpha, gamma) in [(1.0, 0.0), (1.0, -1.0), (1.0, f32::NAN), (1.0, 17.0), (10.0, 2.0), (f32::NAN, 1.0)] {
+            let e = selu(alpha, gamma).unwrap_or_default();
+            assert!(e.contains("act") && e.contains("Selu"), "α = {alpha}, γ = {gamma}: {e}");
+        }
+    }
+
     #[test]
     fn concat_joins_channels_and_checks_the_rest() -> Result<()> {
         let nodes =
