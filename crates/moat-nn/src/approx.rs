@@ -220,7 +220,8 @@ pub const GELU_TANH: Spline = Spline {
 /// [`TANH`]; its tails approach ±1 slowly, so the knots reach out to 288.
 ///
 /// **Measured maximum error** (ℓ = 37, f = 12, every fixed-point value in `[−16, 16]` and tails
-/// to `±2^20`): **3.8·10⁻³** (3.76·10⁻³ at x ≈ −1.18; the tail beyond 288 errs by at most 3.5·10⁻³). Two-party cost per element as [`SIGMOID`].
+/// to `±2^20`): **3.8·10⁻³** (3.76·10⁻³ at x ≈ −1.18; the tail beyond 288 errs by at most
+/// 3.5·10⁻³). Two-party cost per element as [`SIGMOID`].
 pub const SOFTSIGN: Spline = Spline {
     name: "Softsign",
     form: SplineForm::Odd,
@@ -250,12 +251,14 @@ pub const SOFTPLUS: Spline = Spline {
 /// `γ` at `f` bits, rounded ([`RingSpline::gain`]): `⌊(γ_q·ReLU(x) + 2^(f−1)) / 2^f⌋`.
 ///
 /// **Measured maximum error** at the defaults (α = 1.6733, γ = 1.0507; ℓ = 37, f = 12, every
-/// fixed-point value in `[−16, 16]`): **3.7·10⁻³** (3.69·10⁻³ at x ≈ −0.20); it is `γ·|α|`·[`ELU`]'s bound
-/// plus `2^−12` (the two roundings) plus `|γ − γ_q|·ReLU(x)` (γ's rounding to `f` bits, as a
-/// linear layer's weights: 8.0·10⁻⁵·x at the default γ); the unit test holds the first two parts
-/// at (α, γ) = the defaults, (0.5, 1.05), (1.67, 2) and (−1, 0.75) out to `γ·|x| = 4000`
-/// (measured 3.69·10⁻³, 1.18·10⁻³, 6.91·10⁻³, 1.65·10⁻³). Input range: `γ·|x| < 2^(ℓ−1−2f)` (4096 at ℓ = 37, f
-/// = 12), the bound a linear layer's untruncated output already has. Two-party cost per element
+/// fixed-point value in `[−16, 16]`): **3.7·10⁻³** (3.69·10⁻³ at x ≈ −0.20); it is
+/// `γ·|α|`·[`ELU`]'s bound plus `2^−12` (the two roundings) plus `|γ − γ_q|·ReLU(x)` (γ's
+/// rounding to `f` bits, as a linear layer's weights: 8.0·10⁻⁵·x at the default γ); the unit
+/// test holds the first two parts at (α, γ) = the defaults, (0.5, 1.05), (1.67, 2) and
+/// (−1, 0.75) out to `γ·|x| = 4000` (measured 3.69·10⁻³, 1.18·10⁻³, 6.91·10⁻³, 1.65·10⁻³).
+/// Input range: `γ·|x| < 2^(ℓ−1−2f)` (4096 at ℓ = 37, f = 12), the bound a linear layer's
+/// untruncated output already has; beyond it the two-party truncation of `γ_q·ReLU(x)` no
+/// longer matches the fixed-point executor. Two-party cost per element
 /// as [`SILU`] plus one truncation of a non-negative value (`γ_q·ReLU(x)` by `f`).
 pub fn selu(fp: FixedPoint, alpha: f64, gamma: f64) -> RingSpline {
     let mut ring = ELU.quantize_scaled(fp, gamma * alpha);
