@@ -15,6 +15,10 @@
 //! | `Silu` (`x·σ(x)`) | [`SILU`]: `ReLU(x)` plus a 16-knot spline of the bounded, even `Silu(x) − ReLU(x)` in `\|x\|` | 1.9·10⁻³ (1.82·10⁻³) |
 //! | `Gelu` (`x·Φ(x)`, erf form) | [`GELU`]: `ReLU(x)` plus a 16-knot spline of the even `Gelu(x) − ReLU(x)` in `\|x\|` | 1.3·10⁻³ (1.29·10⁻³) |
 //! | `Elu(α)` | [`ELU`]: `ReLU(x)` plus a 16-knot spline of `α·(e^x − 1)` in `ReLU(−x)` | 2.2·10⁻³·\|α\| + 2^−12 (α = 1: 2.2·10⁻³, measured 2.14·10⁻³) |
+//! | `Selu(α, γ)` | [`selu`]: [`ELU`]'s spline scaled by `γ·α`, plus `⌊γ_q·ReLU(x)⌉` (`γ_q` = γ at `f` bits) | defaults: 3.7·10⁻³ (3.69·10⁻³) on `[−16, 16]`; in general `\|γα\|·`2.2·10⁻³ + 2^−12 plus `\|γ − γ_q\|·ReLU(x)` (8.0·10⁻⁵·x at the default γ) |
+//! | `Gelu` (tanh form) | [`GELU_TANH`]: as [`GELU`], its own knots | 1.1·10⁻³ (1.02·10⁻³) |
+//! | `Softsign` (`x/(1 + \|x\|)`) | [`SOFTSIGN`]: an odd linear spline with 16 knots per side, the last at 288 | 3.8·10⁻³ (3.76·10⁻³) |
+//! | `Softplus` | [`SOFTPLUS`]: `ReLU(x)` plus a 16-knot spline of the even `ln(1 + e^−\|x\|)` | 1.4·10⁻³ (1.33·10⁻³) |
 //!
 //! The errors are measured against `f64` on every fixed-point value in `[−16, 16]` plus
 //! geometrically spaced tails out to `±2^20` (the hard sigmoid to `±4000`, inside its input
@@ -23,7 +27,8 @@
 //! **Input range.** The hard functions form `α·x + β` at `2f` fractional bits, which must stay in
 //! the ring's signed range: `|α·x| < 2^(ℓ−1−2f)` (4096 at ℓ = 37, f = 12; `|x| < 20480` for
 //! α = 0.2), the bound a linear layer's untruncated output already has. The hard swish and the
-//! splines read any activation (`|x| < 2^(ℓ−1−f) − 64`).
+//! splines read any activation (`|x| < 2^(ℓ−1−f) − 64`), except SELU, whose `γ·ReLU(x)` is
+//! formed at `2f` bits as the hard functions' `α·x`: `γ·|x| < 2^(ℓ−1−2f)`.
 
 use crate::fixed::FixedPoint;
 
@@ -118,6 +123,32 @@ const ELU_KNOTS: [f64; 16] = [
     3.9375, 5.09375, 8.0,
 ];
 
+/// Knots of [`GELU_TANH`], chosen as [`SILU_KNOTS`] for `g(a) = Gelu_tanh(−a)` and refined on
+/// the grid of 64ths to the smallest maximum of the segments' interpolation errors and the tail
+/// `|g(t_last)|` (8.3·10⁻⁴ at 3.42).
+const GELU_TANH_KNOTS: [f64; 16] = [
+    0.09375, 0.1875, 0.28125, 0.375, 0.46875, 0.578125, 0.6875, 0.8125, 0.953125, 1.125, 1.765625, 2.015625, 2.265625,
+    2.546875, 2.890625, 3.421875,
+];
+
+/// Knots of [`SOFTPLUS`], chosen as [`GELU_TANH_KNOTS`] for `g(a) = ln(1 + e^−a)`; the last at
+/// 6.8125 where `g = 1.1·10⁻³`.
+const SOFTPLUS_KNOTS: [f64; 16] = [
+    0.1875, 0.375, 0.578125, 0.78125, 0.984375, 1.1875, 1.421875, 1.671875, 1.9375, 2.25, 2.59375, 2.984375, 3.484375,
+    4.125, 5.046875, 6.8125,
+];
+
+/// Knots of [`SOFTSIGN`], chosen as [`GELU_TANH_KNOTS`] for `g(a) = a/(1 + a)`, whose slow
+/// approach to 1 puts the last at 288 (`1 − g(288) = 3.5·10⁻³`, as large as the segments' errors).
+const SOFTSIGN_KNOTS: [f64; 16] = [
+    0.125, 0.28125, 0.46875, 0.703125, 1.0, 1.390625, 1.890625, 2.5625, 3.515625, 4.890625, 7.03125, 10.5625, 17.0625,
+    31.109375, 71.25, 288.0,
+];
+
+fn softsign_f64(x: f64) -> f64 {
+    x / (1.0 + x.abs())
+}
+
 fn silu_f64(x: f64) -> f64 {
     x * sigmoid_f64(x)
 }
@@ -128,6 +159,16 @@ fn gelu_f64(x: f64) -> f64 {
 
 fn elu_f64(x: f64) -> f64 {
     if x > 0.0 { x } else { x.exp_m1() }
+}
+
+fn gelu_tanh_f64(x: f64) -> f64 {
+    let inner = (2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x * x * x);
+    0.5 * x * (1.0 + inner.tanh())
+}
+
+fn softplus_f64(x: f64) -> f64 {
+    // ReLU(x) + ln(1 + e^−|x|): no overflow of e^x.
+    x.max(0.0) + (-x.abs()).exp().ln_1p()
 }
 
 /// `Silu(x) = x·σ(x)` (ONNX `Swish` with α = 1, PyTorch's `Mul(x, Sigmoid(x))`) as `ReLU(x)`
@@ -159,6 +200,89 @@ pub const GELU: Spline =
 /// [`SILU`].
 pub const ELU: Spline =
     Spline { name: "Elu", form: SplineForm::Negative, center: 0.0, knots: &ELU_KNOTS, exact: elu_f64, bound: 2.2e-3 };
+
+/// `Gelu(x) = x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))/2` (ONNX `Gelu` with `approximate =
+/// "tanh"`, opset 20) as `ReLU(x)` plus a 16-knot spline of the even difference (in
+/// `[−0.17, 0]`), with its own knots.
+///
+/// **Measured maximum error** (ℓ = 37, f = 12, every fixed-point value in `[−16, 16]` and tails
+/// to `±2^20`): **1.1·10⁻³** (1.02·10⁻³ at x ≈ −0.52). Two-party cost per element as [`SILU`].
+pub const GELU_TANH: Spline = Spline {
+    name: "GeluTanh",
+    form: SplineForm::Even,
+    center: 0.0,
+    knots: &GELU_TANH_KNOTS,
+    exact: gelu_tanh_f64,
+    bound: 1.1e-3,
+};
+
+/// `Softsign(x) = x / (1 + |x|)` (ONNX `Softsign`) by a 16-knot odd spline about 0, as
+/// [`TANH`]; its tails approach ±1 slowly, so the knots reach out to 288.
+///
+/// **Measured maximum error** (ℓ = 37, f = 12, every fixed-point value in `[−16, 16]` and tails
+/// to `±2^20`): **3.8·10⁻³** (3.76·10⁻³ at x ≈ −1.18; the tail beyond 288 errs by at most
+/// 3.5·10⁻³). Two-party cost per element as [`SIGMOID`].
+pub const SOFTSIGN: Spline = Spline {
+    name: "Softsign",
+    form: SplineForm::Odd,
+    center: 0.0,
+    knots: &SOFTSIGN_KNOTS,
+    exact: softsign_f64,
+    bound: 3.8e-3,
+};
+
+/// `Softplus(x) = ln(1 + e^x)` (ONNX `Softplus`) as `ReLU(x)` plus a 16-knot spline of the even
+/// difference `ln(1 + e^−|x|)` (in `(0, ln 2]`, its centre `ln 2` at zero, reaching 0 at the
+/// last knot).
+///
+/// **Measured maximum error** (ℓ = 37, f = 12, every fixed-point value in `[−16, 16]` and tails
+/// to `±2^20`): **1.4·10⁻³** (1.33·10⁻³ at x ≈ −0.48). Two-party cost per element as [`SILU`].
+pub const SOFTPLUS: Spline = Spline {
+    name: "Softplus",
+    form: SplineForm::Even,
+    center: std::f64::consts::LN_2,
+    knots: &SOFTPLUS_KNOTS,
+    exact: softplus_f64,
+    bound: 1.4e-3,
+};
+
+/// `Selu(x) = γ·x` for `x > 0`, `γ·α·(e^x − 1)` elsewhere (ONNX `Selu`): `γ·Elu_α(x)`, on ring
+/// elements [`ELU`]'s spline scaled by `γ·α` ([`Spline::quantize_scaled`]) plus the ReLU times
+/// `γ` at `f` bits, rounded ([`RingSpline::gain`]): `⌊(γ_q·ReLU(x) + 2^(f−1)) / 2^f⌋`.
+///
+/// **Measured maximum error** at the defaults (α = 1.6733, γ = 1.0507; ℓ = 37, f = 12, every
+/// fixed-point value in `[−16, 16]`): **3.7·10⁻³** (3.69·10⁻³ at x ≈ −0.20); it is
+/// `γ·|α|`·[`ELU`]'s bound plus `2^−12` (the two roundings) plus `|γ − γ_q|·ReLU(x)` (γ's
+/// rounding to `f` bits, as a linear layer's weights: 8.0·10⁻⁵·x at the default γ); the unit
+/// test holds the first two parts at (α, γ) = the defaults, (0.5, 1.05), (1.67, 2) and
+/// (−1, 0.75) out to `γ·|x| = 4000` (measured 3.69·10⁻³, 1.18·10⁻³, 6.91·10⁻³, 1.65·10⁻³).
+/// Input range: `γ·|x| < 2^(ℓ−1−2f)` (4096 at ℓ = 37, f = 12), the bound a linear layer's
+/// untruncated output already has; beyond it the two-party truncation of `γ_q·ReLU(x)` no
+/// longer matches the fixed-point executor. Two-party cost per element
+/// as [`SILU`] plus one truncation of a non-negative value (`γ_q·ReLU(x)` by `f`).
+pub fn selu(fp: FixedPoint, alpha: f64, gamma: f64) -> RingSpline {
+    let mut ring = ELU.quantize_scaled(fp, gamma * alpha);
+    ring.gain = Some(fp.encode(gamma));
+    ring
+}
+
+/// The exact `Selu(x)` in `f64`.
+pub fn selu_exact(x: f64, alpha: f64, gamma: f64) -> f64 {
+    gamma * ELU.exact_scaled(x, alpha)
+}
+
+/// The measured maximum error of [`selu`] at the ONNX defaults on `[−16, 16]` (ℓ = 37, f = 12).
+pub const SELU_MAX_ERROR: f64 = 3.7e-3;
+
+/// ONNX `Selu`'s default α.
+pub const SELU_ALPHA: f32 = 1.673_263_2;
+
+/// ONNX `Selu`'s default γ.
+pub const SELU_GAMMA: f32 = 1.050_701;
+
+/// The largest γ of a SELU the ring functions take (`0 < γ ≤ 16`, and `|γ·α| ≤`
+/// [`ELU_MAX_ALPHA`]).
+pub const SELU_MAX_GAMMA: f32 = 16.0;
 
 /// The largest |α| of an ELU the ring functions take: its spline's sum (`α` at `2f + e` bits)
 /// must stay inside the ring (ONNX's default is 1).
@@ -239,17 +363,17 @@ impl Spline {
         let sum_bits = f + shift;
         let points: Vec<i64> =
             std::iter::once(0).chain(self.knots.iter().map(|k| (k * 2f64.powi(f as i32)).round() as i64)).collect();
-        // The odd form splines `y(a) − c`; the rectified forms `y(−a) − ReLU(−a) = y(−a)`, and
-        // reach its limit (0, or −α for ELU) exactly at the last knot, so that beyond it they
-        // are the ReLU itself plus that limit, without error.
+        // The odd form splines `y(a) − c`; the rectified forms `y(−a) − ReLU(−a) − c = y(−a) − c`
+        // (times the scale), and reach its limit (0, or −α for ELU) exactly at the last knot, so
+        // that beyond it they are the ReLU itself plus that limit, without error.
         let last = points.last().copied().unwrap_or(0);
         let part = |p: i64| {
             let a = p as f64 / 2f64.powi(f as i32);
             match self.form {
                 SplineForm::Odd => self.exact(a) - self.center,
-                SplineForm::Even if p == last => 0.0,
-                SplineForm::Negative if p == last => -scale,
-                SplineForm::Even | SplineForm::Negative => scale * self.exact(-a),
+                SplineForm::Even if p == last => -scale * self.center,
+                SplineForm::Negative if p == last => -scale * (1.0 + self.center),
+                SplineForm::Even | SplineForm::Negative => scale * (self.exact(-a) - self.center),
             }
         };
         let target = |p: i64| (part(p) * 2f64.powi(sum_bits as i32)).round();
@@ -263,9 +387,10 @@ impl Spline {
         }
         let mut weights: Vec<i64> = slopes.windows(2).map(|s| s[1] - s[0]).collect();
         weights.push(-slopes.last().copied().unwrap_or(0));
-        let offset = (self.center * 2f64.powi(sum_bits as i32)).round() as i64 + (1i64 << (shift - 1));
+        let offset = (scale * self.center * 2f64.powi(sum_bits as i32)).round() as i64 + (1i64 << (shift - 1));
         RingSpline {
             form: self.form,
+            gain: None,
             knots: points[1..].iter().map(|&t| fp.from_signed(t)).collect(),
             slope: fp.from_signed(slopes.first().copied().unwrap_or(0)),
             weights: weights.into_iter().map(|w| fp.from_signed(w)).collect(),
@@ -285,6 +410,10 @@ impl Spline {
 pub struct RingSpline {
     /// How the input is read ([`SplineForm`]).
     pub form: SplineForm,
+    /// A rectified form's ReLU times `gain` (at `f` bits, positive) and rounded,
+    /// `⌊(gain·ReLU(x) + 2^(f−1)) / 2^f⌋`, in place of `ReLU(x)` ([`selu`]'s γ); `None`: the
+    /// ReLU itself.
+    pub gain: Option<u64>,
     /// The positive knots at `f` bits.
     pub knots: Vec<u64>,
     /// The slope on `[0, knots[0]]`, at `shift` bits.
@@ -304,6 +433,19 @@ impl RingSpline {
         relus.into_iter().zip(&self.weights).fold(fp.mul(self.slope, a), |g, (r, w)| fp.add(g, fp.mul(*w, r)))
     }
 
+    /// `r = ReLU(x)` times [`RingSpline::gain`], rounded to `f` bits (`r` itself without one).
+    pub fn scaled_relu(&self, fp: FixedPoint, r: u64) -> u64 {
+        match self.gain {
+            Some(gain) => fp.truncate(fp.add(fp.mul(gain, r), self.gain_half(fp))),
+            None => r,
+        }
+    }
+
+    /// The rounding half `2^(f−1)` added to `gain·ReLU(x)` before its truncation.
+    pub fn gain_half(&self, fp: FixedPoint) -> u64 {
+        1 << (fp.frac_bits() - 1)
+    }
+
     /// The spline at `x` (a ring element at `f` bits), as the two-party protocol computes it.
     pub fn eval(&self, fp: FixedPoint, x: u64) -> u64 {
         let relu = |v: u64| if fp.is_negative(v) { 0 } else { v };
@@ -311,7 +453,7 @@ impl RingSpline {
             let r = relu(x);
             let a = if self.form == SplineForm::Even { fp.sub(fp.add(r, r), x) } else { fp.sub(r, x) };
             let g = self.magnitude(fp, a, self.knots.iter().map(|t| relu(fp.sub(a, *t))));
-            return fp.add(r, fp.truncate_by(fp.add(g, self.offset), self.shift));
+            return fp.add(self.scaled_relu(fp, r), fp.truncate_by(fp.add(g, self.offset), self.shift));
         }
         let negative = fp.is_negative(x);
         let a = if negative { fp.sub(0, x) } else { x };
@@ -453,15 +595,16 @@ mod tests {
     #[test]
     fn measured_errors_stay_within_the_documented_bounds() {
         let fp = FixedPoint::default();
-        for spline in [SIGMOID, TANH] {
+        for spline in [SIGMOID, TANH, SOFTSIGN] {
             let bound = spline.max_error();
             let q = spline.quantize(fp);
             let (err, at) = max_error(fp, 2f64.powi(20), |x| q.eval(fp, x), |x| spline.exact(x));
+            eprintln!("{}: max error {err:e} at {at}", spline.name());
             assert!(err <= bound, "{}: max error {err:e} at {at} above {bound:e}", spline.name());
             // Not a loose bound: within 15% of the measurement.
             assert!(err > 0.85 * bound, "{}: max error {err:e} far below {bound:e}", spline.name());
         }
-        let measured: Vec<(Spline, f64, f64)> = [SILU, GELU, ELU]
+        let measured: Vec<(Spline, f64, f64)> = [SILU, GELU, ELU, GELU_TANH, SOFTPLUS]
             .into_iter()
             .map(|spline| {
                 let q = spline.quantize(fp);
@@ -478,6 +621,13 @@ mod tests {
             let bound = alpha.abs() * ELU.max_error() + 2f64.powi(-12);
             assert!(err <= bound, "Elu(α = {alpha}): max error {err:e} at {at} above {bound:e}");
         }
+        // SELU at ONNX's defaults on [−16, 16] (its input range ends at γ·|x| < 4096).
+        let (alpha, gamma) = (f64::from(SELU_ALPHA), f64::from(SELU_GAMMA));
+        let q = selu(fp, alpha, gamma);
+        let (err, at) = max_error(fp, 16.0, |x| q.eval(fp, x), |x| selu_exact(x, alpha, gamma));
+        eprintln!("Selu: max error {err:e} at {at} on [-16, 16]");
+        assert!(err <= SELU_MAX_ERROR, "Selu: max error {err:e} at {at} above {SELU_MAX_ERROR:e}");
+        assert!(err > 0.85 * SELU_MAX_ERROR, "Selu: max error {err:e} far below {SELU_MAX_ERROR:e}");
         for (spline, err, at) in measured {
             let bound = spline.max_error();
             assert!(err <= bound, "{}: max error {err:e} at {at} above {bound:e}", spline.name());
@@ -496,12 +646,13 @@ mod tests {
     #[test]
     fn splines_are_odd_saturate_exactly_and_pass_zero() {
         let fp = FixedPoint::default();
-        for spline in [SIGMOID, TANH] {
+        for spline in [SIGMOID, TANH, SOFTSIGN] {
             let q = spline.quantize(fp);
             let center = fp.encode(spline.center);
             assert_eq!(q.eval(fp, 0), center, "{}", spline.name());
             // The slopes cancel: the same value far out as just past the last knot.
-            let (near, far) = (fp.encode(9.0), fp.encode(1e6));
+            let last = spline.knots().last().copied().unwrap_or(0.0);
+            let (near, far) = (fp.encode(last + 1.0), fp.encode(1e6));
             assert_eq!(q.eval(fp, near), q.eval(fp, far), "{}", spline.name());
             assert_eq!(q.eval(fp, fp.sub(0, near)), q.eval(fp, fp.sub(0, far)), "{}", spline.name());
             for v in [1i64, 77, 4096, 9000, 30_000] {
@@ -516,18 +667,49 @@ mod tests {
     #[test]
     fn rectified_splines_are_relus_far_out_and_exact_at_zero() {
         let fp = FixedPoint::default();
-        for spline in [SILU, GELU, ELU] {
+        for spline in [SILU, GELU, ELU, GELU_TANH, SOFTPLUS] {
             let q = spline.quantize(fp);
-            assert_eq!(q.eval(fp, 0), 0, "{}", spline.name());
+            assert_eq!(q.eval(fp, 0), fp.encode(spline.center), "{}", spline.name());
             // Beyond the last knot on the positive side: x itself, exactly.
             for v in [20.0, 1e3, 1e6] {
                 assert_eq!(q.eval(fp, fp.encode(v)), fp.encode(v), "{} at {v}", spline.name());
             }
-            // Far on the negative side: constant (0 for SiLU and GELU, −α for ELU).
+            // Far on the negative side: constant (0 for SiLU, GELU and Softplus, −α for ELU).
             let limit = if spline.form() == SplineForm::Negative { -1.0 } else { 0.0 };
             for v in [-11.0, -1e3, -1e6] {
                 assert_eq!(q.eval(fp, fp.encode(v)), fp.encode(limit), "{} at {v}", spline.name());
             }
+        }
+    }
+
+    /// SELU's error against its documented parts: the scaled ELU spline, two roundings and γ's
+    /// rounding times `x`, out to `γ·|x| = 4000` (its input range ends at 4096), at several α,
+    /// γ.
+    #[test]
+    fn selu_stays_within_its_error_parts_over_its_input_range() {
+        let fp = FixedPoint::default();
+        for (alpha, gamma) in [(f64::from(SELU_ALPHA), f64::from(SELU_GAMMA)), (0.5, 1.05), (1.6733, 2.0), (-1.0, 0.75)]
+        {
+            let q = selu(fp, alpha, gamma);
+            let gamma_error = (fp.decode(fp.encode(gamma)) - gamma).abs();
+            let spline = (gamma * alpha).abs() * ELU.max_error() + 2f64.powi(-12);
+            // Against SELU with γ's positive side at γ_q: what remains is the spline and the
+            // roundings; γ_q − γ adds (γ_q − γ)·ReLU(x) on top.
+            let gamma_q = fp.decode(fp.encode(gamma));
+            let with_gamma_q = |x: f64| selu_exact(x, alpha, gamma) + (gamma_q - gamma) * x.max(0.0);
+            // The input range: γ·|x| < 2^(ℓ−1−2f) = 4096.
+            let limit = 4000.0 / gamma;
+            let (err, at) = max_error(fp, limit, |x| q.eval(fp, x), with_gamma_q);
+            eprintln!(
+                "Selu(α = {alpha}, γ = {gamma}): max error {err:e} at {at} beside γ's rounding {gamma_error:e}·x"
+            );
+            assert!(err <= spline, "Selu(α = {alpha}, γ = {gamma}): {err:e} at {at} above {spline:e}");
+            // Far out: γ_q·x, and −γ·α.
+            let far = fp.encode(limit.floor());
+            let want = fp.encode(limit.floor() * gamma_q);
+            assert!(fp.to_signed(fp.sub(q.eval(fp, far), want)).abs() <= 1, "α = {alpha}, γ = {gamma}");
+            let low = fp.decode(q.eval(fp, fp.encode(-1e3)));
+            assert!((low + gamma * alpha).abs() <= 2f64.powi(-12), "α = {alpha}, γ = {gamma}: {low}");
         }
     }
 

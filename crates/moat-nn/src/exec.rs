@@ -152,8 +152,14 @@ impl Kernel for FloatKernel<'_> {
             Op::Tanh => Ok(x.iter().map(|&v| v.tanh()).collect()),
             Op::Silu => Ok(x.iter().map(|&v| approx::SILU.exact(v.into()) as f32).collect()),
             Op::Gelu => Ok(x.iter().map(|&v| approx::GELU.exact(v.into()) as f32).collect()),
+            Op::GeluTanh => Ok(x.iter().map(|&v| approx::GELU_TANH.exact(v.into()) as f32).collect()),
+            Op::Softplus => Ok(x.iter().map(|&v| approx::SOFTPLUS.exact(v.into()) as f32).collect()),
+            Op::Softsign => Ok(x.iter().map(|&v| v / (1.0 + v.abs())).collect()),
             Op::Elu { alpha } => {
                 Ok(x.iter().map(|&v| approx::ELU.exact_scaled(v.into(), alpha.into()) as f32).collect())
+            }
+            Op::Selu { alpha, gamma } => {
+                Ok(x.iter().map(|&v| approx::selu_exact(v.into(), alpha.into(), gamma.into()) as f32).collect())
             }
             ref other => Err(NnError::node(&site.node.name, other.kind(), "not a spline activation")),
         }
@@ -240,7 +246,8 @@ pub enum QuantizedLayer {
     HardSigmoid(RingHard),
     /// A hard swish ([`approx::RingSwish`]).
     HardSwish(RingSwish),
-    /// A sigmoid, tanh, SiLU, GELU or ELU spline ([`approx::RingSpline`]).
+    /// A sigmoid, tanh, softsign, SiLU, GELU (either form), ELU, SELU or softplus spline
+    /// ([`approx::RingSpline`]).
     Spline(RingSpline),
     /// Convolution: weights at scale 2^f, bias at scale 2^(2f).
     Conv2d {
@@ -335,6 +342,12 @@ impl QuantizedGraph {
                     Op::Silu => QuantizedLayer::Spline(approx::SILU.quantize(fixed)),
                     Op::Gelu => QuantizedLayer::Spline(approx::GELU.quantize(fixed)),
                     Op::Elu { alpha } => QuantizedLayer::Spline(approx::ELU.quantize_scaled(fixed, (*alpha).into())),
+                    Op::Selu { alpha, gamma } => {
+                        QuantizedLayer::Spline(approx::selu(fixed, (*alpha).into(), (*gamma).into()))
+                    }
+                    Op::GeluTanh => QuantizedLayer::Spline(approx::GELU_TANH.quantize(fixed)),
+                    Op::Softplus => QuantizedLayer::Spline(approx::SOFTPLUS.quantize(fixed)),
+                    Op::Softsign => QuantizedLayer::Spline(approx::SOFTSIGN.quantize(fixed)),
                     Op::Dense(d) => QuantizedLayer::Dense { weight: q(d.weight.data(), f), bias: q(&d.bias, 2 * f) },
                     Op::BatchNorm(bn) => {
                         let (scale, shift) = bn.scale_shift();

@@ -164,6 +164,10 @@ pub enum Op {
     /// float; in fixed point and two-party `ReLU(x)` plus a spline ([`crate::approx::GELU`],
     /// measured maximum error 1.3·10⁻³).
     Gelu,
+    /// `x · (1 + tanh(√(2/π) · (x + 0.044715 · x³))) / 2` (ONNX `Gelu` with `approximate =
+    /// "tanh"`). Exact in float; in fixed point and two-party `ReLU(x)` plus a spline
+    /// ([`crate::approx::GELU_TANH`], its measured maximum error there).
+    GeluTanh,
     /// Mean over the spatial dimensions: `[C, H, W] → [C]`.
     GlobalAvgPool,
     /// `max(0, min(1, alpha · x + beta))` (ONNX `HardSigmoid`). Exact in float; in fixed point
@@ -199,6 +203,17 @@ pub enum Op {
     Relu,
     /// Static reshape to the given per-sample shape.
     Reshape(Vec<usize>),
+    /// `gamma · x` where `x > 0`, `gamma · alpha · (e^x − 1)` elsewhere (ONNX `Selu`):
+    /// `gamma · Elu(alpha)`. Exact in float; in fixed point and two-party [`Op::Elu`]'s spline
+    /// scaled by `gamma · alpha` plus the ReLU times `gamma` ([`crate::approx::selu`], its
+    /// measured maximum error there).
+    Selu {
+        /// The scale of the negative side before `gamma` (`|gamma · alpha| ≤`
+        /// [`crate::approx::ELU_MAX_ALPHA`]).
+        alpha: f32,
+        /// The scale of the whole (`0 < gamma ≤` [`crate::approx::SELU_MAX_GAMMA`]).
+        gamma: f32,
+    },
     /// `x · σ(x)` (ONNX `Swish` with α = 1, or `Mul(x, Sigmoid(x))`). Exact in float; in fixed
     /// point and two-party `ReLU(x)` plus a spline ([`crate::approx::SILU`], measured maximum
     /// error 1.9·10⁻³).
@@ -208,6 +223,13 @@ pub enum Op {
     Sigmoid,
     /// Softmax over a 1-D value (a head: the logits are its input).
     Softmax,
+    /// `x / (1 + |x|)` (ONNX `Softsign`). Exact in float; in fixed point and two-party an odd
+    /// linear spline ([`crate::approx::SOFTSIGN`], its measured maximum error there).
+    Softsign,
+    /// `ln(1 + e^x)` (ONNX `Softplus`). Exact in float; in fixed point and two-party `ReLU(x)`
+    /// plus a spline of `ln(1 + e^−|x|)` ([`crate::approx::SOFTPLUS`], its measured maximum
+    /// error there).
+    Softplus,
     /// `tanh(x)` (ONNX `Tanh`). Exact in float; in fixed point and two-party an odd linear
     /// spline ([`crate::approx::TANH`], measured maximum error 1.8·10⁻³).
     Tanh,
@@ -239,6 +261,8 @@ pub enum OpKind {
     Flatten,
     /// [`Op::Gelu`].
     Gelu,
+    /// [`Op::GeluTanh`].
+    GeluTanh,
     /// [`Op::GlobalAvgPool`].
     GlobalAvgPool,
     /// [`Op::HardSigmoid`].
@@ -257,12 +281,18 @@ pub enum OpKind {
     Relu,
     /// [`Op::Reshape`].
     Reshape,
+    /// [`Op::Selu`].
+    Selu,
     /// [`Op::Silu`].
     Silu,
     /// [`Op::Sigmoid`].
     Sigmoid,
     /// [`Op::Softmax`].
     Softmax,
+    /// [`Op::Softplus`].
+    Softplus,
+    /// [`Op::Softsign`].
+    Softsign,
     /// [`Op::Tanh`].
     Tanh,
     /// [`Op::Transpose`].
@@ -285,6 +315,7 @@ impl OpKind {
             OpKind::Elu => "Elu",
             OpKind::Flatten => "Flatten",
             OpKind::Gelu => "Gelu",
+            OpKind::GeluTanh => "GeluTanh",
             OpKind::GlobalAvgPool => "GlobalAvgPool",
             OpKind::HardSigmoid => "HardSigmoid",
             OpKind::HardSwish => "HardSwish",
@@ -294,9 +325,12 @@ impl OpKind {
             OpKind::PRelu => "PRelu",
             OpKind::Relu => "Relu",
             OpKind::Reshape => "Reshape",
+            OpKind::Selu => "Selu",
             OpKind::Silu => "Silu",
             OpKind::Sigmoid => "Sigmoid",
             OpKind::Softmax => "Softmax",
+            OpKind::Softplus => "Softplus",
+            OpKind::Softsign => "Softsign",
             OpKind::Tanh => "Tanh",
             OpKind::Transpose => "Transpose",
             OpKind::Input => "Input",
@@ -324,6 +358,7 @@ impl Op {
             Op::Elu { .. } => OpKind::Elu,
             Op::Flatten => OpKind::Flatten,
             Op::Gelu => OpKind::Gelu,
+            Op::GeluTanh => OpKind::GeluTanh,
             Op::GlobalAvgPool => OpKind::GlobalAvgPool,
             Op::HardSigmoid { .. } => OpKind::HardSigmoid,
             Op::HardSwish => OpKind::HardSwish,
@@ -333,9 +368,12 @@ impl Op {
             Op::PRelu { .. } => OpKind::PRelu,
             Op::Relu => OpKind::Relu,
             Op::Reshape(_) => OpKind::Reshape,
+            Op::Selu { .. } => OpKind::Selu,
             Op::Silu => OpKind::Silu,
             Op::Sigmoid => OpKind::Sigmoid,
             Op::Softmax => OpKind::Softmax,
+            Op::Softplus => OpKind::Softplus,
+            Op::Softsign => OpKind::Softsign,
             Op::Tanh => OpKind::Tanh,
             Op::Transpose(_) => OpKind::Transpose,
         }
@@ -414,6 +452,20 @@ fn check_parameters(node: &Node) -> Result<()> {
                 ));
             }
             vec![("alpha", std::slice::from_ref(alpha))]
+        }
+        Op::Selu { alpha, gamma } => {
+            let max_gamma = crate::approx::SELU_MAX_GAMMA;
+            if !(*gamma > 0.0 && *gamma <= max_gamma && (gamma * alpha).abs() <= crate::approx::ELU_MAX_ALPHA) {
+                return Err(NnError::node(
+                    &node.name,
+                    node.op.kind(),
+                    format!(
+                        "alpha = {alpha}, gamma = {gamma}: moat computes Selu with 0 < gamma ≤ {max_gamma} and |gamma·alpha| ≤ {} (its fixed-point spline must fit the ring)",
+                        crate::approx::ELU_MAX_ALPHA
+                    ),
+                ));
+            }
+            vec![("alpha", std::slice::from_ref(alpha)), ("gamma", std::slice::from_ref(gamma))]
         }
         Op::HardSigmoid { alpha, beta } => {
             vec![("alpha", std::slice::from_ref(alpha)), ("beta", std::slice::from_ref(beta))]
@@ -586,7 +638,10 @@ impl Graph {
             // ReLU(x), then one ReLU per knot.
             Op::Silu => (1 + crate::approx::SILU.knots().len()) * out,
             Op::Gelu => (1 + crate::approx::GELU.knots().len()) * out,
-            Op::Elu { .. } => (1 + crate::approx::ELU.knots().len()) * out,
+            Op::Elu { .. } | Op::Selu { .. } => (1 + crate::approx::ELU.knots().len()) * out,
+            Op::GeluTanh => (1 + crate::approx::GELU_TANH.knots().len()) * out,
+            Op::Softplus => (1 + crate::approx::SOFTPLUS.knots().len()) * out,
+            Op::Softsign => (1 + crate::approx::SOFTSIGN.knots().len()) * out,
             Op::MaxPool(p) => out * (p.kernel[0] * p.kernel[1]).saturating_sub(1),
             _ => 0,
         }
@@ -838,7 +893,11 @@ pub(crate) fn node_shape(shapes: &[Vec<usize>], node: &Node) -> Result<Vec<usize
             | Op::Tanh
             | Op::Silu
             | Op::Gelu
-            | Op::Elu { .. } => x,
+            | Op::GeluTanh
+            | Op::Softplus
+            | Op::Softsign
+            | Op::Elu { .. }
+            | Op::Selu { .. } => x,
             Op::PRelu { slope } => {
                 if x.first() != Some(&slope.len()) {
                     return Err(err(format!("{} slopes for a value of shape {x:?} (one per channel)", slope.len())));
@@ -927,6 +986,23 @@ mod tests {
             .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(e.contains("add"), "{e}");
+    }
+
+    /// A SELU whose γ or γ·α the ring functions cannot take is refused when the graph is built
+    /// (also from a peer's skeleton), naming the node.
+    #[test]
+    fn selu_parameters_are_checked() {
+        let selu = |alpha, gamma| {
+            Graph::new("t", vec![4], vec![node("act", Op::Selu { alpha, gamma }, &[0])], ValueId(1))
+                .err()
+                .map(|e| e.to_string())
+        };
+        assert_eq!(selu(crate::approx::SELU_ALPHA, crate::approx::SELU_GAMMA), None);
+        assert_eq!(selu(-1.0, 0.5), None);
+        for (alpha, gamma) in [(1.0, 0.0), (1.0, -1.0), (1.0, f32::NAN), (1.0, 17.0), (10.0, 2.0), (f32::NAN, 1.0)] {
+            let e = selu(alpha, gamma).unwrap_or_default();
+            assert!(e.contains("act") && e.contains("Selu"), "α = {alpha}, γ = {gamma}: {e}");
+        }
     }
 
     #[test]

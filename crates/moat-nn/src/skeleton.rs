@@ -66,6 +66,19 @@ pub enum SkeletonOp {
         /// The scale of the negative side.
         alpha: f32,
     },
+    /// [`Op::GeluTanh`].
+    GeluTanh,
+    /// [`Op::Selu`] (α and γ are public).
+    Selu {
+        /// The scale of the negative side before `gamma`.
+        alpha: f32,
+        /// The scale of the whole.
+        gamma: f32,
+    },
+    /// [`Op::Softplus`].
+    Softplus,
+    /// [`Op::Softsign`].
+    Softsign,
     /// [`Op::LeakyRelu`] (the slope is public).
     LeakyRelu {
         /// The slope below zero.
@@ -185,6 +198,10 @@ impl Graph {
                     Op::PRelu { slope } => SkeletonOp::PRelu { slope: slope.clone() },
                     Op::Gelu => SkeletonOp::Gelu,
                     Op::Elu { alpha } => SkeletonOp::Elu { alpha: *alpha },
+                    Op::GeluTanh => SkeletonOp::GeluTanh,
+                    Op::Selu { alpha, gamma } => SkeletonOp::Selu { alpha: *alpha, gamma: *gamma },
+                    Op::Softplus => SkeletonOp::Softplus,
+                    Op::Softsign => SkeletonOp::Softsign,
                     Op::Transpose(perm) => SkeletonOp::Transpose { perm: perm.clone() },
                     Op::Reshape(shape) => SkeletonOp::Reshape { shape: shape.clone() },
                     Op::Softmax => SkeletonOp::Softmax,
@@ -256,6 +273,10 @@ impl Skeleton {
                     SkeletonOp::PRelu { slope } => Op::PRelu { slope: slope.clone() },
                     SkeletonOp::Gelu => Op::Gelu,
                     SkeletonOp::Elu { alpha } => Op::Elu { alpha: *alpha },
+                    SkeletonOp::GeluTanh => Op::GeluTanh,
+                    SkeletonOp::Selu { alpha, gamma } => Op::Selu { alpha: *alpha, gamma: *gamma },
+                    SkeletonOp::Softplus => Op::Softplus,
+                    SkeletonOp::Softsign => Op::Softsign,
                     SkeletonOp::Conv2d { weight_shape, stride, padding, group } => Op::Conv2d(Conv2d {
                         weight: Tensor::zeros(weight_shape.to_vec()),
                         bias: vec![0.0; weight_shape[0]],

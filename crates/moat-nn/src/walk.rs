@@ -132,7 +132,15 @@ impl Step {
             Op::LeakyRelu { .. } | Op::PRelu { .. } => Step::LeakyRelu,
             Op::HardSigmoid { .. } => Step::HardSigmoid,
             Op::HardSwish => Step::HardSwish,
-            Op::Sigmoid | Op::Tanh | Op::Silu | Op::Gelu | Op::Elu { .. } => Step::Spline,
+            Op::Sigmoid
+            | Op::Tanh
+            | Op::Silu
+            | Op::Gelu
+            | Op::GeluTanh
+            | Op::Softplus
+            | Op::Softsign
+            | Op::Elu { .. }
+            | Op::Selu { .. } => Step::Spline,
             Op::MaxPool(_) => Step::MaxPool,
             Op::Add => Step::Add,
             Op::Concat => Step::Concat,
@@ -184,7 +192,7 @@ pub trait Kernel {
     /// A hard swish of `x` (at `f`), [`crate::approx::RingSwish`] in the ring executions.
     fn hard_swish(&mut self, site: &Site<'_>, x: &Self::Value) -> Result<Self::Value, Self::Error>;
 
-    /// A sigmoid, tanh, SiLU, GELU or ELU of `x` (at `f`), [`crate::approx::RingSpline`] in the
+    /// A sigmoid, tanh, softsign, SiLU, GELU, ELU, SELU or softplus of `x` (at `f`), [`crate::approx::RingSpline`] in the
     /// ring executions.
     fn spline(&mut self, site: &Site<'_>, x: &Self::Value) -> Result<Self::Value, Self::Error>;
 

@@ -6,7 +6,8 @@
 //!
 //! A second network exercises the approximated and per-channel activations of issue 12 (GELU,
 //! SiLU, ELU, PRelu with one slope per channel), written by moat's own exporter (GELU as the
-//! `Erf` pattern, SiLU as `x · Sigmoid(x)`) and imported back by the server.
+//! `Erf` pattern, SiLU as `x · Sigmoid(x)`) and imported back by the server; a third SELU, GELU's
+//! tanh form, Softplus and Softsign (exported at opset 20).
 //!
 //! Needs python3 with onnx and numpy, and the CIFAR-10 binary files in `MOAT_DATA_DIR` or
 //! `../shared/data`; without them it prints a notice and passes, except in CI (`CI=true`).
@@ -99,5 +100,27 @@ fn gelu_silu_elu_prelu_network_runs_privately_between_two_processes_bit_for_bit(
     let out = b.dense("fc", x, 10)?;
     let model = dir.join("activations.onnx");
     moat_nn::onnx::save_onnx(&b.finish("activations", out)?, &model)?;
+    two_cifar_queries_agree_with_fixed_point(&model, &data)
+}
+
+#[test]
+fn selu_gelu_tanh_softplus_softsign_network_runs_privately_between_two_processes_bit_for_bit() -> TestResult {
+    use moat_nn::{Op, ValueId, approx, zoo::GraphBuilder};
+    let Some(data) = data_dir() else { return skip_or_fail("CIFAR-10 data (MOAT_DATA_DIR or ../shared/data)") };
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("secure_activations_selu");
+    std::fs::create_dir_all(&dir)?;
+    let mut b = GraphBuilder::new(&[3, 32, 32], 14);
+    let x = b.conv("stem", ValueId::INPUT, 8, 3, 2, 1)?;
+    let x = b.push("selu", Op::Selu { alpha: approx::SELU_ALPHA, gamma: approx::SELU_GAMMA }, vec![x])?;
+    let x = b.conv("mid", x, 8, 3, 2, 1)?;
+    let x = b.push("gelu_tanh", Op::GeluTanh, vec![x])?;
+    let x = b.conv("last", x, 8, 3, 2, 1)?;
+    let x = b.push("softplus", Op::Softplus, vec![x])?;
+    let x = b.push("softsign", Op::Softsign, vec![x])?;
+    let x = b.push("pool", Op::GlobalAvgPool, vec![x])?;
+    let out = b.dense("fc", x, 10)?;
+    // Exported at opset 20 (the tanh Gelu's), imported back by the server.
+    let model = dir.join("activations_selu.onnx");
+    moat_nn::onnx::save_onnx(&b.finish("activations_selu", out)?, &model)?;
     two_cifar_queries_agree_with_fixed_point(&model, &data)
 }

@@ -260,8 +260,10 @@ pub fn hard_swish_layer(
 /// The rectified forms (SiLU, GELU, ELU): `r = ReLU(x)` ([`relu`]); `a = 2r − x = |x|` or
 /// `a = r − x = ReLU(−x)` locally; `ReLU(a − t_k)` for the `K` knots (one [`relu`] call on
 /// `K·n` elements); `g` locally; `P0` adds the offset; [`truncate_by`] `shift` (signed); plus
-/// `r`. Bit for bit [`RingSpline::eval`] (errors in [`moat_nn::approx`]: SiLU ≤ 1.9·10⁻³, GELU
-/// ≤ 1.3·10⁻³, ELU ≤ 2.2·10⁻³ at α = 1).
+/// `r` — for SELU `⌊(γ·r + 2^(f−1)) / 2^f⌋` instead ([`RingSpline::gain`]; one more
+/// truncation, of a non-negative value, by [`truncate_nonnegative`]). Bit for bit
+/// [`RingSpline::eval`] (errors in [`moat_nn::approx`]: SiLU ≤ 1.9·10⁻³, GELU ≤ 1.3·10⁻³, ELU
+/// ≤ 2.2·10⁻³ at α = 1; GELU's tanh form, SELU and softplus there too).
 /// **Cost** per element at ℓ = 37, IKNP, `K = 16`: `K + 1` ReLUs (17 × 876) and one signed
 /// truncation (898): ≈ 15.8 KB ([`crate::protocols::cost::rectified_spline`]); rounds: ReLU,
 /// ReLU, truncation (no multiplexer of its own).
@@ -367,7 +369,16 @@ pub fn spline(s: &mut Session, ch: &mut dyn Channel, x: &AShare, spline: &RingSp
         };
         let g = knot_sum(s, ch, &a, spline)?;
         let z = g.add_public(party, &vec![spline.offset; n])?;
-        return truncate_by(s, ch, &z, spline.shift)?.try_add(&r);
+        let y = truncate_by(s, ch, &z, spline.shift)?;
+        let r = match spline.gain {
+            // SELU's γ·ReLU(x), rounded: non-negative below 2^(ℓ−1) on the documented range.
+            Some(gain) => {
+                let scaled = r.mul_public(gain).add_public(party, &vec![spline.gain_half(x.fixed_point()); n])?;
+                truncate_nonnegative(s, ch, &scaled, x.fixed_point().frac_bits())?
+            }
+            None => r,
+        };
+        return y.try_add(&r);
     }
     let b = drelu(s, ch, x)?;
     let a = select(s, ch, &b, x, &x.neg())?;

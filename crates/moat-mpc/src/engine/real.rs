@@ -834,6 +834,7 @@ mod tests {
     use crate::transport::memory;
     use crate::transport::stats::StatsSnapshot;
     use moat_nn::OpKind;
+    use moat_nn::approx;
     use moat_nn::exec::argmax_ring;
     use moat_nn::graph::{Op, ValueId};
     use moat_nn::zoo;
@@ -981,8 +982,8 @@ mod tests {
         Arc::new(build().unwrap_or_else(|e| panic!("clipped: {e}")))
     }
 
-    /// A convolution read by a hard sigmoid, a hard swish, a sigmoid, a tanh, a SiLU, a GELU and
-    /// an ELU side by side (each sees the convolution's wide range), their concatenation and a
+    /// A convolution read by a hard sigmoid, a hard swish, a sigmoid, a tanh, a SiLU, a GELU (both
+    /// forms), an ELU, a SELU, a softplus and a softsign side by side (each sees the convolution's wide range), their concatenation and a
     /// dense head.
     fn approximated() -> Arc<QuantizedGraph> {
         let build = || -> moat_nn::Result<QuantizedGraph> {
@@ -996,6 +997,10 @@ mod tests {
                 b.push("silu", Op::Silu, vec![x])?,
                 b.push("gelu", Op::Gelu, vec![x])?,
                 b.push("elu", Op::Elu { alpha: 1.0 }, vec![x])?,
+                b.push("gelu_tanh", Op::GeluTanh, vec![x])?,
+                b.push("selu", Op::Selu { alpha: approx::SELU_ALPHA, gamma: approx::SELU_GAMMA }, vec![x])?,
+                b.push("softplus", Op::Softplus, vec![x])?,
+                b.push("softsign", Op::Softsign, vec![x])?,
             ];
             let x = b.push("cat", Op::Concat, branches)?;
             let x = b.conv("mix", x, 4, 3, 2, 1)?;
@@ -1032,14 +1037,27 @@ mod tests {
                 Op::Silu => (|v| moat_nn::approx::SILU.exact(v), moat_nn::approx::SILU.max_error(), [-3.0, 3.0]),
                 Op::Gelu => (|v| moat_nn::approx::GELU.exact(v), moat_nn::approx::GELU.max_error(), [-2.0, 2.0]),
                 Op::Elu { .. } => (|v| moat_nn::approx::ELU.exact(v), moat_nn::approx::ELU.max_error(), [-3.0, 1.0]),
+                Op::GeluTanh => (|v| approx::GELU_TANH.exact(v), approx::GELU_TANH.max_error(), [-2.0, 2.0]),
+                Op::Softplus => (|v| approx::SOFTPLUS.exact(v), approx::SOFTPLUS.max_error(), [-3.0, 3.0]),
+                Op::Softsign => (|v| approx::SOFTSIGN.exact(v), approx::SOFTSIGN.max_error(), [-3.0, 3.0]),
+                Op::Selu { .. } => (
+                    |v| approx::selu_exact(v, approx::SELU_ALPHA.into(), approx::SELU_GAMMA.into()),
+                    approx::SELU_MAX_ERROR,
+                    [-3.0, 1.0],
+                ),
                 _ => continue,
             };
+            // SELU's γ at f bits adds |γ − γ_q|·ReLU(x) ([`approx::selu`]).
+            let gamma = f64::from(approx::SELU_GAMMA);
+            let gamma_error =
+                if let Op::Selu { .. } = node.op { (fp.decode(fp.encode(gamma)) - gamma).abs() } else { 0.0 };
             // The input reaches both sides of the function's bends, and the error stays
             // within the documented bound on every element.
             let reals: Vec<f64> = input.iter().map(|v| fp.decode(*v)).collect();
             assert!(reals.iter().any(|v| *v < edges[0]) && reals.iter().any(|v| *v > edges[1]), "{}", node.name);
             for (v, y) in reals.iter().zip(output) {
                 let err = (fp.decode(*y) - exact(*v)).abs();
+                let bound = bound + gamma_error * v.max(0.0);
                 assert!(err <= bound, "{} at {v}: error {err:e} above {bound:e}", node.name);
             }
         }

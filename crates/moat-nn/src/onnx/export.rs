@@ -1,4 +1,5 @@
-//! [`Graph`] → ONNX (opset 13, IR version 8).
+//! [`Graph`] → ONNX (opset 13, IR version 8; opset 20, IR version 9, when the graph has a
+//! `GeluTanh`, whose ONNX `Gelu` is opset 20 — every other op below reads the same there).
 //!
 //! | moat op | ONNX nodes |
 //! |---|---|
@@ -9,7 +10,10 @@
 //! | `HardSwish` | `HardSigmoid` (α = 1/6, β = 1/2) + `Mul` (ONNX `HardSwish` is opset 14) |
 //! | `Silu` | `Sigmoid` + `Mul` (ONNX `Swish` is opset 24) |
 //! | `Gelu` | `Div` by √2, `Erf`, `Add` 1, `Mul` by x, `Mul` by 1/2 (ONNX `Gelu` is opset 20) |
+//! | `GeluTanh` | `Gelu` (approximate = "tanh"), opset 20 |
 //! | `Elu` | `Elu` (alpha) |
+//! | `Selu` | `Selu` (alpha, gamma) |
+//! | `Softplus`, `Softsign` | same |
 //! | `PRelu` | `PRelu` with a `[C, 1, …]` slope |
 //! | `Concat` | `Concat` (axis = 1, the channels) |
 //! | `MaxPool`, `AvgPool` | `MaxPool`, `AveragePool` (count_include_pad = 1) |
@@ -31,6 +35,9 @@ use crate::graph::{Graph, Op, Pool, ValueId};
 pub const EXPORT_OPSET: i64 = 13;
 /// The IR version moat writes.
 pub const EXPORT_IR_VERSION: i64 = 8;
+/// The `ai.onnx` opset moat writes for a graph with a [`Op::GeluTanh`] (ONNX `Gelu` is opset
+/// 20), and its IR version.
+const GELU_TANH_OPSET: (i64, i64) = (20, 9);
 
 fn attr_int(name: &str, v: i64) -> AttributeProto {
     AttributeProto { name: name.into(), r#type: Some(attribute_type::INT), i: Some(v), ..Default::default() }
@@ -41,6 +48,15 @@ fn attr_ints(name: &str, v: &[usize]) -> AttributeProto {
         name: name.into(),
         r#type: Some(attribute_type::INTS),
         ints: v.iter().map(|&x| x as i64).collect(),
+        ..Default::default()
+    }
+}
+
+fn attr_string(name: &str, v: &str) -> AttributeProto {
+    AttributeProto {
+        name: name.into(),
+        r#type: Some(attribute_type::STRING),
+        s: Some(v.as_bytes().to_vec()),
         ..Default::default()
     }
 }
@@ -210,7 +226,13 @@ pub(super) fn export_model(graph: &Graph) -> Result<ModelProto> {
                 let slope = w.weight(&format!("{name}.slope"), &dims, slope);
                 w.node("PRelu", name, vec![ins[0].clone(), slope], out.clone(), vec![]);
             }
+            Op::GeluTanh => w.node("Gelu", name, ins, out.clone(), vec![attr_string("approximate", "tanh")]),
             Op::Elu { alpha } => w.node("Elu", name, ins, out.clone(), vec![attr_float("alpha", *alpha)]),
+            Op::Selu { alpha, gamma } => {
+                w.node("Selu", name, ins, out.clone(), vec![attr_float("alpha", *alpha), attr_float("gamma", *gamma)])
+            }
+            Op::Softplus => w.node("Softplus", name, ins, out.clone(), vec![]),
+            Op::Softsign => w.node("Softsign", name, ins, out.clone(), vec![]),
             Op::Tanh => w.node("Tanh", name, ins, out.clone(), vec![]),
             Op::Clip { min, max } => {
                 let lo = w.weight(&format!("{name}.min"), &[], &[*min]);
@@ -242,9 +264,14 @@ pub(super) fn export_model(graph: &Graph) -> Result<ModelProto> {
         output: vec![batched_info(&output, graph.output_shape())],
         ..Default::default()
     };
+    let (opset, ir_version) = if graph.nodes().iter().any(|n| n.op == Op::GeluTanh) {
+        GELU_TANH_OPSET
+    } else {
+        (EXPORT_OPSET, EXPORT_IR_VERSION)
+    };
     Ok(ModelProto {
-        ir_version: EXPORT_IR_VERSION,
-        opset_import: vec![OperatorSetIdProto { domain: String::new(), version: EXPORT_OPSET }],
+        ir_version,
+        opset_import: vec![OperatorSetIdProto { domain: String::new(), version: opset }],
         producer_name: "moat".into(),
         producer_version: env!("CARGO_PKG_VERSION").into(),
         graph: Some(onnx_graph),

@@ -34,7 +34,11 @@
 //! | `Sigmoid`, `Tanh` | `Sigmoid`, `Tanh` | fixed point and two-party: odd splines, [`crate::approx`] |
 //! | `Swish`, or `Mul(x, Sigmoid(x))` | `Silu` | `Swish` (opset 24) with `alpha` = 1; the product is how PyTorch writes SiLU; fixed point and two-party: ReLU plus a spline, [`crate::approx`] |
 //! | `Gelu`, or `Div(x, √2)` (or `Mul(x, 1/√2)`) → `Erf` → `Add 1` → `Mul x` → `Mul 0.5` (either operand order; `0.5·x` may be formed first) | `Gelu` | `Gelu` from opset 20 with `approximate` = "none"; the `Erf` pattern is how exporters write it before, each intermediate read only by the next step; any other `Erf` is refused; fixed point and two-party: ReLU plus a spline, [`crate::approx`] |
+//! | `Gelu` with `approximate` = "tanh" | `GeluTanh` | opset 20 (the expanded `Tanh`/`Pow` pattern of older exports is not recognised); fixed point and two-party: ReLU plus a spline with its own knots, [`crate::approx`] |
 //! | `Elu` | `Elu` | `alpha` finite, \|alpha\| ≤ 16 (default 1); fixed point and two-party: ReLU plus a spline, [`crate::approx`] |
+//! | `Selu` | `Selu` | `alpha` finite (default 1.6733), 0 < `gamma` ≤ 16 (default 1.0507), \|gamma·alpha\| ≤ 16; fixed point and two-party: ELU's spline scaled by γα plus γ·ReLU rounded, input range γ·\|x\| < 4096, [`crate::approx`] |
+//! | `Softsign` | `Softsign` | fixed point and two-party: an odd spline as `Tanh`'s, [`crate::approx`] |
+//! | `Softplus` | `Softplus` | fixed point and two-party: ReLU plus a spline of `ln(1 + e^−\|x\|)`, [`crate::approx`] |
 //! | `MaxPool`, `AveragePool` | `MaxPool`, `AvgPool` | 2-D, no dilation, `ceil_mode` only when it changes nothing, average pools with padding need `count_include_pad` = 1 |
 //! | `GlobalAveragePool` | `GlobalAvgPool` | |
 //! | `Flatten` | `Flatten` | `axis` = 1 |

@@ -411,15 +411,38 @@ impl<'m> Importer<'m> {
         self.activation(ctx, Op::Elu { alpha })
     }
 
-    /// `Gelu` (opset 20) with `approximate` = "none" (the default).
-    pub(super) fn gelu(&mut self, ctx: &Ctx<'m>) -> Result<()> {
-        let approximate = ctx.string("approximate")?.unwrap_or_else(|| "none".into());
-        if approximate != "none" {
+    /// `Selu` (`alpha` default 1.6733, `gamma` default 1.0507): `0 < gamma ≤`
+    /// [`crate::approx::SELU_MAX_GAMMA`] and `|gamma·alpha| ≤` [`crate::approx::ELU_MAX_ALPHA`].
+    pub(super) fn selu(&mut self, ctx: &Ctx<'m>) -> Result<()> {
+        let alpha = ctx.float("alpha")?.unwrap_or(crate::approx::SELU_ALPHA);
+        let gamma = ctx.float("gamma")?.unwrap_or(crate::approx::SELU_GAMMA);
+        let max_gamma = crate::approx::SELU_MAX_GAMMA;
+        if !(alpha.is_finite()
+            && gamma > 0.0
+            && gamma <= max_gamma
+            && (gamma * alpha).abs() <= crate::approx::ELU_MAX_ALPHA)
+        {
             return Err(ctx.err(format!(
-                "approximate = '{approximate}': moat supports Gelu with approximate = 'none' (the erf form) only"
+                "alpha = {alpha}, gamma = {gamma}: moat supports Selu with 0 < gamma ≤ {max_gamma} and a finite alpha with |gamma·alpha| ≤ {} (its fixed-point spline must fit the ring)",
+                crate::approx::ELU_MAX_ALPHA
             )));
         }
-        self.activation(ctx, Op::Gelu)
+        self.activation(ctx, Op::Selu { alpha, gamma })
+    }
+
+    /// `Gelu` (opset 20): `approximate` = "none" (the default, the erf form) or "tanh".
+    pub(super) fn gelu(&mut self, ctx: &Ctx<'m>) -> Result<()> {
+        let approximate = ctx.string("approximate")?.unwrap_or_else(|| "none".into());
+        let op = match approximate.as_str() {
+            "none" => Op::Gelu,
+            "tanh" => Op::GeluTanh,
+            other => {
+                return Err(ctx.err(format!(
+                    "approximate = '{other}': moat supports Gelu with approximate = 'none' (the erf form) or 'tanh'"
+                )));
+            }
+        };
+        self.activation(ctx, op)
     }
 
     /// `Swish` (opset 24) with `alpha` = 1: SiLU.
@@ -431,7 +454,8 @@ impl<'m> Importer<'m> {
         self.activation(ctx, Op::Silu)
     }
 
-    /// An element-wise activation without attributes (`HardSwish`, `Sigmoid`, `Tanh`), or one
+    /// An element-wise activation without attributes (`HardSwish`, `Sigmoid`, `Softplus`,
+    /// `Softsign`, `Tanh`), or one
     /// whose attributes were read.
     pub(super) fn activation(&mut self, ctx: &Ctx<'m>, op: Op) -> Result<()> {
         let (id, shape) = self.runtime(ctx, 0)?;

@@ -190,7 +190,11 @@ impl Mirror {
                 | Op::Max
                 | Op::PRelu { .. }
                 | Op::Gelu
+                | Op::GeluTanh
+                | Op::Softplus
+                | Op::Softsign
                 | Op::Elu { .. }
+                | Op::Selu { .. }
                 | Op::Transpose(_) => {
                     return Err(err("training does not support this op (inference does)".into()));
                 }

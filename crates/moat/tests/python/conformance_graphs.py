@@ -421,6 +421,33 @@ def gelu_op_network(opset):
     return g
 
 
+@case("selu_softplus_softsign", scale=4.0,
+      approximated={"selu": "Selu", "selu_custom": "Selu", "softplus": "Softplus", "softsign": "Softsign"})
+def selu_softplus_softsign(opset):
+    """Selu with ONNX's defaults (self-normalising networks export it so) and with its own alpha
+    and gamma; Softplus; Softsign."""
+    g = Graph("x", [2, 4, 4], ["selu", "selu_custom", "softplus", "softsign"])
+    g.node("Selu", ["x"], ["selu"])
+    g.node("Selu", ["x"], ["selu_custom"], alpha=0.5, gamma=1.25)
+    g.node("Softplus", ["x"], ["softplus"])
+    g.node("Softsign", ["x"], ["softsign"])
+    return g
+
+
+@case("gelu_tanh_network", opsets=(20,), scale=2.0, approximated={"gelu_tanh": "GeluTanh"})
+def gelu_tanh_network(opset):
+    """The opset-20 Gelu with approximate = "tanh", on the input and between a convolution and a
+    Selu in a network."""
+    g = Graph("x", [2, 4, 4], ["gelu_tanh", "y"])
+    g.node("Gelu", ["x"], ["gelu_tanh"], approximate="tanh")
+    c = g.node("Conv", ["x", g.w("k", [3, 2, 3, 3]), g.w("kb", [3])], ["c"], pads=[1, 1, 1, 1])
+    act = g.node("Gelu", [c], ["act"], approximate="tanh")
+    s = g.node("Selu", [act], ["s"])
+    f = g.node("Flatten", [s], ["f"], axis=1)
+    g.node("Gemm", [f, g.w("W", [4, 48]), g.w("b", [4])], ["y"], transB=1)
+    return g
+
+
 @case("swish", opsets=(24,), scale=4.0, approximated={"swish": "Silu"})
 def swish(opset):
     """ONNX Swish (opset 24) with its default alpha = 1: SiLU."""
