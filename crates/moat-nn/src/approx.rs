@@ -284,6 +284,18 @@ pub const SELU_GAMMA: f32 = 1.050_701;
 /// [`ELU_MAX_ALPHA`]).
 pub const SELU_MAX_GAMMA: f32 = 16.0;
 
+/// Why the ring functions cannot compute a SELU with these parameters (`None`: they can):
+/// `0 < γ ≤` [`SELU_MAX_GAMMA`] and a finite `α` with `|γ·α| ≤` [`ELU_MAX_ALPHA`], so that its
+/// spline fits the ring. The importer and the graph's own check both ask it.
+pub fn selu_unsupported(alpha: f32, gamma: f32) -> Option<String> {
+    let ok = alpha.is_finite() && gamma > 0.0 && gamma <= SELU_MAX_GAMMA && (gamma * alpha).abs() <= ELU_MAX_ALPHA;
+    (!ok).then(|| {
+        format!(
+            "alpha = {alpha}, gamma = {gamma}: moat computes Selu with 0 < gamma ≤ {SELU_MAX_GAMMA} and a finite alpha with |gamma·alpha| ≤ {ELU_MAX_ALPHA} (its fixed-point spline must fit the ring)"
+        )
+    })
+}
+
 /// The largest |α| of an ELU the ring functions take: its spline's sum (`α` at `2f + e` bits)
 /// must stay inside the ring (ONNX's default is 1).
 pub const ELU_MAX_ALPHA: f32 = 16.0;

@@ -454,16 +454,8 @@ fn check_parameters(node: &Node) -> Result<()> {
             vec![("alpha", std::slice::from_ref(alpha))]
         }
         Op::Selu { alpha, gamma } => {
-            let max_gamma = crate::approx::SELU_MAX_GAMMA;
-            if !(*gamma > 0.0 && *gamma <= max_gamma && (gamma * alpha).abs() <= crate::approx::ELU_MAX_ALPHA) {
-                return Err(NnError::node(
-                    &node.name,
-                    node.op.kind(),
-                    format!(
-                        "alpha = {alpha}, gamma = {gamma}: moat computes Selu with 0 < gamma ≤ {max_gamma} and |gamma·alpha| ≤ {} (its fixed-point spline must fit the ring)",
-                        crate::approx::ELU_MAX_ALPHA
-                    ),
-                ));
+            if let Some(why) = crate::approx::selu_unsupported(*alpha, *gamma) {
+                return Err(NnError::node(&node.name, node.op.kind(), why));
             }
             vec![("alpha", std::slice::from_ref(alpha)), ("gamma", std::slice::from_ref(gamma))]
         }

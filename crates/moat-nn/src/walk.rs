@@ -192,8 +192,8 @@ pub trait Kernel {
     /// A hard swish of `x` (at `f`), [`crate::approx::RingSwish`] in the ring executions.
     fn hard_swish(&mut self, site: &Site<'_>, x: &Self::Value) -> Result<Self::Value, Self::Error>;
 
-    /// A sigmoid, tanh, softsign, SiLU, GELU, ELU, SELU or softplus of `x` (at `f`), [`crate::approx::RingSpline`] in the
-    /// ring executions.
+    /// A sigmoid, tanh, softsign, SiLU, GELU, ELU, SELU or softplus of `x` (at `f`),
+    /// [`crate::approx::RingSpline`] in the ring executions.
     fn spline(&mut self, site: &Site<'_>, x: &Self::Value) -> Result<Self::Value, Self::Error>;
 
     /// A max pool on `x`.

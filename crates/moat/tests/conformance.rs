@@ -11,8 +11,9 @@
 //! - the fixed-point executor and the simulated two-party engine agree bit for bit (ring logits)
 //!   on every output's graph;
 //! - an output that is an approximated activation of the input (`Sigmoid`, `Tanh`, `HardSigmoid`,
-//!   `HardSwish`, `Silu`, `Gelu` in both forms, `Elu`, `Selu`, `Softplus`, `Softsign`) agrees with onnxruntime in fixed point to the op's documented maximum error
-//!   ([`moat_nn::approx`]) plus the input's own rounding (`2^−13` times the function's slope).
+//!   `HardSwish`, `Silu`, `Gelu` in both forms, `Elu`, `Selu`, `Softplus`, `Softsign`) agrees
+//!   with onnxruntime in fixed point to the op's documented maximum error ([`moat_nn::approx`])
+//!   plus the input's own rounding (`2^−13` times the function's slope).
 //!
 //! Needs `python3` with onnx, onnxruntime, numpy and tritonclient[http]; in CI (`CI=true`) the test
 //! fails without them, elsewhere it prints a notice and skips.

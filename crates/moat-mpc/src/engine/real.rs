@@ -983,8 +983,8 @@ mod tests {
     }
 
     /// A convolution read by a hard sigmoid, a hard swish, a sigmoid, a tanh, a SiLU, a GELU (both
-    /// forms), an ELU, a SELU, a softplus and a softsign side by side (each sees the convolution's wide range), their concatenation and a
-    /// dense head.
+    /// forms), an ELU, a SELU, a softplus and a softsign side by side (each sees the
+    /// convolution's wide range), their concatenation and a dense head.
     fn approximated() -> Arc<QuantizedGraph> {
         let build = || -> moat_nn::Result<QuantizedGraph> {
             let mut b = zoo::GraphBuilder::new(&[2, 6, 6], 13);

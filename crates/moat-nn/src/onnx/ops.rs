@@ -416,16 +416,8 @@ impl<'m> Importer<'m> {
     pub(super) fn selu(&mut self, ctx: &Ctx<'m>) -> Result<()> {
         let alpha = ctx.float("alpha")?.unwrap_or(crate::approx::SELU_ALPHA);
         let gamma = ctx.float("gamma")?.unwrap_or(crate::approx::SELU_GAMMA);
-        let max_gamma = crate::approx::SELU_MAX_GAMMA;
-        if !(alpha.is_finite()
-            && gamma > 0.0
-            && gamma <= max_gamma
-            && (gamma * alpha).abs() <= crate::approx::ELU_MAX_ALPHA)
-        {
-            return Err(ctx.err(format!(
-                "alpha = {alpha}, gamma = {gamma}: moat supports Selu with 0 < gamma ≤ {max_gamma} and a finite alpha with |gamma·alpha| ≤ {} (its fixed-point spline must fit the ring)",
-                crate::approx::ELU_MAX_ALPHA
-            )));
+        if let Some(why) = crate::approx::selu_unsupported(alpha, gamma) {
+            return Err(ctx.err(why));
         }
         self.activation(ctx, Op::Selu { alpha, gamma })
     }
