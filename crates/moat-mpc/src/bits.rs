@@ -48,11 +48,14 @@ impl BitVec {
 
     /// Bit `i` = `f(i)`.
     pub fn from_fn(len: usize, mut f: impl FnMut(usize) -> bool) -> Self {
-        let mut v = Self::zeros(len);
-        for i in 0..len {
-            v.words[i / 64] |= (f(i) as u64) << (i % 64);
-        }
-        v
+        // A word at a time: the hot callers (OT choice corrections) build millions of bits.
+        let words = (0..len.div_ceil(64))
+            .map(|w| {
+                let base = 64 * w;
+                (base..len.min(base + 64)).fold(0u64, |acc, i| acc | (f(i) as u64) << (i - base))
+            })
+            .collect();
+        Self { words, len }
     }
 
     /// Words and a length; bits beyond `len` are cleared. `None` if `words` is too short.

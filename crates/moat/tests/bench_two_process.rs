@@ -65,7 +65,7 @@ fn relu_is_exact_between_two_processes() -> TestResult {
 
 #[test]
 fn relu_on_silent_ot_is_exact_and_under_sixty_bytes() -> TestResult {
-    // Ferret is the default: the leaves of the comparison come from silent OT (3-bit leaves).
+    // Ferret is the default: the leaves of the comparison come from silent OT (4-bit leaves).
     let r = bench_json(&["relu", "--n", "5000"])?;
     check_report(&r, 5000);
     assert_eq!(r["ot"], "ferret", "{r}");

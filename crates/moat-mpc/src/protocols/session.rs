@@ -19,9 +19,12 @@ pub struct Config {
     /// AND gates in the combining tree, fewer rounds) but bigger tables (`2^(k+1)` bits per
     /// leaf). With IKNP ([`Config::default`]) 6: at ℓ = 37 the fewest bytes and rounds (876
     /// bytes and 4 + 6 flights per ReLU against 914 and 5 + 7 with 4-bit chunks). With silent
-    /// OT ([`Config::silent`]) 3: a random OT costs a fraction of a byte, so the tables are the
-    /// cost (51.2 bytes per ReLU at 3 bits, 59.1 at 4, ≈ 140 at 6; 2 bits saves 0.3 bytes for
-    /// one more round trip). See [`super::millionaire`](mod@super::millionaire).
+    /// OT ([`Config::silent`]) 4: a random OT costs a fraction of a byte but its LPN encoding
+    /// is the largest CPU cost, so the width trades table bytes against OTs and tree levels —
+    /// 57.0 bytes and 2.30 µs per ReLU at 4 bits against 48.0 bytes and 3.25 µs at 3 (fewer
+    /// AND-tree combinations, each two random OTs, and one level less; `moat bench relu --n
+    /// 1048576 --chunk-bits 3|4`), ≈ 140 bytes at 6. See
+    /// [`super::millionaire`](mod@super::millionaire).
     pub chunk_bits: u32,
     /// Largest number of elements processed in one pass. Larger inputs run in consecutive
     /// passes of this size, each with the protocol's constant number of rounds; this bounds
@@ -40,10 +43,10 @@ impl Default for Config {
 }
 
 impl Config {
-    /// The parameters for a session whose OT is silent ([`Session::setup_silent`]): 3-bit
+    /// The parameters for a session whose OT is silent ([`Session::setup_silent`]): 4-bit
     /// leaves (see [`Config::chunk_bits`]), the rest as [`Config::default`].
     pub fn silent() -> Self {
-        Self { chunk_bits: 3, ..Self::default() }
+        Self { chunk_bits: 4, ..Self::default() }
     }
 
     /// Checks the ranges.

@@ -153,7 +153,7 @@ pub struct Args {
     pub n: Option<usize>,
     #[command(flatten)]
     pub fixed_point: FixedArgs,
-    /// Bits per leaf of the millionaires' comparison (1..=6; default 6 with IKNP, 3 with Ferret).
+    /// Bits per leaf of the millionaires' comparison (1..=6; default 6 with IKNP, 4 with Ferret).
     #[arg(long)]
     pub chunk_bits: Option<u32>,
     /// The OT: `ferret` (silent OT; its pools are filled during the setup, later refills are

@@ -35,7 +35,7 @@
 //! correction = 1.3 MB) and one bootstrap round (≈ 0.3 MB). Main round: 2,080 B receiver →
 //! sender and 552,960 B sender → receiver for 10,017,120 usable COTs, **≈ 0.055 B per COT**.
 //! A random OT with a chosen choice bit adds 1 bit receiver → sender (derandomisation).
-//! CPU per round and party: `t·2^{h+1}` AES for the trees, `3n` AES and `10n` random reads for
+//! CPU per round and party: `t·2^{h+1}` AES for the trees, `2.5n` AES and `10n` random reads for
 //! the encoding; both are split across threads with rayon.
 //!
 //! **Security.** Semi-honest, like the rest of moat's OT: a malicious receiver could send
@@ -237,11 +237,20 @@ impl<'a> SenderRound<'a> {
         Ok(Self { params, delta, base })
     }
 
-    fn respond(self, msg: &ChoiceMsg, code: &LpnCode, eng: &Engine, rng: &mut ChaCha20Rng) -> (TreeMsg, Vec<Block>) {
+    /// The reply and the round's tree blocks `v` (lowest bits cleared), written over `out`
+    /// (any contents; a buffer of `n` blocks from an earlier round is reused without touching
+    /// fresh pages). The reply does not depend on the LPN term: send it, then [`Self::encode`].
+    fn respond(
+        &self,
+        msg: &ChoiceMsg,
+        eng: &Engine,
+        rng: &mut ChaCha20Rng,
+        mut out: Vec<Block>,
+    ) -> (TreeMsg, Vec<Block>) {
         let p = self.params;
         let h = p.log_bin as usize;
         let seeds: Vec<Block> = (0..p.t).map(|_| random_block(rng)).collect();
-        let mut out = vec![0u128; p.n];
+        out.resize(p.n, 0);
         let sums: Vec<Vec<[Block; 2]>> = out
             .par_chunks_mut(p.bin())
             .zip(seeds.par_iter())
@@ -249,7 +258,7 @@ impl<'a> SenderRound<'a> {
             .collect();
         let psi: Vec<Block> =
             out.par_chunks(p.bin()).map(|leaves| leaves.iter().fold(self.delta, |a, &b| a ^ b)).collect();
-        let (base_lpn, base_tree) = self.base.split_at(p.k);
+        let base_tree = &self.base[p.k..];
         let mut k0: Vec<Block> =
             base_tree.iter().enumerate().map(|(i, &k)| k ^ (msg.bits.bit(i) as u128 * self.delta)).collect();
         let mut k1: Vec<Block> = k0.iter().map(|&k| k ^ self.delta).collect();
@@ -259,8 +268,12 @@ impl<'a> SenderRound<'a> {
             sums.iter().flatten().zip(k0.iter().zip(&k1)).map(|(s, (&h0, &h1))| [s[0] ^ h0, s[1] ^ h1]).collect();
         debug_assert_eq!(sums.len() * h, k0.len());
         out.par_iter_mut().for_each(|v| *v &= !1);
-        code.encode(base_lpn, &mut out);
         (TreeMsg { levels, psi }, out)
+    }
+
+    /// `K' = A·K_base ⊕ v`: the round's sender blocks.
+    fn encode(&self, code: &LpnCode, out: &mut [Block]) {
+        code.encode(&self.base[..self.params.k], out);
     }
 }
 
@@ -300,7 +313,8 @@ impl ReceiverRound {
         Ok((Self { params, alphas, base }, ChoiceMsg { bits }))
     }
 
-    fn finish_with(self, msg: &TreeMsg, code: &LpnCode, eng: &Engine) -> Vec<Block> {
+    /// The round's blocks, written over `out` (as in [`SenderRound`]'s reply).
+    fn finish_with(self, msg: &TreeMsg, code: &LpnCode, eng: &Engine, mut out: Vec<Block>) -> Vec<Block> {
         let p = self.params;
         let h = p.log_bin as usize;
         let (base_lpn, base_tree) = self.base.split_at(p.k);
@@ -315,7 +329,7 @@ impl ReceiverRound {
                 msg.levels[i][off_path] ^ hk
             })
             .collect();
-        let mut out = vec![0u128; p.n];
+        out.resize(p.n, 0);
         out.par_chunks_mut(p.bin())
             .zip(self.alphas.par_iter())
             .zip(sib.par_chunks(h).zip(msg.psi.par_iter()))
@@ -334,7 +348,7 @@ impl ReceiverRound {
     /// The round's `n` receiver blocks `M'` (lowest bit = the new choice bit).
     pub fn finish(self, msg: &TreeMsg, params: &FerretParams, main: bool) -> Vec<Block> {
         let eng = Engine::default();
-        self.finish_with(msg, &Engine::code(params, main), &eng)
+        self.finish_with(msg, &Engine::code(params, main), &eng, Vec::new())
     }
 }
 
@@ -348,7 +362,10 @@ impl SenderRound<'_> {
         rng: &mut ChaCha20Rng,
     ) -> (TreeMsg, Vec<Block>) {
         let eng = Engine::default();
-        self.respond(msg, &Engine::code(params, main), &eng, rng)
+        let code = Engine::code(params, main);
+        let (reply, mut out) = self.respond(msg, &eng, rng, Vec::new());
+        self.encode(&code, &mut out);
+        (reply, out)
     }
 }
 
@@ -357,6 +374,10 @@ fn random_block(rng: &mut ChaCha20Rng) -> Block {
 }
 
 /// Pool bookkeeping common to both roles.
+///
+/// A main round writes 160 MB; the pool's buffer, once drawn dry, is the next round's output
+/// buffer, so a round touches no fresh pages (a fresh 160 MB buffer costs ≈ 0.24 s of page
+/// faults per round and party on the benchmark machine, more than the LPN encoding's gather).
 #[derive(Default)]
 struct Pool {
     blocks: Vec<Block>,
@@ -369,23 +390,29 @@ impl Pool {
         self.blocks.len() - self.used
     }
 
-    /// Keeps the unused rest, then appends `out[reserved..]` (in place: no second copy of a
-    /// 160 MB round).
-    fn refill(&mut self, mut out: Vec<Block>, reserved: usize) {
-        let rest = self.blocks.len() - self.used;
-        // The rest (if any) takes the place of the front of `out` that goes to the next base.
-        if rest <= reserved {
-            let start = reserved - rest;
-            out[start..reserved].copy_from_slice(&self.blocks[self.used..]);
-            out.drain(..start);
+    /// Hands over the buffer for the next round and the pool's unused rest (usually empty:
+    /// rounds run when the pool is dry).
+    fn take_for_round(&mut self) -> (Vec<Block>, Vec<Block>) {
+        let rest = self.blocks[self.used..].to_vec();
+        self.used = 0;
+        (std::mem::take(&mut self.blocks), rest)
+    }
+
+    /// The pool becomes `rest` followed by `out[reserved..]` (`out[..reserved]` went to the
+    /// next base): the rest takes the place of the front of `out`, without moving the round.
+    fn refill(&mut self, mut out: Vec<Block>, reserved: usize, rest: &[Block]) {
+        if rest.len() <= reserved {
+            let start = reserved - rest.len();
+            out[start..reserved].copy_from_slice(rest);
+            self.used = start;
         } else {
-            let mut blocks = Vec::with_capacity(rest + out.len() - reserved);
-            blocks.extend_from_slice(&self.blocks[self.used..]);
+            let mut blocks = Vec::with_capacity(rest.len() + out.len() - reserved);
+            blocks.extend_from_slice(rest);
             blocks.extend_from_slice(&out[reserved..]);
             out = blocks;
+            self.used = 0;
         }
         self.blocks = out;
-        self.used = 0;
         self.rounds += 1;
     }
 }
@@ -452,9 +479,11 @@ impl FerretSender {
         let eng = Engine::default();
         let pre_code = Engine::code(&params, false);
         let msg = ChoiceMsg::from_bytes(&ch.recv()?, &params.pre)?;
-        let (reply, out) = SenderRound::new(params.pre, delta, &base)?.respond(&msg, &pre_code, &eng, &mut rng);
+        let round = SenderRound::new(params.pre, delta, &base)?;
+        let (reply, mut out) = round.respond(&msg, &eng, &mut rng, Vec::new());
         ch.send(&reply.to_bytes())?;
         ch.flush()?;
+        round.encode(&pre_code, &mut out);
         Ok(Self {
             params,
             delta,
@@ -486,12 +515,15 @@ impl FerretSender {
     fn extend_round(&mut self, ch: &mut dyn Channel) -> Result<()> {
         let p = self.params.main;
         let msg = ChoiceMsg::from_bytes(&ch.recv()?, &p)?;
-        let (reply, out) =
-            SenderRound::new(p, self.delta, &self.base)?.respond(&msg, &self.code, &self.eng, &mut self.rng);
-        ch.send(&reply.to_bytes())?;
-        ch.flush()?;
+        let round = SenderRound::new(p, self.delta, &self.base)?;
+        let (buffer, rest) = self.pool.take_for_round();
+        let (reply, mut out) = round.respond(&msg, &self.eng, &mut self.rng, buffer);
+        // The receiver's encoding runs while the sender's does.
+        let sent = ch.send(&reply.to_bytes()).and_then(|()| ch.flush());
+        round.encode(&self.code, &mut out);
         self.base.copy_from_slice(&out[..p.consumed()]);
-        self.pool.refill(out, p.consumed());
+        self.pool.refill(out, p.consumed(), &rest);
+        sent?;
         Ok(())
     }
 
@@ -549,7 +581,7 @@ impl FerretReceiver {
         ch.send(&msg.to_bytes())?;
         ch.flush()?;
         let reply = TreeMsg::from_bytes(&ch.recv()?, &params.pre)?;
-        let out = round.finish_with(&reply, &Engine::code(&params, false), &eng);
+        let out = round.finish_with(&reply, &Engine::code(&params, false), &eng, Vec::new());
         Ok(Self {
             params,
             base: out[..params.main.consumed()].to_vec(),
@@ -582,9 +614,10 @@ impl FerretReceiver {
         ch.send(&msg.to_bytes())?;
         ch.flush()?;
         let reply = TreeMsg::from_bytes(&ch.recv()?, &p)?;
-        let out = round.finish_with(&reply, &self.code, &self.eng);
+        let (buffer, rest) = self.pool.take_for_round();
+        let out = round.finish_with(&reply, &self.code, &self.eng, buffer);
         self.base = out[..p.consumed()].to_vec();
-        self.pool.refill(out, p.consumed());
+        self.pool.refill(out, p.consumed(), &rest);
         Ok(())
     }
 
@@ -640,9 +673,7 @@ impl OtSender for FerretSender {
     fn send_random_chunks(&mut self, ch: &mut dyn Channel, n: usize, sink: &mut SenderSink<'_>) -> Result<()> {
         let delta = self.delta;
         let mut done = 0;
-        let mut k0 = Vec::new();
-        let mut k1 = Vec::new();
-        let mut pairs = Vec::new();
+        let mut pairs: Vec<[Block; 2]> = Vec::new();
         while done < n {
             if self.pool.available() == 0 {
                 self.extend(ch)?;
@@ -650,14 +681,12 @@ impl OtSender for FerretSender {
             let m = (n - done).min(self.pool.available()).min(CHUNK_OTS);
             let d = ch.recv_bits(m)?;
             let ks = &self.pool.blocks[self.pool.used..self.pool.used + m];
-            k0.clear();
-            k0.extend(ks.iter().enumerate().map(|(i, &k)| k ^ (d.bit(i) as u128 * delta)));
-            k1.clear();
-            k1.extend(k0.iter().map(|&k| k ^ delta));
-            self.eng.hash.hash_in_place(&mut k0);
-            self.eng.hash.hash_in_place(&mut k1);
             pairs.clear();
-            pairs.extend(k0.iter().zip(&k1).map(|(&a, &b)| [a, b]));
+            pairs.extend(ks.iter().enumerate().map(|(i, &k)| {
+                let k0 = k ^ (d.bit(i) as u128 * delta);
+                [k0, k0 ^ delta]
+            }));
+            self.eng.hash.hash_in_place(pairs.as_flattened_mut());
             self.pool.used += m;
             sink(done, &pairs)?;
             done += m;

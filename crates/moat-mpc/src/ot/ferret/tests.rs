@@ -93,6 +93,48 @@ fn several_rounds_keep_the_correlation() -> Result<()> {
     Ok(())
 }
 
+/// Extending a pool that is not dry keeps its rest in front of the new COTs: a rest shorter
+/// than the round's reserved front (it takes that front's place in the reused buffer) and one
+/// longer (a new buffer), with the correlation intact across every round boundary.
+#[test]
+fn extending_a_non_empty_pool_keeps_its_rest() -> Result<()> {
+    let reserved = SMALL.main.consumed();
+    // Extend, then take all but 10 (a short rest); extend, then leave `reserved + 10` (a long
+    // rest); extend, then take three rounds' worth (the pool runs dry and refills in between).
+    let takes = [SMALL.per_round() - 10, SMALL.per_round() - reserved, 3 * SMALL.per_round()];
+    let ((delta, ks), ms) = run_pair(
+        Net::Memory,
+        move |ch| {
+            let (mut s, _r) = ferret_pair(ch, Party::P0, SMALL, 1)?;
+            let mut ks = Vec::new();
+            for n in takes {
+                let before = s.available();
+                s.extend(ch)?;
+                assert_eq!(s.available(), before + SMALL.per_round());
+                s.take_cots(ch, n, &mut |_, c| {
+                    ks.extend_from_slice(c);
+                    Ok(())
+                })?;
+            }
+            Ok((s.delta(), ks))
+        },
+        move |ch| {
+            let (_s, mut r) = ferret_pair(ch, Party::P1, SMALL, 2)?;
+            let mut ms = Vec::new();
+            for n in takes {
+                r.extend(ch)?;
+                r.take_cots(ch, n, &mut |_, c| {
+                    ms.extend_from_slice(c);
+                    Ok(())
+                })?;
+            }
+            Ok(ms)
+        },
+    )?;
+    check_cots(delta, &ks, &ms);
+    Ok(())
+}
+
 #[test]
 fn params_are_consistent() {
     for p in [FerretParams::B13, SMALL] {
