@@ -781,6 +781,56 @@ fn selu_gelu_tanh_softplus_softsign_import_with_their_attributes_and_round_trip(
     assert_eq!(g.nodes()[0].op, Op::GeluTanh);
     let y = run(&g, &x)?;
     assert!(near(&y, &gelu_tanh), "{y:?}");
+    // The same before opset 20, as exporters write it: PyTorch's symbolic (x·(x·x), constants
+    // first, (x·s)·0.5) and transformer code's gelu_new (0.5·x first, Pow(x, 3)).
+    let consts = || {
+        vec![
+            t_f32("three", &[], &[3.0]),
+            t_f32("kappa", &[], &[0.044_715]),
+            t_f32("beta", &[], &[(2.0 / std::f32::consts::PI).sqrt()]),
+            t_f32("one", &[], &[1.0]),
+            t_f32("half", &[], &[0.5]),
+        ]
+    };
+    let pytorch = vec![
+        node("Mul", "square", &["x", "x"], &["sq"], vec![]),
+        node("Mul", "cube", &["x", "sq"], &["c"], vec![]),
+        node("Mul", "kappa_c", &["kappa", "c"], &["kc"], vec![]),
+        node("Add", "inner", &["x", "kc"], &["i"], vec![]),
+        node("Mul", "beta_i", &["beta", "i"], &["bi"], vec![]),
+        node("Tanh", "tanh", &["bi"], &["t"], vec![]),
+        node("Add", "one_t", &["one", "t"], &["s"], vec![]),
+        node("Mul", "x_s", &["x", "s"], &["p"], vec![]),
+        node("Mul", "half_p", &["half", "p"], &["y"], vec![]),
+    ];
+    let gelu_new = vec![
+        node("Mul", "half_x", &["half", "x"], &["h"], vec![]),
+        node("Pow", "pow", &["x", "three"], &["c"], vec![]),
+        node("Mul", "kappa_c", &["c", "kappa"], &["kc"], vec![]),
+        node("Add", "inner", &["kc", "x"], &["i"], vec![]),
+        node("Mul", "beta_i", &["i", "beta"], &["bi"], vec![]),
+        node("Tanh", "tanh", &["bi"], &["t"], vec![]),
+        node("Add", "one_t", &["t", "one"], &["s"], vec![]),
+        node("Mul", "h_s", &["h", "s"], &["y"], vec![]),
+    ];
+    for chain in [pytorch.clone(), gelu_new.clone()] {
+        let g = import(&model(13, &[4], chain, consts()))?;
+        assert_eq!(kinds(&g), ["GeluTanh"]);
+        let y = run(&g, &x)?;
+        assert!(near(&y, &gelu_tanh), "{y:?}");
+    }
+    // A Pow or a square outside the pattern, or a pattern whose parts are read elsewhere, is
+    // refused naming the node and why.
+    let e = error(&model(13, &[4], vec![node("Pow", "square", &["x", "two"], &["y"], vec![])], {
+        vec![t_f32("two", &[], &[2.0])]
+    }));
+    assert!(e.contains("'square'") && e.contains("Pow") && e.contains("exponent"), "{e}");
+    let e = error(&model(13, &[4], vec![node("Mul", "sq", &["x", "x"], &["y"], vec![])], vec![]));
+    assert!(e.contains("'sq'") && e.contains("two computed values"), "{e}");
+    let mut leaky = gelu_new;
+    leaky.push(node("Add", "peek", &["t", "t"], &["z"], vec![]));
+    let e = error(&model(13, &[4], leaky, consts()));
+    assert!(e.contains("'pow'") && e.contains("is read 3 times"), "{e}");
     for opset in [9, 13, 17] {
         let g = import(&one("Softplus", opset, vec![]))?;
         assert_eq!(g.nodes()[0].op, Op::Softplus);

@@ -1,8 +1,9 @@
 //! Element-wise `Add`, `Sub`, `Mul` and `Div`.
 //!
 //! * two constants: folded ([`fold::binary`]);
-//! * two computed values: `Add` of equal shapes is a residual [`Op::Add`]; the others are
-//!   not supported;
+//! * two computed values: `Add` of equal shapes is a residual [`Op::Add`]; `Mul` as SiLU's or
+//!   HardSwish's gate, or as the square that starts GELU's tanh form ([`super::gelu`]); the
+//!   others are not supported;
 //! * a computed value and a scalar or per-channel constant (input normalisation
 //!   `(x − mean) / std`, scaling, biases): the per-channel affine map `y = s·x + t`. moat writes
 //!   it as a [`BatchNorm`] with `γ = s`, `β = t`, `μ = 0`, `σ² = 1`, `ε = 0`, which the
@@ -34,6 +35,7 @@ impl<'m> Importer<'m> {
                 self.bind_folded(ctx, fold::binary(op, &a, &b))
             }
             (false, false) if op == Arith::Add => self.residual_add(ctx),
+            (false, false) if op == Arith::Mul && self.square_of_gelu_tanh(ctx)? => Ok(()),
             (false, false) if op == Arith::Mul && self.gated_product(ctx)? => Ok(()),
             (false, false) => Err(ctx.err(format!(
                 "{} of two computed values is not supported: moat supports {} with a constant operand only",

@@ -47,6 +47,7 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "MaxPool",
     "Mul",
     "Pad",
+    "Pow",
     "PRelu",
     "ReduceMean",
     "Relu",
@@ -220,7 +221,7 @@ pub(super) struct Importer<'m> {
     pub affine: HashSet<usize>,
     /// Elements of all constants folded so far (limited by [`FOLD_BUDGET`]).
     folded: usize,
-    /// ONNX nodes already imported as part of a fused pattern (GELU's `Erf` form).
+    /// ONNX nodes already imported as part of a fused pattern (GELU's `Erf` and tanh forms).
     pub fused: HashSet<usize>,
     /// moat node names in use.
     names: HashSet<String>,
@@ -570,6 +571,7 @@ impl<'m> Importer<'m> {
             "MaxPool" => self.pool(&ctx, true),
             "Mul" => self.arith(&ctx, Arith::Mul),
             "Pad" => self.pad(&ctx),
+            "Pow" => self.pow(&ctx),
             "PRelu" => self.prelu(&ctx),
             "ReduceMean" => self.reduce_mean(&ctx),
             "Relu" => self.relu(&ctx),

@@ -448,6 +448,37 @@ def gelu_tanh_network(opset):
     return g
 
 
+@case("gelu_tanh_pattern", scale=2.0,
+      approximated={"gelu_tanh": "GeluTanh", "gelu_new": "GeluTanh"})
+def gelu_tanh_pattern(opset):
+    """GELU's tanh form before opset 20: PyTorch's symbolic (x * (x * x), constants first,
+    (x * s) * 0.5) and transformer code's gelu_new (0.5 * x first, Pow(x, 3))."""
+    g = Graph("x", [2, 4, 4], ["gelu_tanh", "gelu_new"])
+    three = g.const("three", np.array(3.0, dtype=np.float32))
+    kappa = g.const("kappa", np.array(0.044715, dtype=np.float32))
+    beta = g.const("beta", np.array(np.sqrt(2.0 / np.pi), dtype=np.float32))
+    one = g.const("one", np.array(1.0, dtype=np.float32))
+    half = g.const("half", np.array(0.5, dtype=np.float32))
+    sq = g.node("Mul", ["x", "x"], ["sq"])
+    c = g.node("Mul", ["x", sq], ["c"])
+    kc = g.node("Mul", [kappa, c], ["kc"])
+    i = g.node("Add", ["x", kc], ["i"])
+    bi = g.node("Mul", [beta, i], ["bi"])
+    t = g.node("Tanh", [bi], ["t"])
+    s = g.node("Add", [one, t], ["s"])
+    p = g.node("Mul", ["x", s], ["p"])
+    g.node("Mul", [half, p], ["gelu_tanh"])
+    h = g.node("Mul", [half, "x"], ["h"])
+    c2 = g.node("Pow", ["x", three], ["c2"])
+    kc2 = g.node("Mul", [c2, kappa], ["kc2"])
+    i2 = g.node("Add", [kc2, "x"], ["i2"])
+    bi2 = g.node("Mul", [i2, beta], ["bi2"])
+    t2 = g.node("Tanh", [bi2], ["t2"])
+    s2 = g.node("Add", [t2, one], ["s2"])
+    g.node("Mul", [h, s2], ["gelu_new"])
+    return g
+
+
 @case("swish", opsets=(24,), scale=4.0, approximated={"swish": "Silu"})
 def swish(opset):
     """ONNX Swish (opset 24) with its default alpha = 1: SiLU."""
