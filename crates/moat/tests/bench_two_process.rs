@@ -236,3 +236,20 @@ fn the_client_fails_cleanly_when_the_server_dies_or_stalls() -> TestResult {
     assert!(stderr.contains("timed out"), "{stderr}");
     Ok(())
 }
+
+#[test]
+fn every_approximated_activation_benches_exactly_with_its_predicted_bytes() -> TestResult {
+    // IKNP, where the cost model predicts the traffic: odd splines (sign, ReLUs, muxes) and
+    // rectified ones (ReLU plus a spline) each measured = predicted, and equal to fixed point.
+    let names = ["sigmoid", "tanh", "softsign", "silu", "gelu", "gelu-tanh", "softplus", "elu"];
+    let expected = ["Sigmoid", "Tanh", "Softsign", "Silu", "Gelu", "GeluTanh", "Softplus", "Elu"];
+    for (name, element) in names.iter().zip(expected) {
+        let r = bench_json(&["gelu", "--activation", name, "--n", "300", "--ot", "iknp"])?;
+        check_report(&r, 300);
+        assert_eq!(r["element"], element, "{r}");
+    }
+    let out = moat(&["bench", "relu", "--activation", "elu", "--n", "10"])?;
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("--activation applies to sigmoid and gelu only"));
+    Ok(())
+}

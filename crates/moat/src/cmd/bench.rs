@@ -2,7 +2,9 @@
 //! processes on loopback (`trunc --nonnegative`: the truncation of a ReLU output, as the fused
 //! rescale of secure inference runs it; `sigmoid`: the 16-knot spline of
 //! `moat_nn::approx::SIGMOID`, as a Sigmoid layer runs it; `gelu`: `ReLU(x)` plus the 16-knot
-//! spline of `moat_nn::approx::GELU`, as a Gelu layer runs it — SiLU and ELU cost the same).
+//! spline of `moat_nn::approx::GELU`, as a Gelu layer runs it; `--activation NAME` runs any
+//! other spline of `moat_nn::approx` the same way — Tanh and Softsign cost what Sigmoid does,
+//! SiLU, GELU's tanh form, Softplus and ELU (SELU: ELU's spline scaled) what GELU does).
 //!
 //! The command plays the server `P0` and spawns itself (`std::env::current_exe()`) with the
 //! hidden arguments `--role client --connect 127.0.0.1:PORT` as the client `P1`. Both derive
@@ -28,6 +30,7 @@ use moat_mpc::transport::tcp::TcpChannel;
 use moat_mpc::transport::{Channel, ChannelConfig, Counters};
 use moat_mpc::{AShare, Party};
 use moat_nn::FixedPoint;
+use moat_nn::approx::SplineForm;
 use moat_nn::kernels::{self, Window};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
@@ -52,6 +55,44 @@ pub enum Protocol {
     Sigmoid,
     /// The GELU (ReLU plus a spline) of n shared values (moat_nn::approx::GELU).
     Gelu,
+}
+
+/// The approximated activations `moat bench sigmoid|gelu --activation` runs.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Activation {
+    /// `moat_nn::approx::SIGMOID` (an odd spline: sign, ReLUs, muxes, a truncation).
+    Sigmoid,
+    /// `moat_nn::approx::TANH` (odd).
+    Tanh,
+    /// `moat_nn::approx::SOFTSIGN` (odd).
+    Softsign,
+    /// `moat_nn::approx::SILU` (ReLU plus an even spline).
+    Silu,
+    /// `moat_nn::approx::GELU` (ReLU plus an even spline).
+    Gelu,
+    /// `moat_nn::approx::GELU_TANH` (ReLU plus an even spline).
+    GeluTanh,
+    /// `moat_nn::approx::SOFTPLUS` (ReLU plus an even spline).
+    Softplus,
+    /// `moat_nn::approx::ELU` (ReLU plus a spline of the negative side).
+    Elu,
+}
+
+impl Activation {
+    /// Its spline.
+    pub fn spline(self) -> moat_nn::approx::Spline {
+        use moat_nn::approx;
+        match self {
+            Activation::Sigmoid => approx::SIGMOID,
+            Activation::Tanh => approx::TANH,
+            Activation::Softsign => approx::SOFTSIGN,
+            Activation::Silu => approx::SILU,
+            Activation::Gelu => approx::GELU,
+            Activation::GeluTanh => approx::GELU_TANH,
+            Activation::Softplus => approx::SOFTPLUS,
+            Activation::Elu => approx::ELU,
+        }
+    }
 }
 
 impl Protocol {
@@ -190,6 +231,10 @@ pub struct Args {
     /// protocol the fused rescale uses (`truncate_nonnegative`).
     #[arg(long)]
     pub nonnegative: bool,
+    /// sigmoid, gelu: the approximated activation to run instead of the subcommand's own — any
+    /// spline of `moat_nn::approx` (SELU costs what ELU does: the same spline, scaled).
+    #[arg(long, value_enum)]
+    pub activation: Option<Activation>,
     /// After the timed run, exchange shares and check the result against the plaintext function.
     #[arg(long)]
     pub verify: bool,
@@ -296,6 +341,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let base = if args.ot == OtKind::Ferret { Config::silent() } else { Config::default() };
     let config = Config { chunk_bits: args.chunk_bits.unwrap_or(base.chunk_bits), ..base };
     config.validate()?;
+    if args.activation.is_some() && !matches!(args.protocol, Protocol::Sigmoid | Protocol::Gelu) {
+        bail!("--activation applies to sigmoid and gelu only");
+    }
     if args.nonnegative && args.protocol != Protocol::Trunc {
         bail!("--nonnegative applies to trunc only");
     }
@@ -338,7 +386,7 @@ impl Workload {
             }
             Protocol::Sigmoid | Protocol::Gelu => {
                 let n = args.n.unwrap_or(1 << 16);
-                let element = if args.protocol == Protocol::Gelu { "GELU" } else { "sigmoid" };
+                let element = spline_of(args).name();
                 Self { x: activations(fp, n, seed), pool: None, elements: n, element }
             }
             Protocol::Maxpool => {
@@ -450,7 +498,7 @@ fn execute(
         }
         Protocol::Argmax => Output::Labels(protocols::argmax(s, ch, x, args.classes)?),
         Protocol::Sigmoid | Protocol::Gelu => {
-            let spline = spline_of(args.protocol).quantize(s.fixed_point());
+            let spline = spline_of(args).quantize(s.fixed_point());
             Output::Shares(moat_mpc::engine::layer::spline(s, ch, x, &spline)?)
         }
     })
@@ -467,20 +515,21 @@ fn predicted(args: &Args, fp: FixedPoint, config: &Config, work: &Workload) -> c
             cost::max_pool(&plan, fp, config)
         }
         Protocol::Argmax => cost::argmax(work.elements, args.classes, fp, config),
-        Protocol::Sigmoid => {
-            let spline = moat_nn::approx::SIGMOID.quantize(fp);
-            cost::spline(work.elements, spline.knots.len(), fp, spline.shift, config)
-        }
-        Protocol::Gelu => {
-            let spline = moat_nn::approx::GELU.quantize(fp);
-            cost::rectified_spline(work.elements, spline.knots.len(), fp, spline.shift, config)
+        Protocol::Sigmoid | Protocol::Gelu => {
+            let spline = spline_of(args).quantize(fp);
+            if spline.form == SplineForm::Odd {
+                cost::spline(work.elements, spline.knots.len(), fp, spline.shift, config)
+            } else {
+                cost::rectified_spline(work.elements, spline.knots.len(), fp, spline.shift, config)
+            }
         }
     }
 }
 
-/// The spline a spline benchmark runs.
-fn spline_of(protocol: Protocol) -> moat_nn::approx::Spline {
-    if protocol == Protocol::Gelu { moat_nn::approx::GELU } else { moat_nn::approx::SIGMOID }
+/// The spline a spline benchmark runs: `--activation`'s, else the subcommand's own.
+fn spline_of(args: &Args) -> moat_nn::approx::Spline {
+    let own = if args.protocol == Protocol::Gelu { Activation::Gelu } else { Activation::Sigmoid };
+    args.activation.unwrap_or(own).spline()
 }
 
 /// Setup, synchronisation, timed run: `(session setup ms, run ms, setup and run counters, output)`.
@@ -773,7 +822,7 @@ fn verify(
                 (Protocol::Relu, _) => plain.iter().map(|&v| if fp.is_negative(v) { 0 } else { v }).collect(),
                 (Protocol::Trunc, _) => plain.iter().map(|&v| fp.truncate(v)).collect(),
                 (Protocol::Sigmoid | Protocol::Gelu, _) => {
-                    let spline = spline_of(args.protocol).quantize(fp);
+                    let spline = spline_of(args).quantize(fp);
                     plain.iter().map(|&v| spline.eval(fp, v)).collect()
                 }
                 (Protocol::Maxpool, Some((c, win, _))) => {
