@@ -86,11 +86,28 @@ impl Window {
     }
 }
 
-/// Runs `f` compiled for the CPU's x86-64-v3 features (FMA, AVX2) when it has them, else as it
-/// is. Only speed differs (see the module doc): without it, every `f32::mul_add` is a call.
-#[inline(always)]
-fn dispatched<R>(f: impl FnOnce() -> R) -> R {
-    pulp::Arch::new().dispatch(f)
+/// A kernel run under [`pulp`]'s dispatch: compiled for the CPU's x86-64-v3 features (FMA, AVX2)
+/// when it has them, else as it is. Only speed differs (see the module doc): without FMA in the
+/// compiled code, every `f32::mul_add` is a call. `with_simd` and the loops it calls are
+/// `#[inline(always)]` so that they are compiled inside pulp's target-feature function (a
+/// closure would not be inlined there).
+enum Kernel<'a, T> {
+    Conv { input: &'a [T], channels: usize, weight: &'a [T], out_channels: usize, win: Window },
+    Dense { input: &'a [T], weight: &'a [T], start: Vec<T> },
+}
+
+impl<T: Mac> pulp::WithSimd for Kernel<'_, T> {
+    type Output = Vec<T>;
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _simd: S) -> Vec<T> {
+        match self {
+            Kernel::Conv { input, channels, weight, out_channels, win } => {
+                conv2d_loops(input, channels, weight, out_channels, win)
+            }
+            Kernel::Dense { input, weight, start } => dense_loops(input, weight, start),
+        }
+    }
 }
 
 /// Convolution without bias: `out[o, y, x] = Σ_{c, i, j} w[o, c, i, j] · in[c, y·s + i − p, x·s + j − p]`
@@ -100,7 +117,7 @@ fn dispatched<R>(f: impl FnOnce() -> R) -> R {
 /// module doc): per input channel `c`, one fused multiply-add chain over `(i, j)` from zero;
 /// the channels' sums added in channel order, `((p₀ + p₁) + p₂) + …`.
 pub fn conv2d<T: Mac>(input: &[T], channels: usize, weight: &[T], out_channels: usize, win: Window) -> Vec<T> {
-    dispatched(|| conv2d_loops(input, channels, weight, out_channels, win))
+    pulp::Arch::new().dispatch(Kernel::Conv { input, channels, weight, out_channels, win })
 }
 
 #[inline(always)]
@@ -272,16 +289,47 @@ pub fn dense<T: Mac>(input: &[T], weight: &[T], outputs: usize) -> Vec<T> {
 /// are cut into blocks of [`GEMM_STRIDE_K`]; each block's products are one fused multiply-add
 /// chain from zero, in input order, and the blocks' sums are added to `start` one after the
 /// other: `out[o] = ((start[o] + s₀) + s₁) + …`.
-pub fn dense_onto<T: Mac>(input: &[T], weight: &[T], mut start: Vec<T>) -> Vec<T> {
+pub fn dense_onto<T: Mac>(input: &[T], weight: &[T], start: Vec<T>) -> Vec<T> {
+    pulp::Arch::new().dispatch(Kernel::Dense { input, weight, start })
+}
+
+/// Rows of `W` whose chains [`dense_loops`] runs side by side (independent chains, for the
+/// CPU's pipelines; each row's own order is unchanged).
+const DENSE_ROWS: usize = 8;
+
+#[inline(always)]
+fn dense_loops<T: Mac>(input: &[T], weight: &[T], mut start: Vec<T>) -> Vec<T> {
     let n = input.len();
-    dispatched(|| {
-        for (acc, row) in start.iter_mut().zip(weight.chunks(n.max(1))) {
-            for (w, x) in row.chunks(GEMM_STRIDE_K).zip(input.chunks(GEMM_STRIDE_K)) {
-                *acc = acc.plus(w.iter().zip(x).fold(T::default(), |s, (&w, &x)| s.mac(w, x)));
+    if n == 0 {
+        return start;
+    }
+    let outputs = start.len().min(weight.len() / n);
+    let mut o = 0;
+    while o < outputs {
+        let rows = DENSE_ROWS.min(outputs - o);
+        let block = &weight[o * n..(o + rows) * n];
+        for k0 in (0..n).step_by(GEMM_STRIDE_K) {
+            let k1 = (k0 + GEMM_STRIDE_K).min(n);
+            let mut sums = [T::default(); DENSE_ROWS];
+            if rows == DENSE_ROWS {
+                for (k, &x) in input.iter().enumerate().take(k1).skip(k0) {
+                    for (r, sum) in sums.iter_mut().enumerate() {
+                        *sum = sum.mac(block[r * n + k], x);
+                    }
+                }
+            } else {
+                for (r, sum) in sums.iter_mut().enumerate().take(rows) {
+                    let row = &block[r * n..(r + 1) * n];
+                    *sum = row[k0..k1].iter().zip(&input[k0..k1]).fold(T::default(), |s, (&w, &x)| s.mac(w, x));
+                }
+            }
+            for (acc, sum) in start[o..o + rows].iter_mut().zip(sums) {
+                *acc = acc.plus(sum);
             }
         }
-        start
-    })
+        o += rows;
+    }
+    start
 }
 
 /// Sum over each pooling window (padding counts as zero): `[C, oh, ow]`.

@@ -167,6 +167,8 @@ fn conformance_suite_moat_infer_oip_and_onnxruntime_agree() -> TestResult {
     let server = ServerProcess::start(&repo, &["--profile-warmup", "0", "--profile-runs", "1"])?;
     let seen: Value = serde_json::from_slice(&python("conformance_tritonclient.py", &[&server.addr, root])?)?;
     let mut acceptance = BTreeMap::new();
+    // Every case's outputs that are bit-exact through tritonclient, of all outputs.
+    let (mut exact_outputs, mut all_outputs) = (Vec::new(), 0);
     for case in &cases {
         let name = case["name"].as_str().ok_or("name")?;
         let got = &seen[name];
@@ -176,8 +178,12 @@ fn conformance_suite_moat_infer_oip_and_onnxruntime_agree() -> TestResult {
         for output in got["onnx_outputs"].as_array().ok_or("outputs")?.iter().filter_map(Value::as_str) {
             let diff = got["diffs"][output].as_f64().ok_or_else(|| format!("{name}/{output}: shape differs"))?;
             assert!(diff <= f64::from(TOLERANCE), "{name}/{output}: OIP differs from onnxruntime by {diff}");
+            let exact = got["diffs"][format!("{output}:bit_exact")].as_bool() == Some(true);
+            all_outputs += 1;
+            if exact {
+                exact_outputs.push(format!("{name}/{output}"));
+            }
             if case["acceptance"] == true {
-                let exact = got["diffs"][format!("{output}:bit_exact")].as_bool() == Some(true);
                 acceptance.insert(format!("{name}/{output}"), (diff, exact));
             }
         }
@@ -186,6 +192,7 @@ fn conformance_suite_moat_infer_oip_and_onnxruntime_agree() -> TestResult {
     assert!(acceptance.len() >= 20, "{acceptance:?}");
     let inexact: Vec<_> = acceptance.iter().filter(|(_, (_, exact))| !exact).collect();
     assert!(inexact.is_empty(), "acceptance outputs not bit-exact through tritonclient: {inexact:?}");
+    eprintln!("bit-exact through tritonclient: {} of {all_outputs} outputs: {exact_outputs:?}", exact_outputs.len());
     let unknown = &seen["unknown_output_error"];
     assert_eq!(unknown["status"], "400", "{unknown}");
     assert!(unknown["message"].as_str().is_some_and(|m| m.contains("unknown output 'no_such_output'")), "{unknown}");
