@@ -24,11 +24,12 @@
 //!   into the output), which onnxruntime's default graph optimisation (its NCHWc layout
 //!   transformer, block 16 with AVX-512F, 8 with AVX2) picks for a convolution of `group` = 1
 //!   with fewer input channels than the block. With more input channels onnxruntime sums in
-//!   other orders (NCHWc blocks of 16 channels, or im2col + SGEMM with K blocks), so such
+//!   other orders (a multiple of 16: per block of 16 channels one chain over `(i, j, c)`, the
+//!   blocks added in order, as measured; otherwise im2col + SGEMM with K blocks), so such
 //!   convolutions, and grouped ones, agree with onnxruntime to rounding, not bit for bit.
 //!   Padded positions are skipped (MLAS skips them too, or multiplies a zero: the same value).
 //!
-//! The ring (`u64`) kernels are unchanged by any of this: wrapping addition is associative.
+//! The ring (`u64`) results are unchanged by any of this: wrapping addition is associative.
 //! The float kernels run under [`pulp`]'s runtime dispatch, compiled for x86-64-v3 (FMA, AVX2)
 //! when the CPU has it: `f32::mul_add` is correctly rounded either way (a hardware FMA, else the C
 //! library's `fmaf`), so the dispatch changes speed, never a result.
