@@ -101,7 +101,8 @@ impl Kernel for FloatKernel<'_> {
                 y
             }
             Op::Dense(d) => {
-                kernels::dense(x, d.weight.data(), d.bias.len()).into_iter().zip(&d.bias).map(|(v, b)| v + b).collect()
+                // The bias first, as onnxruntime's Gemm (beta = 1) adds its C.
+                kernels::dense_onto(x, d.weight.data(), d.bias.clone())
             }
             Op::GlobalAvgPool => {
                 let hw = (shape[1] * shape[2]) as f32;
@@ -207,12 +208,62 @@ pub fn concat<'a, T: Copy + 'a>(parts: impl Iterator<Item = &'a [T]>) -> Vec<T> 
     parts.flat_map(|p| p.iter().copied()).collect()
 }
 
-/// Numerically stable softmax.
+/// Softmax of one row, computed as onnxruntime's CPU provider computes it on x86-64 with
+/// AVX-512F (MLAS's `MlasComputeSoftmax`), bit for bit:
+///
+/// 1. `m = max(lowest f32, x₀, x₁, …)`;
+/// 2. `eᵢ = mlas_exp(xᵢ + (−m))` ([`mlas_exp`], MLAS's polynomial, not `f32::exp`: they differ
+///    by an ulp here and there);
+/// 3. the sum of the `eᵢ` as the AVX-512F kernel forms it: 16 lanes, lane `l` the sum of
+///    `e_l, e_{16+l}, …` in order, then lanes `l` and `l + 8` added, then pairwise
+///    `((s₀ + s₁) + (s₂ + s₃)) + ((s₄ + s₅) + (s₆ + s₇))`;
+/// 4. `yᵢ = eᵢ · (1 / sum)` (a multiply by the rounded reciprocal, not a division).
+///
+/// Step 3's order is that of the AVX-512F kernel; onnxruntime on a CPU without AVX-512F (the
+/// AVX2/FMA3 kernel: 8 lanes) sums in another order, so there the last bit of an output may
+/// differ.
 pub fn softmax(x: &[f32]) -> Vec<f32> {
-    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let exps: Vec<f32> = x.iter().map(|v| (v - max).exp()).collect();
-    let sum: f32 = exps.iter().sum();
-    exps.into_iter().map(|e| e / sum).collect()
+    const LANES: usize = 16;
+    let max = x.iter().copied().fold(f32::MIN, f32::max);
+    let exps: Vec<f32> = x.iter().map(|&v| mlas_exp(v + -max)).collect();
+    let mut lanes = [0f32; LANES];
+    for (i, &e) in exps.iter().enumerate() {
+        lanes[i % LANES] += e;
+    }
+    let s: Vec<f32> = (0..8).map(|l| lanes[l + 8] + lanes[l]).collect();
+    let sum = ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+    let scale = 1.0 / sum;
+    exps.into_iter().map(|e| e * scale).collect()
+}
+
+/// `exp(x)` for `x ≤ 0` as MLAS's softmax kernel computes it (`MlasComputeSumExpF32Kernel*`,
+/// constants from its `MlasExpConstants`): clamp below at −103.972; `m = round(x · log₂e)` (by
+/// adding and subtracting 1.5 · 2²³); `r = x − m · ln2_hi − m · ln2_lo` (two fused
+/// multiply-adds); a degree-6 polynomial in `r` by Horner's rule with fused multiply-adds (its
+/// last two coefficients 1); the result scaled by `2^m` with one rounding (`vscalefps`). Within
+/// an ulp or two of `exp`, and what onnxruntime's Softmax uses.
+pub fn mlas_exp(x: f32) -> f32 {
+    const LOWER_RANGE: f32 = f32::from_bits(0xc2cf_f1b5); // -103.9720840454
+    const ROUNDING_BIAS: f32 = 12_582_912.0; // 1.5 · 2^23
+    const LOG2_RECIPROCAL: f32 = std::f32::consts::LOG2_E;
+    const LN2_HIGH: f32 = f32::from_bits(0xbf31_7200); // -6.93145752e-1
+    const LN2_LOW: f32 = f32::from_bits(0xb5bf_be8e); // -1.42860677e-6
+    // 0x1.694000p-10, 0x1.125edcp-7, 0x1.555b5ap-5, 0x1.555450p-3, 0x1.fffff6p-2, 1, 1.
+    const POLY: [f32; 5] = [
+        f32::from_bits(0x3ab4_a000),
+        f32::from_bits(0x3c09_2f6e),
+        f32::from_bits(0x3d2a_adad),
+        f32::from_bits(0x3e2a_aa28),
+        f32::from_bits(0x3eff_fffb),
+    ];
+    // vmaxps returns its second operand when either is NaN: NaN stays NaN.
+    let x = if x.is_nan() { x } else { LOWER_RANGE.max(x) };
+    let m = x.mul_add(LOG2_RECIPROCAL, ROUNDING_BIAS) - ROUNDING_BIAS;
+    let r = m.mul_add(LN2_LOW, m.mul_add(LN2_HIGH, x));
+    let p = POLY[1..].iter().fold(POLY[0], |p, &c| p.mul_add(r, c));
+    let p = p.mul_add(r, 1.0).mul_add(r, 1.0);
+    // p · 2^m is exact in f64 (m is an integer in [−150, 128]); one rounding to f32.
+    (f64::from(p) * 2f64.powi(m as i32)) as f32
 }
 
 /// An input with at most one non-zero in this many elements takes the scatter kernels.
@@ -753,5 +804,51 @@ mod tests {
         assert!(FloatExecutor::run(&graph, &[0.0; 5]).is_err());
         assert!(QuantizedGraph::new(&graph, FixedPoint::default())?.predict(&[0.0; 3]).is_err());
         Ok(())
+    }
+
+    /// onnxruntime 1.32's Softmax (CPU provider, x86-64 with AVX-512F) of
+    /// `xᵢ = ((37 i mod 23) − 11) · 0.37` in f32, for rows of 7, 20 and 50 (one masked vector,
+    /// two vectors, the 48-element loop and a tail): the bits it returned. A softmax by
+    /// `f32::exp` and a division differs from it in 3, 9 and 28 of these elements.
+    #[test]
+    fn softmax_is_onnxruntimes_bit_for_bit() {
+        let rows: [&[u32]; 3] = [
+            &[0x3a2265ea, 0x3de16eb6, 0x3b811a52, 0x3f3336b7, 0x3ccd4489, 0x3a6b1c03, 0x3e232ee6],
+            &[
+                0x38cc2892, 0x3c8db377, 0x3a224d2c, 0x3de14c59, 0x3b8106a7, 0x3913c89d, 0x3ccd253e, 0x3a6af82b,
+                0x3e231604, 0x3bbacb9d, 0x3955f399, 0x3d147f83, 0x3aaa162f, 0x3e6c1af5, 0x3c07370d, 0x399adf5e,
+                0x3d56fc60, 0x3af63d85, 0x3eaae8af, 0x3c43c16a,
+            ],
+            &[
+                0x383297f5, 0x3bf7ea0a, 0x398dfa59, 0x3d451610, 0x3ae1bd0d, 0x3881472e, 0x3c3374fd, 0x39cd8bdc,
+                0x3d8eaa0b, 0x3b23679a, 0x38bb290d, 0x3c81e72c, 0x3a14c9cb, 0x3dce8a3c, 0x3b6c910b, 0x39077ab0,
+                0x3cbc10ac, 0x3a5767e8, 0x3e1581ef, 0x3bab3e2b, 0x39442353, 0x3d08225c, 0x3a9becdd, 0x383297f5,
+                0x3bf7ea0a, 0x398dfa59, 0x3d451610, 0x3ae1bd0d, 0x3881472e, 0x3c3374fd, 0x39cd8bdc, 0x3d8eaa0b,
+                0x3b23679a, 0x38bb290d, 0x3c81e72c, 0x3a14c9cb, 0x3dce8a3c, 0x3b6c910b, 0x39077ab0, 0x3cbc10ac,
+                0x3a5767e8, 0x3e1581ef, 0x3bab3e2b, 0x39442353, 0x3d08225c, 0x3a9becdd, 0x383297f5, 0x3bf7ea0a,
+                0x398dfa59, 0x3d451610,
+            ],
+        ];
+        for want in rows {
+            let x: Vec<f32> = (0..want.len()).map(|i| ((i * 37 % 23) as f32 - 11.0) * 0.37).collect();
+            let got: Vec<u32> = softmax(&x).iter().map(|v| v.to_bits()).collect();
+            assert_eq!(got, want, "row of {}", want.len());
+        }
+    }
+
+    #[test]
+    fn mlas_exp_is_within_two_ulps_of_exp_and_softmax_sums_to_one() {
+        for i in 0..=17_000 {
+            let x = -(i as f32) * 0.005; // [−85, 0]: normal results
+            let (got, want) = (mlas_exp(x), f64::from(x).exp());
+            let ulp = f64::from(f32::EPSILON) * want;
+            assert!((f64::from(got) - want).abs() <= 2.0 * ulp, "exp({x}) = {got}, not {want}");
+        }
+        assert_eq!(mlas_exp(0.0), 1.0);
+        assert!(mlas_exp(-200.0) < 1e-44);
+        assert!(mlas_exp(f32::NAN).is_nan());
+        let x: Vec<f32> = (0..1000).map(|i| ((i * 7919 % 1009) as f32 - 504.0) / 37.0).collect();
+        let total: f64 = softmax(&x).iter().map(|&v| f64::from(v)).sum();
+        assert!((total - 1.0).abs() < 1e-5, "{total}");
     }
 }

@@ -3,6 +3,36 @@
 //!
 //! All kernels work on one sample in row-major `[C, H, W]` or `[N]` layout and are generic over
 //! [`Mac`], which is `f32` arithmetic or wrapping `u64` ring arithmetic (reduce mod 2^ℓ after).
+//!
+//! # Float summation order
+//!
+//! The float kernels sum in the order of onnxruntime's CPU provider (its MLAS library) on x86-64,
+//! so that moat's float execution gives onnxruntime's values bit for bit where the order is known
+//! (measured against onnxruntime 1.32 on an x86-64 machine with AVX-512F and FMA; MLAS's
+//! AVX2/FMA3 SGEMM kernel, read but not measured, keeps the same per-element order):
+//!
+//! * every multiply-accumulate is one fused multiply-add (`f32::mul_add`: one rounding), as the
+//!   FMA3 and AVX-512F SGEMM kernels compute it;
+//! * each output element is one chain over the reduction index in order (MLAS keeps one
+//!   accumulator lane per output element and walks K in order);
+//! * [`dense`] cuts K into blocks of [`GEMM_STRIDE_K`] (MLAS's packed-B SGEMM, which onnxruntime
+//!   uses for a constant `Gemm`/`MatMul` weight): each block's chain starts at zero and is added
+//!   to the output, which starts at the bias (`Gemm` with `beta` = 1 adds `C` first);
+//! * [`conv2d`] sums each input channel's `kh · kw` products as one chain from zero and adds the
+//!   channels' sums in channel order. That is MLAS's NCHWc direct convolution of an NCHW input
+//!   (`MLAS_NCHWC_CONV_NCHW_ALGORITHM`: one kernel call per input channel, each accumulating
+//!   into the output), which onnxruntime's default graph optimisation (its NCHWc layout
+//!   transformer, block 16 with AVX-512F, 8 with AVX2) picks for a convolution of `group` = 1
+//!   with fewer input channels than the block. With more input channels onnxruntime sums in
+//!   other orders (a multiple of 16: per block of 16 channels one chain over `(i, j, c)`, the
+//!   blocks added in order, as measured; otherwise im2col + SGEMM with K blocks), so such
+//!   convolutions, and grouped ones, agree with onnxruntime to rounding, not bit for bit.
+//!   Padded positions are skipped (MLAS skips them too, or multiplies a zero: the same value).
+//!
+//! The ring (`u64`) results are unchanged by any of this: wrapping addition is associative.
+//! The float kernels run under [`pulp`]'s runtime dispatch, compiled for x86-64-v3 (FMA, AVX2)
+//! when the CPU has it: `f32::mul_add` is correctly rounded either way (a hardware FMA, else the C
+//! library's `fmaf`), so the dispatch changes speed, never a result.
 
 /// A number that can be multiply-accumulated: `f32`, or `u64` with wrapping (ring) semantics.
 pub trait Mac: Copy + Default + Send + Sync {
@@ -13,9 +43,10 @@ pub trait Mac: Copy + Default + Send + Sync {
 }
 
 impl Mac for f32 {
+    /// One fused multiply-add, `a · b + self` rounded once (MLAS's FMA SGEMM kernels).
     #[inline(always)]
     fn mac(self, a: f32, b: f32) -> f32 {
-        self + a * b
+        a.mul_add(b, self)
     }
     #[inline(always)]
     fn plus(self, a: f32) -> f32 {
@@ -56,18 +87,54 @@ impl Window {
     }
 }
 
+/// A kernel run under [`pulp`]'s dispatch: compiled for the CPU's x86-64-v3 features (FMA, AVX2)
+/// when it has them, else as it is. Only speed differs (see the module doc): without FMA in the
+/// compiled code, every `f32::mul_add` is a call. `with_simd` and the loops it calls are
+/// `#[inline(always)]` so that they are compiled inside pulp's target-feature function (a
+/// closure would not be inlined there).
+enum Kernel<'a, T> {
+    Conv { input: &'a [T], channels: usize, weight: &'a [T], out_channels: usize, win: Window },
+    Dense { input: &'a [T], weight: &'a [T], start: Vec<T> },
+}
+
+impl<T: Mac> pulp::WithSimd for Kernel<'_, T> {
+    type Output = Vec<T>;
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _simd: S) -> Vec<T> {
+        match self {
+            Kernel::Conv { input, channels, weight, out_channels, win } => {
+                conv2d_loops(input, channels, weight, out_channels, win)
+            }
+            Kernel::Dense { input, weight, start } => dense_loops(input, weight, start),
+        }
+    }
+}
+
 /// Convolution without bias: `out[o, y, x] = Σ_{c, i, j} w[o, c, i, j] · in[c, y·s + i − p, x·s + j − p]`
 /// with zero padding. `weight` is `[O, C, kh, kw]`; the result is `[O, oh, ow]`.
+///
+/// In float, in onnxruntime's order for a convolution of fewer than 16 input channels (see the
+/// module doc): per input channel `c`, one fused multiply-add chain over `(i, j)` from zero;
+/// the channels' sums added in channel order, `((p₀ + p₁) + p₂) + …`.
 pub fn conv2d<T: Mac>(input: &[T], channels: usize, weight: &[T], out_channels: usize, win: Window) -> Vec<T> {
+    pulp::Arch::new().dispatch(Kernel::Conv { input, channels, weight, out_channels, win })
+}
+
+#[inline(always)]
+fn conv2d_loops<T: Mac>(input: &[T], channels: usize, weight: &[T], out_channels: usize, win: Window) -> Vec<T> {
     let [h, w] = win.in_hw;
     let [kh, kw] = win.kernel;
     let [sh, sw] = win.stride;
     let [pt, pl, _, _] = win.padding;
     let [oh, ow] = win.out_hw();
     let mut out = vec![T::default(); out_channels * oh * ow];
+    // One input channel's contribution (a chain over (i, j) from zero), added to the plane after.
+    let mut part = vec![T::default(); oh * ow];
     for (o, plane) in out.chunks_mut(oh * ow).enumerate() {
         for c in 0..channels {
             let chan = &input[c * h * w..(c + 1) * h * w];
+            part.fill(T::default());
             for i in 0..kh {
                 for j in 0..kw {
                     let wt = weight[((o * channels + c) * kh + i) * kw + j];
@@ -77,7 +144,7 @@ pub fn conv2d<T: Mac>(input: &[T], channels: usize, weight: &[T], out_channels: 
                             continue;
                         }
                         let row = &chan[iy as usize * w..(iy as usize + 1) * w];
-                        let out_row = &mut plane[y * ow..(y + 1) * ow];
+                        let out_row = &mut part[y * ow..(y + 1) * ow];
                         // Columns x whose input column x·sw + j − pl lies inside the row.
                         let x_hi = ((w + pl).saturating_sub(j)).div_ceil(sw).min(ow);
                         let x_lo = pl.saturating_sub(j).div_ceil(sw);
@@ -97,6 +164,9 @@ pub fn conv2d<T: Mac>(input: &[T], channels: usize, weight: &[T], out_channels: 
                         }
                     }
                 }
+            }
+            for (acc, &v) in plane.iter_mut().zip(&part) {
+                *acc = v.plus(*acc);
             }
         }
     }
@@ -205,12 +275,62 @@ pub fn dense_scatter<T: Mac>(nonzeros: &[(usize, T)], weight: &[T], inputs: usiz
     }
 }
 
-/// Matrix–vector product `W x` with `W` of shape `[out, in]`.
+/// The reduction length of one pass of MLAS's packed-B SGEMM (`MLAS_SGEMM_PACKED_STRIDEK`):
+/// onnxruntime sums a `Gemm`/`MatMul` with a constant weight in blocks of this many inputs.
+pub const GEMM_STRIDE_K: usize = 256;
+
+/// Matrix–vector product `W x` with `W` of shape `[out, in]`: [`dense_onto`] from zero.
 pub fn dense<T: Mac>(input: &[T], weight: &[T], outputs: usize) -> Vec<T> {
+    dense_onto(input, weight, vec![T::default(); outputs])
+}
+
+/// `start + W x` with `W` of shape `[start.len(), in]` (a dense layer with bias `start`).
+///
+/// In float, in onnxruntime's order (MLAS's packed-B SGEMM, `Gemm` with `beta` = 1): the inputs
+/// are cut into blocks of [`GEMM_STRIDE_K`]; each block's products are one fused multiply-add
+/// chain from zero, in input order, and the blocks' sums are added to `start` one after the
+/// other: `out[o] = ((start[o] + s₀) + s₁) + …`.
+pub fn dense_onto<T: Mac>(input: &[T], weight: &[T], start: Vec<T>) -> Vec<T> {
+    pulp::Arch::new().dispatch(Kernel::Dense { input, weight, start })
+}
+
+/// Rows of `W` whose chains [`dense_loops`] runs side by side (independent chains, for the
+/// CPU's pipelines; each row's own order is unchanged).
+const DENSE_ROWS: usize = 8;
+
+#[inline(always)]
+fn dense_loops<T: Mac>(input: &[T], weight: &[T], mut start: Vec<T>) -> Vec<T> {
     let n = input.len();
-    (0..outputs)
-        .map(|o| weight[o * n..(o + 1) * n].iter().zip(input).fold(T::default(), |acc, (&w, &x)| acc.mac(w, x)))
-        .collect()
+    if n == 0 {
+        return start;
+    }
+    let outputs = start.len().min(weight.len() / n);
+    let mut o = 0;
+    while o < outputs {
+        let rows = DENSE_ROWS.min(outputs - o);
+        let block = &weight[o * n..(o + rows) * n];
+        for k0 in (0..n).step_by(GEMM_STRIDE_K) {
+            let k1 = (k0 + GEMM_STRIDE_K).min(n);
+            let mut sums = [T::default(); DENSE_ROWS];
+            if rows == DENSE_ROWS {
+                for (k, &x) in input.iter().enumerate().take(k1).skip(k0) {
+                    for (r, sum) in sums.iter_mut().enumerate() {
+                        *sum = sum.mac(block[r * n + k], x);
+                    }
+                }
+            } else {
+                for (r, sum) in sums.iter_mut().enumerate().take(rows) {
+                    let row = &block[r * n..(r + 1) * n];
+                    *sum = row[k0..k1].iter().zip(&input[k0..k1]).fold(T::default(), |s, (&w, &x)| s.mac(w, x));
+                }
+            }
+            for (acc, sum) in start[o..o + rows].iter_mut().zip(sums) {
+                *acc = acc.plus(sum);
+            }
+        }
+        o += rows;
+    }
+    start
 }
 
 /// Sum over each pooling window (padding counts as zero): `[C, oh, ow]`.
@@ -421,6 +541,64 @@ mod tests {
         let b = conv2d(&other, 2, &w, 3, win);
         for ((z, a), b) in whole.iter().zip(a).zip(b) {
             assert_eq!(z & mask, a.wrapping_add(b) & mask);
+        }
+    }
+
+    /// A float that is not a sum of the next `n` numbers' unfused products: the order is a test.
+    fn noisy(n: usize, seed: u32) -> Vec<f32> {
+        (0..n as u32).map(|i| ((i.wrapping_mul(2_654_435_761) ^ seed) >> 8) as f32 / 16_777_216.0 - 0.5).collect()
+    }
+
+    #[test]
+    fn dense_multiply_adds_are_fused() {
+        // a² − (1 + 2⁻¹¹) with a = 1 + 2⁻¹²: 2⁻²⁴ exactly when a² is not rounded first.
+        let a = 1.0 + 2f32.powi(-12);
+        assert_eq!(dense(&[1.0, a], &[-(1.0 + 2f32.powi(-11)), a], 1), [2f32.powi(-24)]);
+        assert_eq!(-(1.0 + 2f32.powi(-11)) + a * a, 0.0, "unfused, the test would not see it");
+    }
+
+    #[test]
+    fn dense_is_one_fma_chain_per_block_of_gemm_stride_k_added_to_the_bias() {
+        for n in [1, 7, 255, 256, 257, 600] {
+            let (x, w, bias) = (noisy(n, 1), noisy(3 * n, 2), noisy(3, 3));
+            let got = dense_onto(&x, &w, bias.clone());
+            for o in 0..3 {
+                let row = &w[o * n..(o + 1) * n];
+                let mut want = bias[o];
+                for start in (0..n).step_by(GEMM_STRIDE_K) {
+                    let end = (start + GEMM_STRIDE_K).min(n);
+                    want += (start..end).fold(0f32, |s, k| row[k].mul_add(x[k], s));
+                }
+                assert_eq!(got[o].to_bits(), want.to_bits(), "n {n} output {o}");
+            }
+            let zero = dense(&x, &w, 3);
+            let chained: Vec<f32> = (0..3).map(|o| dense_onto(&x, &w[o * n..(o + 1) * n], vec![0.0])[0]).collect();
+            assert_eq!(zero, chained);
+        }
+    }
+
+    #[test]
+    fn conv_sums_each_channel_as_a_chain_then_the_channels_in_order() {
+        let (c, o, h, w) = (3, 2, 6, 5);
+        let input = noisy(c * h * w, 4);
+        let weight = noisy(o * c * 9, 5);
+        let win = Window { in_hw: [h, w], kernel: [3, 3], stride: [1, 2], padding: [1, 1, 0, 1] };
+        let [oh, ow] = win.out_hw();
+        let got = conv2d(&input, c, &weight, o, win);
+        for (oc, y, x) in (0..o).flat_map(|oc| (0..oh).flat_map(move |y| (0..ow).map(move |x| (oc, y, x)))) {
+            let mut want = 0f32;
+            for ic in 0..c {
+                let mut part = 0f32;
+                for (i, j) in (0..3).flat_map(|i| (0..3).map(move |j| (i, j))) {
+                    let (iy, ix) = ((y + i) as isize - 1, (x * 2 + j) as isize - 1);
+                    if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w {
+                        let v = input[(ic * h + iy as usize) * w + ix as usize];
+                        part = weight[((oc * c + ic) * 3 + i) * 3 + j].mul_add(v, part);
+                    }
+                }
+                want += part;
+            }
+            assert_eq!(got[(oc * oh + y) * ow + x].to_bits(), want.to_bits(), "({oc}, {y}, {x})");
         }
     }
 }
