@@ -1035,3 +1035,122 @@ fn pool_matches_moat_semantics() -> Result<()> {
     assert_eq!(run(&g, &[-1.0, -2.0, -3.0, -4.0])?, [-1.0, -1.0, -1.0, -1.0]);
     Ok(())
 }
+
+// ---------------------------------------------------------------- Resize / Upsample
+
+/// `x [C, H, W]` with every pixel copied into an `sh × sw` block.
+fn blocks(x: &[f32], [c, h, w]: [usize; 3], sh: usize, sw: usize) -> Vec<f32> {
+    let mut y = Vec::with_capacity(x.len() * sh * sw);
+    for ch in 0..c {
+        for i in 0..h * sh {
+            for j in 0..w * sw {
+                y.push(x[(ch * h + i / sh) * w + j / sw]);
+            }
+        }
+    }
+    y
+}
+
+#[test]
+fn nearest_resize_by_whole_factors_in_every_opset_form() -> Result<()> {
+    let shape = [2usize, 3, 2];
+    let x: Vec<f32> = (0..12).map(|v| v as f32 - 5.5).collect();
+    let scales = |s: &[f32]| t_f32("scales", &[4], s);
+    let cases = vec![
+        // Upsample with the scales attribute (opset 7) and input (opset 9).
+        (
+            model(
+                7,
+                &[2, 3, 2],
+                vec![node("Upsample", "up", &["x"], &["y"], vec![a_floats("scales", &[1.0, 1.0, 2.0, 3.0])])],
+                vec![],
+            ),
+            (2, 3),
+        ),
+        (
+            model(
+                9,
+                &[2, 3, 2],
+                vec![node("Upsample", "up", &["x", "scales"], &["y"], vec![])],
+                vec![scales(&[1.0, 1.0, 2.0, 2.0])],
+            ),
+            (2, 2),
+        ),
+        // Resize-10 (scales is input 1), 13 with ONNX's defaults (half_pixel, round_prefer_floor),
+        // PyTorch's nn.Upsample export (asymmetric, floor), and sizes instead of scales.
+        (
+            model(
+                10,
+                &[2, 3, 2],
+                vec![node("Resize", "up", &["x", "scales"], &["y"], vec![])],
+                vec![scales(&[1.0, 1.0, 3.0, 1.0])],
+            ),
+            (3, 1),
+        ),
+        (
+            model(
+                13,
+                &[2, 3, 2],
+                vec![node("Resize", "up", &["x", "", "scales"], &["y"], vec![])],
+                vec![scales(&[1.0, 1.0, 2.0, 2.0])],
+            ),
+            (2, 2),
+        ),
+        (
+            model(
+                13,
+                &[2, 3, 2],
+                vec![node(
+                    "Resize",
+                    "up",
+                    &["x", "", "scales"],
+                    &["y"],
+                    vec![a_str("coordinate_transformation_mode", "asymmetric"), a_str("nearest_mode", "floor")],
+                )],
+                vec![scales(&[1.0, 1.0, 4.0, 2.0])],
+            ),
+            (4, 2),
+        ),
+        (
+            model(
+                11,
+                &[2, 3, 2],
+                vec![node("Resize", "up", &["x", "", "", "sizes"], &["y"], vec![])],
+                vec![t_i64("sizes", &[4], &[1, 2, 6, 6])],
+            ),
+            (2, 3),
+        ),
+    ];
+    for (m, (sh, sw)) in cases {
+        let g = import(&m)?;
+        let y = run(&g, &x)?;
+        assert_eq!(y, blocks(&x, shape, sh, sw), "×({sh}, {sw}): {:?}", kinds(&g));
+        assert_eq!(kinds(&g), ["Concat", "Reshape", "Transpose", "Reshape"]);
+    }
+    // Factor 1 on both axes is the input itself.
+    let g = import(&model(
+        13,
+        &[2, 3, 2],
+        vec![node("Resize", "up", &["x", "", "scales"], &["y"], vec![])],
+        vec![scales(&[1.0; 4])],
+    ))?;
+    assert_eq!(run(&g, &x)?, x);
+    // Refused, naming the node and why: another mode, a factor that is not whole, a channel
+    // factor, a rule that does not copy whole blocks.
+    let refused = |attrs: Vec<_>, s: &[f32], want: &str| {
+        let e = error(&model(
+            13,
+            &[2, 3, 2],
+            vec![node("Resize", "up", &["x", "", "scales"], &["y"], attrs)],
+            vec![scales(s)],
+        ));
+        assert!(e.contains("'up'") && e.contains(want), "{e}");
+    };
+    refused(vec![a_str("mode", "linear")], &[1.0, 1.0, 2.0, 2.0], "mode = 'linear'");
+    refused(vec![], &[1.0, 1.0, 1.5, 2.0], "whole factors");
+    refused(vec![], &[1.0, 2.0, 2.0, 2.0], "channel");
+    // align_corners copies whole blocks for some lengths (3 → 6 does) but not for others
+    // (3 → 9: output pixel 6 is 1.5 → input 1, not 2).
+    refused(vec![a_str("coordinate_transformation_mode", "align_corners")], &[1.0, 1.0, 3.0, 1.0], "pixel 6");
+    Ok(())
+}

@@ -52,6 +52,7 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "ReduceMean",
     "Relu",
     "Reshape",
+    "Resize",
     "Selu",
     "Shape",
     "Sigmoid",
@@ -66,6 +67,7 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "Tanh",
     "Transpose",
     "Unsqueeze",
+    "Upsample",
 ];
 
 /// Oldest `ai.onnx` opset the importer reads.
@@ -577,6 +579,7 @@ impl<'m> Importer<'m> {
             "Relu" => self.relu(&ctx),
             "LeakyRelu" => self.leaky_relu(&ctx),
             "Reshape" => self.reshape(&ctx),
+            "Resize" | "Upsample" => self.resize(&ctx),
             "Selu" => self.selu(&ctx),
             "Shape" => self.shape(&ctx),
             "Sigmoid" => self.activation(&ctx, Op::Sigmoid),

@@ -44,6 +44,7 @@
 //! | `Flatten` | `Flatten` | `axis` = 1 |
 //! | `Reshape`, `Squeeze`, `Unsqueeze` | `Reshape` | constant (or folded) shape; the batch axis stays first |
 //! | `Transpose` | `Transpose`, `Reshape`, or nothing | the batch axis stays first; a `Reshape` when only size-1 axes move, nothing for the identity |
+//! | `Resize` (opset 10+), `Upsample` (7–9) | `Concat` of copies, `Reshape`, `Transpose`, `Reshape` | `nearest` mode, whole spatial factors 1–64 (scales or sizes, `axes` from opset 18), batch and channel factors 1, and a coordinate rule that copies each pixel into a block (ONNX's default, PyTorch's `asymmetric`/`floor`, … checked pixel by pixel); free in two-party inference |
 //! | `Pad` | (folded) | constant zero padding of the spatial axes, directly before `Conv` or `AveragePool` |
 //! | `Softmax` | `Softmax` | per sample over a 1-D value |
 //! | `Cast` | (alias) | of a computed value: to `FLOAT` only |
@@ -91,6 +92,7 @@ mod gelu;
 mod import;
 mod ops;
 pub mod proto;
+mod resize;
 
 use std::path::Path;
 

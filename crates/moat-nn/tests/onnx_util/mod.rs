@@ -73,6 +73,11 @@ pub fn a_ints(name: &str, v: &[i64]) -> AttributeProto {
     AttributeProto { name: name.into(), r#type: Some(attribute_type::INTS), ints: v.to_vec(), ..Default::default() }
 }
 
+/// A FLOATS attribute.
+pub fn a_floats(name: &str, v: &[f32]) -> AttributeProto {
+    AttributeProto { name: name.into(), r#type: Some(attribute_type::FLOATS), floats: v.to_vec(), ..Default::default() }
+}
+
 /// A FLOAT attribute.
 pub fn a_float(name: &str, v: f32) -> AttributeProto {
     AttributeProto { name: name.into(), r#type: Some(attribute_type::FLOAT), f: Some(v), ..Default::default() }

@@ -27,7 +27,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 OPSETS = (9, 11, 13, 17)
 # The IR version each opset needs (onnx.helper.VERSION_TABLE), as exporters of the time wrote.
-IR_VERSION = {9: 4, 11: 6, 13: 7, 14: 7, 17: 8, 18: 8, 20: 9, 24: 11}
+IR_VERSION = {9: 4, 10: 5, 11: 6, 13: 7, 14: 7, 17: 8, 18: 8, 20: 9, 24: 11}
 BATCH = 3
 RNG = np.random.default_rng(20261203)
 
@@ -476,6 +476,39 @@ def gelu_tanh_pattern(opset):
     t2 = g.node("Tanh", [bi2], ["t2"])
     s2 = g.node("Add", [t2, one], ["s2"])
     g.node("Mul", [h, s2], ["gelu_new"])
+    return g
+
+
+@case("resize_nearest", opsets=(10, 11, 13, 17))
+def resize_nearest(opset):
+    """Nearest Resize by whole factors inside a network (a decoder's upsampling): ONNX's default
+    rule (half_pixel, round_prefer_floor; Resize-10: its own), PyTorch's nn.Upsample export
+    (asymmetric, floor), and from opset 11 sizes instead of scales."""
+    g = Graph("x", [2, 3, 3], ["up", "y"])
+    c = g.node("Conv", ["x", g.w("k", [3, 2, 3, 3]), g.w("kb", [3])], ["c"], pads=[1, 1, 1, 1])
+    r = g.node("Relu", [c], ["r"])
+    if opset == 10:
+        g.node("Resize", [r, g.const("s1", np.array([1, 1, 2, 2], dtype=np.float32))], ["up"])
+        up2 = g.node("Resize", ["up", g.const("s2", np.array([1, 1, 1, 2], dtype=np.float32))], ["up2"])
+    else:
+        # Opsets 11–12 need the roi and scales inputs present (empty when unused).
+        roi = g.const("roi", np.zeros([0], dtype=np.float32))
+        none = g.const("no_scales", np.zeros([0], dtype=np.float32))
+        g.node("Resize", [r, roi, g.const("s1", np.array([1, 1, 2, 2], dtype=np.float32))], ["up"])
+        sizes = g.const("sizes", np.array([BATCH, 3, 6, 12], dtype=np.int64))
+        up2 = g.node("Resize", ["up", roi, none, sizes], ["up2"],
+                     coordinate_transformation_mode="asymmetric", nearest_mode="floor")
+    c2 = g.node("Conv", [up2, g.w("k2", [2, 3, 3, 3]), g.w("k2b", [2])], ["c2"], pads=[1, 1, 1, 1])
+    f = g.node("Flatten", [c2], ["f"], axis=1)
+    g.node("Gemm", [f, g.w("W", [4, 144]), g.w("b", [4])], ["y"], transB=1)
+    return g
+
+
+@case("upsample", opsets=(9,))
+def upsample(opset):
+    """Upsample (opset 9, nearest, scales as an input), as older exporters wrote it."""
+    g = Graph("x", [2, 3, 3], ["up"])
+    g.node("Upsample", ["x", g.const("scales", np.array([1, 1, 2, 3], dtype=np.float32))], ["up"], mode="nearest")
     return g
 
 
