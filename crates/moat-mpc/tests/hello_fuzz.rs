@@ -23,6 +23,7 @@ fn hello_json() -> Vec<u8> {
         softmax: Default::default(),
         guard: None,
         model_commitment: Some("ab".repeat(32)),
+        pool_first: true,
     };
     serde_json::to_vec(&hello).unwrap_or_default()
 }

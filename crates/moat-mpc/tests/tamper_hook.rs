@@ -13,6 +13,7 @@ use moat_mpc::engine::layer::{LayerSite, max_pool_layer, relu_layer};
 use moat_mpc::engine::simulated::Trace;
 use moat_mpc::engine::{FnBehaviour, Honest, RescalePlan, Reveal, ShareSite, SimulatedEngine, TamperPoint};
 use moat_mpc::protocols::Config;
+use moat_mpc::protocols::maxpool::MaxTree;
 use moat_mpc::{AShare, MpcError, Result, reconstruct};
 use moat_nn::graph::ValueId;
 use moat_nn::{FixedPoint, OpKind, QuantizedGraph, zoo};
@@ -198,7 +199,8 @@ fn layers_refuse_scales_they_cannot_produce() -> Result<()> {
         6,
         move |s, ch| {
             let up = relu_layer(s, ch, &x0, &site(12, 24), &mut Honest).is_err();
-            let pool = max_pool_layer(s, ch, &x0, &[vec![0, 1]], &site(24, 12), &mut Honest).is_err();
+            let tree = MaxTree::new(&[vec![0, 1]], 8)?;
+            let pool = max_pool_layer(s, ch, &x0, &tree, &site(24, 12), &mut Honest).is_err();
             Ok((up, pool, ch.stats().total().bytes_sent))
         },
         move |_s, _ch| Ok(x1),

@@ -26,10 +26,29 @@
 //! with `A = a·2^f`, `B = b·2^f` (the bounds at `f` bits, lifted), so it too truncates after
 //! its comparisons, exactly.
 //!
-//! Every other linear node truncates at once. Honest results are therefore bit for bit the
+//! Every other linear node truncates at once.
+//!
+//! ## ReLU after the max pool ([`RescalePlan::pool_first`])
+//!
+//! A third identity moves a ReLU past the max pool that reads it: `max_w ReLU(⌊x/2^s⌋) =
+//! ReLU(⌊max_w x / 2^s⌋)` (ReLU and floor are monotone, so they commute with a maximum), also
+//! through a channel concatenation of ReLU outputs (SqueezeNet's fire modules: the pool is per
+//! channel). The pool then compares the ReLU's *input* (at `2f` behind a deferred linear
+//! layer) and one ReLU runs on its output — a 3×3 stride-2 pool has about four inputs per
+//! output, so three quarters of those ReLUs (and their truncations) disappear. The comparisons
+//! of the pool cost the same at any scale. The ReLU nodes pass their input through; the pool
+//! applies them ([`RescalePlan::relu_after_pool`]).
+//!
+//! The plan removes the tamper points between the ReLU and the pool (the ReLU's output does
+//! not exist any more), so a two-party session uses it only for a client that does not tamper
+//! (moat-mpc's `ClientBehaviour::tampers`); both plans give the same honest result.
+//!
+//! Honest results are therefore bit for bit the
 //! fixed-point executor's under any plan, as long as the values held at `2f` stay in the
 //! ring's signed range — `|v| < 2^(ℓ−1−2f)`, 4096 in real units at ℓ = 37, f = 12, the same
-//! bound a linear layer's untruncated output already needs. Honest activations are far below. The plan only changes *where* the client holds
+//! bound a linear layer's untruncated output already needs (half of it, 2048, for the values a
+//! [`RescalePlan::pool_first`] max pool compares at `2f`: a comparison reads the sign of a
+//! difference). Honest activations are far below. The plan only changes *where* the client holds
 //! which scale: the pre-activation share of a ReLU behind a deferred layer is at `2f`
 //! (moat-mpc's `ShareSite::frac_bits`). Both backends follow the same plan, so a
 //! client behaviour sees the same shares in both. The plan is a function of the public
@@ -47,6 +66,11 @@ pub struct RescalePlan {
     deferred: Vec<bool>,
     /// Per node: a ReLU whose input is at `2f`, so its output is truncated.
     truncating_relu: Vec<bool>,
+    /// Per node: a ReLU moved behind the max pool that reads it (it passes its input on).
+    moved_relu: Vec<bool>,
+    /// Per node: a max pool that applies the moved ReLU(s) of its input to its output,
+    /// `Some(truncate)`: the ReLU truncates (the pool's input is at `2f`).
+    relu_after_pool: Vec<Option<bool>>,
 }
 
 impl RescalePlan {
@@ -103,10 +127,61 @@ impl RescalePlan {
         plan
     }
 
+    /// [`Self::fused`] with every ReLU that only a max pool reads (directly, or through a
+    /// concatenation of such ReLUs that only the pool reads) moved behind the pool (see the
+    /// module documentation). The values between the ReLU and the pool keep the ReLU input's
+    /// scale; the pool's output is at `f`.
+    pub fn pool_first(graph: &Graph) -> Self {
+        let nodes = graph.nodes();
+        let readers = graph.reader_counts();
+        let logits = graph.logits();
+        let mut plan = Self::fused(graph);
+        // A value that only one node reads and that is not the logits.
+        let private = |v: ValueId| v != logits && readers[v.0] == 1;
+        let relu_of = |v: ValueId| v.node().filter(|&n| matches!(nodes[n].op, Op::Relu) && private(v));
+        for (pool, node) in nodes.iter().enumerate() {
+            if !matches!(node.op, Op::MaxPool(_)) {
+                continue;
+            }
+            let input = node.inputs[0];
+            let relus: Vec<usize> = match input.node() {
+                _ if !private(input) => continue,
+                Some(n) if matches!(nodes[n].op, Op::Relu) => vec![n],
+                Some(n) if matches!(nodes[n].op, Op::Concat) => {
+                    let parts: Option<Vec<usize>> = nodes[n].inputs.iter().map(|v| relu_of(*v)).collect();
+                    match parts {
+                        Some(parts) if !parts.is_empty() => parts,
+                        _ => continue,
+                    }
+                }
+                _ => continue,
+            };
+            // The parts of a concatenation share one scale.
+            let double = plan.is_double(nodes[relus[0]].inputs[0]);
+            if relus.iter().any(|&r| plan.is_double(nodes[r].inputs[0]) != double) {
+                continue;
+            }
+            for &r in &relus {
+                plan.moved_relu[r] = true;
+                plan.truncating_relu[r] = false;
+                plan.double[ValueId::of_node(r).0] = double;
+            }
+            plan.double[input.0] = double;
+            plan.relu_after_pool[pool] = Some(double);
+        }
+        plan
+    }
+
     /// The plan that truncates every linear output at once (the fixed-point executor's order).
     pub fn unfused(graph: &Graph) -> Self {
         let n = graph.nodes().len();
-        Self { double: vec![false; n + 1], deferred: vec![false; n], truncating_relu: vec![false; n] }
+        Self {
+            double: vec![false; n + 1],
+            deferred: vec![false; n],
+            truncating_relu: vec![false; n],
+            moved_relu: vec![false; n],
+            relu_after_pool: vec![None; n],
+        }
     }
 
     /// Whether linear node `node` truncates its output at once (`false`: deferred).
@@ -135,15 +210,35 @@ impl RescalePlan {
         self.truncating_relu.get(node).copied().unwrap_or(false)
     }
 
+    /// Whether ReLU node `node` was moved behind the max pool that reads it
+    /// ([`Self::pool_first`]): it passes its input on.
+    pub fn moves_relu(&self, node: usize) -> bool {
+        self.moved_relu.get(node).copied().unwrap_or(false)
+    }
+
+    /// For a max pool that applies the moved ReLU(s) of its input ([`Self::pool_first`]):
+    /// `Some(truncate)`, whether that ReLU truncates its output. `None` for every other node.
+    pub fn relu_after_pool(&self, node: usize) -> Option<bool> {
+        self.relu_after_pool.get(node).copied().flatten()
+    }
+
     /// Checks the plan against what the walk can run: a value at `2f` is read only by a ReLU
-    /// (which truncates it) or by an `Add` that stays at `2f`, and the logits are at `f`.
+    /// (which truncates it, or passes it to a max pool that applies it), by an `Add` or a
+    /// concatenation that stays at `2f`, or by a max pool that applies a moved ReLU, and the
+    /// logits are at `f`.
     pub fn check(&self, graph: &Graph) -> Result<()> {
         for (index, node) in graph.nodes().iter().enumerate() {
             let output_double = self.is_double(ValueId::of_node(index));
             let reads_double = node.inputs.iter().any(|v| self.is_double(*v));
+            let reads_all_double = node.inputs.iter().all(|v| self.is_double(*v));
             let consistent = match node.op {
+                Op::Relu if self.moves_relu(index) => reads_double == output_double,
                 Op::Relu | Op::Clip { .. } => !output_double,
                 Op::Add => !reads_double || output_double,
+                Op::Concat => !reads_double || (reads_all_double && output_double),
+                Op::MaxPool(_) if self.relu_after_pool(index).is_some() => {
+                    !output_double && self.relu_after_pool(index) == Some(reads_double)
+                }
                 _ => !reads_double,
             };
             if !consistent {
@@ -166,6 +261,11 @@ impl RescalePlan {
     /// Number of deferred linear nodes.
     pub fn deferred(&self) -> usize {
         self.deferred.iter().filter(|d| **d).count()
+    }
+
+    /// Number of ReLU nodes moved behind their max pool ([`Self::pool_first`]).
+    pub fn moved_relus(&self) -> usize {
+        self.moved_relu.iter().filter(|m| **m).count()
     }
 }
 
@@ -219,5 +319,58 @@ mod tests {
             }
         }
         assert_eq!(RescalePlan::unfused(&g).deferred(), 0);
+    }
+
+    /// The fixed-point logits of `g` (random weights) for one input under `plan`.
+    fn fixed_logits(g: &Graph, plan: &RescalePlan, seed: u64) -> Vec<u64> {
+        use crate::exec::FixedKernel;
+        use crate::walk::{self, Keep};
+        use crate::{FixedPoint, QuantizedGraph};
+        let fixed = FixedPoint::new(37, 12).unwrap_or_else(|e| panic!("{e}"));
+        let model = QuantizedGraph::new(g, fixed).unwrap_or_else(|e| panic!("{e}"));
+        let n = crate::tensor::numel(g.input_shape());
+        let mut state = seed;
+        let input: Vec<f32> = (0..n)
+            .map(|_| {
+                state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect();
+        let x = model.encode_input(&input).unwrap_or_else(|e| panic!("{e}"));
+        let mut values =
+            walk::run(g, plan, x, &mut FixedKernel::new(&model), Keep::Outputs).unwrap_or_else(|e| panic!("{e}"));
+        values.take(g.logits()).unwrap_or_else(|| panic!("no logits"))
+    }
+
+    #[test]
+    fn pool_first_moves_the_relus_in_front_of_each_pool_and_keeps_every_bit() {
+        // SqueezeNet: conv1's ReLU, and the two expand ReLUs (through their concatenation) of
+        // fire3 and fire5; LeNet-5: one per pool; ResNet-18 (ImageNet stem): the stem's ReLU.
+        for (arch, shape, moved, pools) in [
+            ("squeezenet", &[3, 64, 64][..], 5, 3),
+            ("lenet5", &[1, 28, 28][..], 2, 2),
+            ("resnet18", &[3, 32, 32][..], 0, 0),
+        ] {
+            let g = folded(arch, shape);
+            let plan = RescalePlan::pool_first(&g);
+            plan.check(&g).unwrap_or_else(|e| panic!("{arch}: {e}"));
+            assert_eq!(plan.moved_relus(), moved, "{arch}");
+            let applying = (0..g.nodes().len()).filter(|&i| plan.relu_after_pool(i).is_some()).count();
+            assert_eq!(applying, pools, "{arch}");
+            for (i, node) in g.nodes().iter().enumerate() {
+                if plan.moves_relu(i) {
+                    assert!(!plan.truncates_after_relu(i), "{}", node.name);
+                }
+                if plan.relu_after_pool(i).is_some() {
+                    assert!(!plan.is_double(ValueId::of_node(i)), "{}", node.name);
+                }
+            }
+            // The identity is exact: the same logits, bit for bit, as both other plans.
+            for seed in 0..3 {
+                let unfused = fixed_logits(&g, &RescalePlan::unfused(&g), seed);
+                assert_eq!(fixed_logits(&g, &RescalePlan::fused(&g), seed), unfused, "{arch}");
+                assert_eq!(fixed_logits(&g, &plan, seed), unfused, "{arch}");
+            }
+        }
     }
 }

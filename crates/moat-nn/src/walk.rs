@@ -13,7 +13,9 @@
 //!   once unless the [`RescalePlan`] defers the truncation past the ReLU that reads them;
 //! * ReLU → [`Kernel::relu`], truncating its output when its input was left at `2f`;
 //! * clip → [`Kernel::clip`], rescaled like a ReLU (`clip(x, a, b) = a + ReLU(x − a) − ReLU(x − b)`);
-//! * max pool → [`Kernel::max_pool`];
+//! * max pool → [`Kernel::max_pool`]; under [`RescalePlan::pool_first`] a ReLU that only the
+//!   pool reads is moved behind it: the ReLU passes its input on ([`Step::MovedRelu`]) and the
+//!   pool runs [`Kernel::relu`] on its own output ([`Step::MaxPool`]'s `relu`);
 //! * leaky ReLU → [`Kernel::leaky_relu`] (input at `f`, output truncated);
 //! * hard sigmoid → [`Kernel::hard_sigmoid`], hard swish → [`Kernel::hard_swish`], sigmoid,
 //!   tanh, SiLU, GELU and ELU → [`Kernel::spline`] (input at `f`, output at `f`;
@@ -104,8 +106,15 @@ pub enum Step {
     HardSwish,
     /// A sigmoid, tanh, SiLU, GELU or ELU spline on a value at `f` (output at `f`).
     Spline,
-    /// A max pool (no rescaling).
-    MaxPool,
+    /// A ReLU moved behind the max pool that reads it ([`RescalePlan::pool_first`]): its
+    /// input, passed on.
+    MovedRelu,
+    /// A max pool; `relu: Some(truncate)`: then the moved ReLU of its input, truncating its
+    /// output when the input is at `2f` (`None`: no rescaling).
+    MaxPool {
+        /// The ReLU applied to the pooled values, and whether it truncates.
+        relu: Option<bool>,
+    },
     /// A sum of the inputs; an input is lifted by `2^f` when [`RescalePlan::lifts`] says so.
     Add,
     /// Concatenation of the inputs along the first axis.
@@ -127,6 +136,7 @@ impl Step {
             Op::Conv2d(_) | Op::Dense(_) | Op::BatchNorm(_) | Op::AvgPool(_) | Op::GlobalAvgPool => {
                 Step::Linear { truncate: plan.truncates_linear(index) }
             }
+            Op::Relu if plan.moves_relu(index) => Step::MovedRelu,
             Op::Relu => Step::Relu { truncate: plan.truncates_after_relu(index) },
             Op::Clip { .. } => Step::Clip { truncate: plan.truncates_after_relu(index) },
             Op::LeakyRelu { .. } | Op::PRelu { .. } => Step::LeakyRelu,
@@ -141,7 +151,7 @@ impl Step {
             | Op::Softsign
             | Op::Elu { .. }
             | Op::Selu { .. } => Step::Spline,
-            Op::MaxPool(_) => Step::MaxPool,
+            Op::MaxPool(_) => Step::MaxPool { relu: plan.relu_after_pool(index) },
             Op::Add => Step::Add,
             Op::Concat => Step::Concat,
             Op::Max => Step::Max,
@@ -153,7 +163,13 @@ impl Step {
 
     /// Whether the step truncates its output.
     pub fn truncates(self) -> bool {
-        matches!(self, Step::Linear { truncate: true } | Step::Relu { truncate: true } | Step::Clip { truncate: true })
+        matches!(
+            self,
+            Step::Linear { truncate: true }
+                | Step::Relu { truncate: true }
+                | Step::Clip { truncate: true }
+                | Step::MaxPool { relu: Some(true) }
+        )
     }
 }
 
@@ -283,7 +299,14 @@ pub fn run<K: Kernel>(
                 let Op::Transpose(perm) = &node.op else { unreachable!("Step::of gives Transpose for Op::Transpose") };
                 kernel.transpose(&site, x, &crate::kernels::permutation(site.input_shape, perm))?
             }
-            Step::MaxPool => kernel.max_pool(&site, x)?,
+            Step::MaxPool { relu: None } => kernel.max_pool(&site, x)?,
+            Step::MaxPool { relu: Some(truncate) } => {
+                // The pool at its input's scale, then the moved ReLU on the pooled values.
+                let pooled = kernel.max_pool(&Site { output_double: site.input_double, ..site }, x)?;
+                let relu = Site { input_shape: site.output_shape, ..site };
+                kernel.relu(&relu, &pooled, truncate)?
+            }
+            Step::MovedRelu => x.clone(),
             Step::LeakyRelu => kernel.leaky_relu(&site, x)?,
             Step::HardSigmoid => kernel.hard_sigmoid(&site, x)?,
             Step::HardSwish => kernel.hard_swish(&site, x)?,

@@ -101,6 +101,13 @@ pub trait ClientBehaviour {
     fn is_additive(&self) -> bool {
         false
     }
+
+    /// Whether [`Self::tamper`] may change a share (the default, conservatively). A client that
+    /// does not tamper runs its real sessions under `RescalePlan::pool_first` when the server
+    /// offers it: the same result, without the tamper points between a ReLU and its max pool.
+    fn tampers(&self) -> bool {
+        true
+    }
 }
 
 /// The honest client: leaves every share as it is.
@@ -113,6 +120,10 @@ impl ClientBehaviour for Honest {
     fn is_additive(&self) -> bool {
         true
     }
+
+    fn tampers(&self) -> bool {
+        false
+    }
 }
 
 impl<T: ClientBehaviour + ?Sized> ClientBehaviour for &mut T {
@@ -122,6 +133,10 @@ impl<T: ClientBehaviour + ?Sized> ClientBehaviour for &mut T {
 
     fn is_additive(&self) -> bool {
         (**self).is_additive()
+    }
+
+    fn tampers(&self) -> bool {
+        (**self).tampers()
     }
 }
 

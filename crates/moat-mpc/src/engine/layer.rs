@@ -25,7 +25,7 @@ use crate::error::{MpcError, Result};
 use crate::protocols::argmax::argmax;
 use crate::protocols::beaver::mul_values;
 use crate::protocols::drelu::drelu;
-use crate::protocols::maxpool::max_pool;
+use crate::protocols::maxpool::{MaxTree, max_pool_tree};
 use crate::protocols::mux::select;
 use crate::protocols::relu::relu;
 use crate::protocols::session::Session;
@@ -36,6 +36,11 @@ use crate::transport::{Channel, in_subphase};
 /// The sub-phase (suffix of the node's traffic phase) of a layer's truncation, so that reports
 /// can split a `ReLU + trunc` node into its comparison and its truncation.
 pub const TRUNCATION_SUBPHASE: &str = "/trunc";
+
+/// The sub-phase of the ReLU a max pool applies to its output under the pool-first plan
+/// ([`moat_nn::plan::RescalePlan::pool_first`]), so that reports can split the pool's node into
+/// its comparisons and the ReLU (whose truncation is then `"{node}/relu/trunc"`).
+pub const RELU_SUBPHASE: &str = "/relu";
 
 /// [`in_subphase`] under [`TRUNCATION_SUBPHASE`].
 pub(crate) fn truncating<T>(ch: &mut dyn Channel, f: impl FnOnce(&mut dyn Channel) -> T) -> T {
@@ -317,13 +322,14 @@ pub fn leaky_relu_layer(
     Ok(tamper_share(s, &y, &site.share_site(TamperPoint::PostActivation, op), behaviour))
 }
 
-/// A max-pool layer (`windows` from [`moat_nn::kernels::pool_windows`]), with both tamper
-/// points; input and output must be at the same scale.
+/// A max-pool layer (`tree`: its [`MaxTree`], from the windows of
+/// [`moat_nn::kernels::pool_windows`]), with both tamper points; input and output must be at
+/// the same scale.
 pub fn max_pool_layer(
     s: &mut Session,
     ch: &mut dyn Channel,
     x: &AShare,
-    windows: &[Vec<usize>],
+    tree: &MaxTree,
     site: &LayerSite<'_>,
     behaviour: &mut dyn ClientBehaviour,
 ) -> Result<AShare> {
@@ -337,7 +343,7 @@ pub fn max_pool_layer(
         ));
     }
     let x = tamper_share(s, x, &site.share_site(TamperPoint::PreActivation, OpKind::MaxPool), behaviour);
-    let y = max_pool(s, ch, &x, windows)?;
+    let y = max_pool_tree(s, ch, &x, tree)?;
     Ok(tamper_share(s, &y, &site.share_site(TamperPoint::PostActivation, OpKind::MaxPool), behaviour))
 }
 

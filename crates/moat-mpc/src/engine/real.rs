@@ -26,7 +26,11 @@
 //!    of the cost of a signed truncation); every other linear layer truncates at once
 //!    ([`crate::protocols::truncate()`]). Both are exact, so an honest run is bit for bit the
 //!    fixed-point executor's. The client's pre-activation share of such a ReLU is at `2f`
-//!    ([`ShareSite::frac_bits`]).
+//!    ([`ShareSite::frac_bits`]). A client that does not tamper ([`ClientBehaviour::tampers`])
+//!    asks, with a flag in its request byte, for [`RescalePlan::pool_first`] when the hello
+//!    offers it ([`Hello::pool_first`]): every ReLU that only a max pool reads then runs on
+//!    the pool's output — a quarter of the ReLUs and truncations in front of a 3×3 stride-2
+//!    pool — with the same result (the identity is exact; [`moat_nn::plan`]).
 //!
 //!    The server acts on its own shares through a [`ServerGuard`] at every tamper point and at
 //!    the reveal point ([`ServerModel::serve_guarded`]); with [`ServeOptions::hardening`] that is
@@ -56,13 +60,14 @@ use super::hook::{ClientBehaviour, Honest, ShareSite};
 use super::plan::RescalePlan;
 use super::{Reveal, Revealed};
 use crate::engine::layer::{
-    LayerSite, clip_layer, hard_sigmoid_layer, hard_swish_layer, label_layer, leaky_relu_layer, max_pool_layer,
-    relu_layer, spline_layer, tamper_share, truncating,
+    LayerSite, RELU_SUBPHASE, clip_layer, hard_sigmoid_layer, hard_swish_layer, label_layer, leaky_relu_layer,
+    max_pool_layer, relu_layer, spline_layer, tamper_share, truncating,
 };
 use crate::error::{MpcError, Result};
 use crate::he::encoding::Packing;
 use crate::he::linear::{HeClient, HeServer, ServerLayer, shape_of};
 use crate::he::params::HeParams;
+use crate::protocols::maxpool::MaxTree;
 use crate::protocols::session::Session;
 use crate::ring_ops::{SessionOps, SiGuard, SiGuardSpec, Softmax, softmax};
 use crate::seed::Seed;
@@ -76,6 +81,8 @@ const REQUEST_END: u8 = 0;
 const REQUEST_LABEL: u8 = 1;
 const REQUEST_LOGITS: u8 = 2;
 const REQUEST_PROBABILITIES: u8 = 3;
+/// Flag of a request byte: run this query under [`RescalePlan::pool_first`].
+const REQUEST_POOL_FIRST: u8 = 0x80;
 
 /// The server's first message.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -113,6 +120,11 @@ pub struct Hello {
     /// out of band. Absent (older servers, or none given): no commitment.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model_commitment: Option<String>,
+    /// The server runs a query under [`RescalePlan::pool_first`] when the client's request
+    /// asks for it ([`ServeOptions::pool_first`], off when the server's guard acts on its
+    /// shares). Absent (older servers): never.
+    #[serde(default)]
+    pub pool_first: bool,
 }
 
 fn most_revealing() -> Reveal {
@@ -246,6 +258,8 @@ impl ServerModel {
             softmax: options.softmax,
             guard: guard.reveal_protocol().map(SiGuard::spec),
             model_commitment: self.commitment.clone(),
+            // The moved ReLUs have no tamper points of their own for a guard to act at.
+            pool_first: options.pool_first && guard.is_noop(),
         };
         let mut seeds = seed.rng();
         drop(seed);
@@ -275,13 +289,23 @@ impl ServerModel {
                 }
                 Err(e) => return Err(e.into()),
             };
-            let reveal = match request.as_slice() {
-                [REQUEST_END] => break,
-                [REQUEST_LABEL] => Reveal::Label,
-                [REQUEST_LOGITS] => Reveal::Logits,
-                [REQUEST_PROBABILITIES] => Reveal::Probabilities,
+            let (byte, pool_first) = match request.as_slice() {
+                [byte] => (byte & !REQUEST_POOL_FIRST, byte & REQUEST_POOL_FIRST != 0),
                 other => return Err(MpcError::peer("request", format!("unknown request {other:?}"))),
             };
+            let reveal = match byte {
+                REQUEST_END if !pool_first => break,
+                REQUEST_LABEL => Reveal::Label,
+                REQUEST_LOGITS => Reveal::Logits,
+                REQUEST_PROBABILITIES => Reveal::Probabilities,
+                _ => return Err(MpcError::peer("request", format!("unknown request [{}]", request[0]))),
+            };
+            if pool_first && !hello.pool_first {
+                return Err(MpcError::peer(
+                    "request",
+                    "asks for the pool-first plan, which this session does not offer",
+                ));
+            }
             reveal.check_allowed(output)?;
             if options.max_queries.is_some_and(|limit| queries >= limit) {
                 return Err(MpcError::Limit { queries });
@@ -290,6 +314,7 @@ impl ServerModel {
             let walk = Walk {
                 model: &self.model,
                 layout: &self.layout,
+                plan: self.layout.plan(pool_first),
                 session: &mut session,
                 ch: &mut *ch,
                 linear: &mut Party0 { he: &mut he, layers: &self.layers },
@@ -328,6 +353,11 @@ pub struct ServeOptions {
     /// The secure softmax behind [`Reveal::Probabilities`] ([`Softmax::Exp`] by default);
     /// announced in the [`Hello`].
     pub softmax: Softmax,
+    /// Offer [`RescalePlan::pool_first`] in the hello (default on): a client that does not
+    /// tamper runs each ReLU that only a max pool reads after the pool, on a quarter of the
+    /// values for a 3×3 stride-2 pool, with the same result. Never offered with a guard that
+    /// acts on the server's shares (hardening), whose points the moved ReLUs would lose.
+    pub pool_first: bool,
     /// How long the server waits for the client's next request between queries before it ends
     /// the session with [`MpcError::Idle`] (`None`: the channel's own timeout). A serving
     /// layer sets it so an idle client does not hold a session slot.
@@ -342,6 +372,7 @@ impl Default for ServeOptions {
             hardening: Hardening::NONE,
             silent_ot: false,
             softmax: Softmax::default(),
+            pool_first: true,
             idle_timeout: None,
         }
     }
@@ -474,13 +505,16 @@ impl ClientSession {
             Reveal::Probabilities => REQUEST_PROBABILITIES,
             other => return Err(MpcError::OutputUnsupported { requested: other }),
         };
+        // The pool-first plan has no tamper points between a moved ReLU and its pool.
+        let pool_first = self.hello.pool_first && !behaviour.tampers();
         ch.set_phase("request");
-        ch.send(&[request])?;
+        ch.send(&[if pool_first { request | REQUEST_POOL_FIRST } else { request }])?;
         self.timings.clear();
         let input = AShare::from_wrapping(self.model.fixed(), input);
         let walk = Walk {
             model: &self.model,
             layout: &self.layout,
+            plan: self.layout.plan(pool_first),
             session: &mut self.session,
             ch,
             linear: &mut Party1 { he: &mut self.he, plans: &self.plans },
@@ -540,29 +574,44 @@ impl LinearParty for Party1<'_> {
 }
 
 /// What both parties derive once from the public architecture (the server per model, the
-/// client per session): where the walk rescales and every max pool's windows.
+/// client per session): where the walk rescales (both plans) and every max pool's
+/// comparison tree.
 struct Layout {
     plan: RescalePlan,
-    /// Per node: the windows of a max pool ([`pool_windows`]), `None` for other nodes.
-    windows: Vec<Option<Vec<Vec<usize>>>>,
+    /// [`RescalePlan::pool_first`], for the queries that ask for it.
+    pool_first: RescalePlan,
+    /// Per node: the comparison tree of a max pool over its windows ([`pool_windows`]),
+    /// `None` for other nodes.
+    trees: Vec<Option<MaxTree>>,
 }
 
 impl Layout {
-    /// The fused plan of `model`'s graph, checked against what the walk can run
-    /// ([`RescalePlan::check`]), and the max pools' windows.
+    /// The fused and the pool-first plans of `model`'s graph, checked against what the walk
+    /// can run ([`RescalePlan::check`]), and the max pools' comparison trees.
     fn new(model: &QuantizedGraph) -> Result<Self> {
         let graph = model.graph();
         let plan = RescalePlan::fused(graph);
         plan.check(graph)?;
-        let windows = model
+        let pool_first = RescalePlan::pool_first(graph);
+        pool_first.check(graph)?;
+        let trees = model
             .layers()
             .iter()
             .map(|layer| match layer {
-                QuantizedLayer::MaxPool { window, channels } => Some(pool_windows(*channels, *window)),
-                _ => None,
+                QuantizedLayer::MaxPool { window, channels } => {
+                    let windows = pool_windows(*channels, *window);
+                    let inputs = channels * window.in_hw[0] * window.in_hw[1];
+                    MaxTree::new(&windows, inputs).map(Some)
+                }
+                _ => Ok(None),
             })
-            .collect();
-        Ok(Self { plan, windows })
+            .collect::<Result<_>>()?;
+        Ok(Self { plan, pool_first, trees })
+    }
+
+    /// The plan of a query: [`RescalePlan::pool_first`] or [`RescalePlan::fused`].
+    fn plan(&self, pool_first: bool) -> &RescalePlan {
+        if pool_first { &self.pool_first } else { &self.plan }
     }
 }
 
@@ -572,6 +621,8 @@ impl Layout {
 struct Walk<'a> {
     model: &'a QuantizedGraph,
     layout: &'a Layout,
+    /// The query's plan (one of the layout's).
+    plan: &'a RescalePlan,
     session: &'a mut Session,
     ch: &'a mut dyn Channel,
     linear: &'a mut dyn LinearParty,
@@ -653,14 +704,14 @@ impl Walk<'_> {
         let model = self.model;
         let graph = model.graph();
         let fixed = model.fixed();
-        let layout = self.layout;
-        let mut values = walk::run(graph, &layout.plan, input, &mut self, Keep::Outputs)?;
+        let plan = self.plan;
+        let mut values = walk::run(graph, plan, input, &mut self, Keep::Outputs)?;
 
         let started = std::time::Instant::now();
         self.ch.set_phase(OUTPUT_PHASE);
         let logits =
             values.take(graph.logits()).ok_or_else(|| MpcError::invalid("walk", "the walk lost the logits"))?;
-        let site = ShareSite::logits_of(graph, &layout.plan, fixed.frac_bits());
+        let site = ShareSite::logits_of(graph, plan, fixed.frac_bits());
         let logits = self.guarded(&site, &logits, Some(reveal));
         let revealed = match reveal {
             Reveal::Label => label_layer(self.session, self.ch, &logits, &site, self.behaviour)?.map(Revealed::Label),
@@ -729,6 +780,15 @@ impl Kernel for Walk<'_> {
 
     fn relu(&mut self, site: &Site<'_>, x: &AShare, _truncate: bool) -> Result<AShare> {
         // The truncation follows from the scales (`relu_layer` truncates by their difference).
+        if matches!(site.node.op, moat_nn::Op::MaxPool(_)) {
+            // A max pool's moved ReLU (the pool-first plan), counted in its own sub-phase.
+            let phase = format!("{}{RELU_SUBPHASE}", node_phase(site));
+            let previous = self.ch.stats().phase().to_string();
+            self.ch.set_phase(&phase);
+            let y = self.activation(site, x, relu_layer);
+            self.ch.set_phase(&previous);
+            return y;
+        }
         self.activation(site, x, relu_layer)
     }
 
@@ -780,12 +840,12 @@ impl Kernel for Walk<'_> {
     fn max_pool(&mut self, site: &Site<'_>, x: &AShare) -> Result<AShare> {
         let f = self.model.fixed().frac_bits();
         let layout = self.layout;
-        let windows = layout.windows[site.index]
-            .as_deref()
-            .ok_or_else(|| MpcError::invalid("walk", format!("node '{}': no max-pool windows", site.node.name)))?;
+        let tree = layout.trees[site.index]
+            .as_ref()
+            .ok_or_else(|| MpcError::invalid("walk", format!("node '{}': no max-pool tree", site.node.name)))?;
         let layer = self.layer_site(site);
         let x = self.guarded(&ShareSite::input_of(site, f), x, None);
-        let y = max_pool_layer(self.session, self.ch, &x, windows, &layer, self.behaviour)?;
+        let y = max_pool_layer(self.session, self.ch, &x, tree, &layer, self.behaviour)?;
         Ok(self.guarded(&ShareSite::output_of(site, f), &y, None))
     }
 
@@ -1165,6 +1225,92 @@ mod tests {
 
     /// What a behaviour saw at the ReLUs: `(node, point, frac_bits)`.
     type Scales = Arc<Mutex<Vec<(usize, TamperPoint, u32)>>>;
+
+    /// SqueezeNet's pooling pattern: stem conv + ReLU + 3×3/2 max pool, a fire module whose
+    /// concatenated expand ReLUs feed a 3×3/2 max pool, global average pool, dense.
+    fn pooled_fire() -> Arc<QuantizedGraph> {
+        let build = || -> moat_nn::Result<QuantizedGraph> {
+            let mut b = zoo::GraphBuilder::new(&[3, 15, 15], 9);
+            let x = b.conv("stem", ValueId::INPUT, 8, 3, 1, 1)?;
+            let x = b.relu(x)?;
+            let x = b.max_pool(x, 3, 2)?;
+            let x = b.fire("fire", x, 4, 6)?;
+            let x = b.max_pool(x, 3, 2)?;
+            let x = b.global_avg_pool(x)?;
+            let out = b.dense("fc", x, 5)?;
+            QuantizedGraph::new(&b.finish("pooled-fire", out)?, FixedPoint::default())
+        };
+        Arc::new(build().unwrap_or_else(|e| panic!("pooled fire: {e}")))
+    }
+
+    #[test]
+    fn an_honest_client_runs_the_relus_after_their_pools_with_the_same_result_and_fewer_bytes() -> Result<()> {
+        for model in [pooled_fire(), quantized("lenet5:x0.5", &[1, 28, 28], 5)] {
+            let graph = model.graph();
+            let plan = RescalePlan::pool_first(graph);
+            assert!(plan.moved_relus() >= 2, "{}", graph.name());
+            let n = moat_nn::tensor::numel(graph.input_shape());
+            let queries = vec![(input(n, 11), Reveal::Logits), (input(n, 12), Reveal::Label)];
+            // A behaviour that may tamper (it does not, here) keeps the tamper points: the
+            // fused plan. The honest client asks for the pool-first plan.
+            let watching = FnBehaviour(|_: &ShareSite<'_>, _: &mut [u64]| {});
+            let (fused, fused_stats) =
+                run_real_with(Arc::clone(&model), ServeOptions::default(), queries.clone(), watching)?;
+            let (first, first_stats) =
+                run_real_with(Arc::clone(&model), ServeOptions::default(), queries.clone(), Honest)?;
+            let offered_not = ServeOptions { pool_first: false, ..Default::default() };
+            let (declined, declined_stats) = run_real_with(Arc::clone(&model), offered_not, queries.clone(), Honest)?;
+            for (((x, reveal), a), (b, c)) in queries.iter().zip(&first).zip(fused.iter().zip(&declined)) {
+                let expected = fixed_logits(&model, x)?;
+                match reveal {
+                    Reveal::Logits => assert_eq!(a, &Revealed::Logits(expected)),
+                    _ => assert_eq!(a.label(model.fixed()), argmax_ring(model.fixed(), &expected)),
+                }
+                assert_eq!(a, b);
+                assert_eq!(a, c);
+            }
+            // The queries' bytes (the hellos differ in their `pool_first` field).
+            let queried = |s: &StatsSnapshot| s.total.bytes_total() - s.sum_prefix("setup").bytes_total();
+            let (pooled, tampering, plain) = (queried(&first_stats), queried(&fused_stats), queried(&declined_stats));
+            assert_eq!(tampering, plain, "{}: the fused plan either way", graph.name());
+            assert!(pooled < plain, "{}: {pooled} bytes pool-first, {plain} fused", graph.name());
+            // The moved ReLUs send nothing; their pools carry the ReLU on the pooled values.
+            for (i, node) in graph.nodes().iter().enumerate() {
+                if plan.moves_relu(i) {
+                    let phase = format!("{i}:{}", node.name);
+                    assert_eq!(first_stats.sum_prefix(&phase).bytes_total(), 0, "{phase}");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn a_request_for_the_pool_first_plan_is_refused_where_it_is_not_offered() -> Result<()> {
+        let model = pooled_fire();
+        let options = ServeOptions { pool_first: false, ..Default::default() };
+        let (mut server_ch, mut client_ch) = memory::pair(Default::default());
+        let server = ServerModel::new(Arc::clone(&model), 4096)?;
+        let handle =
+            std::thread::spawn(move || server.serve_with(&mut server_ch, Seed::insecure_from_u64(7), &options));
+        let client = ClientSession::connect(&mut client_ch, Seed::insecure_from_u64(8))?;
+        assert!(!client.hello().pool_first);
+        client_ch.send(&[REQUEST_LABEL | REQUEST_POOL_FIRST])?;
+        client_ch.flush()?;
+        let result = handle.join().map_err(|_| MpcError::invalid("test", "server thread panicked"))?;
+        assert!(matches!(&result, Err(MpcError::PeerMisbehaved { .. })), "{result:?}");
+        // Hardening acts at the ReLU and pool inputs: a hardened server never offers the plan.
+        let hardened = ServeOptions { hardening: Hardening::uniform(0.001), ..Default::default() };
+        let (mut server_ch, mut client_ch) = memory::pair(Default::default());
+        let server = ServerModel::new(model, 4096)?;
+        let handle =
+            std::thread::spawn(move || server.serve_with(&mut server_ch, Seed::insecure_from_u64(7), &hardened));
+        let client = ClientSession::connect(&mut client_ch, Seed::insecure_from_u64(8))?;
+        assert!(!client.hello().pool_first);
+        client.close(&mut client_ch)?;
+        handle.join().map_err(|_| MpcError::invalid("test", "server thread panicked"))??;
+        Ok(())
+    }
 
     #[test]
     fn a_relu_behind_a_deferred_layer_sees_2f_and_pays_the_nonnegative_truncation() -> Result<()> {

@@ -121,9 +121,22 @@ fn tournament(mut list: Vec<usize>, max: &mut dyn FnMut(usize, usize) -> usize) 
 
 /// Shares of the window maxima of `x`; `windows[w]` lists the input indices of output `w`.
 pub fn max_pool(s: &mut Session, ch: &mut dyn Channel, x: &AShare, windows: &[Vec<usize>]) -> Result<AShare> {
-    check_ring(s, x, "max_pool")?;
-    let fp = x.fixed_point();
     let plan = MaxTree::new(windows, x.len())?;
+    max_pool_tree(s, ch, x, &plan)
+}
+
+/// [`max_pool`] by a [`MaxTree`] built ahead: an engine builds each layer's tree once per
+/// model (for SqueezeNet's first pool, ≈ 1.2 million shared pairs through a hash map) instead
+/// of once per query and party. `x` must hold `plan.inputs` values.
+pub fn max_pool_tree(s: &mut Session, ch: &mut dyn Channel, x: &AShare, plan: &MaxTree) -> Result<AShare> {
+    check_ring(s, x, "max_pool")?;
+    if x.len() != plan.inputs {
+        return Err(MpcError::invalid(
+            "max_pool",
+            format!("{} values for a pooling plan over {}", x.len(), plan.inputs),
+        ));
+    }
+    let fp = x.fixed_point();
     let mut nodes: Vec<u64> = Vec::with_capacity(x.len() + plan.comparisons());
     nodes.extend_from_slice(x.values());
     for level in &plan.levels {

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use moat_client::{ClientError, SecureSession};
 use moat_mpc::Seed;
-use moat_mpc::engine::layer::TRUNCATION_SUBPHASE;
+use moat_mpc::engine::layer::{RELU_SUBPHASE, TRUNCATION_SUBPHASE};
 use moat_mpc::engine::{ClientSession, Hardening, Honest, Reveal, Revealed, ServeOptions, ServerModel};
 use moat_mpc::ot::ferret::EXTENSION_PHASE;
 use moat_mpc::transport::shaped::{NetworkModel, Shaped};
@@ -100,6 +100,11 @@ pub struct ServerArgs {
     /// ≈ 330 MB of OT pools per session and party). The client follows the server's hello.
     #[arg(long)]
     pub silent_ot: bool,
+    /// Do not offer the pool-first plan: by default a client that does not tamper with its
+    /// shares runs each ReLU that only a max pool reads after the pool (on a quarter of the
+    /// values behind a 3×3 stride-2 pool; the same result). Never offered with `--harden`.
+    #[arg(long)]
+    pub no_pool_first: bool,
     /// The secure softmax behind a client's request for probabilities (`exp`: CrypTen's
     /// `(1 + d/2^9)^(2^9)`; `relu`: `ReLU(d + 4)/Σ`; see `moat_mpc::ring_ops::softmax`),
     /// announced in the hello.
@@ -264,6 +269,7 @@ fn server(args: ServerArgs) -> anyhow::Result<()> {
             hardening: Hardening::uniform(args.harden),
             silent_ot: args.silent_ot,
             softmax: args.softmax,
+            pool_first: !args.no_pool_first,
             ..ServeOptions::default()
         },
         link: args.shape.model()?,
@@ -477,6 +483,10 @@ pub struct BenchArgs {
     /// The OT of the non-linear layers: `ferret` (silent OT) or `iknp`.
     #[arg(long, value_enum, default_value = "ferret")]
     pub ot: super::bench::OtKind,
+    /// Run the server with `--no-pool-first`: every ReLU before its max pool, as a tampering
+    /// client's session does (for before/after comparisons).
+    #[arg(long)]
+    pub no_pool_first: bool,
     /// An emulated link for both processes: lan = 1 Gbit/s and 0.5 ms RTT, wan = 100 Mbit/s
     /// and 40 ms RTT (overridden by --bandwidth-mbps / --rtt-ms).
     #[arg(long, value_enum, default_value = "loopback")]
@@ -571,6 +581,9 @@ pub struct LayerCost {
     pub truncated: bool,
     /// Of `bytes_up + bytes_down`, the bytes of the node's truncation (both directions).
     pub bytes_truncation: f64,
+    /// Of `bytes_up + bytes_down`, the bytes of the ReLU a max pool applies to its output
+    /// under the pool-first plan, its truncation not included (0 for other nodes).
+    pub bytes_relu: f64,
 }
 
 impl LayerCost {
@@ -604,6 +617,9 @@ pub struct BenchReport {
     pub deferred_truncations: usize,
     /// Linear layers in the (folded) graph.
     pub linear_layers: usize,
+    /// ReLUs run after the max pool that reads them (the session ran the pool-first plan;
+    /// 0 with `--no-pool-first`).
+    pub relus_after_pool: usize,
     /// Server model preparation (HE weight encoding), seconds, in the server process.
     pub setup_seconds: f64,
     /// Session setup bytes (OT base OTs, HE public key).
@@ -705,6 +721,7 @@ pub fn bench(mut args: BenchArgs) -> anyhow::Result<()> {
         .args(["--listen", "127.0.0.1:0", "--sessions", "1"])
         .args(["--he-degree", &args.he_degree.to_string(), "--timeout-ms", &args.timeout_ms.to_string()])
         .args(if args.ot == super::bench::OtKind::Ferret { &["--silent-ot"][..] } else { &[][..] })
+        .args(if args.no_pool_first { &["--no-pool-first"][..] } else { &[][..] })
         .args(args.link().to_args())
         .args(&guard_args)
         .stdout(std::process::Stdio::piped())
@@ -817,6 +834,8 @@ fn bench_client(
     };
     let folded = session.architecture().graph();
     let deferred_truncations = moat_mpc::engine::RescalePlan::fused(folded).deferred();
+    let relus_after_pool =
+        if session.hello().pool_first { moat_mpc::engine::RescalePlan::pool_first(folded).moved_relus() } else { 0 };
     let linear_layers = folded.nodes().iter().filter(|n| n.op.is_linear()).count();
     session.close(ch)?;
     let q = queries as f64;
@@ -825,8 +844,11 @@ fn bench_client(
         .map(|(name, phase, op, truncated, secs)| {
             // The node's phase and its sub-phases (the truncation's).
             let c = after.sum_prefix(phase).since(&before.sum_prefix(phase));
-            let trunc_phase = format!("{phase}{TRUNCATION_SUBPHASE}");
-            let trunc = after.sum_prefix(&trunc_phase).since(&before.sum_prefix(&trunc_phase));
+            let counted = |p: &str| after.sum_prefix(p).since(&before.sum_prefix(p)).bytes_total() as f64;
+            let relu_phase = format!("{phase}{RELU_SUBPHASE}");
+            // A pool's moved ReLU truncates in its own sub-phase ("{phase}/relu/trunc").
+            let relu_trunc = counted(&format!("{relu_phase}{TRUNCATION_SUBPHASE}"));
+            let trunc = counted(&format!("{phase}{TRUNCATION_SUBPHASE}")) + relu_trunc;
             LayerCost {
                 layer: name.clone(),
                 op: op.clone(),
@@ -835,7 +857,8 @@ fn bench_client(
                 bytes_down: c.bytes_received as f64 / q,
                 rounds: c.rounds as f64 / q,
                 truncated: *truncated,
-                bytes_truncation: trunc.bytes_total() as f64 / q,
+                bytes_truncation: trunc / q,
+                bytes_relu: (counted(&relu_phase) - relu_trunc) / q,
             }
         })
         .collect::<Vec<_>>();
@@ -844,7 +867,9 @@ fn bench_client(
     let ot_extension_bytes = extension.bytes_total() as f64 / q;
     let mut bytes_by_kind = BTreeMap::new();
     for l in &layers {
-        *bytes_by_kind.entry(l.kind().to_string()).or_insert(0.0) += l.bytes_up + l.bytes_down - l.bytes_truncation;
+        *bytes_by_kind.entry(l.kind().to_string()).or_insert(0.0) +=
+            l.bytes_up + l.bytes_down - l.bytes_truncation - l.bytes_relu;
+        *bytes_by_kind.entry("ReLU".to_string()).or_insert(0.0) += l.bytes_relu;
         *bytes_by_kind.entry("truncation".to_string()).or_insert(0.0) += l.bytes_truncation;
     }
     bytes_by_kind.insert("OT extension".to_string(), ot_extension_bytes);
@@ -879,6 +904,7 @@ fn bench_client(
         exact: true,
         deferred_truncations,
         linear_layers,
+        relus_after_pool,
         setup_seconds,
         setup_bytes,
         seconds_per_query,
@@ -935,6 +961,9 @@ fn print_bench(r: &BenchReport) {
         .map(|(kind, b)| format!("{kind} {:.1} MiB ({:.1} %)", b / (1024.0 * 1024.0), 100.0 * b / r.bytes_per_query))
         .collect();
     println!("  bytes per query by kind: {}", kinds.join(", "));
+    if r.relus_after_pool > 0 {
+        println!("  pool-first plan: {} ReLU layers run after their max pool", r.relus_after_pool);
+    }
     for (name, s, m, tr, br) in &r.references {
         println!("  vs {name}: {s} s, {m:.0} MiB → moat/ref time {tr:.2}×, bytes {br:.2}×");
     }
