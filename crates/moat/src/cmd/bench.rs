@@ -24,6 +24,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
+use moat_mpc::protocols::maxpool::MaxTree;
 use moat_mpc::protocols::{self, Config, Session, cost};
 use moat_mpc::transport::frame::{pack_ring, unpack_ring};
 use moat_mpc::transport::tcp::TcpChannel;
@@ -365,8 +366,9 @@ fn channel_config(args: &Args) -> ChannelConfig {
 /// The plaintext inputs of a run, derived from the seed (identical in both processes).
 struct Workload {
     x: Vec<u64>,
-    /// maxpool: the windows and their geometry.
-    pool: Option<(usize, Window, Vec<Vec<usize>>)>,
+    /// maxpool: the geometry and the comparison tree over the windows (built ahead, as the
+    /// engine builds it once per model, so the timed run is the protocol alone).
+    pool: Option<(usize, Window, MaxTree)>,
     elements: usize,
     element: &'static str,
 }
@@ -398,7 +400,8 @@ impl Workload {
                 let win = Window { in_hw: [h, w], kernel: [k, k], stride: [stride, stride], padding: [0; 4] };
                 let windows = kernels::pool_windows(c, win);
                 let elements = windows.len();
-                Self { x: half_range(fp, c * h * w, seed), pool: Some((c, win, windows)), elements, element: "output" }
+                let tree = MaxTree::new(&windows, c * h * w).map_err(flat)?;
+                Self { x: half_range(fp, c * h * w, seed), pool: Some((c, win, tree)), elements, element: "output" }
             }
             Protocol::Argmax => {
                 let n = args.n.unwrap_or(10_000);
@@ -493,8 +496,9 @@ fn execute(
         }
         Protocol::Trunc => Output::Shares(protocols::truncate(s, ch, x)?),
         Protocol::Maxpool => {
-            let windows = work.pool.as_ref().map(|p| &p.2[..]).unwrap_or_default();
-            Output::Shares(protocols::max_pool(s, ch, x, windows)?)
+            let empty = MaxTree::default();
+            let tree = work.pool.as_ref().map_or(&empty, |p| &p.2);
+            Output::Shares(protocols::maxpool::max_pool_tree(s, ch, x, tree)?)
         }
         Protocol::Argmax => Output::Labels(protocols::argmax(s, ch, x, args.classes)?),
         Protocol::Sigmoid | Protocol::Gelu => {
@@ -510,9 +514,8 @@ fn predicted(args: &Args, fp: FixedPoint, config: &Config, work: &Workload) -> c
         Protocol::Trunc if args.nonnegative => cost::truncate_nonnegative(work.elements, fp, fp.frac_bits(), config),
         Protocol::Trunc => cost::truncate(work.elements, fp, fp.frac_bits(), config),
         Protocol::Maxpool => {
-            let windows = work.pool.as_ref().map(|p| &p.2[..]).unwrap_or_default();
-            let plan = protocols::maxpool::MaxTree::new(windows, work.x.len()).unwrap_or_default();
-            cost::max_pool(&plan, fp, config)
+            let empty = MaxTree::default();
+            cost::max_pool(work.pool.as_ref().map_or(&empty, |p| &p.2), fp, config)
         }
         Protocol::Argmax => cost::argmax(work.elements, args.classes, fp, config),
         Protocol::Sigmoid | Protocol::Gelu => {
