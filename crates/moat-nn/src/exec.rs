@@ -555,9 +555,13 @@ impl QuantizedGraph {
 
     /// The ring logits for one float sample.
     pub fn logits_encoded(&self, input: &[f32]) -> Result<Vec<u64>> {
-        let input = self.encode_input(input)?;
-        let plan = RescalePlan::unfused(&self.graph);
-        let mut values = walk::run(&self.graph, &plan, input, &mut FixedKernel::new(self), Keep::Outputs)?;
+        self.logits_under(&RescalePlan::unfused(&self.graph), self.encode_input(input)?)
+    }
+
+    /// The ring logits of an encoded input, rescaled as `plan` says (every plan gives the same
+    /// honest logits: [`crate::plan`]).
+    pub(crate) fn logits_under(&self, plan: &RescalePlan, input: Vec<u64>) -> Result<Vec<u64>> {
+        let mut values = walk::run(&self.graph, plan, input, &mut FixedKernel::new(self), Keep::Outputs)?;
         values.take(self.graph.logits()).ok_or_else(|| NnError::Graph("the walk lost the logits".into()))
     }
 

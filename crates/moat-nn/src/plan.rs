@@ -43,16 +43,18 @@
 //! not exist any more), so a two-party session uses it only for a client that does not tamper
 //! (moat-mpc's `ClientBehaviour::tampers`); both plans give the same honest result.
 //!
-//! Honest results are therefore bit for bit the
-//! fixed-point executor's under any plan, as long as the values held at `2f` stay in the
-//! ring's signed range — `|v| < 2^(ℓ−1−2f)`, 4096 in real units at ℓ = 37, f = 12, the same
-//! bound a linear layer's untruncated output already needs (half of it, 2048, for the values a
-//! [`RescalePlan::pool_first`] max pool compares at `2f`: a comparison reads the sign of a
-//! difference). Honest activations are far below. The plan only changes *where* the client holds
-//! which scale: the pre-activation share of a ReLU behind a deferred layer is at `2f`
-//! (moat-mpc's `ShareSite::frac_bits`). Both backends follow the same plan, so a
-//! client behaviour sees the same shares in both. The plan is a function of the public
-//! architecture: the client derives it from the server's skeleton.
+//! ## Range
+//!
+//! Honest results are bit for bit the fixed-point executor's under any plan, as long as the
+//! values held at `2f` stay in the ring's signed range — `|v| < 2^(ℓ−1−2f)`, 4096 in real units
+//! at ℓ = 37, f = 12, the same bound a linear layer's untruncated output already needs (half of
+//! it, 2048, for the values a [`RescalePlan::pool_first`] max pool compares at `2f`: a
+//! comparison reads the sign of a difference). Honest activations are far below. The plan only
+//! changes *where* the client holds which scale: the pre-activation share of a ReLU behind a
+//! deferred layer is at `2f` (moat-mpc's `ShareSite::frac_bits`). Both backends follow the
+//! fused plan for a client that tampers, so a client behaviour sees the same shares in both.
+//! Every plan is a function of the public architecture: the client derives it from the
+//! server's skeleton.
 
 use crate::error::{NnError, Result};
 use crate::graph::{Graph, Op, ValueId};
@@ -136,25 +138,27 @@ impl RescalePlan {
         let readers = graph.reader_counts();
         let logits = graph.logits();
         let mut plan = Self::fused(graph);
-        // A value that only one node reads and that is not the logits.
-        let private = |v: ValueId| v != logits && readers[v.0] == 1;
-        let relu_of = |v: ValueId| v.node().filter(|&n| matches!(nodes[n].op, Op::Relu) && private(v));
+        // The node writing `v` when it is an `op` whose value only one node reads and that is
+        // not the logits.
+        let only_read = |v: ValueId, op: fn(&Op) -> bool| {
+            v.node().filter(|&n| op(&nodes[n].op) && v != logits && readers[v.0] == 1)
+        };
+        let relu = |v: ValueId| only_read(v, |op| matches!(op, Op::Relu));
         for (pool, node) in nodes.iter().enumerate() {
             if !matches!(node.op, Op::MaxPool(_)) {
                 continue;
             }
             let input = node.inputs[0];
-            let relus: Vec<usize> = match input.node() {
-                _ if !private(input) => continue,
-                Some(n) if matches!(nodes[n].op, Op::Relu) => vec![n],
-                Some(n) if matches!(nodes[n].op, Op::Concat) => {
-                    let parts: Option<Vec<usize>> = nodes[n].inputs.iter().map(|v| relu_of(*v)).collect();
-                    match parts {
+            // The pool's input is one such ReLU, or a concatenation of them.
+            let relus: Vec<usize> = match relu(input) {
+                Some(r) => vec![r],
+                None => match only_read(input, |op| matches!(op, Op::Concat)) {
+                    Some(c) => match nodes[c].inputs.iter().map(|v| relu(*v)).collect::<Option<Vec<_>>>() {
                         Some(parts) if !parts.is_empty() => parts,
                         _ => continue,
-                    }
-                }
-                _ => continue,
+                    },
+                    None => continue,
+                },
             };
             // The parts of a concatenation share one scale.
             let double = plan.is_double(nodes[relus[0]].inputs[0]);
@@ -321,25 +325,14 @@ mod tests {
         assert_eq!(RescalePlan::unfused(&g).deferred(), 0);
     }
 
-    /// The fixed-point logits of `g` (random weights) for one input under `plan`.
+    /// The fixed-point logits of `g` (random weights) for one input in [-1, 1) under `plan`.
     fn fixed_logits(g: &Graph, plan: &RescalePlan, seed: u64) -> Vec<u64> {
-        use crate::exec::FixedKernel;
-        use crate::walk::{self, Keep};
-        use crate::{FixedPoint, QuantizedGraph};
-        let fixed = FixedPoint::new(37, 12).unwrap_or_else(|e| panic!("{e}"));
-        let model = QuantizedGraph::new(g, fixed).unwrap_or_else(|e| panic!("{e}"));
-        let n = crate::tensor::numel(g.input_shape());
-        let mut state = seed;
-        let input: Vec<f32> = (0..n)
-            .map(|_| {
-                state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-            })
-            .collect();
+        use rand::{Rng, SeedableRng};
+        let model = crate::QuantizedGraph::new(g, crate::FixedPoint::default()).unwrap_or_else(|e| panic!("{e}"));
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(seed);
+        let input: Vec<f32> = (0..crate::tensor::numel(g.input_shape())).map(|_| rng.random_range(-1.0..1.0)).collect();
         let x = model.encode_input(&input).unwrap_or_else(|e| panic!("{e}"));
-        let mut values =
-            walk::run(g, plan, x, &mut FixedKernel::new(&model), Keep::Outputs).unwrap_or_else(|e| panic!("{e}"));
-        values.take(g.logits()).unwrap_or_else(|| panic!("no logits"))
+        model.logits_under(plan, x).unwrap_or_else(|e| panic!("{e}"))
     }
 
     #[test]

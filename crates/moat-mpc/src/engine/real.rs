@@ -779,17 +779,16 @@ impl Kernel for Walk<'_> {
     }
 
     fn relu(&mut self, site: &Site<'_>, x: &AShare, _truncate: bool) -> Result<AShare> {
-        // The truncation follows from the scales (`relu_layer` truncates by their difference).
-        if matches!(site.node.op, moat_nn::Op::MaxPool(_)) {
-            // A max pool's moved ReLU (the pool-first plan), counted in its own sub-phase.
-            let phase = format!("{}{RELU_SUBPHASE}", node_phase(site));
-            let previous = self.ch.stats().phase().to_string();
-            self.ch.set_phase(&phase);
-            let y = self.activation(site, x, relu_layer);
-            self.ch.set_phase(&previous);
-            return y;
+        if !matches!(site.node.op, moat_nn::Op::MaxPool(_)) {
+            // The truncation follows from the scales (`relu_layer` truncates by their difference).
+            return self.activation(site, x, relu_layer);
         }
-        self.activation(site, x, relu_layer)
+        // A max pool's moved ReLU (the pool-first plan), counted in its own sub-phase (as
+        // `transport::in_subphase`, which cannot lend the channel back to `self`).
+        let previous = self.ch.set_phase(&format!("{}{RELU_SUBPHASE}", node_phase(site)));
+        let y = self.activation(site, x, relu_layer);
+        self.ch.set_phase(&previous);
+        y
     }
 
     fn clip(&mut self, site: &Site<'_>, x: &AShare, _truncate: bool) -> Result<AShare> {

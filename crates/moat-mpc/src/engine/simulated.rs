@@ -9,8 +9,8 @@
 //! `r + (x − r)'` — what the real protocol reconstructs inside its next step. Truncations sit
 //! where the real backend puts them ([`RescalePlan::fused`]), so tamper points see the same
 //! scales in both backends. (A real client that does not tamper may run
-//! [`RescalePlan::pool_first`] instead: it has fewer tamper points and the same result.) With the honest client the result is bit for bit the fixed-point
-//! executor's; no cryptography runs, so one query costs at most one plaintext fixed-point
+//! [`RescalePlan::pool_first`] instead: it has fewer tamper points and the same result.) With
+//! the honest client the result is bit for bit the fixed-point executor's; no cryptography runs, so one query costs at most one plaintext fixed-point
 //! inference, and much less when the client has switched most activations off (mostly-zero
 //! inputs take the scatter kernels): this is the oracle for attacks that need 10⁵–10⁹ queries.
 //! The server's [`ServerGuard`] (e.g. [`Hardening`] noise) acts where the real server's does.
