@@ -347,8 +347,9 @@ pub struct ServeOptions {
     /// fresh for every query from a stream seeded by the session seed ([`HardeningGuard`]).
     /// It costs no traffic.
     pub hardening: Hardening,
-    /// Run the session's OT as Ferret silent OT ([`Session::setup_silent`]: ≈ 0.2 bytes per
-    /// random OT instead of 16, ≈ 330 MB of OT pools per party); the client follows the hello.
+    /// Run the session's OT as Ferret silent OT ([`Session::setup_silent`]: 1 bit plus ≈ 0.05
+    /// bytes per random OT instead of 16, ≈ 200 MB of OT pools per party); the client
+    /// follows the hello.
     pub silent_ot: bool,
     /// The secure softmax behind [`Reveal::Probabilities`] ([`Softmax::Exp`] by default);
     /// announced in the [`Hello`].

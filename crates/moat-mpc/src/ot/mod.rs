@@ -18,7 +18,7 @@
 //! With the IKNP extension ([`iknp`]) a ROT costs 16 bytes receiver→sender (plus a 4-byte
 //! frame header per 8192 OTs) in one flight, after a one-time base-OT setup ([`base`]).
 //! With Ferret silent OT ([`ferret`], bootstrapped by IKNP) a ROT costs 1 bit receiver→sender
-//! (the choice derandomisation) plus ≈ 0.055 bytes of the LPN round that produced it.
+//! (the choice derandomisation) plus ≈ 0.05 bytes of the LPN round that produced it.
 //!
 //! Messages derived from ROT keys use the key's low ℓ bits: ROT outputs are hash outputs
 //! (pseudorandom), and each key is used exactly once.

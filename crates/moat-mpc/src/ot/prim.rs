@@ -75,6 +75,11 @@ impl CrHash {
         Self::default()
     }
 
+    /// The same construction under another fixed public key (domain separation between uses).
+    pub fn with_key(key: Block) -> Self {
+        Self { cipher: cipher(key) }
+    }
+
     /// `H(x)`.
     pub fn hash(&self, x: Block) -> Block {
         let mut v = [x];

@@ -106,11 +106,11 @@ impl Session {
     }
 
     /// [`Session::setup`] with Ferret silent OT ([`ferret`], parameters
-    /// [`FerretParams::B13`]) bootstrapped by the IKNP pair, in both directions, and one main
-    /// round per direction run ahead of use (10 M OTs each way in the pools): ≈ 4.4 MB and
-    /// 12 more flights at setup, ≈ 330 MB of pools per party. Every random OT then costs
-    /// 1 bit (the choice derandomisation) plus ≈ 0.055 bytes of the next main round (run
-    /// when a pool runs dry) instead of IKNP's 16 bytes. The session's protocol parameters are
+    /// [`FerretParams::DEFAULT`]) bootstrapped by the IKNP pair, in both directions, and one
+    /// main round per direction run ahead of use (5.9 M OTs each way in the pools): ≈ 6.6 MB
+    /// and 12 more flights at setup, ≈ 200 MB of pools per party. Every random OT then costs
+    /// 1 bit (the choice derandomisation) plus ≈ 0.1 bytes of the next main round (run when
+    /// a pool runs dry) instead of IKNP's 16 bytes. The session's protocol parameters are
     /// [`Config::silent`] (small millionaires' leaves, as the cheap OTs make them cheapest).
     pub fn setup_silent(ch: &mut dyn Channel, party: Party, fp: FixedPoint, seed: u64) -> Result<Self> {
         Self::setup_silent_with_rng(ch, party, fp, ChaCha20Rng::seed_from_u64(seed))
@@ -118,16 +118,21 @@ impl Session {
 
     /// [`Self::setup_silent`] driven by `rng` (e.g. a generator keyed by a 256-bit
     /// [`crate::seed::Seed`]).
-    pub fn setup_silent_with_rng(
+    pub fn setup_silent_with_rng(ch: &mut dyn Channel, party: Party, fp: FixedPoint, rng: ChaCha20Rng) -> Result<Self> {
+        Self::setup_silent_with_params(ch, party, fp, rng, FerretParams::DEFAULT)
+    }
+
+    /// [`Self::setup_silent_with_rng`] on another LPN parameter set (benchmarks compare them).
+    pub fn setup_silent_with_params(
         ch: &mut dyn Channel,
         party: Party,
         fp: FixedPoint,
         mut rng: ChaCha20Rng,
+        params: FerretParams,
     ) -> Result<Self> {
         let mut ot_rng = ChaCha20Rng::from_rng(&mut rng);
         let (mut base_s, mut base_r) = iknp::setup_both(ch, party, &mut ot_rng)?;
-        let (mut sender, mut receiver) =
-            ferret::setup_both(ch, party, &mut base_s, &mut base_r, FerretParams::B13, &mut ot_rng)?;
+        let (mut sender, mut receiver) = ferret::setup_both(ch, party, &mut base_s, &mut base_r, params, &mut ot_rng)?;
         // P0's sender pairs with P1's receiver: same order as the setup.
         match party {
             Party::P0 => {

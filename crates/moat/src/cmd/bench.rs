@@ -24,6 +24,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
+use moat_mpc::ot::ferret::{EXTENSION_PHASE, FerretParams};
 use moat_mpc::protocols::maxpool::MaxTree;
 use moat_mpc::protocols::{self, Config, Session, cost};
 use moat_mpc::transport::frame::{pack_ring, unpack_ring};
@@ -116,8 +117,29 @@ impl Protocol {
 pub enum OtKind {
     /// IKNP extension: 16 bytes per random OT.
     Iknp,
-    /// Ferret silent OT bootstrapped by IKNP: ≈ 0.2 bytes per random OT.
+    /// Ferret silent OT bootstrapped by IKNP: 1 bit plus ≈ 0.05 bytes per random OT.
     Ferret,
+}
+
+/// The LPN parameter set of Ferret (`--lpn`).
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LpnSet {
+    /// emp-ot's current `ferret_b12` (k = 2^18, t = 1,520; 128-bit by the regular-LPN
+    /// estimator), moat's default.
+    #[default]
+    B12,
+    /// emp-ot's earlier `ferret_b13` (k = 452,000, t = 1,280): fewer bytes, a larger table.
+    B13,
+}
+
+impl LpnSet {
+    fn params(self) -> FerretParams {
+        match self {
+            LpnSet::B12 => FerretParams::B12,
+            LpnSet::B13 => FerretParams::B13,
+        }
+    }
 }
 
 impl OtKind {
@@ -202,6 +224,9 @@ pub struct Args {
     /// part of the run) or `iknp` (the 16-byte extension).
     #[arg(long, value_enum, default_value = "ferret")]
     pub ot: OtKind,
+    /// Ferret's LPN parameter set (with `--ot ferret`).
+    #[arg(long, value_enum, default_value = "b12")]
+    pub lpn: LpnSet,
     /// Seed of the inputs, their sharing and both parties' randomness (**not private**: a
     /// benchmark of plaintext-derived inputs); default: drawn from the OS and recorded in the
     /// report. The server passes the seed it uses to its client process.
@@ -269,10 +294,12 @@ pub struct PartyReport {
     pub setup_ms: f64,
     /// The protocol, wall milliseconds as seen by this party.
     pub run_ms: f64,
-    /// Traffic of the setup.
+    /// Traffic of the setup (with silent OT: its bootstrap and first main rounds).
     pub setup: Counters,
-    /// Traffic of the protocol.
+    /// Traffic of the protocol, silent OT's refills included.
     pub run: Counters,
+    /// The part of `run` that refilled silent OT's pools (main rounds run dry by the protocol).
+    pub run_ot_extension: Counters,
 }
 
 /// What `--verify` found.
@@ -303,6 +330,9 @@ pub struct BenchReport {
     pub chunk_bits: u32,
     /// The OT used.
     pub ot: OtKind,
+    /// Ferret's LPN parameter set (Ferret runs only).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub lpn: Option<LpnSet>,
     /// The seed.
     pub seed: u64,
     /// Setup as measured by the server, wall milliseconds.
@@ -551,7 +581,9 @@ fn setup_and_run(
     let seed = args.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(party.index() as u64 + 1);
     let session = match args.ot {
         OtKind::Iknp => Session::setup(ch, party, fp, seed),
-        OtKind::Ferret => Session::setup_silent(ch, party, fp, seed),
+        OtKind::Ferret => {
+            Session::setup_silent_with_params(ch, party, fp, ChaCha20Rng::seed_from_u64(seed), args.lpn.params())
+        }
     };
     let mut session = session.and_then(|s| s.with_config(config)).map_err(flat)?;
     // Both parties leave the setup together, so the run starts at the same moment.
@@ -567,19 +599,24 @@ fn setup_and_run(
         });
     }
     ch.set_phase("run");
+    let before = ch.stats().snapshot();
     let start = Instant::now();
     let out = execute(args, &mut session, ch, work, x)
         .map_err(flat)
         .with_context(|| format!("{} protocol", args.protocol.name()))?;
     ch.flush()?;
     let run_ms = ms(start.elapsed());
-    let snap = ch.stats().snapshot();
+    let after = ch.stats().snapshot();
+    let refills = |s: &moat_mpc::transport::StatsSnapshot| s.phases.get(EXTENSION_PHASE).copied().unwrap_or_default();
     let report = PartyReport {
         role: role.to_string(),
         setup_ms,
         run_ms,
-        setup: snap.phases.get("setup").copied().unwrap_or_default(),
-        run: snap.phases.get("run").copied().unwrap_or_default(),
+        setup: before.total,
+        // Everything since the run began: the protocol's own phases and the pool refills it
+        // triggered (counted under the extension's phase, see `ferret::EXTENSION_PHASE`).
+        run: after.total.since(&before.total),
+        run_ot_extension: refills(&after).since(&refills(&before)),
     };
     Ok((report, out))
 }
@@ -731,6 +768,7 @@ fn server(args: &Args, fp: FixedPoint, config: Config, work: &Workload) -> anyho
         frac_bits: fp.frac_bits(),
         chunk_bits: config.chunk_bits,
         ot: args.ot,
+        lpn: (args.ot == OtKind::Ferret).then_some(args.lpn),
         seed: args.seed,
         setup_ms: server_report.setup_ms,
         run_ms,

@@ -9,38 +9,52 @@
 //! **One extension round** with parameters `(n, k, t, h)`, `n = t·2^h`, consumes `k + t·h`
 //! COTs and produces `n`:
 //!
-//! 1. *Multi-point COT over regular noise*: the receiver picks one secret position `αⱼ` in
-//!    each of the `t` bins of `2^h` ([`ggm`]). Per bin the sender expands a fresh GGM tree
-//!    with leaves `vⱼ` and level sums `K₀ⁱ, K₁ⁱ`; per level the receiver obtains the sum off
-//!    its path by one COT: it sends `d = x ⊕ ᾱᵢ` ([`ChoiceMsg`], `t·h` bits), the sender
-//!    replies `cᵦ = K_bⁱ ⊕ H(K ⊕ d·Δ ⊕ b·Δ)` and `ψⱼ = Δ ⊕ ⊕ vⱼ` ([`TreeMsg`], `(2h+1)·t`
-//!    blocks). The receiver rebuilds `wⱼ` with `wⱼ ⊕ vⱼ = Δ·e_{αⱼ}`.
+//! 1. *Multi-point COT over regular noise*: one secret position `αⱼ` in each of the `t` bins
+//!    of `2^h`, spelled by the receiver's choice bits of the round's `t·h` tree COTs (bit
+//!    `i` of `αⱼ`, from the top, is the complement of the choice bit of tree `j`'s COT `i`):
+//!    random and hidden from the sender by the COTs themselves, so the receiver sends
+//!    nothing. Per bin the sender expands a fresh Half-Tree ([`ggm`]) over `Δ`, with leaves
+//!    `vⱼ` and left sums `K₀ⁱ` (`K₁ⁱ = K₀ⁱ ⊕ Δ`), and sends `cᵢ = K₀ⁱ ⊕ Kᵢ` per level
+//!    ([`TreeMsg`], `t·h` blocks). The receiver's `Mᵢ ⊕ cᵢ = K₀ⁱ ⊕ xᵢ·Δ` is the sum off its path;
+//!    it rebuilds `wⱼ` with `wⱼ ⊕ vⱼ = Δ·e_{αⱼ}` (the leaves XOR to `Δ`).
 //! 2. *LPN encoding* with a public local code `A` of 10 ones per row ([`lpn`]): sender
 //!    `K' = A·K_base ⊕ v`, receiver `M' = A·M_base ⊕ w`, so `M' ⊕ K' = (A·x_base ⊕ e)·Δ`: the
 //!    new choice bits `A·x ⊕ e` are pseudorandom under regular LPN.
 //!
 //! The first `k + t·h` outputs are kept as the next round's base; the rest go to a pool that
-//! the OT traits draw from. A round is one flight each way (receiver first).
+//! the OT traits draw from. A round is one flight, sender to receiver. (emp-ot's Ferret uses
+//! Half-Tree and choice-bit positions the same way since 2026; the first moat version sent
+//! the GGM trees' two encrypted sums per level and took the positions from a receiver message.)
 //!
-//! **Parameters** ([`FerretParams::B13`]): main `n = 10,485,760`, `k = 452,000`, `t = 1,280`,
-//! `h = 13`; bootstrap `n = 470,016`, `k = 32,768`, `t = 918`, `h = 9`. This is emp-ot's
-//! `ferret_b13` set, which replaced the original Ferret sets after the attacks on sparse and
-//! regular LPN (Briaud–Øygarden, Eurocrypt 2023, algebraic attacks on regular syndrome
-//! decoding; Liu–Wang–Yang–Yu, Eurocrypt 2024, "The hardness of LPN over any integer ring and
-//! field for PCG applications", whose estimator emp-ot's revised sets target): 128-bit security
-//! against ISD, Pooled Gauss, statistical decoding and the algebraic attacks as those authors
-//! estimate it. moat did not re-run the estimator; the set is taken as published by emp-ot.
+//! **Parameters** ([`FerretParams::DEFAULT`] = [`FerretParams::B12`]): main `n = 6,225,920`,
+//! `k = 2^18 = 262,144`, `t = 1,520`, `h = 12`; bootstrap `n = 870,400`, `k = 2^16`, `t = 850`,
+//! `h = 10`. These are emp-ot's current `ferret_b12` and `ferret_b10` sets (emp-toolkit/emp-ot
+//! commit `dcbafff`, May 2026, `emp-ot/tuning.h`): `k` a power of two, and `t` the largest
+//! value that clears 128 bits against all eleven attacks of the regular-LPN-over-F₂
+//! estimator (Gauss, ISD variants, BJMM, the hybrid attack — the binding one — and the
+//! algebraic attacks of Briaud–Øygarden, Eurocrypt 2023). The estimator follows Liu, Wang,
+//! Yang, Yu (Eurocrypt 2024, "The hardness of LPN over any integer ring and field for PCG
+//! applications"). The same commit records that emp-ot's earlier `b12`/`b11` sets had `t`
+//! above that boundary. moat did not re-run the estimator; the sets are emp-ot's as published.
 //!
-//! **Cost.** Setup: `32,768 + 918·9 = 41,030` bootstrap OTs (16 B each over IKNP plus a 16 B
-//! correction = 1.3 MB) and one bootstrap round (≈ 0.3 MB). Main round: 2,080 B receiver →
-//! sender and 552,960 B sender → receiver for 10,017,120 usable COTs, **≈ 0.055 B per COT**.
-//! A random OT with a chosen choice bit adds 1 bit receiver → sender (derandomisation).
-//! CPU per round and party: `t·2^{h+1}` AES for the trees, `2.5n` AES and `10n` random reads for
-//! the encoding; both are split across threads with rayon.
+//! [`FerretParams::B13`] is emp-ot's earlier `ferret_b13` set (`n = 10,485,760`,
+//! `k = 452,000`, `t = 1,280`, `h = 13`, bootstrap `n = 470,016`, `k = 32,768`, `t = 918`,
+//! `h = 9`). It sends half the bytes per COT, but its 7.2 MB code table makes the encoding
+//! slower than B12's 4 MB one, and it was set before the current estimator (at `k = 2^19`
+//! the estimator gives `t = 1,280` 138.5 bits, emp-ot commit `7a7e8c7`; no figure for
+//! `k = 452,000`). It is kept for comparison (`moat bench … --lpn b13`).
 //!
-//! **Security.** Semi-honest, like the rest of moat's OT: a malicious receiver could send
-//! inconsistent level choices and learn about `Δ` (Ferret's consistency check is not
-//! implemented). Malformed or wrongly sized messages are rejected as
+//! **Cost** (B12). Setup: `65,536 + 850·10 = 74,036` bootstrap OTs (16 B each over IKNP plus
+//! a 16 B correction = 2.4 MB) and one bootstrap round (136,000 B). Main round: 291,840 B
+//! sender → receiver for 5,945,536 usable COTs, **≈ 0.049 B per COT** (B13: 266,240 B for
+//! 10,017,120, 0.027 B). A random OT with a chosen choice bit adds 1 bit receiver → sender
+//! (derandomisation). CPU per round and party: `n` AES for the trees (1 per COT), `2.5n` AES
+//! and `10n` random reads into the `16·k`-byte table for the encoding; both are split across
+//! threads with rayon.
+//!
+//! **Security.** Semi-honest, like the rest of moat's OT: a malicious sender could send
+//! inconsistent corrections and learn about the noise positions (Ferret's consistency check is
+//! not implemented). Malformed or wrongly sized messages are rejected as
 //! [`MpcError::PeerMisbehaved`] or a transport length error; every wait is bounded by the
 //! channel's timeout.
 
@@ -51,7 +65,7 @@ use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 use rayon::prelude::*;
 
-use self::ggm::TreePrg;
+use self::ggm::HalfTree;
 use self::lpn::LpnCode;
 use super::prim::CrHash;
 use super::{OtReceiver, OtSender, ReceiverSink, SenderSink};
@@ -115,7 +129,17 @@ pub struct FerretParams {
 }
 
 impl FerretParams {
-    /// emp-ot's `ferret_b13`: 128-bit security (see the module doc for the source).
+    /// emp-ot's current `ferret_b12` with its `ferret_b10` as the bootstrap: 128-bit security
+    /// by the regular-LPN estimator (see the module doc for the source).
+    pub const B12: FerretParams = FerretParams {
+        pre: LpnParams { n: 870_400, k: 1 << 16, t: 850, log_bin: 10 },
+        main: LpnParams { n: 6_225_920, k: 1 << 18, t: 1_520, log_bin: 12 },
+    };
+
+    /// The set moat runs.
+    pub const DEFAULT: FerretParams = Self::B12;
+
+    /// emp-ot's earlier `ferret_b13` (kept for comparison; see the module doc).
     pub const B13: FerretParams = FerretParams {
         pre: LpnParams { n: 470_016, k: 32_768, t: 918, log_bin: 9 },
         main: LpnParams { n: 10_485_760, k: 452_000, t: 1_280, log_bin: 13 },
@@ -141,71 +165,39 @@ impl FerretParams {
     }
 }
 
-/// Receiver → sender in a round: per tree and level, `d = x ⊕ ᾱᵢ` (`t·h` bits).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ChoiceMsg {
-    bits: BitVec,
-}
-
-impl ChoiceMsg {
-    /// Wire form: `⌈t·h/8⌉` bytes.
-    pub fn to_bytes(&self) -> Vec<u8> {
-        self.bits.to_bytes()
-    }
-
-    /// Parses and checks the length for `params`.
-    pub fn from_bytes(bytes: &[u8], params: &LpnParams) -> Result<Self> {
-        let n = params.t * params.log_bin as usize;
-        if bytes.len() != n.div_ceil(8) {
-            return Err(MpcError::peer("ferret choices", format!("{} bytes, expected {}", bytes.len(), n.div_ceil(8))));
-        }
-        let bits =
-            BitVec::from_bytes(bytes, n).ok_or_else(|| MpcError::peer("ferret choices", "nonzero padding bits"))?;
-        Ok(Self { bits })
-    }
-}
-
-/// Sender → receiver in a round: per tree and level the two encrypted level sums, then per
-/// tree `ψ = Δ ⊕ ⊕ leaves`.
+/// Sender → receiver in a round: per tree and level `i` (from the top), the correction
+/// `K₀ⁱ ⊕ K` of the level's left sum by the sender's tree COT `K`.
 #[derive(Clone, PartialEq, Eq)]
 pub struct TreeMsg {
-    levels: Vec<[Block; 2]>,
-    psi: Vec<Block>,
+    corrections: Vec<Block>,
 }
 
 impl std::fmt::Debug for TreeMsg {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TreeMsg").field("levels", &self.levels.len()).field("trees", &self.psi.len()).finish()
+        f.debug_struct("TreeMsg").field("corrections", &self.corrections.len()).finish()
     }
 }
 
 impl TreeMsg {
-    /// Wire form: `16·(2·t·h + t)` bytes.
+    /// Wire form: `16·t·h` bytes.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(16 * (2 * self.levels.len() + self.psi.len()));
-        for b in self.levels.iter().flatten().chain(&self.psi) {
-            out.extend_from_slice(&b.to_le_bytes());
-        }
-        out
+        self.corrections.iter().flat_map(|b| b.to_le_bytes()).collect()
     }
 
     /// Parses and checks the length for `params`.
     pub fn from_bytes(bytes: &[u8], params: &LpnParams) -> Result<Self> {
-        let nl = params.t * params.log_bin as usize;
-        let expected = 16 * (2 * nl + params.t);
+        let expected = 16 * params.t * params.log_bin as usize;
         if bytes.len() != expected {
             return Err(MpcError::peer("ferret trees", format!("{} bytes, expected {expected}", bytes.len())));
         }
-        let blocks = blocks_from_bytes(bytes);
-        let (lv, psi) = blocks.split_at(2 * nl);
-        Ok(Self { levels: lv.chunks_exact(2).map(|c| [c[0], c[1]]).collect(), psi: psi.to_vec() })
+        Ok(Self { corrections: blocks_from_bytes(bytes) })
     }
 }
 
 /// Shared machinery of both roles.
 #[derive(Clone, Debug, Default)]
 struct Engine {
-    prg: TreePrg,
+    tree: HalfTree,
     hash: CrHash,
 }
 
@@ -215,8 +207,7 @@ impl Engine {
     }
 }
 
-/// The sender's side of one round (sans-IO): answer a [`ChoiceMsg`] with a [`TreeMsg`] and
-/// get the round's `n` blocks `K'`.
+/// The sender's side of one round (sans-IO): the [`TreeMsg`] and the round's `n` blocks `K'`.
 #[derive(Debug)]
 pub struct SenderRound<'a> {
     params: LpnParams,
@@ -237,48 +228,45 @@ impl<'a> SenderRound<'a> {
         Ok(Self { params, delta, base })
     }
 
-    /// The reply and the round's tree blocks `v` (lowest bits cleared), written over `out`
+    /// The message and the round's tree blocks `v` (lowest bits cleared), written over `out`
     /// (any contents; a buffer of `n` blocks from an earlier round is reused without touching
-    /// fresh pages). The reply does not depend on the LPN term: send it, then [`Self::encode`].
-    fn respond(
-        &self,
-        msg: &ChoiceMsg,
-        eng: &Engine,
-        rng: &mut ChaCha20Rng,
-        mut out: Vec<Block>,
-    ) -> (TreeMsg, Vec<Block>) {
+    /// fresh pages). The message does not depend on the LPN term: send it, then
+    /// [`Self::encode`].
+    fn trees(&self, eng: &Engine, rng: &mut ChaCha20Rng, mut out: Vec<Block>) -> (TreeMsg, Vec<Block>) {
         let p = self.params;
-        let h = p.log_bin as usize;
         let seeds: Vec<Block> = (0..p.t).map(|_| random_block(rng)).collect();
         out.resize(p.n, 0);
-        let sums: Vec<Vec<[Block; 2]>> = out
+        let left_sums: Vec<Vec<Block>> = out
             .par_chunks_mut(p.bin())
             .zip(seeds.par_iter())
-            .map_init(Vec::new, |scratch, (leaves, &seed)| eng.prg.expand_full(seed, leaves, scratch))
+            .map_init(Vec::new, |scratch, (leaves, &seed)| {
+                let sums = eng.tree.expand_full(self.delta, seed, leaves, scratch);
+                for v in leaves.iter_mut() {
+                    *v &= !1;
+                }
+                sums
+            })
             .collect();
-        let psi: Vec<Block> =
-            out.par_chunks(p.bin()).map(|leaves| leaves.iter().fold(self.delta, |a, &b| a ^ b)).collect();
-        let base_tree = &self.base[p.k..];
-        let mut k0: Vec<Block> =
-            base_tree.iter().enumerate().map(|(i, &k)| k ^ (msg.bits.bit(i) as u128 * self.delta)).collect();
-        let mut k1: Vec<Block> = k0.iter().map(|&k| k ^ self.delta).collect();
-        eng.hash.hash_in_place(&mut k0);
-        eng.hash.hash_in_place(&mut k1);
-        let levels =
-            sums.iter().flatten().zip(k0.iter().zip(&k1)).map(|(s, (&h0, &h1))| [s[0] ^ h0, s[1] ^ h1]).collect();
-        debug_assert_eq!(sums.len() * h, k0.len());
-        out.par_iter_mut().for_each(|v| *v &= !1);
-        (TreeMsg { levels, psi }, out)
+        let corrections = left_sums.iter().flatten().zip(&self.base[p.k..]).map(|(&sum, &k)| sum ^ k).collect();
+        (TreeMsg { corrections }, out)
     }
 
     /// `K' = A·K_base ⊕ v`: the round's sender blocks.
     fn encode(&self, code: &LpnCode, out: &mut [Block]) {
         code.encode(&self.base[..self.params.k], out);
     }
+
+    /// The message and the round's `n` sender blocks.
+    pub fn finish(self, params: &FerretParams, main: bool, rng: &mut ChaCha20Rng) -> (TreeMsg, Vec<Block>) {
+        let eng = Engine::default();
+        let (msg, mut out) = self.trees(&eng, rng, Vec::new());
+        self.encode(&Engine::code(params, main), &mut out);
+        (msg, out)
+    }
 }
 
-/// The receiver's side of one round (sans-IO): [`ReceiverRound::start`] gives the
-/// [`ChoiceMsg`], [`ReceiverRound::finish`] takes the sender's [`TreeMsg`].
+/// The receiver's side of one round (sans-IO): [`ReceiverRound::new`] reads the noise
+/// positions off its base, [`ReceiverRound::finish`] takes the sender's [`TreeMsg`].
 pub struct ReceiverRound {
     params: LpnParams,
     alphas: Vec<usize>,
@@ -292,9 +280,9 @@ impl std::fmt::Debug for ReceiverRound {
 }
 
 impl ReceiverRound {
-    /// Picks the noise positions; `base` holds `params.consumed()` receiver blocks (lowest
-    /// bit = choice bit).
-    pub fn start(params: LpnParams, base: Vec<Block>, rng: &mut ChaCha20Rng) -> Result<(Self, ChoiceMsg)> {
+    /// `base` holds `params.consumed()` receiver blocks (lowest bit = choice bit); tree `j`'s
+    /// noise position has bit `i` from the top = 1 ⊕ the choice bit of its tree COT `i`.
+    pub fn new(params: LpnParams, base: Vec<Block>) -> Result<Self> {
         params.validate()?;
         if base.len() != params.consumed() {
             return Err(MpcError::invalid(
@@ -302,45 +290,33 @@ impl ReceiverRound {
                 format!("{} base COTs, need {}", base.len(), params.consumed()),
             ));
         }
-        let h = params.log_bin as usize;
-        let alphas: Vec<usize> = (0..params.t).map(|_| (rng.next_u64() as usize) & (params.bin() - 1)).collect();
-        let tree_base = &base[params.k..];
-        let bits = BitVec::from_fn(params.t * h, |i| {
-            let (j, level) = (i / h, i % h);
-            let off_path = 1 ^ ((alphas[j] >> (h - 1 - level)) & 1) as u128;
-            (tree_base[i] & 1) ^ off_path == 1
-        });
-        Ok((Self { params, alphas, base }, ChoiceMsg { bits }))
+        let alphas = base[params.k..]
+            .chunks_exact(params.log_bin as usize)
+            .map(|tree| tree.iter().fold(0usize, |alpha, &m| (alpha << 1) | (1 ^ (m & 1)) as usize))
+            .collect();
+        Ok(Self { params, alphas, base })
     }
 
-    /// The round's blocks, written over `out` (as in [`SenderRound`]'s reply).
+    /// The round's blocks, written over `out` (as in [`SenderRound`]'s message).
     fn finish_with(self, msg: &TreeMsg, code: &LpnCode, eng: &Engine, mut out: Vec<Block>) -> Vec<Block> {
         let p = self.params;
         let h = p.log_bin as usize;
         let (base_lpn, base_tree) = self.base.split_at(p.k);
-        let mut hm = base_tree.to_vec();
-        eng.hash.hash_in_place(&mut hm);
-        let sib: Vec<Block> = hm
-            .iter()
-            .enumerate()
-            .map(|(i, &hk)| {
-                let (j, level) = (i / h, i % h);
-                let off_path = 1 ^ ((self.alphas[j] >> (h - 1 - level)) & 1);
-                msg.levels[i][off_path] ^ hk
-            })
-            .collect();
+        // Mᵢ ⊕ cᵢ = K₀ⁱ ⊕ xᵢ·Δ = K_{ᾱᵢ}ⁱ: the sum on the side off the path.
+        let off_path: Vec<Block> = base_tree.iter().zip(&msg.corrections).map(|(&m, &c)| m ^ c).collect();
         out.resize(p.n, 0);
-        out.par_chunks_mut(p.bin())
-            .zip(self.alphas.par_iter())
-            .zip(sib.par_chunks(h).zip(msg.psi.par_iter()))
-            .for_each_init(Vec::new, |scratch, ((leaves, &alpha), (sums, &psi))| {
-                eng.prg.expand_punctured(alpha, sums, leaves, scratch);
-                leaves[alpha] = leaves.iter().fold(psi, |a, &b| a ^ b);
+        out.par_chunks_mut(p.bin()).zip(self.alphas.par_iter()).zip(off_path.par_chunks(h)).for_each_init(
+            Vec::new,
+            |scratch, ((leaves, &alpha), sums)| {
+                eng.tree.expand_punctured(alpha, sums, leaves, scratch);
+                // The leaves XOR to Δ: the missing one is Δ ⊕ vα.
+                leaves[alpha] = leaves.iter().fold(0, |a, &b| a ^ b);
                 for v in leaves.iter_mut() {
                     *v &= !1;
                 }
                 leaves[alpha] |= 1;
-            });
+            },
+        );
         code.encode(base_lpn, &mut out);
         out
     }
@@ -349,23 +325,6 @@ impl ReceiverRound {
     pub fn finish(self, msg: &TreeMsg, params: &FerretParams, main: bool) -> Vec<Block> {
         let eng = Engine::default();
         self.finish_with(msg, &Engine::code(params, main), &eng, Vec::new())
-    }
-}
-
-impl SenderRound<'_> {
-    /// The reply to `msg` and the round's `n` sender blocks.
-    pub fn finish(
-        self,
-        msg: &ChoiceMsg,
-        params: &FerretParams,
-        main: bool,
-        rng: &mut ChaCha20Rng,
-    ) -> (TreeMsg, Vec<Block>) {
-        let eng = Engine::default();
-        let code = Engine::code(params, main);
-        let (reply, mut out) = self.respond(msg, &eng, rng, Vec::new());
-        self.encode(&code, &mut out);
-        (reply, out)
     }
 }
 
@@ -442,7 +401,6 @@ pub struct FerretReceiver {
     params: FerretParams,
     base: Vec<Block>,
     pool: Pool,
-    rng: ChaCha20Rng,
     eng: Engine,
     code: LpnCode,
 }
@@ -477,13 +435,11 @@ impl FerretSender {
         ch.send(&corr)?;
         let base: Vec<Block> = pairs.iter().map(|[m0, _]| m0 & !1).collect();
         let eng = Engine::default();
-        let pre_code = Engine::code(&params, false);
-        let msg = ChoiceMsg::from_bytes(&ch.recv()?, &params.pre)?;
         let round = SenderRound::new(params.pre, delta, &base)?;
-        let (reply, mut out) = round.respond(&msg, &eng, &mut rng, Vec::new());
-        ch.send(&reply.to_bytes())?;
+        let (msg, mut out) = round.trees(&eng, &mut rng, Vec::new());
+        ch.send(&msg.to_bytes())?;
         ch.flush()?;
-        round.encode(&pre_code, &mut out);
+        round.encode(&Engine::code(&params, false), &mut out);
         Ok(Self {
             params,
             delta,
@@ -514,12 +470,11 @@ impl FerretSender {
 
     fn extend_round(&mut self, ch: &mut dyn Channel) -> Result<()> {
         let p = self.params.main;
-        let msg = ChoiceMsg::from_bytes(&ch.recv()?, &p)?;
         let round = SenderRound::new(p, self.delta, &self.base)?;
         let (buffer, rest) = self.pool.take_for_round();
-        let (reply, mut out) = round.respond(&msg, &self.eng, &mut self.rng, buffer);
+        let (msg, mut out) = round.trees(&self.eng, &mut self.rng, buffer);
         // The receiver's encoding runs while the sender's does.
-        let sent = ch.send(&reply.to_bytes()).and_then(|()| ch.flush());
+        let sent = ch.send(&msg.to_bytes()).and_then(|()| ch.flush());
         round.encode(&self.code, &mut out);
         self.base.copy_from_slice(&out[..p.consumed()]);
         self.pool.refill(out, p.consumed(), &rest);
@@ -577,16 +532,13 @@ impl FerretReceiver {
             })
             .collect();
         let eng = Engine::default();
-        let (round, msg) = ReceiverRound::start(params.pre, base, &mut rng)?;
-        ch.send(&msg.to_bytes())?;
-        ch.flush()?;
-        let reply = TreeMsg::from_bytes(&ch.recv()?, &params.pre)?;
-        let out = round.finish_with(&reply, &Engine::code(&params, false), &eng, Vec::new());
+        let round = ReceiverRound::new(params.pre, base)?;
+        let msg = TreeMsg::from_bytes(&ch.recv()?, &params.pre)?;
+        let out = round.finish_with(&msg, &Engine::code(&params, false), &eng, Vec::new());
         Ok(Self {
             params,
             base: out[..params.main.consumed()].to_vec(),
             pool: Pool::default(),
-            rng,
             eng,
             code: Engine::code(&params, true),
         })
@@ -609,13 +561,10 @@ impl FerretReceiver {
 
     fn extend_round(&mut self, ch: &mut dyn Channel) -> Result<()> {
         let p = self.params.main;
-        let base = std::mem::take(&mut self.base);
-        let (round, msg) = ReceiverRound::start(p, base, &mut self.rng)?;
-        ch.send(&msg.to_bytes())?;
-        ch.flush()?;
-        let reply = TreeMsg::from_bytes(&ch.recv()?, &p)?;
+        let round = ReceiverRound::new(p, std::mem::take(&mut self.base))?;
+        let msg = TreeMsg::from_bytes(&ch.recv()?, &p)?;
         let (buffer, rest) = self.pool.take_for_round();
-        let out = round.finish_with(&reply, &self.code, &self.eng, buffer);
+        let out = round.finish_with(&msg, &self.code, &self.eng, buffer);
         self.base = out[..p.consumed()].to_vec();
         self.pool.refill(out, p.consumed(), &rest);
         Ok(())

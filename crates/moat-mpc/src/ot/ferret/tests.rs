@@ -75,13 +75,22 @@ fn check_cots(delta: Block, ks: &[Block], ms: &[Block]) {
     assert_eq!(sorted.len(), ks.len());
 }
 
+/// The set moat runs, on millions of outputs across a main-round boundary.
+#[test]
+fn default_set_cot_correlation_on_millions_of_outputs() -> Result<()> {
+    let n = FerretParams::DEFAULT.per_round() + (1 << 20);
+    let t = Instant::now();
+    let (delta, ks, ms) = cots(Net::Memory, FerretParams::DEFAULT, n)?;
+    check_cots(delta, &ks, &ms);
+    eprintln!("ferret default set: setup + two rounds + {n} COTs in {:?}", t.elapsed());
+    Ok(())
+}
+
 #[test]
 fn b13_cot_correlation_on_a_million_outputs() -> Result<()> {
     let n = 1 << 20;
-    let t = Instant::now();
     let (delta, ks, ms) = cots(Net::Memory, FerretParams::B13, n)?;
     check_cots(delta, &ks, &ms);
-    eprintln!("ferret b13: setup + one round + {n} COTs in {:?}", t.elapsed());
     Ok(())
 }
 
@@ -137,9 +146,12 @@ fn extending_a_non_empty_pool_keeps_its_rest() -> Result<()> {
 
 #[test]
 fn params_are_consistent() {
-    for p in [FerretParams::B13, SMALL] {
+    for p in [FerretParams::B12, FerretParams::B13, SMALL] {
         assert_eq!(p.validate(), Ok(()));
     }
+    assert_eq!(FerretParams::DEFAULT, FerretParams::B12);
+    assert_eq!(FerretParams::B12.bootstrap_ots(), 74_036);
+    assert_eq!(FerretParams::B12.per_round(), 5_945_536);
     assert_eq!(FerretParams::B13.bootstrap_ots(), 41_030);
     assert_eq!(FerretParams::B13.per_round(), 10_017_120);
     let bad = FerretParams { pre: SMALL.pre, main: LpnParams { n: 16_000, ..SMALL.main } };
@@ -182,17 +194,16 @@ fn random_and_derived_ot_flavours() -> Result<()> {
     Ok(())
 }
 
-/// P1 is an honest receiver that needs a main round; P0 answers the round with `reply`.
+/// P1 is an honest receiver that needs a main round; P0 sends `reply` in its place.
 fn receiver_against(
-    reply: impl FnOnce(&mut dyn Channel, &[u8]) -> Result<()> + Send + 'static,
+    reply: impl FnOnce(&mut dyn Channel) -> Result<()> + Send + 'static,
     timeout: Duration,
 ) -> MpcError {
     let config = ChannelConfig::default().with_timeout(timeout);
     let (mut c0, mut c1) = memory::pair(config);
     let peer = std::thread::spawn(move || -> Result<()> {
         let (_s, _r) = ferret_pair(&mut c0, Party::P0, SMALL, 1)?;
-        let choices = c0.recv()?;
-        reply(&mut c0, &choices)?;
+        reply(&mut c0)?;
         std::thread::sleep(timeout * 2);
         Ok(())
     });
@@ -212,8 +223,8 @@ fn receiver_against(
 #[test]
 fn truncated_tree_message_is_rejected() {
     let err = receiver_against(
-        |ch, _| {
-            let full = 16 * (2 * 64 * 8 + 64);
+        |ch| {
+            let full = 16 * 64 * 8;
             ch.send(&vec![7u8; full - 5])?;
             ch.flush()?;
             Ok(())
@@ -226,17 +237,39 @@ fn truncated_tree_message_is_rejected() {
 
 #[test]
 fn silent_peer_times_out() {
-    let err = receiver_against(|_, _| Ok(()), Duration::from_millis(500));
+    let err = receiver_against(|_| Ok(()), Duration::from_millis(500));
     assert!(matches!(err, MpcError::Transport(TransportError::Timeout { .. })), "{err}");
 }
 
 #[test]
-fn malformed_choice_message_is_rejected() {
+fn tree_messages_of_the_wrong_length_are_rejected() {
     let p = SMALL.main;
-    let n = p.t * p.log_bin as usize;
-    assert!(matches!(ChoiceMsg::from_bytes(&vec![0; n / 8 + 1], &p), Err(MpcError::PeerMisbehaved { .. })));
-    assert!(ChoiceMsg::from_bytes(&vec![0xFF; n / 8], &p).is_ok());
-    let odd = LpnParams { n: 3 << 7, k: 100, t: 3, log_bin: 7 };
-    assert!(ChoiceMsg::from_bytes(&[0xFF, 0xFF, 0xFF], &odd).is_err(), "padding bits must be zero");
-    assert!(TreeMsg::from_bytes(&[], &p).is_err());
+    let n = 16 * p.t * p.log_bin as usize;
+    for len in [0, 15, n - 16, n - 1, n + 1, n + 16] {
+        let err = TreeMsg::from_bytes(&vec![0; len], &p).err();
+        assert!(matches!(err, Some(MpcError::PeerMisbehaved { context: "ferret trees", .. })), "{len}: {err:?}");
+    }
+    let msg = TreeMsg::from_bytes(&(0..n).map(|i| i as u8).collect::<Vec<_>>(), &p).map_err(|e| e.to_string());
+    assert_eq!(msg.map(|m| m.to_bytes()), Ok((0..n).map(|i| i as u8).collect::<Vec<_>>()));
+}
+
+/// The sans-IO round on its own: the correlation holds, and one flipped bit in a correction
+/// (a message of the right length) breaks it — nothing in the message lets the receiver check
+/// it: the protocol is semi-honest.
+#[test]
+fn a_round_keeps_the_correlation_and_a_flipped_correction_breaks_it() -> Result<()> {
+    let p = SMALL.pre;
+    let mut r = rng(5);
+    let delta = random_block(&mut r) | 1;
+    let ks: Vec<Block> = (0..p.consumed()).map(|_| random_block(&mut r) & !1).collect();
+    let ms: Vec<Block> = ks.iter().map(|&k| if r.next_u32() & 1 == 1 { k ^ delta } else { k }).collect();
+    let (msg, v) = SenderRound::new(p, delta, &ks)?.finish(&SMALL, false, &mut r);
+    let w = ReceiverRound::new(p, ms.clone())?.finish(&msg, &SMALL, false);
+    check_cots(delta, &v, &w);
+    let mut bad = msg.to_bytes();
+    bad[3] ^= 1;
+    let bad = TreeMsg::from_bytes(&bad, &p)?;
+    let w = ReceiverRound::new(p, ms)?.finish(&bad, &SMALL, false);
+    assert!(v.iter().zip(&w).any(|(&k, &m)| k != m && k ^ m != delta));
+    Ok(())
 }
