@@ -22,9 +22,10 @@
 //!    new choice bits `A·x ⊕ e` are pseudorandom under regular LPN.
 //!
 //! The first `k + t·h` outputs are kept as the next round's base; the rest go to a pool that
-//! the OT traits draw from. A round is one flight, sender to receiver. (emp-ot's Ferret uses
-//! Half-Tree and choice-bit positions the same way since 2026; the first moat version sent
-//! the GGM trees' two encrypted sums per level and took the positions from a receiver message.)
+//! the OT traits draw from. A round is one flight, sender to receiver. (emp-ot's current
+//! Ferret builds its rounds the same way, `emp-ot/common/cggm.h` and `mp_gadget.h`; moat's
+//! first version sent two hashed sums per level of a plain GGM tree and took the positions
+//! from a receiver message: twice the bytes and AES calls, and a flight each way.)
 //!
 //! **Parameters** ([`FerretParams::DEFAULT`] = [`FerretParams::B12`]): main `n = 6,225,920`,
 //! `k = 2^18 = 262,144`, `t = 1,520`, `h = 12`; bootstrap `n = 870,400`, `k = 2^16`, `t = 850`,
