@@ -209,11 +209,17 @@ impl Engine {
 }
 
 /// The sender's side of one round (sans-IO): the [`TreeMsg`] and the round's `n` blocks `K'`.
-#[derive(Debug)]
 pub struct SenderRound<'a> {
     params: LpnParams,
     delta: Block,
     base: &'a [Block],
+}
+
+/// Shows the parameters only: `Δ` and the base COTs are secret.
+impl std::fmt::Debug for SenderRound<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SenderRound").field("params", &self.params).finish_non_exhaustive()
+    }
 }
 
 impl<'a> SenderRound<'a> {

@@ -263,7 +263,10 @@ fn a_round_keeps_the_correlation_and_a_flipped_correction_breaks_it() -> Result<
     let delta = random_block(&mut r) | 1;
     let ks: Vec<Block> = (0..p.consumed()).map(|_| random_block(&mut r) & !1).collect();
     let ms: Vec<Block> = ks.iter().map(|&k| if r.next_u32() & 1 == 1 { k ^ delta } else { k }).collect();
-    let (msg, v) = SenderRound::new(p, delta, &ks)?.finish(&SMALL, false, &mut r);
+    let round = SenderRound::new(p, delta, &ks)?;
+    let shown = format!("{round:?}");
+    assert!(!shown.contains(&delta.to_string()) && !shown.contains(&format!("{delta:x}")), "{shown}");
+    let (msg, v) = round.finish(&SMALL, false, &mut r);
     let w = ReceiverRound::new(p, ms.clone())?.finish(&msg, &SMALL, false);
     check_cots(delta, &v, &w);
     let mut bad = msg.to_bytes();
