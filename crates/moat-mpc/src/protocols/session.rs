@@ -110,9 +110,9 @@ impl Session {
     /// main round per direction run ahead of use (5.9 M OTs each way in the pools): ≈ 5.6 MB
     /// at setup (measured by `moat bench relu`: IKNP's base OTs, 2 × 74,036 bootstrap OTs,
     /// one bootstrap and one main round per direction, each a single flight), ≈ 200 MB of
-    /// pools per party. Every random OT then costs
-    /// 1 bit (the choice derandomisation) plus ≈ 0.1 bytes of the next main round (run when
-    /// a pool runs dry) instead of IKNP's 16 bytes. The session's protocol parameters are
+    /// pools per party. Every random OT then costs 1 bit (the choice derandomisation) plus
+    /// ≈ 0.05 bytes of the next main round (run when a pool runs dry) instead of IKNP's 16
+    /// bytes. The session's protocol parameters are
     /// [`Config::silent`] (small millionaires' leaves, as the cheap OTs make them cheapest).
     pub fn setup_silent(ch: &mut dyn Channel, party: Party, fp: FixedPoint, seed: u64) -> Result<Self> {
         Self::setup_silent_with_rng(ch, party, fp, ChaCha20Rng::seed_from_u64(seed))

@@ -607,7 +607,6 @@ fn setup_and_run(
     ch.flush()?;
     let run_ms = ms(start.elapsed());
     let after = ch.stats().snapshot();
-    let refills = |s: &moat_mpc::transport::StatsSnapshot| s.phases.get(EXTENSION_PHASE).copied().unwrap_or_default();
     let report = PartyReport {
         role: role.to_string(),
         setup_ms,
@@ -616,7 +615,7 @@ fn setup_and_run(
         // Everything since the run began: the protocol's own phases and the pool refills it
         // triggered (counted under the extension's phase, see `ferret::EXTENSION_PHASE`).
         run: after.total.since(&before.total),
-        run_ot_extension: refills(&after).since(&refills(&before)),
+        run_ot_extension: after.sum_prefix(EXTENSION_PHASE).since(&before.sum_prefix(EXTENSION_PHASE)),
     };
     Ok((report, out))
 }

@@ -43,9 +43,11 @@ impl Default for HalfTree {
 }
 
 impl HalfTree {
-    /// `next[2j] = H(cur[j])`, `next[2j + 1] = cur[j] ⊕ H(cur[j])` for every node `j` of `cur`.
-    pub fn expand_level(&self, cur: &[Block], next: &mut [Block]) {
+    /// `next[2j] = H(cur[j])`, `next[2j + 1] = cur[j] ⊕ H(cur[j])` for every node `j` of `cur`;
+    /// returns the XOR of the left children and of the right children.
+    pub fn expand_level(&self, cur: &[Block], next: &mut [Block]) -> [Block; 2] {
         let mut buf = [0u128; BATCH];
+        let mut sums = [0u128; 2];
         for (c, chunk) in cur.chunks(BATCH).enumerate() {
             let buf = &mut buf[..chunk.len()];
             buf.copy_from_slice(chunk);
@@ -54,8 +56,11 @@ impl HalfTree {
             for ((pair, &left), &x) in children.chunks_exact_mut(2).zip(buf.iter()).zip(chunk) {
                 pair[0] = left;
                 pair[1] = x ^ left;
+                sums[0] ^= pair[0];
+                sums[1] ^= pair[1];
             }
         }
+        sums
     }
 
     /// The sender's tree of `delta` and `seed`: writes the `2^h` leaves to `leaves` (`h` = its
@@ -78,8 +83,7 @@ impl HalfTree {
             } else {
                 (&scratch[..width], &mut leaves[..2 * width])
             };
-            self.expand_level(cur, next);
-            left_sums.push(next.iter().step_by(2).fold(0, |acc, &x| acc ^ x));
+            left_sums.push(self.expand_level(cur, next)[0]);
             in_leaves = !in_leaves;
         }
         left_sums
@@ -111,14 +115,14 @@ impl HalfTree {
             } else {
                 (&scratch[..width], &mut leaves[..2 * width])
             };
-            self.expand_level(cur, next);
+            let sides = self.expand_level(cur, next);
             let bit = (alpha >> (h - 1 - level)) & 1;
             let (on, off) = (2 * path + bit, 2 * path + (1 - bit));
-            // The path node is unknown: its children are garbage; rebuild the off-path one
-            // from the level's sum on its side.
+            // The path node is unknown (0 here): its children are garbage. The off-path one is
+            // the level's sum on its side minus the other nodes there, whose XOR is that side's
+            // sum without the garbage child.
+            next[off] ^= sides[1 - bit] ^ sum;
             next[on] = 0;
-            next[off] = 0;
-            next[off] = next.iter().skip(1 - bit).step_by(2).fold(sum, |acc, &x| acc ^ x);
             path = on;
             in_leaves = !in_leaves;
         }

@@ -9,10 +9,10 @@
 //! into a `16·k`-byte table (4 MB for the main B12 set, 7.2 MB for B13) and 2.5 AES calls per
 //! output; rows are split across threads with rayon.
 //!
-//! The reads are bound by memory latency (the table is larger than a core's L2), and the
-//! index computation costs about as much again: on one core of the benchmark machine (AMD
-//! EPYC, 512 KB L2 per core) 19.8 ns per output with B12's table against 27.1 ns with B13's,
-//! of which ≈ 14 ns are the indices. A Ferret round's largest CPU cost. Software prefetching
+//! The largest CPU cost of a Ferret round. On one core of the benchmark machine (AMD EPYC,
+//! 512 KB L2 per core), alone: 19.8 ns per output with B12's table, 27.1 ns with B13's; the
+//! indices alone take ≈ 14 ns. With both parties running, the reads (larger than a core's
+//! L2, bound by memory latency) compete for the shared L3 and dominate. Software prefetching
 //! a few rows ahead measured slower, and so did sorting a batch's reads by table segment to
 //! keep them in L2 (the scatter into the outputs costs more than the misses it saves);
 //! computing a batch's indices before its reads lets the core keep more reads in flight.

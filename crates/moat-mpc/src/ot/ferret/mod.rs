@@ -316,12 +316,14 @@ impl ReceiverRound {
             Vec::new,
             |scratch, ((leaves, &alpha), sums)| {
                 eng.tree.expand_punctured(alpha, sums, leaves, scratch);
-                // The leaves XOR to Δ: the missing one is Δ ⊕ vα.
-                leaves[alpha] = leaves.iter().fold(0, |a, &b| a ^ b);
+                // The leaves XOR to Δ: the missing one (0 so far) is Δ ⊕ vα, whose lowest bit
+                // is 1 (the choice bit of the noise position).
+                let mut others = 0;
                 for v in leaves.iter_mut() {
+                    others ^= *v;
                     *v &= !1;
                 }
-                leaves[alpha] |= 1;
+                leaves[alpha] = others | 1;
             },
         );
         code.encode(base_lpn, &mut out);
