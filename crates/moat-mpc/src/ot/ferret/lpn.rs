@@ -5,17 +5,28 @@
 //! public; only the secret `u` and the noise are private): blocks `5p, …, 5p+4` give 20
 //! 32-bit words, the first ten index row `2p`, the next ten row `2p+1`, each scaled to
 //! `[0, k)` by a multiply-shift (for a power-of-two `k`, the top `log₂ k` bits). Encoding is
-//! a gather: each output block is the XOR of ten input blocks, so the cost is ten random reads
-//! into a `16·k`-byte table (4 MB for the main B12 set, 7.2 MB for B13) and 2.5 AES calls per
-//! output; rows are split across threads with rayon.
+//! a gather: each output block is the XOR of ten input blocks, ten random reads into a
+//! `16·k`-byte table (4 MB for the main B12 set, 7.2 MB for B13); rows are split across
+//! threads with rayon.
+//!
+//! The code is the same every round, so a code that encodes many rounds
+//! ([`LpnCode::with_table`], Ferret's main code) computes its indices once per process and
+//! streams them from a packed table (28 bytes a row, 174 MB for B12, shared by every sender,
+//! receiver and session of the process). The bootstrap code, used once per session, computes
+//! them as it goes. Both give the same code (test `a_column_table_encodes_the_same_code`).
 //!
 //! The largest CPU cost of a Ferret round. On one core of the benchmark machine (AMD EPYC,
-//! 512 KB L2 per core), alone: 19.8 ns per output with B12's table, 27.1 ns with B13's; the
-//! indices alone take ≈ 14 ns. With both parties running, the reads (larger than a core's
-//! L2, bound by memory latency) compete for the shared L3 and dominate. Software prefetching
-//! a few rows ahead measured slower, and so did sorting a batch's reads by table segment to
-//! keep them in L2 (the scatter into the outputs costs more than the misses it saves);
-//! computing a batch's indices before its reads lets the core keep more reads in flight.
+//! 512 KB L2 per core), two processes encoding B12 rounds at once (`examples/lpn_speed.rs`):
+//! 27–37 ns per output with computed indices (the 2.5 AES calls ≈ 5.5 ns, the index
+//! arithmetic and its stores most of the rest), 14–20 ns with the table, i.e. 1.4–2 ns per
+//! random read, bound by the memory system (huge pages for the 4 MB input measured no
+//! faster). The table takes 0.22–0.28 s to build on one thread, at session setup. Software
+//! prefetching a few rows ahead measured slower, and so did sorting a batch's reads by table
+//! segment to keep them in L2 (the scatter into the outputs costs more than the misses it
+//! saves).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use aes::Aes128;
 use aes::cipher::{BlockEncrypt, KeyInit};
@@ -31,38 +42,122 @@ const ROWS: usize = 32;
 const BLOCKS_PER_PAIR: usize = 5;
 /// Rows per parallel task.
 const TASK_ROWS: usize = 1 << 14;
+/// Bits per column index in a [`ColumnTable`]: 16 low bits plus [`HIGH_BITS`] high bits.
+const HIGH_BITS: u32 = 6;
+/// The largest `k` a [`ColumnTable`] can index (`2^22`; every set moat ships is below).
+pub const MAX_TABLE_K: usize = 1 << (16 + HIGH_BITS);
 
 /// The public code of one LPN instance.
 #[derive(Clone)]
 pub struct LpnCode {
     prp: Aes128,
     k: usize,
+    table: Option<Arc<ColumnTable>>,
 }
 
 impl std::fmt::Debug for LpnCode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LpnCode").field("k", &self.k).finish_non_exhaustive()
+        f.debug_struct("LpnCode")
+            .field("k", &self.k)
+            .field("table_rows", &self.table.as_ref().map(|t| t.rows()))
+            .finish_non_exhaustive()
     }
 }
 
-impl LpnCode {
-    /// The code with `k` columns and public key `key` (one key per parameter stage).
-    pub fn new(k: usize, key: u128) -> Self {
-        Self { prp: Aes128::new(&key.to_le_bytes().into()), k }
+/// The column indices of a code's first rows, computed once: 22 bits per index, packed as
+/// ten 16-bit low halves and one word of ten 6-bit high parts per row (28 bytes a row;
+/// 174 MB for B12's 6,225,920 rows). Reading them back is a stream, where computing them is
+/// 2.5 AES calls and ten multiplications per row: on the benchmark machine the encoding of a
+/// main round went from ≈ 30 to ≈ 14 ns per output with both parties running.
+struct ColumnTable {
+    low: Vec<[u16; ROW_WEIGHT]>,
+    high: Vec<u64>,
+}
+
+impl ColumnTable {
+    fn rows(&self) -> usize {
+        self.high.len()
     }
 
-    /// `out[i] ^= ⊕_{j} input[col(i, j)]` for rows `first_row ..` (`input.len()` = `k`,
-    /// `first_row` even).
+    /// The table of `code`'s first `rows` rows (`code.k ≤ MAX_TABLE_K`), in parallel.
+    fn build(code: &LpnCode, rows: usize) -> Self {
+        debug_assert!(code.k <= MAX_TABLE_K);
+        let mut low = vec![[0u16; ROW_WEIGHT]; rows];
+        let mut high = vec![0u64; rows];
+        low.par_chunks_mut(TASK_ROWS).zip(high.par_chunks_mut(TASK_ROWS)).enumerate().for_each(|(t, (low, high))| {
+            code.for_each_row(t * TASK_ROWS, low.len(), |i, cols| {
+                let mut h = 0u64;
+                for (j, &c) in cols.iter().enumerate() {
+                    low[i][j] = c as u16;
+                    h |= u64::from(c >> 16) << (HIGH_BITS * j as u32);
+                }
+                high[i] = h;
+            });
+        });
+        Self { low, high }
+    }
+
+    /// `out[i] ^= ⊕_{j} input[col(first_row + i, j)]`.
     fn encode_rows(&self, first_row: usize, input: &[Block], out: &mut [Block]) {
+        let rows = self.low[first_row..].iter().zip(&self.high[first_row..]);
+        for (o, (low, &high)) in out.iter_mut().zip(rows) {
+            let mut acc = *o;
+            for (j, &l) in low.iter().enumerate() {
+                let col = usize::from(l) | (((high >> (HIGH_BITS * j as u32)) & 63) as usize) << 16;
+                acc ^= input[col];
+            }
+            *o = acc;
+        }
+    }
+}
+
+/// Column tables shared by every code of the process with the same `(k, key, rows)`: a party
+/// holds a sender and a receiver over the same main code, and a server many sessions.
+/// Tables are kept for the life of the process (one per parameter set in use).
+fn shared_table(code: &LpnCode, key: u128, rows: usize) -> Arc<ColumnTable> {
+    /// `(k, key, rows)` → the table.
+    type Tables = HashMap<(usize, u128, usize), Arc<ColumnTable>>;
+    static TABLES: OnceLock<Mutex<Tables>> = OnceLock::new();
+    let tables = TABLES.get_or_init(Default::default);
+    let id = (code.k, key, rows);
+    if let Some(t) = tables.lock().unwrap_or_else(|e| e.into_inner()).get(&id) {
+        return Arc::clone(t);
+    }
+    // Built outside the lock: two first users may both build it; one copy is kept.
+    let built = Arc::new(ColumnTable::build(code, rows));
+    Arc::clone(tables.lock().unwrap_or_else(|e| e.into_inner()).entry(id).or_insert(built))
+}
+
+impl LpnCode {
+    /// The code with `k` columns and public key `key` (one key per parameter stage); its
+    /// indices are computed as the encoding goes.
+    pub fn new(k: usize, key: u128) -> Self {
+        Self { prp: Aes128::new(&key.to_le_bytes().into()), k, table: None }
+    }
+
+    /// The same code with the indices of its first `rows` rows read from a table computed
+    /// once per process ([`ColumnTable`]'s doc: 28 bytes a row), for a code that encodes many
+    /// rounds. Falls back to [`Self::new`] above [`MAX_TABLE_K`] columns.
+    pub fn with_table(k: usize, key: u128, rows: usize) -> Self {
+        let mut code = Self::new(k, key);
+        if k <= MAX_TABLE_K {
+            code.table = Some(shared_table(&code, key, rows));
+        }
+        code
+    }
+
+    /// Calls `f(i, columns of row first_row + i)` for `i < rows` (`first_row` even).
+    fn for_each_row(&self, first_row: usize, rows: usize, mut f: impl FnMut(usize, &[u32])) {
         debug_assert_eq!(first_row % 2, 0);
         let k = self.k as u64;
         let col = |word: u128| ((word as u32 as u64 * k) >> 32) as u32;
         let mut buf = [aes::Block::default(); BLOCKS_PER_PAIR * ROWS / 2];
         // The batch's column indices, row after row: the 32-bit words of the AES blocks in order.
         let mut cols = [0u32; ROW_WEIGHT * ROWS];
-        for (c, rows) in out.chunks_mut(ROWS).enumerate() {
-            let pair0 = ((first_row + c * ROWS) / 2) as u128;
-            let buf = &mut buf[..BLOCKS_PER_PAIR * rows.len().div_ceil(2)];
+        for start in (0..rows).step_by(ROWS) {
+            let batch = (rows - start).min(ROWS);
+            let pair0 = ((first_row + start) / 2) as u128;
+            let buf = &mut buf[..BLOCKS_PER_PAIR * batch.div_ceil(2)];
             for (t, b) in buf.iter_mut().enumerate() {
                 *b = (BLOCKS_PER_PAIR as u128 * pair0 + t as u128).to_le_bytes().into();
             }
@@ -71,9 +166,20 @@ impl LpnCode {
                 let x = u128::from_le_bytes((*b).into());
                 w.copy_from_slice(&[col(x), col(x >> 32), col(x >> 64), col(x >> 96)]);
             }
-            for (o, row_cols) in rows.iter_mut().zip(cols.chunks_exact(ROW_WEIGHT)) {
-                *o = row_cols.iter().fold(*o, |acc, &col| acc ^ input[col as usize]);
+            for (i, row_cols) in cols.chunks_exact(ROW_WEIGHT).take(batch).enumerate() {
+                f(start + i, row_cols);
             }
+        }
+    }
+
+    /// `out[i] ^= ⊕_{j} input[col(first_row + i, j)]` (`input.len()` = `k`, `first_row` even):
+    /// rows `first_row ..` of [`Self::encode`], on the calling thread.
+    pub(crate) fn encode_rows(&self, first_row: usize, input: &[Block], out: &mut [Block]) {
+        match &self.table {
+            Some(table) if first_row + out.len() <= table.rows() => table.encode_rows(first_row, input, out),
+            _ => self.for_each_row(first_row, out.len(), |i, cols| {
+                out[i] = cols.iter().fold(out[i], |acc, &col| acc ^ input[col as usize]);
+            }),
         }
     }
 
@@ -115,6 +221,27 @@ mod tests {
             }
             assert_eq!(out[r], want, "row {r}");
         }
+    }
+
+    /// The table holds the same code: equal outputs over its rows, past its end (computed
+    /// indices) and for a `k` using every high bit.
+    #[test]
+    fn a_column_table_encodes_the_same_code() {
+        for (k, rows, n) in
+            [(1000usize, 40_000usize, 50_000usize), (MAX_TABLE_K, 3_000, 3_000), (MAX_TABLE_K - 3, 2_000, 2_000)]
+        {
+            let computed = LpnCode::new(k, 5);
+            let tabled = LpnCode::with_table(k, 5, rows);
+            assert!(tabled.table.is_some());
+            let input: Vec<Block> =
+                (0..k as u128).map(|i| i.wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C834) ^ i).collect();
+            let start: Vec<Block> = (0..n as u128).map(|i| i << 64 | 3).collect();
+            let (mut a, mut b) = (start.clone(), start);
+            computed.encode(&input, &mut a);
+            tabled.encode(&input, &mut b);
+            assert_eq!(a, b, "k = {k}");
+        }
+        assert!(LpnCode::with_table(MAX_TABLE_K + 1, 5, 10).table.is_none());
     }
 
     #[test]

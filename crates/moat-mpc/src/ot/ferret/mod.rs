@@ -49,9 +49,10 @@
 //! a 16 B correction = 2.4 MB) and one bootstrap round (136,000 B). Main round: 291,840 B
 //! sender → receiver for 5,945,536 usable COTs, **≈ 0.049 B per COT** (B13: 266,240 B for
 //! 10,017,120, 0.027 B). A random OT with a chosen choice bit adds 1 bit receiver → sender
-//! (derandomisation). CPU per round and party: `n` AES for the trees (1 per COT), `2.5n` AES
-//! and `10n` random reads into the `16·k`-byte table for the encoding; both are split across
-//! threads with rayon.
+//! (derandomisation). CPU per round and party: `n` AES for the trees (1 per COT) and `10n`
+//! random reads into the `16·k`-byte input for the encoding, its column indices streamed from
+//! a table computed once per process (`2.5n` AES at setup; 174 MB of memory per process for
+//! B12, see [`lpn`]); both are split across threads with rayon.
 //!
 //! **Security.** Semi-honest, like the rest of moat's OT: a malicious sender could send
 //! inconsistent corrections and learn about the noise positions (Ferret's consistency check is
@@ -204,7 +205,11 @@ struct Engine {
 
 impl Engine {
     fn code(params: &FerretParams, main: bool) -> LpnCode {
-        if main { LpnCode::new(params.main.k, CODE_KEYS[1]) } else { LpnCode::new(params.pre.k, CODE_KEYS[0]) }
+        if main {
+            LpnCode::with_table(params.main.k, CODE_KEYS[1], params.main.n)
+        } else {
+            LpnCode::new(params.pre.k, CODE_KEYS[0])
+        }
     }
 }
 
@@ -312,9 +317,11 @@ impl ReceiverRound {
         // Mᵢ ⊕ cᵢ = K₀ⁱ ⊕ xᵢ·Δ = K_{ᾱᵢ}ⁱ: the sum on the side off the path.
         let off_path: Vec<Block> = base_tree.iter().zip(&msg.corrections).map(|(&m, &c)| m ^ c).collect();
         out.resize(p.n, 0);
-        out.par_chunks_mut(p.bin()).zip(self.alphas.par_iter()).zip(off_path.par_chunks(h)).for_each_init(
+        // Each bin is encoded as soon as its tree is built, while its leaves are in cache (the
+        // sender cannot: its message, sent first, needs every tree).
+        out.par_chunks_mut(p.bin()).zip(self.alphas.par_iter()).zip(off_path.par_chunks(h)).enumerate().for_each_init(
             Vec::new,
-            |scratch, ((leaves, &alpha), sums)| {
+            |scratch, (j, ((leaves, &alpha), sums))| {
                 eng.tree.expand_punctured(alpha, sums, leaves, scratch);
                 // The leaves XOR to Δ: the missing one (0 so far) is Δ ⊕ vα, whose lowest bit
                 // is 1 (the choice bit of the noise position).
@@ -324,9 +331,9 @@ impl ReceiverRound {
                     *v &= !1;
                 }
                 leaves[alpha] = others | 1;
+                code.encode_rows(j * p.bin(), base_lpn, leaves);
             },
         );
-        code.encode(base_lpn, &mut out);
         out
     }
 
