@@ -60,6 +60,15 @@ pub trait RingOps {
     /// plaintext reference and `P0`, `None` for the client) and a shared `x`.
     fn mul_private(&mut self, w: Option<&[u64]>, x: &[u64]) -> Result<Vec<u64>>;
 
+    /// `W·x` (ring products summed, no truncation) for the server's private `rows × x.len()`
+    /// matrix `W` (row-major; `None` on the client) and shared `x`. By default the
+    /// element-wise [`Self::mul_private`] of `x` tiled `rows` times, summed per row.
+    fn mul_private_matvec(&mut self, w: Option<&[u64]>, rows: usize, x: &[u64]) -> Result<Vec<u64>> {
+        let tiled: Vec<u64> = (0..rows).flat_map(|_| x.iter().copied()).collect();
+        let products = self.mul_private(w, &tiled)?;
+        Ok(self.row_sum(&products, x.len()))
+    }
+
     /// `x + y` (local).
     fn add(&self, x: &[u64], y: &[u64]) -> Vec<u64> {
         let fp = self.fixed();
@@ -272,6 +281,10 @@ impl RingOps for SessionOps<'_> {
 
     fn mul_private(&mut self, w: Option<&[u64]>, x: &[u64]) -> Result<Vec<u64>> {
         protocols::beaver::mul_private_values(self.session, self.ch, w, x)
+    }
+
+    fn mul_private_matvec(&mut self, w: Option<&[u64]>, rows: usize, x: &[u64]) -> Result<Vec<u64>> {
+        protocols::beaver::mul_private_matvec_values(self.session, self.ch, w, rows, x)
     }
 }
 

@@ -6,7 +6,8 @@
 //! public [`SiGuardConfig`] and the defender's public [`DefenderShape`]. The server `P0` also
 //! holds the defender's weights in plaintext ([`Defender::new`]); the client holds
 //! [`Defender::public`] (no weights). Products with the weights are
-//! [`RingOps::mul_private`] (Gilboa products with the server's private factor).
+//! [`RingOps::mul_private_matvec`] (Gilboa products with the server's private matrix, one
+//! random OT per column and bit) and [`RingOps::mul_private`] (element-wise).
 //!
 //! **Computation** (fixed counts, no data-dependent control flow):
 //! * `p = softmax(z)` ([`Softmax::Exp`]); `h₀ = h(p)`, `h` the MLP `C → H₁ → ReLU → H₂ → ReLU
@@ -33,7 +34,8 @@
 //!
 //! **Learns:** nothing beyond the opened result — every step is a [`RingOps`] primitive on
 //! shares. **Cost:** per inner step one secure softmax, a forward and backward pass of `h`
-//! (`2·(C·H₁ + H₁·H₂ + H₂)` private products, 2 sign tests of H₁ + H₂ values), 4 sign
+//! (`2·(C·H₁ + H₁·H₂ + H₂)` private products in five matrix–vector products and one
+//! element-wise, `ℓ·(C + 2H₁ + 2H₂)` random OTs; 2 sign tests of H₁ + H₂ values), 4 sign
 //! tests / max trees of C values, ≈ 10 products of C values and the inverse square root
 //! ([`inv_sqrt_steps`] × 3 products); per round one more softmax and forward pass. Measured
 //! in bytes and rounds by `moat bench secure --guard siguard`.
@@ -70,6 +72,8 @@ impl DefenderShape {
 #[derive(Clone)]
 struct Weights {
     w: [Vec<u64>; 3],
+    /// `Wᵀ` of each layer (row-major, `cols × rows`), for the backward pass.
+    wt: [Vec<u64>; 3],
     b: [Vec<u64>; 3],
 }
 
@@ -103,6 +107,7 @@ impl Defender {
             return Err(MpcError::invalid("defender", format!("empty layer in {shape:?}")));
         }
         let mut w: [Vec<u64>; 3] = Default::default();
+        let mut wt: [Vec<u64>; 3] = Default::default();
         let mut b: [Vec<u64>; 3] = Default::default();
         for (i, (rows, cols)) in shape.layers().into_iter().enumerate() {
             if weights[i].len() != rows * cols || biases[i].len() != rows {
@@ -119,9 +124,10 @@ impl Defender {
             let encode =
                 |v: &f32| fixed.try_encode(f64::from(*v)).map_err(|e| MpcError::invalid("defender", e.to_string()));
             w[i] = weights[i].iter().map(encode).collect::<Result<_>>()?;
+            wt[i] = (0..rows * cols).map(|k| w[i][(k % rows) * cols + k / rows]).collect();
             b[i] = biases[i].iter().map(encode).collect::<Result<_>>()?;
         }
-        Ok(Self { shape, weights: Some(Weights { w, b }) })
+        Ok(Self { shape, weights: Some(Weights { w, wt, b }) })
     }
 
     /// The client's view: the shape only.
@@ -136,6 +142,10 @@ impl Defender {
 
     fn w(&self, i: usize) -> Option<&[u64]> {
         self.weights.as_ref().map(|w| &w.w[i][..])
+    }
+
+    fn wt(&self, i: usize) -> Option<&[u64]> {
+        self.weights.as_ref().map(|w| &w.wt[i][..])
     }
 
     fn b(&self, i: usize) -> Option<&[u64]> {
@@ -434,10 +444,8 @@ fn add_private<O: RingOps + ?Sized>(ops: &O, x: &[u64], b: Option<&[u64]>) -> Ve
 
 /// `W x + b` for the defender's layer `i` (`W` of `rows × cols`, private), truncated to 2^f.
 fn dense<O: RingOps + ?Sized>(ops: &mut O, d: &Defender, i: usize, x: &[u64]) -> Result<Vec<u64>> {
-    let (rows, cols) = d.shape.layers()[i];
-    let tiled: Vec<u64> = (0..rows).flat_map(|_| x.iter().copied()).collect();
-    let products = ops.mul_private(d.w(i), &tiled)?;
-    let sums = ops.row_sum(&products, cols);
+    let (rows, _) = d.shape.layers()[i];
+    let sums = ops.mul_private_matvec(d.w(i), rows, x)?;
     let out = ops.truncate(&sums, ops.fixed().frac_bits())?;
     Ok(add_private(ops, &out, d.b(i)))
 }
@@ -445,16 +453,8 @@ fn dense<O: RingOps + ?Sized>(ops: &mut O, d: &Defender, i: usize, x: &[u64]) ->
 /// `Wᵀ u` for the defender's layer `i`, truncated to 2^f.
 fn dense_transposed<O: RingOps + ?Sized>(ops: &mut O, d: &Defender, i: usize, u: &[u64]) -> Result<Vec<u64>> {
     let (_, cols) = d.shape.layers()[i];
-    let spread = broadcast(u, cols);
-    let products = ops.mul_private(d.w(i), &spread)?;
-    let fp = ops.fixed();
-    let mut sums = vec![0u64; cols];
-    for row in products.chunks(cols) {
-        for (s, v) in sums.iter_mut().zip(row) {
-            *s = fp.add(*s, *v);
-        }
-    }
-    ops.truncate(&sums, fp.frac_bits())
+    let sums = ops.mul_private_matvec(d.wt(i), cols, u)?;
+    ops.truncate(&sums, ops.fixed().frac_bits())
 }
 
 /// The defender's forward pass: `(h(p), ReLU mask of layer 1, ReLU mask of layer 2)`.
