@@ -21,7 +21,10 @@
 //! **Stride.** A stride-`s` convolution is a stride-1 convolution of the space-to-depth
 //! rearrangement of the padded input: the `s²` phases `x⁽ᵖ'ᵠ⁾[c,a,b] = x[c, s·a+p, s·b+q]` become
 //! `C·s²` channels and the kernel splits the same way into `⌈h/s⌉ × ⌈w/s⌉` kernels. Only the
-//! strided outputs are computed, so stride 2 costs no more response than stride 1.
+//! strided outputs are computed, so stride 2 costs no more response than stride 1. Phases
+//! that no kernel tap reads (`p ≥ h` when the kernel is smaller than the stride) are left
+//! out: a 1×1 stride-2 convolution (ResNet's downsampling) encrypts and multiplies one phase
+//! of four, a quarter of the input.
 //!
 //! **Output-channel batching** (Cheetah's `M_w`). With `S = Cb·Hb·Wb`, the kernels of `Mw`
 //! output channels go into one weight polynomial at offsets `0, S, 2S, …`: the product's
@@ -218,7 +221,7 @@ struct ConvLayout {
     pad: [usize; 2],
     /// Kernel size after space-to-depth.
     ks: [usize; 2],
-    /// Transformed channels `C·sh·sw`.
+    /// Transformed channels `C·ph·pw` ([`ConvLayout::phases`]).
     ct: usize,
     /// Block: channels, rows, columns; output channels per response polynomial.
     cb: usize,
@@ -253,7 +256,8 @@ impl ConvLayout {
     /// (depthwise: per the chunk holding the channels).
     fn channel_blocks(&self) -> Vec<(usize, usize, usize)> {
         if self.depthwise {
-            let per_chunk = self.cb / (self.stride[0] * self.stride[1]);
+            let [ph, pw] = self.phases();
+            let per_chunk = self.cb / (ph * pw);
             (0..self.chunks())
                 .flat_map(|chunk| {
                     let (lo, hi) = (chunk * per_chunk, ((chunk + 1) * per_chunk).min(self.channels));
@@ -273,13 +277,24 @@ impl ConvLayout {
         (self.cb - 1) * self.hb * self.wb + (self.ks[0] - 1) * self.wb + (self.ks[1] - 1)
     }
 
+    /// The space-to-depth phases that hold a kernel tap, per dimension: `min(stride, kernel)`
+    /// (a 1×1 kernel of stride 2 reads phase (0, 0) only).
+    fn phases(&self) -> [usize; 2] {
+        phases(self.stride, self.kernel)
+    }
+
+    /// `(input channel, phase row, phase column)` of transformed channel `ct`.
+    fn phase_of(&self, ct: usize) -> (usize, usize, usize) {
+        let [ph, pw] = self.phases();
+        let (c, phase) = (ct / (ph * pw), ct % (ph * pw));
+        (c, phase / pw, phase % pw)
+    }
+
     /// Input index of transformed channel `ct`, block-relative row `r` and column `col` of
     /// block `(bi, bj)`, or `None` for padding.
     fn source(&self, ct: usize, bi: usize, bj: usize, r: usize, col: usize) -> Option<usize> {
         let [sh, sw] = self.stride;
-        let u = sh * sw;
-        let (c, phase) = (ct / u, ct % u);
-        let (pi, pj) = (phase / sw, phase % sw);
+        let (c, pi, pj) = self.phase_of(ct);
         let yp = (bi * self.ob[0] + r) * sh + pi;
         let xp = (bj * self.ob[1] + col) * sw + pj;
         let y = yp.checked_sub(self.pad[0]).filter(|&y| y < self.in_hw[0])?;
@@ -526,15 +541,13 @@ fn conv_weight(
     index: impl Fn(usize, usize, usize) -> Option<usize>,
 ) {
     let [sh, sw] = l.stride;
-    let u = sh * sw;
     let offset = l.offset() + shift;
     for cl in 0..l.cb {
         let ct = chunk * l.cb + cl;
         if ct >= l.ct {
             break;
         }
-        let (c, phase) = (ct / u, ct % u);
-        let (pi, pj) = (phase / sw, phase % sw);
+        let (c, pi, pj) = l.phase_of(ct);
         for i2 in 0..l.ks[0] {
             let i = i2 * sh + pi;
             if i >= l.kernel[0] {
@@ -551,6 +564,11 @@ fn conv_weight(
             }
         }
     }
+}
+
+/// `min(stride, kernel)` per dimension: see [`ConvLayout::phases`].
+fn phases(stride: [usize; 2], kernel: [usize; 2]) -> [usize; 2] {
+    [stride[0].min(kernel[0]), stride[1].min(kernel[1])]
 }
 
 fn conv_layout(
@@ -572,7 +590,8 @@ fn conv_layout(
     }
     let out_hw = window.out_hw();
     let ks = [kh.div_ceil(sh), kw.div_ceil(sw)];
-    let u = sh * sw;
+    let [ph, pw] = phases(window.stride, window.kernel);
+    let u = ph * pw;
     let ct = channels * u;
     // (bytes, products, Hb, Wb, Mw): the search's order.
     type Key = (usize, usize, usize, usize, usize);
@@ -808,6 +827,19 @@ mod tests {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// A 1×1 stride-2 convolution costs what the 1×1 stride-1 one on the even pixels costs:
+    /// the three phases without a kernel tap are not encrypted.
+    #[test]
+    fn phases_without_taps_are_left_out() -> Result<()> {
+        let strided =
+            LinearShape::Conv2d { in_channels: 16, out_channels: 8, window: window([16, 16], [1, 1], [2, 2], [0; 4]) };
+        let even =
+            LinearShape::Conv2d { in_channels: 16, out_channels: 8, window: window([8, 8], [1, 1], [1, 1], [0; 4]) };
+        let (a, b) = (check(strided, 1024, 3)?, check(even, 1024, 4)?);
+        assert_eq!((a.input_polys(), a.products()), (b.input_polys(), b.products()));
         Ok(())
     }
 

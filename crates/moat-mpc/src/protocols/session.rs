@@ -21,10 +21,9 @@ pub struct Config {
     /// bytes and 4 + 6 flights per ReLU against 914 and 5 + 7 with 4-bit chunks). With silent
     /// OT ([`Config::silent`]) 4: a random OT costs a fraction of a byte but its LPN encoding
     /// is the largest CPU cost, so the width trades table bytes against OTs and tree levels —
-    /// 57.0 bytes and 2.30 µs per ReLU at 4 bits against 48.0 bytes and 3.25 µs at 3 (fewer
-    /// AND-tree combinations, each two random OTs, and one level less; `moat bench relu --n
-    /// 1048576 --chunk-bits 3|4`), ≈ 140 bytes at 6. See
-    /// [`super::millionaire`](mod@super::millionaire).
+    /// 59.2 bytes and 2.23–2.49 µs per ReLU at 4 bits against 50.8 bytes and 2.43–2.93 µs at
+    /// 3 (`moat bench relu --n 1048576 --chunk-bits 3|4`, refills counted, three alternating
+    /// runs), ≈ 140 bytes at 6. See [`super::millionaire`](mod@super::millionaire).
     pub chunk_bits: u32,
     /// Largest number of elements processed in one pass. Larger inputs run in consecutive
     /// passes of this size, each with the protocol's constant number of rounds; this bounds
