@@ -103,7 +103,7 @@ impl ColumnTable {
         for (o, (low, &high)) in out.iter_mut().zip(rows) {
             let mut acc = *o;
             for (j, &l) in low.iter().enumerate() {
-                let col = usize::from(l) | (((high >> (HIGH_BITS * j as u32)) & 63) as usize) << 16;
+                let col = usize::from(l) | (((high >> (HIGH_BITS * j as u32)) & ((1 << HIGH_BITS) - 1)) as usize) << 16;
                 acc ^= input[col];
             }
             *o = acc;
