@@ -10,6 +10,8 @@ use crate::ot::{OtReceiver, OtSender, iknp};
 use crate::shares::Party;
 use crate::transport::Channel;
 
+use super::beaver::TripleStock;
+
 /// Tunable parameters of the non-linear protocols. Both parties must use the same values
 /// (they fix message shapes); a mismatch shows up as a length error, never as a wrong result.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -76,6 +78,8 @@ pub struct Session {
     sender: Box<dyn OtSender + Send>,
     receiver: Box<dyn OtReceiver + Send>,
     rng: ChaCha20Rng,
+    /// Beaver triples made ahead of use ([`super::beaver::preprocess_triples`]).
+    triples: TripleStock,
 }
 
 impl std::fmt::Debug for Session {
@@ -156,7 +160,7 @@ impl Session {
         receiver: Box<dyn OtReceiver + Send>,
         rng: ChaCha20Rng,
     ) -> Self {
-        Self { party, fp, config: Config::default(), sender, receiver, rng }
+        Self { party, fp, config: Config::default(), sender, receiver, rng, triples: TripleStock::default() }
     }
 
     /// The same session with other protocol parameters.
@@ -184,5 +188,10 @@ impl Session {
     /// The OT sender, the OT receiver and the random generator, borrowed together.
     pub(crate) fn parts(&mut self) -> (&mut dyn OtSender, &mut dyn OtReceiver, &mut ChaCha20Rng) {
         (self.sender.as_mut(), self.receiver.as_mut(), &mut self.rng)
+    }
+
+    /// The triples made ahead of use.
+    pub(crate) fn triple_stock(&mut self) -> &mut TripleStock {
+        &mut self.triples
     }
 }

@@ -22,7 +22,9 @@
 pub mod siguard;
 pub mod softmax;
 
-pub use siguard::{Defender, DefenderShape, DefenderWeights, SiGuard, SiGuardConfig, SiGuardSpec, siguard};
+pub use siguard::{
+    Defender, DefenderShape, DefenderWeights, SiGuard, SiGuardConfig, SiGuardSpec, siguard, siguard_products,
+};
 pub use softmax::{Softmax, softmax};
 
 use moat_nn::FixedPoint;
@@ -59,6 +61,14 @@ pub trait RingOps {
     /// Exact element-wise ring product `w·x` of the server's private `w` (`Some` for the
     /// plaintext reference and `P0`, `None` for the client) and a shared `x`.
     fn mul_private(&mut self, w: Option<&[u64]>, x: &[u64]) -> Result<Vec<u64>>;
+
+    /// Prepares `n` element products of later [`Self::mul`] calls ahead of use (both parties
+    /// call it at the same point with the same `n`). Local no-op by default; the two-party
+    /// implementation makes `n` Beaver triples in one batch.
+    fn reserve_products(&mut self, n: usize) -> Result<()> {
+        let _ = n;
+        Ok(())
+    }
 
     /// `W·x` (ring products summed, no truncation) for the server's private `rows × x.len()`
     /// matrix `W` (row-major; `None` on the client) and shared `x`. By default the
@@ -285,6 +295,10 @@ impl RingOps for SessionOps<'_> {
 
     fn mul_private_matvec(&mut self, w: Option<&[u64]>, rows: usize, x: &[u64]) -> Result<Vec<u64>> {
         protocols::beaver::mul_private_matvec_values(self.session, self.ch, w, rows, x)
+    }
+
+    fn reserve_products(&mut self, n: usize) -> Result<()> {
+        protocols::beaver::preprocess_triples(self.session, self.ch, n)
     }
 }
 

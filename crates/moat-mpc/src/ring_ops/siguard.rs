@@ -40,6 +40,7 @@
 //! ([`inv_sqrt_steps`] × 3 products); per round one more softmax and forward pass. Measured
 //! in bytes and rounds by `moat bench secure --guard siguard`.
 
+use moat_nn::FixedPoint;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
@@ -487,10 +488,71 @@ fn plus_minus<O: RingOps + ?Sized>(ops: &O, s: &[u64]) -> Vec<u64> {
     ops.add_public(&ops.scale(s, 2), fp.neg(1))
 }
 
+/// Counts the element products ([`RingOps::mul`]) of a computation without computing it:
+/// every primitive returns zeros of the right length. SIGuard's control flow does not depend
+/// on the data, so the count is the same for every input.
+struct CountingOps {
+    fixed: FixedPoint,
+    products: usize,
+}
+
+impl RingOps for CountingOps {
+    fn fixed(&self) -> FixedPoint {
+        self.fixed
+    }
+
+    fn holds_public(&self) -> bool {
+        true
+    }
+
+    fn mul(&mut self, x: &[u64], _: &[u64]) -> Result<Vec<u64>> {
+        self.products += x.len();
+        Ok(vec![0; x.len()])
+    }
+
+    fn truncate(&mut self, x: &[u64], _: u32) -> Result<Vec<u64>> {
+        Ok(vec![0; x.len()])
+    }
+
+    fn relu(&mut self, x: &[u64]) -> Result<Vec<u64>> {
+        Ok(vec![0; x.len()])
+    }
+
+    fn sign(&mut self, x: &[u64]) -> Result<Vec<u64>> {
+        Ok(vec![0; x.len()])
+    }
+
+    fn mul_private(&mut self, _: Option<&[u64]>, x: &[u64]) -> Result<Vec<u64>> {
+        Ok(vec![0; x.len()])
+    }
+
+    fn mul_private_matvec(&mut self, _: Option<&[u64]>, rows: usize, _: &[u64]) -> Result<Vec<u64>> {
+        Ok(vec![0; rows])
+    }
+}
+
+/// The element products one [`siguard`] run multiplies (for [`RingOps::reserve_products`]).
+pub fn siguard_products(fixed: FixedPoint, shape: DefenderShape, config: &SiGuardConfig) -> Result<usize> {
+    let mut counter = CountingOps { fixed, products: 0 };
+    run_siguard(&mut counter, &vec![0; shape.classes], &Defender::public(shape), config)?;
+    Ok(counter.products)
+}
+
 /// Runs SIGuard on one sample's shared logits `z` (see the module documentation) and returns
 /// this party's share of `softmax(z + e*)`, at 2^f. Both parties call it with the same
 /// `config` and a defender of the same shape (the server's with weights).
+///
+/// Its Beaver triples are made in one batch first ([`siguard_products`] counts them), so
+/// each of its products is a single exchange.
 pub fn siguard<O: RingOps + ?Sized>(ops: &mut O, z: &[u64], d: &Defender, config: &SiGuardConfig) -> Result<Vec<u64>> {
+    config.validate()?;
+    let products = siguard_products(ops.fixed(), d.shape, config)?;
+    ops.reserve_products(products)?;
+    run_siguard(ops, z, d, config)
+}
+
+/// [`siguard`] without the triple batch.
+fn run_siguard<O: RingOps + ?Sized>(ops: &mut O, z: &[u64], d: &Defender, config: &SiGuardConfig) -> Result<Vec<u64>> {
     config.validate()?;
     let c = d.shape.classes;
     if z.len() != c {
@@ -614,6 +676,53 @@ mod tests {
         })?;
         assert_eq!(plain, real);
         assert_eq!(argmax_ring(fp, &plain), argmax_ring(fp, &z));
+        Ok(())
+    }
+
+    /// The plaintext operations, counting their element products.
+    struct Counted {
+        ops: PlainOps,
+        products: usize,
+    }
+
+    impl RingOps for Counted {
+        fn fixed(&self) -> FixedPoint {
+            self.ops.fixed()
+        }
+        fn holds_public(&self) -> bool {
+            true
+        }
+        fn mul(&mut self, x: &[u64], y: &[u64]) -> Result<Vec<u64>> {
+            self.products += x.len();
+            self.ops.mul(x, y)
+        }
+        fn truncate(&mut self, x: &[u64], shift: u32) -> Result<Vec<u64>> {
+            self.ops.truncate(x, shift)
+        }
+        fn relu(&mut self, x: &[u64]) -> Result<Vec<u64>> {
+            self.ops.relu(x)
+        }
+        fn sign(&mut self, x: &[u64]) -> Result<Vec<u64>> {
+            self.ops.sign(x)
+        }
+        fn mul_private(&mut self, w: Option<&[u64]>, x: &[u64]) -> Result<Vec<u64>> {
+            self.ops.mul_private(w, x)
+        }
+    }
+
+    /// The triples SIGuard reserves are exactly the products a run on real data multiplies.
+    #[test]
+    fn the_reserved_products_are_what_a_run_multiplies() -> Result<()> {
+        let fp = FixedPoint::default();
+        let shape = DefenderShape { classes: 5, hidden: [7, 4] };
+        for (seed, g1_only) in [(1, false), (2, true)] {
+            let d = defender(fp, shape, seed)?;
+            let config = SiGuardConfig { outer: 2, inner: 3, g1_only, ..Default::default() };
+            let mut ops = Counted { ops: PlainOps::new(fp), products: 0 };
+            run_siguard(&mut ops, &logits(fp, 5, seed), &d, &config)?;
+            assert!(ops.products > 0);
+            assert_eq!(ops.products, siguard_products(fp, shape, &config)?, "g1_only = {g1_only}");
+        }
         Ok(())
     }
 
