@@ -7,6 +7,7 @@
 
 use std::time::Instant;
 
+use moat_mpc::ot::ferret::FerretParams;
 use moat_mpc::ot::ferret::lpn::LpnCode;
 
 fn per_output(code: &LpnCode, input: &[u128], out: &mut [u128]) -> f64 {
@@ -16,7 +17,7 @@ fn per_output(code: &LpnCode, input: &[u128], out: &mut [u128]) -> f64 {
 }
 
 fn main() {
-    let (k, n) = (1usize << 18, 6_225_920usize);
+    let (k, n) = (FerretParams::B12.main.k, FerretParams::B12.main.n);
     let input: Vec<u128> = (0..k as u128).map(|i| i.wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835)).collect();
     let mut out = vec![0u128; n];
     let computed = LpnCode::new(k, 7);

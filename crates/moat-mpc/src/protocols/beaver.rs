@@ -269,12 +269,12 @@ pub fn mul_private_matvec_values(
     }
     let party = s.party();
     let (sender, receiver, _) = s.parts();
-    let mut pads = vec![0u128; rows.div_ceil(2)];
-    // Row i's pad of a message: 64-bit word i of its AES-CTR stream, masked by the caller.
-    let expand = |seed: u128, pads: &mut Vec<u128>| -> Vec<u64> {
-        AesPrg::new(seed).fill(0, pads);
-        pads.iter().flat_map(|b| [*b as u64, (*b >> 64) as u64]).take(rows).collect()
-    };
+    let corr_bits = rows * cols * (ell * (ell + 1) / 2);
+    // Row i's pad of a message: 64-bit word i of its AES-CTR stream (read as `pad(blocks, i)`),
+    // masked by the caller.
+    let expand = |seed: u128, blocks: &mut [u128]| AesPrg::new(seed).fill(0, blocks);
+    let pad = |blocks: &[u128], i: usize| (blocks[i / 2] >> (64 * (i % 2))) as u64;
+    let mut blocks = [vec![0u128; rows.div_ceil(2)], vec![0u128; rows.div_ceil(2)]];
     match (party, w) {
         (Party::P0, Some(w)) => {
             if w.len() != rows * cols {
@@ -287,18 +287,19 @@ pub fn mul_private_matvec_values(
                 .chunks(cols)
                 .map(|row| row.iter().zip(x).fold(0, |acc, (&a, &b)| fp.add(acc, fp.mul(a, b))))
                 .collect();
-            let corr_bits = rows * cols * (ell * (ell + 1) / 2);
             let mut corrections = BitWriter::with_capacity(corr_bits);
+            let [b0, b1] = &mut blocks;
             sender.send_random_chunks(ch, cols * ell, &mut |start, pairs| {
                 for (q, [m0, m1]) in (start..).zip(pairs) {
                     let (j, t) = (q / ell, q % ell);
                     let bits = (ell - t) as u32;
                     let m = mask(bits);
-                    let (p0, p1) = (expand(*m0, &mut pads), expand(*m1, &mut pads));
+                    expand(*m0, b0);
+                    expand(*m1, b1);
                     for (i, o) in out.iter_mut().enumerate() {
-                        let a = p0[i] & m;
+                        let a = pad(b0, i) & m;
                         *o = fp.sub(*o, fp.reduce(a << t));
-                        corrections.push(p1[i].wrapping_sub(a).wrapping_sub(w[i * cols + j]) & m, bits);
+                        corrections.push(pad(b1, i).wrapping_sub(a).wrapping_sub(w[i * cols + j]) & m, bits);
                     }
                 }
                 Ok(())
@@ -314,19 +315,20 @@ pub fn mul_private_matvec_values(
                 keys.extend_from_slice(chunk);
                 Ok(())
             })?;
-            let corr_bits = rows * cols * (ell * (ell + 1) / 2);
             let corrections = planes::recv_words(ch, corr_bits)?;
             let mut out = vec![0u64; rows];
             let mut pos = 0;
+            let b = &mut blocks[0];
             for (q, &key) in keys.iter().enumerate() {
                 let t = q % ell;
                 let bits = (ell - t) as u32;
                 let m = mask(bits);
                 let c = choices.bit(q);
-                for (o, pad) in out.iter_mut().zip(expand(key, &mut pads)) {
+                expand(key, b);
+                for (i, o) in out.iter_mut().enumerate() {
                     let d = planes::bits_at(&corrections, pos, bits);
                     pos += bits as usize;
-                    *o = fp.add(*o, fp.reduce((pad.wrapping_sub(c * d) & m) << t));
+                    *o = fp.add(*o, fp.reduce((pad(b, i).wrapping_sub(c * d) & m) << t));
                 }
             }
             Ok(out)

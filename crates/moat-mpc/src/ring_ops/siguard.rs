@@ -533,6 +533,7 @@ impl RingOps for CountingOps {
 
 /// The element products one [`siguard`] run multiplies (for [`RingOps::reserve_products`]).
 pub fn siguard_products(fixed: FixedPoint, shape: DefenderShape, config: &SiGuardConfig) -> Result<usize> {
+    config.validate()?;
     let mut counter = CountingOps { fixed, products: 0 };
     run_siguard(&mut counter, &vec![0; shape.classes], &Defender::public(shape), config)?;
     Ok(counter.products)
@@ -545,19 +546,20 @@ pub fn siguard_products(fixed: FixedPoint, shape: DefenderShape, config: &SiGuar
 /// Its Beaver triples are made in one batch first ([`siguard_products`] counts them), so
 /// each of its products is a single exchange.
 pub fn siguard<O: RingOps + ?Sized>(ops: &mut O, z: &[u64], d: &Defender, config: &SiGuardConfig) -> Result<Vec<u64>> {
-    config.validate()?;
+    let c = d.shape.classes;
+    if z.len() != c {
+        return Err(MpcError::invalid("siguard", format!("{} logits for a defender of {c} classes", z.len())));
+    }
+    // Validates `config`; both checks come before any traffic.
     let products = siguard_products(ops.fixed(), d.shape, config)?;
     ops.reserve_products(products)?;
     run_siguard(ops, z, d, config)
 }
 
-/// [`siguard`] without the triple batch.
+/// [`siguard`] without the triple batch, on inputs its callers have checked (`config` valid,
+/// `z` of the defender's classes).
 fn run_siguard<O: RingOps + ?Sized>(ops: &mut O, z: &[u64], d: &Defender, config: &SiGuardConfig) -> Result<Vec<u64>> {
-    config.validate()?;
     let c = d.shape.classes;
-    if z.len() != c {
-        return Err(MpcError::invalid("siguard", format!("{} logits for a defender of {c} classes", z.len())));
-    }
     let fp = ops.fixed();
     let one = fp.encode(1.0);
     let zeros = vec![0u64; c];

@@ -67,8 +67,7 @@ impl std::fmt::Debug for LpnCode {
 /// The column indices of a code's first rows, computed once: 22 bits per index, packed as
 /// ten 16-bit low halves and one word of ten 6-bit high parts per row (28 bytes a row;
 /// 174 MB for B12's 6,225,920 rows). Reading them back is a stream, where computing them is
-/// 2.5 AES calls and ten multiplications per row: on the benchmark machine the encoding of a
-/// main round went from ≈ 30 to ≈ 14 ns per output with both parties running.
+/// 2.5 AES calls and ten multiplications per row (the module doc has the measured speeds).
 struct ColumnTable {
     low: Vec<[u16; ROW_WEIGHT]>,
     high: Vec<u64>,
