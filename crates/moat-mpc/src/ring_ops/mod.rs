@@ -19,13 +19,14 @@
 //! learns, bytes and rounds are those of the primitives it calls (their module docs); the
 //! algorithms have no data-dependent control flow.
 
+pub mod newton;
 pub mod siguard;
 pub mod softmax;
 
 pub use siguard::{
     Defender, DefenderShape, DefenderWeights, SiGuard, SiGuardConfig, SiGuardSpec, siguard, siguard_products,
 };
-pub use softmax::{Softmax, softmax};
+pub use softmax::{Softmax, softmax, softmax_from_max};
 
 use moat_nn::FixedPoint;
 

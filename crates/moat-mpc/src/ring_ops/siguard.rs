@@ -19,7 +19,7 @@
 //!   `ReLU(max_{j≠ℓ} yⱼ − y_ℓ)`); `g₃ = J(p*)ᵀ sign(p* − p)` (the L1 distortion
 //!   `‖p* − p‖₁`); `g = c₁g₁ + c₂g₂ + c₃g₃` (or `g₁` alone with [`SiGuardConfig::g1_only`],
 //!   as the public prototype applies); `e −= lr · g/‖g‖₂` with `1/‖g‖₂` by Newton's
-//!   inverse square root ([`inv_sqrt`]).
+//!   inverse square root ([`super::newton::inv_sqrt`]).
 //! * After each round, the oblivious validator: `b₁ = [y_ℓ ≥ max y]` (label kept),
 //!   `b₂ = [h₀·h(softmax(z + e)) ≤ 0]` (the defender's decision flipped); with `b = b₁b₂`:
 //!   `e* ← b ? e : e*`, `c₃ ← b ? min(10c₃, c₃ᵐᵃˣ) : c₃`, `lr ← b ? lr : 1.1·lr` — all
@@ -30,21 +30,32 @@
 //! `c₃` is capped at [`SiGuardConfig::c3_max`] (10 by default) so that `g` and `g·g` stay
 //! inside the ring's product range (|a·b| < 2^(ℓ−1−2f) = 4096); `‖g‖²` is assumed in
 //! `[2^−8, 2^12]` for the inverse square root (outside it the step length is off, the
-//! direction is not); ties of the maximum make several one-hot entries.
+//! direction is not); ties of the maximum make several one-hot entries; a tie between the
+//! label's logit and the runner-up counts as the hinge being active.
+//!
+//! **Rounds.** Independent tests and products of one step share a batch: the softmax's max
+//! tree also finds the runner-up `max_{j≠ℓ} y_j`; g₂'s and g₃'s sign tests ride in the sign
+//! batch of the defender's first layer; the hinge, `c₃·sign(p* − p)` and the backward pass's
+//! ReLU mask are one batch of products; `J(p*)ᵀ` is applied to g₁'s and g₃'s vectors at once
+//! (`c₃` enters before it); `g ⊙ g` and `lr·g` are one batch. 192 flights from `P0` per inner
+//! step (`examples/siguard_cost.rs`, IKNP; was 649 before these batches and the inverse
+//! square root's comparison start).
 //!
 //! **Learns:** nothing beyond the opened result — every step is a [`RingOps`] primitive on
 //! shares. **Cost:** per inner step one secure softmax, a forward and backward pass of `h`
 //! (`2·(C·H₁ + H₁·H₂ + H₂)` private products in five matrix–vector products and one
 //! element-wise, `ℓ·(C + 2H₁ + 2H₂)` random OTs; 2 sign tests of H₁ + H₂ values), 4 sign
 //! tests / max trees of C values, ≈ 10 products of C values and the inverse square root
-//! ([`inv_sqrt_steps`] × 3 products); per round one more softmax and forward pass. Measured
+//! (one batch of 80 sign tests, 2 steps of 3 products); per round one more softmax and
+//! forward pass. Measured
 //! in bytes and rounds by `moat bench secure --guard siguard`.
 
 use moat_nn::FixedPoint;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
-use super::softmax::{Softmax, softmax};
+use super::newton::inv_sqrt;
+use super::softmax::{Softmax, softmax, softmax_from_max};
 use super::{RingOps, broadcast};
 use crate::error::{MpcError, Result};
 
@@ -399,42 +410,6 @@ impl SiGuard {
 /// Lower and upper end of the assumed `‖g‖²` range.
 const NORM_RANGE: (f64, f64) = (1.0 / 256.0, 4096.0);
 
-/// Newton steps of [`inv_sqrt`] for `x ∈ [lo, hi]` from `y₀ = 1/√hi`, to a relative error
-/// below `2^−f` (simulated in float over the range).
-pub fn inv_sqrt_steps(lo: f64, hi: f64, frac_bits: u32) -> u32 {
-    let target = 2f64.powi(-(frac_bits as i32));
-    let y0 = 1.0 / hi.sqrt();
-    let mut worst = 0;
-    let mut x = lo;
-    while x <= hi * 1.0001 {
-        let (mut y, mut steps) = (y0, 0);
-        while (y * x.sqrt() - 1.0).abs() > target && steps < 100 {
-            y = y * (3.0 - x * y * y) / 2.0;
-            steps += 1;
-        }
-        worst = worst.max(steps);
-        x *= 1.25;
-    }
-    worst
-}
-
-/// `1/√x` for `x ∈ [lo, hi]` (at 2^f) by Newton's iteration `y ← y(3 − xy²)/2` from the
-/// public `y₀ = 1/√hi` (which converges for every `x ≤ hi`).
-pub fn inv_sqrt<O: RingOps + ?Sized>(ops: &mut O, x: &[u64], lo: f64, hi: f64) -> Result<Vec<u64>> {
-    let fp = ops.fixed();
-    let three = fp.encode(3.0);
-    let mut y = ops.public(x.len(), fp.encode(1.0 / hi.sqrt()));
-    for _ in 0..inv_sqrt_steps(lo, hi, fp.frac_bits()) {
-        // x·y first: y² alone would lose its bits at 2^f when y is small.
-        let xy = ops.mul_fixed(x, &y)?;
-        let xyy = ops.mul_fixed(&xy, &y)?;
-        let u = ops.sub(&ops.public(x.len(), three), &xyy);
-        let yu = ops.mul_fixed(&y, &u)?;
-        y = ops.truncate(&yu, 1)?;
-    }
-    Ok(y)
-}
-
 /// `x + b` where `b` is the server's private bias (`None` on the client).
 fn add_private<O: RingOps + ?Sized>(ops: &O, x: &[u64], b: Option<&[u64]>) -> Vec<u64> {
     match b {
@@ -458,27 +433,41 @@ fn dense_transposed<O: RingOps + ?Sized>(ops: &mut O, d: &Defender, i: usize, u:
     ops.truncate(&sums, ops.fixed().frac_bits())
 }
 
-/// The defender's forward pass: `(h(p), ReLU mask of layer 1, ReLU mask of layer 2)`.
-fn forward<O: RingOps + ?Sized>(ops: &mut O, d: &Defender, p: &[u64]) -> Result<(Vec<u64>, Vec<u64>, Vec<u64>)> {
+/// The defender's forward pass on `p`, with the sign tests of `extra` in the batch of
+/// layer 1's ReLU mask (tests the caller needs at that point, for the flights they save).
+struct Forward {
+    /// `h(p)`.
+    h: Vec<u64>,
+    /// The ReLU masks of layers 1 and 2.
+    s1: Vec<u64>,
+    s2: Vec<u64>,
+    /// `[x ≥ 0]` for each `x` of `extra`.
+    extra: Vec<u64>,
+}
+
+fn forward<O: RingOps + ?Sized>(ops: &mut O, d: &Defender, p: &[u64], extra: &[u64]) -> Result<Forward> {
     let a1 = dense(ops, d, 0, p)?;
-    let s1 = ops.sign(&a1)?;
+    let mut signs = ops.sign(&[a1.as_slice(), extra].concat())?;
+    let extra = signs.split_off(a1.len());
+    let s1 = signs;
     let r1 = ops.mul(&s1, &a1)?;
     let a2 = dense(ops, d, 1, &r1)?;
     let s2 = ops.sign(&a2)?;
     let r2 = ops.mul(&s2, &a2)?;
-    Ok((dense(ops, d, 2, &r2)?, s1, s2))
+    Ok(Forward { h: dense(ops, d, 2, &r2)?, s1, s2, extra })
 }
 
 /// The defender's output `h(p)` (at 2^f) on probabilities `p`.
 pub fn defender_output<O: RingOps + ?Sized>(ops: &mut O, d: &Defender, p: &[u64]) -> Result<u64> {
-    Ok(forward(ops, d, p)?.0.first().copied().unwrap_or(0))
+    Ok(forward(ops, d, p, &[])?.h.first().copied().unwrap_or(0))
 }
 
-/// `J(p)ᵀ v = p ⊙ (v − ⟨p, v⟩)` (the softmax Jacobian is symmetric).
-fn jacobian<O: RingOps + ?Sized>(ops: &mut O, p: &[u64], v: &[u64]) -> Result<Vec<u64>> {
+/// `J(p)ᵀ v = p ⊙ (v − ⟨p, v⟩)` for each row of `cols` values (the softmax Jacobian is
+/// symmetric).
+fn jacobian<O: RingOps + ?Sized>(ops: &mut O, p: &[u64], v: &[u64], cols: usize) -> Result<Vec<u64>> {
     let pv = ops.mul_fixed(p, v)?;
-    let dot = ops.row_sum(&pv, p.len());
-    let centred = ops.sub(v, &broadcast(&dot, p.len()));
+    let dot = ops.row_sum(&pv, cols);
+    let centred = ops.sub(v, &broadcast(&dot, cols));
     ops.mul_fixed(p, &centred)
 }
 
@@ -561,10 +550,9 @@ pub fn siguard<O: RingOps + ?Sized>(ops: &mut O, z: &[u64], d: &Defender, config
 fn run_siguard<O: RingOps + ?Sized>(ops: &mut O, z: &[u64], d: &Defender, config: &SiGuardConfig) -> Result<Vec<u64>> {
     let c = d.shape.classes;
     let fp = ops.fixed();
-    let one = fp.encode(1.0);
     let zeros = vec![0u64; c];
     let p = softmax(ops, z, c, Softmax::Exp)?;
-    let (h0, _, _) = forward(ops, d, &p)?;
+    let h0 = forward(ops, d, &p, &[])?.h;
     let mz = ops.row_max(z, c)?;
     let label = ops.sign(&ops.sub(z, &broadcast(&mz, c)))?;
     let big = ops.scale(&label, fp.encode(1024.0));
@@ -575,45 +563,62 @@ fn run_siguard<O: RingOps + ?Sized>(ops: &mut O, z: &[u64], d: &Defender, config
         let mut e = zeros.clone();
         for _ in 0..config.inner {
             let y = ops.add(z, &e);
-            let ps = softmax(ops, &y, c, Softmax::Exp)?;
-            let (h, s1, s2) = forward(ops, d, &ps)?;
-            // g1 = sign(h)·J(p*)ᵀ W1ᵀ (s1 ⊙ W2ᵀ (s2 ⊙ W3ᵀ)).
-            let u2 = ops.mul_private(d.w(2), &s2)?;
-            let u1 = dense_transposed(ops, d, 1, &u2)?;
-            let u1 = ops.mul(&s1, &u1)?;
-            let v = dense_transposed(ops, d, 0, &u1)?;
-            let jv = jacobian(ops, &ps, &v)?;
-            let sign_h = ops.sign(&h)?;
-            let sh = plus_minus(ops, &sign_h);
-            let g1 = ops.mul(&broadcast(&sh, c), &jv)?;
-            let g = if config.g1_only {
-                g1
+            // p* = softmax(y); for the full objective, g₂'s and g₃'s sign tests ride in the
+            // defender's first batch:
+            //   [m₂ ≥ max y]   the hinge ReLU(max_{j≠ℓ} y_j − y_ℓ) is active (ties count:
+            //                  the label is at risk there);
+            //   [y − big ≥ m₂] the one-hot of the runner-up;
+            //   [p* ≥ p]       the sign of the L1 distortion ‖p* − p‖₁'s terms;
+            // with m₂ = max_{j≠ℓ} y_j from the same max tree as the softmax's max y.
+            let (ps, tests) = if config.g1_only {
+                (softmax(ops, &y, c, Softmax::Exp)?, Vec::new())
             } else {
-                // g2: the hinge ReLU(max_{j≠ℓ} y_j − y_ℓ).
-                let picked = ops.mul(&label, &y)?;
-                let yl = ops.row_sum(&picked, c);
                 let masked = ops.sub(&y, &big);
-                let m2 = ops.row_max(&masked, c)?;
-                let second = ops.sign(&ops.sub(&masked, &broadcast(&m2, c)))?;
-                let kept_label = ops.sign(&ops.sub(&yl, &m2))?;
-                let active = ops.sub(&ops.public(1, 1), &kept_label);
-                let direction = ops.sub(&second, &label);
-                let hinge = ops.mul(&broadcast(&active, c), &direction)?;
-                let g2 = ops.scale(&hinge, one);
-                // g3: the L1 distortion ‖p* − p‖₁.
-                let grew = ops.sign(&ops.sub(&ps, &p))?;
-                let v3 = ops.scale(&plus_minus(ops, &grew), one);
-                let g3 = jacobian(ops, &ps, &v3)?;
-                let g1 = if config.c1 == 1.0 { g1 } else { ops.mul_public_fixed(&g1, config.c1)? };
-                let g2 = ops.mul_public_fixed(&g2, config.c2)?;
-                let g3 = ops.mul_fixed(&broadcast(&c3, c), &g3)?;
-                ops.add(&ops.add(&g1, &g2), &g3)
+                let maxima = ops.row_max(&[y.as_slice(), &masked].concat(), c)?;
+                let (my, m2) = maxima.split_at(1);
+                let ps = softmax_from_max(ops, &y, my, c, Softmax::Exp)?;
+                let tests = [ops.sub(m2, my), ops.sub(&masked, &broadcast(m2, c)), ops.sub(&ps, &p)].concat();
+                (ps, tests)
             };
-            let squares = ops.mul_fixed(&g, &g)?;
-            let n2 = ops.row_sum(&squares, c);
+            let fwd = forward(ops, d, &ps, &tests)?;
+            let sign_h = ops.sign(&fwd.h)?;
+            let sh = plus_minus(ops, &sign_h);
+            // Back-propagation: ∇ₚh = W1ᵀ (s1 ⊙ W2ᵀ (s2 ⊙ W3ᵀ)).
+            let u2 = ops.mul_private(d.w(2), &fwd.s2)?;
+            let u1 = dense_transposed(ops, d, 1, &u2)?;
+            let g = if config.g1_only {
+                let u1 = ops.mul(&fwd.s1, &u1)?;
+                let v = dense_transposed(ops, d, 0, &u1)?;
+                let jv = jacobian(ops, &ps, &v, c)?;
+                ops.mul(&broadcast(&sh, c), &jv)?
+            } else {
+                // s1 ⊙ u1, the hinge [active]·(onehot(runner-up) − ℓ̂) and c₃·sign(p* − p) in
+                // one batch of products (the last two of ring integers: exact at 2^f).
+                let (active, rest) = fwd.extra.split_at(1);
+                let (second, grew) = rest.split_at(c);
+                let h1 = u1.len();
+                let products = ops.mul(
+                    &[fwd.s1.as_slice(), &broadcast(active, c), &broadcast(&c3, c)].concat(),
+                    &[u1.as_slice(), &ops.sub(second, &label), &plus_minus(ops, grew)].concat(),
+                )?;
+                let (u1, rest) = products.split_at(h1);
+                let (hinge, c3_sign) = rest.split_at(c);
+                let v = dense_transposed(ops, d, 0, u1)?;
+                // J(p*)ᵀ on v (for g₁) and on c₃·sign(p* − p) (c₃·g₃) in one pass.
+                let jacobians = jacobian(ops, &[ps.as_slice(), &ps].concat(), &[v.as_slice(), c3_sign].concat(), c)?;
+                let (jv, g3) = jacobians.split_at(c);
+                let g1 = ops.mul(&broadcast(&sh, c), jv)?;
+                let g1 = if config.c1 == 1.0 { g1 } else { ops.mul_public_fixed(&g1, config.c1)? };
+                // c₂·g₂ with g₂ = hinge at 2^f: exactly hinge·c₂ (local).
+                let g2 = ops.scale(hinge, fp.encode(config.c2));
+                ops.add(&ops.add(&g1, &g2), g3)
+            };
+            // e −= lr·g/‖g‖₂: g ⊙ g and lr·g in one batch.
+            let products = ops.mul_fixed(&[g.as_slice(), &broadcast(&lr, c)].concat(), &[g.as_slice(), &g].concat())?;
+            let (squares, lr_g) = products.split_at(c);
+            let n2 = ops.row_sum(squares, c);
             let inv = inv_sqrt(ops, &n2, NORM_RANGE.0, NORM_RANGE.1)?;
-            let step = ops.mul_fixed(&lr, &inv)?;
-            let delta = ops.mul_fixed(&g, &broadcast(&step, c))?;
+            let delta = ops.mul_fixed(lr_g, &broadcast(&inv, c))?;
             e = ops.sub(&e, &delta);
         }
         // The oblivious validator.
@@ -623,7 +628,7 @@ fn run_siguard<O: RingOps + ?Sized>(ops: &mut O, z: &[u64], d: &Defender, config
         let yl = ops.row_sum(&picked, c);
         let b1 = ops.sign(&ops.sub(&yl, &my))?;
         let ps = softmax(ops, &y, c, Softmax::Exp)?;
-        let (h, _, _) = forward(ops, d, &ps)?;
+        let h = forward(ops, d, &ps, &[])?.h;
         let flipped = ops.mul_fixed(&h0, &h)?;
         let b2 = ops.sign(&ops.sub(&[0], &flipped))?;
         let b = ops.mul(&b1, &b2)?;
@@ -769,19 +774,6 @@ mod tests {
         assert!(right >= 190, "{right} of 200 right");
         let d = trained.to_defender(FixedPoint::default())?;
         assert_eq!(d.shape(), shape);
-        Ok(())
-    }
-
-    #[test]
-    fn inverse_square_root_is_accurate_over_its_range() -> Result<()> {
-        let fp = FixedPoint::default();
-        let xs: Vec<f64> = vec![0.01, 0.5, 1.0, 7.0, 300.0, 4000.0];
-        let enc: Vec<u64> = xs.iter().map(|v| fp.encode(*v)).collect();
-        let y = inv_sqrt(&mut PlainOps::new(fp), &enc, NORM_RANGE.0, NORM_RANGE.1)?;
-        for (x, y) in xs.iter().zip(&y) {
-            let rel = (fp.decode(*y) * fp.decode(fp.encode(*x)).sqrt() - 1.0).abs();
-            assert!(rel < 0.03, "1/sqrt({x}) = {} (relative error {rel})", fp.decode(*y));
-        }
         Ok(())
     }
 }

@@ -17,10 +17,10 @@
 //!   `T =` [`RELU_SHIFT`], so that the row maximum maps to `T` and `s ∈ [T, C·T]` (on raw
 //!   logits `Σx⁺` may be 0 or unbounded, and no division protocol can take that range).
 //!
-//! Then `p = t · 1/s`, the reciprocal by Newton's iteration `y ← y(2 − s·y)` from the public
-//! start `y₀ = 2/(lo + hi)` for `s ∈ [lo, hi]`: the relative error `1 − s·y` squares every
-//! step from at most `(hi − lo)/(hi + lo)`, so [`newton_steps`] steps reach `2^−(f+1)`.
-//! The first step multiplies by the public `y₀` (a truncation, no product).
+//! Then `p = t · 1/s`, the reciprocal by Newton's iteration `y ← y(2 − s·y)` for
+//! `s ∈ [lo, hi]` from a start read off one batch of comparisons with public thresholds
+//! ([`super::newton::reciprocal`]): the relative error `1 − s·y` squares every step, to
+//! below `2^−(f+1)`.
 //!
 //! Every primitive is exact, so the plaintext and the two-party results are identical.
 //! **Error against float softmax** (f = 12, measured by `moat eval softmax`, see the
@@ -30,11 +30,13 @@
 //!
 //! **Cost** for `R` rows of `C` classes: `⌈log₂ C⌉` ReLU batches for the maximum;
 //! exponential: one truncation and one ReLU batch of `RC`, 9 products + truncations of `RC`;
-//! ReLU variant: one ReLU batch of `RC`; reciprocal: `2·steps − 1` products + truncations of
-//! `R`; the final product + truncation of `RC`. No data-dependent control flow.
+//! ReLU variant: one ReLU batch of `RC`; reciprocal: one sign batch of `14R` (C = 10) and
+//! `2·steps` products + truncations of `R` (2 steps at f = 12); the final product +
+//! truncation of `RC`. No data-dependent control flow.
 
 use serde::{Deserialize, Serialize};
 
+use super::newton::reciprocal;
 use super::{RingOps, broadcast, check_rows};
 use crate::error::{MpcError, Result};
 
@@ -97,48 +99,29 @@ impl Softmax {
     }
 }
 
-/// Newton steps for the reciprocal of `s ∈ [lo, hi]` to reach a relative error below
-/// `2^−(frac_bits+1)` from `y₀ = 2/(lo + hi)`.
-pub fn newton_steps(lo: f64, hi: f64, frac_bits: u32) -> u32 {
-    let target = 2f64.powi(-(frac_bits as i32) - 1);
-    let mut e = (hi - lo) / (hi + lo);
-    let mut steps = 1;
-    while e * e > target && steps < 64 {
-        e *= e;
-        steps += 1;
-    }
-    steps
-}
-
-/// `1/s` for every `s ∈ [lo, hi]` (at scale 2^f) by Newton's iteration (module documentation).
-pub fn reciprocal<O: RingOps + ?Sized>(ops: &mut O, s: &[u64], lo: f64, hi: f64) -> Result<Vec<u64>> {
-    let fp = ops.fixed();
-    let f = fp.frac_bits();
-    if !(lo > 0.0 && hi >= lo) {
-        return Err(MpcError::invalid("reciprocal", format!("range [{lo}, {hi}] is not positive")));
-    }
-    let y0 = 2.0 / (lo + hi);
-    let two = fp.encode(2.0);
-    // Step 1 with the public y₀: y₁ = y₀(2 − s·y₀).
-    let sy = ops.mul_public_fixed(s, y0)?;
-    let u = ops.sub(&ops.public(s.len(), two), &sy);
-    let mut y = ops.mul_public_fixed(&u, y0)?;
-    for _ in 1..newton_steps(lo, hi, f) {
-        let sy = ops.mul_fixed(s, &y)?;
-        let u = ops.sub(&ops.public(s.len(), two), &sy);
-        y = ops.mul_fixed(&y, &u)?;
-    }
-    Ok(y)
-}
-
 /// Probabilities (at scale 2^f) of each row of `cols` logits `z` (at scale 2^f), by the
 /// approximation `kind`. Rows are independent; all are computed in the same batches.
 pub fn softmax<O: RingOps + ?Sized>(ops: &mut O, z: &[u64], cols: usize, kind: Softmax) -> Result<Vec<u64>> {
-    check_rows(z, cols, "softmax")?;
+    let m = ops.row_max(z, cols)?;
+    softmax_from_max(ops, z, &m, cols, kind)
+}
+
+/// [`softmax`] from the row maxima `m` of `z`, computed by the caller (e.g. in one
+/// [`RingOps::row_max`] batch with other maxima it needs).
+pub fn softmax_from_max<O: RingOps + ?Sized>(
+    ops: &mut O,
+    z: &[u64],
+    m: &[u64],
+    cols: usize,
+    kind: Softmax,
+) -> Result<Vec<u64>> {
+    let rows = check_rows(z, cols, "softmax")?;
+    if m.len() != rows {
+        return Err(MpcError::invalid("softmax", format!("{} maxima for {rows} rows", m.len())));
+    }
     let fp = ops.fixed();
     let f = fp.frac_bits();
-    let m = ops.row_max(z, cols)?;
-    let d = ops.sub(z, &broadcast(&m, cols));
+    let d = ops.sub(z, &broadcast(m, cols));
     let (t, lo, hi) = match kind {
         Softmax::Exp => {
             // Working scale 2^w with w = ⌊(ℓ − 2)/2⌋ ≥ f: values in [0, 1] square without
@@ -218,14 +201,7 @@ mod tests {
     }
 
     #[test]
-    fn newton_reaches_the_precision() {
-        assert_eq!(newton_steps(1.0, 1.0, 12), 1);
-        let steps = newton_steps(1.0, 10.0, 12);
-        let mut e: f64 = 9.0 / 11.0;
-        for _ in 0..steps {
-            e *= e;
-        }
-        assert!(e <= 2f64.powi(-13) && steps == 6, "{steps} steps leave {e}");
+    fn names_parse() {
         assert!("exp".parse::<Softmax>() == Ok(Softmax::Exp) && "x".parse::<Softmax>().is_err());
     }
 }
