@@ -116,61 +116,102 @@ impl Start {
     }
 }
 
-/// The start of [`reciprocal`] on `[lo, hi]`.
-pub fn reciprocal_start(lo: f64, hi: f64) -> Result<Start> {
-    Start::new(lo, hi, PIECES_PER_OCTAVE, |s| 1.0 / s)
+/// The function a [`Newton`] iteration computes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Inverse {
+    /// `1/s`: `y ← y(2 − s·y)`, to a relative error below `2^−(f+1)`.
+    Reciprocal,
+    /// `1/√x`: `y ← y(3 − x·y²)/2`, to a relative error below `2^−f`. Outside the range the
+    /// start is that of the nearest piece; the iteration still converges for `x` up to three
+    /// times the last threshold (`x·y₀² < 3`).
+    InvSqrt,
 }
 
-/// Newton steps of [`reciprocal`] on `[lo, hi]` to a relative error below `2^−(f+1)`.
-pub fn reciprocal_steps(start: &Start, hi: f64, frac_bits: u32) -> u32 {
-    let target = (-(frac_bits as f64) - 1.0).exp2();
-    start.steps(hi, target, |s, y| y * (2.0 - s * y), |s, y| (1.0 - s * y).abs())
+impl Inverse {
+    fn value(self, x: f64) -> f64 {
+        match self {
+            Inverse::Reciprocal => 1.0 / x,
+            Inverse::InvSqrt => 1.0 / x.sqrt(),
+        }
+    }
+
+    fn step(self, x: f64, y: f64) -> f64 {
+        match self {
+            Inverse::Reciprocal => y * (2.0 - x * y),
+            Inverse::InvSqrt => y * (3.0 - x * y * y) / 2.0,
+        }
+    }
+
+    fn target(self, frac_bits: u32) -> f64 {
+        match self {
+            Inverse::Reciprocal => (-(frac_bits as f64) - 1.0).exp2(),
+            Inverse::InvSqrt => (-(frac_bits as f64)).exp2(),
+        }
+    }
 }
 
-/// `1/s` (at 2^f) for every `s ∈ [lo, hi]` (at 2^f): the start, then `y ← y(2 − s·y)`.
+/// One planned iteration: the start for a function on `[lo, hi]` and the steps it needs at
+/// `f` fractional bits (made once, applied to any number of batches).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Newton {
+    inverse: Inverse,
+    start: Start,
+    steps: u32,
+}
+
+impl Newton {
+    /// The plan for `inverse` on `[lo, hi]` at `frac_bits`; refuses a range that is not positive.
+    pub fn new(inverse: Inverse, lo: f64, hi: f64, frac_bits: u32) -> Result<Self> {
+        let start = Start::new(lo, hi, PIECES_PER_OCTAVE, |x| inverse.value(x))?;
+        let steps = start.steps(
+            hi,
+            inverse.target(frac_bits),
+            |x, y| inverse.step(x, y),
+            |x, y| (y / inverse.value(x) - 1.0).abs(),
+        );
+        Ok(Self { inverse, start, steps })
+    }
+
+    /// Newton steps after the start.
+    pub fn steps(&self) -> u32 {
+        self.steps
+    }
+
+    /// This party's share of the function of each shared `x` (at 2^f).
+    pub fn apply<O: RingOps + ?Sized>(&self, ops: &mut O, x: &[u64]) -> Result<Vec<u64>> {
+        let fp = ops.fixed();
+        let f = fp.frac_bits();
+        let mut y = self.start.shared(ops, x)?;
+        for _ in 0..self.steps {
+            y = match self.inverse {
+                Inverse::Reciprocal => {
+                    let sy = ops.mul_fixed(x, &y)?;
+                    let u = ops.sub(&ops.public(x.len(), fp.encode(2.0)), &sy);
+                    ops.mul_fixed(&y, &u)?
+                }
+                Inverse::InvSqrt => {
+                    // x·y first: y² alone would lose its bits at 2^f when y is small.
+                    let xy = ops.mul_fixed(x, &y)?;
+                    let xyy = ops.mul_fixed(&xy, &y)?;
+                    let u = ops.sub(&ops.public(x.len(), fp.encode(3.0)), &xyy);
+                    // floor(floor(a/2^f)/2) = floor(a/2^(f+1)): the halving in the same truncation.
+                    let yu = ops.mul(&y, &u)?;
+                    ops.truncate(&yu, f + 1)?
+                }
+            };
+        }
+        Ok(y)
+    }
+}
+
+/// `1/s` (at 2^f) for every `s ∈ [lo, hi]` (at 2^f) ([`Inverse::Reciprocal`]).
 pub fn reciprocal<O: RingOps + ?Sized>(ops: &mut O, s: &[u64], lo: f64, hi: f64) -> Result<Vec<u64>> {
-    let fp = ops.fixed();
-    let start = reciprocal_start(lo, hi)?;
-    let two = fp.encode(2.0);
-    let mut y = start.shared(ops, s)?;
-    for _ in 0..reciprocal_steps(&start, hi, fp.frac_bits()) {
-        let sy = ops.mul_fixed(s, &y)?;
-        let u = ops.sub(&ops.public(s.len(), two), &sy);
-        y = ops.mul_fixed(&y, &u)?;
-    }
-    Ok(y)
+    Newton::new(Inverse::Reciprocal, lo, hi, ops.fixed().frac_bits())?.apply(ops, s)
 }
 
-/// The start of [`inv_sqrt`] on `[lo, hi]`.
-pub fn inv_sqrt_start(lo: f64, hi: f64) -> Result<Start> {
-    Start::new(lo, hi, PIECES_PER_OCTAVE, |x| 1.0 / x.sqrt())
-}
-
-/// Newton steps of [`inv_sqrt`] on `[lo, hi]` to a relative error below `2^−f`.
-pub fn inv_sqrt_steps(start: &Start, hi: f64, frac_bits: u32) -> u32 {
-    let target = (-(frac_bits as f64)).exp2();
-    start.steps(hi, target, |x, y| y * (3.0 - x * y * y) / 2.0, |x, y| (y * x.sqrt() - 1.0).abs())
-}
-
-/// `1/√x` (at 2^f) for every `x ∈ [lo, hi]` (at 2^f): the start, then `y ← y(3 − x·y²)/2`.
-/// Outside the range the start is that of the nearest piece; the iteration still converges
-/// for `x` up to three times the last threshold (`x·y₀² < 3`).
+/// `1/√x` (at 2^f) for every `x ∈ [lo, hi]` (at 2^f) ([`Inverse::InvSqrt`]).
 pub fn inv_sqrt<O: RingOps + ?Sized>(ops: &mut O, x: &[u64], lo: f64, hi: f64) -> Result<Vec<u64>> {
-    let fp = ops.fixed();
-    let f = fp.frac_bits();
-    let start = inv_sqrt_start(lo, hi)?;
-    let three = fp.encode(3.0);
-    let mut y = start.shared(ops, x)?;
-    for _ in 0..inv_sqrt_steps(&start, hi, f) {
-        // x·y first: y² alone would lose its bits at 2^f when y is small.
-        let xy = ops.mul_fixed(x, &y)?;
-        let xyy = ops.mul_fixed(&xy, &y)?;
-        let u = ops.sub(&ops.public(x.len(), three), &xyy);
-        // floor(floor(a/2^f)/2) = floor(a/2^(f+1)): the halving in the same truncation.
-        let yu = ops.mul(&y, &u)?;
-        y = ops.truncate(&yu, f + 1)?;
-    }
-    Ok(y)
+    Newton::new(Inverse::InvSqrt, lo, hi, ops.fixed().frac_bits())?.apply(ops, x)
 }
 
 #[cfg(test)]
@@ -192,7 +233,7 @@ mod tests {
 
     #[test]
     fn the_start_is_the_step_function_and_its_pieces_cover_the_range() -> Result<()> {
-        let start = reciprocal_start(1.0, 10.0)?;
+        let start = Start::new(1.0, 10.0, PIECES_PER_OCTAVE, |s| 1.0 / s)?;
         assert_eq!(start.comparisons(), 14);
         assert!((start.at(0.5) - 2f64.powf(-0.125)).abs() < 1e-12);
         assert_eq!(start.at(1.0), start.at(1.18));
@@ -210,8 +251,9 @@ mod tests {
 
     #[test]
     fn few_steps_remain() -> Result<()> {
-        assert_eq!(reciprocal_steps(&reciprocal_start(1.0, 10.0)?, 10.0, 12), 2);
-        assert_eq!(inv_sqrt_steps(&inv_sqrt_start(1.0 / 256.0, 4096.0)?, 4096.0, 12), 2);
+        assert_eq!(Newton::new(Inverse::Reciprocal, 1.0, 10.0, 12)?.steps(), 2);
+        assert_eq!(Newton::new(Inverse::InvSqrt, 1.0 / 256.0, 4096.0, 12)?.steps(), 2);
+        assert!(Newton::new(Inverse::InvSqrt, 0.0, 1.0, 12).is_err());
         Ok(())
     }
 

@@ -54,7 +54,7 @@ use moat_nn::FixedPoint;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
-use super::newton::inv_sqrt;
+use super::newton::{Inverse, Newton};
 use super::softmax::{Softmax, softmax, softmax_from_max};
 use super::{RingOps, broadcast};
 use crate::error::{MpcError, Result};
@@ -559,6 +559,7 @@ fn run_siguard<O: RingOps + ?Sized>(ops: &mut O, z: &[u64], d: &Defender, config
     let mut c3 = ops.public(1, fp.encode(config.c3));
     let mut lr = ops.public(1, fp.encode(config.lr));
     let mut kept = zeros.clone();
+    let inv_sqrt = Newton::new(Inverse::InvSqrt, NORM_RANGE.0, NORM_RANGE.1, fp.frac_bits())?;
     for _ in 0..config.outer {
         let mut e = zeros.clone();
         for _ in 0..config.inner {
@@ -617,7 +618,7 @@ fn run_siguard<O: RingOps + ?Sized>(ops: &mut O, z: &[u64], d: &Defender, config
             let products = ops.mul_fixed(&[g.as_slice(), &broadcast(&lr, c)].concat(), &[g.as_slice(), &g].concat())?;
             let (squares, lr_g) = products.split_at(c);
             let n2 = ops.row_sum(squares, c);
-            let inv = inv_sqrt(ops, &n2, NORM_RANGE.0, NORM_RANGE.1)?;
+            let inv = inv_sqrt.apply(ops, &n2)?;
             let delta = ops.mul_fixed(lr_g, &broadcast(&inv, c))?;
             e = ops.sub(&e, &delta);
         }
