@@ -56,6 +56,17 @@ pub trait RingOps {
     /// `max(x, 0)` (signed), element-wise.
     fn relu(&mut self, x: &[u64]) -> Result<Vec<u64>>;
 
+    /// `floor(x / 2^shift)` for values the caller **knows** to lie in `[0, 2^(ℓ−1))` by
+    /// construction (a ReLU's output, a square of one): the same result as
+    /// [`Self::truncate`] there, cheaper between two parties
+    /// ([`protocols::truncate_nonnegative`]: 3 flights from `P0` with Ferret against 5, a
+    /// third of the bytes). Outside the precondition the two-party result is wrong by a
+    /// multiple of `2^(ℓ−shift)`, so the plaintext reference refuses a negative value. By
+    /// default [`Self::truncate`].
+    fn truncate_nonnegative(&mut self, x: &[u64], shift: u32) -> Result<Vec<u64>> {
+        self.truncate(x, shift)
+    }
+
     /// `1{x ≥ 0}` (signed) as ring integers 0 or 1 (not scaled), element-wise.
     fn sign(&mut self, x: &[u64]) -> Result<Vec<u64>>;
 
@@ -217,6 +228,16 @@ impl RingOps for PlainOps {
         Ok(x.iter().map(|v| if self.fixed.is_negative(*v) { 0 } else { self.fixed.reduce(*v) }).collect())
     }
 
+    fn truncate_nonnegative(&mut self, x: &[u64], shift: u32) -> Result<Vec<u64>> {
+        if x.iter().any(|v| self.fixed.is_negative(*v)) {
+            return Err(MpcError::invalid(
+                "truncate_nonnegative",
+                "a negative value (the caller's precondition is broken)",
+            ));
+        }
+        self.truncate(x, shift)
+    }
+
     fn sign(&mut self, x: &[u64]) -> Result<Vec<u64>> {
         Ok(x.iter().map(|v| u64::from(!self.fixed.is_negative(*v))).collect())
     }
@@ -284,6 +305,11 @@ impl RingOps for SessionOps<'_> {
         Ok(protocols::relu(self.session, self.ch, &x)?.into_values())
     }
 
+    fn truncate_nonnegative(&mut self, x: &[u64], shift: u32) -> Result<Vec<u64>> {
+        let x = self.share(x);
+        Ok(protocols::truncate_nonnegative(self.session, self.ch, &x, shift)?.into_values())
+    }
+
     fn sign(&mut self, x: &[u64]) -> Result<Vec<u64>> {
         let x = self.share(x);
         let bits = protocols::drelu(self.session, self.ch, &x)?;
@@ -341,9 +367,14 @@ pub(crate) mod tests {
             let sel = ops.select(&s, &sq, &r)?;
             let m = ops.row_max(x, 7)?;
             let h = ops.mul_public_fixed(x, -0.3)?;
-            Ok([sq, r, s, sel, m, h, ops.add_public(x, 5)].concat())
+            let t = ops.truncate_nonnegative(&r, 3)?;
+            Ok([sq, r, s, sel, m, h, ops.add_public(x, 5), t].concat())
         })?;
         assert_eq!(plain, real);
+        let relu_shifted = x.iter().map(|v| if fp.is_negative(*v) { 0 } else { v >> 3 });
+        assert_eq!(plain[plain.len() - 7..], relu_shifted.collect::<Vec<_>>()[..]);
+        // The plaintext reference refuses what the two-party protocol would get wrong.
+        assert!(PlainOps::new(fp).truncate_nonnegative(&x, 3).is_err());
         assert_eq!(plain[..7], x.iter().map(|v| fp.truncate(fp.mul(*v, *v))).collect::<Vec<_>>()[..]);
         assert_eq!(plain[14..21], [0, 0, 1, 1, 1, 1, 0]);
         assert_eq!(plain[28], fp.encode(100.125));

@@ -29,7 +29,8 @@
 //! only of its ordering).
 //!
 //! **Cost** for `R` rows of `C` classes: `⌈log₂ C⌉` ReLU batches for the maximum;
-//! exponential: one truncation and one ReLU batch of `RC`, 9 products + truncations of `RC`;
+//! exponential: one truncation and one ReLU batch of `RC`, 9 products + non-negative
+//! truncations of `RC`;
 //! ReLU variant: one ReLU batch of `RC`; reciprocal: one sign batch of `14R` (C = 10) and
 //! `2·steps` products + truncations of `R` (2 steps at f = 12); the final product +
 //! truncation of `RC`. No data-dependent control flow.
@@ -133,12 +134,14 @@ pub fn softmax_from_max<O: RingOps + ?Sized>(
             } else {
                 ops.truncate(&d, EXP_SQUARINGS - up)?
             };
+            // t ∈ [0, 2^w] (a ReLU's output with d ≤ 0), so t² ≤ 2^(2w) < 2^(ℓ−1) and its
+            // truncation is again in [0, 2^w]: every truncation here is of a non-negative value.
             let mut t = ops.relu(&ops.add_public(&scaled, 1 << w))?;
             for _ in 0..EXP_SQUARINGS {
                 let sq = ops.mul(&t, &t)?;
-                t = ops.truncate(&sq, w)?;
+                t = ops.truncate_nonnegative(&sq, w)?;
             }
-            (ops.truncate(&t, up)?, 1.0, cols as f64)
+            (ops.truncate_nonnegative(&t, up)?, 1.0, cols as f64)
         }
         Softmax::Relu => {
             let t = ops.relu(&ops.add_public(&d, fp.encode(RELU_SHIFT)))?;
