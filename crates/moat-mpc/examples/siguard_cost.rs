@@ -1,7 +1,8 @@
 //! Cost of SIGuard in the real two-party protocol (both parties in this process over the
-//! in-memory channel, IKNP), against the plain secure softmax of the same logits.
+//! in-memory channel, IKNP or Ferret), against the plain secure softmax of the same logits.
 //!
-//! `cargo run --release --example siguard_cost -- [CLASSES] [H1 H2]` (default 10, 128 64).
+//! `cargo run --release --example siguard_cost -- [ferret] [CLASSES] [H1 H2]` (default IKNP,
+//! 10, 128 64).
 //!
 //! Runs the secure softmax and SIGuard with (outer, inner) = (1, 1), (1, 9) and (3, 1), and
 //! separates the cost of one inner step, of one round's validator and of the fixed part
@@ -20,7 +21,12 @@ use moat_nn::FixedPoint;
 use rand::Rng;
 
 /// (bytes both directions, flights from P0, seconds) of one run of `config` (None: softmax).
-fn run(fp: FixedPoint, shape: DefenderShape, config: Option<SiGuardConfig>) -> Result<(u64, u64, f64), Box<dyn Error>> {
+fn run(
+    fp: FixedPoint,
+    shape: DefenderShape,
+    config: Option<SiGuardConfig>,
+    ferret: bool,
+) -> Result<(u64, u64, f64), Box<dyn Error>> {
     let mut rng = Seed::from_os()?.rng();
     let z: Vec<u64> = (0..shape.classes).map(|_| fp.encode(rng.random_range(-5.0..5.0))).collect();
     let [(r1, c1), (r2, c2), (r3, c3)] = shape.layers();
@@ -30,14 +36,14 @@ fn run(fp: FixedPoint, shape: DefenderShape, config: Option<SiGuardConfig>) -> R
     let (mut c0, mut c1) = memory::pair(Default::default());
     let client_rng = Seed::from_os()?.rng();
     let client = std::thread::spawn(move || -> moat_mpc::Result<Vec<u64>> {
-        let mut s = Session::setup_with_rng(&mut c1, Party::P1, fp, client_rng)?;
+        let mut s = setup(&mut c1, Party::P1, fp, client_rng, ferret)?;
         let ops = &mut SessionOps::new(&mut s, &mut c1);
         match config {
             Some(config) => SiGuard::client(moat_mpc::ring_ops::SiGuardSpec { shape, config })?.run(ops, z1.values()),
             None => softmax(ops, z1.values(), shape.classes, Softmax::Exp),
         }
     });
-    let mut s = Session::setup_with_rng(&mut c0, Party::P0, fp, Seed::from_os()?.rng())?;
+    let mut s = setup(&mut c0, Party::P0, fp, Seed::from_os()?.rng(), ferret)?;
     let before = c0.stats().total();
     let started = Instant::now();
     {
@@ -58,17 +64,36 @@ fn run(fp: FixedPoint, shape: DefenderShape, config: Option<SiGuardConfig>) -> R
     Ok((used.bytes_total(), used.rounds, seconds))
 }
 
+fn setup(
+    ch: &mut dyn Channel,
+    party: Party,
+    fp: FixedPoint,
+    rng: rand_chacha::ChaCha20Rng,
+    ferret: bool,
+) -> moat_mpc::Result<Session> {
+    if ferret {
+        Session::setup_silent_with_rng(ch, party, fp, rng)
+    } else {
+        Session::setup_with_rng(ch, party, fp, rng)
+    }
+}
+
 fn main() -> Result<(), Box<dyn Error>> {
-    let args: Vec<usize> = std::env::args().skip(1).map(|a| a.parse()).collect::<Result<_, _>>()?;
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let ferret = args.first().is_some_and(|a| a == "ferret");
+    if ferret {
+        args.remove(0);
+    }
+    let args: Vec<usize> = args.iter().map(|a| a.parse()).collect::<Result<_, _>>()?;
     let classes = args.first().copied().unwrap_or(10);
     let hidden = [args.get(1).copied().unwrap_or(128), args.get(2).copied().unwrap_or(64)];
     let fp = FixedPoint::default();
     let shape = DefenderShape { classes, hidden };
     let at = |outer, inner| Some(SiGuardConfig { outer, inner, ..Default::default() });
-    let soft = run(fp, shape, None)?;
-    let a = run(fp, shape, at(1, 1))?;
-    let b = run(fp, shape, at(1, 9))?;
-    let c = run(fp, shape, at(3, 1))?;
+    let soft = run(fp, shape, None, ferret)?;
+    let a = run(fp, shape, at(1, 1), ferret)?;
+    let b = run(fp, shape, at(1, 9), ferret)?;
+    let c = run(fp, shape, at(3, 1), ferret)?;
     let diff = |x: (u64, u64, f64), y: (u64, u64, f64)| {
         (x.0.saturating_sub(y.0) as f64, x.1.saturating_sub(y.1) as f64, (x.2 - y.2).max(0.0))
     };
@@ -85,11 +110,12 @@ fn main() -> Result<(), Box<dyn Error>> {
         fixed.2 + outer * validator.2 + steps * step.2,
     );
     println!(
-        "defender {classes} → {} → {} → 1, ring ℓ = {}, f = {}, IKNP, in-memory channel",
+        "defender {classes} → {} → {} → 1, ring ℓ = {}, f = {}, {}, in-memory channel",
         hidden[0],
         hidden[1],
         fp.ring_bits(),
-        fp.frac_bits()
+        fp.frac_bits(),
+        if ferret { "Ferret" } else { "IKNP" }
     );
     println!("| part | MB | flights (P0) | seconds |\n|---|---|---|---|");
     let row = |name: &str, v: (f64, f64, f64)| println!("| {name} | {:.2} | {:.0} | {:.3} |", v.0 / 1e6, v.1, v.2);

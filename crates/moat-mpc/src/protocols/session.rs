@@ -165,9 +165,16 @@ impl Session {
 
     /// The same session with other protocol parameters.
     pub fn with_config(mut self, config: Config) -> Result<Self> {
+        self.set_config(config)?;
+        Ok(self)
+    }
+
+    /// Changes the protocol parameters from the next protocol call on (both parties at the
+    /// same point, as for every call).
+    pub fn set_config(&mut self, config: Config) -> Result<()> {
         config.validate()?;
         self.config = config;
-        Ok(self)
+        Ok(())
     }
 
     /// This party.

@@ -82,6 +82,18 @@ pub trait RingOps {
         Ok(())
     }
 
+    /// From `true` until `false`: the computation that follows is bound by its sequential
+    /// rounds rather than its bytes, so the two-party implementation switches its protocols
+    /// to their fewest-rounds parameters (the widest millionaires' leaves,
+    /// [`protocols::MAX_CHUNK_BITS`]: one combining-tree level, a flight, less in every
+    /// comparison and truncation at ℓ = 37 when the session's leaves are narrower) and back.
+    /// Both parties call it at the same points. Results do not change (the protocols are
+    /// exact for every width). No-op by default.
+    fn fewest_rounds(&mut self, on: bool) -> Result<()> {
+        let _ = on;
+        Ok(())
+    }
+
     /// `W·x` (ring products summed, no truncation) for the server's private `rows × x.len()`
     /// matrix `W` (row-major; `None` on the client) and shared `x`. By default the
     /// element-wise [`Self::mul_private`] of `x` tiled `rows` times, summed per row.
@@ -260,6 +272,8 @@ fn same_len(x: &[u64], y: &[u64], context: &'static str) -> Result<()> {
 pub struct SessionOps<'a> {
     session: &'a mut Session,
     ch: &'a mut dyn Channel,
+    /// The session's parameters while [`RingOps::fewest_rounds`] is on.
+    saved: Option<protocols::Config>,
 }
 
 impl std::fmt::Debug for SessionOps<'_> {
@@ -271,7 +285,7 @@ impl std::fmt::Debug for SessionOps<'_> {
 impl<'a> SessionOps<'a> {
     /// This party's operations over `session` and `ch`.
     pub fn new(session: &'a mut Session, ch: &'a mut dyn Channel) -> Self {
-        Self { session, ch }
+        Self { session, ch, saved: None }
     }
 
     fn share(&self, x: &[u64]) -> AShare {
@@ -326,6 +340,22 @@ impl RingOps for SessionOps<'_> {
 
     fn reserve_products(&mut self, n: usize) -> Result<()> {
         protocols::beaver::preprocess_triples(self.session, self.ch, n)
+    }
+
+    fn fewest_rounds(&mut self, on: bool) -> Result<()> {
+        match (on, self.saved) {
+            (true, None) => {
+                let config = self.session.config();
+                self.session.set_config(protocols::Config { chunk_bits: protocols::MAX_CHUNK_BITS, ..config })?;
+                self.saved = Some(config);
+            }
+            (false, Some(config)) => {
+                self.session.set_config(config)?;
+                self.saved = None;
+            }
+            _ => {}
+        }
+        Ok(())
     }
 }
 

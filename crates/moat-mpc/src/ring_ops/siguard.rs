@@ -542,7 +542,11 @@ pub fn siguard<O: RingOps + ?Sized>(ops: &mut O, z: &[u64], d: &Defender, config
     // Validates `config`; both checks come before any traffic.
     let products = siguard_products(ops.fixed(), d.shape, config)?;
     ops.reserve_products(products)?;
-    run_siguard(ops, z, d, config)
+    // ≈ 180 sequential flights per inner step, a few MB: rounds, not bytes, are its cost.
+    ops.fewest_rounds(true)?;
+    let out = run_siguard(ops, z, d, config);
+    ops.fewest_rounds(false)?;
+    out
 }
 
 /// [`siguard`] without the triple batch, on inputs its callers have checked (`config` valid,
