@@ -410,4 +410,38 @@ pub(crate) mod tests {
         assert_eq!(plain[28], fp.encode(100.125));
         Ok(())
     }
+
+    #[test]
+    fn fewest_rounds_widens_the_leaves_for_its_duration_and_changes_no_result() -> Result<()> {
+        let fp = FixedPoint::default();
+        let x: Vec<u64> = [-3.5, 0.0, 2.25, -0.001, 700.0].iter().map(|v| fp.encode(*v)).collect();
+        let (x0, x1) = share(fp, &x, &mut ChaCha20Rng::seed_from_u64(9));
+        // Each party: (sign and truncation at the session's 4-bit leaves, the same at the
+        // widest, leaves before, during and after).
+        fn party(s: &mut Session, ch: &mut dyn Channel, x: &[u64]) -> Result<(Vec<u64>, Vec<u64>, [u32; 3])> {
+            let mut ops = SessionOps::new(s, ch);
+            let before = ops.session.config().chunk_bits;
+            let narrow = [ops.sign(x)?, ops.truncate(x, 7)?].concat();
+            ops.fewest_rounds(true)?;
+            ops.fewest_rounds(true)?;
+            let during = ops.session.config().chunk_bits;
+            let wide = [ops.sign(x)?, ops.truncate(x, 7)?].concat();
+            ops.fewest_rounds(false)?;
+            Ok((narrow, wide, [before, during, ops.session.config().chunk_bits]))
+        }
+        let (mut c0, mut c1) = memory::pair(Default::default());
+        let client = std::thread::spawn(move || -> Result<_> {
+            let mut s = Session::setup(&mut c1, Party::P1, fp, 2)?.with_config(protocols::Config::silent())?;
+            party(&mut s, &mut c1, x1.values())
+        });
+        let mut s = Session::setup(&mut c0, Party::P0, fp, 1)?.with_config(protocols::Config::silent())?;
+        let (n0, w0, leaves) = party(&mut s, &mut c0, x0.values())?;
+        let (n1, w1, _) = client.join().map_err(|_| MpcError::invalid("test", "client panicked"))??;
+        assert_eq!(leaves, [4, protocols::MAX_CHUNK_BITS, 4]);
+        let open = |a: Vec<u64>, b: Vec<u64>| reconstruct(&AShare::from_wrapping(fp, a), &AShare::from_wrapping(fp, b));
+        let (narrow, wide) = (open(n0, n1)?, open(w0, w1)?);
+        let plain = [PlainOps::new(fp).sign(&x)?, PlainOps::new(fp).truncate(&x, 7)?].concat();
+        assert_eq!((&narrow, &wide), (&plain, &plain));
+        Ok(())
+    }
 }
