@@ -1,8 +1,8 @@
 //! Cost of SIGuard in the real two-party protocol (both parties in this process over the
 //! in-memory channel, IKNP or Ferret), against the plain secure softmax of the same logits.
 //!
-//! `cargo run --release --example siguard_cost -- [ferret] [CLASSES] [H1 H2]` (default IKNP,
-//! 10, 128 64).
+//! `cargo run --release --example siguard_cost -- [ferret] [spline] [CLASSES] [H1 H2]`
+//! (default IKNP, CrypTen's softmax, 10, 128 64).
 //!
 //! Runs the secure softmax and SIGuard with (outer, inner) = (1, 1), (1, 9) and (3, 1), and
 //! separates the cost of one inner step, of one round's validator and of the fixed part
@@ -26,6 +26,7 @@ fn run(
     shape: DefenderShape,
     config: Option<SiGuardConfig>,
     ferret: bool,
+    kind: Softmax,
 ) -> Result<(u64, u64, f64), Box<dyn Error>> {
     let mut rng = Seed::from_os()?.rng();
     let z: Vec<u64> = (0..shape.classes).map(|_| fp.encode(rng.random_range(-5.0..5.0))).collect();
@@ -40,7 +41,7 @@ fn run(
         let ops = &mut SessionOps::new(&mut s, &mut c1);
         match config {
             Some(config) => SiGuard::client(moat_mpc::ring_ops::SiGuardSpec { shape, config })?.run(ops, z1.values()),
-            None => softmax(ops, z1.values(), shape.classes, Softmax::Exp),
+            None => softmax(ops, z1.values(), shape.classes, kind),
         }
     });
     let mut s = setup(&mut c0, Party::P0, fp, Seed::from_os()?.rng(), ferret)?;
@@ -54,7 +55,7 @@ fn run(
                 SiGuard::new(defender, config, shape.classes)?.run(ops, z0.values())?;
             }
             None => {
-                softmax(ops, z0.values(), shape.classes, Softmax::Exp)?;
+                softmax(ops, z0.values(), shape.classes, kind)?;
             }
         }
     }
@@ -80,20 +81,25 @@ fn setup(
 
 fn main() -> Result<(), Box<dyn Error>> {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
-    let ferret = args.first().is_some_and(|a| a == "ferret");
-    if ferret {
-        args.remove(0);
-    }
+    let mut flag = |name: &str| match args.iter().position(|a| a == name) {
+        Some(i) => {
+            args.remove(i);
+            true
+        }
+        None => false,
+    };
+    let ferret = flag("ferret");
+    let kind = if flag("spline") { Softmax::Spline } else { Softmax::Exp };
     let args: Vec<usize> = args.iter().map(|a| a.parse()).collect::<Result<_, _>>()?;
     let classes = args.first().copied().unwrap_or(10);
     let hidden = [args.get(1).copied().unwrap_or(128), args.get(2).copied().unwrap_or(64)];
     let fp = FixedPoint::default();
     let shape = DefenderShape { classes, hidden };
-    let at = |outer, inner| Some(SiGuardConfig { outer, inner, ..Default::default() });
-    let soft = run(fp, shape, None, ferret)?;
-    let a = run(fp, shape, at(1, 1), ferret)?;
-    let b = run(fp, shape, at(1, 9), ferret)?;
-    let c = run(fp, shape, at(3, 1), ferret)?;
+    let at = |outer, inner| Some(SiGuardConfig { outer, inner, softmax: kind, ..Default::default() });
+    let soft = run(fp, shape, None, ferret, kind)?;
+    let a = run(fp, shape, at(1, 1), ferret, kind)?;
+    let b = run(fp, shape, at(1, 9), ferret, kind)?;
+    let c = run(fp, shape, at(3, 1), ferret, kind)?;
     let diff = |x: (u64, u64, f64), y: (u64, u64, f64)| {
         (x.0.saturating_sub(y.0) as f64, x.1.saturating_sub(y.1) as f64, (x.2 - y.2).max(0.0))
     };
@@ -110,7 +116,7 @@ fn main() -> Result<(), Box<dyn Error>> {
         fixed.2 + outer * validator.2 + steps * step.2,
     );
     println!(
-        "defender {classes} → {} → {} → 1, ring ℓ = {}, f = {}, {}, in-memory channel",
+        "defender {classes} → {} → {} → 1, ring ℓ = {}, f = {}, {}, softmax {kind}, in-memory channel",
         hidden[0],
         hidden[1],
         fp.ring_bits(),

@@ -1,8 +1,8 @@
 //! Secure softmax over [`RingOps`]: the probabilities a client may be shown instead of the
 //! logits, computed on shared logits.
 //!
-//! Two approximations (the ones SIGuard's paper studies that are cheap in two-party
-//! computation), both starting from the row maximum `m` (a tree of ReLUs) so that every
+//! Three approximations (the ones SIGuard's paper studies that are cheap in two-party
+//! computation), all starting from the row maximum `m` (a tree of ReLUs) so that every
 //! exponent is `d = z − m ≤ 0`:
 //!
 //! * [`Softmax::Exp`] (CrypTen): `exp(d) ≈ (1 + d/2^9)^(2^9)` — `d/2^9` by an exact
@@ -13,6 +13,13 @@
 //!   the step is 1/256. Squares of values in `[0, 1]` at `2^w` stay below `2^(ℓ−2)`. The
 //!   result is truncated to `2^f`. The row maximum maps to exactly 1, so the row sum
 //!   `s ∈ [1, C]`.
+//! * [`Softmax::Spline`] (piecewise-linear): `exp(d) = 1 + y(d)` for `d ≤ 0`, with the
+//!   32-knot linear spline of `e^−a − 1` ([`moat_nn::approx::EXP_NEG`]) in `a = −d`: one ReLU
+//!   batch of `ReLU(a − t_k)` for the 32 knots, a local weighted sum and one signed truncation
+//!   — two protocol calls where the CrypTen variant needs a truncation, a ReLU and nine
+//!   sequential products and truncations. The spline reaches `−1` exactly at its last knot
+//!   (7.5625), so `exp(d) = 0` below it (`e^−7.5625 = 5.2·10⁻⁴`), and `exp(0) = 1` exactly:
+//!   `s ∈ [1, C]`. Error of `1 + y` against `e^d`: 6.8·10⁻⁴ at most.
 //! * [`Softmax::Relu`] (ReLU-normalised `x⁺/Σx⁺`): `t = ReLU(d + T)` with the public shift
 //!   `T =` [`RELU_SHIFT`], so that the row maximum maps to `T` and `s ∈ [T, C·T]` (on raw
 //!   logits `Σx⁺` may be 0 or unbounded, and no division protocol can take that range).
@@ -55,14 +62,17 @@ pub enum Softmax {
     Exp,
     /// `ReLU(d + T) / Σ ReLU(d + T)` after max-subtraction, Newton reciprocal.
     Relu,
+    /// `exp(d)` by a 32-knot linear spline after max-subtraction, Newton reciprocal.
+    Spline,
 }
 
 impl std::fmt::Display for Softmax {
-    /// `exp` or `relu` (what [`std::str::FromStr`] reads).
+    /// `exp`, `relu` or `spline` (what [`std::str::FromStr`] reads).
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Softmax::Exp => "exp",
             Softmax::Relu => "relu",
+            Softmax::Spline => "spline",
         })
     }
 }
@@ -74,14 +84,15 @@ impl std::str::FromStr for Softmax {
         match s {
             "exp" => Ok(Softmax::Exp),
             "relu" => Ok(Softmax::Relu),
-            other => Err(format!("unknown softmax '{other}' (exp, relu)")),
+            "spline" => Ok(Softmax::Spline),
+            other => Err(format!("unknown softmax '{other}' (exp, relu, spline)")),
         }
     }
 }
 
 impl Softmax {
-    /// Both variants.
-    pub const ALL: [Softmax; 2] = [Softmax::Exp, Softmax::Relu];
+    /// Every variant.
+    pub const ALL: [Softmax; 3] = [Softmax::Exp, Softmax::Relu, Softmax::Spline];
 
     /// The float function this variant computes (for error measurements): row-wise on
     /// `cols` values per row.
@@ -90,7 +101,7 @@ impl Softmax {
         for row in z.chunks(cols.max(1)) {
             let m = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
             let t: Vec<f64> = match self {
-                Softmax::Exp => row.iter().map(|v| (v - m).exp()).collect(),
+                Softmax::Exp | Softmax::Spline => row.iter().map(|v| (v - m).exp()).collect(),
                 Softmax::Relu => row.iter().map(|v| (v - m + RELU_SHIFT).max(0.0)).collect(),
             };
             let s: f64 = t.iter().sum();
@@ -147,10 +158,28 @@ pub fn softmax_from_max<O: RingOps + ?Sized>(
             let t = ops.relu(&ops.add_public(&d, fp.encode(RELU_SHIFT)))?;
             (t, RELU_SHIFT, RELU_SHIFT * cols as f64)
         }
+        Softmax::Spline => (spline_exp(ops, &d)?, 1.0, cols as f64),
     };
     let s = ops.row_sum(&t, cols);
     let r = reciprocal(ops, &s, lo, hi)?;
     ops.mul_fixed(&t, &broadcast(&r, cols))
+}
+
+/// `1 + y(d)` (≈ `e^d`) for `d ≤ 0` at 2^f: the ring spline of [`moat_nn::approx::EXP_NEG`]
+/// (its negative form, with `ReLU(d) = 0`) in `a = −d`.
+fn spline_exp<O: RingOps + ?Sized>(ops: &mut O, d: &[u64]) -> Result<Vec<u64>> {
+    let fp = ops.fixed();
+    let spline = moat_nn::approx::EXP_NEG.quantize(fp);
+    let a = ops.scale(d, fp.neg(1));
+    let k = spline.knots.len();
+    // ReLU(a − t) for every knot t: the public knots enter the party that holds public values.
+    let knots: Vec<u64> = spline.knots.iter().map(|t| if ops.holds_public() { fp.neg(*t) } else { 0 }).collect();
+    let shifted: Vec<u64> = a.iter().flat_map(|v| knots.iter().map(move |t| fp.add(*v, *t))).collect();
+    let relus = ops.relu(&shifted)?;
+    let sums: Vec<u64> =
+        a.iter().zip(relus.chunks(k.max(1))).map(|(a, r)| spline.magnitude(fp, *a, r.iter().copied())).collect();
+    let g = ops.truncate(&ops.add_public(&sums, spline.offset), spline.shift)?;
+    Ok(ops.add_public(&g, fp.encode(1.0)))
 }
 
 #[cfg(test)]
@@ -172,7 +201,7 @@ mod tests {
     #[test]
     fn plaintext_softmax_is_close_to_float_softmax() -> Result<()> {
         let fp = FixedPoint::default();
-        for (kind, bound) in [(Softmax::Exp, 0.005), (Softmax::Relu, 0.002)] {
+        for (kind, bound) in [(Softmax::Exp, 0.005), (Softmax::Relu, 0.002), (Softmax::Spline, 0.002)] {
             for spread in [1.0, 8.0, 40.0] {
                 let (z, enc) = logits(fp, 50, 10, spread, 3);
                 let p = softmax(&mut PlainOps::new(fp), &enc, 10, kind)?;
@@ -197,6 +226,7 @@ mod tests {
             let (plain, real) = match kind {
                 Softmax::Exp => both(fp, &enc, |ops, z| softmax(ops, z, 10, Softmax::Exp))?,
                 Softmax::Relu => both(fp, &enc, |ops, z| softmax(ops, z, 10, Softmax::Relu))?,
+                Softmax::Spline => both(fp, &enc, |ops, z| softmax(ops, z, 10, Softmax::Spline))?,
             };
             assert_eq!(plain, real, "{kind}");
         }
@@ -206,5 +236,8 @@ mod tests {
     #[test]
     fn names_parse() {
         assert!("exp".parse::<Softmax>() == Ok(Softmax::Exp) && "x".parse::<Softmax>().is_err());
+        for kind in Softmax::ALL {
+            assert_eq!(kind.to_string().parse::<Softmax>(), Ok(kind));
+        }
     }
 }

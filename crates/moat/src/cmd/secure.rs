@@ -106,8 +106,9 @@ pub struct ServerArgs {
     #[arg(long)]
     pub no_pool_first: bool,
     /// The secure softmax behind a client's request for probabilities (`exp`: CrypTen's
-    /// `(1 + d/2^9)^(2^9)`; `relu`: `ReLU(d + 4)/Σ`; see `moat_mpc::ring_ops::softmax`),
-    /// announced in the hello.
+    /// `(1 + d/2^9)^(2^9)`; `spline`: `e^d` by a 32-knot linear spline, fewer flights;
+    /// `relu`: `ReLU(d + 4)/Σ`; see `moat_mpc::ring_ops::softmax`), announced in the hello;
+    /// SIGuard (`--defender`) computes with it too.
     #[arg(long, default_value = "exp")]
     pub softmax: moat_mpc::ring_ops::Softmax,
     /// Guard every session's probabilities by SIGuard with this trained defender (`moat
@@ -298,7 +299,13 @@ fn siguard_factory(args: &ServerArgs, model: &ServerModel) -> anyhow::Result<Opt
     let [outer, inner] = args.siguard_steps[..] else {
         bail!("--siguard-steps takes OUTER,INNER, got {:?}", args.siguard_steps);
     };
-    let config = SiGuardConfig { outer, inner, g1_only: args.siguard_g1_only, ..SiGuardConfig::default() };
+    let config = SiGuardConfig {
+        outer,
+        inner,
+        g1_only: args.siguard_g1_only,
+        softmax: args.softmax,
+        ..SiGuardConfig::default()
+    };
     let quantized = model.model();
     let classes = moat_nn::tensor::numel(quantized.graph().output_shape());
     let guard = SiGuard::new(file.weights().to_defender(quantized.fixed())?, config, classes)
@@ -506,6 +513,9 @@ pub struct BenchArgs {
     /// SIGuard's rounds and steps per round for `--guard siguard` (the paper: 6,49).
     #[arg(long, value_delimiter = ',', default_value = "6,49")]
     pub siguard_steps: Vec<u32>,
+    /// The server's secure softmax (`moat secure server --softmax`), SIGuard's too.
+    #[arg(long, default_value = "exp")]
+    pub softmax: moat_mpc::ring_ops::Softmax,
 }
 
 impl BenchArgs {
@@ -662,6 +672,8 @@ pub struct GuardCost {
     pub steps: [u32; 2],
     /// The defender used (`stand-in`: trained on random vectors).
     pub defender: String,
+    /// SIGuard's secure softmax (`exp`, `spline`, `relu`).
+    pub softmax: String,
     /// Mean wall seconds per guarded query.
     pub seconds_per_query: f64,
     /// Mean bytes (both directions) per guarded query.
@@ -710,6 +722,8 @@ pub fn bench(mut args: BenchArgs) -> anyhow::Result<()> {
                 path.display().to_string(),
                 "--siguard-steps".into(),
                 format!("{outer},{inner}"),
+                "--softmax".into(),
+                args.softmax.to_string(),
             ]
         }
     };
@@ -888,6 +902,7 @@ fn bench_client(
         GuardCost {
             steps: [args.siguard_steps.first().copied().unwrap_or(0), args.siguard_steps.get(1).copied().unwrap_or(0)],
             defender: args.defender.as_ref().map_or_else(|| "stand-in".into(), |p| p.display().to_string()),
+            softmax: args.softmax.to_string(),
             seconds_per_query: secs / q,
             bytes_per_query: bytes,
             rounds_per_query: c.rounds as f64 / q,
@@ -969,10 +984,11 @@ fn print_bench(r: &BenchReport) {
     }
     if let Some(g) = &r.siguard {
         println!(
-            "with SIGuard ({} × {} steps, defender {}): {:.3} s and {:.2} MiB, {:.0} flights per query revealing probabilities, against {:.0} flights unguarded → +{:.1} % time, +{:.1} % bytes (target: ≤ 33 % time)",
+            "with SIGuard ({} × {} steps, defender {}, softmax {}): {:.3} s and {:.2} MiB, {:.0} flights per query revealing probabilities, against {:.0} flights unguarded → +{:.1} % time, +{:.1} % bytes (target: ≤ 33 % time)",
             g.steps[0],
             g.steps[1],
             g.defender,
+            g.softmax,
             g.seconds_per_query,
             g.bytes_per_query / (1024.0 * 1024.0),
             g.rounds_per_query,
