@@ -21,12 +21,13 @@
 //! remain; their number is found by running the iteration in floating point over the range
 //! ([`Start::steps`]), with the fixed-point rounding left to the tests.
 //!
-//! **Learns:** nothing — sign tests, products and truncations on shares.
-//! **Cost** for `n` values: one sign batch of `n·k` values, then per step the products and
-//! truncations of `n` values below. [`reciprocal`] over `[1, 10]` at `f = 12` (`m = 4`,
-//! `k = 14`): 2 steps, 29 flights with Ferret (was 6 steps from `2/(lo + hi)`, 70).
-//! [`inv_sqrt`] over `[2^−8, 2^12]` (`m = 4`, `k = 80`): 2 steps, 41 flights (was 460). (Flights from `P0`, with
-//! the products' triples made ahead, as SIGuard makes them.)
+//! **Learns:** nothing beyond its share of the result — sign tests, products and truncations
+//! on shares. **Cost** for `n` values: one sign batch of `n·k` values, then per step the
+//! products and truncations of `n` values of [`Inverse`]'s step. Flights from `P0` with the
+//! products' triples made ahead (as SIGuard makes them): [`reciprocal`] over `[1, 10]` at
+//! `f = 12` (`m = 4`, `k = 14`) takes 2 steps, 29 flights (6 steps from `2/(lo + hi)`: 70);
+//! [`inv_sqrt`] over `[2^−8, 2^12]` (`m = 4`, `k = 80`) 2 steps, 41 flights (20 steps from
+//! `1/√hi`: 460).
 
 use super::RingOps;
 use crate::error::{MpcError, Result};

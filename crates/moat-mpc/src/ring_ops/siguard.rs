@@ -10,8 +10,9 @@
 //! random OT per column and bit) and [`RingOps::mul_private`] (element-wise).
 //!
 //! **Computation** (fixed counts, no data-dependent control flow):
-//! * `p = softmax(z)` ([`SiGuardConfig::softmax`], CrypTen's [`Softmax::Exp`] by default); `h₀ = h(p)`, `h` the MLP `C → H₁ → ReLU → H₂ → ReLU
-//!   → 1` (output: a membership logit); `ℓ̂ = onehot(argmax z)` by `sign(z − max z)`.
+//! * `p = softmax(z)` ([`SiGuardConfig::softmax`], CrypTen's [`Softmax::Exp`] by default);
+//!   `h₀ = h(p)`, `h` the MLP `C → H₁ → ReLU → H₂ → ReLU → 1` (output: a membership logit);
+//!   `ℓ̂ = onehot(argmax z)` by `sign(z − max z)`.
 //! * `outer` rounds, each from `e = 0`, of `inner` steps: `y = z + e`, `p* = softmax(y)`;
 //!   `g₁ = sign(h(p*))·J(p*)ᵀ ∇ₚh(p*)` (back-propagation through h's three layers with the
 //!   ReLU masks of the forward pass, and the softmax Jacobian `J = diag(p) − ppᵀ`);
@@ -37,9 +38,10 @@
 //! tree also finds the runner-up `max_{j≠ℓ} y_j`; g₂'s and g₃'s sign tests ride in the sign
 //! batch of the defender's first layer; the hinge, `c₃·sign(p* − p)` and the backward pass's
 //! ReLU mask are one batch of products; `J(p*)ᵀ` is applied to g₁'s and g₃'s vectors at once
-//! (`c₃` enters before it); `g ⊙ g` and `lr·g` are one batch. 192 flights from `P0` per inner
-//! step (`examples/siguard_cost.rs`, IKNP; was 649 before these batches and the inverse
-//! square root's comparison start).
+//! (`c₃` enters before it); `g ⊙ g` and `lr·g` are one batch. And it runs its protocols at
+//! their fewest rounds ([`RingOps::fewest_rounds`]). Flights from `P0` per inner step
+//! (`examples/siguard_cost.rs`): 180 with the CrypTen softmax, 149 with the spline, IKNP or
+//! Ferret (649 before these batches and the inverse square root's comparison start).
 //!
 //! **Learns:** nothing beyond the opened result — every step is a [`RingOps`] primitive on
 //! shares. **Cost:** per inner step one secure softmax, a forward and backward pass of `h`
@@ -332,8 +334,8 @@ pub struct SiGuardConfig {
     /// Apply only `g₁` (the public prototype's behaviour) instead of the full objective.
     pub g1_only: bool,
     /// The secure softmax of `p`, every `p*` and the result ([`Softmax::Exp`], CrypTen's, by
-    /// default; [`Softmax::Spline`] takes 36 fewer flights per inner step). Absent from
-    /// older announcements: the default.
+    /// default; [`Softmax::Spline`], more exact, takes 149 flights per inner step instead of
+    /// 180). Absent from older announcements: the default.
     #[serde(default)]
     pub softmax: Softmax,
 }
@@ -448,8 +450,7 @@ fn dense_transposed<O: RingOps + ?Sized>(ops: &mut O, d: &Defender, i: usize, u:
     ops.truncate(&sums, ops.fixed().frac_bits())
 }
 
-/// The defender's forward pass on `p`, with the sign tests of `extra` in the batch of
-/// layer 1's ReLU mask (tests the caller needs at that point, for the flights they save).
+/// What [`forward`] returns.
 struct Forward {
     /// `h(p)`.
     h: Vec<u64>,
@@ -460,6 +461,8 @@ struct Forward {
     extra: Vec<u64>,
 }
 
+/// The defender's forward pass on `p`, with the sign tests of `extra` in the batch of
+/// layer 1's ReLU mask (tests the caller needs at that point, for the flights they save).
 fn forward<O: RingOps + ?Sized>(ops: &mut O, d: &Defender, p: &[u64], extra: &[u64]) -> Result<Forward> {
     let a1 = dense(ops, d, 0, p)?;
     let mut signs = ops.sign(&[a1.as_slice(), extra].concat())?;
