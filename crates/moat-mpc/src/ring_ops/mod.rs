@@ -121,6 +121,15 @@ pub trait RingOps {
         if self.holds_public() { x.iter().map(|a| fp.add(*a, c)).collect() } else { x.to_vec() }
     }
 
+    /// `x_i − c_j` for every value `x_i` and public ring element `c_j`, value-major
+    /// (`x.len() · c.len()` values; local): one batch of comparisons of each value with
+    /// public thresholds.
+    fn sub_public_each(&self, x: &[u64], c: &[u64]) -> Vec<u64> {
+        let fp = self.fixed();
+        let public = self.holds_public();
+        x.iter().flat_map(|v| c.iter().map(move |t| if public { fp.sub(*v, *t) } else { *v })).collect()
+    }
+
     /// `n` copies of the public ring element `c`, as this party holds them (local).
     fn public(&self, n: usize, c: u64) -> Vec<u64> {
         vec![if self.holds_public() { self.fixed().reduce(c) } else { 0 }; n]

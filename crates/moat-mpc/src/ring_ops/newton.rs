@@ -40,6 +40,7 @@ pub const PIECES_PER_OCTAVE: u32 = 4;
 #[derive(Clone, Debug, PartialEq)]
 pub struct Start {
     lo: f64,
+    hi: f64,
     per_octave: u32,
     /// `tⱼ`, `j = 1..=k`.
     thresholds: Vec<f64>,
@@ -59,7 +60,7 @@ impl Start {
         let at = |j: f64| lo * (j / m).exp2();
         let thresholds = (1..=k).map(|j| at(j as f64)).collect();
         let values = (0..=k).map(|i| f(at(i as f64 + 0.5))).collect();
-        Ok(Self { lo, per_octave, thresholds, values })
+        Ok(Self { lo, hi, per_octave, thresholds, values })
     }
 
     /// The number of comparisons per value.
@@ -74,7 +75,8 @@ impl Start {
 
     /// Newton steps from this start until `error(x, y) ≤ target` for every `x` of `[lo, hi]`
     /// (a geometric grid of 64 points per piece and both ends of each piece), in floating point.
-    pub fn steps(&self, hi: f64, target: f64, step: impl Fn(f64, f64) -> f64, error: impl Fn(f64, f64) -> f64) -> u32 {
+    pub fn steps(&self, target: f64, step: impl Fn(f64, f64) -> f64, error: impl Fn(f64, f64) -> f64) -> u32 {
+        let hi = self.hi;
         let ratio = (1.0 / (64.0 * f64::from(self.per_octave))).exp2();
         let mut xs: Vec<f64> =
             std::iter::successors(Some(self.lo), |x| Some(x * ratio)).take_while(|x| *x <= hi).collect();
@@ -101,13 +103,9 @@ impl Start {
         if k == 0 {
             return Ok(ops.public(x.len(), encoded[0]));
         }
-        // The public thresholds enter the party that holds public constants only.
-        let public = ops.holds_public();
-        let negated: Vec<u64> =
-            self.thresholds.iter().map(|t| if public { fp.neg(fp.encode(*t)) } else { 0 }).collect();
+        let thresholds: Vec<u64> = self.thresholds.iter().map(|t| fp.encode(*t)).collect();
         let differences: Vec<u64> = encoded.windows(2).map(|w| fp.sub(w[1], w[0])).collect();
-        let tests: Vec<u64> = x.iter().flat_map(|v| negated.iter().map(move |t| fp.add(*v, *t))).collect();
-        let bits = ops.sign(&tests)?;
+        let bits = ops.sign(&ops.sub_public_each(x, &thresholds))?;
         let base = ops.public(x.len(), encoded[0]);
         Ok(bits
             .chunks(k)
@@ -165,7 +163,6 @@ impl Newton {
     pub fn new(inverse: Inverse, lo: f64, hi: f64, frac_bits: u32) -> Result<Self> {
         let start = Start::new(lo, hi, PIECES_PER_OCTAVE, |x| inverse.value(x))?;
         let steps = start.steps(
-            hi,
             inverse.target(frac_bits),
             |x, y| inverse.step(x, y),
             |x, y| (y / inverse.value(x) - 1.0).abs(),

@@ -174,10 +174,7 @@ fn spline_exp<O: RingOps + ?Sized>(ops: &mut O, d: &[u64]) -> Result<Vec<u64>> {
     let spline = moat_nn::approx::EXP_NEG.quantize(fp);
     let a = ops.scale(d, fp.neg(1));
     let k = spline.knots.len();
-    // ReLU(a − t) for every knot t: the public knots enter the party that holds public values.
-    let knots: Vec<u64> = spline.knots.iter().map(|t| if ops.holds_public() { fp.neg(*t) } else { 0 }).collect();
-    let shifted: Vec<u64> = a.iter().flat_map(|v| knots.iter().map(move |t| fp.add(*v, *t))).collect();
-    let relus = ops.relu(&shifted)?;
+    let relus = ops.relu(&ops.sub_public_each(&a, &spline.knots))?;
     let sums: Vec<u64> =
         a.iter().zip(relus.chunks(k.max(1))).map(|(a, r)| spline.magnitude(fp, *a, r.iter().copied())).collect();
     let g = ops.truncate(&ops.add_public(&sums, spline.offset), spline.shift)?;
