@@ -256,7 +256,11 @@ impl SecretKey {
     /// Decrypts a query ciphertext message (a fresh encryption under this key) by switching it
     /// to `q₀`: all `N` coefficients. For tests and diagnostics; the protocol never needs it.
     pub fn decrypt_query(&self, bytes: &[u8]) -> Result<Vec<u64>> {
-        let QueryCiphertext { mut c0, mut c1 } = QueryCiphertext::from_bytes(&self.params, bytes)?;
+        self.decrypt_query_ciphertext(QueryCiphertext::from_bytes(&self.params, bytes)?)
+    }
+
+    fn decrypt_query_ciphertext(&self, ct: QueryCiphertext) -> Result<Vec<u64>> {
+        let QueryCiphertext { mut c0, mut c1 } = ct;
         for c in [&mut c0, &mut c1] {
             c.change_representation(Representation::PowerBasis);
             c.switch_down_to(self.params.response_context()).map_err(math("decrypt_query"))?;
@@ -345,6 +349,26 @@ impl QueryCiphertext {
     pub fn from_bytes(params: &HeParams, bytes: &[u8]) -> Result<Self> {
         let (c1, c0) = parse_seeded(params, bytes, "query ciphertext")?;
         Ok(Self { c0, c1 })
+    }
+
+    /// Adds the plaintext `m` (`N` coefficients mod 2^ℓ): the ciphertext then encrypts the sum
+    /// mod 2^ℓ. `m` is encoded as `round(q·m/t)` with randomised rounding (as the client's
+    /// message), so the noise gains one more independent term of range 1 per coefficient;
+    /// [`HeParams::product_noise_bound`] counts it. One NTT per prime.
+    pub fn add_plain<R: RngCore>(&mut self, params: &HeParams, m: &[u64], rng: &mut R) -> Result<()> {
+        let n = params.degree();
+        if m.len() != n {
+            return Err(MpcError::invalid(
+                "QueryCiphertext::add_plain",
+                format!("{} coefficients for N = {n}", m.len()),
+            ));
+        }
+        let scaled: Vec<u64> = scaled_residues(params, m, Some(rng)).concat();
+        let mut p = Poly::try_convert_from(scaled, params.full_context(), false, Representation::PowerBasis)
+            .map_err(math("add_plain"))?;
+        p.change_representation(Representation::Ntt);
+        self.c0 += &p;
+        Ok(())
     }
 }
 
@@ -493,6 +517,24 @@ mod tests {
         // What `Drop` runs.
         key.zeroize();
         assert_eq!(nonzero(&key), 0);
+        Ok(())
+    }
+
+    /// A query with the server's share added decrypts to the sum mod 2^ℓ, wrapping included.
+    #[test]
+    fn a_plaintext_added_to_a_query_decrypts_to_the_sum() -> Result<()> {
+        let p = HeParams::n4096(FixedPoint::default())?;
+        let mut rng = ChaCha20Rng::seed_from_u64(9);
+        let key = SecretKey::generate(&p, &mut rng)?;
+        let t_mask = (1u64 << p.ring_bits()) - 1;
+        let m1: Vec<u64> = (0..p.degree()).map(|_| rng.next_u64() & t_mask).collect();
+        let mut m0: Vec<u64> = (0..p.degree()).map(|_| rng.next_u64() & t_mask).collect();
+        m0[0] = t_mask; // wraps past t with any nonzero m1[0]
+        let mut ct = QueryCiphertext::from_bytes(&p, &key.encrypt(&m1, &mut rng)?)?;
+        ct.add_plain(&p, &m0, &mut rng)?;
+        let sum = key.decrypt_query_ciphertext(ct)?;
+        let want: Vec<u64> = m0.iter().zip(&m1).map(|(&a, &b)| (a + b) & t_mask).collect();
+        assert_eq!(sum, want);
         Ok(())
     }
 

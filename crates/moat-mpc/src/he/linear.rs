@@ -10,25 +10,32 @@
 //!    [`HeServer::setup`]; 55.8 KB at N = 4096);
 //! 2. client → server: the encryptions of its share, one seeded ciphertext per input
 //!    polynomial of the plan (one frame, [`Packing::input_polys`] × [`HeParams::query_bytes`]);
-//! 3. server: per output polynomial, `Σ ct·ŵ` minus a fresh uniform mask `r`, re-randomised by
-//!    a public-key encryption of zero, flooded with noise of `flood_bits` bits, switched to the
-//!    first prime and compressed ([`super::cipher::respond`]); one frame back
-//!    ([`Packing::output_polys`] × [`HeParams::response_bytes`]);
-//! 4. the client decrypts its share `y₁ = L(x₁) − r mod 2^ℓ`; the server's share is
-//!    `y₀ = L(x₀) + b + r mod 2^ℓ`, so `y₀ + y₁ = L(x) + b`: exactly
+//! 3. server: adds its own share `x₀` to each ciphertext as a plaintext (they now encrypt
+//!    `x = x₀ + x₁ mod 2^ℓ`, [`QueryCiphertext::add_plain`]), then per output polynomial
+//!    `Σ ct·ŵ` minus a fresh uniform mask `r`, re-randomised by a public-key encryption of zero,
+//!    flooded with noise of `flood_bits` bits, switched to the first prime and compressed
+//!    ([`super::cipher::respond`]); one frame back ([`Packing::output_polys`] ×
+//!    [`HeParams::response_bytes`]);
+//! 4. the client decrypts its share `y₁ = L(x) − r mod 2^ℓ`; the server's share is
+//!    `y₀ = b + r mod 2^ℓ`, so `y₀ + y₁ = L(x) + b`: exactly
 //!    `QuantizedGraph::linear(index, x, true)` (before truncation).
 //!
 //! **What each party learns.** The server sees only fresh BFV encryptions under the client's
-//! key (RLWE, 128-bit). The client decrypts `L(x₁) − r`, uniform in Z_2^ℓ since `r` is; the
+//! key (RLWE, 128-bit). The client decrypts `L(x) − r`, uniform in Z_2^ℓ since `r` is; the
 //! ciphertext it receives is statistically close (≤ 2^−[`MIN_FLOOD_SECURITY`] per coefficient,
-//! checked per layer by [`ServerLayer::new`]) to one computed from `L(x₁) − r` alone: `c₁` is
+//! checked per layer by [`ServerLayer::new`]) to one computed from `L(x) − r` alone: `c₁` is
 //! hidden by the public-key re-randomisation and the weight-dependent noise in `c₀` by the
 //! flooding; coefficients that carry no output are not sent at all. Semi-honest security.
+//! (Cheetah folds the server's share in the same way; computing `L(x₀)` in the clear instead,
+//! as moat did before, costs the server a plaintext convolution per layer — ≈ 4 G wrapping
+//! multiply-adds for ResNet-50 — for no gain in privacy.)
 //!
-//! **Work.** The client encrypts and decrypts; the server encodes the weight polynomials (one
-//! NTT per prime each) and computes [`Packing::products`] NTT-domain multiply-accumulates. Both
-//! sides spread ciphertexts over the rayon pool; randomness is drawn per ciphertext from seeds
-//! taken in order from the party's RNG, so the results do not depend on the scheduling.
+//! **Work.** The client encrypts and decrypts; the server adds its share (one NTT per prime
+//! per input polynomial), encodes the weight polynomials (one NTT per prime each, once per
+//! model when [`ServerLayer::prepare`]d) and computes [`Packing::products`] NTT-domain
+//! multiply-accumulates. Both sides spread ciphertexts over the rayon pool; randomness is drawn
+//! per ciphertext from seeds taken in order from the party's RNG, so the results do not depend
+//! on the scheduling.
 
 use moat_nn::exec::QuantizedLayer;
 use moat_nn::kernels::Window;
@@ -266,7 +273,7 @@ impl ServerLayer {
         self.flood_security
     }
 
-    /// `L(x) + b` in the clear (the server's local part, on its share).
+    /// `L(x) + b` in the clear: the layer's plaintext reference (the protocol never computes it).
     pub fn apply_with_bias(&self, x: &[u64]) -> Result<Vec<u64>> {
         let y = self.plan.shape().apply(x, &self.weights, self.fixed)?;
         Ok(y.iter().zip(&self.bias).map(|(&v, &b)| self.fixed.add(v, b)).collect())
@@ -311,7 +318,7 @@ impl HeClient {
         Ok(())
     }
 
-    /// One linear layer: sends the encryption of the share `x1`, returns `y₁ = L(x₁) − r`.
+    /// One linear layer: sends the encryption of the share `x1`, returns `y₁ = L(x₀ + x₁) − r`.
     pub fn linear(&mut self, channel: &mut dyn Channel, plan: &Packing, x1: &[u64]) -> Result<Vec<u64>> {
         self.send_query(channel, plan, x1)?;
         self.receive_response(channel, plan)
@@ -395,20 +402,21 @@ impl HeServer {
         self.pk.params()
     }
 
-    /// One linear layer on the server's share `x0`: returns `y₀ = L(x₀) + b + r`.
+    /// One linear layer on the server's share `x0`: returns `y₀ = b + r`.
     pub fn linear(&mut self, channel: &mut dyn Channel, layer: &ServerLayer, x0: &[u64]) -> Result<Vec<u64>> {
-        let local = layer.apply_with_bias(x0)?;
-        let masks = self.respond(channel, layer)?;
+        let masks = self.respond(channel, layer, x0)?;
         let fp = self.params().fixed_point();
-        Ok(local.iter().zip(&masks).map(|(&a, &r)| fp.add(a, r)).collect())
+        Ok(layer.bias.iter().zip(&masks).map(|(&b, &r)| fp.add(b, r)).collect())
     }
 
-    /// Steps 2–3: receives the query, sends the masked response, returns the masks `r` (the
-    /// client ends with `L(x₁) − r`).
-    pub fn respond(&mut self, channel: &mut dyn Channel, layer: &ServerLayer) -> Result<Vec<u64>> {
+    /// Steps 2–3 on the server's share `x0`: receives the query, adds `x0` to it, sends the
+    /// masked response and returns the masks `r` (the client ends with `L(x₀ + x₁) − r`).
+    pub fn respond(&mut self, channel: &mut dyn Channel, layer: &ServerLayer, x0: &[u64]) -> Result<Vec<u64>> {
         let params = self.pk.params().clone();
         let plan = &layer.plan;
         layer.check_params(&params)?;
+        let shares = plan.encode_input(x0, params.fixed_point())?;
+        let share_seeds: Vec<[u8; 32]> = shares.iter().map(|_| child_seed(&mut self.rng)).collect();
         let bytes = channel.recv()?;
         let ct_len = params.query_bytes();
         let expected = plan.input_polys() * ct_len;
@@ -417,7 +425,12 @@ impl HeServer {
         }
         let queries = bytes
             .par_chunks(ct_len)
-            .map(|c| QueryCiphertext::from_bytes(&params, c))
+            .zip(shares.par_iter().zip(share_seeds))
+            .map(|(c, (share, seed))| {
+                let mut query = QueryCiphertext::from_bytes(&params, c)?;
+                query.add_plain(&params, share, &mut ChaCha20Rng::from_seed(seed))?;
+                Ok(query)
+            })
             .collect::<Result<Vec<QueryCiphertext>>>()?;
         let seeds: Vec<[u8; 32]> = plan.groups().iter().map(|_| child_seed(&mut self.rng)).collect();
         let fp = params.fixed_point();

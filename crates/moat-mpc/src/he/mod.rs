@@ -3,8 +3,9 @@
 //! The linear layers of secure inference (convolution with any stride, padding and kernel,
 //! dense, depthwise maps for average pooling and unfolded batch norm, global average pooling)
 //! are evaluated on additive shares by one round trip each: the client sends its share
-//! encrypted under its own key, the server multiplies by its weights, masks, re-randomises and
-//! returns ciphertexts whose decryption is the client's new share. No rotations, relinearisation
+//! encrypted under its own key, the server adds its own share as a plaintext, multiplies by its
+//! weights, masks, re-randomises and returns ciphertexts whose decryption is the client's new
+//! share (the server's is the mask plus the bias). No rotations, relinearisation
 //! or Galois keys: one public key per session. Residual adds are local on shares.
 //!
 //! ## Plaintext modulus: t = 2^ℓ directly

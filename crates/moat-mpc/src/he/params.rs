@@ -249,10 +249,11 @@ impl HeParams {
 
     /// Bound (failing with probability ≤ 2^−64) on the noise of a response before flooding,
     /// for weight polynomials whose squared 2-norms sum to `weight_norm_sq` over the terms of
-    /// one output: the client's encryption noise and rounding (41 independent bounded terms per
-    /// coefficient, Hoeffding), the mask rounding and the re-randomisation.
+    /// one output: the client's encryption noise and rounding and the rounding of the server's
+    /// share added to the query (42 independent terms of range 1 per coefficient, Hoeffding),
+    /// the mask rounding and the re-randomisation.
     pub fn product_noise_bound(&self, weight_norm_sq: f64) -> f64 {
-        let hoeffding = (41.0 * weight_norm_sq * LN_TWO_OVER_P / 2.0).sqrt();
+        let hoeffding = (42.0 * weight_norm_sq * LN_TWO_OVER_P / 2.0).sqrt();
         hoeffding + 1.0 + self.public_key_noise_bound()
     }
 
