@@ -15,7 +15,7 @@ use moat_mpc::engine::{Honest, Reveal, Revealed};
 
 use super::{Result, Victim, VictimError, check_class_vector, read_ring_probabilities, softmax};
 
-/// What the victim is called in reports (revealing logits; `secure-2pc-exp`,
+/// What the victim is called in reports (revealing logits; `secure-2pc-exp`, `secure-2pc-spline`,
 /// `secure-2pc-relu` revealing the secure softmax's probabilities).
 const NAME: &str = "secure-2pc";
 

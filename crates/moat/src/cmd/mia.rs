@@ -64,7 +64,7 @@ pub struct MiaArgs {
     pub url: Option<String>,
     /// Attack the model as served by a `moat secure server` at each of these addresses (comma
     /// separated), through the real two-party protocol over TCP, asking for the probabilities
-    /// of its secure softmax: output `secure-2pc-exp` or `secure-2pc-relu`, after the variant
+    /// of its secure softmax: output `secure-2pc-exp`, `-spline` or `-relu`, after the variant
     /// the server announces (`moat secure server --softmax`). Each server is checked (its
     /// hello: the classes, the outputs it allows) by a session opened before any query; the
     /// session its queries run in is opened when its turn comes. Session randomness comes
@@ -138,6 +138,10 @@ pub struct MiaArgs {
     /// SIGuard's initial step length (the paper: 0.2; ×1.1 after each rejected round).
     #[arg(long, default_value_t = 0.2)]
     pub siguard_lr: f64,
+    /// SIGuard's secure softmax (`exp`, `spline` or `relu`; `moat secure server --softmax`):
+    /// the probabilities it optimises and reveals.
+    #[arg(long, default_value = "exp")]
+    pub siguard_softmax: moat_mpc::ring_ops::Softmax,
     /// MemGuard's gradient steps (all rounds).
     #[arg(long, default_value_t = 300)]
     pub memguard_steps: u32,
@@ -380,6 +384,7 @@ fn guarded_victims(
             g1_only: args.siguard_g1_only,
             c3: args.siguard_c3,
             lr: args.siguard_lr,
+            softmax: args.siguard_softmax,
             ..SiGuardConfig::default()
         };
         info.siguard = Some(config);
