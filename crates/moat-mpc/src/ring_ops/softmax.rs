@@ -56,15 +56,21 @@ pub const EXP_SQUARINGS: u32 = 9;
 /// The public shift `T` of the ReLU-normalised variant: the row maximum maps to `T`.
 pub const RELU_SHIFT: f64 = 4.0;
 
-/// Which softmax approximation (see the module documentation).
+/// Which softmax approximation (see the module documentation). Serialised by the names the
+/// command line takes (`exp`, `relu`, `spline`); the capitalised names earlier reports and
+/// hellos used are read too.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Softmax {
     /// `(1 + d/2^9)^(2^9)` after max-subtraction (CrypTen), Newton reciprocal.
     #[default]
+    #[serde(alias = "Exp")]
     Exp,
     /// `ReLU(d + T) / Σ ReLU(d + T)` after max-subtraction, Newton reciprocal.
+    #[serde(alias = "Relu")]
     Relu,
     /// `exp(d)` by a 32-knot linear spline after max-subtraction, Newton reciprocal.
+    #[serde(alias = "Spline")]
     Spline,
 }
 
@@ -189,6 +195,18 @@ mod tests {
     use moat_nn::FixedPoint;
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha20Rng;
+
+    /// JSON carries the command line's names; the earlier capitalised ones still parse.
+    #[test]
+    fn variants_serialise_by_their_command_line_names() -> std::result::Result<(), serde_json::Error> {
+        for kind in Softmax::ALL {
+            assert_eq!(serde_json::to_string(&kind)?, format!("\"{kind}\""));
+            assert_eq!(serde_json::from_str::<Softmax>(&format!("\"{kind}\""))?, kind);
+            assert_eq!(serde_json::from_str::<Softmax>(&format!("\"{kind:?}\""))?, kind);
+        }
+        assert!(serde_json::from_str::<Softmax>("\"EXP\"").is_err());
+        Ok(())
+    }
 
     fn logits(fp: FixedPoint, rows: usize, cols: usize, spread: f64, seed: u64) -> (Vec<f64>, Vec<u64>) {
         let mut rng = ChaCha20Rng::seed_from_u64(seed);
