@@ -148,6 +148,22 @@ fn scaled_residues<R: RngCore>(params: &HeParams, m: &[u64], randomise: Option<&
         .collect()
 }
 
+/// Refuses a message that is not `N` coefficients.
+fn check_message(params: &HeParams, m: &[u64], context: &'static str) -> Result<()> {
+    let n = params.degree();
+    if m.len() != n {
+        return Err(MpcError::invalid(context, format!("{} coefficients for N = {n}", m.len())));
+    }
+    Ok(())
+}
+
+/// `round(q·m/t)` with randomised rounding ([`scaled_residues`]), in coefficient form: a
+/// message as a ciphertext's `c₀` carries it.
+fn message_poly<R: RngCore>(params: &HeParams, m: &[u64], rng: &mut R, context: &'static str) -> Result<Poly> {
+    let scaled: Vec<u64> = scaled_residues(params, m, Some(rng)).concat();
+    Poly::try_convert_from(scaled, params.full_context(), false, Representation::PowerBasis).map_err(math(context))
+}
+
 /// The client's BFV secret key (uniform ternary), with its NTT forms at `q` and `q₀`; wiped
 /// (coefficients and both NTT forms) when dropped.
 pub struct SecretKey {
@@ -233,15 +249,10 @@ impl SecretKey {
         m: &[u64],
         rng: &mut R,
     ) -> Result<(Poly, Poly, [u8; SEED_LEN])> {
-        let n = self.params.degree();
-        if m.len() != n {
-            return Err(MpcError::invalid("SecretKey::encrypt", format!("{} coefficients for N = {n}", m.len())));
-        }
+        check_message(&self.params, m, "SecretKey::encrypt")?;
         let seed = fresh_seed(rng);
         let a = seeded_uniform(&self.params, seed);
-        let scaled: Vec<u64> = scaled_residues(&self.params, m, Some(&mut *rng)).concat();
-        let mut c0 = Poly::try_convert_from(scaled, self.params.full_context(), false, Representation::PowerBasis)
-            .map_err(math("encrypt"))?;
+        let mut c0 = message_poly(&self.params, m, &mut *rng, "encrypt")?;
         c0 += &error_poly(&self.params, rng)?;
         c0.change_representation(Representation::Ntt);
         c0 -= &(&a * &self.s_full);
@@ -356,16 +367,8 @@ impl QueryCiphertext {
     /// message), so the noise gains one more independent term of range 1 per coefficient;
     /// [`HeParams::product_noise_bound`] counts it. One NTT per prime.
     pub fn add_plain<R: RngCore>(&mut self, params: &HeParams, m: &[u64], rng: &mut R) -> Result<()> {
-        let n = params.degree();
-        if m.len() != n {
-            return Err(MpcError::invalid(
-                "QueryCiphertext::add_plain",
-                format!("{} coefficients for N = {n}", m.len()),
-            ));
-        }
-        let scaled: Vec<u64> = scaled_residues(params, m, Some(rng)).concat();
-        let mut p = Poly::try_convert_from(scaled, params.full_context(), false, Representation::PowerBasis)
-            .map_err(math("add_plain"))?;
+        check_message(params, m, "QueryCiphertext::add_plain")?;
+        let mut p = message_poly(params, m, rng, "add_plain")?;
         p.change_representation(Representation::Ntt);
         self.c0 += &p;
         Ok(())
