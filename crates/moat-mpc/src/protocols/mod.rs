@@ -15,6 +15,7 @@
 //! | [`mux`](mod@mux) | `b·x` (and `select`) | 41.3 | 1 + 2 |
 //! | [`b2a`](mod@b2a) | bit → Z_2^ℓ | 20.6 | 1 + 1 |
 //! | [`beaver`](mod@beaver) | `x·y` of two shared values (Beaver triple by Gilboa COT), exact | ≈ 1380 | 3 + 3 |
+//! | [`prepared`](mod@prepared) | `W·x` for the server's fixed private matrix, after Delphi's HE offline phase | ℓ/8 per input value | 0 + 1 |
 //! | [`relu`](mod@relu) | `max(x, 0)`, exact | 876 | 4 + 6 |
 //! | [`truncate`](mod@truncate) | `floor(x / 2^f)` signed, exact | 898 | 5 + 6 |
 //! | [`truncate_nonnegative`] | `floor(x / 2^f)` of `x ∈ [0, 2^(ℓ−1))`, exact | 295 | 2 + 3 |
@@ -69,6 +70,7 @@ pub mod maxpool;
 pub mod millionaire;
 pub mod mux;
 mod planes;
+pub mod prepared;
 pub mod relu;
 pub mod session;
 mod triples;

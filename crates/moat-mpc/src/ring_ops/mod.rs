@@ -24,13 +24,16 @@ pub mod siguard;
 pub mod softmax;
 
 pub use siguard::{
-    Defender, DefenderShape, DefenderWeights, SiGuard, SiGuardConfig, SiGuardSpec, siguard, siguard_products,
+    Defender, DefenderShape, DefenderWeights, SiGuard, SiGuardConfig, SiGuardProducts, SiGuardSpec, siguard,
+    siguard_products,
 };
 pub use softmax::{Softmax, softmax, softmax_from_max};
 
 use moat_nn::FixedPoint;
 
 use crate::error::{MpcError, Result};
+use crate::protocols::prepared::PreparedMatrix;
+pub use crate::protocols::prepared::{MatrixKind, MatrixSpec};
 use crate::protocols::{self, Session};
 use crate::shares::{AShare, Party};
 use crate::transport::Channel;
@@ -101,6 +104,32 @@ pub trait RingOps {
         let tiled: Vec<u64> = (0..rows).flat_map(|_| x.iter().copied()).collect();
         let products = self.mul_private(w, &tiled)?;
         Ok(self.row_sum(&products, x.len()))
+    }
+
+    /// Prepares, ahead of use, `uses` products with each of the server's private matrices
+    /// (both parties at the same point, the same list; weights `None` on the client): later
+    /// [`Self::mul_private_matrix`] calls name a matrix by its position in `matrices`. Local
+    /// no-op by default; the two-party implementation runs Delphi's offline phase
+    /// ([`protocols::prepared`]: one homomorphic batch per matrix), after which each product
+    /// is one flight of `cols` ring values.
+    fn prepare_private_matrices(&mut self, matrices: &[MatrixSpec<'_>]) -> Result<()> {
+        let _ = matrices;
+        Ok(())
+    }
+
+    /// `W·x` (or `w ⊙ x`, by `kind`) for the server's private factor `w` (`None` on the
+    /// client), prepared as `matrices[matrix]` of [`Self::prepare_private_matrices`]. By
+    /// default (and when the preparation was refused or is used up)
+    /// [`Self::mul_private_matvec`] or [`Self::mul_private`]; the result is the same.
+    fn mul_private_matrix(
+        &mut self,
+        matrix: usize,
+        kind: MatrixKind,
+        w: Option<&[u64]>,
+        x: &[u64],
+    ) -> Result<Vec<u64>> {
+        let _ = matrix;
+        mul_unprepared(self, kind, w, x)
     }
 
     /// `x + y` (local).
@@ -269,6 +298,20 @@ impl RingOps for PlainOps {
     }
 }
 
+/// A product with the server's private factor made without a preparation:
+/// [`RingOps::mul_private_matvec`] or [`RingOps::mul_private`] by `kind`.
+fn mul_unprepared<O: RingOps + ?Sized>(
+    ops: &mut O,
+    kind: MatrixKind,
+    w: Option<&[u64]>,
+    x: &[u64],
+) -> Result<Vec<u64>> {
+    match kind {
+        MatrixKind::Full { rows, .. } => ops.mul_private_matvec(w, rows, x),
+        MatrixKind::Diagonal { .. } => ops.mul_private(w, x),
+    }
+}
+
 fn same_len(x: &[u64], y: &[u64], context: &'static str) -> Result<()> {
     if x.len() != y.len() {
         return Err(MpcError::invalid(context, format!("{} values and {} values", x.len(), y.len())));
@@ -283,6 +326,9 @@ pub struct SessionOps<'a> {
     ch: &'a mut dyn Channel,
     /// The session's parameters while [`RingOps::fewest_rounds`] is on.
     saved: Option<protocols::Config>,
+    /// Products with the server's private matrices, prepared ahead (empty when none were or
+    /// the server refused).
+    prepared: Vec<PreparedMatrix>,
 }
 
 impl std::fmt::Debug for SessionOps<'_> {
@@ -294,7 +340,7 @@ impl std::fmt::Debug for SessionOps<'_> {
 impl<'a> SessionOps<'a> {
     /// This party's operations over `session` and `ch`.
     pub fn new(session: &'a mut Session, ch: &'a mut dyn Channel) -> Self {
-        Self { session, ch, saved: None }
+        Self { session, ch, saved: None, prepared: Vec::new() }
     }
 
     fn share(&self, x: &[u64]) -> AShare {
@@ -349,6 +395,24 @@ impl RingOps for SessionOps<'_> {
 
     fn reserve_products(&mut self, n: usize) -> Result<()> {
         protocols::beaver::preprocess_triples(self.session, self.ch, n)
+    }
+
+    fn prepare_private_matrices(&mut self, matrices: &[MatrixSpec<'_>]) -> Result<()> {
+        self.prepared = protocols::prepared::prepare(self.session, self.ch, matrices)?.unwrap_or_default();
+        Ok(())
+    }
+
+    fn mul_private_matrix(
+        &mut self,
+        matrix: usize,
+        kind: MatrixKind,
+        w: Option<&[u64]>,
+        x: &[u64],
+    ) -> Result<Vec<u64>> {
+        match self.prepared.get_mut(matrix) {
+            Some(p) if p.kind() == kind && p.remaining() > 0 => p.mul(self.session, self.ch, w, x),
+            _ => mul_unprepared(self, kind, w, x),
+        }
     }
 
     fn fewest_rounds(&mut self, on: bool) -> Result<()> {

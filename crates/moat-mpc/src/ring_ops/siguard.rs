@@ -5,9 +5,12 @@
 //! **Inputs.** Both parties: their shares of one sample's logits `z` (C values at 2^f), the
 //! public [`SiGuardConfig`] and the defender's public [`DefenderShape`]. The server `P0` also
 //! holds the defender's weights in plaintext ([`Defender::new`]); the client holds
-//! [`Defender::public`] (no weights). Products with the weights are
-//! [`RingOps::mul_private_matvec`] (Gilboa products with the server's private matrix, one
-//! random OT per column and bit) and [`RingOps::mul_private`] (element-wise).
+//! [`Defender::public`] (no weights). The defender's products with its weights — `W_i·x`
+//! forward, `W_iᵀ·u` backward, `w₃ ⊙ s₂` — are the same six matrices every step, so a run
+//! first counts them and prepares them all ([`RingOps::prepare_private_matrices`]: Delphi's
+//! offline phase, [`crate::protocols::prepared`], one homomorphic batch per matrix); each
+//! product is then one flight of the client's masked share ([`RingOps::mul_private_matrix`];
+//! Gilboa's OT product if the server's weights do not fit the HE parameters).
 //!
 //! **Computation** (fixed counts, no data-dependent control flow):
 //! * `p = softmax(z)` ([`SiGuardConfig::softmax`], CrypTen's [`Softmax::Exp`] by default);
@@ -40,16 +43,17 @@
 //! ReLU mask are one batch of products; `J(p*)ᵀ` is applied to g₁'s and g₃'s vectors at once
 //! (`c₃` enters before it); `g ⊙ g` and `lr·g` are one batch. And it runs its protocols at
 //! their fewest rounds ([`RingOps::fewest_rounds`]). Flights from `P0` per inner step
-//! (`examples/siguard_cost.rs`): 180 with the CrypTen softmax, 149 with the spline, IKNP or
+//! (`examples/siguard_cost.rs`): 174 with the CrypTen softmax, 143 with the spline, IKNP or
 //! Ferret (649 before these batches and the inverse square root's comparison start).
 //!
 //! **Learns:** nothing beyond the opened result — every step is a [`RingOps`] primitive on
-//! shares. **Cost:** per inner step one secure softmax, a forward and backward pass of `h`
-//! (`2·(C·H₁ + H₁·H₂ + H₂)` private products in five matrix–vector products and one
-//! element-wise, `ℓ·(C + 2H₁ + 2H₂)` random OTs; 2 sign tests of H₁ + H₂ values), 4 sign
-//! tests / max trees of C values, ≈ 10 products of C values and the inverse square root
-//! (one batch of 80 sign tests, 2 steps of 3 products); per round one more softmax and
-//! forward pass. Measured
+//! shares. **Cost:** once per run, the preparation of `1 + outer·(inner + 1)` forward and
+//! `outer·inner` backward products per matrix (≈ 3 MB of BFV ciphertexts for the paper's
+//! defender at 6 × 49, two flights); per inner step one secure softmax, a forward and
+//! backward pass of `h` (five prepared matrix–vector products and one element-wise, each
+//! `cols` ring values from the client; 2 sign tests of H₁ + H₂ values), 4 sign tests / max
+//! trees of C values, ≈ 10 products of C values and the inverse square root (one batch of 80
+//! sign tests, 2 steps of 3 products); per round one more softmax and forward pass. Measured
 //! in bytes and rounds by `moat bench secure --guard siguard`.
 
 use moat_nn::FixedPoint;
@@ -58,7 +62,7 @@ use serde::{Deserialize, Serialize};
 
 use super::newton::{Inverse, Newton};
 use super::softmax::{Softmax, softmax, softmax_from_max};
-use super::{RingOps, broadcast};
+use super::{MatrixKind, MatrixSpec, RingOps, broadcast};
 use crate::error::{MpcError, Result};
 
 /// The public shape of a defender: `classes → hidden[0] → ReLU → hidden[1] → ReLU → 1`.
@@ -164,6 +168,58 @@ impl Defender {
 
     fn b(&self, i: usize) -> Option<&[u64]> {
         self.weights.as_ref().map(|w| &w.b[i][..])
+    }
+
+    /// The kind and the weights (server) of the defender's private product `m` ([`Product`]).
+    fn product(&self, m: Product) -> (MatrixKind, Option<&[u64]>) {
+        let layers = self.shape.layers();
+        match m {
+            Product::Forward(i) => {
+                let (rows, cols) = layers[i];
+                (MatrixKind::Full { rows, cols }, self.w(i))
+            }
+            Product::Backward(i) => {
+                let (rows, cols) = layers[i];
+                (MatrixKind::Full { rows: cols, cols: rows }, self.wt(i))
+            }
+            Product::LastWeights => (MatrixKind::Diagonal { len: layers[2].1 }, self.w(2)),
+        }
+    }
+
+    /// `m`'s product with a shared `x` (prepared, when [`siguard`] could prepare it).
+    fn mul<O: RingOps + ?Sized>(&self, ops: &mut O, m: Product, x: &[u64]) -> Result<Vec<u64>> {
+        let (kind, w) = self.product(m);
+        ops.mul_private_matrix(m.index(), kind, w, x)
+    }
+}
+
+/// The defender's products with its private weights: `W_i·x` forward, `W_iᵀ·u` backward, and
+/// `w₃ ⊙ s` (the last layer's weights times the ReLU mask, backward).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Product {
+    Forward(usize),
+    Backward(usize),
+    LastWeights,
+}
+
+impl Product {
+    /// Every product a run makes, in [`Product::index`] order.
+    const ALL: [Product; 6] = [
+        Product::Forward(0),
+        Product::Forward(1),
+        Product::Forward(2),
+        Product::Backward(0),
+        Product::Backward(1),
+        Product::LastWeights,
+    ];
+
+    /// The position in [`Product::ALL`] (the matrix index of [`RingOps::mul_private_matrix`]).
+    fn index(self) -> usize {
+        match self {
+            Product::Forward(i) => i,
+            Product::Backward(i) => 3 + i,
+            Product::LastWeights => 5,
+        }
     }
 }
 
@@ -437,16 +493,14 @@ fn add_private<O: RingOps + ?Sized>(ops: &O, x: &[u64], b: Option<&[u64]>) -> Ve
 
 /// `W x + b` for the defender's layer `i` (`W` of `rows × cols`, private), truncated to 2^f.
 fn dense<O: RingOps + ?Sized>(ops: &mut O, d: &Defender, i: usize, x: &[u64]) -> Result<Vec<u64>> {
-    let (rows, _) = d.shape.layers()[i];
-    let sums = ops.mul_private_matvec(d.w(i), rows, x)?;
+    let sums = d.mul(ops, Product::Forward(i), x)?;
     let out = ops.truncate(&sums, ops.fixed().frac_bits())?;
     Ok(add_private(ops, &out, d.b(i)))
 }
 
 /// `Wᵀ u` for the defender's layer `i`, truncated to 2^f.
 fn dense_transposed<O: RingOps + ?Sized>(ops: &mut O, d: &Defender, i: usize, u: &[u64]) -> Result<Vec<u64>> {
-    let (_, cols) = d.shape.layers()[i];
-    let sums = ops.mul_private_matvec(d.wt(i), cols, u)?;
+    let sums = d.mul(ops, Product::Backward(i), u)?;
     ops.truncate(&sums, ops.fixed().frac_bits())
 }
 
@@ -501,6 +555,8 @@ fn plus_minus<O: RingOps + ?Sized>(ops: &O, s: &[u64]) -> Vec<u64> {
 struct CountingOps {
     fixed: FixedPoint,
     products: usize,
+    /// Products with each private matrix, by [`Product::index`].
+    private: [usize; 6],
 }
 
 impl RingOps for CountingOps {
@@ -536,14 +592,37 @@ impl RingOps for CountingOps {
     fn mul_private_matvec(&mut self, _: Option<&[u64]>, rows: usize, _: &[u64]) -> Result<Vec<u64>> {
         Ok(vec![0; rows])
     }
+
+    fn mul_private_matrix(
+        &mut self,
+        matrix: usize,
+        kind: MatrixKind,
+        _: Option<&[u64]>,
+        _: &[u64],
+    ) -> Result<Vec<u64>> {
+        if let Some(n) = self.private.get_mut(matrix) {
+            *n += 1;
+        }
+        Ok(vec![0; kind.rows()])
+    }
 }
 
-/// The element products one [`siguard`] run multiplies (for [`RingOps::reserve_products`]).
-pub fn siguard_products(fixed: FixedPoint, shape: DefenderShape, config: &SiGuardConfig) -> Result<usize> {
+/// What one [`siguard`] run multiplies (its control flow does not depend on the data).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SiGuardProducts {
+    /// Element products of two shared values ([`RingOps::mul`], for [`RingOps::reserve_products`]).
+    pub shared: usize,
+    /// Products with each private matrix, by [`Product::index`] (for
+    /// [`RingOps::prepare_private_matrices`]).
+    pub private: [usize; 6],
+}
+
+/// The products one [`siguard`] run multiplies, counted by running it on zeros.
+pub fn siguard_products(fixed: FixedPoint, shape: DefenderShape, config: &SiGuardConfig) -> Result<SiGuardProducts> {
     config.validate()?;
-    let mut counter = CountingOps { fixed, products: 0 };
+    let mut counter = CountingOps { fixed, products: 0, private: [0; 6] };
     run_siguard(&mut counter, &vec![0; shape.classes], &Defender::public(shape), config)?;
-    Ok(counter.products)
+    Ok(SiGuardProducts { shared: counter.products, private: counter.private })
 }
 
 /// Runs SIGuard on one sample's shared logits `z` (see the module documentation) and returns
@@ -559,7 +638,15 @@ pub fn siguard<O: RingOps + ?Sized>(ops: &mut O, z: &[u64], d: &Defender, config
     }
     // Validates `config`; both checks come before any traffic.
     let products = siguard_products(ops.fixed(), d.shape, config)?;
-    ops.reserve_products(products)?;
+    ops.reserve_products(products.shared)?;
+    let matrices: Vec<MatrixSpec<'_>> = Product::ALL
+        .iter()
+        .map(|&m| {
+            let (kind, weights) = d.product(m);
+            MatrixSpec { kind, weights, uses: products.private[m.index()] }
+        })
+        .collect();
+    ops.prepare_private_matrices(&matrices)?;
     // ≈ 180 sequential flights per inner step, a few MB: rounds, not bytes, are its cost.
     ops.fewest_rounds(true)?;
     let out = run_siguard(ops, z, d, config);
@@ -607,7 +694,7 @@ fn run_siguard<O: RingOps + ?Sized>(ops: &mut O, z: &[u64], d: &Defender, config
             let sign_h = ops.sign(&fwd.h)?;
             let sh = plus_minus(ops, &sign_h);
             // Back-propagation: ∇ₚh = W1ᵀ (s1 ⊙ W2ᵀ (s2 ⊙ W3ᵀ)).
-            let u2 = ops.mul_private(d.w(2), &fwd.s2)?;
+            let u2 = d.mul(ops, Product::LastWeights, &fwd.s2)?;
             let u1 = dense_transposed(ops, d, 1, &u2)?;
             let g = if config.g1_only {
                 let u1 = ops.mul(&fwd.s1, &u1)?;
@@ -715,6 +802,7 @@ mod tests {
     struct Counted {
         ops: PlainOps,
         products: usize,
+        private: [usize; 6],
     }
 
     impl RingOps for Counted {
@@ -740,9 +828,14 @@ mod tests {
         fn mul_private(&mut self, w: Option<&[u64]>, x: &[u64]) -> Result<Vec<u64>> {
             self.ops.mul_private(w, x)
         }
+        fn mul_private_matrix(&mut self, m: usize, kind: MatrixKind, w: Option<&[u64]>, x: &[u64]) -> Result<Vec<u64>> {
+            self.private[m] += 1;
+            self.ops.mul_private_matrix(m, kind, w, x)
+        }
     }
 
-    /// The triples SIGuard reserves are exactly the products a run on real data multiplies.
+    /// The triples and private products SIGuard prepares are exactly those a run on real data
+    /// multiplies.
     #[test]
     fn the_reserved_products_are_what_a_run_multiplies() -> Result<()> {
         let fp = FixedPoint::default();
@@ -750,10 +843,16 @@ mod tests {
         for (seed, g1_only) in [(1, false), (2, true)] {
             let d = defender(fp, shape, seed)?;
             let config = SiGuardConfig { outer: 2, inner: 3, g1_only, ..Default::default() };
-            let mut ops = Counted { ops: PlainOps::new(fp), products: 0 };
+            let mut ops = Counted { ops: PlainOps::new(fp), products: 0, private: [0; 6] };
             run_siguard(&mut ops, &logits(fp, 5, seed), &d, &config)?;
             assert!(ops.products > 0);
-            assert_eq!(ops.products, siguard_products(fp, shape, &config)?, "g1_only = {g1_only}");
+            let counted = siguard_products(fp, shape, &config)?;
+            assert_eq!(ops.products, counted.shared, "g1_only = {g1_only}");
+            assert_eq!(ops.private, counted.private, "g1_only = {g1_only}");
+            // h(p), one forward pass per step and per validator; one backward pass per step.
+            let (outer, inner) = (config.outer as usize, config.inner as usize);
+            let (forward, backward) = (1 + outer * (inner + 1), outer * inner);
+            assert_eq!(counted.private, [forward, forward, forward, backward, backward, backward]);
         }
         Ok(())
     }
