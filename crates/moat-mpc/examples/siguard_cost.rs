@@ -6,7 +6,8 @@
 //!
 //! Runs the secure softmax and SIGuard with (outer, inner) = (1, 1), (1, 9) and (3, 1), and
 //! separates the cost of one inner step, of one round's validator and of the fixed part
-//! (initial softmax, `h(p)`, label one-hot, final softmax); extrapolates to the paper's 6 × 49.
+//! (initial softmax, `h(p)`, label one-hot, final softmax); extrapolates to the paper's 6 × 49
+//! and measures that run, and its preparation (triples, the defender's products) alone.
 //! Bytes and flights come from the channel's counters; the defender's weights are random (the
 //! cost does not depend on them).
 
@@ -20,11 +21,22 @@ use moat_mpc::{Party, Seed, share};
 use moat_nn::FixedPoint;
 use rand::Rng;
 
-/// (bytes both directions, flights from P0, seconds) of one run of `config` (None: softmax).
+/// What [`run`] measures.
+#[derive(Clone, Copy)]
+enum Part {
+    /// The secure softmax alone.
+    Softmax,
+    /// A SIGuard run's preparation alone (triples and the defender's products).
+    Prepare(SiGuardConfig),
+    /// A whole SIGuard run.
+    SiGuard(SiGuardConfig),
+}
+
+/// (bytes both directions, flights from P0, seconds) of one `part`.
 fn run(
     fp: FixedPoint,
     shape: DefenderShape,
-    config: Option<SiGuardConfig>,
+    part: Part,
     ferret: bool,
     kind: Softmax,
 ) -> Result<(u64, u64, f64), Box<dyn Error>> {
@@ -39,9 +51,11 @@ fn run(
     let client = std::thread::spawn(move || -> moat_mpc::Result<Vec<u64>> {
         let mut s = setup(&mut c1, Party::P1, fp, client_rng, ferret)?;
         let ops = &mut SessionOps::new(&mut s, &mut c1);
-        match config {
-            Some(config) => SiGuard::client(moat_mpc::ring_ops::SiGuardSpec { shape, config })?.run(ops, z1.values()),
-            None => softmax(ops, z1.values(), shape.classes, kind),
+        let client = |config| SiGuard::client(moat_mpc::ring_ops::SiGuardSpec { shape, config });
+        match part {
+            Part::SiGuard(config) => client(config)?.run(ops, z1.values()),
+            Part::Prepare(config) => client(config)?.prepare(ops).map(|()| Vec::new()),
+            Part::Softmax => softmax(ops, z1.values(), shape.classes, kind),
         }
     });
     let mut s = setup(&mut c0, Party::P0, fp, Seed::from_os()?.rng(), ferret)?;
@@ -49,12 +63,16 @@ fn run(
     let started = Instant::now();
     {
         let ops = &mut SessionOps::new(&mut s, &mut c0);
-        match config {
-            Some(config) => {
-                let defender = Defender::new(fp, shape, [&w1, &w2, &w3], [&b1, &b2, &b3])?;
-                SiGuard::new(defender, config, shape.classes)?.run(ops, z0.values())?;
+        let server = |config| {
+            let defender = Defender::new(fp, shape, [&w1, &w2, &w3], [&b1, &b2, &b3])?;
+            SiGuard::new(defender, config, shape.classes)
+        };
+        match part {
+            Part::SiGuard(config) => {
+                server(config)?.run(ops, z0.values())?;
             }
-            None => {
+            Part::Prepare(config) => server(config)?.prepare(ops)?,
+            Part::Softmax => {
                 softmax(ops, z0.values(), shape.classes, kind)?;
             }
         }
@@ -95,11 +113,13 @@ fn main() -> Result<(), Box<dyn Error>> {
     let hidden = [args.get(1).copied().unwrap_or(128), args.get(2).copied().unwrap_or(64)];
     let fp = FixedPoint::default();
     let shape = DefenderShape { classes, hidden };
-    let at = |outer, inner| Some(SiGuardConfig { outer, inner, softmax: kind, ..Default::default() });
-    let soft = run(fp, shape, None, ferret, kind)?;
-    let a = run(fp, shape, at(1, 1), ferret, kind)?;
-    let b = run(fp, shape, at(1, 9), ferret, kind)?;
-    let c = run(fp, shape, at(3, 1), ferret, kind)?;
+    let at = |outer, inner| SiGuardConfig { outer, inner, softmax: kind, ..Default::default() };
+    let soft = run(fp, shape, Part::Softmax, ferret, kind)?;
+    let a = run(fp, shape, Part::SiGuard(at(1, 1)), ferret, kind)?;
+    let b = run(fp, shape, Part::SiGuard(at(1, 9)), ferret, kind)?;
+    let c = run(fp, shape, Part::SiGuard(at(3, 1)), ferret, kind)?;
+    let prepare = run(fp, shape, Part::Prepare(at(6, 49)), ferret, kind)?;
+    let measured = run(fp, shape, Part::SiGuard(at(6, 49)), ferret, kind)?;
     let diff = |x: (u64, u64, f64), y: (u64, u64, f64)| {
         (x.0.saturating_sub(y.0) as f64, x.1.saturating_sub(y.1) as f64, (x.2 - y.2).max(0.0))
     };
@@ -130,5 +150,8 @@ fn main() -> Result<(), Box<dyn Error>> {
     row("one inner step (softmax, h forward + backward, g2, g3, norm, update)", step);
     row("one validator (softmax, h forward, selects)", validator);
     row("SIGuard 6 × 49 (extrapolated)", full);
+    let measured_row = |v: (u64, u64, f64)| (v.0 as f64, v.1 as f64, v.2);
+    row("SIGuard 6 × 49 (measured)", measured_row(measured));
+    row("of which its preparation (triples, the defender's products)", measured_row(prepare));
     Ok(())
 }

@@ -24,8 +24,8 @@ pub mod siguard;
 pub mod softmax;
 
 pub use siguard::{
-    Defender, DefenderShape, DefenderWeights, SiGuard, SiGuardConfig, SiGuardProducts, SiGuardSpec, siguard,
-    siguard_products,
+    Defender, DefenderShape, DefenderWeights, SiGuard, SiGuardConfig, SiGuardProducts, SiGuardSpec, prepare_siguard,
+    siguard, siguard_products,
 };
 pub use softmax::{Softmax, softmax, softmax_from_max};
 

@@ -478,6 +478,11 @@ impl SiGuard {
     pub fn run<O: RingOps + ?Sized>(&self, ops: &mut O, z: &[u64]) -> Result<Vec<u64>> {
         siguard(ops, z, &self.defender, &self.config)
     }
+
+    /// [`prepare_siguard`] with this party's defender (a run's preparation alone).
+    pub fn prepare<O: RingOps + ?Sized>(&self, ops: &mut O) -> Result<()> {
+        prepare_siguard(ops, &self.defender, &self.config)
+    }
 }
 
 /// Lower and upper end of the assumed `‖g‖²` range.
@@ -629,14 +634,27 @@ pub fn siguard_products(fixed: FixedPoint, shape: DefenderShape, config: &SiGuar
 /// this party's share of `softmax(z + e*)`, at 2^f. Both parties call it with the same
 /// `config` and a defender of the same shape (the server's with weights).
 ///
-/// Its Beaver triples are made in one batch first ([`siguard_products`] counts them), so
-/// each of its products is a single exchange.
+/// Its Beaver triples and its products with the defender's weights are prepared first
+/// ([`prepare_siguard`]), so each product is a single exchange.
 pub fn siguard<O: RingOps + ?Sized>(ops: &mut O, z: &[u64], d: &Defender, config: &SiGuardConfig) -> Result<Vec<u64>> {
     let c = d.shape.classes;
     if z.len() != c {
         return Err(MpcError::invalid("siguard", format!("{} logits for a defender of {c} classes", z.len())));
     }
     // Validates `config`; both checks come before any traffic.
+    prepare_siguard(ops, d, config)?;
+    // ≈ 140 sequential flights per inner step, a few hundred KB: rounds, not bytes, are its cost.
+    ops.fewest_rounds(true)?;
+    let out = run_siguard(ops, z, d, config);
+    ops.fewest_rounds(false)?;
+    out
+}
+
+/// What [`siguard`] does before its first step: the run's Beaver triples in one batch
+/// ([`RingOps::reserve_products`]) and its products with each of the defender's six weight
+/// matrices ([`RingOps::prepare_private_matrices`]), counted by [`siguard_products`].
+/// Public so that its cost can be measured on its own.
+pub fn prepare_siguard<O: RingOps + ?Sized>(ops: &mut O, d: &Defender, config: &SiGuardConfig) -> Result<()> {
     let products = siguard_products(ops.fixed(), d.shape, config)?;
     ops.reserve_products(products.shared)?;
     let matrices: Vec<MatrixSpec<'_>> = Product::ALL
@@ -646,15 +664,10 @@ pub fn siguard<O: RingOps + ?Sized>(ops: &mut O, z: &[u64], d: &Defender, config
             MatrixSpec { kind, weights, uses: products.private[m.index()] }
         })
         .collect();
-    ops.prepare_private_matrices(&matrices)?;
-    // ≈ 180 sequential flights per inner step, a few MB: rounds, not bytes, are its cost.
-    ops.fewest_rounds(true)?;
-    let out = run_siguard(ops, z, d, config);
-    ops.fewest_rounds(false)?;
-    out
+    ops.prepare_private_matrices(&matrices)
 }
 
-/// [`siguard`] without the triple batch, on inputs its callers have checked (`config` valid,
+/// [`siguard`] without its preparation, on inputs its callers have checked (`config` valid,
 /// `z` of the defender's classes).
 fn run_siguard<O: RingOps + ?Sized>(ops: &mut O, z: &[u64], d: &Defender, config: &SiGuardConfig) -> Result<Vec<u64>> {
     let c = d.shape.classes;
