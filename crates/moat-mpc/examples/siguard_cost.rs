@@ -7,15 +7,19 @@
 //! Runs the secure softmax and SIGuard with (outer, inner) = (1, 1), (1, 9) and (3, 1), and
 //! separates the cost of one inner step, of one round's validator and of the fixed part
 //! (initial softmax, `h(p)`, label one-hot, final softmax); extrapolates to the paper's 6 × 49
-//! and measures that run, and its preparation (triples, the defender's products) alone.
+//! and measures that run, and its preparation (triples, the defender's products) alone; then
+//! splits an inner step's flights from P0 by the primitive that sends them.
 //! Bytes and flights come from the channel's counters; the defender's weights are random (the
 //! cost does not depend on them).
 
+use std::collections::BTreeMap;
 use std::error::Error;
 use std::time::Instant;
 
 use moat_mpc::protocols::Session;
-use moat_mpc::ring_ops::{Defender, DefenderShape, SessionOps, SiGuard, SiGuardConfig, Softmax, softmax};
+use moat_mpc::ring_ops::{
+    Defender, DefenderShape, MatrixKind, MatrixSpec, RingOps, SessionOps, SiGuard, SiGuardConfig, Softmax, softmax,
+};
 use moat_mpc::transport::{Channel, memory};
 use moat_mpc::{Party, Seed, share};
 use moat_nn::FixedPoint;
@@ -32,14 +36,76 @@ enum Part {
     SiGuard(SiGuardConfig),
 }
 
-/// (bytes both directions, flights from P0, seconds) of one `part`.
-fn run(
-    fp: FixedPoint,
-    shape: DefenderShape,
-    part: Part,
-    ferret: bool,
-    kind: Softmax,
-) -> Result<(u64, u64, f64), Box<dyn Error>> {
+/// The server's operations, counting the flights it sends in each interactive primitive.
+struct ByPrimitive<'a> {
+    ops: SessionOps<'a>,
+    flights: BTreeMap<&'static str, u64>,
+}
+
+impl ByPrimitive<'_> {
+    fn count<T>(&mut self, name: &'static str, f: impl FnOnce(&mut SessionOps<'_>) -> T) -> T {
+        let before = self.ops.stats().total().rounds;
+        let out = f(&mut self.ops);
+        *self.flights.entry(name).or_default() += self.ops.stats().total().rounds - before;
+        out
+    }
+}
+
+type R<T> = moat_mpc::Result<T>;
+
+impl RingOps for ByPrimitive<'_> {
+    fn fixed(&self) -> FixedPoint {
+        self.ops.fixed()
+    }
+    fn holds_public(&self) -> bool {
+        self.ops.holds_public()
+    }
+    fn mul(&mut self, x: &[u64], y: &[u64]) -> R<Vec<u64>> {
+        self.count("product (Beaver)", |o| o.mul(x, y))
+    }
+    fn truncate(&mut self, x: &[u64], shift: u32) -> R<Vec<u64>> {
+        self.count("truncation (signed)", |o| o.truncate(x, shift))
+    }
+    fn truncate_nonnegative(&mut self, x: &[u64], shift: u32) -> R<Vec<u64>> {
+        self.count("truncation (non-negative)", |o| o.truncate_nonnegative(x, shift))
+    }
+    fn relu(&mut self, x: &[u64]) -> R<Vec<u64>> {
+        self.count("ReLU", |o| o.relu(x))
+    }
+    fn sign(&mut self, x: &[u64]) -> R<Vec<u64>> {
+        self.count("sign", |o| o.sign(x))
+    }
+    fn mul_private(&mut self, w: Option<&[u64]>, x: &[u64]) -> R<Vec<u64>> {
+        self.count("private product", |o| o.mul_private(w, x))
+    }
+    fn mul_private_matvec(&mut self, w: Option<&[u64]>, rows: usize, x: &[u64]) -> R<Vec<u64>> {
+        self.count("private product", |o| o.mul_private_matvec(w, rows, x))
+    }
+    fn reserve_products(&mut self, n: usize) -> R<()> {
+        self.count("preparation", |o| o.reserve_products(n))
+    }
+    fn prepare_private_matrices(&mut self, matrices: &[MatrixSpec<'_>]) -> R<()> {
+        self.count("preparation", |o| o.prepare_private_matrices(matrices))
+    }
+    fn mul_private_matrix(&mut self, m: usize, kind: MatrixKind, w: Option<&[u64]>, x: &[u64]) -> R<Vec<u64>> {
+        self.count("private product", |o| o.mul_private_matrix(m, kind, w, x))
+    }
+    fn fewest_rounds(&mut self, on: bool) -> R<()> {
+        self.ops.fewest_rounds(on)
+    }
+}
+
+/// What one [`run`] cost: bytes both directions, flights from P0 (in all and by primitive),
+/// seconds.
+struct Cost {
+    bytes: u64,
+    flights: u64,
+    by_primitive: BTreeMap<&'static str, u64>,
+    seconds: f64,
+}
+
+/// The cost of one `part`.
+fn run(fp: FixedPoint, shape: DefenderShape, part: Part, ferret: bool, kind: Softmax) -> Result<Cost, Box<dyn Error>> {
     let mut rng = Seed::from_os()?.rng();
     let z: Vec<u64> = (0..shape.classes).map(|_| fp.encode(rng.random_range(-5.0..5.0))).collect();
     let [(r1, c1), (r2, c2), (r3, c3)] = shape.layers();
@@ -61,8 +127,8 @@ fn run(
     let mut s = setup(&mut c0, Party::P0, fp, Seed::from_os()?.rng(), ferret)?;
     let before = c0.stats().total();
     let started = Instant::now();
-    {
-        let ops = &mut SessionOps::new(&mut s, &mut c0);
+    let by_primitive = {
+        let ops = &mut ByPrimitive { ops: SessionOps::new(&mut s, &mut c0), flights: BTreeMap::new() };
         let server = |config| {
             let defender = Defender::new(fp, shape, [&w1, &w2, &w3], [&b1, &b2, &b3])?;
             SiGuard::new(defender, config, shape.classes)
@@ -76,11 +142,12 @@ fn run(
                 softmax(ops, z0.values(), shape.classes, kind)?;
             }
         }
-    }
+        std::mem::take(&mut ops.flights)
+    };
     let seconds = started.elapsed().as_secs_f64();
     let used = c0.stats().total().since(&before);
     client.join().map_err(|_| "client thread panicked")??;
-    Ok((used.bytes_total(), used.rounds, seconds))
+    Ok(Cost { bytes: used.bytes_total(), flights: used.rounds, by_primitive, seconds })
 }
 
 fn setup(
@@ -120,14 +187,22 @@ fn main() -> Result<(), Box<dyn Error>> {
     let c = run(fp, shape, Part::SiGuard(at(3, 1)), ferret, kind)?;
     let prepare = run(fp, shape, Part::Prepare(at(6, 49)), ferret, kind)?;
     let measured = run(fp, shape, Part::SiGuard(at(6, 49)), ferret, kind)?;
-    let diff = |x: (u64, u64, f64), y: (u64, u64, f64)| {
-        (x.0.saturating_sub(y.0) as f64, x.1.saturating_sub(y.1) as f64, (x.2 - y.2).max(0.0))
+    let diff = |x: &Cost, y: &Cost| {
+        (
+            x.bytes.saturating_sub(y.bytes) as f64,
+            x.flights.saturating_sub(y.flights) as f64,
+            (x.seconds - y.seconds).max(0.0),
+        )
     };
-    let step = diff(b, a);
+    let step = diff(&b, &a);
     let step = (step.0 / 8.0, step.1 / 8.0, step.2 / 8.0);
-    let validator = diff(c, a);
+    let validator = diff(&c, &a);
     let validator = ((validator.0 / 2.0 - step.0), (validator.1 / 2.0 - step.1), (validator.2 / 2.0 - step.2).max(0.0));
-    let fixed = (a.0 as f64 - step.0 - validator.0, a.1 as f64 - step.1 - validator.1, a.2 - step.2 - validator.2);
+    let fixed = (
+        a.bytes as f64 - step.0 - validator.0,
+        a.flights as f64 - step.1 - validator.1,
+        a.seconds - step.2 - validator.2,
+    );
     // Fixed part + `outer` validators + `outer·inner` steps.
     let (outer, steps) = (6.0, 6.0 * 49.0);
     let full = (
@@ -145,13 +220,20 @@ fn main() -> Result<(), Box<dyn Error>> {
     );
     println!("| part | MB | flights (P0) | seconds |\n|---|---|---|---|");
     let row = |name: &str, v: (f64, f64, f64)| println!("| {name} | {:.2} | {:.0} | {:.3} |", v.0 / 1e6, v.1, v.2);
-    row("secure softmax alone", (soft.0 as f64, soft.1 as f64, soft.2));
+    let measured_row = |v: &Cost| (v.bytes as f64, v.flights as f64, v.seconds);
+    row("secure softmax alone", measured_row(&soft));
     row("SIGuard fixed part (softmax, h(p), one-hot, final softmax)", fixed);
     row("one inner step (softmax, h forward + backward, g2, g3, norm, update)", step);
     row("one validator (softmax, h forward, selects)", validator);
     row("SIGuard 6 × 49 (extrapolated)", full);
-    let measured_row = |v: (u64, u64, f64)| (v.0 as f64, v.1 as f64, v.2);
-    row("SIGuard 6 × 49 (measured)", measured_row(measured));
-    row("of which its preparation (triples, the defender's products)", measured_row(prepare));
+    row("SIGuard 6 × 49 (measured)", measured_row(&measured));
+    row("of which its preparation (triples, the defender's products)", measured_row(&prepare));
+    println!("\n| primitive | flights from P0 per inner step |\n|---|---|");
+    for (name, &n) in &b.by_primitive {
+        let per_step = n.saturating_sub(a.by_primitive.get(name).copied().unwrap_or(0)) as f64 / 8.0;
+        if per_step > 0.0 {
+            println!("| {name} | {per_step:.1} |");
+        }
+    }
     Ok(())
 }

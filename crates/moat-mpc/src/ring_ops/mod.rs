@@ -343,6 +343,11 @@ impl<'a> SessionOps<'a> {
         Self { session, ch, saved: None, prepared: Vec::new() }
     }
 
+    /// The channel's traffic counters so far (for cost breakdowns by operation).
+    pub fn stats(&self) -> &crate::transport::Stats {
+        self.ch.stats()
+    }
+
     fn share(&self, x: &[u64]) -> AShare {
         AShare::from_wrapping(self.session.fixed_point(), x.to_vec())
     }
