@@ -70,6 +70,24 @@ pub trait RingOps {
         self.truncate(x, shift)
     }
 
+    /// Exact signed truncation `floor(signed(x) / 2^shift)` for values the caller **knows**
+    /// to be small, `|signed(x)| < 2^(ℓ−2)` (at ℓ = 37 and a product at 2^2f, f = 12: a real
+    /// magnitude below 2048): the non-negative truncation of `x + 2^(ℓ−2)`, minus
+    /// `2^(ℓ−2−shift)` — `2^shift` divides the bias, so the result is [`Self::truncate`]'s,
+    /// at [`Self::truncate_nonnegative`]'s cost. Outside the precondition the biased value is
+    /// negative, which the plaintext reference refuses.
+    fn truncate_bounded(&mut self, x: &[u64], shift: u32) -> Result<Vec<u64>> {
+        let fp = self.fixed();
+        let top = fp.ring_bits().saturating_sub(2);
+        if shift > top {
+            // The bias would not be a multiple of 2^shift.
+            return self.truncate(x, shift);
+        }
+        let bias = 1u64 << top;
+        let t = self.truncate_nonnegative(&self.add_public(x, bias), shift)?;
+        Ok(self.add_public(&t, fp.neg(bias >> shift)))
+    }
+
     /// `1{x ≥ 0}` (signed) as ring integers 0 or 1 (not scaled), element-wise.
     fn sign(&mut self, x: &[u64]) -> Result<Vec<u64>>;
 
@@ -176,6 +194,15 @@ pub trait RingOps {
         let f = self.fixed().frac_bits();
         let z = self.mul(x, y)?;
         self.truncate(&z, f)
+    }
+
+    /// [`Self::mul_fixed`] for products the caller **knows** to be small (real magnitude
+    /// below `2^(ℓ−2−2f)`, 2048 at ℓ = 37, f = 12): the same result, truncated by
+    /// [`Self::truncate_bounded`].
+    fn mul_fixed_bounded(&mut self, x: &[u64], y: &[u64]) -> Result<Vec<u64>> {
+        let f = self.fixed().frac_bits();
+        let z = self.mul(x, y)?;
+        self.truncate_bounded(&z, f)
     }
 
     /// Fixed-point product with a public real `c` (encoded at 2^f): `floor(x·c̄ / 2^f)`.
@@ -486,6 +513,30 @@ pub(crate) mod tests {
         assert_eq!(plain[..7], x.iter().map(|v| fp.truncate(fp.mul(*v, *v))).collect::<Vec<_>>()[..]);
         assert_eq!(plain[14..21], [0, 0, 1, 1, 1, 1, 0]);
         assert_eq!(plain[28], fp.encode(100.125));
+        Ok(())
+    }
+
+    /// The bounded truncation is the signed one on `[−2^(ℓ−2), 2^(ℓ−2))`, edges included,
+    /// between two parties as in plaintext; the plaintext reference refuses a value past
+    /// either edge.
+    #[test]
+    fn bounded_truncation_is_exact_inside_its_range_and_refused_outside() -> Result<()> {
+        let fp = FixedPoint::default();
+        let edge = 1u64 << (fp.ring_bits() - 2);
+        let x: Vec<u64> = [edge - 1, fp.neg(edge), 0, fp.neg(1), 4095, 4096, fp.neg(4097), fp.encode(-3.7)].to_vec();
+        for shift in [1, fp.frac_bits(), fp.frac_bits() + 1, fp.ring_bits() - 2] {
+            let (plain, real) = both(fp, &x, move |ops, x| ops.truncate_bounded(x, shift))?;
+            let signed: Vec<u64> = x.iter().map(|v| fp.truncate_by(*v, shift)).collect();
+            assert_eq!((&plain, &real), (&signed, &signed), "shift {shift}");
+        }
+        let ops = &mut PlainOps::new(fp);
+        assert!(ops.truncate_bounded(&[edge], 12).is_err());
+        assert!(ops.truncate_bounded(&[fp.neg(edge + 1)], 12).is_err());
+        // Past ℓ − 2 bits the bias is no multiple of 2^shift: the general truncation.
+        assert_eq!(
+            ops.truncate_bounded(&[fp.neg(2)], fp.ring_bits() - 1)?,
+            ops.truncate(&[fp.neg(2)], fp.ring_bits() - 1)?
+        );
         Ok(())
     }
 

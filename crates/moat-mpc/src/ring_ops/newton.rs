@@ -27,7 +27,9 @@
 //! products' triples made ahead (as SIGuard makes them): [`reciprocal`] over `[1, 10]` at
 //! `f = 12` (`m = 4`, `k = 14`) takes 2 steps, 29 flights (6 steps from `2/(lo + hi)`: 70);
 //! [`inv_sqrt`] over `[2^−8, 2^12]` (`m = 4`, `k = 80`) 2 steps, 41 flights (20 steps from
-//! `1/√hi`: 460).
+//! `1/√hi`: 460) — both with the general truncation; the steps' products are small on the
+//! range, so [`Newton::apply`] truncates them with [`RingOps::truncate_bounded`] (SIGuard's
+//! inner step: 143 → 113 flights with this and the softmax's bounded truncations).
 
 use super::RingOps;
 use crate::error::{MpcError, Result};
@@ -175,26 +177,51 @@ impl Newton {
         self.steps
     }
 
-    /// This party's share of the function of each shared `x` (at 2^f).
+    /// The largest magnitude of a product in a step, for `x` in the plan's `[lo, hi]` and
+    /// every iterate within a factor 2 of the answer (the start is within `2^(1/2m)`, and
+    /// the steps converge): `s·y ≤ 2` and `y·u ≤ 2·(2/lo)` for the reciprocal; `x·y ≤ 2√hi`,
+    /// `x·y·y ≤ 4` and `y·u ≤ 3·(2/√lo)` for the inverse square root.
+    fn largest_product(&self) -> f64 {
+        let (lo, hi) = (self.start.lo, self.start.hi);
+        match self.inverse {
+            Inverse::Reciprocal => 2f64.max(4.0 / lo),
+            Inverse::InvSqrt => (2.0 * hi.sqrt()).max(4.0).max(6.0 / lo.sqrt()),
+        }
+    }
+
+    /// This party's share of the function of each shared `x` (at 2^f), for `x ∈ [lo, hi]`.
+    ///
+    /// Its truncations are [`RingOps::truncate_bounded`] (a third of the bytes of the
+    /// general one, and fewer flights) when the plan's products stay below half of that
+    /// truncation's bound (`2^(ℓ−2−2f)`: 2048 at ℓ = 37, f = 12), and [`RingOps::truncate`]
+    /// otherwise. Both are exact, so the result does not depend on which; for `x` outside
+    /// `[lo, hi]` the iteration itself is off (and the plaintext reference may refuse a
+    /// product that leaves the bound).
     pub fn apply<O: RingOps + ?Sized>(&self, ops: &mut O, x: &[u64]) -> Result<Vec<u64>> {
         let fp = ops.fixed();
         let f = fp.frac_bits();
+        let bound = (f64::from(fp.ring_bits()) - 2.0 - 2.0 * f64::from(f)).exp2();
+        let bounded = 2.0 * self.largest_product() < bound;
+        // `floor(a·b / 2^shift)`, exact either way.
+        let product = |ops: &mut O, a: &[u64], b: &[u64], shift: u32| -> Result<Vec<u64>> {
+            let ab = ops.mul(a, b)?;
+            if bounded { ops.truncate_bounded(&ab, shift) } else { ops.truncate(&ab, shift) }
+        };
         let mut y = self.start.shared(ops, x)?;
         for _ in 0..self.steps {
             y = match self.inverse {
                 Inverse::Reciprocal => {
-                    let sy = ops.mul_fixed(x, &y)?;
+                    let sy = product(ops, x, &y, f)?;
                     let u = ops.sub(&ops.public(x.len(), fp.encode(2.0)), &sy);
-                    ops.mul_fixed(&y, &u)?
+                    product(ops, &y, &u, f)?
                 }
                 Inverse::InvSqrt => {
                     // x·y first: y² alone would lose its bits at 2^f when y is small.
-                    let xy = ops.mul_fixed(x, &y)?;
-                    let xyy = ops.mul_fixed(&xy, &y)?;
+                    let xy = product(ops, x, &y, f)?;
+                    let xyy = product(ops, &xy, &y, f)?;
                     let u = ops.sub(&ops.public(x.len(), fp.encode(3.0)), &xyy);
                     // floor(floor(a/2^f)/2) = floor(a/2^(f+1)): the halving in the same truncation.
-                    let yu = ops.mul(&y, &u)?;
-                    ops.truncate(&yu, f + 1)?
+                    product(ops, &y, &u, f + 1)?
                 }
             };
         }

@@ -33,8 +33,9 @@
 //! **Deviations** (ring ℓ = 37, f = 12 instead of the prototype's 31/16 in a 3-party ring):
 //! `c₃` is capped at [`SiGuardConfig::c3_max`] (10 by default) so that `g` and `g·g` stay
 //! inside the ring's product range (|a·b| < 2^(ℓ−1−2f) = 4096); `‖g‖²` is assumed in
-//! `[2^−8, 2^12]` for the inverse square root (outside it the step length is off, the
-//! direction is not); ties of the maximum make several one-hot entries; a tie between the
+//! `[2^−8, 2^16]` for the inverse square root (below it the step is shorter than
+//! normalised; the top is 16 times one square's range, more than the ten squares of C = 10
+//! classes can sum to); ties of the maximum make several one-hot entries; a tie between the
 //! label's logit and the runner-up counts as the hinge being active.
 //!
 //! **Rounds.** Independent tests and products of one step share a batch: the softmax's max
@@ -485,8 +486,11 @@ impl SiGuard {
     }
 }
 
-/// Lower and upper end of the assumed `‖g‖²` range.
-const NORM_RANGE: (f64, f64) = (1.0 / 256.0, 4096.0);
+/// Lower and upper end of the assumed `‖g‖²` range: up to 16 times what one of g's squares
+/// may reach in the ring (`|a·b| < 4096`), so that Newton's iteration converges for every
+/// gradient of a few large entries (its start is one sign batch; the extra octaves cost 16
+/// comparisons in it, no flight).
+const NORM_RANGE: (f64, f64) = (1.0 / 256.0, 65536.0);
 
 /// `x + b` where `b` is the server's private bias (`None` on the client).
 fn add_private<O: RingOps + ?Sized>(ops: &O, x: &[u64], b: Option<&[u64]>) -> Vec<u64> {
@@ -741,7 +745,10 @@ fn run_siguard<O: RingOps + ?Sized>(ops: &mut O, z: &[u64], d: &Defender, config
             let (squares, lr_g) = products.split_at(c);
             let n2 = ops.row_sum(squares, c);
             let inv = inv_sqrt.apply(ops, &n2)?;
-            let delta = ops.mul_fixed(lr_g, &broadcast(&inv, c))?;
+            // A small product: |lr·gᵢ| ≤ 0.33·64 (lr ≤ 0.2·1.1⁵, every gᵢ² inside the ring's
+            // product range) and the inverse norm ≤ 34 (two Newton steps of at most ×1.5 from
+            // the bottom piece's start), so |δᵢ| < 720.
+            let delta = ops.mul_fixed_bounded(lr_g, &broadcast(&inv, c))?;
             e = ops.sub(&e, &delta);
         }
         // The oblivious validator.

@@ -170,7 +170,8 @@ pub fn softmax_from_max<O: RingOps + ?Sized>(
     };
     let s = ops.row_sum(&t, cols);
     let r = reciprocal(ops, &s, lo, hi)?;
-    ops.mul_fixed(&t, &broadcast(&r, cols))
+    // t ∈ [0, hi/cols] and r ≤ 1/lo: the product is at most 1.
+    ops.mul_fixed_bounded(&t, &broadcast(&r, cols))
 }
 
 /// `1 + y(d)` (≈ `e^d`) for `d ≤ 0` at 2^f: the ring spline of [`moat_nn::approx::EXP_NEG`]
@@ -183,7 +184,9 @@ fn spline_exp<O: RingOps + ?Sized>(ops: &mut O, d: &[u64]) -> Result<Vec<u64>> {
     let relus = ops.relu(&ops.sub_public_each(&a, &spline.knots))?;
     let sums: Vec<u64> =
         a.iter().zip(relus.chunks(k.max(1))).map(|(a, r)| spline.magnitude(fp, *a, r.iter().copied())).collect();
-    let g = ops.truncate(&ops.add_public(&sums, spline.offset), spline.shift)?;
+    // The spline's sum is at most 2^(ℓ−3) in magnitude by construction (its scale leaves
+    // the ring 4 bits of headroom): inside the bounded truncation's range.
+    let g = ops.truncate_bounded(&ops.add_public(&sums, spline.offset), spline.shift)?;
     Ok(ops.add_public(&g, fp.encode(1.0)))
 }
 
