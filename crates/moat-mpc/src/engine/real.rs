@@ -74,8 +74,10 @@ use crate::seed::Seed;
 use crate::shares::{AShare, Party};
 use crate::transport::Channel;
 
-/// Version string both parties must agree on.
-pub const PROTOCOL: &str = "moat-2pc/1";
+/// Version string both parties must agree on. `/2`: the secure softmax's and SIGuard's
+/// messages changed (bounded truncations; SIGuard's defender products prepared by HE), so a
+/// `/1` peer is refused at the hello instead of failing mid-query.
+pub const PROTOCOL: &str = "moat-2pc/2";
 
 const REQUEST_END: u8 = 0;
 const REQUEST_LABEL: u8 = 1;
