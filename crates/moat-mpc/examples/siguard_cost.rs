@@ -9,8 +9,9 @@
 //! (initial softmax, `h(p)`, label one-hot, final softmax); extrapolates to the paper's 6 × 49
 //! and measures that run, and its preparation (triples, the defender's products) alone; then
 //! splits an inner step's flights from P0 by the primitive that sends them.
-//! Bytes and flights come from the channel's counters; the defender's weights are random (the
-//! cost does not depend on them).
+//! Bytes and flights come from the channel's counters; the defender's weights are random at a
+//! trained one's scale (the cost depends on them only through whether they keep every product
+//! inside the bounded truncations' range, which these do).
 
 use std::collections::BTreeMap;
 use std::error::Error;
@@ -109,19 +110,32 @@ fn run(fp: FixedPoint, shape: DefenderShape, part: Part, ferret: bool, kind: Sof
     let mut rng = Seed::from_os()?.rng();
     let z: Vec<u64> = (0..shape.classes).map(|_| fp.encode(rng.random_range(-5.0..5.0))).collect();
     let [(r1, c1), (r2, c2), (r3, c3)] = shape.layers();
-    let mut draw = |n: usize| -> Vec<f32> { (0..n).map(|_| rng.random_range(-0.5f32..0.5)).collect() };
-    let (w1, w2, w3, b1, b2, b3) = (draw(r1 * c1), draw(r2 * c2), draw(r3 * c3), draw(r1), draw(r2), draw(r3));
+    // At a trained defender's scale (±1/√fan-in), inside the bounded truncations' range.
+    let mut draw = |n: usize, fan_in: usize| -> Vec<f32> {
+        let a = 1.0 / (fan_in as f32).sqrt();
+        (0..n).map(|_| rng.random_range(-a..a)).collect()
+    };
+    let (w1, w2, w3) = (draw(r1 * c1, c1), draw(r2 * c2, c2), draw(r3 * c3, c3));
+    let (b1, b2, b3) = (draw(r1, c1), draw(r2, c2), draw(r3, c3));
+    let config = match part {
+        Part::SiGuard(config) | Part::Prepare(config) => Some(config),
+        Part::Softmax => None,
+    };
+    let guard = config
+        .map(|config| SiGuard::new(Defender::new(fp, shape, [&w1, &w2, &w3], [&b1, &b2, &b3])?, config, shape.classes))
+        .transpose()?;
+    // The client's half from the server's announcement, as the engine's hello carries it.
+    let spec = guard.as_ref().map(SiGuard::spec);
     let (z0, z1) = share(fp, &z, &mut Seed::from_os()?.rng());
     let (mut c0, mut c1) = memory::pair(Default::default());
     let client_rng = Seed::from_os()?.rng();
     let client = std::thread::spawn(move || -> moat_mpc::Result<Vec<u64>> {
         let mut s = setup(&mut c1, Party::P1, fp, client_rng, ferret)?;
         let ops = &mut SessionOps::new(&mut s, &mut c1);
-        let client = |config| SiGuard::client(moat_mpc::ring_ops::SiGuardSpec { shape, config });
-        match part {
-            Part::SiGuard(config) => client(config)?.run(ops, z1.values()),
-            Part::Prepare(config) => client(config)?.prepare(ops).map(|()| Vec::new()),
-            Part::Softmax => softmax(ops, z1.values(), shape.classes, kind),
+        match (part, spec.map(SiGuard::client).transpose()?) {
+            (Part::SiGuard(_), Some(guard)) => guard.run(ops, z1.values()),
+            (Part::Prepare(_), Some(guard)) => guard.prepare(ops).map(|()| Vec::new()),
+            _ => softmax(ops, z1.values(), shape.classes, kind),
         }
     });
     let mut s = setup(&mut c0, Party::P0, fp, Seed::from_os()?.rng(), ferret)?;
@@ -129,16 +143,12 @@ fn run(fp: FixedPoint, shape: DefenderShape, part: Part, ferret: bool, kind: Sof
     let started = Instant::now();
     let by_primitive = {
         let ops = &mut ByPrimitive { ops: SessionOps::new(&mut s, &mut c0), flights: BTreeMap::new() };
-        let server = |config| {
-            let defender = Defender::new(fp, shape, [&w1, &w2, &w3], [&b1, &b2, &b3])?;
-            SiGuard::new(defender, config, shape.classes)
-        };
-        match part {
-            Part::SiGuard(config) => {
-                server(config)?.run(ops, z0.values())?;
+        match (part, &guard) {
+            (Part::SiGuard(_), Some(guard)) => {
+                guard.run(ops, z0.values())?;
             }
-            Part::Prepare(config) => server(config)?.prepare(ops)?,
-            Part::Softmax => {
+            (Part::Prepare(_), Some(guard)) => guard.prepare(ops)?,
+            _ => {
                 softmax(ops, z0.values(), shape.classes, kind)?;
             }
         }

@@ -101,6 +101,11 @@ struct Weights {
 pub struct Defender {
     shape: DefenderShape,
     weights: Option<Weights>,
+    /// Every value the defender's products make stays below half of
+    /// [`RingOps::truncate_bounded`]'s range for every input (checked on the weights by
+    /// [`Defender::new`], announced in [`SiGuardSpec::bounded`]): its truncations are the
+    /// bounded ones.
+    bounded: bool,
 }
 
 impl std::fmt::Debug for Defender {
@@ -109,6 +114,7 @@ impl std::fmt::Debug for Defender {
         f.debug_struct("Defender")
             .field("shape", &self.shape)
             .field("has_weights", &self.weights.is_some())
+            .field("bounded", &self.bounded)
             .finish_non_exhaustive()
     }
 }
@@ -146,12 +152,33 @@ impl Defender {
             wt[i] = (0..rows * cols).map(|k| w[i][(k % rows) * cols + k / rows]).collect();
             b[i] = biases[i].iter().map(encode).collect::<Result<_>>()?;
         }
-        Ok(Self { shape, weights: Some(Weights { w, wt, b }) })
+        let limit = (f64::from(fixed.ring_bits()) - 3.0 - 2.0 * f64::from(fixed.frac_bits())).exp2();
+        let bounded = activation_bound(shape, weights, biases) < limit;
+        Ok(Self { shape, weights: Some(Weights { w, wt, b }), bounded })
     }
 
-    /// The client's view: the shape only.
+    /// The client's view: the shape only (products truncated by the general truncation).
     pub fn public(shape: DefenderShape) -> Self {
-        Self { shape, weights: None }
+        Self { shape, weights: None, bounded: false }
+    }
+
+    /// The client's view of this defender: its shape and whether its products are bounded
+    /// (what [`SiGuardSpec`] announces), without the weights.
+    pub fn public_half(&self) -> Self {
+        Self { shape: self.shape, weights: None, bounded: self.bounded }
+    }
+
+    /// Whether every product of a run stays inside [`RingOps::truncate_bounded`]'s range
+    /// (see [`SiGuardSpec::bounded`]).
+    pub fn bounded(&self) -> bool {
+        self.bounded
+    }
+
+    /// `floor(x / 2^f)` of one of the defender's products: [`RingOps::truncate_bounded`]
+    /// when [`Defender`]'s bound holds, [`RingOps::truncate`] otherwise (the same result).
+    fn truncate<O: RingOps + ?Sized>(&self, ops: &mut O, x: &[u64]) -> Result<Vec<u64>> {
+        let f = ops.fixed().frac_bits();
+        if self.bounded { ops.truncate_bounded(x, f) } else { ops.truncate(x, f) }
     }
 
     /// The shape.
@@ -222,6 +249,26 @@ impl Product {
             Product::LastWeights => 5,
         }
     }
+}
+
+/// The largest magnitude any product of a SIGuard run with this defender can take, for every
+/// probability vector `p` (entries in `[0, 1]`, summing to 1 — the softmax's, within a
+/// factor 2 for its approximation): the pre-activations `|W₁p| ≤ maxⱼ|W₁ᵢⱼ|`,
+/// `|W₂r₁| ≤ Σ|W₂|·A₁`, `|W₃r₂| ≤ Σ|w₃|·A₂` (with `Aₖ` the bounds of the ReLU inputs, biases
+/// included); backward `|W₂ᵀ(w₃ ⊙ s)| ≤ Σ|W₂|·|w₃|`, `|v| = |W₁ᵀ(s ⊙ u₁)| ≤ Σ|W₁|·U₁`; and the
+/// softmax Jacobian's products `≤ 2·max|v|` (and `2·c₃ ≤ 20` for g₃'s). In real units.
+fn activation_bound(shape: DefenderShape, weights: [&[f32]; 3], biases: [&[f32]; 3]) -> f64 {
+    let [(h1, c), (h2, _), _] = shape.layers();
+    let w = |l: usize, r: usize, k: usize, cols: usize| f64::from(weights[l][r * cols + k]).abs();
+    let b = |l: usize, r: usize| f64::from(biases[l][r]).abs();
+    // The factor 2 covers the softmax's probabilities summing to slightly more than 1.
+    let a1: Vec<f64> = (0..h1).map(|r| 2.0 * (0..c).map(|k| w(0, r, k, c)).fold(0.0, f64::max) + b(0, r)).collect();
+    let a2: Vec<f64> = (0..h2).map(|r| (0..h1).map(|k| w(1, r, k, h1) * a1[k]).sum::<f64>() + b(1, r)).collect();
+    let out = (0..h2).map(|k| w(2, 0, k, h2) * a2[k]).sum::<f64>() + b(2, 0);
+    let u1: Vec<f64> = (0..h1).map(|k| (0..h2).map(|r| w(1, r, k, h1) * w(2, 0, r, h2)).sum()).collect();
+    let v = (0..c).map(|j| (0..h1).map(|r| w(0, r, j, c) * u1[r]).sum::<f64>()).fold(0.0, f64::max);
+    let largest = [a1.iter().copied().fold(0.0, f64::max), a2.iter().copied().fold(0.0, f64::max), out];
+    largest.into_iter().chain(u1).fold(2.0 * v.max(10.0), f64::max)
 }
 
 /// A defender's float weights (row-major `W[out][in]` per layer of
@@ -435,6 +482,12 @@ pub struct SiGuardSpec {
     pub shape: DefenderShape,
     /// The parameters.
     pub config: SiGuardConfig,
+    /// The server's defender keeps every product of a run below half of
+    /// [`RingOps::truncate_bounded`]'s range (checked on its weights), so both parties
+    /// truncate the defender's products with the cheaper bounded truncation. One bit about
+    /// the weights' scale; absent (older servers): false.
+    #[serde(default)]
+    pub bounded: bool,
 }
 
 /// SIGuard as a party runs it: its defender (with weights on the server) and the parameters.
@@ -467,12 +520,13 @@ impl SiGuard {
     /// The client's half from the server's announcement.
     pub fn client(spec: SiGuardSpec) -> Result<Self> {
         spec.config.validate()?;
-        Ok(Self { defender: Defender::public(spec.shape), config: spec.config })
+        let defender = Defender { bounded: spec.bounded, ..Defender::public(spec.shape) };
+        Ok(Self { defender, config: spec.config })
     }
 
     /// The public part.
     pub fn spec(&self) -> SiGuardSpec {
-        SiGuardSpec { shape: self.defender.shape, config: self.config }
+        SiGuardSpec { shape: self.defender.shape, config: self.config, bounded: self.defender.bounded }
     }
 
     /// [`siguard`] with this party's defender.
@@ -503,14 +557,14 @@ fn add_private<O: RingOps + ?Sized>(ops: &O, x: &[u64], b: Option<&[u64]>) -> Ve
 /// `W x + b` for the defender's layer `i` (`W` of `rows × cols`, private), truncated to 2^f.
 fn dense<O: RingOps + ?Sized>(ops: &mut O, d: &Defender, i: usize, x: &[u64]) -> Result<Vec<u64>> {
     let sums = d.mul(ops, Product::Forward(i), x)?;
-    let out = ops.truncate(&sums, ops.fixed().frac_bits())?;
+    let out = d.truncate(ops, &sums)?;
     Ok(add_private(ops, &out, d.b(i)))
 }
 
 /// `Wᵀ u` for the defender's layer `i`, truncated to 2^f.
 fn dense_transposed<O: RingOps + ?Sized>(ops: &mut O, d: &Defender, i: usize, u: &[u64]) -> Result<Vec<u64>> {
     let sums = d.mul(ops, Product::Backward(i), u)?;
-    ops.truncate(&sums, ops.fixed().frac_bits())
+    d.truncate(ops, &sums)
 }
 
 /// What [`forward`] returns.
@@ -544,12 +598,15 @@ pub fn defender_output<O: RingOps + ?Sized>(ops: &mut O, d: &Defender, p: &[u64]
 }
 
 /// `J(p)ᵀ v = p ⊙ (v − ⟨p, v⟩)` for each row of `cols` values (the softmax Jacobian is
-/// symmetric).
-fn jacobian<O: RingOps + ?Sized>(ops: &mut O, p: &[u64], v: &[u64], cols: usize) -> Result<Vec<u64>> {
-    let pv = ops.mul_fixed(p, v)?;
+/// symmetric); `v` is the defender's gradient (or `c₃·sign`), so its products are within
+/// the defender's bound.
+fn jacobian<O: RingOps + ?Sized>(ops: &mut O, d: &Defender, p: &[u64], v: &[u64], cols: usize) -> Result<Vec<u64>> {
+    let pv = ops.mul(p, v)?;
+    let pv = d.truncate(ops, &pv)?;
     let dot = ops.row_sum(&pv, cols);
     let centred = ops.sub(v, &broadcast(&dot, cols));
-    ops.mul_fixed(p, &centred)
+    let pc = ops.mul(p, &centred)?;
+    d.truncate(ops, &pc)
 }
 
 /// `2s − 1` for `s ∈ {0, 1}` (ring integers).
@@ -716,7 +773,7 @@ fn run_siguard<O: RingOps + ?Sized>(ops: &mut O, z: &[u64], d: &Defender, config
             let g = if config.g1_only {
                 let u1 = ops.mul(&fwd.s1, &u1)?;
                 let v = dense_transposed(ops, d, 0, &u1)?;
-                let jv = jacobian(ops, &ps, &v, c)?;
+                let jv = jacobian(ops, d, &ps, &v, c)?;
                 ops.mul(&broadcast(&sh, c), &jv)?
             } else {
                 // s1 ⊙ u1, the hinge [active]·(onehot(runner-up) − ℓ̂) and c₃·sign(p* − p) in
@@ -732,7 +789,7 @@ fn run_siguard<O: RingOps + ?Sized>(ops: &mut O, z: &[u64], d: &Defender, config
                 let (hinge, c3_sign) = rest.split_at(c);
                 let v = dense_transposed(ops, d, 0, u1)?;
                 // J(p*)ᵀ on v (for g₁) and on c₃·sign(p* − p) (c₃·g₃) in one pass.
-                let jacobians = jacobian(ops, &[ps.as_slice(), &ps].concat(), &[v.as_slice(), c3_sign].concat(), c)?;
+                let jacobians = jacobian(ops, d, &[ps.as_slice(), &ps].concat(), &[v.as_slice(), c3_sign].concat(), c)?;
                 let (jv, g3) = jacobians.split_at(c);
                 let g1 = ops.mul(&broadcast(&sh, c), jv)?;
                 let g1 = if config.c1 == 1.0 { g1 } else { ops.mul_public_fixed(&g1, config.c1)? };
@@ -787,10 +844,15 @@ mod tests {
     use rand_chacha::ChaCha20Rng;
 
     fn defender(fp: FixedPoint, shape: DefenderShape, seed: u64) -> Result<Defender> {
+        scaled_defender(fp, shape, seed, 1.0)
+    }
+
+    /// A random defender with its weights (not its biases) times `k`.
+    fn scaled_defender(fp: FixedPoint, shape: DefenderShape, seed: u64, k: f32) -> Result<Defender> {
         let mut rng = ChaCha20Rng::seed_from_u64(seed);
         let mut draw = |n: usize, scale: f32| -> Vec<f32> { (0..n).map(|_| rng.random_range(-scale..scale)).collect() };
         let [(r1, c1), (r2, c2), (r3, c3)] = shape.layers();
-        let (w1, w2, w3) = (draw(r1 * c1, 1.0), draw(r2 * c2, 0.5), draw(r3 * c3, 0.5));
+        let (w1, w2, w3) = (draw(r1 * c1, k), draw(r2 * c2, k / 2.0), draw(r3 * c3, k / 2.0));
         let (b1, b2, b3) = (draw(r1, 0.2), draw(r2, 0.2), draw(r3, 0.2));
         Defender::new(fp, shape, [&w1, &w2, &w3], [&b1, &b2, &b3])
     }
@@ -800,21 +862,55 @@ mod tests {
         (0..c).map(|_| fp.encode(rng.random_range(-6.0..6.0))).collect()
     }
 
+    /// Both backends agree bit for bit, with a defender whose products the bounded
+    /// truncation takes and with one (weights ×12) that needs the general one.
     #[test]
     fn two_party_siguard_equals_the_plaintext_one_bit_for_bit() -> Result<()> {
         let fp = FixedPoint::default();
         let shape = DefenderShape { classes: 4, hidden: [6, 3] };
         let z = logits(fp, 4, 1);
+        assert!(scaled_defender(fp, shape, 2, 1.0)?.bounded());
+        assert!(!scaled_defender(fp, shape, 2, 12.0)?.bounded());
         let (plain, real) = both(fp, &z, move |ops, z| {
             let server = ops.holds_public();
-            let d = if server { defender(FixedPoint::default(), shape, 2)? } else { Defender::public(shape) };
-            let config = SiGuardConfig { outer: 2, inner: 2, ..Default::default() };
-            let spline = SiGuardConfig { softmax: Softmax::Spline, ..config };
-            Ok([siguard(ops, z, &d, &config)?, siguard(ops, z, &d, &spline)?].concat())
+            let mut out = Vec::new();
+            for k in [1.0, 12.0] {
+                let d = scaled_defender(FixedPoint::default(), shape, 2, k)?;
+                let d = if server { d } else { d.public_half() };
+                let config = SiGuardConfig { outer: 2, inner: 2, ..Default::default() };
+                let spline = SiGuardConfig { softmax: Softmax::Spline, ..config };
+                out.extend(siguard(ops, z, &d, &config)?);
+                out.extend(siguard(ops, z, &d, &spline)?);
+            }
+            Ok(out)
         })?;
         assert_eq!(plain, real);
-        assert_eq!(argmax_ring(fp, &plain[..4]), argmax_ring(fp, &z));
-        assert_eq!(argmax_ring(fp, &plain[4..]), argmax_ring(fp, &z));
+        for run in plain.chunks(4) {
+            assert_eq!(argmax_ring(fp, run), argmax_ring(fp, &z));
+        }
+        Ok(())
+    }
+
+    /// The server's spec carries the bound, and the client's half takes it from there.
+    #[test]
+    fn the_defenders_bound_travels_in_the_spec() -> Result<()> {
+        let fp = FixedPoint::default();
+        let shape = DefenderShape::paper(10);
+        for (k, bounded) in [(0.1, true), (30.0, false)] {
+            let guard = SiGuard::new(scaled_defender(fp, shape, 3, k)?, SiGuardConfig::default(), 10)?;
+            let spec = guard.spec();
+            assert_eq!(spec.bounded, bounded, "weights ×{k}");
+            let bad = |e: serde_json::Error| MpcError::invalid("test", e.to_string());
+            let back: SiGuardSpec = serde_json::from_str(&serde_json::to_string(&spec).map_err(bad)?).map_err(bad)?;
+            assert_eq!(SiGuard::client(back)?.defender.bounded(), bounded);
+        }
+        // An older server's spec has no field: the general truncation.
+        let bad = |e: serde_json::Error| MpcError::invalid("test", e.to_string());
+        let bounded = SiGuard::new(scaled_defender(fp, shape, 3, 0.1)?, SiGuardConfig::default(), 10)?.spec();
+        let mut old = serde_json::to_value(bounded).map_err(bad)?;
+        assert!(old.as_object_mut().and_then(|o| o.remove("bounded")).is_some());
+        let spec: SiGuardSpec = serde_json::from_value(old).map_err(bad)?;
+        assert!(!spec.bounded);
         Ok(())
     }
 
