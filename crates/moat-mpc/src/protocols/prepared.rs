@@ -145,6 +145,9 @@ const REFUSED: u8 = 0;
 /// when the server's weights do not fit the HE parameters: nothing is prepared and the caller
 /// multiplies another way.
 pub fn prepare(s: &mut Session, ch: &mut dyn Channel, specs: &[MatrixSpec<'_>]) -> Result<Option<Vec<PreparedMatrix>>> {
+    if let Some(m) = specs.iter().find(|m| m.kind.rows() == 0 || m.kind.cols() == 0) {
+        return Err(MpcError::invalid("prepared products", format!("empty matrix {:?}", m.kind)));
+    }
     let used: Vec<&MatrixSpec<'_>> = specs.iter().filter(|m| m.uses > 0).collect();
     if used.is_empty() {
         return Ok(Some(specs.iter().map(|m| PreparedMatrix::new(m, Vec::new(), Vec::new())).collect()));

@@ -85,6 +85,14 @@ impl DefenderShape {
     pub fn layers(&self) -> [(usize, usize); 3] {
         [(self.hidden[0], self.classes), (self.hidden[1], self.hidden[0]), (1, self.hidden[1])]
     }
+
+    /// Refuses a shape with an empty layer (a server's announcement is checked too).
+    pub fn validate(&self) -> Result<()> {
+        if self.classes == 0 || self.hidden.contains(&0) {
+            return Err(MpcError::invalid("defender", format!("empty layer in {self:?}")));
+        }
+        Ok(())
+    }
 }
 
 /// The defender's weights, encoded at 2^f (the server's secret).
@@ -128,9 +136,7 @@ impl Defender {
         weights: [&[f32]; 3],
         biases: [&[f32]; 3],
     ) -> Result<Self> {
-        if shape.classes == 0 || shape.hidden.contains(&0) {
-            return Err(MpcError::invalid("defender", format!("empty layer in {shape:?}")));
-        }
+        shape.validate()?;
         let mut w: [Vec<u64>; 3] = Default::default();
         let mut wt: [Vec<u64>; 3] = Default::default();
         let mut b: [Vec<u64>; 3] = Default::default();
@@ -520,6 +526,7 @@ impl SiGuard {
     /// The client's half from the server's announcement.
     pub fn client(spec: SiGuardSpec) -> Result<Self> {
         spec.config.validate()?;
+        spec.shape.validate()?;
         let defender = Defender { bounded: spec.bounded, ..Defender::public(spec.shape) };
         Ok(Self { defender, config: spec.config })
     }
@@ -891,6 +898,10 @@ mod tests {
         Ok(())
     }
 
+    fn guard_spec(fp: FixedPoint, shape: DefenderShape) -> Result<SiGuardSpec> {
+        Ok(SiGuard::new(scaled_defender(fp, shape, 3, 0.1)?, SiGuardConfig::default(), shape.classes)?.spec())
+    }
+
     /// The server's spec carries the bound, and the client's half takes it from there.
     #[test]
     fn the_defenders_bound_travels_in_the_spec() -> Result<()> {
@@ -904,10 +915,12 @@ mod tests {
             let back: SiGuardSpec = serde_json::from_str(&serde_json::to_string(&spec).map_err(bad)?).map_err(bad)?;
             assert_eq!(SiGuard::client(back)?.defender.bounded(), bounded);
         }
+        // A server announcing an empty layer is refused before any traffic.
+        let empty = SiGuardSpec { shape: DefenderShape { classes: 10, hidden: [0, 64] }, ..guard_spec(fp, shape)? };
+        assert!(matches!(SiGuard::client(empty), Err(MpcError::InvalidArgument { .. })));
         // An older server's spec has no field: the general truncation.
         let bad = |e: serde_json::Error| MpcError::invalid("test", e.to_string());
-        let bounded = SiGuard::new(scaled_defender(fp, shape, 3, 0.1)?, SiGuardConfig::default(), 10)?.spec();
-        let mut old = serde_json::to_value(bounded).map_err(bad)?;
+        let mut old = serde_json::to_value(guard_spec(fp, shape)?).map_err(bad)?;
         assert!(old.as_object_mut().and_then(|o| o.remove("bounded")).is_some());
         let spec: SiGuardSpec = serde_json::from_value(old).map_err(bad)?;
         assert!(!spec.bounded);
