@@ -14,8 +14,8 @@
 //! client sends a fresh BFV public key (55.8 KB at N = 4096) and one query frame per matrix;
 //! the server answers with a status frame and one response frame per matrix: two flights.
 //! Bytes: the plans' query and response ciphertexts ([`crate::he::predicted_bytes`]), e.g.
-//! ≈ 3 MB for SIGuard's five matrices at 301 uses each (the Gilboa products it replaces
-//! send ≈ 1.7 MB per inner step). If the server's weights are too large for the HE
+//! 7.9 MB for SIGuard's six (the paper's defender at 6 × 49: 301 forward and 294 backward
+//! uses each; the Gilboa products they replace sent ≈ 1.7 MB per inner step, 500 MB a run). If the server's weights are too large for the HE
 //! parameters' flooding ([`crate::he::ServerLayer::new`]), it says so in the status frame and
 //! both parties go on without the preparation ([`prepare`] returns `None`).
 //!

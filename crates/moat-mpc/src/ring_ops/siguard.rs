@@ -49,7 +49,7 @@
 //!
 //! **Learns:** nothing beyond the opened result — every step is a [`RingOps`] primitive on
 //! shares. **Cost:** once per run, the preparation of `1 + outer·(inner + 1)` forward and
-//! `outer·inner` backward products per matrix (≈ 3 MB of BFV ciphertexts for the paper's
+//! `outer·inner` backward products per matrix (7.9 MB of BFV ciphertexts for the paper's
 //! defender at 6 × 49, two flights); per inner step one secure softmax, a forward and
 //! backward pass of `h` (five prepared matrix–vector products and one element-wise, each
 //! `cols` ring values from the client; 2 sign tests of H₁ + H₂ values), 4 sign tests / max
