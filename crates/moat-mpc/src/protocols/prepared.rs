@@ -11,8 +11,9 @@
 //! vectors `R_k ∈ Z_2^ℓ^cols`. One homomorphic 1×1 convolution per matrix ([`crate::he`]: the
 //! vectors are the `uses` pixels of a `cols`-channel image, `W` the kernel; a diagonal is a
 //! depthwise 1×1 kernel) leaves the client `W·R_k − s_k` and the server `s_k`, uniform. The
-//! client sends a fresh BFV public key (55.8 KB at N = 4096) and one query frame per matrix;
-//! the server answers with a status frame and one response frame per matrix: two flights.
+//! client sends a fresh BFV public key (55.8 KB at N = 4096), then per matrix a query frame,
+//! answered by a response frame (the first one preceded by the server's status frame): one
+//! round trip per matrix, so that the two never send megabytes at the same time.
 //! Bytes: the plans' query and response ciphertexts ([`crate::he::predicted_bytes`]), e.g.
 //! 7.9 MB for SIGuard's six (the paper's defender at 6 × 49: 301 forward and 294 backward
 //! uses each; the Gilboa products they replace sent ≈ 1.7 MB per inner step, 500 MB a run). If the server's weights are too large for the HE
@@ -181,14 +182,14 @@ pub fn prepare(s: &mut Session, ch: &mut dyn Channel, specs: &[MatrixSpec<'_>]) 
                 Ok(layers) => layers,
                 Err(e) => {
                     tracing::warn!(error = %e, "products with the private matrices not prepared");
-                    for _ in &used {
-                        ch.recv()?;
-                    }
+                    // The client sent its first query before reading the status.
+                    ch.recv()?;
                     ch.send(&[REFUSED])?;
                     ch.flush()?;
                     return Ok(None);
                 }
             };
+            // Read with the first response (each response is flushed).
             ch.send(&[PREPARED])?;
             used.iter()
                 .zip(&layers)
@@ -202,27 +203,24 @@ pub fn prepare(s: &mut Session, ch: &mut dyn Channel, specs: &[MatrixSpec<'_>]) 
             let mut client = HeClient::with_rng(&params, he_rng)?;
             client.setup(ch)?;
             let mut mask_rng = ChaCha20Rng::from_rng(&mut *rng);
-            let mut plans = Vec::with_capacity(used.len());
-            let mut masks = Vec::with_capacity(used.len());
-            for m in &used {
+            let mut parts = Vec::with_capacity(used.len());
+            // One matrix at a time: a query, then its response — never both parties sending
+            // megabytes at once, which could fill both socket buffers.
+            for (k, m) in used.iter().enumerate() {
                 let plan = params.plan(m.kind.batch_shape(m.uses))?;
                 let r: Vec<u64> = (0..m.kind.cols() * m.uses).map(|_| fp.reduce(mask_rng.random())).collect();
                 client.send_query(ch, &plan, &r)?;
-                plans.push(plan);
-                masks.push(r);
+                if k == 0 {
+                    match ch.recv_exact(1)?.first() {
+                        Some(&PREPARED) => {}
+                        Some(&REFUSED) => return Ok(None),
+                        other => return Err(MpcError::peer("prepared products", format!("status {other:?}"))),
+                    }
+                }
+                let y = client.receive_response(ch, &plan)?;
+                parts.push((transpose(&y, m.kind.rows(), m.uses), transpose(&r, m.kind.cols(), m.uses)));
             }
-            match ch.recv_exact(1)?.first() {
-                Some(&PREPARED) => {}
-                Some(&REFUSED) => return Ok(None),
-                other => return Err(MpcError::peer("prepared products", format!("status {other:?}"))),
-            }
-            used.iter()
-                .zip(plans.iter().zip(masks))
-                .map(|(m, (plan, r))| {
-                    let y = client.receive_response(ch, plan)?;
-                    Ok((transpose(&y, m.kind.rows(), m.uses), transpose(&r, m.kind.cols(), m.uses)))
-                })
-                .collect::<Result<Vec<_>>>()?
+            parts
         }
     }
     .into_iter();

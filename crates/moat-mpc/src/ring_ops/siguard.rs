@@ -50,7 +50,7 @@
 //! **Learns:** nothing beyond the opened result — every step is a [`RingOps`] primitive on
 //! shares. **Cost:** once per run, the preparation of `1 + outer·(inner + 1)` forward and
 //! `outer·inner` backward products per matrix (7.9 MB of BFV ciphertexts for the paper's
-//! defender at 6 × 49, two flights); per inner step one secure softmax, a forward and
+//! defender at 6 × 49, a round trip per matrix); per inner step one secure softmax, a forward and
 //! backward pass of `h` (five prepared matrix–vector products and one element-wise, each
 //! `cols` ring values from the client; 2 sign tests of H₁ + H₂ values), 4 sign tests / max
 //! trees of C values, ≈ 10 products of C values and the inverse square root (one batch of 80
