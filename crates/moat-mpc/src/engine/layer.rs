@@ -291,7 +291,7 @@ pub fn spline_layer(
 /// one for all elements, or one per channel, [`moat_nn::exec::leaky_slopes`]) on an input at
 /// `f` bits: pre-activation tamper point, `ReLU(x)` by [`relu`], the local
 /// `z = alpha·x + (2^f − alpha)·ReLU(x)` (`x` below zero, `2^f·x` above), the exact signed
-/// truncation of `z` by `f` bits ([`super::truncate::truncate`]), then the post-activation
+/// truncation of `z` by `f` bits ([`crate::protocols::truncate::truncate`]), then the post-activation
 /// tamper point. Exact: bit for bit the fixed-point executor's `⌊z / 2^f⌋`.
 ///
 /// **Learns:** nothing beyond the uniformly random output shares.

@@ -15,7 +15,7 @@
 //! * **add, reshape, flatten**: local.
 //! * **output**: with [`Reveal::Label`] the argmax runs inside the protocol and only the label
 //!   is opened to the client; with [`Reveal::Probabilities`] a secure softmax
-//!   ([`crate::ring_ops::softmax`], the variant the server announces) runs on the shared
+//!   ([`crate::ring_ops::softmax()`], the variant the server announces) runs on the shared
 //!   logits and only its result is opened; with [`Reveal::Logits`] the server sends its share
 //!   of the logits.
 //!

@@ -16,7 +16,7 @@
 //!    average pools (public maps, [`QuantizedGraph::public_linear`]), concatenations,
 //!    reshapes and transposes (public permutations of the shares) locally —
 //!    and end with the argmax revealed to the client only, with the secure softmax of
-//!    [`Hello::softmax`] ([`crate::ring_ops::softmax`]) opened to the client, or with the
+//!    [`Hello::softmax`] ([`crate::ring_ops::softmax()`]) opened to the client, or with the
 //!    server's logit share sent to the client.
 //!
 //!    Rescaling follows [`RescalePlan::fused`], which both parties derive from the skeleton: a

@@ -4,7 +4,7 @@
 //! Each step computes exactly what the real protocol's parties would end up holding. Linear
 //! layers and every non-linear step act on the reconstructed value (the real parties' fresh
 //! output shares are uniformly random, so the pair is fully described by the value), and the
-//! value is split into shares only where the client could act: at every [`TamperPoint`] the
+//! value is split into shares only where the client could act: at every [`TamperPoint`](crate::engine::hook::TamperPoint) the
 //! engine draws the server's share `r` at random, hands the client `x − r`, and continues with
 //! `r + (x − r)'` — what the real protocol reconstructs inside its next step. Truncations sit
 //! where the real backend puts them ([`RescalePlan::fused`]), so tamper points see the same

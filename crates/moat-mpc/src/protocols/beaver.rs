@@ -138,7 +138,7 @@ impl TripleStock {
 /// two COT runs once instead of per product call — so each later product is one exchange.
 /// Products beyond the stock make their triples on demand, as without a stock.
 ///
-/// **Cost:** as [`triples`] for `n` products (≈ 176 bytes of corrections per triple at
+/// **Cost:** as the triples module's for `n` products (≈ 176 bytes of corrections per triple at
 /// ℓ = 37, plus the random OTs); 3 flights from each party per `max_batch` triples.
 pub fn preprocess_triples(s: &mut Session, ch: &mut dyn Channel, n: usize) -> Result<()> {
     let batch = s.config().max_batch;
@@ -189,7 +189,7 @@ pub fn mul_values(s: &mut Session, ch: &mut dyn Channel, x: &[u64], y: &[u64]) -
 /// Fresh shares of the element-wise ring product `w·x`, where `w` is `P0`'s private input
 /// (e.g. a model weight; `P1` passes `None`) and `x` is shared: `P0` computes `w·x₀` locally
 /// and the cross term `w·x₁` by Gilboa's product, `P0` the COT sender with correlations
-/// `w mod 2^(ℓ−j)`, `P1` choosing the bits of `x₁` (one direction of [`triples`]).
+/// `w mod 2^(ℓ−j)`, `P1` choosing the bits of `x₁` (one direction of the triples module's).
 ///
 /// **Learns:** nothing (`P1` receives values masked by `P0`'s uniform COT outputs; `P0`
 /// receives only the random-OT messages of the extension).

@@ -685,8 +685,8 @@ impl RingOps for CountingOps {
 pub struct SiGuardProducts {
     /// Element products of two shared values ([`RingOps::mul`], for [`RingOps::reserve_products`]).
     pub shared: usize,
-    /// Products with each private matrix, by [`Product::index`] (for
-    /// [`RingOps::prepare_private_matrices`]).
+    /// Products with each private matrix, in the order `W₁, W₂, W₃` forward, `W₁ᵀ, W₂ᵀ`
+    /// backward, `w₃ ⊙ s` (for [`RingOps::prepare_private_matrices`]).
     pub private: [usize; 6],
 }
 

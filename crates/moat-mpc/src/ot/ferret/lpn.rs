@@ -44,7 +44,7 @@ const BLOCKS_PER_PAIR: usize = 5;
 const TASK_ROWS: usize = 1 << 14;
 /// Bits per column index in a [`ColumnTable`]: 16 low bits plus [`HIGH_BITS`] high bits.
 const HIGH_BITS: u32 = 6;
-/// The largest `k` a [`ColumnTable`] can index (`2^22`; every set moat ships is below).
+/// The largest `k` a column table can index (`2^22`; every set moat ships is below).
 pub const MAX_TABLE_K: usize = 1 << (16 + HIGH_BITS);
 
 /// The public code of one LPN instance.
@@ -135,7 +135,7 @@ impl LpnCode {
     }
 
     /// The same code with the indices of its first `rows` rows read from a table computed
-    /// once per process ([`ColumnTable`]'s doc: 28 bytes a row), for a code that encodes many
+    /// once per process (28 bytes a row, see the module doc), for a code that encodes many
     /// rounds. Falls back to [`Self::new`] above [`MAX_TABLE_K`] columns.
     pub fn with_table(k: usize, key: u128, rows: usize) -> Self {
         let mut code = Self::new(k, key);
