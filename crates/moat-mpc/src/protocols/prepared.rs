@@ -16,9 +16,10 @@
 //! round trip per matrix, so that the two never send megabytes at the same time.
 //! Bytes: the plans' query and response ciphertexts ([`crate::he::predicted_bytes`]), e.g.
 //! 7.9 MB for SIGuard's six (the paper's defender at 6 × 49: 301 forward and 294 backward
-//! uses each; the Gilboa products they replace sent ≈ 1.7 MB per inner step, 500 MB a run). If the server's weights are too large for the HE
-//! parameters' flooding ([`crate::he::ServerLayer::new`]), it says so in the status frame and
-//! both parties go on without the preparation ([`prepare`] returns `None`).
+//! uses each; the Gilboa products they replace sent ≈ 1.7 MB per inner step, 500 MB a run).
+//! If the server's weights are too large for the HE parameters' flooding
+//! ([`crate::he::ServerLayer::new`]), it says so in the status frame and both parties go on
+//! without the preparation ([`prepare`] returns `None`).
 //!
 //! **Online** ([`PreparedMatrix::mul`]): the client sends `u = x₁ − R_k` (`cols` values of ℓ
 //! bits) and keeps `W·R_k − s_k`; the server outputs `W·(x₀ + u) + s_k`. Together `W·x`.
@@ -75,20 +76,12 @@ impl MatrixKind {
 
     /// Ring weights the server holds.
     pub fn weight_len(&self) -> usize {
-        match *self {
-            MatrixKind::Full { rows, cols } => rows * cols,
-            MatrixKind::Diagonal { len } => len,
-        }
+        self.batch_shape(1).weight_len()
     }
 
-    /// `W·v` (or `w ⊙ v`) in the clear, mod 2^ℓ.
-    fn apply(&self, fp: FixedPoint, w: &[u64], v: &[u64]) -> Vec<u64> {
-        match *self {
-            MatrixKind::Full { cols, .. } => {
-                w.chunks(cols).map(|row| row.iter().zip(v).fold(0, |acc, (&a, &b)| fp.add(acc, fp.mul(a, b)))).collect()
-            }
-            MatrixKind::Diagonal { .. } => w.iter().zip(v).map(|(&a, &b)| fp.mul(a, b)).collect(),
-        }
+    /// `W·v` (or `w ⊙ v`) in the clear, mod 2^ℓ: the homomorphic layer's map on one pixel.
+    fn apply(&self, fp: FixedPoint, w: &[u64], v: &[u64]) -> Result<Vec<u64>> {
+        self.batch_shape(1).apply(v, w, fp)
     }
 
     /// The homomorphic layer that multiplies `uses` vectors at once: a 1×1 convolution over a
@@ -279,7 +272,7 @@ impl PreparedMatrix {
                 }
                 let u = ch.recv_ring(cols, fp.ring_bits())?;
                 let v: Vec<u64> = x.iter().zip(&u).map(|(&a, &b)| fp.add(a, b)).collect();
-                Ok(self.kind.apply(fp, w, &v).iter().zip(share).map(|(&y, &m)| fp.add(y, m)).collect())
+                Ok(self.kind.apply(fp, w, &v)?.iter().zip(share).map(|(&y, &m)| fp.add(y, m)).collect())
             }
             (Party::P1, None) => {
                 let r = &self.masks[k * cols..(k + 1) * cols];
@@ -340,7 +333,7 @@ mod tests {
                     &AShare::from_wrapping(fp, y0[2 * i + j].clone()),
                     &AShare::from_wrapping(fp, y1[2 * i + j].clone()),
                 )?;
-                assert_eq!(got, kind.apply(fp, weights, x), "use {i}, {kind:?}");
+                assert_eq!(got, kind.apply(fp, weights, x)?, "use {i}, {kind:?}");
             }
         }
         Ok(())

@@ -325,6 +325,17 @@ impl RingOps for PlainOps {
     }
 }
 
+/// `floor(x / 2^shift)` by [`RingOps::truncate_bounded`] when the caller has shown every value
+/// small (`bounded`), by [`RingOps::truncate`] otherwise: the same result either way.
+pub(crate) fn truncate_known<O: RingOps + ?Sized>(
+    ops: &mut O,
+    x: &[u64],
+    shift: u32,
+    bounded: bool,
+) -> Result<Vec<u64>> {
+    if bounded { ops.truncate_bounded(x, shift) } else { ops.truncate(x, shift) }
+}
+
 /// A product with the server's private factor made without a preparation:
 /// [`RingOps::mul_private_matvec`] or [`RingOps::mul_private`] by `kind`.
 fn mul_unprepared<O: RingOps + ?Sized>(

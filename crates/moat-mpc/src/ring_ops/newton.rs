@@ -29,9 +29,10 @@
 //! [`inv_sqrt`] over `[2^−8, 2^12]` (`m = 4`, `k = 80`) 2 steps, 41 flights (20 steps from
 //! `1/√hi`: 460) — both with the general truncation; the steps' products are small on the
 //! range, so [`Newton::apply`] truncates them with [`RingOps::truncate_bounded`] (SIGuard's
-//! inner step: 143 → 113 flights with this and the softmax's bounded truncations).
+//! inner step: 143 → 110 flights with this and the softmax's and the update's bounded
+//! truncations).
 
-use super::RingOps;
+use super::{RingOps, truncate_known};
 use crate::error::{MpcError, Result};
 
 /// Pieces per octave of both starts.
@@ -205,7 +206,7 @@ impl Newton {
         // `floor(a·b / 2^shift)`, exact either way.
         let product = |ops: &mut O, a: &[u64], b: &[u64], shift: u32| -> Result<Vec<u64>> {
             let ab = ops.mul(a, b)?;
-            if bounded { ops.truncate_bounded(&ab, shift) } else { ops.truncate(&ab, shift) }
+            truncate_known(ops, &ab, shift, bounded)
         };
         let mut y = self.start.shared(ops, x)?;
         for _ in 0..self.steps {

@@ -43,9 +43,11 @@
 //! batch of the defender's first layer; the hinge, `c₃·sign(p* − p)` and the backward pass's
 //! ReLU mask are one batch of products; `J(p*)ᵀ` is applied to g₁'s and g₃'s vectors at once
 //! (`c₃` enters before it); `g ⊙ g` and `lr·g` are one batch. And it runs its protocols at
-//! their fewest rounds ([`RingOps::fewest_rounds`]). Flights from `P0` per inner step
-//! (`examples/siguard_cost.rs`): 174 with the CrypTen softmax, 143 with the spline, IKNP or
-//! Ferret (649 before these batches and the inverse square root's comparison start).
+//! their fewest rounds ([`RingOps::fewest_rounds`]), with the bounded truncation
+//! ([`RingOps::truncate_bounded`]) wherever a value is known to be small (the defender's
+//! products when [`SiGuardSpec::bounded`]). Flights from `P0` per inner step
+//! (`examples/siguard_cost.rs`, Ferret): 121 with the CrypTen softmax, 89 with the spline
+//! (649 before these batches and the inverse square root's comparison start).
 //!
 //! **Learns:** nothing beyond the opened result — every step is a [`RingOps`] primitive on
 //! shares. **Cost:** once per run, the preparation of `1 + outer·(inner + 1)` forward and
@@ -63,7 +65,7 @@ use serde::{Deserialize, Serialize};
 
 use super::newton::{Inverse, Newton};
 use super::softmax::{Softmax, softmax, softmax_from_max};
-use super::{MatrixKind, MatrixSpec, RingOps, broadcast};
+use super::{MatrixKind, MatrixSpec, RingOps, broadcast, truncate_known};
 use crate::error::{MpcError, Result};
 
 /// The public shape of a defender: `classes → hidden[0] → ReLU → hidden[1] → ReLU → 1`.
@@ -184,7 +186,7 @@ impl Defender {
     /// when [`Defender`]'s bound holds, [`RingOps::truncate`] otherwise (the same result).
     fn truncate<O: RingOps + ?Sized>(&self, ops: &mut O, x: &[u64]) -> Result<Vec<u64>> {
         let f = ops.fixed().frac_bits();
-        if self.bounded { ops.truncate_bounded(x, f) } else { ops.truncate(x, f) }
+        truncate_known(ops, x, f, self.bounded)
     }
 
     /// The shape.
@@ -711,7 +713,7 @@ pub fn siguard<O: RingOps + ?Sized>(ops: &mut O, z: &[u64], d: &Defender, config
     }
     // Validates `config`; both checks come before any traffic.
     prepare_siguard(ops, d, config)?;
-    // ≈ 140 sequential flights per inner step, a few hundred KB: rounds, not bytes, are its cost.
+    // ≈ 90–120 sequential flights per inner step, a few hundred KB: rounds, not bytes, are its cost.
     ops.fewest_rounds(true)?;
     let out = run_siguard(ops, z, d, config);
     ops.fewest_rounds(false)?;
@@ -907,11 +909,11 @@ mod tests {
     fn the_defenders_bound_travels_in_the_spec() -> Result<()> {
         let fp = FixedPoint::default();
         let shape = DefenderShape::paper(10);
+        let bad = |e: serde_json::Error| MpcError::invalid("test", e.to_string());
         for (k, bounded) in [(0.1, true), (30.0, false)] {
             let guard = SiGuard::new(scaled_defender(fp, shape, 3, k)?, SiGuardConfig::default(), 10)?;
             let spec = guard.spec();
             assert_eq!(spec.bounded, bounded, "weights ×{k}");
-            let bad = |e: serde_json::Error| MpcError::invalid("test", e.to_string());
             let back: SiGuardSpec = serde_json::from_str(&serde_json::to_string(&spec).map_err(bad)?).map_err(bad)?;
             assert_eq!(SiGuard::client(back)?.defender.bounded(), bounded);
         }
@@ -919,7 +921,6 @@ mod tests {
         let empty = SiGuardSpec { shape: DefenderShape { classes: 10, hidden: [0, 64] }, ..guard_spec(fp, shape)? };
         assert!(matches!(SiGuard::client(empty), Err(MpcError::InvalidArgument { .. })));
         // An older server's spec has no field: the general truncation.
-        let bad = |e: serde_json::Error| MpcError::invalid("test", e.to_string());
         let mut old = serde_json::to_value(guard_spec(fp, shape)?).map_err(bad)?;
         assert!(old.as_object_mut().and_then(|o| o.remove("bounded")).is_some());
         let spec: SiGuardSpec = serde_json::from_value(old).map_err(bad)?;
