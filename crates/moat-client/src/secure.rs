@@ -5,7 +5,7 @@
 //! [`SecureClient::admit_task`]), which charges the key's budget for the queries up front and
 //! answers with a one-use token and the session port's address ([`Admission`]). The client then
 //! connects there, presents the token (`moat-session/1`, see [`moat_wire::session`]) and
-//! runs moat-mpc's `moat-2pc/2` protocol on the same connection ([`SecureSession`]). Queries
+//! runs moat-mpc's `moat-2pc/3` protocol on the same connection ([`SecureSession`]). Queries
 //! beyond the grant are refused locally; a server cuts off a client that tries anyway.
 //!
 //! This is the one route to a secure session: [`SecureSession`] also opens on a tokenless
@@ -346,7 +346,7 @@ impl RenewingSession {
     }
 }
 
-/// An open secure session: the client half of `moat-2pc/2` on one connection, admitted by a
+/// An open secure session: the client half of `moat-2pc/3` on one connection, admitted by a
 /// service ([`SecureClient::connect`]), opened on a tokenless `moat secure server`
 /// ([`SecureSession::connect_direct`]) or on any channel ([`SecureSession::start`]).
 pub struct SecureSession {

@@ -4,11 +4,13 @@
 //! `cargo run --release --example siguard_cost -- [ferret] [spline] [CLASSES] [H1 H2]`
 //! (default IKNP, CrypTen's softmax, 10, 128 64).
 //!
-//! Runs the secure softmax and SIGuard with (outer, inner) = (1, 1), (1, 9) and (3, 1), and
-//! separates the cost of one inner step, of one round's validator and of the fixed part
-//! (initial softmax, `h(p)`, label one-hot, final softmax); extrapolates to the paper's 6 × 49
-//! and measures that run, and its preparation (triples, the defender's products) alone; then
-//! splits an inner step's flights from P0 by the primitive that sends them.
+//! Runs the secure softmax and SIGuard with (outer, inner) = (1, 1), (1, 9), (6, 1) and (6, 9),
+//! and separates the cost of one inner step in one lane (one outer round) and in all the
+//! paper's six rounds' lanes at once (they run side by side: see `SiGuard`'s docs), and the
+//! rest (preparation, initial softmax, `h(p)`, label one-hot, the validators, the rounds'
+//! bookkeeping, final softmax); extrapolates to the paper's 6 × 49 and measures that run, and
+//! its preparation (triples, the defender's products) alone; then splits an inner step's
+//! flights from P0 by the primitive that sends them.
 //! Bytes and flights come from the channel's counters; the defender's weights are random at a
 //! trained one's scale (the cost depends on them only through whether they keep every product
 //! inside the bounded truncations' range, which these do).
@@ -75,6 +77,9 @@ impl RingOps for ByPrimitive<'_> {
     }
     fn sign(&mut self, x: &[u64]) -> R<Vec<u64>> {
         self.count("sign", |o| o.sign(x))
+    }
+    fn mul_bit(&mut self, b: &[u64], x: &[u64]) -> R<Vec<u64>> {
+        self.count("bit product (mux)", |o| o.mul_bit(b, x))
     }
     fn mul_private(&mut self, w: Option<&[u64]>, x: &[u64]) -> R<Vec<u64>> {
         self.count("private product", |o| o.mul_private(w, x))
@@ -192,34 +197,27 @@ fn main() -> Result<(), Box<dyn Error>> {
     let shape = DefenderShape { classes, hidden };
     let at = |outer, inner| SiGuardConfig { outer, inner, softmax: kind, ..Default::default() };
     let soft = run(fp, shape, Part::Softmax, ferret, kind)?;
-    let a = run(fp, shape, Part::SiGuard(at(1, 1)), ferret, kind)?;
-    let b = run(fp, shape, Part::SiGuard(at(1, 9)), ferret, kind)?;
-    let c = run(fp, shape, Part::SiGuard(at(3, 1)), ferret, kind)?;
+    // One lane (one outer round), and the paper's six rounds (all their lanes at once).
+    let one = [
+        run(fp, shape, Part::SiGuard(at(1, 1)), ferret, kind)?,
+        run(fp, shape, Part::SiGuard(at(1, 9)), ferret, kind)?,
+    ];
+    let a = run(fp, shape, Part::SiGuard(at(6, 1)), ferret, kind)?;
+    let b = run(fp, shape, Part::SiGuard(at(6, 9)), ferret, kind)?;
     let prepare = run(fp, shape, Part::Prepare(at(6, 49)), ferret, kind)?;
     let measured = run(fp, shape, Part::SiGuard(at(6, 49)), ferret, kind)?;
     let diff = |x: &Cost, y: &Cost| {
         (
-            x.bytes.saturating_sub(y.bytes) as f64,
-            x.flights.saturating_sub(y.flights) as f64,
-            (x.seconds - y.seconds).max(0.0),
+            x.bytes.saturating_sub(y.bytes) as f64 / 8.0,
+            x.flights.saturating_sub(y.flights) as f64 / 8.0,
+            (x.seconds - y.seconds).max(0.0) / 8.0,
         )
     };
+    let lane_step = diff(&one[1], &one[0]);
     let step = diff(&b, &a);
-    let step = (step.0 / 8.0, step.1 / 8.0, step.2 / 8.0);
-    let validator = diff(&c, &a);
-    let validator = ((validator.0 / 2.0 - step.0), (validator.1 / 2.0 - step.1), (validator.2 / 2.0 - step.2).max(0.0));
-    let fixed = (
-        a.bytes as f64 - step.0 - validator.0,
-        a.flights as f64 - step.1 - validator.1,
-        a.seconds - step.2 - validator.2,
-    );
-    // Fixed part + `outer` validators + `outer·inner` steps.
-    let (outer, steps) = (6.0, 6.0 * 49.0);
-    let full = (
-        fixed.0 + outer * validator.0 + steps * step.0,
-        fixed.1 + outer * validator.1 + steps * step.1,
-        fixed.2 + outer * validator.2 + steps * step.2,
-    );
+    // The preparation, the fixed part, the validators of every lane and the rounds' bookkeeping.
+    let rest = (a.bytes as f64 - step.0, a.flights as f64 - step.1, (a.seconds - step.2).max(0.0));
+    let full = (rest.0 + 49.0 * step.0, rest.1 + 49.0 * step.1, rest.2 + 49.0 * step.2);
     println!(
         "defender {classes} → {} → {} → 1, ring ℓ = {}, f = {}, {}, softmax {kind}, in-memory channel",
         hidden[0],
@@ -232,15 +230,16 @@ fn main() -> Result<(), Box<dyn Error>> {
     let row = |name: &str, v: (f64, f64, f64)| println!("| {name} | {:.2} | {:.0} | {:.3} |", v.0 / 1e6, v.1, v.2);
     let measured_row = |v: &Cost| (v.bytes as f64, v.flights as f64, v.seconds);
     row("secure softmax alone", measured_row(&soft));
-    row("SIGuard fixed part (softmax, h(p), one-hot, final softmax)", fixed);
-    row("one inner step (softmax, h forward + backward, g2, g3, norm, update)", step);
-    row("one validator (softmax, h forward, selects)", validator);
+    row("one inner step, one lane (softmax, h forward + backward, g2, g3, norm, update)", lane_step);
+    row("one inner step, the 6 rounds' 15 lanes at once", step);
+    row("preparation, fixed part, 15 validators, bookkeeping (6 × 1 minus a step)", rest);
     row("SIGuard 6 × 49 (extrapolated)", full);
     row("SIGuard 6 × 49 (measured)", measured_row(&measured));
     row("of which its preparation (triples, the defender's products)", measured_row(&prepare));
     println!("\n| primitive | flights from P0 per inner step |\n|---|---|");
     for (name, &n) in &b.by_primitive {
         let per_step = n.saturating_sub(a.by_primitive.get(name).copied().unwrap_or(0)) as f64 / 8.0;
+        // (The same for one lane and for all: the lanes share every flight.)
         if per_step > 0.0 {
             println!("| {name} | {per_step:.1} |");
         }

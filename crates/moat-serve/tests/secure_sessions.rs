@@ -175,7 +175,7 @@ fn a_session_answers_what_the_fixed_point_model_answers_and_refunds_unused_queri
     let f = fixture(config())?;
     let samples = digits(3)?;
     let answer = f.admit("/v2/models/small/secure", &json!({"id": "s-1", "queries": 4}))?;
-    assert_eq!((answer["queries"].as_u64(), answer["protocol"].as_str()), (Some(4), Some("moat-2pc/2")));
+    assert_eq!((answer["queries"].as_u64(), answer["protocol"].as_str()), (Some(4), Some("moat-2pc/3")));
     assert_eq!((answer["model_name"].as_str(), answer["model_version"].as_str()), (Some("small"), Some("1")));
     assert_eq!((answer["id"].as_str(), answer["expires_in_ms"].as_u64()), (Some("s-1"), Some(30_000)));
     assert_eq!(answer["session"].as_str().map(str::len), Some(32));

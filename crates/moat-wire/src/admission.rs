@@ -78,7 +78,7 @@ pub struct Admission {
     pub queries: u64,
     /// How long the token stays valid, milliseconds.
     pub expires_in_ms: u64,
-    /// The two-party protocol (`moat-2pc/2`).
+    /// The two-party protocol (`moat-2pc/3`).
     pub protocol: String,
     /// The handshake on the session port ([`crate::HANDSHAKE`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -123,7 +123,7 @@ mod tests {
     fn admissions_round_trip_and_hide_the_token() -> Result<(), serde_json::Error> {
         let text = json!({
             "session": "00112233445566778899aabbccddeeff", "address": "127.0.0.1:8001", "queries": 3,
-            "expires_in_ms": 30000, "protocol": "moat-2pc/2", "handshake": "moat-session/1",
+            "expires_in_ms": 30000, "protocol": "moat-2pc/3", "handshake": "moat-session/1",
             "output": "label", "model_name": "lenet5", "model_version": "1",
             "parameters": {"task": "digits", "model_commitment": "ab"},
         });

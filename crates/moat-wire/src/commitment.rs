@@ -3,7 +3,7 @@
 //! **What is computed.** When a server loads a model version it draws a fresh 16-byte nonce
 //! from the OS and publishes `c = SHA-256("moat-commit/1" ‖ nonce ‖ model file)` as 64 hex
 //! digits: in every plaintext answer (`parameters.model_commitment`), in the secure-session
-//! admission, and in the two-party protocol's hello (`moat-2pc/2`, field `model_commitment`).
+//! admission, and in the two-party protocol's hello (`moat-2pc/3`, field `model_commitment`).
 //! A client running Fusion's mix-and-check sees one commitment per batch; a change inside a
 //! batch is evidence that the server switched models.
 //!

@@ -6,7 +6,7 @@
 //!
 //! `moat-serve` writes these messages and `moat-client` reads them (and the other way round),
 //! so a change to the wire is a change to this crate. It depends on serde, sha2 and thiserror
-//! alone; the two-party protocol's own messages (`moat-2pc/2`, whose hello carries the
+//! alone; the two-party protocol's own messages (`moat-2pc/3`, whose hello carries the
 //! commitment) are moat-mpc's, and the Open Inference Protocol tensors are moat-serve's and
 //! moat-client's.
 

@@ -6,7 +6,7 @@
 //! 1. client → server: one frame holding the session token (ASCII, at most
 //!    [`MAX_TOKEN_FRAME`] bytes), within the handshake timeout of connecting;
 //! 2. server → client: one JSON frame, [`HandshakeReply`]: `{"accepted": true}`, after which the
-//!    `moat-2pc/2` session follows on the same connection (the server's hello first), or
+//!    `moat-2pc/3` session follows on the same connection (the server's hello first), or
 //!    `{"accepted": false, "reason": "unknown_token", "error": "…"}`, after which the server
 //!    closes the connection. The reasons are [`Refusal`]'s.
 //!

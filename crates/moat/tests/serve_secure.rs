@@ -103,7 +103,7 @@ fn secure_labels_equal_plaintext_labels_via_the_library_and_the_cli_while_http_k
     let http = HttpClient::new(&server.url)?.with_api_key("alice-key");
     let meta = http.server_metadata()?;
     assert!(meta["extensions"].as_array().is_some_and(|e| e.contains(&json!("moat_secure_sessions"))), "{meta}");
-    assert_eq!(meta["parameters"]["secure_sessions"]["protocol"], "moat-2pc/2");
+    assert_eq!(meta["parameters"]["secure_sessions"]["protocol"], "moat-2pc/3");
 
     let (inputs, plaintext) = clear_inputs(&http, "lenet5", 4)?;
     let mut distinct = plaintext.clone();
@@ -258,7 +258,7 @@ fn secure_sessions_follow_task_policies_budgets_limits_and_token_rules() -> Test
     // Tokens: a made-up one and a used one are refused; the port keeps serving.
     let mut fake: Admission = serde_json::from_value(json!({
         "session": "00112233445566778899aabbccddeeff", "address": cut.address, "queries": 1,
-        "expires_in_ms": 1000, "protocol": "moat-2pc/2",
+        "expires_in_ms": 1000, "protocol": "moat-2pc/3",
     }))?;
     for _ in 0..2 {
         match bob.connect(&fake, moat_client::Seed::from_os()?) {

@@ -74,10 +74,11 @@ use crate::seed::Seed;
 use crate::shares::{AShare, Party};
 use crate::transport::Channel;
 
-/// Version string both parties must agree on. `/2`: the secure softmax's and SIGuard's
-/// messages changed (bounded truncations; SIGuard's defender products prepared by HE), so a
-/// `/1` peer is refused at the hello instead of failing mid-query.
-pub const PROTOCOL: &str = "moat-2pc/2";
+/// Version string both parties must agree on, so that a peer of another version is refused at
+/// the hello instead of failing mid-query. `/2`: the secure softmax's and SIGuard's messages
+/// changed (bounded truncations; SIGuard's defender products prepared by HE). `/3`: SIGuard
+/// runs its rounds side by side and multiplexes its bit products.
+pub const PROTOCOL: &str = "moat-2pc/3";
 
 const REQUEST_END: u8 = 0;
 const REQUEST_LABEL: u8 = 1;

@@ -23,7 +23,8 @@
 //!
 //! **Online** ([`PreparedMatrix::mul`]): the client sends `u = x₁ − R_k` (`cols` values of ℓ
 //! bits) and keeps `W·R_k − s_k`; the server outputs `W·(x₀ + u) + s_k`. Together `W·x`.
-//! One flight, client → server, and `rows·cols` local products on the server; no OT.
+//! One flight, client → server, and `rows·cols` local products on the server; no OT. Several
+//! vectors multiply in the same flight (one `R_k` each).
 //!
 //! **Learns:** the server sees fresh BFV encryptions under the client's key and `u`, uniform
 //! since each `R_k` is used once; the client decrypts `W·R_k − s_k`, uniform since `s_k` is,
@@ -248,20 +249,25 @@ impl PreparedMatrix {
         self.uses - self.used
     }
 
-    /// Shares of `W·x` (see the module doc) for this party's share `x` of `cols` values;
-    /// `w` is the server's weights (`None` on the client). Uses one prepared product.
+    /// Shares of `W·x` (see the module doc) for each of the vectors of this party's share `x`
+    /// (`n·cols` values, `n ≥ 1` vectors one after another; `n·rows` values out); `w` is the
+    /// server's weights (`None` on the client). Uses `n` prepared products, in one flight.
     pub fn mul(&mut self, s: &Session, ch: &mut dyn Channel, w: Option<&[u64]>, x: &[u64]) -> Result<Vec<u64>> {
         let (rows, cols) = (self.kind.rows(), self.kind.cols());
-        if x.len() != cols {
+        if x.is_empty() || !x.len().is_multiple_of(cols) {
             return Err(MpcError::invalid("prepared product", format!("{} values for {:?}", x.len(), self.kind)));
         }
-        if self.used == self.uses {
-            return Err(MpcError::invalid("prepared product", format!("all {} prepared products used", self.uses)));
+        let n = x.len() / cols;
+        if n > self.remaining() {
+            return Err(MpcError::invalid(
+                "prepared product",
+                format!("{n} products asked, {} of {} prepared left", self.remaining(), self.uses),
+            ));
         }
         let k = self.used;
-        self.used += 1;
+        self.used += n;
         let fp = s.fixed_point();
-        let share = &self.shares[k * rows..(k + 1) * rows];
+        let share = &self.shares[k * rows..(k + n) * rows];
         match (s.party(), w) {
             (Party::P0, Some(w)) => {
                 if w.len() != self.kind.weight_len() {
@@ -270,12 +276,16 @@ impl PreparedMatrix {
                         format!("{} weights for {:?}", w.len(), self.kind),
                     ));
                 }
-                let u = ch.recv_ring(cols, fp.ring_bits())?;
+                let u = ch.recv_ring(x.len(), fp.ring_bits())?;
                 let v: Vec<u64> = x.iter().zip(&u).map(|(&a, &b)| fp.add(a, b)).collect();
-                Ok(self.kind.apply(fp, w, &v)?.iter().zip(share).map(|(&y, &m)| fp.add(y, m)).collect())
+                let mut out = Vec::with_capacity(n * rows);
+                for v in v.chunks(cols) {
+                    out.extend(self.kind.apply(fp, w, v)?);
+                }
+                Ok(out.iter().zip(share).map(|(&y, &m)| fp.add(y, m)).collect())
             }
             (Party::P1, None) => {
-                let r = &self.masks[k * cols..(k + 1) * cols];
+                let r = &self.masks[k * cols..(k + n) * cols];
                 let u: Vec<u64> = x.iter().zip(r).map(|(&a, &b)| fp.sub(a, b)).collect();
                 ch.send_ring(&u, fp.ring_bits())?;
                 ch.flush()?;
@@ -293,7 +303,7 @@ mod tests {
     use crate::transport::memory;
 
     /// Prepared full and diagonal products give exactly `W·x` and `w ⊙ x` mod 2^ℓ, use after
-    /// use, and refuse one use too many.
+    /// use, one vector or several in one flight, and refuse one use too many.
     #[test]
     fn prepared_products_are_exact() -> Result<()> {
         let fp = FixedPoint::default();
@@ -313,9 +323,14 @@ mod tests {
                 ];
                 let mut prepared = prepare(&mut s, ch, &specs)?.ok_or_else(|| MpcError::invalid("test", "refused"))?;
                 let mut out = Vec::new();
-                for x in &xs {
-                    out.push(prepared[0].mul(&s, ch, w.as_deref(), x)?);
-                    out.push(prepared[1].mul(&s, ch, d.as_deref(), x)?);
+                // The first vector alone, the others in one batch.
+                for x in [xs[0].clone(), xs[1..].concat()] {
+                    let full = prepared[0].mul(&s, ch, w.as_deref(), &x)?;
+                    let diagonal = prepared[1].mul(&s, ch, d.as_deref(), &x)?;
+                    for (f, g) in full.chunks(rows).zip(diagonal.chunks(cols)) {
+                        out.push(f.to_vec());
+                        out.push(g.to_vec());
+                    }
                 }
                 let extra = prepared[0].mul(&s, ch, w.as_deref(), &xs[0]);
                 assert!(matches!(extra, Err(MpcError::InvalidArgument { .. })), "{extra:?}");

@@ -31,6 +31,7 @@ pub use softmax::{Softmax, softmax, softmax_from_max};
 
 use moat_nn::FixedPoint;
 
+use crate::bits::BitVec;
 use crate::error::{MpcError, Result};
 use crate::protocols::prepared::PreparedMatrix;
 pub use crate::protocols::prepared::{MatrixKind, MatrixSpec};
@@ -91,6 +92,17 @@ pub trait RingOps {
     /// `1{x ≥ 0}` (signed) as ring integers 0 or 1 (not scaled), element-wise.
     fn sign(&mut self, x: &[u64]) -> Result<Vec<u64>>;
 
+    /// Exact element-wise ring product `b·x` of shared **bits** `b ∈ {0, 1}` (ring integers,
+    /// e.g. from [`Self::sign`]) and shared `x`: the same value as [`Self::mul`], for a
+    /// fraction of its cost. By default [`Self::mul`] (the plaintext reference refuses a `b`
+    /// that is not a bit, which the two-party implementation would get wrong); the two-party
+    /// implementation reads XOR shares of each bit off its shares' lowest bits (a sum's lowest
+    /// bit carries nothing in) and multiplexes (CrypTFlow2's `F_MUX`, [`protocols::mux`]):
+    /// 2 correlated OTs and `2ℓ` bits per element, 3 flights, no Beaver triple (74 OTs).
+    fn mul_bit(&mut self, b: &[u64], x: &[u64]) -> Result<Vec<u64>> {
+        self.mul(b, x)
+    }
+
     /// Exact element-wise ring product `w·x` of the server's private `w` (`Some` for the
     /// plaintext reference and `P0`, `None` for the client) and a shared `x`.
     fn mul_private(&mut self, w: Option<&[u64]>, x: &[u64]) -> Result<Vec<u64>>;
@@ -136,9 +148,10 @@ pub trait RingOps {
     }
 
     /// `W·x` (or `w ⊙ x`, by `kind`) for the server's private factor `w` (`None` on the
-    /// client), prepared as `matrices[matrix]` of [`Self::prepare_private_matrices`]. By
-    /// default (and when the preparation was refused or is used up)
-    /// [`Self::mul_private_matvec`] or [`Self::mul_private`]; the result is the same.
+    /// client), prepared as `matrices[matrix]` of [`Self::prepare_private_matrices`], for each
+    /// of the vectors of `x` (`n·cols` values, one after another; `n·rows` out, one prepared
+    /// use each, all in one flight). By default (and when the preparation was refused or is
+    /// used up) [`Self::mul_private_matvec`] or [`Self::mul_private`]; the result is the same.
     fn mul_private_matrix(
         &mut self,
         matrix: usize,
@@ -319,6 +332,16 @@ impl RingOps for PlainOps {
         Ok(x.iter().map(|v| u64::from(!self.fixed.is_negative(*v))).collect())
     }
 
+    fn mul_bit(&mut self, b: &[u64], x: &[u64]) -> Result<Vec<u64>> {
+        if b.iter().any(|v| *v > 1) {
+            return Err(MpcError::invalid(
+                "mul_bit",
+                "a factor that is not a bit (the caller's precondition is broken)",
+            ));
+        }
+        self.mul(b, x)
+    }
+
     fn mul_private(&mut self, w: Option<&[u64]>, x: &[u64]) -> Result<Vec<u64>> {
         let w = w.ok_or_else(|| MpcError::invalid("mul_private", "the plaintext reference needs the weights"))?;
         self.mul(w, x)
@@ -336,17 +359,30 @@ pub(crate) fn truncate_known<O: RingOps + ?Sized>(
     if bounded { ops.truncate_bounded(x, shift) } else { ops.truncate(x, shift) }
 }
 
-/// A product with the server's private factor made without a preparation:
-/// [`RingOps::mul_private_matvec`] or [`RingOps::mul_private`] by `kind`.
+/// Products with the server's private factor made without a preparation, for each of the
+/// vectors of `x` (`n·cols` values): [`RingOps::mul_private_matvec`] for one vector of a full
+/// matrix; otherwise one [`RingOps::mul_private`] batch of every element product (a full
+/// matrix's vectors tiled `rows` times, summed per row).
 fn mul_unprepared<O: RingOps + ?Sized>(
     ops: &mut O,
     kind: MatrixKind,
     w: Option<&[u64]>,
     x: &[u64],
 ) -> Result<Vec<u64>> {
+    let cols = kind.cols();
+    if cols == 0 || !x.len().is_multiple_of(cols) {
+        return Err(MpcError::invalid("private product", format!("{} values for {kind:?}", x.len())));
+    }
+    let n = x.len() / cols;
+    let repeated = |w: &[u64]| -> Vec<u64> { (0..n).flat_map(|_| w.iter().copied()).collect() };
     match kind {
-        MatrixKind::Full { rows, .. } => ops.mul_private_matvec(w, rows, x),
-        MatrixKind::Diagonal { .. } => ops.mul_private(w, x),
+        MatrixKind::Full { rows, .. } if n == 1 => ops.mul_private_matvec(w, rows, x),
+        MatrixKind::Full { rows, .. } => {
+            let tiled: Vec<u64> = x.chunks(cols).flat_map(|v| (0..rows).flat_map(move |_| v.iter().copied())).collect();
+            let products = ops.mul_private(w.map(repeated).as_deref(), &tiled)?;
+            Ok(ops.row_sum(&products, cols))
+        }
+        MatrixKind::Diagonal { .. } => ops.mul_private(w.map(repeated).as_deref(), x),
     }
 }
 
@@ -428,6 +464,16 @@ impl RingOps for SessionOps<'_> {
         Ok(protocols::b2a(self.session, self.ch, &bits)?.into_values())
     }
 
+    fn mul_bit(&mut self, b: &[u64], x: &[u64]) -> Result<Vec<u64>> {
+        same_len(b, x, "mul_bit")?;
+        let mut out = Vec::with_capacity(x.len());
+        let batch = self.session.config().max_batch.max(1);
+        for (b, x) in b.chunks(batch).zip(x.chunks(batch)) {
+            out.extend(protocols::mux::mux_values(self.session, self.ch, &BitVec::from_lsbs(b), x)?);
+        }
+        Ok(out)
+    }
+
     fn mul_private(&mut self, w: Option<&[u64]>, x: &[u64]) -> Result<Vec<u64>> {
         protocols::beaver::mul_private_values(self.session, self.ch, w, x)
     }
@@ -453,7 +499,7 @@ impl RingOps for SessionOps<'_> {
         x: &[u64],
     ) -> Result<Vec<u64>> {
         match self.prepared.get_mut(matrix) {
-            Some(p) if p.kind() == kind && p.remaining() > 0 => p.mul(self.session, self.ch, w, x),
+            Some(p) if p.kind() == kind && p.remaining() * kind.cols() >= x.len() => p.mul(self.session, self.ch, w, x),
             _ => mul_unprepared(self, kind, w, x),
         }
     }
@@ -514,13 +560,17 @@ pub(crate) mod tests {
             let m = ops.row_max(x, 7)?;
             let h = ops.mul_public_fixed(x, -0.3)?;
             let t = ops.truncate_nonnegative(&r, 3)?;
-            Ok([sq, r, s, sel, m, h, ops.add_public(x, 5), t].concat())
+            let sx = ops.mul_bit(&s, x)?;
+            Ok([sq, r, s, sel, m, h, ops.add_public(x, 5), t, sx].concat())
         })?;
         assert_eq!(plain, real);
         let relu_shifted = x.iter().map(|v| if fp.is_negative(*v) { 0 } else { v >> 3 });
-        assert_eq!(plain[plain.len() - 7..], relu_shifted.collect::<Vec<_>>()[..]);
+        assert_eq!(plain[plain.len() - 14..plain.len() - 7], relu_shifted.collect::<Vec<_>>()[..]);
+        // A bit product (multiplexed from the shares' lowest bits) is the ReLU.
+        assert_eq!(plain[plain.len() - 7..], plain[7..14]);
         // The plaintext reference refuses what the two-party protocol would get wrong.
         assert!(PlainOps::new(fp).truncate_nonnegative(&x, 3).is_err());
+        assert!(PlainOps::new(fp).mul_bit(&[0, 1, 2], &[5, 5, 5]).is_err());
         assert_eq!(plain[..7], x.iter().map(|v| fp.truncate(fp.mul(*v, *v))).collect::<Vec<_>>()[..]);
         assert_eq!(plain[14..21], [0, 0, 1, 1, 1, 1, 0]);
         assert_eq!(plain[28], fp.encode(100.125));

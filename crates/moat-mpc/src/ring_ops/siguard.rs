@@ -30,6 +30,17 @@
 //!   selects on shares. `e*` starts at 0 (no kept round: the unguarded probabilities).
 //! * Result: `softmax(z + e*)`, the only value opened (by the caller).
 //!
+//! **The rounds side by side.** Each round restarts from `e = 0` on the same logits, so what it
+//! computes depends only on its `(c₃, lr)`, and round `k` after `a` kept rounds has the public
+//! `c₃ = min(10^a·c₃⁰, c₃ᵐᵃˣ)`, `lr = 1.1^(k−a)·lr⁰`. So the rounds do not run one after
+//! another on secret `(c₃, lr)`: every distinct public pair a round can have is a *lane*
+//! (15 for the paper's 6 rounds, 6 with `g1_only`), all lanes descend at once (one batch per
+//! primitive, [`Speculation`]), each lane's validator runs once, and the sequence of verdicts
+//! is followed obliviously (a one-hot share of the number of kept rounds picks each round's
+//! verdict and `e`, two flights per round). The result is exactly the sequential rounds'
+//! (`speculated_lanes_equal_the_sequential_rounds`); the flights are one round's, the bytes
+//! and products 15/6 = 2.5 times the rounds'.
+//!
 //! **Deviations** (ring ℓ = 37, f = 12 instead of the prototype's 31/16 in a 3-party ring):
 //! `c₃` is capped at [`SiGuardConfig::c3_max`] (10 by default) so that `g` and `g·g` stay
 //! inside the ring's product range (|a·b| < 2^(ℓ−1−2f) = 4096); `‖g‖²` is assumed in
@@ -40,24 +51,28 @@
 //!
 //! **Rounds.** Independent tests and products of one step share a batch: the softmax's max
 //! tree also finds the runner-up `max_{j≠ℓ} y_j`; g₂'s and g₃'s sign tests ride in the sign
-//! batch of the defender's first layer; the hinge, `c₃·sign(p* − p)` and the backward pass's
-//! ReLU mask are one batch of products; `J(p*)ᵀ` is applied to g₁'s and g₃'s vectors at once
-//! (`c₃` enters before it); `g ⊙ g` and `lr·g` are one batch. And it runs its protocols at
-//! their fewest rounds ([`RingOps::fewest_rounds`]), with the bounded truncation
+//! batch of the defender's first layer; the hinge and the backward pass's ReLU mask are one
+//! batch of products; `J(p*)ᵀ` is applied to g₁'s and g₃'s vectors at once (`c₃` enters
+//! before it); `g ⊙ g` and `lr·g` are truncated in one batch. Products of a bit (a ReLU mask,
+//! the hinge's switch, `sign h`, the validator's and the bookkeeping's verdicts) with a value
+//! are multiplexed ([`RingOps::mul_bit`]: 2 OTs, not a Beaver triple's 74). It runs its
+//! protocols at their fewest rounds ([`RingOps::fewest_rounds`]), with the bounded truncation
 //! ([`RingOps::truncate_bounded`]) wherever a value is known to be small (the defender's
 //! products when [`SiGuardSpec::bounded`]). Flights from `P0` per inner step
-//! (`examples/siguard_cost.rs`, Ferret): 121 with the CrypTen softmax, 89 with the spline
-//! (649 before these batches and the inverse square root's comparison start).
+//! (`examples/siguard_cost.rs`, Ferret): 93 with the spline softmax (125 with CrypTen's), the
+//! same for one lane and for all; ≈ 4,800 for the paper's 6 × 49 (26,800 with the rounds one
+//! after another).
 //!
 //! **Learns:** nothing beyond the opened result — every step is a [`RingOps`] primitive on
-//! shares. **Cost:** once per run, the preparation of `1 + outer·(inner + 1)` forward and
-//! `outer·inner` backward products per matrix (7.9 MB of BFV ciphertexts for the paper's
-//! defender at 6 × 49, a round trip per matrix); per inner step one secure softmax, a forward and
-//! backward pass of `h` (five prepared matrix–vector products and one element-wise, each
-//! `cols` ring values from the client; 2 sign tests of H₁ + H₂ values), 4 sign tests / max
-//! trees of C values, ≈ 10 products of C values and the inverse square root (one batch of 80
-//! sign tests, 2 steps of 3 products); per round one more softmax and forward pass. Measured
-//! in bytes and rounds by `moat bench secure --guard siguard`.
+//! shares. **Cost:** once per run, the preparation of `1 + lanes·(inner + 1)` forward and
+//! `lanes·inner` backward products per matrix (a round trip per matrix); per inner step and
+//! lane one secure softmax, a forward and backward pass of `h` (five prepared matrix–vector
+//! products and one element-wise, each `cols` ring values from the client; 2 sign tests of
+//! H₁ + H₂ values), 4 sign tests / max trees of C values, ≈ 10 products of C values and the
+//! inverse square root (one batch of 80 sign tests, 2 steps of 3 products); per lane one
+//! more softmax and forward pass. The paper's 6 × 49, spline softmax, in memory: 100 MB,
+//! ≈ 1.2 s of which 25 MB and 0.3 s the preparation. Measured in bytes and rounds by
+//! `moat bench secure --guard siguard`.
 
 use moat_nn::FixedPoint;
 use rand::Rng;
@@ -65,7 +80,7 @@ use serde::{Deserialize, Serialize};
 
 use super::newton::{Inverse, Newton};
 use super::softmax::{Softmax, softmax, softmax_from_max};
-use super::{MatrixKind, MatrixSpec, RingOps, broadcast, truncate_known};
+use super::{MatrixKind, MatrixSpec, PlainOps, RingOps, broadcast, truncate_known};
 use crate::error::{MpcError, Result};
 
 /// The public shape of a defender: `classes → hidden[0] → ReLU → hidden[1] → ReLU → 1`.
@@ -446,8 +461,8 @@ pub struct SiGuardConfig {
     /// Apply only `g₁` (the public prototype's behaviour) instead of the full objective.
     pub g1_only: bool,
     /// The secure softmax of `p`, every `p*` and the result ([`Softmax::Exp`], CrypTen's, by
-    /// default; [`Softmax::Spline`], more exact, takes 149 flights per inner step instead of
-    /// 180). Absent from older announcements: the default.
+    /// default; [`Softmax::Spline`], more exact, takes 93 flights per inner step instead of
+    /// 125). Absent from older announcements: the default.
     #[serde(default)]
     pub softmax: Softmax,
 }
@@ -555,10 +570,10 @@ impl SiGuard {
 /// comparisons in it, no flight).
 const NORM_RANGE: (f64, f64) = (1.0 / 256.0, 65536.0);
 
-/// `x + b` where `b` is the server's private bias (`None` on the client).
+/// `x + b` for each row of `x` where `b` is the server's private bias (`None` on the client).
 fn add_private<O: RingOps + ?Sized>(ops: &O, x: &[u64], b: Option<&[u64]>) -> Vec<u64> {
     match b {
-        Some(b) if ops.holds_public() => ops.add(x, b),
+        Some(b) if ops.holds_public() && !b.is_empty() => x.chunks(b.len()).flat_map(|row| ops.add(row, b)).collect(),
         _ => x.to_vec(),
     }
 }
@@ -594,10 +609,10 @@ fn forward<O: RingOps + ?Sized>(ops: &mut O, d: &Defender, p: &[u64], extra: &[u
     let mut signs = ops.sign(&[a1.as_slice(), extra].concat())?;
     let extra = signs.split_off(a1.len());
     let s1 = signs;
-    let r1 = ops.mul(&s1, &a1)?;
+    let r1 = ops.mul_bit(&s1, &a1)?;
     let a2 = dense(ops, d, 1, &r1)?;
     let s2 = ops.sign(&a2)?;
-    let r2 = ops.mul(&s2, &a2)?;
+    let r2 = ops.mul_bit(&s2, &a2)?;
     Ok(Forward { h: dense(ops, d, 2, &r2)?, s1, s2, extra })
 }
 
@@ -616,6 +631,12 @@ fn jacobian<O: RingOps + ?Sized>(ops: &mut O, d: &Defender, p: &[u64], v: &[u64]
     let centred = ops.sub(v, &broadcast(&dot, cols));
     let pc = ops.mul(p, &centred)?;
     d.truncate(ops, &pc)
+}
+
+/// `(2b − 1)·x` for bits `b` (ring integers): `x` or `−x`, exactly.
+fn signed<O: RingOps + ?Sized>(ops: &mut O, b: &[u64], x: &[u64]) -> Result<Vec<u64>> {
+    let bx = ops.mul_bit(b, x)?;
+    Ok(ops.sub(&ops.scale(&bx, 2), x))
 }
 
 /// `2s − 1` for `s ∈ {0, 1}` (ring integers).
@@ -660,6 +681,10 @@ impl RingOps for CountingOps {
         Ok(vec![0; x.len()])
     }
 
+    fn mul_bit(&mut self, _: &[u64], x: &[u64]) -> Result<Vec<u64>> {
+        Ok(vec![0; x.len()])
+    }
+
     fn mul_private(&mut self, _: Option<&[u64]>, x: &[u64]) -> Result<Vec<u64>> {
         Ok(vec![0; x.len()])
     }
@@ -673,12 +698,12 @@ impl RingOps for CountingOps {
         matrix: usize,
         kind: MatrixKind,
         _: Option<&[u64]>,
-        _: &[u64],
+        x: &[u64],
     ) -> Result<Vec<u64>> {
         if let Some(n) = self.private.get_mut(matrix) {
-            *n += 1;
+            *n += x.len() / kind.cols().max(1);
         }
-        Ok(vec![0; kind.rows()])
+        Ok(vec![0; x.len() / kind.cols().max(1) * kind.rows()])
     }
 }
 
@@ -737,109 +762,238 @@ pub fn prepare_siguard<O: RingOps + ?Sized>(ops: &mut O, d: &Defender, config: &
     ops.prepare_private_matrices(&matrices)
 }
 
+/// The outer rounds' public parameters, speculated. Every round restarts from `e = 0` with
+/// the same logits, so what a round computes depends only on its `(c₃, lr)`, and those
+/// depend only on how many earlier rounds the validator kept: round `k` after `a` kept
+/// rounds runs with `c₃ = min(10^a·c₃⁰, c₃ᵐᵃˣ)` and `lr = 1.1^(k−a)·lr⁰` (as the ring computes
+/// them). Instead of `outer` rounds one after another with secret `(c₃, lr)`, a run descends
+/// in every *distinct* public `(c₃, lr)` a round can have — its lanes — at once, and then
+/// follows the validator's verdicts through the rounds obliviously. The same result, in one
+/// round's depth of flights.
+#[derive(Clone, Debug, PartialEq)]
+struct Speculation {
+    /// Each lane's `(c₃, lr)` at 2^f (`c₃ = 0` for [`SiGuardConfig::g1_only`], which ignores it).
+    lanes: Vec<(u64, u64)>,
+    /// `lane[k][a]`: the lane of round `k` after `a` kept rounds (`a ≤ k`).
+    lane: Vec<Vec<usize>>,
+}
+
+impl Speculation {
+    fn new(fp: FixedPoint, config: &SiGuardConfig) -> Result<Self> {
+        let outer = config.outer as usize;
+        let cap = fp.encode(config.c3_max);
+        // `c₃ ← min(10·c₃, c₃ᵐᵃˣ)` and `lr ← lr ⊗ 1.1` in the ring, as the rounds would.
+        let mut c3 = vec![fp.encode(config.c3)];
+        let mut lr = vec![fp.encode(config.lr)];
+        let plain = &mut PlainOps::new(fp);
+        for _ in 1..outer {
+            c3.push(c3[c3.len() - 1].saturating_mul(10).min(cap));
+            lr.extend(plain.mul_public_fixed(&lr[lr.len() - 1..], 1.1)?);
+        }
+        let mut lanes: Vec<(u64, u64)> = Vec::new();
+        let mut lane = Vec::with_capacity(outer);
+        for k in 0..outer {
+            let row = (0..=k)
+                .map(|a| {
+                    let key = (if config.g1_only { 0 } else { c3[a] }, lr[k - a]);
+                    lanes.iter().position(|l| *l == key).unwrap_or_else(|| {
+                        lanes.push(key);
+                        lanes.len() - 1
+                    })
+                })
+                .collect();
+            lane.push(row);
+        }
+        Ok(Self { lanes, lane })
+    }
+}
+
+/// `x` (one row) repeated `n` times.
+fn tile(x: &[u64], n: usize) -> Vec<u64> {
+    (0..n).flat_map(|_| x.iter().copied()).collect()
+}
+
+/// Each row of `x` (`cols` values) times its own public ring element of `k` (local).
+fn scale_rows<O: RingOps + ?Sized>(ops: &O, x: &[u64], k: &[u64], cols: usize) -> Vec<u64> {
+    x.chunks(cols).zip(k).flat_map(|(row, &k)| ops.scale(row, k)).collect()
+}
+
 /// [`siguard`] without its preparation, on inputs its callers have checked (`config` valid,
 /// `z` of the defender's classes).
 fn run_siguard<O: RingOps + ?Sized>(ops: &mut O, z: &[u64], d: &Defender, config: &SiGuardConfig) -> Result<Vec<u64>> {
     let c = d.shape.classes;
-    let fp = ops.fixed();
-    let zeros = vec![0u64; c];
-    let p = softmax(ops, z, c, config.softmax)?;
-    let h0 = forward(ops, d, &p, &[])?.h;
-    let mz = ops.row_max(z, c)?;
-    let label = ops.sign(&ops.sub(z, &broadcast(&mz, c)))?;
-    let big = ops.scale(&label, fp.encode(1024.0));
-    let mut c3 = ops.public(1, fp.encode(config.c3));
-    let mut lr = ops.public(1, fp.encode(config.lr));
-    let mut kept = zeros.clone();
-    let inv_sqrt = Newton::new(Inverse::InvSqrt, NORM_RANGE.0, NORM_RANGE.1, fp.frac_bits())?;
-    for _ in 0..config.outer {
-        let mut e = zeros.clone();
-        for _ in 0..config.inner {
-            let y = ops.add(z, &e);
-            // p* = softmax(y); for the full objective, g₂'s and g₃'s sign tests ride in the
-            // defender's first batch:
-            //   [m₂ ≥ max y]   the hinge ReLU(max_{j≠ℓ} y_j − y_ℓ) is active (ties count:
-            //                  the label is at risk there);
-            //   [y − big ≥ m₂] the one-hot of the runner-up;
-            //   [p* ≥ p]       the sign of the L1 distortion ‖p* − p‖₁'s terms;
-            // with m₂ = max_{j≠ℓ} y_j from the same max tree as the softmax's max y.
-            let (ps, tests) = if config.g1_only {
-                (softmax(ops, &y, c, config.softmax)?, Vec::new())
-            } else {
-                let masked = ops.sub(&y, &big);
-                let maxima = ops.row_max(&[y.as_slice(), &masked].concat(), c)?;
-                let (my, m2) = maxima.split_at(1);
-                let ps = softmax_from_max(ops, &y, my, c, config.softmax)?;
-                let tests = [ops.sub(m2, my), ops.sub(&masked, &broadcast(m2, c)), ops.sub(&ps, &p)].concat();
-                (ps, tests)
-            };
-            let fwd = forward(ops, d, &ps, &tests)?;
-            let sign_h = ops.sign(&fwd.h)?;
-            let sh = plus_minus(ops, &sign_h);
-            // Back-propagation: ∇ₚh = W1ᵀ (s1 ⊙ W2ᵀ (s2 ⊙ W3ᵀ)).
-            let u2 = d.mul(ops, Product::LastWeights, &fwd.s2)?;
-            let u1 = dense_transposed(ops, d, 1, &u2)?;
-            let g = if config.g1_only {
-                let u1 = ops.mul(&fwd.s1, &u1)?;
-                let v = dense_transposed(ops, d, 0, &u1)?;
-                let jv = jacobian(ops, d, &ps, &v, c)?;
-                ops.mul(&broadcast(&sh, c), &jv)?
-            } else {
-                // s1 ⊙ u1, the hinge [active]·(onehot(runner-up) − ℓ̂) and c₃·sign(p* − p) in
-                // one batch of products (the last two of ring integers: exact at 2^f).
-                let (active, rest) = fwd.extra.split_at(1);
-                let (second, grew) = rest.split_at(c);
-                let h1 = u1.len();
-                let products = ops.mul(
-                    &[fwd.s1.as_slice(), &broadcast(active, c), &broadcast(&c3, c)].concat(),
-                    &[u1.as_slice(), &ops.sub(second, &label), &plus_minus(ops, grew)].concat(),
-                )?;
-                let (u1, rest) = products.split_at(h1);
-                let (hinge, c3_sign) = rest.split_at(c);
-                let v = dense_transposed(ops, d, 0, u1)?;
-                // J(p*)ᵀ on v (for g₁) and on c₃·sign(p* − p) (c₃·g₃) in one pass.
-                let jacobians = jacobian(ops, d, &[ps.as_slice(), &ps].concat(), &[v.as_slice(), c3_sign].concat(), c)?;
-                let (jv, g3) = jacobians.split_at(c);
-                let g1 = ops.mul(&broadcast(&sh, c), jv)?;
-                let g1 = if config.c1 == 1.0 { g1 } else { ops.mul_public_fixed(&g1, config.c1)? };
-                // c₂·g₂ with g₂ = hinge at 2^f: exactly hinge·c₂ (local).
-                let g2 = ops.scale(hinge, fp.encode(config.c2));
-                ops.add(&ops.add(&g1, &g2), g3)
-            };
-            // e −= lr·g/‖g‖₂: g ⊙ g and lr·g in one batch.
-            let products = ops.mul_fixed(&[g.as_slice(), &broadcast(&lr, c)].concat(), &[g.as_slice(), &g].concat())?;
-            let (squares, lr_g) = products.split_at(c);
-            let n2 = ops.row_sum(squares, c);
-            let inv = inv_sqrt.apply(ops, &n2)?;
-            // A small product: |lr·gᵢ| ≤ 0.33·64 (lr ≤ 0.2·1.1⁵, every gᵢ² inside the ring's
-            // product range) and the inverse norm ≤ 34 (two Newton steps of at most ×1.5 from
-            // the bottom piece's start), so |δᵢ| < 720.
-            let delta = ops.mul_fixed_bounded(lr_g, &broadcast(&inv, c))?;
-            e = ops.sub(&e, &delta);
-        }
-        // The oblivious validator.
-        let y = ops.add(z, &e);
-        let my = ops.row_max(&y, c)?;
-        let picked = ops.mul(&label, &y)?;
-        let yl = ops.row_sum(&picked, c);
-        let b1 = ops.sign(&ops.sub(&yl, &my))?;
-        let ps = softmax(ops, &y, c, config.softmax)?;
-        let h = forward(ops, d, &ps, &[])?.h;
-        let flipped = ops.mul_fixed(&h0, &h)?;
-        let b2 = ops.sign(&ops.sub(&[0], &flipped))?;
-        let b = ops.mul(&b1, &b2)?;
-        kept = ops.select(&broadcast(&b, c), &e, &kept)?;
-        let ten = ops.scale(&c3, 10);
-        let over = ops.relu(&ops.add_public(&ten, fp.neg(fp.encode(config.c3_max))))?;
-        let raised = ops.sub(&ten, &over);
-        let grown = ops.mul_public_fixed(&lr, 1.1)?;
-        let both = [b.clone(), b].concat();
-        let next = ops.select(&both, &[raised, lr.clone()].concat(), &[c3.clone(), grown].concat())?;
-        c3 = next[..1].to_vec();
-        lr = next[1..].to_vec();
-    }
+    let plan = Speculation::new(ops.fixed(), config)?;
+    let start = Start::new(ops, d, z, config)?;
+    let e = descend(ops, d, config, &start, &plan.lanes)?;
+    let verdicts = validate(ops, d, config, &start, &e)?;
+    let kept = follow(ops, &plan, &verdicts, &e, c)?;
     let y = ops.add(z, &kept);
     softmax(ops, &y, c, config.softmax)
+}
+
+/// What every round starts from: the sample's logits `z`, `p = softmax(z)`, the defender's
+/// `h₀ = h(p)` and the label's one-hot `ℓ̂` (shares).
+struct Start {
+    z: Vec<u64>,
+    p: Vec<u64>,
+    h0: Vec<u64>,
+    label: Vec<u64>,
+}
+
+impl Start {
+    fn new<O: RingOps + ?Sized>(ops: &mut O, d: &Defender, z: &[u64], config: &SiGuardConfig) -> Result<Self> {
+        let c = d.shape.classes;
+        let p = softmax(ops, z, c, config.softmax)?;
+        let h0 = forward(ops, d, &p, &[])?.h;
+        let mz = ops.row_max(z, c)?;
+        let label = ops.sign(&ops.sub(z, &broadcast(&mz, c)))?;
+        Ok(Self { z: z.to_vec(), p, h0, label })
+    }
+}
+
+/// One round's `inner` gradient steps from `e = 0`, in every lane at once (a lane's public
+/// `(c₃, lr)`, see [`Speculation`]): each lane's `e`, a row of C values each.
+fn descend<O: RingOps + ?Sized>(
+    ops: &mut O,
+    d: &Defender,
+    config: &SiGuardConfig,
+    start: &Start,
+    lanes: &[(u64, u64)],
+) -> Result<Vec<u64>> {
+    let c = d.shape.classes;
+    let fp = ops.fixed();
+    let n = lanes.len();
+    // Every lane's copy of the logits, the label, the probabilities (a row each).
+    let (z, label, p) = (tile(&start.z, n), tile(&start.label, n), tile(&start.p, n));
+    let big = ops.scale(&label, fp.encode(1024.0));
+    let c3: Vec<u64> = lanes.iter().map(|l| l.0).collect();
+    let lr: Vec<u64> = lanes.iter().map(|l| l.1).collect();
+    let inv_sqrt = Newton::new(Inverse::InvSqrt, NORM_RANGE.0, NORM_RANGE.1, fp.frac_bits())?;
+    let mut e = vec![0u64; n * c];
+    for _ in 0..config.inner {
+        let y = ops.add(&z, &e);
+        // p* = softmax(y); for the full objective, g₂'s and g₃'s sign tests ride in the
+        // defender's first batch:
+        //   [m₂ ≥ max y]   the hinge ReLU(max_{j≠ℓ} y_j − y_ℓ) is active (ties count:
+        //                  the label is at risk there);
+        //   [y − big ≥ m₂] the one-hot of the runner-up;
+        //   [p* ≥ p]       the sign of the L1 distortion ‖p* − p‖₁'s terms;
+        // with m₂ = max_{j≠ℓ} y_j from the same max tree as the softmax's max y.
+        let (ps, tests) = if config.g1_only {
+            (softmax(ops, &y, c, config.softmax)?, Vec::new())
+        } else {
+            let masked = ops.sub(&y, &big);
+            let maxima = ops.row_max(&[y.as_slice(), &masked].concat(), c)?;
+            let (my, m2) = maxima.split_at(n);
+            let ps = softmax_from_max(ops, &y, my, c, config.softmax)?;
+            let tests = [ops.sub(m2, my), ops.sub(&masked, &broadcast(m2, c)), ops.sub(&ps, &p)].concat();
+            (ps, tests)
+        };
+        let fwd = forward(ops, d, &ps, &tests)?;
+        // sign(h(p*)) as a bit; g₁ = (2·bit − 1)·J(p*)ᵀ∇ₚh.
+        let sign_h = broadcast(&ops.sign(&fwd.h)?, c);
+        // Back-propagation: ∇ₚh = W1ᵀ (s1 ⊙ W2ᵀ (s2 ⊙ W3ᵀ)).
+        let u2 = d.mul(ops, Product::LastWeights, &fwd.s2)?;
+        let u1 = dense_transposed(ops, d, 1, &u2)?;
+        let g = if config.g1_only {
+            let u1 = ops.mul_bit(&fwd.s1, &u1)?;
+            let v = dense_transposed(ops, d, 0, &u1)?;
+            let jv = jacobian(ops, d, &ps, &v, c)?;
+            signed(ops, &sign_h, &jv)?
+        } else {
+            // s1 ⊙ u1 and the hinge [active]·(onehot(runner-up) − ℓ̂) in one batch of
+            // products (the hinge's of ring integers: exact at 2^f); c₃·sign(p* − p) with
+            // each lane's public c₃ (local).
+            let (active, rest) = fwd.extra.split_at(n);
+            let (second, grew) = rest.split_at(n * c);
+            let h1 = u1.len();
+            let products = ops.mul_bit(
+                &[fwd.s1.as_slice(), &broadcast(active, c)].concat(),
+                &[u1.as_slice(), &ops.sub(second, &label)].concat(),
+            )?;
+            let (u1, hinge) = products.split_at(h1);
+            let c3_sign = scale_rows(ops, &plus_minus(ops, grew), &c3, c);
+            let v = dense_transposed(ops, d, 0, u1)?;
+            // J(p*)ᵀ on v (for g₁) and on c₃·sign(p* − p) (c₃·g₃) in one pass.
+            let jacobians = jacobian(ops, d, &[ps.as_slice(), &ps].concat(), &[v.as_slice(), &c3_sign].concat(), c)?;
+            let (jv, g3) = jacobians.split_at(n * c);
+            let g1 = signed(ops, &sign_h, jv)?;
+            let g1 = if config.c1 == 1.0 { g1 } else { ops.mul_public_fixed(&g1, config.c1)? };
+            // c₂·g₂ with g₂ = hinge at 2^f: exactly hinge·c₂ (local).
+            let g2 = ops.scale(hinge, fp.encode(config.c2));
+            ops.add(&ops.add(&g1, &g2), g3)
+        };
+        // e −= lr·g/‖g‖₂: g ⊙ g and lr·g (each lane's public lr, local) truncated in one batch.
+        let squares = ops.mul(&g, &g)?;
+        let products = ops.truncate(&[squares, scale_rows(ops, &g, &lr, c)].concat(), fp.frac_bits())?;
+        let (squares, lr_g) = products.split_at(n * c);
+        let n2 = ops.row_sum(squares, c);
+        let inv = inv_sqrt.apply(ops, &n2)?;
+        // A small product: |lr·gᵢ| ≤ 0.33·64 (lr ≤ 0.2·1.1⁵, every gᵢ² inside the ring's
+        // product range) and the inverse norm ≤ 34 (two Newton steps of at most ×1.5 from
+        // the bottom piece's start), so |δᵢ| < 720.
+        let delta = ops.mul_fixed_bounded(lr_g, &broadcast(&inv, c))?;
+        e = ops.sub(&e, &delta);
+    }
+    Ok(e)
+}
+
+/// The oblivious validator on every lane's `e` (a row of C values each): `b = b₁·b₂` per lane,
+/// `b₁ = [y_ℓ ≥ max y]` (the label kept), `b₂ = [h₀·h(softmax(y)) ≤ 0]` (the defender's
+/// decision flipped), `y = z + e`.
+fn validate<O: RingOps + ?Sized>(
+    ops: &mut O,
+    d: &Defender,
+    config: &SiGuardConfig,
+    start: &Start,
+    e: &[u64],
+) -> Result<Vec<u64>> {
+    let c = d.shape.classes;
+    let n = e.len() / c;
+    let y = ops.add(&tile(&start.z, n), e);
+    let my = ops.row_max(&y, c)?;
+    let picked = ops.mul_bit(&tile(&start.label, n), &y)?;
+    let yl = ops.row_sum(&picked, c);
+    let b1 = ops.sign(&ops.sub(&yl, &my))?;
+    let ps = softmax(ops, &y, c, config.softmax)?;
+    let h = forward(ops, d, &ps, &[])?.h;
+    let flipped = ops.mul_fixed(&tile(&start.h0, n), &h)?;
+    let b2 = ops.sign(&ops.sub(&vec![0; n], &flipped))?;
+    ops.mul_bit(&b1, &b2)
+}
+
+/// `e*`: the rounds' sequential bookkeeping on the lanes' verdicts, obliviously. A one-hot
+/// share over the number of kept rounds so far picks round `k`'s verdict among its lanes';
+/// when it holds, that lane's `e` replaces `e*` (which starts at 0). Two flights per round.
+fn follow<O: RingOps + ?Sized>(
+    ops: &mut O,
+    plan: &Speculation,
+    verdicts: &[u64],
+    e: &[u64],
+    c: usize,
+) -> Result<Vec<u64>> {
+    let mut state = ops.public(1, 1);
+    let mut kept = vec![0u64; c];
+    for lanes in &plan.lane {
+        let theirs: Vec<u64> = lanes.iter().map(|&l| verdicts[l]).collect();
+        // won[a]: this round is kept, after a kept rounds.
+        let won = ops.mul_bit(&state, &theirs)?;
+        let any = ops.row_sum(&won, won.len());
+        let rest = ops.sub(&ops.public(1, 1), &any);
+        let candidates: Vec<u64> = lanes.iter().flat_map(|&l| e[l * c..(l + 1) * c].iter().copied()).collect();
+        let terms =
+            ops.mul_bit(&[broadcast(&won, c), broadcast(&rest, c)].concat(), &[candidates.as_slice(), &kept].concat())?;
+        kept = terms.chunks(c).fold(vec![0; c], |sum, t| ops.add(&sum, t));
+        // A kept round moves the count up by one.
+        let fp = ops.fixed();
+        let mut next = ops.sub(&state, &won);
+        next.push(0);
+        for (a, w) in won.iter().enumerate() {
+            next[a + 1] = fp.add(next[a + 1], *w);
+        }
+        state = next;
+    }
+    Ok(kept)
 }
 
 #[cfg(test)]
@@ -955,11 +1109,14 @@ mod tests {
         fn sign(&mut self, x: &[u64]) -> Result<Vec<u64>> {
             self.ops.sign(x)
         }
+        fn mul_bit(&mut self, b: &[u64], x: &[u64]) -> Result<Vec<u64>> {
+            self.ops.mul_bit(b, x)
+        }
         fn mul_private(&mut self, w: Option<&[u64]>, x: &[u64]) -> Result<Vec<u64>> {
             self.ops.mul_private(w, x)
         }
         fn mul_private_matrix(&mut self, m: usize, kind: MatrixKind, w: Option<&[u64]>, x: &[u64]) -> Result<Vec<u64>> {
-            self.private[m] += 1;
+            self.private[m] += x.len() / kind.cols();
             self.ops.mul_private_matrix(m, kind, w, x)
         }
     }
@@ -979,11 +1136,70 @@ mod tests {
             let counted = siguard_products(fp, shape, &config)?;
             assert_eq!(ops.products, counted.shared, "g1_only = {g1_only}");
             assert_eq!(ops.private, counted.private, "g1_only = {g1_only}");
-            // h(p), one forward pass per step and per validator; one backward pass per step.
-            let (outer, inner) = (config.outer as usize, config.inner as usize);
-            let (forward, backward) = (1 + outer * (inner + 1), outer * inner);
+            // h(p), one forward pass per lane and step and per lane's validator; one backward
+            // pass per lane and step.
+            let (lanes, inner) = (Speculation::new(fp, &config)?.lanes.len(), config.inner as usize);
+            let (forward, backward) = (1 + lanes * (inner + 1), lanes * inner);
             assert_eq!(counted.private, [forward, forward, forward, backward, backward, backward]);
         }
+        Ok(())
+    }
+
+    /// SIGuard's rounds one after another, as the paper states them, in plaintext: each round
+    /// descends with the current `(c₃, lr)`, the validator's verdict keeps its `e` and raises
+    /// `c₃` (to its cap), or grows `lr` by 1.1.
+    fn sequential(fp: FixedPoint, z: &[u64], d: &Defender, config: &SiGuardConfig) -> Result<Vec<u64>> {
+        let ops = &mut PlainOps::new(fp);
+        let start = Start::new(ops, d, z, config)?;
+        let (mut c3, mut lr) = (fp.encode(config.c3), fp.encode(config.lr));
+        let mut kept = vec![0; z.len()];
+        for _ in 0..config.outer {
+            let lane = (if config.g1_only { 0 } else { c3 }, lr);
+            let e = descend(ops, d, config, &start, &[lane])?;
+            if validate(ops, d, config, &start, &e)? == [1] {
+                kept = e;
+                c3 = (c3 * 10).min(fp.encode(config.c3_max));
+            } else {
+                lr = ops.mul_public_fixed(&[lr], 1.1)?[0];
+            }
+        }
+        softmax(ops, &ops.add(z, &kept), z.len(), config.softmax)
+    }
+
+    /// The lanes and the oblivious bookkeeping give exactly what the rounds give one after
+    /// another, for runs whose validators keep some rounds and reject others.
+    #[test]
+    fn speculated_lanes_equal_the_sequential_rounds() -> Result<()> {
+        let fp = FixedPoint::default();
+        let shape = DefenderShape { classes: 5, hidden: [8, 4] };
+        let (mut kept, mut rejected) = (0, 0);
+        for seed in 0..6u64 {
+            let d = defender(fp, shape, 40 + seed)?;
+            let z = logits(fp, 5, seed);
+            let config = SiGuardConfig { outer: 4, inner: 3, g1_only: seed % 3 == 2, ..Default::default() };
+            let plan = Speculation::new(fp, &config)?;
+            // Round k has k + 1 states; equal (c₃, lr) share a lane.
+            assert!(plan.lanes.len() <= 10 && plan.lane.iter().enumerate().all(|(k, l)| l.len() == k + 1));
+            let ops = &mut PlainOps::new(fp);
+            let start = Start::new(ops, &d, &z, &config)?;
+            let e = descend(ops, &d, &config, &start, &plan.lanes)?;
+            let verdicts = validate(ops, &d, &config, &start, &e)?;
+            kept += verdicts.iter().filter(|&&b| b == 1).count();
+            rejected += verdicts.iter().filter(|&&b| b == 0).count();
+            assert_eq!(siguard(ops, &z, &d, &config)?, sequential(fp, &z, &d, &config)?, "seed {seed}");
+        }
+        assert!(kept > 0 && rejected > 0, "kept {kept}, rejected {rejected}: both paths must be taken");
+        Ok(())
+    }
+
+    /// The paper's 6 outer rounds: 21 states, 15 distinct lanes (c₃ reaches its cap of 10
+    /// after two kept rounds); 6 with the plain-g₁ objective (c₃ unused).
+    #[test]
+    fn the_papers_rounds_take_fifteen_lanes() -> Result<()> {
+        let fp = FixedPoint::default();
+        assert_eq!(Speculation::new(fp, &SiGuardConfig::default())?.lanes.len(), 15);
+        let g1 = SiGuardConfig { g1_only: true, ..Default::default() };
+        assert_eq!(Speculation::new(fp, &g1)?.lanes.len(), 6);
         Ok(())
     }
 

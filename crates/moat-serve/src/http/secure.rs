@@ -17,7 +17,7 @@
 //!
 //! ```json
 //! {"id": "s-1", "session": "<32 hex digits>", "address": "10.0.0.7:8001", "queries": 5,
-//!  "expires_in_ms": 30000, "protocol": "moat-2pc/2", "handshake": "moat-session/1",
+//!  "expires_in_ms": 30000, "protocol": "moat-2pc/3", "handshake": "moat-session/1",
 //!  "output": "label", "model_name": "lenet5", "model_version": "1"}
 //! ```
 //!

@@ -1,4 +1,4 @@
-//! Secure-inference sessions: two-party inference (moat-mpc's `moat-2pc/2`) offered by the
+//! Secure-inference sessions: two-party inference (moat-mpc's `moat-2pc/3`) offered by the
 //! model server beside plaintext inference. The server holds the model and never sees the
 //! input; the client holds the input and learns the label.
 //!
