@@ -39,17 +39,30 @@ enum Part {
     SiGuard(SiGuardConfig),
 }
 
-/// The server's operations, counting the flights it sends in each interactive primitive.
+/// What one interactive primitive cost the server: flights it sent, elements, wall seconds
+/// (its own work and its waits for the client).
+#[derive(Clone, Copy, Default)]
+struct Tally {
+    flights: u64,
+    elements: u64,
+    seconds: f64,
+}
+
+/// The server's operations, tallying each interactive primitive.
 struct ByPrimitive<'a> {
     ops: SessionOps<'a>,
-    flights: BTreeMap<&'static str, u64>,
+    tally: BTreeMap<&'static str, Tally>,
 }
 
 impl ByPrimitive<'_> {
-    fn count<T>(&mut self, name: &'static str, f: impl FnOnce(&mut SessionOps<'_>) -> T) -> T {
+    fn count<T>(&mut self, name: &'static str, elements: usize, f: impl FnOnce(&mut SessionOps<'_>) -> T) -> T {
         let before = self.ops.stats().total().rounds;
+        let started = Instant::now();
         let out = f(&mut self.ops);
-        *self.flights.entry(name).or_default() += self.ops.stats().total().rounds - before;
+        let t = self.tally.entry(name).or_default();
+        t.flights += self.ops.stats().total().rounds - before;
+        t.elements += elements as u64;
+        t.seconds += started.elapsed().as_secs_f64();
         out
     }
 }
@@ -64,37 +77,37 @@ impl RingOps for ByPrimitive<'_> {
         self.ops.holds_public()
     }
     fn mul(&mut self, x: &[u64], y: &[u64]) -> R<Vec<u64>> {
-        self.count("product (Beaver)", |o| o.mul(x, y))
+        self.count("product (Beaver)", x.len(), |o| o.mul(x, y))
     }
     fn truncate(&mut self, x: &[u64], shift: u32) -> R<Vec<u64>> {
-        self.count("truncation (signed)", |o| o.truncate(x, shift))
+        self.count("truncation (signed)", x.len(), |o| o.truncate(x, shift))
     }
     fn truncate_nonnegative(&mut self, x: &[u64], shift: u32) -> R<Vec<u64>> {
-        self.count("truncation (non-negative)", |o| o.truncate_nonnegative(x, shift))
+        self.count("truncation (non-negative)", x.len(), |o| o.truncate_nonnegative(x, shift))
     }
     fn relu(&mut self, x: &[u64]) -> R<Vec<u64>> {
-        self.count("ReLU", |o| o.relu(x))
+        self.count("ReLU", x.len(), |o| o.relu(x))
     }
     fn sign(&mut self, x: &[u64]) -> R<Vec<u64>> {
-        self.count("sign", |o| o.sign(x))
+        self.count("sign", x.len(), |o| o.sign(x))
     }
     fn mul_bit(&mut self, b: &[u64], x: &[u64]) -> R<Vec<u64>> {
-        self.count("bit product (mux)", |o| o.mul_bit(b, x))
+        self.count("bit product (mux)", x.len(), |o| o.mul_bit(b, x))
     }
     fn mul_private(&mut self, w: Option<&[u64]>, x: &[u64]) -> R<Vec<u64>> {
-        self.count("private product", |o| o.mul_private(w, x))
+        self.count("private product", x.len(), |o| o.mul_private(w, x))
     }
     fn mul_private_matvec(&mut self, w: Option<&[u64]>, rows: usize, x: &[u64]) -> R<Vec<u64>> {
-        self.count("private product", |o| o.mul_private_matvec(w, rows, x))
+        self.count("private product", x.len(), |o| o.mul_private_matvec(w, rows, x))
     }
     fn reserve_products(&mut self, n: usize) -> R<()> {
-        self.count("preparation", |o| o.reserve_products(n))
+        self.count("preparation", 0, |o| o.reserve_products(n))
     }
     fn prepare_private_matrices(&mut self, matrices: &[MatrixSpec<'_>]) -> R<()> {
-        self.count("preparation", |o| o.prepare_private_matrices(matrices))
+        self.count("preparation", 0, |o| o.prepare_private_matrices(matrices))
     }
     fn mul_private_matrix(&mut self, m: usize, kind: MatrixKind, w: Option<&[u64]>, x: &[u64]) -> R<Vec<u64>> {
-        self.count("private product", |o| o.mul_private_matrix(m, kind, w, x))
+        self.count("private product", x.len(), |o| o.mul_private_matrix(m, kind, w, x))
     }
     fn fewest_rounds(&mut self, on: bool) -> R<()> {
         self.ops.fewest_rounds(on)
@@ -106,7 +119,7 @@ impl RingOps for ByPrimitive<'_> {
 struct Cost {
     bytes: u64,
     flights: u64,
-    by_primitive: BTreeMap<&'static str, u64>,
+    by_primitive: BTreeMap<&'static str, Tally>,
     seconds: f64,
 }
 
@@ -147,7 +160,7 @@ fn run(fp: FixedPoint, shape: DefenderShape, part: Part, ferret: bool, kind: Sof
     let before = c0.stats().total();
     let started = Instant::now();
     let by_primitive = {
-        let ops = &mut ByPrimitive { ops: SessionOps::new(&mut s, &mut c0), flights: BTreeMap::new() };
+        let ops = &mut ByPrimitive { ops: SessionOps::new(&mut s, &mut c0), tally: BTreeMap::new() };
         match (part, &guard) {
             (Part::SiGuard(_), Some(guard)) => {
                 guard.run(ops, z0.values())?;
@@ -157,7 +170,7 @@ fn run(fp: FixedPoint, shape: DefenderShape, part: Part, ferret: bool, kind: Sof
                 softmax(ops, z0.values(), shape.classes, kind)?;
             }
         }
-        std::mem::take(&mut ops.flights)
+        std::mem::take(&mut ops.tally)
     };
     let seconds = started.elapsed().as_secs_f64();
     let used = c0.stats().total().since(&before);
@@ -236,12 +249,17 @@ fn main() -> Result<(), Box<dyn Error>> {
     row("SIGuard 6 × 49 (extrapolated)", full);
     row("SIGuard 6 × 49 (measured)", measured_row(&measured));
     row("of which its preparation (triples, the defender's products)", measured_row(&prepare));
-    println!("\n| primitive | flights from P0 per inner step |\n|---|---|");
-    for (name, &n) in &b.by_primitive {
-        let per_step = n.saturating_sub(a.by_primitive.get(name).copied().unwrap_or(0)) as f64 / 8.0;
-        // (The same for one lane and for all: the lanes share every flight.)
-        if per_step > 0.0 {
-            println!("| {name} | {per_step:.1} |");
+    println!(
+        "\n| primitive | flights from P0 per inner step | elements per inner step (15 lanes) | P0 ms per inner step |\n|---|---|---|---|"
+    );
+    // (The flights are the same for one lane and for all: the lanes share every flight.)
+    for (name, t) in &b.by_primitive {
+        let before = a.by_primitive.get(name).copied().unwrap_or_default();
+        let flights = t.flights.saturating_sub(before.flights) as f64 / 8.0;
+        let elements = t.elements.saturating_sub(before.elements) as f64 / 8.0;
+        let ms = (t.seconds - before.seconds).max(0.0) / 8.0 * 1e3;
+        if elements > 0.0 {
+            println!("| {name} | {flights:.1} | {elements:.0} | {ms:.2} |");
         }
     }
     Ok(())
