@@ -15,8 +15,9 @@
 //! answered by a response frame (the first one preceded by the server's status frame): one
 //! round trip per matrix, so that the two never send megabytes at the same time.
 //! Bytes: the plans' query and response ciphertexts ([`crate::he::predicted_bytes`]), e.g.
-//! 7.9 MB for SIGuard's six (the paper's defender at 6 × 49: 301 forward and 294 backward
-//! uses each; the Gilboa products they replace sent ≈ 1.7 MB per inner step, 500 MB a run).
+//! 7.9 MB for SIGuard's six with its rounds one after another (the paper's defender at 6 × 49:
+//! 301 forward and 294 backward uses each; the Gilboa products they replace sent ≈ 1.7 MB per
+//! inner step, 500 MB a run); 2.5 times that with its rounds side by side (751 and 735 uses).
 //! If the server's weights are too large for the HE parameters' flooding
 //! ([`crate::he::ServerLayer::new`]), it says so in the status frame and both parties go on
 //! without the preparation ([`prepare`] returns `None`).

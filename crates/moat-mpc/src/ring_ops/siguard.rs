@@ -738,7 +738,7 @@ pub fn siguard<O: RingOps + ?Sized>(ops: &mut O, z: &[u64], d: &Defender, config
     }
     // Validates `config`; both checks come before any traffic.
     prepare_siguard(ops, d, config)?;
-    // ≈ 90–120 sequential flights per inner step, a few hundred KB: rounds, not bytes, are its cost.
+    // 93–125 sequential flights per inner step (every lane at once), ≈ 2 MB: rounds matter.
     ops.fewest_rounds(true)?;
     let out = run_siguard(ops, z, d, config);
     ops.fewest_rounds(false)?;
