@@ -77,7 +77,8 @@ use crate::transport::Channel;
 /// Version string both parties must agree on, so that a peer of another version is refused at
 /// the hello instead of failing mid-query. `/2`: the secure softmax's and SIGuard's messages
 /// changed (bounded truncations; SIGuard's defender products prepared by HE). `/3`: SIGuard
-/// runs its rounds side by side and multiplexes its bit products.
+/// runs its rounds side by side and multiplexes its bit products; the spline softmax and the
+/// bounded defender compare in narrow rings.
 pub const PROTOCOL: &str = "moat-2pc/3";
 
 const REQUEST_END: u8 = 0;

@@ -29,7 +29,20 @@ pub fn drelu(s: &mut Session, ch: &mut dyn Channel, x: &AShare) -> Result<BShare
 /// [`drelu`] on raw share values (reduced mod 2^ℓ), as a plane.
 pub(crate) fn drelu_plane(s: &mut Session, ch: &mut dyn Channel, x: &[u64]) -> Result<Vec<u64>> {
     let ell = s.fixed_point().ring_bits();
-    let m = ell - 1;
+    drelu_plane_in(s, ch, x, ell)
+}
+
+/// [`drelu_plane`] in the ring `Z_2^bits` (`2 ≤ bits ≤ ℓ`): the sign of each value's lowest
+/// `bits` bits read as a signed `bits`-bit integer. The shares' low `bits` bits are shares of
+/// `x mod 2^bits` (reduction mod a power of two is a ring map), so for `x` known to lie in
+/// `[−2^(bits−1), 2^(bits−1))` this is `1{x ≥ 0}` — for a millionaires' comparison on
+/// `bits − 1` bits instead of `ℓ − 1`.
+pub(crate) fn drelu_plane_in(s: &mut Session, ch: &mut dyn Channel, x: &[u64], bits: u32) -> Result<Vec<u64>> {
+    let ell = s.fixed_point().ring_bits();
+    if !(2..=ell).contains(&bits) {
+        return Err(crate::error::MpcError::invalid("drelu", format!("a ring of {bits} bits inside one of {ell}")));
+    }
+    let m = bits - 1;
     let low = if m == 64 { u64::MAX } else { (1u64 << m) - 1 };
     let party = s.party();
     let input: Vec<u64> = match party {

@@ -69,7 +69,7 @@ pub mod drelu;
 pub mod maxpool;
 pub mod millionaire;
 pub mod mux;
-mod planes;
+pub(crate) mod planes;
 pub mod prepared;
 pub mod relu;
 pub mod session;

@@ -36,7 +36,7 @@ use crate::error::{MpcError, Result};
 use crate::protocols::prepared::PreparedMatrix;
 pub use crate::protocols::prepared::{MatrixKind, MatrixSpec};
 use crate::protocols::{self, Session};
-use crate::shares::{AShare, Party};
+use crate::shares::{AShare, BShare, Party};
 use crate::transport::Channel;
 
 /// Secure operations on fixed-point ring values (see the module documentation).
@@ -91,6 +91,16 @@ pub trait RingOps {
 
     /// `1{x ≥ 0}` (signed) as ring integers 0 or 1 (not scaled), element-wise.
     fn sign(&mut self, x: &[u64]) -> Result<Vec<u64>>;
+
+    /// [`Self::sign`] of values the caller **knows** to lie in `[−2^(bits−1), 2^(bits−1))`
+    /// (`2 ≤ bits ≤ ℓ`): the same bits, for less. By default [`Self::sign`] (the plaintext
+    /// reference refuses a value outside the range, which the two-party implementation would
+    /// get wrong); the two-party implementation compares in `Z_2^bits` (the shares' low bits:
+    /// [`protocols::drelu`] on `bits − 1` bits instead of `ℓ − 1`), then B2A into the ring.
+    fn sign_within(&mut self, x: &[u64], bits: u32) -> Result<Vec<u64>> {
+        let _ = bits;
+        self.sign(x)
+    }
 
     /// Exact element-wise ring product `b·x` of shared **bits** `b ∈ {0, 1}` (ring integers,
     /// e.g. from [`Self::sign`]) and shared `x`: the same value as [`Self::mul`], for a
@@ -332,6 +342,22 @@ impl RingOps for PlainOps {
         Ok(x.iter().map(|v| u64::from(!self.fixed.is_negative(*v))).collect())
     }
 
+    fn sign_within(&mut self, x: &[u64], bits: u32) -> Result<Vec<u64>> {
+        let ell = self.fixed.ring_bits();
+        if !(2..=ell).contains(&bits) {
+            return Err(MpcError::invalid("sign_within", format!("a range of {bits} bits in a ring of {ell}")));
+        }
+        let half = 1u64 << (bits - 1);
+        // x + 2^(bits−1) (mod 2^ℓ) is below 2^bits exactly for x inside the range.
+        if x.iter().any(|v| self.fixed.add(*v, half) >> bits != 0) {
+            return Err(MpcError::invalid(
+                "sign_within",
+                format!("a value outside ±2^{} (the caller's precondition is broken)", bits - 1),
+            ));
+        }
+        self.sign(x)
+    }
+
     fn mul_bit(&mut self, b: &[u64], x: &[u64]) -> Result<Vec<u64>> {
         if b.iter().any(|v| *v > 1) {
             return Err(MpcError::invalid(
@@ -464,6 +490,12 @@ impl RingOps for SessionOps<'_> {
         Ok(protocols::b2a(self.session, self.ch, &bits)?.into_values())
     }
 
+    fn sign_within(&mut self, x: &[u64], bits: u32) -> Result<Vec<u64>> {
+        let plane = protocols::drelu::drelu_plane_in(self.session, self.ch, x, bits)?;
+        let bits = BShare::new(protocols::planes::to_bitvec(plane, x.len())?);
+        Ok(protocols::b2a(self.session, self.ch, &bits)?.into_values())
+    }
+
     fn mul_bit(&mut self, b: &[u64], x: &[u64]) -> Result<Vec<u64>> {
         same_len(b, x, "mul_bit")?;
         let mut out = Vec::with_capacity(x.len());
@@ -574,6 +606,31 @@ pub(crate) mod tests {
         assert_eq!(plain[..7], x.iter().map(|v| fp.truncate(fp.mul(*v, *v))).collect::<Vec<_>>()[..]);
         assert_eq!(plain[14..21], [0, 0, 1, 1, 1, 1, 0]);
         assert_eq!(plain[28], fp.encode(100.125));
+        Ok(())
+    }
+
+    /// The narrow-ring sign is the sign on `[−2^(bits−1), 2^(bits−1))`, edges included, between
+    /// two parties as in plaintext; the plaintext reference refuses a value past either edge.
+    #[test]
+    fn narrow_sign_is_exact_inside_its_range_and_refused_outside() -> Result<()> {
+        let fp = FixedPoint::default();
+        let bits = 11;
+        let edge = 1u64 << (bits - 1);
+        let x: Vec<u64> = [fp.neg(edge), edge - 1, 0, fp.neg(1), 1, 968, fp.neg(968), fp.neg(500)].to_vec();
+        let (plain, real) =
+            both(
+                fp,
+                &x,
+                move |ops, x| Ok([ops.sign_within(x, bits)?, ops.sign_within(x, 37)?, ops.sign(x)?].concat()),
+            )?;
+        assert_eq!(plain, real);
+        assert_eq!(plain[..8], [0, 1, 1, 0, 1, 1, 0, 0]);
+        assert_eq!(plain[..8], plain[8..16]);
+        assert_eq!(plain[..8], plain[16..]);
+        let ops = &mut PlainOps::new(fp);
+        assert!(ops.sign_within(&[edge], bits).is_err());
+        assert!(ops.sign_within(&[fp.neg(edge + 1)], bits).is_err());
+        assert!(ops.sign_within(&[0], 1).is_err() && ops.sign_within(&[0], 38).is_err());
         Ok(())
     }
 

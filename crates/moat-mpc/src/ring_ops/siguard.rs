@@ -204,6 +204,15 @@ impl Defender {
         truncate_known(ops, x, f, self.bounded)
     }
 
+    /// `1{x ≥ 0}` of one of the defender's activations (a layer's output, biases included):
+    /// [`RingOps::sign_within`] the bound's range `±2^(ℓ−3−f)` when [`Defender`]'s bound holds
+    /// (a comparison on `ℓ − 3 − f` bits instead of `ℓ − 1`), [`RingOps::sign`] otherwise (the
+    /// same bits).
+    fn sign<O: RingOps + ?Sized>(&self, ops: &mut O, x: &[u64]) -> Result<Vec<u64>> {
+        let fp = ops.fixed();
+        if self.bounded { ops.sign_within(x, fp.ring_bits() - 2 - fp.frac_bits()) } else { ops.sign(x) }
+    }
+
     /// The shape.
     pub fn shape(&self) -> DefenderShape {
         self.shape
@@ -606,12 +615,18 @@ struct Forward {
 /// layer 1's ReLU mask (tests the caller needs at that point, for the flights they save).
 fn forward<O: RingOps + ?Sized>(ops: &mut O, d: &Defender, p: &[u64], extra: &[u64]) -> Result<Forward> {
     let a1 = dense(ops, d, 0, p)?;
-    let mut signs = ops.sign(&[a1.as_slice(), extra].concat())?;
-    let extra = signs.split_off(a1.len());
-    let s1 = signs;
+    let (s1, extra) = if d.bounded {
+        // The layer's tests in the bound's narrow ring, the caller's in the whole ring.
+        let s1 = d.sign(ops, &a1)?;
+        (s1, if extra.is_empty() { Vec::new() } else { ops.sign(extra)? })
+    } else {
+        let mut signs = ops.sign(&[a1.as_slice(), extra].concat())?;
+        let extra = signs.split_off(a1.len());
+        (signs, extra)
+    };
     let r1 = ops.mul_bit(&s1, &a1)?;
     let a2 = dense(ops, d, 1, &r1)?;
-    let s2 = ops.sign(&a2)?;
+    let s2 = d.sign(ops, &a2)?;
     let r2 = ops.mul_bit(&s2, &a2)?;
     Ok(Forward { h: dense(ops, d, 2, &r2)?, s1, s2, extra })
 }
@@ -682,6 +697,10 @@ impl RingOps for CountingOps {
     }
 
     fn mul_bit(&mut self, _: &[u64], x: &[u64]) -> Result<Vec<u64>> {
+        Ok(vec![0; x.len()])
+    }
+
+    fn sign_within(&mut self, x: &[u64], _: u32) -> Result<Vec<u64>> {
         Ok(vec![0; x.len()])
     }
 
@@ -891,7 +910,7 @@ fn descend<O: RingOps + ?Sized>(
         };
         let fwd = forward(ops, d, &ps, &tests)?;
         // sign(h(p*)) as a bit; g₁ = (2·bit − 1)·J(p*)ᵀ∇ₚh.
-        let sign_h = broadcast(&ops.sign(&fwd.h)?, c);
+        let sign_h = broadcast(&d.sign(ops, &fwd.h)?, c);
         // Back-propagation: ∇ₚh = W1ᵀ (s1 ⊙ W2ᵀ (s2 ⊙ W3ᵀ)).
         let u2 = d.mul(ops, Product::LastWeights, &fwd.s2)?;
         let u1 = dense_transposed(ops, d, 1, &u2)?;
@@ -1111,6 +1130,9 @@ mod tests {
         }
         fn mul_bit(&mut self, b: &[u64], x: &[u64]) -> Result<Vec<u64>> {
             self.ops.mul_bit(b, x)
+        }
+        fn sign_within(&mut self, x: &[u64], bits: u32) -> Result<Vec<u64>> {
+            self.ops.sign_within(x, bits)
         }
         fn mul_private(&mut self, w: Option<&[u64]>, x: &[u64]) -> Result<Vec<u64>> {
             self.ops.mul_private(w, x)

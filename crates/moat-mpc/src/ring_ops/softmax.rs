@@ -175,15 +175,43 @@ pub fn softmax_from_max<O: RingOps + ?Sized>(
 }
 
 /// `1 + y(d)` (≈ `e^d`) for `d ≤ 0` at 2^f: the ring spline of [`moat_nn::approx::EXP_NEG`]
-/// (its negative form, with `ReLU(d) = 0`) in `a = −d`.
+/// (its negative form, with `ReLU(d) = 0`) in `a = −d`, `g(a) = slope·a + Σₖ wₖ·ReLU(a − tₖ)`.
+///
+/// Evaluated from the knots' *comparisons* rather than their ReLUs, on a clamped, coarsened
+/// input — the same ring value, for a fraction of the comparisons' cost:
+/// * the weights sum to `−slope`, so `g` is flat from the last knot on: `g(a) = g(a_c)` with
+///   `a_c = min(a, t_last) = a − ReLU(a − t_last)` (one full-width ReLU per value), and
+///   `[a ≥ tₖ] = [a_c ≥ tₖ]` for every knot;
+/// * every knot is a multiple of `2^z` (their common trailing zeros; 2^5 at f = 12, the knots
+///   being 128ths), so `[a_c ≥ tₖ] = [⌊a_c/2^z⌋ ≥ tₖ/2^z]`, and those differences lie within
+///   `±t_last/2^z` (±968): 32 sign tests in an 11-bit ring ([`RingOps::sign_within`]) instead
+///   of 32 ReLUs in the 37-bit one;
+/// * with the tests' bits `sₖ`, `g = a_c·(slope + Σ wₖsₖ) − Σ wₖtₖsₖ` (`ReLU(a_c − tₖ) =
+///   sₖ·(a_c − tₖ)`): local sums and one product per value.
 fn spline_exp<O: RingOps + ?Sized>(ops: &mut O, d: &[u64]) -> Result<Vec<u64>> {
     let fp = ops.fixed();
     let spline = moat_nn::approx::EXP_NEG.quantize(fp);
     let a = ops.scale(d, fp.neg(1));
     let k = spline.knots.len();
-    let relus = ops.relu(&ops.sub_public_each(&a, &spline.knots))?;
-    let sums: Vec<u64> =
-        a.iter().zip(relus.chunks(k.max(1))).map(|(a, r)| spline.magnitude(fp, *a, r.iter().copied())).collect();
+    let last = spline.knots.last().copied().unwrap_or(0);
+    let over = ops.relu(&ops.add_public(&a, fp.neg(last)))?;
+    let clamped = ops.sub(&a, &over);
+    let z = spline.knots.iter().map(|t| t.trailing_zeros()).min().unwrap_or(0).min(fp.frac_bits());
+    let coarse = if z > 0 { ops.truncate_nonnegative(&clamped, z)? } else { clamped.clone() };
+    let thresholds: Vec<u64> = spline.knots.iter().map(|t| t >> z).collect();
+    // |⌊a_c/2^z⌋ − tₖ/2^z| ≤ t_last/2^z < 2^(bits−1).
+    let bits = (u64::BITS - (last >> z).leading_zeros() + 1).clamp(2, fp.ring_bits());
+    let above = ops.sign_within(&ops.sub_public_each(&coarse, &thresholds), bits)?;
+    let weighted = |coefficient: &dyn Fn(usize) -> u64| -> Vec<u64> {
+        above
+            .chunks(k.max(1))
+            .map(|row| row.iter().enumerate().fold(0, |sum, (j, s)| fp.add(sum, fp.mul(coefficient(j), *s))))
+            .collect()
+    };
+    let slopes = ops.add_public(&weighted(&|j| spline.weights[j]), spline.slope);
+    let intercepts = weighted(&|j| fp.mul(spline.weights[j], spline.knots[j]));
+    let products = ops.mul(&clamped, &slopes)?;
+    let sums = ops.sub(&products, &intercepts);
     // The spline's sum is at most 2^(ℓ−3) in magnitude by construction (its scale leaves
     // the ring 4 bits of headroom): inside the bounded truncation's range.
     let g = ops.truncate_bounded(&ops.add_public(&sums, spline.offset), spline.shift)?;
@@ -250,6 +278,23 @@ mod tests {
             };
             assert_eq!(plain, real, "{kind}");
         }
+        Ok(())
+    }
+
+    /// The comparisons-and-one-product evaluation is the ring spline's own (`RingSpline::eval`,
+    /// the ReLU-per-knot form) bit for bit, below, at and beyond the knots.
+    #[test]
+    fn the_spline_exponential_is_the_ring_splines_value() -> Result<()> {
+        let fp = FixedPoint::default();
+        let spline = moat_nn::approx::EXP_NEG.quantize(fp);
+        let mut d: Vec<u64> = spline.knots.iter().flat_map(|t| [*t, t - 1, t + 1]).map(|t| fp.neg(t)).collect();
+        d.extend([0, fp.neg(1), fp.encode(-7.6), fp.encode(-100.0), fp.encode(-3000.0)]);
+        let ops = &mut PlainOps::new(fp);
+        let got = spline_exp(ops, &d)?;
+        let want: Vec<u64> = d.iter().map(|v| fp.add(spline.eval(fp, *v), fp.encode(1.0))).collect();
+        assert_eq!(got, want);
+        let (plain, real) = both(fp, &d, |ops, d| spline_exp(ops, d))?;
+        assert_eq!(plain, real);
         Ok(())
     }
 
