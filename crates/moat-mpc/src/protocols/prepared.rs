@@ -31,7 +31,6 @@
 //! since each `R_k` is used once; the client decrypts `W·R_k − s_k`, uniform since `s_k` is,
 //! from circuit-private responses ([`crate::he::linear`]). Semi-honest.
 
-use moat_nn::FixedPoint;
 use moat_nn::kernels::Window;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
@@ -81,8 +80,10 @@ impl MatrixKind {
         self.batch_shape(1).weight_len()
     }
 
-    /// `W·v` (or `w ⊙ v`) in the clear, mod 2^ℓ: the homomorphic layer's map on one pixel.
-    fn apply(&self, fp: FixedPoint, w: &[u64], v: &[u64]) -> Result<Vec<u64>> {
+    /// `W·v` (or `w ⊙ v`) in the clear, mod 2^ℓ: the homomorphic layer's map on one pixel
+    /// (the tests' reference).
+    #[cfg(test)]
+    fn apply(&self, fp: moat_nn::FixedPoint, w: &[u64], v: &[u64]) -> Result<Vec<u64>> {
         self.batch_shape(1).apply(v, w, fp)
     }
 
@@ -279,10 +280,9 @@ impl PreparedMatrix {
                 }
                 let u = ch.recv_ring(x.len(), fp.ring_bits())?;
                 let v: Vec<u64> = x.iter().zip(&u).map(|(&a, &b)| fp.add(a, b)).collect();
-                let mut out = Vec::with_capacity(n * rows);
-                for v in v.chunks(cols) {
-                    out.extend(self.kind.apply(fp, w, v)?);
-                }
+                // The n vectors as the pixels of one image: one pass of the layer's map.
+                let image = transpose(&v, n, cols);
+                let out = transpose(&self.kind.batch_shape(n).apply(&image, w, fp)?, rows, n);
                 Ok(out.iter().zip(share).map(|(&y, &m)| fp.add(y, m)).collect())
             }
             (Party::P1, None) => {
@@ -302,6 +302,7 @@ mod tests {
     use super::*;
     use crate::shares::{AShare, reconstruct, share};
     use crate::transport::memory;
+    use moat_nn::FixedPoint;
 
     /// Prepared full and diagonal products give exactly `W·x` and `w ⊙ x` mod 2^ℓ, use after
     /// use, one vector or several in one flight, and refuse one use too many.
