@@ -104,10 +104,12 @@ impl RingOps for ByPrimitive<'_> {
         self.count("private product", x.len(), |o| o.mul_private_matvec(w, rows, x))
     }
     fn reserve_products(&mut self, n: usize) -> R<()> {
-        self.count("preparation", 0, |o| o.reserve_products(n))
+        self.count("preparation: Beaver triples", n, |o| o.reserve_products(n))
     }
     fn prepare_private_matrices(&mut self, matrices: &[MatrixSpec<'_>]) -> R<()> {
-        self.count("preparation", 0, |o| o.prepare_private_matrices(matrices))
+        self.count("preparation: the defender's products (HE)", matrices.iter().map(|m| m.uses).sum(), |o| {
+            o.prepare_private_matrices(matrices)
+        })
     }
     fn mul_private_matrix(&mut self, m: usize, kind: MatrixKind, w: Option<&[u64]>, x: &[u64]) -> R<Vec<u64>> {
         self.count("private product", x.len(), |o| o.mul_private_matrix(m, kind, w, x))
@@ -252,6 +254,10 @@ fn main() -> Result<(), Box<dyn Error>> {
     row("SIGuard 6 × 49 (extrapolated)", full);
     row("SIGuard 6 × 49 (measured)", measured_row(&measured));
     row("of which its preparation (triples, the defender's products)", measured_row(&prepare));
+    println!("\n| preparation of the 6 × 49 run | flights from P0 | products | P0 s |\n|---|---|---|---|");
+    for (name, t) in prepare.by_primitive.iter().filter(|(name, _)| name.starts_with("preparation")) {
+        println!("| {name} | {} | {} | {:.3} |", t.flights, t.elements, t.seconds);
+    }
     println!(
         "\n| primitive | flights from P0 per inner step | elements per inner step (15 lanes) | P0 ms per inner step |\n|---|---|---|---|"
     );
