@@ -96,7 +96,7 @@ pub trait RingOps {
     /// (`2 ≤ bits ≤ ℓ`): the same bits, for less. By default [`Self::sign`] (the plaintext
     /// reference refuses a value outside the range, which the two-party implementation would
     /// get wrong); the two-party implementation compares in `Z_2^bits` (the shares' low bits:
-    /// [`protocols::drelu`] on `bits − 1` bits instead of `ℓ − 1`), then B2A into the ring.
+    /// [`protocols::drelu()`] on `bits − 1` bits instead of `ℓ − 1`), then B2A into the ring.
     fn sign_within(&mut self, x: &[u64], bits: u32) -> Result<Vec<u64>> {
         let _ = bits;
         self.sign(x)
@@ -107,7 +107,7 @@ pub trait RingOps {
     /// fraction of its cost. By default [`Self::mul`] (the plaintext reference refuses a `b`
     /// that is not a bit, which the two-party implementation would get wrong); the two-party
     /// implementation reads XOR shares of each bit off its shares' lowest bits (a sum's lowest
-    /// bit carries nothing in) and multiplexes (CrypTFlow2's `F_MUX`, [`protocols::mux`]):
+    /// bit carries nothing in) and multiplexes (CrypTFlow2's `F_MUX`, [`protocols::mux()`]):
     /// 2 correlated OTs and `2ℓ` bits per element, 3 flights, no Beaver triple (74 OTs).
     fn mul_bit(&mut self, b: &[u64], x: &[u64]) -> Result<Vec<u64>> {
         self.mul(b, x)

@@ -35,7 +35,7 @@
 //! `c₃ = min(10^a·c₃⁰, c₃ᵐᵃˣ)`, `lr = 1.1^(k−a)·lr⁰`. So the rounds do not run one after
 //! another on secret `(c₃, lr)`: every distinct public pair a round can have is a *lane*
 //! (15 for the paper's 6 rounds, 6 with `g1_only`), all lanes descend at once (one batch per
-//! primitive, [`Speculation`]), each lane's validator runs once, and the sequence of verdicts
+//! primitive; `Speculation` in the code), each lane's validator runs once, and the sequence of verdicts
 //! is followed obliviously (a one-hot share of the number of kept rounds picks each round's
 //! verdict and `e`, two flights per round). The result is exactly the sequential rounds'
 //! (`speculated_lanes_equal_the_sequential_rounds`); the flights are one round's, the bytes
@@ -58,10 +58,11 @@
 //! are multiplexed ([`RingOps::mul_bit`]: 2 OTs, not a Beaver triple's 74). It runs its
 //! protocols at their fewest rounds ([`RingOps::fewest_rounds`]), with the bounded truncation
 //! ([`RingOps::truncate_bounded`]) wherever a value is known to be small (the defender's
-//! products when [`SiGuardSpec::bounded`]). Flights from `P0` per inner step
-//! (`examples/siguard_cost.rs`, Ferret): 93 with the spline softmax (125 with CrypTen's), the
-//! same for one lane and for all; ≈ 4,800 for the paper's 6 × 49 (26,800 with the rounds one
-//! after another).
+//! products when [`SiGuardSpec::bounded`]), whose activations are then also sign-tested in a
+//! narrow ring ([`RingOps::sign_within`]: `ℓ − 3 − f` compared bits instead of `ℓ − 1`).
+//! Flights from `P0` per inner step (`examples/siguard_cost.rs`, Ferret): 98 with the spline
+//! softmax (126 with CrypTen's), the same for one lane and for all; ≈ 5,000 for the paper's
+//! 6 × 49 (26,800 with the rounds one after another).
 //!
 //! **Learns:** nothing beyond the opened result — every step is a [`RingOps`] primitive on
 //! shares. **Cost:** once per run, the preparation of `1 + lanes·(inner + 1)` forward and
@@ -70,9 +71,9 @@
 //! products and one element-wise, each `cols` ring values from the client; 2 sign tests of
 //! H₁ + H₂ values), 4 sign tests / max trees of C values, ≈ 10 products of C values and the
 //! inverse square root (one batch of 80 sign tests, 2 steps of 3 products); per lane one
-//! more softmax and forward pass. The paper's 6 × 49, spline softmax, in memory: 100 MB,
-//! ≈ 1.2 s of which 25 MB and 0.3 s the preparation. Measured in bytes and rounds by
-//! `moat bench secure --guard siguard`.
+//! more softmax and forward pass. The paper's 6 × 49, spline softmax, in memory: 73 MB,
+//! ≈ 1.1 s of which 26 MB and 0.3 s the preparation (0.23 s its HE). Measured in bytes and
+//! rounds by `moat bench secure --guard siguard`.
 
 use moat_nn::FixedPoint;
 use rand::Rng;
@@ -470,8 +471,8 @@ pub struct SiGuardConfig {
     /// Apply only `g₁` (the public prototype's behaviour) instead of the full objective.
     pub g1_only: bool,
     /// The secure softmax of `p`, every `p*` and the result ([`Softmax::Exp`], CrypTen's, by
-    /// default; [`Softmax::Spline`], more exact, takes 93 flights per inner step instead of
-    /// 125). Absent from older announcements: the default.
+    /// default; [`Softmax::Spline`], more exact, takes 98 flights per inner step instead of
+    /// 126, and less time). Absent from older announcements: the default.
     #[serde(default)]
     pub softmax: Softmax,
 }
@@ -757,7 +758,7 @@ pub fn siguard<O: RingOps + ?Sized>(ops: &mut O, z: &[u64], d: &Defender, config
     }
     // Validates `config`; both checks come before any traffic.
     prepare_siguard(ops, d, config)?;
-    // 93–125 sequential flights per inner step (every lane at once), ≈ 2 MB: rounds matter.
+    // 98–126 sequential flights per inner step (every lane at once), ≈ 1.6 MB: rounds matter.
     ops.fewest_rounds(true)?;
     let out = run_siguard(ops, z, d, config);
     ops.fewest_rounds(false)?;

@@ -14,10 +14,11 @@
 //!   result is truncated to `2^f`. The row maximum maps to exactly 1, so the row sum
 //!   `s ∈ [1, C]`.
 //! * [`Softmax::Spline`] (piecewise-linear): `exp(d) = 1 + y(d)` for `d ≤ 0`, with the
-//!   32-knot linear spline of `e^−a − 1` ([`moat_nn::approx::EXP_NEG`]) in `a = −d`: one ReLU
-//!   batch of `ReLU(a − t_k)` for the 32 knots, a local weighted sum and one signed truncation
-//!   — two protocol calls where the CrypTen variant needs a truncation, a ReLU and nine
-//!   sequential products and truncations. The spline reaches `−1` exactly at its last knot
+//!   32-knot linear spline of `e^−a − 1` ([`moat_nn::approx::EXP_NEG`]) in `a = −d`, its
+//!   `ReLU(a − t_k)` evaluated from the knots' comparisons in an 11-bit ring on the input
+//!   clamped at the last knot (`spline_exp`), a local weighted sum, one product and one
+//!   truncation — where the CrypTen variant needs nine sequential products and truncations
+//!   after its own truncation and ReLU. The spline reaches `−1` exactly at its last knot
 //!   (7.5625), so `exp(d) = 0` below it (`e^−7.5625 = 5.2·10⁻⁴`), and `exp(0) = 1` exactly:
 //!   `s ∈ [1, C]`. Error of `1 + y` against `e^d`: 6.8·10⁻⁴ at most.
 //! * [`Softmax::Relu`] (ReLU-normalised `x⁺/Σx⁺`): `t = ReLU(d + T)` with the public shift
@@ -38,11 +39,12 @@
 //!
 //! **Cost** for `R` rows of `C` classes: `⌈log₂ C⌉` ReLU batches for the maximum;
 //! exponential: one truncation and one ReLU batch of `RC`, 9 products + non-negative
-//! truncations of `RC`; spline: one ReLU batch of `32·RC` and one truncation of `RC`;
-//! ReLU variant: one ReLU batch of `RC`; reciprocal: one sign batch of `14R` (C = 10) and
-//! `2·steps` products + truncations of `R` (2 steps at f = 12); the final product +
-//! truncation of `RC`. No data-dependent control flow. Flights from `P0` for one row of 10
-//! with IKNP: 111 (exp), 63 (spline), 59 (ReLU).
+//! truncations of `RC`; spline: one ReLU batch and two truncations of `RC`, one batch of
+//! `32·RC` sign tests in an 11-bit ring, one product of `RC`; ReLU variant: one ReLU batch of
+//! `RC`; reciprocal: one sign batch of `14R` (C = 10) and `2·steps` products + truncations of
+//! `R` (2 steps at f = 12); the final product + truncation of `RC`. No data-dependent control
+//! flow. Flights from `P0` for one row of 10 with IKNP (`examples/siguard_cost.rs`): 96 (exp),
+//! 53 (spline).
 
 use serde::{Deserialize, Serialize};
 
