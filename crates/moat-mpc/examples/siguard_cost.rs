@@ -145,7 +145,11 @@ fn run(fp: FixedPoint, shape: DefenderShape, part: Part, ferret: bool, kind: Sof
         Part::Softmax => None,
     };
     let guard = config
-        .map(|config| SiGuard::new(Defender::new(fp, shape, [&w1, &w2, &w3], [&b1, &b2, &b3])?, config, shape.classes))
+        .map(|config| {
+            // As a server builds it: the HE layers of its preparation encoded at load.
+            SiGuard::new(Defender::new(fp, shape, [&w1, &w2, &w3], [&b1, &b2, &b3])?, config, shape.classes)?
+                .with_prepared_layers()
+        })
         .transpose()?;
     // The client's half from the server's announcement, as the engine's hello carries it.
     let spec = guard.as_ref().map(SiGuard::spec);

@@ -215,6 +215,12 @@ impl ServerLayer {
         Ok(Self { plan, weights, bias, fixed, flood_security, moduli, prepared: None })
     }
 
+    /// Whether this layer is the map `shape` with these `weights` (a layer built ahead, checked
+    /// before it stands in for one built now).
+    pub fn computes(&self, shape: LinearShape, weights: &[u64]) -> bool {
+        self.plan.shape() == shape && self.weights == weights
+    }
+
     /// Encodes the weight polynomials once (in parallel) and keeps them, so later queries skip
     /// the encoding (one NTT per prime per weight polynomial, the bulk of the server's work
     /// for convolutions). Costs [`ServerLayer::prepared_bytes`] of memory.

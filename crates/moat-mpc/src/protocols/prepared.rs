@@ -89,7 +89,7 @@ impl MatrixKind {
 
     /// The homomorphic layer that multiplies `uses` vectors at once: a 1×1 convolution over a
     /// `1 × uses` image (input `[cols, 1, uses]`, output `[rows, 1, uses]`).
-    fn batch_shape(&self, uses: usize) -> LinearShape {
+    pub fn batch_shape(&self, uses: usize) -> LinearShape {
         let window = Window { in_hw: [1, uses], kernel: [1, 1], stride: [1, 1], padding: [0; 4] };
         match *self {
             MatrixKind::Full { rows, cols } => LinearShape::Conv2d { in_channels: cols, out_channels: rows, window },
@@ -100,7 +100,7 @@ impl MatrixKind {
 
 /// One matrix to prepare: its kind, the weights (the server's; `None` on the client) and the
 /// number of products that will follow.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy)]
 pub struct MatrixSpec<'a> {
     /// The shape of the product.
     pub kind: MatrixKind,
@@ -108,6 +108,23 @@ pub struct MatrixSpec<'a> {
     pub weights: Option<&'a [u64]>,
     /// Products to prepare.
     pub uses: usize,
+    /// The server's homomorphic layer for these products (`uses` vectors times these
+    /// weights), built and its weights encoded ahead, once for many queries
+    /// ([`crate::ring_ops::SiGuard::with_prepared_layers`]); `None`, or one that does not
+    /// compute this product: built by [`prepare`].
+    pub layer: Option<&'a ServerLayer>,
+}
+
+/// Shows the shape, the count and whether a layer was built ahead: the weights are secret.
+impl std::fmt::Debug for MatrixSpec<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MatrixSpec")
+            .field("kind", &self.kind)
+            .field("has_weights", &self.weights.is_some())
+            .field("uses", &self.uses)
+            .field("layer_ahead", &self.layer.is_some())
+            .finish()
+    }
 }
 
 /// A party's prepared products with one matrix ([`prepare`]), used in order.
@@ -170,7 +187,10 @@ pub fn prepare(s: &mut Session, ch: &mut dyn Channel, specs: &[MatrixSpec<'_>]) 
                         ));
                     }
                     let shape = m.kind.batch_shape(m.uses);
-                    Ok(ServerLayer::new(&params, shape, w.to_vec(), vec![0; shape.output_len()]))
+                    Ok(match m.layer {
+                        Some(layer) if layer.computes(shape, w) => Ok(Layer::Ahead(layer)),
+                        _ => ServerLayer::new(&params, shape, w.to_vec(), vec![0; shape.output_len()]).map(Layer::Now),
+                    })
                 })
                 .collect::<Result<Vec<_>>>()?;
             let mut server = HeServer::setup_with_rng(&params, ch, he_rng)?;
@@ -190,7 +210,7 @@ pub fn prepare(s: &mut Session, ch: &mut dyn Channel, specs: &[MatrixSpec<'_>]) 
             used.iter()
                 .zip(&layers)
                 .map(|(m, layer)| {
-                    let masks = server.respond(ch, layer, &vec![0; m.kind.cols() * m.uses])?;
+                    let masks = server.respond(ch, layer.get(), &vec![0; m.kind.cols() * m.uses])?;
                     Ok((transpose(&masks, m.kind.rows(), m.uses), Vec::new()))
                 })
                 .collect::<Result<Vec<_>>>()?
@@ -229,6 +249,21 @@ pub fn prepare(s: &mut Session, ch: &mut dyn Channel, specs: &[MatrixSpec<'_>]) 
             })
             .collect(),
     ))
+}
+
+/// The server's layer for one matrix: built ahead (its weights encoded) or now.
+enum Layer<'a> {
+    Ahead(&'a ServerLayer),
+    Now(ServerLayer),
+}
+
+impl Layer<'_> {
+    fn get(&self) -> &ServerLayer {
+        match self {
+            Layer::Ahead(layer) => layer,
+            Layer::Now(layer) => layer,
+        }
+    }
 }
 
 /// `[n][uses]` (the convolution's channel-major layout) to `[uses][n]` (one use contiguous).
@@ -320,8 +355,8 @@ mod tests {
             move |party: Party, ch: &mut dyn Channel, w: Option<Vec<u64>>, d: Option<Vec<u64>>, xs: Vec<Vec<u64>>| {
                 let mut s = Session::setup(ch, party, fp, if party == Party::P0 { 1 } else { 2 })?;
                 let specs = [
-                    MatrixSpec { kind: kinds[0], weights: w.as_deref(), uses },
-                    MatrixSpec { kind: kinds[1], weights: d.as_deref(), uses },
+                    MatrixSpec { kind: kinds[0], weights: w.as_deref(), uses, layer: None },
+                    MatrixSpec { kind: kinds[1], weights: d.as_deref(), uses, layer: None },
                 ];
                 let mut prepared = prepare(&mut s, ch, &specs)?.ok_or_else(|| MpcError::invalid("test", "refused"))?;
                 let mut out = Vec::new();
@@ -374,7 +409,7 @@ mod tests {
             Ok(())
         });
         let mut s = Session::setup(&mut c1, Party::P1, fp, 2)?;
-        let got = prepare(&mut s, &mut c1, &[MatrixSpec { kind, weights: None, uses: 2 }]);
+        let got = prepare(&mut s, &mut c1, &[MatrixSpec { kind, weights: None, uses: 2, layer: None }]);
         assert!(matches!(got, Err(MpcError::PeerMisbehaved { .. })), "{got:?}");
         server.join().map_err(|_| MpcError::invalid("test", "server panicked"))??;
 
@@ -382,13 +417,13 @@ mod tests {
         let (mut c0, mut c1) = memory::pair(Default::default());
         let client = std::thread::spawn(move || -> Result<()> {
             let mut s = Session::setup(&mut c1, Party::P1, fp, 2)?;
-            prepare(&mut s, &mut c1, &[MatrixSpec { kind, weights: None, uses: 2 }])?;
+            prepare(&mut s, &mut c1, &[MatrixSpec { kind, weights: None, uses: 2, layer: None }])?;
             c1.send_ring(&[1, 2, 3], fp.ring_bits())?;
             c1.flush()?;
             Ok(())
         });
         let mut s = Session::setup(&mut c0, Party::P0, fp, 1)?;
-        let mut prepared = prepare(&mut s, &mut c0, &[MatrixSpec { kind, weights: Some(&w), uses: 2 }])?
+        let mut prepared = prepare(&mut s, &mut c0, &[MatrixSpec { kind, weights: Some(&w), uses: 2, layer: None }])?
             .ok_or_else(|| MpcError::invalid("test", "refused"))?;
         let got = prepared[0].mul(&s, &mut c0, Some(&w), &[0; 4]);
         assert!(matches!(got, Err(MpcError::Transport(_))), "{got:?}");

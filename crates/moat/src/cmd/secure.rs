@@ -308,7 +308,9 @@ fn siguard_factory(args: &ServerArgs, model: &ServerModel) -> anyhow::Result<Opt
     };
     let quantized = model.model();
     let classes = moat_nn::tensor::numel(quantized.graph().output_shape());
+    // Its HE layers built and encoded once here, as the network's are at load.
     let guard = SiGuard::new(file.weights().to_defender(quantized.fixed())?, config, classes)
+        .and_then(SiGuard::with_prepared_layers)
         .with_context(|| format!("SIGuard with the defender {}", path.display()))?;
     tracing::info!(outer, inner, classes, "SIGuard on every session's probabilities");
     Ok(Some(std::sync::Arc::new(move || Box::new(guard.clone()))))
