@@ -271,7 +271,7 @@ fn main() -> Result<(), Box<dyn Error>> {
         let flights = t.flights.saturating_sub(before.flights) as f64 / 8.0;
         let elements = t.elements.saturating_sub(before.elements) as f64 / 8.0;
         let ms = (t.seconds - before.seconds).max(0.0) / 8.0 * 1e3;
-        if elements > 0.0 {
+        if elements > 0.0 && !name.starts_with("preparation") {
             println!("| {name} | {flights:.1} | {elements:.0} | {ms:.2} |");
         }
     }

@@ -189,7 +189,8 @@ pub fn prepare(s: &mut Session, ch: &mut dyn Channel, specs: &[MatrixSpec<'_>]) 
                     let shape = m.kind.batch_shape(m.uses);
                     Ok(match m.layer {
                         Some(layer) if layer.computes(shape, w) => Ok(Layer::Ahead(layer)),
-                        _ => ServerLayer::new(&params, shape, w.to_vec(), vec![0; shape.output_len()]).map(Layer::Now),
+                        _ => ServerLayer::new(&params, shape, w.to_vec(), vec![0; shape.output_len()])
+                            .map(|layer| Layer::Now(Box::new(layer))),
                     })
                 })
                 .collect::<Result<Vec<_>>>()?;
@@ -254,7 +255,7 @@ pub fn prepare(s: &mut Session, ch: &mut dyn Channel, specs: &[MatrixSpec<'_>]) 
 /// The server's layer for one matrix: built ahead (its weights encoded) or now.
 enum Layer<'a> {
     Ahead(&'a ServerLayer),
-    Now(ServerLayer),
+    Now(Box<ServerLayer>),
 }
 
 impl Layer<'_> {
