@@ -72,8 +72,9 @@
 //! H₁ + H₂ values), 4 sign tests / max trees of C values, ≈ 10 products of C values and the
 //! inverse square root (one batch of 80 sign tests, 2 steps of 3 products); per lane one
 //! more softmax and forward pass. The paper's 6 × 49, spline softmax, in memory: 73 MB,
-//! ≈ 1.1 s of which 26 MB and 0.3 s the preparation (0.23 s its HE). Measured in bytes and
-//! rounds by `moat bench secure --guard siguard`.
+//! ≈ 0.9–1.0 s of which 26 MB and 0.22 s the preparation (0.13 s its HE, with the server's
+//! layers built at load: [`SiGuard::with_prepared_layers`]). Measured in bytes and rounds by
+//! `moat bench secure --guard siguard`.
 
 use std::sync::Arc;
 
