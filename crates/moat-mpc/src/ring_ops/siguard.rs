@@ -35,9 +35,9 @@
 //! `c₃ = min(10^a·c₃⁰, c₃ᵐᵃˣ)`, `lr = 1.1^(k−a)·lr⁰`. So the rounds do not run one after
 //! another on secret `(c₃, lr)`: every distinct public pair a round can have is a *lane*
 //! (15 for the paper's 6 rounds, 6 with `g1_only`), all lanes descend at once (one batch per
-//! primitive; `Speculation` in the code), each lane's validator runs once, and the sequence of verdicts
-//! is followed obliviously (a one-hot share of the number of kept rounds picks each round's
-//! verdict and `e`, two flights per round). The result is exactly the sequential rounds'
+//! primitive; `Speculation` in the code), each lane's validator runs once, and the sequence of
+//! verdicts is followed obliviously (a one-hot share of the number of kept rounds picks each
+//! round's verdict and `e`, two flights per round). The result is exactly the sequential rounds'
 //! (`speculated_lanes_equal_the_sequential_rounds`); the flights are one round's, the bytes
 //! and products 15/6 = 2.5 times the rounds'.
 //!
@@ -211,10 +211,10 @@ impl Defender {
         truncate_known(ops, x, f, self.bounded)
     }
 
-    /// `1{x ≥ 0}` of one of the defender's activations (a layer's output, biases included):
-    /// [`RingOps::sign_within`] the bound's range `±2^(ℓ−3−f)` when [`Defender`]'s bound holds
-    /// (a comparison on `ℓ − 3 − f` bits instead of `ℓ − 1`), [`RingOps::sign`] otherwise (the
-    /// same bits).
+    /// `1{x ≥ 0}` of one of the defender's activations (a layer's output, biases included): by
+    /// [`RingOps::sign_within`] on the bound's range `±2^(ℓ−3−f)` when [`Defender`]'s bound
+    /// holds (a comparison on `ℓ − 3 − f` bits instead of `ℓ − 1`), by [`RingOps::sign`]
+    /// otherwise (the same bits).
     fn sign<O: RingOps + ?Sized>(&self, ops: &mut O, x: &[u64]) -> Result<Vec<u64>> {
         let fp = ops.fixed();
         if self.bounded { ops.sign_within(x, fp.ring_bits() - 2 - fp.frac_bits()) } else { ops.sign(x) }
@@ -669,8 +669,9 @@ struct Forward {
     extra: Vec<u64>,
 }
 
-/// The defender's forward pass on `p`, with the sign tests of `extra` in the batch of
-/// layer 1's ReLU mask (tests the caller needs at that point, for the flights they save).
+/// The defender's forward pass on `p`, with the sign tests of `extra` (tests the caller needs
+/// at that point) in the batch of layer 1's ReLU mask, for the flights they save — or, for a
+/// bounded defender whose masks are tested in a narrow ring, in a batch of their own.
 fn forward<O: RingOps + ?Sized>(ops: &mut O, d: &Defender, p: &[u64], extra: &[u64]) -> Result<Forward> {
     let a1 = dense(ops, d, 0, p)?;
     let (s1, extra) = if d.bounded {
