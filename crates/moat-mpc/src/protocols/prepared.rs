@@ -288,11 +288,15 @@ impl PreparedMatrix {
     }
 
     /// Shares of `W·x` (see the module doc) for each of the vectors of this party's share `x`
-    /// (`n·cols` values, `n ≥ 1` vectors one after another; `n·rows` values out); `w` is the
-    /// server's weights (`None` on the client). Uses `n` prepared products, in one flight.
+    /// (`n·cols` values, `n` vectors one after another; `n·rows` values out); `w` is the
+    /// server's weights (`None` on the client). Uses `n` prepared products, in one flight (none
+    /// for no vector).
     pub fn mul(&mut self, s: &Session, ch: &mut dyn Channel, w: Option<&[u64]>, x: &[u64]) -> Result<Vec<u64>> {
         let (rows, cols) = (self.kind.rows(), self.kind.cols());
-        if x.is_empty() || !x.len().is_multiple_of(cols) {
+        if x.is_empty() {
+            return Ok(Vec::new());
+        }
+        if !x.len().is_multiple_of(cols) {
             return Err(MpcError::invalid("prepared product", format!("{} values for {:?}", x.len(), self.kind)));
         }
         let n = x.len() / cols;

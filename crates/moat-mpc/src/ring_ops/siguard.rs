@@ -924,9 +924,14 @@ fn run_siguard<O: RingOps + ?Sized>(ops: &mut O, z: &[u64], d: &Defender, config
     let c = d.shape.classes;
     let plan = Speculation::new(ops.fixed(), config)?;
     let start = Start::new(ops, d, z, config)?;
-    let e = descend(ops, d, config, &start, &plan.lanes)?;
-    let verdicts = validate(ops, d, config, &start, &e)?;
-    let kept = follow(ops, &plan, &verdicts, &e, c)?;
+    let kept = if plan.lanes.is_empty() {
+        // No rounds: e* = 0.
+        vec![0; c]
+    } else {
+        let e = descend(ops, d, config, &start, &plan.lanes)?;
+        let verdicts = validate(ops, d, config, &start, &e)?;
+        follow(ops, &plan, &verdicts, &e, c)?
+    };
     let y = ops.add(z, &kept);
     softmax(ops, &y, c, config.softmax)
 }
@@ -1318,6 +1323,28 @@ mod tests {
             assert_eq!(siguard(ops, &z, &d, &config)?, sequential(fp, &z, &d, &config)?, "seed {seed}");
         }
         assert!(kept > 0 && rejected > 0, "kept {kept}, rejected {rejected}: both paths must be taken");
+        Ok(())
+    }
+
+    /// No rounds, or rounds of no steps: both backends agree, without a panic or a hang (no
+    /// rounds reveal the unguarded softmax; empty lanes are no traffic).
+    #[test]
+    fn degenerate_counts_run_in_both_backends() -> Result<()> {
+        let fp = FixedPoint::default();
+        let shape = DefenderShape { classes: 4, hidden: [6, 3] };
+        let z = logits(fp, 4, 9);
+        let (plain, real) = both(fp, &z, move |ops, z| {
+            let d = scaled_defender(FixedPoint::default(), shape, 7, 1.0)?;
+            let d = if ops.holds_public() { d } else { d.public_half() };
+            let mut out = Vec::new();
+            for (outer, inner) in [(0, 3), (2, 0), (1, 1)] {
+                let config = SiGuardConfig { outer, inner, softmax: Softmax::Spline, ..Default::default() };
+                out.extend(siguard(ops, z, &d, &config)?);
+            }
+            Ok(out)
+        })?;
+        assert_eq!(plain, real);
+        assert_eq!(plain[..4], softmax(&mut PlainOps::new(fp), &z, 4, Softmax::Spline)?[..]);
         Ok(())
     }
 
