@@ -31,6 +31,8 @@
 //! since each `R_k` is used once; the client decrypts `W·R_k − s_k`, uniform since `s_k` is,
 //! from circuit-private responses ([`crate::he::linear`]). Semi-honest.
 
+use std::borrow::Cow;
+
 use moat_nn::kernels::Window;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
@@ -85,6 +87,15 @@ impl MatrixKind {
     #[cfg(test)]
     fn apply(&self, fp: moat_nn::FixedPoint, w: &[u64], v: &[u64]) -> Result<Vec<u64>> {
         self.batch_shape(1).apply(v, w, fp)
+    }
+
+    /// The server's homomorphic layer for `uses` products with weights `w` (bias zero): what
+    /// [`prepare`] builds per call, or a server ahead of its queries
+    /// ([`crate::ring_ops::SiGuard::with_prepared_layers`]). Refuses weights too large for the
+    /// parameters' flooding.
+    pub fn server_layer(&self, params: &HeParams, uses: usize, w: &[u64]) -> Result<ServerLayer> {
+        let shape = self.batch_shape(uses);
+        ServerLayer::new(params, shape, w.to_vec(), vec![0; shape.output_len()])
     }
 
     /// The homomorphic layer that multiplies `uses` vectors at once: a 1×1 convolution over a
@@ -186,11 +197,9 @@ pub fn prepare(s: &mut Session, ch: &mut dyn Channel, specs: &[MatrixSpec<'_>]) 
                             format!("{} weights for {:?}", w.len(), m.kind),
                         ));
                     }
-                    let shape = m.kind.batch_shape(m.uses);
                     Ok(match m.layer {
-                        Some(layer) if layer.computes(shape, w) => Ok(Layer::Ahead(layer)),
-                        _ => ServerLayer::new(&params, shape, w.to_vec(), vec![0; shape.output_len()])
-                            .map(|layer| Layer::Now(Box::new(layer))),
+                        Some(layer) if layer.computes(m.kind.batch_shape(m.uses), w) => Ok(Cow::Borrowed(layer)),
+                        _ => m.kind.server_layer(&params, m.uses, w).map(Cow::Owned),
                     })
                 })
                 .collect::<Result<Vec<_>>>()?;
@@ -211,7 +220,7 @@ pub fn prepare(s: &mut Session, ch: &mut dyn Channel, specs: &[MatrixSpec<'_>]) 
             used.iter()
                 .zip(&layers)
                 .map(|(m, layer)| {
-                    let masks = server.respond(ch, layer.get(), &vec![0; m.kind.cols() * m.uses])?;
+                    let masks = server.respond(ch, layer, &vec![0; m.kind.cols() * m.uses])?;
                     Ok((transpose(&masks, m.kind.rows(), m.uses), Vec::new()))
                 })
                 .collect::<Result<Vec<_>>>()?
@@ -250,21 +259,6 @@ pub fn prepare(s: &mut Session, ch: &mut dyn Channel, specs: &[MatrixSpec<'_>]) 
             })
             .collect(),
     ))
-}
-
-/// The server's layer for one matrix: built ahead (its weights encoded) or now.
-enum Layer<'a> {
-    Ahead(&'a ServerLayer),
-    Now(Box<ServerLayer>),
-}
-
-impl Layer<'_> {
-    fn get(&self) -> &ServerLayer {
-        match self {
-            Layer::Ahead(layer) => layer,
-            Layer::Now(layer) => layer,
-        }
-    }
 }
 
 /// `[n][uses]` (the convolution's channel-major layout) to `[uses][n]` (one use contiguous).
@@ -393,6 +387,42 @@ mod tests {
                 assert_eq!(got, kind.apply(fp, weights, x)?, "use {i}, {kind:?}");
             }
         }
+        Ok(())
+    }
+
+    /// A layer built ahead stands in only for the product it computes (its kind's shape for
+    /// the count, its weights); a server handed one built for other weights builds its own,
+    /// and the products are still exactly `W·x`.
+    #[test]
+    fn a_layer_built_ahead_stands_in_only_for_its_own_product() -> Result<()> {
+        let fp = FixedPoint::default();
+        let params = HeParams::n4096(fp)?;
+        let kind = MatrixKind::Full { rows: 3, cols: 4 };
+        let w: Vec<u64> = (0..12).map(|i| fp.encode(f64::from(i) / 8.0 - 0.5)).collect();
+        let other: Vec<u64> = w.iter().map(|v| fp.add(*v, 1)).collect();
+        let ahead = kind.server_layer(&params, 2, &w)?;
+        assert!(ahead.computes(kind.batch_shape(2), &w));
+        assert!(!ahead.computes(kind.batch_shape(2), &other));
+        assert!(!ahead.computes(kind.batch_shape(3), &w));
+
+        let x = [fp.encode(1.5), fp.encode(-2.0), fp.encode(0.25), fp.encode(3.0)];
+        let (x0, x1) = share(fp, &x, &mut ChaCha20Rng::seed_from_u64(4));
+        let (mut c0, mut c1) = memory::pair(Default::default());
+        let client = std::thread::spawn(move || -> Result<Vec<u64>> {
+            let mut s = Session::setup(&mut c1, Party::P1, fp, 2)?;
+            let spec = MatrixSpec { kind, weights: None, uses: 2, layer: None };
+            let mut prepared =
+                prepare(&mut s, &mut c1, &[spec])?.ok_or_else(|| MpcError::invalid("test", "refused"))?;
+            prepared[0].mul(&s, &mut c1, None, x1.values())
+        });
+        let mut s = Session::setup(&mut c0, Party::P0, fp, 1)?;
+        let wrong = kind.server_layer(&params, 2, &other)?;
+        let spec = MatrixSpec { kind, weights: Some(&w), uses: 2, layer: Some(&wrong) };
+        let mut prepared = prepare(&mut s, &mut c0, &[spec])?.ok_or_else(|| MpcError::invalid("test", "refused"))?;
+        let y0 = prepared[0].mul(&s, &mut c0, Some(&w), x0.values())?;
+        let y1 = client.join().map_err(|_| MpcError::invalid("test", "client panicked"))??;
+        let got = reconstruct(&AShare::from_wrapping(fp, y0), &AShare::from_wrapping(fp, y1))?;
+        assert_eq!(got, kind.apply(fp, &w, &x)?);
         Ok(())
     }
 

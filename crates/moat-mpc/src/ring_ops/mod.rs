@@ -292,6 +292,17 @@ pub(crate) fn broadcast(per_row: &[u64], cols: usize) -> Vec<u64> {
     per_row.iter().flat_map(|v| std::iter::repeat_n(*v, cols)).collect()
 }
 
+/// The whole of `row` repeated `n` times (local).
+pub(crate) fn tile(row: &[u64], n: usize) -> Vec<u64> {
+    (0..n).flat_map(|_| row.iter().copied()).collect()
+}
+
+/// The real magnitude `2^(ℓ−2−2f)` below which a product at `2^2f` is inside
+/// [`RingOps::truncate_bounded`]'s range (2048 at ℓ = 37, f = 12).
+pub(crate) fn bounded_product_limit(fp: FixedPoint) -> f64 {
+    (f64::from(fp.ring_bits()) - 2.0 - 2.0 * f64::from(fp.frac_bits())).exp2()
+}
+
 /// The plaintext fixed-point implementation: operates on the values themselves. This is what
 /// the simulated engine computes and the reference the two-party run is tested against.
 #[derive(Clone, Copy, Debug)]
@@ -400,15 +411,15 @@ fn mul_unprepared<O: RingOps + ?Sized>(
         return Err(MpcError::invalid("private product", format!("{} values for {kind:?}", x.len())));
     }
     let n = x.len() / cols;
-    let repeated = |w: &[u64]| -> Vec<u64> { (0..n).flat_map(|_| w.iter().copied()).collect() };
+    let repeated = w.map(|w| tile(w, n));
     match kind {
         MatrixKind::Full { rows, .. } if n == 1 => ops.mul_private_matvec(w, rows, x),
         MatrixKind::Full { rows, .. } => {
-            let tiled: Vec<u64> = x.chunks(cols).flat_map(|v| (0..rows).flat_map(move |_| v.iter().copied())).collect();
-            let products = ops.mul_private(w.map(repeated).as_deref(), &tiled)?;
+            let tiled: Vec<u64> = x.chunks(cols).flat_map(|v| tile(v, rows)).collect();
+            let products = ops.mul_private(repeated.as_deref(), &tiled)?;
             Ok(ops.row_sum(&products, cols))
         }
-        MatrixKind::Diagonal { .. } => ops.mul_private(w.map(repeated).as_deref(), x),
+        MatrixKind::Diagonal { .. } => ops.mul_private(repeated.as_deref(), x),
     }
 }
 

@@ -32,7 +32,7 @@
 //! inner step: 143 → 110 flights with this and the softmax's and the update's bounded
 //! truncations).
 
-use super::{RingOps, truncate_known};
+use super::{RingOps, bounded_product_limit, truncate_known};
 use crate::error::{MpcError, Result};
 
 /// Pieces per octave of both starts.
@@ -201,8 +201,7 @@ impl Newton {
     pub fn apply<O: RingOps + ?Sized>(&self, ops: &mut O, x: &[u64]) -> Result<Vec<u64>> {
         let fp = ops.fixed();
         let f = fp.frac_bits();
-        let bound = (f64::from(fp.ring_bits()) - 2.0 - 2.0 * f64::from(f)).exp2();
-        let bounded = 2.0 * self.largest_product() < bound;
+        let bounded = 2.0 * self.largest_product() < bounded_product_limit(fp);
         // `floor(a·b / 2^shift)`, exact either way.
         let product = |ops: &mut O, a: &[u64], b: &[u64], shift: u32| -> Result<Vec<u64>> {
             let ab = ops.mul(a, b)?;

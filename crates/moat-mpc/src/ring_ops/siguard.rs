@@ -84,7 +84,7 @@ use serde::{Deserialize, Serialize};
 
 use super::newton::{Inverse, Newton};
 use super::softmax::{Softmax, softmax, softmax_from_max};
-use super::{MatrixKind, MatrixSpec, PlainOps, RingOps, broadcast, truncate_known};
+use super::{MatrixKind, MatrixSpec, PlainOps, RingOps, bounded_product_limit, broadcast, tile, truncate_known};
 use crate::error::{MpcError, Result};
 use crate::he::{HeParams, ServerLayer};
 
@@ -182,8 +182,8 @@ impl Defender {
             wt[i] = (0..rows * cols).map(|k| w[i][(k % rows) * cols + k / rows]).collect();
             b[i] = biases[i].iter().map(encode).collect::<Result<_>>()?;
         }
-        let limit = (f64::from(fixed.ring_bits()) - 3.0 - 2.0 * f64::from(fixed.frac_bits())).exp2();
-        let bounded = activation_bound(shape, weights, biases) < limit;
+        // Below half the bounded truncation's range.
+        let bounded = activation_bound(shape, weights, biases) < bounded_product_limit(fixed) / 2.0;
         Ok(Self { shape, weights: Some(Weights { fixed, w, wt, b }), bounded })
     }
 
@@ -539,7 +539,7 @@ pub struct SiGuard {
     config: SiGuardConfig,
     /// The server's homomorphic layers of the run's preparation, one per [`Product`], their
     /// weights encoded once ([`SiGuard::with_prepared_layers`]); shared by the sessions' clones.
-    layers: Option<Arc<Vec<ServerLayer>>>,
+    layers: Option<Arc<[ServerLayer]>>,
 }
 
 impl std::fmt::Debug for SiGuard {
@@ -585,9 +585,8 @@ impl SiGuard {
         let mut layers = Vec::with_capacity(Product::ALL.len());
         for m in Product::ALL {
             let (kind, w) = self.defender.product(m);
-            let shape = kind.batch_shape(products.private[m.index()].max(1));
-            let w = w.map(<[u64]>::to_vec).unwrap_or_default();
-            let mut layer = match ServerLayer::new(&params, shape, w, vec![0; shape.output_len()]) {
+            let mut layer = match kind.server_layer(&params, products.private[m.index()].max(1), w.unwrap_or_default())
+            {
                 Ok(layer) => layer,
                 Err(e) => {
                     tracing::warn!(error = %e, "the defender's products are not prepared by HE");
@@ -599,7 +598,7 @@ impl SiGuard {
         }
         let bytes: usize = layers.iter().map(ServerLayer::prepared_bytes).sum();
         tracing::info!(mib = bytes >> 20, "SIGuard's HE layers encoded ahead");
-        self.layers = Some(Arc::new(layers));
+        self.layers = Some(layers.into());
         Ok(self)
     }
 
@@ -627,7 +626,7 @@ impl SiGuard {
     }
 
     fn layers(&self) -> Option<&[ServerLayer]> {
-        self.layers.as_deref().map(Vec::as_slice)
+        self.layers.as_deref()
     }
 }
 
@@ -778,10 +777,11 @@ impl RingOps for CountingOps {
         _: Option<&[u64]>,
         x: &[u64],
     ) -> Result<Vec<u64>> {
+        let uses = x.len() / kind.cols().max(1);
         if let Some(n) = self.private.get_mut(matrix) {
-            *n += x.len() / kind.cols().max(1);
+            *n += uses;
         }
-        Ok(vec![0; x.len() / kind.cols().max(1) * kind.rows()])
+        Ok(vec![0; uses * kind.rows()])
     }
 }
 
@@ -906,11 +906,6 @@ impl Speculation {
         }
         Ok(Self { lanes, lane })
     }
-}
-
-/// `x` (one row) repeated `n` times.
-fn tile(x: &[u64], n: usize) -> Vec<u64> {
-    (0..n).flat_map(|_| x.iter().copied()).collect()
 }
 
 /// Each row of `x` (`cols` values) times its own public ring element of `k` (local).

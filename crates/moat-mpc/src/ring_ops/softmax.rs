@@ -204,14 +204,13 @@ fn spline_exp<O: RingOps + ?Sized>(ops: &mut O, d: &[u64]) -> Result<Vec<u64>> {
     // |⌊a_c/2^z⌋ − tₖ/2^z| ≤ t_last/2^z < 2^(bits−1).
     let bits = (u64::BITS - (last >> z).leading_zeros() + 1).clamp(2, fp.ring_bits());
     let above = ops.sign_within(&ops.sub_public_each(&coarse, &thresholds), bits)?;
-    let weighted = |coefficient: &dyn Fn(usize) -> u64| -> Vec<u64> {
-        above
-            .chunks(k.max(1))
-            .map(|row| row.iter().enumerate().fold(0, |sum, (j, s)| fp.add(sum, fp.mul(coefficient(j), *s))))
-            .collect()
+    // Σₖ cₖ·sₖ per value, for public coefficients c (local).
+    let weighted = |c: &[u64]| -> Vec<u64> {
+        above.chunks(k.max(1)).map(|row| row.iter().zip(c).fold(0, |sum, (s, c)| fp.add(sum, fp.mul(*c, *s)))).collect()
     };
-    let slopes = ops.add_public(&weighted(&|j| spline.weights[j]), spline.slope);
-    let intercepts = weighted(&|j| fp.mul(spline.weights[j], spline.knots[j]));
+    let knot_terms: Vec<u64> = spline.weights.iter().zip(&spline.knots).map(|(w, t)| fp.mul(*w, *t)).collect();
+    let slopes = ops.add_public(&weighted(&spline.weights), spline.slope);
+    let intercepts = weighted(&knot_terms);
     let products = ops.mul(&clamped, &slopes)?;
     let sums = ops.sub(&products, &intercepts);
     // The spline's sum is at most 2^(ℓ−3) in magnitude by construction (its scale leaves
