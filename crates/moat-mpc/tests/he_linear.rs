@@ -344,8 +344,8 @@ fn plan_summary(layer: &ServerLayer) -> (usize, usize, usize) {
 fn bench_resnet18_linear_layers() -> Result<()> {
     let fp = FixedPoint::default();
     let params = HeParams::n4096(fp)?;
-    let graph =
-        moat_nn::zoo::build(&moat_nn::zoo::Architecture::ResNet18 { width: 1.0 }, &[3, 32, 32], 10, 1).map_err(nn)?;
+    let graph = moat_nn::zoo::build(&moat_nn::zoo::Architecture::ResNet { depth: 18, width: 1.0 }, &[3, 32, 32], 10, 1)
+        .map_err(nn)?;
     let q = QuantizedGraph::new(&graph, fp).map_err(nn)?;
     let start = Instant::now();
     let layers = (0..q.graph().nodes().len())

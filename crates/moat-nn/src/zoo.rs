@@ -6,7 +6,7 @@
 //! | `mlp:H1,H2,…` | fully connected, ReLU between layers |
 //! | `lenet5[:xW]` | LeNet-5 style CNN (conv5-pool-conv5-pool-fc120-fc84-fc), channels × W |
 //! | `resnet20`, `resnet32`, `resnet56[:xW]` | CIFAR ResNets (He et al. 2016, 3 stages of basic blocks, 16/32/64 channels × W) |
-//! | `resnet18[:xW]` | ResNet-18 with a 3×3 stem for 32×32 inputs (64–512 channels × W) |
+//! | `resnet18[:xW]`, `resnet34[:xW]` | ResNet-18 / -34 (basic blocks [2, 2, 2, 2] / [3, 4, 6, 3]) with a 3×3 stem for 32×32 inputs (64–512 channels × W) |
 //! | `resnet50` | ResNet-50 v1.5 for ImageNet (7×7 stem, bottlenecks [3, 4, 6, 3], 25.6 M parameters) |
 //! | `squeezenet` | SqueezeNet 1.1 for ImageNet (fire modules, 1.24 M parameters) |
 //! | `mobilenetv2[:xW]` | MobileNetV2 for 32×32 inputs (Sandler et al. 2018: inverted residuals, depthwise 3×3, ReLU6; stem stride 1, second stage stride 1; channels and the 1280-wide head × W) |
@@ -44,8 +44,11 @@ pub enum Architecture {
         /// Channel multiplier (1.0 = 16/32/64 channels).
         width: f32,
     },
-    /// ResNet-18 (basic blocks [2, 2, 2, 2]) with a 3×3 stem.
-    ResNet18 {
+    /// ResNet-18 or -34 (basic blocks [2, 2, 2, 2] or [3, 4, 6, 3]) with a 3×3 stem and no
+    /// max pool, for 32×32 inputs.
+    ResNet {
+        /// 18 or 34.
+        depth: usize,
         /// Channel multiplier (1.0 = 64/128/256/512 channels).
         width: f32,
     },
@@ -75,7 +78,7 @@ impl fmt::Display for Architecture {
             }
             Architecture::LeNet5 { width: w } => write!(f, "lenet5{}", width(*w)),
             Architecture::CifarResNet { depth, width: w } => write!(f, "resnet{depth}{}", width(*w)),
-            Architecture::ResNet18 { width: w } => write!(f, "resnet18{}", width(*w)),
+            Architecture::ResNet { depth, width: w } => write!(f, "resnet{depth}{}", width(*w)),
             Architecture::ResNet50 => write!(f, "resnet50"),
             Architecture::SqueezeNet => write!(f, "squeezenet"),
             Architecture::MobileNetV2 { width: w } => write!(f, "mobilenetv2{}", width(*w)),
@@ -90,7 +93,7 @@ impl FromStr for Architecture {
     fn from_str(s: &str) -> Result<Self> {
         let bad = || {
             NnError::Graph(format!(
-                "unknown architecture '{s}' (expected mlp:H1,H2,…, lenet5[:xW], resnet20|32|44|56[:xW], resnet18[:xW], resnet50, squeezenet, mobilenetv2[:xW], shufflenet[:xW])"
+                "unknown architecture '{s}' (expected mlp:H1,H2,…, lenet5[:xW], resnet20|32|44|56[:xW], resnet18|34[:xW], resnet50, squeezenet, mobilenetv2[:xW], shufflenet[:xW])"
             ))
         };
         let (name, arg) = match s.split_once(':') {
@@ -120,7 +123,8 @@ impl FromStr for Architecture {
                 Ok(Architecture::Mlp { hidden })
             }
             "lenet5" => Ok(Architecture::LeNet5 { width: width()? }),
-            "resnet18" => Ok(Architecture::ResNet18 { width: width()? }),
+            "resnet18" => Ok(Architecture::ResNet { depth: 18, width: width()? }),
+            "resnet34" => Ok(Architecture::ResNet { depth: 34, width: width()? }),
             "resnet50" if arg.is_none() => Ok(Architecture::ResNet50),
             "squeezenet" if arg.is_none() => Ok(Architecture::SqueezeNet),
             "mobilenetv2" => Ok(Architecture::MobileNetV2 { width: width()? }),
@@ -202,11 +206,16 @@ pub fn build(arch: &Architecture, input_shape: &[usize], classes: usize, seed: u
             x = b.global_avg_pool(x)?;
             b.dense("fc", x, classes)?
         }
-        Architecture::ResNet18 { width } => {
+        Architecture::ResNet { depth, width } => {
+            let blocks = match depth {
+                18 => [2, 2, 2, 2],
+                34 => [3, 4, 6, 3],
+                _ => return Err(NnError::Graph(format!("no basic-block ResNet of depth {depth} (18 or 34)"))),
+            };
             let mut x = b.conv_bn("conv1", x, scaled(64, *width), 3, 1, 1)?;
             x = b.relu(x)?;
-            for (stage, &c) in [64, 128, 256, 512].iter().enumerate() {
-                for block in 0..2 {
+            for (stage, (&c, &blocks)) in [64, 128, 256, 512].iter().zip(&blocks).enumerate() {
+                for block in 0..blocks {
                     let stride = if stage > 0 && block == 0 { 2 } else { 1 };
                     x = b.basic_block(&format!("layer{}.{}", stage + 1, block), x, scaled(c, *width), stride)?;
                 }
@@ -578,6 +587,7 @@ mod tests {
             "resnet20",
             "resnet32:x0.5",
             "resnet18",
+            "resnet34:x0.5",
             "resnet50",
             "squeezenet",
             "mobilenetv2",
@@ -602,6 +612,11 @@ mod tests {
         assert!((39_000_000..43_000_000).contains(&macs), "{macs}");
         let r18 = build(&"resnet18".parse()?, &[3, 32, 32], 10, 0)?;
         assert!((11_000_000..11_300_000).contains(&r18.parameter_count()), "{}", r18.parameter_count());
+        // ResNet-34 for CIFAR (3×3 stem, no max pool): ≈ 21.3 M parameters, ≈ 1.16 G MACs.
+        let r34 = build(&"resnet34".parse()?, &[3, 32, 32], 10, 0)?;
+        assert!((21_200_000..21_400_000).contains(&r34.parameter_count()), "{}", r34.parameter_count());
+        let r34_macs: usize = (0..r34.nodes().len()).map(|i| r34.node_macs(i)).sum();
+        assert!((1_100_000_000..1_200_000_000).contains(&r34_macs), "{r34_macs}");
         // torchvision: resnet50 25,557,032 and squeezenet1_1 1,235,496 parameters (BN counts γ, β).
         let r50 = build(&"resnet50".parse()?, &[3, 224, 224], 1000, 0)?;
         // Our convolutions carry a (zero-initialised) bias, torchvision's do not.

@@ -185,7 +185,7 @@ impl TrainConfig {
         match arch {
             Architecture::Mlp { .. } | Architecture::LeNet5 { .. } => Self::default(),
             Architecture::CifarResNet { .. }
-            | Architecture::ResNet18 { .. }
+            | Architecture::ResNet { .. }
             | Architecture::ResNet50
             | Architecture::SqueezeNet
             | Architecture::MobileNetV2 { .. }
