@@ -94,6 +94,9 @@ impl RingOps for ByPrimitive<'_> {
     fn sign_within(&mut self, x: &[u64], bits: u32) -> R<Vec<u64>> {
         self.count("sign (narrow ring)", x.len(), |o| o.sign_within(x, bits))
     }
+    fn sign_against(&mut self, x: &[u64], thresholds: &[u64], bits: u32) -> R<Vec<u64>> {
+        self.count("sign against thresholds", x.len() * thresholds.len(), |o| o.sign_against(x, thresholds, bits))
+    }
     fn mul_bit(&mut self, b: &[u64], x: &[u64]) -> R<Vec<u64>> {
         self.count("bit product (mux)", x.len(), |o| o.mul_bit(b, x))
     }

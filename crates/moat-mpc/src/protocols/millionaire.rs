@@ -3,7 +3,9 @@
 //! **Computes** XOR shares of `1{x > y}` for `P0`'s private `x` and `P1`'s private `y`,
 //! both `m`-bit unsigned integers (*convention: strict "greater than", `P0`'s input on the
 //! left*). [`greater_than_split`] also returns shares of `1{x mod 2^s > y mod 2^s}` for a
-//! split point `s` at no extra cost (the truncation protocol needs both).
+//! split point `s` at no extra cost (the truncation protocol needs both). With a *fan-out*
+//! (`compare_planes_fanout`), `P0` compares several inputs against each of `P1`'s and the
+//! comparisons of one `y` share their leaf OTs (one secret against many public thresholds).
 //!
 //! **Learns:** each party only its uniformly random output share; `P0` (OT sender) learns
 //! nothing about `y` (it only sees IKNP messages), `P1` sees one entry per table, masked.
@@ -45,8 +47,10 @@
 use super::planes::{self, BitWriter};
 use super::session::Session;
 use super::triples::{self, Gate};
+use crate::Block;
 use crate::bits::BitVec;
 use crate::error::{MpcError, Result};
+use crate::ot::prim::CrHash;
 use crate::shares::{BShare, Party};
 use crate::transport::Channel;
 
@@ -79,22 +83,55 @@ pub(crate) fn compare_planes(
     bits: u32,
     low_bits: u32,
 ) -> Result<(Vec<u64>, Vec<u64>)> {
-    if bits > 64 || low_bits > bits {
+    compare_planes_fanout(s, ch, input, 1, bits, low_bits)
+}
+
+/// [`compare_planes`] of `P0`'s `fanout` inputs against each of `P1`'s: `P1` holds `n`
+/// values, `P0` holds `n·fanout` (its `fanout` values for `P1`'s `i`-th at
+/// `i·fanout ..`), and the planes hold the `n·fanout` comparisons in `P0`'s order.
+///
+/// The leaf OTs are `P1`'s choices, so comparisons that share `P1`'s input share them: one
+/// 1-out-of-2^k OT per chunk carries the `fanout` tables of that chunk, its pads stretched
+/// by a correlation-robust hash (`H(key ⊕ e)` for the pad's 128-bit blocks `e ≥ 1`, the key
+/// itself for block 0) — `n·m` random OTs instead of `n·fanout·m`. The tables' bytes and
+/// the AND tree (`n·fanout` comparisons) are unchanged; so are the rounds. `P1`'s choices
+/// are the same for all `fanout` tables, so it still learns one entry per table, and the
+/// other entries stay masked by hash outputs of keys it lacks.
+pub(crate) fn compare_planes_fanout(
+    s: &mut Session,
+    ch: &mut dyn Channel,
+    input: &[u64],
+    fanout: usize,
+    bits: u32,
+    low_bits: u32,
+) -> Result<(Vec<u64>, Vec<u64>)> {
+    if bits > 64 || low_bits > bits || fanout == 0 {
         return Err(MpcError::invalid(
             "millionaire",
-            format!("need low_bits ≤ bits ≤ 64, got low_bits = {low_bits}, bits = {bits}"),
+            format!(
+                "need low_bits ≤ bits ≤ 64 and a fan-out, got low_bits = {low_bits}, bits = {bits}, fan-out {fanout}"
+            ),
         ));
     }
-    let batch = s.config().max_batch;
-    if input.len() <= batch {
-        return compare_batch(s, ch, input, bits, low_bits);
+    // Inputs per element of P1: `fanout` for P0, one for P1.
+    let per = if s.party() == Party::P0 { fanout } else { 1 };
+    if !input.len().is_multiple_of(per) {
+        return Err(MpcError::invalid(
+            "millionaire",
+            format!("{} inputs are not {fanout} per comparison group", input.len()),
+        ));
     }
-    let mut gt = BitWriter::with_capacity(input.len());
-    let mut low = BitWriter::with_capacity(input.len());
-    for part in input.chunks(batch) {
-        let (g, l) = compare_batch(s, ch, part, bits, low_bits)?;
-        append_plane(&mut gt, &g, part.len());
-        append_plane(&mut low, &l, part.len());
+    let elements = (s.config().max_batch / fanout).max(1);
+    if input.len() <= elements * per {
+        return compare_batch(s, ch, input, fanout, bits, low_bits);
+    }
+    let mut gt = BitWriter::with_capacity(input.len() / per * fanout);
+    let mut low = BitWriter::with_capacity(input.len() / per * fanout);
+    for part in input.chunks(elements * per) {
+        let (g, l) = compare_batch(s, ch, part, fanout, bits, low_bits)?;
+        let n = part.len() / per * fanout;
+        append_plane(&mut gt, &g, n);
+        append_plane(&mut low, &l, n);
     }
     Ok((gt.finish(), low.finish()))
 }
@@ -104,6 +141,10 @@ fn append_plane(w: &mut BitWriter, plane: &[u64], n: usize) {
         w.push(word, (n - 64 * k).min(64) as u32);
     }
 }
+
+/// The public key of the hash that stretches leaf pads (domain separation from moat's other
+/// uses of [`CrHash`]).
+const LEAF_PAD_KEY: Block = 0x6d6f_6174_2d6c_6561_662d_7061_6473_0001;
 
 #[inline]
 fn mask(bits: u32) -> u64 {
@@ -217,17 +258,40 @@ pub(crate) fn table_bits(bits: u32, low_bits: u32, k: u32) -> usize {
     ChunkTree::new(bits, low_bits, k).widths.iter().map(|&w| 2usize << w).sum()
 }
 
-/// Positions `p < 2^(w+1)` whose index `p mod 2^w` has bit `t` clear (taken from key 0).
+/// Positions `p < 128` whose index `p mod 2^w` has bit `t` clear (taken from key 0): the
+/// pattern of one table's `2^(w+1)` positions, repeated over the block.
 fn key_masks(w: u32) -> [u128; 6] {
     let mut m = [0u128; 6];
     for (t, mt) in m.iter_mut().enumerate().take(w as usize) {
-        for p in 0..(2u32 << w) {
+        for p in 0..128u32 {
             if (p % (1 << w)) >> t & 1 == 0 {
                 *mt |= 1u128 << p;
             }
         }
     }
     m
+}
+
+/// 128-bit blocks of the pad of a leaf of width `w` carrying `fanout` tables.
+fn pad_blocks(w: u32, fanout: usize) -> usize {
+    (fanout << (w + 1)).div_ceil(128)
+}
+
+/// The pad blocks of one random-OT key: the key, then `H(key ⊕ e)` for `e ≥ 1`.
+#[inline]
+fn stretch(hash: &CrHash, key: Block, out: &mut [Block]) {
+    for (e, b) in out.iter_mut().enumerate() {
+        *b = key ^ e as u128;
+    }
+    if out.len() > 1 {
+        hash.hash_in_place(&mut out[1..]);
+    }
+}
+
+/// `fanout` tables' bits at `offset` in each: bit `θ·2^(w+1) + offset` of `pad` for each `θ`.
+#[inline]
+fn pad_bit(pad: &[Block], pos: usize) -> u64 {
+    (pad[pos / 128] >> (pos % 128)) as u64 & 1
 }
 
 #[inline]
@@ -242,19 +306,22 @@ fn compare_batch(
     s: &mut Session,
     ch: &mut dyn Channel,
     input: &[u64],
+    fanout: usize,
     bits: u32,
     low_bits: u32,
 ) -> Result<(Vec<u64>, Vec<u64>)> {
-    let n = input.len();
-    let zeros = || vec![0u64; planes::words_for(n)];
+    let party = s.party();
+    // P1's elements, and the comparisons.
+    let n = if party == Party::P0 { input.len() / fanout } else { input.len() };
+    let total = n * fanout;
+    let zeros = || vec![0u64; planes::words_for(total)];
     if n == 0 || bits == 0 {
         return Ok((zeros(), zeros()));
     }
     let plan = ChunkTree::new(bits, low_bits, s.config().chunk_bits);
-    let party = s.party();
     let chunks = plan.widths.len();
-    let triple_count = plan.ops.len() * n;
-    let table_len = n * plan.widths.iter().map(|&w| 2usize << w).sum::<usize>();
+    let triple_count = plan.ops.len() * total;
+    let table_len = total * plan.widths.iter().map(|&w| 2usize << w).sum::<usize>();
     let (sender, receiver, rng) = s.parts();
 
     // Leaf shares of every chunk, as planes.
@@ -262,9 +329,13 @@ fn compare_batch(
     let (send_half, recv_half) = match party {
         Party::P0 => {
             let leaves: Pads = (0..chunks)
-                .map(|_| (BitVec::random(n, rng).words().to_vec(), BitVec::random(n, rng).words().to_vec()))
+                .map(|_| (BitVec::random(total, rng).words().to_vec(), BitVec::random(total, rng).words().to_vec()))
                 .collect();
-            let table = leaf_tables(sender, ch, input, &plan, &leaves)?;
+            let table = if fanout == 1 {
+                leaf_tables::<true>(sender, ch, input, 1, &plan, &leaves)?
+            } else {
+                leaf_tables::<false>(sender, ch, input, fanout, &plan, &leaves)?
+            };
             for (j, (g, e)) in leaves.into_iter().enumerate() {
                 gt[j] = Some(g);
                 eq[j] = Some(e);
@@ -275,15 +346,19 @@ fn compare_batch(
             (send_half, recv_half)
         }
         Party::P1 => {
-            let pads = leaf_pads(receiver, ch, input, &plan)?;
+            let pads = if fanout == 1 {
+                leaf_pads::<true>(receiver, ch, input, 1, &plan)?
+            } else {
+                leaf_pads::<false>(receiver, ch, input, fanout, &plan)?
+            };
             let recv_half = triples::receiver_half(receiver, ch, triple_count, rng)?;
             let table = planes::recv_words(ch, table_len)?;
-            unmask_leaves(input, &plan, &table, pads, &mut gt, &mut eq);
+            unmask_leaves(input, fanout, &plan, &table, pads, &mut gt, &mut eq);
             let send_half = triples::sender_half(sender, ch, triple_count)?;
             (send_half, recv_half)
         }
     };
-    let triples = triples::combine(&send_half, &recv_half, plan.ops.len(), n);
+    let triples = triples::combine(&send_half, &recv_half, plan.ops.len(), total);
     drop((send_half, recv_half));
 
     let missing = || MpcError::invalid("millionaire", "combining tree out of order (bug)");
@@ -298,7 +373,7 @@ fn compare_batch(
                 triple: &triples[o],
             });
         }
-        let results = triples::and_gates(party, ch, &gates, n)?;
+        let results = triples::and_gates(party, ch, &gates, total)?;
         for (&(_, op), (z, z2)) in ops.iter().zip(results) {
             let hi = gt[op.hi].as_deref().ok_or_else(missing)?;
             gt[op.out] = Some(planes::xor(hi, &z));
@@ -315,32 +390,62 @@ fn compare_batch(
 }
 
 /// `P0`: runs the leaf OTs as sender and returns the tables (packed bits) masking its leaf
-/// shares `shares[j] = (gt plane, eq plane)`.
-fn leaf_tables(
+/// shares `shares[j] = (gt plane, eq plane)`, `fanout` tables per leaf OT.
+fn leaf_tables<const SINGLE: bool>(
     ot: &mut dyn crate::ot::OtSender,
     ch: &mut dyn Channel,
     input: &[u64],
+    fanout: usize,
     plan: &ChunkTree,
     shares: &Pads,
 ) -> Result<Vec<u64>> {
-    let n = input.len();
+    let n = input.len() / fanout;
     let masks: Vec<[u128; 6]> = (0..=super::session::MAX_CHUNK_BITS).map(key_masks).collect();
-    let mut table = BitWriter::with_capacity(n * plan.widths.iter().map(|&w| 2usize << w).sum::<usize>());
+    let mut table = BitWriter::with_capacity(n * fanout * plan.widths.iter().map(|&w| 2usize << w).sum::<usize>());
+    let hash = CrHash::with_key(LEAF_PAD_KEY);
+    let blocks_of: Vec<usize> = plan.widths.iter().map(|&w| pad_blocks(w, fanout)).collect();
+    let most = blocks_of.iter().copied().max().unwrap_or(1);
+    // Without a fan-out (`SINGLE`: a ReLU's, a truncation's comparisons) the pad is one block,
+    // folded in a register, and the loops over the fan-out are gone at compile time.
+    let fanout = if SINGLE { 1 } else { fanout };
+    let (mut pad0, mut pad, mut keys) = (0u128, vec![0u128; most], [vec![0u128; most], vec![0u128; most]]);
     let mut cursor = LeafCursor::new(n);
     ot.send_random_chunks(ch, plan.leaf_ot_bits(n), &mut |_, pairs| {
         for p in pairs {
-            let m = masks[plan.widths[cursor.chunk] as usize][cursor.bit as usize];
-            let Some(leaf) = cursor.absorb(plan, (p[0] & m) | (p[1] & !m)) else { continue };
-            let (j, i, w) = (leaf.chunk, leaf.element, leaf.width);
-            let x = (input[i] >> plan.offsets[j]) & mask(w);
+            let at = cursor.next(plan);
+            let (j, w) = (at.chunk, plan.widths[at.chunk]);
+            let m = masks[w as usize][at.bit as usize];
+            if SINGLE {
+                pad0 ^= (p[0] & m) | (p[1] & !m);
+            } else {
+                let blocks = blocks_of[j];
+                stretch(&hash, p[0], &mut keys[0][..blocks]);
+                stretch(&hash, p[1], &mut keys[1][..blocks]);
+                for ((d, k0), k1) in pad.iter_mut().zip(&keys[0]).zip(&keys[1]).take(blocks) {
+                    *d ^= (k0 & m) | (k1 & !m);
+                }
+            }
+            if !at.last {
+                continue;
+            }
             let half = 1u32 << w;
-            let all = low_mask128(half);
-            let gt_share = planes::bit_at(&shares[j].0, i) as u128;
-            let eq_share = planes::bit_at(&shares[j].1, i) as u128;
-            let gt_word = ((1u128 << x) - 1) ^ (all * gt_share);
-            let eq_word = (1u128 << x) ^ (all * eq_share);
-            let entry = ((gt_word | (eq_word << half)) ^ leaf.pad) & low_mask128(2 * half);
-            table.push_wide(entry, 2 * half);
+            let (all, entry) = (low_mask128(half), low_mask128(2 * half));
+            let (offset, (gt, eq)) = (plan.offsets[j], &shares[j]);
+            let first = at.element * fanout;
+            for (f, &x) in input[first..first + fanout].iter().enumerate() {
+                let i = first + f;
+                let x = (x >> offset) & mask(w);
+                let gt_word = ((1u128 << x) - 1) ^ (all * planes::bit_at(gt, i) as u128);
+                let eq_word = (1u128 << x) ^ (all * planes::bit_at(eq, i) as u128);
+                let pos = f << (w + 1);
+                let pad_bits = if SINGLE { pad0 } else { pad[pos / 128] >> (pos % 128) };
+                table.push_wide(((gt_word | (eq_word << half)) ^ pad_bits) & entry, 2 * half);
+            }
+            if SINGLE {
+                pad0 = 0;
+            } else {
+                pad.fill(0);
+            }
         }
         Ok(())
     })?;
@@ -348,58 +453,58 @@ fn leaf_tables(
 }
 
 /// Walks the leaf OTs in the order both parties run them — chunk-major, then element, then
-/// one random OT per bit of the chunk — folding each OT's 128-bit word into the leaf's pad.
-/// The sender and the receiver drive the same cursor, so their leaves line up.
+/// one random OT per bit of the chunk. The sender and the receiver drive the same cursor,
+/// so their leaves line up.
 struct LeafCursor {
     elements: usize,
     chunk: usize,
     element: usize,
     bit: u32,
-    pad: u128,
 }
 
-/// A leaf whose `width` OTs have all been folded into `pad`.
-struct Leaf {
+/// Where one random OT of the leaf layer belongs.
+struct LeafOt {
     chunk: usize,
     element: usize,
-    width: u32,
-    pad: u128,
+    /// The bit of the chunk it chooses.
+    bit: u32,
+    /// The leaf's last OT: its pad is complete.
+    last: bool,
 }
 
 impl LeafCursor {
     fn new(elements: usize) -> Self {
-        Self { elements, chunk: 0, element: 0, bit: 0, pad: 0 }
+        Self { elements, chunk: 0, element: 0, bit: 0 }
     }
 
-    /// Folds one OT word into the current leaf; returns the leaf when it is complete.
+    /// The next OT's place.
     #[inline(always)]
-    fn absorb(&mut self, plan: &ChunkTree, word: u128) -> Option<Leaf> {
+    fn next(&mut self, plan: &ChunkTree) -> LeafOt {
         let width = plan.widths[self.chunk];
-        self.pad ^= word;
+        let at = LeafOt { chunk: self.chunk, element: self.element, bit: self.bit, last: self.bit + 1 == width };
         self.bit += 1;
-        if self.bit < width {
-            return None;
+        if self.bit == width {
+            self.bit = 0;
+            self.element += 1;
+            if self.element == self.elements {
+                self.element = 0;
+                self.chunk += 1;
+            }
         }
-        let leaf = Leaf { chunk: self.chunk, element: self.element, width, pad: self.pad };
-        self.pad = 0;
-        self.bit = 0;
-        self.element += 1;
-        if self.element == self.elements {
-            self.element = 0;
-            self.chunk += 1;
-        }
-        Some(leaf)
+        at
     }
 }
 
 /// A pair of planes per chunk: `(gt, eq)` — `P0`'s leaf shares, or `P1`'s pads.
 type Pads = Vec<(Vec<u64>, Vec<u64>)>;
 
-/// `P1`: runs the leaf OTs as receiver with the bits of `y` as choices.
-fn leaf_pads(
+/// `P1`: runs the leaf OTs as receiver with the bits of `y` as choices; its pads for the
+/// `fanout` tables of each leaf, in the comparisons' order.
+fn leaf_pads<const SINGLE: bool>(
     ot: &mut dyn crate::ot::OtReceiver,
     ch: &mut dyn Channel,
     input: &[u64],
+    fanout: usize,
     plan: &ChunkTree,
 ) -> Result<Pads> {
     let n = input.len();
@@ -411,43 +516,78 @@ fn leaf_pads(
         }
     }
     let choices = planes::to_bitvec(choices.finish(), total_bits)?;
-    let mut writers: Vec<(BitWriter, BitWriter)> =
-        plan.widths.iter().map(|_| (BitWriter::with_capacity(n), BitWriter::with_capacity(n))).collect();
+    let mut writers: Vec<(BitWriter, BitWriter)> = plan
+        .widths
+        .iter()
+        .map(|_| (BitWriter::with_capacity(n * fanout), BitWriter::with_capacity(n * fanout)))
+        .collect();
+    let hash = CrHash::with_key(LEAF_PAD_KEY);
+    let blocks_of: Vec<usize> = plan.widths.iter().map(|&w| pad_blocks(w, fanout)).collect();
+    let most = blocks_of.iter().copied().max().unwrap_or(1);
+    // As the sender's: without a fan-out, one block in a register.
+    let fanout = if SINGLE { 1 } else { fanout };
+    let (mut pad0, mut pad, mut key) = (0u128, vec![0u128; most], vec![0u128; most]);
     let mut cursor = LeafCursor::new(n);
     ot.receive_random_chunks(ch, &choices, &mut |_, keys| {
         for &k in keys {
-            let Some(leaf) = cursor.absorb(plan, k) else { continue };
-            let (j, w, pad) = (leaf.chunk, leaf.width, leaf.pad);
-            let c = ((input[leaf.element] >> plan.offsets[j]) & mask(w)) as u32;
-            writers[j].0.push((pad >> c) as u64 & 1, 1);
-            writers[j].1.push((pad >> ((1 << w) + c)) as u64 & 1, 1);
+            let at = cursor.next(plan);
+            let (j, w) = (at.chunk, plan.widths[at.chunk]);
+            if SINGLE {
+                pad0 ^= k;
+            } else {
+                let blocks = blocks_of[j];
+                stretch(&hash, k, &mut key[..blocks]);
+                for (d, k) in pad.iter_mut().zip(&key).take(blocks) {
+                    *d ^= k;
+                }
+            }
+            if !at.last {
+                continue;
+            }
+            let c = ((input[at.element] >> plan.offsets[j]) & mask(w)) as usize;
+            let (gt, eq) = &mut writers[j];
+            for f in 0..fanout {
+                let pos = (f << (w + 1)) + c;
+                let bit = |pos: usize| if SINGLE { (pad0 >> pos) as u64 & 1 } else { pad_bit(&pad, pos) };
+                gt.push(bit(pos), 1);
+                eq.push(bit(pos + (1 << w)), 1);
+            }
+            if SINGLE {
+                pad0 = 0;
+            } else {
+                pad.fill(0);
+            }
         }
         Ok(())
     })?;
     Ok(writers.into_iter().map(|(g, e)| (g.finish(), e.finish())).collect())
 }
 
-/// `P1`: its leaf shares = its pads ⊕ the table entries it chose.
+/// `P1`: its leaf shares = its pads ⊕ the table entries it chose (the same entry of each of
+/// a leaf's `fanout` tables).
 fn unmask_leaves(
     input: &[u64],
+    fanout: usize,
     plan: &ChunkTree,
     table: &[u64],
     pads: Pads,
     gt: &mut [Option<Vec<u64>>],
     eq: &mut [Option<Vec<u64>>],
 ) {
-    let n = input.len();
+    let total = input.len() * fanout;
     let mut pos = 0usize;
     for (j, (mut g, mut e)) in pads.into_iter().enumerate() {
         let (w, off) = (plan.widths[j], plan.offsets[j]);
         let half = 1usize << w;
         for (i, &y) in input.iter().enumerate() {
             let c = ((y >> off) & mask(w)) as usize;
-            g[i / 64] ^= planes::bit_at(table, pos + c) << (i % 64);
-            e[i / 64] ^= planes::bit_at(table, pos + half + c) << (i % 64);
-            pos += 2 * half;
+            for k in i * fanout..(i + 1) * fanout {
+                g[k / 64] ^= planes::bit_at(table, pos + c) << (k % 64);
+                e[k / 64] ^= planes::bit_at(table, pos + half + c) << (k % 64);
+                pos += 2 * half;
+            }
         }
-        debug_assert_eq!(g.len(), planes::words_for(n));
+        debug_assert_eq!(g.len(), planes::words_for(total));
         gt[j] = Some(g);
         eq[j] = Some(e);
     }
@@ -484,8 +624,9 @@ mod tests {
     #[test]
     fn key_masks_select_bit_t_clear() {
         let m = key_masks(2);
-        // positions 0..8, index p mod 4; bit 0 clear at 0, 2, 4, 6.
-        assert_eq!(m[0], 0b0101_0101);
-        assert_eq!(m[1], 0b0011_0011);
+        // positions 0..8, index p mod 4; bit 0 clear at 0, 2, 4, 6 (and so on, every 8).
+        assert_eq!(m[0] & 0xff, 0b0101_0101);
+        assert_eq!(m[1] & 0xff, 0b0011_0011);
+        assert_eq!(m[0], u128::MAX / 3);
     }
 }

@@ -102,6 +102,18 @@ pub trait RingOps {
         self.sign(x)
     }
 
+    /// `1{x − t ≥ 0}` for each shared `x` and each public threshold `t` (row-major: `x₀`
+    /// against every threshold in order, then `x₁`, … — [`Self::sign_within`] of
+    /// [`Self::sub_public_each`]), for differences the caller **knows** to lie in
+    /// `[−2^(bits−1), 2^(bits−1))` (`bits = ℓ`: every ring value). The two-party
+    /// implementation lets the comparisons of one `x` share their leaf OTs
+    /// ([`protocols::drelu`]'s `drelu_against_plane_in`): `bits − 1` random OTs per `x`
+    /// instead of per comparison, the same bits.
+    fn sign_against(&mut self, x: &[u64], thresholds: &[u64], bits: u32) -> Result<Vec<u64>> {
+        let differences = self.sub_public_each(x, thresholds);
+        self.sign_within(&differences, bits)
+    }
+
     /// Exact element-wise ring product `b·x` of shared **bits** `b ∈ {0, 1}` (ring integers,
     /// e.g. from [`Self::sign`]) and shared `x`: the same value as [`Self::mul`], for a
     /// fraction of its cost. By default [`Self::mul`] (the plaintext reference refuses a `b`
@@ -507,6 +519,15 @@ impl RingOps for SessionOps<'_> {
         Ok(protocols::b2a(self.session, self.ch, &bits)?.into_values())
     }
 
+    fn sign_against(&mut self, x: &[u64], thresholds: &[u64], bits: u32) -> Result<Vec<u64>> {
+        if thresholds.is_empty() {
+            return Ok(Vec::new());
+        }
+        let plane = protocols::drelu::drelu_against_plane_in(self.session, self.ch, x, thresholds, bits)?;
+        let bits = BShare::new(protocols::planes::to_bitvec(plane, x.len() * thresholds.len())?);
+        Ok(protocols::b2a(self.session, self.ch, &bits)?.into_values())
+    }
+
     fn mul_bit(&mut self, b: &[u64], x: &[u64]) -> Result<Vec<u64>> {
         same_len(b, x, "mul_bit")?;
         let mut out = Vec::with_capacity(x.len());
@@ -642,6 +663,67 @@ pub(crate) mod tests {
         assert!(ops.sign_within(&[edge], bits).is_err());
         assert!(ops.sign_within(&[fp.neg(edge + 1)], bits).is_err());
         assert!(ops.sign_within(&[0], 1).is_err() && ops.sign_within(&[0], 38).is_err());
+        Ok(())
+    }
+
+    /// One secret against many public thresholds, its comparisons sharing their leaf OTs
+    /// (pads stretched past one 128-bit block from 4 thresholds of 5-bit chunks on), is the
+    /// separate tests' bits: every fan-out, ring width and chunk width, with passes split
+    /// inside a group's elements; and the leaf OTs are the values', not the comparisons'.
+    #[test]
+    fn signs_against_thresholds_are_the_separate_tests_with_shared_leaf_ots() -> Result<()> {
+        let fp = FixedPoint::default();
+        let mut rng = ChaCha20Rng::seed_from_u64(3);
+        for (bits, count, chunk_bits, max_batch) in
+            [(11, 32, 6, 1 << 16), (11, 3, 4, 7), (23, 80, 6, 100), (37, 80, 6, 1 << 16), (37, 1, 4, 5), (5, 4, 2, 3)]
+        {
+            use rand::Rng;
+            let half = 1i64 << (bits - 2);
+            // Values and thresholds within ±2^(bits−2): their differences within ±2^(bits−1).
+            let x: Vec<u64> = (0..9).map(|_| fp.reduce(rng.random_range(-half..half) as u64)).collect();
+            let t: Vec<u64> = (0..count).map(|_| fp.reduce(rng.random_range(-half..half) as u64)).collect();
+            let (x0, x1) = share(fp, &x, &mut rng);
+            // Both tests in one session: the shared one, then the separate one; their bytes.
+            type Run = (Vec<u64>, Vec<u64>, u64, u64);
+            let run = move |s: &mut Session, ch: &mut dyn Channel, x: &[u64], t: &[u64]| -> Result<Run> {
+                s.set_config(protocols::Config { chunk_bits, max_batch })?;
+                let start = ch.stats().total().bytes_total();
+                let shared = SessionOps::new(s, ch).sign_against(x, t, bits)?;
+                let mid = ch.stats().total().bytes_total();
+                let ops = &mut SessionOps::new(s, ch);
+                let separate = ops.sign_within(&ops.sub_public_each(x, t), bits)?;
+                let end = ch.stats().total().bytes_total();
+                Ok((shared, separate, mid - start, end - mid))
+            };
+            let (mut c0, mut c1) = memory::pair(Default::default());
+            let (t1, x1) = (t.clone(), x1.values().to_vec());
+            let client = std::thread::spawn(move || -> Result<Run> {
+                let mut s = Session::setup(&mut c1, Party::P1, fp, 2)?;
+                run(&mut s, &mut c1, &x1, &t1)
+            });
+            let mut s = Session::setup(&mut c0, Party::P0, fp, 1)?;
+            let (a0, b0, shared_bytes, separate_bytes) = run(&mut s, &mut c0, x0.values(), &t)?;
+            let (a1, b1, ..) = client.join().map_err(|_| MpcError::invalid("test", "client panicked"))??;
+            let open = |z0: Vec<u64>, z1: Vec<u64>| {
+                reconstruct(&AShare::from_wrapping(fp, z0), &AShare::from_wrapping(fp, z1))
+            };
+            let (real, separate) = (open(a0, a1)?, open(b0, b1)?);
+            let plain = PlainOps::new(fp).sign_against(&x, &t, bits)?;
+            let case = format!("bits {bits}, {count} thresholds, {chunk_bits}-bit chunks, passes of {max_batch}");
+            assert_eq!(real, plain, "{case}");
+            assert_eq!(separate, plain, "{case}");
+            // IKNP's random OTs are 16 bytes each (in blocks of 128): sharing the leaves of
+            // many thresholds shows in the bytes.
+            if count >= 32 {
+                assert!(
+                    2 * shared_bytes < separate_bytes,
+                    "{case}: {shared_bytes} B shared, {separate_bytes} B separate"
+                );
+            }
+            let expected: Vec<u64> =
+                x.iter().flat_map(|v| t.iter().map(|u| u64::from(!fp.is_negative(fp.sub(*v, *u))))).collect();
+            assert_eq!(plain, expected);
+        }
         Ok(())
     }
 

@@ -22,7 +22,9 @@
 //! ([`Start::steps`]), with the fixed-point rounding left to the tests.
 //!
 //! **Learns:** nothing beyond its share of the result — sign tests, products and truncations
-//! on shares. **Cost** for `n` values: one sign batch of `n·k` values, then per step the
+//! on shares. **Cost** for `n` values: one batch of `n·k` sign tests against the `k` public
+//! thresholds ([`RingOps::sign_against`]: each value's `k` tests share their leaf OTs), then
+//! per step the
 //! products and truncations of `n` values of [`Inverse`]'s step. Flights from `P0` with the
 //! products' triples made ahead (as SIGuard makes them): [`reciprocal`] over `[1, 10]` at
 //! `f = 12` (`m = 4`, `k = 14`) takes 2 steps, 29 flights (6 steps from `2/(lo + hi)`: 70);
@@ -97,8 +99,9 @@ impl Start {
         worst
     }
 
-    /// This party's share of the start for each shared `x` (at 2^f): one sign batch of
-    /// `x.len() · k` tests, the rest local.
+    /// This party's share of the start for each shared `x` (at 2^f): one batch of
+    /// `x.len() · k` sign tests against the thresholds ([`RingOps::sign_against`]), the rest
+    /// local.
     pub fn shared<O: RingOps + ?Sized>(&self, ops: &mut O, x: &[u64]) -> Result<Vec<u64>> {
         let fp = ops.fixed();
         let k = self.comparisons();
@@ -108,7 +111,7 @@ impl Start {
         }
         let thresholds: Vec<u64> = self.thresholds.iter().map(|t| fp.encode(*t)).collect();
         let differences: Vec<u64> = encoded.windows(2).map(|w| fp.sub(w[1], w[0])).collect();
-        let bits = ops.sign(&ops.sub_public_each(x, &thresholds))?;
+        let bits = ops.sign_against(x, &thresholds, fp.ring_bits())?;
         let base = ops.public(x.len(), encoded[0]);
         Ok(bits
             .chunks(k)

@@ -52,14 +52,16 @@
 //! **Rounds.** Independent tests and products of one step share a batch: the softmax's max
 //! tree also finds the runner-up `max_{j≠ℓ} y_j`; g₂'s and g₃'s sign tests ride in the sign
 //! batch of the defender's first layer; the hinge and the backward pass's ReLU mask are one
-//! batch of products; `J(p*)ᵀ` is applied to g₁'s and g₃'s vectors at once (`c₃` enters
-//! before it); `g ⊙ g` and `lr·g` are truncated in one batch. Products of a bit (a ReLU mask,
+//! batch of products; `J(p*)ᵀ` is applied once, to `c₁·sign(h)·v + c₃·sign(p* − p)` (it is
+//! linear); `g ⊙ g` and `lr·g` are truncated in one batch. Products of a bit (a ReLU mask,
 //! the hinge's switch, `sign h`, the validator's and the bookkeeping's verdicts) with a value
 //! are multiplexed ([`RingOps::mul_bit`]: 2 OTs, not a Beaver triple's 74). It runs its
 //! protocols at their fewest rounds ([`RingOps::fewest_rounds`]), with the bounded truncation
 //! ([`RingOps::truncate_bounded`]) wherever a value is known to be small (the defender's
 //! products when [`SiGuardSpec::bounded`]), whose activations are then also sign-tested in a
-//! narrow ring ([`RingOps::sign_within`]: `ℓ − 3 − f` compared bits instead of `ℓ − 1`).
+//! narrow ring ([`RingOps::sign_within`]: `ℓ − 3 − f` compared bits instead of `ℓ − 1`); the
+//! tests of one value against many public thresholds (the spline's knots, Newton's start)
+//! share their leaf OTs ([`RingOps::sign_against`]).
 //! Flights from `P0` per inner step (`examples/siguard_cost.rs`, Ferret): 98 with the spline
 //! softmax (126 with CrypTen's), the same for one lane and for all; ≈ 5,000 for the paper's
 //! 6 × 49 (26,800 with the rounds one after another).
@@ -295,7 +297,9 @@ impl Product {
 /// factor 2 for its approximation): the pre-activations `|W₁p| ≤ maxⱼ|W₁ᵢⱼ|`,
 /// `|W₂r₁| ≤ Σ|W₂|·A₁`, `|W₃r₂| ≤ Σ|w₃|·A₂` (with `Aₖ` the bounds of the ReLU inputs, biases
 /// included); backward `|W₂ᵀ(w₃ ⊙ s)| ≤ Σ|W₂|·|w₃|`, `|v| = |W₁ᵀ(s ⊙ u₁)| ≤ Σ|W₁|·U₁`; and the
-/// softmax Jacobian's products `≤ 2·max|v|` (and `2·c₃ ≤ 20` for g₃'s). In real units.
+/// softmax Jacobian's products on `±c₁v + c₃·sign(p* − p)`, `≤ 2·(max|v| + c₃)` for `c₁ ≤ 1`
+/// and `c₃ ≤` [`WEIGHT_LIMIT`] (a larger `c₁` gives up the bound, see [`SiGuard::new`]). In
+/// real units.
 fn activation_bound(shape: DefenderShape, weights: [&[f32]; 3], biases: [&[f32]; 3]) -> f64 {
     let [(h1, c), (h2, _), _] = shape.layers();
     let w = |l: usize, r: usize, k: usize, cols: usize| f64::from(weights[l][r * cols + k]).abs();
@@ -307,7 +311,7 @@ fn activation_bound(shape: DefenderShape, weights: [&[f32]; 3], biases: [&[f32];
     let u1: Vec<f64> = (0..h1).map(|k| (0..h2).map(|r| w(1, r, k, h1) * w(2, 0, r, h2)).sum()).collect();
     let v = (0..c).map(|j| (0..h1).map(|r| w(0, r, j, c) * u1[r]).sum::<f64>()).fold(0.0, f64::max);
     let largest = [a1.iter().copied().fold(0.0, f64::max), a2.iter().copied().fold(0.0, f64::max), out];
-    largest.into_iter().chain(u1).fold(2.0 * v.max(10.0), f64::max)
+    largest.into_iter().chain(u1).fold(2.0 * (v + WEIGHT_LIMIT), f64::max)
 }
 
 /// A defender's float weights (row-major `W[out][in]` per layer of
@@ -457,6 +461,9 @@ impl Adam {
     }
 }
 
+/// The largest weight `c₁`, `c₂`, `c₃ᵐᵃˣ` SIGuard accepts ([`SiGuardConfig::validate`]).
+pub const WEIGHT_LIMIT: f64 = 16.0;
+
 /// SIGuard's public parameters (both parties run the same counts).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SiGuardConfig {
@@ -503,10 +510,11 @@ impl SiGuardConfig {
     /// Checks the parameters.
     pub fn validate(&self) -> Result<()> {
         let finite = [self.c1, self.c2, self.c3, self.c3_max, self.lr].iter().all(|v| v.is_finite() && *v >= 0.0);
-        if !finite || self.c3 > self.c3_max || self.c3_max > 16.0 || self.c2 > 16.0 || self.c1 > 16.0 {
+        let small = [self.c1, self.c2, self.c3_max].iter().all(|v| *v <= WEIGHT_LIMIT);
+        if !finite || !small || self.c3 > self.c3_max {
             return Err(MpcError::invalid(
                 "siguard",
-                format!("weights must be finite, non-negative and at most 16, c3 ≤ c3_max: {self:?}"),
+                format!("weights must be finite, non-negative and at most {WEIGHT_LIMIT}, c3 ≤ c3_max: {self:?}"),
             ));
         }
         Ok(())
@@ -554,9 +562,12 @@ impl std::fmt::Debug for SiGuard {
 
 impl SiGuard {
     /// The server's SIGuard for a model of `classes` classes; refuses a defender of another
-    /// width or invalid parameters (before any query).
-    pub fn new(defender: Defender, config: SiGuardConfig, classes: usize) -> Result<Self> {
+    /// width or invalid parameters (before any query). A `c₁` above 1 scales the defender's
+    /// gradient beyond [`Defender::bounded`]'s check, so the run then truncates its products
+    /// by the general truncation (the same results).
+    pub fn new(mut defender: Defender, config: SiGuardConfig, classes: usize) -> Result<Self> {
         config.validate()?;
+        defender.bounded &= config.c1 <= 1.0;
         if defender.weights.is_none() {
             return Err(MpcError::invalid("siguard", "the server's defender has no weights (not trained)"));
         }
@@ -1014,14 +1025,13 @@ fn descend<O: RingOps + ?Sized>(
             let (u1, hinge) = products.split_at(h1);
             let c3_sign = scale_rows(ops, &plus_minus(ops, grew), &c3, c);
             let v = dense_transposed(ops, d, 0, u1)?;
-            // J(p*)ᵀ on v (for g₁) and on c₃·sign(p* − p) (c₃·g₃) in one pass.
-            let jacobians = jacobian(ops, d, &[ps.as_slice(), &ps].concat(), &[v.as_slice(), &c3_sign].concat(), c)?;
-            let (jv, g3) = jacobians.split_at(n * c);
-            let g1 = signed(ops, &sign_h, jv)?;
-            let g1 = if config.c1 == 1.0 { g1 } else { ops.mul_public_fixed(&g1, config.c1)? };
+            // J is linear: c₁g₁ + c₃g₃ = J(p*)ᵀ(c₁·sign(h)·v + c₃·sign(p* − p)), one Jacobian.
+            let v = signed(ops, &sign_h, &v)?;
+            let v = if config.c1 == 1.0 { v } else { ops.mul_public_fixed(&v, config.c1)? };
+            let g13 = jacobian(ops, d, &ps, &ops.add(&v, &c3_sign), c)?;
             // c₂·g₂ with g₂ = hinge at 2^f: exactly hinge·c₂ (local).
             let g2 = ops.scale(hinge, fp.encode(config.c2));
-            ops.add(&ops.add(&g1, &g2), g3)
+            ops.add(&g13, &g2)
         };
         // e −= lr·g/‖g‖₂: g ⊙ g and lr·g (each lane's public lr, local) truncated in one batch.
         let squares = ops.mul(&g, &g)?;
@@ -1197,6 +1207,9 @@ mod tests {
             let back: SiGuardSpec = serde_json::from_str(&serde_json::to_string(&spec).map_err(bad)?).map_err(bad)?;
             assert_eq!(SiGuard::client(back)?.defender.bounded(), bounded);
         }
+        // A defender term weighted above 1 leaves the checked bound: the general truncation.
+        let heavy = SiGuardConfig { c1: 2.0, ..SiGuardConfig::default() };
+        assert!(!SiGuard::new(scaled_defender(fp, shape, 3, 0.1)?, heavy, 10)?.spec().bounded);
         // A server announcing an empty layer is refused before any traffic.
         let empty = SiGuardSpec { shape: DefenderShape { classes: 10, hidden: [0, 64] }, ..guard_spec(fp, shape)? };
         assert!(matches!(SiGuard::client(empty), Err(MpcError::InvalidArgument { .. })));
@@ -1237,6 +1250,9 @@ mod tests {
         }
         fn mul_bit(&mut self, b: &[u64], x: &[u64]) -> Result<Vec<u64>> {
             self.ops.mul_bit(b, x)
+        }
+        fn sign_against(&mut self, x: &[u64], thresholds: &[u64], bits: u32) -> Result<Vec<u64>> {
+            self.ops.sign_against(x, thresholds, bits)
         }
         fn sign_within(&mut self, x: &[u64], bits: u32) -> Result<Vec<u64>> {
             self.ops.sign_within(x, bits)
