@@ -412,9 +412,9 @@ fn leaf_tables<const SINGLE: bool>(
     let mut cursor = LeafCursor::new(n);
     ot.send_random_chunks(ch, plan.leaf_ot_bits(n), &mut |_, pairs| {
         for p in pairs {
-            let at = cursor.next(plan);
-            let (j, w) = (at.chunk, plan.widths[at.chunk]);
-            let m = masks[w as usize][at.bit as usize];
+            let (j, bit) = (cursor.chunk, cursor.bit);
+            let w = plan.widths[j];
+            let m = masks[w as usize][bit as usize];
             if SINGLE {
                 pad0 ^= (p[0] & m) | (p[1] & !m);
             } else {
@@ -425,13 +425,11 @@ fn leaf_tables<const SINGLE: bool>(
                     *d ^= (k0 & m) | (k1 & !m);
                 }
             }
-            if !at.last {
-                continue;
-            }
+            let Some(element) = cursor.advance(w) else { continue };
             let half = 1u32 << w;
             let (all, entry) = (low_mask128(half), low_mask128(2 * half));
             let (offset, (gt, eq)) = (plan.offsets[j], &shares[j]);
-            let first = at.element * fanout;
+            let first = element * fanout;
             for (f, &x) in input[first..first + fanout].iter().enumerate() {
                 let i = first + f;
                 let x = (x >> offset) & mask(w);
@@ -454,7 +452,7 @@ fn leaf_tables<const SINGLE: bool>(
 
 /// Walks the leaf OTs in the order both parties run them — chunk-major, then element, then
 /// one random OT per bit of the chunk. The sender and the receiver drive the same cursor,
-/// so their leaves line up.
+/// so their leaves line up. `chunk` and `bit` are the next OT's.
 struct LeafCursor {
     elements: usize,
     chunk: usize,
@@ -462,36 +460,27 @@ struct LeafCursor {
     bit: u32,
 }
 
-/// Where one random OT of the leaf layer belongs.
-struct LeafOt {
-    chunk: usize,
-    element: usize,
-    /// The bit of the chunk it chooses.
-    bit: u32,
-    /// The leaf's last OT: its pad is complete.
-    last: bool,
-}
-
 impl LeafCursor {
     fn new(elements: usize) -> Self {
         Self { elements, chunk: 0, element: 0, bit: 0 }
     }
 
-    /// The next OT's place.
+    /// Moves past one OT of the current chunk (of `width` bits); returns the element whose
+    /// leaf it completes, if it does.
     #[inline(always)]
-    fn next(&mut self, plan: &ChunkTree) -> LeafOt {
-        let width = plan.widths[self.chunk];
-        let at = LeafOt { chunk: self.chunk, element: self.element, bit: self.bit, last: self.bit + 1 == width };
+    fn advance(&mut self, width: u32) -> Option<usize> {
         self.bit += 1;
-        if self.bit == width {
-            self.bit = 0;
-            self.element += 1;
-            if self.element == self.elements {
-                self.element = 0;
-                self.chunk += 1;
-            }
+        if self.bit < width {
+            return None;
         }
-        at
+        let element = self.element;
+        self.bit = 0;
+        self.element += 1;
+        if self.element == self.elements {
+            self.element = 0;
+            self.chunk += 1;
+        }
+        Some(element)
     }
 }
 
@@ -530,8 +519,8 @@ fn leaf_pads<const SINGLE: bool>(
     let mut cursor = LeafCursor::new(n);
     ot.receive_random_chunks(ch, &choices, &mut |_, keys| {
         for &k in keys {
-            let at = cursor.next(plan);
-            let (j, w) = (at.chunk, plan.widths[at.chunk]);
+            let j = cursor.chunk;
+            let w = plan.widths[j];
             if SINGLE {
                 pad0 ^= k;
             } else {
@@ -541,10 +530,8 @@ fn leaf_pads<const SINGLE: bool>(
                     *d ^= k;
                 }
             }
-            if !at.last {
-                continue;
-            }
-            let c = ((input[at.element] >> plan.offsets[j]) & mask(w)) as usize;
+            let Some(element) = cursor.advance(w) else { continue };
+            let c = ((input[element] >> plan.offsets[j]) & mask(w)) as usize;
             let (gt, eq) = &mut writers[j];
             for f in 0..fanout {
                 let pos = (f << (w + 1)) + c;
