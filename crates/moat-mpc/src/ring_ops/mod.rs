@@ -107,8 +107,8 @@ pub trait RingOps {
     /// [`Self::sub_public_each`]), for differences the caller **knows** to lie in
     /// `[−2^(bits−1), 2^(bits−1))` (`bits = ℓ`: every ring value). The two-party
     /// implementation lets the comparisons of one `x` share their leaf OTs
-    /// ([`protocols::drelu`]'s `drelu_against_plane_in`): `bits − 1` random OTs per `x`
-    /// instead of per comparison, the same bits.
+    /// ([`protocols::drelu`](mod@protocols::drelu)'s `drelu_against_plane_in`): `bits − 1`
+    /// random OTs per `x` instead of per comparison, the same bits.
     fn sign_against(&mut self, x: &[u64], thresholds: &[u64], bits: u32) -> Result<Vec<u64>> {
         let differences = self.sub_public_each(x, thresholds);
         self.sign_within(&differences, bits)

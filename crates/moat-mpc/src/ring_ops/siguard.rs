@@ -71,12 +71,14 @@
 //! `lanes·inner` backward products per matrix (a round trip per matrix); per inner step and
 //! lane one secure softmax, a forward and backward pass of `h` (five prepared matrix–vector
 //! products and one element-wise, each `cols` ring values from the client; 2 sign tests of
-//! H₁ + H₂ values), 4 sign tests / max trees of C values, ≈ 10 products of C values and the
-//! inverse square root (one batch of 80 sign tests, 2 steps of 3 products); per lane one
-//! more softmax and forward pass. The paper's 6 × 49, spline softmax, in memory: 73 MB,
-//! ≈ 0.9–1.0 s of which 26 MB and 0.22 s the preparation (0.13 s its HE, with the server's
-//! layers built at load: [`SiGuard::with_prepared_layers`]). Measured in bytes and rounds by
-//! `moat bench secure --guard siguard`.
+//! H₁ + H₂ values), 4 sign tests / max trees of C values, 7 products of C values and the
+//! inverse square root (one batch of 80 sign tests against public thresholds, 2 steps of 3
+//! products); per lane one more softmax and forward pass. The paper's 6 × 49, spline
+//! softmax, in memory: 69 MB, ≈ 0.75–0.82 s of which 24 MB and 0.20–0.32 s the preparation
+//! (0.13 s its HE, with the server's layers built at load: [`SiGuard::with_prepared_layers`]).
+//! Between two processes (`moat bench secure --guard siguard`, BENCHMARKS.md) it adds
+//! ≈ 0.7–1.0 s to a query (+20–32 % on the paper's ResNet-34 / CIFAR-10, +48–51 % on
+//! ResNet-18; ≈ 0.45 s with g₁ alone).
 
 use std::sync::Arc;
 
