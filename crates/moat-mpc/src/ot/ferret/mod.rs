@@ -692,4 +692,4 @@ impl OtReceiver for FerretReceiver {
 
 #[cfg(test)]
 #[allow(clippy::needless_range_loop)] // index loops over several arrays read best in tests
-mod tests;
+pub(crate) mod tests;

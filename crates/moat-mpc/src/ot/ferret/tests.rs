@@ -14,7 +14,7 @@ fn rng(seed: u64) -> ChaCha20Rng {
 }
 
 /// A small, **insecure** set that makes several rounds cheap (tests only).
-const SMALL: FerretParams = FerretParams {
+pub(crate) const SMALL: FerretParams = FerretParams {
     pre: LpnParams { n: 8192, k: 2000, t: 32, log_bin: 8 },
     main: LpnParams { n: 16_384, k: 4000, t: 64, log_bin: 8 },
 };
