@@ -288,7 +288,8 @@ fn stretch(hash: &CrHash, key: Block, out: &mut [Block]) {
     }
 }
 
-/// `fanout` tables' bits at `offset` in each: bit `θ·2^(w+1) + offset` of `pad` for each `θ`.
+/// Bit `pos` of a pad of several 128-bit blocks (table `θ`'s entry `q` is at
+/// `θ·2^(w+1) + q`).
 #[inline]
 fn pad_bit(pad: &[Block], pos: usize) -> u64 {
     (pad[pos / 128] >> (pos % 128)) as u64 & 1
