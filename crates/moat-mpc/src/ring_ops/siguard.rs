@@ -1154,8 +1154,11 @@ mod tests {
                 let d = if server { d } else { d.public_half() };
                 let config = SiGuardConfig { outer: 2, inner: 2, ..Default::default() };
                 let spline = SiGuardConfig { softmax: Softmax::Spline, ..config };
+                // c₁ ≠ 1 scales the defender's gradient before the one Jacobian.
+                let weighted = SiGuardConfig { c1: 0.5, ..spline };
                 out.extend(siguard(ops, z, &d, &config)?);
                 out.extend(siguard(ops, z, &d, &spline)?);
+                out.extend(siguard(ops, z, &d, &weighted)?);
             }
             Ok(out)
         })?;
