@@ -838,6 +838,14 @@ fn run_prepared<O: RingOps + ?Sized>(
     if z.len() != c {
         return Err(MpcError::invalid("siguard", format!("{} logits for a defender of {c} classes", z.len())));
     }
+    // The bound assumes c₁ ≤ 1 (see `activation_bound`); both parties see the same config.
+    let general;
+    let d = if d.bounded && config.c1 > 1.0 {
+        general = Defender { bounded: false, ..d.clone() };
+        &general
+    } else {
+        d
+    };
     // Validates `config`; both checks come before any traffic.
     prepare_with(ops, d, config, layers)?;
     // 98–126 sequential flights per inner step (every lane at once), ≈ 1.6 MB: rounds matter.
@@ -1154,11 +1162,13 @@ mod tests {
                 let d = if server { d } else { d.public_half() };
                 let config = SiGuardConfig { outer: 2, inner: 2, ..Default::default() };
                 let spline = SiGuardConfig { softmax: Softmax::Spline, ..config };
-                // c₁ ≠ 1 scales the defender's gradient before the one Jacobian.
-                let weighted = SiGuardConfig { c1: 0.5, ..spline };
+                // c₁ ≠ 1 scales the defender's gradient before the one Jacobian (above 1 with
+                // the general truncation).
                 out.extend(siguard(ops, z, &d, &config)?);
                 out.extend(siguard(ops, z, &d, &spline)?);
-                out.extend(siguard(ops, z, &d, &weighted)?);
+                for c1 in [0.5, 3.0] {
+                    out.extend(siguard(ops, z, &d, &SiGuardConfig { c1, ..spline })?);
+                }
             }
             Ok(out)
         })?;
