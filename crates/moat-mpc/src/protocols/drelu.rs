@@ -31,22 +31,21 @@ pub fn drelu(s: &mut Session, ch: &mut dyn Channel, x: &AShare) -> Result<BShare
 /// [`drelu`] on raw share values (reduced mod 2^ℓ), as a plane.
 pub(crate) fn drelu_plane(s: &mut Session, ch: &mut dyn Channel, x: &[u64]) -> Result<Vec<u64>> {
     let ell = s.fixed_point().ring_bits();
-    drelu_plane_in(s, ch, x, ell)
+    drelu_against_plane_in(s, ch, x, &[0], ell)
 }
 
-/// [`drelu_plane`] in the ring `Z_2^bits` (`2 ≤ bits ≤ ℓ`): the sign of each value's lowest
-/// `bits` bits read as a signed `bits`-bit integer. The shares' low `bits` bits are shares of
-/// `x mod 2^bits` (reduction mod a power of two is a ring map), so for `x` known to lie in
-/// `[−2^(bits−1), 2^(bits−1))` this is `1{x ≥ 0}` — for a millionaires' comparison on
+/// [`drelu_plane`] of `x − t` in the ring `Z_2^bits` (`2 ≤ bits ≤ ℓ`), for each `x` and each
+/// public `t` of `thresholds` (the plane's bit `i·T + k` is `1{xᵢ − t_k ≥ 0}`, `T`
+/// thresholds; `[0]` for the signs themselves).
+///
+/// *Narrow ring:* the sign of each difference's lowest `bits` bits read as a signed
+/// `bits`-bit integer. The shares' low `bits` bits are shares of the value mod `2^bits`
+/// (reduction mod a power of two is a ring map), so for differences known to lie in
+/// `[−2^(bits−1), 2^(bits−1))` this is `1{x − t ≥ 0}` — for a millionaires' comparison on
 /// `bits − 1` bits instead of `ℓ − 1`.
-pub(crate) fn drelu_plane_in(s: &mut Session, ch: &mut dyn Channel, x: &[u64], bits: u32) -> Result<Vec<u64>> {
-    drelu_against_plane_in(s, ch, x, &[0], bits)
-}
-
-/// [`drelu_plane_in`] of `x − t` for each `x` and each public `t` of `thresholds` (the
-/// plane's bit `i·T + k` is `1{xᵢ − t_k ≥ 0}` in `Z_2^bits`, `T` thresholds): `P0` subtracts
-/// each threshold from its share, so `P1`'s comparison input is the same for all `T`, and
-/// the `T` comparisons of one `x` share their leaf OTs
+///
+/// *Thresholds:* `P0` subtracts each threshold from its share, so `P1`'s comparison input is
+/// the same for all `T`, and the `T` comparisons of one `x` share their leaf OTs
 /// ([`millionaire::compare_planes_fanout`]): `(bits − 1)` random OTs per value instead of
 /// `T·(bits − 1)`; the tables, AND trees and rounds are those of `n·T` comparisons.
 /// **Learns:** nothing beyond its random output shares (as [`drelu`]).

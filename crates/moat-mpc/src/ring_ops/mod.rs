@@ -514,9 +514,7 @@ impl RingOps for SessionOps<'_> {
     }
 
     fn sign_within(&mut self, x: &[u64], bits: u32) -> Result<Vec<u64>> {
-        let plane = protocols::drelu::drelu_plane_in(self.session, self.ch, x, bits)?;
-        let bits = BShare::new(protocols::planes::to_bitvec(plane, x.len())?);
-        Ok(protocols::b2a(self.session, self.ch, &bits)?.into_values())
+        self.sign_against(x, &[0], bits)
     }
 
     fn sign_against(&mut self, x: &[u64], thresholds: &[u64], bits: u32) -> Result<Vec<u64>> {

@@ -24,8 +24,7 @@
 //! **Learns:** nothing beyond its share of the result — sign tests, products and truncations
 //! on shares. **Cost** for `n` values: one batch of `n·k` sign tests against the `k` public
 //! thresholds ([`RingOps::sign_against`]: each value's `k` tests share their leaf OTs), then
-//! per step the
-//! products and truncations of `n` values of [`Inverse`]'s step. Flights from `P0` with the
+//! per step the products and truncations of `n` values of [`Inverse`]'s step. Flights from `P0` with the
 //! products' triples made ahead (as SIGuard makes them): [`reciprocal`] over `[1, 10]` at
 //! `f = 12` (`m = 4`, `k = 14`) takes 2 steps, 29 flights (6 steps from `2/(lo + hi)`: 70);
 //! [`inv_sqrt`] over `[2^−8, 2^12]` (`m = 4`, `k = 80`) 2 steps, 41 flights (20 steps from

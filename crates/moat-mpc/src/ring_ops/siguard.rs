@@ -208,6 +208,12 @@ impl Defender {
         self.bounded
     }
 
+    /// Whether the bound holds for a run with `config`: it assumes `c₁ ≤ 1` (a larger `c₁`
+    /// scales the defender's gradient past [`activation_bound`]'s check).
+    fn bounded_for(&self, config: &SiGuardConfig) -> bool {
+        self.bounded && config.c1 <= 1.0
+    }
+
     /// `floor(x / 2^f)` of one of the defender's products: [`RingOps::truncate_bounded`]
     /// when [`Defender`]'s bound holds, [`RingOps::truncate`] otherwise (the same result).
     fn truncate<O: RingOps + ?Sized>(&self, ops: &mut O, x: &[u64]) -> Result<Vec<u64>> {
@@ -566,10 +572,9 @@ impl SiGuard {
     /// The server's SIGuard for a model of `classes` classes; refuses a defender of another
     /// width or invalid parameters (before any query). A `c₁` above 1 scales the defender's
     /// gradient beyond [`Defender::bounded`]'s check, so the run then truncates its products
-    /// by the general truncation (the same results).
-    pub fn new(mut defender: Defender, config: SiGuardConfig, classes: usize) -> Result<Self> {
+    /// by the general truncation (the same results) and the spec announces no bound.
+    pub fn new(defender: Defender, config: SiGuardConfig, classes: usize) -> Result<Self> {
         config.validate()?;
-        defender.bounded &= config.c1 <= 1.0;
         if defender.weights.is_none() {
             return Err(MpcError::invalid("siguard", "the server's defender has no weights (not trained)"));
         }
@@ -625,7 +630,11 @@ impl SiGuard {
 
     /// The public part.
     pub fn spec(&self) -> SiGuardSpec {
-        SiGuardSpec { shape: self.defender.shape, config: self.config, bounded: self.defender.bounded }
+        SiGuardSpec {
+            shape: self.defender.shape,
+            config: self.config,
+            bounded: self.defender.bounded_for(&self.config),
+        }
     }
 
     /// [`siguard`] with this party's defender (and its layers built ahead).
@@ -771,10 +780,6 @@ impl RingOps for CountingOps {
         Ok(vec![0; x.len()])
     }
 
-    fn sign_within(&mut self, x: &[u64], _: u32) -> Result<Vec<u64>> {
-        Ok(vec![0; x.len()])
-    }
-
     fn mul_private(&mut self, _: Option<&[u64]>, x: &[u64]) -> Result<Vec<u64>> {
         Ok(vec![0; x.len()])
     }
@@ -838,9 +843,9 @@ fn run_prepared<O: RingOps + ?Sized>(
     if z.len() != c {
         return Err(MpcError::invalid("siguard", format!("{} logits for a defender of {c} classes", z.len())));
     }
-    // The bound assumes c₁ ≤ 1 (see `activation_bound`); both parties see the same config.
+    // Both parties see the same config, so both give up a bound it breaks.
     let general;
-    let d = if d.bounded && config.c1 > 1.0 {
+    let d = if d.bounded && !d.bounded_for(config) {
         general = Defender { bounded: false, ..d.clone() };
         &general
     } else {

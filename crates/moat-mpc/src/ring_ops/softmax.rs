@@ -40,9 +40,10 @@
 //! **Cost** for `R` rows of `C` classes: `⌈log₂ C⌉` ReLU batches for the maximum;
 //! exponential: one truncation and one ReLU batch of `RC`, 9 products + non-negative
 //! truncations of `RC`; spline: one ReLU batch and two truncations of `RC`, one batch of
-//! `32·RC` sign tests in an 11-bit ring (`RC` values against 32 knots), one product of `RC`; ReLU variant: one ReLU batch of
-//! `RC`; reciprocal: one sign batch of `14R` (C = 10) and `2·steps` products + truncations of
-//! `R` (2 steps at f = 12); the final product + truncation of `RC`. No data-dependent control
+//! `32·RC` sign tests in an 11-bit ring (`RC` values against 32 knots), one product of `RC`;
+//! ReLU variant: one ReLU batch of `RC`; reciprocal: one batch of `14R` sign tests against
+//! thresholds (C = 10) and `2·steps` products + truncations of `R` (2 steps at f = 12); the
+//! final product + truncation of `RC`. No data-dependent control
 //! flow. Flights from `P0` for one row of 10 with IKNP (`examples/siguard_cost.rs`): 96 (exp),
 //! 53 (spline).
 
@@ -187,8 +188,7 @@ pub fn softmax_from_max<O: RingOps + ?Sized>(
 /// * every knot is a multiple of `2^z` (their common trailing zeros; 2^5 at f = 12, the knots
 ///   being 128ths), so `[a_c ≥ tₖ] = [⌊a_c/2^z⌋ ≥ tₖ/2^z]`, and those differences lie within
 ///   `±t_last/2^z` (±968): 32 sign tests in an 11-bit ring sharing their leaf OTs
-///   ([`RingOps::sign_against`]) instead
-///   of 32 ReLUs in the 37-bit one;
+///   ([`RingOps::sign_against`]) instead of 32 ReLUs in the 37-bit one;
 /// * with the tests' bits `sₖ`, `g = a_c·(slope + Σ wₖsₖ) − Σ wₖtₖsₖ` (`ReLU(a_c − tₖ) =
 ///   sₖ·(a_c − tₖ)`): local sums and one product per value.
 fn spline_exp<O: RingOps + ?Sized>(ops: &mut O, d: &[u64]) -> Result<Vec<u64>> {
