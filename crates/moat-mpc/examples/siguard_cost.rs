@@ -1,8 +1,8 @@
 //! Cost of SIGuard in the real two-party protocol (both parties in this process over the
 //! in-memory channel, IKNP or Ferret), against the plain secure softmax of the same logits.
 //!
-//! `cargo run --release --example siguard_cost -- [ferret] [spline] [CLASSES] [H1 H2]`
-//! (default IKNP, CrypTen's softmax, 10, 128 64).
+//! `cargo run --release --example siguard_cost -- [ferret] [exp | spline] [CLASSES] [H1 H2]`
+//! (default IKNP, the spline softmax, 10, 128 64; `exp`: CrypTen's).
 //!
 //! Runs the secure softmax and SIGuard with (outer, inner) = (1, 1), (1, 9), (6, 1) and (6, 9),
 //! and separates the cost of one inner step in one lane (one outer round) and in all the
@@ -214,7 +214,8 @@ fn main() -> Result<(), Box<dyn Error>> {
         None => false,
     };
     let ferret = flag("ferret");
-    let kind = if flag("spline") { Softmax::Spline } else { Softmax::Exp };
+    flag("spline"); // the default, accepted by name
+    let kind = if flag("exp") { Softmax::Exp } else { Softmax::Spline };
     let args: Vec<usize> = args.iter().map(|a| a.parse()).collect::<Result<_, _>>()?;
     let classes = args.first().copied().unwrap_or(10);
     let hidden = [args.get(1).copied().unwrap_or(128), args.get(2).copied().unwrap_or(64)];

@@ -16,7 +16,7 @@
 use std::error::Error;
 use std::time::Instant;
 
-use moat_mpc::ring_ops::{DefenderShape, DefenderWeights, PlainOps, SiGuard, SiGuardConfig, Softmax, softmax};
+use moat_mpc::ring_ops::{DefenderShape, DefenderWeights, PlainOps, SiGuard, SiGuardConfig, softmax};
 use moat_nn::{FixedPoint, QuantizedGraph};
 
 /// Encoded logits and true labels of a set of queries.
@@ -95,7 +95,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     let eval_others = logits(&data.test, 0..(count - half).min(data.test.len()))?;
     let as_f32 = |ops: &mut PlainOps, set: &[(Vec<u64>, usize)]| -> Result<Vec<Vec<f32>>, Box<dyn Error>> {
         set.iter()
-            .map(|(z, _)| Ok(softmax(ops, z, z.len(), Softmax::Exp)?.iter().map(|v| fp.decode(*v) as f32).collect()))
+            .map(|(z, _)| Ok(softmax(ops, z, z.len(), config.softmax)?.iter().map(|v| fp.decode(*v) as f32).collect()))
             .collect()
     };
     let (dm, dn) = (as_f32(ops, &train_members)?, as_f32(ops, &train_others)?);
@@ -119,7 +119,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     let mut all: Vec<[Vec<f64>; 4]> = vec![Default::default(); 4];
     for (set, member) in [(&eval_members, true), (&eval_others, false)] {
         for (z, y) in set {
-            let plain = softmax(ops, z, z.len(), Softmax::Exp)?;
+            let plain = softmax(ops, z, z.len(), config.softmax)?;
             let started = Instant::now();
             let guarded = siguard.run(ops, z)?;
             seconds += started.elapsed().as_secs_f64();

@@ -93,6 +93,20 @@ proptest! {
     }
 }
 
+/// A hello without the `softmax` field (a server from before the field) announces CrypTen's
+/// `exp`, the only variant then; with it, the server's choice (the spline by default).
+#[test]
+fn a_hello_without_the_softmax_field_announces_exp() {
+    use moat_mpc::ring_ops::Softmax;
+    let parse = |v: &serde_json::Value| serde_json::from_value::<Hello>(v.clone()).map(|h| h.softmax).ok();
+    let mut hello: serde_json::Value = serde_json::from_slice(&hello_json()).unwrap_or_default();
+    assert_eq!(parse(&hello), Some(Softmax::Spline));
+    if let Some(fields) = hello.as_object_mut() {
+        fields.remove("softmax");
+    }
+    assert_eq!(parse(&hello), Some(Softmax::Exp));
+}
+
 #[test]
 fn the_unmutated_hello_gives_the_architecture() {
     let hello: Hello = serde_json::from_slice(&hello_json()).unwrap_or_else(|e| panic!("{e}"));

@@ -20,7 +20,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use moat_mpc::ring_ops::{PlainOps, SiGuard, SiGuardConfig, Softmax, softmax};
+use moat_mpc::ring_ops::{PlainOps, SiGuard, SiGuardConfig, softmax};
 use moat_nn::QuantizedGraph;
 use moat_nn::exec::par_map;
 use serde::Serialize;
@@ -197,7 +197,8 @@ impl Victim for SiGuardVictim {
         let answers = par_map(inputs.len(), |i| -> Result<(Vec<f64>, Vec<f64>, f64)> {
             let z = model.logits_encoded(inputs[i])?;
             let ops = &mut PlainOps::new(fixed);
-            let plain = softmax(ops, &z, c, Softmax::Exp)?;
+            // The unguarded answer by the guard's own softmax: the distortion is the guard's.
+            let plain = softmax(ops, &z, c, guard.config().softmax)?;
             let start = Instant::now();
             let guarded = guard.run(ops, &z)?;
             let t = start.elapsed().as_secs_f64();

@@ -109,8 +109,9 @@ pub struct Hello {
     /// more, the server ends a session that does. (Absent: logits, as before the field.)
     #[serde(default = "most_revealing")]
     pub output: Reveal,
-    /// The secure softmax behind [`Reveal::Probabilities`] (absent: [`Softmax::Exp`]).
-    #[serde(default)]
+    /// The secure softmax behind [`Reveal::Probabilities`] (absent: [`Softmax::Exp`], the
+    /// only variant before the field).
+    #[serde(default = "crate::ring_ops::softmax::absent_softmax")]
     pub softmax: Softmax,
     /// The server's SIGuard at the reveal point, if any: its public part (the defender's
     /// shape and the parameters), so the client can run its half ([`ServerGuard::reveal_protocol`]).
@@ -355,7 +356,7 @@ pub struct ServeOptions {
     /// bytes per random OT instead of 16, ≈ 200 MB of OT pools per party); the client
     /// follows the hello.
     pub silent_ot: bool,
-    /// The secure softmax behind [`Reveal::Probabilities`] ([`Softmax::Exp`] by default);
+    /// The secure softmax behind [`Reveal::Probabilities`] ([`Softmax::Spline`] by default);
     /// announced in the [`Hello`].
     pub softmax: Softmax,
     /// Offer [`RescalePlan::pool_first`] in the hello (default on): a client that does not

@@ -87,7 +87,7 @@ impl SimulatedEngine {
     }
 
     /// The same engine revealing probabilities by the secure softmax `kind` (as a real server
-    /// announcing it in its hello; [`Softmax::Exp`] by default).
+    /// announcing it in its hello; [`Softmax::Spline`] by default).
     pub fn with_softmax(mut self, kind: Softmax) -> Self {
         self.softmax = kind;
         self

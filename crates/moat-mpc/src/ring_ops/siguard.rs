@@ -13,7 +13,7 @@
 //! Gilboa's OT product if the server's weights do not fit the HE parameters).
 //!
 //! **Computation** (fixed counts, no data-dependent control flow):
-//! * `p = softmax(z)` ([`SiGuardConfig::softmax`], CrypTen's [`Softmax::Exp`] by default);
+//! * `p = softmax(z)` ([`SiGuardConfig::softmax`], the spline [`Softmax::Spline`] by default);
 //!   `h₀ = h(p)`, `h` the MLP `C → H₁ → ReLU → H₂ → ReLU → 1` (output: a membership logit);
 //!   `ℓ̂ = onehot(argmax z)` by `sign(z − max z)`.
 //! * `outer` rounds, each from `e = 0`, of `inner` steps: `y = z + e`, `p* = softmax(y)`;
@@ -491,10 +491,10 @@ pub struct SiGuardConfig {
     pub lr: f64,
     /// Apply only `g₁` (the public prototype's behaviour) instead of the full objective.
     pub g1_only: bool,
-    /// The secure softmax of `p`, every `p*` and the result ([`Softmax::Exp`], CrypTen's, by
-    /// default; [`Softmax::Spline`], more exact, takes 98 flights per inner step instead of
-    /// 126, and less time). Absent from older announcements: the default.
-    #[serde(default)]
+    /// The secure softmax of `p`, every `p*` and the result ([`Softmax::Spline`] by default:
+    /// 98 flights per inner step where CrypTen's [`Softmax::Exp`] takes 126, and more exact).
+    /// Absent from older announcements: [`Softmax::Exp`], their only variant.
+    #[serde(default = "super::softmax::absent_softmax")]
     pub softmax: Softmax,
 }
 
@@ -509,7 +509,7 @@ impl Default for SiGuardConfig {
             c3_max: 10.0,
             lr: 0.2,
             g1_only: false,
-            softmax: Softmax::Exp,
+            softmax: Softmax::Spline,
         }
     }
 }
@@ -626,6 +626,11 @@ impl SiGuard {
         spec.shape.validate()?;
         let defender = Defender { bounded: spec.bounded, ..Defender::public(spec.shape) };
         Ok(Self { defender, config: spec.config, layers: None })
+    }
+
+    /// The parameters (public: announced in [`Self::spec`]).
+    pub fn config(&self) -> &SiGuardConfig {
+        &self.config
     }
 
     /// The public part.

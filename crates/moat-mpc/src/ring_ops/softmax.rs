@@ -25,6 +25,9 @@
 //!   `T =` [`RELU_SHIFT`], so that the row maximum maps to `T` and `s ∈ [T, C·T]` (on raw
 //!   logits `Σx⁺` may be 0 or unbounded, and no division protocol can take that range).
 //!
+//! The spline is the default ([`Softmax::default`]): the most exact of the three here and the
+//! fewest flights.
+//!
 //! Then `p = t · 1/s`, the reciprocal by Newton's iteration `y ← y(2 − s·y)` for
 //! `s ∈ [lo, hi]` from a start read off one batch of comparisons with public thresholds
 //! ([`super::newton::reciprocal`]): the relative error `1 − s·y` squares every step, to
@@ -59,22 +62,29 @@ pub const EXP_SQUARINGS: u32 = 9;
 /// The public shift `T` of the ReLU-normalised variant: the row maximum maps to `T`.
 pub const RELU_SHIFT: f64 = 4.0;
 
-/// Which softmax approximation (see the module documentation). Serialised by the names the
+/// Which softmax approximation (see the module documentation). The default is the spline:
+/// the most exact of the three and the cheapest in flights. Serialised by the names the
 /// command line takes (`exp`, `relu`, `spline`); the capitalised names earlier reports and
 /// hellos used are read too.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Softmax {
     /// `(1 + d/2^9)^(2^9)` after max-subtraction (CrypTen), Newton reciprocal.
-    #[default]
     #[serde(alias = "Exp")]
     Exp,
     /// `ReLU(d + T) / Σ ReLU(d + T)` after max-subtraction, Newton reciprocal.
     #[serde(alias = "Relu")]
     Relu,
     /// `exp(d)` by a 32-knot linear spline after max-subtraction, Newton reciprocal.
+    #[default]
     #[serde(alias = "Spline")]
     Spline,
+}
+
+/// What a hello or a SIGuard announcement without a `softmax` field meant: they were written
+/// when CrypTen's [`Softmax::Exp`] was the only (then the default) variant.
+pub(crate) fn absent_softmax() -> Softmax {
+    Softmax::Exp
 }
 
 impl std::fmt::Display for Softmax {
@@ -297,6 +307,22 @@ mod tests {
         assert_eq!(got, want);
         let (plain, real) = both(fp, &d, |ops, d| spline_exp(ops, d))?;
         assert_eq!(plain, real);
+        Ok(())
+    }
+
+    /// The spline is the default; a hello or a SIGuard announcement without the field
+    /// (written when CrypTen's was the only variant) still means `exp`.
+    #[test]
+    fn the_spline_is_the_default_and_an_absent_field_means_exp() -> Result<(), serde_json::Error> {
+        use crate::ring_ops::SiGuardConfig;
+        assert_eq!(Softmax::default(), Softmax::Spline);
+        assert_eq!(SiGuardConfig::default().softmax, Softmax::Spline);
+        let mut announced = serde_json::to_value(SiGuardConfig::default())?;
+        assert_eq!(serde_json::from_value::<SiGuardConfig>(announced.clone())?.softmax, Softmax::Spline);
+        if let Some(fields) = announced.as_object_mut() {
+            fields.remove("softmax");
+        }
+        assert_eq!(serde_json::from_value::<SiGuardConfig>(announced)?.softmax, Softmax::Exp);
         Ok(())
     }
 

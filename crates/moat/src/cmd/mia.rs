@@ -138,9 +138,9 @@ pub struct MiaArgs {
     /// SIGuard's initial step length (the paper: 0.2; ×1.1 after each rejected round).
     #[arg(long, default_value_t = 0.2)]
     pub siguard_lr: f64,
-    /// SIGuard's secure softmax (`exp`, `spline` or `relu`; `moat secure server --softmax`):
+    /// SIGuard's secure softmax (`spline`, `exp` or `relu`; `moat secure server --softmax`):
     /// the probabilities it optimises and reveals.
-    #[arg(long, default_value = "exp")]
+    #[arg(long, default_value = "spline")]
     pub siguard_softmax: moat_mpc::ring_ops::Softmax,
     /// MemGuard's gradient steps (all rounds).
     #[arg(long, default_value_t = 300)]

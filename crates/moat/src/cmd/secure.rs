@@ -105,11 +105,11 @@ pub struct ServerArgs {
     /// values behind a 3×3 stride-2 pool; the same result). Never offered with `--harden`.
     #[arg(long)]
     pub no_pool_first: bool,
-    /// The secure softmax behind a client's request for probabilities (`exp`: CrypTen's
-    /// `(1 + d/2^9)^(2^9)`; `spline`: `e^d` by a 32-knot linear spline, fewer flights;
-    /// `relu`: `ReLU(d + 4)/Σ`; see `moat_mpc::ring_ops::softmax`), announced in the hello;
-    /// SIGuard (`--defender`) computes with it too.
-    #[arg(long, default_value = "exp")]
+    /// The secure softmax behind a client's request for probabilities (`spline`: `e^d` by a
+    /// 32-knot linear spline, the most exact and the fewest flights; `exp`: CrypTen's
+    /// `(1 + d/2^9)^(2^9)`; `relu`: `ReLU(d + 4)/Σ`; see `moat_mpc::ring_ops::softmax`),
+    /// announced in the hello; SIGuard (`--defender`) computes with it too.
+    #[arg(long, default_value = "spline")]
     pub softmax: moat_mpc::ring_ops::Softmax,
     /// Guard every session's probabilities by SIGuard with this trained defender (`moat
     /// train-defender --input probabilities`; the server's secret): the sessions then reveal
@@ -520,7 +520,7 @@ pub struct BenchArgs {
     #[arg(long)]
     pub siguard_g1_only: bool,
     /// The server's secure softmax (`moat secure server --softmax`), SIGuard's too.
-    #[arg(long, default_value = "exp")]
+    #[arg(long, default_value = "spline")]
     pub softmax: moat_mpc::ring_ops::Softmax,
 }
 
