@@ -94,7 +94,7 @@ proptest! {
 }
 
 /// A hello without the `softmax` field (a server from before the field) announces CrypTen's
-/// `exp`, the only variant then; with it, the server's choice (the spline by default).
+/// `exp`, the default then; with it, the server's choice (the spline by default).
 #[test]
 fn a_hello_without_the_softmax_field_announces_exp() {
     use moat_mpc::ring_ops::Softmax;

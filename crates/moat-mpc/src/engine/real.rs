@@ -110,7 +110,7 @@ pub struct Hello {
     #[serde(default = "most_revealing")]
     pub output: Reveal,
     /// The secure softmax behind [`Reveal::Probabilities`] (absent: [`Softmax::Exp`], the
-    /// only variant before the field).
+    /// default before the field).
     #[serde(default = "crate::ring_ops::softmax::absent_softmax")]
     pub softmax: Softmax,
     /// The server's SIGuard at the reveal point, if any: its public part (the defender's

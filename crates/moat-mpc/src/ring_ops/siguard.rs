@@ -493,7 +493,7 @@ pub struct SiGuardConfig {
     pub g1_only: bool,
     /// The secure softmax of `p`, every `p*` and the result ([`Softmax::Spline`] by default:
     /// 98 flights per inner step where CrypTen's [`Softmax::Exp`] takes 126, and more exact).
-    /// Absent from older announcements: [`Softmax::Exp`], their only variant.
+    /// Absent from older announcements: [`Softmax::Exp`], their default.
     #[serde(default = "super::softmax::absent_softmax")]
     pub softmax: Softmax,
 }

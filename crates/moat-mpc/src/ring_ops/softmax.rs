@@ -81,8 +81,8 @@ pub enum Softmax {
     Spline,
 }
 
-/// What a hello or a SIGuard announcement without a `softmax` field meant: they were written
-/// when CrypTen's [`Softmax::Exp`] was the only (then the default) variant.
+/// What a hello or a SIGuard announcement without a `softmax` field means: it was written
+/// before the field, when CrypTen's [`Softmax::Exp`] was the default.
 pub(crate) fn absent_softmax() -> Softmax {
     Softmax::Exp
 }
@@ -311,7 +311,7 @@ mod tests {
     }
 
     /// The spline is the default; a hello or a SIGuard announcement without the field
-    /// (written when CrypTen's was the only variant) still means `exp`.
+    /// (written when CrypTen's was the default) still means `exp`.
     #[test]
     fn the_spline_is_the_default_and_an_absent_field_means_exp() -> Result<(), serde_json::Error> {
         use crate::ring_ops::SiGuardConfig;
