@@ -63,6 +63,40 @@ fn relu_is_exact_between_two_processes() -> TestResult {
     Ok(())
 }
 
+/// `--against-iknp`: Ferret and IKNP runs alternating in one invocation, each verified, with
+/// the seeds, OTs, medians and ratios a reader can recompute from the runs themselves.
+#[test]
+fn ferret_against_iknp_in_one_invocation() -> TestResult {
+    let c = bench_json(&["relu", "--n", "3000", "--against-iknp", "2", "--seed", "7"])?;
+    assert_eq!(c["rounds"], 2, "{c}");
+    let runs = |ot: &str| c[ot].as_array().cloned().unwrap_or_default();
+    let (ferret, iknp) = (runs("ferret"), runs("iknp"));
+    for (list, ot) in [(&ferret, "ferret"), (&iknp, "iknp")] {
+        assert_eq!(list.len(), 2);
+        for (round, r) in list.iter().enumerate() {
+            check_report(r, 3000);
+            assert_eq!((r["ot"].as_str(), r["seed"].as_u64()), (Some(ot), Some(7 + round as u64)));
+        }
+    }
+    // (To the last bits: serde_json's default float parsing is not always correctly rounded.)
+    let close = |key: &str, want: f64| {
+        let got = c[key].as_f64().unwrap_or(f64::NAN);
+        assert!((got - want).abs() <= 1e-12 * want.abs(), "{key}: {got} against {want}");
+    };
+    let us = |r: &serde_json::Value| r["us_per_element"].as_f64().unwrap_or(f64::NAN);
+    let median = |l: &[serde_json::Value]| (us(&l[0]) + us(&l[1])) / 2.0;
+    close("ferret_us_per_element", median(&ferret));
+    close("iknp_us_per_element", median(&iknp));
+    close("time_ratio", median(&ferret) / median(&iknp));
+    let bytes = |r: &serde_json::Value| r["bytes_per_element"].as_f64().unwrap_or(f64::NAN);
+    close("bytes_ratio", bytes(&ferret[0]) / bytes(&iknp[0]));
+    assert!(bytes(&ferret[0]) <= 60.0 && bytes(&iknp[0]) > 800.0, "{c}");
+    // It compares Ferret with IKNP, nothing else.
+    let out = moat(&["bench", "relu", "--n", "10", "--against-iknp", "1", "--ot", "iknp"])?;
+    assert!(!out.status.success() && text(&out.stderr).contains("--against-iknp"), "{}", text(&out.stderr));
+    Ok(())
+}
+
 #[test]
 fn relu_on_silent_ot_is_exact_and_under_sixty_bytes() -> TestResult {
     // Ferret is the default: the leaves of the comparison come from silent OT (4-bit leaves).

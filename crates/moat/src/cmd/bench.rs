@@ -264,6 +264,11 @@ pub struct Args {
     /// After the timed run, exchange shares and check the result against the plaintext function.
     #[arg(long)]
     pub verify: bool,
+    /// Also run the IKNP version and compare, in this one invocation: ROUNDS alternating pairs
+    /// of runs (Ferret, then IKNP; each its own client process and session; seeds SEED,
+    /// SEED + 1, …), then the medians of both and their ratio (Ferret only).
+    #[arg(long, value_name = "ROUNDS")]
+    pub against_iknp: Option<u32>,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
@@ -369,9 +374,7 @@ pub struct BenchReport {
 /// Runs `moat bench`.
 pub fn run(args: Args) -> anyhow::Result<()> {
     let fp = args.fixed_point.fixed_point()?;
-    let base = if args.ot == OtKind::Ferret { Config::silent() } else { Config::default() };
-    let config = Config { chunk_bits: args.chunk_bits.unwrap_or(base.chunk_bits), ..base };
-    config.validate()?;
+    let config = config_for(&args, args.ot)?;
     if args.activation.is_some() && !matches!(args.protocol, Protocol::Sigmoid | Protocol::Gelu) {
         bail!("--activation applies to sigmoid and gelu only");
     }
@@ -381,10 +384,111 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if args.protocol == Protocol::Maxpool && args.n.is_some() {
         bail!("--n does not apply to maxpool; set the layer with --channels, --height, --width, --window");
     }
+    if let Some(rounds) = args.against_iknp {
+        if args.ot != OtKind::Ferret || rounds == 0 {
+            bail!("--against-iknp takes a positive number of rounds and compares Ferret (--ot ferret) with IKNP");
+        }
+        return compare(&args, fp, rounds);
+    }
     let work = Workload::new(&args, fp)?;
     match args.role {
         Role::Server => server(&args, fp, config, &work),
         Role::Client => client(&args, fp, config, &work),
+    }
+}
+
+/// The protocol parameters of a run on `ot`: its default leaf width unless `--chunk-bits`.
+fn config_for(args: &Args, ot: OtKind) -> anyhow::Result<Config> {
+    let base = if ot == OtKind::Ferret { Config::silent() } else { Config::default() };
+    let config = Config { chunk_bits: args.chunk_bits.unwrap_or(base.chunk_bits), ..base };
+    config.validate()?;
+    Ok(config)
+}
+
+/// Ferret against IKNP in one invocation (`--against-iknp`): per round one run of each, in
+/// that order, with the round's seed.
+#[derive(Clone, Debug, Serialize)]
+pub struct Comparison {
+    /// Rounds (pairs of runs).
+    pub rounds: u32,
+    /// Median microseconds per element, Ferret.
+    pub ferret_us_per_element: f64,
+    /// Median microseconds per element, IKNP.
+    pub iknp_us_per_element: f64,
+    /// Ferret's median time over IKNP's (≤ 1: Ferret no slower).
+    pub time_ratio: f64,
+    /// Ferret's bytes per element over IKNP's (the same in every round).
+    pub bytes_ratio: f64,
+    /// Every Ferret run.
+    pub ferret: Vec<BenchReport>,
+    /// Every IKNP run.
+    pub iknp: Vec<BenchReport>,
+}
+
+fn compare(args: &Args, fp: FixedPoint, rounds: u32) -> anyhow::Result<()> {
+    let (mut ferret, mut iknp) = (Vec::new(), Vec::new());
+    for round in 0..rounds {
+        for ot in [OtKind::Ferret, OtKind::Iknp] {
+            let seed = args.seed.wrapping_add(u64::from(round));
+            let one = Args { ot, seed, seed_arg: Some(seed), against_iknp: None, ..args.clone() };
+            let work = Workload::new(&one, fp)?;
+            let (report, status) = measure(&one, fp, config_for(&one, ot)?, &work)?;
+            check(&report, status)?;
+            if !args.json {
+                eprintln!(
+                    "round {}/{rounds}, {}: {:.3} µs/{}, {:.1} B",
+                    round + 1,
+                    ot.name(),
+                    report.us_per_element,
+                    report.element,
+                    report.bytes_per_element
+                );
+            }
+            if ot == OtKind::Ferret { ferret.push(report) } else { iknp.push(report) }
+        }
+    }
+    let median_us = |runs: &[BenchReport]| median(runs.iter().map(|r| r.us_per_element).collect());
+    let (f, k) = (median_us(&ferret), median_us(&iknp));
+    let bytes = |runs: &[BenchReport]| runs.first().map_or(0.0, |r| r.bytes_per_element);
+    let comparison = Comparison {
+        rounds,
+        ferret_us_per_element: f,
+        iknp_us_per_element: k,
+        time_ratio: f / k,
+        bytes_ratio: bytes(&ferret) / bytes(&iknp),
+        ferret,
+        iknp,
+    };
+    if args.json {
+        print_json(&comparison)?;
+    } else {
+        let element = comparison.ferret.first().map_or("element", |r| r.element.as_str());
+        println!(
+            "moat bench {}: Ferret against IKNP, {rounds} alternating rounds (seeds {} to {}); two processes on 127.0.0.1 per run",
+            args.protocol.name(),
+            args.seed,
+            args.seed.wrapping_add(u64::from(rounds) - 1)
+        );
+        println!(
+            "median:   Ferret {f:.3} µs/{element} ({:.1} B), IKNP {k:.3} µs/{element} ({:.1} B)",
+            bytes(&comparison.ferret),
+            bytes(&comparison.iknp)
+        );
+        println!(
+            "ratio:    Ferret / IKNP = {:.3}× the time, {:.3}× the bytes",
+            comparison.time_ratio, comparison.bytes_ratio
+        );
+    }
+    Ok(())
+}
+
+/// The median (the mean of the middle two for an even count; 0 for none).
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
     }
 }
 
@@ -725,13 +829,61 @@ fn accept(listener: &TcpListener, child: &mut ChildGuard, args: &Args) -> anyhow
 }
 
 fn server(args: &Args, fp: FixedPoint, config: Config, work: &Workload) -> anyhow::Result<()> {
+    let (report, status) = measure(args, fp, config, work)?;
+    if args.json {
+        print_json(&report)?;
+    } else {
+        print!("{}", render(&report));
+    }
+    check(&report, status)
+}
+
+/// A failed verification or client process, as the run's error (after its report is out).
+fn check(report: &BenchReport, status: std::process::ExitStatus) -> anyhow::Result<()> {
+    if let Some(v) = &report.verify
+        && v.mismatches > 0
+    {
+        bail!("verification failed: {} of {} outputs differ from the plaintext function", v.mismatches, v.checked);
+    }
+    if !status.success() {
+        bail!("the client process failed ({status})");
+    }
+    Ok(())
+}
+
+/// This invocation's arguments for the client process of a run on `args.ot` with `args.seed`:
+/// the command line without the options the server decides (`--ot`, `--seed`,
+/// `--against-iknp`), then those.
+fn client_args(args: &Args) -> Vec<std::ffi::OsString> {
+    const DECIDED: [&str; 3] = ["--ot", "--seed", "--against-iknp"];
+    let mut out = Vec::new();
+    let mut given = std::env::args_os().skip(1);
+    while let Some(arg) = given.next() {
+        let text = arg.to_string_lossy();
+        if DECIDED.contains(&&*text) {
+            given.next();
+        } else if !DECIDED.iter().any(|d| text.starts_with(&format!("{d}="))) {
+            out.push(arg);
+        }
+    }
+    out.extend(["--ot", args.ot.name(), "--seed", &args.seed.to_string()].map(Into::into));
+    out
+}
+
+/// One run: this process as the server (P0), a client process (P1); the report and how the
+/// client process ended.
+fn measure(
+    args: &Args,
+    fp: FixedPoint,
+    config: Config,
+    work: &Workload,
+) -> anyhow::Result<(BenchReport, std::process::ExitStatus)> {
     let listener = TcpListener::bind("127.0.0.1:0").context("binding a loopback port")?;
     let addr = listener.local_addr()?;
     let exe = std::env::current_exe().context("locating the moat executable")?;
     let child = Command::new(exe)
-        .args(std::env::args_os().skip(1))
+        .args(client_args(args))
         .args(["--role", "client", "--connect", &addr.to_string()])
-        .args(if args.seed_arg.is_none() { vec!["--seed".to_string(), args.seed.to_string()] } else { Vec::new() })
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
@@ -783,20 +935,7 @@ fn server(args: &Args, fp: FixedPoint, config: Config, work: &Workload) -> anyho
         client: client_report,
         verify,
     };
-    if args.json {
-        print_json(&report)?;
-    } else {
-        print!("{}", render(&report));
-    }
-    if let Some(v) = &report.verify
-        && v.mismatches > 0
-    {
-        bail!("verification failed: {} of {} outputs differ from the plaintext function", v.mismatches, v.checked);
-    }
-    if !status.success() {
-        bail!("the client process failed ({status})");
-    }
-    Ok(())
+    Ok((report, status))
 }
 
 /// Exchanges input and output shares (and the client's labels) and checks them.
