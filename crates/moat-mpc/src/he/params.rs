@@ -24,7 +24,8 @@
 //! | [`HeParams::n4096`] | 4096 | 109 (60 + 49) | 128 | 2^68 | 49, 40 (ℓ = 37) |
 //! | [`HeParams::n8192`] | 8192 | 180 (3 × 60) | 128 | 2^139 | 49, 40 (ℓ = 37) |
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use fhe::bfv::{BfvParameters, BfvParametersBuilder};
 use fhe_math::rq::Context;
@@ -169,8 +170,7 @@ impl HeParams {
     /// the shape of Cheetah's parameters. Flooding 2^68: ≥ 40 bits of statistical circuit
     /// privacy per received coefficient for layers whose product-noise bound is ≤ 2^28.
     pub fn n4096(fixed: FixedPoint) -> Result<Self> {
-        let moduli = generate_primes(4096, &[60, 49])?;
-        Self::new(4096, &moduli, fixed)
+        Self::vetted(4096, &[60, 49], fixed)
     }
 
     /// A stronger set: N = 8192, q ≈ 2^180 (three 60-bit primes), 128-bit security; flooding
@@ -178,8 +178,25 @@ impl HeParams {
     /// 2^40), for ≈ 1.65× the query bytes per value of [`HeParams::n4096`] and about three
     /// times the work per value.
     pub fn n8192(fixed: FixedPoint) -> Result<Self> {
-        let moduli = generate_primes(8192, &[60, 60, 60])?;
-        Self::new(8192, &moduli, fixed)
+        Self::vetted(8192, &[60, 60, 60], fixed)
+    }
+
+    /// A vetted set (primes of `sizes` bits ≡ 1 mod 2N), built once per process and fixed
+    /// point: the prime search and fhe.rs's tables take milliseconds (≈ 6 ms for N = 4096),
+    /// and a server needs the set for every session, SIGuard's preparation for every query.
+    /// The set is public and immutable; clones share it.
+    fn vetted(degree: usize, sizes: &[usize], fixed: FixedPoint) -> Result<Self> {
+        /// `(N, ℓ, f)` → the set.
+        type Sets = HashMap<(usize, u32, u32), HeParams>;
+        static SETS: OnceLock<Mutex<Sets>> = OnceLock::new();
+        let sets = SETS.get_or_init(Default::default);
+        let key = (degree, fixed.ring_bits(), fixed.frac_bits());
+        if let Some(params) = sets.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+            return Ok(params.clone());
+        }
+        // Built outside the lock: two first users may both build it; one copy is kept.
+        let built = Self::new(degree, &generate_primes(degree, sizes)?, fixed)?;
+        Ok(sets.lock().unwrap_or_else(|e| e.into_inner()).entry(key).or_insert(built).clone())
     }
 
     /// The fhe.rs parameters (contexts for every level, plaintext modulus `t = 2^ℓ`).
@@ -307,6 +324,24 @@ fn generate_primes(degree: usize, sizes: &[usize]) -> Result<Vec<u64>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The vetted sets are built once per process and fixed point: the same fhe.rs parameters
+    /// again, equal to a fresh build from the same primes; another ring gets its own.
+    #[test]
+    fn vetted_sets_are_built_once_per_fixed_point() -> Result<()> {
+        let fp = FixedPoint::default();
+        let (a, b) = (HeParams::n4096(fp)?, HeParams::n4096(fp)?);
+        assert!(Arc::ptr_eq(a.bfv(), b.bfv()));
+        let fresh = HeParams::new(4096, a.moduli(), fp)?;
+        assert_eq!(
+            (fresh.moduli(), fresh.dropped_bits(), fresh.flood_bits()),
+            (a.moduli(), a.dropped_bits(), a.flood_bits())
+        );
+        let other = HeParams::n4096(FixedPoint::new(30, 10)?)?;
+        assert!(!Arc::ptr_eq(a.bfv(), other.bfv()));
+        assert_eq!(other.ring_bits(), 30);
+        Ok(())
+    }
 
     #[test]
     fn default_set_matches_the_documented_budget() -> Result<()> {
