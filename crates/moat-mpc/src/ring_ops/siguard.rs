@@ -77,7 +77,7 @@
 //! softmax, in memory: 69 MB, ≈ 0.75–0.82 s of which 24 MB and 0.20–0.32 s the preparation
 //! (0.13 s its HE, with the server's layers built at load: [`SiGuard::with_prepared_layers`]).
 //! Between two processes (`moat bench secure --guard siguard`, BENCHMARKS.md) it adds
-//! ≈ 0.7–1.0 s to a query (+20–32 % on the paper's ResNet-34 / CIFAR-10, +48–51 % on
+//! ≈ 0.7–1.0 s to a query (+20–32 % on the paper's ResNet-34 / CIFAR-10, +45–59 % on
 //! ResNet-18; ≈ 0.45 s with g₁ alone).
 
 use std::sync::Arc;
