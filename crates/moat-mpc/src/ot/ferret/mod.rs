@@ -647,10 +647,13 @@ impl OtSender for FerretSender {
             let d = ch.recv_bits(m)?;
             let ks = &self.pool.blocks[self.pool.used..self.pool.used + m];
             pairs.clear();
-            pairs.extend(ks.iter().enumerate().map(|(i, &k)| {
-                let k0 = k ^ (d.bit(i) as u128 * delta);
-                [k0, k0 ^ delta]
-            }));
+            // A word of corrections per 64 OTs; `d·Δ` as a mask.
+            for (ks, &w) in ks.chunks(64).zip(d.words()) {
+                pairs.extend(ks.iter().enumerate().map(|(j, &k)| {
+                    let k0 = k ^ (delta & 0u128.wrapping_sub(u128::from((w >> j) & 1)));
+                    [k0, k0 ^ delta]
+                }));
+            }
             self.eng.hash.hash_in_place(pairs.as_flattened_mut());
             self.pool.used += m;
             sink(done, &pairs)?;
@@ -676,7 +679,7 @@ impl OtReceiver for FerretReceiver {
             }
             let m = (n - done).min(self.pool.available()).min(CHUNK_OTS);
             let ms = &self.pool.blocks[self.pool.used..self.pool.used + m];
-            let d = BitVec::from_fn(m, |i| (ms[i] as u64 ^ choices.bit(done + i)) & 1 == 1);
+            let d = corrections(ms, choices, done)?;
             ch.send_bits(&d)?;
             keys.clear();
             keys.extend_from_slice(ms);
@@ -688,6 +691,27 @@ impl OtReceiver for FerretReceiver {
         ch.flush()?;
         Ok(())
     }
+}
+
+/// The receiver's derandomisation `d = x ⊕ c` for the COTs `ms` (`x` their lowest bits) and the
+/// choices from bit `offset` of `choices` on (any alignment), 64 at a time.
+fn corrections(ms: &[Block], choices: &BitVec, offset: usize) -> Result<BitVec> {
+    let words = choices.words();
+    let word = |w: usize| words.get(w).copied().unwrap_or(0);
+    // The 64 choice bits from bit `i` on.
+    let choices_at = |i: usize| match i % 64 {
+        0 => word(i / 64),
+        s => word(i / 64) >> s | word(i / 64 + 1) << (64 - s),
+    };
+    let d = ms
+        .chunks(64)
+        .enumerate()
+        .map(|(g, ms)| {
+            let x = ms.iter().enumerate().fold(0u64, |acc, (j, &m)| acc | (m as u64 & 1) << j);
+            x ^ choices_at(offset + 64 * g)
+        })
+        .collect();
+    BitVec::from_words(d, ms.len()).ok_or_else(|| MpcError::invalid("ferret derandomisation", "too few words"))
 }
 
 #[cfg(test)]

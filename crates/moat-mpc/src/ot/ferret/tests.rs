@@ -276,3 +276,30 @@ fn a_round_keeps_the_correlation_and_a_flipped_correction_breaks_it() -> Result<
     assert!(v.iter().zip(&w).any(|(&k, &m)| k != m && k ^ m != delta));
     Ok(())
 }
+
+/// The receiver's corrections, a word at a time, are `x ⊕ c` bit by bit: every alignment of
+/// the choices' offset and every length around a word.
+#[test]
+fn corrections_are_the_lowest_bits_xor_the_choices() -> Result<()> {
+    let mut r = rng(12);
+    let ms: Vec<Block> = (0..300).map(|_| random_block(&mut r)).collect();
+    let choices = BitVec::random(500, &mut r);
+    for offset in [0, 1, 5, 63, 64, 65, 127, 130, 199] {
+        for len in [0, 1, 63, 64, 65, 128, 129, 300] {
+            let d = corrections(&ms[..len], &choices, offset)?;
+            assert_eq!(d.len(), len);
+            for i in 0..len {
+                assert_eq!(
+                    d.bit(i),
+                    (ms[i] as u64 ^ choices.bit(offset + i)) & 1,
+                    "offset {offset}, len {len}, bit {i}"
+                );
+            }
+            assert_eq!(d.words().len(), len.div_ceil(64));
+            if len % 64 != 0 {
+                assert_eq!(d.words()[len / 64] >> (len % 64), 0, "padding");
+            }
+        }
+    }
+    Ok(())
+}
