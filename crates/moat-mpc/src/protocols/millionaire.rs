@@ -272,19 +272,36 @@ fn key_masks(w: u32) -> [u128; 6] {
     m
 }
 
-/// 128-bit blocks of the pad of a leaf of width `w` carrying `fanout` tables.
-fn pad_blocks(w: u32, fanout: usize) -> usize {
-    (fanout << (w + 1)).div_ceil(128)
+/// How the leaf OTs' keys are stretched into pads for leaves carrying `fanout` tables (both
+/// parties alike): the hash, and the 128-bit blocks each chunk's pad takes.
+struct Stretch {
+    hash: CrHash,
+    blocks: Vec<usize>,
 }
 
-/// The pad blocks of one random-OT key: the key, then `H(key ⊕ e)` for `e ≥ 1`.
-#[inline]
-fn stretch(hash: &CrHash, key: Block, out: &mut [Block]) {
-    for (e, b) in out.iter_mut().enumerate() {
-        *b = key ^ e as u128;
+impl Stretch {
+    fn new(plan: &ChunkTree, fanout: usize) -> Self {
+        let blocks = plan.widths.iter().map(|&w| (fanout << (w + 1)).div_ceil(128)).collect();
+        Self { hash: CrHash::with_key(LEAF_PAD_KEY), blocks }
     }
-    if out.len() > 1 {
-        hash.hash_in_place(&mut out[1..]);
+
+    /// A zeroed buffer for the largest pad.
+    fn buffer(&self) -> Vec<Block> {
+        vec![0; self.blocks.iter().copied().max().unwrap_or(1)]
+    }
+
+    /// Chunk `j`'s pad blocks of one random-OT key in `out`: the key, then `H(key ⊕ e)` for
+    /// `e ≥ 1`. Returns how many.
+    #[inline]
+    fn key(&self, j: usize, key: Block, out: &mut [Block]) -> usize {
+        let blocks = self.blocks[j];
+        for (e, b) in out[..blocks].iter_mut().enumerate() {
+            *b = key ^ e as u128;
+        }
+        if blocks > 1 {
+            self.hash.hash_in_place(&mut out[1..blocks]);
+        }
+        blocks
     }
 }
 
@@ -403,13 +420,11 @@ fn leaf_tables<const SINGLE: bool>(
     let n = input.len() / fanout;
     let masks: Vec<[u128; 6]> = (0..=super::session::MAX_CHUNK_BITS).map(key_masks).collect();
     let mut table = BitWriter::with_capacity(n * fanout * plan.widths.iter().map(|&w| 2usize << w).sum::<usize>());
-    let hash = CrHash::with_key(LEAF_PAD_KEY);
-    let blocks_of: Vec<usize> = plan.widths.iter().map(|&w| pad_blocks(w, fanout)).collect();
-    let most = blocks_of.iter().copied().max().unwrap_or(1);
+    let stretch = Stretch::new(plan, fanout);
     // Without a fan-out (`SINGLE`: a ReLU's, a truncation's comparisons) the pad is one block,
     // folded in a register, and the loops over the fan-out are gone at compile time.
     let fanout = if SINGLE { 1 } else { fanout };
-    let (mut pad0, mut pad, mut keys) = (0u128, vec![0u128; most], [vec![0u128; most], vec![0u128; most]]);
+    let (mut pad0, mut pad, mut keys) = (0u128, stretch.buffer(), [stretch.buffer(), stretch.buffer()]);
     let mut cursor = LeafCursor::new(n);
     ot.send_random_chunks(ch, plan.leaf_ot_bits(n), &mut |_, pairs| {
         for p in pairs {
@@ -419,9 +434,8 @@ fn leaf_tables<const SINGLE: bool>(
             if SINGLE {
                 pad0 ^= (p[0] & m) | (p[1] & !m);
             } else {
-                let blocks = blocks_of[j];
-                stretch(&hash, p[0], &mut keys[0][..blocks]);
-                stretch(&hash, p[1], &mut keys[1][..blocks]);
+                stretch.key(j, p[0], &mut keys[0]);
+                let blocks = stretch.key(j, p[1], &mut keys[1]);
                 for ((d, k0), k1) in pad.iter_mut().zip(&keys[0]).zip(&keys[1]).take(blocks) {
                     *d ^= (k0 & m) | (k1 & !m);
                 }
@@ -511,12 +525,10 @@ fn leaf_pads<const SINGLE: bool>(
         .iter()
         .map(|_| (BitWriter::with_capacity(n * fanout), BitWriter::with_capacity(n * fanout)))
         .collect();
-    let hash = CrHash::with_key(LEAF_PAD_KEY);
-    let blocks_of: Vec<usize> = plan.widths.iter().map(|&w| pad_blocks(w, fanout)).collect();
-    let most = blocks_of.iter().copied().max().unwrap_or(1);
+    let stretch = Stretch::new(plan, fanout);
     // As the sender's: without a fan-out, one block in a register.
     let fanout = if SINGLE { 1 } else { fanout };
-    let (mut pad0, mut pad, mut key) = (0u128, vec![0u128; most], vec![0u128; most]);
+    let (mut pad0, mut pad, mut key) = (0u128, stretch.buffer(), stretch.buffer());
     let mut cursor = LeafCursor::new(n);
     ot.receive_random_chunks(ch, &choices, &mut |_, keys| {
         for &k in keys {
@@ -525,8 +537,7 @@ fn leaf_pads<const SINGLE: bool>(
             if SINGLE {
                 pad0 ^= k;
             } else {
-                let blocks = blocks_of[j];
-                stretch(&hash, k, &mut key[..blocks]);
+                let blocks = stretch.key(j, k, &mut key);
                 for (d, k) in pad.iter_mut().zip(&key).take(blocks) {
                     *d ^= k;
                 }

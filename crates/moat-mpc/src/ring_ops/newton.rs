@@ -21,12 +21,12 @@
 //! remain; their number is found by running the iteration in floating point over the range
 //! ([`Start::steps`]), with the fixed-point rounding left to the tests.
 //!
-//! **Learns:** nothing beyond its share of the result — sign tests, products and truncations
-//! on shares. **Cost** for `n` values: one batch of `n·k` sign tests against the `k` public
+//! **Learns:** nothing beyond its share of the result — sign tests, products and truncations on
+//! shares. **Cost** for `n` values: one batch of `n·k` sign tests against the `k` public
 //! thresholds ([`RingOps::sign_against`]: each value's `k` tests share their leaf OTs), then
-//! per step the products and truncations of `n` values of [`Inverse`]'s step. Flights from `P0` with the
-//! products' triples made ahead (as SIGuard makes them): [`reciprocal`] over `[1, 10]` at
-//! `f = 12` (`m = 4`, `k = 14`) takes 2 steps, 29 flights (6 steps from `2/(lo + hi)`: 70);
+//! per step the products and truncations of `n` values of [`Inverse`]'s step. Flights from `P0`
+//! with the products' triples made ahead (as SIGuard makes them): [`reciprocal`] over `[1, 10]`
+//! at `f = 12` (`m = 4`, `k = 14`) takes 2 steps, 29 flights (6 steps from `2/(lo + hi)`: 70);
 //! [`inv_sqrt`] over `[2^−8, 2^12]` (`m = 4`, `k = 80`) 2 steps, 41 flights (20 steps from
 //! `1/√hi`: 460) — both with the general truncation; the steps' products are small on the
 //! range, so [`Newton::apply`] truncates them with [`RingOps::truncate_bounded`] (SIGuard's

@@ -40,15 +40,14 @@
 //! variant is a different function (it is not an approximation of softmax's values, only of
 //! its ordering).
 //!
-//! **Cost** for `R` rows of `C` classes: `⌈log₂ C⌉` ReLU batches for the maximum;
-//! exponential: one truncation and one ReLU batch of `RC`, 9 products + non-negative
-//! truncations of `RC`; spline: one ReLU batch and two truncations of `RC`, one batch of
-//! `32·RC` sign tests in an 11-bit ring (`RC` values against 32 knots), one product of `RC`;
-//! ReLU variant: one ReLU batch of `RC`; reciprocal: one batch of `14R` sign tests against
-//! thresholds (C = 10) and `2·steps` products + truncations of `R` (2 steps at f = 12); the
-//! final product + truncation of `RC`. No data-dependent control
-//! flow. Flights from `P0` for one row of 10 with IKNP (`examples/siguard_cost.rs`): 96 (exp),
-//! 53 (spline).
+//! **Cost** for `R` rows of `C` classes: `⌈log₂ C⌉` ReLU batches for the maximum; exponential:
+//! one truncation and one ReLU batch of `RC`, 9 products + non-negative truncations of `RC`;
+//! spline: one ReLU batch and two truncations of `RC`, one batch of `32·RC` sign tests in an
+//! 11-bit ring (`RC` values against 32 knots), one product of `RC`; ReLU variant: one ReLU
+//! batch of `RC`; reciprocal: one batch of `14R` sign tests against thresholds (C = 10) and
+//! `2·steps` products + truncations of `R` (2 steps at f = 12); the final product + truncation
+//! of `RC`. No data-dependent control flow. Flights from `P0` for one row of 10 with IKNP
+//! (`examples/siguard_cost.rs`): 96 (exp), 53 (spline).
 
 use serde::{Deserialize, Serialize};
 

@@ -461,9 +461,10 @@ fn client(args: ClientArgs) -> anyhow::Result<()> {
 /// Arguments of `moat bench secure`.
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
-    /// Network: lenet5-mnist, resnet20-cifar10, resnet32-cifar10, resnet18-cifar10, resnet34-cifar10,
-    /// mobilenetv2-cifar10, shufflenet-cifar10, resnet50-imagenet, squeezenet-imagenet (random
-    /// weights unless a trained model is in `models/`), or any ONNX file with --model.
+    /// Network: lenet5-mnist, resnet20-cifar10, resnet32-cifar10, resnet18-cifar10,
+    /// resnet34-cifar10, mobilenetv2-cifar10, shufflenet-cifar10, resnet50-imagenet,
+    /// squeezenet-imagenet (random weights unless a trained model is in `models/`), or any ONNX
+    /// file with --model.
     #[arg(long, default_value = "lenet5-mnist")]
     pub net: String,
     /// Benchmark this ONNX model instead of a named network.
