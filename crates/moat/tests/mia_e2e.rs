@@ -399,6 +399,11 @@ fn siguard_in_a_real_secure_server_keeps_the_labels_and_is_benchmarked() -> Test
     let gap = |o: &serde_json::Value| o["attacks"][1]["auc"].as_f64();
     assert_eq!(report["outputs"][0]["attacks"][1]["attack"], "gap");
     assert_eq!(gap(guarded), gap(&report["outputs"][0]), "{report}");
+    // The served guard's answers are counted against the same model's unguarded ones.
+    let counted = &report["guards"][0];
+    assert_eq!((counted["output"].as_str(), counted["baseline"].as_str()), (Some("secure-2pc-siguard"), Some("fixed")));
+    assert_eq!((counted["queries"].as_u64(), counted["label_agreement"].as_f64()), (Some(16), Some(1.0)), "{report}");
+    assert!(counted["mean_l1_distortion"].as_f64().is_some_and(|d| (0.0..2.0).contains(&d)), "{report}");
 
     // A defender on sorted scores cannot run inside the protocol: refused before listening.
     let sorted = dir.join("defender-sorted.json");

@@ -13,6 +13,11 @@
 //!   engine, and this module's test a real session's answers. The client decodes the revealed
 //!   ring values and divides by their sum (the fixed-point softmax sums to 1 only within its
 //!   precision), which keeps the label.
+//! * [`ServedGuardVictim`]: a served model that guards its answers itself (a `moat secure
+//!   server --defender` reached through real sessions), its answers compared with the
+//!   unguarded answers of the same model and secure softmax, computed locally from the
+//!   fixed-point logits — what the server reveals without a guard. The attacker cannot do this
+//!   (it needs the model); the experimenter, who holds the victim, can.
 //!
 //! Labels ([`Victim::labels`]) are the unguarded victim's: both guards keep the label by
 //! construction, and the probability answers measure that they do ([`GuardStats`]).
@@ -20,7 +25,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use moat_mpc::ring_ops::{PlainOps, SiGuard, SiGuardConfig, softmax};
+use moat_mpc::ring_ops::{PlainOps, SiGuard, SiGuardConfig, Softmax, softmax};
 use moat_nn::QuantizedGraph;
 use moat_nn::exec::par_map;
 use serde::Serialize;
@@ -217,6 +222,71 @@ impl Victim for SiGuardVictim {
     }
 }
 
+/// A victim that guards its own answers (the guard runs where the model is served), counted
+/// against the unguarded answers of the same model: the fixed-point logits through the same
+/// secure softmax, decoded as the client reads them. The time recorded per answer is the whole
+/// query's (the served guard cannot be timed apart from the inference it guards).
+pub struct ServedGuardVictim {
+    inner: Box<dyn Victim>,
+    model: Arc<QuantizedGraph>,
+    softmax: Softmax,
+    stats: SharedStats,
+}
+
+impl ServedGuardVictim {
+    /// Counts `inner`'s answers against `model`'s unguarded answers by `softmax` (the variant
+    /// the server announced); refuses a model of another width before any query.
+    pub fn new(inner: Box<dyn Victim>, model: Arc<QuantizedGraph>, softmax: Softmax) -> DefenseResult<Self> {
+        let classes = moat_nn::tensor::numel(model.graph().output_shape());
+        if classes != inner.classes() {
+            return Err(invalid(format!(
+                "the local model outputs {classes} values, victim '{}' answers {}",
+                inner.name(),
+                inner.classes()
+            )));
+        }
+        Ok(Self { inner, model, softmax, stats: SharedStats::default() })
+    }
+
+    /// The guard's statistics.
+    pub fn stats(&self) -> SharedStats {
+        Arc::clone(&self.stats)
+    }
+}
+
+impl Victim for ServedGuardVictim {
+    fn name(&self) -> String {
+        self.inner.name()
+    }
+
+    fn classes(&self) -> usize {
+        self.inner.classes()
+    }
+
+    fn reveals(&self) -> moat_mpc::engine::Reveal {
+        self.inner.reveals()
+    }
+
+    fn probabilities(&mut self, inputs: &[&[f32]]) -> Result<Vec<Vec<f64>>> {
+        let start = Instant::now();
+        let guarded = self.inner.probabilities(inputs)?;
+        let t = start.elapsed().as_secs_f64() / inputs.len().max(1) as f64;
+        let (model, variant, c) = (&self.model, self.softmax, self.classes());
+        let fixed = model.fixed();
+        let plain = par_map(inputs.len(), |i| -> Result<Vec<f64>> {
+            let z = model.logits_encoded(inputs[i])?;
+            Ok(normalised(fixed, &softmax(&mut PlainOps::new(fixed), &z, c, variant)?))
+        });
+        let pairs = plain.into_iter().zip(&guarded).map(|(u, g)| Ok((u?, g.clone(), t))).collect::<Result<Vec<_>>>()?;
+        record(&self.stats, &pairs);
+        Ok(guarded)
+    }
+
+    fn labels(&mut self, inputs: &[&[f32]]) -> Result<Vec<usize>> {
+        self.inner.labels(inputs)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use moat_client::SecureSession;
@@ -281,7 +351,20 @@ mod tests {
         // A defender on sorted scores cannot run inside the protocol.
         let mut sorted = defender.clone();
         sorted.meta.input = DefenderInput::Sorted;
-        assert!(SiGuardVictim::new(model, &sorted, config).is_err());
+        assert!(SiGuardVictim::new(Arc::clone(&model), &sorted, config).is_err());
+
+        // The same answers counted from outside (as for a served guard) give the same counts,
+        // and a local model of another width is refused.
+        let inner = SiGuardVictim::new(Arc::clone(&model), &defender, config)?;
+        let mut served = ServedGuardVictim::new(Box::new(inner), Arc::clone(&model), config.softmax)?;
+        assert_eq!(served.probabilities(&refs)?, ours);
+        let counted = served.stats().lock().map_err(|_| "poisoned")?.summary();
+        assert_eq!((counted.queries, counted.label_agreement, counted.changed), (s.queries, 1.0, s.changed));
+        assert!((counted.mean_l1_distortion - s.mean_l1_distortion).abs() < 1e-12);
+        let wider = zoo::build(&zoo::Architecture::Mlp { hidden: vec![8] }, &[1, 4, 4], 4, 7)?;
+        let wider = Arc::new(QuantizedGraph::new(&wider, FixedPoint::default())?);
+        let inner = SiGuardVictim::new(model, &defender, config)?;
+        assert!(ServedGuardVictim::new(Box::new(inner), wider, config.softmax).is_err());
         Ok(())
     }
 }

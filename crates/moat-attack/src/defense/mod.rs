@@ -47,7 +47,7 @@ pub mod guarded;
 pub mod memguard;
 
 pub use defender::{DefenderFile, DefenderInput, DefenderMeta};
-pub use guarded::{GuardStats, GuardSummary, MemGuardVictim, SiGuardVictim};
+pub use guarded::{GuardStats, GuardSummary, MemGuardVictim, ServedGuardVictim, SiGuardVictim};
 pub use memguard::{Guarded, MemGuard, MemGuardConfig};
 
 use thiserror::Error;

@@ -4,6 +4,7 @@
 //! | name | attack | needs |
 //! |---|---|---|
 //! | `loss`, `confidence`, `entropy`, `mentr` | global threshold on the loss, on `p_y`, on the entropy, on Song & Mittal's modified entropy (USENIX Sec. 2021) | probabilities |
+//! | `top1` | global threshold on the largest probability, whatever the label (Salem et al., NDSS 2019, adversary 3) | probabilities |
 //! | `shadow` | Shokri et al. (S&P 2017): a classifier trained on reference models' outputs on their own members and non-members | probabilities, references |
 //! | `lira-online`, `lira-online-fixed` | LiRA (Carlini et al., S&P 2022): Gaussian likelihood ratio of the logit-scaled confidence under the IN and OUT reference models, per-sample or global variance | probabilities, references |
 //! | `lira-offline`, `lira-offline-fixed` | LiRA offline: one-sided test against the OUT models only | probabilities, references |
@@ -56,13 +57,16 @@ pub enum Attack {
     Robustness,
     /// The shadow-model classifier.
     Shadow,
+    /// Threshold on the largest probability (label-free).
+    Top1,
 }
 
 impl Attack {
     /// Every attack, in report order.
-    pub const ALL: [Attack; 14] = [
+    pub const ALL: [Attack; 15] = [
         Attack::Loss,
         Attack::Confidence,
+        Attack::Top1,
         Attack::Entropy,
         Attack::Mentr,
         Attack::Shadow,
@@ -94,6 +98,7 @@ impl Attack {
             Attack::RmiaOffline => "rmia-offline",
             Attack::Robustness => "robustness",
             Attack::Shadow => "shadow",
+            Attack::Top1 => "top1",
         }
     }
 
@@ -156,6 +161,7 @@ pub fn threshold_scores(attack: Attack, probs: &[Vec<f64>], labels: &[usize]) ->
         Attack::Loss => |p, y| -signals::loss(p, y),
         Attack::Confidence => signals::confidence,
         Attack::Entropy => |p, _| -signals::entropy(p),
+        Attack::Top1 => |p, _| signals::top1(p),
         Attack::Mentr => |p, y| -signals::modified_entropy(p, y),
         other => return Err(invalid(format!("'{}' is not a threshold attack", other.name()))),
     };
@@ -484,7 +490,7 @@ pub fn run(
     for &attack in attacks {
         let refs = || references.ok_or_else(|| invalid("no reference models"));
         let scores = match attack {
-            Attack::Loss | Attack::Confidence | Attack::Entropy | Attack::Mentr => {
+            Attack::Loss | Attack::Confidence | Attack::Top1 | Attack::Entropy | Attack::Mentr => {
                 threshold_scores(attack, &target_probs, &labels)?
             }
             Attack::Shadow => shadow_scores(refs()?, &labels, &target_probs, config.seed),

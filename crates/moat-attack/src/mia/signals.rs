@@ -21,6 +21,11 @@ pub fn confidence(p: &[f64], y: usize) -> f64 {
     p[y]
 }
 
+/// The largest probability `max_j p_j` (label-free).
+pub fn top1(p: &[f64]) -> f64 {
+    p.iter().copied().fold(0.0, f64::max)
+}
+
 /// Shannon entropy `−Σ p_j ln p_j` (label-free).
 pub fn entropy(p: &[f64]) -> f64 {
     -p.iter().filter(|&&v| v > 0.0).map(|&v| v * v.ln()).sum::<f64>()
@@ -55,6 +60,7 @@ mod tests {
         let p = [0.7, 0.2, 0.1];
         assert!((loss(&p, 0) - 0.356_674_943_938_732_4).abs() < 1e-12);
         assert!((entropy(&p) - 0.801_818_552_543_337_2).abs() < 1e-12);
+        assert_eq!((top1(&p), top1(&[0.1, 0.3, 0.6])), (0.7, 0.6));
         assert!((logit_confidence(&p, 0) - (0.7f64 / 0.3).ln()).abs() < 1e-12);
         let want = -0.3 * 0.7f64.ln() - 0.2 * 0.8f64.ln() - 0.1 * 0.9f64.ln();
         assert!((modified_entropy(&p, 0) - want).abs() < 1e-12);

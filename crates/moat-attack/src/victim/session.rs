@@ -66,6 +66,12 @@ impl SessionVictim {
         &self.session
     }
 
+    /// The secure softmax of the guard the server announced at the reveal point (SIGuard),
+    /// or `None` for an unguarded server.
+    pub fn guard_softmax(&self) -> Option<moat_mpc::ring_ops::Softmax> {
+        self.session.protocol().hello().guard.as_ref().map(|g| g.config.softmax)
+    }
+
     /// Ends the session.
     pub fn close(self) -> Result<()> {
         self.session.close()?;

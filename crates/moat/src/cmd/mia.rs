@@ -12,7 +12,8 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use moat_attack::defense::guarded::SharedStats;
 use moat_attack::defense::{
-    DefenderFile, DefenderMeta, GuardSummary, MemGuard, MemGuardConfig, MemGuardVictim, SiGuardVictim,
+    DefenderFile, DefenderMeta, GuardSummary, MemGuard, MemGuardConfig, MemGuardVictim, ServedGuardVictim,
+    SiGuardVictim,
 };
 use moat_attack::mia::{
     self, Attack, Metrics, MiaConfig, MiaError, ReferenceTrainer, References, RocPoint, ScoreTable,
@@ -21,7 +22,7 @@ use moat_attack::victim::{self, FixedVictim, FloatVictim, HttpVictim, SessionVic
 use moat_client::{HttpClient, SecureSession};
 use moat_mpc::Seed;
 use moat_mpc::engine::Reveal;
-use moat_mpc::ring_ops::SiGuardConfig;
+use moat_mpc::ring_ops::{SiGuardConfig, Softmax};
 use moat_mpc::transport::ChannelConfig;
 use moat_nn::card::ModelCard;
 use moat_nn::data::Dataset;
@@ -45,7 +46,7 @@ pub struct MiaArgs {
     pub model: PathBuf,
     #[command(flatten)]
     pub data: DataArgs,
-    /// Attacks, comma separated (or `all`): loss, confidence, entropy, mentr, shadow,
+    /// Attacks, comma separated (or `all`): loss, confidence, top1, entropy, mentr, shadow,
     /// lira-online, lira-online-fixed, lira-offline, lira-offline-fixed, rmia, rmia-offline,
     /// rmia-1, gap, robustness.
     #[arg(long, value_delimiter = ',', default_value = "all")]
@@ -69,7 +70,9 @@ pub struct MiaArgs {
     /// hello: the classes, the outputs it allows) by a session opened before any query; the
     /// session its queries run in is opened when its turn comes. Session randomness comes
     /// from the OS. A server started with `--defender` answers through SIGuard inside the
-    /// protocol (output `secure-2pc-siguard`).
+    /// protocol (output `secure-2pc-siguard`); its answers are counted against the MODEL's
+    /// unguarded answers by the same secure softmax (label agreement, changed answers, mean L1
+    /// distortion), with the `fixed` output as their baseline.
     #[arg(long, value_delimiter = ',')]
     pub secure: Vec<String>,
     /// Bound on every wait for a `--secure` server, in milliseconds.
@@ -390,13 +393,26 @@ fn guarded_victims(
         info.siguard = Some(config);
         let guarded = SiGuardVictim::new(Arc::clone(quantized), &defender, config)?;
         let stats = guarded.stats();
-        if !args.outputs.iter().any(|o| o.trim() == "fixed") {
-            // The unguarded twin of the protocol's probabilities.
-            victims.push(Target { victim: victim_for("fixed", args, graph, quantized, classes)?, guard: None });
-        }
+        // The unguarded twin of the protocol's probabilities.
+        ensure_output(victims, "fixed", args, graph, quantized, classes)?;
         victims.push(Target { victim: Box::new(guarded), guard: Some((guard, "fixed".into(), stats)) });
     }
     Ok(Some(info))
+}
+
+/// Adds the unguarded output `kind` to `victims` unless it is there: a guarded output's baseline.
+fn ensure_output(
+    victims: &mut Vec<Target>,
+    kind: &str,
+    args: &MiaArgs,
+    graph: &Arc<Graph>,
+    quantized: &Arc<QuantizedGraph>,
+    classes: usize,
+) -> anyhow::Result<()> {
+    if !victims.iter().any(|t| t.guard.is_none() && t.victim.name() == kind) {
+        victims.push(Target { victim: victim_for(kind, args, graph, quantized, classes)?, guard: None });
+    }
+    Ok(())
 }
 
 /// Each guarded output's attacks beside its baseline's.
@@ -457,7 +473,17 @@ pub fn run(mut args: MiaArgs) -> anyhow::Result<()> {
     for address in &args.secure {
         let victim = DirectVictim::probe(address.trim(), args.secure_timeout_ms, full.classes)?;
         mia::check_reveals(&victim, &attacks)?;
-        victims.push(Target { victim: Box::new(victim), guard: None });
+        match victim.guard_softmax {
+            // A server that guards its answers (SIGuard inside the protocol): its answers are
+            // counted against the same model's unguarded ones, beside the `fixed` output.
+            Some(softmax) => {
+                let served = ServedGuardVictim::new(Box::new(victim), Arc::clone(&quantized), softmax)?;
+                let stats = served.stats();
+                ensure_output(&mut victims, "fixed", &args, &graph, &quantized, full.classes)?;
+                victims.push(Target { victim: Box::new(served), guard: Some(("siguard", "fixed".into(), stats)) });
+            }
+            None => victims.push(Target { victim: Box::new(victim), guard: None }),
+        }
     }
     let guard = guarded_victims(&args, &mut victims, &graph, &quantized, full.classes)?;
 
@@ -689,6 +715,8 @@ struct DirectVictim {
     config: ChannelConfig,
     classes: usize,
     name: String,
+    /// The softmax of the guard the server announced, if it guards its answers.
+    guard_softmax: Option<Softmax>,
     session: Option<SessionVictim>,
 }
 
@@ -696,9 +724,17 @@ impl DirectVictim {
     fn probe(address: &str, timeout_ms: u64, classes: usize) -> anyhow::Result<Self> {
         let timeout = std::time::Duration::from_millis(timeout_ms.max(1));
         let config = ChannelConfig::default().with_timeout(timeout).with_connect_timeout(timeout);
-        let mut victim = Self { address: address.to_string(), config, classes, name: String::new(), session: None };
+        let mut victim = Self {
+            address: address.to_string(),
+            config,
+            classes,
+            name: String::new(),
+            guard_softmax: None,
+            session: None,
+        };
         let checked = victim.open().with_context(|| format!("secure server {address}"))?;
         victim.name = checked.name();
+        victim.guard_softmax = checked.guard_softmax();
         checked.close().with_context(|| format!("closing the check session with {address}"))?;
         Ok(victim)
     }
