@@ -383,13 +383,17 @@ fn siguard_in_a_real_secure_server_keeps_the_labels_and_is_benchmarked() -> Test
     let raw = dir.join("defender-raw.json");
     defender(&model, "probabilities", &raw)?;
     let raw_arg = raw.to_string_lossy().into_owned();
-    let (_server, addr) =
-        secure_util::start_server_with(&model, "0", "60000", &["--defender", &raw_arg, "--siguard-steps", "1,2"])?;
+    // Steps longer than the paper's, so that the guard changes the answers visibly.
+    let params = ["--siguard-steps", "1,2", "--siguard-c3", "0", "--siguard-lr", "1"];
+    let server_args: Vec<&str> = ["--defender", raw_arg.as_str()].into_iter().chain(params).collect();
+    let (_server, addr) = secure_util::start_server_with(&model, "0", "60000", &server_args)?;
     let out = moat()
         .args(["attack", "mia"])
         .arg(&model)
         .args(["--dataset", "digits", "--outputs", "fixed", "--secure", &addr, "--attacks", "loss,gap"])
         .args(["--members", "8", "--non-members", "8", "--seed", "4", "--quiet", "--json"])
+        .args(["--guard", "siguard", "--defender", &raw_arg])
+        .args(params)
         .output()?;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout)?;
@@ -403,7 +407,21 @@ fn siguard_in_a_real_secure_server_keeps_the_labels_and_is_benchmarked() -> Test
     let counted = &report["guards"][0];
     assert_eq!((counted["output"].as_str(), counted["baseline"].as_str()), (Some("secure-2pc-siguard"), Some("fixed")));
     assert_eq!((counted["queries"].as_u64(), counted["label_agreement"].as_f64()), (Some(16), Some(1.0)), "{report}");
-    assert!(counted["mean_l1_distortion"].as_f64().is_some_and(|d| (0.0..2.0).contains(&d)), "{report}");
+    assert!(counted["mean_l1_distortion"].as_f64().is_some_and(|d| d > 0.0 && d < 2.0), "{report}");
+    // The same guard by the plaintext ring operations (`--guard siguard`) answers the same:
+    // the same scores, the same distortion.
+    let local = &report["outputs"][2];
+    assert_eq!(local["output"], "siguard-2pc", "{report}");
+    assert_eq!(local["attacks"][0]["auc"], guarded["attacks"][0]["auc"], "{report}");
+    let local_counts = &report["guards"][1];
+    for key in ["queries", "label_agreement", "changed", "mean_l1_distortion"] {
+        assert_eq!(local_counts[key], counted[key], "{key}: {report}");
+    }
+
+    // SIGuard's parameters without a defender: refused before listening.
+    let out = moat().args(["secure", "server"]).arg(&model).args(["--siguard-lr", "1"]).output()?;
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("need --defender"));
 
     // A defender on sorted scores cannot run inside the protocol: refused before listening.
     let sorted = dir.join("defender-sorted.json");

@@ -34,7 +34,7 @@ use rand::seq::SliceRandom;
 use rand_chacha::ChaCha20Rng;
 use serde::Serialize;
 
-use super::{DataArgs, FixedArgs, load_model};
+use super::{DataArgs, FixedArgs, SiGuardArgs, load_model};
 use crate::progress::bar;
 use crate::report::{Table, print_json};
 
@@ -127,20 +127,9 @@ pub struct MiaArgs {
     /// The server's defender (`moat train-defender`), which a guard needs.
     #[arg(long)]
     pub defender: Option<PathBuf>,
-    /// SIGuard's rounds and steps per round (the paper: 6,49).
-    #[arg(long, value_delimiter = ',', default_value = "6,49")]
-    pub siguard_steps: Vec<u32>,
-    /// SIGuard applies the defender term g₁ only (the public prototype's behaviour) instead of
-    /// the full objective.
-    #[arg(long)]
-    pub siguard_g1_only: bool,
-    /// SIGuard's initial distortion weight c₃ (the paper: 0.1; ×10 after each validated round,
-    /// at most 10; 0 leaves the noise unpenalised).
-    #[arg(long, default_value_t = 0.1)]
-    pub siguard_c3: f64,
-    /// SIGuard's initial step length (the paper: 0.2; ×1.1 after each rejected round).
-    #[arg(long, default_value_t = 0.2)]
-    pub siguard_lr: f64,
+    /// SIGuard's parameters (`--guard siguard`).
+    #[command(flatten)]
+    pub siguard: SiGuardArgs,
     /// SIGuard's secure softmax (`spline`, `exp` or `relu`; `moat secure server --softmax`):
     /// the probabilities it optimises and reveals.
     #[arg(long, default_value = "spline")]
@@ -378,18 +367,7 @@ fn guarded_victims(
             victims.push(Target { victim: Box::new(guarded), guard: Some((guard, baseline, stats)) });
         }
     } else {
-        let [outer, inner] = args.siguard_steps[..] else {
-            bail!("--siguard-steps takes OUTER,INNER, got {:?}", args.siguard_steps);
-        };
-        let config = SiGuardConfig {
-            outer,
-            inner,
-            g1_only: args.siguard_g1_only,
-            c3: args.siguard_c3,
-            lr: args.siguard_lr,
-            softmax: args.siguard_softmax,
-            ..SiGuardConfig::default()
-        };
+        let config = args.siguard.config(args.siguard_softmax)?;
         info.siguard = Some(config);
         let guarded = SiGuardVictim::new(Arc::clone(quantized), &defender, config)?;
         let stats = guarded.stats();

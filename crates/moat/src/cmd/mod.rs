@@ -20,6 +20,7 @@ pub mod train;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use moat_mpc::ring_ops::{SiGuardConfig, Softmax};
 use moat_nn::data::{self, InputSpec, TrainTest};
 use moat_nn::{FixedPoint, Graph};
 
@@ -38,6 +39,70 @@ impl FixedArgs {
     /// The validated setting.
     pub fn fixed_point(&self) -> anyhow::Result<FixedPoint> {
         Ok(FixedPoint::new(self.ring_bits, self.frac_bits)?)
+    }
+}
+
+/// SIGuard's parameters, as `moat secure server --defender`, `moat bench secure --guard
+/// siguard` and `moat attack mia --guard siguard` take them (the secure softmax is each
+/// command's own `--softmax` option).
+#[derive(clap::Args, Debug, Clone, PartialEq)]
+pub struct SiGuardArgs {
+    /// SIGuard's rounds and steps per round (the paper: 6,49).
+    #[arg(long, value_delimiter = ',', default_value = "6,49")]
+    pub siguard_steps: Vec<u32>,
+    /// SIGuard applies the defender term g₁ only (the public prototype's behaviour) instead of
+    /// the full objective.
+    #[arg(long)]
+    pub siguard_g1_only: bool,
+    /// SIGuard's initial distortion weight c₃ (the paper: 0.1; ×10 after each validated round,
+    /// at most 10; 0 leaves the noise unpenalised).
+    #[arg(long, default_value_t = SiGuardConfig::default().c3)]
+    pub siguard_c3: f64,
+    /// SIGuard's initial step length (the paper: 0.2; ×1.1 after each rejected round).
+    #[arg(long, default_value_t = SiGuardConfig::default().lr)]
+    pub siguard_lr: f64,
+}
+
+impl Default for SiGuardArgs {
+    /// The command line's defaults: the paper's parameters.
+    fn default() -> Self {
+        let c = SiGuardConfig::default();
+        Self { siguard_steps: vec![c.outer, c.inner], siguard_g1_only: c.g1_only, siguard_c3: c.c3, siguard_lr: c.lr }
+    }
+}
+
+impl SiGuardArgs {
+    /// The configuration with the secure softmax `softmax` (checked by `SiGuard::new`).
+    pub fn config(&self, softmax: Softmax) -> anyhow::Result<SiGuardConfig> {
+        let [outer, inner] = self.siguard_steps[..] else {
+            anyhow::bail!("--siguard-steps takes OUTER,INNER, got {:?}", self.siguard_steps);
+        };
+        Ok(SiGuardConfig {
+            outer,
+            inner,
+            g1_only: self.siguard_g1_only,
+            c3: self.siguard_c3,
+            lr: self.siguard_lr,
+            softmax,
+            ..SiGuardConfig::default()
+        })
+    }
+
+    /// The same options on another command line (a `moat secure server` child).
+    pub fn to_args(&self) -> Vec<String> {
+        let steps: Vec<String> = self.siguard_steps.iter().map(u32::to_string).collect();
+        let mut args = vec![
+            "--siguard-steps".to_string(),
+            steps.join(","),
+            "--siguard-c3".into(),
+            self.siguard_c3.to_string(),
+            "--siguard-lr".into(),
+            self.siguard_lr.to_string(),
+        ];
+        if self.siguard_g1_only {
+            args.push("--siguard-g1-only".into());
+        }
+        args
     }
 }
 

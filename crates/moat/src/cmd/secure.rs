@@ -37,7 +37,7 @@ use moat_nn::QuantizedGraph;
 use moat_serve::secure::{DirectConfig, SecureListener};
 use serde::Serialize;
 
-use super::{DataArgs, FixedArgs, load_model};
+use super::{DataArgs, FixedArgs, SiGuardArgs, load_model};
 use crate::report::print_json;
 
 /// Arguments of `moat secure`.
@@ -117,12 +117,9 @@ pub struct ServerArgs {
     /// and SIGuard's parameters are announced in the hello). Replaces --harden.
     #[arg(long, value_name = "FILE")]
     pub defender: Option<PathBuf>,
-    /// SIGuard's rounds and steps per round (the paper: 6,49).
-    #[arg(long, value_delimiter = ',', default_value = "6,49", requires = "defender")]
-    pub siguard_steps: Vec<u32>,
-    /// SIGuard applies the defender term g₁ only (the public prototype's behaviour).
-    #[arg(long, requires = "defender")]
-    pub siguard_g1_only: bool,
+    /// SIGuard's parameters (with `--defender`).
+    #[command(flatten)]
+    pub siguard: SiGuardArgs,
     #[command(flatten)]
     pub shape: ShapeArgs,
     #[command(flatten)]
@@ -286,8 +283,13 @@ fn server(args: ServerArgs) -> anyhow::Result<()> {
 /// probabilities of a model of this width, valid parameters) before the port opens.
 fn siguard_factory(args: &ServerArgs, model: &ServerModel) -> anyhow::Result<Option<moat_mpc::engine::GuardFactory>> {
     use moat_attack::defense::{DefenderFile, DefenderInput};
-    use moat_mpc::ring_ops::{SiGuard, SiGuardConfig};
-    let Some(path) = &args.defender else { return Ok(None) };
+    use moat_mpc::ring_ops::SiGuard;
+    let Some(path) = &args.defender else {
+        if args.siguard != SiGuardArgs::default() {
+            bail!("the --siguard-* options set SIGuard's parameters; they need --defender");
+        }
+        return Ok(None);
+    };
     if args.harden != 0.0 {
         bail!("--defender and --harden cannot be combined (SIGuard replaces the hardening guard)");
     }
@@ -296,16 +298,8 @@ fn siguard_factory(args: &ServerArgs, model: &ServerModel) -> anyhow::Result<Opt
     if file.meta.input != DefenderInput::Probabilities {
         bail!("SIGuard needs a defender on the raw probabilities (moat train-defender --input probabilities)");
     }
-    let [outer, inner] = args.siguard_steps[..] else {
-        bail!("--siguard-steps takes OUTER,INNER, got {:?}", args.siguard_steps);
-    };
-    let config = SiGuardConfig {
-        outer,
-        inner,
-        g1_only: args.siguard_g1_only,
-        softmax: args.softmax,
-        ..SiGuardConfig::default()
-    };
+    let config = args.siguard.config(args.softmax)?;
+    let (outer, inner) = (config.outer, config.inner);
     let quantized = model.model();
     let classes = moat_nn::tensor::numel(quantized.graph().output_shape());
     // Its HE layers built and encoded once here, as the network's are at load.
@@ -513,13 +507,10 @@ pub struct BenchArgs {
     /// iterations, no data-dependent control flow).
     #[arg(long, value_name = "FILE")]
     pub defender: Option<PathBuf>,
-    /// SIGuard's rounds and steps per round for `--guard siguard` (the paper: 6,49).
-    #[arg(long, value_delimiter = ',', default_value = "6,49")]
-    pub siguard_steps: Vec<u32>,
-    /// SIGuard applies the defender term g₁ only, as the paper's public prototype does (its
-    /// reported 1.1 s overhead is of that variant); default: the full objective.
-    #[arg(long)]
-    pub siguard_g1_only: bool,
+    /// SIGuard's parameters for `--guard siguard` (`--siguard-g1-only`: the paper's public
+    /// prototype's variant, whose reported 1.1 s overhead is of it).
+    #[command(flatten)]
+    pub siguard: SiGuardArgs,
     /// The server's secure softmax (`moat secure server --softmax`), SIGuard's too.
     #[arg(long, default_value = "spline")]
     pub softmax: moat_mpc::ring_ops::Softmax,
@@ -684,6 +675,10 @@ pub struct GuardCost {
     pub softmax: String,
     /// Whether SIGuard applied the defender term g₁ only (the prototype's variant).
     pub g1_only: bool,
+    /// SIGuard's initial distortion weight c₃.
+    pub c3: f64,
+    /// SIGuard's initial step length.
+    pub lr: f64,
     /// Mean wall seconds per guarded query.
     pub seconds_per_query: f64,
     /// Mean bytes (both directions) per guarded query.
@@ -720,24 +715,15 @@ pub fn bench(mut args: BenchArgs) -> anyhow::Result<()> {
     let guard_args = match args.guard {
         BenchGuard::None => Vec::new(),
         BenchGuard::Siguard => {
+            // The parameters checked before a stand-in defender is trained.
+            args.siguard.config(args.softmax)?;
             let path = match &args.defender {
                 Some(path) => path.clone(),
                 None => stand_in_defender(&graph, &dir, args.seed)?,
             };
-            let [outer, inner] = args.siguard_steps[..] else {
-                bail!("--siguard-steps takes OUTER,INNER, got {:?}", args.siguard_steps);
-            };
-            let mut guard = vec![
-                "--defender".to_string(),
-                path.display().to_string(),
-                "--siguard-steps".into(),
-                format!("{outer},{inner}"),
-                "--softmax".into(),
-                args.softmax.to_string(),
-            ];
-            if args.siguard_g1_only {
-                guard.push("--siguard-g1-only".into());
-            }
+            let mut guard = vec!["--defender".to_string(), path.display().to_string()];
+            guard.extend(args.siguard.to_args());
+            guard.extend(["--softmax".into(), args.softmax.to_string()]);
             guard
         }
     };
@@ -914,10 +900,15 @@ fn bench_client(
     let siguard = guarded.map(|(secs, c)| {
         let bytes = c.bytes_total() as f64 / q;
         GuardCost {
-            steps: [args.siguard_steps.first().copied().unwrap_or(0), args.siguard_steps.get(1).copied().unwrap_or(0)],
+            steps: [
+                args.siguard.siguard_steps.first().copied().unwrap_or(0),
+                args.siguard.siguard_steps.get(1).copied().unwrap_or(0),
+            ],
             defender: args.defender.as_ref().map_or_else(|| "stand-in".into(), |p| p.display().to_string()),
             softmax: args.softmax.to_string(),
-            g1_only: args.siguard_g1_only,
+            g1_only: args.siguard.siguard_g1_only,
+            c3: args.siguard.siguard_c3,
+            lr: args.siguard.siguard_lr,
             seconds_per_query: secs / q,
             bytes_per_query: bytes,
             rounds_per_query: c.rounds as f64 / q,
