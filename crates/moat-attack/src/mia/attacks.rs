@@ -11,6 +11,8 @@
 //! | `rmia`, `rmia-offline`, `rmia-1` | RMIA (Zarifzadeh et al., ICML 2024): the likelihood ratio `p(x∣θ)/p(x)` compared pairwise with population samples `z`; online with all reference models, offline with the OUT models and the linear correction `a`, offline with one reference model | probabilities (targets and population), references |
 //! | `gap` | the gap attack (Yeom et al.): correctly classified = member | labels |
 //! | `robustness` | label-only noise robustness (Choquette-Choo et al., ICML 2021): the fraction of noisy copies still given the true label | labels on noisy copies |
+//!
+//! Every attack but `entropy` and `top1` reads the target's true label ([`Attack::reads_label`]).
 
 use std::str::FromStr;
 
@@ -115,6 +117,14 @@ impl Attack {
                 | Attack::RmiaOffline
                 | Attack::Rmia1
         )
+    }
+
+    /// Whether the attack reads the target's true label (all but `entropy` and `top1`). A
+    /// guard that keeps the predicted label leaves its correctness visible to such an attack,
+    /// so the gap attack's AUC `0.5 + (a_in − a_out)/2` (the accuracies on members and
+    /// non-members) stays within its reach whatever the guard does to the scores.
+    pub fn reads_label(self) -> bool {
+        !matches!(self, Attack::Entropy | Attack::Top1)
     }
 
     /// Whether the attack reads only labels.
@@ -608,6 +618,9 @@ mod tests {
             assert_eq!(a.name().parse::<Attack>()?, a);
         }
         assert!("lira".parse::<Attack>().is_err());
+        // Only the entropy and the top-1 probability do without the true label.
+        let label_free: Vec<&str> = Attack::ALL.iter().filter(|a| !a.reads_label()).map(|a| a.name()).collect();
+        assert_eq!(label_free, ["top1", "entropy"]);
         Ok(())
     }
 

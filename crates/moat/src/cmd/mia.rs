@@ -174,6 +174,9 @@ impl ReferenceTrainer for MoatTrainer {
 #[derive(Serialize)]
 struct AttackResult {
     attack: &'static str,
+    /// Whether the attack reads the target's true label (a label-keeping guard cannot take
+    /// such an attack below the gap attack's reach).
+    reads_label: bool,
     #[serde(flatten)]
     metrics: Metrics,
     scores_csv: Option<String>,
@@ -552,7 +555,12 @@ pub fn run(mut args: MiaArgs) -> anyhow::Result<()> {
                 scores_csv = Some(format!("scores/{stem}.csv"));
             }
             output_curves.push((s.attack.name(), curve));
-            results.push(AttackResult { attack: s.attack.name(), metrics, scores_csv });
+            results.push(AttackResult {
+                attack: s.attack.name(),
+                reads_label: s.attack.reads_label(),
+                metrics,
+                scores_csv,
+            });
         }
         curves.push((name.clone(), output_curves));
         let (guard_name, baseline, guard_stats) = match guard {
@@ -618,13 +626,15 @@ pub fn run(mut args: MiaArgs) -> anyhow::Result<()> {
             r.models, r.architecture, r.epochs, r.samples_each, r.seconds
         );
     }
-    let mut table = Table::new(&["output", "attack", "AUC", "bal. acc", "adv.", "TPR@1%", "TPR@0.1%", "TPR@0%"]);
+    let mut table =
+        Table::new(&["output", "attack", "reads y", "AUC", "bal. acc", "adv.", "TPR@1%", "TPR@0.1%", "TPR@0%"]);
     for o in &report.outputs {
         for a in &o.attacks {
             let m = &a.metrics;
             table.row(vec![
                 o.output.clone(),
                 a.attack.to_string(),
+                if a.reads_label { "yes" } else { "no" }.to_string(),
                 format!("{:.4}", m.auc),
                 format!("{:.4}", m.balanced_accuracy),
                 format!("{:.4}", m.advantage),
@@ -646,6 +656,14 @@ pub fn run(mut args: MiaArgs) -> anyhow::Result<()> {
             g.stats.mean_l1_distortion,
             g.stats.ms_per_query
         );
+        let gap =
+            report.outputs.iter().filter(|o| o.output == g.output).flat_map(|o| &o.attacks).find(|a| a.attack == "gap");
+        if let (Some(gap), true) = (gap, g.stats.label_agreement == 1.0) {
+            println!(
+                "  every label kept: an attacker who reads the true label still has the gap attack's AUC {:.4} on {} (the attacks with 'reads y')",
+                gap.metrics.auc, g.output
+            );
+        }
     }
     if let Some(dir) = &args.out {
         println!("wrote {}", dir.join("report.json").display());
