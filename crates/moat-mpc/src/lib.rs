@@ -99,6 +99,7 @@ pub mod convert;
 pub mod engine;
 pub mod error;
 pub mod he;
+mod memo;
 pub mod ot;
 pub mod protocols;
 pub mod ring_ops;

@@ -201,13 +201,12 @@ impl Victim for SiGuardVictim {
         let fixed = model.fixed();
         let answers = par_map(inputs.len(), |i| -> Result<(Vec<f64>, Vec<f64>, f64)> {
             let z = model.logits_encoded(inputs[i])?;
-            let ops = &mut PlainOps::new(fixed);
             // The unguarded answer by the guard's own softmax: the distortion is the guard's.
-            let plain = softmax(ops, &z, c, guard.config().softmax)?;
+            let plain = unguarded(model, &z, c, guard.config().softmax)?;
             let start = Instant::now();
-            let guarded = guard.run(ops, &z)?;
+            let guarded = guard.run(&mut PlainOps::new(fixed), &z)?;
             let t = start.elapsed().as_secs_f64();
-            Ok((normalised(fixed, &plain), normalised(fixed, &guarded), t))
+            Ok((plain, normalised(fixed, &guarded), t))
         });
         let pairs = answers.into_iter().collect::<Result<Vec<_>>>()?;
         for (_, g, _) in &pairs {
@@ -220,6 +219,13 @@ impl Victim for SiGuardVictim {
     fn labels(&mut self, inputs: &[&[f32]]) -> Result<Vec<usize>> {
         inputs.iter().map(|x| Ok(self.model.predict(x)?)).collect()
     }
+}
+
+/// What a server without a guard reveals for the fixed-point logits `z` (`classes` of them),
+/// as the client reads it: the secure softmax `variant` on the plaintext ring operations.
+fn unguarded(model: &QuantizedGraph, z: &[u64], classes: usize, variant: Softmax) -> Result<Vec<f64>> {
+    let fixed = model.fixed();
+    Ok(normalised(fixed, &softmax(&mut PlainOps::new(fixed), z, classes, variant)?))
 }
 
 /// A victim that guards its own answers (the guard runs where the model is served), counted
@@ -272,14 +278,10 @@ impl Victim for ServedGuardVictim {
         let guarded = self.inner.probabilities(inputs)?;
         let t = start.elapsed().as_secs_f64() / inputs.len().max(1) as f64;
         let (model, variant, c) = (&self.model, self.softmax, self.classes());
-        let fixed = model.fixed();
-        let plain = par_map(inputs.len(), |i| -> Result<Vec<f64>> {
-            let z = model.logits_encoded(inputs[i])?;
-            Ok(normalised(fixed, &softmax(&mut PlainOps::new(fixed), &z, c, variant)?))
-        });
-        let pairs = plain.into_iter().zip(&guarded).map(|(u, g)| Ok((u?, g.clone(), t))).collect::<Result<Vec<_>>>()?;
+        let plain = par_map(inputs.len(), |i| unguarded(model, &model.logits_encoded(inputs[i])?, c, variant));
+        let pairs = plain.into_iter().zip(guarded).map(|(u, g)| Ok((u?, g, t))).collect::<Result<Vec<_>>>()?;
         record(&self.stats, &pairs);
-        Ok(guarded)
+        Ok(pairs.into_iter().map(|(_, g, _)| g).collect())
     }
 
     fn labels(&mut self, inputs: &[&[f32]]) -> Result<Vec<usize>> {

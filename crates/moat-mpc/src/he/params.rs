@@ -24,8 +24,7 @@
 //! | [`HeParams::n4096`] | 4096 | 109 (60 + 49) | 128 | 2^68 | 49, 40 (ℓ = 37) |
 //! | [`HeParams::n8192`] | 8192 | 180 (3 × 60) | 128 | 2^139 | 49, 40 (ℓ = 37) |
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 
 use fhe::bfv::{BfvParameters, BfvParametersBuilder};
 use fhe_math::rq::Context;
@@ -33,6 +32,7 @@ use fhe_math::zq::Modulus;
 use moat_nn::FixedPoint;
 
 use crate::error::{MpcError, Result};
+use crate::memo::Memo;
 
 /// Bits of the CBD error parameter: errors are `Σ₂₀ b − Σ₂₀ b'` (variance 10), |e| ≤ 20.
 pub const ERROR_BOUND: u64 = 20;
@@ -187,16 +187,10 @@ impl HeParams {
     /// The set is public and immutable; clones share it.
     fn vetted(degree: usize, sizes: &[usize], fixed: FixedPoint) -> Result<Self> {
         /// `(N, ℓ, f)` → the set.
-        type Sets = HashMap<(usize, u32, u32), HeParams>;
-        static SETS: OnceLock<Mutex<Sets>> = OnceLock::new();
-        let sets = SETS.get_or_init(Default::default);
-        let key = (degree, fixed.ring_bits(), fixed.frac_bits());
-        if let Some(params) = sets.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
-            return Ok(params.clone());
-        }
-        // Built outside the lock: two first users may both build it; one copy is kept.
-        let built = Self::new(degree, &generate_primes(degree, sizes)?, fixed)?;
-        Ok(sets.lock().unwrap_or_else(|e| e.into_inner()).entry(key).or_insert(built).clone())
+        static SETS: Memo<(usize, u32, u32), HeParams> = Memo::new();
+        SETS.get_or_build((degree, fixed.ring_bits(), fixed.frac_bits()), || {
+            Self::new(degree, &generate_primes(degree, sizes)?, fixed)
+        })
     }
 
     /// The fhe.rs parameters (contexts for every level, plaintext modulus `t = 2^ℓ`).

@@ -897,26 +897,25 @@ fn bench_client(
         .iter()
         .map(|(name, s, m)| (name.to_string(), *s, *m, seconds_per_query / s, mib / m))
         .collect();
-    let siguard = guarded.map(|(secs, c)| {
+    let siguard = guarded.map(|(secs, c)| -> anyhow::Result<GuardCost> {
+        let config = args.siguard.config(args.softmax)?;
         let bytes = c.bytes_total() as f64 / q;
-        GuardCost {
-            steps: [
-                args.siguard.siguard_steps.first().copied().unwrap_or(0),
-                args.siguard.siguard_steps.get(1).copied().unwrap_or(0),
-            ],
+        Ok(GuardCost {
+            steps: [config.outer, config.inner],
             defender: args.defender.as_ref().map_or_else(|| "stand-in".into(), |p| p.display().to_string()),
-            softmax: args.softmax.to_string(),
-            g1_only: args.siguard.siguard_g1_only,
-            c3: args.siguard.siguard_c3,
-            lr: args.siguard.siguard_lr,
+            softmax: config.softmax.to_string(),
+            g1_only: config.g1_only,
+            c3: config.c3,
+            lr: config.lr,
             seconds_per_query: secs / q,
             bytes_per_query: bytes,
             rounds_per_query: c.rounds as f64 / q,
             unguarded_rounds_per_query: total.rounds as f64 / q,
             added_time: (secs / q - seconds_per_query) / seconds_per_query,
             added_bytes: (bytes - bytes_per_query) / bytes_per_query,
-        }
+        })
     });
+    let siguard = siguard.transpose()?;
     Ok(BenchReport {
         net: args.model.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| args.net.clone()),
         weights: weights.to_string(),

@@ -25,14 +25,15 @@
 //! segment to keep them in L2 (the scatter into the outputs costs more than the misses it
 //! saves).
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::convert::Infallible;
+use std::sync::Arc;
 
 use aes::Aes128;
 use aes::cipher::{BlockEncrypt, KeyInit};
 use rayon::prelude::*;
 
 use crate::Block;
+use crate::memo::Memo;
 
 /// Ones per row of `A` (emp-ot and Ferret use 10).
 pub const ROW_WEIGHT: usize = 10;
@@ -129,16 +130,10 @@ impl ColumnTable {
 /// Tables are kept for the life of the process (one per parameter set in use).
 fn shared_table(code: &LpnCode, key: u128, rows: usize) -> Arc<ColumnTable> {
     /// `(k, key, rows)` → the table.
-    type Tables = HashMap<(usize, u128, usize), Arc<ColumnTable>>;
-    static TABLES: OnceLock<Mutex<Tables>> = OnceLock::new();
-    let tables = TABLES.get_or_init(Default::default);
-    let id = (code.k, key, rows);
-    if let Some(t) = tables.lock().unwrap_or_else(|e| e.into_inner()).get(&id) {
-        return Arc::clone(t);
-    }
-    // Built outside the lock: two first users may both build it; one copy is kept.
-    let built = Arc::new(ColumnTable::build(code, rows));
-    Arc::clone(tables.lock().unwrap_or_else(|e| e.into_inner()).entry(id).or_insert(built))
+    static TABLES: Memo<(usize, u128, usize), Arc<ColumnTable>> = Memo::new();
+    let Ok(table) =
+        TABLES.get_or_build((code.k, key, rows), || Ok::<_, Infallible>(Arc::new(ColumnTable::build(code, rows))));
+    table
 }
 
 impl LpnCode {
