@@ -59,6 +59,21 @@ pub trait OtSender {
     /// `n` random OTs, delivered to `sink` in chunks in order (bounded memory for huge `n`).
     fn send_random_chunks(&mut self, ch: &mut dyn Channel, n: usize, sink: &mut SenderSink<'_>) -> Result<()>;
 
+    /// The sender's side of [`OtReceiver::receive_random_choice`] (random OTs whose choice
+    /// bits are the receiver's random ones), in chunks as [`Self::send_random_chunks`]. A
+    /// silent OT overrides both to skip the choice derandomisation: no message either way.
+    fn send_random_choice_chunks(&mut self, ch: &mut dyn Channel, n: usize, sink: &mut SenderSink<'_>) -> Result<()> {
+        self.send_random_chunks(ch, n, sink)
+    }
+
+    /// Whether [`Self::send_random_choice_chunks`] exchanges no message with the receiver
+    /// (a silent OT: only the sender's own refill rounds), so that protocols may order it
+    /// freely against other traffic. The receiver's side says the same
+    /// ([`OtReceiver::random_choice_is_silent`]).
+    fn random_choice_is_silent(&self) -> bool {
+        false
+    }
+
     /// `n` random OTs: the sender's pairs `(m₀, m₁)`.
     fn send_random(&mut self, ch: &mut dyn Channel, n: usize) -> Result<Vec<[Block; 2]>> {
         let mut out = Vec::with_capacity(n);
@@ -139,8 +154,9 @@ pub trait OtReceiver {
         Ok(out)
     }
 
-    /// Random OTs with random choice bits (drawn from `rng`): `(choices, m_c)`. This is the
-    /// natural output of a silent OT, which may override it to skip the choice derandomisation.
+    /// Random OTs with random choice bits (drawn from `rng`): `(choices, m_c)`; the sender
+    /// runs [`OtSender::send_random_choice_chunks`]. This is the natural output of a silent
+    /// OT, which overrides both to skip the choice derandomisation.
     fn receive_random_choice(
         &mut self,
         ch: &mut dyn Channel,
@@ -150,6 +166,12 @@ pub trait OtReceiver {
         let choices = BitVec::random(n, rng);
         let keys = self.receive_random(ch, &choices)?;
         Ok((choices, keys))
+    }
+
+    /// Whether [`Self::receive_random_choice`] exchanges no message with the sender (see
+    /// [`OtSender::random_choice_is_silent`]).
+    fn random_choice_is_silent(&self) -> bool {
+        false
     }
 
     /// The receiver side of [`OtSender::send_correlated`]: `xᵢ + cᵢ·Δᵢ mod 2^ℓ`.
@@ -190,6 +212,12 @@ impl<T: OtSender + ?Sized> OtSender for &mut T {
     fn send_random_chunks(&mut self, ch: &mut dyn Channel, n: usize, sink: &mut SenderSink<'_>) -> Result<()> {
         (**self).send_random_chunks(ch, n, sink)
     }
+    fn send_random_choice_chunks(&mut self, ch: &mut dyn Channel, n: usize, sink: &mut SenderSink<'_>) -> Result<()> {
+        (**self).send_random_choice_chunks(ch, n, sink)
+    }
+    fn random_choice_is_silent(&self) -> bool {
+        (**self).random_choice_is_silent()
+    }
     fn send_random(&mut self, ch: &mut dyn Channel, n: usize) -> Result<Vec<[Block; 2]>> {
         (**self).send_random(ch, n)
     }
@@ -223,6 +251,9 @@ impl<T: OtReceiver + ?Sized> OtReceiver for &mut T {
         rng: &mut ChaCha20Rng,
     ) -> Result<(BitVec, Vec<Block>)> {
         (**self).receive_random_choice(ch, n, rng)
+    }
+    fn random_choice_is_silent(&self) -> bool {
+        (**self).random_choice_is_silent()
     }
     fn receive_correlated(&mut self, ch: &mut dyn Channel, choices: &BitVec, bits: u32) -> Result<Vec<u64>> {
         (**self).receive_correlated(ch, choices, bits)

@@ -341,6 +341,13 @@ fn compare_batch(
     let triple_count = plan.ops.len() * total;
     let table_len = total * plan.widths.iter().map(|&w| 2usize << w).sum::<usize>();
     let (sender, receiver, rng) = s.parts();
+    // The leaf table and the triples are independent. With a silent OT the triples' random
+    // OTs exchange no message (only the sender's refill rounds), so P0 sends its table first
+    // and P1 unmasks its leaves while P0 works on the triples: P1's share of a leaf OT costs
+    // less than P0's, and it would otherwise wait for the table (6–8 % faster ReLUs measured,
+    // `moat bench relu --ot ferret`). With IKNP, P0's sender half reads the matrix of P1's
+    // receiver half, so that half goes first and the table follows P0's sender half.
+    let table_first = sender.random_choice_is_silent() && receiver.random_choice_is_silent();
 
     // Leaf shares of every chunk, as planes.
     let (mut gt, mut eq): (NodePlanes, NodePlanes) = (vec![None; plan.nodes], vec![None; plan.nodes]);
@@ -358,8 +365,14 @@ fn compare_batch(
                 gt[j] = Some(g);
                 eq[j] = Some(e);
             }
+            if table_first {
+                planes::send_words(ch, &table, table_len)?;
+            }
             let send_half = triples::sender_half(sender, ch, triple_count)?;
-            planes::send_words(ch, &table, table_len)?;
+            if !table_first {
+                planes::send_words(ch, &table, table_len)?;
+            }
+            drop(table);
             let recv_half = triples::receiver_half(receiver, ch, triple_count, rng)?;
             (send_half, recv_half)
         }
@@ -369,9 +382,17 @@ fn compare_batch(
             } else {
                 leaf_pads::<false>(receiver, ch, input, fanout, &plan)?
             };
-            let recv_half = triples::receiver_half(receiver, ch, triple_count, rng)?;
+            let mut recv_half = None;
+            if !table_first {
+                recv_half = Some(triples::receiver_half(receiver, ch, triple_count, rng)?);
+            }
             let table = planes::recv_words(ch, table_len)?;
             unmask_leaves(input, fanout, &plan, &table, pads, &mut gt, &mut eq);
+            drop(table);
+            let recv_half = match recv_half {
+                Some(half) => half,
+                None => triples::receiver_half(receiver, ch, triple_count, rng)?,
+            };
             let send_half = triples::sender_half(sender, ch, triple_count)?;
             (send_half, recv_half)
         }

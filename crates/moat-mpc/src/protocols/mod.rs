@@ -23,9 +23,12 @@
 //! | [`argmax`](mod@argmax) | label of `K = 10` logits, to `P1` only | 8258 per sample | 17 + 21 |
 //!
 //! **On Ferret silent OT** ([`Session::setup_silent`], whose sessions use
-//! [`Config::silent`]: 4-bit chunks), measured with `moat bench relu|trunc|maxpool`: ReLU
-//! 57.0 B and 2.3 µs (5 + 11 flights), non-negative truncation 21.4 B, 3×3 stride-2 max pool
-//! 346.2 B per output (3-bit chunks: 48.0 B and 3.25 µs, 18.4 B, 291.6 B); exact as on IKNP.
+//! [`Config::silent`]: 4-bit chunks), measured with `moat bench relu|trunc|maxpool` (2^20
+//! elements, refill rounds included): ReLU 57.2 B and 1.1–1.6 µs (12 + 13 flights), signed
+//! truncation 53.5 B, non-negative truncation 21.4 B, 3×3 stride-2 max pool 165.0 B per
+//! output (3-bit chunks: 48.0 B, 46.0 B, 18.2 B, 135.8 B); exact as on IKNP. The triples'
+//! random OTs take the COTs' own random choices and send nothing
+//! ([`crate::ot::OtReceiver::receive_random_choice`]).
 //!
 //! (ℓ = 37, f = 12, the default 6-bit chunks, IKNP, both directions, frame headers included;
 //! the flights do not depend on `n` up to [`Config::max_batch`]. With 4-bit chunks a ReLU

@@ -25,7 +25,8 @@ pub struct Config {
     /// is the largest CPU cost, so the width trades table bytes against OTs and tree levels —
     /// 59.2 bytes and 2.23–2.49 µs per ReLU at 4 bits against 50.8 bytes and 2.43–2.93 µs at
     /// 3 (`moat bench relu --n 1048576 --chunk-bits 3|4`, refills counted, three alternating
-    /// runs), ≈ 140 bytes at 6. See [`super::millionaire`](mod@super::millionaire).
+    /// runs), ≈ 140 bytes at 6; since the triples take the silent OT's own random choices,
+    /// 57.2 and 48.0 bytes. See [`super::millionaire`](mod@super::millionaire).
     pub chunk_bits: u32,
     /// Largest number of elements processed in one pass. Larger inputs run in consecutive
     /// passes of this size, each with the protocol's constant number of rounds; this bounds

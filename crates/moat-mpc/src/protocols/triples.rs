@@ -14,7 +14,9 @@
 //! * `cᵢ = aᵢbᵢ ⊕ uᵢ ⊕ vᵢ`, and `c₀ ⊕ c₁ = a₀b₀ ⊕ a₁b₁ ⊕ a₁b₀ ⊕ a₀b₁ = ab`.
 //!
 //! No message besides the OTs' own: with IKNP **32 bytes per triple** (16 each direction),
-//! and the random OTs of both directions travel in flights the caller already has.
+//! and the random OTs of both directions travel in flights the caller already has; with a
+//! silent OT none at all (the COTs' own random choices, no derandomisation bit; only the
+//! refill rounds of the pools).
 //!
 //! **AND gates** ([`and_gates`]) open `d = x ⊕ a`, `e = y ⊕ b` (and `e' = y' ⊕ b'`):
 //! 2–3 bits per gate each way in one exchange, then `z = c ⊕ d·b ⊕ e·a ⊕ [P0]·d·e`.
@@ -53,7 +55,7 @@ pub(crate) fn sender_half(ot: &mut dyn OtSender, ch: &mut dyn Channel, count: us
     let mut done = 0;
     while done < count {
         let piece = PIECE.min(count - done);
-        ot.send_random_chunks(ch, piece, &mut |_, pairs| {
+        ot.send_random_choice_chunks(ch, piece, &mut |_, pairs| {
             for group in pairs.chunks(64) {
                 let mut words = [0u64; 4];
                 for (j, p) in group.iter().enumerate() {

@@ -97,25 +97,25 @@ impl ColumnTable {
         Self { low, high }
     }
 
-    /// `out[i] ^= ⊕_{j} input[col(first_row + i, j)]`.
-    fn encode_rows(&self, first_row: usize, input: &[Block], out: &mut [Block]) {
+    /// `out[i] ^= ⊕_{j} input[col(first_row + i, j)]` (`XOR`), or `=` (written over `out`).
+    fn encode_rows<const XOR: bool>(&self, first_row: usize, input: &[Block], out: &mut [Block]) {
         if input.len().is_power_of_two() {
             // Every column is below `k = 2^b`, so the mask changes no index; it lets the
             // compiler drop the bounds check of each of the ten reads.
             let mask = input.len() - 1;
             let input = &input[..=mask];
-            self.gather(first_row, out, |col| input[col & mask]);
+            self.gather::<XOR>(first_row, out, |col| input[col & mask]);
         } else {
-            self.gather(first_row, out, |col| input[col]);
+            self.gather::<XOR>(first_row, out, |col| input[col]);
         }
     }
 
     /// The row loop of [`Self::encode_rows`], reading the input through `read`.
     #[inline(always)]
-    fn gather(&self, first_row: usize, out: &mut [Block], read: impl Fn(usize) -> Block) {
+    fn gather<const XOR: bool>(&self, first_row: usize, out: &mut [Block], read: impl Fn(usize) -> Block) {
         let rows = self.low[first_row..].iter().zip(&self.high[first_row..]);
         for (o, (low, &high)) in out.iter_mut().zip(rows) {
-            let mut acc = *o;
+            let mut acc = if XOR { *o } else { 0 };
             for (j, &l) in low.iter().enumerate() {
                 let col = usize::from(l) | (((high >> (HIGH_BITS * j as u32)) & ((1 << HIGH_BITS) - 1)) as usize) << 16;
                 acc ^= read(col);
@@ -181,12 +181,14 @@ impl LpnCode {
     }
 
     /// `out[i] ^= ⊕_{j} input[col(first_row + i, j)]` (`input.len()` = `k`, `first_row` even):
-    /// rows `first_row ..` of [`Self::encode`], on the calling thread.
-    pub(crate) fn encode_rows(&self, first_row: usize, input: &[Block], out: &mut [Block]) {
+    /// rows `first_row ..` of [`Self::encode`], on the calling thread. Without `XOR` the rows
+    /// are written over `out` ([`Self::encode_over`]).
+    pub(crate) fn encode_rows<const XOR: bool>(&self, first_row: usize, input: &[Block], out: &mut [Block]) {
         match &self.table {
-            Some(table) if first_row + out.len() <= table.rows() => table.encode_rows(first_row, input, out),
+            Some(table) if first_row + out.len() <= table.rows() => table.encode_rows::<XOR>(first_row, input, out),
             _ => self.for_each_row(first_row, out.len(), |i, cols| {
-                out[i] = cols.iter().fold(out[i], |acc, &col| acc ^ input[col as usize]);
+                let start = if XOR { out[i] } else { 0 };
+                out[i] = cols.iter().fold(start, |acc, &col| acc ^ input[col as usize]);
             }),
         }
     }
@@ -194,7 +196,17 @@ impl LpnCode {
     /// `out ^= A·input` over all rows of `out`, in parallel.
     pub fn encode(&self, input: &[Block], out: &mut [Block]) {
         debug_assert_eq!(input.len(), self.k);
-        out.par_chunks_mut(TASK_ROWS).enumerate().for_each(|(t, chunk)| self.encode_rows(t * TASK_ROWS, input, chunk));
+        out.par_chunks_mut(TASK_ROWS)
+            .enumerate()
+            .for_each(|(t, chunk)| self.encode_rows::<true>(t * TASK_ROWS, input, chunk));
+    }
+
+    /// `out = A·input` over all rows of `out` (whatever it held), in parallel.
+    pub fn encode_over(&self, input: &[Block], out: &mut [Block]) {
+        debug_assert_eq!(input.len(), self.k);
+        out.par_chunks_mut(TASK_ROWS)
+            .enumerate()
+            .for_each(|(t, chunk)| self.encode_rows::<false>(t * TASK_ROWS, input, chunk));
     }
 }
 

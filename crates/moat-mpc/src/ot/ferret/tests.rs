@@ -194,6 +194,46 @@ fn random_and_derived_ot_flavours() -> Result<()> {
     Ok(())
 }
 
+/// Random OTs with the receiver's random choices are the COTs' own: `m_x = H(M)` for the
+/// choice `x` (the block's lowest bit), the other message differs, and the receiver sends
+/// nothing — across a refill round too, whose only traffic is the sender's tree message.
+#[test]
+fn random_choice_ots_exchange_nothing() -> Result<()> {
+    let n = 2 * SMALL.per_round() + 1234;
+    let ((pairs, sender_got), (choices, keys, receiver_sent)) = run_pair(
+        Net::Memory,
+        move |ch| {
+            let (mut s, _r) = ferret_pair(ch, Party::P0, SMALL, 1)?;
+            assert!(s.random_choice_is_silent());
+            let got = ch.stats().total().bytes_received;
+            let mut pairs = Vec::with_capacity(n);
+            s.send_random_choice_chunks(ch, n, &mut |offset, chunk| {
+                assert_eq!(offset, pairs.len());
+                pairs.extend_from_slice(chunk);
+                Ok(())
+            })?;
+            Ok((pairs, ch.stats().total().bytes_received - got))
+        },
+        move |ch| {
+            let (_s, mut r) = ferret_pair(ch, Party::P1, SMALL, 2)?;
+            assert!(r.random_choice_is_silent());
+            let sent = ch.stats().total().bytes_sent;
+            let (choices, keys) = r.receive_random_choice(ch, n, &mut rng(3))?;
+            Ok((choices, keys, ch.stats().total().bytes_sent - sent))
+        },
+    )?;
+    assert_eq!((sender_got, receiver_sent), (0, 0));
+    assert_eq!((pairs.len(), keys.len(), choices.len()), (n, n, n));
+    let ones = (0..n).filter(|&i| choices.bit(i) == 1).count();
+    assert!(ones.abs_diff(n / 2) < n / 20, "{ones} of {n} choices are 1");
+    for i in 0..n {
+        let c = choices.bit(i) as usize;
+        assert_eq!(keys[i], pairs[i][c], "ROT {i}");
+        assert_ne!(keys[i], pairs[i][1 - c], "ROT {i}");
+    }
+    Ok(())
+}
+
 /// P1 is an honest receiver that needs a main round; P0 sends `reply` in its place.
 fn receiver_against(
     reply: impl FnOnce(&mut dyn Channel) -> Result<()> + Send + 'static,
