@@ -11,19 +11,25 @@
 //!
 //! The code is the same every round, so a code that encodes many rounds
 //! ([`LpnCode::with_table`], Ferret's main code) computes its indices once per process and
-//! streams them from a packed table (28 bytes a row, 174 MB for B12, shared by every sender,
+//! streams them from a packed table (24 bytes a row, 149 MB for B12, shared by every sender,
 //! receiver and session of the process). The bootstrap code, used once per session, computes
 //! them as it goes. Both give the same code (test `a_column_table_encodes_the_same_code`).
 //!
 //! The largest CPU cost of a Ferret round. On one core of the benchmark machine (AMD EPYC,
-//! 512 KB L2 per core), two processes encoding B12 rounds at once (`examples/lpn_speed.rs`):
-//! 27–37 ns per output with computed indices (the 2.5 AES calls ≈ 5.5 ns, the index
-//! arithmetic and its stores most of the rest), 14–20 ns with the table, i.e. 1.4–2 ns per
-//! random read, bound by the memory system (huge pages for the 4 MB input measured no
-//! faster). The table takes 0.22–0.28 s to build on one thread, at session setup. Software
-//! prefetching a few rows ahead measured slower, and so did sorting a batch's reads by table
-//! segment to keep them in L2 (the scatter into the outputs costs more than the misses it
-//! saves).
+//! 1 MB L2 per core, 32 MB L3), two processes encoding B12 rounds at once
+//! (`examples/lpn_speed.rs`, session 19): 13.7–14.7 ns per output with computed indices (the
+//! 2.5 AES calls ≈ 5.5 ns, the index arithmetic and its stores most of the rest), 7.4–8.6 ns
+//! with the table, and 6.1–6.9 ns with the table over a 1 MB input that fits L2 — the ten
+//! random reads cost little more from L3; the row loop's instructions and the table's stream
+//! are most of the time (earlier sessions, with more load on the machine: 27–37 and 14–20 ns).
+//! Rows of 24 bytes (19-bit indices) encode as fast as the 28-byte layout they replaced, and
+//! in the two-party ReLU benchmark, where both parties stream their tables while other jobs
+//! use the memory too, measured 3–15 % faster ReLUs (`moat bench relu --ot ferret`,
+//! interleaved runs); rows of ten `u32` (40 bytes) measured slower. The table takes
+//! 0.11–0.28 s to build on one thread, at session setup. Huge pages for the 4 MB input,
+//! software prefetching a few rows ahead, and sorting a batch's reads by table segment to keep
+//! them in L2 (the scatter into the outputs costs more than the misses it saves) measured no
+//! faster.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -43,10 +49,12 @@ const ROWS: usize = 32;
 const BLOCKS_PER_PAIR: usize = 5;
 /// Rows per parallel task.
 const TASK_ROWS: usize = 1 << 14;
-/// Bits per column index in a [`ColumnTable`]: 16 low bits plus [`HIGH_BITS`] high bits.
-const HIGH_BITS: u32 = 6;
-/// The largest `k` a column table can index (`2^22`; every set moat ships is below).
-pub const MAX_TABLE_K: usize = 1 << (16 + HIGH_BITS);
+/// Bits per column index in a [`ColumnTable`] (ten of them fill 190 of a row's 192 bits).
+const INDEX_BITS: u32 = 19;
+/// The largest `k` a column table can index (`2^19`; every set moat ships is at most that).
+pub const MAX_TABLE_K: usize = 1 << INDEX_BITS;
+/// Bits of a table word left above its three whole indices, holding a part of the tenth.
+const SPARE_BITS: u32 = 64 - 3 * INDEX_BITS;
 
 /// The public code of one LPN instance.
 #[derive(Clone)]
@@ -65,36 +73,60 @@ impl std::fmt::Debug for LpnCode {
     }
 }
 
-/// The column indices of a code's first rows, computed once: 22 bits per index, packed as
-/// ten 16-bit low halves and one word of ten 6-bit high parts per row (28 bytes a row;
-/// 174 MB for B12's 6,225,920 rows). Reading them back is a stream, where computing them is
-/// 2.5 AES calls and ten multiplications per row (the module doc has the measured speeds).
+/// The column indices of a code's first rows, computed once: 19 bits per index, ten to a
+/// row in three 64-bit words (24 bytes a row; 149 MB for B12's 6,225,920 rows). Word `w`
+/// holds indices `3w, 3w+1, 3w+2` in its low 57 bits and 7 bits of index 9 (bits `7w ..`)
+/// in its top 7. Reading them back is a stream, where computing them is 2.5 AES calls and
+/// ten multiplications per row (the module doc has the measured speeds).
 struct ColumnTable {
-    low: Vec<[u16; ROW_WEIGHT]>,
-    high: Vec<u64>,
+    rows: Vec<[u64; 3]>,
 }
 
 impl ColumnTable {
     fn rows(&self) -> usize {
-        self.high.len()
+        self.rows.len()
+    }
+
+    /// Packs one row's ten columns (each `< MAX_TABLE_K`).
+    fn pack(cols: &[u32]) -> [u64; 3] {
+        let tenth = u64::from(cols[ROW_WEIGHT - 1]);
+        std::array::from_fn(|w| {
+            let whole = (0..3).fold(0u64, |acc, i| acc | u64::from(cols[3 * w + i]) << (INDEX_BITS * i as u32));
+            let part = (tenth >> (SPARE_BITS * w as u32)) & ((1 << SPARE_BITS) - 1);
+            whole | part << (3 * INDEX_BITS)
+        })
+    }
+
+    /// The ten columns of a packed row, in order.
+    #[inline(always)]
+    fn unpack(words: &[u64; 3]) -> [usize; ROW_WEIGHT] {
+        const MASK: u64 = (1 << INDEX_BITS) - 1;
+        let whole = |w: usize, i: u32| ((words[w] >> (INDEX_BITS * i)) & MASK) as usize;
+        let tenth = (words[0] >> (3 * INDEX_BITS))
+            | (words[1] >> (3 * INDEX_BITS)) << SPARE_BITS
+            | (words[2] >> (3 * INDEX_BITS)) << (2 * SPARE_BITS);
+        [
+            whole(0, 0),
+            whole(0, 1),
+            whole(0, 2),
+            whole(1, 0),
+            whole(1, 1),
+            whole(1, 2),
+            whole(2, 0),
+            whole(2, 1),
+            whole(2, 2),
+            tenth as usize,
+        ]
     }
 
     /// The table of `code`'s first `rows` rows (`code.k ≤ MAX_TABLE_K`), in parallel.
     fn build(code: &LpnCode, rows: usize) -> Self {
         debug_assert!(code.k <= MAX_TABLE_K);
-        let mut low = vec![[0u16; ROW_WEIGHT]; rows];
-        let mut high = vec![0u64; rows];
-        low.par_chunks_mut(TASK_ROWS).zip(high.par_chunks_mut(TASK_ROWS)).enumerate().for_each(|(t, (low, high))| {
-            code.for_each_row(t * TASK_ROWS, low.len(), |i, cols| {
-                let mut h = 0u64;
-                for (j, &c) in cols.iter().enumerate() {
-                    low[i][j] = c as u16;
-                    h |= u64::from(c >> 16) << (HIGH_BITS * j as u32);
-                }
-                high[i] = h;
-            });
+        let mut packed = vec![[0u64; 3]; rows];
+        packed.par_chunks_mut(TASK_ROWS).enumerate().for_each(|(t, chunk)| {
+            code.for_each_row(t * TASK_ROWS, chunk.len(), |i, cols| chunk[i] = Self::pack(cols));
         });
-        Self { low, high }
+        Self { rows: packed }
     }
 
     /// `out[i] ^= ⊕_{j} input[col(first_row + i, j)]` (`XOR`), or `=` (written over `out`).
@@ -113,14 +145,9 @@ impl ColumnTable {
     /// The row loop of [`Self::encode_rows`], reading the input through `read`.
     #[inline(always)]
     fn gather<const XOR: bool>(&self, first_row: usize, out: &mut [Block], read: impl Fn(usize) -> Block) {
-        let rows = self.low[first_row..].iter().zip(&self.high[first_row..]);
-        for (o, (low, &high)) in out.iter_mut().zip(rows) {
-            let mut acc = if XOR { *o } else { 0 };
-            for (j, &l) in low.iter().enumerate() {
-                let col = usize::from(l) | (((high >> (HIGH_BITS * j as u32)) & ((1 << HIGH_BITS) - 1)) as usize) << 16;
-                acc ^= read(col);
-            }
-            *o = acc;
+        for (o, words) in out.iter_mut().zip(&self.rows[first_row..]) {
+            let start = if XOR { *o } else { 0 };
+            *o = Self::unpack(words).iter().fold(start, |acc, &col| acc ^ read(col));
         }
     }
 }
@@ -144,7 +171,7 @@ impl LpnCode {
     }
 
     /// The same code with the indices of its first `rows` rows read from a table computed
-    /// once per process (28 bytes a row, see the module doc), for a code that encodes many
+    /// once per process (24 bytes a row, see the module doc), for a code that encodes many
     /// rounds. Falls back to [`Self::new`] above [`MAX_TABLE_K`] columns.
     pub fn with_table(k: usize, key: u128, rows: usize) -> Self {
         let mut code = Self::new(k, key);
@@ -262,6 +289,22 @@ mod tests {
             assert_eq!(a, b, "k = {k}");
         }
         assert!(LpnCode::with_table(MAX_TABLE_K + 1, 5, 10).table.is_none());
+    }
+
+    /// A packed row gives back its ten columns, at the extremes of every bit position.
+    #[test]
+    fn packed_rows_unpack_to_their_columns() {
+        let max = (MAX_TABLE_K - 1) as u32;
+        let rows: [[u32; ROW_WEIGHT]; 4] = [
+            [0; ROW_WEIGHT],
+            [max; ROW_WEIGHT],
+            [max, 0, max, 0, max, 0, max, 0, max, 0],
+            [1, 2, 4, 1 << 17, 1 << 18, 3, 5, max - 1, 77, 0b101_0101_0101_0101_0101],
+        ];
+        for cols in rows {
+            let want: Vec<usize> = cols.iter().map(|&c| c as usize).collect();
+            assert_eq!(ColumnTable::unpack(&ColumnTable::pack(&cols)).to_vec(), want);
+        }
     }
 
     #[test]

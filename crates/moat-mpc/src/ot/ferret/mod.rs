@@ -57,7 +57,7 @@
 //! [`OtReceiver::receive_random_choice`]) nothing. CPU per round and party: `n` AES for the
 //! trees (1 per COT) and `10n` random reads into the `16·k`-byte input for the encoding, its
 //! column indices streamed from a table computed once per process (`2.5n` AES at setup;
-//! 174 MB of memory per process for B12, see [`lpn`]); both are split across threads with
+//! 149 MB of memory per process for B12, see [`lpn`]); both are split across threads with
 //! rayon.
 //!
 //! **Security.** Semi-honest, like the rest of moat's OT: a malicious sender could send
