@@ -42,7 +42,9 @@
 //! **Rounds:** `P1` sends its OT messages, `P0` its tables, OT messages and first AND
 //! openings, then both exchange openings once per remaining tree level: `⌈log₂ C⌉` levels
 //! (3 for `C = 6`), i.e. 3 flights from `P0` and 4 from `P1`; constant in `n` up to
-//! [`super::Config::max_batch`] elements per pass.
+//! [`super::Config::max_batch`] elements per pass. With a silent OT the triples' random OTs
+//! send nothing ([`crate::ot::OtSender::random_choice_is_silent`]): `P0` sends its tables
+//! before it works on the triples, and `P1` unmasks its leaves meanwhile.
 
 use super::planes::{self, BitWriter};
 use super::session::Session;
