@@ -384,14 +384,11 @@ fn compare_batch(
             } else {
                 leaf_pads::<false>(receiver, ch, input, fanout, &plan)?
             };
-            let mut recv_half = None;
-            if !table_first {
-                recv_half = Some(triples::receiver_half(receiver, ch, triple_count, rng)?);
-            }
+            let early = if table_first { None } else { Some(triples::receiver_half(receiver, ch, triple_count, rng)?) };
             let table = planes::recv_words(ch, table_len)?;
             unmask_leaves(input, fanout, &plan, &table, pads, &mut gt, &mut eq);
             drop(table);
-            let recv_half = match recv_half {
+            let recv_half = match early {
                 Some(half) => half,
                 None => triples::receiver_half(receiver, ch, triple_count, rng)?,
             };

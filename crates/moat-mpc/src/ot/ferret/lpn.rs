@@ -210,7 +210,7 @@ impl LpnCode {
     /// `out[i] ^= ⊕_{j} input[col(first_row + i, j)]` (`input.len()` = `k`, `first_row` even):
     /// rows `first_row ..` of [`Self::encode`], on the calling thread. Without `XOR` the rows
     /// are written over `out` ([`Self::encode_over`]).
-    pub(crate) fn encode_rows<const XOR: bool>(&self, first_row: usize, input: &[Block], out: &mut [Block]) {
+    fn encode_rows<const XOR: bool>(&self, first_row: usize, input: &[Block], out: &mut [Block]) {
         match &self.table {
             Some(table) if first_row + out.len() <= table.rows() => table.encode_rows::<XOR>(first_row, input, out),
             _ => self.for_each_row(first_row, out.len(), |i, cols| {
@@ -222,18 +222,20 @@ impl LpnCode {
 
     /// `out ^= A·input` over all rows of `out`, in parallel.
     pub fn encode(&self, input: &[Block], out: &mut [Block]) {
-        debug_assert_eq!(input.len(), self.k);
-        out.par_chunks_mut(TASK_ROWS)
-            .enumerate()
-            .for_each(|(t, chunk)| self.encode_rows::<true>(t * TASK_ROWS, input, chunk));
+        self.encode_all::<true>(input, out);
     }
 
     /// `out = A·input` over all rows of `out` (whatever it held), in parallel.
     pub fn encode_over(&self, input: &[Block], out: &mut [Block]) {
+        self.encode_all::<false>(input, out);
+    }
+
+    /// [`Self::encode_rows`] over all rows of `out`, split across threads.
+    fn encode_all<const XOR: bool>(&self, input: &[Block], out: &mut [Block]) {
         debug_assert_eq!(input.len(), self.k);
         out.par_chunks_mut(TASK_ROWS)
             .enumerate()
-            .for_each(|(t, chunk)| self.encode_rows::<false>(t * TASK_ROWS, input, chunk));
+            .for_each(|(t, chunk)| self.encode_rows::<XOR>(t * TASK_ROWS, input, chunk));
     }
 }
 

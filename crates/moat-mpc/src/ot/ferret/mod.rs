@@ -731,9 +731,7 @@ impl OtReceiver for FerretReceiver {
             keys.extend_from_slice(ms);
             Ok(())
         })?;
-        let words =
-            keys.chunks(64).map(|ms| ms.iter().enumerate().fold(0u64, |acc, (j, &m)| acc | (m as u64 & 1) << j));
-        let choices = BitVec::from_words(words.collect(), n)
+        let choices = BitVec::from_words(choice_bits(&keys).collect(), n)
             .ok_or_else(|| MpcError::invalid("ferret random choices", "too few words"))?;
         self.eng.hash.hash_in_place(&mut keys);
         Ok((choices, keys))
@@ -779,15 +777,13 @@ fn corrections(ms: &[Block], choices: &BitVec, offset: usize) -> Result<BitVec> 
         0 => word(i / 64),
         s => word(i / 64) >> s | word(i / 64 + 1) << (64 - s),
     };
-    let d = ms
-        .chunks(64)
-        .enumerate()
-        .map(|(g, ms)| {
-            let x = ms.iter().enumerate().fold(0u64, |acc, (j, &m)| acc | (m as u64 & 1) << j);
-            x ^ choices_at(offset + 64 * g)
-        })
-        .collect();
+    let d = choice_bits(ms).enumerate().map(|(g, x)| x ^ choices_at(offset + 64 * g)).collect();
     BitVec::from_words(d, ms.len()).ok_or_else(|| MpcError::invalid("ferret derandomisation", "too few words"))
+}
+
+/// The receiver's random choices `xᵢ` of the COTs `ms` (their lowest bits), 64 to a word.
+fn choice_bits(ms: &[Block]) -> impl Iterator<Item = u64> + '_ {
+    ms.chunks(64).map(|ms| ms.iter().enumerate().fold(0u64, |acc, (j, &m)| acc | (m as u64 & 1) << j))
 }
 
 #[cfg(test)]
