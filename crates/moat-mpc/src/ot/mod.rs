@@ -74,6 +74,17 @@ pub trait OtSender {
         false
     }
 
+    /// How many random OTs this sender can deliver before it next sends a message of its own,
+    /// running that message's round first if none are left. A silent OT's sender sends only
+    /// its pool's refill rounds; between two of them a protocol may put its own sender →
+    /// receiver messages, in the same order on both sides, because the receiver's
+    /// [`OtReceiver::ready`] returns the same count (the pools run in step). `None`: the
+    /// sender never sends during random OTs (IKNP's receiver does all the talking).
+    fn ready(&mut self, ch: &mut dyn Channel) -> Result<Option<usize>> {
+        let _ = ch;
+        Ok(None)
+    }
+
     /// `n` random OTs: the sender's pairs `(m₀, m₁)`.
     fn send_random(&mut self, ch: &mut dyn Channel, n: usize) -> Result<Vec<[Block; 2]>> {
         let mut out = Vec::with_capacity(n);
@@ -174,6 +185,14 @@ pub trait OtReceiver {
         false
     }
 
+    /// How many random OTs this receiver can take before it next reads a message from the
+    /// sender, reading that message's round first if none are left: the count of the
+    /// sender's [`OtSender::ready`]. `None`: the receiver never reads during random OTs.
+    fn ready(&mut self, ch: &mut dyn Channel) -> Result<Option<usize>> {
+        let _ = ch;
+        Ok(None)
+    }
+
     /// The receiver side of [`OtSender::send_correlated`]: `xᵢ + cᵢ·Δᵢ mod 2^ℓ`.
     fn receive_correlated(&mut self, ch: &mut dyn Channel, choices: &BitVec, bits: u32) -> Result<Vec<u64>> {
         let mask = ring_mask(bits, "receive_correlated")?;
@@ -218,6 +237,9 @@ impl<T: OtSender + ?Sized> OtSender for &mut T {
     fn random_choice_is_silent(&self) -> bool {
         (**self).random_choice_is_silent()
     }
+    fn ready(&mut self, ch: &mut dyn Channel) -> Result<Option<usize>> {
+        (**self).ready(ch)
+    }
     fn send_random(&mut self, ch: &mut dyn Channel, n: usize) -> Result<Vec<[Block; 2]>> {
         (**self).send_random(ch, n)
     }
@@ -254,6 +276,9 @@ impl<T: OtReceiver + ?Sized> OtReceiver for &mut T {
     }
     fn random_choice_is_silent(&self) -> bool {
         (**self).random_choice_is_silent()
+    }
+    fn ready(&mut self, ch: &mut dyn Channel) -> Result<Option<usize>> {
+        (**self).ready(ch)
     }
     fn receive_correlated(&mut self, ch: &mut dyn Channel, choices: &BitVec, bits: u32) -> Result<Vec<u64>> {
         (**self).receive_correlated(ch, choices, bits)

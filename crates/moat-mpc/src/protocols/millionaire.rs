@@ -182,6 +182,12 @@ impl ChunkTree {
         self.widths.iter().map(|&w| n * (w as usize)).sum()
     }
 
+    /// The most table bits one leaf OT adds, with `fanout` tables per leaf (a bound for
+    /// buffers holding the tables of a given number of OTs).
+    fn table_bits_per_ot(&self, fanout: usize) -> usize {
+        self.widths.iter().map(|&w| (fanout << (w + 1)).div_ceil(w as usize)).max().unwrap_or(0)
+    }
+
     fn new(bits: u32, low_bits: u32, k: u32) -> Self {
         // Each part in ⌈bits/k⌉ chunks of balanced widths (at most k): the leaf OTs cost one
         // random OT per bit whatever the split, but a table costs 2^(w+1) bits, so 25 bits in
@@ -341,7 +347,6 @@ fn compare_batch(
     let plan = ChunkTree::new(bits, low_bits, s.config().chunk_bits);
     let chunks = plan.widths.len();
     let triple_count = plan.ops.len() * total;
-    let table_len = total * plan.widths.iter().map(|&w| 2usize << w).sum::<usize>();
     let (sender, receiver, rng) = s.parts();
     // The leaf table and the triples are independent. With a silent OT the triples' random
     // OTs exchange no message (only the sender's refill rounds), so P0 sends its table first
@@ -358,7 +363,7 @@ fn compare_batch(
             let leaves: Pads = (0..chunks)
                 .map(|_| (BitVec::random(total, rng).words().to_vec(), BitVec::random(total, rng).words().to_vec()))
                 .collect();
-            let table = if fanout == 1 {
+            let (table, table_bits) = if fanout == 1 {
                 leaf_tables::<true>(sender, ch, input, 1, &plan, &leaves)?
             } else {
                 leaf_tables::<false>(sender, ch, input, fanout, &plan, &leaves)?
@@ -368,31 +373,43 @@ fn compare_batch(
                 eq[j] = Some(e);
             }
             if table_first {
-                planes::send_words(ch, &table, table_len)?;
+                planes::send_words(ch, &table, table_bits)?;
             }
             let send_half = triples::sender_half(sender, ch, triple_count)?;
             if !table_first {
-                planes::send_words(ch, &table, table_len)?;
+                planes::send_words(ch, &table, table_bits)?;
             }
             drop(table);
             let recv_half = triples::receiver_half(receiver, ch, triple_count, rng)?;
             (send_half, recv_half)
         }
         Party::P1 => {
-            let pads = if fanout == 1 {
+            let mut leaves = if fanout == 1 {
                 leaf_pads::<true>(receiver, ch, input, 1, &plan)?
             } else {
                 leaf_pads::<false>(receiver, ch, input, fanout, &plan)?
             };
-            let early = if table_first { None } else { Some(triples::receiver_half(receiver, ch, triple_count, rng)?) };
-            let table = planes::recv_words(ch, table_len)?;
-            unmask_leaves(input, fanout, &plan, &table, pads, &mut gt, &mut eq);
-            drop(table);
-            let recv_half = match early {
+            // With IKNP, P1's receiver half goes before the table (P0's sender half reads its
+            // matrix). With a silent OT, P1's sender half goes first: its refill rounds are
+            // what P0's receiver half waits for, and P1 works on it while P0 finishes the table.
+            let (early_send, early_recv) = if table_first {
+                (Some(triples::sender_half(sender, ch, triple_count)?), None)
+            } else {
+                (None, Some(triples::receiver_half(receiver, ch, triple_count, rng)?))
+            };
+            leaves.unmask(planes::recv_words(ch, leaves.unreceived_bits())?);
+            for (j, (g, e)) in leaves.finish()?.into_iter().enumerate() {
+                gt[j] = Some(g);
+                eq[j] = Some(e);
+            }
+            let recv_half = match early_recv {
                 Some(half) => half,
                 None => triples::receiver_half(receiver, ch, triple_count, rng)?,
             };
-            let send_half = triples::sender_half(sender, ch, triple_count)?;
+            let send_half = match early_send {
+                Some(half) => half,
+                None => triples::sender_half(sender, ch, triple_count)?,
+            };
             (send_half, recv_half)
         }
     };
@@ -427,8 +444,16 @@ fn compare_batch(
     Ok((full, low))
 }
 
-/// `P0`: runs the leaf OTs as sender and returns the tables (packed bits) masking its leaf
+/// `P0`: runs the leaf OTs as sender and builds the tables (packed bits) masking its leaf
 /// shares `shares[j] = (gt plane, eq plane)`, `fanout` tables per leaf OT.
+///
+/// With an OT whose sender has messages of its own (a silent OT's refill rounds,
+/// [`crate::ot::OtSender::ready`]), the leaf OTs run pool by pool and the whole words of
+/// table written by the end of each pool go out before the next refill: `P1` unmasks them
+/// while `P0` works on the next pool, and neither party holds the whole table (tens of MB
+/// of fresh pages per pass, which cost more than the tables' computation on the benchmark
+/// machine). Returns the part not sent yet and its length in bits, for the caller to send
+/// ([`planes::send_words`]) — with IKNP, the whole table.
 fn leaf_tables<const SINGLE: bool>(
     ot: &mut dyn crate::ot::OtSender,
     ch: &mut dyn Channel,
@@ -436,53 +461,81 @@ fn leaf_tables<const SINGLE: bool>(
     fanout: usize,
     plan: &ChunkTree,
     shares: &Pads,
-) -> Result<Vec<u64>> {
+) -> Result<(Vec<u64>, usize)> {
     let n = input.len() / fanout;
     let masks: Vec<[u128; 6]> = (0..=super::session::MAX_CHUNK_BITS).map(key_masks).collect();
-    let mut table = BitWriter::with_capacity(n * fanout * plan.widths.iter().map(|&w| 2usize << w).sum::<usize>());
+    let table_bits = n * fanout * plan.widths.iter().map(|&w| 2usize << w).sum::<usize>();
+    let total = plan.leaf_ot_bits(n);
+    let mut ready = ot.ready(ch)?;
+    let mut table = BitWriter::with_capacity(match ready {
+        Some(pool) => table_bits.min(pool.saturating_mul(plan.table_bits_per_ot(fanout))),
+        None => table_bits,
+    });
     let stretch = Stretch::new(plan, fanout);
     // Without a fan-out (`SINGLE`: a ReLU's, a truncation's comparisons) the pad is one block,
     // folded in a register, and the loops over the fan-out are gone at compile time.
     let fanout = if SINGLE { 1 } else { fanout };
     let (mut pad0, mut pad, mut keys) = (0u128, stretch.buffer(), [stretch.buffer(), stretch.buffer()]);
     let mut cursor = LeafCursor::new(n);
-    ot.send_random_chunks(ch, plan.leaf_ot_bits(n), &mut |_, pairs| {
-        for p in pairs {
-            let (j, bit) = (cursor.chunk, cursor.bit);
-            let w = plan.widths[j];
-            let m = masks[w as usize][bit as usize];
-            if SINGLE {
-                pad0 ^= (p[0] & m) | (p[1] & !m);
-            } else {
-                stretch.key(j, p[0], &mut keys[0]);
-                let blocks = stretch.key(j, p[1], &mut keys[1]);
-                for ((d, k0), k1) in pad.iter_mut().zip(&keys[0]).zip(&keys[1]).take(blocks) {
-                    *d ^= (k0 & m) | (k1 & !m);
+    let (mut done, mut sent) = (0, 0);
+    loop {
+        let run = segment(ready, total - done)?;
+        ot.send_random_chunks(ch, run, &mut |_, pairs| {
+            for p in pairs {
+                let (j, bit) = (cursor.chunk, cursor.bit);
+                let w = plan.widths[j];
+                let m = masks[w as usize][bit as usize];
+                if SINGLE {
+                    pad0 ^= (p[0] & m) | (p[1] & !m);
+                } else {
+                    stretch.key(j, p[0], &mut keys[0]);
+                    let blocks = stretch.key(j, p[1], &mut keys[1]);
+                    for ((d, k0), k1) in pad.iter_mut().zip(&keys[0]).zip(&keys[1]).take(blocks) {
+                        *d ^= (k0 & m) | (k1 & !m);
+                    }
+                }
+                let Some(element) = cursor.advance(w) else { continue };
+                let half = 1u32 << w;
+                let (all, entry) = (low_mask128(half), low_mask128(2 * half));
+                let (offset, (gt, eq)) = (plan.offsets[j], &shares[j]);
+                let first = element * fanout;
+                for (f, &x) in input[first..first + fanout].iter().enumerate() {
+                    let i = first + f;
+                    let x = (x >> offset) & mask(w);
+                    let gt_word = ((1u128 << x) - 1) ^ (all * planes::bit_at(gt, i) as u128);
+                    let eq_word = (1u128 << x) ^ (all * planes::bit_at(eq, i) as u128);
+                    let pos = f << (w + 1);
+                    let pad_bits = if SINGLE { pad0 } else { pad[pos / 128] >> (pos % 128) };
+                    table.push_wide(((gt_word | (eq_word << half)) ^ pad_bits) & entry, 2 * half);
+                }
+                if SINGLE {
+                    pad0 = 0;
+                } else {
+                    pad.fill(0);
                 }
             }
-            let Some(element) = cursor.advance(w) else { continue };
-            let half = 1u32 << w;
-            let (all, entry) = (low_mask128(half), low_mask128(2 * half));
-            let (offset, (gt, eq)) = (plan.offsets[j], &shares[j]);
-            let first = element * fanout;
-            for (f, &x) in input[first..first + fanout].iter().enumerate() {
-                let i = first + f;
-                let x = (x >> offset) & mask(w);
-                let gt_word = ((1u128 << x) - 1) ^ (all * planes::bit_at(gt, i) as u128);
-                let eq_word = (1u128 << x) ^ (all * planes::bit_at(eq, i) as u128);
-                let pos = f << (w + 1);
-                let pad_bits = if SINGLE { pad0 } else { pad[pos / 128] >> (pos % 128) };
-                table.push_wide(((gt_word | (eq_word << half)) ^ pad_bits) & entry, 2 * half);
-            }
-            if SINGLE {
-                pad0 = 0;
-            } else {
-                pad.fill(0);
-            }
+            Ok(())
+        })?;
+        done += run;
+        if done == total {
+            return Ok((table.finish(), table_bits - sent));
         }
-        Ok(())
-    })?;
-    Ok(table.finish())
+        let words = table.words().len();
+        planes::send_words(ch, table.words(), 64 * words)?;
+        sent += 64 * words;
+        table.clear_words();
+        ready = ot.ready(ch)?;
+    }
+}
+
+/// The leaf OTs of the next run: those the OT can give before its next message of its own
+/// (`ready`, see [`crate::ot::OtSender::ready`]), or all that are `left`.
+fn segment(ready: Option<usize>, left: usize) -> Result<usize> {
+    match ready {
+        None => Ok(left),
+        Some(0) => Err(MpcError::invalid("millionaire", "the OT has no random OTs after a refill round")),
+        Some(pool) => Ok(pool.min(left)),
+    }
 }
 
 /// Walks the leaf OTs in the order both parties run them — chunk-major, then element, then
@@ -523,92 +576,174 @@ impl LeafCursor {
 type Pads = Vec<(Vec<u64>, Vec<u64>)>;
 
 /// `P1`: runs the leaf OTs as receiver with the bits of `y` as choices; its pads for the
-/// `fanout` tables of each leaf, in the comparisons' order.
-fn leaf_pads<const SINGLE: bool>(
+/// `fanout` tables of each leaf, in the comparisons' order, and with a silent OT the tables
+/// `P0` sent between pools already unmasked (see [`leaf_tables`]). The rest of the tables
+/// goes to [`Leaves::unmask`].
+fn leaf_pads<'a, const SINGLE: bool>(
     ot: &mut dyn crate::ot::OtReceiver,
     ch: &mut dyn Channel,
-    input: &[u64],
+    input: &'a [u64],
     fanout: usize,
-    plan: &ChunkTree,
-) -> Result<Pads> {
+    plan: &'a ChunkTree,
+) -> Result<Leaves<'a>> {
     let n = input.len();
-    let total_bits = plan.leaf_ot_bits(n);
-    let mut choices = BitWriter::with_capacity(total_bits);
+    let total = plan.leaf_ot_bits(n);
+    let mut choices = BitWriter::with_capacity(total);
     for (&w, &off) in plan.widths.iter().zip(&plan.offsets) {
         for &y in input {
             choices.push((y >> off) & mask(w), w);
         }
     }
-    let choices = planes::to_bitvec(choices.finish(), total_bits)?;
-    let mut writers: Vec<(BitWriter, BitWriter)> = plan
-        .widths
-        .iter()
-        .map(|_| (BitWriter::with_capacity(n * fanout), BitWriter::with_capacity(n * fanout)))
-        .collect();
+    let choices = planes::to_bitvec(choices.finish(), total)?;
+    let mut leaves = Leaves::new(input, fanout, plan);
     let stretch = Stretch::new(plan, fanout);
     // As the sender's: without a fan-out, one block in a register.
     let fanout = if SINGLE { 1 } else { fanout };
     let (mut pad0, mut pad, mut key) = (0u128, stretch.buffer(), stretch.buffer());
     let mut cursor = LeafCursor::new(n);
-    ot.receive_random_chunks(ch, &choices, &mut |_, keys| {
-        for &k in keys {
-            let j = cursor.chunk;
-            let w = plan.widths[j];
-            if SINGLE {
-                pad0 ^= k;
-            } else {
-                let blocks = stretch.key(j, k, &mut key);
-                for (d, k) in pad.iter_mut().zip(&key).take(blocks) {
-                    *d ^= k;
+    let mut ready = ot.ready(ch)?;
+    let mut done = 0;
+    loop {
+        let run = segment(ready, total - done)?;
+        let part;
+        let run_choices = if run == total {
+            &choices
+        } else {
+            part = choices.slice(done, run).ok_or_else(|| MpcError::invalid("millionaire", "leaf OTs out of range"))?;
+            &part
+        };
+        let (gt, eq, written) = (&mut leaves.gt, &mut leaves.eq, &mut leaves.written);
+        ot.receive_random_chunks(ch, run_choices, &mut |_, keys| {
+            for &k in keys {
+                let j = cursor.chunk;
+                let w = plan.widths[j];
+                if SINGLE {
+                    pad0 ^= k;
+                } else {
+                    let blocks = stretch.key(j, k, &mut key);
+                    for (d, k) in pad.iter_mut().zip(&key).take(blocks) {
+                        *d ^= k;
+                    }
+                }
+                let Some(element) = cursor.advance(w) else { continue };
+                let c = ((input[element] >> plan.offsets[j]) & mask(w)) as usize;
+                let (g, e) = (&mut gt[j], &mut eq[j]);
+                for f in 0..fanout {
+                    let pos = (f << (w + 1)) + c;
+                    let bit = |pos: usize| if SINGLE { (pad0 >> pos) as u64 & 1 } else { pad_bit(&pad, pos) };
+                    let k = element * fanout + f;
+                    g[k / 64] |= bit(pos) << (k % 64);
+                    e[k / 64] |= bit(pos + (1 << w)) << (k % 64);
+                }
+                *written += fanout << (w + 1);
+                if SINGLE {
+                    pad0 = 0;
+                } else {
+                    pad.fill(0);
                 }
             }
-            let Some(element) = cursor.advance(w) else { continue };
-            let c = ((input[element] >> plan.offsets[j]) & mask(w)) as usize;
-            let (gt, eq) = &mut writers[j];
-            for f in 0..fanout {
-                let pos = (f << (w + 1)) + c;
-                let bit = |pos: usize| if SINGLE { (pad0 >> pos) as u64 & 1 } else { pad_bit(&pad, pos) };
-                gt.push(bit(pos), 1);
-                eq.push(bit(pos + (1 << w)), 1);
-            }
-            if SINGLE {
-                pad0 = 0;
-            } else {
-                pad.fill(0);
-            }
+            Ok(())
+        })?;
+        done += run;
+        if done == total {
+            return Ok(leaves);
         }
-        Ok(())
-    })?;
-    Ok(writers.into_iter().map(|(g, e)| (g.finish(), e.finish())).collect())
+        // The whole words P0 has written by now (see `leaf_tables`).
+        let words = leaves.written / 64 - leaves.received_words();
+        leaves.unmask(planes::recv_words(ch, 64 * words)?);
+        ready = ot.ready(ch)?;
+    }
 }
 
-/// `P1`: its leaf shares = its pads ⊕ the table entries it chose (the same entry of each of
-/// a leaf's `fanout` tables).
-fn unmask_leaves(
-    input: &[u64],
+/// `P1`'s leaf shares as they form: its pads, with the table entry it chose (the same entry
+/// of each of a leaf's `fanout` tables) XORed in as the tables arrive, in pieces of whole
+/// words.
+struct Leaves<'a> {
+    input: &'a [u64],
     fanout: usize,
-    plan: &ChunkTree,
-    table: &[u64],
-    pads: Pads,
-    gt: &mut [Option<Vec<u64>>],
-    eq: &mut [Option<Vec<u64>>],
-) {
-    let total = input.len() * fanout;
-    let mut pos = 0usize;
-    for (j, (mut g, mut e)) in pads.into_iter().enumerate() {
-        let (w, off) = (plan.widths[j], plan.offsets[j]);
-        let half = 1usize << w;
-        for (i, &y) in input.iter().enumerate() {
-            let c = ((y >> off) & mask(w)) as usize;
-            for k in i * fanout..(i + 1) * fanout {
-                g[k / 64] ^= planes::bit_at(table, pos + c) << (k % 64);
-                e[k / 64] ^= planes::bit_at(table, pos + half + c) << (k % 64);
-                pos += 2 * half;
+    plan: &'a ChunkTree,
+    /// Per chunk, the `gt` and `eq` planes.
+    gt: Vec<Vec<u64>>,
+    eq: Vec<Vec<u64>>,
+    /// Table bits of the leaves whose pads are in: what `P0` has written by then.
+    written: usize,
+    /// Received table words not used up yet; the first is word `first` of the tables.
+    window: Vec<u64>,
+    first: usize,
+    /// The next leaf to unmask (chunk, element) and the table bit its entries start at.
+    chunk: usize,
+    element: usize,
+    at: usize,
+}
+
+impl<'a> Leaves<'a> {
+    fn new(input: &'a [u64], fanout: usize, plan: &'a ChunkTree) -> Self {
+        let planes = || plan.widths.iter().map(|_| vec![0u64; planes::words_for(input.len() * fanout)]).collect();
+        Self {
+            input,
+            fanout,
+            plan,
+            gt: planes(),
+            eq: planes(),
+            written: 0,
+            window: Vec::new(),
+            first: 0,
+            chunk: 0,
+            element: 0,
+            at: 0,
+        }
+    }
+
+    fn received_words(&self) -> usize {
+        self.first + self.window.len()
+    }
+
+    /// Table bits written (or to be written) by `P0` and not received yet.
+    fn unreceived_bits(&self) -> usize {
+        self.written.saturating_sub(64 * self.received_words())
+    }
+
+    /// Takes the next words of the tables and unmasks every leaf whose entries they complete.
+    fn unmask(&mut self, words: Vec<u64>) {
+        if self.window.is_empty() {
+            self.window = words;
+        } else {
+            self.window.extend_from_slice(&words);
+        }
+        let end = 64 * self.received_words();
+        let (n, fanout) = (self.input.len(), self.fanout);
+        while self.chunk < self.plan.widths.len() {
+            let w = self.plan.widths[self.chunk];
+            let span = fanout << (w + 1);
+            if self.at + span > end {
+                break;
+            }
+            let c = ((self.input[self.element] >> self.plan.offsets[self.chunk]) & mask(w)) as usize;
+            let start = self.at - 64 * self.first + c;
+            let (g, e) = (&mut self.gt[self.chunk], &mut self.eq[self.chunk]);
+            for f in 0..fanout {
+                let (k, pos) = (self.element * fanout + f, start + (f << (w + 1)));
+                g[k / 64] ^= planes::bit_at(&self.window, pos) << (k % 64);
+                e[k / 64] ^= planes::bit_at(&self.window, pos + (1 << w)) << (k % 64);
+            }
+            self.at += span;
+            self.element += 1;
+            if self.element == n {
+                self.element = 0;
+                self.chunk += 1;
             }
         }
-        debug_assert_eq!(g.len(), planes::words_for(total));
-        gt[j] = Some(g);
-        eq[j] = Some(e);
+        let used = self.at / 64 - self.first;
+        self.window.drain(..used);
+        self.first += used;
+    }
+
+    /// The leaf shares, `(gt, eq)` per chunk, once every leaf is unmasked.
+    fn finish(self) -> Result<Pads> {
+        if self.chunk < self.plan.widths.len() {
+            return Err(MpcError::invalid("millionaire", "the leaf tables ended before the leaves"));
+        }
+        Ok(self.gt.into_iter().zip(self.eq).collect())
     }
 }
 
@@ -638,6 +773,53 @@ mod tests {
         assert_eq!((p.widths.clone(), p.root, p.low_root), (vec![3, 2], Some(2), Some(2)));
         let p = ChunkTree::new(1, 0, 6);
         assert_eq!((p.ops.len(), p.levels, p.root), (0, 0, Some(0)));
+    }
+
+    /// With a silent OT whose pools are much smaller than a pass's leaf OTs (a small,
+    /// **insecure** Ferret set), the tables go out pool by pool and the comparisons stay
+    /// exact — single ones with a split, and with a fan-out — over TCP.
+    #[test]
+    fn tables_streamed_between_pools_give_exact_comparisons() -> Result<()> {
+        use crate::ot::ferret::{FerretParams, LpnParams};
+        use crate::testing::{Net, run_pair};
+        use moat_nn::FixedPoint;
+        use rand::{Rng, SeedableRng};
+        use rand_chacha::ChaCha20Rng;
+
+        const SMALL: FerretParams = FerretParams {
+            pre: LpnParams { n: 8192, k: 2000, t: 32, log_bin: 8 },
+            main: LpnParams { n: 16_384, k: 4000, t: 64, log_bin: 8 },
+        };
+        let (n, fanout, bits, low) = (2_001usize, 3usize, 37u32, 12u32);
+        let mut rng = ChaCha20Rng::seed_from_u64(5);
+        let mut x: Vec<u64> = (0..n * fanout).map(|_| rng.random::<u64>() >> (64 - bits)).collect();
+        let y: Vec<u64> = (0..n).map(|_| rng.random::<u64>() >> (64 - bits)).collect();
+        // Ties, in the low part and in the whole value.
+        x[0] = y[0];
+        x[fanout] = y[1] ^ 1 << 20;
+        x[2 * fanout] = y[2] ^ 0xfff;
+        let run = |party: Party, seed: u64, input: Vec<u64>| {
+            move |ch: &mut dyn Channel| -> Result<_> {
+                let rng = ChaCha20Rng::seed_from_u64(seed);
+                let mut s = Session::setup_silent_with_params(ch, party, FixedPoint::default(), rng, SMALL)?;
+                let single = compare_planes(&mut s, ch, &input[..n], bits, low)?;
+                let fanned = compare_planes_fanout(&mut s, ch, &input, fanout, bits, low)?;
+                Ok((single, fanned))
+            }
+        };
+        let ((s0, f0), (s1, f1)) = run_pair(Net::Tcp, run(Party::P0, 1, x.clone()), run(Party::P1, 2, y.clone()))?;
+        let bit = |a: &[u64], b: &[u64], i: usize| planes::bit_at(a, i) ^ planes::bit_at(b, i);
+        let lm = (1u64 << low) - 1;
+        for i in 0..n {
+            assert_eq!(bit(&s0.0, &s1.0, i), u64::from(x[i] > y[i]), "single {i}");
+            assert_eq!(bit(&s0.1, &s1.1, i), u64::from(x[i] & lm > y[i] & lm), "single low {i}");
+            for f in 0..fanout {
+                let k = i * fanout + f;
+                assert_eq!(bit(&f0.0, &f1.0, k), u64::from(x[k] > y[i]), "fan-out {k}");
+                assert_eq!(bit(&f0.1, &f1.1, k), u64::from(x[k] & lm > y[i] & lm), "fan-out low {k}");
+            }
+        }
+        Ok(())
     }
 
     #[test]

@@ -158,6 +158,16 @@ impl BitWriter {
         }
     }
 
+    /// The whole words written so far (the partial word is not among them).
+    pub(crate) fn words(&self) -> &[u64] {
+        &self.words
+    }
+
+    /// Forgets the whole words written so far, keeping the partial one and the buffer.
+    pub(crate) fn clear_words(&mut self) {
+        self.words.clear();
+    }
+
     /// The packed words (padding zero).
     pub(crate) fn finish(mut self) -> Vec<u64> {
         if self.filled > 0 {

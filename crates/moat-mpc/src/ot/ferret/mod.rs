@@ -675,6 +675,14 @@ impl OtSender for FerretSender {
         true
     }
 
+    /// The COTs left in the pool (after a refill round if it is dry).
+    fn ready(&mut self, ch: &mut dyn Channel) -> Result<Option<usize>> {
+        if self.pool.available() == 0 {
+            self.extend(ch)?;
+        }
+        Ok(Some(self.pool.available()))
+    }
+
     /// Random OT with the receiver's random choices `xᵢ` (the COTs' own): `(H(K), H(K ⊕ Δ))`,
     /// nothing sent or received besides the rounds that refill the pool.
     fn send_random_choice_chunks(&mut self, ch: &mut dyn Channel, n: usize, sink: &mut SenderSink<'_>) -> Result<()> {
@@ -716,6 +724,14 @@ impl OtReceiver for FerretReceiver {
 
     fn random_choice_is_silent(&self) -> bool {
         true
+    }
+
+    /// The COTs left in the pool (after a refill round if it is dry).
+    fn ready(&mut self, ch: &mut dyn Channel) -> Result<Option<usize>> {
+        if self.pool.available() == 0 {
+            self.extend(ch)?;
+        }
+        Ok(Some(self.pool.available()))
     }
 
     /// The COTs' own random choices `xᵢ` (the blocks' lowest bits) and `H(Mᵢ)`: nothing sent
