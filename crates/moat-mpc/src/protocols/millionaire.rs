@@ -358,20 +358,32 @@ fn compare_batch(
 
     // Leaf shares of every chunk, as planes.
     let (mut gt, mut eq): (NodePlanes, NodePlanes) = (vec![None; plan.nodes], vec![None; plan.nodes]);
+    let mut set_leaves = |leaves: Pads| {
+        for (j, (g, e)) in leaves.into_iter().enumerate() {
+            gt[j] = Some(g);
+            eq[j] = Some(e);
+        }
+    };
     let (send_half, recv_half) = match party {
+        // With a silent OT and no fan-out, each party holds half of the tables.
+        _ if table_first && fanout == 1 => {
+            set_leaves(balanced_leaves(party, sender, receiver, ch, input, &plan, rng)?);
+            let send_half = triples::sender_half(sender, ch, triple_count)?;
+            (send_half, triples::receiver_half(receiver, ch, triple_count, rng)?)
+        }
         Party::P0 => {
-            let leaves: Pads = (0..chunks)
+            let shares: Pads = (0..chunks)
                 .map(|_| (BitVec::random(total, rng).words().to_vec(), BitVec::random(total, rng).words().to_vec()))
                 .collect();
-            let (table, table_bits) = if fanout == 1 {
-                leaf_tables::<true>(sender, ch, input, 1, &plan, &leaves)?
+            let ready = sender.ready(ch)?;
+            let mut tables = Tables::new(input, fanout, &plan, &shares, true, ready);
+            if fanout == 1 {
+                leaf_tables::<true>(sender, ch, &mut tables, ready)?;
             } else {
-                leaf_tables::<false>(sender, ch, input, fanout, &plan, &leaves)?
-            };
-            for (j, (g, e)) in leaves.into_iter().enumerate() {
-                gt[j] = Some(g);
-                eq[j] = Some(e);
+                leaf_tables::<false>(sender, ch, &mut tables, ready)?;
             }
+            let (table, table_bits) = tables.rest();
+            set_leaves(shares);
             if table_first {
                 planes::send_words(ch, &table, table_bits)?;
             }
@@ -384,11 +396,12 @@ fn compare_batch(
             (send_half, recv_half)
         }
         Party::P1 => {
-            let mut leaves = if fanout == 1 {
-                leaf_pads::<true>(receiver, ch, input, 1, &plan)?
+            let mut leaves = Leaves::new(input, fanout, &plan);
+            if fanout == 1 {
+                leaf_pads::<true>(receiver, ch, &mut leaves)?;
             } else {
-                leaf_pads::<false>(receiver, ch, input, fanout, &plan)?
-            };
+                leaf_pads::<false>(receiver, ch, &mut leaves)?;
+            }
             // With IKNP, P1's receiver half goes before the table (P0's sender half reads its
             // matrix). With a silent OT, P1's sender half goes first: its refill rounds are
             // what P0's receiver half waits for, and P1 works on it while P0 finishes the table.
@@ -397,11 +410,8 @@ fn compare_batch(
             } else {
                 (None, Some(triples::receiver_half(receiver, ch, triple_count, rng)?))
             };
-            leaves.unmask(planes::recv_words(ch, leaves.unreceived_bits())?);
-            for (j, (g, e)) in leaves.finish()?.into_iter().enumerate() {
-                gt[j] = Some(g);
-                eq[j] = Some(e);
-            }
+            leaves.unmask(planes::recv_words(ch, leaves.next_piece_bits(true))?);
+            set_leaves(leaves.finish()?);
             let recv_half = match early_recv {
                 Some(half) => half,
                 None => triples::receiver_half(receiver, ch, triple_count, rng)?,
@@ -444,220 +454,128 @@ fn compare_batch(
     Ok((full, low))
 }
 
-/// `P0`: runs the leaf OTs as sender and builds the tables (packed bits) masking its leaf
-/// shares `shares[j] = (gt plane, eq plane)`, `fanout` tables per leaf OT.
-///
-/// With an OT whose sender has messages of its own (a silent OT's refill rounds,
-/// [`crate::ot::OtSender::ready`]), the leaf OTs run pool by pool and the whole words of
-/// table written by the end of each pool go out before the next refill: `P1` unmasks them
-/// while `P0` works on the next pool, and neither party holds the whole table (tens of MB
-/// of fresh pages per pass, which cost more than the tables' computation on the benchmark
-/// machine). Returns the part not sent yet and its length in bits, for the caller to send
-/// ([`planes::send_words`]) — with IKNP, the whole table.
-fn leaf_tables<const SINGLE: bool>(
-    ot: &mut dyn crate::ot::OtSender,
-    ch: &mut dyn Channel,
-    input: &[u64],
-    fanout: usize,
-    plan: &ChunkTree,
-    shares: &Pads,
-) -> Result<(Vec<u64>, usize)> {
-    let n = input.len() / fanout;
-    let masks: Vec<[u128; 6]> = (0..=super::session::MAX_CHUNK_BITS).map(key_masks).collect();
-    let table_bits = n * fanout * plan.widths.iter().map(|&w| 2usize << w).sum::<usize>();
-    let total = plan.leaf_ot_bits(n);
-    let mut ready = ot.ready(ch)?;
-    let mut table = BitWriter::with_capacity(match ready {
-        Some(pool) => table_bits.min(pool.saturating_mul(plan.table_bits_per_ot(fanout))),
-        None => table_bits,
-    });
-    let stretch = Stretch::new(plan, fanout);
-    // Without a fan-out (`SINGLE`: a ReLU's, a truncation's comparisons) the pad is one block,
-    // folded in a register, and the loops over the fan-out are gone at compile time.
-    let fanout = if SINGLE { 1 } else { fanout };
-    let (mut pad0, mut pad, mut keys) = (0u128, stretch.buffer(), [stretch.buffer(), stretch.buffer()]);
-    let mut cursor = LeafCursor::new(n);
-    let (mut done, mut sent) = (0, 0);
-    loop {
-        let run = segment(ready, total - done)?;
-        ot.send_random_chunks(ch, run, &mut |_, pairs| {
-            for p in pairs {
-                let (j, bit) = (cursor.chunk, cursor.bit);
-                let w = plan.widths[j];
-                let m = masks[w as usize][bit as usize];
-                if SINGLE {
-                    pad0 ^= (p[0] & m) | (p[1] & !m);
-                } else {
-                    stretch.key(j, p[0], &mut keys[0]);
-                    let blocks = stretch.key(j, p[1], &mut keys[1]);
-                    for ((d, k0), k1) in pad.iter_mut().zip(&keys[0]).zip(&keys[1]).take(blocks) {
-                        *d ^= (k0 & m) | (k1 & !m);
-                    }
-                }
-                let Some(element) = cursor.advance(w) else { continue };
-                let half = 1u32 << w;
-                let (all, entry) = (low_mask128(half), low_mask128(2 * half));
-                let (offset, (gt, eq)) = (plan.offsets[j], &shares[j]);
-                let first = element * fanout;
-                for (f, &x) in input[first..first + fanout].iter().enumerate() {
-                    let i = first + f;
-                    let x = (x >> offset) & mask(w);
-                    let gt_word = ((1u128 << x) - 1) ^ (all * planes::bit_at(gt, i) as u128);
-                    let eq_word = (1u128 << x) ^ (all * planes::bit_at(eq, i) as u128);
-                    let pos = f << (w + 1);
-                    let pad_bits = if SINGLE { pad0 } else { pad[pos / 128] >> (pos % 128) };
-                    table.push_wide(((gt_word | (eq_word << half)) ^ pad_bits) & entry, 2 * half);
-                }
-                if SINGLE {
-                    pad0 = 0;
-                } else {
-                    pad.fill(0);
-                }
-            }
-            Ok(())
-        })?;
-        done += run;
-        if done == total {
-            return Ok((table.finish(), table_bits - sent));
-        }
-        let words = table.words().len();
-        planes::send_words(ch, table.words(), 64 * words)?;
-        sent += 64 * words;
-        table.clear_words();
-        ready = ot.ready(ch)?;
-    }
-}
-
-/// The leaf OTs of the next run: those the OT can give before its next message of its own
-/// (`ready`, see [`crate::ot::OtSender::ready`]), or all that are `left`.
-fn segment(ready: Option<usize>, left: usize) -> Result<usize> {
-    match ready {
-        None => Ok(left),
-        Some(0) => Err(MpcError::invalid("millionaire", "the OT has no random OTs after a refill round")),
-        Some(pool) => Ok(pool.min(left)),
-    }
-}
-
-/// Walks the leaf OTs in the order both parties run them — chunk-major, then element, then
-/// one random OT per bit of the chunk. The sender and the receiver drive the same cursor,
-/// so their leaves line up. `chunk` and `bit` are the next OT's.
-struct LeafCursor {
-    elements: usize,
-    chunk: usize,
-    element: usize,
-    bit: u32,
-}
-
-impl LeafCursor {
-    fn new(elements: usize) -> Self {
-        Self { elements, chunk: 0, element: 0, bit: 0 }
-    }
-
-    /// Moves past one OT of the current chunk (of `width` bits); returns the element whose
-    /// leaf it completes, if it does.
-    #[inline(always)]
-    fn advance(&mut self, width: u32) -> Option<usize> {
-        self.bit += 1;
-        if self.bit < width {
-            return None;
-        }
-        let element = self.element;
-        self.bit = 0;
-        self.element += 1;
-        if self.element == self.elements {
-            self.element = 0;
-            self.chunk += 1;
-        }
-        Some(element)
-    }
-}
-
-/// A pair of planes per chunk: `(gt, eq)` — `P0`'s leaf shares, or `P1`'s pads.
-type Pads = Vec<(Vec<u64>, Vec<u64>)>;
-
-/// `P1`: runs the leaf OTs as receiver with the bits of `y` as choices; its pads for the
-/// `fanout` tables of each leaf, in the comparisons' order, and with a silent OT the tables
-/// `P0` sent between pools already unmasked (see [`leaf_tables`]). The rest of the tables
-/// goes to [`Leaves::unmask`].
-fn leaf_pads<'a, const SINGLE: bool>(
-    ot: &mut dyn crate::ot::OtReceiver,
-    ch: &mut dyn Channel,
+/// The leaf tables a party holds and masks with its random shares — `P0`'s, or in the
+/// balanced layer ([`balanced_leaves`]) each party's for its half of the elements — built as
+/// the leaf OTs, with this party as sender, hand over their pairs.
+struct Tables<'a> {
     input: &'a [u64],
     fanout: usize,
     plan: &'a ChunkTree,
-) -> Result<Leaves<'a>> {
-    let n = input.len();
-    let total = plan.leaf_ot_bits(n);
-    let mut choices = BitWriter::with_capacity(total);
-    for (&w, &off) in plan.widths.iter().zip(&plan.offsets) {
-        for &y in input {
-            choices.push((y >> off) & mask(w), w);
+    /// The holder's leaf shares `(gt, eq)` per chunk: what the tables mask.
+    shares: &'a Pads,
+    /// `P0` holds its value on the left of `>` (`1{x > v}`), `P1` on the right (`1{v > y}`).
+    left: bool,
+    masks: Vec<[u128; 6]>,
+    stretch: Stretch,
+    pad0: u128,
+    pad: Vec<Block>,
+    keys: [Vec<Block>; 2],
+    cursor: LeafCursor,
+    table: BitWriter,
+    /// Table bits of all the leaves, and those sent so far.
+    bits: usize,
+    sent: usize,
+}
+
+impl<'a> Tables<'a> {
+    /// `input` holds `fanout` values per leaf OT; room for the tables of `ots` leaf OTs
+    /// (all of them if `None`).
+    fn new(
+        input: &'a [u64],
+        fanout: usize,
+        plan: &'a ChunkTree,
+        shares: &'a Pads,
+        left: bool,
+        ots: Option<usize>,
+    ) -> Self {
+        let n = input.len() / fanout;
+        let bits = n * fanout * plan.widths.iter().map(|&w| 2usize << w).sum::<usize>();
+        let stretch = Stretch::new(plan, fanout);
+        Self {
+            input,
+            fanout,
+            plan,
+            shares,
+            left,
+            masks: (0..=super::session::MAX_CHUNK_BITS).map(key_masks).collect(),
+            pad0: 0,
+            pad: stretch.buffer(),
+            keys: [stretch.buffer(), stretch.buffer()],
+            stretch,
+            cursor: LeafCursor::new(n),
+            table: BitWriter::with_capacity(
+                ots.map_or(bits, |ots| bits.min(ots.saturating_mul(plan.table_bits_per_ot(fanout)))),
+            ),
+            bits,
+            sent: 0,
         }
     }
-    let choices = planes::to_bitvec(choices.finish(), total)?;
-    let mut leaves = Leaves::new(input, fanout, plan);
-    let stretch = Stretch::new(plan, fanout);
-    // As the sender's: without a fan-out, one block in a register.
-    let fanout = if SINGLE { 1 } else { fanout };
-    let (mut pad0, mut pad, mut key) = (0u128, stretch.buffer(), stretch.buffer());
-    let mut cursor = LeafCursor::new(n);
-    let mut ready = ot.ready(ch)?;
-    let mut done = 0;
-    loop {
-        let run = segment(ready, total - done)?;
-        let part;
-        let run_choices = if run == total {
-            &choices
-        } else {
-            part = choices.slice(done, run).ok_or_else(|| MpcError::invalid("millionaire", "leaf OTs out of range"))?;
-            &part
-        };
-        let (gt, eq, written) = (&mut leaves.gt, &mut leaves.eq, &mut leaves.written);
-        ot.receive_random_chunks(ch, run_choices, &mut |_, keys| {
-            for &k in keys {
-                let j = cursor.chunk;
-                let w = plan.widths[j];
-                if SINGLE {
-                    pad0 ^= k;
-                } else {
-                    let blocks = stretch.key(j, k, &mut key);
-                    for (d, k) in pad.iter_mut().zip(&key).take(blocks) {
-                        *d ^= k;
-                    }
-                }
-                let Some(element) = cursor.advance(w) else { continue };
-                let c = ((input[element] >> plan.offsets[j]) & mask(w)) as usize;
-                let (g, e) = (&mut gt[j], &mut eq[j]);
-                for f in 0..fanout {
-                    let pos = (f << (w + 1)) + c;
-                    let bit = |pos: usize| if SINGLE { (pad0 >> pos) as u64 & 1 } else { pad_bit(&pad, pos) };
-                    let k = element * fanout + f;
-                    g[k / 64] |= bit(pos) << (k % 64);
-                    e[k / 64] |= bit(pos + (1 << w)) << (k % 64);
-                }
-                *written += fanout << (w + 1);
-                if SINGLE {
-                    pad0 = 0;
-                } else {
-                    pad.fill(0);
+
+    /// Takes the next random-OT pairs of the leaf layer (in [`LeafCursor`] order) and writes
+    /// the tables of every leaf they complete. Without a fan-out (`SINGLE`: a ReLU's, a
+    /// truncation's comparisons) the pad is one block folded in a register, and the loops over
+    /// the fan-out are gone at compile time.
+    #[inline]
+    fn absorb<const SINGLE: bool>(&mut self, pairs: &[[Block; 2]]) {
+        let (plan, fanout) = (self.plan, if SINGLE { 1 } else { self.fanout });
+        for p in pairs {
+            let (j, bit) = (self.cursor.chunk, self.cursor.bit);
+            let w = plan.widths[j];
+            let m = self.masks[w as usize][bit as usize];
+            if SINGLE {
+                self.pad0 ^= (p[0] & m) | (p[1] & !m);
+            } else {
+                self.stretch.key(j, p[0], &mut self.keys[0]);
+                let blocks = self.stretch.key(j, p[1], &mut self.keys[1]);
+                for ((d, k0), k1) in self.pad.iter_mut().zip(&self.keys[0]).zip(&self.keys[1]).take(blocks) {
+                    *d ^= (k0 & m) | (k1 & !m);
                 }
             }
-            Ok(())
-        })?;
-        done += run;
-        if done == total {
-            return Ok(leaves);
+            let Some(element) = self.cursor.advance(w) else { continue };
+            let half = 1u32 << w;
+            let (all, entry) = (low_mask128(half), low_mask128(2 * half));
+            let (offset, (gt, eq)) = (plan.offsets[j], &self.shares[j]);
+            let first = element * fanout;
+            for (f, &x) in self.input[first..first + fanout].iter().enumerate() {
+                let i = first + f;
+                let eq_word = 1u128 << ((x >> offset) & mask(w));
+                let gt_word = if self.left { eq_word - 1 } else { all & !((eq_word << 1) - 1) };
+                let gt_word = gt_word ^ (all * planes::bit_at(gt, i) as u128);
+                let eq_word = eq_word ^ (all * planes::bit_at(eq, i) as u128);
+                let pos = f << (w + 1);
+                let pad_bits = if SINGLE { self.pad0 } else { self.pad[pos / 128] >> (pos % 128) };
+                self.table.push_wide(((gt_word | (eq_word << half)) ^ pad_bits) & entry, 2 * half);
+            }
+            if SINGLE {
+                self.pad0 = 0;
+            } else {
+                self.pad.fill(0);
+            }
         }
-        // The whole words P0 has written by now (see `leaf_tables`).
-        let words = leaves.written / 64 - leaves.received_words();
-        leaves.unmask(planes::recv_words(ch, 64 * words)?);
-        ready = ot.ready(ch)?;
+    }
+
+    /// The whole table words written and not sent yet.
+    fn whole_words(&self) -> &[u64] {
+        self.table.words()
+    }
+
+    /// Marks [`Self::whole_words`] sent.
+    fn sent_whole_words(&mut self) {
+        self.sent += 64 * self.table.words().len();
+        self.table.clear_words();
+    }
+
+    /// Everything not sent yet (the partial word included, padding zero) and its length in
+    /// bits, once every leaf OT is in.
+    fn rest(&mut self) -> (Vec<u64>, usize) {
+        (std::mem::take(&mut self.table).finish(), self.bits - self.sent)
     }
 }
 
-/// `P1`'s leaf shares as they form: its pads, with the table entry it chose (the same entry
-/// of each of a leaf's `fanout` tables) XORed in as the tables arrive, in pieces of whole
-/// words.
+/// A party's leaf shares for the tables the other holds (`P1`'s, or in the balanced layer each
+/// party's for the other's half): its pads from the leaf OTs, with this party as receiver and
+/// the bits of its value as choices, then the table entry it chose (the same entry of each of
+/// a leaf's `fanout` tables) XORed in as the tables arrive in pieces of whole words.
 struct Leaves<'a> {
     input: &'a [u64],
     fanout: usize,
@@ -665,7 +583,12 @@ struct Leaves<'a> {
     /// Per chunk, the `gt` and `eq` planes.
     gt: Vec<Vec<u64>>,
     eq: Vec<Vec<u64>>,
-    /// Table bits of the leaves whose pads are in: what `P0` has written by then.
+    stretch: Stretch,
+    pad0: u128,
+    pad: Vec<Block>,
+    key: Vec<Block>,
+    cursor: LeafCursor,
+    /// Table bits of the leaves whose pads are in: what the holder has written by then.
     written: usize,
     /// Received table words not used up yet; the first is word `first` of the tables.
     window: Vec<u64>,
@@ -679,18 +602,74 @@ struct Leaves<'a> {
 impl<'a> Leaves<'a> {
     fn new(input: &'a [u64], fanout: usize, plan: &'a ChunkTree) -> Self {
         let planes = || plan.widths.iter().map(|_| vec![0u64; planes::words_for(input.len() * fanout)]).collect();
+        let stretch = Stretch::new(plan, fanout);
         Self {
             input,
             fanout,
             plan,
             gt: planes(),
             eq: planes(),
+            pad0: 0,
+            pad: stretch.buffer(),
+            key: stretch.buffer(),
+            stretch,
+            cursor: LeafCursor::new(input.len()),
             written: 0,
             window: Vec::new(),
             first: 0,
-            chunk: 0,
+            // No elements, no leaves to unmask.
+            chunk: if input.is_empty() { plan.widths.len() } else { 0 },
             element: 0,
             at: 0,
+        }
+    }
+
+    /// The choice bits of the leaf OTs, in [`LeafCursor`] order: the bits of each chunk of
+    /// this party's values.
+    fn choices(&self) -> Result<BitVec> {
+        let total = self.plan.leaf_ot_bits(self.input.len());
+        let mut choices = BitWriter::with_capacity(total);
+        for (&w, &off) in self.plan.widths.iter().zip(&self.plan.offsets) {
+            for &y in self.input {
+                choices.push((y >> off) & mask(w), w);
+            }
+        }
+        planes::to_bitvec(choices.finish(), total)
+    }
+
+    /// Takes the next random-OT outputs of the leaf layer and writes the pads of every leaf
+    /// they complete (`SINGLE` as in [`Tables::absorb`]).
+    #[inline]
+    fn absorb<const SINGLE: bool>(&mut self, keys: &[Block]) {
+        let (plan, fanout) = (self.plan, if SINGLE { 1 } else { self.fanout });
+        for &k in keys {
+            let j = self.cursor.chunk;
+            let w = plan.widths[j];
+            if SINGLE {
+                self.pad0 ^= k;
+            } else {
+                let blocks = self.stretch.key(j, k, &mut self.key);
+                for (d, k) in self.pad.iter_mut().zip(&self.key).take(blocks) {
+                    *d ^= k;
+                }
+            }
+            let Some(element) = self.cursor.advance(w) else { continue };
+            let c = ((self.input[element] >> plan.offsets[j]) & mask(w)) as usize;
+            let (g, e) = (&mut self.gt[j], &mut self.eq[j]);
+            for f in 0..fanout {
+                let pos = (f << (w + 1)) + c;
+                let (pad0, pad) = (self.pad0, &self.pad);
+                let bit = |pos: usize| if SINGLE { (pad0 >> pos) as u64 & 1 } else { pad_bit(pad, pos) };
+                let k = element * fanout + f;
+                g[k / 64] |= bit(pos) << (k % 64);
+                e[k / 64] |= bit(pos + (1 << w)) << (k % 64);
+            }
+            self.written += fanout << (w + 1);
+            if SINGLE {
+                self.pad0 = 0;
+            } else {
+                self.pad.fill(0);
+            }
         }
     }
 
@@ -698,9 +677,11 @@ impl<'a> Leaves<'a> {
         self.first + self.window.len()
     }
 
-    /// Table bits written (or to be written) by `P0` and not received yet.
-    fn unreceived_bits(&self) -> usize {
-        self.written.saturating_sub(64 * self.received_words())
+    /// The table bits of the next piece: the whole words the holder has written and not sent
+    /// (`last`: everything left).
+    fn next_piece_bits(&self, last: bool) -> usize {
+        let written = if last { self.written } else { self.written / 64 * 64 };
+        written.saturating_sub(64 * self.received_words())
     }
 
     /// Takes the next words of the tables and unmasks every leaf whose entries they complete.
@@ -747,6 +728,231 @@ impl<'a> Leaves<'a> {
     }
 }
 
+/// `P0`: runs the leaf OTs as sender into `tables`. With an OT whose sender has messages of
+/// its own (a silent OT's refill rounds, [`crate::ot::OtSender::ready`]), they run pool by
+/// pool and the whole words of table written by the end of each pool go out before the next
+/// refill: `P1` unmasks them while `P0` works on the next pool, and neither party holds the
+/// whole table (tens of MB of fresh pages per pass, which cost more than the tables'
+/// computation on the benchmark machine). The rest ([`Tables::rest`]; with IKNP, the whole
+/// table) is the caller's to send.
+fn leaf_tables<const SINGLE: bool>(
+    ot: &mut dyn crate::ot::OtSender,
+    ch: &mut dyn Channel,
+    tables: &mut Tables<'_>,
+    mut ready: Option<usize>,
+) -> Result<()> {
+    let total = tables.plan.leaf_ot_bits(tables.input.len() / tables.fanout);
+    let mut done = 0;
+    loop {
+        let run = segment(ready, total - done)?;
+        ot.send_random_chunks(ch, run, &mut |_, pairs| {
+            tables.absorb::<SINGLE>(pairs);
+            Ok(())
+        })?;
+        done += run;
+        if done == total {
+            return Ok(());
+        }
+        planes::send_words(ch, tables.whole_words(), 64 * tables.whole_words().len())?;
+        tables.sent_whole_words();
+        ready = ot.ready(ch)?;
+    }
+}
+
+/// `P1`: the receiver's side of [`leaf_tables`] into `leaves`, unmasking the pieces sent
+/// between pools; the rest goes to [`Leaves::unmask`].
+fn leaf_pads<const SINGLE: bool>(
+    ot: &mut dyn crate::ot::OtReceiver,
+    ch: &mut dyn Channel,
+    leaves: &mut Leaves<'_>,
+) -> Result<()> {
+    let choices = leaves.choices()?;
+    let total = choices.len();
+    let mut ready = ot.ready(ch)?;
+    let mut done = 0;
+    loop {
+        let run = segment(ready, total - done)?;
+        let part;
+        let run_choices = if run == total {
+            &choices
+        } else {
+            part = choices.slice(done, run).ok_or_else(|| MpcError::invalid("millionaire", "leaf OTs out of range"))?;
+            &part
+        };
+        ot.receive_random_chunks(ch, run_choices, &mut |_, keys| {
+            leaves.absorb::<SINGLE>(keys);
+            Ok(())
+        })?;
+        done += run;
+        if done == total {
+            return Ok(());
+        }
+        leaves.unmask(planes::recv_words(ch, leaves.next_piece_bits(false))?);
+        ready = ot.ready(ch)?;
+    }
+}
+
+/// The leaf OTs of the next run: those the OT can give before its next message of its own
+/// (`ready`, see [`crate::ot::OtSender::ready`]), or all that are `left`.
+fn segment(ready: Option<usize>, left: usize) -> Result<usize> {
+    match ready {
+        None => Ok(left),
+        Some(0) => Err(MpcError::invalid("millionaire", "the OT has no random OTs after a refill round")),
+        Some(pool) => Ok(pool.min(left)),
+    }
+}
+
+/// Leaf OTs per step of the balanced layer (the silent OT's chunk).
+const STEP: usize = crate::ot::ferret::CHUNK_OTS;
+
+/// Both parties, with a silent OT and no fan-out: the leaf layer with the work split evenly.
+/// The sender's share of a leaf OT (two hashes and the table) costs about twice the
+/// receiver's (one hash and the pads), so with `P0` holding every table `P1` idles a third of
+/// the layer. Here `P0` holds the tables of the first half of the elements (`1{x_j > v}`,
+/// `P1` choosing `v = y_j`) and `P1` those of the second half (`1{v > y_j}`, `P0` choosing
+/// `v = x_j`): the same leaves, the same bytes, the same security (each table is one party's
+/// shares under pads only the other's choices open). Both run the two halves' OTs in
+/// alternating steps of [`STEP`], each party's receiver a step ahead (its derandomisation
+/// bits in flight while it works as sender); at each pool boundary of either direction both
+/// exchange the whole words of table written so far, then run the refill rounds, `P0`'s
+/// direction first. Returns this party's `(gt, eq)` planes per chunk over all `n` elements.
+fn balanced_leaves(
+    party: Party,
+    sender: &mut dyn crate::ot::OtSender,
+    receiver: &mut dyn crate::ot::OtReceiver,
+    ch: &mut dyn Channel,
+    input: &[u64],
+    plan: &ChunkTree,
+    rng: &mut rand_chacha::ChaCha20Rng,
+) -> Result<Pads> {
+    let n = input.len();
+    // P0 holds [0, half), P1 [half, n); whole words keep the planes' halves apart.
+    let half = n / 2 / 64 * 64;
+    let (held, chosen) = match party {
+        Party::P0 => (0..half, half..n),
+        Party::P1 => (half..n, 0..half),
+    };
+    let shares: Pads = plan
+        .widths
+        .iter()
+        .map(|_| (BitVec::random(held.len(), rng).words().to_vec(), BitVec::random(held.len(), rng).words().to_vec()))
+        .collect();
+    let mut tables = Tables::new(&input[held.clone()], 1, plan, &shares, party == Party::P0, Some(STEP));
+    let mut leaves = Leaves::new(&input[chosen.clone()], 1, plan);
+    let choices = leaves.choices()?;
+    let (send_total, recv_total) = (plan.leaf_ot_bits(held.len()), choices.len());
+    let (mut sent, mut received) = (0, 0);
+    loop {
+        // Refill rounds where a pool is dry, P0's direction (P0 sending) first.
+        let (send_ready, recv_ready) = match party {
+            Party::P0 => {
+                let s = if sent < send_total { sender.ready(ch)? } else { None };
+                (s, if received < recv_total { receiver.ready(ch)? } else { None })
+            }
+            Party::P1 => {
+                let r = if received < recv_total { receiver.ready(ch)? } else { None };
+                (if sent < send_total { sender.ready(ch)? } else { None }, r)
+            }
+        };
+        // One run length for both directions (those not done), so that the peer agrees.
+        let run = [(send_ready, send_total - sent), (recv_ready, recv_total - received)]
+            .into_iter()
+            .filter(|&(_, left)| left > 0)
+            .map(|(ready, left)| segment(ready, left))
+            .try_fold(usize::MAX, |m, r| r.map(|r| m.min(r)))?;
+        let (send_run, recv_run) = ((send_total - sent).min(run), (recv_total - received).min(run));
+        let steps = run.div_ceil(STEP);
+        let step = |s: usize, len: usize| (s * STEP).min(len)..((s + 1) * STEP).min(len);
+        let mut receive = |s: usize, leaves: &mut Leaves<'_>, ch: &mut dyn Channel| -> Result<()> {
+            let r = step(s, recv_run);
+            if r.is_empty() {
+                return Ok(());
+            }
+            let part = choices
+                .slice(received + r.start, r.len())
+                .ok_or_else(|| MpcError::invalid("millionaire", "leaf OTs out of range"))?;
+            receiver.receive_random_chunks(ch, &part, &mut |_, keys| {
+                leaves.absorb::<true>(keys);
+                Ok(())
+            })
+        };
+        receive(0, &mut leaves, ch)?;
+        for s in 0..steps {
+            receive(s + 1, &mut leaves, ch)?;
+            let r = step(s, send_run);
+            if !r.is_empty() {
+                sender.send_random_chunks(ch, r.len(), &mut |_, pairs| {
+                    tables.absorb::<true>(pairs);
+                    Ok(())
+                })?;
+            }
+        }
+        sent += send_run;
+        received += recv_run;
+        let last = sent == send_total && received == recv_total;
+        let want = leaves.next_piece_bits(last);
+        let piece = if last {
+            let (words, bits) = tables.rest();
+            planes::exchange_words(ch, &words, bits, want)?
+        } else {
+            let words = planes::exchange_words(ch, tables.whole_words(), 64 * tables.whole_words().len(), want)?;
+            tables.sent_whole_words();
+            words
+        };
+        leaves.unmask(piece);
+        if last {
+            break;
+        }
+    }
+    let theirs = leaves.finish()?;
+    // This party's planes over all n elements: the first half's, then the second's.
+    Ok(shares
+        .into_iter()
+        .zip(theirs)
+        .map(|((hg, he), (cg, ce))| match party {
+            Party::P0 => ([hg, cg].concat(), [he, ce].concat()),
+            Party::P1 => ([cg, hg].concat(), [ce, he].concat()),
+        })
+        .collect())
+}
+
+/// Walks the leaf OTs in the order both parties run them — chunk-major, then element, then
+/// one random OT per bit of the chunk. The sender and the receiver drive the same cursor,
+/// so their leaves line up. `chunk` and `bit` are the next OT's.
+struct LeafCursor {
+    elements: usize,
+    chunk: usize,
+    element: usize,
+    bit: u32,
+}
+
+impl LeafCursor {
+    fn new(elements: usize) -> Self {
+        Self { elements, chunk: 0, element: 0, bit: 0 }
+    }
+
+    /// Moves past one OT of the current chunk (of `width` bits); returns the element whose
+    /// leaf it completes, if it does.
+    #[inline(always)]
+    fn advance(&mut self, width: u32) -> Option<usize> {
+        self.bit += 1;
+        if self.bit < width {
+            return None;
+        }
+        let element = self.element;
+        self.bit = 0;
+        self.element += 1;
+        if self.element == self.elements {
+            self.element = 0;
+            self.chunk += 1;
+        }
+        Some(element)
+    }
+}
+
+/// A pair of planes per chunk: `(gt, eq)` — a holder's leaf shares, or the chooser's.
+type Pads = Vec<(Vec<u64>, Vec<u64>)>;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -777,46 +983,52 @@ mod tests {
 
     /// With a silent OT whose pools are much smaller than a pass's leaf OTs (a small,
     /// **insecure** Ferret set), the tables go out pool by pool and the comparisons stay
-    /// exact — single ones with a split, and with a fan-out — over TCP.
+    /// exact over TCP: single ones (the balanced layer, each party holding the tables of half
+    /// the elements — none for `P0` below 128), with a split, and with a fan-out (`P0` holding
+    /// every table).
     #[test]
     fn tables_streamed_between_pools_give_exact_comparisons() -> Result<()> {
-        use crate::ot::ferret::{FerretParams, LpnParams};
-        use crate::testing::{Net, run_pair};
         use moat_nn::FixedPoint;
         use rand::{Rng, SeedableRng};
         use rand_chacha::ChaCha20Rng;
+
+        use crate::ot::ferret::{FerretParams, LpnParams};
+        use crate::testing::{Net, run_pair};
 
         const SMALL: FerretParams = FerretParams {
             pre: LpnParams { n: 8192, k: 2000, t: 32, log_bin: 8 },
             main: LpnParams { n: 16_384, k: 4000, t: 64, log_bin: 8 },
         };
-        let (n, fanout, bits, low) = (2_001usize, 3usize, 37u32, 12u32);
-        let mut rng = ChaCha20Rng::seed_from_u64(5);
-        let mut x: Vec<u64> = (0..n * fanout).map(|_| rng.random::<u64>() >> (64 - bits)).collect();
-        let y: Vec<u64> = (0..n).map(|_| rng.random::<u64>() >> (64 - bits)).collect();
-        // Ties, in the low part and in the whole value.
-        x[0] = y[0];
-        x[fanout] = y[1] ^ 1 << 20;
-        x[2 * fanout] = y[2] ^ 0xfff;
-        let run = |party: Party, seed: u64, input: Vec<u64>| {
-            move |ch: &mut dyn Channel| -> Result<_> {
-                let rng = ChaCha20Rng::seed_from_u64(seed);
-                let mut s = Session::setup_silent_with_params(ch, party, FixedPoint::default(), rng, SMALL)?;
-                let single = compare_planes(&mut s, ch, &input[..n], bits, low)?;
-                let fanned = compare_planes_fanout(&mut s, ch, &input, fanout, bits, low)?;
-                Ok((single, fanned))
+        let (fanout, bits, low) = (3usize, 37u32, 12u32);
+        for n in [1usize, 127, 2_001] {
+            let mut rng = ChaCha20Rng::seed_from_u64(n as u64);
+            let mut x: Vec<u64> = (0..n * fanout).map(|_| rng.random::<u64>() >> (64 - bits)).collect();
+            let y: Vec<u64> = (0..n).map(|_| rng.random::<u64>() >> (64 - bits)).collect();
+            // Ties in the whole value, in the low part, in the high part.
+            for (i, tie) in [0, 1 << 20, 0xfff].into_iter().enumerate().take(n) {
+                x[i] = y[i] ^ tie;
+                x[i * fanout] = y[i] ^ tie;
             }
-        };
-        let ((s0, f0), (s1, f1)) = run_pair(Net::Tcp, run(Party::P0, 1, x.clone()), run(Party::P1, 2, y.clone()))?;
-        let bit = |a: &[u64], b: &[u64], i: usize| planes::bit_at(a, i) ^ planes::bit_at(b, i);
-        let lm = (1u64 << low) - 1;
-        for i in 0..n {
-            assert_eq!(bit(&s0.0, &s1.0, i), u64::from(x[i] > y[i]), "single {i}");
-            assert_eq!(bit(&s0.1, &s1.1, i), u64::from(x[i] & lm > y[i] & lm), "single low {i}");
-            for f in 0..fanout {
-                let k = i * fanout + f;
-                assert_eq!(bit(&f0.0, &f1.0, k), u64::from(x[k] > y[i]), "fan-out {k}");
-                assert_eq!(bit(&f0.1, &f1.1, k), u64::from(x[k] & lm > y[i] & lm), "fan-out low {k}");
+            let run = |party: Party, seed: u64, input: Vec<u64>| {
+                move |ch: &mut dyn Channel| -> Result<_> {
+                    let rng = ChaCha20Rng::seed_from_u64(seed);
+                    let mut s = Session::setup_silent_with_params(ch, party, FixedPoint::default(), rng, SMALL)?;
+                    let single = compare_planes(&mut s, ch, &input[..n], bits, low)?;
+                    let fanned = compare_planes_fanout(&mut s, ch, &input, fanout, bits, low)?;
+                    Ok((single, fanned))
+                }
+            };
+            let ((s0, f0), (s1, f1)) = run_pair(Net::Tcp, run(Party::P0, 1, x.clone()), run(Party::P1, 2, y.clone()))?;
+            let bit = |a: &[u64], b: &[u64], i: usize| planes::bit_at(a, i) ^ planes::bit_at(b, i);
+            let lm = (1u64 << low) - 1;
+            for i in 0..n {
+                assert_eq!(bit(&s0.0, &s1.0, i), u64::from(x[i] > y[i]), "n {n}: single {i}");
+                assert_eq!(bit(&s0.1, &s1.1, i), u64::from(x[i] & lm > y[i] & lm), "n {n}: single low {i}");
+                for f in 0..fanout {
+                    let k = i * fanout + f;
+                    assert_eq!(bit(&f0.0, &f1.0, k), u64::from(x[k] > y[i]), "n {n}: fan-out {k}");
+                    assert_eq!(bit(&f0.1, &f1.1, k), u64::from(x[k] & lm > y[i] & lm), "n {n}: fan-out low {k}");
+                }
             }
         }
         Ok(())

@@ -224,6 +224,37 @@ pub(crate) fn recv_words(ch: &mut dyn Channel, bits: usize) -> Result<Vec<u64>> 
     Ok(words)
 }
 
+/// Both parties at once: sends the first `bits` bits of `words` as [`send_words`] does and
+/// receives the peer's `their_bits` bits as [`recv_words`] does, frame pair by frame pair
+/// with [`Channel::exchange`] (safe for any size, where a plain send then receive on both
+/// sides could fill the socket buffers and wait until the timeout).
+pub(crate) fn exchange_words(ch: &mut dyn Channel, words: &[u64], bits: usize, their_bits: usize) -> Result<Vec<u64>> {
+    let (mine, theirs) = (bits.div_ceil(8), their_bits.div_ceil(8));
+    let frames = mine.div_ceil(MAX_FRAME_BYTES).max(theirs.div_ceil(MAX_FRAME_BYTES)).max(1);
+    let part = |f: usize, len: usize| (f * MAX_FRAME_BYTES).min(len)..((f + 1) * MAX_FRAME_BYTES).min(len);
+    let mut out = Vec::with_capacity(words_for(their_bits));
+    let mut buf = Vec::with_capacity(MAX_FRAME_BYTES.min(mine));
+    for f in 0..frames {
+        let (send, want) = (part(f, mine), part(f, theirs).len());
+        buf.clear();
+        for w in words.get(send.start / 8..send.end.div_ceil(8)).unwrap_or_default() {
+            buf.extend_from_slice(&w.to_le_bytes());
+        }
+        buf.truncate(send.len());
+        let frame = ch.exchange(&buf)?;
+        if frame.len() != want {
+            return Err(MpcError::Transport(TransportError::LengthMismatch { expected: want, got: frame.len() }));
+        }
+        out.extend(words_from_bytes(&frame));
+    }
+    if !padding_is_clear(&out, their_bits) {
+        return Err(MpcError::Transport(TransportError::Malformed {
+            detail: format!("nonzero padding after {their_bits} bits"),
+        }));
+    }
+    Ok(out)
+}
+
 /// Words from little-endian bytes (a partial last word is zero-extended).
 pub(crate) fn words_from_bytes(bytes: &[u8]) -> Vec<u64> {
     bytes
