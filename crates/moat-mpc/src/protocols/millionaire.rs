@@ -515,12 +515,17 @@ impl<'a> Tables<'a> {
     /// the tables of every leaf they complete. Without a fan-out (`SINGLE`: a ReLU's, a
     /// truncation's comparisons) the pad is one block folded in a register, and the loops over
     /// the fan-out are gone at compile time.
+    ///
+    /// With `flips = Some((d, first))`, pair `i` is swapped where bit `first + i` of `d` is set:
+    /// the chooser's derandomisation of random-choice OTs (`d = r ⊕ c`).
     #[inline]
-    fn absorb<const SINGLE: bool>(&mut self, pairs: &[[Block; 2]]) {
+    fn absorb<const SINGLE: bool>(&mut self, pairs: &[[Block; 2]], flips: Option<(&[u64], usize)>) {
         let (plan, fanout) = (self.plan, if SINGLE { 1 } else { self.fanout });
-        for p in pairs {
+        for (i, p) in pairs.iter().enumerate() {
             let (j, bit) = (self.cursor.chunk, self.cursor.bit);
             let w = plan.widths[j];
+            let flip = flips.is_some_and(|(d, first)| planes::bit_at(d, first + i) == 1);
+            let p = if flip { [p[1], p[0]] } else { *p };
             let m = self.masks[w as usize][bit as usize];
             if SINGLE {
                 self.pad0 ^= (p[0] & m) | (p[1] & !m);
@@ -746,7 +751,7 @@ fn leaf_tables<const SINGLE: bool>(
     loop {
         let run = segment(ready, total - done)?;
         ot.send_random_chunks(ch, run, &mut |_, pairs| {
-            tables.absorb::<SINGLE>(pairs);
+            tables.absorb::<SINGLE>(pairs, None);
             Ok(())
         })?;
         done += run;
@@ -802,20 +807,27 @@ fn segment(ready: Option<usize>, left: usize) -> Result<usize> {
     }
 }
 
-/// Leaf OTs per step of the balanced layer (the silent OT's chunk).
+/// Random-choice OTs per call in the balanced layer (bounds the memory of their outputs).
 const STEP: usize = crate::ot::ferret::CHUNK_OTS;
 
 /// Both parties, with a silent OT and no fan-out: the leaf layer with the work split evenly.
+///
 /// The sender's share of a leaf OT (two hashes and the table) costs about twice the
 /// receiver's (one hash and the pads), so with `P0` holding every table `P1` idles a third of
 /// the layer. Here `P0` holds the tables of the first half of the elements (`1{x_j > v}`,
 /// `P1` choosing `v = y_j`) and `P1` those of the second half (`1{v > y_j}`, `P0` choosing
 /// `v = x_j`): the same leaves, the same bytes, the same security (each table is one party's
-/// shares under pads only the other's choices open). Both run the two halves' OTs in
-/// alternating steps of [`STEP`], each party's receiver a step ahead (its derandomisation
-/// bits in flight while it works as sender); at each pool boundary of either direction both
-/// exchange the whole words of table written so far, then run the refill rounds, `P0`'s
-/// direction first. Returns this party's `(gt, eq)` planes per chunk over all `n` elements.
+/// shares under pads only the other's choices open; each party learns one masked entry per
+/// table it does not hold).
+///
+/// Pool by pool (a run ends where either direction's pool does, so no refill falls inside):
+/// both parties take their random-choice OTs as chooser (silent: the COTs' own choices `r`),
+/// exchange the derandomisations `d = r ⊕ c` in one message each way, then take their
+/// random-choice OTs as holder, swapping the pairs where the peer's `d` is set, and exchange
+/// the whole words of table written so far; then the refill rounds, `P0`'s direction first.
+/// Two flights each way per pool (the bits and the tables), both of them exchanges, so the
+/// layer's latency is a few round trips per pool, not one per chunk. Returns this party's
+/// `(gt, eq)` planes per chunk over all `n` elements.
 fn balanced_leaves(
     party: Party,
     sender: &mut dyn crate::ot::OtSender,
@@ -838,10 +850,11 @@ fn balanced_leaves(
         .map(|_| (BitVec::random(held.len(), rng).words().to_vec(), BitVec::random(held.len(), rng).words().to_vec()))
         .collect();
     let mut tables = Tables::new(&input[held.clone()], 1, plan, &shares, party == Party::P0, Some(STEP));
-    let mut leaves = Leaves::new(&input[chosen.clone()], 1, plan);
+    let mut leaves = Leaves::new(&input[chosen], 1, plan);
     let choices = leaves.choices()?;
     let (send_total, recv_total) = (plan.leaf_ot_bits(held.len()), choices.len());
     let (mut sent, mut received) = (0, 0);
+    let out_of_range = || MpcError::invalid("millionaire", "leaf OTs out of range");
     loop {
         // Refill rounds where a pool is dry, P0's direction (P0 sending) first.
         let (send_ready, recv_ready) = match party {
@@ -861,32 +874,23 @@ fn balanced_leaves(
             .map(|(ready, left)| segment(ready, left))
             .try_fold(usize::MAX, |m, r| r.map(|r| m.min(r)))?;
         let (send_run, recv_run) = ((send_total - sent).min(run), (recv_total - received).min(run));
-        let steps = run.div_ceil(STEP);
-        let step = |s: usize, len: usize| (s * STEP).min(len)..((s + 1) * STEP).min(len);
-        let mut receive = |s: usize, leaves: &mut Leaves<'_>, ch: &mut dyn Channel| -> Result<()> {
-            let r = step(s, recv_run);
-            if r.is_empty() {
-                return Ok(());
+        // Choosing: the pads, and the derandomisation bits.
+        let mut flips = BitWriter::with_capacity(recv_run);
+        for start in (0..recv_run).step_by(STEP) {
+            let len = STEP.min(recv_run - start);
+            let (random, keys) = receiver.receive_random_choice(ch, len, rng)?;
+            let wanted = choices.slice(received + start, len).ok_or_else(out_of_range)?;
+            for (k, (r, c)) in random.words().iter().zip(wanted.words()).enumerate() {
+                flips.push(r ^ c, (len - 64 * k).min(64) as u32);
             }
-            let part = choices
-                .slice(received + r.start, r.len())
-                .ok_or_else(|| MpcError::invalid("millionaire", "leaf OTs out of range"))?;
-            receiver.receive_random_chunks(ch, &part, &mut |_, keys| {
-                leaves.absorb::<true>(keys);
-                Ok(())
-            })
-        };
-        receive(0, &mut leaves, ch)?;
-        for s in 0..steps {
-            receive(s + 1, &mut leaves, ch)?;
-            let r = step(s, send_run);
-            if !r.is_empty() {
-                sender.send_random_chunks(ch, r.len(), &mut |_, pairs| {
-                    tables.absorb::<true>(pairs);
-                    Ok(())
-                })?;
-            }
+            leaves.absorb::<true>(&keys);
         }
+        let theirs = planes::exchange_words(ch, &flips.finish(), recv_run, send_run)?;
+        // Holding: the peer's choices are its random ones flipped by its bits.
+        sender.send_random_choice_chunks(ch, send_run, &mut |first, pairs| {
+            tables.absorb::<true>(pairs, Some((&theirs, first)));
+            Ok(())
+        })?;
         sent += send_run;
         received += recv_run;
         let last = sent == send_total && received == recv_total;
