@@ -7,8 +7,10 @@
 //! (`compare_planes_fanout`), `P0` compares several inputs against each of `P1`'s and the
 //! comparisons of one `y` share their leaf OTs (one secret against many public thresholds).
 //!
-//! **Learns:** each party only its uniformly random output share; `P0` (OT sender) learns
-//! nothing about `y` (it only sees IKNP messages), `P1` sees one entry per table, masked.
+//! **Learns:** each party only its uniformly random output share; the table holder (OT
+//! sender) learns nothing about the chooser's value (it only sees OT messages), the chooser
+//! sees one entry per table, masked by the holder's random shares. `P0` holds every table,
+//! except in the balanced layer (silent OT, no fan-out; below), where each party holds half.
 //!
 //! **How.** Split `x` and `y` into chunks of `k` bits (`k` = [`super::Config::chunk_bits`]),
 //! least significant first (with a split `s`, the chunks of the low `s` bits and of the high
@@ -42,9 +44,22 @@
 //! **Rounds:** `P1` sends its OT messages, `P0` its tables, OT messages and first AND
 //! openings, then both exchange openings once per remaining tree level: `⌈log₂ C⌉` levels
 //! (3 for `C = 6`), i.e. 3 flights from `P0` and 4 from `P1`; constant in `n` up to
-//! [`super::Config::max_batch`] elements per pass. With a silent OT the triples' random OTs
-//! send nothing ([`crate::ot::OtSender::random_choice_is_silent`]): `P0` sends its tables
-//! before it works on the triples, and `P1` unmasks its leaves meanwhile.
+//! [`super::Config::max_batch`] elements per pass.
+//!
+//! **With a silent OT** (Ferret: a random OT costs one derandomisation bit, and the triples'
+//! random-choice OTs nothing, [`crate::ot::OtSender::random_choice_is_silent`]) the leaf OTs
+//! run pool by pool ([`crate::ot::OtSender::ready`]) and the tables go out between pools, so
+//! that no party holds a whole table (tens of MB of fresh pages per pass). Without a fan-out
+//! the layer is *balanced* (`balanced_leaves`): the holder's share of a leaf OT (two
+//! hashes and the table) costs about twice the chooser's (one hash and the pads), so `P0`
+//! holds the tables of the first half of the elements and `P1` those of the second, as
+//! `(1{v > y_j} ⊕ gt₁, 1{v = y_j} ⊕ eq₁)` with `P0` choosing `v = x_j` — the same leaves and
+//! bytes, half of the tables in each direction. Per pool, each way: the derandomisation bits,
+//! then the table words (both exchanges): two flights per pool boundary of either direction
+//! besides the refill rounds (a ReLU of 2^20 elements on B12: 17 flights from `P0` and 15
+//! from `P1`, against 12 and 13 with `P0` holding every table).
+//! The ReLU benchmark measured the balanced layer 1.17 → 1.04–1.10 µs per ReLU and the
+//! streamed tables 1.35 → 1.13 µs (`moat bench relu --ot ferret`, BENCHMARKS.md).
 
 use super::planes::{self, BitWriter};
 use super::session::Session;
@@ -348,13 +363,13 @@ fn compare_batch(
     let chunks = plan.widths.len();
     let triple_count = plan.ops.len() * total;
     let (sender, receiver, rng) = s.parts();
-    // The leaf table and the triples are independent. With a silent OT the triples' random
-    // OTs exchange no message (only the sender's refill rounds), so P0 sends its table first
-    // and P1 unmasks its leaves while P0 works on the triples: P1's share of a leaf OT costs
-    // less than P0's, and it would otherwise wait for the table (6–8 % faster ReLUs measured,
-    // `moat bench relu --ot ferret`). With IKNP, P0's sender half reads the matrix of P1's
-    // receiver half, so that half goes first and the table follows P0's sender half.
-    let table_first = sender.random_choice_is_silent() && receiver.random_choice_is_silent();
+    // The leaf tables and the triples are independent. With a silent OT the triples' random
+    // OTs exchange no message (only the refill rounds): without a fan-out the leaf layer is
+    // balanced (each party holds half of the tables); with one, P0 sends the rest of its
+    // table before it works on the triples and P1 unmasks meanwhile (6–8 % faster ReLUs when
+    // P0 held every table). With IKNP, P0's sender half reads the matrix of P1's receiver
+    // half, so that half goes first and the table follows P0's sender half.
+    let silent = sender.random_choice_is_silent() && receiver.random_choice_is_silent();
 
     // Leaf shares of every chunk, as planes.
     let (mut gt, mut eq): (NodePlanes, NodePlanes) = (vec![None; plan.nodes], vec![None; plan.nodes]);
@@ -366,7 +381,7 @@ fn compare_batch(
     };
     let (send_half, recv_half) = match party {
         // With a silent OT and no fan-out, each party holds half of the tables.
-        _ if table_first && fanout == 1 => {
+        _ if silent && fanout == 1 => {
             set_leaves(balanced_leaves(party, sender, receiver, ch, input, &plan, rng)?);
             let send_half = triples::sender_half(sender, ch, triple_count)?;
             (send_half, triples::receiver_half(receiver, ch, triple_count, rng)?)
@@ -384,11 +399,11 @@ fn compare_batch(
             }
             let (table, table_bits) = tables.rest();
             set_leaves(shares);
-            if table_first {
+            if silent {
                 planes::send_words(ch, &table, table_bits)?;
             }
             let send_half = triples::sender_half(sender, ch, triple_count)?;
-            if !table_first {
+            if !silent {
                 planes::send_words(ch, &table, table_bits)?;
             }
             drop(table);
@@ -405,7 +420,7 @@ fn compare_batch(
             // With IKNP, P1's receiver half goes before the table (P0's sender half reads its
             // matrix). With a silent OT, P1's sender half goes first: its refill rounds are
             // what P0's receiver half waits for, and P1 works on it while P0 finishes the table.
-            let (early_send, early_recv) = if table_first {
+            let (early_send, early_recv) = if silent {
                 (Some(triples::sender_half(sender, ch, triple_count)?), None)
             } else {
                 (None, Some(triples::receiver_half(receiver, ch, triple_count, rng)?))
