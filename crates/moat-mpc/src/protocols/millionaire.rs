@@ -574,6 +574,11 @@ impl<'a> Tables<'a> {
         }
     }
 
+    /// Room for the tables of `ots` more leaf OTs (kept from pool to pool).
+    fn reserve(&mut self, ots: usize) {
+        self.table.reserve(ots.saturating_mul(self.plan.table_bits_per_ot(self.fanout)));
+    }
+
     /// The whole table words written and not sent yet.
     fn whole_words(&self) -> &[u64] {
         self.table.words()
@@ -708,9 +713,20 @@ impl<'a> Leaves<'a> {
     fn unmask(&mut self, words: Vec<u64>) {
         if self.window.is_empty() {
             self.window = words;
+            self.unmask_window();
         } else {
-            self.window.extend_from_slice(&words);
+            self.unmask_from(&words);
         }
+    }
+
+    /// [`Self::unmask`] from borrowed words (copied into the window, whose buffer is kept).
+    fn unmask_from(&mut self, words: &[u64]) {
+        self.window.extend_from_slice(words);
+        self.unmask_window();
+    }
+
+    /// Unmasks every leaf whose entries the window completes, then drops the words used up.
+    fn unmask_window(&mut self) {
         let end = 64 * self.received_words();
         let (n, fanout) = (self.input.len(), self.fanout);
         while self.chunk < self.plan.widths.len() {
@@ -869,7 +885,9 @@ fn balanced_leaves(
     let choices = leaves.choices()?;
     let (send_total, recv_total) = (plan.leaf_ot_bits(held.len()), choices.len());
     let (mut sent, mut received) = (0, 0);
-    let out_of_range = || MpcError::invalid("millionaire", "leaf OTs out of range");
+    // Buffers kept across pools (fresh pages per pool would cost more than their contents).
+    let (mut flips, mut bits, mut pieces) =
+        (Vec::new(), planes::WordExchange::default(), planes::WordExchange::default());
     loop {
         // Refill rounds where a pool is dry, P0's direction (P0 sending) first.
         let (send_ready, recv_ready) = match party {
@@ -889,36 +907,35 @@ fn balanced_leaves(
             .map(|(ready, left)| segment(ready, left))
             .try_fold(usize::MAX, |m, r| r.map(|r| m.min(r)))?;
         let (send_run, recv_run) = ((send_total - sent).min(run), (recv_total - received).min(run));
-        // Choosing: the pads, and the derandomisation bits.
-        let mut flips = BitWriter::with_capacity(recv_run);
+        // Choosing: the pads, and the derandomisation bits (whole words per call but the
+        // run's last: STEP is a multiple of 64).
+        flips.clear();
         for start in (0..recv_run).step_by(STEP) {
             let len = STEP.min(recv_run - start);
             let (random, keys) = receiver.receive_random_choice(ch, len, rng)?;
-            let wanted = choices.slice(received + start, len).ok_or_else(out_of_range)?;
-            for (k, (r, c)) in random.words().iter().zip(wanted.words()).enumerate() {
-                flips.push(r ^ c, (len - 64 * k).min(64) as u32);
-            }
+            let wanted = planes::extract(choices.words(), received + start, len);
+            flips.extend(random.words().iter().zip(&wanted).map(|(r, c)| r ^ c));
             leaves.absorb::<true>(&keys);
         }
-        let theirs = planes::exchange_words(ch, &flips.finish(), recv_run, send_run)?;
+        let theirs = bits.exchange(ch, &flips, recv_run, send_run)?;
         // Holding: the peer's choices are its random ones flipped by its bits.
+        tables.reserve(send_run);
         sender.send_random_choice_chunks(ch, send_run, &mut |first, pairs| {
-            tables.absorb::<true>(pairs, Some((&theirs, first)));
+            tables.absorb::<true>(pairs, Some((theirs, first)));
             Ok(())
         })?;
         sent += send_run;
         received += recv_run;
         let last = sent == send_total && received == recv_total;
         let want = leaves.next_piece_bits(last);
-        let piece = if last {
+        if last {
             let (words, bits) = tables.rest();
-            planes::exchange_words(ch, &words, bits, want)?
+            leaves.unmask_from(pieces.exchange(ch, &words, bits, want)?);
         } else {
-            let words = planes::exchange_words(ch, tables.whole_words(), 64 * tables.whole_words().len(), want)?;
+            let whole = tables.whole_words();
+            leaves.unmask_from(pieces.exchange(ch, whole, 64 * whole.len(), want)?);
             tables.sent_whole_words();
-            words
-        };
-        leaves.unmask(piece);
+        }
         if last {
             break;
         }

@@ -168,6 +168,11 @@ impl BitWriter {
         self.words.clear();
     }
 
+    /// Room for `bits` more bits without reallocating.
+    pub(crate) fn reserve(&mut self, bits: usize) {
+        self.words.reserve(bits / 64 + 1);
+    }
+
     /// The packed words (padding zero).
     pub(crate) fn finish(mut self) -> Vec<u64> {
         if self.filled > 0 {
@@ -224,35 +229,56 @@ pub(crate) fn recv_words(ch: &mut dyn Channel, bits: usize) -> Result<Vec<u64>> 
     Ok(words)
 }
 
-/// Both parties at once: sends the first `bits` bits of `words` as [`send_words`] does and
-/// receives the peer's `their_bits` bits as [`recv_words`] does, frame pair by frame pair
-/// with [`Channel::exchange`] (safe for any size, where a plain send then receive on both
-/// sides could fill the socket buffers and wait until the timeout).
-pub(crate) fn exchange_words(ch: &mut dyn Channel, words: &[u64], bits: usize, their_bits: usize) -> Result<Vec<u64>> {
-    let (mine, theirs) = (bits.div_ceil(8), their_bits.div_ceil(8));
-    let frames = mine.div_ceil(MAX_FRAME_BYTES).max(theirs.div_ceil(MAX_FRAME_BYTES)).max(1);
-    let part = |f: usize, len: usize| (f * MAX_FRAME_BYTES).min(len)..((f + 1) * MAX_FRAME_BYTES).min(len);
-    let mut out = Vec::with_capacity(words_for(their_bits));
-    let mut buf = Vec::with_capacity(MAX_FRAME_BYTES.min(mine));
-    for f in 0..frames {
-        let (send, want) = (part(f, mine), part(f, theirs).len());
-        buf.clear();
-        for w in words.get(send.start / 8..send.end.div_ceil(8)).unwrap_or_default() {
-            buf.extend_from_slice(&w.to_le_bytes());
+/// Both parties at once, piece after piece of a long message: each call sends the first
+/// `bits` bits of `words` as [`send_words`] does and receives the peer's `their_bits` bits as
+/// [`recv_words`] does, frame pair by frame pair with [`Channel::exchange`] (safe for any
+/// size, where a plain send then receive on both sides could fill the socket buffers and wait
+/// until the timeout). The buffers are kept from call to call: pieces of megabytes would
+/// otherwise touch fresh pages every time, which costs more than the exchange on the
+/// benchmark machine.
+#[derive(Debug, Default)]
+pub(crate) struct WordExchange {
+    bytes: Vec<u8>,
+    words: Vec<u64>,
+}
+
+impl WordExchange {
+    /// One piece each way; the peer's words (padding zero), valid until the next call.
+    pub(crate) fn exchange(
+        &mut self,
+        ch: &mut dyn Channel,
+        words: &[u64],
+        bits: usize,
+        their_bits: usize,
+    ) -> Result<&[u64]> {
+        let (mine, theirs) = (bits.div_ceil(8), their_bits.div_ceil(8));
+        let frames = mine.div_ceil(MAX_FRAME_BYTES).max(theirs.div_ceil(MAX_FRAME_BYTES)).max(1);
+        let part = |f: usize, len: usize| (f * MAX_FRAME_BYTES).min(len)..((f + 1) * MAX_FRAME_BYTES).min(len);
+        self.words.clear();
+        for f in 0..frames {
+            let (send, want) = (part(f, mine), part(f, theirs).len());
+            self.bytes.clear();
+            for w in words.get(send.start / 8..send.end.div_ceil(8)).unwrap_or_default() {
+                self.bytes.extend_from_slice(&w.to_le_bytes());
+            }
+            self.bytes.truncate(send.len());
+            let frame = ch.exchange(&self.bytes)?;
+            if frame.len() != want {
+                return Err(MpcError::Transport(TransportError::LengthMismatch { expected: want, got: frame.len() }));
+            }
+            self.words.extend(frame.chunks(8).map(|c| {
+                let mut b = [0u8; 8];
+                b[..c.len()].copy_from_slice(c);
+                u64::from_le_bytes(b)
+            }));
         }
-        buf.truncate(send.len());
-        let frame = ch.exchange(&buf)?;
-        if frame.len() != want {
-            return Err(MpcError::Transport(TransportError::LengthMismatch { expected: want, got: frame.len() }));
+        if !padding_is_clear(&self.words, their_bits) {
+            return Err(MpcError::Transport(TransportError::Malformed {
+                detail: format!("nonzero padding after {their_bits} bits"),
+            }));
         }
-        out.extend(words_from_bytes(&frame));
+        Ok(&self.words)
     }
-    if !padding_is_clear(&out, their_bits) {
-        return Err(MpcError::Transport(TransportError::Malformed {
-            detail: format!("nonzero padding after {their_bits} bits"),
-        }));
-    }
-    Ok(out)
 }
 
 /// Words from little-endian bytes (a partial last word is zero-extended).
@@ -321,6 +347,33 @@ mod tests {
         assert!(recv_words(&mut b, 60).is_err());
         send_words(&mut a, &[1], 8)?;
         assert!(recv_words(&mut b, 16).is_err());
+        Ok(())
+    }
+
+    /// Both directions of [`WordExchange::exchange`] at their own lengths (here 1.5 frames against
+    /// 67 bits), the same frames as [`send_words`] / [`recv_words`]; a peer's short frame or
+    /// nonzero padding is an error.
+    #[test]
+    fn exchanged_words_are_framed_and_checked_like_sent_ones() -> Result<()> {
+        use crate::transport::memory;
+        let (mut a, mut b) = memory::pair(Default::default());
+        let mine: Vec<u64> = (0..(3 * MAX_FRAME_BYTES / 16) as u64).map(|i| i.wrapping_mul(0x9E37_79B9)).collect();
+        let theirs = vec![0xabcd_u64, 0b111];
+        // The peer's frames, queued ahead (a memory channel buffers): 9 bytes, then none.
+        let mut bytes: Vec<u8> = theirs.iter().flat_map(|w| w.to_le_bytes()).collect();
+        bytes.truncate(9);
+        b.send(&bytes)?;
+        b.send(&[])?;
+        let mut x = WordExchange::default();
+        assert_eq!(x.exchange(&mut a, &mine, 64 * mine.len(), 67)?, theirs);
+        assert_eq!(recv_words(&mut b, 64 * mine.len())?, mine);
+        b.send(&[1; 8])?;
+        assert!(matches!(
+            x.exchange(&mut a, &[], 0, 67),
+            Err(MpcError::Transport(TransportError::LengthMismatch { expected: 9, got: 8 }))
+        ));
+        b.send(&[0xff; 9])?;
+        assert!(matches!(x.exchange(&mut a, &[], 0, 67), Err(MpcError::Transport(TransportError::Malformed { .. }))));
         Ok(())
     }
 
