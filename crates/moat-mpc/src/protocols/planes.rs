@@ -255,6 +255,9 @@ impl WordExchange {
         let frames = mine.div_ceil(MAX_FRAME_BYTES).max(theirs.div_ceil(MAX_FRAME_BYTES)).max(1);
         let part = |f: usize, len: usize| (f * MAX_FRAME_BYTES).min(len)..((f + 1) * MAX_FRAME_BYTES).min(len);
         self.words.clear();
+        // Whole pieces at once: growing by doubling would touch fresh pages on the way.
+        self.words.reserve(words_for(their_bits));
+        self.bytes.reserve(MAX_FRAME_BYTES.min(mine));
         for f in 0..frames {
             let (send, want) = (part(f, mine), part(f, theirs).len());
             self.bytes.clear();

@@ -599,7 +599,9 @@ impl FerretReceiver {
         let (mut out, rest) = self.pool.take_for_round();
         round.encode(&self.code, &mut out);
         round.add_trees(&TreeMsg::from_bytes(&ch.recv()?, &p)?, &self.eng, &mut out);
-        self.base = out[..p.consumed()].to_vec();
+        // The next base in the old one's buffer (no fresh pages).
+        self.base = round.base;
+        self.base.copy_from_slice(&out[..p.consumed()]);
         self.pool.refill(out, p.consumed(), &rest);
         Ok(())
     }
