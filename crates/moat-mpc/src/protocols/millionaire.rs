@@ -840,6 +840,8 @@ fn segment(ready: Option<usize>, left: usize) -> Result<usize> {
 
 /// Random-choice OTs per call in the balanced layer (bounds the memory of their outputs).
 const STEP: usize = crate::ot::ferret::CHUNK_OTS;
+// Each call's derandomisation bits are whole words (but a run's last call's).
+const _: () = assert!(STEP.is_multiple_of(64));
 
 /// Both parties, with a silent OT and no fan-out: the leaf layer with the work split evenly.
 ///
@@ -886,7 +888,7 @@ fn balanced_leaves(
     let (send_total, recv_total) = (plan.leaf_ot_bits(held.len()), choices.len());
     let (mut sent, mut received) = (0, 0);
     // Buffers kept across pools (fresh pages per pool would cost more than their contents).
-    let (mut flips, mut bits, mut pieces) =
+    let (mut flips, mut flip_link, mut piece_link) =
         (Vec::new(), planes::WordExchange::default(), planes::WordExchange::default());
     loop {
         // Refill rounds where a pool is dry, P0's direction (P0 sending) first.
@@ -907,8 +909,7 @@ fn balanced_leaves(
             .map(|(ready, left)| segment(ready, left))
             .try_fold(usize::MAX, |m, r| r.map(|r| m.min(r)))?;
         let (send_run, recv_run) = ((send_total - sent).min(run), (recv_total - received).min(run));
-        // Choosing: the pads, and the derandomisation bits (whole words per call but the
-        // run's last: STEP is a multiple of 64).
+        // Choosing: the pads, and the derandomisation bits.
         flips.clear();
         for start in (0..recv_run).step_by(STEP) {
             let len = STEP.min(recv_run - start);
@@ -917,7 +918,7 @@ fn balanced_leaves(
             flips.extend(random.words().iter().zip(&wanted).map(|(r, c)| r ^ c));
             leaves.absorb::<true>(&keys);
         }
-        let theirs = bits.exchange(ch, &flips, recv_run, send_run)?;
+        let theirs = flip_link.exchange(ch, &flips, recv_run, send_run)?;
         // Holding: the peer's choices are its random ones flipped by its bits.
         tables.reserve(send_run);
         sender.send_random_choice_chunks(ch, send_run, &mut |first, pairs| {
@@ -929,16 +930,13 @@ fn balanced_leaves(
         let last = sent == send_total && received == recv_total;
         let want = leaves.next_piece_bits(last);
         if last {
-            let (words, bits) = tables.rest();
-            leaves.unmask_from(pieces.exchange(ch, &words, bits, want)?);
-        } else {
-            let whole = tables.whole_words();
-            leaves.unmask_from(pieces.exchange(ch, whole, 64 * whole.len(), want)?);
-            tables.sent_whole_words();
-        }
-        if last {
+            let (rest, rest_bits) = tables.rest();
+            leaves.unmask_from(piece_link.exchange(ch, &rest, rest_bits, want)?);
             break;
         }
+        let whole = tables.whole_words();
+        leaves.unmask_from(piece_link.exchange(ch, whole, 64 * whole.len(), want)?);
+        tables.sent_whole_words();
     }
     let theirs = leaves.finish()?;
     // This party's planes over all n elements: the first half's, then the second's.
