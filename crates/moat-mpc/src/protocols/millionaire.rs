@@ -857,7 +857,7 @@ const _: () = assert!(STEP.is_multiple_of(64));
 /// both parties take their random-choice OTs as chooser (silent: the COTs' own choices `r`),
 /// exchange the derandomisations `d = r ⊕ c` in one message each way, then take their
 /// random-choice OTs as holder, swapping the pairs where the peer's `d` is set, and exchange
-/// the whole words of table written so far; then the refill rounds, `P0`'s direction first.
+/// the whole words of table written so far; then the refill rounds, each party's sender first.
 /// Two flights each way per pool (the bits and the tables), both of them exchanges, so the
 /// layer's latency is a few round trips per pool, not one per chunk. Returns this party's
 /// `(gt, eq)` planes per chunk over all `n` elements.
@@ -891,17 +891,11 @@ fn balanced_leaves(
     let (mut flips, mut flip_link, mut piece_link) =
         (Vec::new(), planes::WordExchange::default(), planes::WordExchange::default());
     loop {
-        // Refill rounds where a pool is dry, P0's direction (P0 sending) first.
-        let (send_ready, recv_ready) = match party {
-            Party::P0 => {
-                let s = if sent < send_total { sender.ready(ch)? } else { None };
-                (s, if received < recv_total { receiver.ready(ch)? } else { None })
-            }
-            Party::P1 => {
-                let r = if received < recv_total { receiver.ready(ch)? } else { None };
-                (if sent < send_total { sender.ready(ch)? } else { None }, r)
-            }
-        };
+        // Refill rounds where a pool is dry, each party's sender first: its round's message
+        // goes out before either party waits for the other's, and a silent OT runs the LPN
+        // encodings of the two rounds in one pass (`ready`).
+        let send_ready = if sent < send_total { sender.ready(ch)? } else { None };
+        let recv_ready = if received < recv_total { receiver.ready(ch)? } else { None };
         // One run length for both directions (those not done), so that the peer agrees.
         let run = [(send_ready, send_total - sent), (recv_ready, recv_total - received)]
             .into_iter()

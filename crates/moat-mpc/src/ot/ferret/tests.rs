@@ -102,6 +102,57 @@ fn several_rounds_keep_the_correlation() -> Result<()> {
     Ok(())
 }
 
+/// A sender round that `ready` leaves to the party's receiver (`Twin`): encoded in one pass
+/// with the receiver's round (`LpnCode::encode_pair`), or alone when the sender is used first
+/// — the COTs of both directions keep their correlation, and `ready` counts what the pool
+/// will hold.
+#[test]
+fn rounds_left_to_the_receiver_keep_the_correlation() -> Result<()> {
+    fn sent(s: &mut FerretSender, ch: &mut dyn Channel, n: usize, ks: &mut Vec<Block>) -> Result<()> {
+        s.take_cots(ch, n, &mut |_, c| {
+            ks.extend_from_slice(c);
+            Ok(())
+        })
+    }
+    fn received(r: &mut FerretReceiver, ch: &mut dyn Channel, n: usize, ms: &mut Vec<Block>) -> Result<()> {
+        r.take_cots(ch, n, &mut |_, c| {
+            ms.extend_from_slice(c);
+            Ok(())
+        })
+    }
+    let party = |party: Party, seed: u64| {
+        move |ch: &mut dyn Channel| -> Result<(Block, Vec<Block>, Vec<Block>)> {
+            let (mut s, mut r) = ferret_pair(ch, party, SMALL, seed)?;
+            let (mut ks, mut ms) = (Vec::new(), Vec::new());
+            for fused in [true, false, true] {
+                // Both pools dry (they run in step), then the rounds, the sender's first.
+                let n = s.available();
+                assert_eq!(r.available(), n);
+                sent(&mut s, ch, n, &mut ks)?;
+                received(&mut r, ch, n, &mut ms)?;
+                assert_eq!(s.ready(ch)?, Some(SMALL.per_round()));
+                assert_eq!(s.available(), SMALL.per_round());
+                if !fused {
+                    // The sender used before the receiver's round: its encoding runs alone.
+                    sent(&mut s, ch, 100, &mut ks)?;
+                }
+                assert!(r.ready(ch)?.is_some());
+                if !fused {
+                    received(&mut r, ch, 100, &mut ms)?;
+                }
+            }
+            sent(&mut s, ch, 1000, &mut ks)?;
+            received(&mut r, ch, 1000, &mut ms)?;
+            Ok((s.delta(), ks, ms))
+        }
+    };
+    let ((delta0, ks0, ms0), (delta1, ks1, ms1)) = run_pair(Net::Tcp, party(Party::P0, 1), party(Party::P1, 2))?;
+    // P0's sender with P1's receiver, and the other way.
+    check_cots(delta0, &ks0, &ms1);
+    check_cots(delta1, &ks1, &ms0);
+    Ok(())
+}
+
 /// Extending a pool that is not dry keeps its rest in front of the new COTs: a rest shorter
 /// than the round's reserved front (it takes that front's place in the reused buffer) and one
 /// longer (a new buffer), with the correlation intact across every round boundary.
