@@ -419,7 +419,7 @@ struct Pending {
 /// What one party's sender and receiver share ([`setup_both`]): a sender round run by
 /// [`OtSender::ready`] leaves its LPN encoding here, and the receiver's next round encodes
 /// both in one pass over the column table ([`LpnCode::encode_pair`]: one stream of the table
-/// and one unpacking of each row for two outputs, 10.4 against 14.7 ns per pair of rows on
+/// and one unpacking of each row for two outputs, 10.5 against 15.2 ns per pair of rows on
 /// one core, `examples/lpn_pair.rs`). Any other use of the sender first finishes its round,
 /// alone if the receiver has not come.
 #[derive(Default)]
