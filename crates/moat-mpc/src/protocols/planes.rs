@@ -37,6 +37,34 @@ pub(crate) fn padding_is_clear(words: &[u64], bits: usize) -> bool {
     bits.is_multiple_of(64) || words.get(bits / 64).is_none_or(|&w| w >> (bits % 64) == 0)
 }
 
+/// [`padding_is_clear`] as the error a peer's message gets.
+fn require_clear_padding(words: &[u64], bits: usize) -> Result<()> {
+    if padding_is_clear(words, bits) {
+        Ok(())
+    } else {
+        Err(MpcError::Transport(TransportError::Malformed { detail: format!("nonzero padding after {bits} bits") }))
+    }
+}
+
+/// Words from little-endian bytes (a partial last word is zero-extended).
+fn le_words(bytes: &[u8]) -> impl Iterator<Item = u64> + '_ {
+    bytes.chunks(8).map(|c| {
+        let mut b = [0u8; 8];
+        b[..c.len()].copy_from_slice(c);
+        u64::from_le_bytes(b)
+    })
+}
+
+/// Writes bytes `range` of the little-endian form of `words` over `buf`.
+fn put_le_bytes(buf: &mut Vec<u8>, words: &[u64], range: std::ops::Range<usize>) {
+    buf.clear();
+    for w in words.get(range.start / 8..range.end.div_ceil(8)).unwrap_or_default() {
+        buf.extend_from_slice(&w.to_le_bytes());
+    }
+    buf.drain(..range.start % 8);
+    buf.truncate(range.len());
+}
+
 /// Bit `pos` of a packed word stream (0 beyond its end).
 #[inline]
 pub(crate) fn bit_at(words: &[u64], pos: usize) -> u64 {
@@ -105,18 +133,10 @@ pub(crate) fn read_plane(bytes: &[u8], offset: &mut usize, n: usize) -> Result<V
     })?;
     *offset += len;
     let mut plane = vec![0u64; words_for(n)];
-    for (w, c) in plane.iter_mut().zip(chunk.chunks(8)) {
-        let mut b = [0u8; 8];
-        b[..c.len()].copy_from_slice(c);
-        *w = u64::from_le_bytes(b);
+    for (w, x) in plane.iter_mut().zip(le_words(chunk)) {
+        *w = x;
     }
-    if let Some(&last) = plane.last()
-        && last & !last_mask(n) != 0
-    {
-        return Err(MpcError::Transport(TransportError::Malformed {
-            detail: format!("nonzero padding after {n} bits"),
-        }));
-    }
+    require_clear_padding(&plane, n)?;
     Ok(plane)
 }
 
@@ -191,18 +211,9 @@ pub(crate) fn send_words(ch: &mut dyn Channel, words: &[u64], bits: usize) -> Re
         return Ok(());
     }
     let mut buf = Vec::with_capacity(MAX_FRAME_BYTES.min(total));
-    let mut sent = 0;
-    for chunk in words.chunks(MAX_FRAME_BYTES / 8) {
-        buf.clear();
-        for w in chunk {
-            buf.extend_from_slice(&w.to_le_bytes());
-        }
-        buf.truncate(total - sent);
-        if buf.is_empty() {
-            break;
-        }
+    for start in (0..total).step_by(MAX_FRAME_BYTES) {
+        put_le_bytes(&mut buf, words, start..(start + MAX_FRAME_BYTES).min(total));
         ch.send(&buf)?;
-        sent += buf.len();
     }
     Ok(())
 }
@@ -219,13 +230,9 @@ pub(crate) fn recv_words(ch: &mut dyn Channel, bits: usize) -> Result<Vec<u64>> 
     while got < total {
         let frame = ch.recv_exact(MAX_FRAME_BYTES.min(total - got))?;
         got += frame.len();
-        words.extend(words_from_bytes(&frame));
+        words.extend(le_words(&frame));
     }
-    if !padding_is_clear(&words, bits) {
-        return Err(MpcError::Transport(TransportError::Malformed {
-            detail: format!("nonzero padding after {bits} bits"),
-        }));
-    }
+    require_clear_padding(&words, bits)?;
     Ok(words)
 }
 
@@ -260,40 +267,16 @@ impl WordExchange {
         self.bytes.reserve(MAX_FRAME_BYTES.min(mine));
         for f in 0..frames {
             let (send, want) = (part(f, mine), part(f, theirs).len());
-            self.bytes.clear();
-            for w in words.get(send.start / 8..send.end.div_ceil(8)).unwrap_or_default() {
-                self.bytes.extend_from_slice(&w.to_le_bytes());
-            }
-            self.bytes.truncate(send.len());
+            put_le_bytes(&mut self.bytes, words, send);
             let frame = ch.exchange(&self.bytes)?;
             if frame.len() != want {
                 return Err(MpcError::Transport(TransportError::LengthMismatch { expected: want, got: frame.len() }));
             }
-            self.words.extend(frame.chunks(8).map(|c| {
-                let mut b = [0u8; 8];
-                b[..c.len()].copy_from_slice(c);
-                u64::from_le_bytes(b)
-            }));
+            self.words.extend(le_words(&frame));
         }
-        if !padding_is_clear(&self.words, their_bits) {
-            return Err(MpcError::Transport(TransportError::Malformed {
-                detail: format!("nonzero padding after {their_bits} bits"),
-            }));
-        }
+        require_clear_padding(&self.words, their_bits)?;
         Ok(&self.words)
     }
-}
-
-/// Words from little-endian bytes (a partial last word is zero-extended).
-pub(crate) fn words_from_bytes(bytes: &[u8]) -> Vec<u64> {
-    bytes
-        .chunks(8)
-        .map(|c| {
-            let mut b = [0u8; 8];
-            b[..c.len()].copy_from_slice(c);
-            u64::from_le_bytes(b)
-        })
-        .collect()
 }
 
 #[cfg(test)]
